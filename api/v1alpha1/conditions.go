@@ -1,0 +1,54 @@
+package v1alpha1
+
+// Condition types of a QueueJob. Every reconcile sets the managed ones with the
+// QueueJob's observedGeneration.
+const (
+	// ConditionComplete is True once the QueueJob has finished successfully.
+	ConditionComplete = "Complete"
+	// ConditionFailed is True once the QueueJob has finished unsuccessfully.
+	ConditionFailed = "Failed"
+	// ConditionSuspended is True while spec.suspend holds the QueueJob's pods back.
+	ConditionSuspended = "Suspended"
+	// ConditionProgressing says whether the QueueJob is making progress toward
+	// completion, and if not, why (a Job the API server refused, a finished QueueJob).
+	ConditionProgressing = "Progressing"
+	// ConditionQueueReachable says whether the last probe of spec.queue succeeded.
+	// It is only set on QueueJobs that have a queue.
+	ConditionQueueReachable = "QueueReachable"
+)
+
+// Condition reasons. The terminal conditions carry the Job's own reason when it
+// gives one (CompletionsReached, BackoffLimitExceeded, DeadlineExceeded, ...);
+// these are used otherwise.
+const (
+	ReasonJobComplete    = "JobComplete"
+	ReasonJobFailed      = "JobFailed"
+	ReasonNotFinished    = "NotFinished"
+	ReasonSuspended      = "Suspended"
+	ReasonNotSuspended   = "NotSuspended"
+	ReasonJobCreated     = "JobCreated"
+	ReasonJobRunning     = "JobRunning"
+	ReasonJobCreateError = "JobCreateFailed"
+	ReasonFinished       = "Finished"
+)
+
+// Event reasons, emitted on transitions only.
+const (
+	EventJobCreated      = "JobCreated"
+	EventJobCreateFailed = "JobCreateFailed"
+	EventCompleted       = "Completed"
+	EventFailed          = "Failed"
+	EventSuspended       = "Suspended"
+	EventResumed         = "Resumed"
+	EventCleanedUp       = "CleanedUp"
+)
+
+// Well-known labels and annotations.
+const (
+	// LabelQueueJob is set on every Job and pod a QueueJob creates; its value is the
+	// QueueJob's name.
+	LabelQueueJob = "batch.queuejob.io/queuejob"
+	// LabelWave is set on every Job and pod a QueueJob creates; its value is the wave
+	// number (1 for a QueueJob without a queue).
+	LabelWave = "batch.queuejob.io/wave"
+)

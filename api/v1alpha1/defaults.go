@@ -1,0 +1,41 @@
+package v1alpha1
+
+// EffectiveMode is spec.mode with its default applied.
+func (s *QueueJobSpec) EffectiveMode() Mode {
+	if s.Mode == "" {
+		return DefaultMode
+	}
+	return s.Mode
+}
+
+// EffectiveItemsPerPod is spec.itemsPerPod with its default applied.
+func (s *QueueJobSpec) EffectiveItemsPerPod() int32 { return deref(s.ItemsPerPod, DefaultItemsPerPod) }
+
+// EffectiveCompletions is spec.completions with its default applied.
+func (s *QueueJobSpec) EffectiveCompletions() int32 { return deref(s.Completions, DefaultCompletions) }
+
+// EffectiveParallelism is spec.parallelism with its default applied.
+func (s *QueueJobSpec) EffectiveParallelism() int32 { return deref(s.Parallelism, 1) }
+
+// EffectiveRefill is spec.refill with its default applied.
+func (s *QueueJobSpec) EffectiveRefill() Refill {
+	if s.Refill == "" {
+		return DefaultRefill
+	}
+	return s.Refill
+}
+
+// EffectiveProbeIntervalSeconds is spec.probeIntervalSeconds with its default applied.
+func (s *QueueJobSpec) EffectiveProbeIntervalSeconds() int32 {
+	return deref(s.ProbeIntervalSeconds, DefaultProbeIntervalSeconds)
+}
+
+// IsSuspended reports whether spec.suspend is true.
+func (s *QueueJobSpec) IsSuspended() bool { return s.Suspend != nil && *s.Suspend }
+
+func deref[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}

@@ -1,0 +1,327 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Mode says how a QueueJob turns queue items into pods.
+// +kubebuilder:validation:Enum=PerItem;WorkerPool
+type Mode string
+
+const (
+	// ModePerItem runs one pod per spec.itemsPerPod items: each wave Job's completions
+	// are sized from the queue depth (the Kubernetes docs' "coarse parallel processing").
+	ModePerItem Mode = "PerItem"
+	// ModeWorkerPool runs spec.parallelism workers that drain the queue; completions are
+	// unset and the QueueJob completes when the queue is empty and nothing is in flight
+	// (the Kubernetes docs' "fine parallel processing").
+	ModeWorkerPool Mode = "WorkerPool"
+)
+
+// Refill says what a QueueJob does once its queue has been drained.
+// +kubebuilder:validation:Enum=Once;Continuous
+type Refill string
+
+const (
+	// RefillOnce finishes the QueueJob when its queue is drained.
+	RefillOnce Refill = "Once"
+	// RefillContinuous keeps probing the queue and starts a new wave when items arrive.
+	RefillContinuous Refill = "Continuous"
+)
+
+// Defaults of fields that only apply to some QueueJobs. They are applied by the
+// controller, not by the API server, so that admission can tell a field the user set
+// on the wrong kind of QueueJob from a default.
+const (
+	DefaultMode                 = ModePerItem
+	DefaultItemsPerPod          = int32(1)
+	DefaultCompletions          = int32(1)
+	DefaultRefill               = RefillOnce
+	DefaultProbeIntervalSeconds = int32(2)
+)
+
+// QueueJobSpec is the desired state of a QueueJob.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.mode) || has(self.queue)",fieldPath=".mode",message="spec.mode applies only to a QueueJob with spec.queue: remove spec.mode or set spec.queue"
+// +kubebuilder:validation:XValidation:rule="!has(self.itemsPerPod) || (has(self.queue) && (!has(self.mode) || self.mode == 'PerItem'))",fieldPath=".itemsPerPod",message="spec.itemsPerPod applies only to mode PerItem with spec.queue: remove spec.itemsPerPod"
+// +kubebuilder:validation:XValidation:rule="!has(self.completions) || !has(self.queue)",fieldPath=".completions",message="spec.completions applies only without spec.queue (with a queue, completions follow the queue depth): remove spec.completions"
+// +kubebuilder:validation:XValidation:rule="!has(self.refill) || has(self.queue)",fieldPath=".refill",message="spec.refill applies only to a QueueJob with spec.queue: remove spec.refill or set spec.queue"
+// +kubebuilder:validation:XValidation:rule="!has(self.probeIntervalSeconds) || has(self.queue)",fieldPath=".probeIntervalSeconds",message="spec.probeIntervalSeconds applies only to a QueueJob with spec.queue: remove spec.probeIntervalSeconds or set spec.queue"
+// +kubebuilder:validation:XValidation:rule="has(self.queue) == has(oldSelf.queue)",fieldPath=".queue",message="spec.queue cannot be added or removed after creation: create a new QueueJob instead"
+// +kubebuilder:validation:XValidation:rule="(has(self.mode) ? self.mode : 'PerItem') == (has(oldSelf.mode) ? oldSelf.mode : 'PerItem')",fieldPath=".mode",message="spec.mode is immutable: create a new QueueJob to change it"
+// +kubebuilder:validation:XValidation:rule="(has(self.completions) ? self.completions : 1) == (has(oldSelf.completions) ? oldSelf.completions : 1)",fieldPath=".completions",message="spec.completions is immutable (a Job's completions cannot change): create a new QueueJob to change it"
+type QueueJobSpec struct {
+	// queue is where the work items wait. Without it the QueueJob runs one plain Job
+	// (spec.completions pods to completion) and cleans up after it. Immutable.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.queue is immutable: create a new QueueJob to use another queue"
+	// +optional
+	Queue *QueueSource `json:"queue,omitempty"`
+
+	// mode says how queue items become pods: PerItem (each pod takes spec.itemsPerPod
+	// items; completions are sized from the queue depth) or WorkerPool (spec.parallelism
+	// workers drain the queue). Only with spec.queue; defaults to PerItem. Immutable.
+	// +optional
+	Mode Mode `json:"mode,omitempty"`
+
+	// itemsPerPod is how many queue items one pod of a PerItem QueueJob takes: a wave
+	// runs ceil(ready items / itemsPerPod) pods. Only with spec.queue and mode PerItem;
+	// defaults to 1.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	ItemsPerPod *int32 `json:"itemsPerPod,omitempty"`
+
+	// completions is how many pods must succeed, for a QueueJob without spec.queue
+	// (with a queue, completions follow the queue depth). Defaults to 1. Immutable.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	Completions *int32 `json:"completions,omitempty"`
+
+	// parallelism is the most pods that run at once. A change applies to the running Job.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	Parallelism *int32 `json:"parallelism,omitempty"`
+
+	// backoffLimit is how many pod failures a Job tolerates before it is marked failed,
+	// as in a Job's spec.backoffLimit.
+	// +kubebuilder:default=6
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=2147483647
+	// +optional
+	BackoffLimit *int32 `json:"backoffLimit,omitempty"`
+
+	// activeDeadlineSeconds bounds how long each Job of this QueueJob may run, counted
+	// from the Job's start, as in a Job's spec.activeDeadlineSeconds.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	ActiveDeadlineSeconds *int64 `json:"activeDeadlineSeconds,omitempty"`
+
+	// suspend stops the QueueJob's pods (the running Job is suspended, its active pods
+	// are deleted) until it is set back to false. Defaults to false.
+	// +optional
+	Suspend *bool `json:"suspend,omitempty"`
+
+	// refill says what happens once the queue is drained: Once finishes the QueueJob,
+	// Continuous keeps probing and starts a new wave when items arrive. Only with
+	// spec.queue; defaults to Once.
+	// +optional
+	Refill Refill `json:"refill,omitempty"`
+
+	// probeIntervalSeconds is how often the queue is probed. Only with spec.queue;
+	// defaults to 2.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=3600
+	// +optional
+	ProbeIntervalSeconds *int32 `json:"probeIntervalSeconds,omitempty"`
+
+	// template is the pod template of every Job the QueueJob creates, as in a Job's
+	// spec.template. Its restartPolicy must be Never or OnFailure. The controller adds
+	// the label batch.queuejob.io/queuejob=<name>; no selector is needed. A change
+	// applies to the next Job, not to the running one.
+	// +kubebuilder:validation:XValidation:rule="has(self.spec) && has(self.spec.restartPolicy) && self.spec.restartPolicy in ['Never', 'OnFailure']",message="spec.template.spec.restartPolicy must be Never or OnFailure: a QueueJob's pods run to completion"
+	// +required
+	Template corev1.PodTemplateSpec `json:"template"`
+
+	// cleanup says when finished Jobs and pods are deleted. Without it nothing is
+	// deleted.
+	// +optional
+	Cleanup *CleanupPolicy `json:"cleanup,omitempty"`
+}
+
+// QueueSource names the queue a QueueJob drains. Exactly one backend is set.
+// +kubebuilder:validation:XValidation:rule="(has(self.redis) ? 1 : 0) + (has(self.rabbitmq) ? 1 : 0) == 1",message="spec.queue: set exactly one of redis or rabbitmq"
+type QueueSource struct {
+	// redis is a Redis list, read with the protocol of the Kubernetes docs' rediswq.py.
+	// +optional
+	Redis *RedisQueue `json:"redis,omitempty"`
+
+	// rabbitmq is a RabbitMQ queue.
+	// +optional
+	RabbitMQ *RabbitMQQueue `json:"rabbitmq,omitempty"`
+}
+
+// RedisQueue is a Redis list of work items. Items being worked on are kept in
+// <key>:processing with a lease key per item, as in the Kubernetes docs' rediswq.py.
+type RedisQueue struct {
+	// address is the Redis server's host:port, e.g. redis:6379.
+	// +kubebuilder:validation:MaxLength=261
+	// +kubebuilder:validation:XValidation:rule=`self.matches('^(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):[0-9]{1,5}$')`,message="spec.queue.redis.address must be host:port, e.g. redis:6379"
+	// +required
+	Address string `json:"address"`
+
+	// key is the name of the Redis list that holds the items.
+	// +kubebuilder:validation:MaxLength=200
+	// +kubebuilder:validation:XValidation:rule="size(self) > 0",message="spec.queue.redis.key must not be empty: set the name of the Redis list"
+	// +kubebuilder:validation:XValidation:rule=`!self.matches('[\\s\\x00-\\x1f\\x7f*?\\[\\]]')`,message="spec.queue.redis.key must not contain whitespace, control characters or the glob characters * ? [ ]"
+	// +required
+	Key string `json:"key"`
+
+	// db is the Redis database number.
+	// +kubebuilder:default=0
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=255
+	// +optional
+	DB *int32 `json:"db,omitempty"`
+
+	// passwordSecretRef selects the key of a Secret in the QueueJob's namespace that
+	// holds the Redis password. The controller reads it at probe time; workers get it
+	// through a secretKeyRef, never as a literal.
+	// +kubebuilder:validation:XValidation:rule="size(self.name) > 0 && size(self.key) > 0",message="spec.queue.redis.passwordSecretRef needs both name and key: name the Secret and its key that holds the password"
+	// +optional
+	PasswordSecretRef *corev1.SecretKeySelector `json:"passwordSecretRef,omitempty"`
+}
+
+// RabbitMQQueue is a RabbitMQ queue of work items. The broker is given by exactly one
+// of url and urlSecretRef.
+// +kubebuilder:validation:XValidation:rule="has(self.url) != has(self.urlSecretRef)",message="spec.queue.rabbitmq: set exactly one of url or urlSecretRef"
+type RabbitMQQueue struct {
+	// queue is the name of the RabbitMQ queue.
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:XValidation:rule="size(self) > 0",message="spec.queue.rabbitmq.queue must not be empty: set the name of the RabbitMQ queue"
+	// +required
+	Queue string `json:"queue"`
+
+	// url is the broker's AMQP URL without a password, e.g. amqp://guest@rabbitmq:5672/.
+	// A URL with a password belongs in a Secret: use urlSecretRef.
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('amqp://') || self.startsWith('amqps://')",message="spec.queue.rabbitmq.url must start with amqp:// or amqps://"
+	// +kubebuilder:validation:XValidation:rule=`!self.matches('^amqps?://[^@/?#]*:[^@/?#]*@')`,message="spec.queue.rabbitmq.url must not contain a password: store the whole URL in a Secret and reference it with spec.queue.rabbitmq.urlSecretRef"
+	// +optional
+	URL string `json:"url,omitempty"`
+
+	// urlSecretRef selects the key of a Secret in the QueueJob's namespace that holds
+	// the broker's AMQP URL, password included.
+	// +kubebuilder:validation:XValidation:rule="size(self.name) > 0 && size(self.key) > 0",message="spec.queue.rabbitmq.urlSecretRef needs both name and key: name the Secret and its key that holds the URL"
+	// +optional
+	URLSecretRef *corev1.SecretKeySelector `json:"urlSecretRef,omitempty"`
+}
+
+// CleanupPolicy says when finished Jobs and pods are deleted, like a Job's
+// ttlSecondsAfterFinished but also for single pods.
+type CleanupPolicy struct {
+	// ttlSecondsAfterFinished deletes the QueueJob's finished Jobs, and with them their
+	// pods, this many seconds after the QueueJob finished. The QueueJob and its status
+	// (counts, conditions) stay.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=2147483647
+	// +optional
+	TTLSecondsAfterFinished *int32 `json:"ttlSecondsAfterFinished,omitempty"`
+
+	// podTTLSecondsAfterFinished deletes each finished pod (Succeeded or Failed) this
+	// many seconds after it finished, while its Job and the QueueJob's counts stay.
+	// Running pods are never deleted.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=2147483647
+	// +optional
+	PodTTLSecondsAfterFinished *int32 `json:"podTTLSecondsAfterFinished,omitempty"`
+}
+
+// QueueJobStatus is the observed state of a QueueJob.
+type QueueJobStatus struct {
+	// observedGeneration is the spec generation the status was computed from.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Complete, Failed, Suspended, Progressing and, with a queue,
+	// QueueReachable.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// startTime is when the QueueJob's first Job started.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+
+	// completionTime is when the QueueJob finished, successfully or not.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+
+	// active is the number of pods running now.
+	// +optional
+	Active int32 `json:"active"`
+
+	// succeeded is the number of pods that succeeded, over all the QueueJob's Jobs. It
+	// keeps counting pods and Jobs that cleanup deleted.
+	// +optional
+	Succeeded int32 `json:"succeeded"`
+
+	// failed is the number of pods that failed, over all the QueueJob's Jobs. It keeps
+	// counting pods and Jobs that cleanup deleted.
+	// +optional
+	Failed int32 `json:"failed"`
+
+	// waves is the number of Jobs the QueueJob has started.
+	// +optional
+	Waves int32 `json:"waves,omitempty"`
+
+	// jobName is the name of the QueueJob's current (latest) Job.
+	// +optional
+	JobName string `json:"jobName,omitempty"`
+
+	// queue is what the last probe of spec.queue counted.
+	// +optional
+	Queue *QueueStatus `json:"queue,omitempty"`
+}
+
+// QueueStatus is what a probe of the queue counted.
+type QueueStatus struct {
+	// ready is the number of items waiting in the queue.
+	// +optional
+	Ready int64 `json:"ready"`
+
+	// inFlight is the number of items taken by a worker and not yet finished.
+	// +optional
+	InFlight int64 `json:"inFlight"`
+
+	// lastProbeTime is when the queue was last probed successfully.
+	// +optional
+	LastProbeTime *metav1.Time `json:"lastProbeTime,omitempty"`
+}
+
+// QueueJob runs a Kubernetes Job for the items of a work queue: it sizes the Job from
+// the queue depth, completes when the queue is drained, and deletes finished pods and
+// Jobs after a TTL.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=qj,categories=all
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
+// +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.queue.ready`,description="Items waiting in the queue"
+// +kubebuilder:printcolumn:name="In-Flight",type=integer,JSONPath=`.status.queue.inFlight`,description="Items taken by a worker and not yet finished"
+// +kubebuilder:printcolumn:name="Active",type=integer,JSONPath=`.status.active`
+// +kubebuilder:printcolumn:name="Succeeded",type=integer,JSONPath=`.status.succeeded`
+// +kubebuilder:printcolumn:name="Failed",type=integer,JSONPath=`.status.failed`
+// +kubebuilder:printcolumn:name="Complete",type=string,JSONPath=`.status.conditions[?(@.type=="Complete")].status`
+// +kubebuilder:printcolumn:name="Job",type=string,JSONPath=`.status.jobName`,priority=1
+// +kubebuilder:printcolumn:name="Waves",type=integer,JSONPath=`.status.waves`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters: it is the value of the batch.queuejob.io/queuejob label on the QueueJob's Jobs and pods"
+type QueueJob struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired state of the QueueJob.
+	// +required
+	Spec QueueJobSpec `json:"spec"`
+
+	// status is the observed state of the QueueJob.
+	// +optional
+	Status QueueJobStatus `json:"status,omitempty"`
+}
+
+// QueueJobList is a list of QueueJobs.
+// +kubebuilder:object:root=true
+type QueueJobList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []QueueJob `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&QueueJob{}, &QueueJobList{})
+}
