@@ -1,0 +1,184 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+)
+
+// jobTrackingFinalizer is the finalizer the Job controller keeps on a pod until it has
+// counted it. Deleting a pod that still carries it would lose the count.
+const jobTrackingFinalizer = batchv1.JobTrackingFinalizer
+
+// ttlRemaining is how long until finishedAt+ttl; zero or less means the TTL has expired.
+func ttlRemaining(finishedAt time.Time, ttlSeconds int32, now time.Time) time.Duration {
+	return finishedAt.Add(time.Duration(ttlSeconds) * time.Second).Sub(now)
+}
+
+// podFinishTime is when a terminal pod finished: the latest time one of its containers
+// terminated, else the last transition of its Ready condition (which turns False when
+// the pod stops), else its creation. ok is false for pods that have not finished or are
+// still counted by the Job controller.
+func podFinishTime(pod *corev1.Pod) (t time.Time, ok bool) {
+	if pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed {
+		return time.Time{}, false
+	}
+	if controllerutil.ContainsFinalizer(pod, jobTrackingFinalizer) || pod.DeletionTimestamp != nil {
+		return time.Time{}, false
+	}
+	for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses} {
+		for _, cs := range list {
+			if term := cs.State.Terminated; term != nil && term.FinishedAt.After(t) {
+				t = term.FinishedAt.Time
+			}
+		}
+	}
+	if !t.IsZero() {
+		return t, true
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady && !c.LastTransitionTime.IsZero() {
+			return c.LastTransitionTime.Time, true
+		}
+	}
+	return pod.CreationTimestamp.Time, true
+}
+
+// cleanup deletes finished pods after spec.cleanup.podTTLSecondsAfterFinished and the
+// QueueJob's finished Jobs after spec.cleanup.ttlSecondsAfterFinished, and asks to be
+// called again when the next TTL expires. The Job TTL counts from the completion time
+// in the status as read from the API server, never from one computed in this reconcile:
+// a Job is only deleted once the QueueJob's own record of the finish is safe, so a crash
+// between the two writes cannot make the QueueJob forget it finished and run again.
+func (r *QueueJobReconciler) cleanup(ctx context.Context, s *scope) error {
+	policy := s.qj.Spec.Cleanup
+	if policy == nil {
+		return nil
+	}
+	if policy.PodTTLSecondsAfterFinished != nil {
+		if err := r.cleanupPods(ctx, s, *policy.PodTTLSecondsAfterFinished); err != nil {
+			return err
+		}
+	}
+	if policy.TTLSecondsAfterFinished != nil && isFinished(&s.read.Status) && s.read.Status.CompletionTime != nil {
+		return r.cleanupJobs(ctx, s, *policy.TTLSecondsAfterFinished)
+	}
+	return nil
+}
+
+func (r *QueueJobReconciler) cleanupPods(ctx context.Context, s *scope, ttl int32) error {
+	owned := make(map[types.UID]bool, len(s.jobs))
+	for i := range s.jobs {
+		owned[s.jobs[i].UID] = true
+	}
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.InNamespace(s.qj.Namespace),
+		client.MatchingLabels{qjv1.LabelQueueJob: s.qj.Name}); err != nil {
+		return fmt.Errorf("listing pods: %w", err)
+	}
+	deleted := 0
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		if ref := metav1.GetControllerOf(pod); ref == nil || !owned[ref.UID] {
+			continue
+		}
+		finishedAt, ok := podFinishTime(pod)
+		if !ok {
+			continue
+		}
+		if left := ttlRemaining(finishedAt, ttl, s.now); left > 0 {
+			s.requeue(left)
+			continue
+		}
+		gone, err := r.deletePod(ctx, pod)
+		if err != nil {
+			return err
+		}
+		if gone {
+			deleted++
+		}
+	}
+	if deleted > 0 {
+		s.event(corev1.EventTypeNormal, qjv1.EventCleanedUp, "DeletePods",
+			fmt.Sprintf("Deleted %d finished pods whose TTL of %ds expired", deleted, ttl))
+	}
+	return nil
+}
+
+// deletePod re-reads the pod from the API server, checks it is still finished and
+// uncounted, and deletes exactly that pod (UID precondition).
+func (r *QueueJobReconciler) deletePod(ctx context.Context, cached *corev1.Pod) (bool, error) {
+	var pod corev1.Pod
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(cached), &pod); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	if pod.UID != cached.UID {
+		return false, nil
+	}
+	if _, ok := podFinishTime(&pod); !ok {
+		return false, nil
+	}
+	err := r.Delete(ctx, &pod, client.Preconditions{UID: &pod.UID})
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("deleting pod %s: %w", pod.Name, err)
+	}
+	logf.FromContext(ctx).V(1).Info("Deleted finished pod", "pod", pod.Name)
+	return true, nil
+}
+
+func (r *QueueJobReconciler) cleanupJobs(ctx context.Context, s *scope, ttl int32) error {
+	if left := ttlRemaining(s.read.Status.CompletionTime.Time, ttl, s.now); left > 0 {
+		s.requeue(left)
+		return nil
+	}
+	var names []string
+	for i := range s.jobs {
+		gone, err := r.deleteJob(ctx, s, &s.jobs[i])
+		if err != nil {
+			return err
+		}
+		if gone {
+			names = append(names, s.jobs[i].Name)
+		}
+	}
+	if len(names) > 0 {
+		s.event(corev1.EventTypeNormal, qjv1.EventCleanedUp, "DeleteJobs",
+			fmt.Sprintf("Deleted finished Jobs %v and their pods: the TTL of %ds after the QueueJob finished expired", names, ttl))
+		logf.FromContext(ctx).Info("Deleted finished Jobs", "jobs", names, "ttlSeconds", ttl)
+	}
+	return nil
+}
+
+// deleteJob re-reads the Job from the API server, checks it is still this QueueJob's and
+// finished, and deletes exactly that Job (UID precondition); its pods go with it.
+func (r *QueueJobReconciler) deleteJob(ctx context.Context, s *scope, cached *batchv1.Job) (bool, error) {
+	var job batchv1.Job
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(cached), &job); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	if job.UID != cached.UID || !metav1.IsControlledBy(&job, s.qj) || jobFinished(&job) == nil {
+		return false, nil
+	}
+	err := r.Delete(ctx, &job, client.Preconditions{UID: &job.UID}, client.PropagationPolicy(metav1.DeletePropagationBackground))
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("deleting Job %s: %w", job.Name, err)
+	}
+	return true, nil
+}

@@ -1,0 +1,270 @@
+// Package controllers holds the QueueJob reconciler.
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+)
+
+// jobOwnerKey indexes Jobs by the name of the QueueJob that controls them.
+const jobOwnerKey = ".metadata.controller.queuejob"
+
+// QueueJobReconciler runs QueueJobs: it creates their Jobs, mirrors the Jobs' progress
+// into the QueueJob's status and deletes finished pods and Jobs after their TTL.
+type QueueJobReconciler struct {
+	client.Client
+	// APIReader reads from the API server, bypassing the cache; cleanup re-reads every
+	// object from it before deleting it.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  events.EventRecorder
+	Clock     clock.PassiveClock
+}
+
+// +kubebuilder:rbac:groups=batch.queuejob.io,resources=queuejobs,verbs=get;list;watch
+// +kubebuilder:rbac:groups=batch.queuejob.io,resources=queuejobs/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// scope gathers what one reconcile knows and decides.
+type scope struct {
+	// read is the QueueJob as read at the start; qj is the working copy whose status
+	// this reconcile rewrites.
+	read, qj *qjv1.QueueJob
+	now      time.Time
+	// jobs are the Jobs this QueueJob controls, sorted by wave; the last is the current one.
+	jobs    []batchv1.Job
+	problem *progressProblem
+	events  []event
+	// requeueAfter is the smallest positive wait any phase asked for.
+	requeueAfter time.Duration
+}
+
+func (s *scope) requeue(d time.Duration) {
+	if d > 0 && (s.requeueAfter == 0 || d < s.requeueAfter) {
+		s.requeueAfter = d
+	}
+}
+
+func (s *scope) event(eventType, reason, action, note string) {
+	s.events = append(s.events, event{eventType, reason, action, note})
+}
+
+func (s *scope) current() *batchv1.Job {
+	if len(s.jobs) == 0 {
+		return nil
+	}
+	return &s.jobs[len(s.jobs)-1]
+}
+
+// Reconcile brings one QueueJob a step closer to its spec: list its Jobs, create the Job
+// it lacks, keep the running Job in line with the spec, observe, clean up; then write the
+// status once, if it changed, and emit the events of what changed.
+func (r *QueueJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, reterr error) {
+	read := &qjv1.QueueJob{}
+	if err := r.Get(ctx, req.NamespacedName, read); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !read.DeletionTimestamp.IsZero() {
+		// The garbage collector deletes the Jobs (and so their pods) with it.
+		return ctrl.Result{}, nil
+	}
+	s := &scope{read: read, qj: read.DeepCopy(), now: r.Clock.Now()}
+
+	defer func() {
+		// Observe even after a failed phase, so that the status says what went wrong.
+		s.qj.Status = observe(observeInput{qj: s.read, jobs: s.jobs, problem: s.problem})
+		if err := r.writeStatus(ctx, s); err != nil && reterr == nil {
+			reterr = err
+		}
+	}()
+
+	for _, phase := range []func(context.Context, *scope) error{r.listJobs, r.ensureJob, r.syncJob, r.cleanup} {
+		if err := phase(ctx, s); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{RequeueAfter: s.requeueAfter}, nil
+}
+
+// listJobs finds the Jobs this QueueJob controls.
+func (r *QueueJobReconciler) listJobs(ctx context.Context, s *scope) error {
+	var list batchv1.JobList
+	if err := r.List(ctx, &list, client.InNamespace(s.qj.Namespace), client.MatchingFields{jobOwnerKey: s.qj.Name}); err != nil {
+		return fmt.Errorf("listing Jobs: %w", err)
+	}
+	for i := range list.Items {
+		if metav1.IsControlledBy(&list.Items[i], s.qj) {
+			s.jobs = append(s.jobs, list.Items[i])
+		}
+	}
+	slices.SortFunc(s.jobs, func(a, b batchv1.Job) int { return int(jobWave(&a) - jobWave(&b)) })
+	return nil
+}
+
+// ensureJob creates the Job of a QueueJob without a queue, unless it exists or the
+// QueueJob has finished.
+func (r *QueueJobReconciler) ensureJob(ctx context.Context, s *scope) error {
+	if s.qj.Spec.Queue != nil {
+		s.problem = &progressProblem{reason: "QueueNotSupported",
+			message: "This version of the operator does not run QueueJobs with spec.queue yet"}
+		return nil
+	}
+	if isFinished(&s.read.Status) || s.current() != nil {
+		return nil
+	}
+	job := desiredJob(s.qj, 1, plainSizing(&s.qj.Spec))
+	return r.createJob(ctx, s, job)
+}
+
+// createJob creates a Job, treating AlreadyExists as success: the cache had not seen the
+// Job yet, and the deterministic name kept a duplicate from being made.
+func (r *QueueJobReconciler) createJob(ctx context.Context, s *scope, job *batchv1.Job) error {
+	log := logf.FromContext(ctx)
+	if err := controllerutil.SetControllerReference(s.qj, job, r.Scheme); err != nil {
+		return err
+	}
+	err := r.Create(ctx, job)
+	switch {
+	case err == nil:
+		log.Info("Created Job", "job", job.Name, "completions", job.Spec.Completions, "parallelism", job.Spec.Parallelism)
+		s.event(corev1.EventTypeNormal, qjv1.EventJobCreated, "CreateJob", fmt.Sprintf("Created Job %s", job.Name))
+		s.jobs = append(s.jobs, *job)
+		return nil
+	case apierrors.IsAlreadyExists(err):
+		existing := &batchv1.Job{}
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(job), existing); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		if !metav1.IsControlledBy(existing, s.qj) {
+			s.problem = &progressProblem{reason: qjv1.ReasonJobCreateError, message: fmt.Sprintf(
+				"Job %s already exists and does not belong to this QueueJob: delete or rename that Job", job.Name)}
+			return reconcile.TerminalError(fmt.Errorf("job %s exists and is not controlled by QueueJob %s", job.Name, s.qj.Name))
+		}
+		log.V(1).Info("Job already exists", "job", job.Name)
+		s.jobs = append(s.jobs, *existing)
+		return nil
+	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
+		// The spec yields a Job the API server refuses: only the user can fix that.
+		s.problem = &progressProblem{reason: qjv1.ReasonJobCreateError,
+			message: fmt.Sprintf("The API server refused Job %s: %v; fix spec.template", job.Name, err)}
+		return reconcile.TerminalError(err)
+	default:
+		s.problem = &progressProblem{reason: qjv1.ReasonJobCreateError,
+			message: fmt.Sprintf("Creating Job %s failed, retrying: %v", job.Name, err)}
+		return fmt.Errorf("creating Job %s: %w", job.Name, err)
+	}
+}
+
+// syncJob carries spec.parallelism and spec.suspend over to the running Job; the other
+// fields apply to the next Job.
+func (r *QueueJobReconciler) syncJob(ctx context.Context, s *scope) error {
+	job := s.current()
+	if job == nil || jobFinished(job) != nil || job.DeletionTimestamp != nil {
+		return nil
+	}
+	want := job.DeepCopy()
+	want.Spec.Suspend = ptr.To(s.qj.Spec.IsSuspended())
+	if job.Spec.Suspend == nil && !*want.Spec.Suspend {
+		want.Spec.Suspend = nil // unset and false mean the same to the Job controller
+	}
+	if s.qj.Spec.Queue == nil {
+		p := s.qj.Spec.EffectiveParallelism()
+		want.Spec.Parallelism = &p
+	}
+	if equality.Semantic.DeepEqual(job.Spec, want.Spec) {
+		return nil
+	}
+	if err := r.Patch(ctx, want, client.MergeFrom(job)); err != nil {
+		return client.IgnoreNotFound(fmt.Errorf("updating Job %s: %w", job.Name, err))
+	}
+	logf.FromContext(ctx).Info("Updated Job", "job", job.Name, "suspend", *want.Spec.Suspend, "parallelism", want.Spec.Parallelism)
+	*job = *want
+	return nil
+}
+
+// writeStatus writes the status if it changed, with an optimistic lock: a conflict means
+// the cache is behind, and the watch event that will bring it up to date queues another
+// reconcile, so it is not an error. Events are emitted only after the status they report
+// has been written.
+func (r *QueueJobReconciler) writeStatus(ctx context.Context, s *scope) error {
+	if equality.Semantic.DeepEqual(s.read.Status, s.qj.Status) {
+		r.emit(s, s.events)
+		return nil
+	}
+	err := r.Status().Patch(ctx, s.qj, client.MergeFromWithOptions(s.read, client.MergeFromWithOptimisticLock{}))
+	switch {
+	case apierrors.IsConflict(err):
+		logf.FromContext(ctx).V(1).Info("Status write conflicted; the cache is behind, will reconcile again")
+		return nil
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("writing status: %w", err)
+	}
+	r.emit(s, append(s.events, transitions(&s.read.Status, &s.qj.Status)...))
+	return nil
+}
+
+func (r *QueueJobReconciler) emit(s *scope, evs []event) {
+	for _, e := range evs {
+		r.Recorder.Eventf(s.qj, nil, e.eventType, e.reason, e.action, "%s", e.note)
+	}
+}
+
+// SetupWithManager registers the reconciler: it watches QueueJobs, the Jobs they own and
+// the pods of those Jobs once they finish (for the pod TTL).
+func (r *QueueJobReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &batchv1.Job{}, jobOwnerKey, func(o client.Object) []string {
+		ref := metav1.GetControllerOf(o)
+		if ref == nil || ref.APIVersion != qjv1.GroupVersion.String() || ref.Kind != "QueueJob" {
+			return nil
+		}
+		return []string{ref.Name}
+	}); err != nil {
+		return err
+	}
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	podToQueueJob := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		name := o.GetLabels()[qjv1.LabelQueueJob]
+		if name == "" {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: name}}}
+	})
+	finishedPod := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		pod, ok := o.(*corev1.Pod)
+		return ok && (pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed)
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&qjv1.QueueJob{}).
+		Owns(&batchv1.Job{}).
+		Watches(&corev1.Pod{}, podToQueueJob, builder.WithPredicates(finishedPod)).
+		Named("queuejob").
+		Complete(r)
+}
