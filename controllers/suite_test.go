@@ -1,0 +1,140 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+)
+
+// The suite runs against a real kube-apiserver and etcd (make envtest builds them). It
+// runs no Job controller and no garbage collector: tests drive Job and pod status
+// themselves.
+
+var (
+	cfg       *rest.Config
+	k8s       client.Client
+	testEnv   *envtest.Environment
+	scheme    = runtime.NewScheme()
+	suiteCtx  context.Context
+	cancelAll context.CancelFunc
+	stopMgr   func()
+)
+
+// timeout bounds every Eventually: generous, for a loaded 2-core machine.
+const (
+	timeout  = 60 * time.Second
+	interval = 100 * time.Millisecond
+)
+
+func TestControllers(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Controller Suite")
+}
+
+var _ = BeforeSuite(func() {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	suiteCtx, cancelAll = context.WithCancel(context.Background())
+
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(qjv1.AddToScheme(scheme))
+
+	testEnv = &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	var err error
+	cfg, err = testEnv.Start()
+	Expect(err).NotTo(HaveOccurred(), "starting envtest: run `make test` (or `make envtest`) so that KUBEBUILDER_ASSETS is set")
+
+	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	stopMgr = startManager()
+})
+
+var _ = AfterSuite(func() {
+	if stopMgr != nil {
+		stopMgr()
+	}
+	cancelAll()
+	Expect(testEnv.Stop()).To(Succeed())
+})
+
+// startManager starts a manager running the QueueJob reconciler and returns a function
+// that stops it and waits until it has stopped.
+func startManager() (stop func()) {
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  CacheOptions(),
+		// Each restart registers the controller name again.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	Expect((&QueueJobReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  mgr.GetEventRecorder("queuejob-controller"),
+	}).SetupWithManager(suiteCtx, mgr)).To(Succeed())
+
+	ctx, cancel := context.WithCancel(suiteCtx)
+	done := make(chan struct{})
+	go func() {
+		defer GinkgoRecover()
+		defer close(done)
+		Expect(mgr.Start(ctx)).To(Succeed())
+	}()
+	return func() {
+		cancel()
+		Eventually(done, timeout).Should(BeClosed())
+	}
+}
+
+// restartManager stops the running manager and starts a new one, as a crash and restart
+// of the operator would.
+func restartManager() {
+	stopMgr()
+	stopMgr = startManager()
+}
+
+// newNamespace creates a namespace for one test.
+func newNamespace() string {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "qj-test-"}}
+	Expect(k8s.Create(suiteCtx, ns)).To(Succeed())
+	return ns.Name
+}
+
+// getQJ reads a QueueJob fresh from the API server.
+func getQJ(ns, name string) func(g Gomega) *qjv1.QueueJob {
+	return func(g Gomega) *qjv1.QueueJob {
+		qj := &qjv1.QueueJob{}
+		g.Expect(k8s.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: name}, qj)).To(Succeed())
+		return qj
+	}
+}
+
+func describeObj(o client.Object) string {
+	return fmt.Sprintf("%s/%s", o.GetNamespace(), o.GetName())
+}

@@ -1,0 +1,165 @@
+package controllers
+
+import (
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/utils/ptr"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+)
+
+// These specs submit QueueJobs to the real API server and check what admission (the
+// CRD's schema and CEL rules) says about them.
+var _ = Describe("QueueJob admission", func() {
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	secretRef := func(name, key string) *corev1.SecretKeySelector {
+		return &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: key}
+	}
+
+	DescribeTable("rejects an invalid QueueJob with a message that names the field",
+		func(field, hint string, mutate func(*qjv1.QueueJob)) {
+			qj := queueJob(ns, "bad", mutate)
+			err := k8s.Create(suiteCtx, qj)
+			Expect(err).To(HaveOccurred(), "the API server accepted an invalid QueueJob")
+			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want an Invalid error, got %v", err)
+			Expect(err.Error()).To(ContainSubstring(field))
+			Expect(strings.ToLower(err.Error())).To(ContainSubstring(strings.ToLower(hint)))
+		},
+		Entry("unknown mode", "spec.mode", "supported values", func(q *qjv1.QueueJob) { withRedis(q); q.Spec.Mode = "Bogus" }),
+		Entry("unknown refill", "spec.refill", "supported values", func(q *qjv1.QueueJob) { withRedis(q); q.Spec.Refill = "Sometimes" }),
+		Entry("both backends", "spec.queue", "exactly one of redis or rabbitmq", func(q *qjv1.QueueJob) {
+			withRedis(q)
+			q.Spec.Queue.RabbitMQ = &qjv1.RabbitMQQueue{URL: "amqp://rabbit:5672", Queue: "q"}
+		}),
+		Entry("neither backend", "spec.queue", "exactly one of redis or rabbitmq", func(q *qjv1.QueueJob) { q.Spec.Queue = &qjv1.QueueSource{} }),
+		Entry("mode without a queue", "spec.mode", "remove spec.mode", func(q *qjv1.QueueJob) { q.Spec.Mode = qjv1.ModeWorkerPool }),
+		Entry("itemsPerPod in WorkerPool mode", "spec.itemsPerPod", "remove spec.itemsPerPod", func(q *qjv1.QueueJob) {
+			withRedis(q)
+			q.Spec.Mode = qjv1.ModeWorkerPool
+			q.Spec.ItemsPerPod = ptr.To[int32](2)
+		}),
+		Entry("itemsPerPod without a queue", "spec.itemsPerPod", "mode PerItem", func(q *qjv1.QueueJob) { q.Spec.ItemsPerPod = ptr.To[int32](2) }),
+		Entry("itemsPerPod 0", "spec.itemsPerPod", "greater than or equal to 1", func(q *qjv1.QueueJob) { withRedis(q); q.Spec.ItemsPerPod = ptr.To[int32](0) }),
+		Entry("completions with a queue", "spec.completions", "completions follow the queue depth", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Completions = ptr.To[int32](8)
+		}),
+		Entry("completions 0", "spec.completions", "greater than or equal to 1", func(q *qjv1.QueueJob) { q.Spec.Completions = ptr.To[int32](0) }),
+		Entry("completions over the maximum", "spec.completions", "less than or equal to 100000", func(q *qjv1.QueueJob) { q.Spec.Completions = ptr.To[int32](100001) }),
+		Entry("refill without a queue", "spec.refill", "remove spec.refill", func(q *qjv1.QueueJob) { q.Spec.Refill = qjv1.RefillContinuous }),
+		Entry("probe interval without a queue", "spec.probeIntervalSeconds", "remove spec.probeIntervalSeconds", func(q *qjv1.QueueJob) {
+			q.Spec.ProbeIntervalSeconds = ptr.To[int32](5)
+		}),
+		Entry("probe interval 0", "spec.probeIntervalSeconds", "greater than or equal to 1", func(q *qjv1.QueueJob) {
+			withRedis(q)
+			q.Spec.ProbeIntervalSeconds = ptr.To[int32](0)
+		}),
+		Entry("probe interval over an hour", "spec.probeIntervalSeconds", "less than or equal to 3600", func(q *qjv1.QueueJob) {
+			withRedis(q)
+			q.Spec.ProbeIntervalSeconds = ptr.To[int32](3601)
+		}),
+		Entry("restartPolicy Always", "spec.template", "restartPolicy must be Never or OnFailure", func(q *qjv1.QueueJob) {
+			q.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyAlways
+		}),
+		Entry("restartPolicy unset", "spec.template", "restartPolicy must be Never or OnFailure", func(q *qjv1.QueueJob) {
+			q.Spec.Template.Spec.RestartPolicy = ""
+		}),
+		Entry("negative Job TTL", "spec.cleanup.ttlSecondsAfterFinished", "greater than or equal to 0", func(q *qjv1.QueueJob) {
+			q.Spec.Cleanup = &qjv1.CleanupPolicy{TTLSecondsAfterFinished: ptr.To[int32](-1)}
+		}),
+		Entry("negative pod TTL", "spec.cleanup.podTTLSecondsAfterFinished", "greater than or equal to 0", func(q *qjv1.QueueJob) {
+			q.Spec.Cleanup = &qjv1.CleanupPolicy{PodTTLSecondsAfterFinished: ptr.To[int32](-1)}
+		}),
+		Entry("parallelism 0", "spec.parallelism", "greater than or equal to 1", func(q *qjv1.QueueJob) { q.Spec.Parallelism = ptr.To[int32](0) }),
+		Entry("parallelism -1", "spec.parallelism", "greater than or equal to 1", func(q *qjv1.QueueJob) { q.Spec.Parallelism = ptr.To[int32](-1) }),
+		Entry("negative backoffLimit", "spec.backoffLimit", "greater than or equal to 0", func(q *qjv1.QueueJob) { q.Spec.BackoffLimit = ptr.To[int32](-1) }),
+		Entry("activeDeadlineSeconds 0", "spec.activeDeadlineSeconds", "greater than or equal to 1", func(q *qjv1.QueueJob) {
+			q.Spec.ActiveDeadlineSeconds = ptr.To[int64](0)
+		}),
+		Entry("empty Redis key", "spec.queue.redis.key", "must not be empty", func(q *qjv1.QueueJob) { withRedis(q); q.Spec.Queue.Redis.Key = "" }),
+		Entry("Redis key with CRLF", "spec.queue.redis.key", "control characters", func(q *qjv1.QueueJob) { withRedis(q); q.Spec.Queue.Redis.Key = "job2\r\nFLUSHALL" }),
+		Entry("Redis key with a glob", "spec.queue.redis.key", "glob characters", func(q *qjv1.QueueJob) { withRedis(q); q.Spec.Queue.Redis.Key = "job*" }),
+		Entry("Redis address without a port", "spec.queue.redis.address", "host:port", func(q *qjv1.QueueJob) { withRedis(q); q.Spec.Queue.Redis.Address = "redis" }),
+		Entry("Redis address as a URL", "spec.queue.redis.address", "host:port", func(q *qjv1.QueueJob) {
+			withRedis(q)
+			q.Spec.Queue.Redis.Address = "redis://redis:6379"
+		}),
+		Entry("negative Redis db", "spec.queue.redis.db", "greater than or equal to 0", func(q *qjv1.QueueJob) { withRedis(q); q.Spec.Queue.Redis.DB = ptr.To[int32](-1) }),
+		Entry("Redis password Secret without a name", "spec.queue.redis.passwordSecretRef", "name the Secret", func(q *qjv1.QueueJob) {
+			withRedis(q)
+			q.Spec.Queue.Redis.PasswordSecretRef = secretRef("", "password")
+		}),
+		Entry("empty RabbitMQ queue", "spec.queue.rabbitmq.queue", "must not be empty", func(q *qjv1.QueueJob) { withRabbitMQ(q); q.Spec.Queue.RabbitMQ.Queue = "" }),
+		Entry("password inside the RabbitMQ URL", "spec.queue.rabbitmq.url", "urlSecretRef", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Queue.RabbitMQ.URL = "amqp://guest:guest@rabbitmq-service:5672"
+		}),
+		Entry("RabbitMQ URL of another scheme", "spec.queue.rabbitmq.url", "amqp://", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Queue.RabbitMQ.URL = "http://rabbitmq-service:15672"
+		}),
+		Entry("RabbitMQ url and urlSecretRef both", "spec.queue.rabbitmq", "exactly one of url or urlSecretRef", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Queue.RabbitMQ.URLSecretRef = secretRef("rabbit", "url")
+		}),
+		Entry("RabbitMQ without url or urlSecretRef", "spec.queue.rabbitmq", "exactly one of url or urlSecretRef", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Queue.RabbitMQ.URL = ""
+		}),
+		Entry("a name too long for a label value", "metadata.name", "at most 63 characters", func(q *qjv1.QueueJob) { q.Name = strings.Repeat("a", 64) }),
+	)
+
+	DescribeTable("accepts a valid QueueJob",
+		func(mutate func(*qjv1.QueueJob)) {
+			Expect(k8s.Create(suiteCtx, queueJob(ns, "good", mutate))).To(Succeed())
+		},
+		Entry("pi, no queue", func(*qjv1.QueueJob) {}),
+		Entry("Redis WorkerPool", func(q *qjv1.QueueJob) { withRedis(q); q.Spec.Mode = qjv1.ModeWorkerPool }),
+		Entry("Redis on an IPv6 address with a password Secret", func(q *qjv1.QueueJob) {
+			withRedis(q)
+			q.Spec.Queue.Redis.Address = "[::1]:6379"
+			q.Spec.Queue.Redis.PasswordSecretRef = secretRef("redis", "password")
+		}),
+		Entry("RabbitMQ PerItem with a user but no password in the URL", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.ItemsPerPod = ptr.To[int32](4)
+			q.Spec.Refill = qjv1.RefillContinuous
+		}),
+		Entry("RabbitMQ URL from a Secret", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Queue.RabbitMQ.URL = ""
+			q.Spec.Queue.RabbitMQ.URLSecretRef = secretRef("rabbit", "url")
+		}),
+		Entry("a 63-character name", func(q *qjv1.QueueJob) { q.Name = strings.Repeat("a", 63) }),
+		Entry("zero TTLs", func(q *qjv1.QueueJob) {
+			q.Spec.Cleanup = &qjv1.CleanupPolicy{TTLSecondsAfterFinished: ptr.To[int32](0), PodTTLSecondsAfterFinished: ptr.To[int32](0)}
+		}),
+	)
+
+	DescribeTable("rejects changes to immutable fields",
+		func(field string, create, change func(*qjv1.QueueJob)) {
+			qj := queueJob(ns, "imm", create, func(q *qjv1.QueueJob) { q.Spec.Suspend = ptr.To(true) })
+			Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+			Eventually(func(g Gomega) {
+				cur := getQJ(ns, "imm")(g)
+				change(cur)
+				err := k8s.Update(suiteCtx, cur)
+				g.Expect(apierrors.IsConflict(err)).To(BeFalse())
+				g.Expect(err).To(HaveOccurred())
+				g.Expect(err.Error()).To(ContainSubstring(field))
+				g.Expect(err.Error()).To(ContainSubstring("create a new QueueJob"))
+			}, timeout, interval).Should(Succeed())
+		},
+		Entry("queue address", "spec.queue", withRedis, func(q *qjv1.QueueJob) { q.Spec.Queue.Redis.Address = "other:6379" }),
+		Entry("queue added", "spec.queue", func(*qjv1.QueueJob) {}, withRedis),
+		Entry("queue removed", "spec.queue", withRedis, func(q *qjv1.QueueJob) { q.Spec.Queue = nil }),
+		Entry("mode", "spec.mode", withRedis, func(q *qjv1.QueueJob) { q.Spec.Mode = qjv1.ModeWorkerPool }),
+		Entry("completions", "spec.completions", func(*qjv1.QueueJob) {}, func(q *qjv1.QueueJob) { q.Spec.Completions = ptr.To[int32](5) }),
+	)
+})
