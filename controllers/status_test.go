@@ -1,0 +1,223 @@
+package controllers
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+)
+
+var (
+	t0    = metav1.NewTime(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	tDone = metav1.NewTime(t0.Add(time.Minute))
+)
+
+func job(wave int32, mutate ...func(*batchv1.Job)) batchv1.Job {
+	j := batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: jobName("pi", wave), Labels: map[string]string{qjv1.LabelWave: itoa(wave)}}}
+	for _, m := range mutate {
+		m(&j)
+	}
+	return j
+}
+
+func itoa(i int32) string { return strconv.Itoa(int(i)) }
+
+func running(active, succeeded, failed int32) func(*batchv1.Job) {
+	return func(j *batchv1.Job) {
+		j.Status.StartTime = &t0
+		j.Status.Active, j.Status.Succeeded, j.Status.Failed = active, succeeded, failed
+	}
+}
+
+func ended(condType batchv1.JobConditionType, reason string) func(*batchv1.Job) {
+	return func(j *batchv1.Job) {
+		j.Status.Conditions = append(j.Status.Conditions, batchv1.JobCondition{
+			Type: condType, Status: corev1.ConditionTrue, Reason: reason, Message: "m", LastTransitionTime: tDone})
+	}
+}
+
+// conds is a compact want-list of conditions: type -> status/reason.
+type condWant struct {
+	status metav1.ConditionStatus
+	reason string
+}
+
+func TestObserve(t *testing.T) {
+	type want struct {
+		active, succeeded, failed int32
+		jobName                   string
+		waves                     int32
+		start, completion         *metav1.Time
+		conds                     map[string]condWant
+	}
+	notFinished := map[string]condWant{
+		qjv1.ConditionComplete:  {metav1.ConditionFalse, qjv1.ReasonNotFinished},
+		qjv1.ConditionFailed:    {metav1.ConditionFalse, qjv1.ReasonNotFinished},
+		qjv1.ConditionSuspended: {metav1.ConditionFalse, qjv1.ReasonNotSuspended},
+	}
+	with := func(base map[string]condWant, extra map[string]condWant) map[string]condWant {
+		out := map[string]condWant{}
+		for k, v := range base {
+			out[k] = v
+		}
+		for k, v := range extra {
+			out[k] = v
+		}
+		return out
+	}
+	completedStatus := qjv1.QueueJobStatus{
+		Succeeded: 3, JobName: "pi-1", Waves: 1, CompletionTime: &tDone,
+		Conditions: []metav1.Condition{
+			{Type: qjv1.ConditionComplete, Status: metav1.ConditionTrue, Reason: "CompletionsReached", LastTransitionTime: tDone},
+			{Type: qjv1.ConditionFailed, Status: metav1.ConditionFalse, Reason: "CompletionsReached", LastTransitionTime: tDone},
+		},
+	}
+	cases := []struct {
+		name    string
+		spec    func(*qjv1.QueueJobSpec)
+		status  qjv1.QueueJobStatus
+		jobs    []batchv1.Job
+		problem *progressProblem
+		want    want
+	}{
+		{
+			name: "no Job yet",
+			want: want{conds: notFinished},
+		},
+		{
+			name: "running Job",
+			jobs: []batchv1.Job{job(1, running(2, 1, 1))},
+			want: want{active: 2, succeeded: 1, failed: 1, jobName: "pi-1", waves: 1, start: &t0,
+				conds: with(notFinished, map[string]condWant{qjv1.ConditionProgressing: {metav1.ConditionTrue, qjv1.ReasonJobRunning}})},
+		},
+		{
+			name: "Job complete: the Job's reason and finish time",
+			jobs: []batchv1.Job{job(1, running(0, 3, 0), ended(batchv1.JobSuccessCriteriaMet, "CompletionsReached"), ended(batchv1.JobComplete, "CompletionsReached"))},
+			want: want{succeeded: 3, jobName: "pi-1", waves: 1, start: &t0, completion: &tDone, conds: map[string]condWant{
+				qjv1.ConditionComplete:    {metav1.ConditionTrue, "CompletionsReached"},
+				qjv1.ConditionFailed:      {metav1.ConditionFalse, "CompletionsReached"},
+				qjv1.ConditionSuspended:   {metav1.ConditionFalse, qjv1.ReasonNotSuspended},
+				qjv1.ConditionProgressing: {metav1.ConditionFalse, qjv1.ReasonFinished},
+			}},
+		},
+		{
+			name: "Job failed without a reason",
+			jobs: []batchv1.Job{job(1, running(0, 0, 7), ended(batchv1.JobFailed, ""))},
+			want: want{failed: 7, jobName: "pi-1", waves: 1, start: &t0, completion: &tDone, conds: map[string]condWant{
+				qjv1.ConditionComplete:    {metav1.ConditionFalse, qjv1.ReasonJobFailed},
+				qjv1.ConditionFailed:      {metav1.ConditionTrue, qjv1.ReasonJobFailed},
+				qjv1.ConditionSuspended:   {metav1.ConditionFalse, qjv1.ReasonNotSuspended},
+				qjv1.ConditionProgressing: {metav1.ConditionFalse, qjv1.ReasonFinished},
+			}},
+		},
+		{
+			name:   "finished and the Job deleted by the TTL: counts and conditions stay",
+			status: completedStatus,
+			want: want{succeeded: 3, jobName: "pi-1", waves: 1, completion: &tDone, conds: map[string]condWant{
+				qjv1.ConditionComplete:    {metav1.ConditionTrue, "CompletionsReached"},
+				qjv1.ConditionFailed:      {metav1.ConditionFalse, "CompletionsReached"},
+				qjv1.ConditionSuspended:   {metav1.ConditionFalse, qjv1.ReasonNotSuspended},
+				qjv1.ConditionProgressing: {metav1.ConditionFalse, qjv1.ReasonFinished},
+			}},
+		},
+		{
+			name: "suspended",
+			spec: func(s *qjv1.QueueJobSpec) { s.Suspend = ptr.To(true) },
+			jobs: []batchv1.Job{job(1)},
+			want: want{jobName: "pi-1", waves: 1, conds: with(notFinished, map[string]condWant{
+				qjv1.ConditionSuspended:   {metav1.ConditionTrue, qjv1.ReasonSuspended},
+				qjv1.ConditionProgressing: {metav1.ConditionFalse, qjv1.ReasonSuspended},
+			})},
+		},
+		{
+			name:    "a refused Job is reported",
+			problem: &progressProblem{reason: qjv1.ReasonJobCreateError, message: "refused"},
+			want: want{conds: with(notFinished, map[string]condWant{
+				qjv1.ConditionProgressing: {metav1.ConditionFalse, qjv1.ReasonJobCreateError},
+			})},
+		},
+		{
+			name: "counts add up over waves; the latest is current",
+			jobs: []batchv1.Job{job(1, running(0, 4, 1)), job(2, running(3, 2, 0))},
+			want: want{active: 3, succeeded: 6, failed: 1, jobName: "pi-2", waves: 2, start: &t0,
+				conds: with(notFinished, map[string]condWant{qjv1.ConditionProgressing: {metav1.ConditionTrue, qjv1.ReasonJobRunning}})},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			qj := &qjv1.QueueJob{ObjectMeta: metav1.ObjectMeta{Name: "pi", Generation: 4}, Status: tc.status}
+			if tc.spec != nil {
+				tc.spec(&qj.Spec)
+			}
+			read := qj.DeepCopy()
+			got := observe(observeInput{qj: qj, jobs: tc.jobs, problem: tc.problem})
+
+			gotConds := map[string]condWant{}
+			for _, c := range got.Conditions {
+				gotConds[c.Type] = condWant{c.Status, c.Reason}
+				if c.ObservedGeneration != 4 {
+					t.Errorf("condition %s has observedGeneration %d, want 4", c.Type, c.ObservedGeneration)
+				}
+			}
+			gotW := want{got.Active, got.Succeeded, got.Failed, got.JobName, got.Waves, got.StartTime, got.CompletionTime, gotConds}
+			if diff := cmp.Diff(tc.want, gotW, cmp.AllowUnexported(want{}, condWant{})); diff != "" {
+				t.Errorf("observe (-want +got):\n%s", diff)
+			}
+			if got.ObservedGeneration != 4 {
+				t.Errorf("observedGeneration = %d, want 4", got.ObservedGeneration)
+			}
+			if diff := cmp.Diff(read, qj); diff != "" {
+				t.Errorf("observe changed its input (-before +after):\n%s", diff)
+			}
+			again := observe(observeInput{qj: &qjv1.QueueJob{ObjectMeta: qj.ObjectMeta, Spec: qj.Spec, Status: got}, jobs: tc.jobs, problem: tc.problem})
+			if diff := cmp.Diff(got, again, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("observe is not stable: a second pass changed the status (-first +second):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestTransitions(t *testing.T) {
+	st := func(conds ...metav1.Condition) *qjv1.QueueJobStatus { return &qjv1.QueueJobStatus{Conditions: conds} }
+	c := func(typ string, s metav1.ConditionStatus, reason string) metav1.Condition {
+		return metav1.Condition{Type: typ, Status: s, Reason: reason, Message: "msg"}
+	}
+	cases := []struct {
+		name     string
+		old, cur *qjv1.QueueJobStatus
+		want     []string
+	}{
+		{name: "nothing changed", old: st(c(qjv1.ConditionComplete, "False", "NotFinished")), cur: st(c(qjv1.ConditionComplete, "False", "NotFinished"))},
+		{name: "completed", old: st(c(qjv1.ConditionComplete, "False", "NotFinished")), cur: st(c(qjv1.ConditionComplete, "True", "CompletionsReached")),
+			want: []string{qjv1.EventCompleted}},
+		{name: "still complete", old: st(c(qjv1.ConditionComplete, "True", "CompletionsReached")), cur: st(c(qjv1.ConditionComplete, "True", "CompletionsReached"))},
+		{name: "failed", old: st(), cur: st(c(qjv1.ConditionFailed, "True", "BackoffLimitExceeded")), want: []string{qjv1.EventFailed}},
+		{name: "suspended", old: st(c(qjv1.ConditionSuspended, "False", "NotSuspended")), cur: st(c(qjv1.ConditionSuspended, "True", "Suspended")),
+			want: []string{qjv1.EventSuspended}},
+		{name: "resumed", old: st(c(qjv1.ConditionSuspended, "True", "Suspended")), cur: st(c(qjv1.ConditionSuspended, "False", "NotSuspended")),
+			want: []string{qjv1.EventResumed}},
+		{name: "Job refused", old: st(c(qjv1.ConditionProgressing, "True", "JobRunning")), cur: st(c(qjv1.ConditionProgressing, "False", qjv1.ReasonJobCreateError)),
+			want: []string{qjv1.EventJobCreateFailed}},
+		{name: "Job still refused", old: st(c(qjv1.ConditionProgressing, "False", qjv1.ReasonJobCreateError)), cur: st(c(qjv1.ConditionProgressing, "False", qjv1.ReasonJobCreateError))},
+		{name: "finished is no Progressing warning", old: st(c(qjv1.ConditionProgressing, "True", "JobRunning")), cur: st(c(qjv1.ConditionProgressing, "False", qjv1.ReasonFinished))},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, e := range transitions(tc.old, tc.cur) {
+				got = append(got, e.reason)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("transitions (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
