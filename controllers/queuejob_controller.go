@@ -44,8 +44,9 @@ type QueueJobReconciler struct {
 }
 
 // +kubebuilder:rbac:groups=batch.queuejob.io,resources=queuejobs,verbs=get;list;watch
-// +kubebuilder:rbac:groups=batch.queuejob.io,resources=queuejobs/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=batch.queuejob.io,resources=queuejobs/status,verbs=get;patch
+// +kubebuilder:rbac:groups=batch.queuejob.io,resources=queuejobs/finalizers,verbs=update
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 

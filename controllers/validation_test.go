@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -8,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 )
@@ -162,4 +165,21 @@ var _ = Describe("QueueJob admission", func() {
 		Entry("mode", "spec.mode", withRedis, func(q *qjv1.QueueJob) { q.Spec.Mode = qjv1.ModeWorkerPool }),
 		Entry("completions", "spec.completions", func(*qjv1.QueueJob) {}, func(q *qjv1.QueueJob) { q.Spec.Completions = ptr.To[int32](5) }),
 	)
+})
+
+var _ = Describe("The samples in config/samples", func() {
+	It("are all accepted by the API server", func() {
+		ns := newNamespace()
+		files, err := filepath.Glob(filepath.Join("..", "config", "samples", "batch_*.yaml"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(files).To(HaveLen(3))
+		for _, f := range files {
+			data, err := os.ReadFile(f)
+			Expect(err).NotTo(HaveOccurred())
+			qj := &qjv1.QueueJob{}
+			Expect(yaml.UnmarshalStrict(data, qj)).To(Succeed(), f)
+			qj.Namespace = ns
+			Expect(k8s.Create(suiteCtx, qj)).To(Succeed(), f)
+		}
+	})
 })
