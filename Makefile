@@ -52,7 +52,7 @@ verify: manifests generate fmt vet ## Regenerate everything, then fail if the tr
 	@test -z "$$(git status --porcelain --untracked-files=all -- api config)" || { git status --porcelain -- api config; echo "untracked generated files: commit them"; exit 1; }
 
 .PHONY: test
-test: manifests generate fmt vet envtest ## Run all tests against a real kube-apiserver and etcd (builds them on first use).
+test: manifests generate fmt vet envtest servers ## Run all tests: a real kube-apiserver and etcd (built on first use), real redis-server and rabbitmq-server.
 	KUBEBUILDER_ASSETS="$$(ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) ENVTEST_ETCD_VERSION=$(ENVTEST_ETCD_VERSION) hack/envtest.sh)" \
 		go test $(GO_TEST_FLAGS) ./... -coverprofile cover.out
 
@@ -81,6 +81,10 @@ uninstall: manifests ## Remove the CRD (and every QueueJob) from the cluster of 
 .PHONY: envtest
 envtest: ## Provide kube-apiserver and etcd for envtest (cache, or a build from source; no download).
 	@ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) ENVTEST_ETCD_VERSION=$(ENVTEST_ETCD_VERSION) hack/envtest.sh >/dev/null
+
+.PHONY: servers
+servers: ## Install redis-server and rabbitmq-server from Debian's packages if missing (the tests start their own).
+	@hack/install-servers.sh
 
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN) ## Build controller-gen into ./bin.

@@ -1,0 +1,160 @@
+// Package queue holds the queue backends of QueueJobs. Each backend lives in one file
+// (redis.go, rabbitmq.go) and is the one place that knows its queue's protocol: key names,
+// scripts, how to count. The controller probes through the Backend interface; optional
+// capabilities (the lease reaper) are separate interfaces.
+//
+// Adding a backend takes one file that defines a Kind, one line in DefaultRegistry and its
+// field in the API's QueueSource.
+package queue
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+)
+
+// Counts is what a probe of a queue counted.
+type Counts struct {
+	// Ready is the number of items waiting to be taken.
+	Ready int64
+	// InFlight is the number of items taken by a worker and not yet finished, where the
+	// queue's protocol tells; zero where it does not.
+	InFlight int64
+}
+
+// Backend is a connection to one queue. Implementations are safe for use by one
+// goroutine at a time; the controller serialises the reconciles of a QueueJob.
+type Backend interface {
+	// Probe counts the queue's items. Errors are *Error with a reason.
+	Probe(ctx context.Context) (Counts, error)
+	// Close releases the connection.
+	Close() error
+}
+
+// Reaper is implemented by backends whose protocol leases items to workers: Reap returns
+// to the queue items whose lease expired, so that a crashed worker loses none. An item is
+// only reclaimed once it has been seen without a lease on two calls at least grace apart,
+// which leaves a worker time to write the lease of an item it has just taken.
+type Reaper interface {
+	Reap(ctx context.Context, now time.Time, grace time.Duration) (reclaimed int, err error)
+}
+
+// Reasons of probe errors; they are the reasons of the QueueReachable=False condition.
+const (
+	ReasonConnectionFailed = "ConnectionFailed"
+	ReasonAuthFailed       = "AuthFailed"
+	ReasonQueueNotFound    = "QueueNotFound"
+	ReasonWrongType        = "WrongType"
+	ReasonSecretNotFound   = "SecretNotFound"
+)
+
+// Error is a probe error with a reason. Its message never contains credentials.
+type Error struct {
+	Reason  string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Errorf builds an *Error.
+func Errorf(reason, format string, args ...any) *Error {
+	return &Error{Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
+
+// ReasonOf is the reason of a probe error, ConnectionFailed for errors without one.
+func ReasonOf(err error) string {
+	var qe *Error
+	if errors.As(err, &qe) {
+		return qe.Reason
+	}
+	return ReasonConnectionFailed
+}
+
+// Source is a queue's coordinates with the values of the Secrets they reference.
+type Source struct {
+	Spec *qjv1.QueueSource
+	// Secrets maps "<secret name>/<key>" to the value.
+	Secrets map[string]string
+}
+
+// Secret returns the value a SecretKeySelector of the spec references.
+func (s Source) Secret(ref *corev1.SecretKeySelector) string {
+	if ref == nil {
+		return ""
+	}
+	return s.Secrets[SecretID(ref)]
+}
+
+// SecretID names a Secret key in Source.Secrets.
+func SecretID(ref *corev1.SecretKeySelector) string { return ref.Name + "/" + ref.Key }
+
+// Fingerprint identifies the resolved source, credentials included (hashed): a change of
+// either (a rotated Secret, say) means a new connection.
+func (s Source) Fingerprint() string {
+	h := sha256.New()
+	spec, _ := json.Marshal(s.Spec)
+	h.Write(spec)
+	keys := make([]string, 0, len(s.Secrets))
+	for k := range s.Secrets {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(h, "\x00%s\x00%s", k, s.Secrets[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Kind is one queue backend.
+type Kind struct {
+	// Name is the backend's name, as in QUEUEJOB_BACKEND.
+	Name string
+	// Selected reports whether a QueueSource uses this backend.
+	Selected func(*qjv1.QueueSource) bool
+	// SecretRefs lists the Secret keys the source references.
+	SecretRefs func(*qjv1.QueueSource) []*corev1.SecretKeySelector
+	// Open returns a Backend for a resolved source. It may connect lazily.
+	Open func(Source) (Backend, error)
+	// WorkerEnv is what a worker pod needs to find the queue: QUEUEJOB_* variables,
+	// with credentials only as secretKeyRef.
+	WorkerEnv func(*qjv1.QueueSource) []corev1.EnvVar
+}
+
+// Registry maps queue sources to their backend kinds.
+type Registry struct{ kinds []Kind }
+
+// NewRegistry returns a registry of the given kinds.
+func NewRegistry(kinds ...Kind) *Registry { return &Registry{kinds: kinds} }
+
+// DefaultRegistry has every backend this project ships.
+func DefaultRegistry() *Registry {
+	return NewRegistry(
+		RedisKind,
+		RabbitMQKind,
+	)
+}
+
+// For returns the kind a QueueSource selects.
+func (r *Registry) For(src *qjv1.QueueSource) (*Kind, error) {
+	for i := range r.kinds {
+		if r.kinds[i].Selected(src) {
+			return &r.kinds[i], nil
+		}
+	}
+	return nil, fmt.Errorf("spec.queue selects no known backend")
+}
+
+// Environment variables every worker pod gets; backends add their own.
+const (
+	EnvBackend = "QUEUEJOB_BACKEND"
+	EnvName    = "QUEUEJOB_NAME"
+)

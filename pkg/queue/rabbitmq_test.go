@@ -1,0 +1,169 @@
+package queue
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	amqp "github.com/rabbitmq/amqp091-go"
+	corev1 "k8s.io/api/core/v1"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+)
+
+// publish declares a queue and publishes items to it with publisher confirms, so the
+// broker has them all when it returns.
+func publish(t *testing.T, queue string, items ...string) {
+	t.Helper()
+	conn, err := amqp.Dial(rabbitServer.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range items {
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx(t), "", queue, false, false, amqp.Publishing{Body: []byte(it), DeliveryMode: amqp.Persistent})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := dc.WaitContext(ctx(t)); !ok || err != nil {
+			t.Fatalf("publish not confirmed: %v", err)
+		}
+	}
+}
+
+func newRabbit(t *testing.T, url, queue string) *RabbitMQ {
+	t.Helper()
+	r := NewRabbitMQ(RabbitMQOptions{URL: url, Queue: queue})
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}
+
+func TestRabbitMQProbe(t *testing.T) {
+	// The seed's job-wq-1: eight fruits in queue job1.
+	publish(t, "job1", "apple", "banana", "cherry", "date", "fig", "grape", "lemon", "melon")
+	r := newRabbit(t, rabbitServer.URL(), "job1")
+	got, err := r.Probe(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(Counts{Ready: 8}, got); diff != "" {
+		t.Errorf("Probe (-want +got):\n%s", diff)
+	}
+
+	t.Run("a message taken and not yet acknowledged is not ready", func(t *testing.T) {
+		conn, err := amqp.Dial(rabbitServer.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ch, _ := conn.Channel()
+		if _, ok, err := ch.Get("job1", false); !ok || err != nil {
+			t.Fatalf("basic.get: %v %v", ok, err)
+		}
+		if got, err := r.Probe(ctx(t)); err != nil || got.Ready != 7 {
+			t.Errorf("Probe = %+v, %v; want 7 ready", got, err)
+		}
+	})
+}
+
+func TestRabbitMQProbeErrors(t *testing.T) {
+	good := rabbitServer.URL()
+	wrongPass := strings.Replace(good, "guest:guest", "guest:wrong-pass-xyz", 1)
+	cases := []struct {
+		name, url, queue string
+		timeout          time.Duration
+		reason           string
+	}{
+		{name: "missing queue", url: good, queue: "no-such-queue", reason: ReasonQueueNotFound},
+		{name: "wrong password", url: wrongPass, queue: "job1", reason: ReasonAuthFailed},
+		{name: "nothing listening", url: "amqp://guest:guest@" + closedPort(t) + "/", queue: "job1", reason: ReasonConnectionFailed},
+		{name: "a broker that never answers", url: "amqp://guest:guest@" + silentServer(t) + "/", queue: "job1", timeout: time.Second, reason: ReasonConnectionFailed},
+		{name: "not an AMQP URL", url: "http://guest:guest@localhost/", queue: "job1", reason: ReasonConnectionFailed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := NewRabbitMQ(RabbitMQOptions{URL: tc.url, Queue: tc.queue, Timeout: tc.timeout})
+			defer r.Close()
+			start := time.Now()
+			_, err := r.Probe(ctx(t))
+			if took := time.Since(start); took > 20*time.Second {
+				t.Errorf("Probe took %s: it must not hang", took)
+			}
+			var qe *Error
+			if !errors.As(err, &qe) || qe.Reason != tc.reason {
+				t.Fatalf("Probe error = %v, want reason %s", err, tc.reason)
+			}
+			if strings.Contains(err.Error(), "wrong-pass-xyz") || strings.Contains(err.Error(), "guest:guest") {
+				t.Errorf("error %q contains credentials", err)
+			}
+		})
+	}
+
+	t.Run("the connection survives a missing queue", func(t *testing.T) {
+		publish(t, "present")
+		r := newRabbit(t, good, "missing-at-first")
+		if _, err := r.Probe(ctx(t)); ReasonOf(err) != ReasonQueueNotFound {
+			t.Fatalf("Probe = %v, want QueueNotFound", err)
+		}
+		publish(t, "missing-at-first", "x")
+		if got, err := r.Probe(ctx(t)); err != nil || got.Ready != 1 {
+			t.Fatalf("Probe after the queue appeared = %+v, %v", got, err)
+		}
+	})
+}
+
+func TestRabbitMQKind(t *testing.T) {
+	ref := &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "rabbit"}, Key: "url"}
+	src := &qjv1.QueueSource{RabbitMQ: &qjv1.RabbitMQQueue{URLSecretRef: ref, Queue: "job1"}}
+	fromSecret := &corev1.EnvVarSource{SecretKeyRef: ref}
+	want := []corev1.EnvVar{
+		{Name: EnvRabbitMQURL, ValueFrom: fromSecret},
+		{Name: EnvRabbitMQQueue, Value: "job1"},
+		{Name: EnvBrokerURL, ValueFrom: fromSecret},
+		{Name: EnvQueue, Value: "job1"},
+	}
+	if diff := cmp.Diff(want, RabbitMQKind.WorkerEnv(src)); diff != "" {
+		t.Errorf("WorkerEnv (-want +got):\n%s", diff)
+	}
+	b, err := RabbitMQKind.Open(Source{Spec: src, Secrets: map[string]string{"rabbit/url": rabbitServer.URL()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	publish(t, "job1")
+	if _, err := b.Probe(ctx(t)); err != nil {
+		t.Errorf("Probe with the URL from the Secret: %v", err)
+	}
+}
+
+func TestRabbitMQBrokerRestart(t *testing.T) {
+	publish(t, "restart", "a", "b")
+	r := newRabbit(t, rabbitServer.URL(), "restart")
+	if got, err := r.Probe(ctx(t)); err != nil || got.Ready != 2 {
+		t.Fatalf("Probe = %+v, %v", got, err)
+	}
+	rabbitServer.Stop()
+	if _, err := r.Probe(ctx(t)); ReasonOf(err) != ReasonConnectionFailed {
+		t.Fatalf("Probe with the broker down = %v, want ConnectionFailed", err)
+	}
+	if err := rabbitServer.Start(func() error { return amqpReady(rabbitServer.URL()) }); err != nil {
+		t.Fatal(err)
+	}
+	// The queue is durable and the messages persistent enough for the broker's own
+	// restart: the probe reconnects and counts them again.
+	if got, err := r.Probe(ctx(t)); err != nil || got.Ready != 2 {
+		t.Fatalf("Probe after the restart = %+v, %v", got, err)
+	}
+}

@@ -1,0 +1,263 @@
+// Package servers starts real queue servers for tests: redis-server and rabbitmq-server
+// from the machine's packages (hack/install-servers.sh installs them), each on free
+// loopback ports in a temporary directory, stopped when the test is done. Tests never
+// assume a server is already running.
+package servers
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// StartTimeout bounds how long a server may take to accept connections.
+var StartTimeout = 3 * time.Minute
+
+// Server is a running server process.
+type Server struct {
+	dir  string
+	cmd  *exec.Cmd
+	done chan struct{}
+	args []string
+	env  []string
+	log  *os.File
+	port int
+}
+
+// Port is the server's client port.
+func (s *Server) Port() int { return s.port }
+
+// Addr is the server's client address, 127.0.0.1:port.
+func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+// Dir is the server's temporary directory (its data and log).
+func (s *Server) Dir() string { return s.dir }
+
+func (s *Server) start() error {
+	cmd := exec.Command(s.args[0], s.args[1:]...)
+	cmd.Dir = s.dir
+	cmd.Env = append(os.Environ(), s.env...)
+	cmd.Stdout, cmd.Stderr = s.log, s.log
+	// Its own process group, so Stop reaches every process it starts; and killed if the
+	// test binary dies first.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	s.cmd = cmd
+	s.done = make(chan struct{})
+	go func() { _ = cmd.Wait(); close(s.done) }()
+	return nil
+}
+
+// Stop kills the server's process group and waits for it. The data directory stays, so
+// Start can bring the server back with its data.
+func (s *Server) Stop() {
+	if s.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	<-s.done
+	s.cmd = nil
+}
+
+// Start starts a stopped server again on the same port and data and waits until it
+// accepts connections.
+func (s *Server) Start(ready func() error) error {
+	if err := s.start(); err != nil {
+		return err
+	}
+	return s.waitReady(ready)
+}
+
+func (s *Server) waitReady(ready func() error) error {
+	deadline := time.Now().Add(StartTimeout)
+	var err error
+	for time.Now().Before(deadline) {
+		select {
+		case <-s.done:
+			log, _ := os.ReadFile(s.log.Name())
+			return fmt.Errorf("%s exited while starting; its log:\n%s", s.args[0], tail(log, 3000))
+		default:
+		}
+		if err = ready(); err == nil {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("%s did not become ready within %s: %v", s.args[0], StartTimeout, err)
+}
+
+// Close stops the server and removes its directory.
+func (s *Server) Close() {
+	s.Stop()
+	_ = s.log.Close()
+	_ = os.RemoveAll(s.dir)
+}
+
+func newServer(name string, ports int) (*Server, []int, error) {
+	dir, err := os.MkdirTemp("", "queuejob-"+name+"-")
+	if err != nil {
+		return nil, nil, err
+	}
+	log, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		return nil, nil, err
+	}
+	ps, err := FreePorts(ports)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &Server{dir: dir, log: log, port: ps[0]}, ps, nil
+}
+
+// FreePorts returns n distinct loopback ports that were free a moment ago.
+func FreePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			_ = l.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func lookPath(bin string) (string, error) {
+	p, err := exec.LookPath(bin)
+	if err != nil {
+		return "", fmt.Errorf("%s is not installed: run hack/install-servers.sh (apt-get install redis-server rabbitmq-server)", bin)
+	}
+	return p, nil
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+func dialable(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// StartRedis starts redis-server on a free port, without persistence; with a non-empty
+// password it requires it.
+func StartRedis(password string) (*Server, error) {
+	bin, err := lookPath("redis-server")
+	if err != nil {
+		return nil, err
+	}
+	s, _, err := newServer("redis", 1)
+	if err != nil {
+		return nil, err
+	}
+	s.args = []string{bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
+		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no"}
+	if password != "" {
+		s.args = append(s.args, "--requirepass", password)
+	}
+	if err := s.Start(func() error { return dialable(s.Addr()) }); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// RabbitMQ is a running rabbitmq-server with its own epmd, both on free ports.
+type RabbitMQ struct {
+	*Server
+	epmd *Server
+}
+
+// URL is the broker's AMQP URL with the default guest user (allowed from loopback).
+func (r *RabbitMQ) URL() string { return "amqp://guest:guest@" + r.Addr() + "/" }
+
+// Close stops the broker and its epmd and removes their directories.
+func (r *RabbitMQ) Close() {
+	r.Server.Close()
+	r.epmd.Close()
+}
+
+// StartRabbitMQ starts rabbitmq-server on free ports with its state in a temporary
+// directory. It takes several seconds: start one per test suite.
+func StartRabbitMQ(ready func(url string) error) (*RabbitMQ, error) {
+	if _, err := lookPath("rabbitmq-server"); err != nil {
+		return nil, err
+	}
+	// Debian's /usr/sbin/rabbitmq-server switches to the rabbitmq user; the script it
+	// wraps runs as anyone and honours RABBITMQ_* variables.
+	bin := "/usr/lib/rabbitmq/bin/rabbitmq-server"
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("%s not found: run hack/install-servers.sh", bin)
+	}
+	epmdBin, err := lookPath("epmd")
+	if err != nil {
+		return nil, err
+	}
+	s, ports, err := newServer("rabbitmq", 3)
+	if err != nil {
+		return nil, err
+	}
+	epmd, _, err := newServer("epmd", 1)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	epmd.port = ports[2]
+	epmd.args = []string{epmdBin, "-port", strconv.Itoa(epmd.port)}
+	if err := epmd.Start(func() error { return dialable(epmd.Addr()) }); err != nil {
+		s.Close()
+		epmd.Close()
+		return nil, err
+	}
+	for _, d := range []string{"mnesia", "log"} {
+		if err := os.MkdirAll(filepath.Join(s.dir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	plugins := filepath.Join(s.dir, "enabled_plugins")
+	if err := os.WriteFile(plugins, []byte("[].\n"), 0o644); err != nil {
+		return nil, err
+	}
+	s.args = []string{bin}
+	s.env = []string{
+		"HOME=" + s.dir, // the Erlang cookie
+		"RABBITMQ_NODENAME=rabbit-" + strconv.Itoa(s.port) + "@localhost",
+		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
+		"RABBITMQ_NODE_PORT=" + strconv.Itoa(s.port),
+		"RABBITMQ_DIST_PORT=" + strconv.Itoa(ports[1]),
+		"ERL_EPMD_PORT=" + strconv.Itoa(epmd.port),
+		"RABBITMQ_MNESIA_BASE=" + filepath.Join(s.dir, "mnesia"),
+		"RABBITMQ_LOG_BASE=" + filepath.Join(s.dir, "log"),
+		"RABBITMQ_LOGS=-",
+		"RABBITMQ_ENABLED_PLUGINS_FILE=" + plugins,
+		"RABBITMQ_CONFIG_FILE=" + filepath.Join(s.dir, "rabbitmq"),
+		"RABBITMQ_ADVANCED_CONFIG_FILE=" + filepath.Join(s.dir, "advanced.config"),
+		"RABBITMQ_PID_FILE=" + filepath.Join(s.dir, "rabbitmq.pid"),
+	}
+	r := &RabbitMQ{Server: s, epmd: epmd}
+	if err := s.Start(func() error { return ready(r.URL()) }); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
