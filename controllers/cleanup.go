@@ -55,24 +55,102 @@ func podFinishTime(pod *corev1.Pod) (t time.Time, ok bool) {
 	return pod.CreationTimestamp.Time, true
 }
 
-// cleanup deletes finished pods after spec.cleanup.podTTLSecondsAfterFinished and the
-// QueueJob's finished Jobs after spec.cleanup.ttlSecondsAfterFinished, and asks to be
-// called again when the next TTL expires. The Job TTL counts from the completion time
-// in the status as read from the API server, never from one computed in this reconcile:
-// a Job is only deleted once the QueueJob's own record of the finish is safe, so a crash
-// between the two writes cannot make the QueueJob forget it finished and run again.
+// cleanup deletes what has expired, in two steps for Jobs: a Job is first archived (its
+// pod counts move to status.archived in this reconcile's status write), and only a Job
+// that the status as read from the API server already archives is deleted. A crash
+// between the two writes can therefore never lose a Job's counts, nor make a QueueJob
+// forget that it finished and run again.
+//
+// What expires: finished pods after spec.cleanup.podTTLSecondsAfterFinished; finished
+// Jobs after spec.cleanup.ttlSecondsAfterFinished, counted from the QueueJob's finish (or,
+// under refill Continuous, from each wave's own finish); finished waves beyond the history
+// limits; and the running wave of a WorkerPool whose workers outlived the drained queue.
 func (r *QueueJobReconciler) cleanup(ctx context.Context, s *scope) error {
-	policy := s.qj.Spec.Cleanup
-	if policy == nil {
-		return nil
+	if err := r.deleteArchivedJobs(ctx, s); err != nil {
+		return err
 	}
-	if policy.PodTTLSecondsAfterFinished != nil {
-		if err := r.cleanupPods(ctx, s, *policy.PodTTLSecondsAfterFinished); err != nil {
+	if p := s.qj.Spec.Cleanup; p != nil && p.PodTTLSecondsAfterFinished != nil {
+		if err := r.cleanupPods(ctx, s, *p.PodTTLSecondsAfterFinished); err != nil {
 			return err
 		}
 	}
-	if policy.TTLSecondsAfterFinished != nil && isFinished(&s.read.Status) && s.read.Status.CompletionTime != nil {
-		return r.cleanupJobs(ctx, s, *policy.TTLSecondsAfterFinished)
+	if p := s.qj.Spec.Cleanup; p != nil && p.TTLSecondsAfterFinished != nil {
+		archiveExpired(s, *p.TTLSecondsAfterFinished)
+	}
+	if s.qj.Spec.Queue != nil {
+		archiveBeyondHistory(s)
+	}
+	return nil
+}
+
+// archiveExpired archives the finished Jobs whose TTL has expired and asks to be called
+// again when the next one expires.
+func archiveExpired(s *scope, ttl int32) {
+	continuous := s.qj.Spec.Queue != nil && s.qj.Spec.EffectiveRefill() == qjv1.RefillContinuous
+	for i := range s.jobs {
+		job := &s.jobs[i]
+		c := jobFinished(job)
+		if c == nil || s.archived(job.Name) {
+			continue
+		}
+		var finishedAt time.Time
+		switch {
+		case continuous:
+			finishedAt = c.LastTransitionTime.Time
+		case isFinished(&s.read.Status) && s.read.Status.CompletionTime != nil:
+			finishedAt = s.read.Status.CompletionTime.Time
+		default:
+			continue // the QueueJob has not finished (as far as the API server knows)
+		}
+		if left := ttlRemaining(finishedAt, ttl, s.now); left > 0 {
+			s.requeue(left)
+			continue
+		}
+		s.archiveJob(job)
+	}
+}
+
+// archiveBeyondHistory archives the oldest finished waves beyond the history limits. The
+// latest wave always stays: its outcome decides the QueueJob's.
+func archiveBeyondHistory(s *scope) {
+	keep := map[batchv1.JobConditionType]int32{
+		batchv1.JobComplete: s.qj.Spec.EffectiveSuccessfulWavesHistoryLimit(),
+		batchv1.JobFailed:   s.qj.Spec.EffectiveFailedWavesHistoryLimit(),
+	}
+	for i := len(s.jobs) - 2; i >= 0; i-- {
+		job := &s.jobs[i]
+		c := jobFinished(job)
+		if c == nil || s.archived(job.Name) {
+			continue
+		}
+		if keep[c.Type] > 0 {
+			keep[c.Type]--
+			continue
+		}
+		s.archiveJob(job)
+	}
+}
+
+// deleteArchivedJobs deletes the Jobs that the status as read archives.
+func (r *QueueJobReconciler) deleteArchivedJobs(ctx context.Context, s *scope) error {
+	var names []string
+	for i := range s.jobs {
+		if !s.archivedAsRead(s.jobs[i].Name) || s.jobs[i].DeletionTimestamp != nil {
+			continue
+		}
+		gone, err := r.deleteJob(ctx, s, &s.jobs[i])
+		if err != nil {
+			return err
+		}
+		if gone {
+			names = append(names, s.jobs[i].Name)
+		}
+	}
+	if len(names) > 0 {
+		objectsCleanedUp.WithLabelValues("job").Add(float64(len(names)))
+		s.event(corev1.EventTypeNormal, qjv1.EventCleanedUp, "DeleteJobs",
+			fmt.Sprintf("Deleted Jobs %v and their pods; their pod counts stay in the status", names))
+		logf.FromContext(ctx).Info("Deleted archived Jobs", "jobs", names)
 	}
 	return nil
 }
@@ -110,6 +188,7 @@ func (r *QueueJobReconciler) cleanupPods(ctx context.Context, s *scope, ttl int3
 		}
 	}
 	if deleted > 0 {
+		objectsCleanedUp.WithLabelValues("pod").Add(float64(deleted))
 		s.event(corev1.EventTypeNormal, qjv1.EventCleanedUp, "DeletePods",
 			fmt.Sprintf("Deleted %d finished pods whose TTL of %ds expired", deleted, ttl))
 	}
@@ -140,37 +219,14 @@ func (r *QueueJobReconciler) deletePod(ctx context.Context, cached *corev1.Pod) 
 	return true, nil
 }
 
-func (r *QueueJobReconciler) cleanupJobs(ctx context.Context, s *scope, ttl int32) error {
-	if left := ttlRemaining(s.read.Status.CompletionTime.Time, ttl, s.now); left > 0 {
-		s.requeue(left)
-		return nil
-	}
-	var names []string
-	for i := range s.jobs {
-		gone, err := r.deleteJob(ctx, s, &s.jobs[i])
-		if err != nil {
-			return err
-		}
-		if gone {
-			names = append(names, s.jobs[i].Name)
-		}
-	}
-	if len(names) > 0 {
-		s.event(corev1.EventTypeNormal, qjv1.EventCleanedUp, "DeleteJobs",
-			fmt.Sprintf("Deleted finished Jobs %v and their pods: the TTL of %ds after the QueueJob finished expired", names, ttl))
-		logf.FromContext(ctx).Info("Deleted finished Jobs", "jobs", names, "ttlSeconds", ttl)
-	}
-	return nil
-}
-
-// deleteJob re-reads the Job from the API server, checks it is still this QueueJob's and
-// finished, and deletes exactly that Job (UID precondition); its pods go with it.
+// deleteJob re-reads the Job from the API server, checks it is still this QueueJob's, and
+// deletes exactly that Job (UID precondition); its pods go with it.
 func (r *QueueJobReconciler) deleteJob(ctx context.Context, s *scope, cached *batchv1.Job) (bool, error) {
 	var job batchv1.Job
 	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(cached), &job); err != nil {
 		return false, client.IgnoreNotFound(err)
 	}
-	if job.UID != cached.UID || !metav1.IsControlledBy(&job, s.qj) || jobFinished(&job) == nil {
+	if job.UID != cached.UID || !metav1.IsControlledBy(&job, s.qj) {
 		return false, nil
 	}
 	err := r.Delete(ctx, &job, client.Preconditions{UID: &job.UID}, client.PropagationPolicy(metav1.DeletePropagationBackground))

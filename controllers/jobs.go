@@ -3,9 +3,11 @@ package controllers
 import (
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 
 	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -44,8 +46,9 @@ type jobSizing struct {
 }
 
 // desiredJob builds the Job of a wave from the QueueJob's spec. It sets everything but
-// the owner reference, which needs the scheme.
-func desiredJob(qj *qjv1.QueueJob, wave int32, size jobSizing) *batchv1.Job {
+// the owner reference, which needs the scheme. env is added to every container that does
+// not set a variable of the same name itself.
+func desiredJob(qj *qjv1.QueueJob, wave int32, size jobSizing, env []corev1.EnvVar) *batchv1.Job {
 	wl := strconv.Itoa(int(wave))
 	labels := map[string]string{qjv1.LabelQueueJob: qj.Name, qjv1.LabelWave: wl}
 
@@ -55,6 +58,14 @@ func desiredJob(qj *qjv1.QueueJob, wave int32, size jobSizing) *batchv1.Job {
 	}
 	for k, v := range labels {
 		tmpl.Labels[k] = v
+	}
+	for i := range tmpl.Spec.Containers {
+		c := &tmpl.Spec.Containers[i]
+		for _, e := range env {
+			if !slices.ContainsFunc(c.Env, func(have corev1.EnvVar) bool { return have.Name == e.Name }) {
+				c.Env = append(c.Env, *e.DeepCopy())
+			}
+		}
 	}
 
 	return &batchv1.Job{

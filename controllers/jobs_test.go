@@ -90,6 +90,7 @@ func TestDesiredJob(t *testing.T) {
 		mutate func(*qjv1.QueueJob)
 		wave   int32
 		size   jobSizing
+		env    []corev1.EnvVar
 		want   func(*batchv1.Job)
 	}{
 		{
@@ -121,6 +122,20 @@ func TestDesiredJob(t *testing.T) {
 			},
 		},
 		{
+			name: "queue env added to every container, the user's own value wins", wave: 1,
+			mutate: func(q *qjv1.QueueJob) {
+				q.Spec.Template.Spec.Containers = append(q.Spec.Template.Spec.Containers,
+					corev1.Container{Name: "sidecar", Image: "s", Env: []corev1.EnvVar{{Name: "QUEUE", Value: "mine"}}})
+			},
+			size: jobSizing{completions: ptr.To[int32](1), parallelism: 1},
+			env:  []corev1.EnvVar{{Name: "QUEUEJOB_NAME", Value: "pi"}, {Name: "QUEUE", Value: "job1"}},
+			want: func(j *batchv1.Job) {
+				j.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "QUEUEJOB_NAME", Value: "pi"}, {Name: "QUEUE", Value: "job1"}}
+				j.Spec.Template.Spec.Containers = append(j.Spec.Template.Spec.Containers, corev1.Container{Name: "sidecar", Image: "s",
+					Env: []corev1.EnvVar{{Name: "QUEUE", Value: "mine"}, {Name: "QUEUEJOB_NAME", Value: "pi"}}})
+			},
+		},
+		{
 			name: "a user label with the operator's key is overridden", wave: 1,
 			mutate: func(q *qjv1.QueueJob) { q.Spec.Template.Labels[qjv1.LabelQueueJob] = "someone-else" },
 			size:   jobSizing{completions: ptr.To[int32](1), parallelism: 1},
@@ -149,7 +164,7 @@ func TestDesiredJob(t *testing.T) {
 				},
 			}
 			tc.want(want)
-			got := desiredJob(qj, tc.wave, tc.size)
+			got := desiredJob(qj, tc.wave, tc.size, tc.env)
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("desiredJob (-want +got):\n%s", diff)
 			}

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
 )
 
 // jobOwnerKey indexes Jobs by the name of the QueueJob that controls them.
@@ -41,6 +42,26 @@ type QueueJobReconciler struct {
 	Scheme    *runtime.Scheme
 	Recorder  events.EventRecorder
 	Clock     clock.PassiveClock
+	// Queues maps spec.queue to its backend; queue.DefaultRegistry() if nil.
+	Queues *queue.Registry
+	// ProbeTimeout bounds one probe of a queue, lease reaping included; 10s if zero.
+	ProbeTimeout time.Duration
+
+	pool connPool
+}
+
+func (r *QueueJobReconciler) registry() *queue.Registry {
+	if r.Queues == nil {
+		return queue.DefaultRegistry()
+	}
+	return r.Queues
+}
+
+func (r *QueueJobReconciler) probeTimeout() time.Duration {
+	if r.ProbeTimeout == 0 {
+		return 10 * time.Second
+	}
+	return r.ProbeTimeout
 }
 
 // +kubebuilder:rbac:groups=batch.queuejob.io,resources=queuejobs,verbs=get;list;watch
@@ -48,6 +69,7 @@ type QueueJobReconciler struct {
 // +kubebuilder:rbac:groups=batch.queuejob.io,resources=queuejobs/finalizers,verbs=update
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // scope gathers what one reconcile knows and decides.
@@ -56,8 +78,14 @@ type scope struct {
 	// this reconcile rewrites.
 	read, qj *qjv1.QueueJob
 	now      time.Time
-	// jobs are the Jobs this QueueJob controls, sorted by wave; the last is the current one.
-	jobs    []batchv1.Job
+	// jobs are the Jobs this QueueJob controls, sorted by wave; listed says they were read.
+	jobs   []batchv1.Job
+	listed bool
+	// archive are the Jobs this reconcile records for deletion (their counts go into
+	// status.archived; the next reconcile deletes them).
+	archive []*batchv1.Job
+	probe   *probeResult
+	plan    *wavePlan
 	problem *progressProblem
 	events  []event
 	// requeueAfter is the smallest positive wait any phase asked for.
@@ -74,11 +102,40 @@ func (s *scope) event(eventType, reason, action, note string) {
 	s.events = append(s.events, event{eventType, reason, action, note})
 }
 
-func (s *scope) current() *batchv1.Job {
-	if len(s.jobs) == 0 {
-		return nil
+// archivedAsRead reports whether the status as read already archives the Job: only such
+// Jobs may be deleted.
+func (s *scope) archivedAsRead(name string) bool {
+	return s.read.Status.Archived != nil && slices.Contains(s.read.Status.Archived.Jobs, name)
+}
+
+func (s *scope) archived(name string) bool {
+	return s.archivedAsRead(name) || slices.ContainsFunc(s.archive, func(j *batchv1.Job) bool { return j.Name == name })
+}
+
+// archiveJob records a Job for deletion.
+func (s *scope) archiveJob(job *batchv1.Job) {
+	if !s.archived(job.Name) {
+		s.archive = append(s.archive, job)
 	}
-	return &s.jobs[len(s.jobs)-1]
+}
+
+// current is the latest Job that is not archived, nil if none.
+func (s *scope) current() *batchv1.Job {
+	for i := len(s.jobs) - 1; i >= 0; i-- {
+		if !s.archived(s.jobs[i].Name) {
+			return &s.jobs[i]
+		}
+	}
+	return nil
+}
+
+// waves is how many waves have been started, by the status and by the Jobs.
+func (s *scope) waves() int32 {
+	w := s.read.Status.Waves
+	for i := range s.jobs {
+		w = max(w, jobWave(&s.jobs[i]))
+	}
+	return w
 }
 
 // Reconcile brings one QueueJob a step closer to its spec: list its Jobs, create the Job
@@ -87,23 +144,30 @@ func (s *scope) current() *batchv1.Job {
 func (r *QueueJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, reterr error) {
 	read := &qjv1.QueueJob{}
 	if err := r.Get(ctx, req.NamespacedName, read); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.forgetQueue(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !read.DeletionTimestamp.IsZero() {
 		// The garbage collector deletes the Jobs (and so their pods) with it.
+		r.forgetQueue(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
 	s := &scope{read: read, qj: read.DeepCopy(), now: r.Clock.Now()}
 
 	defer func() {
+		if !s.listed {
+			return // without the Jobs, the status cannot be computed
+		}
 		// Observe even after a failed phase, so that the status says what went wrong.
-		s.qj.Status = observe(observeInput{qj: s.read, jobs: s.jobs, problem: s.problem})
+		s.qj.Status = observe(observeInputFrom(s))
 		if err := r.writeStatus(ctx, s); err != nil && reterr == nil {
 			reterr = err
 		}
 	}()
 
-	for _, phase := range []func(context.Context, *scope) error{r.listJobs, r.ensureJob, r.syncJob, r.cleanup} {
+	for _, phase := range []func(context.Context, *scope) error{r.listJobs, r.probeQueue, r.ensureWave, r.syncJob, r.cleanup} {
 		if err := phase(ctx, s); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -123,22 +187,53 @@ func (r *QueueJobReconciler) listJobs(ctx context.Context, s *scope) error {
 		}
 	}
 	slices.SortFunc(s.jobs, func(a, b batchv1.Job) int { return int(jobWave(&a) - jobWave(&b)) })
+	s.listed = true
 	return nil
 }
 
-// ensureJob creates the Job of a QueueJob without a queue, unless it exists or the
-// QueueJob has finished.
-func (r *QueueJobReconciler) ensureJob(ctx context.Context, s *scope) error {
-	if s.qj.Spec.Queue != nil {
-		s.problem = &progressProblem{reason: "QueueNotSupported",
-			message: "This version of the operator does not run QueueJobs with spec.queue yet"}
+// ensureWave creates the Job the QueueJob lacks: for a QueueJob without a queue its one
+// Job, for a queue-driven one the next wave that planWave asks for. It decides nothing
+// after a failed probe.
+func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
+	if isFinished(&s.read.Status) {
 		return nil
 	}
-	if isFinished(&s.read.Status) || s.current() != nil {
+	if s.qj.Spec.Queue == nil {
+		if s.current() != nil {
+			return nil
+		}
+		return r.createJob(ctx, s, desiredJob(s.qj, 1, plainSizing(&s.qj.Spec), nil))
+	}
+	if s.probe == nil || s.probe.counts == nil {
 		return nil
 	}
-	job := desiredJob(s.qj, 1, plainSizing(&s.qj.Spec))
-	return r.createJob(ctx, s, job)
+	in := waveInput{spec: &s.qj.Spec, current: s.current(), waves: s.waves(), counts: *s.probe.counts, now: s.now}
+	if q := s.read.Status.Queue; q != nil && q.DrainedSince != nil {
+		in.drainedSince = &q.DrainedSince.Time
+	}
+	plan := planWave(in)
+	s.plan = &plan
+	s.requeue(plan.requeue)
+	if plan.endWave {
+		job := s.current()
+		s.archiveJob(job)
+		logf.FromContext(ctx).Info("Ending a wave whose workers outlived the drained queue", "job", job.Name)
+		s.event(corev1.EventTypeNormal, qjv1.EventWaveEnded, "EndWave", fmt.Sprintf(
+			"The queue was drained for %ds while Job %s still ran %d workers: ending the wave",
+			s.qj.Spec.EffectiveDrainGracePeriodSeconds(), job.Name, job.Status.Active))
+	}
+	if plan.create == nil {
+		return nil
+	}
+	kind, err := r.registry().For(s.qj.Spec.Queue)
+	if err != nil {
+		return err
+	}
+	env := append([]corev1.EnvVar{
+		{Name: queue.EnvBackend, Value: kind.Name},
+		{Name: queue.EnvName, Value: s.qj.Name},
+	}, kind.WorkerEnv(s.qj.Spec.Queue)...)
+	return r.createJob(ctx, s, desiredJob(s.qj, s.waves()+1, *plan.create, env))
 }
 
 // createJob creates a Job, treating AlreadyExists as success: the cache had not seen the
@@ -151,8 +246,16 @@ func (r *QueueJobReconciler) createJob(ctx context.Context, s *scope, job *batch
 	err := r.Create(ctx, job)
 	switch {
 	case err == nil:
-		log.Info("Created Job", "job", job.Name, "completions", job.Spec.Completions, "parallelism", job.Spec.Parallelism)
-		s.event(corev1.EventTypeNormal, qjv1.EventJobCreated, "CreateJob", fmt.Sprintf("Created Job %s", job.Name))
+		log.Info("Created Job", "job", job.Name, "wave", jobWave(job), "completions", job.Spec.Completions, "parallelism", job.Spec.Parallelism)
+		note := fmt.Sprintf("Created Job %s", job.Name)
+		mode := "None"
+		if s.qj.Spec.Queue != nil {
+			mode = string(s.qj.Spec.EffectiveMode())
+			note = fmt.Sprintf("Created Job %s for wave %d (%s): completions %s, parallelism %d, %d items ready",
+				job.Name, jobWave(job), mode, countOrUnset(job.Spec.Completions), *job.Spec.Parallelism, s.probe.counts.Ready)
+		}
+		jobsCreated.WithLabelValues(mode).Inc()
+		s.event(corev1.EventTypeNormal, qjv1.EventJobCreated, "CreateJob", note)
 		s.jobs = append(s.jobs, *job)
 		return nil
 	case apierrors.IsAlreadyExists(err):
@@ -180,8 +283,9 @@ func (r *QueueJobReconciler) createJob(ctx context.Context, s *scope, job *batch
 	}
 }
 
-// syncJob carries spec.parallelism and spec.suspend over to the running Job; the other
-// fields apply to the next Job.
+// syncJob carries spec.suspend and spec.parallelism over to the running Job; the other
+// fields apply to the next Job. A WorkerPool's parallelism grows with its queue up to
+// spec.parallelism but never shrinks on its own: fewer workers would mean killing some.
 func (r *QueueJobReconciler) syncJob(ctx context.Context, s *scope) error {
 	job := s.current()
 	if job == nil || jobFinished(job) != nil || job.DeletionTimestamp != nil {
@@ -192,19 +296,40 @@ func (r *QueueJobReconciler) syncJob(ctx context.Context, s *scope) error {
 	if job.Spec.Suspend == nil && !*want.Spec.Suspend {
 		want.Spec.Suspend = nil // unset and false mean the same to the Job controller
 	}
-	if s.qj.Spec.Queue == nil {
-		p := s.qj.Spec.EffectiveParallelism()
-		want.Spec.Parallelism = &p
-	}
+	want.Spec.Parallelism = ptr.To(desiredParallelism(&s.qj.Spec, job, s.probe))
 	if equality.Semantic.DeepEqual(job.Spec, want.Spec) {
 		return nil
 	}
 	if err := r.Patch(ctx, want, client.MergeFrom(job)); err != nil {
 		return client.IgnoreNotFound(fmt.Errorf("updating Job %s: %w", job.Name, err))
 	}
-	logf.FromContext(ctx).Info("Updated Job", "job", job.Name, "suspend", *want.Spec.Suspend, "parallelism", want.Spec.Parallelism)
+	logf.FromContext(ctx).Info("Updated Job", "job", job.Name, "suspend", ptr.Deref(want.Spec.Suspend, false), "parallelism", *want.Spec.Parallelism)
 	*job = *want
 	return nil
+}
+
+// desiredParallelism is the parallelism the running Job should have now.
+func desiredParallelism(spec *qjv1.QueueJobSpec, job *batchv1.Job, probe *probeResult) int32 {
+	limit := spec.EffectiveParallelism()
+	cur := ptr.Deref(job.Spec.Parallelism, 1)
+	switch {
+	case spec.Queue == nil:
+		return limit
+	case job.Spec.Completions != nil: // PerItem: no more than its pods
+		return min(limit, *job.Spec.Completions)
+	case probe != nil && probe.counts != nil: // WorkerPool
+		grown := workerPoolSizing(probe.counts.Ready, probe.counts.InFlight, limit).parallelism
+		return min(limit, max(cur, grown))
+	default:
+		return min(limit, cur)
+	}
+}
+
+func countOrUnset(p *int32) string {
+	if p == nil {
+		return "unset"
+	}
+	return fmt.Sprint(*p)
 }
 
 // writeStatus writes the status if it changed, with an optimistic lock: a conflict means

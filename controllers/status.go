@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"slices"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -9,53 +10,66 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
 )
 
-// progressProblem is why the QueueJob cannot make progress (a Job the API server refused),
-// found by an earlier phase and reported in the Progressing condition.
+// progressProblem is a reason and message for a condition: why the QueueJob cannot make
+// progress (a Job the API server refused), or why it finished or waits.
 type progressProblem struct {
 	reason, message string
 }
 
-// observeInput is everything observe needs: the QueueJob as read, its Jobs sorted by
-// wave (the last is the current one), and what the earlier phases found.
+// observeInput is everything observe needs.
 type observeInput struct {
-	qj      *qjv1.QueueJob
+	// qj is the QueueJob as read.
+	qj *qjv1.QueueJob
+	// jobs are its Jobs sorted by wave; archive are the ones this reconcile archives.
 	jobs    []batchv1.Job
+	archive []*batchv1.Job
 	problem *progressProblem
+	// probe and plan are set for QueueJobs with a queue, when it was probed.
+	probe *probeResult
+	plan  *wavePlan
+	now   metav1.Time
 }
 
-// observe computes the QueueJob's new status from its Jobs. It is pure: the same input
-// gives the same status, which is what lets the reconciler skip the status write when
-// nothing changed. Counts and terminal conditions survive the deletion of the Jobs.
+func observeInputFrom(s *scope) observeInput {
+	return observeInput{qj: s.read, jobs: s.jobs, archive: s.archive, problem: s.problem, probe: s.probe, plan: s.plan, now: metav1.NewTime(s.now)}
+}
+
+// observe computes the QueueJob's new status. It is pure: the same input gives the same
+// status, which is what lets the reconciler skip the status write when nothing changed.
+// Counts survive the deletion of pods and Jobs: the Job controller keeps counting deleted
+// pods, and the counts of Jobs that cleanup deletes move to status.archived first.
 func observe(in observeInput) qjv1.QueueJobStatus {
 	qj := in.qj
 	st := *qj.Status.DeepCopy()
 	gen := qj.Generation
 	st.ObservedGeneration = gen
 
-	var current *batchv1.Job
+	current := archiveAndCount(&st, in)
 	if n := len(in.jobs); n > 0 {
-		current = &in.jobs[n-1]
-		var active, succeeded, failed int32
-		for i := range in.jobs {
-			active += in.jobs[i].Status.Active
-			succeeded += in.jobs[i].Status.Succeeded
-			failed += in.jobs[i].Status.Failed
-		}
-		st.Active, st.Succeeded, st.Failed = active, succeeded, failed
-		st.JobName = current.Name
-		if w := jobWave(current); w > st.Waves {
+		st.JobName = in.jobs[n-1].Name
+		if w := jobWave(&in.jobs[n-1]); w > st.Waves {
 			st.Waves = w
 		}
 		if st.StartTime == nil && in.jobs[0].Status.StartTime != nil {
 			st.StartTime = in.jobs[0].Status.StartTime.DeepCopy()
 		}
-		if !isFinished(&st) {
-			if c := jobFinished(current); c != nil {
-				finish(&st, gen, current, c)
+	}
+	if !isFinished(&st) {
+		// The latest Job decides, even when this reconcile archives it.
+		if latest := latestUnarchived(in); latest != nil {
+			if c := jobFinished(latest); c != nil && (c.Type == batchv1.JobFailed || qj.Spec.Queue == nil) {
+				finish(&st, gen, latest, c)
 			}
 		}
+		if in.plan != nil && in.plan.complete != nil {
+			complete(&st, gen, in.plan.complete, in.now)
+		}
+	}
+	if qj.Spec.Queue != nil {
+		observeQueue(&st, gen, in)
 	}
 
 	done := isFinished(&st)
@@ -69,17 +83,17 @@ func observe(in observeInput) qjv1.QueueJobStatus {
 				c.ObservedGeneration = gen
 			}
 		}
-		st.Active = 0
 	}
 
 	suspended := qj.Spec.IsSuspended() && !done
 	if suspended {
 		set(&st, gen, qjv1.ConditionSuspended, metav1.ConditionTrue, qjv1.ReasonSuspended,
-			"spec.suspend is true: the Job runs no pods until it is set to false", nil)
+			"spec.suspend is true: the QueueJob runs no pods until it is set to false", nil)
 	} else {
 		set(&st, gen, qjv1.ConditionSuspended, metav1.ConditionFalse, qjv1.ReasonNotSuspended, "spec.suspend is not set", nil)
 	}
 
+	running := current != nil && jobFinished(current) == nil
 	switch {
 	case done:
 		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonFinished, "The QueueJob has finished", nil)
@@ -87,11 +101,105 @@ func observe(in observeInput) qjv1.QueueJobStatus {
 		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionFalse, in.problem.reason, in.problem.message, nil)
 	case suspended:
 		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonSuspended, "The QueueJob is suspended", nil)
-	case current != nil:
-		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonJobRunning,
-			fmt.Sprintf("Job %s is running", current.Name), nil)
+	case running && qj.Spec.Queue == nil:
+		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonJobRunning, fmt.Sprintf("Job %s is running", current.Name), nil)
+	case running:
+		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonWaveRunning,
+			fmt.Sprintf("Job %s runs wave %d", current.Name, jobWave(current)), nil)
+	case in.plan != nil && in.plan.waiting != nil:
+		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionTrue, in.plan.waiting.reason, in.plan.waiting.message, nil)
+	case in.probe != nil && in.probe.err != nil:
+		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonProbeFailed,
+			"The queue cannot be probed, so no wave starts: see the QueueReachable condition", nil)
 	}
 	return st
+}
+
+// archiveAndCount moves the counts of the Jobs archived now into status.archived, drops
+// the names of archived Jobs that are gone, and sets the pod counts: the archived ones
+// plus those of the Jobs still here. It returns the current (latest unarchived) Job.
+func archiveAndCount(st *qjv1.QueueJobStatus, in observeInput) *batchv1.Job {
+	arch := st.Archived
+	if arch == nil {
+		arch = &qjv1.ArchivedJobs{}
+	}
+	for _, j := range in.archive {
+		if !slices.Contains(arch.Jobs, j.Name) {
+			arch.Succeeded += j.Status.Succeeded
+			arch.Failed += j.Status.Failed
+			arch.Jobs = append(arch.Jobs, j.Name)
+		}
+	}
+	present := map[string]bool{}
+	var current *batchv1.Job
+	var active, succeeded, failed int32
+	for i := range in.jobs {
+		j := &in.jobs[i]
+		present[j.Name] = true
+		if slices.Contains(arch.Jobs, j.Name) {
+			continue
+		}
+		active += j.Status.Active
+		succeeded += j.Status.Succeeded
+		failed += j.Status.Failed
+		current = j
+	}
+	arch.Jobs = slices.DeleteFunc(arch.Jobs, func(name string) bool { return !present[name] })
+	if len(arch.Jobs) == 0 {
+		arch.Jobs = nil
+	}
+	if arch.Succeeded != 0 || arch.Failed != 0 || arch.Jobs != nil {
+		st.Archived = arch
+	}
+	st.Active, st.Succeeded, st.Failed = active, arch.Succeeded+succeeded, arch.Failed+failed
+	return current
+}
+
+// latestUnarchived is the latest Job that the status as read has not archived (Jobs this
+// reconcile archives still count: their outcome must be seen before they go).
+func latestUnarchived(in observeInput) *batchv1.Job {
+	for i := len(in.jobs) - 1; i >= 0; i-- {
+		if in.qj.Status.Archived == nil || !slices.Contains(in.qj.Status.Archived.Jobs, in.jobs[i].Name) {
+			return &in.jobs[i]
+		}
+	}
+	return nil
+}
+
+// observeQueue records what the probe counted and whether the queue was reachable.
+func observeQueue(st *qjv1.QueueJobStatus, gen int64, in observeInput) {
+	p := in.probe
+	if p == nil {
+		return
+	}
+	if p.err != nil {
+		set(st, gen, qjv1.ConditionQueueReachable, metav1.ConditionFalse, queue.ReasonOf(p.err), p.err.Error(), nil)
+		return
+	}
+	set(st, gen, qjv1.ConditionQueueReachable, metav1.ConditionTrue, qjv1.ReasonProbed, "The last probe of the queue succeeded", nil)
+	q := st.Queue
+	if q == nil {
+		q = &qjv1.QueueStatus{}
+		st.Queue = q
+	}
+	changed := q.Ready != p.counts.Ready || q.InFlight != p.counts.InFlight
+	q.Ready, q.InFlight = p.counts.Ready, p.counts.InFlight
+	if changed || q.LastProbeTime == nil || in.now.Sub(q.LastProbeTime.Time) >= probeRefresh {
+		q.LastProbeTime = in.now.DeepCopy()
+	}
+	q.Reclaimed += int64(p.reclaimed)
+	q.DrainedSince = nil
+	if in.plan != nil && in.plan.drainedSince != nil {
+		t := metav1.NewTime(*in.plan.drainedSince)
+		q.DrainedSince = &t
+	}
+}
+
+// complete finishes a queue-driven QueueJob successfully.
+func complete(st *qjv1.QueueJobStatus, gen int64, why *progressProblem, now metav1.Time) {
+	st.CompletionTime = now.DeepCopy()
+	set(st, gen, qjv1.ConditionComplete, metav1.ConditionTrue, why.reason, why.message, &now)
+	set(st, gen, qjv1.ConditionFailed, metav1.ConditionFalse, why.reason, "The QueueJob completed", &now)
 }
 
 // finish records the Job's terminal condition as the QueueJob's, with the Job's reason
@@ -163,6 +271,13 @@ func transitions(old, cur *qjv1.QueueJobStatus) []event {
 	}
 	if c := became(qjv1.ConditionSuspended, metav1.ConditionTrue); c != nil {
 		evs = append(evs, event{corev1.EventTypeNormal, qjv1.EventSuspended, "Suspend", c.Message})
+	}
+	if c := became(qjv1.ConditionQueueReachable, metav1.ConditionFalse); c != nil {
+		evs = append(evs, event{corev1.EventTypeWarning, qjv1.EventQueueUnreachable, "Probe", c.Reason + ": " + c.Message})
+	}
+	if meta.IsStatusConditionFalse(old.Conditions, qjv1.ConditionQueueReachable) &&
+		meta.IsStatusConditionTrue(cur.Conditions, qjv1.ConditionQueueReachable) {
+		evs = append(evs, event{corev1.EventTypeNormal, qjv1.EventQueueReachable, "Probe", "The queue is reachable again"})
 	}
 	if meta.IsStatusConditionTrue(old.Conditions, qjv1.ConditionSuspended) &&
 		meta.IsStatusConditionFalse(cur.Conditions, qjv1.ConditionSuspended) && !isFinished(cur) {

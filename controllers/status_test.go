@@ -75,6 +75,7 @@ func TestObserve(t *testing.T) {
 	}
 	completedStatus := qjv1.QueueJobStatus{
 		Succeeded: 3, JobName: "pi-1", Waves: 1, CompletionTime: &tDone,
+		Archived: &qjv1.ArchivedJobs{Succeeded: 3, Jobs: []string{"pi-1"}},
 		Conditions: []metav1.Condition{
 			{Type: qjv1.ConditionComplete, Status: metav1.ConditionTrue, Reason: "CompletionsReached", LastTransitionTime: tDone},
 			{Type: qjv1.ConditionFailed, Status: metav1.ConditionFalse, Reason: "CompletionsReached", LastTransitionTime: tDone},
@@ -127,6 +128,13 @@ func TestObserve(t *testing.T) {
 				qjv1.ConditionSuspended:   {metav1.ConditionFalse, qjv1.ReasonNotSuspended},
 				qjv1.ConditionProgressing: {metav1.ConditionFalse, qjv1.ReasonFinished},
 			}},
+		},
+		{
+			name:   "an archived Job still present is counted once",
+			status: qjv1.QueueJobStatus{Archived: &qjv1.ArchivedJobs{Succeeded: 4, Failed: 1, Jobs: []string{"pi-1"}}, Waves: 2},
+			jobs:   []batchv1.Job{job(1, running(0, 4, 1), ended(batchv1.JobComplete, "CompletionsReached")), job(2, running(1, 2, 0))},
+			want: want{active: 1, succeeded: 6, failed: 1, jobName: "pi-2", waves: 2, start: &t0,
+				conds: with(notFinished, map[string]condWant{qjv1.ConditionProgressing: {metav1.ConditionTrue, qjv1.ReasonJobRunning}})},
 		},
 		{
 			name: "suspended",

@@ -30,17 +30,29 @@ const (
 	ReasonJobRunning     = "JobRunning"
 	ReasonJobCreateError = "JobCreateFailed"
 	ReasonFinished       = "Finished"
+
+	// Queue-driven QueueJobs.
+	ReasonQueueDrained    = "QueueDrained"
+	ReasonWorkersStopped  = "WorkersStopped"
+	ReasonWaitingForItems = "WaitingForItems"
+	ReasonWaveRunning     = "WaveRunning"
+	ReasonProbed          = "Probed"
+	ReasonProbeFailed     = "ProbeFailed"
 )
 
 // Event reasons, emitted on transitions only.
 const (
-	EventJobCreated      = "JobCreated"
-	EventJobCreateFailed = "JobCreateFailed"
-	EventCompleted       = "Completed"
-	EventFailed          = "Failed"
-	EventSuspended       = "Suspended"
-	EventResumed         = "Resumed"
-	EventCleanedUp       = "CleanedUp"
+	EventJobCreated       = "JobCreated"
+	EventJobCreateFailed  = "JobCreateFailed"
+	EventCompleted        = "Completed"
+	EventFailed           = "Failed"
+	EventSuspended        = "Suspended"
+	EventResumed          = "Resumed"
+	EventCleanedUp        = "CleanedUp"
+	EventQueueUnreachable = "QueueUnreachable"
+	EventQueueReachable   = "QueueReachable"
+	EventLeasesReclaimed  = "LeasesReclaimed"
+	EventWaveEnded        = "WaveEnded"
 )
 
 // Well-known labels and annotations.

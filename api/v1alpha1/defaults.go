@@ -39,3 +39,18 @@ func deref[T any](p *T, def T) T {
 	}
 	return *p
 }
+
+// EffectiveDrainGracePeriodSeconds is spec.drainGracePeriodSeconds with its default applied.
+func (s *QueueJobSpec) EffectiveDrainGracePeriodSeconds() int32 {
+	return deref(s.DrainGracePeriodSeconds, DefaultDrainGracePeriodSeconds)
+}
+
+// EffectiveSuccessfulWavesHistoryLimit is spec.successfulWavesHistoryLimit with its default applied.
+func (s *QueueJobSpec) EffectiveSuccessfulWavesHistoryLimit() int32 {
+	return deref(s.SuccessfulWavesHistoryLimit, DefaultSuccessfulWavesHistoryLimit)
+}
+
+// EffectiveFailedWavesHistoryLimit is spec.failedWavesHistoryLimit with its default applied.
+func (s *QueueJobSpec) EffectiveFailedWavesHistoryLimit() int32 {
+	return deref(s.FailedWavesHistoryLimit, DefaultFailedWavesHistoryLimit)
+}

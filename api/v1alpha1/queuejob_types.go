@@ -39,6 +39,13 @@ const (
 	DefaultCompletions          = int32(1)
 	DefaultRefill               = RefillOnce
 	DefaultProbeIntervalSeconds = int32(2)
+
+	DefaultDrainGracePeriodSeconds     = int32(30)
+	DefaultSuccessfulWavesHistoryLimit = int32(3)
+	DefaultFailedWavesHistoryLimit     = int32(1)
+	// MaxWaveCompletions bounds the pods of one PerItem wave; a deeper queue is drained in
+	// several waves.
+	MaxWaveCompletions = int64(100000)
 )
 
 // QueueJobSpec is the desired state of a QueueJob.
@@ -48,6 +55,9 @@ const (
 // +kubebuilder:validation:XValidation:rule="!has(self.completions) || !has(self.queue)",fieldPath=".completions",message="spec.completions applies only without spec.queue (with a queue, completions follow the queue depth): remove spec.completions"
 // +kubebuilder:validation:XValidation:rule="!has(self.refill) || has(self.queue)",fieldPath=".refill",message="spec.refill applies only to a QueueJob with spec.queue: remove spec.refill or set spec.queue"
 // +kubebuilder:validation:XValidation:rule="!has(self.probeIntervalSeconds) || has(self.queue)",fieldPath=".probeIntervalSeconds",message="spec.probeIntervalSeconds applies only to a QueueJob with spec.queue: remove spec.probeIntervalSeconds or set spec.queue"
+// +kubebuilder:validation:XValidation:rule="!has(self.drainGracePeriodSeconds) || (has(self.queue) && has(self.mode) && self.mode == 'WorkerPool')",fieldPath=".drainGracePeriodSeconds",message="spec.drainGracePeriodSeconds applies only to mode WorkerPool: remove it or set spec.mode to WorkerPool"
+// +kubebuilder:validation:XValidation:rule="!has(self.successfulWavesHistoryLimit) || has(self.queue)",fieldPath=".successfulWavesHistoryLimit",message="spec.successfulWavesHistoryLimit applies only to a QueueJob with spec.queue: remove it or set spec.queue"
+// +kubebuilder:validation:XValidation:rule="!has(self.failedWavesHistoryLimit) || has(self.queue)",fieldPath=".failedWavesHistoryLimit",message="spec.failedWavesHistoryLimit applies only to a QueueJob with spec.queue: remove it or set spec.queue"
 // +kubebuilder:validation:XValidation:rule="has(self.queue) == has(oldSelf.queue)",fieldPath=".queue",message="spec.queue cannot be added or removed after creation: create a new QueueJob instead"
 // +kubebuilder:validation:XValidation:rule="(has(self.mode) ? self.mode : 'PerItem') == (has(oldSelf.mode) ? oldSelf.mode : 'PerItem')",fieldPath=".mode",message="spec.mode is immutable: create a new QueueJob to change it"
 // +kubebuilder:validation:XValidation:rule="(has(self.completions) ? self.completions : 1) == (has(oldSelf.completions) ? oldSelf.completions : 1)",fieldPath=".completions",message="spec.completions is immutable (a Job's completions cannot change): create a new QueueJob to change it"
@@ -117,6 +127,29 @@ type QueueJobSpec struct {
 	// +kubebuilder:validation:Maximum=3600
 	// +optional
 	ProbeIntervalSeconds *int32 `json:"probeIntervalSeconds,omitempty"`
+
+	// drainGracePeriodSeconds is how long the workers of a WorkerPool QueueJob may keep
+	// running once the queue has no ready and no in-flight items; then the operator ends
+	// the wave itself (it deletes the Job) and says so in a condition and an event. Only
+	// with mode WorkerPool; defaults to 30.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=86400
+	// +optional
+	DrainGracePeriodSeconds *int32 `json:"drainGracePeriodSeconds,omitempty"`
+
+	// successfulWavesHistoryLimit is how many completed wave Jobs to keep; older ones are
+	// deleted. Only with spec.queue; defaults to 3.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	SuccessfulWavesHistoryLimit *int32 `json:"successfulWavesHistoryLimit,omitempty"`
+
+	// failedWavesHistoryLimit is how many failed wave Jobs to keep; older ones are
+	// deleted. Only with spec.queue; defaults to 1.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	FailedWavesHistoryLimit *int32 `json:"failedWavesHistoryLimit,omitempty"`
 
 	// template is the pod template of every Job the QueueJob creates, as in a Job's
 	// spec.template. Its restartPolicy must be Never or OnFailure. The controller adds
@@ -266,6 +299,30 @@ type QueueJobStatus struct {
 	// queue is what the last probe of spec.queue counted.
 	// +optional
 	Queue *QueueStatus `json:"queue,omitempty"`
+
+	// archived holds the pod counts of Jobs that cleanup has deleted or is about to delete,
+	// so that succeeded and failed keep counting them. A Job is only deleted once it is
+	// recorded here.
+	// +optional
+	Archived *ArchivedJobs `json:"archived,omitempty"`
+}
+
+// ArchivedJobs are the counts of deleted Jobs.
+type ArchivedJobs struct {
+	// succeeded is the number of succeeded pods of the archived Jobs.
+	// +optional
+	Succeeded int32 `json:"succeeded"`
+
+	// failed is the number of failed pods of the archived Jobs.
+	// +optional
+	Failed int32 `json:"failed"`
+
+	// jobs names the archived Jobs that may still exist; a name is dropped once its Job
+	// is gone.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=1000
+	// +optional
+	Jobs []string `json:"jobs,omitempty"`
 }
 
 // QueueStatus is what a probe of the queue counted.
@@ -278,9 +335,20 @@ type QueueStatus struct {
 	// +optional
 	InFlight int64 `json:"inFlight"`
 
-	// lastProbeTime is when the queue was last probed successfully.
+	// lastProbeTime is when the queue was last probed successfully. It is refreshed when
+	// the counts change, and at least every 30 seconds.
 	// +optional
 	LastProbeTime *metav1.Time `json:"lastProbeTime,omitempty"`
+
+	// reclaimed is how many items whose worker was gone (their lease expired) the operator
+	// returned to the queue.
+	// +optional
+	Reclaimed int64 `json:"reclaimed,omitempty"`
+
+	// drainedSince is when a WorkerPool's queue was first seen with no ready and no
+	// in-flight items while its workers still ran.
+	// +optional
+	DrainedSince *metav1.Time `json:"drainedSince,omitempty"`
 }
 
 // QueueJob runs a Kubernetes Job for the items of a work queue: it sizes the Job from

@@ -1,0 +1,44 @@
+package controllers
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// Metrics, registered with controller-runtime's registry and served on its metrics
+// endpoint. Per-QueueJob series (the gauges) are deleted with their QueueJob.
+var (
+	queueReady = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "queuejob_queue_ready_items",
+		Help: "Items waiting in the queue of a QueueJob, as of its last successful probe.",
+	}, []string{"namespace", "queuejob"})
+	queueInFlight = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "queuejob_queue_in_flight_items",
+		Help: "Items taken by a worker and not yet finished, as of the last successful probe.",
+	}, []string{"namespace", "queuejob"})
+	probeDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "queuejob_probe_duration_seconds",
+		Help:    "How long probing a queue took, lease reaping included.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+	}, []string{"backend"})
+	probeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "queuejob_probe_errors_total",
+		Help: "Failed queue probes, by backend and reason.",
+	}, []string{"backend", "reason"})
+	jobsCreated = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "queuejob_jobs_created_total",
+		Help: "Jobs (waves) the operator created, by mode (None for QueueJobs without a queue).",
+	}, []string{"mode"})
+	leasesReclaimed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "queuejob_leases_reclaimed_total",
+		Help: "In-flight items whose lease expired and that the operator returned to the queue.",
+	}, []string{"backend"})
+	objectsCleanedUp = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "queuejob_objects_cleaned_up_total",
+		Help: "Finished Jobs and pods deleted by cleanup (TTL, history limits, ended waves).",
+	}, []string{"kind"})
+)
+
+func init() {
+	metrics.Registry.MustRegister(queueReady, queueInFlight, probeDuration, probeErrors, jobsCreated, leasesReclaimed, objectsCleanedUp)
+}

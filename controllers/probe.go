@@ -1,0 +1,193 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+)
+
+const (
+	// maxProbeBackoff bounds the wait between probes of an unreachable queue.
+	maxProbeBackoff = 60 * time.Second
+	// minReapGrace is the least time an in-flight item must be seen without a lease
+	// before the reaper returns it.
+	minReapGrace = 10 * time.Second
+	// probeRefresh is how often lastProbeTime is written when the counts do not change.
+	probeRefresh = 30 * time.Second
+)
+
+// probeResult is what the probe phase found.
+type probeResult struct {
+	kind      string
+	counts    *queue.Counts // nil when the probe failed
+	err       error
+	reclaimed int
+}
+
+// probeQueue counts the queue's items and returns the items of crashed workers. A failed
+// probe is not an error of the reconcile: it is reported in QueueReachable, and the phases
+// after it create and delete nothing because of it.
+func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
+	src := s.qj.Spec.Queue
+	if src == nil || isFinished(&s.read.Status) {
+		return nil
+	}
+	interval := time.Duration(s.qj.Spec.EffectiveProbeIntervalSeconds()) * time.Second
+	kind, err := r.registry().For(src)
+	if err != nil {
+		return err
+	}
+	s.probe = &probeResult{kind: kind.Name}
+
+	start := time.Now()
+	counts, reclaimed, err := r.probeOnce(ctx, s, kind, interval)
+	probeDuration.WithLabelValues(kind.Name).Observe(time.Since(start).Seconds())
+	if err != nil {
+		s.probe.err = err
+		probeErrors.WithLabelValues(kind.Name, queue.ReasonOf(err)).Inc()
+		logf.FromContext(ctx).V(1).Info("Probe failed", "reason", queue.ReasonOf(err), "error", err.Error())
+		s.requeue(probeBackoff(s.read, interval, s.now))
+		return nil
+	}
+	s.probe.counts, s.probe.reclaimed = &counts, reclaimed
+	if reclaimed > 0 {
+		leasesReclaimed.WithLabelValues(kind.Name).Add(float64(reclaimed))
+		logf.FromContext(ctx).Info("Returned items of gone workers to the queue", "items", reclaimed)
+		s.event(corev1.EventTypeNormal, qjv1.EventLeasesReclaimed, "ReclaimLeases",
+			fmt.Sprintf("Returned %d in-flight items whose lease expired to the queue", reclaimed))
+	}
+	queueReady.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(counts.Ready))
+	queueInFlight.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(counts.InFlight))
+	// Jitter spreads the probes of many QueueJobs created together.
+	s.requeue(interval + time.Duration(rand.Int64N(int64(interval)/10+1)))
+	return nil
+}
+
+func (r *QueueJobReconciler) probeOnce(ctx context.Context, s *scope, kind *queue.Kind, interval time.Duration) (queue.Counts, int, error) {
+	source, err := r.resolve(ctx, s.qj, kind)
+	if err != nil {
+		return queue.Counts{}, 0, err
+	}
+	backend, err := r.pool.get(client.ObjectKeyFromObject(s.qj), s.qj.UID, kind, source)
+	if err != nil {
+		return queue.Counts{}, 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.probeTimeout())
+	defer cancel()
+	counts, err := backend.Probe(ctx)
+	if err != nil {
+		return queue.Counts{}, 0, err
+	}
+	reclaimed := 0
+	if reaper, ok := backend.(queue.Reaper); ok && counts.InFlight > 0 {
+		reclaimed, err = reaper.Reap(ctx, s.now, max(minReapGrace, 2*interval))
+		if err != nil {
+			return queue.Counts{}, 0, err
+		}
+		counts.InFlight -= int64(reclaimed)
+		counts.Ready += int64(reclaimed)
+	}
+	return counts, reclaimed, nil
+}
+
+// resolve reads the Secrets the queue references, fresh from the API server (the manager
+// neither lists nor watches Secrets).
+func (r *QueueJobReconciler) resolve(ctx context.Context, qj *qjv1.QueueJob, kind *queue.Kind) (queue.Source, error) {
+	src := queue.Source{Spec: qj.Spec.Queue, Secrets: map[string]string{}}
+	for _, ref := range kind.SecretRefs(qj.Spec.Queue) {
+		var sec corev1.Secret
+		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: qj.Namespace, Name: ref.Name}, &sec)
+		if apierrors.IsNotFound(err) {
+			return src, queue.Errorf(queue.ReasonSecretNotFound, "Secret %s/%s does not exist: create it, or fix the secret reference in spec.queue", qj.Namespace, ref.Name)
+		}
+		if err != nil {
+			return src, queue.Errorf(queue.ReasonSecretNotFound, "reading Secret %s/%s: %v", qj.Namespace, ref.Name, err)
+		}
+		v, ok := sec.Data[ref.Key]
+		if !ok {
+			return src, queue.Errorf(queue.ReasonSecretNotFound, "Secret %s/%s has no key %q: add it, or fix the key in spec.queue", qj.Namespace, ref.Name, ref.Key)
+		}
+		src.Secrets[queue.SecretID(ref)] = string(v)
+	}
+	return src, nil
+}
+
+// probeBackoff is the wait before probing an unreachable queue again: it doubles with the
+// time the queue has been unreachable, from the probe interval up to a minute.
+func probeBackoff(read *qjv1.QueueJob, interval time.Duration, now time.Time) time.Duration {
+	c := meta.FindStatusCondition(read.Status.Conditions, qjv1.ConditionQueueReachable)
+	if c == nil || c.Status != "False" {
+		return interval
+	}
+	return min(max(now.Sub(c.LastTransitionTime.Time), interval), maxProbeBackoff)
+}
+
+// forgetQueue closes a QueueJob's connection and drops its metric series.
+func (r *QueueJobReconciler) forgetQueue(key types.NamespacedName) {
+	r.pool.drop(key)
+	queueReady.DeleteLabelValues(key.Namespace, key.Name)
+	queueInFlight.DeleteLabelValues(key.Namespace, key.Name)
+}
+
+// connPool keeps one backend connection per QueueJob, and replaces it when the QueueJob
+// is recreated or the resolved source (a rotated Secret) changes.
+type connPool struct {
+	mu    sync.Mutex
+	conns map[types.NamespacedName]*pooledConn
+}
+
+type pooledConn struct {
+	uid         types.UID
+	fingerprint string
+	backend     queue.Backend
+}
+
+func (p *connPool) get(key types.NamespacedName, uid types.UID, kind *queue.Kind, src queue.Source) (queue.Backend, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fp := kind.Name + "/" + src.Fingerprint()
+	if c, ok := p.conns[key]; ok {
+		if c.uid == uid && c.fingerprint == fp {
+			return c.backend, nil
+		}
+		_ = c.backend.Close()
+		delete(p.conns, key)
+	}
+	b, err := kind.Open(src)
+	if err != nil {
+		return nil, err
+	}
+	if p.conns == nil {
+		p.conns = map[types.NamespacedName]*pooledConn{}
+	}
+	p.conns[key] = &pooledConn{uid: uid, fingerprint: fp, backend: b}
+	return b, nil
+}
+
+func (p *connPool) drop(key types.NamespacedName) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[key]; ok {
+		_ = c.backend.Close()
+		delete(p.conns, key)
+	}
+}
+
+// size is the number of open connections.
+func (p *connPool) size() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}

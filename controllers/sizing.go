@@ -1,0 +1,114 @@
+package controllers
+
+import (
+	"fmt"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+)
+
+// perItemSizing sizes a PerItem wave: one pod per itemsPerPod ready items, at most
+// MaxWaveCompletions pods (a deeper queue takes several waves), at most parallelism at
+// once. The arithmetic is in int64, so no queue depth can overflow it.
+func perItemSizing(ready int64, itemsPerPod, parallelism int32) jobSizing {
+	per := max(int64(itemsPerPod), 1)
+	completions := min(ready/per+min(ready%per, 1), qjv1.MaxWaveCompletions)
+	completions = max(completions, 1)
+	c := int32(completions)
+	return jobSizing{completions: &c, parallelism: min(max(parallelism, 1), c)}
+}
+
+// workerPoolSizing sizes a WorkerPool wave: no completions (the workers decide when the
+// queue is empty), and no more workers than there are items.
+func workerPoolSizing(ready, inFlight int64, parallelism int32) jobSizing {
+	items := max(ready, 0) + max(inFlight, 0)
+	return jobSizing{parallelism: int32(max(min(int64(parallelism), items), 1))}
+}
+
+// waveInput is what planWave decides from.
+type waveInput struct {
+	spec *qjv1.QueueJobSpec
+	// current is the latest Job that cleanup has not archived, nil if none.
+	current *batchv1.Job
+	// waves is how many waves have been started.
+	waves        int32
+	counts       queue.Counts
+	drainedSince *time.Time
+	now          time.Time
+}
+
+// wavePlan is what the QueueJob should do next. At most one of create, endWave and
+// complete is the main action; waiting explains why there is none.
+type wavePlan struct {
+	// create is the sizing of a new wave to start.
+	create *jobSizing
+	// endWave asks for the running wave's Job to be ended (archived, then deleted).
+	endWave bool
+	// complete finishes the QueueJob successfully, with this reason and message.
+	complete *progressProblem
+	// drainedSince is when the WorkerPool's queue was first seen drained while workers ran.
+	drainedSince *time.Time
+	// waiting says why no wave runs.
+	waiting *progressProblem
+	// requeue asks to look again after this long (the end of a drain grace period).
+	requeue time.Duration
+}
+
+// planWave decides, from a successful probe, what a queue-driven QueueJob does next. It is
+// only called for QueueJobs that have not finished.
+func planWave(in waveInput) wavePlan {
+	spec, c := in.spec, in.counts
+	if in.current != nil {
+		switch cond := jobFinished(in.current); {
+		case cond == nil:
+			return planRunning(in)
+		case cond.Type == batchv1.JobFailed:
+			return wavePlan{} // the failed wave fails the QueueJob
+		}
+	}
+	switch {
+	case c.Ready > 0 && spec.IsSuspended():
+		return wavePlan{waiting: &progressProblem{qjv1.ReasonSuspended, "The QueueJob is suspended: no new wave starts"}}
+	case c.Ready > 0 && spec.EffectiveMode() == qjv1.ModeWorkerPool:
+		size := workerPoolSizing(c.Ready, c.InFlight, spec.EffectiveParallelism())
+		return wavePlan{create: &size}
+	case c.Ready > 0:
+		size := perItemSizing(c.Ready, spec.EffectiveItemsPerPod(), spec.EffectiveParallelism())
+		return wavePlan{create: &size}
+	case c.InFlight > 0:
+		return wavePlan{waiting: &progressProblem{qjv1.ReasonWaitingForItems, fmt.Sprintf(
+			"%d items are in flight and no wave runs: waiting for them to finish or for their leases to expire", c.InFlight)}}
+	case in.waves > 0 && spec.EffectiveRefill() == qjv1.RefillOnce:
+		return wavePlan{complete: &progressProblem{qjv1.ReasonQueueDrained, fmt.Sprintf(
+			"The queue is drained: no ready and no in-flight items after %d waves", in.waves)}}
+	default:
+		return wavePlan{waiting: &progressProblem{qjv1.ReasonWaitingForItems, "The queue is empty: waiting for items"}}
+	}
+}
+
+// planRunning handles a running wave. Only a WorkerPool can end early: once its queue has
+// been drained for the grace period while workers still run (a worker that never decides
+// to exit), the operator ends the wave.
+func planRunning(in waveInput) wavePlan {
+	if in.spec.EffectiveMode() != qjv1.ModeWorkerPool || in.counts.Ready > 0 || in.counts.InFlight > 0 {
+		return wavePlan{}
+	}
+	since := in.now
+	if in.drainedSince != nil {
+		since = *in.drainedSince
+	}
+	grace := time.Duration(in.spec.EffectiveDrainGracePeriodSeconds()) * time.Second
+	if left := since.Add(grace).Sub(in.now); left > 0 {
+		return wavePlan{drainedSince: &since, requeue: left}
+	}
+	plan := wavePlan{endWave: true}
+	if in.spec.EffectiveRefill() == qjv1.RefillOnce {
+		plan.complete = &progressProblem{qjv1.ReasonWorkersStopped, fmt.Sprintf(
+			"The queue was drained for %s while %d workers of Job %s still ran: the operator ended the wave",
+			grace, in.current.Status.Active, in.current.Name)}
+	}
+	return plan
+}
