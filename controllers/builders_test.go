@@ -77,8 +77,10 @@ func finishJob(job *batchv1.Job, ok bool, at time.Time, succeeded, failed int32,
 		cur := &batchv1.Job{}
 		g.Expect(k8s.Get(suiteCtx, client.ObjectKeyFromObject(job), cur)).To(Succeed())
 		t := metav1.NewTime(at)
-		start := metav1.NewTime(at.Add(-10 * time.Second))
-		cur.Status.StartTime = &start
+		if cur.Status.StartTime == nil { // immutable once set
+			start := metav1.NewTime(at.Add(-10 * time.Second))
+			cur.Status.StartTime = &start
+		}
 		cur.Status.Active = 0
 		cur.Status.Ready = ptr.To[int32](0)
 		cur.Status.Succeeded, cur.Status.Failed = succeeded, failed

@@ -9,6 +9,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	amqp "github.com/rabbitmq/amqp091-go"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -25,6 +26,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
 // The suite runs against a real kube-apiserver and etcd (make envtest builds them). It
@@ -39,6 +41,10 @@ var (
 	suiteCtx  context.Context
 	cancelAll context.CancelFunc
 	stopMgr   func()
+
+	// Real queue servers, started once for the suite on free ports.
+	redisSrv  *servers.Server
+	rabbitSrv *servers.RabbitMQ
 )
 
 // timeout bounds every Eventually: generous, for a loaded 2-core machine.
@@ -69,6 +75,12 @@ var _ = BeforeSuite(func() {
 
 	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
+
+	redisSrv, err = servers.StartRedis("")
+	Expect(err).NotTo(HaveOccurred())
+	rabbitSrv, err = servers.StartRabbitMQ(amqpReady)
+	Expect(err).NotTo(HaveOccurred())
+
 	stopMgr = startManager()
 })
 
@@ -77,6 +89,12 @@ var _ = AfterSuite(func() {
 		stopMgr()
 	}
 	cancelAll()
+	if redisSrv != nil {
+		redisSrv.Close()
+	}
+	if rabbitSrv != nil {
+		rabbitSrv.Close()
+	}
 	Expect(testEnv.Stop()).To(Succeed())
 })
 
@@ -97,6 +115,8 @@ func startManager() (stop func()) {
 		APIReader: mgr.GetAPIReader(),
 		Scheme:    mgr.GetScheme(),
 		Recorder:  mgr.GetEventRecorder("queuejob-controller"),
+		// Short, so that tests of unreachable queues stay quick.
+		ProbeTimeout: 3 * time.Second,
 	}).SetupWithManager(suiteCtx, mgr)).To(Succeed())
 
 	ctx, cancel := context.WithCancel(suiteCtx)
@@ -137,4 +157,12 @@ func getQJ(ns, name string) func(g Gomega) *qjv1.QueueJob {
 
 func describeObj(o client.Object) string {
 	return fmt.Sprintf("%s/%s", o.GetNamespace(), o.GetName())
+}
+
+func amqpReady(url string) error {
+	c, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(2 * time.Second)})
+	if err != nil {
+		return err
+	}
+	return c.Close()
 }

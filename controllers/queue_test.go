@@ -1,0 +1,376 @@
+package controllers
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/test/servers"
+)
+
+// Queue-driven QueueJobs against real Redis and RabbitMQ. envtest runs no Job controller
+// and no workers: the tests play both, taking items the way the Kubernetes docs' workers
+// do (rediswq's lease and complete; amqp-consume's get and ack) and writing Job status.
+
+const rabbitPassword = "guest" // the broker's default user; the URL lives in a Secret
+
+func redisClient(addr string) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: addr, DisableIdentity: true})
+	DeferCleanup(c.Close)
+	return c
+}
+
+// rediswqWork leases an item and completes it, as rediswq.py's lease() and complete() do.
+func rediswqWork(c *redis.Client, key string) bool {
+	item, err := c.RPopLPush(suiteCtx, key, queue.ProcessingKey(key)).Result()
+	if err == redis.Nil {
+		return false
+	}
+	Expect(err).NotTo(HaveOccurred())
+	Expect(c.SetEx(suiteCtx, queue.LeaseKey(key, item), "worker-1", time.Minute).Err()).To(Succeed())
+	Expect(c.LRem(suiteCtx, queue.ProcessingKey(key), 0, item).Err()).To(Succeed())
+	Expect(c.Del(suiteCtx, queue.LeaseKey(key, item)).Err()).To(Succeed())
+	return true
+}
+
+func amqpChannel() *amqp.Channel {
+	conn, err := amqp.Dial(rabbitSrv.URL())
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(conn.Close)
+	ch, err := conn.Channel()
+	Expect(err).NotTo(HaveOccurred())
+	Expect(ch.Confirm(false)).To(Succeed())
+	return ch
+}
+
+func amqpPublish(ch *amqp.Channel, q string, items ...string) {
+	_, err := ch.QueueDeclare(q, true, false, false, false, nil)
+	Expect(err).NotTo(HaveOccurred())
+	for _, it := range items {
+		dc, err := ch.PublishWithDeferredConfirmWithContext(suiteCtx, "", q, false, false,
+			amqp.Publishing{Body: []byte(it), DeliveryMode: amqp.Persistent})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(dc.WaitContext(suiteCtx)).To(BeTrue())
+	}
+}
+
+func secret(ns, name string, data map[string]string) *corev1.Secret {
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, StringData: data}
+	Expect(k8s.Create(suiteCtx, s)).To(Succeed())
+	return s
+}
+
+func redisQJ(ns, name, addr, key string, opts ...func(*qjv1.QueueJob)) *qjv1.QueueJob {
+	return queueJob(ns, name, append([]func(*qjv1.QueueJob){func(q *qjv1.QueueJob) {
+		q.Spec.Queue = &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: addr, Key: key}}
+		q.Spec.ProbeIntervalSeconds = ptr.To[int32](1)
+		q.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
+	}}, opts...)...)
+}
+
+func cond(t string, s metav1.ConditionStatus, reason string) OmegaMatcher {
+	return WithTransform(func(qj *qjv1.QueueJob) *metav1.Condition { return condition(qj, t) },
+		And(Not(BeNil()), HaveField("Status", s), HaveField("Reason", reason)))
+}
+
+func envOf(job *batchv1.Job) map[string]corev1.EnvVar {
+	out := map[string]corev1.EnvVar{}
+	for _, e := range job.Spec.Template.Spec.Containers[0].Env {
+		out[e.Name] = e
+	}
+	return out
+}
+
+// sameJobs asserts, for a while, that the QueueJob's Jobs stay exactly these.
+func sameJobs(qj *qjv1.QueueJob, want ...*batchv1.Job) {
+	Consistently(func(g Gomega) {
+		jobs := ownedJobs(g, qj)
+		g.Expect(jobs).To(HaveLen(len(want)))
+		for i := range jobs {
+			g.Expect(jobs[i].UID).To(Equal(want[i].UID))
+		}
+	}, 3*time.Second, 300*time.Millisecond).Should(Succeed())
+}
+
+var _ = Describe("QueueJob with a queue", func() {
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	It("runs the seed's job-wq-1: eight RabbitMQ messages become one wave of 8 pods, 2 at a time", func() {
+		q := "job1-" + ns
+		ch := amqpChannel()
+		amqpPublish(ch, q, "apple", "banana", "cherry", "date", "fig", "grape", "lemon", "melon")
+		secret(ns, "rabbitmq-url", map[string]string{"url": rabbitSrv.URL()})
+		ref := &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "rabbitmq-url"}, Key: "url"}
+		qj := queueJob(ns, "job-wq-1", func(j *qjv1.QueueJob) {
+			j.Spec.Queue = &qjv1.QueueSource{RabbitMQ: &qjv1.RabbitMQQueue{Queue: q, URLSecretRef: ref}}
+			j.Spec.Mode = qjv1.ModePerItem
+			j.Spec.Parallelism = ptr.To[int32](2)
+			j.Spec.ProbeIntervalSeconds = ptr.To[int32](1)
+			j.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
+		})
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+
+		job := theJob(qj)
+		Expect(job.Name).To(Equal("job-wq-1-1"))
+		Expect(job.Spec.Completions).To(HaveValue(BeEquivalentTo(8)))
+		Expect(job.Spec.Parallelism).To(HaveValue(BeEquivalentTo(2)))
+		env := envOf(job)
+		Expect(env[queue.EnvBackend].Value).To(Equal("rabbitmq"))
+		Expect(env[queue.EnvQueue].Value).To(Equal(q))
+		Expect(env[queue.EnvBrokerURL].ValueFrom.SecretKeyRef).To(Equal(ref))
+		spec, err := json.Marshal(job.Spec)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(spec)).NotTo(ContainSubstring("guest:"+rabbitPassword), "the broker's password must not be in the pod spec")
+
+		Eventually(getQJ(ns, "job-wq-1"), timeout, interval).Should(SatisfyAll(
+			cond(qjv1.ConditionQueueReachable, metav1.ConditionTrue, qjv1.ReasonProbed),
+			cond(qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonWaveRunning),
+			HaveField("Status.Queue.Ready", BeEquivalentTo(8)),
+			HaveField("Status.Waves", BeEquivalentTo(1))))
+		By("starting no second wave while the first runs")
+		sameJobs(qj, job)
+
+		By("the workers each taking and acknowledging one message, then the Job completing")
+		for range 8 {
+			d, ok, err := ch.Get(q, false)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(ok).To(BeTrue())
+			Expect(d.Ack(false)).To(Succeed())
+		}
+		finishJob(job, true, time.Now(), 8, 0, "CompletionsReached")
+		Eventually(getQJ(ns, "job-wq-1"), timeout, interval).Should(SatisfyAll(
+			cond(qjv1.ConditionComplete, metav1.ConditionTrue, qjv1.ReasonQueueDrained),
+			HaveField("Status.Succeeded", BeEquivalentTo(8)),
+			HaveField("Status.Queue.Ready", BeEquivalentTo(0))))
+
+		By("starting no wave for items that arrive after a refill Once QueueJob finished")
+		amqpPublish(ch, q, "kiwi")
+		sameJobs(qj, job)
+	})
+
+	It("runs the seed's job-wq-2: nine Redis items drained by a pool of 2 workers, Complete once drained", func() {
+		c := redisClient(redisSrv.Addr())
+		key := "job2-" + ns
+		Expect(c.RPush(suiteCtx, key, "apple", "banana", "cherry", "date", "fig", "grape", "lemon", "melon", "orange").Err()).To(Succeed())
+		qj := redisQJ(ns, "job-wq-2", redisSrv.Addr(), key, func(j *qjv1.QueueJob) {
+			j.Spec.Mode = qjv1.ModeWorkerPool
+			j.Spec.Parallelism = ptr.To[int32](2)
+		})
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+
+		job := theJob(qj)
+		Expect(job.Spec.Completions).To(BeNil(), "a worker pool's Job leaves completions unset")
+		Expect(job.Spec.Parallelism).To(HaveValue(BeEquivalentTo(2)))
+		env := envOf(job)
+		Expect(env[queue.EnvRedisAddress].Value).To(Equal(redisSrv.Addr()))
+		Expect(env[queue.EnvRedisKey].Value).To(Equal(key))
+		Expect(env[queue.EnvName].Value).To(Equal("job-wq-2"))
+		Eventually(getQJ(ns, "job-wq-2"), timeout, interval).Should(HaveField("Status.Queue.Ready", BeEquivalentTo(9)))
+
+		By("the workers draining the list with the rediswq protocol")
+		runJob(job, 2)
+		for rediswqWork(c, key) {
+		}
+		Eventually(getQJ(ns, "job-wq-2"), timeout, interval).Should(SatisfyAll(
+			HaveField("Status.Queue.Ready", BeEquivalentTo(0)),
+			HaveField("Status.Queue.InFlight", BeEquivalentTo(0)),
+			cond(qjv1.ConditionComplete, metav1.ConditionFalse, qjv1.ReasonNotFinished)), "not complete while the workers still run")
+
+		By("the workers exiting once the queue is empty")
+		finishJob(job, true, time.Now(), 2, 0, "CompletionsReached")
+		Eventually(getQJ(ns, "job-wq-2"), timeout, interval).Should(SatisfyAll(
+			cond(qjv1.ConditionComplete, metav1.ConditionTrue, qjv1.ReasonQueueDrained),
+			cond(qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonFinished),
+			HaveField("Status.Succeeded", BeEquivalentTo(2))))
+		sameJobs(qj, job)
+	})
+
+	It("starts a second wave for items that arrive after a wave under refill Continuous", func() {
+		c := redisClient(redisSrv.Addr())
+		key := "cont-" + ns
+		Expect(c.RPush(suiteCtx, key, "a", "b", "c").Err()).To(Succeed())
+		qj := redisQJ(ns, "cont", redisSrv.Addr(), key, func(j *qjv1.QueueJob) {
+			j.Spec.Refill = qjv1.RefillContinuous
+			j.Spec.ItemsPerPod = ptr.To[int32](2)
+		})
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		first := theJob(qj)
+		Expect(first.Spec.Completions).To(HaveValue(BeEquivalentTo(2)), "3 items at 2 per pod make 2 pods")
+		for rediswqWork(c, key) {
+		}
+		finishJob(first, true, time.Now(), 2, 0, "CompletionsReached")
+		Eventually(getQJ(ns, "cont"), timeout, interval).Should(SatisfyAll(
+			cond(qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonWaitingForItems),
+			cond(qjv1.ConditionComplete, metav1.ConditionFalse, qjv1.ReasonNotFinished)))
+
+		Expect(c.RPush(suiteCtx, key, "d").Err()).To(Succeed())
+		Eventually(func(g Gomega) {
+			jobs := ownedJobs(g, qj)
+			g.Expect(jobs).To(HaveLen(2))
+			g.Expect(jobs[1].Name).To(Equal("cont-2"))
+			g.Expect(jobs[1].Spec.Completions).To(HaveValue(BeEquivalentTo(1)))
+		}, timeout, interval).Should(Succeed())
+		Eventually(getQJ(ns, "cont"), timeout, interval).Should(SatisfyAll(
+			HaveField("Status.Waves", BeEquivalentTo(2)), HaveField("Status.JobName", "cont-2")))
+	})
+
+	It("ends a worker pool whose workers never exit once the queue stays drained", func() {
+		c := redisClient(redisSrv.Addr())
+		key := "stuck-" + ns
+		Expect(c.RPush(suiteCtx, key, "a", "b").Err()).To(Succeed())
+		qj := redisQJ(ns, "stuck", redisSrv.Addr(), key, func(j *qjv1.QueueJob) {
+			j.Spec.Mode = qjv1.ModeWorkerPool
+			j.Spec.Parallelism = ptr.To[int32](4)
+			j.Spec.DrainGracePeriodSeconds = ptr.To[int32](2)
+		})
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		job := theJob(qj)
+		Expect(job.Spec.Parallelism).To(HaveValue(BeEquivalentTo(2)), "no more workers than items")
+		runJob(job, 2)
+		for rediswqWork(c, key) {
+		}
+		Eventually(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(job), &batchv1.Job{}) }, timeout, interval).
+			Should(Satisfy(apierrors.IsNotFound), "the operator ends the wave by deleting its Job")
+		Eventually(getQJ(ns, "stuck"), timeout, interval).Should(cond(qjv1.ConditionComplete, metav1.ConditionTrue, qjv1.ReasonWorkersStopped))
+		Eventually(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventWaveEnded) }, timeout, interval).Should(HaveLen(1))
+		Consistently(func(g Gomega) []batchv1.Job { return ownedJobs(g, qj) }, 3*time.Second, 300*time.Millisecond).Should(BeEmpty())
+	})
+
+	It("returns the items of a crashed worker once their lease expired", func() {
+		c := redisClient(redisSrv.Addr())
+		key := "crash-" + ns
+		Expect(c.RPush(suiteCtx, key, "a", "b", "c").Err()).To(Succeed())
+		qj := redisQJ(ns, "crash", redisSrv.Addr(), key, func(j *qjv1.QueueJob) { j.Spec.Mode = qjv1.ModeWorkerPool })
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		runJob(theJob(qj), 1)
+
+		By("a worker leasing an item for one second and dying")
+		item := c.RPopLPush(suiteCtx, key, queue.ProcessingKey(key)).Val()
+		Expect(c.SetEx(suiteCtx, queue.LeaseKey(key, item), "worker-dead", time.Second).Err()).To(Succeed())
+
+		Eventually(func(g Gomega) []string {
+			v, err := c.LRange(suiteCtx, key, 0, -1).Result()
+			g.Expect(err).NotTo(HaveOccurred())
+			return v
+		}, timeout, interval).Should(ConsistOf("a", "b", "c"))
+		Expect(c.LLen(suiteCtx, queue.ProcessingKey(key)).Val()).To(BeZero())
+		Eventually(getQJ(ns, "crash"), timeout, interval).Should(HaveField("Status.Queue.Reclaimed", BeEquivalentTo(1)))
+		Eventually(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventLeasesReclaimed) }, timeout, interval).Should(HaveLen(1))
+	})
+
+	It("creates and deletes nothing while Redis is down, and recovers when it is back", func() {
+		own, err := servers.StartRedis("")
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(own.Close)
+		c := redisClient(own.Addr())
+		key := "outage"
+		Expect(c.RPush(suiteCtx, key, "a", "b").Err()).To(Succeed())
+		qj := redisQJ(ns, "outage", own.Addr(), key)
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		job := theJob(qj)
+		Eventually(getQJ(ns, "outage"), timeout, interval).Should(cond(qjv1.ConditionQueueReachable, metav1.ConditionTrue, qjv1.ReasonProbed))
+
+		own.Stop()
+		Eventually(getQJ(ns, "outage"), timeout, interval).Should(cond(qjv1.ConditionQueueReachable, metav1.ConditionFalse, queue.ReasonConnectionFailed))
+		Eventually(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventQueueUnreachable) }, timeout, interval).ShouldNot(BeEmpty())
+		By("finishing the wave while the queue cannot be seen: no verdict, no new wave")
+		finishJob(job, true, time.Now(), 2, 0, "CompletionsReached")
+		sameJobs(qj, job)
+		Expect(getQJ(ns, "outage")(Default)).To(cond(qjv1.ConditionComplete, metav1.ConditionFalse, qjv1.ReasonNotFinished))
+
+		By("bringing Redis back, empty")
+		Expect(own.Start(func() error { return c.Ping(suiteCtx).Err() })).To(Succeed())
+		Eventually(getQJ(ns, "outage"), timeout, interval).Should(SatisfyAll(
+			cond(qjv1.ConditionQueueReachable, metav1.ConditionTrue, qjv1.ReasonProbed),
+			cond(qjv1.ConditionComplete, metav1.ConditionTrue, qjv1.ReasonQueueDrained)))
+		Eventually(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventQueueReachable) }, timeout, interval).ShouldNot(BeEmpty())
+	})
+
+	It("makes no duplicate wave after a manager restart mid-wave", func() {
+		c := redisClient(redisSrv.Addr())
+		key := "restart-" + ns
+		Expect(c.RPush(suiteCtx, key, "a", "b", "c").Err()).To(Succeed())
+		qj := redisQJ(ns, "restart", redisSrv.Addr(), key)
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		job := theJob(qj)
+		Eventually(getQJ(ns, "restart"), timeout, interval).Should(HaveField("Status.Waves", BeEquivalentTo(1)))
+
+		stopMgr()
+		Eventually(func(g Gomega) {
+			cur := getQJ(ns, "restart")(g)
+			cur.Status = qjv1.QueueJobStatus{}
+			g.Expect(k8s.Status().Update(suiteCtx, cur)).To(Succeed())
+		}, timeout, interval).Should(Succeed())
+		stopMgr = startManager()
+		Eventually(getQJ(ns, "restart"), timeout, interval).Should(HaveField("Status.Waves", BeEquivalentTo(1)))
+		sameJobs(qj, job)
+	})
+
+	It("reports credentials problems without revealing them, and starts once they are fixed", func() {
+		authed, err := servers.StartRedis("s3cret-pass")
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(authed.Close)
+		key := "auth"
+		ac := redis.NewClient(&redis.Options{Addr: authed.Addr(), Password: "s3cret-pass", DisableIdentity: true})
+		DeferCleanup(ac.Close)
+		Expect(ac.RPush(suiteCtx, key, "a").Err()).To(Succeed())
+		ref := &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "redis"}, Key: "password"}
+		qj := redisQJ(ns, "auth", authed.Addr(), key, func(j *qjv1.QueueJob) { j.Spec.Queue.Redis.PasswordSecretRef = ref })
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+
+		Eventually(getQJ(ns, "auth"), timeout, interval).Should(cond(qjv1.ConditionQueueReachable, metav1.ConditionFalse, queue.ReasonSecretNotFound))
+		s := secret(ns, "redis", map[string]string{"password": "wrong-pass-123"})
+		Eventually(getQJ(ns, "auth"), timeout, interval).Should(cond(qjv1.ConditionQueueReachable, metav1.ConditionFalse, queue.ReasonAuthFailed))
+		Consistently(func(g Gomega) []batchv1.Job { return ownedJobs(g, qj) }, 2*time.Second, 300*time.Millisecond).Should(BeEmpty())
+
+		By("rotating the Secret to the right password")
+		s.StringData = map[string]string{"password": "s3cret-pass"}
+		Expect(k8s.Update(suiteCtx, s)).To(Succeed())
+		job := theJob(qj)
+		Expect(envOf(job)[queue.EnvRedisPassword].ValueFrom.SecretKeyRef).To(Equal(ref))
+
+		By("never showing a password in the status, the events or the Job")
+		cur := getQJ(ns, "auth")(Default)
+		var events eventsv1.EventList
+		Expect(k8s.List(suiteCtx, &events, client.InNamespace(ns))).To(Succeed())
+		for _, blob := range []any{cur.Status, events.Items, job.Spec} {
+			b, err := json.Marshal(blob)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(string(b)).NotTo(SatisfyAny(ContainSubstring("s3cret-pass"), ContainSubstring("wrong-pass-123")))
+		}
+	})
+
+	It("reports a key of the wrong type and a missing RabbitMQ queue", func() {
+		c := redisClient(redisSrv.Addr())
+		key := "string-" + ns
+		Expect(c.Set(suiteCtx, key, "not a list", 0).Err()).To(Succeed())
+		Expect(k8s.Create(suiteCtx, redisQJ(ns, "wrongtype", redisSrv.Addr(), key))).To(Succeed())
+		Eventually(getQJ(ns, "wrongtype"), timeout, interval).Should(cond(qjv1.ConditionQueueReachable, metav1.ConditionFalse, queue.ReasonWrongType))
+		Expect(condition(getQJ(ns, "wrongtype")(Default), qjv1.ConditionQueueReachable).Message).To(ContainSubstring("spec.queue.redis.key"))
+
+		url := strings.Replace(rabbitSrv.URL(), "guest:guest@", "guest@", 1) // no password: the broker refuses it
+		Expect(k8s.Create(suiteCtx, queueJob(ns, "noqueue", func(j *qjv1.QueueJob) {
+			j.Spec.Queue = &qjv1.QueueSource{RabbitMQ: &qjv1.RabbitMQQueue{Queue: "no-such-queue", URL: url}}
+			j.Spec.ProbeIntervalSeconds = ptr.To[int32](1)
+		}))).To(Succeed())
+		Eventually(getQJ(ns, "noqueue"), timeout, interval).Should(
+			WithTransform(func(q *qjv1.QueueJob) string { return fmt.Sprint(condition(q, qjv1.ConditionQueueReachable)) },
+				SatisfyAny(ContainSubstring(queue.ReasonAuthFailed), ContainSubstring(queue.ReasonQueueNotFound))))
+	})
+})
