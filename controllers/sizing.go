@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -24,7 +25,11 @@ func perItemSizing(ready int64, itemsPerPod, parallelism int32) jobSizing {
 // workerPoolSizing sizes a WorkerPool wave: no completions (the workers decide when the
 // queue is empty), and no more workers than there are items.
 func workerPoolSizing(ready, inFlight int64, parallelism int32) jobSizing {
-	items := max(ready, 0) + max(inFlight, 0)
+	ready, inFlight = max(ready, 0), max(inFlight, 0)
+	items := ready + inFlight
+	if items < ready { // saturate instead of wrapping
+		items = math.MaxInt64
+	}
 	return jobSizing{parallelism: int32(max(min(int64(parallelism), items), 1))}
 }
 

@@ -1,0 +1,204 @@
+package controllers
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	batchv1 "k8s.io/api/batch/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+)
+
+func TestPerItemSizing(t *testing.T) {
+	cases := []struct {
+		name                     string
+		ready                    int64
+		itemsPerPod, parallelism int32
+		wantCompletions, wantPar int32
+	}{
+		{name: "seed job-wq-1: 8 items, 2 at a time", ready: 8, itemsPerPod: 1, parallelism: 2, wantCompletions: 8, wantPar: 2},
+		{name: "rounds up", ready: 3, itemsPerPod: 2, parallelism: 5, wantCompletions: 2, wantPar: 2},
+		{name: "exact multiple", ready: 10, itemsPerPod: 5, parallelism: 1, wantCompletions: 2, wantPar: 1},
+		{name: "parallelism above completions is cut", ready: 1, itemsPerPod: 1, parallelism: 100, wantCompletions: 1, wantPar: 1},
+		{name: "a billion items are capped to one wave's maximum", ready: 1_000_000_000, itemsPerPod: 1, parallelism: 10, wantCompletions: 100000, wantPar: 10},
+		{name: "the largest depth does not overflow", ready: math.MaxInt64, itemsPerPod: 1, parallelism: 3, wantCompletions: 100000, wantPar: 3},
+		{name: "the largest depth with the largest items per pod", ready: math.MaxInt64, itemsPerPod: math.MaxInt32, parallelism: 3, wantCompletions: 100000, wantPar: 3},
+		{name: "items per pod 0 counts as 1", ready: 4, itemsPerPod: 0, parallelism: 2, wantCompletions: 4, wantPar: 2},
+		{name: "an empty queue still sizes one pod", ready: 0, itemsPerPod: 1, parallelism: 2, wantCompletions: 1, wantPar: 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := perItemSizing(tc.ready, tc.itemsPerPod, tc.parallelism)
+			want := jobSizing{completions: ptr.To(tc.wantCompletions), parallelism: tc.wantPar}
+			if diff := cmp.Diff(want, got, cmp.AllowUnexported(jobSizing{})); diff != "" {
+				t.Errorf("perItemSizing(%d, %d, %d) (-want +got):\n%s", tc.ready, tc.itemsPerPod, tc.parallelism, diff)
+			}
+		})
+	}
+}
+
+func TestWorkerPoolSizing(t *testing.T) {
+	cases := []struct {
+		name            string
+		ready, inFlight int64
+		parallelism     int32
+		want            int32
+	}{
+		{name: "seed job-wq-2: 9 items, 2 workers", ready: 9, parallelism: 2, want: 2},
+		{name: "no more workers than items", ready: 1, inFlight: 1, parallelism: 5, want: 2},
+		{name: "nothing left still one worker", parallelism: 5, want: 1},
+		{name: "the largest depth does not overflow", ready: math.MaxInt64, inFlight: 5, parallelism: 7, want: 7},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := workerPoolSizing(tc.ready, tc.inFlight, tc.parallelism)
+			if got.completions != nil || got.parallelism != tc.want {
+				t.Errorf("workerPoolSizing = {completions %v, parallelism %d}, want {nil, %d}", got.completions, got.parallelism, tc.want)
+			}
+		})
+	}
+}
+
+func TestPlanWave(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	ago := func(d time.Duration) *time.Time { t := now.Add(-d); return &t }
+	running := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "q-1"}, Status: batchv1.JobStatus{Active: 2}}
+	done := func(t batchv1.JobConditionType) *batchv1.Job {
+		return &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "q-1"}, Status: batchv1.JobStatus{
+			Conditions: []batchv1.JobCondition{{Type: t, Status: "True"}}}}
+	}
+	spec := func(mode qjv1.Mode, refill qjv1.Refill, mutate ...func(*qjv1.QueueJobSpec)) *qjv1.QueueJobSpec {
+		s := &qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}, Mode: mode, Refill: refill, Parallelism: ptr.To[int32](2)}
+		for _, m := range mutate {
+			m(s)
+		}
+		return s
+	}
+	type want struct {
+		create       *jobSizing
+		endWave      bool
+		complete     string
+		waiting      string
+		drainedSince *time.Time
+		requeue      time.Duration
+	}
+	cases := []struct {
+		name string
+		in   waveInput
+		want want
+	}{
+		{name: "first PerItem wave", in: waveInput{spec: spec(qjv1.ModePerItem, ""), counts: queue.Counts{Ready: 8}},
+			want: want{create: &jobSizing{completions: ptr.To[int32](8), parallelism: 2}}},
+		{name: "first WorkerPool wave", in: waveInput{spec: spec(qjv1.ModeWorkerPool, ""), counts: queue.Counts{Ready: 9}},
+			want: want{create: &jobSizing{parallelism: 2}}},
+		{name: "a running PerItem wave runs to its end, whatever arrives", in: waveInput{spec: spec(qjv1.ModePerItem, ""), current: running, waves: 1, counts: queue.Counts{Ready: 50}}},
+		{name: "a running worker pool with work left", in: waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: running, waves: 1, counts: queue.Counts{InFlight: 1}}},
+		{name: "a worker pool's queue just drained: the grace starts",
+			in:   waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: running, waves: 1},
+			want: want{drainedSince: &now, requeue: 30 * time.Second}},
+		{name: "drained, within the grace",
+			in:   waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: running, waves: 1, drainedSince: ago(20 * time.Second)},
+			want: want{drainedSince: ago(20 * time.Second), requeue: 10 * time.Second}},
+		{name: "drained past the grace, refill Once: end the wave and complete",
+			in:   waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: running, waves: 1, drainedSince: ago(30 * time.Second)},
+			want: want{endWave: true, complete: qjv1.ReasonWorkersStopped}},
+		{name: "drained past the grace, refill Continuous: end the wave only",
+			in:   waveInput{spec: spec(qjv1.ModeWorkerPool, qjv1.RefillContinuous, func(s *qjv1.QueueJobSpec) { s.DrainGracePeriodSeconds = ptr.To[int32](0) }), current: running, waves: 1},
+			want: want{endWave: true}},
+		{name: "a failed wave: nothing more", in: waveInput{spec: spec(qjv1.ModePerItem, ""), current: done(batchv1.JobFailed), waves: 1, counts: queue.Counts{Ready: 3}}},
+		{name: "items left after a wave: the next wave", in: waveInput{spec: spec(qjv1.ModePerItem, ""), current: done(batchv1.JobComplete), waves: 1, counts: queue.Counts{Ready: 3}},
+			want: want{create: &jobSizing{completions: ptr.To[int32](3), parallelism: 2}}},
+		{name: "drained after a wave, refill Once: complete", in: waveInput{spec: spec(qjv1.ModePerItem, ""), current: done(batchv1.JobComplete), waves: 1},
+			want: want{complete: qjv1.ReasonQueueDrained}},
+		{name: "drained after a wave, refill Continuous: wait", in: waveInput{spec: spec(qjv1.ModePerItem, qjv1.RefillContinuous), current: done(batchv1.JobComplete), waves: 1},
+			want: want{waiting: qjv1.ReasonWaitingForItems}},
+		{name: "empty before any wave: wait, even under Once", in: waveInput{spec: spec(qjv1.ModePerItem, "")},
+			want: want{waiting: qjv1.ReasonWaitingForItems}},
+		{name: "only in-flight items and no wave: wait for them", in: waveInput{spec: spec(qjv1.ModePerItem, ""), waves: 1, counts: queue.Counts{InFlight: 2}},
+			want: want{waiting: qjv1.ReasonWaitingForItems}},
+		{name: "suspended: no new wave", in: waveInput{spec: spec(qjv1.ModePerItem, "", func(s *qjv1.QueueJobSpec) { s.Suspend = ptr.To(true) }), counts: queue.Counts{Ready: 1}},
+			want: want{waiting: qjv1.ReasonSuspended}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.in.now = now
+			p := planWave(tc.in)
+			got := want{create: p.create, endWave: p.endWave, drainedSince: p.drainedSince, requeue: p.requeue}
+			if p.complete != nil {
+				got.complete = p.complete.reason
+			}
+			if p.waiting != nil {
+				got.waiting = p.waiting.reason
+			}
+			if diff := cmp.Diff(tc.want, got, cmp.AllowUnexported(want{}, jobSizing{})); diff != "" {
+				t.Errorf("planWave (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestProbeBackoff(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	qj := func(status metav1.ConditionStatus, since time.Duration) *qjv1.QueueJob {
+		q := &qjv1.QueueJob{}
+		if status != "" {
+			q.Status.Conditions = []metav1.Condition{{Type: qjv1.ConditionQueueReachable, Status: status, LastTransitionTime: metav1.NewTime(now.Add(-since))}}
+		}
+		return q
+	}
+	cases := []struct {
+		name string
+		qj   *qjv1.QueueJob
+		want time.Duration
+	}{
+		{name: "first failure: the probe interval", qj: qj("", 0), want: 2 * time.Second},
+		{name: "was reachable", qj: qj(metav1.ConditionTrue, time.Hour), want: 2 * time.Second},
+		{name: "unreachable for 1s: still the interval", qj: qj(metav1.ConditionFalse, time.Second), want: 2 * time.Second},
+		{name: "unreachable for 8s: 8s", qj: qj(metav1.ConditionFalse, 8*time.Second), want: 8 * time.Second},
+		{name: "unreachable for an hour: a minute", qj: qj(metav1.ConditionFalse, time.Hour), want: time.Minute},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := probeBackoff(tc.qj, 2*time.Second, now); got != tc.want {
+				t.Errorf("probeBackoff = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestArchiveBeyondHistory(t *testing.T) {
+	wave := func(n int32, c batchv1.JobConditionType) batchv1.Job {
+		j := job(n)
+		if c != "" {
+			j.Status.Conditions = []batchv1.JobCondition{{Type: c, Status: "True"}}
+		}
+		return j
+	}
+	s := &scope{
+		read: &qjv1.QueueJob{Status: qjv1.QueueJobStatus{Archived: &qjv1.ArchivedJobs{Jobs: []string{"pi-1"}}}},
+		qj: &qjv1.QueueJob{Spec: qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{},
+			SuccessfulWavesHistoryLimit: ptr.To[int32](2), FailedWavesHistoryLimit: ptr.To[int32](0)}},
+		jobs: []batchv1.Job{
+			wave(1, batchv1.JobComplete), // archived already
+			wave(2, batchv1.JobComplete), // beyond the 2 kept
+			wave(3, batchv1.JobFailed),   // failed, none kept
+			wave(4, batchv1.JobComplete), // kept
+			wave(5, ""),                  // running
+			wave(6, batchv1.JobComplete), // kept
+			wave(7, batchv1.JobFailed),   // the latest: always kept
+		},
+	}
+	archiveBeyondHistory(s)
+	var got []string
+	for _, j := range s.archive {
+		got = append(got, j.Name)
+	}
+	if diff := cmp.Diff([]string{"pi-3", "pi-2"}, got); diff != "" {
+		t.Errorf("archived (-want +got):\n%s", diff)
+	}
+}
