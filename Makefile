@@ -56,6 +56,10 @@ test: manifests generate fmt vet envtest servers ## Run all tests: a real kube-a
 	KUBEBUILDER_ASSETS="$$(ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) ENVTEST_ETCD_VERSION=$(ENVTEST_ETCD_VERSION) hack/envtest.sh)" \
 		go test $(GO_TEST_FLAGS) ./... -coverprofile cover.out
 
+.PHONY: bench
+bench: servers ## Run the benchmarks: probe latency per backend (p50/p99), reaper pass, sizing.
+	go test -run '^$$' -bench . -benchmem ./pkg/... ./controllers/...
+
 ##@ Build
 
 .PHONY: build

@@ -202,3 +202,13 @@ func TestArchiveBeyondHistory(t *testing.T) {
 		t.Errorf("archived (-want +got):\n%s", diff)
 	}
 }
+
+func BenchmarkPlanWave(b *testing.B) {
+	in := waveInput{spec: &qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}, Parallelism: ptr.To[int32](10)},
+		counts: queue.Counts{Ready: 1_000_000_000}, now: time.Now()}
+	for b.Loop() {
+		if p := planWave(in); p.create == nil {
+			b.Fatal("no wave")
+		}
+	}
+}

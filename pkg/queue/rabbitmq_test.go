@@ -15,7 +15,7 @@ import (
 
 // publish declares a queue and publishes items to it with publisher confirms, so the
 // broker has them all when it returns.
-func publish(t *testing.T, queue string, items ...string) {
+func publish(t testing.TB, queue string, items ...string) {
 	t.Helper()
 	conn, err := amqp.Dial(rabbitServer.URL())
 	if err != nil {
