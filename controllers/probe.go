@@ -191,3 +191,11 @@ func (p *connPool) size() int {
 	defer p.mu.Unlock()
 	return len(p.conns)
 }
+
+// has reports whether a QueueJob has an open connection.
+func (p *connPool) has(key types.NamespacedName) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.conns[key]
+	return ok
+}

@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -143,6 +144,8 @@ var _ = Describe("QueueJob with a queue", func() {
 			cond(qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonWaveRunning),
 			HaveField("Status.Queue.Ready", BeEquivalentTo(8)),
 			HaveField("Status.Waves", BeEquivalentTo(1))))
+		Expect(testutil.ToFloat64(queueReady.WithLabelValues(ns, "job-wq-1"))).To(BeEquivalentTo(8))
+		Expect(testutil.ToFloat64(jobsCreated.WithLabelValues("PerItem"))).To(BeNumerically(">=", 1))
 		By("starting no second wave while the first runs")
 		sameJobs(qj, job)
 
@@ -272,6 +275,14 @@ var _ = Describe("QueueJob with a queue", func() {
 		Expect(c.LLen(suiteCtx, queue.ProcessingKey(key)).Val()).To(BeZero())
 		Eventually(getQJ(ns, "crash"), timeout, interval).Should(HaveField("Status.Queue.Reclaimed", BeEquivalentTo(1)))
 		Eventually(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventLeasesReclaimed) }, timeout, interval).Should(HaveLen(1))
+		Expect(testutil.ToFloat64(leasesReclaimed.WithLabelValues("redis"))).To(BeNumerically(">=", 1))
+
+		By("closing the QueueJob's connection and dropping its metrics when it is deleted")
+		qjKey := client.ObjectKeyFromObject(qj)
+		Expect(reconciler.pool.has(qjKey)).To(BeTrue())
+		Expect(k8s.Delete(suiteCtx, qj)).To(Succeed())
+		Eventually(func() bool { return reconciler.pool.has(qjKey) }, timeout, interval).Should(BeFalse())
+		Expect(queueReady.DeleteLabelValues(ns, "crash")).To(BeFalse(), "the series was already deleted")
 	})
 
 	It("creates and deletes nothing while Redis is down, and recovers when it is back", func() {

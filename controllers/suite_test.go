@@ -41,6 +41,8 @@ var (
 	suiteCtx  context.Context
 	cancelAll context.CancelFunc
 	stopMgr   func()
+	// reconciler is the running manager's reconciler.
+	reconciler *QueueJobReconciler
 
 	// Real queue servers, started once for the suite on free ports.
 	redisSrv  *servers.Server
@@ -110,14 +112,16 @@ func startManager() (stop func()) {
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	Expect(err).NotTo(HaveOccurred())
-	Expect((&QueueJobReconciler{
+	r := &QueueJobReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Scheme:    mgr.GetScheme(),
 		Recorder:  mgr.GetEventRecorder("queuejob-controller"),
 		// Short, so that tests of unreachable queues stay quick.
 		ProbeTimeout: 3 * time.Second,
-	}).SetupWithManager(suiteCtx, mgr)).To(Succeed())
+	}
+	Expect(r.SetupWithManager(suiteCtx, mgr)).To(Succeed())
+	reconciler = r
 
 	ctx, cancel := context.WithCancel(suiteCtx)
 	done := make(chan struct{})

@@ -1,0 +1,109 @@
+package controllers
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	batchv1 "k8s.io/api/batch/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+)
+
+// fakeBackend is a seam: it counts how it was opened and closed.
+type fakeBackend struct{ closed int }
+
+func (f *fakeBackend) Probe(context.Context) (queue.Counts, error) { return queue.Counts{}, nil }
+func (f *fakeBackend) Close() error                                { f.closed++; return nil }
+
+func TestConnPool(t *testing.T) {
+	var opened []*fakeBackend
+	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) {
+		b := &fakeBackend{}
+		opened = append(opened, b)
+		return b, nil
+	}}
+	spec := &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "r:6379", Key: "k"}}
+	src := func(password string) queue.Source {
+		return queue.Source{Spec: spec, Secrets: map[string]string{"redis/password": password}}
+	}
+	key := types.NamespacedName{Namespace: "ns", Name: "q"}
+	var p connPool
+
+	a, _ := p.get(key, "uid-1", kind, src("one"))
+	b, _ := p.get(key, "uid-1", kind, src("one"))
+	if a != b || len(opened) != 1 {
+		t.Fatalf("the same source opened %d connections", len(opened))
+	}
+	c, _ := p.get(key, "uid-1", kind, src("rotated"))
+	if c == a || opened[0].closed != 1 {
+		t.Fatalf("a rotated Secret must replace the connection (closed %d)", opened[0].closed)
+	}
+	d, _ := p.get(key, "uid-2", kind, src("rotated"))
+	if d == c || opened[1].closed != 1 {
+		t.Fatalf("a recreated QueueJob must get a new connection (closed %d)", opened[1].closed)
+	}
+	p.drop(key)
+	if opened[2].closed != 1 || p.size() != 0 {
+		t.Fatalf("drop left %d connections, closed %d", p.size(), opened[2].closed)
+	}
+	p.drop(key) // dropping twice is harmless
+}
+
+func TestArchiveExpired(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	finishedAgo := func(n int32, d time.Duration) batchv1.Job {
+		j := job(n)
+		j.Status.Conditions = []batchv1.JobCondition{{Type: batchv1.JobComplete, Status: "True", LastTransitionTime: metav1.NewTime(now.Add(-d))}}
+		return j
+	}
+	jobs := []batchv1.Job{finishedAgo(1, 2*time.Hour), finishedAgo(2, 30*time.Minute), job(3)}
+	cases := []struct {
+		name        string
+		spec        qjv1.QueueJobSpec
+		status      qjv1.QueueJobStatus
+		wantArchive []string
+		wantRequeue time.Duration
+	}{
+		{name: "Continuous: each wave from its own finish",
+			spec:        qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}, Refill: qjv1.RefillContinuous},
+			wantArchive: []string{"pi-1"}, wantRequeue: 30 * time.Minute},
+		{name: "Once, not finished: nothing yet",
+			spec: qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}}},
+		{name: "Once, finished 10 minutes ago: all finished waves in 50 minutes",
+			spec:        qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}},
+			status:      finishedStatus(now.Add(-10 * time.Minute)),
+			wantRequeue: 50 * time.Minute},
+		{name: "Once, finished 2 hours ago: every finished wave",
+			spec:        qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}},
+			status:      finishedStatus(now.Add(-2 * time.Hour)),
+			wantArchive: []string{"pi-1", "pi-2"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &scope{read: &qjv1.QueueJob{Status: tc.status}, qj: &qjv1.QueueJob{Spec: tc.spec}, jobs: jobs, now: now}
+			archiveExpired(s, 3600)
+			var got []string
+			for _, j := range s.archive {
+				got = append(got, j.Name)
+			}
+			if diff := cmp.Diff(tc.wantArchive, got); diff != "" {
+				t.Errorf("archived (-want +got):\n%s", diff)
+			}
+			if s.requeueAfter != tc.wantRequeue {
+				t.Errorf("requeue = %s, want %s", s.requeueAfter, tc.wantRequeue)
+			}
+		})
+	}
+}
+
+func finishedStatus(at time.Time) qjv1.QueueJobStatus {
+	t := metav1.NewTime(at)
+	return qjv1.QueueJobStatus{CompletionTime: &t, Conditions: []metav1.Condition{
+		{Type: qjv1.ConditionComplete, Status: metav1.ConditionTrue, Reason: qjv1.ReasonQueueDrained, LastTransitionTime: t}}}
+}
+
