@@ -106,4 +106,3 @@ func finishedStatus(at time.Time) qjv1.QueueJobStatus {
 	return qjv1.QueueJobStatus{CompletionTime: &t, Conditions: []metav1.Condition{
 		{Type: qjv1.ConditionComplete, Status: metav1.ConditionTrue, Reason: qjv1.ReasonQueueDrained, LastTransitionTime: t}}}
 }
-
