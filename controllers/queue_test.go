@@ -16,6 +16,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -323,14 +324,34 @@ var _ = Describe("QueueJob with a queue", func() {
 		Eventually(getQJ(ns, "restart"), timeout, interval).Should(HaveField("Status.Waves", BeEquivalentTo(1)))
 
 		stopMgr()
-		Eventually(func(g Gomega) {
-			cur := getQJ(ns, "restart")(g)
-			cur.Status = qjv1.QueueJobStatus{}
-			g.Expect(k8s.Status().Update(suiteCtx, cur)).To(Succeed())
-		}, timeout, interval).Should(Succeed())
+		wipeStatus(ns, "restart")
 		stopMgr = startManager()
 		Eventually(getQJ(ns, "restart"), timeout, interval).Should(HaveField("Status.Waves", BeEquivalentTo(1)))
 		sameJobs(qj, job)
+	})
+
+	It("makes no duplicate Job with a client throttled to 1 query per second", func() {
+		By("replacing the manager with one whose client waits for every request")
+		stopMgr()
+		slow := rest.CopyConfig(cfg)
+		slow.QPS, slow.Burst = 1, 1
+		stopMgr = startManagerWith(slow)
+		DeferCleanup(restartManager)
+
+		c := redisClient(redisSrv.Addr())
+		key := "slow-" + ns
+		Expect(c.RPush(suiteCtx, key, "a", "b", "c", "d").Err()).To(Succeed())
+		Expect(k8s.Create(suiteCtx, redisQJ(ns, "slow", redisSrv.Addr(), key))).To(Succeed())
+		Expect(k8s.Create(suiteCtx, queueJob(ns, "plain"))).To(Succeed())
+		for _, name := range []string{"slow", "plain"} {
+			qj := getQJ(ns, name)(Default)
+			job := theJob(qj)
+			Consistently(func(g Gomega) {
+				jobs := ownedJobs(g, qj)
+				g.Expect(jobs).To(HaveLen(1))
+				g.Expect(jobs[0].UID).To(Equal(job.UID))
+			}, 5*time.Second, 500*time.Millisecond).Should(Succeed(), name)
+		}
 	})
 
 	It("reports credentials problems without revealing them, and starts once they are fixed", func() {

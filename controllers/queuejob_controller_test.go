@@ -38,11 +38,6 @@ var _ = Describe("QueueJob without a queue", func() {
 	var ns string
 	BeforeEach(func() { ns = newNamespace() })
 
-	cond := func(t string, s metav1.ConditionStatus, reason string) OmegaMatcher {
-		return WithTransform(func(qj *qjv1.QueueJob) *metav1.Condition { return condition(qj, t) },
-			And(Not(BeNil()), HaveField("Status", s), HaveField("Reason", reason)))
-	}
-
 	It("creates one Job with the QueueJob's spec, labels and owner, and says so once", func() {
 		qj := queueJob(ns, "pi", func(q *qjv1.QueueJob) {
 			q.Spec.Completions = ptr.To[int32](4)
@@ -131,13 +126,7 @@ var _ = Describe("QueueJob without a queue", func() {
 			cond(qjv1.ConditionSuspended, metav1.ConditionTrue, qjv1.ReasonSuspended),
 			cond(qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonSuspended)))
 
-		setSuspend := func(v bool) {
-			Eventually(func(g Gomega) {
-				cur := getQJ(ns, "pi")(g)
-				cur.Spec.Suspend = ptr.To(v)
-				g.Expect(k8s.Update(suiteCtx, cur)).To(Succeed())
-			}, timeout, interval).Should(Succeed())
-		}
+		setSuspend := func(v bool) { updateQJ(ns, "pi", func(q *qjv1.QueueJob) { q.Spec.Suspend = ptr.To(v) }) }
 		jobSuspend := func(g Gomega) bool {
 			cur := &batchv1.Job{}
 			g.Expect(k8s.Get(suiteCtx, client.ObjectKeyFromObject(job), cur)).To(Succeed())
@@ -163,11 +152,7 @@ var _ = Describe("QueueJob without a queue", func() {
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
 		job := theJob(qj)
 		Expect(job.Spec.Parallelism).To(HaveValue(BeEquivalentTo(1)))
-		Eventually(func(g Gomega) {
-			cur := getQJ(ns, "pi")(g)
-			cur.Spec.Parallelism = ptr.To[int32](5)
-			g.Expect(k8s.Update(suiteCtx, cur)).To(Succeed())
-		}, timeout, interval).Should(Succeed())
+		updateQJ(ns, "pi", func(q *qjv1.QueueJob) { q.Spec.Parallelism = ptr.To[int32](5) })
 		Eventually(func(g Gomega) *int32 {
 			cur := &batchv1.Job{}
 			g.Expect(k8s.Get(suiteCtx, client.ObjectKeyFromObject(job), cur)).To(Succeed())
@@ -260,11 +245,7 @@ var _ = Describe("QueueJob without a queue", func() {
 
 		By("stopping the manager and wiping the status, as a crash between create and status write would leave it")
 		stopMgr()
-		Eventually(func(g Gomega) {
-			cur := getQJ(ns, "pi")(g)
-			cur.Status = qjv1.QueueJobStatus{}
-			g.Expect(k8s.Status().Update(suiteCtx, cur)).To(Succeed())
-		}, timeout, interval).Should(Succeed())
+		wipeStatus(ns, "pi")
 		stopMgr = startManager()
 
 		Eventually(getQJ(ns, "pi"), timeout, interval).Should(HaveField("Status.JobName", "pi-1"))
@@ -298,11 +279,7 @@ var _ = Describe("QueueJob without a queue", func() {
 		Eventually(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventJobCreateFailed) }, timeout, interval).Should(HaveLen(1))
 		Consistently(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventJobCreateFailed) }, 2*time.Second, 500*time.Millisecond).Should(HaveLen(1))
 
-		Eventually(func(g Gomega) {
-			cur := getQJ(ns, "pi")(g)
-			cur.Spec.Template.Spec.Containers[0].Name = "pi"
-			g.Expect(k8s.Update(suiteCtx, cur)).To(Succeed())
-		}, timeout, interval).Should(Succeed())
+		updateQJ(ns, "pi", func(q *qjv1.QueueJob) { q.Spec.Template.Spec.Containers[0].Name = "pi" })
 		Expect(theJob(qj).Spec.Template.Spec.Containers[0].Name).To(Equal("pi"))
 		Eventually(getQJ(ns, "pi"), timeout, interval).Should(cond(qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonJobRunning))
 	})

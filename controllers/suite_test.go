@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -102,7 +101,10 @@ var _ = AfterSuite(func() {
 
 // startManager starts a manager running the QueueJob reconciler and returns a function
 // that stops it and waits until it has stopped.
-func startManager() (stop func()) {
+func startManager() (stop func()) { return startManagerWith(cfg) }
+
+// startManagerWith starts a manager with its own client configuration.
+func startManagerWith(cfg *rest.Config) (stop func()) {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -159,8 +161,23 @@ func getQJ(ns, name string) func(g Gomega) *qjv1.QueueJob {
 	}
 }
 
-func describeObj(o client.Object) string {
-	return fmt.Sprintf("%s/%s", o.GetNamespace(), o.GetName())
+// updateQJ re-reads a QueueJob and writes it back changed, retrying on conflicts.
+func updateQJ(ns, name string, change func(*qjv1.QueueJob)) {
+	Eventually(func(g Gomega) {
+		cur := getQJ(ns, name)(g)
+		change(cur)
+		g.Expect(k8s.Update(suiteCtx, cur)).To(Succeed())
+	}, timeout, interval).Should(Succeed())
+}
+
+// wipeStatus empties a QueueJob's status, as a manager that crashed before its status write
+// would leave it.
+func wipeStatus(ns, name string) {
+	Eventually(func(g Gomega) {
+		cur := getQJ(ns, name)(g)
+		cur.Status = qjv1.QueueJobStatus{}
+		g.Expect(k8s.Status().Update(suiteCtx, cur)).To(Succeed())
+	}, timeout, interval).Should(Succeed())
 }
 
 func amqpReady(url string) error {
