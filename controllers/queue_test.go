@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
@@ -175,6 +176,8 @@ var _ = Describe("QueueJob with a queue", func() {
 		qj := redisQJ(ns, "job-wq-2", redisSrv.Addr(), key, func(j *qjv1.QueueJob) {
 			j.Spec.Mode = qjv1.ModeWorkerPool
 			j.Spec.Parallelism = ptr.To[int32](2)
+			// The workers here exit when the test says so; the operator must not end them first.
+			j.Spec.DrainGracePeriodSeconds = ptr.To[int32](3600)
 		})
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
 
@@ -335,7 +338,7 @@ var _ = Describe("QueueJob with a queue", func() {
 		stopMgr()
 		slow := rest.CopyConfig(cfg)
 		slow.QPS, slow.Burst = 1, 1
-		stopMgr = startManagerWith(slow)
+		stopMgr, _ = startManagerWith(slow)
 		DeferCleanup(restartManager)
 
 		c := redisClient(redisSrv.Addr())
@@ -352,6 +355,42 @@ var _ = Describe("QueueJob with a queue", func() {
 				g.Expect(jobs[0].UID).To(Equal(job.UID))
 			}, 5*time.Second, 500*time.Millisecond).Should(Succeed(), name)
 		}
+	})
+
+	It("fails over to a second manager without a duplicate Job when the leader dies", func() {
+		stopMgr()
+		DeferCleanup(func() { stopMgr = startManager() })
+		withLeaderElection := func(o *ctrl.Options) {
+			o.LeaderElection = true
+			o.LeaderElectionID = "queuejob-failover-test"
+			o.LeaderElectionNamespace = ns
+			o.LeaseDuration = ptr.To(4 * time.Second)
+			o.RenewDeadline = ptr.To(3 * time.Second)
+			o.RetryPeriod = ptr.To(500 * time.Millisecond)
+			// A crash: the lease is not released, the standby waits for it to expire.
+			o.LeaderElectionReleaseOnCancel = false
+		}
+		stopA, electedA := startManagerWith(cfg, withLeaderElection)
+		Eventually(electedA, timeout).Should(BeClosed())
+		stopB, electedB := startManagerWith(cfg, withLeaderElection)
+		DeferCleanup(stopB)
+		Consistently(electedB, 2*time.Second).ShouldNot(BeClosed(), "only one manager leads")
+
+		c := redisClient(redisSrv.Addr())
+		key := "failover-" + ns
+		Expect(c.RPush(suiteCtx, key, "a", "b", "c").Err()).To(Succeed())
+		qj := redisQJ(ns, "failover", redisSrv.Addr(), key)
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		job := theJob(qj)
+
+		By("killing the leader")
+		stopA()
+		Eventually(electedB, timeout).Should(BeClosed())
+		for rediswqWork(c, key) {
+		}
+		finishJob(job, true, time.Now(), 3, 0, "CompletionsReached")
+		Eventually(getQJ(ns, "failover"), timeout, interval).Should(cond(qjv1.ConditionComplete, metav1.ConditionTrue, qjv1.ReasonQueueDrained))
+		sameJobs(qj, job)
 	})
 
 	It("reports credentials problems without revealing them, and starts once they are fixed", func() {
