@@ -39,6 +39,12 @@ type probeResult struct {
 // probeQueue counts the queue's items and returns the items of crashed workers. A failed
 // probe is not an error of the reconcile: it is reported in QueueReachable, and the phases
 // after it create and delete nothing because of it.
+//
+// A QueueJob is probed at most once per probe interval (or per backoff step after a
+// failure), however often it is reconciled: every status write triggers a reconcile, and
+// without this bound a draining queue, whose counts change at every probe, would be probed
+// and written back to back. A reconcile that skips the probe decides no wave (a count from
+// an earlier probe could start a duplicate one); it asks to come back when the probe is due.
 func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 	src := s.qj.Spec.Queue
 	if src == nil || isFinished(&s.read.Status) {
@@ -49,6 +55,11 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 	if err != nil {
 		return err
 	}
+	key := client.ObjectKeyFromObject(s.qj)
+	if wait := r.pool.untilDue(key, s.qj.UID, s.now); wait > 0 {
+		s.requeue(wait)
+		return nil
+	}
 	s.probe = &probeResult{kind: kind.Name}
 
 	start := time.Now()
@@ -58,7 +69,9 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 		s.probe.err = err
 		probeErrors.WithLabelValues(kind.Name, queue.ReasonOf(err)).Inc()
 		logf.FromContext(ctx).V(1).Info("Probe failed", "reason", queue.ReasonOf(err), "error", err.Error())
-		s.requeue(probeBackoff(s.read, interval, s.now))
+		next := probeBackoff(s.read, interval, s.now)
+		r.pool.probed(key, s.now.Add(next))
+		s.requeue(next)
 		return nil
 	}
 	s.probe.counts, s.probe.reclaimed = &counts, reclaimed
@@ -71,7 +84,9 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 	queueReady.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(counts.Ready))
 	queueInFlight.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(counts.InFlight))
 	// Jitter spreads the probes of many QueueJobs created together.
-	s.requeue(interval + time.Duration(rand.Int64N(int64(interval)/10+1)))
+	next := interval + time.Duration(rand.Int64N(int64(interval)/10+1))
+	r.pool.probed(key, s.now.Add(next))
+	s.requeue(next)
 	return nil
 }
 
@@ -152,6 +167,29 @@ type pooledConn struct {
 	uid         types.UID
 	fingerprint string
 	backend     queue.Backend
+	// due is when the QueueJob may be probed next.
+	due time.Time
+}
+
+// untilDue is how long until a QueueJob may be probed again; zero if now (or if it has no
+// connection yet).
+func (p *connPool) untilDue(key types.NamespacedName, uid types.UID, now time.Time) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, ok := p.conns[key]
+	if !ok || c.uid != uid {
+		return 0
+	}
+	return max(c.due.Sub(now), 0)
+}
+
+// probed records when a QueueJob may be probed next.
+func (p *connPool) probed(key types.NamespacedName, due time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[key]; ok {
+		c.due = due
+	}
 }
 
 func (p *connPool) get(key types.NamespacedName, uid types.UID, kind *queue.Kind, src queue.Source) (queue.Backend, error) {

@@ -54,6 +54,33 @@ func TestConnPool(t *testing.T) {
 	p.drop(key) // dropping twice is harmless
 }
 
+func TestConnPoolSchedule(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
+	key := types.NamespacedName{Namespace: "ns", Name: "q"}
+	var p connPool
+	if d := p.untilDue(key, "uid-1", now); d != 0 {
+		t.Fatalf("a QueueJob never probed is due now, got %s", d)
+	}
+	p.probed(key, now.Add(time.Second)) // no connection yet: nothing to remember
+	if d := p.untilDue(key, "uid-1", now); d != 0 {
+		t.Fatalf("untilDue = %s without a connection", d)
+	}
+	if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+		t.Fatal(err)
+	}
+	p.probed(key, now.Add(2*time.Second))
+	if d := p.untilDue(key, "uid-1", now.Add(500*time.Millisecond)); d != 1500*time.Millisecond {
+		t.Errorf("untilDue = %s, want 1.5s", d)
+	}
+	if d := p.untilDue(key, "uid-1", now.Add(3*time.Second)); d != 0 {
+		t.Errorf("untilDue after the due time = %s, want 0", d)
+	}
+	if d := p.untilDue(key, "uid-2", now); d != 0 {
+		t.Errorf("a recreated QueueJob is due at once, got %s", d)
+	}
+}
+
 func TestArchiveExpired(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	finishedAgo := func(n int32, d time.Duration) batchv1.Job {

@@ -317,6 +317,45 @@ var _ = Describe("QueueJob with a queue", func() {
 		Eventually(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventQueueReachable) }, timeout, interval).ShouldNot(BeEmpty())
 	})
 
+	It("probes at most once per interval while the queue keeps changing", func() {
+		own, err := servers.StartRedis("")
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(own.Close)
+		c := redisClient(own.Addr())
+		// Each probe sends two TYPE commands; the test sends none.
+		probes := func() int {
+			info, err := c.Info(suiteCtx, "commandstats").Result()
+			Expect(err).NotTo(HaveOccurred())
+			for _, line := range strings.Split(info, "\n") {
+				if rest, ok := strings.CutPrefix(line, "cmdstat_type:calls="); ok {
+					var n int
+					_, err := fmt.Sscanf(rest, "%d", &n)
+					Expect(err).NotTo(HaveOccurred())
+					return n / 2
+				}
+			}
+			return 0
+		}
+		Expect(c.RPush(suiteCtx, "churn", "seed").Err()).To(Succeed())
+		Expect(k8s.Create(suiteCtx, redisQJ(ns, "churn", own.Addr(), "churn", func(j *qjv1.QueueJob) {
+			j.Spec.Refill = qjv1.RefillContinuous
+			j.Spec.ProbeIntervalSeconds = ptr.To[int32](4)
+		}))).To(Succeed())
+		Eventually(getQJ(ns, "churn"), timeout, interval).Should(cond(qjv1.ConditionQueueReachable, metav1.ConditionTrue, qjv1.ReasonProbed))
+
+		before, start := probes(), time.Now()
+		// A busy queue: its depth changes between any two probes.
+		for i := 0; time.Since(start) < 8*time.Second; i++ {
+			Expect(c.RPush(suiteCtx, "churn", fmt.Sprint(i)).Err()).To(Succeed())
+		}
+		elapsed := time.Since(start)
+		// One probe per 2s interval, plus the one due at the start and one of slack.
+		// One probe per 4s interval, plus the one that may fall due at the very start. Without
+		// the bound, the reconcile that each status write triggers probed again, and found new
+		// counts to write: a busy queue was probed back to back.
+		Expect(probes()-before).To(BeNumerically("<=", int(elapsed/(4*time.Second))+1))
+	})
+
 	It("makes no duplicate wave after a manager restart mid-wave", func() {
 		c := redisClient(redisSrv.Addr())
 		key := "restart-" + ns
