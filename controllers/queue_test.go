@@ -353,7 +353,7 @@ var _ = Describe("QueueJob with a queue", func() {
 		// One probe per 4s interval, plus the one that may fall due at the very start. Without
 		// the bound, the reconcile that each status write triggers probed again, and found new
 		// counts to write: a busy queue was probed back to back.
-		Expect(probes()-before).To(BeNumerically("<=", int(elapsed/(4*time.Second))+1))
+		Expect(probes() - before).To(BeNumerically("<=", int(elapsed/(4*time.Second))+1))
 	})
 
 	It("makes no duplicate wave after a manager restart mid-wave", func() {
