@@ -208,6 +208,20 @@ var _ = Describe("QueueJob with a queue", func() {
 		sameJobs(qj, job)
 	})
 
+	It("creates no Job for an empty queue and starts once items arrive", func() {
+		c := redisClient(redisSrv.Addr())
+		key := "empty-" + ns
+		qj := redisQJ(ns, "empty", redisSrv.Addr(), key)
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		Eventually(getQJ(ns, "empty"), timeout, interval).Should(SatisfyAll(
+			cond(qjv1.ConditionQueueReachable, metav1.ConditionTrue, qjv1.ReasonProbed),
+			cond(qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonWaitingForItems),
+			cond(qjv1.ConditionComplete, metav1.ConditionFalse, qjv1.ReasonNotFinished)))
+		Consistently(func(g Gomega) []batchv1.Job { return ownedJobs(g, qj) }, 3*time.Second, 300*time.Millisecond).Should(BeEmpty())
+		Expect(c.RPush(suiteCtx, key, "a").Err()).To(Succeed())
+		Expect(theJob(qj).Spec.Completions).To(HaveValue(BeEquivalentTo(1)))
+	})
+
 	It("starts a second wave for items that arrive after a wave under refill Continuous", func() {
 		c := redisClient(redisSrv.Addr())
 		key := "cont-" + ns
