@@ -33,6 +33,7 @@ var _ = Describe("QueueJob admission", func() {
 			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want an Invalid error, got %v", err)
 			Expect(err.Error()).To(ContainSubstring(field))
 			Expect(strings.ToLower(err.Error())).To(ContainSubstring(strings.ToLower(hint)))
+			Expect(err.Error()).NotTo(ContainSubstring("Pa55word"), "the error must not repeat a password")
 		},
 		Entry("unknown mode", "spec.mode", "supported values", func(q *qjv1.QueueJob) { withRedis(q); q.Spec.Mode = "Bogus" }),
 		Entry("unknown refill", "spec.refill", "supported values", func(q *qjv1.QueueJob) { withRedis(q); q.Spec.Refill = "Sometimes" }),
@@ -99,9 +100,11 @@ var _ = Describe("QueueJob admission", func() {
 			q.Spec.Queue.Redis.PasswordSecretRef = secretRef("", "password")
 		}),
 		Entry("empty RabbitMQ queue", "spec.queue.rabbitmq.queue", "must not be empty", func(q *qjv1.QueueJob) { withRabbitMQ(q); q.Spec.Queue.RabbitMQ.Queue = "" }),
+		// The rule sits on the rabbitmq object with fieldPath .url, so that the API server's
+		// error names the field without quoting the URL, password and all.
 		Entry("password inside the RabbitMQ URL", "spec.queue.rabbitmq.url", "urlSecretRef", func(q *qjv1.QueueJob) {
 			withRabbitMQ(q)
-			q.Spec.Queue.RabbitMQ.URL = "amqp://guest:guest@rabbitmq-service:5672"
+			q.Spec.Queue.RabbitMQ.URL = "amqp://guest:Pa55word@rabbitmq-service:5672"
 		}),
 		Entry("RabbitMQ URL of another scheme", "spec.queue.rabbitmq.url", "amqp://", func(q *qjv1.QueueJob) {
 			withRabbitMQ(q)

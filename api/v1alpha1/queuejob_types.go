@@ -10,12 +10,14 @@ import (
 type Mode string
 
 const (
-	// ModePerItem runs one pod per spec.itemsPerPod items: each wave Job's completions
-	// are sized from the queue depth (the Kubernetes docs' "coarse parallel processing").
+	// ModePerItem runs one pod per spec.itemsPerPod items: each wave Job's
+	// completions are sized from the queue depth (the Kubernetes docs' "coarse
+	// parallel processing").
 	ModePerItem Mode = "PerItem"
-	// ModeWorkerPool runs spec.parallelism workers that drain the queue; completions are
-	// unset and the QueueJob completes when the queue is empty and nothing is in flight
-	// (the Kubernetes docs' "fine parallel processing").
+	// ModeWorkerPool runs spec.parallelism workers that drain the queue;
+	// completions are unset and the QueueJob completes when the queue is empty
+	// and nothing is in flight (the Kubernetes docs' "fine parallel
+	// processing").
 	ModeWorkerPool Mode = "WorkerPool"
 )
 
@@ -26,13 +28,14 @@ type Refill string
 const (
 	// RefillOnce finishes the QueueJob when its queue is drained.
 	RefillOnce Refill = "Once"
-	// RefillContinuous keeps probing the queue and starts a new wave when items arrive.
+	// RefillContinuous keeps probing the queue and starts a new wave when items
+	// arrive.
 	RefillContinuous Refill = "Continuous"
 )
 
-// Defaults of fields that only apply to some QueueJobs. They are applied by the
-// controller, not by the API server, so that admission can tell a field the user set
-// on the wrong kind of QueueJob from a default.
+// Defaults of fields that only apply to some QueueJobs. They are applied by
+// the controller, not by the API server, so that admission can tell a field
+// the user set on the wrong kind of QueueJob from a default.
 const (
 	DefaultMode                 = ModePerItem
 	DefaultItemsPerPod          = int32(1)
@@ -43,8 +46,8 @@ const (
 	DefaultDrainGracePeriodSeconds     = int32(30)
 	DefaultSuccessfulWavesHistoryLimit = int32(3)
 	DefaultFailedWavesHistoryLimit     = int32(1)
-	// MaxWaveCompletions bounds the pods of one PerItem wave; a deeper queue is drained in
-	// several waves.
+	// MaxWaveCompletions bounds the pods of one PerItem wave; a deeper queue is
+	// drained in several waves.
 	MaxWaveCompletions = int64(100000)
 )
 
@@ -62,105 +65,109 @@ const (
 // +kubebuilder:validation:XValidation:rule="(has(self.mode) ? self.mode : 'PerItem') == (has(oldSelf.mode) ? oldSelf.mode : 'PerItem')",fieldPath=".mode",message="spec.mode is immutable: create a new QueueJob to change it"
 // +kubebuilder:validation:XValidation:rule="(has(self.completions) ? self.completions : 1) == (has(oldSelf.completions) ? oldSelf.completions : 1)",fieldPath=".completions",message="spec.completions is immutable (a Job's completions cannot change): create a new QueueJob to change it"
 type QueueJobSpec struct {
-	// queue is where the work items wait. Without it the QueueJob runs one plain Job
-	// (spec.completions pods to completion) and cleans up after it. Immutable.
+	// queue is where the work items wait. Without it the QueueJob runs one plain
+	// Job (spec.completions pods to completion) and cleans up after it.
+	// Immutable.
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.queue is immutable: create a new QueueJob to use another queue"
 	// +optional
 	Queue *QueueSource `json:"queue,omitempty"`
 
-	// mode says how queue items become pods: PerItem (each pod takes spec.itemsPerPod
-	// items; completions are sized from the queue depth) or WorkerPool (spec.parallelism
-	// workers drain the queue). Only with spec.queue; defaults to PerItem. Immutable.
+	// mode says how queue items become pods: PerItem (each pod takes
+	// spec.itemsPerPod items; completions are sized from the queue depth) or
+	// WorkerPool (spec.parallelism workers drain the queue). Only with
+	// spec.queue; defaults to PerItem. Immutable.
 	// +optional
 	Mode Mode `json:"mode,omitempty"`
 
-	// itemsPerPod is how many queue items one pod of a PerItem QueueJob takes: a wave
-	// runs ceil(ready items / itemsPerPod) pods. Only with spec.queue and mode PerItem;
-	// defaults to 1.
+	// itemsPerPod is how many queue items one pod of a PerItem QueueJob takes: a
+	// wave runs ceil(ready items / itemsPerPod) pods. Only with spec.queue and
+	// mode PerItem; defaults to 1.
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100000
 	// +optional
 	ItemsPerPod *int32 `json:"itemsPerPod,omitempty"`
 
-	// completions is how many pods must succeed, for a QueueJob without spec.queue
-	// (with a queue, completions follow the queue depth). Defaults to 1. Immutable.
+	// completions is how many pods must succeed, for a QueueJob without
+	// spec.queue (with a queue, completions follow the queue depth). Defaults to
+	// 1. Immutable.
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100000
 	// +optional
 	Completions *int32 `json:"completions,omitempty"`
 
-	// parallelism is the most pods that run at once. A change applies to the running Job.
+	// parallelism is the most pods that run at once. A change applies to the
+	// running Job.
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100000
 	// +optional
 	Parallelism *int32 `json:"parallelism,omitempty"`
 
-	// backoffLimit is how many pod failures a Job tolerates before it is marked failed,
-	// as in a Job's spec.backoffLimit.
+	// backoffLimit is how many pod failures a Job tolerates before it is marked
+	// failed, as in a Job's spec.backoffLimit.
 	// +kubebuilder:default=6
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=2147483647
 	// +optional
 	BackoffLimit *int32 `json:"backoffLimit,omitempty"`
 
-	// activeDeadlineSeconds bounds how long each Job of this QueueJob may run, counted
-	// from the Job's start, as in a Job's spec.activeDeadlineSeconds.
+	// activeDeadlineSeconds bounds how long each Job of this QueueJob may run,
+	// counted from the Job's start, as in a Job's spec.activeDeadlineSeconds.
 	// +kubebuilder:validation:Minimum=1
 	// +optional
 	ActiveDeadlineSeconds *int64 `json:"activeDeadlineSeconds,omitempty"`
 
-	// suspend stops the QueueJob's pods (the running Job is suspended, its active pods
-	// are deleted) until it is set back to false. Defaults to false.
+	// suspend stops the QueueJob's pods (the running Job is suspended, its
+	// active pods are deleted) until it is set back to false. Defaults to false.
 	// +optional
 	Suspend *bool `json:"suspend,omitempty"`
 
-	// refill says what happens once the queue is drained: Once finishes the QueueJob,
-	// Continuous keeps probing and starts a new wave when items arrive. Only with
-	// spec.queue; defaults to Once.
+	// refill says what happens once the queue is drained: Once finishes the
+	// QueueJob, Continuous keeps probing and starts a new wave when items
+	// arrive. Only with spec.queue; defaults to Once.
 	// +optional
 	Refill Refill `json:"refill,omitempty"`
 
-	// probeIntervalSeconds is how often the queue is probed. Only with spec.queue;
-	// defaults to 2.
+	// probeIntervalSeconds is how often the queue is probed. Only with
+	// spec.queue; defaults to 2.
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=3600
 	// +optional
 	ProbeIntervalSeconds *int32 `json:"probeIntervalSeconds,omitempty"`
 
-	// drainGracePeriodSeconds is how long the workers of a WorkerPool QueueJob may keep
-	// running once the queue has no ready and no in-flight items; then the operator ends
-	// the wave itself (it deletes the Job) and says so in a condition and an event. Only
-	// with mode WorkerPool; defaults to 30.
+	// drainGracePeriodSeconds is how long the workers of a WorkerPool QueueJob
+	// may keep running once the queue has no ready and no in-flight items; then
+	// the operator ends the wave itself (it deletes the Job) and says so in a
+	// condition and an event. Only with mode WorkerPool; defaults to 30.
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=86400
 	// +optional
 	DrainGracePeriodSeconds *int32 `json:"drainGracePeriodSeconds,omitempty"`
 
-	// successfulWavesHistoryLimit is how many completed wave Jobs to keep; older ones are
-	// deleted. Only with spec.queue; defaults to 3.
+	// successfulWavesHistoryLimit is how many completed wave Jobs to keep; older
+	// ones are deleted. Only with spec.queue; defaults to 3.
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=1000
 	// +optional
 	SuccessfulWavesHistoryLimit *int32 `json:"successfulWavesHistoryLimit,omitempty"`
 
-	// failedWavesHistoryLimit is how many failed wave Jobs to keep; older ones are
-	// deleted. Only with spec.queue; defaults to 1.
+	// failedWavesHistoryLimit is how many failed wave Jobs to keep; older ones
+	// are deleted. Only with spec.queue; defaults to 1.
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=1000
 	// +optional
 	FailedWavesHistoryLimit *int32 `json:"failedWavesHistoryLimit,omitempty"`
 
-	// template is the pod template of every Job the QueueJob creates, as in a Job's
-	// spec.template. Its restartPolicy must be Never or OnFailure. The controller adds
-	// the label batch.queuejob.io/queuejob=<name>; no selector is needed. A change
-	// applies to the next Job, not to the running one.
+	// template is the pod template of every Job the QueueJob creates, as in a
+	// Job's spec.template. Its restartPolicy must be Never or OnFailure. The
+	// controller adds the label batch.queuejob.io/queuejob=<name>; no selector
+	// is needed. A change applies to the next Job, not to the running one.
 	// +kubebuilder:validation:XValidation:rule="has(self.spec) && has(self.spec.restartPolicy) && self.spec.restartPolicy in ['Never', 'OnFailure']",message="spec.template.spec.restartPolicy must be Never or OnFailure: a QueueJob's pods run to completion"
 	// +required
 	Template corev1.PodTemplateSpec `json:"template"`
 
-	// cleanup says when finished Jobs and pods are deleted. Without it nothing is
-	// deleted.
+	// cleanup says when finished Jobs and pods are deleted. Without it nothing
+	// is deleted.
 	// +optional
 	Cleanup *CleanupPolicy `json:"cleanup,omitempty"`
 }
@@ -168,7 +175,8 @@ type QueueJobSpec struct {
 // QueueSource names the queue a QueueJob drains. Exactly one backend is set.
 // +kubebuilder:validation:XValidation:rule="(has(self.redis) ? 1 : 0) + (has(self.rabbitmq) ? 1 : 0) == 1",message="spec.queue: set exactly one of redis or rabbitmq"
 type QueueSource struct {
-	// redis is a Redis list, read with the protocol of the Kubernetes docs' rediswq.py.
+	// redis is a Redis list, read with the protocol of the Kubernetes docs'
+	// rediswq.py.
 	// +optional
 	Redis *RedisQueue `json:"redis,omitempty"`
 
@@ -177,8 +185,9 @@ type QueueSource struct {
 	RabbitMQ *RabbitMQQueue `json:"rabbitmq,omitempty"`
 }
 
-// RedisQueue is a Redis list of work items. Items being worked on are kept in
-// <key>:processing with a lease key per item, as in the Kubernetes docs' rediswq.py.
+// RedisQueue is a Redis list of work items. Items being worked on are kept
+// in <key>:processing with a lease key per item, as in the Kubernetes docs'
+// rediswq.py.
 type RedisQueue struct {
 	// address is the Redis server's host:port, e.g. redis:6379.
 	// +kubebuilder:validation:MaxLength=261
@@ -200,17 +209,18 @@ type RedisQueue struct {
 	// +optional
 	DB *int32 `json:"db,omitempty"`
 
-	// passwordSecretRef selects the key of a Secret in the QueueJob's namespace that
-	// holds the Redis password. The controller reads it at probe time; workers get it
-	// through a secretKeyRef, never as a literal.
+	// passwordSecretRef selects the key of a Secret in the QueueJob's namespace
+	// that holds the Redis password. The controller reads it at probe time;
+	// workers get it through a secretKeyRef, never as a literal.
 	// +kubebuilder:validation:XValidation:rule="size(self.name) > 0 && size(self.key) > 0",message="spec.queue.redis.passwordSecretRef needs both name and key: name the Secret and its key that holds the password"
 	// +optional
 	PasswordSecretRef *corev1.SecretKeySelector `json:"passwordSecretRef,omitempty"`
 }
 
-// RabbitMQQueue is a RabbitMQ queue of work items. The broker is given by exactly one
-// of url and urlSecretRef.
+// RabbitMQQueue is a RabbitMQ queue of work items. The broker is given by
+// exactly one of url and urlSecretRef.
 // +kubebuilder:validation:XValidation:rule="has(self.url) != has(self.urlSecretRef)",message="spec.queue.rabbitmq: set exactly one of url or urlSecretRef"
+// +kubebuilder:validation:XValidation:rule=`!has(self.url) || !self.url.matches('^amqps?://[^@/?#]*:[^@/?#]*@')`,fieldPath=".url",message="spec.queue.rabbitmq.url must not contain a password: store the whole URL in a Secret and reference it with spec.queue.rabbitmq.urlSecretRef"
 type RabbitMQQueue struct {
 	// queue is the name of the RabbitMQ queue.
 	// +kubebuilder:validation:MaxLength=255
@@ -218,16 +228,16 @@ type RabbitMQQueue struct {
 	// +required
 	Queue string `json:"queue"`
 
-	// url is the broker's AMQP URL without a password, e.g. amqp://guest@rabbitmq:5672/.
-	// A URL with a password belongs in a Secret: use urlSecretRef.
+	// url is the broker's AMQP URL without a password, e.g.
+	// amqp://guest@rabbitmq:5672/. A URL with a password belongs in a Secret:
+	// use urlSecretRef.
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="self.startsWith('amqp://') || self.startsWith('amqps://')",message="spec.queue.rabbitmq.url must start with amqp:// or amqps://"
-	// +kubebuilder:validation:XValidation:rule=`!self.matches('^amqps?://[^@/?#]*:[^@/?#]*@')`,message="spec.queue.rabbitmq.url must not contain a password: store the whole URL in a Secret and reference it with spec.queue.rabbitmq.urlSecretRef"
 	// +optional
 	URL string `json:"url,omitempty"`
 
-	// urlSecretRef selects the key of a Secret in the QueueJob's namespace that holds
-	// the broker's AMQP URL, password included.
+	// urlSecretRef selects the key of a Secret in the QueueJob's namespace that
+	// holds the broker's AMQP URL, password included.
 	// +kubebuilder:validation:XValidation:rule="size(self.name) > 0 && size(self.key) > 0",message="spec.queue.rabbitmq.urlSecretRef needs both name and key: name the Secret and its key that holds the URL"
 	// +optional
 	URLSecretRef *corev1.SecretKeySelector `json:"urlSecretRef,omitempty"`
@@ -236,17 +246,17 @@ type RabbitMQQueue struct {
 // CleanupPolicy says when finished Jobs and pods are deleted, like a Job's
 // ttlSecondsAfterFinished but also for single pods.
 type CleanupPolicy struct {
-	// ttlSecondsAfterFinished deletes the QueueJob's finished Jobs, and with them their
-	// pods, this many seconds after the QueueJob finished. The QueueJob and its status
-	// (counts, conditions) stay.
+	// ttlSecondsAfterFinished deletes the QueueJob's finished Jobs, and with
+	// them their pods, this many seconds after the QueueJob finished. The
+	// QueueJob and its status (counts, conditions) stay.
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=2147483647
 	// +optional
 	TTLSecondsAfterFinished *int32 `json:"ttlSecondsAfterFinished,omitempty"`
 
-	// podTTLSecondsAfterFinished deletes each finished pod (Succeeded or Failed) this
-	// many seconds after it finished, while its Job and the QueueJob's counts stay.
-	// Running pods are never deleted.
+	// podTTLSecondsAfterFinished deletes each finished pod (Succeeded or Failed)
+	// this many seconds after it finished, while its Job and the QueueJob's
+	// counts stay. Running pods are never deleted.
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=2147483647
 	// +optional
@@ -278,13 +288,13 @@ type QueueJobStatus struct {
 	// +optional
 	Active int32 `json:"active"`
 
-	// succeeded is the number of pods that succeeded, over all the QueueJob's Jobs. It
-	// keeps counting pods and Jobs that cleanup deleted.
+	// succeeded is the number of pods that succeeded, over all the QueueJob's
+	// Jobs. It keeps counting pods and Jobs that cleanup deleted.
 	// +optional
 	Succeeded int32 `json:"succeeded"`
 
-	// failed is the number of pods that failed, over all the QueueJob's Jobs. It keeps
-	// counting pods and Jobs that cleanup deleted.
+	// failed is the number of pods that failed, over all the QueueJob's Jobs. It
+	// keeps counting pods and Jobs that cleanup deleted.
 	// +optional
 	Failed int32 `json:"failed"`
 
@@ -300,9 +310,9 @@ type QueueJobStatus struct {
 	// +optional
 	Queue *QueueStatus `json:"queue,omitempty"`
 
-	// archived holds the pod counts of Jobs that cleanup has deleted or is about to delete,
-	// so that succeeded and failed keep counting them. A Job is only deleted once it is
-	// recorded here.
+	// archived holds the pod counts of Jobs that cleanup has deleted or is about
+	// to delete, so that succeeded and failed keep counting them. A Job is only
+	// deleted once it is recorded here.
 	// +optional
 	Archived *ArchivedJobs `json:"archived,omitempty"`
 }
@@ -317,8 +327,8 @@ type ArchivedJobs struct {
 	// +optional
 	Failed int32 `json:"failed"`
 
-	// jobs names the archived Jobs that may still exist; a name is dropped once its Job
-	// is gone.
+	// jobs names the archived Jobs that may still exist; a name is dropped once
+	// its Job is gone.
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=1000
 	// +optional
@@ -335,25 +345,25 @@ type QueueStatus struct {
 	// +optional
 	InFlight int64 `json:"inFlight"`
 
-	// lastProbeTime is when the queue was last probed successfully. It is refreshed when
-	// the counts change, and at least every 30 seconds.
+	// lastProbeTime is when the queue was last probed successfully. It is
+	// refreshed when the counts change, and at least every 30 seconds.
 	// +optional
 	LastProbeTime *metav1.Time `json:"lastProbeTime,omitempty"`
 
-	// reclaimed is how many items whose worker was gone (their lease expired) the operator
-	// returned to the queue.
+	// reclaimed is how many items whose worker was gone (their lease expired)
+	// the operator returned to the queue.
 	// +optional
 	Reclaimed int64 `json:"reclaimed,omitempty"`
 
-	// drainedSince is when a WorkerPool's queue was first seen with no ready and no
-	// in-flight items while its workers still ran.
+	// drainedSince is when a WorkerPool's queue was first seen with no ready and
+	// no in-flight items while its workers still ran.
 	// +optional
 	DrainedSince *metav1.Time `json:"drainedSince,omitempty"`
 }
 
-// QueueJob runs a Kubernetes Job for the items of a work queue: it sizes the Job from
-// the queue depth, completes when the queue is drained, and deletes finished pods and
-// Jobs after a TTL.
+// QueueJob runs a Kubernetes Job for the items of a work queue: it sizes the
+// Job from the queue depth, completes when the queue is drained, and deletes
+// finished pods and Jobs after a TTL.
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
