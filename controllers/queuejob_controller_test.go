@@ -219,6 +219,35 @@ var _ = Describe("QueueJob without a queue", func() {
 		Consistently(func(g Gomega) []batchv1.Job { return ownedJobs(g, qj) }, 3*time.Second, 500*time.Millisecond).Should(BeEmpty())
 	})
 
+	It("finishes a cleanup cut short between the archive write and the delete, counting once", func() {
+		qj := queueJob(ns, "pi", func(q *qjv1.QueueJob) {
+			q.Spec.Completions = ptr.To[int32](3)
+			q.Spec.Cleanup = &qjv1.CleanupPolicy{TTLSecondsAfterFinished: ptr.To[int32](3600)}
+		})
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		job := theJob(qj)
+		finishJob(job, true, time.Now(), 3, 1, "CompletionsReached")
+		Eventually(getQJ(ns, "pi"), timeout, interval).Should(HaveField("Status.Succeeded", BeEquivalentTo(3)))
+
+		By("stopping the manager with the Job archived in the status but not yet deleted")
+		stopMgr()
+		Eventually(func(g Gomega) {
+			cur := getQJ(ns, "pi")(g)
+			cur.Status.Archived = &qjv1.ArchivedJobs{Succeeded: 3, Failed: 1, Jobs: []string{job.Name}}
+			g.Expect(k8s.Status().Update(suiteCtx, cur)).To(Succeed())
+		}, timeout, interval).Should(Succeed())
+		stopMgr = startManager()
+
+		Eventually(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(job), &batchv1.Job{}) }, timeout, interval).
+			Should(Satisfy(apierrors.IsNotFound))
+		Eventually(getQJ(ns, "pi"), timeout, interval).Should(SatisfyAll(
+			HaveField("Status.Archived.Jobs", BeEmpty()),
+			HaveField("Status.Succeeded", BeEquivalentTo(3)),
+			HaveField("Status.Failed", BeEquivalentTo(1))))
+		Consistently(getQJ(ns, "pi"), 2*time.Second, 500*time.Millisecond).Should(SatisfyAll(
+			HaveField("Status.Succeeded", BeEquivalentTo(3)), HaveField("Status.Failed", BeEquivalentTo(1))))
+	})
+
 	It("counts the Job TTL from when the QueueJob finished", func() {
 		mk := func(name string, finishedAgo time.Duration) *batchv1.Job {
 			qj := queueJob(ns, name, func(q *qjv1.QueueJob) {
