@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -139,8 +140,10 @@ func startManagerWith(cfg *rest.Config, opts ...func(*ctrl.Options)) (stop func(
 	go func() {
 		defer GinkgoRecover()
 		defer close(done)
-		// A leader stopped without releasing its lease reports "leader election lost".
-		if err := mgr.Start(ctx); ctx.Err() == nil {
+		// A leader stopped without releasing its lease reports "leader election lost", and so
+		// does one that misses a renewal on a loaded machine: both are how leader election works.
+		err := mgr.Start(ctx)
+		if ctx.Err() == nil && !(o.LeaderElection && err != nil && strings.Contains(err.Error(), "leader election lost")) {
 			Expect(err).NotTo(HaveOccurred())
 		}
 	}()
