@@ -17,10 +17,6 @@ import (
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 )
 
-// jobTrackingFinalizer is the finalizer the Job controller keeps on a pod until it has
-// counted it. Deleting a pod that still carries it would lose the count.
-const jobTrackingFinalizer = batchv1.JobTrackingFinalizer
-
 // ttlRemaining is how long until finishedAt+ttl; zero or less means the TTL has expired.
 func ttlRemaining(finishedAt time.Time, ttlSeconds int32, now time.Time) time.Duration {
 	return finishedAt.Add(time.Duration(ttlSeconds) * time.Second).Sub(now)
@@ -34,7 +30,9 @@ func podFinishTime(pod *corev1.Pod) (t time.Time, ok bool) {
 	if pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed {
 		return time.Time{}, false
 	}
-	if controllerutil.ContainsFinalizer(pod, jobTrackingFinalizer) || pod.DeletionTimestamp != nil {
+	// The Job controller keeps this finalizer on a pod until it has counted it: deleting
+	// the pod before then would lose the count.
+	if controllerutil.ContainsFinalizer(pod, batchv1.JobTrackingFinalizer) || pod.DeletionTimestamp != nil {
 		return time.Time{}, false
 	}
 	for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses} {

@@ -30,7 +30,6 @@ const (
 
 // probeResult is what the probe phase found.
 type probeResult struct {
-	kind      string
 	counts    *queue.Counts // nil when the probe failed
 	err       error
 	reclaimed int
@@ -60,7 +59,7 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 		s.requeue(wait)
 		return nil
 	}
-	s.probe = &probeResult{kind: kind.Name}
+	s.probe = &probeResult{}
 
 	start := time.Now()
 	counts, reclaimed, err := r.probeOnce(ctx, s, kind, interval)

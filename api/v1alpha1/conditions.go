@@ -26,7 +26,6 @@ const (
 	ReasonNotFinished    = "NotFinished"
 	ReasonSuspended      = "Suspended"
 	ReasonNotSuspended   = "NotSuspended"
-	ReasonJobCreated     = "JobCreated"
 	ReasonJobRunning     = "JobRunning"
 	ReasonJobCreateError = "JobCreateFailed"
 	ReasonFinished       = "Finished"

@@ -35,9 +35,6 @@ func (s *Server) Port() int { return s.port }
 // Addr is the server's client address, 127.0.0.1:port.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
 
-// Dir is the server's temporary directory (its data and log).
-func (s *Server) Dir() string { return s.dir }
-
 func (s *Server) start() error {
 	cmd := exec.Command(s.args[0], s.args[1:]...)
 	cmd.Dir = s.dir
