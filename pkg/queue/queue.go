@@ -29,6 +29,10 @@ type Counts struct {
 	// InFlight is the number of items taken by a worker and not yet finished, where the
 	// queue's protocol tells; zero where it does not.
 	InFlight int64
+	// InFlightUnknown says the backend could not count in-flight items (RabbitMQ without
+	// its management API): InFlight is then 0 whatever workers hold, so a drained-looking
+	// queue proves nothing while workers run, and no wave may end on these counts.
+	InFlightUnknown bool
 }
 
 // Backend is a connection to one queue. Implementations are safe for use by one

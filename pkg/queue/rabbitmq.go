@@ -102,7 +102,7 @@ func (r *RabbitMQ) Probe(ctx context.Context) (Counts, error) {
 		if res.err != nil {
 			return Counts{}, res.err
 		}
-		return Counts{Ready: int64(res.n)}, nil
+		return Counts{Ready: int64(res.n), InFlightUnknown: true}, nil
 	case <-ctx.Done():
 		// A broker that accepts TCP and never answers: drop the connection, which also
 		// ends the goroutine above.
