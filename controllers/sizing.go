@@ -96,9 +96,12 @@ func planWave(in waveInput) wavePlan {
 
 // planRunning handles a running wave. Only a WorkerPool can end early: once its queue has
 // been drained for the grace period while workers still run (a worker that never decides
-// to exit), the operator ends the wave.
+// to exit), the operator ends the wave. It never does so where in-flight items cannot be
+// counted (RabbitMQ without its management API): a queue whose every message is held,
+// unacknowledged, by a worker looks drained, and ending that wave would lose the messages.
 func planRunning(in waveInput) wavePlan {
-	if in.spec.EffectiveMode() != qjv1.ModeWorkerPool || in.counts.Ready > 0 || in.counts.InFlight > 0 {
+	c := in.counts
+	if in.spec.EffectiveMode() != qjv1.ModeWorkerPool || c.Ready > 0 || c.InFlight > 0 || c.InFlightUnknown {
 		return wavePlan{}
 	}
 	since := in.now
