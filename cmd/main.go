@@ -28,6 +28,7 @@ func main() {
 		leaderElectNS string
 		qps           float64
 		burst         int
+		workers       int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
 	flag.BoolVar(&metricsSecure, "metrics-secure", false, "Serve metrics over HTTPS and require an authenticated, authorized client (needs RBAC for TokenReviews and SubjectAccessReviews).")
@@ -36,6 +37,7 @@ func main() {
 	flag.StringVar(&leaderElectNS, "leader-election-namespace", "", "Namespace of the leader election Lease; defaults to the manager's own namespace.")
 	flag.Float64Var(&qps, "kube-api-qps", 20, "Queries per second to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 30, "Burst of queries to the API server.")
+	flag.IntVar(&workers, "max-concurrent-reconciles", 4, "QueueJobs reconciled at once; a probe of an unreachable queue holds one for up to 10 s.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine) // --zap-log-level, --zap-devel, ...
 	flag.Parse()
@@ -79,6 +81,8 @@ func main() {
 		APIReader: mgr.GetAPIReader(),
 		Scheme:    mgr.GetScheme(),
 		Recorder:  mgr.GetEventRecorder("queuejob-controller"),
+
+		MaxConcurrentReconciles: workers,
 	}).SetupWithManager(ctx, mgr); err != nil {
 		log.Error(err, "Unable to set up the QueueJob controller")
 		os.Exit(1)

@@ -146,7 +146,7 @@ func (r *QueueJobReconciler) deleteArchivedJobs(ctx context.Context, s *scope) e
 	}
 	if len(names) > 0 {
 		objectsCleanedUp.WithLabelValues("job").Add(float64(len(names)))
-		s.event(corev1.EventTypeNormal, qjv1.EventCleanedUp, "DeleteJobs",
+		r.announce(s, corev1.EventTypeNormal, qjv1.EventCleanedUp, "DeleteJobs",
 			fmt.Sprintf("Deleted Jobs %v and their pods; their pod counts stay in the status", names))
 		logf.FromContext(ctx).Info("Deleted archived Jobs", "jobs", names)
 	}
@@ -187,7 +187,7 @@ func (r *QueueJobReconciler) cleanupPods(ctx context.Context, s *scope, ttl int3
 	}
 	if deleted > 0 {
 		objectsCleanedUp.WithLabelValues("pod").Add(float64(deleted))
-		s.event(corev1.EventTypeNormal, qjv1.EventCleanedUp, "DeletePods",
+		r.announce(s, corev1.EventTypeNormal, qjv1.EventCleanedUp, "DeletePods",
 			fmt.Sprintf("Deleted %d finished pods whose TTL of %ds expired", deleted, ttl))
 	}
 	return nil

@@ -106,6 +106,12 @@ func jobFinished(job *batchv1.Job) *batchv1.JobCondition {
 	return nil
 }
 
+// waveEnded reports whether the operator has ended the Job's wave.
+func waveEnded(job *batchv1.Job) bool {
+	_, ok := job.Annotations[qjv1.AnnotationWaveEnded]
+	return ok
+}
+
 // jobWave reads the wave number from a Job's label; 0 if it has none.
 func jobWave(job *batchv1.Job) int32 {
 	w, err := strconv.ParseInt(job.Labels[qjv1.LabelWave], 10, 32)

@@ -30,9 +30,8 @@ const (
 
 // probeResult is what the probe phase found.
 type probeResult struct {
-	counts    *queue.Counts // nil when the probe failed
-	err       error
-	reclaimed int
+	counts *queue.Counts // nil when the probe failed
+	err    error
 }
 
 // probeQueue counts the queue's items and returns the items of crashed workers. A failed
@@ -46,7 +45,12 @@ type probeResult struct {
 // an earlier probe could start a duplicate one); it asks to come back when the probe is due.
 func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 	src := s.qj.Spec.Queue
-	if src == nil || isFinished(&s.read.Status) {
+	if src == nil {
+		return nil
+	}
+	if isFinished(&s.read.Status) && !strandedItems(&s.read.Status) {
+		// Nothing more to decide or reap: release the connection and the gauges.
+		r.forgetQueue(client.ObjectKeyFromObject(s.qj))
 		return nil
 	}
 	interval := time.Duration(s.qj.Spec.EffectiveProbeIntervalSeconds()) * time.Second
@@ -73,11 +77,14 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 		s.requeue(next)
 		return nil
 	}
-	s.probe.counts, s.probe.reclaimed = &counts, reclaimed
+	s.probe.counts = &counts
 	if reclaimed > 0 {
+		// The items are back in the queue whatever happens to this reconcile: count them
+		// until a status write has recorded them, and say so now.
+		r.pool.addReclaimed(key, s.qj.UID, int64(reclaimed))
 		leasesReclaimed.WithLabelValues(kind.Name).Add(float64(reclaimed))
 		logf.FromContext(ctx).Info("Returned items of gone workers to the queue", "items", reclaimed)
-		s.event(corev1.EventTypeNormal, qjv1.EventLeasesReclaimed, "ReclaimLeases",
+		r.announce(s, corev1.EventTypeNormal, qjv1.EventLeasesReclaimed, "ReclaimLeases",
 			fmt.Sprintf("Returned %d in-flight items whose lease expired to the queue", reclaimed))
 	}
 	queueReady.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(counts.Ready))
@@ -89,24 +96,58 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 	return nil
 }
 
+// strandedItems reports whether a finished QueueJob still has items in flight that its
+// probes must keep reaping: a Failed QueueJob's workers are gone, and the items they held
+// would otherwise stay in flight (in Redis's <key>:processing) for good. A Complete one
+// finished with nothing in flight.
+func strandedItems(st *qjv1.QueueJobStatus) bool {
+	return meta.IsStatusConditionTrue(st.Conditions, qjv1.ConditionFailed) && st.Queue != nil && st.Queue.InFlight > 0
+}
+
 func (r *QueueJobReconciler) probeOnce(ctx context.Context, s *scope, kind *queue.Kind, interval time.Duration) (queue.Counts, int, error) {
 	source, err := r.resolve(ctx, s.qj, kind)
 	if err != nil {
 		return queue.Counts{}, 0, err
 	}
-	backend, err := r.pool.get(client.ObjectKeyFromObject(s.qj), s.qj.UID, kind, source)
+	key := client.ObjectKeyFromObject(s.qj)
+	backend, err := r.pool.get(key, s.qj.UID, kind, source)
 	if err != nil {
 		return queue.Counts{}, 0, err
 	}
+	// The bound holds whatever the backend does with the context: a backend that does not
+	// answer in time is abandoned (and closed in the background), and the next probe opens
+	// a new one, so that no two probes ever use one backend at once.
 	ctx, cancel := context.WithTimeout(ctx, r.probeTimeout())
 	defer cancel()
+	type result struct {
+		counts    queue.Counts
+		reclaimed int
+		err       error
+	}
+	done := make(chan result, 1)
+	go func() {
+		counts, reclaimed, err := probeAndReap(ctx, backend, s.now, max(minReapGrace, 2*interval))
+		done <- result{counts, reclaimed, err}
+	}()
+	select {
+	case res := <-done:
+		return res.counts, res.reclaimed, res.err
+	case <-ctx.Done():
+		r.pool.abandon(key, backend)
+		return queue.Counts{}, 0, queue.Errorf(queue.ReasonConnectionFailed,
+			"the queue did not answer within %s: check spec.queue's address and that the broker is healthy", r.probeTimeout())
+	}
+}
+
+// probeAndReap counts the queue's items and returns those of gone workers to it.
+func probeAndReap(ctx context.Context, backend queue.Backend, now time.Time, grace time.Duration) (queue.Counts, int, error) {
 	counts, err := backend.Probe(ctx)
 	if err != nil {
 		return queue.Counts{}, 0, err
 	}
 	reclaimed := 0
 	if reaper, ok := backend.(queue.Reaper); ok && counts.InFlight > 0 {
-		reclaimed, err = reaper.Reap(ctx, s.now, max(minReapGrace, 2*interval))
+		reclaimed, err = reaper.Reap(ctx, now, grace)
 		if err != nil {
 			return queue.Counts{}, 0, err
 		}
@@ -151,6 +192,27 @@ func probeBackoff(read *qjv1.QueueJob, interval time.Duration, now time.Time) ti
 // forgetQueue closes a QueueJob's connection and drops its metric series.
 func (r *QueueJobReconciler) forgetQueue(key types.NamespacedName) {
 	r.pool.drop(key)
+	r.dropGauges(key)
+}
+
+// forgetDeletedQueue closes a deleted QueueJob's connection, and logs the items its
+// queue still holds in flight: nothing reaps them any more (another QueueJob on the same
+// queue would).
+func (r *QueueJobReconciler) forgetDeletedQueue(ctx context.Context, key types.NamespacedName) {
+	r.dropGauges(key)
+	if b := r.pool.take(key); b != nil {
+		pctx, cancel := context.WithTimeout(ctx, r.probeTimeout())
+		counts, err := b.Probe(pctx)
+		cancel()
+		if err == nil && counts.InFlight > 0 {
+			logf.FromContext(ctx).Info("QueueJob deleted with items in flight: nothing reaps them now; they go back to the queue only if their worker finishes them or another QueueJob on the same queue reaps them",
+				"inFlight", counts.InFlight)
+		}
+		_ = b.Close()
+	}
+}
+
+func (r *QueueJobReconciler) dropGauges(key types.NamespacedName) {
 	queueReady.DeleteLabelValues(key.Namespace, key.Name)
 	queueInFlight.DeleteLabelValues(key.Namespace, key.Name)
 }
@@ -168,6 +230,58 @@ type pooledConn struct {
 	backend     queue.Backend
 	// due is when the QueueJob may be probed next.
 	due time.Time
+	// goneWave is the latest wave whose Job the API server said is gone: it is not read
+	// again on every probe.
+	goneWave int32
+	// reclaimed counts leases reclaimed that no status write has recorded yet.
+	reclaimed int64
+}
+
+// addReclaimed counts reclaimed leases until a status write records them.
+func (p *connPool) addReclaimed(key types.NamespacedName, uid types.UID, n int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[key]; ok && c.uid == uid {
+		c.reclaimed += n
+	}
+}
+
+// pendingReclaimed is how many reclaimed leases no status write has recorded yet.
+func (p *connPool) pendingReclaimed(key types.NamespacedName, uid types.UID) int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[key]; ok && c.uid == uid {
+		return c.reclaimed
+	}
+	return 0
+}
+
+// reclaimedWritten records that a status write has recorded n reclaimed leases.
+func (p *connPool) reclaimedWritten(key types.NamespacedName, uid types.UID, n int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[key]; ok && c.uid == uid {
+		c.reclaimed -= n
+	}
+}
+
+// goneWave is the wave recorded by markWaveGone, 0 if none.
+func (p *connPool) goneWave(key types.NamespacedName, uid types.UID) int32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[key]; ok && c.uid == uid {
+		return c.goneWave
+	}
+	return 0
+}
+
+// markWaveGone records that the Job of a QueueJob's latest wave is gone.
+func (p *connPool) markWaveGone(key types.NamespacedName, uid types.UID, wave int32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[key]; ok && c.uid == uid {
+		c.goneWave = wave
+	}
 }
 
 // untilDue is how long until a QueueJob may be probed again; zero if now (or if it has no
@@ -195,12 +309,18 @@ func (p *connPool) get(key types.NamespacedName, uid types.UID, kind *queue.Kind
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fp := kind.Name + "/" + src.Fingerprint()
+	var carried pooledConn
 	if c, ok := p.conns[key]; ok {
 		if c.uid == uid && c.fingerprint == fp {
 			return c.backend, nil
 		}
-		_ = c.backend.Close()
+		if c.backend != nil {
+			_ = c.backend.Close()
+		}
 		delete(p.conns, key)
+		if c.uid == uid { // a rotated Secret: what the QueueJob owes its status stays
+			carried = pooledConn{due: c.due, goneWave: c.goneWave, reclaimed: c.reclaimed}
+		}
 	}
 	b, err := kind.Open(src)
 	if err != nil {
@@ -209,15 +329,41 @@ func (p *connPool) get(key types.NamespacedName, uid types.UID, kind *queue.Kind
 	if p.conns == nil {
 		p.conns = map[types.NamespacedName]*pooledConn{}
 	}
-	p.conns[key] = &pooledConn{uid: uid, fingerprint: fp, backend: b}
+	carried.uid, carried.fingerprint, carried.backend = uid, fp, b
+	p.conns[key] = &carried
 	return b, nil
+}
+
+// abandon removes a backend that did not answer in time from the pool, keeping what the
+// QueueJob owes its status, and closes it in the background.
+func (p *connPool) abandon(key types.NamespacedName, b queue.Backend) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[key]; ok && c.backend == b {
+		c.backend, c.fingerprint = nil, ""
+	}
+	go func() { _ = b.Close() }()
+}
+
+// take removes a QueueJob's connection from the pool and returns it, nil if it had none.
+func (p *connPool) take(key types.NamespacedName) queue.Backend {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, ok := p.conns[key]
+	if !ok {
+		return nil
+	}
+	delete(p.conns, key)
+	return c.backend
 }
 
 func (p *connPool) drop(key types.NamespacedName) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.conns[key]; ok {
-		_ = c.backend.Close()
+		if c.backend != nil {
+			_ = c.backend.Close()
+		}
 		delete(p.conns, key)
 	}
 }
@@ -226,13 +372,19 @@ func (p *connPool) drop(key types.NamespacedName) {
 func (p *connPool) size() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.conns)
+	n := 0
+	for _, c := range p.conns {
+		if c.backend != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // has reports whether a QueueJob has an open connection.
 func (p *connPool) has(key types.NamespacedName) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	_, ok := p.conns[key]
-	return ok
+	c, ok := p.conns[key]
+	return ok && c.backend != nil
 }

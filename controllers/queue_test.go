@@ -266,10 +266,33 @@ var _ = Describe("QueueJob with a queue", func() {
 		runJob(job, 2)
 		for rediswqWork(c, key) {
 		}
-		Eventually(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(job), &batchv1.Job{}) }, timeout, interval).
-			Should(Satisfy(apierrors.IsNotFound), "the operator ends the wave by deleting its Job")
-		Eventually(getQJ(ns, "stuck"), timeout, interval).Should(cond(qjv1.ConditionComplete, metav1.ConditionTrue, qjv1.ReasonWorkersStopped))
+		By("suspending the Job, so that the Job controller stops the workers, and keeping it until they are counted")
+		Eventually(func(g Gomega) {
+			cur := &batchv1.Job{}
+			g.Expect(k8s.Get(suiteCtx, client.ObjectKeyFromObject(job), cur)).To(Succeed())
+			g.Expect(cur.Spec.Suspend).To(HaveValue(BeTrue()))
+			g.Expect(cur.Annotations).To(HaveKey(qjv1.AnnotationWaveEnded))
+		}, timeout, interval).Should(Succeed())
 		Eventually(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventWaveEnded) }, timeout, interval).Should(HaveLen(1))
+		Eventually(getQJ(ns, "stuck"), timeout, interval).Should(cond(qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonWaveEnding))
+		Consistently(func(g Gomega) *qjv1.QueueJob {
+			g.Expect(k8s.Get(suiteCtx, client.ObjectKeyFromObject(job), &batchv1.Job{})).To(Succeed())
+			return getQJ(ns, "stuck")(g)
+		}, 3*time.Second, 300*time.Millisecond).Should(cond(qjv1.ConditionComplete, metav1.ConditionFalse, qjv1.ReasonNotFinished))
+
+		By("the Job controller stopping both workers, which exit 0 on SIGTERM, and counting them")
+		Eventually(func(g Gomega) {
+			cur := &batchv1.Job{}
+			g.Expect(k8s.Get(suiteCtx, client.ObjectKeyFromObject(job), cur)).To(Succeed())
+			cur.Status.Active, cur.Status.Ready, cur.Status.Terminating, cur.Status.Succeeded = 0, ptr.To[int32](0), ptr.To[int32](0), 2
+			g.Expect(k8s.Status().Update(suiteCtx, cur)).To(Succeed())
+		}, timeout, interval).Should(Succeed())
+		Eventually(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(job), &batchv1.Job{}) }, timeout, interval).
+			Should(Satisfy(apierrors.IsNotFound), "the ended Job is deleted once its pods are counted")
+		Eventually(getQJ(ns, "stuck"), timeout, interval).Should(SatisfyAll(
+			cond(qjv1.ConditionComplete, metav1.ConditionTrue, qjv1.ReasonWorkersStopped),
+			HaveField("Status.Succeeded", BeEquivalentTo(2))))
+		Expect(eventsFor(Default, qj, qjv1.EventWaveEnded)).To(HaveLen(1))
 		Consistently(func(g Gomega) []batchv1.Job { return ownedJobs(g, qj) }, 3*time.Second, 300*time.Millisecond).Should(BeEmpty())
 	})
 

@@ -19,6 +19,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -46,8 +47,23 @@ type QueueJobReconciler struct {
 	Queues *queue.Registry
 	// ProbeTimeout bounds one probe of a queue, lease reaping included; 10s if zero.
 	ProbeTimeout time.Duration
+	// MaxConcurrentReconciles is how many QueueJobs are reconciled at once; 4 if zero. A
+	// probe of an unreachable queue waits up to ProbeTimeout, and must not hold up the rest.
+	MaxConcurrentReconciles int
+	// CreateRetry is how long a Job create that only a person can fix waits before it is
+	// tried again (unless the spec changes first); a minute if zero.
+	CreateRetry time.Duration
 
-	pool connPool
+	pool    connPool
+	holds   createHolds
+	limiter *cadenceLimiter
+}
+
+func (r *QueueJobReconciler) createRetry() time.Duration {
+	if r.CreateRetry == 0 {
+		return defaultCreateRetry
+	}
+	return r.CreateRetry
 }
 
 func (r *QueueJobReconciler) registry() *queue.Registry {
@@ -88,6 +104,9 @@ type scope struct {
 	plan    *wavePlan
 	problem *progressProblem
 	events  []event
+	// reclaimed is how many reclaimed leases this reconcile's status adds to
+	// status.queue.reclaimed: those of its own probe and those whose status write failed.
+	reclaimed int64
 	// requeueAfter is the smallest positive wait any phase asked for.
 	requeueAfter time.Duration
 }
@@ -98,8 +117,18 @@ func (s *scope) requeue(d time.Duration) {
 	}
 }
 
+// event queues an event that reports a decision the status records: it is emitted once
+// that status has been written (a decision whose status write fails is made again by the
+// next reconcile, and reported then).
 func (s *scope) event(eventType, reason, action, note string) {
 	s.events = append(s.events, event{eventType, reason, action, note})
+}
+
+// announce emits at once an event that reports an action already taken (a Job created, a
+// lease reclaimed, an object deleted): the action cannot be undone, so its event must not
+// wait for a status write that may fail.
+func (r *QueueJobReconciler) announce(s *scope, eventType, reason, action, note string) {
+	r.emit(s, []event{{eventType, reason, action, note}})
 }
 
 // archivedAsRead reports whether the status as read already archives the Job: only such
@@ -145,13 +174,14 @@ func (r *QueueJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_
 	read := &qjv1.QueueJob{}
 	if err := r.Get(ctx, req.NamespacedName, read); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.forgetQueue(req.NamespacedName)
+			r.forgetDeletedQueue(ctx, req.NamespacedName)
+			r.limiter.setCadence(req, 0)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !read.DeletionTimestamp.IsZero() {
 		// The garbage collector deletes the Jobs (and so their pods) with it.
-		r.forgetQueue(req.NamespacedName)
+		r.forgetDeletedQueue(ctx, req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
 	s := &scope{read: read, qj: read.DeepCopy(), now: r.Clock.Now()}
@@ -161,6 +191,7 @@ func (r *QueueJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_
 			return // without the Jobs, the status cannot be computed
 		}
 		// Observe even after a failed phase, so that the status says what went wrong.
+		s.reclaimed = r.pool.pendingReclaimed(req.NamespacedName, read.UID)
 		s.qj.Status = observe(observeInputFrom(s))
 		if err := r.writeStatus(ctx, s); err != nil && reterr == nil {
 			reterr = err
@@ -169,9 +200,12 @@ func (r *QueueJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_
 
 	for _, phase := range []func(context.Context, *scope) error{r.listJobs, r.probeQueue, r.ensureWave, r.syncJob, r.cleanup} {
 		if err := phase(ctx, s); err != nil {
+			// Retried with backoff, but no later than the QueueJob's own cadence.
+			r.limiter.setCadence(req, s.requeueAfter)
 			return ctrl.Result{}, err
 		}
 	}
+	r.limiter.setCadence(req, 0)
 	return ctrl.Result{RequeueAfter: s.requeueAfter}, nil
 }
 
@@ -207,6 +241,9 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 	if s.probe == nil || s.probe.counts == nil {
 		return nil
 	}
+	if err := r.seeLatestWave(ctx, s); err != nil {
+		return err
+	}
 	in := waveInput{spec: &s.qj.Spec, current: s.current(), waves: s.waves(), counts: *s.probe.counts, now: s.now}
 	if q := s.read.Status.Queue; q != nil && q.DrainedSince != nil {
 		in.drainedSince = &q.DrainedSince.Time
@@ -215,12 +252,15 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 	s.plan = &plan
 	s.requeue(plan.requeue)
 	if plan.endWave {
+		if err := r.endWave(ctx, s, s.current()); err != nil {
+			return err
+		}
+	}
+	if plan.archiveEnded {
 		job := s.current()
 		s.archiveJob(job)
-		logf.FromContext(ctx).Info("Ending a wave whose workers outlived the drained queue", "job", job.Name)
-		s.event(corev1.EventTypeNormal, qjv1.EventWaveEnded, "EndWave", fmt.Sprintf(
-			"The queue was drained for %ds while Job %s still ran %d workers: ending the wave",
-			s.qj.Spec.EffectiveDrainGracePeriodSeconds(), job.Name, job.Status.Active))
+		logf.FromContext(ctx).Info("Archived an ended wave whose pods have stopped", "job", job.Name,
+			"succeeded", job.Status.Succeeded, "failed", job.Status.Failed)
 	}
 	if plan.create == nil {
 		return nil
@@ -236,6 +276,69 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 	return r.createJob(ctx, s, desiredJob(s.qj, s.waves()+1, *plan.create, env))
 }
 
+// endWave ends a wave whose workers outlived the drained queue: it suspends the Job, so
+// that the Job controller stops its pods, and marks it ended, so that nothing resumes it.
+// The Job keeps counting its pods as they stop; it is archived, with its final counts,
+// once none is left.
+func (r *QueueJobReconciler) endWave(ctx context.Context, s *scope, job *batchv1.Job) error {
+	want := job.DeepCopy()
+	want.Spec.Suspend = ptr.To(true)
+	metav1.SetMetaDataAnnotation(&want.ObjectMeta, qjv1.AnnotationWaveEnded, s.now.UTC().Format(time.RFC3339))
+	if err := r.Patch(ctx, want, client.MergeFrom(job)); err != nil {
+		return client.IgnoreNotFound(fmt.Errorf("ending Job %s: %w", job.Name, err))
+	}
+	logf.FromContext(ctx).Info("Ended a wave whose workers outlived the drained queue", "job", job.Name, "active", job.Status.Active)
+	r.announce(s, corev1.EventTypeNormal, qjv1.EventWaveEnded, "EndWave", fmt.Sprintf(
+		"The queue was drained for %ds while Job %s still ran %d workers: suspended it to stop them",
+		s.qj.Spec.EffectiveDrainGracePeriodSeconds(), job.Name, job.Status.Active))
+	*job = *want
+	return nil
+}
+
+// holdCreates reports a create that only a person can fix and tries it again after
+// CreateRetry, or at once after a spec change.
+func (r *QueueJobReconciler) holdCreates(s *scope, p progressProblem) {
+	s.problem = &p
+	r.holds.hold(s.qj.UID, s.qj.Generation, s.now.Add(r.createRetry()), p)
+	s.requeue(r.createRetry())
+}
+
+// seeLatestWave makes sure the scope holds the Job of the highest wave that the status or
+// the cache names, before a wave is planned from it. The QueueJob and Job informers are
+// independent: a reconcile can read status.waves=2, written right after creating q-2,
+// from a cache that does not have q-2 yet; planned from the finished q-1, it would start
+// q-3 beside q-2. So a missing latest Job is read from the API server, and only a Job
+// confirmed gone (deleted by cleanup or by hand) lets a wave be planned without it.
+func (r *QueueJobReconciler) seeLatestWave(ctx context.Context, s *scope) error {
+	w := s.waves()
+	if w == 0 {
+		return nil
+	}
+	name := jobName(s.qj.Name, w)
+	if slices.ContainsFunc(s.jobs, func(j batchv1.Job) bool { return j.Name == name }) {
+		return nil
+	}
+	key := client.ObjectKeyFromObject(s.qj)
+	if r.pool.goneWave(key, s.qj.UID) == w {
+		return nil
+	}
+	job := &batchv1.Job{}
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: s.qj.Namespace, Name: name}, job)
+	switch {
+	case apierrors.IsNotFound(err):
+		r.pool.markWaveGone(key, s.qj.UID, w)
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading Job %s of the latest wave: %w", name, err)
+	case !metav1.IsControlledBy(job, s.qj):
+		r.pool.markWaveGone(key, s.qj.UID, w)
+		return nil
+	}
+	logf.FromContext(ctx).V(1).Info("The cache lacks the latest wave's Job; read it from the API server", "job", name)
+	s.jobs = append(s.jobs, *job) // the highest wave: the order by wave holds
+	return nil
+}
+
 // createJob creates a Job, treating AlreadyExists as success: the cache had not seen the
 // Job yet, and the deterministic name kept a duplicate from being made.
 func (r *QueueJobReconciler) createJob(ctx context.Context, s *scope, job *batchv1.Job) error {
@@ -243,9 +346,15 @@ func (r *QueueJobReconciler) createJob(ctx context.Context, s *scope, job *batch
 	if err := controllerutil.SetControllerReference(s.qj, job, r.Scheme); err != nil {
 		return err
 	}
+	if p, wait := r.holds.held(s.qj.UID, s.qj.Generation, s.now); p != nil {
+		s.problem = p
+		s.requeue(wait)
+		return nil
+	}
 	err := r.Create(ctx, job)
 	switch {
 	case err == nil:
+		r.holds.release(s.qj.UID)
 		log.Info("Created Job", "job", job.Name, "wave", jobWave(job), "completions", job.Spec.Completions, "parallelism", job.Spec.Parallelism)
 		note := fmt.Sprintf("Created Job %s", job.Name)
 		mode := "None"
@@ -255,7 +364,7 @@ func (r *QueueJobReconciler) createJob(ctx context.Context, s *scope, job *batch
 				job.Name, jobWave(job), mode, countOrUnset(job.Spec.Completions), *job.Spec.Parallelism, s.probe.counts.Ready)
 		}
 		jobsCreated.WithLabelValues(mode).Inc()
-		s.event(corev1.EventTypeNormal, qjv1.EventJobCreated, "CreateJob", note)
+		r.announce(s, corev1.EventTypeNormal, qjv1.EventJobCreated, "CreateJob", note)
 		s.jobs = append(s.jobs, *job)
 		return nil
 	case apierrors.IsAlreadyExists(err):
@@ -264,18 +373,21 @@ func (r *QueueJobReconciler) createJob(ctx context.Context, s *scope, job *batch
 			return client.IgnoreNotFound(err)
 		}
 		if !metav1.IsControlledBy(existing, s.qj) {
-			s.problem = &progressProblem{reason: qjv1.ReasonJobCreateError, message: fmt.Sprintf(
-				"Job %s already exists and does not belong to this QueueJob: delete or rename that Job", job.Name)}
-			return reconcile.TerminalError(fmt.Errorf("job %s exists and is not controlled by QueueJob %s", job.Name, s.qj.Name))
+			// That Job carries no label of ours, so nothing tells when it goes: look again
+			// on a slow schedule.
+			r.holdCreates(s, progressProblem{reason: qjv1.ReasonJobCreateError, message: fmt.Sprintf(
+				"Job %s already exists and does not belong to this QueueJob: delete or rename that Job", job.Name)})
+			return nil
 		}
 		log.V(1).Info("Job already exists", "job", job.Name)
 		s.jobs = append(s.jobs, *existing)
 		return nil
 	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
-		// The spec yields a Job the API server refuses: only the user can fix that.
-		s.problem = &progressProblem{reason: qjv1.ReasonJobCreateError,
-			message: fmt.Sprintf("The API server refused Job %s: %v; fix spec.template", job.Name, err)}
-		return reconcile.TerminalError(err)
+		// The spec yields a Job the API server refuses: a spec change (which queues a
+		// reconcile) or a person changing the cluster fixes that, not a hot retry.
+		r.holdCreates(s, progressProblem{reason: qjv1.ReasonJobCreateError,
+			message: fmt.Sprintf("The API server refused Job %s: %v; fix spec.template", job.Name, err)})
+		return nil
 	default:
 		s.problem = &progressProblem{reason: qjv1.ReasonJobCreateError,
 			message: fmt.Sprintf("Creating Job %s failed, retrying: %v", job.Name, err)}
@@ -288,7 +400,7 @@ func (r *QueueJobReconciler) createJob(ctx context.Context, s *scope, job *batch
 // spec.parallelism but never shrinks on its own: fewer workers would mean killing some.
 func (r *QueueJobReconciler) syncJob(ctx context.Context, s *scope) error {
 	job := s.current()
-	if job == nil || jobFinished(job) != nil || job.DeletionTimestamp != nil {
+	if job == nil || jobFinished(job) != nil || job.DeletionTimestamp != nil || waveEnded(job) {
 		return nil
 	}
 	want := job.DeepCopy()
@@ -351,6 +463,7 @@ func (r *QueueJobReconciler) writeStatus(ctx context.Context, s *scope) error {
 	case err != nil:
 		return fmt.Errorf("writing status: %w", err)
 	}
+	r.pool.reclaimedWritten(client.ObjectKeyFromObject(s.qj), s.qj.UID, s.reclaimed)
 	r.emit(s, append(s.events, transitions(&s.read.Status, &s.qj.Status)...))
 	return nil
 }
@@ -387,7 +500,13 @@ func (r *QueueJobReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 		pod, ok := o.(*corev1.Pod)
 		return ok && (pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed)
 	})
+	r.limiter = newCadenceLimiter()
+	workers := r.MaxConcurrentReconciles
+	if workers == 0 {
+		workers = 4
+	}
 	return ctrl.NewControllerManagedBy(mgr).
+		WithOptions(controller.TypedOptions[reconcile.Request]{MaxConcurrentReconciles: workers, RateLimiter: r.limiter}).
 		For(&qjv1.QueueJob{}).
 		Owns(&batchv1.Job{}).
 		Watches(&corev1.Pod{}, podToQueueJob, builder.WithPredicates(finishedPod)).

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
+	"k8s.io/utils/ptr"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
@@ -50,8 +51,12 @@ type waveInput struct {
 type wavePlan struct {
 	// create is the sizing of a new wave to start.
 	create *jobSizing
-	// endWave asks for the running wave's Job to be ended (archived, then deleted).
+	// endWave asks for the running wave's Job to be ended: suspended, so that the Job
+	// controller stops its pods, and marked as ended.
 	endWave bool
+	// archiveEnded asks for the ended wave's Job, whose pods have all stopped and been
+	// counted, to be archived (and then deleted).
+	archiveEnded bool
 	// complete finishes the QueueJob successfully, with this reason and message.
 	complete *progressProblem
 	// drainedSince is when the WorkerPool's queue was first seen drained while workers ran.
@@ -68,6 +73,8 @@ func planWave(in waveInput) wavePlan {
 	spec, c := in.spec, in.counts
 	if in.current != nil {
 		switch cond := jobFinished(in.current); {
+		case waveEnded(in.current):
+			return planEnding(in)
 		case cond == nil:
 			return planRunning(in)
 		case cond.Type == batchv1.JobFailed:
@@ -112,11 +119,23 @@ func planRunning(in waveInput) wavePlan {
 	if left := since.Add(grace).Sub(in.now); left > 0 {
 		return wavePlan{drainedSince: &since, requeue: left}
 	}
-	plan := wavePlan{endWave: true}
+	return wavePlan{endWave: true}
+}
+
+// planEnding handles a wave the operator has ended: once the Job controller has stopped
+// its pods and counted them, the Job is archived with its final counts, and a refill Once
+// QueueJob is complete. A Job that finished on its own meanwhile, even Failed (its stopped
+// pods may count as failures), ended the same way: the operator stopped it.
+func planEnding(in waveInput) wavePlan {
+	job := in.current
+	if jobFinished(job) == nil && (job.Status.Active > 0 || ptr.Deref(job.Status.Terminating, 0) > 0) {
+		return wavePlan{}
+	}
+	plan := wavePlan{archiveEnded: true}
 	if in.spec.EffectiveRefill() == qjv1.RefillOnce {
 		plan.complete = &progressProblem{qjv1.ReasonWorkersStopped, fmt.Sprintf(
-			"The queue was drained for %s while %d workers of Job %s still ran: the operator ended the wave",
-			grace, in.current.Status.Active, in.current.Name)}
+			"The queue was drained for %ds while the workers of Job %s still ran: the operator stopped them (%d succeeded, %d failed)",
+			in.spec.EffectiveDrainGracePeriodSeconds(), job.Name, job.Status.Succeeded, job.Status.Failed)}
 	}
 	return plan
 }

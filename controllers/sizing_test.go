@@ -79,9 +79,18 @@ func TestPlanWave(t *testing.T) {
 		}
 		return s
 	}
+	ended := func(active, terminating int32, c *batchv1.JobCondition) *batchv1.Job {
+		j := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "q-1", Annotations: map[string]string{qjv1.AnnotationWaveEnded: "2026-11-27T12:00:00Z"}},
+			Spec: batchv1.JobSpec{Suspend: ptr.To(true)}, Status: batchv1.JobStatus{Active: active, Terminating: ptr.To(terminating)}}
+		if c != nil {
+			j.Status.Conditions = []batchv1.JobCondition{*c}
+		}
+		return j
+	}
 	type want struct {
 		create       *jobSizing
 		endWave      bool
+		archiveEnded bool
 		complete     string
 		waiting      string
 		drainedSince *time.Time
@@ -104,14 +113,27 @@ func TestPlanWave(t *testing.T) {
 		{name: "drained, within the grace",
 			in:   waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: running, waves: 1, drainedSince: ago(20 * time.Second)},
 			want: want{drainedSince: ago(20 * time.Second), requeue: 10 * time.Second}},
-		{name: "drained past the grace, refill Once: end the wave and complete",
+		{name: "drained past the grace, refill Once: end the wave, not yet complete",
 			in:   waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: running, waves: 1, drainedSince: ago(30 * time.Second)},
-			want: want{endWave: true, complete: qjv1.ReasonWorkersStopped}},
+			want: want{endWave: true}},
+		{name: "an ended wave whose pods still run: wait for them to stop and be counted",
+			in: waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: ended(2, 0, nil), waves: 1}},
+		{name: "an ended wave whose pods are still terminating: wait",
+			in: waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: ended(0, 1, nil), waves: 1}},
+		{name: "an ended wave whose pods stopped, refill Once: archive it with its counts and complete",
+			in:   waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: ended(0, 0, nil), waves: 1},
+			want: want{archiveEnded: true, complete: qjv1.ReasonWorkersStopped}},
+		{name: "an ended wave whose pods stopped, refill Continuous: archive it only",
+			in:   waveInput{spec: spec(qjv1.ModeWorkerPool, qjv1.RefillContinuous), current: ended(0, 0, nil), waves: 1, counts: queue.Counts{Ready: 4}},
+			want: want{archiveEnded: true}},
+		{name: "an ended wave that the Job controller failed: ended, not a failure",
+			in:   waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: ended(0, 0, &batchv1.JobCondition{Type: batchv1.JobFailed, Status: "True"}), waves: 1},
+			want: want{archiveEnded: true, complete: qjv1.ReasonWorkersStopped}},
 		{name: "drained past the grace, refill Continuous: end the wave only",
 			in:   waveInput{spec: spec(qjv1.ModeWorkerPool, qjv1.RefillContinuous, func(s *qjv1.QueueJobSpec) { s.DrainGracePeriodSeconds = ptr.To[int32](0) }), current: running, waves: 1},
 			want: want{endWave: true}},
 		{name: "RabbitMQ without a count of unacknowledged messages: a drained-looking queue never ends the wave",
-			in:   waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: running, waves: 1, drainedSince: ago(time.Hour), counts: queue.Counts{InFlightUnknown: true}}},
+			in: waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: running, waves: 1, drainedSince: ago(time.Hour), counts: queue.Counts{InFlightUnknown: true}}},
 		{name: "RabbitMQ with unacknowledged messages counted: in flight keeps the wave running",
 			in: waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: running, waves: 1, drainedSince: ago(time.Hour), counts: queue.Counts{InFlight: 3}}},
 		{name: "a failed wave: nothing more", in: waveInput{spec: spec(qjv1.ModePerItem, ""), current: done(batchv1.JobFailed), waves: 1, counts: queue.Counts{Ready: 3}}},
@@ -132,7 +154,7 @@ func TestPlanWave(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.in.now = now
 			p := planWave(tc.in)
-			got := want{create: p.create, endWave: p.endWave, drainedSince: p.drainedSince, requeue: p.requeue}
+			got := want{create: p.create, endWave: p.endWave, archiveEnded: p.archiveEnded, drainedSince: p.drainedSince, requeue: p.requeue}
 			if p.complete != nil {
 				got.complete = p.complete.reason
 			}

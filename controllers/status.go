@@ -30,11 +30,14 @@ type observeInput struct {
 	// probe and plan are set for QueueJobs with a queue, when it was probed.
 	probe *probeResult
 	plan  *wavePlan
-	now   metav1.Time
+	// reclaimed is added to status.queue.reclaimed.
+	reclaimed int64
+	now       metav1.Time
 }
 
 func observeInputFrom(s *scope) observeInput {
-	return observeInput{qj: s.read, jobs: s.jobs, archive: s.archive, problem: s.problem, probe: s.probe, plan: s.plan, now: metav1.NewTime(s.now)}
+	return observeInput{qj: s.read, jobs: s.jobs, archive: s.archive, problem: s.problem, probe: s.probe, plan: s.plan,
+		reclaimed: s.reclaimed, now: metav1.NewTime(s.now)}
 }
 
 // observe computes the QueueJob's new status. It is pure: the same input gives the same
@@ -60,7 +63,7 @@ func observe(in observeInput) qjv1.QueueJobStatus {
 	if !isFinished(&st) {
 		// The latest Job decides, even when this reconcile archives it.
 		if latest := latestUnarchived(in); latest != nil {
-			if c := jobFinished(latest); c != nil && (c.Type == batchv1.JobFailed || qj.Spec.Queue == nil) {
+			if c := jobFinished(latest); c != nil && !waveEnded(latest) && (c.Type == batchv1.JobFailed || qj.Spec.Queue == nil) {
 				finish(&st, gen, latest, c)
 			}
 		}
@@ -70,6 +73,12 @@ func observe(in observeInput) qjv1.QueueJobStatus {
 	}
 	if qj.Spec.Queue != nil {
 		observeQueue(&st, gen, in)
+		if in.reclaimed > 0 {
+			if st.Queue == nil {
+				st.Queue = &qjv1.QueueStatus{}
+			}
+			st.Queue.Reclaimed += in.reclaimed
+		}
 	}
 
 	done := isFinished(&st)
@@ -101,6 +110,9 @@ func observe(in observeInput) qjv1.QueueJobStatus {
 		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionFalse, in.problem.reason, in.problem.message, nil)
 	case suspended:
 		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonSuspended, "The QueueJob is suspended", nil)
+	case running && waveEnded(current):
+		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonWaveEnding, fmt.Sprintf(
+			"Job %s is suspended to stop its workers, which outlived the drained queue: it is archived once they stopped", current.Name), nil)
 	case running && qj.Spec.Queue == nil:
 		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonJobRunning, fmt.Sprintf("Job %s is running", current.Name), nil)
 	case running:
@@ -187,7 +199,6 @@ func observeQueue(st *qjv1.QueueJobStatus, gen int64, in observeInput) {
 	if changed || q.LastProbeTime == nil || in.now.Sub(q.LastProbeTime.Time) >= probeRefresh {
 		q.LastProbeTime = in.now.DeepCopy()
 	}
-	q.Reclaimed += int64(p.reclaimed)
 	q.DrainedSince = nil
 	if in.plan != nil && in.plan.drainedSince != nil {
 		t := metav1.NewTime(*in.plan.drainedSince)

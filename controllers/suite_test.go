@@ -1,15 +1,19 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -44,6 +48,9 @@ var (
 	// reconciler is the running manager's reconciler.
 	reconciler *QueueJobReconciler
 
+	// suiteLog holds everything the managers logged.
+	suiteLog syncBuffer
+
 	// Real queue servers, started once for the suite on free ports.
 	redisSrv  *servers.Server
 	rabbitSrv *servers.RabbitMQ
@@ -61,7 +68,9 @@ func TestControllers(t *testing.T) {
 }
 
 var _ = BeforeSuite(func() {
-	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	// The operator's own levels (it logs up to V(1)) and V(2): tests read the log for what
+	// must, or must not, be there.
+	logf.SetLogger(zap.New(zap.WriteTo(io.MultiWriter(GinkgoWriter, &suiteLog)), zap.UseDevMode(true), zap.Level(zapcore.Level(-2))))
 	suiteCtx, cancelAll = context.WithCancel(context.Background())
 
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -111,6 +120,11 @@ func startManager() (stop func()) {
 // also returns the channel that closes once the manager leads (at once without leader
 // election).
 func startManagerWith(cfg *rest.Config, opts ...func(*ctrl.Options)) (stop func(), elected <-chan struct{}) {
+	return startManagerWithReconciler(cfg, nil, opts...)
+}
+
+// startManagerWithReconciler is startManagerWith with changes to the reconciler's settings.
+func startManagerWithReconciler(cfg *rest.Config, reconcilerOpts []func(*QueueJobReconciler), opts ...func(*ctrl.Options)) (stop func(), elected <-chan struct{}) {
 	o := ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -129,8 +143,12 @@ func startManagerWith(cfg *rest.Config, opts ...func(*ctrl.Options)) (stop func(
 		APIReader: mgr.GetAPIReader(),
 		Scheme:    mgr.GetScheme(),
 		Recorder:  mgr.GetEventRecorder("queuejob-controller"),
-		// Short, so that tests of unreachable queues stay quick.
+		// Short, so that tests of unreachable queues and of stuck creates stay quick.
 		ProbeTimeout: 3 * time.Second,
+		CreateRetry:  3 * time.Second,
+	}
+	for _, f := range reconcilerOpts {
+		f(r)
 	}
 	Expect(r.SetupWithManager(suiteCtx, mgr)).To(Succeed())
 	reconciler = r
@@ -201,4 +219,59 @@ func amqpReady(url string) error {
 		return err
 	}
 	return c.Close()
+}
+
+// statusSeam wraps a manager's client so that a test can fail status writes: the one seam
+// the suite uses to inject a fault that a real API server would only produce by chance.
+type statusSeam struct {
+	client.Client
+	// fail returns the error a status patch of obj fails with, nil to let it through.
+	fail func(obj client.Object) error
+}
+
+func (c statusSeam) Status() client.SubResourceWriter {
+	return seamStatusWriter{c.Client.Status(), c.fail}
+}
+
+type seamStatusWriter struct {
+	client.SubResourceWriter
+	fail func(obj client.Object) error
+}
+
+func (w seamStatusWriter) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+	if err := w.fail(obj); err != nil {
+		return err
+	}
+	return w.SubResourceWriter.Patch(ctx, obj, patch, opts...)
+}
+
+// withStatusFaults makes the manager's status writes go through fail first.
+func withStatusFaults(fail func(obj client.Object) error) func(*ctrl.Options) {
+	return func(o *ctrl.Options) {
+		o.NewClient = func(config *rest.Config, options client.Options) (client.Client, error) {
+			c, err := client.New(config, options)
+			if err != nil {
+				return nil, err
+			}
+			return statusSeam{Client: c, fail: fail}, nil
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -35,6 +35,7 @@ const (
 	ReasonWorkersStopped  = "WorkersStopped"
 	ReasonWaitingForItems = "WaitingForItems"
 	ReasonWaveRunning     = "WaveRunning"
+	ReasonWaveEnding      = "WaveEnding"
 	ReasonProbed          = "Probed"
 	ReasonProbeFailed     = "ProbeFailed"
 )
@@ -62,4 +63,10 @@ const (
 	// LabelWave is set on every Job and pod a QueueJob creates; its value is the wave
 	// number (1 for a QueueJob without a queue).
 	LabelWave = "batch.queuejob.io/wave"
+
+	// AnnotationWaveEnded is set, with the time, on the Job of a WorkerPool wave that the
+	// operator ends because its workers outlived the drained queue. The operator suspends
+	// that Job (the Job controller stops its pods), waits until its pods have stopped and
+	// are counted, then archives and deletes it.
+	AnnotationWaveEnded = "batch.queuejob.io/wave-ended"
 )

@@ -1,0 +1,227 @@
+package controllers
+
+import (
+	"net"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+)
+
+// silentListener accepts TCP connections and never answers: a black-holed broker.
+func silentListener() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	DeferCleanup(func() {
+		_ = l.Close()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	return l.Addr().String()
+}
+
+// refusePodDeletes makes the API server refuse every pod delete in a namespace, as an
+// admission webhook of a cluster's own might; it returns once the refusal is in force.
+func refusePodDeletes(ns string) {
+	policy := &admissionv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "refuse-pod-deletes-" + ns},
+		Spec: admissionv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionv1.Fail),
+			MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionv1.RuleWithOperations{
+					Operations: []admissionv1.OperationType{admissionv1.Delete},
+					Rule:       admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
+				},
+			}}},
+			Validations: []admissionv1.Validation{{Expression: "false", Message: "pod deletes are refused here (test)"}},
+		},
+	}
+	Expect(k8s.Create(suiteCtx, policy)).To(Succeed())
+	binding := &admissionv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
+		Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policy.Name,
+			ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},
+			MatchResources: &admissionv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}},
+		},
+	}
+	Expect(k8s.Create(suiteCtx, binding)).To(Succeed())
+	DeferCleanup(func() {
+		Expect(k8s.Delete(suiteCtx, binding)).To(Succeed())
+		Expect(k8s.Delete(suiteCtx, policy)).To(Succeed())
+	})
+	probe := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "delete-probe"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "x"}}}}
+	Expect(k8s.Create(suiteCtx, probe)).To(Succeed())
+	Eventually(func() error { return k8s.Delete(suiteCtx, probe, client.DryRunAll) }, timeout, interval).
+		Should(MatchError(ContainSubstring("pod deletes are refused here")))
+}
+
+var _ = Describe("Robustness", func() {
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	It("creates its Job once a foreign Job that held the name is deleted", func() {
+		foreign := queueJob(ns, "foreign")
+		foreignJob := desiredJob(foreign, 1, jobSizing{completions: ptr.To[int32](1), parallelism: 1}, nil)
+		delete(foreignJob.Labels, qjv1.LabelQueueJob) // not ours: the manager does not even cache it
+		Expect(k8s.Create(suiteCtx, foreignJob)).To(Succeed())
+
+		Expect(k8s.Create(suiteCtx, foreign)).To(Succeed())
+		Eventually(getQJ(ns, "foreign"), timeout, interval).Should(cond(qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonJobCreateError))
+		Expect(condition(getQJ(ns, "foreign")(Default), qjv1.ConditionProgressing).Message).To(ContainSubstring("does not belong to this QueueJob"))
+
+		By("deleting the foreign Job, which sends the manager no event")
+		Expect(k8s.Delete(suiteCtx, foreignJob, client.PropagationPolicy(metav1.DeletePropagationBackground))).To(Succeed())
+		Eventually(func(g Gomega) []batchv1.Job { return ownedJobs(g, foreign) }, timeout, interval).Should(HaveLen(1))
+		Eventually(getQJ(ns, "foreign"), timeout, interval).Should(cond(qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonJobRunning))
+	})
+
+	It("keeps probing at its interval while a phase keeps failing", func() {
+		refusePodDeletes(ns)
+		c := redisClient(redisSrv.Addr())
+		key := "refused-" + ns
+		Expect(c.RPush(suiteCtx, key, "a").Err()).To(Succeed())
+		qj := redisQJ(ns, "refused", redisSrv.Addr(), key, func(j *qjv1.QueueJob) {
+			j.Spec.Refill = qjv1.RefillContinuous
+			j.Spec.Cleanup = &qjv1.CleanupPolicy{PodTTLSecondsAfterFinished: ptr.To[int32](0)}
+		})
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		job := theJob(qj)
+		pod := jobPod(job, "done", corev1.PodSucceeded, time.Now().Add(-time.Hour))
+
+		By("letting the refused pod delete fail every reconcile for 45s: the backoff of failed reconciles would pass 40s")
+		Consistently(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(pod), &corev1.Pod{}) }, 45*time.Second, time.Second).Should(Succeed())
+
+		By("seeing every change of the queue within a few probe intervals")
+		for i := int64(2); i <= 4; i++ {
+			Expect(c.RPush(suiteCtx, key, "more").Err()).To(Succeed())
+			Eventually(getQJ(ns, "refused"), 8*time.Second, interval).Should(HaveField("Status.Queue.Ready", i))
+		}
+	})
+
+	It("reconciles other QueueJobs while probes of black-holed queues wait out their timeout", func() {
+		stopMgr()
+		stopMgr, _ = startManagerWithReconciler(cfg, []func(*QueueJobReconciler){func(r *QueueJobReconciler) {
+			r.ProbeTimeout = 20 * time.Second
+		}})
+		DeferCleanup(restartManager)
+
+		c := redisClient(redisSrv.Addr())
+		key := "healthy-" + ns
+		Expect(c.RPush(suiteCtx, key, "a").Err()).To(Succeed())
+		By("creating three QueueJobs whose probes each wait 5s (the Redis backend's own timeout), then a healthy one")
+		silent := silentListener()
+		for _, name := range []string{"hole-a", "hole-b", "hole-c"} {
+			Expect(k8s.Create(suiteCtx, redisQJ(ns, name, silent, "k"))).To(Succeed())
+		}
+		healthy := redisQJ(ns, "healthy", redisSrv.Addr(), key)
+		Expect(k8s.Create(suiteCtx, healthy)).To(Succeed())
+		Eventually(func(g Gomega) []batchv1.Job { return ownedJobs(g, healthy) }, 8*time.Second, interval).Should(HaveLen(1),
+			"the healthy QueueJob waited behind the probes of black-holed queues")
+	})
+
+	It("bounds a probe by ProbeTimeout whatever the backend's own timeout", func() {
+		r := &QueueJobReconciler{Client: k8s, APIReader: k8s, Scheme: scheme, ProbeTimeout: time.Second}
+		qj := redisQJ(ns, "bounded", silentListener(), "k")
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		s := &scope{read: qj, qj: qj.DeepCopy(), now: time.Now()}
+		kind, err := r.registry().For(qj.Spec.Queue)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func() { r.forgetQueue(client.ObjectKeyFromObject(qj)) })
+		start := time.Now()
+		_, _, err = r.probeOnce(suiteCtx, s, kind, time.Second)
+		Expect(err).To(HaveOccurred())
+		Expect(queue.ReasonOf(err)).To(Equal(queue.ReasonConnectionFailed))
+		// The Redis backend's own timeout is 5s; the controller's bound cuts it to 1s.
+		Expect(time.Since(start)).To(BeNumerically("<", 4*time.Second))
+	})
+
+	It("releases the connection and gauges of a QueueJob once it has finished", func() {
+		c := redisClient(redisSrv.Addr())
+		key := "release-" + ns
+		Expect(c.RPush(suiteCtx, key, "a").Err()).To(Succeed())
+		qj := redisQJ(ns, "release", redisSrv.Addr(), key)
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		job := theJob(qj)
+		qjKey := client.ObjectKeyFromObject(qj)
+		Expect(reconciler.pool.has(qjKey)).To(BeTrue())
+		for rediswqWork(c, key) {
+		}
+		finishJob(job, true, time.Now(), 1, 0, "CompletionsReached")
+		Eventually(getQJ(ns, "release"), timeout, interval).Should(cond(qjv1.ConditionComplete, metav1.ConditionTrue, qjv1.ReasonQueueDrained))
+		Eventually(func() bool { return reconciler.pool.has(qjKey) }, timeout, interval).Should(BeFalse(), "the finished QueueJob keeps its connection")
+		Expect(queueReady.DeleteLabelValues(ns, "release")).To(BeFalse(), "the finished QueueJob keeps its gauge")
+	})
+
+	It("keeps returning the items of a failed QueueJob's dead workers to the queue", func() {
+		c := redisClient(redisSrv.Addr())
+		key := "failed-" + ns
+		Expect(c.RPush(suiteCtx, key, "a", "b").Err()).To(Succeed())
+		qj := redisQJ(ns, "failed", redisSrv.Addr(), key, func(j *qjv1.QueueJob) { j.Spec.Mode = qjv1.ModeWorkerPool })
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		job := theJob(qj)
+		runJob(job, 1)
+
+		By("a worker leasing an item for 2s, then its Job failing")
+		item := c.RPopLPush(suiteCtx, key, queue.ProcessingKey(key)).Val()
+		Expect(c.SetEx(suiteCtx, queue.LeaseKey(key, item), "worker-dead", 2*time.Second).Err()).To(Succeed())
+		Eventually(getQJ(ns, "failed"), timeout, interval).Should(HaveField("Status.Queue.InFlight", BeEquivalentTo(1)))
+		finishJob(job, false, time.Now(), 0, 7, "BackoffLimitExceeded")
+		Eventually(getQJ(ns, "failed"), timeout, interval).Should(cond(qjv1.ConditionFailed, metav1.ConditionTrue, "BackoffLimitExceeded"))
+
+		Eventually(func() []string { return c.LRange(suiteCtx, key, 0, -1).Val() }, timeout, interval).Should(ConsistOf("a", "b"))
+		Expect(c.LLen(suiteCtx, queue.ProcessingKey(key)).Val()).To(BeZero())
+		Eventually(getQJ(ns, "failed"), timeout, interval).Should(SatisfyAll(
+			HaveField("Status.Queue.InFlight", BeEquivalentTo(0)),
+			HaveField("Status.Queue.Reclaimed", BeEquivalentTo(1))))
+		Eventually(func() bool { return reconciler.pool.has(client.ObjectKeyFromObject(qj)) }, timeout, interval).Should(BeFalse())
+	})
+
+	It("logs the items still in flight when a QueueJob is deleted", func() {
+		c := redisClient(redisSrv.Addr())
+		key := "deleted-" + ns
+		Expect(c.RPush(suiteCtx, key, "a", "b").Err()).To(Succeed())
+		qj := redisQJ(ns, "deleted", redisSrv.Addr(), key, func(j *qjv1.QueueJob) { j.Spec.Mode = qjv1.ModeWorkerPool })
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		theJob(qj)
+		item := c.RPopLPush(suiteCtx, key, queue.ProcessingKey(key)).Val()
+		Expect(c.SetEx(suiteCtx, queue.LeaseKey(key, item), "worker-1", time.Minute).Err()).To(Succeed())
+		Eventually(getQJ(ns, "deleted"), timeout, interval).Should(HaveField("Status.Queue.InFlight", BeEquivalentTo(1)))
+
+		Expect(k8s.Delete(suiteCtx, qj)).To(Succeed())
+		Eventually(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(qj), &qjv1.QueueJob{}) }, timeout, interval).Should(Satisfy(apierrors.IsNotFound))
+		Eventually(func() []string {
+			var lines []string
+			for _, l := range strings.Split(suiteLog.String(), "\n") {
+				if strings.Contains(l, "deleted with items in flight") && strings.Contains(l, ns) {
+					lines = append(lines, l)
+				}
+			}
+			return lines
+		}, timeout, interval).Should(ContainElement(ContainSubstring(`"inFlight": 1`)))
+	})
+})
