@@ -145,13 +145,18 @@ func probeAndReap(ctx context.Context, backend queue.Backend, now time.Time, gra
 	if err != nil {
 		return queue.Counts{}, 0, err
 	}
+	// The reaper runs on every successful probe, also with nothing in flight: it learns
+	// that an item left the in-flight list only by looking, and an item it saw without a
+	// lease, that then finished and was later taken again, must not be reclaimed as if it
+	// had been abandoned all along. With nothing in flight a Reap is one cheap read.
 	reclaimed := 0
-	if reaper, ok := backend.(queue.Reaper); ok && counts.InFlight > 0 {
+	if reaper, ok := backend.(queue.Reaper); ok {
 		reclaimed, err = reaper.Reap(ctx, now, grace)
 		if err != nil {
 			return queue.Counts{}, 0, err
 		}
-		counts.InFlight -= int64(reclaimed)
+		// Reap runs after the count: items taken meanwhile may be among the reclaimed.
+		counts.InFlight = max(counts.InFlight-int64(reclaimed), 0)
 		counts.Ready += int64(reclaimed)
 	}
 	return counts, reclaimed, nil

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -132,4 +133,61 @@ func finishedStatus(at time.Time) qjv1.QueueJobStatus {
 	t := metav1.NewTime(at)
 	return qjv1.QueueJobStatus{CompletionTime: &t, Conditions: []metav1.Condition{
 		{Type: qjv1.ConditionComplete, Status: metav1.ConditionTrue, Reason: qjv1.ReasonQueueDrained, LastTransitionTime: t}}}
+}
+
+// reapingBackend is a seam: a backend with a lease reaper that records its calls.
+type reapingBackend struct {
+	fakeBackend
+	counts    queue.Counts
+	reclaim   int
+	reapCalls []time.Time
+}
+
+func (f *reapingBackend) Probe(context.Context) (queue.Counts, error) { return f.counts, nil }
+func (f *reapingBackend) Reap(_ context.Context, now time.Time, _ time.Duration) (int, error) {
+	f.reapCalls = append(f.reapCalls, now)
+	return f.reclaim, nil
+}
+
+// The reaper only learns that an item left the processing list by looking: probeOnce must
+// call it on every successful probe, also when nothing is in flight.
+func TestProbeOnceAlwaysReaps(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name    string
+		counts  queue.Counts
+		reclaim int
+		want    queue.Counts
+	}{
+		{name: "nothing in flight", counts: queue.Counts{Ready: 2}, want: queue.Counts{Ready: 2}},
+		{name: "items in flight", counts: queue.Counts{Ready: 1, InFlight: 3}, want: queue.Counts{Ready: 1, InFlight: 3}},
+		{name: "reclaimed items move from in flight to ready", counts: queue.Counts{Ready: 1, InFlight: 3}, reclaim: 2,
+			want: queue.Counts{Ready: 3, InFlight: 1}},
+		{name: "items taken after the count and reclaimed never make in flight negative", counts: queue.Counts{InFlight: 1}, reclaim: 2,
+			want: queue.Counts{Ready: 2}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &reapingBackend{counts: tc.counts, reclaim: tc.reclaim}
+			kind := &queue.Kind{Name: "fake",
+				SecretRefs: func(*qjv1.QueueSource) []*corev1.SecretKeySelector { return nil },
+				Open:       func(queue.Source) (queue.Backend, error) { return b, nil }}
+			qj := &qjv1.QueueJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "q", UID: "uid-1"},
+				Spec: qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "r:6379", Key: "k"}}}}
+			r := &QueueJobReconciler{}
+			got, reclaimed, err := r.probeOnce(context.Background(), &scope{read: qj, qj: qj, now: now}, kind, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b.reapCalls) != 1 || !b.reapCalls[0].Equal(now) {
+				t.Errorf("Reap called at %v, want once at %v", b.reapCalls, now)
+			}
+			if reclaimed != tc.reclaim {
+				t.Errorf("reclaimed = %d, want %d", reclaimed, tc.reclaim)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("counts (-want +got):\n%s", diff)
+			}
+		})
+	}
 }

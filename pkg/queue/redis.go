@@ -84,7 +84,8 @@ type RedisOptions struct {
 	DB                     int
 	// Timeout bounds dialing and each command; 5s if zero.
 	Timeout time.Duration
-	// MaxScan bounds how many in-flight items one Reap looks at; 10000 if zero.
+	// MaxScan bounds how many in-flight items one Reap looks at; 10000 if zero. A longer
+	// in-flight list is paged through over successive calls.
 	MaxScan int64
 }
 
@@ -93,8 +94,24 @@ type Redis struct {
 	client  *redis.Client
 	key     string
 	maxScan int64
-	// unleased remembers when Reap first saw an in-flight item without a lease.
-	unleased map[string]time.Time
+	// Reap pages through <key>:processing from its oldest end (the tail): cursor is the
+	// index, counted from the tail, where the next page starts, and cycle numbers the
+	// passes over the whole list.
+	cursor int64
+	cycle  uint64
+	// unleased holds, by value, the in-flight items seen without a lease.
+	unleased map[string]sighting
+}
+
+// sighting is what Reap knows of an in-flight item it saw without a lease.
+type sighting struct {
+	// since is the first sighting of the item's current unbroken run of unleased
+	// sightings.
+	since time.Time
+	// cycle is the pass of the latest sighting, and pos the item's index from the tail
+	// then (of its oldest copy).
+	cycle uint64
+	pos   int64
 }
 
 // quietRedis keeps go-redis from printing its own connection errors to stderr: the probe
@@ -124,7 +141,7 @@ func NewRedis(o RedisOptions) *Redis {
 		}),
 		key:      o.Key,
 		maxScan:  o.MaxScan,
-		unleased: map[string]time.Time{},
+		unleased: map[string]sighting{},
 	}
 }
 
@@ -152,6 +169,11 @@ func (r *Redis) Probe(ctx context.Context) (Counts, error) {
 	if err != nil {
 		return Counts{}, redisError(err)
 	}
+	if procLen.Val() == 0 {
+		// Nothing in flight: every item Reap saw without a lease has left, also those
+		// seen in the pass under way.
+		r.forget()
+	}
 	return Counts{Ready: mainLen.Val(), InFlight: procLen.Val()}, nil
 }
 
@@ -165,60 +187,141 @@ redis.call('RPUSH', KEYS[2], ARGV[1])
 return 1
 `)
 
-// Reap returns in-flight items whose lease is gone to the waiting list. An item is
-// reclaimed only when it was already seen without a lease by a call at least grace
-// before this one: a worker moves an item to <key>:processing and writes its lease in two
-// steps, and must not lose the item in between.
+// Reap returns in-flight items whose lease is gone to the waiting list. A worker moves an
+// item to <key>:processing and writes its lease in two steps, and must not lose the item
+// in between; so an item is reclaimed only when it was seen without a lease on two scans
+// at least grace apart, with no scan in between that saw it leased or saw it gone.
+//
+// Reap scans <key>:processing from its oldest end (the tail, where the items likeliest to
+// be abandoned are), at most MaxScan items per call, each call going on where the previous
+// one stopped and starting a new pass over the list after the head. A pass over L items
+// takes ceil(L/MaxScan) calls; with L <= MaxScan every call is a whole pass. An item counts
+// as continuously unleased only when it is seen without a lease in consecutive passes:
+//
+//   - an item seen leased is forgotten;
+//   - an item not seen during a whole pass is forgotten (it left, or a shift hid it), and
+//     so is everything when the list is seen empty, by Reap or by Probe;
+//   - an item seen again at a greater index from the tail than before is a new stay:
+//     rediswq only pushes at the head, so an item that stays in flight only moves towards
+//     the tail (when older items leave), and one that left and was taken again (the same
+//     value) comes back at the head.
+//
+// Workers removing items shift the others towards the tail between two calls, which can
+// make a pass miss an item: that only restarts its run (a later reclaim), never an early
+// one, and an abandoned item keeps sinking towards the tail, whose first page every pass
+// reads. So an abandoned item is first seen within about ceil(L/MaxScan)+1 probes after its
+// lease is gone, and returned within about ceil(L/MaxScan)+1 probes after grace more.
+//
+// What happens while no scan looks cannot be seen: an item that finishes and is taken
+// again (same value) between two visits of its part of the list, still without its new
+// lease at the second and no further from the tail, looks like one stay. The controller
+// therefore reaps on every probe, and items should have unique values, as rediswq's shared
+// lease keys already require.
 func (r *Redis) Reap(ctx context.Context, now time.Time, grace time.Duration) (int, error) {
 	proc := ProcessingKey(r.key)
-	items, err := r.client.LRange(ctx, proc, 0, r.maxScan-1).Result()
+	length, items, err := r.page(ctx)
 	if err != nil {
-		return 0, redisError(err)
+		return 0, err
 	}
-	seen := make(map[string]bool, len(items))
-	var distinct []string
-	for _, it := range items {
-		if !seen[it] {
-			seen[it] = true
-			distinct = append(distinct, it)
+	if r.cursor > 0 && length <= r.cursor {
+		// The list shrank below the cursor: this pass is over; start the next one.
+		r.endPass()
+		if length, items, err = r.page(ctx); err != nil {
+			return 0, err
 		}
 	}
-	for it := range r.unleased {
-		if !seen[it] {
-			delete(r.unleased, it)
+	// The distinct values of the page, oldest first, each at the index from the tail of
+	// its oldest copy.
+	type candidate struct {
+		item string
+		pos  int64
+	}
+	seen := make(map[string]bool, len(items))
+	var distinct []candidate
+	for j := len(items) - 1; j >= 0; j-- {
+		if it := items[j]; !seen[it] {
+			seen[it] = true
+			distinct = append(distinct, candidate{it, r.cursor + int64(len(items)-1-j)})
 		}
 	}
 	exists := make([]*redis.IntCmd, len(distinct))
 	if _, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, it := range distinct {
-			exists[i] = p.Exists(ctx, LeaseKey(r.key, it))
+		for i, c := range distinct {
+			exists[i] = p.Exists(ctx, LeaseKey(r.key, c.item))
 		}
 		return nil
 	}); err != nil {
 		return 0, redisError(err)
 	}
 	reclaimed := 0
-	for i, it := range distinct {
+	for i, c := range distinct {
 		if exists[i].Val() == 1 {
-			delete(r.unleased, it)
+			delete(r.unleased, c.item)
 			continue
 		}
-		first, ok := r.unleased[it]
-		if !ok {
-			r.unleased[it] = now
+		s, ok := r.unleased[c.item]
+		if ok && s.cycle == r.cycle {
+			// Already looked at in this pass: another copy, or the item moved.
 			continue
 		}
-		if now.Sub(first) < grace {
+		if !ok || s.cycle+1 != r.cycle || c.pos > s.pos {
+			r.unleased[c.item] = sighting{since: now, cycle: r.cycle, pos: c.pos}
 			continue
 		}
-		n, err := reclaimScript.Run(ctx, r.client, []string{proc, r.key, LeaseKey(r.key, it)}, it).Int()
+		s.cycle, s.pos = r.cycle, c.pos
+		r.unleased[c.item] = s
+		if now.Sub(s.since) < grace {
+			continue
+		}
+		n, err := reclaimScript.Run(ctx, r.client, []string{proc, r.key, LeaseKey(r.key, c.item)}, c.item).Int()
 		if err != nil {
 			return reclaimed, redisError(err)
 		}
-		delete(r.unleased, it)
+		// Another copy of the value needs its own run.
+		delete(r.unleased, c.item)
 		reclaimed += n
 	}
+	if r.cursor+r.maxScan >= length {
+		r.endPass()
+	} else {
+		r.cursor += r.maxScan
+	}
 	return reclaimed, nil
+}
+
+// page reads, atomically, the length of <key>:processing and the next page of at most
+// maxScan items, counted from the tail, at the cursor.
+func (r *Redis) page(ctx context.Context) (int64, []string, error) {
+	proc := ProcessingKey(r.key)
+	var length *redis.IntCmd
+	var items *redis.StringSliceCmd
+	if _, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		length = p.LLen(ctx, proc)
+		items = p.LRange(ctx, proc, -(r.cursor + r.maxScan), -(r.cursor + 1))
+		return nil
+	}); err != nil {
+		return 0, nil, redisError(err)
+	}
+	return length.Val(), items.Val(), nil
+}
+
+// forget drops all Reap knows and starts a new pass.
+func (r *Redis) forget() {
+	clear(r.unleased)
+	r.cycle++
+	r.cursor = 0
+}
+
+// endPass ends a pass over <key>:processing: the items it did not see are forgotten, and
+// the next pass starts at the tail.
+func (r *Redis) endPass() {
+	for it, s := range r.unleased {
+		if s.cycle != r.cycle {
+			delete(r.unleased, it)
+		}
+	}
+	r.cycle++
+	r.cursor = 0
 }
 
 // Close closes the connection pool.

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -301,5 +302,261 @@ func TestRedisKind(t *testing.T) {
 	defer b.Close()
 	if _, err := b.Probe(ctx(t)); err != nil {
 		t.Errorf("Probe with the password from the Secret: %v", err)
+	}
+}
+
+func newRedisScan(t *testing.T, k string, maxScan int64) *Redis {
+	t.Helper()
+	r := NewRedis(RedisOptions{Address: redisServer.Addr(), Key: k, MaxScan: maxScan})
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}
+
+// inFlight puts items into <k>:processing as rediswq's RPOPLPUSH does, oldest first: the
+// first item ends at the tail (index -1), the last at the head (index 0). Items named in
+// leased get a lease of an hour.
+func inFlight(t *testing.T, c *redis.Client, k string, items []string, leased ...string) {
+	t.Helper()
+	for _, it := range items {
+		if err := c.LPush(ctx(t), ProcessingKey(k), it).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, it := range leased {
+		if err := c.SetEx(ctx(t), LeaseKey(k, it), "session-1", time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestRedisReapReentry(t *testing.T) {
+	c := rdb(t)
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	const grace = 10 * time.Second
+	reap := func(t *testing.T, r *Redis, at time.Time) int {
+		t.Helper()
+		n, err := r.Reap(ctx(t), at, grace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// x is seen without a lease, then completed; later the same value is taken again
+	// and its new worker has not written the lease yet. The grace counts from the first
+	// sighting of this stay, not of the earlier one.
+	for _, tc := range []struct {
+		name string
+		// between runs while x is not in flight.
+		between func(t *testing.T, r *Redis)
+	}{
+		{name: "a reap saw the processing list empty", between: func(t *testing.T, r *Redis) {
+			if n := reap(t, r, t0.Add(time.Second)); n != 0 {
+				t.Fatalf("Reap of an empty list reclaimed %d", n)
+			}
+		}},
+		{name: "only a probe saw the processing list empty", between: func(t *testing.T, r *Redis) {
+			got, err := r.Probe(ctx(t))
+			if err != nil || got.InFlight != 0 {
+				t.Fatalf("Probe = %+v, %v; want nothing in flight", got, err)
+			}
+		}},
+		{name: "a reap saw x gone while other items were in flight", between: func(t *testing.T, r *Redis) {
+			inFlight(t, c, key(t), []string{"other"}, "other")
+			if n := reap(t, r, t0.Add(time.Second)); n != 0 {
+				t.Fatalf("Reap reclaimed %d", n)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := key(t)
+			r := newRedis(t, k)
+			inFlight(t, c, k, []string{"x"})
+			if n := reap(t, r, t0); n != 0 {
+				t.Fatalf("first Reap reclaimed %d", n)
+			}
+			c.LRem(ctx(t), ProcessingKey(k), 0, "x") // rediswq's complete()
+			tc.between(t, r)
+			inFlight(t, c, k, []string{"x"}) // taken again; the lease is not written yet
+			if n := reap(t, r, t0.Add(grace+time.Second)); n != 0 {
+				t.Fatalf("Reap at the first sighting of x's second stay reclaimed %d: the grace counted from its earlier stay", n)
+			}
+			if n := reap(t, r, t0.Add(2*grace+2*time.Second)); n != 1 {
+				t.Fatalf("Reap a grace after the first sighting of the second stay reclaimed %d, want 1", n)
+			}
+			if got := c.LRange(ctx(t), k, 0, -1).Val(); !slices.Equal(got, []string{"x"}) {
+				t.Errorf("waiting = %v, want [x]", got)
+			}
+		})
+	}
+}
+
+func TestRedisReapOldestEnd(t *testing.T) {
+	c := rdb(t)
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	const grace = 10 * time.Second
+	k := key(t)
+	items := []string{"i0", "i1", "i2", "i3", "i4", "i5", "i6", "i7", "i8", "i9"}
+	inFlight(t, c, k, items, items[1:]...) // only the oldest, i0, has no lease
+	r := newRedisScan(t, k, 3)
+	total := 0
+	for i := range 20 {
+		n, err := r.Reap(ctx(t), t0.Add(time.Duration(i)*grace), grace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += n
+	}
+	if total != 1 {
+		t.Fatalf("20 Reaps with MaxScan 3 over 10 in-flight items reclaimed %d, want 1 (the oldest, i0)", total)
+	}
+	if got := c.LRange(ctx(t), k, 0, -1).Val(); !slices.Equal(got, []string{"i0"}) {
+		t.Errorf("waiting = %v, want [i0]", got)
+	}
+}
+
+func TestRedisReapPaging(t *testing.T) {
+	c := rdb(t)
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	const grace = 10 * time.Second
+	k := key(t)
+	var items, leased []string
+	abandoned := map[string]bool{"p00": true, "p04": true, "p05": true, "p10": true, "p13": true}
+	for i := range 14 {
+		it := fmt.Sprintf("p%02d", i)
+		items = append(items, it)
+		if !abandoned[it] {
+			leased = append(leased, it)
+		}
+	}
+	inFlight(t, c, k, items, leased...)
+	r := newRedisScan(t, k, 3)
+	total := 0
+	// Probes a third of the grace apart: an item needs several visits.
+	for i := range 60 {
+		at := t0.Add(time.Duration(i) * grace / 3)
+		n, err := r.Reap(ctx(t), at, grace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 && at.Sub(t0) < grace {
+			t.Fatalf("Reap at +%s reclaimed %d, before any item could have been unleased for the grace", at.Sub(t0), n)
+		}
+		total += n
+	}
+	waiting := c.LRange(ctx(t), k, 0, -1).Val()
+	slices.Sort(waiting)
+	want := []string{"p00", "p04", "p05", "p10", "p13"}
+	if total != len(want) || !slices.Equal(waiting, want) {
+		t.Errorf("reclaimed %d, waiting %v; want every abandoned item %v back", total, waiting, want)
+	}
+	proc := c.LRange(ctx(t), ProcessingKey(k), 0, -1).Val()
+	slices.Sort(proc)
+	if !slices.Equal(proc, leased) {
+		t.Errorf("processing = %v, want the leased items %v", proc, leased)
+	}
+}
+
+func TestRedisReapPagedDuplicates(t *testing.T) {
+	c := rdb(t)
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	const grace = 10 * time.Second
+	k := key(t)
+	inFlight(t, c, k, []string{"same", "a", "b", "same", "c", "d"}, "a", "b", "c", "d")
+	r := newRedisScan(t, k, 2)
+	total := 0
+	for i := range 40 {
+		n, err := r.Reap(ctx(t), t0.Add(time.Duration(i)*grace), grace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += n
+	}
+	if got := c.LRange(ctx(t), k, 0, -1).Val(); total != 2 || !slices.Equal(got, []string{"same", "same"}) {
+		t.Errorf("reclaimed %d, waiting %v; want both copies back, and no more", total, got)
+	}
+	if got := c.LLen(ctx(t), ProcessingKey(k)).Val(); got != 4 {
+		t.Errorf("%d items in flight, want the 4 leased ones", got)
+	}
+}
+
+func TestRedisReapPagedLeasesKept(t *testing.T) {
+	c := rdb(t)
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	const grace = 10 * time.Second
+	k := key(t)
+	items := []string{"a", "b", "c", "d", "e", "f", "g"}
+	inFlight(t, c, k, items, items...)
+	r := newRedisScan(t, k, 2)
+	for i := range 50 {
+		if n, err := r.Reap(ctx(t), t0.Add(time.Duration(i)*time.Hour/4), grace); n != 0 || err != nil {
+			t.Fatalf("Reap %d = %d, %v; want 0: every item holds a lease", i, n, err)
+		}
+	}
+	if got := c.LLen(ctx(t), ProcessingKey(k)).Val(); got != int64(len(items)) {
+		t.Errorf("%d items in flight, want %d", got, len(items))
+	}
+}
+
+// An item seen without a lease, completed, and taken again (same value) between two
+// visits of its part of a long list is a new stay: the scan that sees it again must not
+// count the grace from the earlier one.
+func TestRedisReapPagedReentry(t *testing.T) {
+	c := rdb(t)
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	const grace = 10 * time.Second
+	k := key(t)
+	inFlight(t, c, k, []string{"x", "a", "b", "c"}, "a", "b", "c") // x is the oldest
+	r := newRedisScan(t, k, 2)
+	step := func(at time.Duration, want int) {
+		t.Helper()
+		n, err := r.Reap(ctx(t), t0.Add(at), grace)
+		if err != nil || n != want {
+			t.Fatalf("Reap at +%s = %d, %v; want %d", at, n, err, want)
+		}
+	}
+	step(0, 0) // sees x without a lease
+	c.LRem(ctx(t), ProcessingKey(k), 0, "x")
+	step(time.Second, 0)
+	inFlight(t, c, k, []string{"x"}) // x again, now the newest; its lease is not written yet
+	for i := range 4 {
+		step(grace+time.Duration(i+1)*time.Second, 0)
+	}
+	total := 0
+	for i := range 6 {
+		n, err := r.Reap(ctx(t), t0.Add(3*grace+time.Duration(i)*grace), grace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += n
+	}
+	if got := c.LRange(ctx(t), k, 0, -1).Val(); total != 1 || !slices.Equal(got, []string{"x"}) {
+		t.Errorf("reclaimed %d, waiting %v; want x back once", total, got)
+	}
+}
+
+// A probe that sees nothing in flight ends what Reap knew, also in the middle of a pass
+// over a long list.
+func TestRedisReapProbeEmptyMidPass(t *testing.T) {
+	c := rdb(t)
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	const grace = 10 * time.Second
+	k := key(t)
+	inFlight(t, c, k, []string{"x", "a", "b"}, "a", "b") // x is the oldest
+	r := newRedisScan(t, k, 2)
+	if n, err := r.Reap(ctx(t), t0, grace); n != 0 || err != nil { // sees x without a lease
+		t.Fatalf("Reap = %d, %v", n, err)
+	}
+	c.Del(ctx(t), ProcessingKey(k)) // every item finished
+	if got, err := r.Probe(ctx(t)); err != nil || got.InFlight != 0 {
+		t.Fatalf("Probe = %+v, %v; want nothing in flight", got, err)
+	}
+	inFlight(t, c, k, []string{"x"}) // x again; its lease is not written yet
+	for i := range 3 {
+		if n, err := r.Reap(ctx(t), t0.Add(grace+time.Duration(i+1)*time.Second), grace); n != 0 || err != nil {
+			t.Fatalf("Reap %d of x's second stay = %d, %v; want 0: the grace counted from its earlier stay", i, n, err)
+		}
+	}
+	if n, err := r.Reap(ctx(t), t0.Add(3*grace), grace); n != 1 || err != nil {
+		t.Fatalf("Reap a grace after x's second stay began = %d, %v; want 1", n, err)
 	}
 }
