@@ -163,7 +163,7 @@ var _ = Describe("QueueJob without a queue", func() {
 	It("deletes finished pods after their TTL and leaves running, recent and uncounted ones", func() {
 		qj := queueJob(ns, "pi", func(q *qjv1.QueueJob) {
 			q.Spec.Completions = ptr.To[int32](5)
-			q.Spec.Cleanup = &qjv1.CleanupPolicy{PodTTLSecondsAfterFinished: ptr.To[int32](3600)}
+			q.Spec.Cleanup = &qjv1.CleanupPolicy{PodTTLSecondsAfterFinished: ptr.To[int32](6)}
 		})
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
 		job := theJob(qj)
@@ -179,7 +179,10 @@ var _ = Describe("QueueJob without a queue", func() {
 		}
 		Eventually(gone(oldOK), timeout, interval).Should(Satisfy(apierrors.IsNotFound))
 		Eventually(gone(oldBad), timeout, interval).Should(Satisfy(apierrors.IsNotFound))
-		Consistently(gone(recent), 3*time.Second, 500*time.Millisecond).Should(Succeed())
+		Consistently(gone(recent), 3*time.Second, 250*time.Millisecond).Should(Succeed(), "deleted before its TTL of 6s")
+		Expect(gone(running)()).To(Succeed())
+		By("deleting the recent pod once its TTL expired, and never the running one")
+		Eventually(gone(recent), timeout, interval).Should(Satisfy(apierrors.IsNotFound))
 		Expect(gone(running)()).To(Succeed())
 		Expect(gone(counting)()).To(Succeed(), "a pod the Job controller has not counted yet must stay")
 		Eventually(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventCleanedUp) }, timeout, interval).ShouldNot(BeEmpty())
@@ -251,19 +254,21 @@ var _ = Describe("QueueJob without a queue", func() {
 	It("counts the Job TTL from when the QueueJob finished", func() {
 		mk := func(name string, finishedAgo time.Duration) *batchv1.Job {
 			qj := queueJob(ns, name, func(q *qjv1.QueueJob) {
-				q.Spec.Cleanup = &qjv1.CleanupPolicy{TTLSecondsAfterFinished: ptr.To[int32](3600)}
+				q.Spec.Cleanup = &qjv1.CleanupPolicy{TTLSecondsAfterFinished: ptr.To[int32](8)}
 			})
 			Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
 			job := theJob(qj)
 			finishJob(job, true, time.Now().Add(-finishedAgo), 1, 0, "CompletionsReached")
 			return job
 		}
-		expired := mk("expired", 2*time.Hour)
 		fresh := mk("fresh", 0)
+		expired := mk("expired", 2*time.Hour)
 		Eventually(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(expired), &batchv1.Job{}) }, timeout, interval).
 			Should(Satisfy(apierrors.IsNotFound))
-		Consistently(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(fresh), &batchv1.Job{}) }, 3*time.Second, 500*time.Millisecond).
-			Should(Succeed())
+		Consistently(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(fresh), &batchv1.Job{}) }, 2*time.Second, 250*time.Millisecond).
+			Should(Succeed(), "deleted before its TTL of 8s")
+		Eventually(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(fresh), &batchv1.Job{}) }, timeout, interval).
+			Should(Satisfy(apierrors.IsNotFound), "deleted once its TTL expired")
 	})
 
 	It("makes no second Job when the manager restarts after losing its status write", func() {

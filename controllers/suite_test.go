@@ -182,6 +182,11 @@ func restartManager() {
 func newNamespace() string {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "qj-test-"}}
 	Expect(k8s.Create(suiteCtx, ns)).To(Succeed())
+	// envtest runs no namespace controller: delete the QueueJobs, so that those of finished
+	// specs stop probing and do not load the specs after them.
+	DeferCleanup(func() {
+		Expect(k8s.DeleteAllOf(suiteCtx, &qjv1.QueueJob{}, client.InNamespace(ns.Name))).To(Succeed())
+	})
 	return ns.Name
 }
 
