@@ -2,9 +2,13 @@ package queue
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"io"
 	"net"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -73,7 +77,10 @@ type RabbitMQOptions struct {
 // (a passive declare of a missing queue closes its channel).
 type RabbitMQ struct {
 	opts RabbitMQOptions
-	conn *amqp.Connection
+	// uri is opts.URL parsed, or uriErr says why it cannot be used.
+	uri    amqp.URI
+	uriErr error
+	conn   *amqp.Connection
 }
 
 // NewRabbitMQ returns a RabbitMQ backend; it connects on first use.
@@ -81,11 +88,15 @@ func NewRabbitMQ(o RabbitMQOptions) *RabbitMQ {
 	if o.Timeout == 0 {
 		o.Timeout = 5 * time.Second
 	}
-	return &RabbitMQ{opts: o}
+	uri, err := parseRabbitURL(o.URL)
+	return &RabbitMQ{opts: o, uri: uri, uriErr: err}
 }
 
 // Probe counts the queue's ready messages.
 func (r *RabbitMQ) Probe(ctx context.Context) (Counts, error) {
+	if r.uriErr != nil {
+		return Counts{}, r.uriErr
+	}
 	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	defer cancel()
 	type result struct {
@@ -120,19 +131,19 @@ func (r *RabbitMQ) declarePassive() (int, error) {
 			Properties: amqp.Table{"connection_name": "queuejob-operator probe"},
 		})
 		if err != nil {
-			return 0, rabbitError(err)
+			return 0, rabbitError(err, rabbitAddr(r.uri))
 		}
 		r.conn = conn
 	}
 	ch, err := r.conn.Channel()
 	if err != nil {
 		r.drop()
-		return 0, rabbitError(err)
+		return 0, rabbitError(err, rabbitAddr(r.uri))
 	}
 	defer func() { _ = ch.Close() }()
 	q, err := ch.QueueDeclarePassive(r.opts.Queue, false, false, false, false, nil)
 	if err != nil {
-		return 0, rabbitError(err)
+		return 0, rabbitError(err, rabbitAddr(r.uri))
 	}
 	return q.Messages, nil
 }
@@ -151,9 +162,46 @@ func (r *RabbitMQ) Close() error {
 	return r.conn.Close()
 }
 
-// rabbitError classifies an amqp091 error. The URL (and so the password) is never part
-// of the message: amqp091 reports the broker's reply text and dial errors by address only.
-func rabbitError(err error) error {
+// errRabbitURL is returned for a RabbitMQ URL that cannot be used. It quotes no part of the
+// URL: a URL with an unescaped reserved character in its password is split in the wrong
+// place, and then any part of it (a "host", a "port", a "vhost") may be the password.
+var errRabbitURL = &Error{Reason: ReasonConnectionFailed, Message: "the RabbitMQ URL is not a valid AMQP URL: " +
+	"check spec.queue.rabbitmq.url or the Secret of urlSecretRef; special characters in the user " +
+	"and the password (such as / ? # @ : %) must be percent-encoded"}
+
+// parseRabbitURL parses and checks an AMQP URL before any library sees it, so that no
+// library error that quotes the URL ever becomes a message. Besides what amqp091 rejects,
+// it rejects what amqp091 accepts although the URL was split at an unescaped character of
+// the password: an '@' after the host (amqp://u:12/ab@host/ parses as host u, port 12),
+// a port out of range, and anything but amqp:// or amqps:// followed by an authority.
+func parseRabbitURL(raw string) (amqp.URI, error) {
+	uri, err := amqp.ParseURI(raw)
+	if err != nil {
+		return amqp.URI{}, errRabbitURL
+	}
+	rest, ok := strings.CutPrefix(raw, uri.Scheme+"://")
+	if !ok {
+		return amqp.URI{}, errRabbitURL
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	if strings.Contains(rest[end:], "@") || uri.Port < 1 || uri.Port > 65535 {
+		return amqp.URI{}, errRabbitURL
+	}
+	return uri, nil
+}
+
+// rabbitAddr is the host:port of a parsed URL, the only part of it a message may name.
+func rabbitAddr(uri amqp.URI) string {
+	return net.JoinHostPort(uri.Host, strconv.Itoa(uri.Port))
+}
+
+// rabbitError classifies an error of amqp091. Its message is built from the broker's reply
+// text, amqp091's own fixed errors and the host:port of the URL, never from the text of an
+// error that may quote the URL.
+func rabbitError(err error, addr string) error {
 	var ae *amqp.Error
 	if errors.As(err, &ae) {
 		switch ae.Code {
@@ -162,32 +210,41 @@ func rabbitError(err error) error {
 		case amqp.NotFound:
 			return Errorf(ReasonQueueNotFound, "RabbitMQ has no such queue (%s): declare it, or fix spec.queue.rabbitmq.queue", ae.Reason)
 		}
-		return Errorf(ReasonConnectionFailed, "RabbitMQ: %s", ae.Reason)
+		if !ae.Server {
+			// amqp091's own error of a failed read or write, which names addresses only.
+			return Errorf(ReasonConnectionFailed, "cannot reach RabbitMQ at %s: %s", addr, ae.Reason)
+		}
+		return Errorf(ReasonConnectionFailed, "RabbitMQ at %s: %s", addr, ae.Reason)
 	}
-	msg := err.Error()
-	var netErr net.Error
 	switch {
-	case errors.Is(err, amqp.ErrCredentials), strings.Contains(msg, "username or password not allowed"):
+	case errors.Is(err, amqp.ErrCredentials):
 		return Errorf(ReasonAuthFailed, "RabbitMQ refused the credentials: check the URL's user and password")
 	case errors.Is(err, amqp.ErrSASL):
 		return Errorf(ReasonAuthFailed, "RabbitMQ offers no SASL mechanism the probe can use")
-	case errors.As(err, &netErr):
-		return Errorf(ReasonConnectionFailed, "cannot reach RabbitMQ: %s", redactURL(msg))
-	case strings.Contains(msg, "AMQP scheme"), strings.Contains(msg, "parse"):
-		return Errorf(ReasonConnectionFailed, "the RabbitMQ URL is not a valid AMQP URL")
-	default:
-		return Errorf(ReasonConnectionFailed, "RabbitMQ: %s", redactURL(msg))
+	case errors.Is(err, amqp.ErrVhost):
+		return Errorf(ReasonAuthFailed, "RabbitMQ denied access to the URL's virtual host: check that it exists and that the user may use it")
 	}
+	return Errorf(ReasonConnectionFailed, "cannot reach RabbitMQ at %s: %s", addr, netCause(err))
 }
 
-// redactURL removes anything that looks like a URL from a message, as a last guard
-// against a library that quotes the URL it was given.
-func redactURL(msg string) string {
-	fields := strings.Fields(msg)
-	for i, f := range fields {
-		if strings.Contains(f, "://") {
-			fields[i] = "<url>"
-		}
+// netCause says in a few fixed words why a connection failed.
+func netCause(err error) string {
+	var dnsErr *net.DNSError
+	var netErr net.Error
+	var errno syscall.Errno
+	var certErr *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &dnsErr):
+		return "cannot resolve the host name"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return "no answer in time"
+	case errors.As(err, &errno):
+		return errno.Error()
+	case errors.As(err, &certErr):
+		return "its TLS certificate was not accepted"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, amqp.ErrClosed):
+		return "the connection was closed"
+	default:
+		return "the connection failed"
 	}
-	return strings.Join(fields, " ")
 }

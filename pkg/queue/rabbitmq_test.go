@@ -108,6 +108,7 @@ func TestRabbitMQProbeErrors(t *testing.T) {
 			if strings.Contains(err.Error(), "wrong-pass-xyz") || strings.Contains(err.Error(), "guest:guest") {
 				t.Errorf("error %q contains credentials", err)
 			}
+			t.Logf("error: %v", err)
 		})
 	}
 
@@ -168,5 +169,62 @@ func TestRabbitMQBrokerRestart(t *testing.T) {
 	got, err := r.Probe(ctx(t))
 	if err != nil || got.Ready < 1 || got.Ready > 3 {
 		t.Fatalf("Probe after the restart = %+v, %v; want 1 to 3 ready (1 if the broker lost the first two)", got, err)
+	}
+}
+
+// leaks returns the first substring of secret, at least 4 bytes long, that msg contains.
+func leaks(msg, secret string) string {
+	for i := 0; i+4 <= len(secret); i++ {
+		if strings.Contains(msg, secret[i:i+4]) {
+			return secret[i : i+4]
+		}
+	}
+	return ""
+}
+
+func TestRabbitMQMalformedURLLeaksNoPassword(t *testing.T) {
+	down := closedPort(t)
+	// Each URL is malformed (the message must say what to fix) except where valid is set:
+	// Go accepts an unescaped '@' in a password, and amqp:///... means localhost.
+	cases := []struct {
+		name, url, password string
+		valid               bool
+	}{
+		{name: "unescaped / in a base64 password", url: "amqp://app:Kx9v2Qw8/Lm3+Zp==@rabbitmq:5672/", password: "Kx9v2Qw8/Lm3+Zp=="},
+		{name: "unescaped / before the broker address", url: "amqp://app:Kx9v2Qw8/Lm3+Zp==@" + down + "/", password: "Kx9v2Qw8/Lm3+Zp=="},
+		{name: "unescaped #", url: "amqp://app:Hq7Zr#Rt5Ww9@" + down + "/", password: "Hq7Zr#Rt5Ww9"},
+		{name: "unescaped ?", url: "amqp://app:Pq4Lm9?x=Zt8Vb@" + down + "/", password: "Pq4Lm9?x=Zt8Vb"},
+		{name: "unescaped @", url: "amqp://app:Fo0b@r99Zq@" + down + "/", password: "Fo0b@r99Zq", valid: true},
+		{name: "digits then / (parses as host:port)", url: "amqp://app:65000/Zq8LkWm@" + down + "/", password: "65000/Zq8LkWm"},
+		{name: "bad port", url: "amqp://app:Zx81Qw77Lp@" + "127.0.0.1:56x2/", password: "Zx81Qw77Lp"},
+		{name: "port out of range", url: "amqp://app:Zx81Qw77Lp@" + "127.0.0.1:99999999/", password: "Zx81Qw77Lp"},
+		{name: "bad scheme", url: "amqq://app:Bs4Kq9Lz@" + down + "/", password: "Bs4Kq9Lz"},
+		{name: "http scheme", url: "http://app:Bs4Kq9Lz@" + down + "/", password: "Bs4Kq9Lz"},
+		{name: "space in the password", url: "amqp://app:Sp4ce Pw77Zq@" + down + "/", password: "Sp4ce Pw77Zq"},
+		{name: "tab in the password", url: "amqp://app:Tb4b\tPw77Zq@" + down + "/", password: "Tb4b\tPw77Zq"},
+		{name: "trailing newline", url: "amqp://app:Nl7Lq2Wx@" + down + "/\n", password: "Nl7Lq2Wx"},
+		{name: "percent garbage", url: "amqp://app:Pc%zzWq12Lm@" + down + "/", password: "Pc%zzWq12Lm"},
+		{name: "percent garbage in the host", url: "amqp://app:Hg5Tr8Qm@rab%zzbit:5672/", password: "Hg5Tr8Qm"},
+		{name: "no host", url: "amqp://app:Nh3Lk9Qz@/", password: "Nh3Lk9Qz", valid: true},
+		{name: "bad heartbeat parameter", url: "amqp://app:Hb6Vc2Xn@" + down + "/?heartbeat=Hb6Vc2Xn", password: "Hb6Vc2Xn"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRabbit(t, tc.url, "job1")
+			r.opts.Timeout = 5 * time.Second
+			_, err := r.Probe(ctx(t))
+			if err == nil {
+				t.Fatal("Probe succeeded with a malformed URL")
+			}
+			if ReasonOf(err) != ReasonConnectionFailed {
+				t.Errorf("reason = %s, want %s", ReasonOf(err), ReasonConnectionFailed)
+			}
+			if s := leaks(err.Error(), tc.password); s != "" {
+				t.Errorf("error %q contains %q, part of the password", err, s)
+			}
+			if !tc.valid && !strings.Contains(err.Error(), "percent-encoded") {
+				t.Errorf("error %q does not say what to fix", err)
+			}
+		})
 	}
 }
