@@ -63,6 +63,25 @@ func (s *Server) Stop() {
 	s.cmd = nil
 }
 
+// Pause freezes the server's process group with SIGSTOP: its sockets stay open and the
+// kernel still accepts connections, but nothing answers, as with a hung broker. Resume
+// undoes it; Stop and Close work on a paused server.
+func (s *Server) Pause() error {
+	if s.cmd == nil {
+		return fmt.Errorf("%s is not running", s.args[0])
+	}
+	return syscall.Kill(-s.cmd.Process.Pid, syscall.SIGSTOP)
+}
+
+// Resume continues a server that Pause froze (SIGCONT); it does nothing to a server that
+// is not paused or not running.
+func (s *Server) Resume() error {
+	if s.cmd == nil {
+		return nil
+	}
+	return syscall.Kill(-s.cmd.Process.Pid, syscall.SIGCONT)
+}
+
 // Start starts a stopped server again on the same port and data and waits until it
 // accepts connections.
 func (s *Server) Start(ready func() error) error {
