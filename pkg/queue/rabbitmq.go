@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -75,12 +76,28 @@ type RabbitMQOptions struct {
 
 // RabbitMQ is a RabbitMQ queue. It keeps one connection and opens a channel per probe
 // (a passive declare of a missing queue closes its channel).
+//
+// Each probe's AMQP work runs in a worker goroutine on a socket the backend dialed itself;
+// when the probe's time is up, the probe closes that socket, which fails every pending
+// amqp091 call at once, and returns without waiting for the broker (a graceful AMQP close
+// waits for the broker's close-ok, which a hung broker never sends). At most one worker
+// runs at a time: a probe waits, within its own bound, for the worker of a timed-out one.
 type RabbitMQ struct {
 	opts RabbitMQOptions
 	// uri is opts.URL parsed, or uriErr says why it cannot be used.
 	uri    amqp.URI
 	uriErr error
-	conn   *amqp.Connection
+
+	mu sync.Mutex
+	// conn is the open connection, nil while there is none; raw is the socket of conn,
+	// or of the connection a worker is opening.
+	conn *amqp.Connection
+	raw  net.Conn
+	// gen changes whenever conn and raw are dropped: a worker that started before keeps
+	// nothing it opens.
+	gen uint64
+	// worker is closed when the last probe's worker has returned; nil before the first.
+	worker chan struct{}
 }
 
 // NewRabbitMQ returns a RabbitMQ backend; it connects on first use.
@@ -92,74 +109,175 @@ func NewRabbitMQ(o RabbitMQOptions) *RabbitMQ {
 	return &RabbitMQ{opts: o, uri: uri, uriErr: err}
 }
 
-// Probe counts the queue's ready messages.
+// Probe counts the queue's ready messages. It returns within opts.Timeout whatever the
+// broker does.
 func (r *RabbitMQ) Probe(ctx context.Context) (Counts, error) {
 	if r.uriErr != nil {
 		return Counts{}, r.uriErr
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	defer cancel()
-	type result struct {
-		n   int
-		err error
+	r.mu.Lock()
+	prev := r.worker
+	r.mu.Unlock()
+	if prev != nil {
+		select {
+		case <-prev:
+		case <-ctx.Done():
+			return Counts{}, r.timeoutError()
+		}
 	}
-	done := make(chan result, 1)
+	done := make(chan struct{})
+	r.mu.Lock()
+	r.worker = done
+	r.mu.Unlock()
+	var n int
+	var err error
 	go func() {
-		n, err := r.declarePassive()
-		done <- result{n, err}
+		defer close(done)
+		n, err = r.declarePassive(ctx)
 	}()
 	select {
-	case res := <-done:
-		if res.err != nil {
-			return Counts{}, res.err
+	case <-done:
+		if err != nil {
+			return Counts{}, err
 		}
-		return Counts{Ready: int64(res.n), InFlightUnknown: true}, nil
+		return Counts{Ready: int64(n), InFlightUnknown: true}, nil
 	case <-ctx.Done():
-		// A broker that accepts TCP and never answers: drop the connection, which also
-		// ends the goroutine above.
-		r.drop()
-		<-done
-		return Counts{}, Errorf(ReasonConnectionFailed, "RabbitMQ did not answer within %s", r.opts.Timeout)
+		// A broker that accepts TCP and never answers, or answers too slowly: close the
+		// socket, which ends the worker at once, and do not wait for it.
+		r.drop(nil)
+		return Counts{}, r.timeoutError()
 	}
 }
 
-func (r *RabbitMQ) declarePassive() (int, error) {
-	if r.conn == nil || r.conn.IsClosed() {
-		conn, err := amqp.DialConfig(r.opts.URL, amqp.Config{
-			Dial:       amqp.DefaultDial(r.opts.Timeout),
-			Heartbeat:  10 * time.Second,
-			Properties: amqp.Table{"connection_name": "queuejob-operator probe"},
-		})
-		if err != nil {
-			return 0, rabbitError(err, rabbitAddr(r.uri))
-		}
-		r.conn = conn
-	}
-	ch, err := r.conn.Channel()
+func (r *RabbitMQ) timeoutError() error {
+	return Errorf(ReasonConnectionFailed, "RabbitMQ at %s did not answer within %s", rabbitAddr(r.uri), r.opts.Timeout)
+}
+
+// declarePassive is a probe's worker: it counts the queue's ready messages over the open
+// connection, opening one first if there is none.
+func (r *RabbitMQ) declarePassive(ctx context.Context) (int, error) {
+	conn, err := r.connection(ctx)
 	if err != nil {
-		r.drop()
+		return 0, err
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		r.drop(conn)
 		return 0, rabbitError(err, rabbitAddr(r.uri))
 	}
 	defer func() { _ = ch.Close() }()
 	q, err := ch.QueueDeclarePassive(r.opts.Queue, false, false, false, false, nil)
 	if err != nil {
+		var ae *amqp.Error
+		if !errors.As(err, &ae) || ae.Code != amqp.NotFound {
+			// Not a missing queue, which closes only the channel: the connection may be
+			// broken, and the next probe opens a new one.
+			r.drop(conn)
+		}
 		return 0, rabbitError(err, rabbitAddr(r.uri))
 	}
 	return q.Messages, nil
 }
 
-func (r *RabbitMQ) drop() {
-	if r.conn != nil {
-		_ = r.conn.Close()
+// connection returns the open connection, or opens one whose socket drop can close at
+// any moment, the AMQP handshake included.
+func (r *RabbitMQ) connection(ctx context.Context) (*amqp.Connection, error) {
+	r.mu.Lock()
+	if r.conn != nil && !r.conn.IsClosed() {
+		conn := r.conn
+		r.mu.Unlock()
+		return conn, nil
+	}
+	gen := r.gen
+	r.mu.Unlock()
+	var raw net.Conn
+	conn, err := amqp.DialConfig(r.opts.URL, amqp.Config{
+		Dial: func(network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			// Bounds the handshake too; amqp091 clears the deadline once it is done.
+			if deadline, ok := ctx.Deadline(); ok {
+				_ = c.SetDeadline(deadline)
+			}
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.gen != gen {
+				_ = c.Close()
+				return nil, context.DeadlineExceeded
+			}
+			if r.raw != nil {
+				_ = r.raw.Close() // the socket of a connection that broke
+			}
+			raw, r.raw = c, c
+			return c, nil
+		},
+		Heartbeat:  10 * time.Second,
+		Properties: amqp.Table{"connection_name": "queuejob-operator probe"},
+	})
+	if err != nil {
+		return nil, rabbitError(err, rabbitAddr(r.uri))
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gen != gen || r.raw != raw {
+		// Dropped while opening: its socket is closed already.
+		_ = raw.Close()
+		return nil, Errorf(ReasonConnectionFailed, "the connection to RabbitMQ at %s was closed", rabbitAddr(r.uri))
+	}
+	r.conn = conn
+	return conn, nil
+}
+
+// drop closes the socket of the connection, or of the one being opened, without a word to
+// the broker. With a non-nil conn, it only drops that connection if it is still the
+// current one.
+func (r *RabbitMQ) drop(conn *amqp.Connection) {
+	r.mu.Lock()
+	if conn != nil && conn != r.conn {
+		r.mu.Unlock()
+		return
+	}
+	raw := r.raw
+	r.conn, r.raw = nil, nil
+	r.gen++
+	r.mu.Unlock()
+	if raw != nil {
+		_ = raw.Close()
 	}
 }
 
-// Close closes the connection.
+// Close closes the connection: gracefully if the broker answers within the probe timeout
+// (at most 2s), otherwise by closing its socket. It never waits longer than that.
 func (r *RabbitMQ) Close() error {
-	if r.conn == nil || r.conn.IsClosed() {
+	r.mu.Lock()
+	conn, raw := r.conn, r.raw
+	r.conn, r.raw = nil, nil
+	r.gen++
+	r.mu.Unlock()
+	if raw == nil {
 		return nil
 	}
-	return r.conn.Close()
+	if conn == nil || conn.IsClosed() {
+		return raw.Close()
+	}
+	wait := min(r.opts.Timeout, 2*time.Second)
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		_ = conn.CloseDeadline(time.Now().Add(wait))
+	}()
+	select {
+	case <-closed:
+	case <-time.After(wait):
+	}
+	// Closing a closed socket does no harm; an unclosed one would leak.
+	_ = raw.Close()
+	return nil
 }
 
 // errRabbitURL is returned for a RabbitMQ URL that cannot be used. It quotes no part of the

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -11,13 +12,19 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
 // publish declares a queue and publishes items to it with publisher confirms, so the
 // broker has them all when it returns.
 func publish(t testing.TB, queue string, items ...string) {
 	t.Helper()
-	conn, err := amqp.Dial(rabbitServer.URL())
+	publishTo(t, rabbitServer.URL(), queue, items...)
+}
+
+func publishTo(t testing.TB, url, queue string, items ...string) {
+	t.Helper()
+	conn, err := amqp.Dial(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,5 +233,87 @@ func TestRabbitMQMalformedURLLeaksNoPassword(t *testing.T) {
 				t.Errorf("error %q does not say what to fix", err)
 			}
 		})
+	}
+}
+
+// A broker that completed the AMQP handshake and then stopped answering (SIGSTOP, a live
+// process with its sockets open): the probe and Close must return within their bound, not
+// after amqp091's heartbeat deadline, and the backend must reconnect once the broker is back.
+func TestRabbitMQFrozenBroker(t *testing.T) {
+	srv, err := servers.StartRabbitMQ(amqpReady)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	publishTo(t, srv.URL(), "frozen", "a")
+	const timeout = 2 * time.Second
+	const bound = 8 * time.Second // the timeout and generous slack for a loaded machine
+	r := NewRabbitMQ(RabbitMQOptions{URL: srv.URL(), Queue: "frozen", Timeout: timeout})
+	t.Cleanup(func() { _ = r.Close() })
+	closing := NewRabbitMQ(RabbitMQOptions{URL: srv.URL(), Queue: "frozen", Timeout: timeout})
+	for _, b := range []*RabbitMQ{r, closing} {
+		if got, err := b.Probe(ctx(t)); err != nil || got.Ready != 1 {
+			t.Fatalf("Probe before the freeze = %+v, %v", got, err)
+		}
+	}
+
+	if err := srv.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Resume() }) // runs before srv.Close
+
+	// Close and a probe at once, each timed on its own: one must not hide the other by
+	// waiting out the heartbeat deadline that also ends the other's connection.
+	closed := make(chan time.Duration, 1)
+	go func() {
+		start := time.Now()
+		_ = closing.Close()
+		closed <- time.Since(start)
+	}()
+	start := time.Now()
+	_, err = r.Probe(context.Background())
+	took := time.Since(start)
+	t.Logf("Probe against the frozen broker returned after %s: %v", took, err)
+	if took > bound {
+		t.Errorf("Probe against the frozen broker took %s, want at most %s (timeout %s)", took, bound, timeout)
+	}
+	if ReasonOf(err) != ReasonConnectionFailed {
+		t.Errorf("Probe against the frozen broker = %v, want reason %s", err, ReasonConnectionFailed)
+	}
+	select {
+	case took := <-closed:
+		t.Logf("Close against the frozen broker returned after %s", took)
+		if took > bound {
+			t.Errorf("Close against the frozen broker took %s, want at most %s", took, bound)
+		}
+	case <-time.After(time.Minute):
+		t.Errorf("Close against the frozen broker has not returned after a minute")
+	}
+
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got, err := r.Probe(ctx(t))
+		if err == nil && got.Ready == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Probe after the broker resumed = %+v, %v; want 1 ready", got, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Probes whose timeout falls in the middle of connecting or counting: under -race, any
+// unsynchronised access to the connection between the probe and its worker is reported.
+func TestRabbitMQProbeTimeoutRace(t *testing.T) {
+	publish(t, "race", "a")
+	for i := range 60 {
+		r := NewRabbitMQ(RabbitMQOptions{URL: rabbitServer.URL(), Queue: "race", Timeout: time.Duration(1+i) * time.Millisecond})
+		_, _ = r.Probe(ctx(t))
+		_, _ = r.Probe(ctx(t))
+		_ = r.Close()
 	}
 }
