@@ -166,7 +166,7 @@ func TestRabbitMQBrokerRestart(t *testing.T) {
 	if _, err := r.Probe(ctx(t)); ReasonOf(err) != ReasonConnectionFailed {
 		t.Fatalf("Probe with the broker down = %v, want ConnectionFailed", err)
 	}
-	if err := rabbitServer.Start(func() error { return amqpReady(rabbitServer.URL()) }); err != nil {
+	if err := rabbitServer.Start(amqpReady); err != nil {
 		t.Fatal(err)
 	}
 	// A broker killed with SIGKILL may lose a queue declared a moment before (its metadata
