@@ -6,12 +6,15 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	rabbithole "github.com/michaelklishin/rabbit-hole/v2"
 	amqp "github.com/rabbitmq/amqp091-go"
 	corev1 "k8s.io/api/core/v1"
 
@@ -19,9 +22,10 @@ import (
 )
 
 // RabbitMQ queues are counted with a passive queue declare, which gives the number of
-// ready messages. AMQP does not tell how many messages are delivered and unacknowledged,
-// so InFlight is always zero: a message a crashed worker never acknowledged goes back to
-// ready by the broker's own rules, and the next wave takes it.
+// ready messages, live. AMQP does not tell how many messages are delivered and
+// unacknowledged: with a management URL, the management API (the rabbitmq_management
+// plugin, through rabbit-hole) counts them, as of its last statistics collection;
+// without one, InFlightUnknown is set.
 
 // Environment variables of RabbitMQ workers.
 const (
@@ -37,10 +41,13 @@ var RabbitMQKind = Kind{
 	Name:     "rabbitmq",
 	Selected: func(s *qjv1.QueueSource) bool { return s.RabbitMQ != nil },
 	SecretRefs: func(s *qjv1.QueueSource) []*corev1.SecretKeySelector {
-		if s.RabbitMQ.URLSecretRef == nil {
-			return nil
+		var refs []*corev1.SecretKeySelector
+		for _, ref := range []*corev1.SecretKeySelector{s.RabbitMQ.URLSecretRef, s.RabbitMQ.ManagementURLSecretRef} {
+			if ref != nil {
+				refs = append(refs, ref)
+			}
 		}
-		return []*corev1.SecretKeySelector{s.RabbitMQ.URLSecretRef}
+		return refs
 	},
 	Open: func(src Source) (Backend, error) {
 		r := src.Spec.RabbitMQ
@@ -48,7 +55,11 @@ var RabbitMQKind = Kind{
 		if r.URLSecretRef != nil {
 			url = src.Secret(r.URLSecretRef)
 		}
-		return NewRabbitMQ(RabbitMQOptions{URL: url, Queue: r.Queue}), nil
+		mgmt := r.ManagementURL
+		if r.ManagementURLSecretRef != nil {
+			mgmt = src.Secret(r.ManagementURLSecretRef)
+		}
+		return NewRabbitMQ(RabbitMQOptions{URL: url, Queue: r.Queue, ManagementURL: mgmt}), nil
 	},
 	WorkerEnv: func(s *qjv1.QueueSource) []corev1.EnvVar {
 		r := s.RabbitMQ
@@ -70,6 +81,9 @@ var RabbitMQKind = Kind{
 // RabbitMQOptions locate a RabbitMQ queue.
 type RabbitMQOptions struct {
 	URL, Queue string
+	// ManagementURL is the base URL of the broker's management API, with or without a
+	// user and password (without, those of URL are used); empty if there is none.
+	ManagementURL string
 	// Timeout bounds dialing and each probe; 5s if zero.
 	Timeout time.Duration
 }
@@ -98,6 +112,9 @@ type RabbitMQ struct {
 	gen uint64
 	// worker is closed when the last probe's worker has returned; nil before the first.
 	worker chan struct{}
+
+	// mgmt is the management API, nil without a management URL.
+	mgmt *rabbitManagement
 }
 
 // NewRabbitMQ returns a RabbitMQ backend; it connects on first use.
@@ -105,18 +122,42 @@ func NewRabbitMQ(o RabbitMQOptions) *RabbitMQ {
 	if o.Timeout == 0 {
 		o.Timeout = 5 * time.Second
 	}
-	uri, err := parseRabbitURL(o.URL)
-	return &RabbitMQ{opts: o, uri: uri, uriErr: err}
+	r := &RabbitMQ{opts: o}
+	r.uri, r.uriErr = parseRabbitURL(o.URL)
+	if o.ManagementURL != "" && r.uriErr == nil {
+		var err error
+		if r.mgmt, err = newRabbitManagement(o.ManagementURL, r.uri, o.Timeout); err != nil {
+			r.uriErr = err
+		}
+	}
+	return r
 }
 
-// Probe counts the queue's ready messages. It returns within opts.Timeout whatever the
-// broker does.
+// Probe counts the queue's ready messages and, with a management URL, its in-flight
+// ones; if either count fails, the probe fails. It returns within opts.Timeout whatever
+// the broker does.
 func (r *RabbitMQ) Probe(ctx context.Context) (Counts, error) {
 	if r.uriErr != nil {
 		return Counts{}, r.uriErr
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	defer cancel()
+	ready, err := r.countReady(ctx)
+	if err != nil {
+		return Counts{}, err
+	}
+	if r.mgmt == nil {
+		return Counts{Ready: ready, InFlightUnknown: true}, nil
+	}
+	inFlight, known, err := r.mgmt.unacked(ctx, r.uri.Vhost, r.opts.Queue)
+	if err != nil {
+		return Counts{}, err
+	}
+	return Counts{Ready: ready, InFlight: inFlight, InFlightUnknown: !known}, nil
+}
+
+// countReady counts the queue's ready messages with a passive declare in a worker.
+func (r *RabbitMQ) countReady(ctx context.Context) (int64, error) {
 	r.mu.Lock()
 	prev := r.worker
 	r.mu.Unlock()
@@ -124,7 +165,7 @@ func (r *RabbitMQ) Probe(ctx context.Context) (Counts, error) {
 		select {
 		case <-prev:
 		case <-ctx.Done():
-			return Counts{}, r.timeoutError()
+			return 0, r.timeoutError()
 		}
 	}
 	done := make(chan struct{})
@@ -139,15 +180,12 @@ func (r *RabbitMQ) Probe(ctx context.Context) (Counts, error) {
 	}()
 	select {
 	case <-done:
-		if err != nil {
-			return Counts{}, err
-		}
-		return Counts{Ready: int64(n), InFlightUnknown: true}, nil
+		return int64(n), err
 	case <-ctx.Done():
 		// A broker that accepts TCP and never answers, or answers too slowly: close the
 		// socket, which ends the worker at once, and do not wait for it.
 		r.drop(nil)
-		return Counts{}, r.timeoutError()
+		return 0, r.timeoutError()
 	}
 }
 
@@ -254,6 +292,9 @@ func (r *RabbitMQ) drop(conn *amqp.Connection) {
 // Close closes the connection: gracefully if the broker answers within the probe timeout
 // (at most 2s), otherwise by closing its socket. It never waits longer than that.
 func (r *RabbitMQ) Close() error {
+	if r.mgmt != nil {
+		r.mgmt.transport.CloseIdleConnections()
+	}
 	r.mu.Lock()
 	conn, raw := r.conn, r.raw
 	r.conn, r.raw = nil, nil
@@ -364,5 +405,101 @@ func netCause(err error) string {
 		return "the connection was closed"
 	default:
 		return "the connection failed"
+	}
+}
+
+// errManagementURL is returned for a management URL that cannot be used; like
+// errRabbitURL, it quotes no part of it.
+var errManagementURL = &Error{Reason: ReasonConnectionFailed, Message: "the RabbitMQ management URL is not a valid " +
+	"http:// or https:// URL: check spec.queue.rabbitmq.managementURL or the Secret of managementURLSecretRef; " +
+	"special characters in the user and the password (such as / ? # @ : %) must be percent-encoded"}
+
+// rabbitManagement is the broker's management API, through rabbit-hole.
+type rabbitManagement struct {
+	endpoint           string // scheme://host[:port][/prefix], without credentials
+	addr               string // host[:port], the only part of the URL a message may name
+	username, password string
+	timeout            time.Duration
+	transport          *http.Transport
+}
+
+func newRabbitManagement(raw string, amqpURI amqp.URI, timeout time.Duration) (*rabbitManagement, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" ||
+		u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(raw, " \t\r\n") {
+		return nil, errManagementURL
+	}
+	m := &rabbitManagement{addr: u.Host, username: amqpURI.Username, password: amqpURI.Password, timeout: timeout}
+	if u.User != nil {
+		m.username = u.User.Username()
+		m.password, _ = u.User.Password()
+	}
+	u.User = nil
+	m.endpoint = strings.TrimSuffix(u.String(), "/")
+	dialer := &net.Dialer{Timeout: timeout}
+	m.transport = &http.Transport{
+		DialContext:           dialer.DialContext,
+		TLSHandshakeTimeout:   timeout,
+		ResponseHeaderTimeout: timeout,
+		MaxIdleConns:          1,
+		IdleConnTimeout:       time.Minute,
+	}
+	return m, nil
+}
+
+// statusTransport makes every request of rabbit-hole (which takes no context) obey the
+// probe's context, and keeps the status code of the response: rabbit-hole reports a 401
+// as an error with no code.
+type statusTransport struct {
+	ctx    context.Context
+	base   http.RoundTripper
+	status int
+}
+
+func (t *statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req.WithContext(t.ctx))
+	if resp != nil {
+		t.status = resp.StatusCode
+	}
+	return resp, err
+}
+
+// unacked returns the queue's messages_unacknowledged (GET /api/queues/{vhost}/{queue}).
+// known is false while the plugin has no statistics of the queue yet (a queue declared
+// less than collect_statistics_interval ago), whose counts are then absent.
+func (m *rabbitManagement) unacked(ctx context.Context, vhost, queue string) (n int64, known bool, err error) {
+	c, err := rabbithole.NewClient(m.endpoint, m.username, m.password)
+	if err != nil {
+		return 0, false, errManagementURL
+	}
+	t := &statusTransport{ctx: ctx, base: m.transport}
+	c.SetTransport(t)
+	c.SetTimeout(m.timeout)
+	q, err := c.GetQueue(vhost, queue)
+	switch {
+	case err == nil:
+		known = q.MessagesUnacknowledgedDetails != nil || q.MessagesUnacknowledged != 0
+		return int64(q.MessagesUnacknowledged), known, nil
+	case t.status == http.StatusUnauthorized || t.status == http.StatusForbidden:
+		return 0, false, Errorf(ReasonAuthFailed, "the RabbitMQ management API at %s refused the credentials "+
+			"(HTTP %d): check the user and password in the Secret of spec.queue.rabbitmq.managementURLSecretRef, "+
+			"or with spec.queue.rabbitmq.managementURL those of the AMQP URL; the user needs the monitoring "+
+			"(or management) tag and access to the virtual host", m.addr, t.status)
+	case t.status == http.StatusNotFound:
+		return 0, false, Errorf(ReasonQueueNotFound, "the RabbitMQ management API at %s has no queue %q in "+
+			"virtual host %q: declare it, or check spec.queue.rabbitmq.queue and that managementURL is the "+
+			"management API of the same broker", m.addr, queue, vhost)
+	case t.status >= 300:
+		return 0, false, Errorf(ReasonConnectionFailed, "the RabbitMQ management API at %s answered HTTP %d %s",
+			m.addr, t.status, http.StatusText(t.status))
+	case t.status != 0:
+		return 0, false, Errorf(ReasonConnectionFailed, "the RabbitMQ management API at %s sent no queue "+
+			"statistics: check that managementURL is the base URL of the management API", m.addr)
+	case ctx.Err() != nil:
+		return 0, false, Errorf(ReasonConnectionFailed, "the RabbitMQ management API at %s did not answer within %s",
+			m.addr, m.timeout)
+	default:
+		return 0, false, Errorf(ReasonConnectionFailed, "cannot reach the RabbitMQ management API at %s: %s",
+			m.addr, netCause(err))
 	}
 }

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -316,4 +317,180 @@ func TestRabbitMQProbeTimeoutRace(t *testing.T) {
 		_, _ = r.Probe(ctx(t))
 		_ = r.Close()
 	}
+}
+
+// withoutUserinfo removes the user and password from a URL.
+func withoutUserinfo(t *testing.T, raw string) string {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = nil
+	return u.String()
+}
+
+// probeUntil probes until ok accepts the counts, or fails the test after a minute: the
+// management plugin's counts lag by up to its statistics interval.
+func probeUntil(t *testing.T, r *RabbitMQ, what string, ok func(Counts) bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		got, err := r.Probe(ctx(t))
+		if err == nil && ok(got) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Probe = %+v, %v; want %s", got, err, what)
+		}
+		time.Sleep(servers.ManagementStatsInterval / 2)
+	}
+}
+
+func TestRabbitMQManagementCountsInFlight(t *testing.T) {
+	publish(t, "held", "a", "b", "c", "d")
+	conn, err := amqp.Dial(rabbitServer.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []amqp.Delivery
+	for range 3 {
+		d, ok, err := ch.Get("held", false)
+		if !ok || err != nil {
+			t.Fatalf("basic.get: %v %v", ok, err)
+		}
+		held = append(held, d)
+	}
+
+	for name, mgmt := range map[string]string{
+		"management URL with credentials":                rabbitServer.ManagementURL(),
+		"management URL with the AMQP URL's credentials": withoutUserinfo(t, rabbitServer.ManagementURL()),
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := NewRabbitMQ(RabbitMQOptions{URL: rabbitServer.URL(), Queue: "held", ManagementURL: mgmt})
+			t.Cleanup(func() { _ = r.Close() })
+			probeUntil(t, r, "1 ready, 3 in flight", func(c Counts) bool {
+				return c == Counts{Ready: 1, InFlight: 3}
+			})
+		})
+	}
+
+	r := newRabbitMgmt(t, rabbitServer.URL(), "held", rabbitServer.ManagementURL())
+	for _, d := range held {
+		if err := d.Ack(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	probeUntil(t, r, "1 ready, 0 in flight once the workers acknowledged", func(c Counts) bool {
+		return c == Counts{Ready: 1, InFlight: 0}
+	})
+}
+
+func newRabbitMgmt(t *testing.T, amqpURL, queue, mgmt string) *RabbitMQ {
+	t.Helper()
+	r := NewRabbitMQ(RabbitMQOptions{URL: amqpURL, Queue: queue, ManagementURL: mgmt})
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}
+
+func TestRabbitMQManagementErrors(t *testing.T) {
+	publish(t, "mgmt-errors", "a")
+	good := rabbitServer.ManagementURL()
+	const wrongPass = "Wr0ngMgmtPw77"
+	cases := []struct {
+		name, mgmt, password string
+		timeout              time.Duration
+		reason, says         string
+	}{
+		{name: "wrong management password", mgmt: strings.Replace(good, "guest:guest", "guest:"+wrongPass, 1), password: wrongPass,
+			reason: ReasonAuthFailed, says: "managementURLSecretRef"},
+		{name: "management API not listening", mgmt: "http://guest:Cl0sedPortPw@" + closedPort(t), password: "Cl0sedPortPw",
+			reason: ReasonConnectionFailed, says: "127.0.0.1:"},
+		{name: "management API that never answers", mgmt: "http://guest:S1lentPw99@" + silentServer(t), password: "S1lentPw99",
+			timeout: 2 * time.Second, reason: ReasonConnectionFailed, says: "within 2s"},
+		{name: "malformed management URL", mgmt: "http://guest:Mx9v2Qw8/Lm3+Zp==@" + rabbitServer.Addr(), password: "Mx9v2Qw8/Lm3+Zp==",
+			reason: ReasonConnectionFailed, says: "percent-encoded"},
+		{name: "management URL of another scheme", mgmt: "amqp://guest:Sc7eMePw@" + rabbitServer.Addr(), password: "Sc7eMePw",
+			reason: ReasonConnectionFailed, says: "http"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := NewRabbitMQ(RabbitMQOptions{URL: rabbitServer.URL(), Queue: "mgmt-errors", ManagementURL: tc.mgmt, Timeout: tc.timeout})
+			t.Cleanup(func() { _ = r.Close() })
+			start := time.Now()
+			got, err := r.Probe(ctx(t))
+			if took := time.Since(start); took > 8*time.Second {
+				t.Errorf("Probe took %s", took)
+			}
+			if err == nil {
+				t.Fatalf("Probe = %+v, want an error: in-flight messages cannot be counted", got)
+			}
+			if ReasonOf(err) != tc.reason {
+				t.Errorf("Probe error = %v, want reason %s", err, tc.reason)
+			}
+			if s := leaks(err.Error(), tc.password); s != "" {
+				t.Errorf("error %q contains %q, part of the password", err, s)
+			}
+			if !strings.Contains(err.Error(), tc.says) {
+				t.Errorf("error %q does not say %q", err, tc.says)
+			}
+		})
+	}
+}
+
+func TestRabbitMQManagementMissingQueue(t *testing.T) {
+	// The passive declare reports a missing queue before the management API is asked, so
+	// the management API's own 404 is tested on its own.
+	r := newRabbitMgmt(t, rabbitServer.URL(), "no-such-queue", rabbitServer.ManagementURL())
+	if _, err := r.Probe(ctx(t)); ReasonOf(err) != ReasonQueueNotFound {
+		t.Errorf("Probe = %v, want reason %s", err, ReasonQueueNotFound)
+	}
+	if r.mgmt == nil {
+		t.Fatal("no management API configured")
+	}
+	_, _, err := r.mgmt.unacked(ctx(t), "/", "no-such-queue")
+	if ReasonOf(err) != ReasonQueueNotFound {
+		t.Errorf("management API count of a missing queue = %v, want reason %s", err, ReasonQueueNotFound)
+	}
+	_, _, err = r.mgmt.unacked(ctx(t), "no-such-vhost", "job1")
+	if ReasonOf(err) != ReasonQueueNotFound {
+		t.Errorf("management API count in a missing vhost = %v, want reason %s", err, ReasonQueueNotFound)
+	}
+}
+
+func TestRabbitMQKindManagementURLFromSecret(t *testing.T) {
+	urlRef := &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "rabbit"}, Key: "url"}
+	mgmtRef := &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "rabbit-mgmt"}, Key: "management-url"}
+	src := &qjv1.QueueSource{RabbitMQ: &qjv1.RabbitMQQueue{URLSecretRef: urlRef, ManagementURLSecretRef: mgmtRef, Queue: "kind-mgmt"}}
+	if diff := cmp.Diff([]*corev1.SecretKeySelector{urlRef, mgmtRef}, RabbitMQKind.SecretRefs(src)); diff != "" {
+		t.Errorf("SecretRefs (-want +got):\n%s", diff)
+	}
+	for _, env := range RabbitMQKind.WorkerEnv(src) {
+		if env.ValueFrom != nil && env.ValueFrom.SecretKeyRef.Name == mgmtRef.Name {
+			t.Errorf("workers get the management URL in %s; they need not", env.Name)
+		}
+	}
+	publish(t, "kind-mgmt", "a")
+	b, err := RabbitMQKind.Open(Source{Spec: src, Secrets: map[string]string{
+		"rabbit/url": rabbitServer.URL(), "rabbit-mgmt/management-url": rabbitServer.ManagementURL()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	probeUntil(t, b.(*RabbitMQ), "1 ready, 0 in flight, counted", func(c Counts) bool { return c == Counts{Ready: 1} })
+
+	// managementURL without credentials: the AMQP URL's are used.
+	src.RabbitMQ.ManagementURLSecretRef = nil
+	src.RabbitMQ.ManagementURL = withoutUserinfo(t, rabbitServer.ManagementURL())
+	b, err = RabbitMQKind.Open(Source{Spec: src, Secrets: map[string]string{"rabbit/url": rabbitServer.URL()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	probeUntil(t, b.(*RabbitMQ), "1 ready, 0 in flight, counted", func(c Counts) bool { return c == Counts{Ready: 1} })
 }
