@@ -258,6 +258,15 @@ func (r *RabbitMQ) connection(ctx context.Context) (*amqp.Connection, error) {
 		Properties: amqp.Table{"connection_name": "queuejob-operator probe"},
 	})
 	if err != nil {
+		if raw != nil {
+			// A failed handshake (wrong password, say): close its socket now.
+			r.mu.Lock()
+			if r.raw == raw {
+				r.raw = nil
+			}
+			r.mu.Unlock()
+			_ = raw.Close()
+		}
 		return nil, rabbitError(err, rabbitAddr(r.uri))
 	}
 	r.mu.Lock()
