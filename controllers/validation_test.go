@@ -118,6 +118,23 @@ var _ = Describe("QueueJob admission", func() {
 			withRabbitMQ(q)
 			q.Spec.Queue.RabbitMQ.URL = ""
 		}),
+		Entry("credentials inside the RabbitMQ management URL", "spec.queue.rabbitmq.managementURL", "managementURLSecretRef", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Queue.RabbitMQ.ManagementURL = "http://guest:Pa55word@rabbitmq-service:15672"
+		}),
+		Entry("a user inside the RabbitMQ management URL", "spec.queue.rabbitmq.managementURL", "managementURLSecretRef", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Queue.RabbitMQ.ManagementURL = "http://monitor@rabbitmq-service:15672"
+		}),
+		Entry("RabbitMQ management URL of another scheme", "spec.queue.rabbitmq.managementURL", "http://", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Queue.RabbitMQ.ManagementURL = "amqp://rabbitmq-service:5672"
+		}),
+		Entry("RabbitMQ managementURL and managementURLSecretRef both", "spec.queue.rabbitmq", "at most one of managementURL or managementURLSecretRef", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Queue.RabbitMQ.ManagementURL = "http://rabbitmq-service:15672"
+			q.Spec.Queue.RabbitMQ.ManagementURLSecretRef = secretRef("rabbit", "management-url")
+		}),
 		Entry("a name too long for a label value", "metadata.name", "at most 63 characters", func(q *qjv1.QueueJob) { q.Name = strings.Repeat("a", 64) }),
 	)
 
@@ -141,6 +158,15 @@ var _ = Describe("QueueJob admission", func() {
 			withRabbitMQ(q)
 			q.Spec.Queue.RabbitMQ.URL = ""
 			q.Spec.Queue.RabbitMQ.URLSecretRef = secretRef("rabbit", "url")
+		}),
+		Entry("RabbitMQ with a management URL", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Mode = qjv1.ModeWorkerPool
+			q.Spec.Queue.RabbitMQ.ManagementURL = "https://rabbitmq-service:15671/"
+		}),
+		Entry("RabbitMQ with a management URL from a Secret", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Queue.RabbitMQ.ManagementURLSecretRef = secretRef("rabbit", "management-url")
 		}),
 		Entry("a 63-character name", func(q *qjv1.QueueJob) { q.Name = strings.Repeat("a", 63) }),
 		Entry("zero TTLs", func(q *qjv1.QueueJob) {

@@ -218,9 +218,14 @@ type RedisQueue struct {
 }
 
 // RabbitMQQueue is a RabbitMQ queue of work items. The broker is given by
-// exactly one of url and urlSecretRef.
+// exactly one of url and urlSecretRef; its management API, which counts the
+// messages workers hold, by at most one of managementURL and
+// managementURLSecretRef.
 // +kubebuilder:validation:XValidation:rule="has(self.url) != has(self.urlSecretRef)",message="spec.queue.rabbitmq: set exactly one of url or urlSecretRef"
 // +kubebuilder:validation:XValidation:rule=`!has(self.url) || !self.url.matches('^amqps?://[^@/?#]*:[^@/?#]*@')`,fieldPath=".url",message="spec.queue.rabbitmq.url must not contain a password: store the whole URL in a Secret and reference it with spec.queue.rabbitmq.urlSecretRef"
+// +kubebuilder:validation:XValidation:rule="!has(self.managementURL) || !has(self.managementURLSecretRef)",message="spec.queue.rabbitmq: set at most one of managementURL or managementURLSecretRef"
+// +kubebuilder:validation:XValidation:rule="!has(self.managementURL) || self.managementURL.startsWith('http://') || self.managementURL.startsWith('https://')",fieldPath=".managementURL",message="spec.queue.rabbitmq.managementURL must start with http:// or https://"
+// +kubebuilder:validation:XValidation:rule=`!has(self.managementURL) || !self.managementURL.matches('^https?://[^/?#]*@')`,fieldPath=".managementURL",message="spec.queue.rabbitmq.managementURL must not contain a user or password: store the whole URL in a Secret and reference it with spec.queue.rabbitmq.managementURLSecretRef"
 type RabbitMQQueue struct {
 	// queue is the name of the RabbitMQ queue.
 	// +kubebuilder:validation:MaxLength=255
@@ -241,6 +246,33 @@ type RabbitMQQueue struct {
 	// +kubebuilder:validation:XValidation:rule="size(self.name) > 0 && size(self.key) > 0",message="spec.queue.rabbitmq.urlSecretRef needs both name and key: name the Secret and its key that holds the URL"
 	// +optional
 	URLSecretRef *corev1.SecretKeySelector `json:"urlSecretRef,omitempty"`
+
+	// managementURL is the base URL of the broker's management API (the
+	// rabbitmq_management plugin), http or https, without a user or password,
+	// e.g. http://rabbitmq:15672. The operator logs in with the user and
+	// password of the AMQP URL; other credentials belong in a Secret: use
+	// managementURLSecretRef. The management API counts the messages workers
+	// have taken and not yet acknowledged. Without managementURL or
+	// managementURLSecretRef those cannot be counted, so a RabbitMQ WorkerPool
+	// never ends a wave on its own (drainGracePeriodSeconds does not apply).
+	// The plugin updates its counts every collect_statistics_interval (5s by
+	// default): drainGracePeriodSeconds should exceed it.
+	// +kubebuilder:validation:MaxLength=2048
+	// +optional
+	ManagementURL string `json:"managementURL,omitempty"`
+
+	// managementURLSecretRef selects the key of a Secret in the QueueJob's
+	// namespace that holds the base URL of the broker's management API with
+	// its user and password, e.g. http://monitor:secret@rabbitmq:15672. The
+	// management API counts the messages workers have taken and not yet
+	// acknowledged. Without managementURL or managementURLSecretRef those
+	// cannot be counted, so a RabbitMQ WorkerPool never ends a wave on its own
+	// (drainGracePeriodSeconds does not apply). The plugin updates its counts
+	// every collect_statistics_interval (5s by default):
+	// drainGracePeriodSeconds should exceed it.
+	// +kubebuilder:validation:XValidation:rule="size(self.name) > 0 && size(self.key) > 0",message="spec.queue.rabbitmq.managementURLSecretRef needs both name and key: name the Secret and its key that holds the management URL"
+	// +optional
+	ManagementURLSecretRef *corev1.SecretKeySelector `json:"managementURLSecretRef,omitempty"`
 }
 
 // CleanupPolicy says when finished Jobs and pods are deleted, like a Job's

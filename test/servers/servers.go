@@ -63,6 +63,25 @@ func (s *Server) Stop() {
 	s.cmd = nil
 }
 
+// Pause freezes the server's process group with SIGSTOP: its sockets stay open and the
+// kernel still accepts connections, but nothing answers, as with a hung broker. Resume
+// undoes it; Stop and Close work on a paused server.
+func (s *Server) Pause() error {
+	if s.cmd == nil {
+		return fmt.Errorf("%s is not running", s.args[0])
+	}
+	return syscall.Kill(-s.cmd.Process.Pid, syscall.SIGSTOP)
+}
+
+// Resume continues a server that Pause froze (SIGCONT); it does nothing to a server that
+// is not paused or not running.
+func (s *Server) Resume() error {
+	if s.cmd == nil {
+		return nil
+	}
+	return syscall.Kill(-s.cmd.Process.Pid, syscall.SIGCONT)
+}
+
 // Start starts a stopped server again on the same port and data and waits until it
 // accepts connections.
 func (s *Server) Start(ready func() error) error {
@@ -179,14 +198,39 @@ func StartRedis(password string) (*Server, error) {
 	return s, nil
 }
 
-// RabbitMQ is a running rabbitmq-server with its own epmd, both on free ports.
+// RabbitMQ is a running rabbitmq-server with its management plugin and its own epmd, all
+// on free ports.
 type RabbitMQ struct {
 	*Server
-	epmd *Server
+	epmd     *Server
+	mgmtPort int
 }
 
 // URL is the broker's AMQP URL with the default guest user (allowed from loopback).
 func (r *RabbitMQ) URL() string { return "amqp://guest:guest@" + r.Addr() + "/" }
+
+// ManagementURL is the URL of the broker's management API (the rabbitmq_management plugin)
+// with the guest user's credentials.
+func (r *RabbitMQ) ManagementURL() string {
+	return "http://guest:guest@" + net.JoinHostPort("127.0.0.1", strconv.Itoa(r.mgmtPort))
+}
+
+// ManagementStatsInterval is how often the test broker's management plugin updates its
+// counts (collect_statistics_interval; RabbitMQ's default is 5s).
+const ManagementStatsInterval = 500 * time.Millisecond
+
+// Start starts a stopped broker again on the same ports and data and waits until ready
+// accepts its AMQP URL and the management API accepts connections (its listener starts
+// after AMQP's).
+func (r *RabbitMQ) Start(ready func(url string) error) error {
+	mgmt := net.JoinHostPort("127.0.0.1", strconv.Itoa(r.mgmtPort))
+	return r.Server.Start(func() error {
+		if err := ready(r.URL()); err != nil {
+			return err
+		}
+		return dialable(mgmt)
+	})
+}
 
 // Close stops the broker and its epmd and removes their directories.
 func (r *RabbitMQ) Close() {
@@ -210,7 +254,7 @@ func StartRabbitMQ(ready func(url string) error) (*RabbitMQ, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, ports, err := newServer("rabbitmq", 3)
+	s, ports, err := newServer("rabbitmq", 4)
 	if err != nil {
 		return nil, err
 	}
@@ -232,7 +276,12 @@ func StartRabbitMQ(ready func(url string) error) (*RabbitMQ, error) {
 		}
 	}
 	plugins := filepath.Join(s.dir, "enabled_plugins")
-	if err := os.WriteFile(plugins, []byte("[].\n"), 0o644); err != nil {
+	if err := os.WriteFile(plugins, []byte("[rabbitmq_management].\n"), 0o644); err != nil {
+		return nil, err
+	}
+	conf := fmt.Sprintf("management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %d\n"+
+		"collect_statistics_interval = %d\n", ports[3], ManagementStatsInterval.Milliseconds())
+	if err := os.WriteFile(filepath.Join(s.dir, "rabbitmq.conf"), []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
 	s.args = []string{bin}
@@ -251,8 +300,8 @@ func StartRabbitMQ(ready func(url string) error) (*RabbitMQ, error) {
 		"RABBITMQ_ADVANCED_CONFIG_FILE=" + filepath.Join(s.dir, "advanced.config"),
 		"RABBITMQ_PID_FILE=" + filepath.Join(s.dir, "rabbitmq.pid"),
 	}
-	r := &RabbitMQ{Server: s, epmd: epmd}
-	if err := s.Start(func() error { return ready(r.URL()) }); err != nil {
+	r := &RabbitMQ{Server: s, epmd: epmd, mgmtPort: ports[3]}
+	if err := r.Start(ready); err != nil {
 		r.Close()
 		return nil, err
 	}
