@@ -170,7 +170,7 @@ func (s *scope) waves() int32 {
 // Reconcile brings one QueueJob a step closer to its spec: list its Jobs, create the Job
 // it lacks, keep the running Job in line with the spec, observe, clean up; then write the
 // status once, if it changed, and emit the events of what changed.
-func (r *QueueJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, reterr error) {
+func (r *QueueJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, reterr error) {
 	read := &qjv1.QueueJob{}
 	if err := r.Get(ctx, req.NamespacedName, read); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -196,16 +196,20 @@ func (r *QueueJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_
 		if err := r.writeStatus(ctx, s); err != nil && reterr == nil {
 			reterr = err
 		}
+		if reterr != nil {
+			// Retried with backoff, but no later than the QueueJob's own cadence.
+			r.limiter.setCadence(req, s.requeueAfter)
+			res = ctrl.Result{}
+		} else {
+			r.limiter.setCadence(req, 0)
+		}
 	}()
 
 	for _, phase := range []func(context.Context, *scope) error{r.listJobs, r.probeQueue, r.ensureWave, r.syncJob, r.cleanup} {
 		if err := phase(ctx, s); err != nil {
-			// Retried with backoff, but no later than the QueueJob's own cadence.
-			r.limiter.setCadence(req, s.requeueAfter)
 			return ctrl.Result{}, err
 		}
 	}
-	r.limiter.setCadence(req, 0)
 	return ctrl.Result{RequeueAfter: s.requeueAfter}, nil
 }
 

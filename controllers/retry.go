@@ -88,9 +88,11 @@ func (l *cadenceLimiter) When(req reconcile.Request) time.Duration {
 
 // setCadence records the requeue a reconcile asked for; zero forgets it.
 func (l *cadenceLimiter) setCadence(req reconcile.Request, d time.Duration) {
-	if d > 0 {
+	switch {
+	case l == nil: // a reconciler not set up with a manager (unit tests)
+	case d > 0:
 		l.cadence.Store(req, d)
-	} else {
+	default:
 		l.cadence.Delete(req)
 	}
 }
