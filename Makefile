@@ -13,7 +13,8 @@ export KUBEBUILDER_CONTROLPLANE_START_TIMEOUT
 LOCALBIN ?= $(shell pwd)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 # -count=1: the tests talk to real servers, which go test's result cache cannot see.
-GO_TEST_FLAGS ?= -race -count=1
+# -timeout: the envtest suite runs longer than go test's default of 10 minutes.
+GO_TEST_FLAGS ?= -race -count=1 -timeout 60m
 KUBECTL ?= kubectl
 
 SHELL = /usr/bin/env bash -o pipefail

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -64,13 +65,11 @@ func podFinishTime(pod *corev1.Pod) (t time.Time, ok bool) {
 // under refill Continuous, from each wave's own finish); finished waves beyond the history
 // limits; and the running wave of a WorkerPool whose workers outlived the drained queue.
 func (r *QueueJobReconciler) cleanup(ctx context.Context, s *scope) error {
-	if err := r.deleteArchivedJobs(ctx, s); err != nil {
-		return err
-	}
+	// Each step runs whatever the others do: a webhook refusing pod deletes must not stop
+	// Jobs from expiring.
+	errs := []error{r.deleteArchivedJobs(ctx, s)}
 	if p := s.qj.Spec.Cleanup; p != nil && p.PodTTLSecondsAfterFinished != nil {
-		if err := r.cleanupPods(ctx, s, *p.PodTTLSecondsAfterFinished); err != nil {
-			return err
-		}
+		errs = append(errs, r.cleanupPods(ctx, s, *p.PodTTLSecondsAfterFinished))
 	}
 	if p := s.qj.Spec.Cleanup; p != nil && p.TTLSecondsAfterFinished != nil {
 		archiveExpired(s, *p.TTLSecondsAfterFinished)
@@ -78,7 +77,7 @@ func (r *QueueJobReconciler) cleanup(ctx context.Context, s *scope) error {
 	if s.qj.Spec.Queue != nil {
 		archiveBeyondHistory(s)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // archiveExpired archives the finished Jobs whose TTL has expired and asks to be called

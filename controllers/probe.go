@@ -66,7 +66,7 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 	s.probe = &probeResult{}
 
 	start := time.Now()
-	counts, reclaimed, err := r.probeOnce(ctx, s, kind, interval)
+	counts, err := r.probeOnce(ctx, s, kind, interval)
 	probeDuration.WithLabelValues(kind.Name).Observe(time.Since(start).Seconds())
 	if err != nil {
 		s.probe.err = err
@@ -78,15 +78,6 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 		return nil
 	}
 	s.probe.counts = &counts
-	if reclaimed > 0 {
-		// The items are back in the queue whatever happens to this reconcile: count them
-		// until a status write has recorded them, and say so now.
-		r.pool.addReclaimed(key, s.qj.UID, int64(reclaimed))
-		leasesReclaimed.WithLabelValues(kind.Name).Add(float64(reclaimed))
-		logf.FromContext(ctx).Info("Returned items of gone workers to the queue", "items", reclaimed)
-		r.announce(s, corev1.EventTypeNormal, qjv1.EventLeasesReclaimed, "ReclaimLeases",
-			fmt.Sprintf("Returned %d in-flight items whose lease expired to the queue", reclaimed))
-	}
 	queueReady.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(counts.Ready))
 	queueInFlight.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(counts.InFlight))
 	// Jitter spreads the probes of many QueueJobs created together.
@@ -104,15 +95,15 @@ func strandedItems(st *qjv1.QueueJobStatus) bool {
 	return meta.IsStatusConditionTrue(st.Conditions, qjv1.ConditionFailed) && st.Queue != nil && st.Queue.InFlight > 0
 }
 
-func (r *QueueJobReconciler) probeOnce(ctx context.Context, s *scope, kind *queue.Kind, interval time.Duration) (queue.Counts, int, error) {
+func (r *QueueJobReconciler) probeOnce(ctx context.Context, s *scope, kind *queue.Kind, interval time.Duration) (queue.Counts, error) {
 	source, err := r.resolve(ctx, s.qj, kind)
 	if err != nil {
-		return queue.Counts{}, 0, err
+		return queue.Counts{}, err
 	}
 	key := client.ObjectKeyFromObject(s.qj)
 	backend, err := r.pool.get(key, s.qj.UID, kind, source)
 	if err != nil {
-		return queue.Counts{}, 0, err
+		return queue.Counts{}, err
 	}
 	// The bound holds whatever the backend does with the context: a backend that does not
 	// answer in time is abandoned (and closed in the background), and the next probe opens
@@ -120,26 +111,41 @@ func (r *QueueJobReconciler) probeOnce(ctx context.Context, s *scope, kind *queu
 	ctx, cancel := context.WithTimeout(ctx, r.probeTimeout())
 	defer cancel()
 	type result struct {
-		counts    queue.Counts
-		reclaimed int
-		err       error
+		counts queue.Counts
+		err    error
 	}
 	done := make(chan result, 1)
 	go func() {
 		counts, reclaimed, err := probeAndReap(ctx, backend, s.now, max(minReapGrace, 2*interval))
-		done <- result{counts, reclaimed, err}
+		// Reclaimed items are back in the queue, whether this probe failed later on or was
+		// abandoned: count them until a status write records them, and say so now.
+		r.recordReclaimed(ctx, s, kind, reclaimed)
+		done <- result{counts, err}
 	}()
 	select {
 	case res := <-done:
-		return res.counts, res.reclaimed, res.err
+		return res.counts, res.err
 	case <-ctx.Done():
 		r.pool.abandon(key, backend)
-		return queue.Counts{}, 0, queue.Errorf(queue.ReasonConnectionFailed,
+		return queue.Counts{}, queue.Errorf(queue.ReasonConnectionFailed,
 			"the queue did not answer within %s: check spec.queue's address and that the broker is healthy", r.probeTimeout())
 	}
 }
 
-// probeAndReap counts the queue's items and returns those of gone workers to it.
+// recordReclaimed counts reclaimed leases, and reports them in an event, a metric and the log.
+func (r *QueueJobReconciler) recordReclaimed(ctx context.Context, s *scope, kind *queue.Kind, n int) {
+	if n == 0 {
+		return
+	}
+	r.pool.addReclaimed(client.ObjectKeyFromObject(s.qj), s.qj.UID, int64(n))
+	leasesReclaimed.WithLabelValues(kind.Name).Add(float64(n))
+	logf.FromContext(ctx).Info("Returned items of gone workers to the queue", "items", n)
+	r.announce(s, corev1.EventTypeNormal, qjv1.EventLeasesReclaimed, "ReclaimLeases",
+		fmt.Sprintf("Returned %d in-flight items whose lease expired to the queue", n))
+}
+
+// probeAndReap counts the queue's items and returns those of gone workers to it. Items
+// already returned are counted even when the reaper then fails.
 func probeAndReap(ctx context.Context, backend queue.Backend, now time.Time, grace time.Duration) (queue.Counts, int, error) {
 	counts, err := backend.Probe(ctx)
 	if err != nil {
@@ -153,7 +159,7 @@ func probeAndReap(ctx context.Context, backend queue.Backend, now time.Time, gra
 	if reaper, ok := backend.(queue.Reaper); ok {
 		reclaimed, err = reaper.Reap(ctx, now, grace)
 		if err != nil {
-			return queue.Counts{}, 0, err
+			return queue.Counts{}, reclaimed, err
 		}
 		// Reap runs after the count: items taken meanwhile may be among the reclaimed.
 		counts.InFlight = max(counts.InFlight-int64(reclaimed), 0)
@@ -319,9 +325,7 @@ func (p *connPool) get(key types.NamespacedName, uid types.UID, kind *queue.Kind
 		if c.uid == uid && c.fingerprint == fp {
 			return c.backend, nil
 		}
-		if c.backend != nil {
-			_ = c.backend.Close()
-		}
+		closeInBackground(c.backend)
 		delete(p.conns, key)
 		if c.uid == uid { // a rotated Secret: what the QueueJob owes its status stays
 			carried = pooledConn{due: c.due, goneWave: c.goneWave, reclaimed: c.reclaimed}
@@ -347,7 +351,15 @@ func (p *connPool) abandon(key types.NamespacedName, b queue.Backend) {
 	if c, ok := p.conns[key]; ok && c.backend == b {
 		c.backend, c.fingerprint = nil, ""
 	}
-	go func() { _ = b.Close() }()
+	closeInBackground(b)
+}
+
+// closeInBackground closes a backend without holding up the caller (nor the pool's lock):
+// closing a connection to a frozen broker waits for its timeout.
+func closeInBackground(b queue.Backend) {
+	if b != nil {
+		go func() { _ = b.Close() }()
+	}
 }
 
 // take removes a QueueJob's connection from the pool and returns it, nil if it had none.
@@ -366,9 +378,7 @@ func (p *connPool) drop(key types.NamespacedName) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.conns[key]; ok {
-		if c.backend != nil {
-			_ = c.backend.Close()
-		}
+		closeInBackground(c.backend)
 		delete(p.conns, key)
 	}
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,16 +11,27 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
 )
 
 // fakeBackend is a seam: it counts how it was opened and closed.
-type fakeBackend struct{ closed int }
+type fakeBackend struct{ closed atomic.Int32 }
 
 func (f *fakeBackend) Probe(context.Context) (queue.Counts, error) { return queue.Counts{}, nil }
-func (f *fakeBackend) Close() error                                { f.closed++; return nil }
+func (f *fakeBackend) Close() error                                { f.closed.Add(1); return nil }
+
+// closedOnce waits for the pool's background close of a backend.
+func closedOnce(f *fakeBackend) bool {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if f.closed.Load() == 1 {
+			return true
+		}
+	}
+	return false
+}
 
 func TestConnPool(t *testing.T) {
 	var opened []*fakeBackend
@@ -41,16 +53,16 @@ func TestConnPool(t *testing.T) {
 		t.Fatalf("the same source opened %d connections", len(opened))
 	}
 	c, _ := p.get(key, "uid-1", kind, src("rotated"))
-	if c == a || opened[0].closed != 1 {
-		t.Fatalf("a rotated Secret must replace the connection (closed %d)", opened[0].closed)
+	if c == a || !closedOnce(opened[0]) {
+		t.Fatalf("a rotated Secret must replace the connection (closed %d)", opened[0].closed.Load())
 	}
 	d, _ := p.get(key, "uid-2", kind, src("rotated"))
-	if d == c || opened[1].closed != 1 {
-		t.Fatalf("a recreated QueueJob must get a new connection (closed %d)", opened[1].closed)
+	if d == c || !closedOnce(opened[1]) {
+		t.Fatalf("a recreated QueueJob must get a new connection (closed %d)", opened[1].closed.Load())
 	}
 	p.drop(key)
-	if opened[2].closed != 1 || p.size() != 0 {
-		t.Fatalf("drop left %d connections, closed %d", p.size(), opened[2].closed)
+	if !closedOnce(opened[2]) || p.size() != 0 {
+		t.Fatalf("drop left %d connections, closed %d", p.size(), opened[2].closed.Load())
 	}
 	p.drop(key) // dropping twice is harmless
 }
@@ -140,13 +152,61 @@ type reapingBackend struct {
 	fakeBackend
 	counts    queue.Counts
 	reclaim   int
+	reapErr   error
 	reapCalls []time.Time
+	// hang makes Reap return its reclaims only after this long, whatever its context says.
+	hang time.Duration
 }
 
 func (f *reapingBackend) Probe(context.Context) (queue.Counts, error) { return f.counts, nil }
 func (f *reapingBackend) Reap(_ context.Context, now time.Time, _ time.Duration) (int, error) {
 	f.reapCalls = append(f.reapCalls, now)
-	return f.reclaim, nil
+	time.Sleep(f.hang)
+	return f.reclaim, f.reapErr
+}
+
+// fakeKind opens b for any source.
+func fakeKind(b queue.Backend) *queue.Kind {
+	return &queue.Kind{Name: "fake",
+		SecretRefs: func(*qjv1.QueueSource) []*corev1.SecretKeySelector { return nil },
+		Open:       func(queue.Source) (queue.Backend, error) { return b, nil }}
+}
+
+// Items a reaper returned are back in the queue, so they are counted even when the probe
+// fails after them or is abandoned for taking too long.
+func TestProbeOnceCountsEveryReclaim(t *testing.T) {
+	qj := &qjv1.QueueJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "q", UID: "uid-1"},
+		Spec: qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "r:6379", Key: "k"}}}}
+	key := types.NamespacedName{Namespace: "ns", Name: "q"}
+	cases := []struct {
+		name string
+		b    *reapingBackend
+	}{
+		{name: "the reaper fails after returning some items", b: &reapingBackend{counts: queue.Counts{InFlight: 9}, reclaim: 4,
+			reapErr: queue.Errorf(queue.ReasonConnectionFailed, "connection reset")}},
+		{name: "the reaper outlasts the probe's bound and ignores its context", b: &reapingBackend{counts: queue.Counts{InFlight: 9}, reclaim: 4,
+			hang: 3 * time.Second}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &QueueJobReconciler{Recorder: events.NewFakeRecorder(10), ProbeTimeout: 500 * time.Millisecond}
+			start := time.Now()
+			_, err := r.probeOnce(context.Background(), &scope{read: qj, qj: qj, now: start}, fakeKind(tc.b), time.Second)
+			if err == nil {
+				t.Fatal("probeOnce succeeded, want an error")
+			}
+			if took := time.Since(start); took > 2500*time.Millisecond {
+				t.Errorf("probeOnce took %s with a bound of 500ms", took)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for r.pool.pendingReclaimed(key, "uid-1") != 4 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if got := r.pool.pendingReclaimed(key, "uid-1"); got != 4 {
+				t.Errorf("pending reclaimed = %d, want the 4 items the reaper returned", got)
+			}
+		})
+	}
 }
 
 // The reaper only learns that an item left the processing list by looking: probeOnce must
@@ -174,8 +234,9 @@ func TestProbeOnceAlwaysReaps(t *testing.T) {
 				Open:       func(queue.Source) (queue.Backend, error) { return b, nil }}
 			qj := &qjv1.QueueJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "q", UID: "uid-1"},
 				Spec: qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "r:6379", Key: "k"}}}}
-			r := &QueueJobReconciler{}
-			got, reclaimed, err := r.probeOnce(context.Background(), &scope{read: qj, qj: qj, now: now}, kind, time.Second)
+			r := &QueueJobReconciler{Recorder: events.NewFakeRecorder(10)}
+			got, err := r.probeOnce(context.Background(), &scope{read: qj, qj: qj, now: now}, kind, time.Second)
+			reclaimed := int(r.pool.pendingReclaimed(types.NamespacedName{Namespace: "ns", Name: "q"}, "uid-1"))
 			if err != nil {
 				t.Fatal(err)
 			}

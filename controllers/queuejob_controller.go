@@ -3,8 +3,10 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -205,10 +207,18 @@ func (r *QueueJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		}
 	}()
 
-	for _, phase := range []func(context.Context, *scope) error{r.listJobs, r.probeQueue, r.ensureWave, r.syncJob, r.cleanup} {
-		if err := phase(ctx, s); err != nil {
-			return ctrl.Result{}, err
-		}
+	if err := r.listJobs(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
+	// Each later phase runs whatever the others did: each decides only from what it sees
+	// (ensureWave plans nothing without a probe), and one failing phase, a refused pod
+	// delete say, must not keep the others from their work.
+	var errs []error
+	for _, phase := range []func(context.Context, *scope) error{r.probeQueue, r.ensureWave, r.syncJob, r.cleanup} {
+		errs = append(errs, phase(ctx, s))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: s.requeueAfter}, nil
 }
@@ -249,6 +259,13 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 		return err
 	}
 	in := waveInput{spec: &s.qj.Spec, current: s.current(), waves: s.waves(), counts: *s.probe.counts, now: s.now}
+	if in.current != nil && waveEnded(in.current) {
+		n, err := r.unfinishedPods(ctx, s, in.current)
+		if err != nil {
+			return err
+		}
+		in.endingPods = n
+	}
 	if q := s.read.Status.Queue; q != nil && q.DrainedSince != nil {
 		in.drainedSince = &q.DrainedSince.Time
 	}
@@ -285,6 +302,20 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 // The Job keeps counting its pods as they stop; it is archived, with its final counts,
 // once none is left.
 func (r *QueueJobReconciler) endWave(ctx context.Context, s *scope, job *batchv1.Job) error {
+	// The cache may not show yet that an earlier reconcile ended it: read it live, so the
+	// wave is ended, and reported, once.
+	live := &batchv1.Job{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(job), live); err != nil {
+		return client.IgnoreNotFound(fmt.Errorf("reading Job %s: %w", job.Name, err))
+	}
+	if live.UID != job.UID {
+		return nil
+	}
+	if waveEnded(live) {
+		*job = *live
+		return nil
+	}
+	job = live
 	want := job.DeepCopy()
 	want.Spec.Suspend = ptr.To(true)
 	metav1.SetMetaDataAnnotation(&want.ObjectMeta, qjv1.AnnotationWaveEnded, s.now.UTC().Format(time.RFC3339))
@@ -295,8 +326,30 @@ func (r *QueueJobReconciler) endWave(ctx context.Context, s *scope, job *batchv1
 	r.announce(s, corev1.EventTypeNormal, qjv1.EventWaveEnded, "EndWave", fmt.Sprintf(
 		"The queue was drained for %ds while Job %s still ran %d workers: suspended it to stop them",
 		s.qj.Spec.EffectiveDrainGracePeriodSeconds(), job.Name, job.Status.Active))
-	*job = *want
+	for i := range s.jobs {
+		if s.jobs[i].UID == want.UID {
+			s.jobs[i] = *want
+		}
+	}
 	return nil
+}
+
+// unfinishedPods counts the pods of a Job, as cached, that have not finished: the Job's
+// status.terminating is only kept by clusters with the JobPodReplacementPolicy feature.
+func (r *QueueJobReconciler) unfinishedPods(ctx context.Context, s *scope, job *batchv1.Job) (int, error) {
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.InNamespace(job.Namespace), client.MatchingLabels{
+		qjv1.LabelQueueJob: s.qj.Name, qjv1.LabelWave: strconv.Itoa(int(jobWave(job)))}); err != nil {
+		return 0, fmt.Errorf("listing the pods of Job %s: %w", job.Name, err)
+	}
+	n := 0
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if metav1.IsControlledBy(p, job) && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // holdCreates reports a create that only a person can fix and tries it again after

@@ -179,7 +179,7 @@ var _ = Describe("QueueJob without a queue", func() {
 		}
 		Eventually(gone(oldOK), timeout, interval).Should(Satisfy(apierrors.IsNotFound))
 		Eventually(gone(oldBad), timeout, interval).Should(Satisfy(apierrors.IsNotFound))
-		Consistently(gone(recent), 3*time.Second, 250*time.Millisecond).Should(Succeed(), "deleted before its TTL of 6s")
+		Consistently(gone(recent), 4*time.Second, 250*time.Millisecond).Should(Succeed(), "deleted before its TTL of 6s")
 		Expect(gone(running)()).To(Succeed())
 		By("deleting the recent pod once its TTL expired, and never the running one")
 		Eventually(gone(recent), timeout, interval).Should(Satisfy(apierrors.IsNotFound))
@@ -265,7 +265,7 @@ var _ = Describe("QueueJob without a queue", func() {
 		expired := mk("expired", 2*time.Hour)
 		Eventually(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(expired), &batchv1.Job{}) }, timeout, interval).
 			Should(Satisfy(apierrors.IsNotFound))
-		Consistently(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(fresh), &batchv1.Job{}) }, 2*time.Second, 250*time.Millisecond).
+		Consistently(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(fresh), &batchv1.Job{}) }, 5*time.Second, 250*time.Millisecond).
 			Should(Succeed(), "deleted before its TTL of 8s")
 		Eventually(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(fresh), &batchv1.Job{}) }, timeout, interval).
 			Should(Satisfy(apierrors.IsNotFound), "deleted once its TTL expired")

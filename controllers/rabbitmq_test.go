@@ -124,12 +124,7 @@ var _ = Describe("RabbitMQ worker pools", func() {
 		Expect(err).NotTo(HaveOccurred())
 		evs, err := json.Marshal(events.Items)
 		Expect(err).NotTo(HaveOccurred())
-		var logs []string
-		for _, l := range strings.Split(suiteLog.String(), "\n") {
-			if strings.Contains(l, ns) {
-				logs = append(logs, l)
-			}
-		}
+		logs := logLinesOf(ns)
 		for i := 0; i+4 <= len(password); i++ {
 			for j := i + 4; j <= len(password); j++ {
 				part := password[i:j]

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"net"
-	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -153,7 +152,7 @@ var _ = Describe("Robustness", func() {
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() { r.forgetQueue(client.ObjectKeyFromObject(qj)) })
 		start := time.Now()
-		_, _, err = r.probeOnce(suiteCtx, s, kind, time.Second)
+		_, err = r.probeOnce(suiteCtx, s, kind, time.Second)
 		Expect(err).To(HaveOccurred())
 		Expect(queue.ReasonOf(err)).To(Equal(queue.ReasonConnectionFailed))
 		// The Redis backend's own timeout is 5s; the controller's bound cuts it to 1s.
@@ -214,14 +213,7 @@ var _ = Describe("Robustness", func() {
 
 		Expect(k8s.Delete(suiteCtx, qj)).To(Succeed())
 		Eventually(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(qj), &qjv1.QueueJob{}) }, timeout, interval).Should(Satisfy(apierrors.IsNotFound))
-		Eventually(func() []string {
-			var lines []string
-			for _, l := range strings.Split(suiteLog.String(), "\n") {
-				if strings.Contains(l, "deleted with items in flight") && strings.Contains(l, ns) {
-					lines = append(lines, l)
-				}
-			}
-			return lines
-		}, timeout, interval).Should(ContainElement(ContainSubstring(`"inFlight": 1`)))
+		Eventually(func() []string { return logLinesOf(ns) }, timeout, interval).Should(ContainElement(
+			SatisfyAll(ContainSubstring("deleted with items in flight"), ContainSubstring(`"inFlight": 1`))))
 	})
 })

@@ -43,7 +43,9 @@ type waveInput struct {
 	waves        int32
 	counts       queue.Counts
 	drainedSince *time.Time
-	now          time.Time
+	// endingPods counts the pods of an ended wave's Job that have not finished.
+	endingPods int
+	now        time.Time
 }
 
 // wavePlan is what the QueueJob should do next. At most one of create, endWave and
@@ -115,7 +117,8 @@ func planRunning(in waveInput) wavePlan {
 	if in.drainedSince != nil {
 		since = *in.drainedSince
 	}
-	grace := time.Duration(in.spec.EffectiveDrainGracePeriodSeconds()) * time.Second
+	// A backend whose counts may be stale must look drained for at least that long.
+	grace := max(time.Duration(in.spec.EffectiveDrainGracePeriodSeconds())*time.Second, c.Lag)
 	if left := since.Add(grace).Sub(in.now); left > 0 {
 		return wavePlan{drainedSince: &since, requeue: left}
 	}
@@ -128,11 +131,14 @@ func planRunning(in waveInput) wavePlan {
 // pods may count as failures), ended the same way: the operator stopped it.
 func planEnding(in waveInput) wavePlan {
 	job := in.current
-	if jobFinished(job) == nil && (job.Status.Active > 0 || ptr.Deref(job.Status.Terminating, 0) > 0) {
+	if jobFinished(job) == nil && (job.Status.Active > 0 || ptr.Deref(job.Status.Terminating, 0) > 0 || in.endingPods > 0) {
 		return wavePlan{}
 	}
 	plan := wavePlan{archiveEnded: true}
-	if in.spec.EffectiveRefill() == qjv1.RefillOnce {
+	// Items may have come, or been taken, since the wave was ended: only a queue still
+	// drained completes the QueueJob now; otherwise planning goes on without the wave.
+	c := in.counts
+	if in.spec.EffectiveRefill() == qjv1.RefillOnce && c.Ready == 0 && c.InFlight == 0 && !c.InFlightUnknown {
 		plan.complete = &progressProblem{qjv1.ReasonWorkersStopped, fmt.Sprintf(
 			"The queue was drained for %ds while the workers of Job %s still ran: the operator stopped them (%d succeeded, %d failed)",
 			in.spec.EffectiveDrainGracePeriodSeconds(), job.Name, job.Status.Succeeded, job.Status.Failed)}

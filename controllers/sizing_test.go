@@ -87,6 +87,11 @@ func TestPlanWave(t *testing.T) {
 		}
 		return j
 	}
+	endedUnset := func() *batchv1.Job {
+		j := ended(0, 0, nil)
+		j.Status.Terminating = nil
+		return j
+	}
 	type want struct {
 		create       *jobSizing
 		endWave      bool
@@ -116,6 +121,18 @@ func TestPlanWave(t *testing.T) {
 		{name: "drained past the grace, refill Once: end the wave, not yet complete",
 			in:   waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: running, waves: 1, drainedSince: ago(30 * time.Second)},
 			want: want{endWave: true}},
+		{name: "an ended wave whose pods still run by the cache (status.terminating unset): wait",
+			in: waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: endedUnset(), endingPods: 1, waves: 1}},
+		{name: "an ended wave whose pods stopped, items arrived meanwhile: archive it, do not complete",
+			in:   waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: ended(0, 0, nil), waves: 1, counts: queue.Counts{Ready: 2}},
+			want: want{archiveEnded: true}},
+		{name: "an ended wave whose pods stopped, an item in flight: archive it, do not complete",
+			in:   waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: ended(0, 0, nil), waves: 1, counts: queue.Counts{InFlight: 1}},
+			want: want{archiveEnded: true}},
+		{name: "counts that may be 10s old: drained for 5s of a 2s grace is not enough",
+			in: waveInput{spec: spec(qjv1.ModeWorkerPool, "", func(s *qjv1.QueueJobSpec) { s.DrainGracePeriodSeconds = ptr.To[int32](2) }),
+				current: running, waves: 1, drainedSince: ago(5 * time.Second), counts: queue.Counts{Lag: 10 * time.Second}},
+			want: want{drainedSince: ago(5 * time.Second), requeue: 5 * time.Second}},
 		{name: "an ended wave whose pods still run: wait for them to stop and be counted",
 			in: waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: ended(2, 0, nil), waves: 1}},
 		{name: "an ended wave whose pods are still terminating: wait",

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"bytes"
 	"io"
 	"net/http"
 	"strings"
@@ -20,15 +21,22 @@ import (
 	"github.com/queuejob/queuejob-operator/pkg/queue"
 )
 
-// delayedBody holds back every chunk of a watch stream for a while: the events it carries
-// reach the informer late, as they do from a slow or distant API server.
+// delayedBody holds back every chunk of a watch stream for a while, once the stream's
+// initial events (a watch-list's initial list) are through: the events it carries reach
+// the informer late, as they do from a slow or distant API server.
 type delayedBody struct {
 	io.ReadCloser
 	delay time.Duration
+	// waiting is set while the initial events of a watch-list stream pass undelayed.
+	waiting bool
 }
 
-func (b delayedBody) Read(p []byte) (int, error) {
+func (b *delayedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
+	if b.waiting {
+		b.waiting = !bytes.Contains(p[:n], []byte("k8s.io/initial-events-end"))
+		return n, err
+	}
 	time.Sleep(b.delay)
 	return n, err
 }
@@ -41,16 +49,19 @@ type delayWatches struct {
 
 func (d delayWatches) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := d.next.RoundTrip(req)
-	if err == nil && req.URL.Query().Get("watch") == "true" && strings.HasSuffix(req.URL.Path, "/"+d.resource) {
-		resp.Body = delayedBody{resp.Body, d.delay}
+	q := req.URL.Query()
+	if err == nil && q.Get("watch") == "true" && strings.HasSuffix(req.URL.Path, "/"+d.resource) {
+		resp.Body = &delayedBody{ReadCloser: resp.Body, delay: d.delay, waiting: q.Get("sendInitialEvents") == "true"}
 	}
 	return resp, err
 }
 
 // withDelayedWatch returns a copy of cfg whose watches of resource deliver their events
-// delay late.
+// delay late. It speaks HTTP/1.1 over connections of its own: over HTTP/2, a stream read
+// slowly would stall every other stream of the connection it shares with other clients.
 func withDelayedWatch(cfg *rest.Config, resource string, delay time.Duration) *rest.Config {
 	c := rest.CopyConfig(cfg)
+	c.NextProtos = []string{"http/1.1"}
 	c.Wrap(func(rt http.RoundTripper) http.RoundTripper { return delayWatches{rt, resource, delay} })
 	return c
 }

@@ -263,6 +263,17 @@ func withStatusFaults(fail func(obj client.Object) error) func(*ctrl.Options) {
 	}
 }
 
+// logLinesOf is what the managers logged about the objects of a namespace.
+func logLinesOf(ns string) []string {
+	var out []string
+	for _, l := range strings.Split(suiteLog.String(), "\n") {
+		if strings.Contains(l, `"namespace": "`+ns+`"`) || strings.Contains(l, `"namespace":"`+ns+`"`) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 // syncBuffer is a bytes.Buffer safe for concurrent writers.
 type syncBuffer struct {
 	mu  sync.Mutex

@@ -137,8 +137,11 @@ type QueueJobSpec struct {
 
 	// drainGracePeriodSeconds is how long the workers of a WorkerPool QueueJob
 	// may keep running once the queue has no ready and no in-flight items; then
-	// the operator ends the wave itself (it deletes the Job) and says so in a
-	// condition and an event. Only with mode WorkerPool; defaults to 30.
+	// the operator ends the wave itself: it suspends the Job, so that its pods
+	// stop, and deletes it once they are counted, and says so in a condition
+	// and an event. It does not apply to a RabbitMQ queue without managementURL
+	// or managementURLSecretRef: its in-flight messages cannot be counted, so
+	// no wave ends on its own. Only with mode WorkerPool; defaults to 30.
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=86400
 	// +optional

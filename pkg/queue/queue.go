@@ -33,6 +33,10 @@ type Counts struct {
 	// its management API): InFlight is then 0 whatever workers hold, so a drained-looking
 	// queue proves nothing while workers run, and no wave may end on these counts.
 	InFlightUnknown bool
+	// Lag is how old the counts may be (RabbitMQ's management API refreshes its counts
+	// every few seconds): a queue must look drained at least this long before a wave
+	// ends because of it.
+	Lag time.Duration
 }
 
 // Backend is a connection to one queue. Implementations are safe for use by one

@@ -149,11 +149,16 @@ func (r *RabbitMQ) Probe(ctx context.Context) (Counts, error) {
 	if r.mgmt == nil {
 		return Counts{Ready: ready, InFlightUnknown: true}, nil
 	}
-	inFlight, known, err := r.mgmt.unacked(ctx, r.uri.Vhost, r.opts.Queue)
+	snap, known, err := r.mgmt.counts(ctx, r.uri.Vhost, r.opts.Queue)
 	if err != nil {
 		return Counts{}, err
 	}
-	return Counts{Ready: ready, InFlight: inFlight, InFlightUnknown: !known}, nil
+	// The management counts are a snapshot up to collect_statistics_interval old, the
+	// ready count is live. A message the snapshot has and the live count has not was
+	// taken, or acknowledged, since: count it as in flight, so that a message just taken
+	// is never counted in neither.
+	inFlight := max(snap.unacked, snap.messages-ready)
+	return Counts{Ready: ready, InFlight: inFlight, InFlightUnknown: !known, Lag: ManagementLag}, nil
 }
 
 // countReady counts the queue's ready messages with a passive declare in a worker.
@@ -419,9 +424,38 @@ func netCause(err error) string {
 
 // errManagementURL is returned for a management URL that cannot be used; like
 // errRabbitURL, it quotes no part of it.
+// errManagementCredentials is returned for a managementURL without credentials whose
+// host is not the AMQP URL's, or that is plain HTTP while the AMQP URL is amqps.
+var errManagementCredentials = &Error{Reason: ReasonAuthFailed, Message: "spec.queue.rabbitmq.managementURL has no " +
+	"credentials, and the AMQP URL's are only sent to the AMQP URL's own host, and over https when the AMQP URL " +
+	"is amqps: put the management URL with its user and password in a Secret and use managementURLSecretRef"}
+
 var errManagementURL = &Error{Reason: ReasonConnectionFailed, Message: "the RabbitMQ management URL is not a valid " +
 	"http:// or https:// URL: check spec.queue.rabbitmq.managementURL or the Secret of managementURLSecretRef; " +
 	"special characters in the user and the password (such as / ? # @ : %) must be percent-encoded"}
+
+// ManagementLag is how old the management API's counts may be: twice the plugin's default
+// collect_statistics_interval of 5 s. A RabbitMQ queue must look drained this long
+// before a wave ends, whatever drainGracePeriodSeconds says.
+const ManagementLag = 10 * time.Second
+
+// wholeAuthority reports whether no '@' follows the authority of a URL: an unescaped '/',
+// '?' or '#' in a password splits the URL early (http://u:12/ab@host/ parses as host u,
+// port 12), and the host, which messages name, would then hold part of the password.
+func wholeAuthority(raw, scheme string) bool {
+	rest, ok := strings.CutPrefix(raw, scheme+"://")
+	if !ok {
+		return false
+	}
+	end := strings.IndexAny(rest, "/?#")
+	return end < 0 || !strings.Contains(rest[end:], "@")
+}
+
+// managementCounts is what the management API counted, as of its last statistics.
+type managementCounts struct {
+	unacked  int64 // messages_unacknowledged
+	messages int64 // messages: ready and unacknowledged
+}
 
 // rabbitManagement is the broker's management API, through rabbit-hole.
 type rabbitManagement struct {
@@ -435,13 +469,22 @@ type rabbitManagement struct {
 func newRabbitManagement(raw string, amqpURI amqp.URI, timeout time.Duration) (*rabbitManagement, error) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" ||
-		u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(raw, " \t\r\n") {
+		u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(raw, " \t\r\n") || !wholeAuthority(raw, u.Scheme) {
 		return nil, errManagementURL
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return nil, errManagementURL
+		}
 	}
 	m := &rabbitManagement{addr: u.Host, username: amqpURI.Username, password: amqpURI.Password, timeout: timeout}
 	if u.User != nil {
 		m.username = u.User.Username()
 		m.password, _ = u.User.Password()
+	} else if u.Hostname() != amqpURI.Host || (amqpURI.Scheme == "amqps" && u.Scheme != "https") {
+		// The AMQP URL's credentials go only to the broker's own host, and never over
+		// plain HTTP when the AMQP URL asked for TLS.
+		return nil, errManagementCredentials
 	}
 	u.User = nil
 	m.endpoint = strings.TrimSuffix(u.String(), "/")
@@ -473,13 +516,14 @@ func (t *statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// unacked returns the queue's messages_unacknowledged (GET /api/queues/{vhost}/{queue}).
-// known is false while the plugin has no statistics of the queue yet (a queue declared
-// less than collect_statistics_interval ago), whose counts are then absent.
-func (m *rabbitManagement) unacked(ctx context.Context, vhost, queue string) (n int64, known bool, err error) {
+// counts returns the queue's messages_unacknowledged and messages (GET
+// /api/queues/{vhost}/{queue}). known is false while the plugin has no statistics of the
+// queue yet (a queue declared less than collect_statistics_interval ago), whose counts
+// are then absent.
+func (m *rabbitManagement) counts(ctx context.Context, vhost, queue string) (mc managementCounts, known bool, err error) {
 	c, err := rabbithole.NewClient(m.endpoint, m.username, m.password)
 	if err != nil {
-		return 0, false, errManagementURL
+		return mc, false, errManagementURL
 	}
 	t := &statusTransport{ctx: ctx, base: m.transport}
 	c.SetTransport(t)
@@ -487,28 +531,28 @@ func (m *rabbitManagement) unacked(ctx context.Context, vhost, queue string) (n 
 	q, err := c.GetQueue(vhost, queue)
 	switch {
 	case err == nil:
-		known = q.MessagesUnacknowledgedDetails != nil || q.MessagesUnacknowledged != 0
-		return int64(q.MessagesUnacknowledged), known, nil
+		known = q.MessagesUnacknowledgedDetails != nil || q.MessagesUnacknowledged != 0 || q.Messages != 0
+		return managementCounts{unacked: int64(q.MessagesUnacknowledged), messages: int64(q.Messages)}, known, nil
 	case t.status == http.StatusUnauthorized || t.status == http.StatusForbidden:
-		return 0, false, Errorf(ReasonAuthFailed, "the RabbitMQ management API at %s refused the credentials "+
+		return mc, false, Errorf(ReasonAuthFailed, "the RabbitMQ management API at %s refused the credentials "+
 			"(HTTP %d): check the user and password in the Secret of spec.queue.rabbitmq.managementURLSecretRef, "+
 			"or with spec.queue.rabbitmq.managementURL those of the AMQP URL; the user needs the monitoring "+
 			"(or management) tag and access to the virtual host", m.addr, t.status)
 	case t.status == http.StatusNotFound:
-		return 0, false, Errorf(ReasonQueueNotFound, "the RabbitMQ management API at %s has no queue %q in "+
+		return mc, false, Errorf(ReasonQueueNotFound, "the RabbitMQ management API at %s has no queue %q in "+
 			"virtual host %q: declare it, or check spec.queue.rabbitmq.queue and that managementURL is the "+
 			"management API of the same broker", m.addr, queue, vhost)
 	case t.status >= 300:
-		return 0, false, Errorf(ReasonConnectionFailed, "the RabbitMQ management API at %s answered HTTP %d %s",
+		return mc, false, Errorf(ReasonConnectionFailed, "the RabbitMQ management API at %s answered HTTP %d %s",
 			m.addr, t.status, http.StatusText(t.status))
 	case t.status != 0:
-		return 0, false, Errorf(ReasonConnectionFailed, "the RabbitMQ management API at %s sent no queue "+
+		return mc, false, Errorf(ReasonConnectionFailed, "the RabbitMQ management API at %s sent no queue "+
 			"statistics: check that managementURL is the base URL of the management API", m.addr)
 	case ctx.Err() != nil:
-		return 0, false, Errorf(ReasonConnectionFailed, "the RabbitMQ management API at %s did not answer within %s",
+		return mc, false, Errorf(ReasonConnectionFailed, "the RabbitMQ management API at %s did not answer within %s",
 			m.addr, m.timeout)
 	default:
-		return 0, false, Errorf(ReasonConnectionFailed, "cannot reach the RabbitMQ management API at %s: %s",
+		return mc, false, Errorf(ReasonConnectionFailed, "cannot reach the RabbitMQ management API at %s: %s",
 			m.addr, netCause(err))
 	}
 }

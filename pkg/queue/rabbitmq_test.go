@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -375,7 +376,7 @@ func TestRabbitMQManagementCountsInFlight(t *testing.T) {
 			r := NewRabbitMQ(RabbitMQOptions{URL: rabbitServer.URL(), Queue: "held", ManagementURL: mgmt})
 			t.Cleanup(func() { _ = r.Close() })
 			probeUntil(t, r, "1 ready, 3 in flight", func(c Counts) bool {
-				return c == Counts{Ready: 1, InFlight: 3}
+				return c == Counts{Ready: 1, InFlight: 3, Lag: ManagementLag}
 			})
 		})
 	}
@@ -387,7 +388,7 @@ func TestRabbitMQManagementCountsInFlight(t *testing.T) {
 		}
 	}
 	probeUntil(t, r, "1 ready, 0 in flight once the workers acknowledged", func(c Counts) bool {
-		return c == Counts{Ready: 1, InFlight: 0}
+		return c == Counts{Ready: 1, InFlight: 0, Lag: ManagementLag}
 	})
 }
 
@@ -415,6 +416,12 @@ func TestRabbitMQManagementErrors(t *testing.T) {
 			timeout: 2 * time.Second, reason: ReasonConnectionFailed, says: "within 2s"},
 		{name: "malformed management URL", mgmt: "http://guest:Mx9v2Qw8/Lm3+Zp==@" + rabbitServer.Addr(), password: "Mx9v2Qw8/Lm3+Zp==",
 			reason: ReasonConnectionFailed, says: "percent-encoded"},
+		{name: "a password split at an unescaped '/' after digits that look like a port",
+			mgmt: "http://monitor:20245/Spr1ng@" + rabbitServer.Addr(), password: "20245/Spr1ng",
+			reason: ReasonConnectionFailed, says: "percent-encoded"},
+		{name: "the AMQP URL's credentials are not sent to another host",
+			mgmt: "http://localhost:" + strconv.Itoa(rabbitServer.ManagementPort()), password: "guest",
+			reason: ReasonAuthFailed, says: "managementURLSecretRef"},
 		{name: "management URL of another scheme", mgmt: "amqp://guest:Sc7eMePw@" + rabbitServer.Addr(), password: "Sc7eMePw",
 			reason: ReasonConnectionFailed, says: "http"},
 	}
@@ -453,11 +460,11 @@ func TestRabbitMQManagementMissingQueue(t *testing.T) {
 	if r.mgmt == nil {
 		t.Fatal("no management API configured")
 	}
-	_, _, err := r.mgmt.unacked(ctx(t), "/", "no-such-queue")
+	_, _, err := r.mgmt.counts(ctx(t), "/", "no-such-queue")
 	if ReasonOf(err) != ReasonQueueNotFound {
 		t.Errorf("management API count of a missing queue = %v, want reason %s", err, ReasonQueueNotFound)
 	}
-	_, _, err = r.mgmt.unacked(ctx(t), "no-such-vhost", "job1")
+	_, _, err = r.mgmt.counts(ctx(t), "no-such-vhost", "job1")
 	if ReasonOf(err) != ReasonQueueNotFound {
 		t.Errorf("management API count in a missing vhost = %v, want reason %s", err, ReasonQueueNotFound)
 	}
@@ -482,7 +489,7 @@ func TestRabbitMQKindManagementURLFromSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	probeUntil(t, b.(*RabbitMQ), "1 ready, 0 in flight, counted", func(c Counts) bool { return c == Counts{Ready: 1} })
+	probeUntil(t, b.(*RabbitMQ), "1 ready, 0 in flight, counted", func(c Counts) bool { return c == Counts{Ready: 1, Lag: ManagementLag} })
 
 	// managementURL without credentials: the AMQP URL's are used.
 	src.RabbitMQ.ManagementURLSecretRef = nil
@@ -492,5 +499,5 @@ func TestRabbitMQKindManagementURLFromSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	probeUntil(t, b.(*RabbitMQ), "1 ready, 0 in flight, counted", func(c Counts) bool { return c == Counts{Ready: 1} })
+	probeUntil(t, b.(*RabbitMQ), "1 ready, 0 in flight, counted", func(c Counts) bool { return c == Counts{Ready: 1, Lag: ManagementLag} })
 }

@@ -215,6 +215,9 @@ func (r *RabbitMQ) ManagementURL() string {
 	return "http://guest:guest@" + net.JoinHostPort("127.0.0.1", strconv.Itoa(r.mgmtPort))
 }
 
+// ManagementPort is the port of the broker's management API.
+func (r *RabbitMQ) ManagementPort() int { return r.mgmtPort }
+
 // ManagementStatsInterval is how often the test broker's management plugin updates its
 // counts (collect_statistics_interval; RabbitMQ's default is 5s).
 const ManagementStatsInterval = 500 * time.Millisecond
