@@ -248,51 +248,41 @@ type pooledConn struct {
 	reclaimed int64
 }
 
-// addReclaimed counts reclaimed leases until a status write records them.
-func (p *connPool) addReclaimed(key types.NamespacedName, uid types.UID, n int64) {
+// with calls f with the entry of a QueueJob (of this UID), under the pool's lock; not at
+// all if the QueueJob has none.
+func (p *connPool) with(key types.NamespacedName, uid types.UID, f func(*pooledConn)) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.conns[key]; ok && c.uid == uid {
-		c.reclaimed += n
+		f(c)
 	}
 }
 
+// addReclaimed counts reclaimed leases until a status write records them.
+func (p *connPool) addReclaimed(key types.NamespacedName, uid types.UID, n int64) {
+	p.with(key, uid, func(c *pooledConn) { c.reclaimed += n })
+}
+
 // pendingReclaimed is how many reclaimed leases no status write has recorded yet.
-func (p *connPool) pendingReclaimed(key types.NamespacedName, uid types.UID) int64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c, ok := p.conns[key]; ok && c.uid == uid {
-		return c.reclaimed
-	}
-	return 0
+func (p *connPool) pendingReclaimed(key types.NamespacedName, uid types.UID) (n int64) {
+	p.with(key, uid, func(c *pooledConn) { n = c.reclaimed })
+	return n
 }
 
 // reclaimedWritten records that a status write has recorded n reclaimed leases.
 func (p *connPool) reclaimedWritten(key types.NamespacedName, uid types.UID, n int64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c, ok := p.conns[key]; ok && c.uid == uid {
-		c.reclaimed -= n
-	}
+	p.with(key, uid, func(c *pooledConn) { c.reclaimed -= n })
 }
 
 // goneWave is the wave recorded by markWaveGone, 0 if none.
-func (p *connPool) goneWave(key types.NamespacedName, uid types.UID) int32 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c, ok := p.conns[key]; ok && c.uid == uid {
-		return c.goneWave
-	}
-	return 0
+func (p *connPool) goneWave(key types.NamespacedName, uid types.UID) (w int32) {
+	p.with(key, uid, func(c *pooledConn) { w = c.goneWave })
+	return w
 }
 
 // markWaveGone records that the Job of a QueueJob's latest wave is gone.
 func (p *connPool) markWaveGone(key types.NamespacedName, uid types.UID, wave int32) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c, ok := p.conns[key]; ok && c.uid == uid {
-		c.goneWave = wave
-	}
+	p.with(key, uid, func(c *pooledConn) { c.goneWave = wave })
 }
 
 // untilDue is how long until a QueueJob may be probed again; zero if now (or if it has no

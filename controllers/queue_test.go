@@ -51,6 +51,14 @@ func rediswqWork(c *redis.Client, key string) bool {
 	return true
 }
 
+// rediswqLease takes an item into flight and leases it for ttl, as rediswq.py's lease()
+// does; a worker that then dies leaves it there.
+func rediswqLease(c *redis.Client, key, worker string, ttl time.Duration) {
+	item, err := c.RPopLPush(suiteCtx, key, queue.ProcessingKey(key)).Result()
+	Expect(err).NotTo(HaveOccurred())
+	Expect(c.SetEx(suiteCtx, queue.LeaseKey(key, item), worker, ttl).Err()).To(Succeed())
+}
+
 func amqpChannel() *amqp.Channel {
 	conn, err := amqp.Dial(rabbitSrv.URL())
 	Expect(err).NotTo(HaveOccurred())
@@ -307,8 +315,7 @@ var _ = Describe("QueueJob with a queue", func() {
 		runJob(theJob(qj), 1)
 
 		By("a worker leasing an item for one second and dying")
-		item := c.RPopLPush(suiteCtx, key, queue.ProcessingKey(key)).Val()
-		Expect(c.SetEx(suiteCtx, queue.LeaseKey(key, item), "worker-dead", time.Second).Err()).To(Succeed())
+		rediswqLease(c, key, "worker-dead", time.Second)
 
 		Eventually(func(g Gomega) []string {
 			v, err := c.LRange(suiteCtx, key, 0, -1).Result()

@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
-	"github.com/queuejob/queuejob-operator/pkg/queue"
 )
 
 var queueJobsResource = schema.GroupResource{Group: qjv1.GroupVersion.Group, Resource: "queuejobs"}
@@ -64,8 +63,7 @@ var _ = Describe("Records across failed status writes", func() {
 		Expect(lostCreate.Load()).To(BeEquivalentTo(1), "the status write that recorded the new Job was failed")
 
 		By("a worker leasing an item for one second and dying")
-		item := c.RPopLPush(suiteCtx, key, queue.ProcessingKey(key)).Val()
-		Expect(c.SetEx(suiteCtx, queue.LeaseKey(key, item), "worker-dead", time.Second).Err()).To(Succeed())
+		rediswqLease(c, key, "worker-dead", time.Second)
 		Eventually(func() int64 { return c.LLen(suiteCtx, key).Val() }, timeout, interval).Should(BeEquivalentTo(3))
 		Eventually(lostReclaim.Load, timeout, interval).Should(BeEquivalentTo(1), "the status write that recorded the reclaim was failed")
 

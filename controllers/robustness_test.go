@@ -1,7 +1,6 @@
 package controllers
 
 import (
-	"net"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -16,29 +15,15 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
 // silentListener accepts TCP connections and never answers: a black-holed broker.
 func silentListener() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, stop, err := servers.Silent()
 	Expect(err).NotTo(HaveOccurred())
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	DeferCleanup(func() {
-		_ = l.Close()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-	})
-	return l.Addr().String()
+	DeferCleanup(stop)
+	return addr
 }
 
 // refusePodDeletes makes the API server refuse every pod delete in a namespace, as an
@@ -186,8 +171,7 @@ var _ = Describe("Robustness", func() {
 		runJob(job, 1)
 
 		By("a worker leasing an item for 2s, then its Job failing")
-		item := c.RPopLPush(suiteCtx, key, queue.ProcessingKey(key)).Val()
-		Expect(c.SetEx(suiteCtx, queue.LeaseKey(key, item), "worker-dead", 2*time.Second).Err()).To(Succeed())
+		rediswqLease(c, key, "worker-dead", 2*time.Second)
 		Eventually(getQJ(ns, "failed"), timeout, interval).Should(HaveField("Status.Queue.InFlight", BeEquivalentTo(1)))
 		finishJob(job, false, time.Now(), 0, 7, "BackoffLimitExceeded")
 		Eventually(getQJ(ns, "failed"), timeout, interval).Should(cond(qjv1.ConditionFailed, metav1.ConditionTrue, "BackoffLimitExceeded"))
@@ -207,8 +191,7 @@ var _ = Describe("Robustness", func() {
 		qj := redisQJ(ns, "deleted", redisSrv.Addr(), key, func(j *qjv1.QueueJob) { j.Spec.Mode = qjv1.ModeWorkerPool })
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
 		theJob(qj)
-		item := c.RPopLPush(suiteCtx, key, queue.ProcessingKey(key)).Val()
-		Expect(c.SetEx(suiteCtx, queue.LeaseKey(key, item), "worker-1", time.Minute).Err()).To(Succeed())
+		rediswqLease(c, key, "worker-1", time.Minute)
 		Eventually(getQJ(ns, "deleted"), timeout, interval).Should(HaveField("Status.Queue.InFlight", BeEquivalentTo(1)))
 
 		Expect(k8s.Delete(suiteCtx, qj)).To(Succeed())

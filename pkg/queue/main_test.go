@@ -3,7 +3,6 @@ package queue
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"testing"
 	"time"
@@ -64,27 +63,12 @@ func ctx(t testing.TB) context.Context {
 // silentServer accepts TCP connections and never answers: a hung broker.
 func silentServer(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, stop, err := servers.Silent()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	t.Cleanup(func() {
-		_ = l.Close()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-	})
-	return l.Addr().String()
+	t.Cleanup(stop)
+	return addr
 }
 
 // closedPort is a loopback address nothing listens on.

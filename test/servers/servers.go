@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -309,4 +310,35 @@ func StartRabbitMQ(ready func(url string) error) (*RabbitMQ, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// Silent accepts TCP connections on a free loopback port and never answers, as a
+// black-holed broker does. It returns the address and a function that closes the listener
+// and every connection it accepted.
+func Silent() (addr string, stop func(), err error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	return l.Addr().String(), func() {
+		_ = l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}, nil
 }
