@@ -41,27 +41,34 @@ var _ = Describe("The QueueJob CRD", func() {
 		}
 	})
 
-	It("applies with a client-side kubectl apply, and kubectl explain shows the QueueJob field docs", func() {
-		// The CRD is already installed (by envtest, without the annotation): kubectl patches it
-		// and stores the whole CRD as JSON in its last-applied-configuration annotation.
-		out, err := kubectl("apply", "-f", crdFile)
-		Expect(err).NotTo(HaveOccurred(), "a client-side `kubectl apply -f %s` failed:\n%s", crdFile, out)
-		Expect(out).To(ContainSubstring("customresourcedefinition.apiextensions.k8s.io/queuejobs.batch.queuejob.io"))
+	DescribeTable("applies with a client-side kubectl apply",
+		func(args ...string) {
+			// The CRD is already installed (by envtest, without the annotation): kubectl patches
+			// it and stores the whole CRD as JSON in its last-applied-configuration annotation.
+			apply := append([]string{"apply"}, args...)
+			out, err := kubectl(apply...)
+			Expect(err).NotTo(HaveOccurred(), "a client-side `kubectl %s` failed:\n%s", strings.Join(apply, " "), out)
+			Expect(out).To(ContainSubstring("customresourcedefinition.apiextensions.k8s.io/queuejobs.batch.queuejob.io"))
 
-		crd := &metav1.PartialObjectMetadata{}
-		crd.SetGroupVersionKind(schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"})
-		Expect(k8s.Get(suiteCtx, client.ObjectKey{Name: "queuejobs.batch.queuejob.io"}, crd)).To(Succeed())
-		lastApplied := crd.Annotations["kubectl.kubernetes.io/last-applied-configuration"]
-		Expect(lastApplied).NotTo(BeEmpty(), "kubectl apply stored no last-applied-configuration")
-		GinkgoWriter.Printf("last-applied-configuration of the CRD: %d bytes\n", len(lastApplied))
+			crd := &metav1.PartialObjectMetadata{}
+			crd.SetGroupVersionKind(schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"})
+			Expect(k8s.Get(suiteCtx, client.ObjectKey{Name: "queuejobs.batch.queuejob.io"}, crd)).To(Succeed())
+			lastApplied := crd.Annotations["kubectl.kubernetes.io/last-applied-configuration"]
+			Expect(lastApplied).NotTo(BeEmpty(), "kubectl apply stored no last-applied-configuration")
+			GinkgoWriter.Printf("last-applied-configuration of the CRD: %d bytes\n", len(lastApplied))
 
-		// A second apply finds nothing to change.
-		out, err = kubectl("apply", "-f", crdFile)
-		Expect(err).NotTo(HaveOccurred(), "the second `kubectl apply -f %s` failed:\n%s", crdFile, out)
-		Expect(out).To(ContainSubstring("unchanged"))
+			// A second apply finds nothing to change.
+			out, err = kubectl(apply...)
+			Expect(err).NotTo(HaveOccurred(), "the second `kubectl %s` failed:\n%s", strings.Join(apply, " "), out)
+			Expect(out).To(ContainSubstring("unchanged"))
+		},
+		Entry("the CRD file", "-f", crdFile),
+		Entry("the config/crd kustomization", "-k", filepath.Join("..", "config", "crd")),
+	)
 
-		// kubectl explain reads the OpenAPI the API server publishes for the CRD; it may lag
-		// behind the update a little. Its output is wrapped: compare words.
+	It("keeps the QueueJob field docs for kubectl explain", func() {
+		// kubectl explain reads the OpenAPI the API server publishes for the CRD; after an
+		// update it may lag a little. Its output is wrapped: compare words.
 		explains := map[string][]string{
 			"queuejob.spec.queue": {
 				"queue is where the work items wait.",
