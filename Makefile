@@ -78,7 +78,7 @@ run: manifests generate fmt vet ## Run the manager on this machine against the c
 
 .PHONY: install
 install: manifests ## Install the CRD into the cluster of the current kubeconfig.
-	$(KUBECTL) apply --server-side -f config/crd/bases
+	$(KUBECTL) apply -f config/crd/bases
 
 .PHONY: uninstall
 uninstall: manifests ## Remove the CRD (and every QueueJob) from the cluster of the current kubeconfig.
