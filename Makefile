@@ -31,10 +31,12 @@ help: ## Show this help.
 
 ##@ Development
 
+# crdtrim keeps the CRD small enough for a client-side kubectl apply: see hack/crdtrim.
 .PHONY: manifests
-manifests: controller-gen ## Generate the CRD and RBAC manifests under config/.
+manifests: controller-gen ## Generate the CRD and RBAC manifests under config/; drop the docs of embedded upstream types from the CRD.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd:generateEmbeddedObjectMeta=true paths="./..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	go run ./hack/crdtrim config/crd/bases/*.yaml
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods for the API types.
@@ -76,7 +78,7 @@ run: manifests generate fmt vet ## Run the manager on this machine against the c
 
 .PHONY: install
 install: manifests ## Install the CRD into the cluster of the current kubeconfig.
-	$(KUBECTL) apply --server-side -f config/crd/bases
+	$(KUBECTL) apply -f config/crd/bases
 
 .PHONY: uninstall
 uninstall: manifests ## Remove the CRD (and every QueueJob) from the cluster of the current kubeconfig.
