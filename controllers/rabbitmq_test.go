@@ -48,15 +48,15 @@ func holdAll(ch *amqp.Channel, q string, n int) []amqp.Delivery {
 	return held
 }
 
-// notEnded asserts, for longer than the drain grace, that the wave's Job runs on.
-func notEnded(qj *qjv1.QueueJob, job *batchv1.Job) {
+// notEnded asserts, for window (longer than the drain grace), that the wave's Job runs on.
+func notEnded(qj *qjv1.QueueJob, job *batchv1.Job, window time.Duration) {
 	Consistently(func(g Gomega) {
 		cur := &batchv1.Job{}
 		g.Expect(k8s.Get(suiteCtx, client.ObjectKeyFromObject(job), cur)).To(Succeed())
 		g.Expect(cur.Annotations).NotTo(HaveKey(qjv1.AnnotationWaveEnded))
 		g.Expect(cur.Spec.Suspend).To(Or(BeNil(), HaveValue(BeFalse())))
 		g.Expect(getQJ(qj.Namespace, qj.Name)(g)).To(cond(qjv1.ConditionComplete, metav1.ConditionFalse, qjv1.ReasonNotFinished))
-	}, 6*time.Second, 300*time.Millisecond).Should(Succeed(), "the wave was ended while workers held unacknowledged messages")
+	}, window, 300*time.Millisecond).Should(Succeed(), "the wave was ended while workers held unacknowledged messages")
 }
 
 var _ = Describe("RabbitMQ worker pools", func() {
@@ -73,7 +73,7 @@ var _ = Describe("RabbitMQ worker pools", func() {
 		runJob(job, 2)
 		holdAll(ch, q, 3)
 		Eventually(getQJ(ns, "held"), timeout, interval).Should(HaveField("Status.Queue.Ready", BeEquivalentTo(0)))
-		notEnded(qj, job)
+		notEnded(qj, job, 6*time.Second)
 	})
 
 	It("counts unacknowledged messages with the management API, and ends the wave only once they are acknowledged", func() {
@@ -90,7 +90,9 @@ var _ = Describe("RabbitMQ worker pools", func() {
 		held := holdAll(ch, q, 3)
 		Eventually(getQJ(ns, "mgmt"), timeout, interval).Should(SatisfyAll(
 			HaveField("Status.Queue.Ready", BeEquivalentTo(0)), HaveField("Status.Queue.InFlight", BeEquivalentTo(3))))
-		notEnded(qj, job)
+		// Longer than the grace and than the 10s a RabbitMQ queue must look drained: only
+		// the count of unacknowledged messages holds the wave past it.
+		notEnded(qj, job, 14*time.Second)
 
 		By("the workers acknowledging every message: the drained wave ends after the grace")
 		for _, d := range held {

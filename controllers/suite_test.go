@@ -143,9 +143,10 @@ func startManagerWithReconciler(cfg *rest.Config, reconcilerOpts []func(*QueueJo
 		APIReader: mgr.GetAPIReader(),
 		Scheme:    mgr.GetScheme(),
 		Recorder:  mgr.GetEventRecorder("queuejob-controller"),
-		// Short, so that tests of unreachable queues and of stuck creates stay quick.
-		ProbeTimeout: 3 * time.Second,
-		CreateRetry:  3 * time.Second,
+		// ProbeTimeout stays at its default (10s), above the backends' own 5s: RabbitMQ
+		// answers a wrong password only after 3s. Short, so that tests of stuck creates
+		// stay quick.
+		CreateRetry: 3 * time.Second,
 	}
 	for _, f := range reconcilerOpts {
 		f(r)
