@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"os"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -29,6 +30,7 @@ func main() {
 		qps           float64
 		burst         int
 		workers       int
+		watchNS       string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
 	flag.BoolVar(&metricsSecure, "metrics-secure", false, "Serve metrics over HTTPS and require an authenticated, authorized client (needs RBAC for TokenReviews and SubjectAccessReviews).")
@@ -37,6 +39,7 @@ func main() {
 	flag.StringVar(&leaderElectNS, "leader-election-namespace", "", "Namespace of the leader election Lease; defaults to the manager's own namespace.")
 	flag.Float64Var(&qps, "kube-api-qps", 20, "Queries per second to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 30, "Burst of queries to the API server.")
+	flag.StringVar(&watchNS, "watch-namespaces", "", "Comma-separated namespaces whose QueueJobs, Jobs and pods the manager watches and caches; empty: the whole cluster.")
 	flag.IntVar(&workers, "max-concurrent-reconciles", 4, "QueueJobs reconciled at once; a probe of an unreachable queue holds one for up to 10 s.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine) // --zap-log-level, --zap-devel, ...
@@ -69,7 +72,7 @@ func main() {
 		LeaderElectionID:              "queuejob-operator.batch.queuejob.io",
 		LeaderElectionNamespace:       leaderElectNS,
 		LeaderElectionReleaseOnCancel: true,
-		Cache:                         controllers.CacheOptions(),
+		Cache:                         controllers.CacheOptions(splitList(watchNS)...),
 	})
 	if err != nil {
 		log.Error(err, "Unable to create the manager")
@@ -100,4 +103,15 @@ func main() {
 		log.Error(err, "The manager stopped with an error")
 		os.Exit(1)
 	}
+}
+
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(v string) []string {
+	var out []string
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }

@@ -157,10 +157,12 @@ func (r *QueueJobReconciler) cleanupPods(ctx context.Context, s *scope, ttl int3
 	for i := range s.jobs {
 		owned[s.jobs[i].UID] = true
 	}
+	// Only the finished, counted pods, through an index, and without copying them: cleanup
+	// only reads them (deletePod reads each again from the API server).
 	var pods corev1.PodList
 	if err := r.List(ctx, &pods, client.InNamespace(s.qj.Namespace),
-		client.MatchingLabels{qjv1.LabelQueueJob: s.qj.Name}); err != nil {
-		return fmt.Errorf("listing pods: %w", err)
+		client.MatchingFields{podFinishedKey: s.qj.Name}, client.UnsafeDisableDeepCopy); err != nil {
+		return fmt.Errorf("listing finished pods: %w", err)
 	}
 	deleted := 0
 	for i := range pods.Items {

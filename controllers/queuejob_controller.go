@@ -35,6 +35,10 @@ import (
 // jobOwnerKey indexes Jobs by the name of the QueueJob that controls them.
 const jobOwnerKey = ".metadata.controller.queuejob"
 
+// podFinishedKey indexes the finished, counted pods (those the pod TTL may delete) by the
+// name of their QueueJob, so that cleanup reads those and not every pod of a large wave.
+const podFinishedKey = ".status.finished.queuejob"
+
 // QueueJobReconciler runs QueueJobs: it creates their Jobs, mirrors the Jobs' progress
 // into the QueueJob's status and deletes finished pods and Jobs after their TTL.
 type QueueJobReconciler struct {
@@ -540,6 +544,18 @@ func (r *QueueJobReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 			return nil
 		}
 		return []string{ref.Name}
+	}); err != nil {
+		return err
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, podFinishedKey, func(o client.Object) []string {
+		pod, ok := o.(*corev1.Pod)
+		if !ok || pod.Labels[qjv1.LabelQueueJob] == "" {
+			return nil
+		}
+		if _, finished := podFinishTime(pod); !finished {
+			return nil
+		}
+		return []string{pod.Labels[qjv1.LabelQueueJob]}
 	}); err != nil {
 		return err
 	}
