@@ -59,11 +59,15 @@ func desiredJob(qj *qjv1.QueueJob, wave int32, size jobSizing, env []corev1.EnvV
 	for k, v := range labels {
 		tmpl.Labels[k] = v
 	}
-	for i := range tmpl.Spec.Containers {
-		c := &tmpl.Spec.Containers[i]
-		for _, e := range env {
-			if !slices.ContainsFunc(c.Env, func(have corev1.EnvVar) bool { return have.Name == e.Name }) {
-				c.Env = append(c.Env, *e.DeepCopy())
+	// Every container gets the queue's coordinates: init containers (which may fill or
+	// check the queue) and native sidecars (init containers that keep running) too.
+	for _, list := range [][]corev1.Container{tmpl.Spec.InitContainers, tmpl.Spec.Containers} {
+		for i := range list {
+			c := &list[i]
+			for _, e := range env {
+				if !slices.ContainsFunc(c.Env, func(have corev1.EnvVar) bool { return have.Name == e.Name }) {
+					c.Env = append(c.Env, *e.DeepCopy())
+				}
 			}
 		}
 	}

@@ -136,6 +136,25 @@ func TestDesiredJob(t *testing.T) {
 			},
 		},
 		{
+			name: "queue env added to init containers and native sidecars too", wave: 1,
+			mutate: func(q *qjv1.QueueJob) {
+				q.Spec.Template.Spec.InitContainers = []corev1.Container{
+					{Name: "fill", Image: "f"},
+					{Name: "proxy", Image: "p", RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways)},
+				}
+			},
+			size: jobSizing{completions: ptr.To[int32](1), parallelism: 1},
+			env:  []corev1.EnvVar{{Name: "QUEUEJOB_NAME", Value: "pi"}},
+			want: func(j *batchv1.Job) {
+				env := []corev1.EnvVar{{Name: "QUEUEJOB_NAME", Value: "pi"}}
+				j.Spec.Template.Spec.Containers[0].Env = env
+				j.Spec.Template.Spec.InitContainers = []corev1.Container{
+					{Name: "fill", Image: "f", Env: env},
+					{Name: "proxy", Image: "p", RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways), Env: env},
+				}
+			},
+		},
+		{
 			name: "a user label with the operator's key is overridden", wave: 1,
 			mutate: func(q *qjv1.QueueJob) { q.Spec.Template.Labels[qjv1.LabelQueueJob] = "someone-else" },
 			size:   jobSizing{completions: ptr.To[int32](1), parallelism: 1},
