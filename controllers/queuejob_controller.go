@@ -263,6 +263,7 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 		return err
 	}
 	in := waveInput{spec: &s.qj.Spec, current: s.current(), waves: s.waves(), counts: *s.probe.counts, now: s.now}
+	in.failedInARow, _ = failedInARow(&s.read.Status, in.current)
 	if in.current != nil && waveEnded(in.current) {
 		n, err := r.unfinishedPods(ctx, s, in.current)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -198,5 +199,47 @@ var _ = Describe("Robustness", func() {
 		Eventually(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(qj), &qjv1.QueueJob{}) }, timeout, interval).Should(Satisfy(apierrors.IsNotFound))
 		Eventually(func() []string { return logLinesOf(ns) }, timeout, interval).Should(ContainElement(
 			SatisfyAll(ContainSubstring("deleted with items in flight"), ContainSubstring(`"inFlight": 1`))))
+	})
+})
+
+var _ = Describe("A refill Continuous QueueJob with failing waves", func() {
+	It("starts the next wave after a failed one, resets on success, and fails at the limit", func() {
+		ns := newNamespace()
+		c := redisClient(redisSrv.Addr())
+		key := "flaky-" + ns
+		Expect(c.RPush(suiteCtx, key, "a", "b").Err()).To(Succeed())
+		qj := redisQJ(ns, "flaky", redisSrv.Addr(), key, func(j *qjv1.QueueJob) {
+			j.Spec.Refill = qjv1.RefillContinuous
+			j.Spec.ConsecutiveFailedWavesLimit = ptr.To[int32](2)
+		})
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		// wave finishes wave n once it exists (the items stay ready: nobody takes them).
+		wave := func(n int32, ok bool) {
+			var job batchv1.Job
+			Eventually(func(g Gomega) {
+				g.Expect(k8s.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: jobName("flaky", n)}, &job)).To(Succeed())
+			}, timeout, interval).Should(Succeed())
+			if ok {
+				finishJob(&job, true, time.Now(), 2, 0, "CompletionsReached")
+			} else {
+				finishJob(&job, false, time.Now(), 0, 7, "BackoffLimitExceeded")
+			}
+			Eventually(getQJ(ns, "flaky"), timeout, interval).Should(HaveField("Status.LastFinishedWave", n))
+		}
+		wave(1, false)
+		Expect(getQJ(ns, "flaky")(Default)).To(SatisfyAll(
+			HaveField("Status.ConsecutiveFailedWaves", BeEquivalentTo(1)),
+			cond(qjv1.ConditionFailed, metav1.ConditionFalse, qjv1.ReasonNotFinished)))
+		Eventually(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventWaveFailed) }, timeout, interval).Should(HaveLen(1))
+		wave(2, true)
+		Expect(getQJ(ns, "flaky")(Default)).To(HaveField("Status.ConsecutiveFailedWaves", BeEquivalentTo(0)))
+		wave(3, false)
+		wave(4, false)
+		Eventually(getQJ(ns, "flaky"), timeout, interval).Should(SatisfyAll(
+			HaveField("Status.ConsecutiveFailedWaves", BeEquivalentTo(2)),
+			cond(qjv1.ConditionFailed, metav1.ConditionTrue, "BackoffLimitExceeded")))
+		Consistently(func(g Gomega) error {
+			return k8s.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: jobName("flaky", 5)}, &batchv1.Job{})
+		}, 3*time.Second, 300*time.Millisecond).Should(Satisfy(apierrors.IsNotFound), "a fifth wave started after the limit")
 	})
 })

@@ -45,7 +45,9 @@ type waveInput struct {
 	drainedSince *time.Time
 	// endingPods counts the pods of an ended wave's Job that have not finished.
 	endingPods int
-	now        time.Time
+	// failedInARow is how many waves have failed in a row, the current one included.
+	failedInARow int32
+	now          time.Time
 }
 
 // wavePlan is what the QueueJob should do next. At most one of create, endWave and
@@ -79,7 +81,7 @@ func planWave(in waveInput) wavePlan {
 			return planEnding(in)
 		case cond == nil:
 			return planRunning(in)
-		case cond.Type == batchv1.JobFailed:
+		case cond.Type == batchv1.JobFailed && !retriesFailedWave(spec, in.failedInARow):
 			return wavePlan{} // the failed wave fails the QueueJob
 		}
 	}
@@ -100,6 +102,31 @@ func planWave(in waveInput) wavePlan {
 			"The queue is drained: no ready and no in-flight items after %d waves", in.waves)}}
 	default:
 		return wavePlan{waiting: &progressProblem{qjv1.ReasonWaitingForItems, "The queue is empty: waiting for items"}}
+	}
+}
+
+// retriesFailedWave reports whether a failed wave, the failedInARow-th in a row, leaves the
+// QueueJob running: under refill Continuous, until the limit of consecutive failed waves.
+func retriesFailedWave(spec *qjv1.QueueJobSpec, failedInARow int32) bool {
+	return spec.EffectiveRefill() == qjv1.RefillContinuous && failedInARow < spec.EffectiveConsecutiveFailedWavesLimit()
+}
+
+// failedInARow is how many waves have failed in a row, and the latest wave that count
+// covers: the status's count, plus the latest Job if it finished after the last wave the
+// status counted. A wave the operator ended is no failure, and no success either.
+func failedInARow(st *qjv1.QueueJobStatus, latest *batchv1.Job) (count, wave int32) {
+	count, wave = st.ConsecutiveFailedWaves, st.LastFinishedWave
+	if latest == nil || waveEnded(latest) {
+		return count, wave
+	}
+	c, w := jobFinished(latest), jobWave(latest)
+	switch {
+	case c == nil || w <= wave:
+		return count, wave
+	case c.Type == batchv1.JobFailed:
+		return count + 1, w
+	default:
+		return 0, w
 	}
 }
 

@@ -63,7 +63,16 @@ func observe(in observeInput) qjv1.QueueJobStatus {
 	if !isFinished(&st) {
 		// The latest Job decides, even when this reconcile archives it.
 		if latest := latestUnarchived(in); latest != nil {
-			if c := jobFinished(latest); c != nil && !waveEnded(latest) && (c.Type == batchv1.JobFailed || qj.Spec.Queue == nil) {
+			inARow, wave := failedInARow(&st, latest)
+			if qj.Spec.Queue != nil {
+				st.ConsecutiveFailedWaves, st.LastFinishedWave = inARow, wave
+			}
+			c := jobFinished(latest)
+			switch {
+			case c == nil || waveEnded(latest):
+			case c.Type == batchv1.JobFailed && qj.Spec.Queue != nil && retriesFailedWave(&qj.Spec, inARow):
+				// Under refill Continuous the next wave takes the items: the QueueJob runs on.
+			case c.Type == batchv1.JobFailed || qj.Spec.Queue == nil:
 				finish(&st, gen, latest, c)
 			}
 		}
@@ -282,6 +291,10 @@ func transitions(old, cur *qjv1.QueueJobStatus) []event {
 	}
 	if c := became(qjv1.ConditionSuspended, metav1.ConditionTrue); c != nil {
 		evs = append(evs, event{corev1.EventTypeNormal, qjv1.EventSuspended, "Suspend", c.Message})
+	}
+	if cur.ConsecutiveFailedWaves > old.ConsecutiveFailedWaves && !meta.IsStatusConditionTrue(cur.Conditions, qjv1.ConditionFailed) {
+		evs = append(evs, event{corev1.EventTypeWarning, qjv1.EventWaveFailed, "FailWave", fmt.Sprintf(
+			"Wave %d failed, %d in a row: its items stay in the queue for the next wave", cur.LastFinishedWave, cur.ConsecutiveFailedWaves)})
 	}
 	if c := became(qjv1.ConditionQueueReachable, metav1.ConditionFalse); c != nil {
 		evs = append(evs, event{corev1.EventTypeWarning, qjv1.EventQueueUnreachable, "Probe", c.Reason + ": " + c.Message})

@@ -43,6 +43,15 @@ var _ = Describe("QueueJob admission", func() {
 		}),
 		Entry("neither backend", "spec.queue", "exactly one of redis or rabbitmq", func(q *qjv1.QueueJob) { q.Spec.Queue = &qjv1.QueueSource{} }),
 		Entry("mode without a queue", "spec.mode", "remove spec.mode", func(q *qjv1.QueueJob) { q.Spec.Mode = qjv1.ModeWorkerPool }),
+		Entry("consecutiveFailedWavesLimit under refill Once", "spec.consecutiveFailedWavesLimit", "set spec.refill to Continuous", func(q *qjv1.QueueJob) {
+			withRedis(q)
+			q.Spec.ConsecutiveFailedWavesLimit = ptr.To[int32](2)
+		}),
+		Entry("consecutiveFailedWavesLimit 0", "spec.consecutiveFailedWavesLimit", "greater than or equal to 1", func(q *qjv1.QueueJob) {
+			withRedis(q)
+			q.Spec.Refill = qjv1.RefillContinuous
+			q.Spec.ConsecutiveFailedWavesLimit = ptr.To[int32](0)
+		}),
 		Entry("itemsPerPod in WorkerPool mode", "spec.itemsPerPod", "remove spec.itemsPerPod", func(q *qjv1.QueueJob) {
 			withRedis(q)
 			q.Spec.Mode = qjv1.ModeWorkerPool

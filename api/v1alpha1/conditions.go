@@ -53,6 +53,7 @@ const (
 	EventQueueReachable   = "QueueReachable"
 	EventLeasesReclaimed  = "LeasesReclaimed"
 	EventWaveEnded        = "WaveEnded"
+	EventWaveFailed       = "WaveFailed"
 )
 
 // Well-known labels and annotations.

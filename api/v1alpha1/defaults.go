@@ -51,6 +51,12 @@ func (s *QueueJobSpec) EffectiveSuccessfulWavesHistoryLimit() int32 {
 }
 
 // EffectiveFailedWavesHistoryLimit is spec.failedWavesHistoryLimit with its default applied.
+// EffectiveConsecutiveFailedWavesLimit is how many waves in a row may fail before a refill
+// Continuous QueueJob fails.
+func (s *QueueJobSpec) EffectiveConsecutiveFailedWavesLimit() int32 {
+	return deref(s.ConsecutiveFailedWavesLimit, DefaultConsecutiveFailedWavesLimit)
+}
+
 func (s *QueueJobSpec) EffectiveFailedWavesHistoryLimit() int32 {
 	return deref(s.FailedWavesHistoryLimit, DefaultFailedWavesHistoryLimit)
 }

@@ -46,6 +46,7 @@ const (
 	DefaultDrainGracePeriodSeconds     = int32(30)
 	DefaultSuccessfulWavesHistoryLimit = int32(3)
 	DefaultFailedWavesHistoryLimit     = int32(1)
+	DefaultConsecutiveFailedWavesLimit = int32(3)
 	// MaxWaveCompletions bounds the pods of one PerItem wave; a deeper queue is
 	// drained in several waves.
 	MaxWaveCompletions = int64(100000)
@@ -60,6 +61,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="!has(self.probeIntervalSeconds) || has(self.queue)",fieldPath=".probeIntervalSeconds",message="spec.probeIntervalSeconds applies only to a QueueJob with spec.queue: remove spec.probeIntervalSeconds or set spec.queue"
 // +kubebuilder:validation:XValidation:rule="!has(self.drainGracePeriodSeconds) || (has(self.queue) && has(self.mode) && self.mode == 'WorkerPool')",fieldPath=".drainGracePeriodSeconds",message="spec.drainGracePeriodSeconds applies only to mode WorkerPool: remove it or set spec.mode to WorkerPool"
 // +kubebuilder:validation:XValidation:rule="!has(self.successfulWavesHistoryLimit) || has(self.queue)",fieldPath=".successfulWavesHistoryLimit",message="spec.successfulWavesHistoryLimit applies only to a QueueJob with spec.queue: remove it or set spec.queue"
+// +kubebuilder:validation:XValidation:rule="!has(self.consecutiveFailedWavesLimit) || (has(self.queue) && has(self.refill) && self.refill == 'Continuous')",fieldPath=".consecutiveFailedWavesLimit",message="spec.consecutiveFailedWavesLimit applies only with spec.refill Continuous (a refill Once QueueJob fails with its first failed wave): remove it or set spec.refill to Continuous"
 // +kubebuilder:validation:XValidation:rule="!has(self.failedWavesHistoryLimit) || has(self.queue)",fieldPath=".failedWavesHistoryLimit",message="spec.failedWavesHistoryLimit applies only to a QueueJob with spec.queue: remove it or set spec.queue"
 // +kubebuilder:validation:XValidation:rule="has(self.queue) == has(oldSelf.queue)",fieldPath=".queue",message="spec.queue cannot be added or removed after creation: create a new QueueJob instead"
 // +kubebuilder:validation:XValidation:rule="(has(self.mode) ? self.mode : 'PerItem') == (has(oldSelf.mode) ? oldSelf.mode : 'PerItem')",fieldPath=".mode",message="spec.mode is immutable: create a new QueueJob to change it"
@@ -160,6 +162,17 @@ type QueueJobSpec struct {
 	// +kubebuilder:validation:Maximum=1000
 	// +optional
 	FailedWavesHistoryLimit *int32 `json:"failedWavesHistoryLimit,omitempty"`
+
+	// consecutiveFailedWavesLimit is how many waves in a row may fail before a
+	// refill Continuous QueueJob gives up and becomes Failed. Until then a failed
+	// wave is reported (a WaveFailed event) and the next wave starts when items
+	// are ready: the items of a failed wave stay in the queue. A successful wave
+	// resets the count. Only with refill Continuous (a refill Once QueueJob fails
+	// with its first failed wave); defaults to 3.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	ConsecutiveFailedWavesLimit *int32 `json:"consecutiveFailedWavesLimit,omitempty"`
 
 	// template is the pod template of every Job the QueueJob creates, as in a
 	// Job's spec.template. Its restartPolicy must be Never or OnFailure. The
@@ -336,6 +349,16 @@ type QueueJobStatus struct {
 	// waves is the number of Jobs the QueueJob has started.
 	// +optional
 	Waves int32 `json:"waves,omitempty"`
+
+	// consecutiveFailedWaves is how many waves have failed in a row, up to
+	// lastFinishedWave; a successful wave resets it.
+	// +optional
+	ConsecutiveFailedWaves int32 `json:"consecutiveFailedWaves,omitempty"`
+
+	// lastFinishedWave is the latest wave whose outcome consecutiveFailedWaves
+	// counts.
+	// +optional
+	LastFinishedWave int32 `json:"lastFinishedWave,omitempty"`
 
 	// jobName is the name of the QueueJob's current (latest) Job.
 	// +optional

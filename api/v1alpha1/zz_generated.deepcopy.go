@@ -174,6 +174,11 @@ func (in *QueueJobSpec) DeepCopyInto(out *QueueJobSpec) {
 		*out = new(int32)
 		**out = **in
 	}
+	if in.ConsecutiveFailedWavesLimit != nil {
+		in, out := &in.ConsecutiveFailedWavesLimit, &out.ConsecutiveFailedWavesLimit
+		*out = new(int32)
+		**out = **in
+	}
 	in.Template.DeepCopyInto(&out.Template)
 	if in.Cleanup != nil {
 		in, out := &in.Cleanup, &out.Cleanup
