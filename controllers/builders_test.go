@@ -17,7 +17,7 @@ import (
 func queueJob(ns, name string, opts ...func(*qjv1.QueueJob)) *qjv1.QueueJob {
 	qj := &qjv1.QueueJob{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: qjv1.QueueJobSpec{
+		Spec: qjv1.QueueJobSpec{JobTemplate: qjv1.JobTemplateSpec{Spec: batchv1.JobSpec{
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "pi"}},
 				Spec: corev1.PodSpec{
@@ -29,7 +29,7 @@ func queueJob(ns, name string, opts ...func(*qjv1.QueueJob)) *qjv1.QueueJob {
 					}},
 				},
 			},
-		},
+		}}},
 	}
 	for _, o := range opts {
 		o(qj)

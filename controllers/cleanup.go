@@ -77,7 +77,57 @@ func (r *QueueJobReconciler) cleanup(ctx context.Context, s *scope) error {
 	if s.qj.Spec.Queue != nil {
 		archiveBeyondHistory(s)
 	}
+	if s.qj.Spec.TTLSecondsAfterFinished != nil {
+		errs = append(errs, r.expireQueueJob(ctx, s))
+	}
 	return errors.Join(errs...)
+}
+
+// expireQueueJob deletes the QueueJob itself once spec.ttlSecondsAfterFinished has passed
+// since it finished, as the TTL-after-finished controller deletes a Job: the QueueJob is
+// read again from the API server, so that a TTL just raised or a QueueJob that runs again
+// is not deleted, and deleted in the foreground with a precondition on what was read, so
+// that the garbage collector removes its Jobs and pods first.
+func (r *QueueJobReconciler) expireQueueJob(ctx context.Context, s *scope) error {
+	if !expired(s.read, s.now, s.requeue) {
+		return nil
+	}
+	live := &qjv1.QueueJob{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(s.read), live); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if live.UID != s.read.UID || !live.DeletionTimestamp.IsZero() || !expired(live, s.now, s.requeue) {
+		return nil
+	}
+	err := r.Delete(ctx, live, client.PropagationPolicy(metav1.DeletePropagationForeground),
+		client.Preconditions{UID: &live.UID, ResourceVersion: &live.ResourceVersion})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case apierrors.IsConflict(err):
+		s.requeue(time.Second) // changed since it was read: look again
+		return nil
+	case err != nil:
+		return fmt.Errorf("deleting the expired QueueJob: %w", err)
+	}
+	logf.FromContext(ctx).Info("Deleted the QueueJob: spec.ttlSecondsAfterFinished has passed since it finished", "ttlSecondsAfterFinished", *live.Spec.TTLSecondsAfterFinished)
+	r.announce(s, corev1.EventTypeNormal, qjv1.EventExpired, "Delete", fmt.Sprintf(
+		"Deleted the QueueJob with its Jobs and pods %ds after it finished (spec.ttlSecondsAfterFinished)", *live.Spec.TTLSecondsAfterFinished))
+	return nil
+}
+
+// expired reports whether a QueueJob's own TTL has passed; if it has not yet, it asks to
+// be called again then.
+func expired(qj *qjv1.QueueJob, now time.Time, requeue func(time.Duration)) bool {
+	ttl := qj.Spec.TTLSecondsAfterFinished
+	if ttl == nil || !isFinished(&qj.Status) || qj.Status.CompletionTime == nil {
+		return false
+	}
+	if left := ttlRemaining(qj.Status.CompletionTime.Time, *ttl, now); left > 0 {
+		requeue(left)
+		return false
+	}
+	return true
 }
 
 // archiveExpired archives the finished Jobs whose TTL has expired and asks to be called

@@ -75,11 +75,17 @@ var _ = Describe("The QueueJob CRD", func() {
 				"redis is a Redis list, read with the protocol of the Kubernetes docs' rediswq.py.",
 			},
 			"queuejob.spec.cleanup": {
-				"cleanup says when finished Jobs and pods are deleted.",
+				"cleanup says when finished Jobs and pods are deleted while the QueueJob and its counts stay.",
 				"ttlSecondsAfterFinished deletes the QueueJob's finished Jobs",
 			},
-			"queuejob.spec.template": {
-				"template is the pod template of every Job the QueueJob creates",
+			"queuejob.spec.jobTemplate": {
+				"jobTemplate is the Job each wave runs, as in a CronJob's spec.jobTemplate",
+			},
+			"queuejob.spec.ttlSecondsAfterFinished": {
+				"ttlSecondsAfterFinished deletes the QueueJob itself",
+			},
+			"queuejob.status.state": {
+				"state sums up the conditions in one word",
 			},
 		}
 		for field, docs := range explains {

@@ -1,8 +1,10 @@
 package controllers
 
 import (
+	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"strconv"
 
@@ -38,27 +40,54 @@ func jobName(queueJob string, wave int32) string {
 	return prefix + hash + suffix
 }
 
+// plainJobName is the name of the one Job of a QueueJob without a queue: the QueueJob's
+// own, so that kubectl logs job/<name> and kubectl describe job/<name> find it, as they
+// would find the Job the QueueJob replaced.
+func plainJobName(qj *qjv1.QueueJob) string { return qj.Name }
+
+// waveJobName is the name of the Job of a wave.
+func waveJobName(qj *qjv1.QueueJob, wave int32) string {
+	if qj.Spec.Queue == nil {
+		return plainJobName(qj)
+	}
+	return jobName(qj.Name, wave)
+}
+
 // jobSizing is what a wave's Job runs: how many pods must succeed and how many run at
-// once. Nil completions means unset (a worker pool).
+// once. Nil completions means what the template says (a QueueJob without a queue) or
+// unset (a worker pool).
 type jobSizing struct {
 	completions *int32
 	parallelism int32
 }
 
-// desiredJob builds the Job of a wave from the QueueJob's spec. It sets everything but
-// the owner reference, which needs the scheme. env is added to every container that does
-// not set a variable of the same name itself.
+// desiredJob builds the Job of a wave from spec.jobTemplate. It sets everything but the
+// owner reference, which needs the scheme. env is added to every container that does not
+// set a variable of the same name itself.
 func desiredJob(qj *qjv1.QueueJob, wave int32, size jobSizing, env []corev1.EnvVar) *batchv1.Job {
-	wl := strconv.Itoa(int(wave))
-	labels := map[string]string{qjv1.LabelQueueJob: qj.Name, qjv1.LabelWave: wl}
+	ours := map[string]string{qjv1.LabelQueueJob: qj.Name, qjv1.LabelWave: strconv.Itoa(int(wave))}
+	jt := qj.Spec.JobTemplate.DeepCopy()
+	spec := jt.Spec
 
-	tmpl := qj.Spec.Template.DeepCopy()
+	labels := jt.Labels
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	maps.Copy(labels, ours)
+	annotations := jt.Annotations
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	suspend := qj.Spec.IsSuspended()
+	annotations[qjv1.AnnotationSuspend] = strconv.FormatBool(suspend)
+	annotations[qjv1.AnnotationParallelism] = strconv.Itoa(int(size.parallelism))
+	annotations[qjv1.AnnotationTemplateHash] = templateHash(&qj.Spec)
+
+	tmpl := &spec.Template
 	if tmpl.Labels == nil {
 		tmpl.Labels = map[string]string{}
 	}
-	for k, v := range labels {
-		tmpl.Labels[k] = v
-	}
+	maps.Copy(tmpl.Labels, ours)
 	// Every container gets the queue's coordinates: init containers (which may fill or
 	// check the queue) and native sidecars (init containers that keep running) too.
 	for _, list := range [][]corev1.Container{tmpl.Spec.InitContainers, tmpl.Spec.Containers} {
@@ -72,30 +101,48 @@ func desiredJob(qj *qjv1.QueueJob, wave int32, size jobSizing, env []corev1.EnvV
 		}
 	}
 
+	if qj.Spec.Queue != nil {
+		spec.Completions = size.completions
+		spec.Parallelism = ptr.To(size.parallelism)
+		if size.completions == nil && spec.PodReplacementPolicy == nil {
+			// A worker pool has no completions to bound it: a replacement started while
+			// the old pod still terminates would be a second worker in one slot.
+			spec.PodReplacementPolicy = ptr.To(batchv1.Failed)
+		}
+	}
+	// Without a queue the template's completions and parallelism pass through as they
+	// are: a Job that sets neither runs one pod to completion, and one that sets only
+	// parallelism is a work-queue Job.
+	spec.Suspend = ptr.To(suspend)
 	return &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:      jobName(qj.Name, wave),
-			Namespace: qj.Namespace,
-			Labels:    labels,
+			Name:        waveJobName(qj, wave),
+			Namespace:   qj.Namespace,
+			Labels:      labels,
+			Annotations: annotations,
 		},
-		Spec: batchv1.JobSpec{
-			Completions:           size.completions,
-			Parallelism:           ptr.To(size.parallelism),
-			BackoffLimit:          qj.Spec.BackoffLimit,
-			ActiveDeadlineSeconds: qj.Spec.ActiveDeadlineSeconds,
-			Suspend:               ptr.To(qj.Spec.IsSuspended()),
-			Template:              *tmpl,
-		},
+		Spec: spec,
 	}
 }
 
-// plainSizing is the sizing of a QueueJob without a queue: spec.completions pods, at
-// most spec.parallelism at once, exactly as a Job would run them.
+// templateHash identifies the part of the spec a wave's Job is built from once and for
+// all: the jobTemplate but its parallelism (which the running Job follows), and
+// itemsPerPod.
+func templateHash(spec *qjv1.QueueJobSpec) string {
+	jt := spec.JobTemplate.DeepCopy()
+	jt.Spec.Parallelism = nil
+	b, _ := json.Marshal(struct {
+		T *qjv1.JobTemplateSpec `json:"t"`
+		I *int32                `json:"i,omitempty"`
+	}{jt, spec.ItemsPerPod})
+	h := fnv.New64a()
+	_, _ = h.Write(b)
+	return fmt.Sprintf("%016x", h.Sum64())
+}
+
+// plainSizing is the sizing of a QueueJob without a queue: the template's own.
 func plainSizing(spec *qjv1.QueueJobSpec) jobSizing {
-	return jobSizing{
-		completions: ptr.To(spec.EffectiveCompletions()),
-		parallelism: spec.EffectiveParallelism(),
-	}
+	return jobSizing{completions: spec.JobTemplate.Spec.Completions, parallelism: spec.EffectiveParallelism()}
 }
 
 // jobFinished returns the Job's terminal condition (Complete or Failed with status

@@ -74,14 +74,17 @@ func TestDesiredJob(t *testing.T) {
 		return &qjv1.QueueJob{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pi"},
 			Spec: qjv1.QueueJobSpec{
-				BackoffLimit: ptr.To[int32](4),
-				Template: corev1.PodTemplateSpec{
-					ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "pi"}},
-					Spec: corev1.PodSpec{
-						RestartPolicy: corev1.RestartPolicyNever,
-						Containers:    []corev1.Container{{Name: "pi", Image: "perl"}},
+				Queue: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "redis:6379", Key: "k"}},
+				JobTemplate: qjv1.JobTemplateSpec{Spec: batchv1.JobSpec{
+					BackoffLimit: ptr.To[int32](4),
+					Template: corev1.PodTemplateSpec{
+						ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "pi"}},
+						Spec: corev1.PodSpec{
+							RestartPolicy: corev1.RestartPolicyNever,
+							Containers:    []corev1.Container{{Name: "pi", Image: "perl"}},
+						},
 					},
-				},
+				}},
 			},
 		}
 	}
@@ -94,24 +97,71 @@ func TestDesiredJob(t *testing.T) {
 		want   func(*batchv1.Job)
 	}{
 		{
-			name: "plain Job from defaults", wave: 1,
+			name: "PerItem wave", wave: 1,
 			size: jobSizing{completions: ptr.To[int32](1), parallelism: 1},
 			want: func(*batchv1.Job) {},
 		},
 		{
-			name: "deadline and suspend carried over", wave: 1,
+			name: "a QueueJob without a queue: its one Job is named after it and keeps the template's completions", wave: 1,
 			mutate: func(q *qjv1.QueueJob) {
-				q.Spec.ActiveDeadlineSeconds = ptr.To[int64](60)
+				q.Spec.Queue = nil
+				q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](7)
+				q.Spec.JobTemplate.Spec.Parallelism = ptr.To[int32](3)
+			},
+			size: jobSizing{completions: ptr.To[int32](7), parallelism: 3},
+			want: func(j *batchv1.Job) {
+				j.Name = "pi"
+				j.Spec.Completions = ptr.To[int32](7)
+				j.Spec.Parallelism = ptr.To[int32](3)
+				j.Annotations[qjv1.AnnotationParallelism] = "3"
+			},
+		},
+		{
+			name: "a QueueJob without a queue that sets neither completions nor parallelism runs one pod, as a Job would", wave: 1,
+			mutate: func(q *qjv1.QueueJob) { q.Spec.Queue = nil },
+			size:   jobSizing{parallelism: 1},
+			want: func(j *batchv1.Job) {
+				j.Name = "pi"
+				j.Spec.Completions = nil
+				j.Spec.Parallelism = nil
+			},
+		},
+		{
+			name: "every Job field, the Job's labels and annotations pass through; suspend comes from spec.suspend", wave: 1,
+			mutate: func(q *qjv1.QueueJob) {
+				jt := &q.Spec.JobTemplate
+				jt.Labels = map[string]string{"kueue.x-k8s.io/queue-name": "team-a"}
+				jt.Annotations = map[string]string{"cost-center": "42"}
+				jt.Spec.ActiveDeadlineSeconds = ptr.To[int64](60)
+				jt.Spec.PodFailurePolicy = &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{
+					Action:          batchv1.PodFailurePolicyActionIgnore,
+					OnPodConditions: []batchv1.PodFailurePolicyOnPodConditionsPattern{{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue}},
+				}}}
+				jt.Spec.PodReplacementPolicy = ptr.To(batchv1.Failed)
+				jt.Spec.CompletionMode = ptr.To(batchv1.IndexedCompletion)
+				jt.Spec.BackoffLimitPerIndex = ptr.To[int32](2)
+				jt.Spec.ManagedBy = ptr.To("kueue.x-k8s.io/multikueue")
 				q.Spec.Suspend = ptr.To(true)
 			},
 			size: jobSizing{completions: ptr.To[int32](1), parallelism: 1},
 			want: func(j *batchv1.Job) {
+				j.Labels["kueue.x-k8s.io/queue-name"] = "team-a"
+				j.Annotations["cost-center"] = "42"
+				j.Annotations[qjv1.AnnotationSuspend] = "true"
 				j.Spec.ActiveDeadlineSeconds = ptr.To[int64](60)
+				j.Spec.PodFailurePolicy = &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{
+					Action:          batchv1.PodFailurePolicyActionIgnore,
+					OnPodConditions: []batchv1.PodFailurePolicyOnPodConditionsPattern{{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue}},
+				}}}
+				j.Spec.PodReplacementPolicy = ptr.To(batchv1.Failed)
+				j.Spec.CompletionMode = ptr.To(batchv1.IndexedCompletion)
+				j.Spec.BackoffLimitPerIndex = ptr.To[int32](2)
+				j.Spec.ManagedBy = ptr.To("kueue.x-k8s.io/multikueue")
 				j.Spec.Suspend = ptr.To(true)
 			},
 		},
 		{
-			name: "worker pool wave leaves completions unset", wave: 3,
+			name: "worker pool wave leaves completions unset and replaces a pod only once it has failed", wave: 3,
 			size: jobSizing{parallelism: 2},
 			want: func(j *batchv1.Job) {
 				j.Name = "pi-3"
@@ -119,12 +169,25 @@ func TestDesiredJob(t *testing.T) {
 				j.Spec.Template.Labels[qjv1.LabelWave] = "3"
 				j.Spec.Completions = nil
 				j.Spec.Parallelism = ptr.To[int32](2)
+				j.Spec.PodReplacementPolicy = ptr.To(batchv1.Failed)
+				j.Annotations[qjv1.AnnotationParallelism] = "2"
+			},
+		},
+		{
+			name: "worker pool wave keeps the user's podReplacementPolicy", wave: 1,
+			mutate: func(q *qjv1.QueueJob) {
+				q.Spec.JobTemplate.Spec.PodReplacementPolicy = ptr.To(batchv1.TerminatingOrFailed)
+			},
+			size: jobSizing{parallelism: 1},
+			want: func(j *batchv1.Job) {
+				j.Spec.Completions = nil
+				j.Spec.PodReplacementPolicy = ptr.To(batchv1.TerminatingOrFailed)
 			},
 		},
 		{
 			name: "queue env added to every container, the user's own value wins", wave: 1,
 			mutate: func(q *qjv1.QueueJob) {
-				q.Spec.Template.Spec.Containers = append(q.Spec.Template.Spec.Containers,
+				q.Spec.JobTemplate.Spec.Template.Spec.Containers = append(q.Spec.JobTemplate.Spec.Template.Spec.Containers,
 					corev1.Container{Name: "sidecar", Image: "s", Env: []corev1.EnvVar{{Name: "QUEUE", Value: "mine"}}})
 			},
 			size: jobSizing{completions: ptr.To[int32](1), parallelism: 1},
@@ -138,7 +201,7 @@ func TestDesiredJob(t *testing.T) {
 		{
 			name: "queue env added to init containers and native sidecars too", wave: 1,
 			mutate: func(q *qjv1.QueueJob) {
-				q.Spec.Template.Spec.InitContainers = []corev1.Container{
+				q.Spec.JobTemplate.Spec.Template.Spec.InitContainers = []corev1.Container{
 					{Name: "fill", Image: "f"},
 					{Name: "proxy", Image: "p", RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways)},
 				}
@@ -156,7 +219,7 @@ func TestDesiredJob(t *testing.T) {
 		},
 		{
 			name: "a user label with the operator's key is overridden", wave: 1,
-			mutate: func(q *qjv1.QueueJob) { q.Spec.Template.Labels[qjv1.LabelQueueJob] = "someone-else" },
+			mutate: func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Template.Labels[qjv1.LabelQueueJob] = "someone-else" },
 			size:   jobSizing{completions: ptr.To[int32](1), parallelism: 1},
 			want:   func(*batchv1.Job) {},
 		},
@@ -170,7 +233,9 @@ func TestDesiredJob(t *testing.T) {
 			before := qj.DeepCopy()
 			want := &batchv1.Job{
 				ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pi-1",
-					Labels: map[string]string{qjv1.LabelQueueJob: "pi", qjv1.LabelWave: "1"}},
+					Labels: map[string]string{qjv1.LabelQueueJob: "pi", qjv1.LabelWave: "1"},
+					Annotations: map[string]string{qjv1.AnnotationSuspend: "false", qjv1.AnnotationParallelism: "1",
+						qjv1.AnnotationTemplateHash: templateHash(&qj.Spec)}},
 				Spec: batchv1.JobSpec{
 					Completions:  ptr.To[int32](1),
 					Parallelism:  ptr.To[int32](1),
@@ -178,7 +243,7 @@ func TestDesiredJob(t *testing.T) {
 					Suspend:      ptr.To(false),
 					Template: corev1.PodTemplateSpec{
 						ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "pi", qjv1.LabelQueueJob: "pi", qjv1.LabelWave: "1"}},
-						Spec:       *base().Spec.Template.Spec.DeepCopy(),
+						Spec:       *base().Spec.JobTemplate.Spec.Template.Spec.DeepCopy(),
 					},
 				},
 			}
@@ -191,5 +256,29 @@ func TestDesiredJob(t *testing.T) {
 				t.Errorf("desiredJob changed the QueueJob (-before +after):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestTemplateHash: the hash that tells a running wave from the current spec changes with
+// what only the next wave sees, not with the parallelism the running Job follows.
+func TestTemplateHash(t *testing.T) {
+	base := queueJob("ns", "q", withRedis)
+	h := templateHash(&base.Spec)
+	for name, tc := range map[string]struct {
+		mutate  func(*qjv1.QueueJob)
+		changes bool
+	}{
+		"parallelism":  {func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Parallelism = ptr.To[int32](9) }, false},
+		"suspend":      {func(q *qjv1.QueueJob) { q.Spec.Suspend = ptr.To(true) }, false},
+		"image":        {func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Image = "perl:6" }, true},
+		"backoffLimit": {func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.BackoffLimit = ptr.To[int32](1) }, true},
+		"Job labels":   {func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Labels = map[string]string{"a": "b"} }, true},
+		"itemsPerPod":  {func(q *qjv1.QueueJob) { q.Spec.ItemsPerPod = ptr.To[int32](3) }, true},
+	} {
+		q := base.DeepCopy()
+		tc.mutate(q)
+		if got := templateHash(&q.Spec) != h; got != tc.changes {
+			t.Errorf("%s: hash changed = %v, want %v", name, got, tc.changes)
+		}
 	}
 }

@@ -90,7 +90,7 @@ func redisQJ(ns, name, addr, key string, opts ...func(*qjv1.QueueJob)) *qjv1.Que
 	return queueJob(ns, name, append([]func(*qjv1.QueueJob){func(q *qjv1.QueueJob) {
 		q.Spec.Queue = &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: addr, Key: key}}
 		q.Spec.ProbeIntervalSeconds = ptr.To[int32](1)
-		q.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
+		q.Spec.JobTemplate.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
 	}}, opts...)...)
 }
 
@@ -132,9 +132,9 @@ var _ = Describe("QueueJob with a queue", func() {
 		qj := queueJob(ns, "job-wq-1", func(j *qjv1.QueueJob) {
 			j.Spec.Queue = &qjv1.QueueSource{RabbitMQ: &qjv1.RabbitMQQueue{Queue: q, URLSecretRef: ref}}
 			j.Spec.Mode = qjv1.ModePerItem
-			j.Spec.Parallelism = ptr.To[int32](2)
+			j.Spec.JobTemplate.Spec.Parallelism = ptr.To[int32](2)
 			j.Spec.ProbeIntervalSeconds = ptr.To[int32](1)
-			j.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
+			j.Spec.JobTemplate.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
 		})
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
 
@@ -184,7 +184,7 @@ var _ = Describe("QueueJob with a queue", func() {
 		Expect(c.RPush(suiteCtx, key, "apple", "banana", "cherry", "date", "fig", "grape", "lemon", "melon", "orange").Err()).To(Succeed())
 		qj := redisQJ(ns, "job-wq-2", redisSrv.Addr(), key, func(j *qjv1.QueueJob) {
 			j.Spec.Mode = qjv1.ModeWorkerPool
-			j.Spec.Parallelism = ptr.To[int32](2)
+			j.Spec.JobTemplate.Spec.Parallelism = ptr.To[int32](2)
 			// The workers here exit when the test says so; the operator must not end them first.
 			j.Spec.DrainGracePeriodSeconds = ptr.To[int32](3600)
 		})
@@ -266,7 +266,7 @@ var _ = Describe("QueueJob with a queue", func() {
 		Expect(c.RPush(suiteCtx, key, "a", "b").Err()).To(Succeed())
 		qj := redisQJ(ns, "stuck", redisSrv.Addr(), key, func(j *qjv1.QueueJob) {
 			j.Spec.Mode = qjv1.ModeWorkerPool
-			j.Spec.Parallelism = ptr.To[int32](4)
+			j.Spec.JobTemplate.Spec.Parallelism = ptr.To[int32](4)
 			j.Spec.DrainGracePeriodSeconds = ptr.To[int32](2)
 		})
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())

@@ -86,7 +86,7 @@ func (r *QueueJobReconciler) probeTimeout() time.Duration {
 	return r.ProbeTimeout
 }
 
-// +kubebuilder:rbac:groups=batch.queuejob.io,resources=queuejobs,verbs=get;list;watch
+// +kubebuilder:rbac:groups=batch.queuejob.io,resources=queuejobs,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups=batch.queuejob.io,resources=queuejobs/status,verbs=get;patch
 // +kubebuilder:rbac:groups=batch.queuejob.io,resources=queuejobs/finalizers,verbs=update
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;patch;delete
@@ -302,7 +302,7 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 	return r.createJob(ctx, s, desiredJob(s.qj, s.waves()+1, *plan.create, env))
 }
 
-// endWave ends a wave whose workers outlived the drained queue: it suspends the Job, so
+// endWave ends a wave whose pods outlived the drained queue: it suspends the Job, so
 // that the Job controller stops its pods, and marks it ended, so that nothing resumes it.
 // The Job keeps counting its pods as they stop; it is archived, with its final counts,
 // once none is left.
@@ -327,10 +327,15 @@ func (r *QueueJobReconciler) endWave(ctx context.Context, s *scope, job *batchv1
 	if err := r.Patch(ctx, want, client.MergeFrom(job)); err != nil {
 		return client.IgnoreNotFound(fmt.Errorf("ending Job %s: %w", job.Name, err))
 	}
-	logf.FromContext(ctx).Info("Ended a wave whose workers outlived the drained queue", "job", job.Name, "active", job.Status.Active)
+	logf.FromContext(ctx).Info("Ended a wave whose pods outlived the drained queue", "job", job.Name, "active", job.Status.Active)
+	what := "workers"
+	if job.Spec.Completions != nil {
+		what = fmt.Sprintf("pods waiting for items (%d of %d completions succeeded; another consumer may have taken the rest)",
+			job.Status.Succeeded, *job.Spec.Completions)
+	}
 	r.announce(s, corev1.EventTypeNormal, qjv1.EventWaveEnded, "EndWave", fmt.Sprintf(
-		"The queue was drained for %ds while Job %s still ran %d workers: suspended it to stop them",
-		s.qj.Spec.EffectiveDrainGracePeriodSeconds(), job.Name, job.Status.Active))
+		"The queue was drained for %ds while Job %s still ran %d %s: suspended it to stop them; this is not a failure",
+		s.qj.Spec.EffectiveDrainGracePeriodSeconds(), job.Name, job.Status.Active, what))
 	for i := range s.jobs {
 		if s.jobs[i].UID == want.UID {
 			s.jobs[i] = *want
@@ -448,7 +453,7 @@ func (r *QueueJobReconciler) createJob(ctx context.Context, s *scope, job *batch
 		// The spec yields a Job the API server refuses: a spec change (which queues a
 		// reconcile) or a person changing the cluster fixes that, not a hot retry.
 		r.holdCreates(s, progressProblem{reason: qjv1.ReasonJobCreateError,
-			message: fmt.Sprintf("The API server refused Job %s: %v; fix spec.template", job.Name, err)})
+			message: fmt.Sprintf("The API server refused Job %s: %v; fix spec.jobTemplate", job.Name, err)})
 		return nil
 	default:
 		s.problem = &progressProblem{reason: qjv1.ReasonJobCreateError,
@@ -457,35 +462,52 @@ func (r *QueueJobReconciler) createJob(ctx context.Context, s *scope, job *batch
 	}
 }
 
-// syncJob carries spec.suspend and spec.parallelism over to the running Job; the other
-// fields apply to the next Job. A WorkerPool's parallelism grows with its queue up to
-// spec.parallelism but never shrinks on its own: fewer workers would mean killing some.
+// syncJob carries spec.suspend and the parallelism over to the running Job; the rest of
+// the spec applies to the next wave. It changes a field only when the operator's own wish
+// for it changed since it last set it (recorded in an annotation on the Job), never
+// because the Job differs: a queueing controller such as Kueue suspends a Job until it is
+// admitted, and may change its parallelism when it admits part of it. A WorkerPool's
+// parallelism grows with its queue up to the template's but never shrinks on its own:
+// fewer workers would mean killing some.
 func (r *QueueJobReconciler) syncJob(ctx context.Context, s *scope) error {
 	job := s.current()
 	if job == nil || jobFinished(job) != nil || job.DeletionTimestamp != nil || waveEnded(job) {
 		return nil
 	}
 	want := job.DeepCopy()
-	want.Spec.Suspend = ptr.To(s.qj.Spec.IsSuspended())
-	if job.Spec.Suspend == nil && !*want.Spec.Suspend {
-		want.Spec.Suspend = nil // unset and false mean the same to the Job controller
+	suspend := strconv.FormatBool(s.qj.Spec.IsSuspended())
+	if job.Annotations[qjv1.AnnotationSuspend] != suspend {
+		want.Spec.Suspend = ptr.To(s.qj.Spec.IsSuspended())
+		metav1.SetMetaDataAnnotation(&want.ObjectMeta, qjv1.AnnotationSuspend, suspend)
 	}
-	want.Spec.Parallelism = ptr.To(desiredParallelism(&s.qj.Spec, job, s.probe))
-	if equality.Semantic.DeepEqual(job.Spec, want.Spec) {
+	applied := appliedParallelism(job)
+	if p := desiredParallelism(&s.qj.Spec, job, applied, s.probe); p != applied {
+		want.Spec.Parallelism = ptr.To(p)
+		metav1.SetMetaDataAnnotation(&want.ObjectMeta, qjv1.AnnotationParallelism, strconv.Itoa(int(p)))
+	}
+	if equality.Semantic.DeepEqual(job, want) {
 		return nil
 	}
 	if err := r.Patch(ctx, want, client.MergeFrom(job)); err != nil {
 		return client.IgnoreNotFound(fmt.Errorf("updating Job %s: %w", job.Name, err))
 	}
-	logf.FromContext(ctx).Info("Updated Job", "job", job.Name, "suspend", ptr.Deref(want.Spec.Suspend, false), "parallelism", *want.Spec.Parallelism)
+	logf.FromContext(ctx).Info("Updated Job", "job", job.Name, "suspend", ptr.Deref(want.Spec.Suspend, false), "parallelism", ptr.Deref(want.Spec.Parallelism, 1))
 	*job = *want
 	return nil
 }
 
-// desiredParallelism is the parallelism the running Job should have now.
-func desiredParallelism(spec *qjv1.QueueJobSpec, job *batchv1.Job, probe *probeResult) int32 {
+// appliedParallelism is the parallelism the operator last set on the Job.
+func appliedParallelism(job *batchv1.Job) int32 {
+	if v, err := strconv.ParseInt(job.Annotations[qjv1.AnnotationParallelism], 10, 32); err == nil {
+		return int32(v)
+	}
+	return ptr.Deref(job.Spec.Parallelism, 1)
+}
+
+// desiredParallelism is the parallelism the running Job should have now, given what the
+// operator last set on it.
+func desiredParallelism(spec *qjv1.QueueJobSpec, job *batchv1.Job, applied int32, probe *probeResult) int32 {
 	limit := spec.EffectiveParallelism()
-	cur := ptr.Deref(job.Spec.Parallelism, 1)
 	switch {
 	case spec.Queue == nil:
 		return limit
@@ -493,9 +515,9 @@ func desiredParallelism(spec *qjv1.QueueJobSpec, job *batchv1.Job, probe *probeR
 		return min(limit, *job.Spec.Completions)
 	case probe != nil && probe.counts != nil: // WorkerPool
 		grown := workerPoolSizing(probe.counts.Ready, probe.counts.InFlight, limit).parallelism
-		return min(limit, max(cur, grown))
+		return min(limit, max(applied, grown))
 	default:
-		return min(limit, cur)
+		return min(limit, applied)
 	}
 }
 

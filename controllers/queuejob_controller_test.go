@@ -40,15 +40,15 @@ var _ = Describe("QueueJob without a queue", func() {
 
 	It("creates one Job with the QueueJob's spec, labels and owner, and says so once", func() {
 		qj := queueJob(ns, "pi", func(q *qjv1.QueueJob) {
-			q.Spec.Completions = ptr.To[int32](4)
-			q.Spec.Parallelism = ptr.To[int32](2)
-			q.Spec.BackoffLimit = ptr.To[int32](4)
-			q.Spec.ActiveDeadlineSeconds = ptr.To[int64](600)
+			q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](4)
+			q.Spec.JobTemplate.Spec.Parallelism = ptr.To[int32](2)
+			q.Spec.JobTemplate.Spec.BackoffLimit = ptr.To[int32](4)
+			q.Spec.JobTemplate.Spec.ActiveDeadlineSeconds = ptr.To[int64](600)
 		})
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
 
 		job := theJob(qj)
-		Expect(job.Name).To(Equal("pi-1"))
+		Expect(job.Name).To(Equal("pi"))
 		Expect(job.Spec.Completions).To(HaveValue(BeEquivalentTo(4)))
 		Expect(job.Spec.Parallelism).To(HaveValue(BeEquivalentTo(2)))
 		Expect(job.Spec.BackoffLimit).To(HaveValue(BeEquivalentTo(4)))
@@ -66,7 +66,7 @@ var _ = Describe("QueueJob without a queue", func() {
 			HaveField("BlockOwnerDeletion", HaveValue(BeTrue()))))
 
 		Eventually(getQJ(ns, "pi"), timeout, interval).Should(SatisfyAll(
-			HaveField("Status.JobName", "pi-1"),
+			HaveField("Status.JobName", "pi"),
 			HaveField("Status.Waves", BeEquivalentTo(1)),
 			HaveField("Status.ObservedGeneration", BeEquivalentTo(1)),
 			cond(qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonJobRunning),
@@ -82,7 +82,7 @@ var _ = Describe("QueueJob without a queue", func() {
 	})
 
 	It("becomes Complete with the Job's reason and keeps one Completed event", func() {
-		qj := queueJob(ns, "pi", func(q *qjv1.QueueJob) { q.Spec.Completions = ptr.To[int32](3) })
+		qj := queueJob(ns, "pi", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](3) })
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
 		job := theJob(qj)
 		at := time.Now().Add(-time.Minute).Truncate(time.Second)
@@ -148,11 +148,11 @@ var _ = Describe("QueueJob without a queue", func() {
 	})
 
 	It("carries a parallelism change over to the running Job", func() {
-		qj := queueJob(ns, "pi", func(q *qjv1.QueueJob) { q.Spec.Completions = ptr.To[int32](10) })
+		qj := queueJob(ns, "pi", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](10) })
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
 		job := theJob(qj)
 		Expect(job.Spec.Parallelism).To(HaveValue(BeEquivalentTo(1)))
-		updateQJ(ns, "pi", func(q *qjv1.QueueJob) { q.Spec.Parallelism = ptr.To[int32](5) })
+		updateQJ(ns, "pi", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Parallelism = ptr.To[int32](5) })
 		Eventually(func(g Gomega) *int32 {
 			cur := &batchv1.Job{}
 			g.Expect(k8s.Get(suiteCtx, client.ObjectKeyFromObject(job), cur)).To(Succeed())
@@ -162,7 +162,7 @@ var _ = Describe("QueueJob without a queue", func() {
 
 	It("deletes finished pods after their TTL and leaves running, recent and uncounted ones", func() {
 		qj := queueJob(ns, "pi", func(q *qjv1.QueueJob) {
-			q.Spec.Completions = ptr.To[int32](5)
+			q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](5)
 			q.Spec.Cleanup = &qjv1.CleanupPolicy{PodTTLSecondsAfterFinished: ptr.To[int32](6)}
 		})
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
@@ -200,7 +200,7 @@ var _ = Describe("QueueJob without a queue", func() {
 
 	It("deletes the finished Job after its TTL and keeps the final status", func() {
 		qj := queueJob(ns, "pi", func(q *qjv1.QueueJob) {
-			q.Spec.Completions = ptr.To[int32](2)
+			q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](2)
 			q.Spec.Cleanup = &qjv1.CleanupPolicy{TTLSecondsAfterFinished: ptr.To[int32](0)}
 		})
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
@@ -214,7 +214,7 @@ var _ = Describe("QueueJob without a queue", func() {
 			g.Expect(getQJ(ns, "pi")(g)).To(SatisfyAll(
 				cond(qjv1.ConditionComplete, metav1.ConditionTrue, "CompletionsReached"),
 				HaveField("Status.Succeeded", BeEquivalentTo(2)),
-				HaveField("Status.JobName", "pi-1")))
+				HaveField("Status.JobName", "pi")))
 		}, 3*time.Second, 500*time.Millisecond).Should(Succeed())
 
 		By("not running it again after a manager restart")
@@ -224,7 +224,7 @@ var _ = Describe("QueueJob without a queue", func() {
 
 	It("finishes a cleanup cut short between the archive write and the delete, counting once", func() {
 		qj := queueJob(ns, "pi", func(q *qjv1.QueueJob) {
-			q.Spec.Completions = ptr.To[int32](3)
+			q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](3)
 			q.Spec.Cleanup = &qjv1.CleanupPolicy{TTLSecondsAfterFinished: ptr.To[int32](3600)}
 		})
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
@@ -275,14 +275,14 @@ var _ = Describe("QueueJob without a queue", func() {
 		qj := queueJob(ns, "pi")
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
 		job := theJob(qj)
-		Eventually(getQJ(ns, "pi"), timeout, interval).Should(HaveField("Status.JobName", "pi-1"))
+		Eventually(getQJ(ns, "pi"), timeout, interval).Should(HaveField("Status.JobName", "pi"))
 
 		By("stopping the manager and wiping the status, as a crash between create and status write would leave it")
 		stopMgr()
 		wipeStatus(ns, "pi")
 		stopMgr = startManager()
 
-		Eventually(getQJ(ns, "pi"), timeout, interval).Should(HaveField("Status.JobName", "pi-1"))
+		Eventually(getQJ(ns, "pi"), timeout, interval).Should(HaveField("Status.JobName", "pi"))
 		Consistently(func(g Gomega) {
 			jobs := ownedJobs(g, qj)
 			g.Expect(jobs).To(HaveLen(1))
@@ -306,14 +306,14 @@ var _ = Describe("QueueJob without a queue", func() {
 	})
 
 	It("reports a Job the API server refuses and creates it once the spec is fixed", func() {
-		qj := queueJob(ns, "pi", func(q *qjv1.QueueJob) { q.Spec.Template.Spec.Containers[0].Name = "Not_A_DNS_Label" })
+		qj := queueJob(ns, "pi", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Name = "Not_A_DNS_Label" })
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
 		Eventually(getQJ(ns, "pi"), timeout, interval).Should(cond(qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonJobCreateError))
-		Expect(condition(getQJ(ns, "pi")(Default), qjv1.ConditionProgressing).Message).To(ContainSubstring("spec.template"))
+		Expect(condition(getQJ(ns, "pi")(Default), qjv1.ConditionProgressing).Message).To(ContainSubstring("fix spec.jobTemplate"))
 		Eventually(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventJobCreateFailed) }, timeout, interval).Should(HaveLen(1))
 		Consistently(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventJobCreateFailed) }, 2*time.Second, 500*time.Millisecond).Should(HaveLen(1))
 
-		updateQJ(ns, "pi", func(q *qjv1.QueueJob) { q.Spec.Template.Spec.Containers[0].Name = "pi" })
+		updateQJ(ns, "pi", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Name = "pi" })
 		Expect(theJob(qj).Spec.Template.Spec.Containers[0].Name).To(Equal("pi"))
 		Eventually(getQJ(ns, "pi"), timeout, interval).Should(cond(qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonJobRunning))
 	})

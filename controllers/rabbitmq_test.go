@@ -28,10 +28,10 @@ func rabbitPoolQJ(ns, name, q string, mutate ...func(*qjv1.QueueJob)) *qjv1.Queu
 		j.Spec.Queue = &qjv1.QueueSource{RabbitMQ: &qjv1.RabbitMQQueue{Queue: q,
 			URLSecretRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: name + "-url"}, Key: "url"}}}
 		j.Spec.Mode = qjv1.ModeWorkerPool
-		j.Spec.Parallelism = ptr.To[int32](2)
+		j.Spec.JobTemplate.Spec.Parallelism = ptr.To[int32](2)
 		j.Spec.ProbeIntervalSeconds = ptr.To[int32](1)
 		j.Spec.DrainGracePeriodSeconds = ptr.To[int32](2)
-		j.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
+		j.Spec.JobTemplate.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
 	}}, mutate...)...)
 }
 

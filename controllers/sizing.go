@@ -63,7 +63,7 @@ type wavePlan struct {
 	archiveEnded bool
 	// complete finishes the QueueJob successfully, with this reason and message.
 	complete *progressProblem
-	// drainedSince is when the WorkerPool's queue was first seen drained while workers ran.
+	// drainedSince is when the queue was first seen drained while the wave's pods ran.
 	drainedSince *time.Time
 	// waiting says why no wave runs.
 	waiting *progressProblem
@@ -130,14 +130,16 @@ func failedInARow(st *qjv1.QueueJobStatus, latest *batchv1.Job) (count, wave int
 	}
 }
 
-// planRunning handles a running wave. Only a WorkerPool can end early: once its queue has
-// been drained for the grace period while workers still run (a worker that never decides
-// to exit), the operator ends the wave. It never does so where in-flight items cannot be
-// counted (RabbitMQ without its management API): a queue whose every message is held,
-// unacknowledged, by a worker looks drained, and ending that wave would lose the messages.
+// planRunning handles a running wave. A wave ends early once its queue has been drained
+// for the grace period while its pods still run: workers that never decide to exit (a
+// WorkerPool), or pods left waiting for items that another consumer took (a PerItem wave,
+// whose completions came from a snapshot of the queue). It never does so where in-flight
+// items cannot be counted (RabbitMQ without its management API): a queue whose every
+// message is held, unacknowledged, by a pod looks drained, and ending that wave would lose
+// the messages.
 func planRunning(in waveInput) wavePlan {
 	c := in.counts
-	if in.spec.EffectiveMode() != qjv1.ModeWorkerPool || c.Ready > 0 || c.InFlight > 0 || c.InFlightUnknown {
+	if c.Ready > 0 || c.InFlight > 0 || c.InFlightUnknown {
 		return wavePlan{}
 	}
 	since := in.now
@@ -167,7 +169,7 @@ func planEnding(in waveInput) wavePlan {
 	c := in.counts
 	if in.spec.EffectiveRefill() == qjv1.RefillOnce && c.Ready == 0 && c.InFlight == 0 && !c.InFlightUnknown {
 		plan.complete = &progressProblem{qjv1.ReasonWorkersStopped, fmt.Sprintf(
-			"The queue was drained for %ds while the workers of Job %s still ran: the operator stopped them (%d succeeded, %d failed)",
+			"The queue was drained for %ds while pods of Job %s still ran: the operator stopped them (%d succeeded, %d failed)",
 			in.spec.EffectiveDrainGracePeriodSeconds(), job.Name, job.Status.Succeeded, job.Status.Failed)}
 	}
 	return plan

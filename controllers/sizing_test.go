@@ -73,7 +73,7 @@ func TestPlanWave(t *testing.T) {
 			Conditions: []batchv1.JobCondition{{Type: t, Status: "True"}}}}
 	}
 	spec := func(mode qjv1.Mode, refill qjv1.Refill, mutate ...func(*qjv1.QueueJobSpec)) *qjv1.QueueJobSpec {
-		s := &qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}, Mode: mode, Refill: refill, Parallelism: ptr.To[int32](2)}
+		s := &qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}, Mode: mode, Refill: refill, JobTemplate: qjv1.JobTemplateSpec{Spec: batchv1.JobSpec{Parallelism: ptr.To[int32](2)}}}
 		for _, m := range mutate {
 			m(s)
 		}
@@ -111,6 +111,19 @@ func TestPlanWave(t *testing.T) {
 		{name: "first WorkerPool wave", in: waveInput{spec: spec(qjv1.ModeWorkerPool, ""), counts: queue.Counts{Ready: 9}},
 			want: want{create: &jobSizing{parallelism: 2}}},
 		{name: "a running PerItem wave runs to its end, whatever arrives", in: waveInput{spec: spec(qjv1.ModePerItem, ""), current: running, waves: 1, counts: queue.Counts{Ready: 50}}},
+		{name: "a PerItem wave whose queue another consumer emptied: the grace starts",
+			in:   waveInput{spec: spec(qjv1.ModePerItem, ""), current: running, waves: 1},
+			want: want{drainedSince: &now, requeue: 30 * time.Second}},
+		{name: "a PerItem wave whose pods wait for items past the grace: end the wave",
+			in:   waveInput{spec: spec(qjv1.ModePerItem, ""), current: running, waves: 1, drainedSince: ago(30 * time.Second)},
+			want: want{endWave: true}},
+		{name: "a PerItem wave whose pods hold items: it runs on",
+			in: waveInput{spec: spec(qjv1.ModePerItem, ""), current: running, waves: 1, drainedSince: ago(time.Hour), counts: queue.Counts{InFlight: 1}}},
+		{name: "a PerItem wave on RabbitMQ without the management API never ends on its own",
+			in: waveInput{spec: spec(qjv1.ModePerItem, ""), current: running, waves: 1, drainedSince: ago(time.Hour), counts: queue.Counts{InFlightUnknown: true}}},
+		{name: "an ended PerItem wave whose pods stopped, refill Once: archive it and complete",
+			in:   waveInput{spec: spec(qjv1.ModePerItem, ""), current: ended(0, 0, nil), waves: 1},
+			want: want{archiveEnded: true, complete: qjv1.ReasonWorkersStopped}},
 		{name: "a running worker pool with work left", in: waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: running, waves: 1, counts: queue.Counts{InFlight: 1}}},
 		{name: "a worker pool's queue just drained: the grace starts",
 			in:   waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: running, waves: 1},
@@ -257,7 +270,7 @@ func TestArchiveBeyondHistory(t *testing.T) {
 }
 
 func BenchmarkPlanWave(b *testing.B) {
-	in := waveInput{spec: &qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}, Parallelism: ptr.To[int32](10)},
+	in := waveInput{spec: &qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}, JobTemplate: qjv1.JobTemplateSpec{Spec: batchv1.JobSpec{Parallelism: ptr.To[int32](10)}}},
 		counts: queue.Counts{Ready: 1_000_000_000}, now: time.Now()}
 	for b.Loop() {
 		if p := planWave(in); p.create == nil {

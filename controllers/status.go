@@ -8,6 +8,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/utils/ptr"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
@@ -112,6 +114,7 @@ func observe(in observeInput) qjv1.QueueJobStatus {
 	}
 
 	running := current != nil && jobFinished(current) == nil
+	heldByOther := running && !suspended && !waveEnded(current) && ptr.Deref(current.Spec.Suspend, false)
 	switch {
 	case done:
 		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonFinished, "The QueueJob has finished", nil)
@@ -121,7 +124,10 @@ func observe(in observeInput) qjv1.QueueJobStatus {
 		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonSuspended, "The QueueJob is suspended", nil)
 	case running && waveEnded(current):
 		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonWaveEnding, fmt.Sprintf(
-			"Job %s is suspended to stop its workers, which outlived the drained queue: it is archived once they stopped", current.Name), nil)
+			"Job %s is suspended to stop its pods, which outlived the drained queue: it is archived once they stopped", current.Name), nil)
+	case heldByOther:
+		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonHeldByOther, fmt.Sprintf(
+			"Job %s is suspended by another controller (a queueing controller such as Kueue holds a Job until it is admitted): its pods start once it is resumed", current.Name), nil)
 	case running && qj.Spec.Queue == nil:
 		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonJobRunning, fmt.Sprintf("Job %s is running", current.Name), nil)
 	case running:
@@ -133,7 +139,55 @@ func observe(in observeInput) qjv1.QueueJobStatus {
 		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonProbeFailed,
 			"The queue cannot be probed, so no wave starts: see the QueueReachable condition", nil)
 	}
+
+	observeUpToDate(&st, gen, qj, current, running)
+	st.Mode = qjv1.ModeJob
+	if qj.Spec.Queue != nil {
+		st.Mode = string(qj.Spec.EffectiveMode())
+	}
+	if n := len(in.jobs); n > 0 {
+		st.Completions = completionsOf(&in.jobs[n-1])
+	}
+	st.Duration = ""
+	if done && st.StartTime != nil && st.CompletionTime != nil {
+		st.Duration = duration.HumanDuration(st.CompletionTime.Sub(st.StartTime.Time))
+	}
+	switch {
+	case meta.IsStatusConditionTrue(st.Conditions, qjv1.ConditionComplete):
+		st.State = qjv1.StateComplete
+	case meta.IsStatusConditionTrue(st.Conditions, qjv1.ConditionFailed):
+		st.State = qjv1.StateFailed
+	case suspended:
+		st.State = qjv1.StateSuspended
+	case running && !heldByOther:
+		st.State = qjv1.StateRunning
+	default:
+		st.State = qjv1.StateWaiting
+	}
 	return st
+}
+
+// observeUpToDate says whether the running wave was built from the current spec: a change
+// of the template (but its parallelism, which the running Job follows) or of itemsPerPod
+// waits for the next wave.
+func observeUpToDate(st *qjv1.QueueJobStatus, gen int64, qj *qjv1.QueueJob, current *batchv1.Job, running bool) {
+	if running && !waveEnded(current) {
+		if h, ok := current.Annotations[qjv1.AnnotationTemplateHash]; ok && h != templateHash(&qj.Spec) {
+			set(st, gen, qjv1.ConditionUpToDate, metav1.ConditionFalse, qjv1.ReasonNextWave, fmt.Sprintf(
+				"The spec changed since Job %s started wave %d: the running wave keeps the spec it was built from; the next wave uses the new one",
+				current.Name, jobWave(current)), nil)
+			return
+		}
+	}
+	set(st, gen, qjv1.ConditionUpToDate, metav1.ConditionTrue, qjv1.ReasonUpToDate, "The running wave, if any, was built from the current spec", nil)
+}
+
+// completionsOf shows a Job's progress as kubectl get jobs does.
+func completionsOf(job *batchv1.Job) string {
+	if job.Spec.Completions == nil {
+		return fmt.Sprintf("%d/1 of %d", job.Status.Succeeded, ptr.Deref(job.Spec.Parallelism, 1))
+	}
+	return fmt.Sprintf("%d/%d", job.Status.Succeeded, *job.Spec.Completions)
 }
 
 // archiveAndCount moves the counts of the Jobs archived now into status.archived, drops
@@ -306,6 +360,9 @@ func transitions(old, cur *qjv1.QueueJobStatus) []event {
 	if meta.IsStatusConditionTrue(old.Conditions, qjv1.ConditionSuspended) &&
 		meta.IsStatusConditionFalse(cur.Conditions, qjv1.ConditionSuspended) && !isFinished(cur) {
 		evs = append(evs, event{corev1.EventTypeNormal, qjv1.EventResumed, "Resume", "spec.suspend is false: the Job runs again"})
+	}
+	if c := became(qjv1.ConditionUpToDate, metav1.ConditionFalse); c != nil {
+		evs = append(evs, event{corev1.EventTypeNormal, qjv1.EventSpecPending, "Update", c.Message})
 	}
 	if c := became(qjv1.ConditionProgressing, metav1.ConditionFalse); c != nil && c.Reason == qjv1.ReasonJobCreateError {
 		evs = append(evs, event{corev1.EventTypeWarning, qjv1.EventJobCreateFailed, "CreateJob", c.Message})

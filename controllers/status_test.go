@@ -62,6 +62,7 @@ func TestObserve(t *testing.T) {
 		qjv1.ConditionComplete:  {metav1.ConditionFalse, qjv1.ReasonNotFinished},
 		qjv1.ConditionFailed:    {metav1.ConditionFalse, qjv1.ReasonNotFinished},
 		qjv1.ConditionSuspended: {metav1.ConditionFalse, qjv1.ReasonNotSuspended},
+		qjv1.ConditionUpToDate:  {metav1.ConditionTrue, qjv1.ReasonUpToDate},
 	}
 	with := func(base map[string]condWant, extra map[string]condWant) map[string]condWant {
 		out := map[string]condWant{}
@@ -106,6 +107,7 @@ func TestObserve(t *testing.T) {
 				qjv1.ConditionComplete:    {metav1.ConditionTrue, "CompletionsReached"},
 				qjv1.ConditionFailed:      {metav1.ConditionFalse, "CompletionsReached"},
 				qjv1.ConditionSuspended:   {metav1.ConditionFalse, qjv1.ReasonNotSuspended},
+				qjv1.ConditionUpToDate:    {metav1.ConditionTrue, qjv1.ReasonUpToDate},
 				qjv1.ConditionProgressing: {metav1.ConditionFalse, qjv1.ReasonFinished},
 			}},
 		},
@@ -116,6 +118,7 @@ func TestObserve(t *testing.T) {
 				qjv1.ConditionComplete:    {metav1.ConditionFalse, qjv1.ReasonJobFailed},
 				qjv1.ConditionFailed:      {metav1.ConditionTrue, qjv1.ReasonJobFailed},
 				qjv1.ConditionSuspended:   {metav1.ConditionFalse, qjv1.ReasonNotSuspended},
+				qjv1.ConditionUpToDate:    {metav1.ConditionTrue, qjv1.ReasonUpToDate},
 				qjv1.ConditionProgressing: {metav1.ConditionFalse, qjv1.ReasonFinished},
 			}},
 		},
@@ -126,6 +129,7 @@ func TestObserve(t *testing.T) {
 				qjv1.ConditionComplete:    {metav1.ConditionTrue, "CompletionsReached"},
 				qjv1.ConditionFailed:      {metav1.ConditionFalse, "CompletionsReached"},
 				qjv1.ConditionSuspended:   {metav1.ConditionFalse, qjv1.ReasonNotSuspended},
+				qjv1.ConditionUpToDate:    {metav1.ConditionTrue, qjv1.ReasonUpToDate},
 				qjv1.ConditionProgressing: {metav1.ConditionFalse, qjv1.ReasonFinished},
 			}},
 		},
@@ -215,6 +219,9 @@ func TestTransitions(t *testing.T) {
 		{name: "Job refused", old: st(c(qjv1.ConditionProgressing, "True", "JobRunning")), cur: st(c(qjv1.ConditionProgressing, "False", qjv1.ReasonJobCreateError)),
 			want: []string{qjv1.EventJobCreateFailed}},
 		{name: "Job still refused", old: st(c(qjv1.ConditionProgressing, "False", qjv1.ReasonJobCreateError)), cur: st(c(qjv1.ConditionProgressing, "False", qjv1.ReasonJobCreateError))},
+		{name: "a spec change waits for the next wave", old: st(c(qjv1.ConditionUpToDate, "True", qjv1.ReasonUpToDate)), cur: st(c(qjv1.ConditionUpToDate, "False", qjv1.ReasonNextWave)),
+			want: []string{qjv1.EventSpecPending}},
+		{name: "a spec change still waits", old: st(c(qjv1.ConditionUpToDate, "False", qjv1.ReasonNextWave)), cur: st(c(qjv1.ConditionUpToDate, "False", qjv1.ReasonNextWave))},
 		{name: "finished is no Progressing warning", old: st(c(qjv1.ConditionProgressing, "True", "JobRunning")), cur: st(c(qjv1.ConditionProgressing, "False", qjv1.ReasonFinished))},
 	}
 	for _, tc := range cases {
@@ -225,6 +232,96 @@ func TestTransitions(t *testing.T) {
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("transitions (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestObserveSummary: the one-word state, the mode, the completions and the duration that
+// kubectl get shows, and the UpToDate condition.
+func TestObserveSummary(t *testing.T) {
+	plain := func(*qjv1.QueueJob) {}
+	queued := func(q *qjv1.QueueJob) {
+		q.Spec.Queue = &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "r:1", Key: "k"}}
+	}
+	built := func(q *qjv1.QueueJob) func(*batchv1.Job) {
+		return func(j *batchv1.Job) {
+			j.Annotations = map[string]string{qjv1.AnnotationTemplateHash: templateHash(&q.Spec)}
+		}
+	}
+	sized := func(completions *int32, parallelism int32) func(*batchv1.Job) {
+		return func(j *batchv1.Job) { j.Spec.Completions, j.Spec.Parallelism = completions, ptr.To(parallelism) }
+	}
+	type want struct {
+		state             qjv1.State
+		mode, completions string
+		duration          string
+		upToDate          metav1.ConditionStatus
+		progressing       string
+	}
+	cases := []struct {
+		name   string
+		qj     func(*qjv1.QueueJob)
+		status qjv1.QueueJobStatus
+		jobs   func(q *qjv1.QueueJob) []batchv1.Job
+		want   want
+	}{
+		{name: "no Job yet: waiting", qj: plain, jobs: func(*qjv1.QueueJob) []batchv1.Job { return nil },
+			want: want{state: qjv1.StateWaiting, mode: qjv1.ModeJob, upToDate: metav1.ConditionTrue}},
+		{name: "a plain Job running", qj: plain,
+			jobs: func(q *qjv1.QueueJob) []batchv1.Job {
+				return []batchv1.Job{job(1, running(1, 2, 0), sized(ptr.To[int32](5), 1), built(q))}
+			},
+			want: want{state: qjv1.StateRunning, mode: qjv1.ModeJob, completions: "2/5", upToDate: metav1.ConditionTrue, progressing: qjv1.ReasonJobRunning}},
+		{name: "a WorkerPool wave shows completions as kubectl get jobs does", qj: func(q *qjv1.QueueJob) { queued(q); q.Spec.Mode = qjv1.ModeWorkerPool },
+			jobs: func(q *qjv1.QueueJob) []batchv1.Job {
+				return []batchv1.Job{job(1, running(3, 1, 0), sized(nil, 4), built(q))}
+			},
+			want: want{state: qjv1.StateRunning, mode: "WorkerPool", completions: "1/1 of 4", upToDate: metav1.ConditionTrue, progressing: qjv1.ReasonWaveRunning}},
+		{name: "a template changed since the wave started: not up to date", qj: queued,
+			jobs: func(q *qjv1.QueueJob) []batchv1.Job {
+				old := q.DeepCopy()
+				old.Spec.JobTemplate.Spec.BackoffLimit = ptr.To[int32](9)
+				return []batchv1.Job{job(1, running(1, 0, 0), sized(ptr.To[int32](2), 1), built(old))}
+			},
+			want: want{state: qjv1.StateRunning, mode: "PerItem", completions: "0/2", upToDate: metav1.ConditionFalse, progressing: qjv1.ReasonWaveRunning}},
+		{name: "a Job another controller holds suspended: waiting", qj: queued,
+			jobs: func(q *qjv1.QueueJob) []batchv1.Job {
+				return []batchv1.Job{job(1, sized(ptr.To[int32](2), 1), built(q), func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) })}
+			},
+			want: want{state: qjv1.StateWaiting, mode: "PerItem", completions: "0/2", upToDate: metav1.ConditionTrue, progressing: qjv1.ReasonHeldByOther}},
+		{name: "suspended by spec.suspend", qj: func(q *qjv1.QueueJob) { q.Spec.Suspend = ptr.To(true) },
+			jobs: func(q *qjv1.QueueJob) []batchv1.Job {
+				return []batchv1.Job{job(1, sized(nil, 1), built(q), func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) })}
+			},
+			want: want{state: qjv1.StateSuspended, mode: qjv1.ModeJob, completions: "0/1 of 1", upToDate: metav1.ConditionTrue, progressing: qjv1.ReasonSuspended}},
+		{name: "complete, with its duration", qj: plain,
+			jobs: func(q *qjv1.QueueJob) []batchv1.Job {
+				return []batchv1.Job{job(1, running(0, 1, 0), sized(ptr.To[int32](1), 1), built(q), ended(batchv1.JobComplete, "CompletionsReached"))}
+			},
+			want: want{state: qjv1.StateComplete, mode: qjv1.ModeJob, completions: "1/1", duration: "60s", upToDate: metav1.ConditionTrue, progressing: qjv1.ReasonFinished}},
+		{name: "failed", qj: plain,
+			jobs: func(q *qjv1.QueueJob) []batchv1.Job {
+				return []batchv1.Job{job(1, running(0, 0, 3), sized(ptr.To[int32](1), 1), built(q), ended(batchv1.JobFailed, "BackoffLimitExceeded"))}
+			},
+			want: want{state: qjv1.StateFailed, mode: qjv1.ModeJob, completions: "0/1", duration: "60s", upToDate: metav1.ConditionTrue, progressing: qjv1.ReasonFinished}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			qj := queueJob("ns", "pi", tc.qj)
+			qj.Status = tc.status
+			got := observe(observeInput{qj: qj, jobs: tc.jobs(qj)})
+			gotW := want{state: got.State, mode: got.Mode, completions: got.Completions, duration: got.Duration}
+			for _, c := range got.Conditions {
+				switch c.Type {
+				case qjv1.ConditionUpToDate:
+					gotW.upToDate = c.Status
+				case qjv1.ConditionProgressing:
+					gotW.progressing = c.Reason
+				}
+			}
+			if diff := cmp.Diff(tc.want, gotW, cmp.AllowUnexported(want{})); diff != "" {
+				t.Errorf("observe (-want +got):\n%s", diff)
 			}
 		})
 	}

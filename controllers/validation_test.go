@@ -7,9 +7,12 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
@@ -59,12 +62,12 @@ var _ = Describe("QueueJob admission", func() {
 		}),
 		Entry("itemsPerPod without a queue", "spec.itemsPerPod", "mode PerItem", func(q *qjv1.QueueJob) { q.Spec.ItemsPerPod = ptr.To[int32](2) }),
 		Entry("itemsPerPod 0", "spec.itemsPerPod", "greater than or equal to 1", func(q *qjv1.QueueJob) { withRedis(q); q.Spec.ItemsPerPod = ptr.To[int32](0) }),
-		Entry("completions with a queue", "spec.completions", "completions follow the queue depth", func(q *qjv1.QueueJob) {
+		Entry("completions with a queue", "spec.jobTemplate.spec.completions", "set by the operator", func(q *qjv1.QueueJob) {
 			withRabbitMQ(q)
-			q.Spec.Completions = ptr.To[int32](8)
+			q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](8)
 		}),
-		Entry("completions 0", "spec.completions", "greater than or equal to 1", func(q *qjv1.QueueJob) { q.Spec.Completions = ptr.To[int32](0) }),
-		Entry("completions over the maximum", "spec.completions", "less than or equal to 100000", func(q *qjv1.QueueJob) { q.Spec.Completions = ptr.To[int32](100001) }),
+		Entry("completions 0", "spec.jobTemplate.spec.completions", "between 1 and 100000", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](0) }),
+		Entry("completions over the maximum", "spec.jobTemplate.spec.completions", "between 1 and 100000", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](100001) }),
 		Entry("refill without a queue", "spec.refill", "remove spec.refill", func(q *qjv1.QueueJob) { q.Spec.Refill = qjv1.RefillContinuous }),
 		Entry("probe interval without a queue", "spec.probeIntervalSeconds", "remove spec.probeIntervalSeconds", func(q *qjv1.QueueJob) {
 			q.Spec.ProbeIntervalSeconds = ptr.To[int32](5)
@@ -77,11 +80,11 @@ var _ = Describe("QueueJob admission", func() {
 			withRedis(q)
 			q.Spec.ProbeIntervalSeconds = ptr.To[int32](3601)
 		}),
-		Entry("restartPolicy Always", "spec.template", "restartPolicy must be Never or OnFailure", func(q *qjv1.QueueJob) {
-			q.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyAlways
+		Entry("restartPolicy Always", "spec.jobTemplate.spec.template.spec.restartPolicy", "restartPolicy must be Never or OnFailure", func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyAlways
 		}),
-		Entry("restartPolicy unset", "spec.template", "restartPolicy must be Never or OnFailure", func(q *qjv1.QueueJob) {
-			q.Spec.Template.Spec.RestartPolicy = ""
+		Entry("restartPolicy unset", "spec.jobTemplate.spec.template.spec.restartPolicy", "restartPolicy must be Never or OnFailure", func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Spec.Template.Spec.RestartPolicy = ""
 		}),
 		Entry("negative Job TTL", "spec.cleanup.ttlSecondsAfterFinished", "greater than or equal to 0", func(q *qjv1.QueueJob) {
 			q.Spec.Cleanup = &qjv1.CleanupPolicy{TTLSecondsAfterFinished: ptr.To[int32](-1)}
@@ -89,11 +92,11 @@ var _ = Describe("QueueJob admission", func() {
 		Entry("negative pod TTL", "spec.cleanup.podTTLSecondsAfterFinished", "greater than or equal to 0", func(q *qjv1.QueueJob) {
 			q.Spec.Cleanup = &qjv1.CleanupPolicy{PodTTLSecondsAfterFinished: ptr.To[int32](-1)}
 		}),
-		Entry("parallelism 0", "spec.parallelism", "greater than or equal to 1", func(q *qjv1.QueueJob) { q.Spec.Parallelism = ptr.To[int32](0) }),
-		Entry("parallelism -1", "spec.parallelism", "greater than or equal to 1", func(q *qjv1.QueueJob) { q.Spec.Parallelism = ptr.To[int32](-1) }),
-		Entry("negative backoffLimit", "spec.backoffLimit", "greater than or equal to 0", func(q *qjv1.QueueJob) { q.Spec.BackoffLimit = ptr.To[int32](-1) }),
-		Entry("activeDeadlineSeconds 0", "spec.activeDeadlineSeconds", "greater than or equal to 1", func(q *qjv1.QueueJob) {
-			q.Spec.ActiveDeadlineSeconds = ptr.To[int64](0)
+		Entry("parallelism 0", "spec.jobTemplate.spec.parallelism", "set spec.suspend", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Parallelism = ptr.To[int32](0) }),
+		Entry("parallelism -1", "spec.jobTemplate.spec.parallelism", "between 1 and 100000", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Parallelism = ptr.To[int32](-1) }),
+		Entry("negative backoffLimit", "spec.jobTemplate.spec.backoffLimit", "0 or more", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.BackoffLimit = ptr.To[int32](-1) }),
+		Entry("activeDeadlineSeconds 0", "spec.jobTemplate.spec.activeDeadlineSeconds", "1 or more", func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Spec.ActiveDeadlineSeconds = ptr.To[int64](0)
 		}),
 		Entry("empty Redis key", "spec.queue.redis.key", "must not be empty", func(q *qjv1.QueueJob) { withRedis(q); q.Spec.Queue.Redis.Key = "" }),
 		Entry("Redis key with CRLF", "spec.queue.redis.key", "control characters", func(q *qjv1.QueueJob) { withRedis(q); q.Spec.Queue.Redis.Key = "job2\r\nFLUSHALL" }),
@@ -144,6 +147,43 @@ var _ = Describe("QueueJob admission", func() {
 			q.Spec.Queue.RabbitMQ.ManagementURL = "http://rabbitmq-service:15672"
 			q.Spec.Queue.RabbitMQ.ManagementURLSecretRef = secretRef("rabbit", "management-url")
 		}),
+		Entry("a selector in the Job template", "spec.jobTemplate.spec.selector", "owned by the operator", func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"app": "pi"}}
+		}),
+		Entry("manualSelector in the Job template", "spec.jobTemplate.spec.manualSelector", "owned by the operator", func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Spec.ManualSelector = ptr.To(false)
+		}),
+		Entry("suspend in the Job template", "spec.jobTemplate.spec.suspend", "use spec.suspend", func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Spec.Suspend = ptr.To(true)
+		}),
+		Entry("ttlSecondsAfterFinished in the Job template", "spec.jobTemplate.spec.ttlSecondsAfterFinished", "spec.cleanup.ttlSecondsAfterFinished", func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Spec.TTLSecondsAfterFinished = ptr.To[int32](100)
+		}),
+		Entry("an operator label on the Job template", "spec.jobTemplate.metadata.labels", "batch.queuejob.io/", func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Labels = map[string]string{qjv1.LabelWave: "7"}
+		}),
+		Entry("a podFailurePolicy with restartPolicy OnFailure", "spec.jobTemplate.spec.podFailurePolicy", "restartPolicy Never", func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
+			q.Spec.JobTemplate.Spec.PodFailurePolicy = &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{
+				Action: batchv1.PodFailurePolicyActionFailJob, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{42}},
+			}}}
+		}),
+		Entry("an Indexed WorkerPool", "spec.jobTemplate.spec.completionMode", "use mode PerItem", func(q *qjv1.QueueJob) {
+			withRedis(q)
+			q.Spec.Mode = qjv1.ModeWorkerPool
+			q.Spec.JobTemplate.Spec.CompletionMode = ptr.To(batchv1.IndexedCompletion)
+		}),
+		Entry("a QueueJob TTL under refill Continuous", "spec.ttlSecondsAfterFinished", "set spec.refill to Once", func(q *qjv1.QueueJob) {
+			withRedis(q)
+			q.Spec.Refill = qjv1.RefillContinuous
+			q.Spec.TTLSecondsAfterFinished = ptr.To[int32](60)
+		}),
+		Entry("a negative QueueJob TTL", "spec.ttlSecondsAfterFinished", "greater than or equal to 0", func(q *qjv1.QueueJob) {
+			q.Spec.TTLSecondsAfterFinished = ptr.To[int32](-1)
+		}),
+		Entry("drain grace without a queue", "spec.drainGracePeriodSeconds", "set spec.queue", func(q *qjv1.QueueJob) {
+			q.Spec.DrainGracePeriodSeconds = ptr.To[int32](5)
+		}),
 		Entry("a name too long for a label value", "metadata.name", "at most 63 characters", func(q *qjv1.QueueJob) { q.Name = strings.Repeat("a", 64) }),
 	)
 
@@ -177,6 +217,24 @@ var _ = Describe("QueueJob admission", func() {
 			withRabbitMQ(q)
 			q.Spec.Queue.RabbitMQ.ManagementURLSecretRef = secretRef("rabbit", "management-url")
 		}),
+		Entry("every Job feature through the Job template, with Kueue's label", func(q *qjv1.QueueJob) {
+			withRedis(q)
+			jt := &q.Spec.JobTemplate
+			jt.Labels = map[string]string{"kueue.x-k8s.io/queue-name": "team-a", "cost-center": "42"}
+			jt.Annotations = map[string]string{"example.com/owner": "data"}
+			jt.Spec.Parallelism = ptr.To[int32](4)
+			jt.Spec.BackoffLimit = ptr.To[int32](0)
+			jt.Spec.CompletionMode = ptr.To(batchv1.IndexedCompletion)
+			jt.Spec.BackoffLimitPerIndex = ptr.To[int32](1)
+			jt.Spec.MaxFailedIndexes = ptr.To[int32](3)
+			jt.Spec.PodReplacementPolicy = ptr.To(batchv1.Failed)
+			jt.Spec.PodFailurePolicy = &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{
+				Action:          batchv1.PodFailurePolicyActionIgnore,
+				OnPodConditions: []batchv1.PodFailurePolicyOnPodConditionsPattern{{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue}},
+			}}}
+			jt.Spec.SuccessPolicy = &batchv1.SuccessPolicy{Rules: []batchv1.SuccessPolicyRule{{SucceededCount: ptr.To[int32](1)}}}
+		}),
+		Entry("a one-shot QueueJob that deletes itself", func(q *qjv1.QueueJob) { q.Spec.TTLSecondsAfterFinished = ptr.To[int32](0) }),
 		Entry("a 63-character name", func(q *qjv1.QueueJob) { q.Name = strings.Repeat("a", 63) }),
 		Entry("zero TTLs", func(q *qjv1.QueueJob) {
 			q.Spec.Cleanup = &qjv1.CleanupPolicy{TTLSecondsAfterFinished: ptr.To[int32](0), PodTTLSecondsAfterFinished: ptr.To[int32](0)}
@@ -187,6 +245,8 @@ var _ = Describe("QueueJob admission", func() {
 		func(field string, create, change func(*qjv1.QueueJob)) {
 			qj := queueJob(ns, "imm", create, func(q *qjv1.QueueJob) { q.Spec.Suspend = ptr.To(true) })
 			Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+			// The Job of a QueueJob without a queue exists once the status names it.
+			Eventually(getQJ(ns, "imm"), timeout, interval).Should(HaveField("Status.ObservedGeneration", BeEquivalentTo(1)))
 			Eventually(func(g Gomega) {
 				cur := getQJ(ns, "imm")(g)
 				change(cur)
@@ -201,7 +261,35 @@ var _ = Describe("QueueJob admission", func() {
 		Entry("queue added", "spec.queue", func(*qjv1.QueueJob) {}, withRedis),
 		Entry("queue removed", "spec.queue", withRedis, func(q *qjv1.QueueJob) { q.Spec.Queue = nil }),
 		Entry("mode", "spec.mode", withRedis, func(q *qjv1.QueueJob) { q.Spec.Mode = qjv1.ModeWorkerPool }),
-		Entry("completions", "spec.completions", func(*qjv1.QueueJob) {}, func(q *qjv1.QueueJob) { q.Spec.Completions = ptr.To[int32](5) }),
+		Entry("the Job template's completions, without a queue", "spec.jobTemplate", func(*qjv1.QueueJob) {}, func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](5) }),
+		Entry("the pod template, without a queue", "spec.jobTemplate", func(*qjv1.QueueJob) {}, func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Image = "perl:5.40"
+		}),
+		Entry("the backoffLimit, without a queue", "spec.jobTemplate", func(*qjv1.QueueJob) {}, func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.BackoffLimit = ptr.To[int32](1) }),
+		Entry("the Job's labels, without a queue", "spec.jobTemplate", func(*qjv1.QueueJob) {}, func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Labels = map[string]string{"a": "b"} }),
+		Entry("the podFailurePolicy, without a queue", "spec.jobTemplate", func(*qjv1.QueueJob) {}, func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Spec.PodFailurePolicy = &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{
+				Action: batchv1.PodFailurePolicyActionFailJob, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{42}},
+			}}}
+		}),
+	)
+
+	DescribeTable("accepts changes that apply to the running Job or to the next wave",
+		func(create, change func(*qjv1.QueueJob)) {
+			qj := queueJob(ns, "mut", create, func(q *qjv1.QueueJob) { q.Spec.Suspend = ptr.To(true) })
+			Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+			Eventually(func(g Gomega) {
+				cur := getQJ(ns, "mut")(g)
+				change(cur)
+				g.Expect(k8s.Update(suiteCtx, cur)).To(Succeed())
+			}, timeout, interval).Should(Succeed())
+		},
+		Entry("parallelism, without a queue", func(*qjv1.QueueJob) {}, func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Parallelism = ptr.To[int32](3) }),
+		Entry("suspend, without a queue", func(*qjv1.QueueJob) {}, func(q *qjv1.QueueJob) { q.Spec.Suspend = ptr.To(false) }),
+		Entry("the pod template, with a queue", withRedis, func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Image = "perl:5.40"
+		}),
+		Entry("the Job's labels, with a queue", withRedis, func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Labels = map[string]string{"a": "b"} }),
 	)
 })
 
@@ -218,6 +306,15 @@ var _ = Describe("The samples in config/samples", func() {
 			Expect(yaml.UnmarshalStrict(data, qj)).To(Succeed(), f)
 			qj.Namespace = ns
 			Expect(k8s.Create(suiteCtx, qj)).To(Succeed(), f)
+			// The Job the operator builds from it must pass the Job API's own validation.
+			size := jobSizing{completions: ptr.To[int32](8), parallelism: qj.Spec.EffectiveParallelism()}
+			if qj.Spec.Queue == nil {
+				size = plainSizing(&qj.Spec)
+			} else if qj.Spec.EffectiveMode() == qjv1.ModeWorkerPool {
+				size.completions = nil
+			}
+			job := desiredJob(qj, 1, size, []corev1.EnvVar{{Name: "QUEUEJOB_NAME", Value: qj.Name}})
+			Expect(k8s.Create(suiteCtx, job, client.DryRunAll)).To(Succeed(), "the Job of %s", f)
 		}
 	})
 })

@@ -15,6 +15,10 @@ const (
 	// ConditionQueueReachable says whether the last probe of spec.queue succeeded.
 	// It is only set on QueueJobs that have a queue.
 	ConditionQueueReachable = "QueueReachable"
+	// ConditionUpToDate says whether the running wave's Job was built from the current
+	// spec (jobTemplate but its parallelism, itemsPerPod). False means a change waits for
+	// the next wave (a QueueJob without a queue refuses such changes once its Job exists).
+	ConditionUpToDate = "UpToDate"
 )
 
 // Condition reasons. The terminal conditions carry the Job's own reason when it
@@ -38,6 +42,9 @@ const (
 	ReasonWaveEnding      = "WaveEnding"
 	ReasonProbed          = "Probed"
 	ReasonProbeFailed     = "ProbeFailed"
+	ReasonNextWave        = "NextWave"
+	ReasonUpToDate        = "UpToDate"
+	ReasonHeldByOther     = "JobSuspendedByAnother"
 )
 
 // Event reasons, emitted on transitions only.
@@ -54,6 +61,8 @@ const (
 	EventLeasesReclaimed  = "LeasesReclaimed"
 	EventWaveEnded        = "WaveEnded"
 	EventWaveFailed       = "WaveFailed"
+	EventSpecPending      = "SpecChangePending"
+	EventExpired          = "Expired"
 )
 
 // Well-known labels and annotations.
@@ -70,4 +79,17 @@ const (
 	// that Job (the Job controller stops its pods), waits until its pods have stopped and
 	// are counted, then archives and deletes it.
 	AnnotationWaveEnded = "batch.queuejob.io/wave-ended"
+
+	// AnnotationSuspend and AnnotationParallelism record, on a Job, the suspend and
+	// parallelism the operator last set on it. The operator changes those fields only when
+	// its own wish changes (spec.suspend was flipped, spec.jobTemplate.spec.parallelism was
+	// edited, a WorkerPool grew), so that another controller, such as Kueue, which
+	// suspends a Job until it is admitted, may change them in between.
+	AnnotationSuspend     = "batch.queuejob.io/suspend"
+	AnnotationParallelism = "batch.queuejob.io/parallelism"
+
+	// AnnotationTemplateHash is a hash of the spec (jobTemplate but its parallelism, and
+	// itemsPerPod) a Job was built from: a different hash means a spec change waits for
+	// the next wave.
+	AnnotationTemplateHash = "batch.queuejob.io/template-hash"
 )

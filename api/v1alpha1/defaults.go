@@ -11,11 +11,9 @@ func (s *QueueJobSpec) EffectiveMode() Mode {
 // EffectiveItemsPerPod is spec.itemsPerPod with its default applied.
 func (s *QueueJobSpec) EffectiveItemsPerPod() int32 { return deref(s.ItemsPerPod, DefaultItemsPerPod) }
 
-// EffectiveCompletions is spec.completions with its default applied.
-func (s *QueueJobSpec) EffectiveCompletions() int32 { return deref(s.Completions, DefaultCompletions) }
-
-// EffectiveParallelism is spec.parallelism with its default applied.
-func (s *QueueJobSpec) EffectiveParallelism() int32 { return deref(s.Parallelism, 1) }
+// EffectiveParallelism is spec.jobTemplate.spec.parallelism with its default (a Job's)
+// applied: the most pods that run at once.
+func (s *QueueJobSpec) EffectiveParallelism() int32 { return deref(s.JobTemplate.Spec.Parallelism, 1) }
 
 // EffectiveRefill is spec.refill with its default applied.
 func (s *QueueJobSpec) EffectiveRefill() Refill {
@@ -50,13 +48,13 @@ func (s *QueueJobSpec) EffectiveSuccessfulWavesHistoryLimit() int32 {
 	return deref(s.SuccessfulWavesHistoryLimit, DefaultSuccessfulWavesHistoryLimit)
 }
 
-// EffectiveFailedWavesHistoryLimit is spec.failedWavesHistoryLimit with its default applied.
 // EffectiveConsecutiveFailedWavesLimit is how many waves in a row may fail before a refill
 // Continuous QueueJob fails.
 func (s *QueueJobSpec) EffectiveConsecutiveFailedWavesLimit() int32 {
 	return deref(s.ConsecutiveFailedWavesLimit, DefaultConsecutiveFailedWavesLimit)
 }
 
+// EffectiveFailedWavesHistoryLimit is spec.failedWavesHistoryLimit with its default applied.
 func (s *QueueJobSpec) EffectiveFailedWavesHistoryLimit() int32 {
 	return deref(s.FailedWavesHistoryLimit, DefaultFailedWavesHistoryLimit)
 }

@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -21,6 +22,20 @@ const (
 	ModeWorkerPool Mode = "WorkerPool"
 )
 
+// State sums up a QueueJob's conditions for kubectl get.
+type State string
+
+const (
+	StateWaiting   State = "Waiting"
+	StateRunning   State = "Running"
+	StateSuspended State = "Suspended"
+	StateComplete  State = "Complete"
+	StateFailed    State = "Failed"
+)
+
+// ModeJob is the status.mode of a QueueJob without a queue: it runs one plain Job.
+const ModeJob = "Job"
+
 // Refill says what a QueueJob does once its queue has been drained.
 // +kubebuilder:validation:Enum=Once;Continuous
 type Refill string
@@ -39,7 +54,6 @@ const (
 const (
 	DefaultMode                 = ModePerItem
 	DefaultItemsPerPod          = int32(1)
-	DefaultCompletions          = int32(1)
 	DefaultRefill               = RefillOnce
 	DefaultProbeIntervalSeconds = int32(2)
 
@@ -56,71 +70,64 @@ const (
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.mode) || has(self.queue)",fieldPath=".mode",message="spec.mode applies only to a QueueJob with spec.queue: remove spec.mode or set spec.queue"
 // +kubebuilder:validation:XValidation:rule="!has(self.itemsPerPod) || (has(self.queue) && (!has(self.mode) || self.mode == 'PerItem'))",fieldPath=".itemsPerPod",message="spec.itemsPerPod applies only to mode PerItem with spec.queue: remove spec.itemsPerPod"
-// +kubebuilder:validation:XValidation:rule="!has(self.completions) || !has(self.queue)",fieldPath=".completions",message="spec.completions applies only without spec.queue (with a queue, completions follow the queue depth): remove spec.completions"
+// +kubebuilder:validation:XValidation:rule="!has(self.jobTemplate.spec.completions) || !has(self.queue)",fieldPath=".jobTemplate.spec.completions",message="spec.jobTemplate.spec.completions is set by the operator for a QueueJob with spec.queue (PerItem: from the queue depth; WorkerPool: unset): remove it"
+// +kubebuilder:validation:XValidation:rule="!has(self.queue) || !has(self.jobTemplate.spec.completionMode) || self.jobTemplate.spec.completionMode == 'NonIndexed' || (has(self.mode) && self.mode == 'PerItem') || !has(self.mode)",fieldPath=".jobTemplate.spec.completionMode",message="spec.jobTemplate.spec.completionMode Indexed needs completions, and a WorkerPool wave has none: remove completionMode or use mode PerItem"
 // +kubebuilder:validation:XValidation:rule="!has(self.refill) || has(self.queue)",fieldPath=".refill",message="spec.refill applies only to a QueueJob with spec.queue: remove spec.refill or set spec.queue"
 // +kubebuilder:validation:XValidation:rule="!has(self.probeIntervalSeconds) || has(self.queue)",fieldPath=".probeIntervalSeconds",message="spec.probeIntervalSeconds applies only to a QueueJob with spec.queue: remove spec.probeIntervalSeconds or set spec.queue"
-// +kubebuilder:validation:XValidation:rule="!has(self.drainGracePeriodSeconds) || (has(self.queue) && has(self.mode) && self.mode == 'WorkerPool')",fieldPath=".drainGracePeriodSeconds",message="spec.drainGracePeriodSeconds applies only to mode WorkerPool: remove it or set spec.mode to WorkerPool"
+// +kubebuilder:validation:XValidation:rule="!has(self.drainGracePeriodSeconds) || has(self.queue)",fieldPath=".drainGracePeriodSeconds",message="spec.drainGracePeriodSeconds applies only to a QueueJob with spec.queue: remove it or set spec.queue"
 // +kubebuilder:validation:XValidation:rule="!has(self.successfulWavesHistoryLimit) || has(self.queue)",fieldPath=".successfulWavesHistoryLimit",message="spec.successfulWavesHistoryLimit applies only to a QueueJob with spec.queue: remove it or set spec.queue"
 // +kubebuilder:validation:XValidation:rule="!has(self.consecutiveFailedWavesLimit) || (has(self.queue) && has(self.refill) && self.refill == 'Continuous')",fieldPath=".consecutiveFailedWavesLimit",message="spec.consecutiveFailedWavesLimit applies only with spec.refill Continuous (a refill Once QueueJob fails with its first failed wave): remove it or set spec.refill to Continuous"
 // +kubebuilder:validation:XValidation:rule="!has(self.failedWavesHistoryLimit) || has(self.queue)",fieldPath=".failedWavesHistoryLimit",message="spec.failedWavesHistoryLimit applies only to a QueueJob with spec.queue: remove it or set spec.queue"
+// +kubebuilder:validation:XValidation:rule="!has(self.ttlSecondsAfterFinished) || !has(self.refill) || self.refill == 'Once'",fieldPath=".ttlSecondsAfterFinished",message="spec.ttlSecondsAfterFinished applies only to a QueueJob that finishes: a refill Continuous QueueJob never does; remove it or set spec.refill to Once"
 // +kubebuilder:validation:XValidation:rule="has(self.queue) == has(oldSelf.queue)",fieldPath=".queue",message="spec.queue cannot be added or removed after creation: create a new QueueJob instead"
 // +kubebuilder:validation:XValidation:rule="(has(self.mode) ? self.mode : 'PerItem') == (has(oldSelf.mode) ? oldSelf.mode : 'PerItem')",fieldPath=".mode",message="spec.mode is immutable: create a new QueueJob to change it"
-// +kubebuilder:validation:XValidation:rule="(has(self.completions) ? self.completions : 1) == (has(oldSelf.completions) ? oldSelf.completions : 1)",fieldPath=".completions",message="spec.completions is immutable (a Job's completions cannot change): create a new QueueJob to change it"
 type QueueJobSpec struct {
-	// queue is where the work items wait. Without it the QueueJob runs one plain
-	// Job (spec.completions pods to completion) and cleans up after it.
-	// Immutable.
+	// queue is where the work items wait. Without it the QueueJob runs one
+	// plain Job, named after the QueueJob, from spec.jobTemplate, and cleans up
+	// after it. Immutable.
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.queue is immutable: create a new QueueJob to use another queue"
 	// +optional
 	Queue *QueueSource `json:"queue,omitempty"`
 
 	// mode says how queue items become pods: PerItem (each pod takes
-	// spec.itemsPerPod items; completions are sized from the queue depth) or
-	// WorkerPool (spec.parallelism workers drain the queue). Only with
-	// spec.queue; defaults to PerItem. Immutable.
+	// spec.itemsPerPod items; each wave's completions are sized from the queue
+	// depth) or WorkerPool (up to spec.jobTemplate.spec.parallelism workers
+	// drain the queue; completions stay unset). Only with spec.queue; defaults
+	// to PerItem. Immutable.
 	// +optional
 	Mode Mode `json:"mode,omitempty"`
 
 	// itemsPerPod is how many queue items one pod of a PerItem QueueJob takes: a
 	// wave runs ceil(ready items / itemsPerPod) pods. Only with spec.queue and
-	// mode PerItem; defaults to 1.
+	// mode PerItem; defaults to 1. A change applies to the next wave.
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100000
 	// +optional
 	ItemsPerPod *int32 `json:"itemsPerPod,omitempty"`
 
-	// completions is how many pods must succeed, for a QueueJob without
-	// spec.queue (with a queue, completions follow the queue depth). Defaults to
-	// 1. Immutable.
-	// +kubebuilder:validation:Minimum=1
-	// +kubebuilder:validation:Maximum=100000
-	// +optional
-	Completions *int32 `json:"completions,omitempty"`
-
-	// parallelism is the most pods that run at once. A change applies to the
-	// running Job.
-	// +kubebuilder:default=1
-	// +kubebuilder:validation:Minimum=1
-	// +kubebuilder:validation:Maximum=100000
-	// +optional
-	Parallelism *int32 `json:"parallelism,omitempty"`
-
-	// backoffLimit is how many pod failures a Job tolerates before it is marked
-	// failed, as in a Job's spec.backoffLimit.
-	// +kubebuilder:default=6
-	// +kubebuilder:validation:Minimum=0
-	// +kubebuilder:validation:Maximum=2147483647
-	// +optional
-	BackoffLimit *int32 `json:"backoffLimit,omitempty"`
-
-	// activeDeadlineSeconds bounds how long each Job of this QueueJob may run,
-	// counted from the Job's start, as in a Job's spec.activeDeadlineSeconds.
-	// +kubebuilder:validation:Minimum=1
-	// +optional
-	ActiveDeadlineSeconds *int64 `json:"activeDeadlineSeconds,omitempty"`
+	// jobTemplate is the Job each wave runs, as in a CronJob's
+	// spec.jobTemplate: move a Job's metadata.labels, metadata.annotations and
+	// spec here. Every Job field passes through (podFailurePolicy,
+	// successPolicy, backoffLimitPerIndex, podReplacementPolicy, ...) but those
+	// the operator owns: the selector, suspend (use spec.suspend),
+	// ttlSecondsAfterFinished (use spec.cleanup, which keeps the counts) and,
+	// with spec.queue, completions. spec.parallelism is the most pods that run
+	// at once; a change applies to the running Job. Other changes apply to the
+	// next wave, and are reported until it starts; a QueueJob without a queue
+	// has no next wave, so it refuses them. The operator adds the labels
+	// batch.queuejob.io/queuejob and batch.queuejob.io/wave to the Job and its
+	// pods, the queue's coordinates (QUEUEJOB_* variables) to every container,
+	// init containers and sidecars included, and, to a WorkerPool Job that does
+	// not set it, podReplacementPolicy Failed, so that no two pods hold one
+	// worker's slot.
+	// +required
+	JobTemplate JobTemplateSpec `json:"jobTemplate"`
 
 	// suspend stops the QueueJob's pods (the running Job is suspended, its
-	// active pods are deleted) until it is set back to false. Defaults to false.
+	// active pods are deleted) until it is set back to false. The operator
+	// changes a Job's suspend only when this field changes, so a queueing
+	// controller such as Kueue may suspend and resume the Job in between.
+	// Defaults to false.
 	// +optional
 	Suspend *bool `json:"suspend,omitempty"`
 
@@ -137,13 +144,15 @@ type QueueJobSpec struct {
 	// +optional
 	ProbeIntervalSeconds *int32 `json:"probeIntervalSeconds,omitempty"`
 
-	// drainGracePeriodSeconds is how long the workers of a WorkerPool QueueJob
-	// may keep running once the queue has no ready and no in-flight items; then
-	// the operator ends the wave itself: it suspends the Job, so that its pods
-	// stop, and deletes it once they are counted, and says so in a condition
-	// and an event. It does not apply to a RabbitMQ queue without managementURL
-	// or managementURLSecretRef: its in-flight messages cannot be counted, so
-	// no wave ends on its own. Only with mode WorkerPool; defaults to 30.
+	// drainGracePeriodSeconds is how long a wave's pods may keep running once
+	// the queue has no ready and no in-flight items. Then the operator ends the
+	// wave itself: it suspends the Job, so that its pods stop, deletes it once
+	// they are counted, and says so in a condition and an event. An ended wave
+	// is not a failure. In a WorkerPool these are workers that never decide to
+	// exit; in a PerItem wave, pods left waiting for items that another
+	// consumer took. It does not apply to a RabbitMQ queue without
+	// managementURL or managementURLSecretRef: its in-flight messages cannot be
+	// counted, so no wave ends on its own. Only with spec.queue; defaults to 30.
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=86400
 	// +optional
@@ -174,18 +183,45 @@ type QueueJobSpec struct {
 	// +optional
 	ConsecutiveFailedWavesLimit *int32 `json:"consecutiveFailedWavesLimit,omitempty"`
 
-	// template is the pod template of every Job the QueueJob creates, as in a
-	// Job's spec.template. Its restartPolicy must be Never or OnFailure. The
-	// controller adds the label batch.queuejob.io/queuejob=<name>; no selector
-	// is needed. A change applies to the next Job, not to the running one.
-	// +kubebuilder:validation:XValidation:rule="has(self.spec) && has(self.spec.restartPolicy) && self.spec.restartPolicy in ['Never', 'OnFailure']",message="spec.template.spec.restartPolicy must be Never or OnFailure: a QueueJob's pods run to completion"
-	// +required
-	Template corev1.PodTemplateSpec `json:"template"`
-
-	// cleanup says when finished Jobs and pods are deleted. Without it nothing
-	// is deleted.
+	// cleanup says when finished Jobs and pods are deleted while the QueueJob
+	// and its counts stay. Without it nothing is deleted.
 	// +optional
 	Cleanup *CleanupPolicy `json:"cleanup,omitempty"`
+
+	// ttlSecondsAfterFinished deletes the QueueJob itself, with its Jobs and
+	// pods, this many seconds after it finished, as a Job's
+	// ttlSecondsAfterFinished does. Its status goes with it. Not with refill
+	// Continuous, which never finishes. Without it the QueueJob stays.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=2147483647
+	// +optional
+	TTLSecondsAfterFinished *int32 `json:"ttlSecondsAfterFinished,omitempty"`
+}
+
+// JobTemplateSpec describes the Job of a wave, as a CronJob's jobTemplate does.
+type JobTemplateSpec struct {
+	// metadata holds the labels and annotations of every Job the QueueJob
+	// creates (Kueue's kueue.x-k8s.io/queue-name, cost labels, ...). Labels
+	// under batch.queuejob.io/ are the operator's.
+	// +kubebuilder:validation:XValidation:rule=`!has(self.labels) || !self.labels.exists(k, k.startsWith('batch.queuejob.io/'))`,message="spec.jobTemplate.metadata.labels must not use the prefix batch.queuejob.io/: the operator sets those labels"
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the Job's spec, as in a Job. The operator owns selector,
+	// manualSelector, suspend, ttlSecondsAfterFinished and, with spec.queue,
+	// completions.
+	// +kubebuilder:validation:XValidation:rule="!has(self.parallelism) || (self.parallelism >= 1 && self.parallelism <= 100000)",fieldPath=".parallelism",message="spec.jobTemplate.spec.parallelism must be between 1 and 100000 (to stop the pods, set spec.suspend)"
+	// +kubebuilder:validation:XValidation:rule="!has(self.completions) || (self.completions >= 1 && self.completions <= 100000)",fieldPath=".completions",message="spec.jobTemplate.spec.completions must be between 1 and 100000"
+	// +kubebuilder:validation:XValidation:rule="!has(self.backoffLimit) || self.backoffLimit >= 0",fieldPath=".backoffLimit",message="spec.jobTemplate.spec.backoffLimit must be 0 or more"
+	// +kubebuilder:validation:XValidation:rule="!has(self.activeDeadlineSeconds) || self.activeDeadlineSeconds >= 1",fieldPath=".activeDeadlineSeconds",message="spec.jobTemplate.spec.activeDeadlineSeconds must be 1 or more"
+	// +kubebuilder:validation:XValidation:rule="!has(self.podFailurePolicy) || (has(self.template.spec) && has(self.template.spec.restartPolicy) && self.template.spec.restartPolicy == 'Never')",fieldPath=".podFailurePolicy",message="spec.jobTemplate.spec.podFailurePolicy needs spec.jobTemplate.spec.template.spec.restartPolicy Never, as in a Job"
+	// +kubebuilder:validation:XValidation:rule="!has(self.selector)",fieldPath=".selector",message="spec.jobTemplate.spec.selector is owned by the operator (the Job controller generates it): remove it"
+	// +kubebuilder:validation:XValidation:rule="!has(self.manualSelector)",fieldPath=".manualSelector",message="spec.jobTemplate.spec.manualSelector is owned by the operator: remove it"
+	// +kubebuilder:validation:XValidation:rule="!has(self.suspend)",fieldPath=".suspend",message="spec.jobTemplate.spec.suspend is owned by the operator: use spec.suspend of the QueueJob"
+	// +kubebuilder:validation:XValidation:rule="!has(self.ttlSecondsAfterFinished)",fieldPath=".ttlSecondsAfterFinished",message="spec.jobTemplate.spec.ttlSecondsAfterFinished is owned by the operator (a Job deleted behind its back takes its counts along): use spec.cleanup.ttlSecondsAfterFinished, or spec.ttlSecondsAfterFinished to delete the QueueJob too"
+	// +kubebuilder:validation:XValidation:rule="has(self.template.spec) && has(self.template.spec.restartPolicy) && self.template.spec.restartPolicy in ['Never', 'OnFailure']",fieldPath=".template.spec.restartPolicy",message="spec.jobTemplate.spec.template.spec.restartPolicy must be Never or OnFailure: a QueueJob's pods run to completion"
+	// +required
+	Spec batchv1.JobSpec `json:"spec"`
 }
 
 // QueueSource names the queue a QueueJob drains. Exactly one backend is set.
@@ -317,6 +353,30 @@ type QueueJobStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
+	// state sums up the conditions in one word, for kubectl get: Waiting (no
+	// wave runs: the queue is empty, a Job cannot be created, or another
+	// controller such as Kueue holds the Job suspended), Running, Suspended
+	// (spec.suspend), Complete or Failed. Programs should read conditions.
+	// +kubebuilder:validation:Enum=Waiting;Running;Suspended;Complete;Failed
+	// +optional
+	State State `json:"state,omitempty"`
+
+	// mode is the effective mode: PerItem or WorkerPool, or Job for a QueueJob
+	// without a queue.
+	// +optional
+	Mode string `json:"mode,omitempty"`
+
+	// completions is the current wave's succeeded pods out of its
+	// completions, as kubectl get jobs shows them: "3/5", or "3/1 of 4" for a
+	// WorkerPool wave, whose completions are unset.
+	// +optional
+	Completions string `json:"completions,omitempty"`
+
+	// duration is how long the QueueJob ran, from startTime to
+	// completionTime; set once it finished.
+	// +optional
+	Duration string `json:"duration,omitempty"`
+
 	// conditions: Complete, Failed, Suspended, Progressing and, with a queue,
 	// QueueReachable.
 	// +listType=map
@@ -426,16 +486,19 @@ type QueueStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=qj,categories=all
-// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
+// +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.state`,description="Waiting, Running, Suspended, Complete or Failed"
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.status.mode`,description="PerItem, WorkerPool, or Job for a QueueJob without a queue"
+// +kubebuilder:printcolumn:name="Completions",type=string,JSONPath=`.status.completions`,description="Succeeded pods of the current wave out of its completions"
+// +kubebuilder:printcolumn:name="Waves",type=integer,JSONPath=`.status.waves`
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.queue.ready`,description="Items waiting in the queue"
 // +kubebuilder:printcolumn:name="In-Flight",type=integer,JSONPath=`.status.queue.inFlight`,description="Items taken by a worker and not yet finished"
-// +kubebuilder:printcolumn:name="Active",type=integer,JSONPath=`.status.active`
-// +kubebuilder:printcolumn:name="Succeeded",type=integer,JSONPath=`.status.succeeded`
-// +kubebuilder:printcolumn:name="Failed",type=integer,JSONPath=`.status.failed`
-// +kubebuilder:printcolumn:name="Complete",type=string,JSONPath=`.status.conditions[?(@.type=="Complete")].status`
-// +kubebuilder:printcolumn:name="Job",type=string,JSONPath=`.status.jobName`,priority=1
-// +kubebuilder:printcolumn:name="Waves",type=integer,JSONPath=`.status.waves`,priority=1
+// +kubebuilder:printcolumn:name="Duration",type=string,JSONPath=`.status.duration`,description="From the first Job's start to the QueueJob's end"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Active",type=integer,JSONPath=`.status.active`,priority=1
+// +kubebuilder:printcolumn:name="Succeeded",type=integer,JSONPath=`.status.succeeded`,priority=1
+// +kubebuilder:printcolumn:name="Failed",type=integer,JSONPath=`.status.failed`,priority=1,description="Failed pods over all waves; a QueueJob may complete with some"
+// +kubebuilder:printcolumn:name="Job",type=string,JSONPath=`.status.jobName`,priority=1
+// +kubebuilder:validation:XValidation:rule=`has(self.spec.queue) || !has(oldSelf.status) || !has(oldSelf.status.jobName) || ((has(self.spec.jobTemplate.metadata) == has(oldSelf.spec.jobTemplate.metadata) && (!has(self.spec.jobTemplate.metadata) || self.spec.jobTemplate.metadata == oldSelf.spec.jobTemplate.metadata)) && self.spec.jobTemplate.spec.template == oldSelf.spec.jobTemplate.spec.template && (has(self.spec.jobTemplate.spec.completions) == has(oldSelf.spec.jobTemplate.spec.completions) && (!has(self.spec.jobTemplate.spec.completions) || self.spec.jobTemplate.spec.completions == oldSelf.spec.jobTemplate.spec.completions)) && (has(self.spec.jobTemplate.spec.activeDeadlineSeconds) == has(oldSelf.spec.jobTemplate.spec.activeDeadlineSeconds) && (!has(self.spec.jobTemplate.spec.activeDeadlineSeconds) || self.spec.jobTemplate.spec.activeDeadlineSeconds == oldSelf.spec.jobTemplate.spec.activeDeadlineSeconds)) && (has(self.spec.jobTemplate.spec.podFailurePolicy) == has(oldSelf.spec.jobTemplate.spec.podFailurePolicy) && (!has(self.spec.jobTemplate.spec.podFailurePolicy) || self.spec.jobTemplate.spec.podFailurePolicy == oldSelf.spec.jobTemplate.spec.podFailurePolicy)) && (has(self.spec.jobTemplate.spec.successPolicy) == has(oldSelf.spec.jobTemplate.spec.successPolicy) && (!has(self.spec.jobTemplate.spec.successPolicy) || self.spec.jobTemplate.spec.successPolicy == oldSelf.spec.jobTemplate.spec.successPolicy)) && (has(self.spec.jobTemplate.spec.backoffLimit) == has(oldSelf.spec.jobTemplate.spec.backoffLimit) && (!has(self.spec.jobTemplate.spec.backoffLimit) || self.spec.jobTemplate.spec.backoffLimit == oldSelf.spec.jobTemplate.spec.backoffLimit)) && (has(self.spec.jobTemplate.spec.backoffLimitPerIndex) == has(oldSelf.spec.jobTemplate.spec.backoffLimitPerIndex) && (!has(self.spec.jobTemplate.spec.backoffLimitPerIndex) || self.spec.jobTemplate.spec.backoffLimitPerIndex == oldSelf.spec.jobTemplate.spec.backoffLimitPerIndex)) && (has(self.spec.jobTemplate.spec.maxFailedIndexes) == has(oldSelf.spec.jobTemplate.spec.maxFailedIndexes) && (!has(self.spec.jobTemplate.spec.maxFailedIndexes) || self.spec.jobTemplate.spec.maxFailedIndexes == oldSelf.spec.jobTemplate.spec.maxFailedIndexes)) && (has(self.spec.jobTemplate.spec.completionMode) == has(oldSelf.spec.jobTemplate.spec.completionMode) && (!has(self.spec.jobTemplate.spec.completionMode) || self.spec.jobTemplate.spec.completionMode == oldSelf.spec.jobTemplate.spec.completionMode)) && (has(self.spec.jobTemplate.spec.podReplacementPolicy) == has(oldSelf.spec.jobTemplate.spec.podReplacementPolicy) && (!has(self.spec.jobTemplate.spec.podReplacementPolicy) || self.spec.jobTemplate.spec.podReplacementPolicy == oldSelf.spec.jobTemplate.spec.podReplacementPolicy)) && (has(self.spec.jobTemplate.spec.managedBy) == has(oldSelf.spec.jobTemplate.spec.managedBy) && (!has(self.spec.jobTemplate.spec.managedBy) || self.spec.jobTemplate.spec.managedBy == oldSelf.spec.jobTemplate.spec.managedBy)) && (has(self.spec.jobTemplate.spec.scheduling) == has(oldSelf.spec.jobTemplate.spec.scheduling) && (!has(self.spec.jobTemplate.spec.scheduling) || self.spec.jobTemplate.spec.scheduling == oldSelf.spec.jobTemplate.spec.scheduling)))`,fieldPath=".spec.jobTemplate",message="spec.jobTemplate of a QueueJob without spec.queue cannot change once its Job exists, but for spec.jobTemplate.spec.parallelism, as a Job's template cannot: create a new QueueJob to change it"
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters: it is the value of the batch.queuejob.io/queuejob label on the QueueJob's Jobs and pods"
 type QueueJob struct {
 	metav1.TypeMeta   `json:",inline"`

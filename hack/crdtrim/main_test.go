@@ -78,7 +78,7 @@ func TestCRDKeepsOwnDescriptions(t *testing.T) {
 				v.Name, strings.Join(missing, ", "))
 		}
 		// The walk reached our own types, and the embedded fields themselves.
-		for _, want := range []string{".spec.queue.redis.address", ".spec.cleanup.ttlSecondsAfterFinished", ".status.queue.inFlight", ".spec.template"} {
+		for _, want := range []string{".spec.queue.redis.address", ".spec.cleanup.ttlSecondsAfterFinished", ".status.queue.inFlight", ".spec.jobTemplate", ".status.state"} {
 			if !slices.Contains(checked, want) {
 				t.Errorf("version %s: the walk did not check %s", v.Name, want)
 			}

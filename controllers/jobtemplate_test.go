@@ -1,0 +1,278 @@
+package controllers
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+)
+
+// liveJob reads a Job from the API server.
+func liveJob(g Gomega, job *batchv1.Job) *batchv1.Job {
+	cur := &batchv1.Job{}
+	g.Expect(k8s.Get(suiteCtx, client.ObjectKeyFromObject(job), cur)).To(Succeed())
+	return cur
+}
+
+// setJobSuspend plays another controller (Kueue) that suspends or resumes a Job.
+func setJobSuspend(job *batchv1.Job, suspend bool) {
+	Eventually(func(g Gomega) {
+		cur := liveJob(g, job)
+		patch := client.MergeFrom(cur.DeepCopy())
+		cur.Spec.Suspend = ptr.To(suspend)
+		g.Expect(k8s.Patch(suiteCtx, cur, patch)).To(Succeed())
+	}, timeout, interval).Should(Succeed())
+}
+
+var _ = Describe("The Job template", func() {
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	It("names the Job of a QueueJob without a queue after the QueueJob, and passes every Job field, label and annotation through", func() {
+		qj := queueJob(ns, "pi", func(q *qjv1.QueueJob) {
+			jt := &q.Spec.JobTemplate
+			jt.Labels = map[string]string{"kueue.x-k8s.io/queue-name": "team-a"}
+			jt.Annotations = map[string]string{"example.com/cost-center": "42"}
+			jt.Spec.PodFailurePolicy = &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{
+				Action:          batchv1.PodFailurePolicyActionIgnore,
+				OnPodConditions: []batchv1.PodFailurePolicyOnPodConditionsPattern{{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue}},
+			}}}
+			jt.Spec.CompletionMode = ptr.To(batchv1.IndexedCompletion)
+			jt.Spec.Completions = ptr.To[int32](3)
+			jt.Spec.BackoffLimitPerIndex = ptr.To[int32](1)
+			jt.Spec.PodReplacementPolicy = ptr.To(batchv1.Failed)
+		})
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		job := theJob(qj)
+		Expect(job.Name).To(Equal("pi"), "kubectl logs job/pi must find it")
+		Expect(job.Labels).To(HaveKeyWithValue("kueue.x-k8s.io/queue-name", "team-a"))
+		Expect(job.Annotations).To(HaveKeyWithValue("example.com/cost-center", "42"))
+		Expect(job.Spec.PodFailurePolicy).NotTo(BeNil())
+		Expect(job.Spec.CompletionMode).To(HaveValue(Equal(batchv1.IndexedCompletion)))
+		Expect(job.Spec.BackoffLimitPerIndex).To(HaveValue(BeEquivalentTo(1)))
+		Expect(job.Spec.Completions).To(HaveValue(BeEquivalentTo(3)))
+		Eventually(getQJ(ns, "pi"), timeout, interval).Should(SatisfyAll(
+			HaveField("Status.JobName", "pi"),
+			HaveField("Status.Mode", qjv1.ModeJob),
+			HaveField("Status.State", qjv1.StateRunning),
+			HaveField("Status.Completions", "0/3")))
+	})
+
+	It("never fights another controller over a Job's suspend: it changes it only when spec.suspend changes", func() {
+		c := redisClient(redisSrv.Addr())
+		key := "kueue-" + ns
+		Expect(c.RPush(suiteCtx, key, "a", "b", "c").Err()).To(Succeed())
+		qj := redisQJ(ns, "kq", redisSrv.Addr(), key, func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Labels = map[string]string{"kueue.x-k8s.io/queue-name": "team-a"}
+			q.Spec.JobTemplate.Spec.Parallelism = ptr.To[int32](3)
+		})
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		job := theJob(qj)
+
+		By("Kueue suspending the Job until it is admitted, and admitting part of it")
+		Eventually(func(g Gomega) {
+			cur := liveJob(g, job)
+			patch := client.MergeFrom(cur.DeepCopy())
+			cur.Spec.Suspend = ptr.To(true)
+			cur.Spec.Parallelism = ptr.To[int32](1)
+			g.Expect(k8s.Patch(suiteCtx, cur, patch)).To(Succeed())
+		}, timeout, interval).Should(Succeed())
+		Eventually(getQJ(ns, "kq"), timeout, interval).Should(SatisfyAll(
+			cond(qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonHeldByOther),
+			HaveField("Status.State", qjv1.StateWaiting)))
+		// Probes every second: this window spans several reconciles.
+		Consistently(func(g Gomega) {
+			cur := liveJob(g, job)
+			g.Expect(cur.Spec.Suspend).To(HaveValue(BeTrue()), "the operator resumed a Job another controller suspended")
+			g.Expect(cur.Spec.Parallelism).To(HaveValue(BeEquivalentTo(1)), "the operator undid another controller's parallelism")
+		}, 4*time.Second, 250*time.Millisecond).Should(Succeed())
+
+		By("Kueue admitting it")
+		setJobSuspend(job, false)
+		Eventually(getQJ(ns, "kq"), timeout, interval).Should(HaveField("Status.State", qjv1.StateRunning))
+		Consistently(func(g Gomega) *bool { return liveJob(g, job).Spec.Suspend }, 3*time.Second, 250*time.Millisecond).Should(HaveValue(BeFalse()))
+
+		By("the user suspending the QueueJob: that change is carried over")
+		updateQJ(ns, "kq", func(q *qjv1.QueueJob) { q.Spec.Suspend = ptr.To(true) })
+		Eventually(func(g Gomega) *bool { return liveJob(g, job).Spec.Suspend }, timeout, interval).Should(HaveValue(BeTrue()))
+		Eventually(getQJ(ns, "kq"), timeout, interval).Should(HaveField("Status.State", qjv1.StateSuspended))
+
+		By("another controller resuming it meanwhile is left alone, and the user resuming the QueueJob is carried over")
+		setJobSuspend(job, false)
+		Consistently(func(g Gomega) *bool { return liveJob(g, job).Spec.Suspend }, 3*time.Second, 250*time.Millisecond).Should(HaveValue(BeFalse()))
+		setJobSuspend(job, true)
+		updateQJ(ns, "kq", func(q *qjv1.QueueJob) { q.Spec.Suspend = ptr.To(false) })
+		Eventually(func(g Gomega) *bool { return liveJob(g, job).Spec.Suspend }, timeout, interval).Should(HaveValue(BeFalse()))
+
+		By("a change of the template's parallelism is carried over")
+		updateQJ(ns, "kq", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Parallelism = ptr.To[int32](2) })
+		Eventually(func(g Gomega) *int32 { return liveJob(g, job).Spec.Parallelism }, timeout, interval).Should(HaveValue(BeEquivalentTo(2)))
+		Expect(ownedJobs(Default, qj)).To(HaveLen(1))
+	})
+
+	It("reports a template change that waits for the next wave, and builds the next wave from it", func() {
+		c := redisClient(redisSrv.Addr())
+		key := "tmpl-" + ns
+		Expect(c.RPush(suiteCtx, key, "a").Err()).To(Succeed())
+		qj := redisQJ(ns, "tmpl", redisSrv.Addr(), key, func(q *qjv1.QueueJob) { q.Spec.Refill = qjv1.RefillContinuous })
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		first := theJob(qj)
+		Eventually(getQJ(ns, "tmpl"), timeout, interval).Should(cond(qjv1.ConditionUpToDate, metav1.ConditionTrue, qjv1.ReasonUpToDate))
+
+		updateQJ(ns, "tmpl", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Image = "perl:5.40" })
+		Eventually(getQJ(ns, "tmpl"), timeout, interval).Should(cond(qjv1.ConditionUpToDate, metav1.ConditionFalse, qjv1.ReasonNextWave))
+		Expect(condition(getQJ(ns, "tmpl")(Default), qjv1.ConditionUpToDate).Message).To(ContainSubstring("tmpl-1"))
+		Eventually(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventSpecPending) }, timeout, interval).Should(HaveLen(1))
+		Expect(liveJob(Default, first).Spec.Template.Spec.Containers[0].Image).To(Equal("perl:5.34"), "the running wave keeps its template")
+
+		By("the wave finishing and items arriving: the next wave uses the new template")
+		Expect(c.Del(suiteCtx, key).Err()).To(Succeed())
+		finishJob(first, true, time.Now(), 1, 0, "CompletionsReached")
+		Expect(c.RPush(suiteCtx, key, "b").Err()).To(Succeed())
+		Eventually(func(g Gomega) string {
+			jobs := ownedJobs(g, qj)
+			g.Expect(jobs).To(HaveLen(2))
+			return jobs[1].Spec.Template.Spec.Containers[0].Image
+		}, timeout, interval).Should(Equal("perl:5.40"))
+		Eventually(getQJ(ns, "tmpl"), timeout, interval).Should(cond(qjv1.ConditionUpToDate, metav1.ConditionTrue, qjv1.ReasonUpToDate))
+	})
+
+	It("lets a QueueJob whose Job was never created fix its template, and refuses template changes once the Job exists", func() {
+		qj := queueJob(ns, "pi", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Name = "Not_A_DNS_Label" })
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		Eventually(getQJ(ns, "pi"), timeout, interval).Should(cond(qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonJobCreateError))
+		updateQJ(ns, "pi", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Name = "pi" })
+		theJob(qj)
+		Eventually(getQJ(ns, "pi"), timeout, interval).Should(HaveField("Status.JobName", "pi"))
+		Eventually(func(g Gomega) {
+			cur := getQJ(ns, "pi")(g)
+			cur.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Image = "perl:5.40"
+			err := k8s.Update(suiteCtx, cur)
+			g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want Invalid, got %v", err)
+			g.Expect(err.Error()).To(ContainSubstring("spec.jobTemplate"))
+		}, timeout, interval).Should(Succeed())
+	})
+})
+
+var _ = Describe("A QueueJob's own TTL", func() {
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	It("deletes a finished QueueJob, in the foreground, once spec.ttlSecondsAfterFinished has passed", func() {
+		qj := queueJob(ns, "pi", func(q *qjv1.QueueJob) { q.Spec.TTLSecondsAfterFinished = ptr.To[int32](4) })
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		job := theJob(qj)
+		Consistently(func(g Gomega) *metav1.Time { return getQJ(ns, "pi")(g).DeletionTimestamp }, 2*time.Second, 250*time.Millisecond).
+			Should(BeNil(), "a running QueueJob is never deleted")
+		finishJob(job, true, time.Now(), 1, 0, "CompletionsReached")
+		Eventually(getQJ(ns, "pi"), timeout, interval).Should(cond(qjv1.ConditionComplete, metav1.ConditionTrue, "CompletionsReached"))
+		Consistently(func(g Gomega) *metav1.Time { return getQJ(ns, "pi")(g).DeletionTimestamp }, 2*time.Second, 250*time.Millisecond).
+			Should(BeNil(), "deleted before its TTL")
+		// envtest runs no garbage collector: the QueueJob waits in the foreground deletion
+		// for its Jobs, which a cluster would delete.
+		Eventually(func(g Gomega) {
+			cur := &qjv1.QueueJob{}
+			err := k8s.Get(suiteCtx, client.ObjectKeyFromObject(qj), cur)
+			if apierrors.IsNotFound(err) {
+				return
+			}
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(cur.DeletionTimestamp).NotTo(BeNil())
+			g.Expect(cur.Finalizers).To(ContainElement(metav1.FinalizerDeleteDependents))
+		}, timeout, interval).Should(Succeed())
+	})
+
+	It("keeps a finished QueueJob without one", func() {
+		qj := queueJob(ns, "pi")
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		finishJob(theJob(qj), true, time.Now().Add(-time.Hour), 1, 0, "CompletionsReached")
+		Eventually(getQJ(ns, "pi"), timeout, interval).Should(cond(qjv1.ConditionComplete, metav1.ConditionTrue, "CompletionsReached"))
+		Consistently(func(g Gomega) *metav1.Time { return getQJ(ns, "pi")(g).DeletionTimestamp }, 3*time.Second, 250*time.Millisecond).Should(BeNil())
+	})
+})
+
+var _ = Describe("A PerItem wave whose items another consumer took", func() {
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	It("is ended once the queue stays empty for the grace period, is not a failure, and completes the QueueJob", func() {
+		c := redisClient(redisSrv.Addr())
+		key := "thief-" + ns
+		Expect(c.RPush(suiteCtx, key, "a", "b", "c").Err()).To(Succeed())
+		qj := redisQJ(ns, "thief", redisSrv.Addr(), key, func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Spec.Parallelism = ptr.To[int32](3)
+			q.Spec.DrainGracePeriodSeconds = ptr.To[int32](2)
+		})
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		job := theJob(qj)
+		Expect(job.Spec.Completions).To(HaveValue(BeEquivalentTo(3)))
+		runJob(job, 3)
+
+		By("one pod doing its item, and another consumer taking the other two")
+		Expect(rediswqWork(c, key)).To(BeTrue())
+		Expect(c.Del(suiteCtx, key).Err()).To(Succeed())
+
+		Eventually(func(g Gomega) {
+			cur := liveJob(g, job)
+			g.Expect(cur.Spec.Suspend).To(HaveValue(BeTrue()))
+			g.Expect(cur.Annotations).To(HaveKey(qjv1.AnnotationWaveEnded))
+		}, timeout, interval).Should(Succeed())
+		Eventually(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventWaveEnded) }, timeout, interval).Should(
+			ConsistOf(HaveField("Note", ContainSubstring("another consumer"))))
+
+		By("the Job controller stopping the two waiting pods")
+		Eventually(func(g Gomega) {
+			cur := liveJob(g, job)
+			cur.Status.Active, cur.Status.Ready, cur.Status.Terminating, cur.Status.Succeeded = 0, ptr.To[int32](0), ptr.To[int32](0), 1
+			g.Expect(k8s.Status().Update(suiteCtx, cur)).To(Succeed())
+		}, timeout, interval).Should(Succeed())
+		Eventually(getQJ(ns, "thief"), timeout, interval).Should(SatisfyAll(
+			cond(qjv1.ConditionComplete, metav1.ConditionTrue, qjv1.ReasonWorkersStopped),
+			HaveField("Status.Succeeded", BeEquivalentTo(1)),
+			HaveField("Status.State", qjv1.StateComplete)))
+		Expect(eventsFor(Default, qj, qjv1.EventFailed)).To(BeEmpty())
+	})
+})
+
+var _ = Describe("kubectl get qj", func() {
+	It("reads like kubectl get jobs: STATUS, MODE, COMPLETIONS, WAVES, DURATION", func() {
+		ns := newNamespace()
+		qj := queueJob(ns, "pi")
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		start := time.Now().Add(-95 * time.Second)
+		Eventually(func(g Gomega) {
+			cur := liveJob(g, theJob(qj))
+			cur.Status.StartTime = &metav1.Time{Time: start}
+			g.Expect(k8s.Status().Update(suiteCtx, cur)).To(Succeed())
+		}, timeout, interval).Should(Succeed())
+		finishJob(theJob(qj), true, start.Add(65*time.Second), 1, 0, "CompletionsReached")
+		Eventually(getQJ(ns, "pi"), timeout, interval).Should(HaveField("Status.Duration", "65s"))
+
+		path, err := exec.LookPath("kubectl")
+		if err != nil {
+			Skip("this spec needs kubectl on PATH: " + err.Error())
+		}
+		kubeconfig := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
+		Expect(os.WriteFile(kubeconfig, testEnv.KubeConfig, 0o600)).To(Succeed())
+		out, err := exec.CommandContext(suiteCtx, path, "--kubeconfig", kubeconfig, "get", "qj", "-n", ns).CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(out))
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		Expect(lines).To(HaveLen(2), string(out))
+		Expect(strings.Fields(lines[0])).To(Equal([]string{"NAME", "STATUS", "MODE", "COMPLETIONS", "WAVES", "READY", "IN-FLIGHT", "DURATION", "AGE"}))
+		Expect(strings.Fields(lines[1])[:5]).To(Equal([]string{"pi", "Complete", "Job", "1/1", "1"}))
+		Expect(lines[1]).To(ContainSubstring("65s"))
+	})
+})
