@@ -4,8 +4,10 @@ package main
 import (
 	"crypto/tls"
 	"flag"
+	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -31,6 +33,7 @@ func main() {
 		burst         int
 		workers       int
 		watchNS       string
+		secretRefresh time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
 	flag.BoolVar(&metricsSecure, "metrics-secure", false, "Serve metrics over HTTPS and require an authenticated, authorized client (needs RBAC for TokenReviews and SubjectAccessReviews).")
@@ -41,9 +44,14 @@ func main() {
 	flag.IntVar(&burst, "kube-api-burst", 30, "Burst of queries to the API server.")
 	flag.StringVar(&watchNS, "watch-namespaces", "", "Comma-separated namespaces whose QueueJobs, Jobs and pods the manager watches and caches; empty: the whole cluster.")
 	flag.IntVar(&workers, "max-concurrent-reconciles", 4, "QueueJobs reconciled at once; a probe of an unreachable queue holds one for up to 10 s.")
+	flag.DurationVar(&secretRefresh, "secret-refresh-interval", time.Minute, "How long the values of the Secrets a QueueJob references are reused before they are read again from the API server; they are also read again when the QueueJob changes and after a probe that failed to connect or log in.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine) // --zap-log-level, --zap-devel, ...
 	flag.Parse()
+	if secretRefresh <= 0 {
+		fmt.Fprintln(os.Stderr, "--secret-refresh-interval must be positive, e.g. 1m")
+		os.Exit(2)
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
 
@@ -86,6 +94,7 @@ func main() {
 		Recorder:  mgr.GetEventRecorder("queuejob-controller"),
 
 		MaxConcurrentReconciles: workers,
+		SecretRefresh:           secretRefresh,
 	}).SetupWithManager(ctx, mgr); err != nil {
 		log.Error(err, "Unable to set up the QueueJob controller")
 		os.Exit(1)

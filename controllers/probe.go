@@ -26,6 +26,9 @@ const (
 	minReapGrace = 10 * time.Second
 	// probeRefresh is how often lastProbeTime is written when the counts do not change.
 	probeRefresh = 30 * time.Second
+	// defaultSecretRefresh is how long the values of a QueueJob's Secrets are reused
+	// before they are read again.
+	defaultSecretRefresh = time.Minute
 )
 
 // probeResult is what the probe phase found.
@@ -70,6 +73,11 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 	probeDuration.WithLabelValues(kind.Name).Observe(time.Since(start).Seconds())
 	if err != nil {
 		s.probe.err = err
+		if secretsSuspect(err) {
+			// A rotated password, URL or CA shows first as a failed login or connection:
+			// the next probe reads the Secrets again.
+			r.secrets.forget(key)
+		}
 		probeErrors.WithLabelValues(kind.Name, queue.ReasonOf(err)).Inc()
 		logf.FromContext(ctx).V(1).Info("Probe failed", "reason", queue.ReasonOf(err), "error", err.Error())
 		next := probeBackoff(s.read, interval, s.now)
@@ -96,7 +104,7 @@ func strandedItems(st *qjv1.QueueJobStatus) bool {
 }
 
 func (r *QueueJobReconciler) probeOnce(ctx context.Context, s *scope, kind *queue.Kind, interval time.Duration) (queue.Counts, error) {
-	source, err := r.resolve(ctx, s.qj, kind)
+	source, err := r.resolveCached(ctx, s, kind)
 	if err != nil {
 		return queue.Counts{}, err
 	}
@@ -168,6 +176,36 @@ func probeAndReap(ctx context.Context, backend queue.Backend, now time.Time, gra
 	return counts, reclaimed, nil
 }
 
+// secretsSuspect reports whether a failed probe may be due to a Secret that changed since
+// it was read: a refused login, a failed connection (a URL that moved), a certificate not
+// accepted (a CA that was renewed). A missing queue or a key of the wrong type is not.
+func secretsSuspect(err error) bool {
+	switch queue.ReasonOf(err) {
+	case queue.ReasonQueueNotFound, queue.ReasonWrongType:
+		return false
+	}
+	return true
+}
+
+// resolveCached is resolve, reusing the values read for the QueueJob within the last
+// SecretRefresh: a probe every 2 s of each of many QueueJobs must not read their Secrets
+// from the API server each time. They are read again at once when the QueueJob changes
+// (its generation or UID), and after a probe that failed to connect or log in.
+func (r *QueueJobReconciler) resolveCached(ctx context.Context, s *scope, kind *queue.Kind) (queue.Source, error) {
+	key := client.ObjectKeyFromObject(s.qj)
+	if values, ok := r.secrets.get(key, s.qj.UID, s.qj.Generation, s.now, r.secretRefresh()); ok {
+		return queue.Source{Spec: s.qj.Spec.Queue, Secrets: values}, nil
+	}
+	src, err := r.resolve(ctx, s.qj, kind)
+	if err != nil {
+		r.secrets.forget(key)
+		return src, err
+	}
+	r.secrets.put(key, s.qj.UID, s.qj.Generation, s.now, src.Secrets)
+	logf.FromContext(ctx).V(1).Info("Read the queue's Secrets", "secrets", len(src.Secrets))
+	return src, nil
+}
+
 // resolve reads the Secrets the queue references, fresh from the API server (the manager
 // neither lists nor watches Secrets).
 func (r *QueueJobReconciler) resolve(ctx context.Context, qj *qjv1.QueueJob, kind *queue.Kind) (queue.Source, error) {
@@ -200,9 +238,11 @@ func probeBackoff(read *qjv1.QueueJob, interval time.Duration, now time.Time) ti
 	return min(max(now.Sub(c.LastTransitionTime.Time), interval), maxProbeBackoff)
 }
 
-// forgetQueue closes a QueueJob's connection and drops its metric series.
+// forgetQueue closes a QueueJob's connection and drops its metric series and the values
+// of its Secrets.
 func (r *QueueJobReconciler) forgetQueue(key types.NamespacedName) {
 	r.pool.drop(key)
+	r.secrets.forget(key)
 	r.dropGauges(key)
 }
 
@@ -211,6 +251,7 @@ func (r *QueueJobReconciler) forgetQueue(key types.NamespacedName) {
 // queue would).
 func (r *QueueJobReconciler) forgetDeletedQueue(ctx context.Context, key types.NamespacedName) {
 	r.dropGauges(key)
+	r.secrets.forget(key)
 	if b := r.pool.take(key); b != nil {
 		pctx, cancel := context.WithTimeout(ctx, r.probeTimeout())
 		counts, err := b.Probe(pctx)
@@ -392,4 +433,53 @@ func (p *connPool) has(key types.NamespacedName) bool {
 	defer p.mu.Unlock()
 	c, ok := p.conns[key]
 	return ok && c.backend != nil
+}
+
+// secretCache keeps the values of the Secrets each QueueJob references, as last read.
+type secretCache struct {
+	mu      sync.Mutex
+	entries map[types.NamespacedName]resolvedSecrets
+}
+
+type resolvedSecrets struct {
+	uid        types.UID
+	generation int64
+	readAt     time.Time
+	values     map[string]string
+}
+
+// get returns the values read for this QueueJob (UID and generation) less than maxAge
+// before now.
+func (c *secretCache) get(key types.NamespacedName, uid types.UID, generation int64, now time.Time, maxAge time.Duration) (map[string]string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[key]
+	if !ok || e.uid != uid || e.generation != generation || now.Sub(e.readAt) >= maxAge || now.Before(e.readAt) {
+		return nil, false
+	}
+	return e.values, true
+}
+
+// put records the values read for a QueueJob at now.
+func (c *secretCache) put(key types.NamespacedName, uid types.UID, generation int64, now time.Time, values map[string]string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries == nil {
+		c.entries = map[types.NamespacedName]resolvedSecrets{}
+	}
+	c.entries[key] = resolvedSecrets{uid: uid, generation: generation, readAt: now, values: values}
+}
+
+// forget drops the values of a QueueJob's Secrets: the next probe reads them again.
+func (c *secretCache) forget(key types.NamespacedName) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.entries, key)
+}
+
+// size is the number of QueueJobs whose values are kept.
+func (c *secretCache) size() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries)
 }

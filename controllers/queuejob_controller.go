@@ -59,8 +59,14 @@ type QueueJobReconciler struct {
 	// CreateRetry is how long a Job create that only a person can fix waits before it is
 	// tried again (unless the spec changes first); a minute if zero.
 	CreateRetry time.Duration
+	// SecretRefresh is how long the values of the Secrets a QueueJob references are reused
+	// before they are read again from the API server; a minute if zero. They are read again
+	// at once when the QueueJob changes and after a probe that failed to connect or log in,
+	// so a rotated password takes effect within a probe or two.
+	SecretRefresh time.Duration
 
 	pool    connPool
+	secrets secretCache
 	holds   createHolds
 	limiter *cadenceLimiter
 }
@@ -70,6 +76,13 @@ func (r *QueueJobReconciler) createRetry() time.Duration {
 		return defaultCreateRetry
 	}
 	return r.CreateRetry
+}
+
+func (r *QueueJobReconciler) secretRefresh() time.Duration {
+	if r.SecretRefresh == 0 {
+		return defaultSecretRefresh
+	}
+	return r.SecretRefresh
 }
 
 func (r *QueueJobReconciler) registry() *queue.Registry {

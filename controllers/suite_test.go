@@ -51,9 +51,11 @@ var (
 	// suiteLog holds everything the managers logged.
 	suiteLog syncBuffer
 
-	// Real queue servers, started once for the suite on free ports.
+	// Real queue servers, started once for the suite on free ports. The broker also
+	// listens for amqps and https, with a certificate of suiteCA.
 	redisSrv  *servers.Server
 	rabbitSrv *servers.RabbitMQ
+	suiteCA   *servers.CA
 )
 
 // timeout bounds every Eventually: generous, for a loaded 2-core machine.
@@ -89,7 +91,9 @@ var _ = BeforeSuite(func() {
 
 	redisSrv, err = servers.StartRedis("")
 	Expect(err).NotTo(HaveOccurred())
-	rabbitSrv, err = servers.StartRabbitMQ(amqpReady)
+	suiteCA, err = servers.NewCA("queuejob suite CA")
+	Expect(err).NotTo(HaveOccurred())
+	rabbitSrv, err = servers.StartRabbitMQWith(amqpReady, servers.RabbitMQOptions{TLS: suiteCA})
 	Expect(err).NotTo(HaveOccurred())
 
 	stopMgr = startManager()
@@ -139,14 +143,18 @@ func startManagerWithReconciler(cfg *rest.Config, reconcilerOpts []func(*QueueJo
 	mgr, err := ctrl.NewManager(cfg, o)
 	Expect(err).NotTo(HaveOccurred())
 	r := &QueueJobReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
+		Client: mgr.GetClient(),
+		// Counts the Secrets the manager reads, by namespace.
+		APIReader: countingReader{Reader: mgr.GetAPIReader(), gets: &suiteSecretGets},
 		Scheme:    mgr.GetScheme(),
 		Recorder:  mgr.GetEventRecorder("queuejob-controller"),
 		// ProbeTimeout stays at its default (10s), above the backends' own 5s: RabbitMQ
 		// answers a wrong password only after 3s. Short, so that tests of stuck creates
 		// stay quick.
 		CreateRetry: 3 * time.Second,
+		// Longer than any spec: a spec sees Secrets read again only because its QueueJob
+		// changed or a probe failed, never because a period ran out (a unit test covers it).
+		SecretRefresh: 10 * time.Minute,
 	}
 	for _, f := range reconcilerOpts {
 		f(r)

@@ -267,6 +267,45 @@ type RedisQueue struct {
 	// +kubebuilder:validation:XValidation:rule="size(self.name) > 0 && size(self.key) > 0",message="spec.queue.redis.passwordSecretRef needs both name and key: name the Secret and its key that holds the password"
 	// +optional
 	PasswordSecretRef *corev1.SecretKeySelector `json:"passwordSecretRef,omitempty"`
+
+	// username is the Redis ACL user (Redis 6 and later) to log in as, with the
+	// password of passwordSecretRef (AUTH <username> <password>). Without it
+	// the password is that of the default user. A user name is not a secret:
+	// it is written into the worker pods' environment as it is.
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:XValidation:rule="size(self) > 0",message="spec.queue.redis.username must not be empty: set the ACL user name or remove the field to log in as the default user"
+	// +kubebuilder:validation:XValidation:rule=`!self.matches('[\\s\\x00-\\x1f\\x7f]')`,message="spec.queue.redis.username must not contain whitespace or control characters: set the ACL user name"
+	// +optional
+	Username string `json:"username,omitempty"`
+
+	// tls makes the controller and the workers connect to Redis over TLS
+	// (address is then the server's TLS port), verifying the server's
+	// certificate against caSecretRef's CA, or the system's roots without it.
+	// An empty tls: {} turns TLS on with the system's roots.
+	// +kubebuilder:validation:XValidation:rule="!has(self.caSecretRef) || (size(self.caSecretRef.name) > 0 && size(self.caSecretRef.key) > 0)",fieldPath=".caSecretRef",message="spec.queue.redis.tls.caSecretRef needs both name and key: name the Secret and its key that holds the PEM CA bundle"
+	// +kubebuilder:validation:XValidation:rule=`!has(self.serverName) || self.serverName.matches('^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]+)$')`,fieldPath=".serverName",message="spec.queue.redis.tls.serverName must be a host name (e.g. redis.example.com) or an IP address, without a port or scheme"
+	// +optional
+	TLS *TLSConfig `json:"tls,omitempty"`
+}
+
+// TLSConfig says how to verify a queue server's TLS certificate. The
+// connection is always verified: there is no setting to skip it.
+type TLSConfig struct {
+	// caSecretRef selects the key of a Secret in the QueueJob's namespace that
+	// holds the PEM-encoded CA certificates (one or more) that the server's
+	// certificate must chain to. Without it the system's root CAs are used.
+	// The controller reads it at probe time; workers get it through a
+	// secretKeyRef.
+	// +optional
+	CASecretRef *corev1.SecretKeySelector `json:"caSecretRef,omitempty"`
+
+	// serverName is the name the server's certificate must be valid for, and
+	// the TLS SNI name sent to it. Defaults to the host of the server's
+	// address or URL; set it when that host is not in the certificate (an IP
+	// address or a Service name that the certificate does not list, say).
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	ServerName string `json:"serverName,omitempty"`
 }
 
 // RabbitMQQueue is a RabbitMQ queue of work items. The broker is given by
@@ -278,6 +317,7 @@ type RedisQueue struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.managementURL) || !has(self.managementURLSecretRef)",message="spec.queue.rabbitmq: set at most one of managementURL or managementURLSecretRef"
 // +kubebuilder:validation:XValidation:rule="!has(self.managementURL) || self.managementURL.startsWith('http://') || self.managementURL.startsWith('https://')",fieldPath=".managementURL",message="spec.queue.rabbitmq.managementURL must start with http:// or https://"
 // +kubebuilder:validation:XValidation:rule=`!has(self.managementURL) || !self.managementURL.matches('^https?://[^/?#]*@')`,fieldPath=".managementURL",message="spec.queue.rabbitmq.managementURL must not contain a user or password: store the whole URL in a Secret and reference it with spec.queue.rabbitmq.managementURLSecretRef"
+// +kubebuilder:validation:XValidation:rule="!has(self.tls) || !has(self.url) || self.url.startsWith('amqps://')",fieldPath=".tls",message="spec.queue.rabbitmq.tls applies only to an amqps:// URL: make spec.queue.rabbitmq.url amqps:// (the broker's TLS port) or remove spec.queue.rabbitmq.tls"
 type RabbitMQQueue struct {
 	// queue is the name of the RabbitMQ queue.
 	// +kubebuilder:validation:MaxLength=255
@@ -325,6 +365,17 @@ type RabbitMQQueue struct {
 	// +kubebuilder:validation:XValidation:rule="size(self.name) > 0 && size(self.key) > 0",message="spec.queue.rabbitmq.managementURLSecretRef needs both name and key: name the Secret and its key that holds the management URL"
 	// +optional
 	ManagementURLSecretRef *corev1.SecretKeySelector `json:"managementURLSecretRef,omitempty"`
+
+	// tls says how the controller and the workers verify the broker's TLS
+	// certificate. TLS itself is chosen by the URL: tls applies only to an
+	// amqps:// URL (a url is checked at admission, a URL from urlSecretRef at
+	// probe time). Without tls an amqps:// URL is verified against the system's
+	// root CAs and the URL's host. The CA also verifies an https management
+	// URL, and serverName applies to it too when it names the AMQP URL's host.
+	// +kubebuilder:validation:XValidation:rule="!has(self.caSecretRef) || (size(self.caSecretRef.name) > 0 && size(self.caSecretRef.key) > 0)",fieldPath=".caSecretRef",message="spec.queue.rabbitmq.tls.caSecretRef needs both name and key: name the Secret and its key that holds the PEM CA bundle"
+	// +kubebuilder:validation:XValidation:rule=`!has(self.serverName) || self.serverName.matches('^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]+)$')`,fieldPath=".serverName",message="spec.queue.rabbitmq.tls.serverName must be a host name (e.g. rabbitmq.example.com) or an IP address, without a port or scheme"
+	// +optional
+	TLS *TLSConfig `json:"tls,omitempty"`
 }
 
 // CleanupPolicy says when finished Jobs and pods are deleted, like a Job's

@@ -17,9 +17,19 @@ var (
 	redisServer  *servers.Server
 	authRedis    *servers.Server
 	rabbitServer *servers.RabbitMQ
+	// tlsRedis accepts only TLS, with a certificate of testCA, the default user's
+	// redisPassword and the ACL user aclUser.
+	tlsRedis *servers.Server
+	testCA   *servers.CA
+	// otherCA signed no server's certificate.
+	otherCA *servers.CA
 )
 
-const redisPassword = "s3cret-redis-pass"
+const (
+	redisPassword = "s3cret-redis-pass"
+	aclUser       = "alice"
+	aclPassword   = "Al1ce-acl-pass"
+)
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -37,7 +47,22 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer authRedis.Close()
-	if rabbitServer, err = servers.StartRabbitMQ(amqpReady); err != nil {
+	if testCA, err = servers.NewCA("queuejob test CA"); err != nil {
+		fmt.Fprintln(os.Stderr, "making a CA:", err)
+		return 1
+	}
+	if otherCA, err = servers.NewCA("another CA"); err != nil {
+		fmt.Fprintln(os.Stderr, "making a CA:", err)
+		return 1
+	}
+	if tlsRedis, err = servers.StartRedisWith(servers.RedisOptions{TLS: testCA, Password: redisPassword,
+		Users: []string{aclUser + " on >" + aclPassword + " ~* +@all"}}); err != nil {
+		fmt.Fprintln(os.Stderr, "starting redis-server with TLS:", err)
+		return 1
+	}
+	defer tlsRedis.Close()
+	// One broker for all tests, with amqps and https listeners besides the plain ones.
+	if rabbitServer, err = servers.StartRabbitMQWith(amqpReady, servers.RabbitMQOptions{TLS: testCA}); err != nil {
 		fmt.Fprintln(os.Stderr, "starting rabbitmq-server:", err)
 		return 1
 	}

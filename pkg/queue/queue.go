@@ -63,6 +63,10 @@ const (
 	ReasonQueueNotFound    = "QueueNotFound"
 	ReasonWrongType        = "WrongType"
 	ReasonSecretNotFound   = "SecretNotFound"
+	// ReasonTLSFailed says the TLS connection failed: the server's certificate was not
+	// accepted (wrong CA, wrong server name), it does not speak TLS, or the TLS settings
+	// do not fit the URL.
+	ReasonTLSFailed = "TLSFailed"
 )
 
 // Error is a probe error with a reason. Its message never contains credentials.

@@ -34,6 +34,10 @@ const (
 	// EnvBrokerURL and EnvQueue are the names the Kubernetes docs' job-wq-1 worker reads.
 	EnvBrokerURL = "BROKER_URL"
 	EnvQueue     = "QUEUE"
+	// EnvRabbitMQTLSCA holds the PEM CA bundle of tls.caSecretRef (a secretKeyRef).
+	EnvRabbitMQTLSCA = "QUEUEJOB_RABBITMQ" + envTLSCA
+	// EnvRabbitMQTLSServerName is tls.serverName.
+	EnvRabbitMQTLSServerName = "QUEUEJOB_RABBITMQ" + envTLSServerName
 )
 
 // RabbitMQKind is the RabbitMQ queue backend.
@@ -42,7 +46,11 @@ var RabbitMQKind = Kind{
 	Selected: func(s *qjv1.QueueSource) bool { return s.RabbitMQ != nil },
 	SecretRefs: func(s *qjv1.QueueSource) []*corev1.SecretKeySelector {
 		var refs []*corev1.SecretKeySelector
-		for _, ref := range []*corev1.SecretKeySelector{s.RabbitMQ.URLSecretRef, s.RabbitMQ.ManagementURLSecretRef} {
+		all := []*corev1.SecretKeySelector{s.RabbitMQ.URLSecretRef, s.RabbitMQ.ManagementURLSecretRef}
+		if s.RabbitMQ.TLS != nil {
+			all = append(all, s.RabbitMQ.TLS.CASecretRef)
+		}
+		for _, ref := range all {
 			if ref != nil {
 				refs = append(refs, ref)
 			}
@@ -59,7 +67,15 @@ var RabbitMQKind = Kind{
 		if r.ManagementURLSecretRef != nil {
 			mgmt = src.Secret(r.ManagementURLSecretRef)
 		}
-		return NewRabbitMQ(RabbitMQOptions{URL: url, Queue: r.Queue, ManagementURL: mgmt}), nil
+		var tlsConfig *tls.Config
+		if r.TLS != nil {
+			// The server name defaults to the URL's host, which only NewRabbitMQ parses.
+			var err error
+			if tlsConfig, err = TLSClientConfig(r.TLS, src, "", "spec.queue.rabbitmq.tls"); err != nil {
+				return nil, err
+			}
+		}
+		return NewRabbitMQ(RabbitMQOptions{URL: url, Queue: r.Queue, ManagementURL: mgmt, TLS: tlsConfig}), nil
 	},
 	WorkerEnv: func(s *qjv1.QueueSource) []corev1.EnvVar {
 		r := s.RabbitMQ
@@ -69,12 +85,16 @@ var RabbitMQKind = Kind{
 		}
 		broker := *url.DeepCopy()
 		broker.Name = EnvBrokerURL
-		return []corev1.EnvVar{
+		env := []corev1.EnvVar{
 			url,
 			{Name: EnvRabbitMQQueue, Value: r.Queue},
 			broker,
 			{Name: EnvQueue, Value: r.Queue},
 		}
+		if r.TLS != nil {
+			env = append(env, tlsEnv("QUEUEJOB_RABBITMQ", r.TLS)...)
+		}
+		return env
 	},
 }
 
@@ -84,6 +104,12 @@ type RabbitMQOptions struct {
 	// ManagementURL is the base URL of the broker's management API, with or without a
 	// user and password (without, those of URL are used); empty if there is none.
 	ManagementURL string
+	// TLS is the TLS configuration of an amqps URL (its ServerName defaults to the URL's
+	// host); nil for the defaults: the system's roots and the URL's host. Its RootCAs also
+	// verify an https management URL, and its ServerName too when the management URL
+	// names the AMQP URL's host. A non-nil TLS with an amqp:// URL is an error: TLS
+	// settings that would silently not apply.
+	TLS *tls.Config
 	// Timeout bounds dialing and each probe; 5s if zero.
 	Timeout time.Duration
 }
@@ -101,6 +127,8 @@ type RabbitMQ struct {
 	// uri is opts.URL parsed, or uriErr says why it cannot be used.
 	uri    amqp.URI
 	uriErr error
+	// tls is the TLS configuration of an amqps URL, nil for amqp.
+	tls *tls.Config
 
 	mu sync.Mutex
 	// conn is the open connection, nil while there is none; raw is the socket of conn,
@@ -124,9 +152,24 @@ func NewRabbitMQ(o RabbitMQOptions) *RabbitMQ {
 	}
 	r := &RabbitMQ{opts: o}
 	r.uri, r.uriErr = parseRabbitURL(o.URL)
-	if o.ManagementURL != "" && r.uriErr == nil {
+	switch {
+	case r.uriErr != nil:
+		return r
+	case r.uri.Scheme == "amqps":
+		r.tls = &tls.Config{MinVersion: tls.VersionTLS12}
+		if o.TLS != nil {
+			r.tls = o.TLS.Clone()
+		}
+		if r.tls.ServerName == "" {
+			r.tls.ServerName = r.uri.Host
+		}
+	case o.TLS != nil:
+		r.uriErr = errTLSWithoutAMQPS
+		return r
+	}
+	if o.ManagementURL != "" {
 		var err error
-		if r.mgmt, err = newRabbitManagement(o.ManagementURL, r.uri, o.Timeout); err != nil {
+		if r.mgmt, err = newRabbitManagement(o.ManagementURL, r.uri, o.Timeout, o.TLS); err != nil {
 			r.uriErr = err
 		}
 	}
@@ -259,8 +302,11 @@ func (r *RabbitMQ) connection(ctx context.Context) (*amqp.Connection, error) {
 			raw, r.raw = c, c
 			return c, nil
 		},
-		Heartbeat:  10 * time.Second,
-		Properties: amqp.Table{"connection_name": "queuejob-operator probe"},
+		// Always set for amqps: without it amqp091 would build one from the URL's query,
+		// reading certificate files from the manager's file system.
+		TLSClientConfig: r.tlsClientConfig(),
+		Heartbeat:       10 * time.Second,
+		Properties:      amqp.Table{"connection_name": "queuejob-operator probe"},
 	})
 	if err != nil {
 		if raw != nil {
@@ -283,6 +329,15 @@ func (r *RabbitMQ) connection(ctx context.Context) (*amqp.Connection, error) {
 	}
 	r.conn = conn
 	return conn, nil
+}
+
+// tlsClientConfig is a copy of the TLS configuration of an amqps URL (amqp091 may set
+// its ServerName), nil for amqp.
+func (r *RabbitMQ) tlsClientConfig() *tls.Config {
+	if r.tls == nil {
+		return nil
+	}
+	return r.tls.Clone()
 }
 
 // drop closes the socket of the connection, or of the one being opened, without a word to
@@ -338,6 +393,12 @@ func (r *RabbitMQ) Close() error {
 // errRabbitURL is returned for a RabbitMQ URL that cannot be used. It quotes no part of the
 // URL: a URL with an unescaped reserved character in its password is split in the wrong
 // place, and then any part of it (a "host", a "port", a "vhost") may be the password.
+// errTLSWithoutAMQPS is returned for TLS settings with an amqp:// URL; it quotes no part
+// of the URL either.
+var errTLSWithoutAMQPS = &Error{Reason: ReasonTLSFailed, Message: "spec.queue.rabbitmq.tls is set, but the AMQP URL " +
+	"is not amqps://, and TLS settings apply only to amqps: make the URL in the Secret of " +
+	"spec.queue.rabbitmq.urlSecretRef amqps:// (the broker's TLS port), or remove spec.queue.rabbitmq.tls"}
+
 var errRabbitURL = &Error{Reason: ReasonConnectionFailed, Message: "the RabbitMQ URL is not a valid AMQP URL: " +
 	"check spec.queue.rabbitmq.url or the Secret of urlSecretRef; special characters in the user " +
 	"and the password (such as / ? # @ : %) must be percent-encoded"}
@@ -388,6 +449,11 @@ func rabbitError(err error, addr string) error {
 			return Errorf(ReasonConnectionFailed, "cannot reach RabbitMQ at %s: %s", addr, ae.Reason)
 		}
 		return Errorf(ReasonConnectionFailed, "RabbitMQ at %s: %s", addr, ae.Reason)
+	}
+	if cause, ok := tlsCause(err); ok {
+		return Errorf(ReasonTLSFailed, "cannot reach RabbitMQ at %s over TLS: %s: check spec.queue.rabbitmq.tls.caSecretRef "+
+			"(the CA that signed the broker's certificate), tls.serverName (a name the certificate is valid for) and that "+
+			"the amqps URL's port is the broker's TLS listener", addr, cause)
 	}
 	switch {
 	case errors.Is(err, amqp.ErrCredentials):
@@ -466,7 +532,7 @@ type rabbitManagement struct {
 	transport          *http.Transport
 }
 
-func newRabbitManagement(raw string, amqpURI amqp.URI, timeout time.Duration) (*rabbitManagement, error) {
+func newRabbitManagement(raw string, amqpURI amqp.URI, timeout time.Duration, tlsConfig *tls.Config) (*rabbitManagement, error) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" ||
 		u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(raw, " \t\r\n") || !wholeAuthority(raw, u.Scheme) {
@@ -489,7 +555,15 @@ func newRabbitManagement(raw string, amqpURI amqp.URI, timeout time.Duration) (*
 	u.User = nil
 	m.endpoint = strings.TrimSuffix(u.String(), "/")
 	dialer := &net.Dialer{Timeout: timeout}
+	if tlsConfig != nil {
+		// The CA of the TLS settings; their server name only towards the AMQP URL's host.
+		tlsConfig = tlsConfig.Clone()
+		if u.Hostname() != amqpURI.Host {
+			tlsConfig.ServerName = ""
+		}
+	}
 	m.transport = &http.Transport{
+		TLSClientConfig:       tlsConfig,
 		DialContext:           dialer.DialContext,
 		TLSHandshakeTimeout:   timeout,
 		ResponseHeaderTimeout: timeout,
@@ -552,6 +626,11 @@ func (m *rabbitManagement) counts(ctx context.Context, vhost, queue string) (mc 
 		return mc, false, Errorf(ReasonConnectionFailed, "the RabbitMQ management API at %s did not answer within %s",
 			m.addr, m.timeout)
 	default:
+		if cause, ok := tlsCause(err); ok {
+			return mc, false, Errorf(ReasonTLSFailed, "cannot reach the RabbitMQ management API at %s over TLS: %s: "+
+				"check spec.queue.rabbitmq.tls.caSecretRef (the CA that signed its certificate) and that the "+
+				"management URL is https:// on the management plugin's TLS port", m.addr, cause)
+		}
 		return mc, false, Errorf(ReasonConnectionFailed, "cannot reach the RabbitMQ management API at %s: %s",
 			m.addr, netCause(err))
 	}

@@ -3,12 +3,15 @@ package queue
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
+	"io"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -43,6 +46,13 @@ const (
 	EnvRedisKey      = "QUEUEJOB_REDIS_KEY"
 	EnvRedisDB       = "QUEUEJOB_REDIS_DB"
 	EnvRedisPassword = "QUEUEJOB_REDIS_PASSWORD"
+	EnvRedisUsername = "QUEUEJOB_REDIS_USERNAME"
+	// EnvRedisTLS is "true" when the worker must connect over TLS.
+	EnvRedisTLS = "QUEUEJOB_REDIS_TLS"
+	// EnvRedisTLSCA holds the PEM CA bundle of tls.caSecretRef (a secretKeyRef).
+	EnvRedisTLSCA = "QUEUEJOB_REDIS" + envTLSCA
+	// EnvRedisTLSServerName is tls.serverName.
+	EnvRedisTLSServerName = "QUEUEJOB_REDIS" + envTLSServerName
 )
 
 // RedisKind is the Redis list backend.
@@ -50,19 +60,31 @@ var RedisKind = Kind{
 	Name:     "redis",
 	Selected: func(s *qjv1.QueueSource) bool { return s.Redis != nil },
 	SecretRefs: func(s *qjv1.QueueSource) []*corev1.SecretKeySelector {
-		if s.Redis.PasswordSecretRef == nil {
-			return nil
+		var refs []*corev1.SecretKeySelector
+		if s.Redis.PasswordSecretRef != nil {
+			refs = append(refs, s.Redis.PasswordSecretRef)
 		}
-		return []*corev1.SecretKeySelector{s.Redis.PasswordSecretRef}
+		if s.Redis.TLS != nil && s.Redis.TLS.CASecretRef != nil {
+			refs = append(refs, s.Redis.TLS.CASecretRef)
+		}
+		return refs
 	},
 	Open: func(src Source) (Backend, error) {
 		r := src.Spec.Redis
-		return NewRedis(RedisOptions{
+		o := RedisOptions{
 			Address:  r.Address,
 			DB:       int(derefInt32(r.DB)),
+			Username: r.Username,
 			Password: src.Secret(r.PasswordSecretRef),
 			Key:      r.Key,
-		}), nil
+		}
+		if r.TLS != nil {
+			var err error
+			if o.TLS, err = TLSClientConfig(r.TLS, src, hostOf(r.Address), "spec.queue.redis.tls"); err != nil {
+				return nil, err
+			}
+		}
+		return NewRedis(o), nil
 	},
 	WorkerEnv: func(s *qjv1.QueueSource) []corev1.EnvVar {
 		r := s.Redis
@@ -71,8 +93,15 @@ var RedisKind = Kind{
 			{Name: EnvRedisKey, Value: r.Key},
 			{Name: EnvRedisDB, Value: strconv.Itoa(int(derefInt32(r.DB)))},
 		}
+		if r.Username != "" {
+			env = append(env, corev1.EnvVar{Name: EnvRedisUsername, Value: r.Username})
+		}
 		if r.PasswordSecretRef != nil {
 			env = append(env, corev1.EnvVar{Name: EnvRedisPassword, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: r.PasswordSecretRef.DeepCopy()}})
+		}
+		if r.TLS != nil {
+			env = append(env, corev1.EnvVar{Name: EnvRedisTLS, Value: "true"})
+			env = append(env, tlsEnv("QUEUEJOB_REDIS", r.TLS)...)
 		}
 		return env
 	},
@@ -81,7 +110,11 @@ var RedisKind = Kind{
 // RedisOptions locate a Redis list.
 type RedisOptions struct {
 	Address, Password, Key string
-	DB                     int
+	// Username is the ACL user; empty for the default user.
+	Username string
+	DB       int
+	// TLS, if set, makes the connection use TLS with this configuration.
+	TLS *tls.Config
 	// Timeout bounds dialing and each command; 5s if zero.
 	Timeout time.Duration
 	// MaxScan bounds how many in-flight items one Reap looks at; 10000 if zero. A longer
@@ -92,6 +125,8 @@ type RedisOptions struct {
 // Redis is a Redis list read with the rediswq protocol.
 type Redis struct {
 	client  *redis.Client
+	addr    string
+	tls     bool
 	key     string
 	maxScan int64
 	// Reap pages through <key>:processing from its oldest end (the tail): cursor is the
@@ -131,14 +166,21 @@ func NewRedis(o RedisOptions) *Redis {
 	if o.MaxScan == 0 {
 		o.MaxScan = 10000
 	}
+	opts := &redis.Options{
+		Addr: o.Address, Username: o.Username, Password: o.Password, DB: o.DB,
+		DialTimeout: o.Timeout, ReadTimeout: o.Timeout, WriteTimeout: o.Timeout,
+		// One dial, one try: the probe, not go-redis, decides when to try again (a TLS
+		// handshake that a plain-TCP server never answers takes the whole timeout).
+		PoolSize: 2, MaxRetries: -1, DialerRetries: 1,
+		DisableIdentity: true,
+	}
+	if o.TLS != nil {
+		opts.Dialer = tlsDialer(o.TLS, o.Timeout)
+	}
 	return &Redis{
-		client: redis.NewClient(&redis.Options{
-			Addr: o.Address, Password: o.Password, DB: o.DB,
-			DialTimeout: o.Timeout, ReadTimeout: o.Timeout, WriteTimeout: o.Timeout,
-			PoolSize: 2, MaxRetries: -1,
-			// The probe, not go-redis, decides when to try again.
-			DisableIdentity: true,
-		}),
+		client:   redis.NewClient(opts),
+		addr:     o.Address,
+		tls:      o.TLS != nil,
 		key:      o.Key,
 		maxScan:  o.MaxScan,
 		unleased: map[string]sighting{},
@@ -167,7 +209,7 @@ func (r *Redis) Probe(ctx context.Context) (Counts, error) {
 		}
 	}
 	if err != nil {
-		return Counts{}, redisError(err)
+		return Counts{}, r.fail(err)
 	}
 	if procLen.Val() == 0 {
 		// Nothing in flight: every item Reap saw without a lease has left, also those
@@ -251,7 +293,7 @@ func (r *Redis) Reap(ctx context.Context, now time.Time, grace time.Duration) (i
 		}
 		return nil
 	}); err != nil {
-		return 0, redisError(err)
+		return 0, r.fail(err)
 	}
 	reclaimed := 0
 	for i, c := range distinct {
@@ -275,7 +317,7 @@ func (r *Redis) Reap(ctx context.Context, now time.Time, grace time.Duration) (i
 		}
 		n, err := reclaimScript.Run(ctx, r.client, []string{proc, r.key, LeaseKey(r.key, c.item)}, c.item).Int()
 		if err != nil {
-			return reclaimed, redisError(err)
+			return reclaimed, r.fail(err)
 		}
 		// Another copy of the value needs its own run.
 		delete(r.unleased, c.item)
@@ -300,7 +342,7 @@ func (r *Redis) page(ctx context.Context) (int64, []string, error) {
 		items = p.LRange(ctx, proc, -(r.cursor + r.maxScan), -(r.cursor + 1))
 		return nil
 	}); err != nil {
-		return 0, nil, redisError(err)
+		return 0, nil, r.fail(err)
 	}
 	return length.Val(), items.Val(), nil
 }
@@ -327,17 +369,30 @@ func (r *Redis) endPass() {
 // Close closes the connection pool.
 func (r *Redis) Close() error { return r.client.Close() }
 
-// redisError classifies an error of go-redis. Its messages carry no credentials: go-redis
+// fail classifies an error of go-redis. Its messages carry no credentials: go-redis
 // reports addresses and server replies, never the password.
-func redisError(err error) error {
+func (r *Redis) fail(err error) error {
 	msg := err.Error()
 	var netErr net.Error
+	if cause, ok := tlsCause(err); ok {
+		if !r.tls {
+			return Errorf(ReasonTLSFailed, "cannot reach Redis at %s: %s", r.addr, cause)
+		}
+		return Errorf(ReasonTLSFailed, "cannot reach Redis at %s over TLS: %s: check spec.queue.redis.tls.caSecretRef "+
+			"(the CA that signed the server's certificate), tls.serverName (a name the certificate is valid for) "+
+			"and that spec.queue.redis.address is the server's TLS port", r.addr, cause)
+	}
 	switch {
 	case strings.Contains(msg, "WRONGPASS"), strings.Contains(msg, "NOAUTH"), strings.Contains(msg, "invalid password"),
 		strings.Contains(msg, "AUTH <password> called without any password"):
-		return Errorf(ReasonAuthFailed, "Redis refused the credentials (%s): check the Secret of spec.queue.redis.passwordSecretRef", firstLine(msg))
+		return Errorf(ReasonAuthFailed, "Redis refused the credentials (%s): check spec.queue.redis.username and the Secret of spec.queue.redis.passwordSecretRef", firstLine(msg))
+	case strings.HasPrefix(msg, "NOPERM"):
+		return Errorf(ReasonAuthFailed, "Redis denied a command to the user (%s): grant the ACL user of spec.queue.redis.username "+
+			"the list commands, EXISTS and EVAL on the key and its :processing and :leased_by_session: keys", firstLine(msg))
 	case strings.HasPrefix(msg, "WRONGTYPE"):
 		return Errorf(ReasonWrongType, "Redis: %s: point spec.queue.redis.key at a list", firstLine(msg))
+	case !r.tls && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)):
+		return Errorf(ReasonConnectionFailed, "cannot reach Redis: %s: if the server at %s only accepts TLS, set spec.queue.redis.tls", firstLine(msg), r.addr)
 	case errors.As(err, &netErr), errors.Is(err, context.DeadlineExceeded), errors.Is(err, redis.ErrClosed):
 		return Errorf(ReasonConnectionFailed, "cannot reach Redis: %s", firstLine(msg))
 	default:

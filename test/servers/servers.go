@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -179,6 +180,23 @@ func dialable(addr string) error {
 // StartRedis starts redis-server on a free port, without persistence; with a non-empty
 // password it requires it.
 func StartRedis(password string) (*Server, error) {
+	return StartRedisWith(RedisOptions{Password: password})
+}
+
+// RedisOptions are the settings of a test redis-server.
+type RedisOptions struct {
+	// Password, if set, is the default user's password (requirepass).
+	Password string
+	// Users are ACL rules, one user each, as in redis.conf's "user" directive, e.g.
+	// "alice on >pw ~* +@all".
+	Users []string
+	// TLS, if set, makes the server accept only TLS connections (port 0, tls-port), with
+	// a certificate that this CA issues for ServerHosts. Clients need no certificate.
+	TLS *CA
+}
+
+// StartRedisWith starts redis-server on a free port, without persistence.
+func StartRedisWith(o RedisOptions) (*Server, error) {
 	bin, err := lookPath("redis-server")
 	if err != nil {
 		return nil, err
@@ -187,10 +205,27 @@ func StartRedis(password string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.args = []string{bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
+	s.args = []string{bin, "--bind", "127.0.0.1", "--dir", s.dir,
 		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no"}
-	if password != "" {
-		s.args = append(s.args, "--requirepass", password)
+	if o.TLS == nil {
+		s.args = append(s.args, "--port", strconv.Itoa(s.port))
+	} else {
+		files, err := o.TLS.WriteServerCert(s.dir, ServerHosts...)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		// Plain TCP off: a client that does not speak TLS gets nowhere.
+		s.args = append(s.args, "--port", "0", "--tls-port", strconv.Itoa(s.port),
+			"--tls-cert-file", files.Cert, "--tls-key-file", files.Key, "--tls-ca-cert-file", files.CACert,
+			"--tls-auth-clients", "no")
+	}
+	if o.Password != "" {
+		s.args = append(s.args, "--requirepass", o.Password)
+	}
+	for _, u := range o.Users {
+		// redis-server quotes each argument: the rules must be arguments of their own.
+		s.args = append(append(s.args, "--user"), strings.Fields(u)...)
 	}
 	if err := s.Start(func() error { return dialable(s.Addr()) }); err != nil {
 		s.Close()
@@ -205,6 +240,33 @@ type RabbitMQ struct {
 	*Server
 	epmd     *Server
 	mgmtPort int
+	// With TLS: the amqps listener and the management API's https listener.
+	tlsPort, mgmtTLSPort int
+}
+
+// RabbitMQOptions are the settings of a test rabbitmq-server.
+type RabbitMQOptions struct {
+	// TLS, if set, adds an amqps listener and an https listener of the management API
+	// (besides the plain ones), with a certificate that this CA issues for ServerHosts.
+	// Clients need no certificate.
+	TLS *CA
+}
+
+// TLSURL is the broker's amqps URL with the guest user; empty without TLS.
+func (r *RabbitMQ) TLSURL() string {
+	if r.tlsPort == 0 {
+		return ""
+	}
+	return "amqps://guest:guest@" + net.JoinHostPort("127.0.0.1", strconv.Itoa(r.tlsPort)) + "/"
+}
+
+// ManagementTLSURL is the https URL of the management API with the guest user's
+// credentials; empty without TLS.
+func (r *RabbitMQ) ManagementTLSURL() string {
+	if r.mgmtTLSPort == 0 {
+		return ""
+	}
+	return "https://guest:guest@" + net.JoinHostPort("127.0.0.1", strconv.Itoa(r.mgmtTLSPort))
 }
 
 // URL is the broker's AMQP URL with the default guest user (allowed from loopback).
@@ -227,12 +289,20 @@ const ManagementStatsInterval = 500 * time.Millisecond
 // accepts its AMQP URL and the management API accepts connections (its listener starts
 // after AMQP's).
 func (r *RabbitMQ) Start(ready func(url string) error) error {
-	mgmt := net.JoinHostPort("127.0.0.1", strconv.Itoa(r.mgmtPort))
+	ports := []int{r.mgmtPort}
+	if r.tlsPort != 0 {
+		ports = append(ports, r.tlsPort, r.mgmtTLSPort)
+	}
 	return r.Server.Start(func() error {
 		if err := ready(r.URL()); err != nil {
 			return err
 		}
-		return dialable(mgmt)
+		for _, p := range ports {
+			if err := dialable(net.JoinHostPort("127.0.0.1", strconv.Itoa(p))); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 
@@ -245,6 +315,11 @@ func (r *RabbitMQ) Close() {
 // StartRabbitMQ starts rabbitmq-server on free ports with its state in a temporary
 // directory. It takes several seconds: start one per test suite.
 func StartRabbitMQ(ready func(url string) error) (*RabbitMQ, error) {
+	return StartRabbitMQWith(ready, RabbitMQOptions{})
+}
+
+// StartRabbitMQWith is StartRabbitMQ with options.
+func StartRabbitMQWith(ready func(url string) error, o RabbitMQOptions) (*RabbitMQ, error) {
 	if _, err := lookPath("rabbitmq-server"); err != nil {
 		return nil, err
 	}
@@ -258,7 +333,7 @@ func StartRabbitMQ(ready func(url string) error) (*RabbitMQ, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, ports, err := newServer("rabbitmq", 4)
+	s, ports, err := newServer("rabbitmq", 6)
 	if err != nil {
 		return nil, err
 	}
@@ -285,6 +360,20 @@ func StartRabbitMQ(ready func(url string) error) (*RabbitMQ, error) {
 	}
 	conf := fmt.Sprintf("management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %d\n"+
 		"collect_statistics_interval = %d\n", ports[3], ManagementStatsInterval.Milliseconds())
+	r := &RabbitMQ{Server: s, epmd: epmd, mgmtPort: ports[3]}
+	if o.TLS != nil {
+		files, err := o.TLS.WriteServerCert(s.dir, ServerHosts...)
+		if err != nil {
+			return nil, err
+		}
+		r.tlsPort, r.mgmtTLSPort = ports[4], ports[5]
+		conf += fmt.Sprintf("listeners.ssl.1 = 127.0.0.1:%d\n"+
+			"ssl_options.cacertfile = %[2]s\nssl_options.certfile = %[3]s\nssl_options.keyfile = %[4]s\n"+
+			"ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n"+
+			"management.ssl.ip = 127.0.0.1\nmanagement.ssl.port = %[5]d\n"+
+			"management.ssl.cacertfile = %[2]s\nmanagement.ssl.certfile = %[3]s\nmanagement.ssl.keyfile = %[4]s\n",
+			r.tlsPort, files.CACert, files.Cert, files.Key, r.mgmtTLSPort)
+	}
 	if err := os.WriteFile(filepath.Join(s.dir, "rabbitmq.conf"), []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
@@ -304,7 +393,6 @@ func StartRabbitMQ(ready func(url string) error) (*RabbitMQ, error) {
 		"RABBITMQ_ADVANCED_CONFIG_FILE=" + filepath.Join(s.dir, "advanced.config"),
 		"RABBITMQ_PID_FILE=" + filepath.Join(s.dir, "rabbitmq.pid"),
 	}
-	r := &RabbitMQ{Server: s, epmd: epmd, mgmtPort: ports[3]}
 	if err := r.Start(ready); err != nil {
 		r.Close()
 		return nil, err

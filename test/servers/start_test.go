@@ -1,6 +1,9 @@
 package servers
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net/http"
 	"os/exec"
 	"strconv"
@@ -8,6 +11,7 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
 )
 
 func amqpReady(url string) error {
@@ -18,11 +22,61 @@ func amqpReady(url string) error {
 	return c.Close()
 }
 
-// The broker starts with its management API, which answers the guest user, and Close
-// leaves no process of it behind.
+func clientTLS(t *testing.T, ca *CA) *tls.Config {
+	t.Helper()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca.PEM()) {
+		t.Fatal("the CA's PEM holds no certificate")
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+}
+
+// A TLS redis-server accepts TLS clients that trust its CA, and nothing in plain TCP; an
+// ACL user logs in with its own name and password.
+func TestStartRedisTLS(t *testing.T) {
+	ca, err := NewCA("test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := StartRedisWith(RedisOptions{TLS: ca, Password: "default-pw", Users: []string{"alice on >alice-pw ~* +@all"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ping := func(o *redis.Options) error {
+		o.Addr, o.DisableIdentity, o.MaxRetries = s.Addr(), true, -1
+		c := redis.NewClient(o)
+		defer c.Close()
+		return c.Ping(ctx).Err()
+	}
+	if err := ping(&redis.Options{TLSConfig: clientTLS(t, ca), Username: "alice", Password: "alice-pw"}); err != nil {
+		t.Errorf("TLS with the CA, as alice: %v", err)
+	}
+	if err := ping(&redis.Options{TLSConfig: clientTLS(t, ca), Password: "default-pw"}); err != nil {
+		t.Errorf("TLS with the CA, as the default user: %v", err)
+	}
+	if err := ping(&redis.Options{TLSConfig: clientTLS(t, ca), Username: "alice", Password: "default-pw"}); err == nil {
+		t.Error("alice logged in with the default user's password")
+	}
+	if err := ping(&redis.Options{TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}, Password: "default-pw"}); err == nil {
+		t.Error("a client that trusts only the system's roots accepted the test CA's certificate")
+	}
+	if err := ping(&redis.Options{Password: "default-pw", DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second}); err == nil {
+		t.Error("the TLS server answered plain TCP")
+	}
+}
+
+// The broker starts with its management API, which answers the guest user, also over TLS
+// (amqps, https), and Close leaves no process of it behind.
 func TestStartRabbitMQ(t *testing.T) {
+	ca, err := NewCA("test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
-	r, err := StartRabbitMQ(amqpReady)
+	r, err := StartRabbitMQWith(amqpReady, RabbitMQOptions{TLS: ca})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,6 +94,25 @@ func TestStartRabbitMQ(t *testing.T) {
 	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("management API: GET /api/overview = %s", resp.Status)
+	}
+
+	c, err := amqp.DialConfig(r.TLSURL(), amqp.Config{TLSClientConfig: clientTLS(t, ca), Dial: amqp.DefaultDial(10 * time.Second)})
+	if err != nil {
+		t.Fatalf("amqps with the CA: %v", err)
+	}
+	_ = c.Close()
+	req, err = http.NewRequest(http.MethodGet, "https://127.0.0.1:"+strconv.Itoa(r.mgmtTLSPort)+"/api/overview", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth("guest", "guest")
+	resp, err = (&http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: clientTLS(t, ca)}}).Do(req)
+	if err != nil {
+		t.Fatalf("management API over https: %v", err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("management API over https: GET /api/overview = %s", resp.Status)
 	}
 
 	node := "rabbit-" + strconv.Itoa(r.Port()) + "@localhost"
