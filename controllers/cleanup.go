@@ -123,6 +123,11 @@ func expired(qj *qjv1.QueueJob, now time.Time, requeue func(time.Duration)) bool
 	if ttl == nil || !isFinished(&qj.Status) || qj.Status.CompletionTime == nil {
 		return false
 	}
+	// A Failed QueueJob whose dead workers still hold items keeps reaping them: deleting
+	// it would leave them in flight for good. It expires once they are back.
+	if qj.Spec.Queue != nil && strandedItems(&qj.Status) {
+		return false
+	}
 	if left := ttlRemaining(qj.Status.CompletionTime.Time, *ttl, now); left > 0 {
 		requeue(left)
 		return false

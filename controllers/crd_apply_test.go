@@ -26,7 +26,7 @@ var _ = Describe("The QueueJob CRD", func() {
 	BeforeEach(func() {
 		path, err := exec.LookPath("kubectl")
 		if err != nil {
-			Skip("these specs need kubectl on PATH: " + err.Error())
+			Fail("these specs need kubectl on PATH (Debian's kubernetes-client, or a kubectl built from source): " + err.Error())
 		}
 		kubeconfig := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
 		Expect(os.WriteFile(kubeconfig, testEnv.KubeConfig, 0o600)).To(Succeed())

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -74,9 +75,13 @@ func desiredJob(qj *qjv1.QueueJob, wave int32, size jobSizing, env []corev1.EnvV
 		labels = map[string]string{}
 	}
 	maps.Copy(labels, ours)
-	annotations := jt.Annotations
-	if annotations == nil {
-		annotations = map[string]string{}
+	annotations := map[string]string{}
+	for k, v := range jt.Annotations {
+		// The operator's annotations say what it did to a Job (batch.queuejob.io/wave-ended
+		// ends a wave): a template never sets them. Admission refuses them too.
+		if !strings.HasPrefix(k, qjv1.GroupVersion.Group+"/") {
+			annotations[k] = v
+		}
 	}
 	suspend := qj.Spec.IsSuspended()
 	annotations[qjv1.AnnotationSuspend] = strconv.FormatBool(suspend)

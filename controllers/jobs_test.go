@@ -218,6 +218,14 @@ func TestDesiredJob(t *testing.T) {
 			},
 		},
 		{
+			name: "a template annotation with the operator's prefix never reaches the Job", wave: 1,
+			mutate: func(q *qjv1.QueueJob) {
+				q.Spec.JobTemplate.Annotations = map[string]string{qjv1.AnnotationWaveEnded: "2026-01-01T00:00:00Z", "keep": "me"}
+			},
+			size: jobSizing{completions: ptr.To[int32](1), parallelism: 1},
+			want: func(j *batchv1.Job) { j.Annotations["keep"] = "me" },
+		},
+		{
 			name: "a user label with the operator's key is overridden", wave: 1,
 			mutate: func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Template.Labels[qjv1.LabelQueueJob] = "someone-else" },
 			size:   jobSizing{completions: ptr.To[int32](1), parallelism: 1},

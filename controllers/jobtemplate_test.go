@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
 )
 
 // liveJob reads a Job from the API server.
@@ -150,6 +151,17 @@ var _ = Describe("The Job template", func() {
 		Eventually(getQJ(ns, "tmpl"), timeout, interval).Should(cond(qjv1.ConditionUpToDate, metav1.ConditionTrue, qjv1.ReasonUpToDate))
 	})
 
+	It("says which QueueJob holds the name when a plain Job and a wave would share it", func() {
+		Expect(k8s.Create(suiteCtx, queueJob(ns, "a-1"))).To(Succeed())
+		Eventually(getQJ(ns, "a-1"), timeout, interval).Should(HaveField("Status.JobName", "a-1"))
+		c := redisClient(redisSrv.Addr())
+		key := "clash-" + ns
+		Expect(c.RPush(suiteCtx, key, "x").Err()).To(Succeed())
+		Expect(k8s.Create(suiteCtx, redisQJ(ns, "a", redisSrv.Addr(), key))).To(Succeed())
+		Eventually(getQJ(ns, "a"), timeout, interval).Should(cond(qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonJobCreateError))
+		Expect(condition(getQJ(ns, "a")(Default), qjv1.ConditionProgressing).Message).To(ContainSubstring("belongs to QueueJob a-1"))
+	})
+
 	It("lets a QueueJob whose Job was never created fix its template, and refuses template changes once the Job exists", func() {
 		qj := queueJob(ns, "pi", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Name = "Not_A_DNS_Label" })
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
@@ -193,6 +205,28 @@ var _ = Describe("A QueueJob's own TTL", func() {
 			g.Expect(cur.DeletionTimestamp).NotTo(BeNil())
 			g.Expect(cur.Finalizers).To(ContainElement(metav1.FinalizerDeleteDependents))
 		}, timeout, interval).Should(Succeed())
+	})
+
+	It("waits until a Failed QueueJob has returned its dead workers' items to the queue", func() {
+		c := redisClient(redisSrv.Addr())
+		key := "strand-" + ns
+		Expect(c.RPush(suiteCtx, key, "a", "b").Err()).To(Succeed())
+		qj := redisQJ(ns, "st", redisSrv.Addr(), key, func(q *qjv1.QueueJob) {
+			q.Spec.Mode = qjv1.ModeWorkerPool
+			q.Spec.TTLSecondsAfterFinished = ptr.To[int32](0)
+		})
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		job := theJob(qj)
+		rediswqLease(c, key, "dead-worker", 2*time.Second)
+		finishJob(job, false, time.Now(), 0, 1, "BackoffLimitExceeded")
+		Eventually(func() int64 { return c.LLen(suiteCtx, queue.ProcessingKey(key)).Val() }, 2*timeout, time.Second).
+			Should(BeZero(), "the dead worker's item stays in <key>:processing for good")
+		Eventually(func(g Gomega) bool {
+			cur := &qjv1.QueueJob{}
+			err := k8s.Get(suiteCtx, client.ObjectKeyFromObject(qj), cur)
+			return apierrors.IsNotFound(err) || cur.DeletionTimestamp != nil
+		}, timeout, interval).Should(BeTrue(), "the QueueJob expires once its items are back")
+		Expect(c.LLen(suiteCtx, key).Val()).To(BeEquivalentTo(2))
 	})
 
 	It("keeps a finished QueueJob without one", func() {
@@ -263,7 +297,7 @@ var _ = Describe("kubectl get qj", func() {
 
 		path, err := exec.LookPath("kubectl")
 		if err != nil {
-			Skip("this spec needs kubectl on PATH: " + err.Error())
+			Fail("this spec needs kubectl on PATH (Debian's kubernetes-client, or a kubectl built from source): " + err.Error())
 		}
 		kubeconfig := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
 		Expect(os.WriteFile(kubeconfig, testEnv.KubeConfig, 0o600)).To(Succeed())

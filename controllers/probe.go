@@ -98,9 +98,19 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 // strandedItems reports whether a finished QueueJob still has items in flight that its
 // probes must keep reaping: a Failed QueueJob's workers are gone, and the items they held
 // would otherwise stay in flight (in Redis's <key>:processing) for good. A Complete one
-// finished with nothing in flight.
+// finished with nothing in flight. Until a probe after the failure has counted them, the
+// items in flight are unknown: a worker may have taken one after the last probe and died
+// with its Job.
 func strandedItems(st *qjv1.QueueJobStatus) bool {
-	return meta.IsStatusConditionTrue(st.Conditions, qjv1.ConditionFailed) && st.Queue != nil && st.Queue.InFlight > 0
+	if !meta.IsStatusConditionTrue(st.Conditions, qjv1.ConditionFailed) {
+		return false
+	}
+	q := st.Queue
+	// Status times have whole seconds: a probe in the second of the failure may precede it.
+	if q == nil || q.LastProbeTime == nil || (st.CompletionTime != nil && !q.LastProbeTime.After(st.CompletionTime.Time)) {
+		return true
+	}
+	return q.InFlight > 0
 }
 
 func (r *QueueJobReconciler) probeOnce(ctx context.Context, s *scope, kind *queue.Kind, interval time.Duration) (queue.Counts, error) {

@@ -276,7 +276,7 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 		return err
 	}
 	in := waveInput{spec: &s.qj.Spec, current: s.current(), waves: s.waves(), counts: *s.probe.counts, now: s.now}
-	in.failedInARow, _ = failedInARow(&s.read.Status, in.current)
+	in.failedInARow, _ = failedInARow(&s.read.Status, s.jobs)
 	if in.current != nil && waveEnded(in.current) {
 		n, err := r.unfinishedPods(ctx, s, in.current)
 		if err != nil {
@@ -455,8 +455,11 @@ func (r *QueueJobReconciler) createJob(ctx context.Context, s *scope, job *batch
 		if !metav1.IsControlledBy(existing, s.qj) {
 			// That Job carries no label of ours, so nothing tells when it goes: look again
 			// on a slow schedule.
-			r.holdCreates(s, progressProblem{reason: qjv1.ReasonJobCreateError, message: fmt.Sprintf(
-				"Job %s already exists and does not belong to this QueueJob: delete or rename that Job", job.Name)})
+			msg := fmt.Sprintf("Job %s already exists and does not belong to this QueueJob: delete that Job (a QueueJob without a queue names its Job like itself, so the Job it replaces must go first), or rename this QueueJob", job.Name)
+			if owner := metav1.GetControllerOf(existing); owner != nil && owner.Kind == "QueueJob" && owner.APIVersion == qjv1.GroupVersion.String() {
+				msg = fmt.Sprintf("Job %s already exists and belongs to QueueJob %s (a QueueJob without a queue names its Job like itself, one with a queue names its waves <name>-<wave>): rename one of the two QueueJobs", job.Name, owner.Name)
+			}
+			r.holdCreates(s, progressProblem{reason: qjv1.ReasonJobCreateError, message: msg})
 			return nil
 		}
 		log.V(1).Info("Job already exists", "job", job.Name)
@@ -501,7 +504,15 @@ func (r *QueueJobReconciler) syncJob(ctx context.Context, s *scope) error {
 	if equality.Semantic.DeepEqual(job, want) {
 		return nil
 	}
-	if err := r.Patch(ctx, want, client.MergeFrom(job)); err != nil {
+	// With an optimistic lock: from a cache that has not seen the operator's own last
+	// patch, an unlocked patch would set again what another controller changed since.
+	err := r.Patch(ctx, want, client.MergeFromWithOptions(job, client.MergeFromWithOptimisticLock{}))
+	switch {
+	case apierrors.IsConflict(err):
+		logf.FromContext(ctx).V(1).Info("The Job changed since the cache saw it; will look again", "job", job.Name)
+		s.requeue(time.Second)
+		return nil
+	case err != nil:
 		return client.IgnoreNotFound(fmt.Errorf("updating Job %s: %w", job.Name, err))
 	}
 	logf.FromContext(ctx).Info("Updated Job", "job", job.Name, "suspend", ptr.Deref(want.Spec.Suspend, false), "parallelism", ptr.Deref(want.Spec.Parallelism, 1))

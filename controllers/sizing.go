@@ -112,22 +112,27 @@ func retriesFailedWave(spec *qjv1.QueueJobSpec, failedInARow int32) bool {
 }
 
 // failedInARow is how many waves have failed in a row, and the latest wave that count
-// covers: the status's count, plus the latest Job if it finished after the last wave the
-// status counted. A wave the operator ended is no failure, and no success either.
-func failedInARow(st *qjv1.QueueJobStatus, latest *batchv1.Job) (count, wave int32) {
+// covers: the status's count, carried on over every Job of a later wave that has finished
+// (in wave order). Every such Job counts, not only the latest: the reconcile that sees a
+// wave fail may start the next one at once, and if its status write is lost (a conflict, a
+// crash), the failed wave is no longer the latest. A wave the operator ended is no
+// failure, and no success either.
+func failedInARow(st *qjv1.QueueJobStatus, jobs []batchv1.Job) (count, wave int32) {
 	count, wave = st.ConsecutiveFailedWaves, st.LastFinishedWave
-	if latest == nil || waveEnded(latest) {
-		return count, wave
+	for i := range jobs {
+		j := &jobs[i]
+		w, c := jobWave(j), jobFinished(j)
+		if w <= wave || c == nil || waveEnded(j) {
+			continue
+		}
+		if c.Type == batchv1.JobFailed {
+			count++
+		} else {
+			count = 0
+		}
+		wave = w
 	}
-	c, w := jobFinished(latest), jobWave(latest)
-	switch {
-	case c == nil || w <= wave:
-		return count, wave
-	case c.Type == batchv1.JobFailed:
-		return count + 1, w
-	default:
-		return 0, w
-	}
+	return count, wave
 }
 
 // planRunning handles a running wave. A wave ends early once its queue has been drained
@@ -139,7 +144,8 @@ func failedInARow(st *qjv1.QueueJobStatus, latest *batchv1.Job) (count, wave int
 // the messages.
 func planRunning(in waveInput) wavePlan {
 	c := in.counts
-	if c.Ready > 0 || c.InFlight > 0 || c.InFlightUnknown {
+	// A wave that spec.suspend holds is paused, not stuck: the user resumes it.
+	if c.Ready > 0 || c.InFlight > 0 || c.InFlightUnknown || in.spec.IsSuspended() {
 		return wavePlan{}
 	}
 	since := in.now
@@ -160,7 +166,11 @@ func planRunning(in waveInput) wavePlan {
 // pods may count as failures), ended the same way: the operator stopped it.
 func planEnding(in waveInput) wavePlan {
 	job := in.current
-	if jobFinished(job) == nil && (job.Status.Active > 0 || ptr.Deref(job.Status.Terminating, 0) > 0 || in.endingPods > 0) {
+	// Another controller may resume the suspended Job: Kueue resumes every admitted Job
+	// that is suspended. Then waiting for its pods to stop would wait for ever: the Job is
+	// archived with the counts it has, and deleting it stops its pods.
+	resumed := !ptr.Deref(job.Spec.Suspend, false)
+	if jobFinished(job) == nil && !resumed && (job.Status.Active > 0 || ptr.Deref(job.Status.Terminating, 0) > 0 || in.endingPods > 0) {
 		return wavePlan{}
 	}
 	plan := wavePlan{archiveEnded: true}

@@ -117,6 +117,15 @@ func TestPlanWave(t *testing.T) {
 		{name: "a PerItem wave whose pods wait for items past the grace: end the wave",
 			in:   waveInput{spec: spec(qjv1.ModePerItem, ""), current: running, waves: 1, drainedSince: ago(30 * time.Second)},
 			want: want{endWave: true}},
+		{name: "a wave that spec.suspend holds is paused, not stuck: never ended",
+			in: waveInput{spec: spec(qjv1.ModePerItem, "", func(s *qjv1.QueueJobSpec) { s.Suspend = ptr.To(true) }), current: running, waves: 1, drainedSince: ago(time.Hour)}},
+		{name: "an ended wave that another controller (Kueue) resumed: archive it at once, its pods go with it",
+			in: waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: func() *batchv1.Job {
+				j := ended(2, 0, nil)
+				j.Spec.Suspend = ptr.To(false)
+				return j
+			}(), endingPods: 2, waves: 1},
+			want: want{archiveEnded: true, complete: qjv1.ReasonWorkersStopped}},
 		{name: "a PerItem wave whose pods hold items: it runs on",
 			in: waveInput{spec: spec(qjv1.ModePerItem, ""), current: running, waves: 1, drainedSince: ago(time.Hour), counts: queue.Counts{InFlight: 1}}},
 		{name: "a PerItem wave on RabbitMQ without the management API never ends on its own",

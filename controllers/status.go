@@ -65,7 +65,7 @@ func observe(in observeInput) qjv1.QueueJobStatus {
 	if !isFinished(&st) {
 		// The latest Job decides, even when this reconcile archives it.
 		if latest := latestUnarchived(in); latest != nil {
-			inARow, wave := failedInARow(&st, latest)
+			inARow, wave := failedInARow(&st, in.jobs)
 			if qj.Spec.Queue != nil {
 				st.ConsecutiveFailedWaves, st.LastFinishedWave = inARow, wave
 			}
@@ -172,6 +172,14 @@ func observe(in observeInput) qjv1.QueueJobStatus {
 // waits for the next wave.
 func observeUpToDate(st *qjv1.QueueJobStatus, gen int64, qj *qjv1.QueueJob, current *batchv1.Job, running bool) {
 	if running && !waveEnded(current) {
+		if h, ok := current.Annotations[qjv1.AnnotationTemplateHash]; ok && h != templateHash(&qj.Spec) && qj.Spec.Queue == nil {
+			// Admission refuses such a change once the status names the Job; this is one
+			// that came in before.
+			set(st, gen, qjv1.ConditionUpToDate, metav1.ConditionFalse, qjv1.ReasonNotApplied, fmt.Sprintf(
+				"spec.jobTemplate changed after Job %s was created from it: a QueueJob without a queue has no next wave, so the change has no effect; create a new QueueJob to run it",
+				current.Name), nil)
+			return
+		}
 		if h, ok := current.Annotations[qjv1.AnnotationTemplateHash]; ok && h != templateHash(&qj.Spec) {
 			set(st, gen, qjv1.ConditionUpToDate, metav1.ConditionFalse, qjv1.ReasonNextWave, fmt.Sprintf(
 				"The spec changed since Job %s started wave %d: the running wave keeps the spec it was built from; the next wave uses the new one",

@@ -66,8 +66,7 @@ var _ = Describe("QueueJob admission", func() {
 			withRabbitMQ(q)
 			q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](8)
 		}),
-		Entry("completions 0", "spec.jobTemplate.spec.completions", "between 1 and 100000", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](0) }),
-		Entry("completions over the maximum", "spec.jobTemplate.spec.completions", "between 1 and 100000", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](100001) }),
+		Entry("completions -1", "spec.jobTemplate.spec.completions", "0 or more", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](-1) }),
 		Entry("refill without a queue", "spec.refill", "remove spec.refill", func(q *qjv1.QueueJob) { q.Spec.Refill = qjv1.RefillContinuous }),
 		Entry("probe interval without a queue", "spec.probeIntervalSeconds", "remove spec.probeIntervalSeconds", func(q *qjv1.QueueJob) {
 			q.Spec.ProbeIntervalSeconds = ptr.To[int32](5)
@@ -168,15 +167,26 @@ var _ = Describe("QueueJob admission", func() {
 				Action: batchv1.PodFailurePolicyActionFailJob, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{42}},
 			}}}
 		}),
+		Entry("an operator annotation on the Job template", "spec.jobTemplate.metadata.annotations", "batch.queuejob.io/", func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Annotations = map[string]string{qjv1.AnnotationWaveEnded: "2026-01-01T00:00:00Z"}
+		}),
 		Entry("an Indexed WorkerPool", "spec.jobTemplate.spec.completionMode", "use mode PerItem", func(q *qjv1.QueueJob) {
 			withRedis(q)
 			q.Spec.Mode = qjv1.ModeWorkerPool
 			q.Spec.JobTemplate.Spec.CompletionMode = ptr.To(batchv1.IndexedCompletion)
 		}),
-		Entry("a QueueJob TTL under refill Continuous", "spec.ttlSecondsAfterFinished", "set spec.refill to Once", func(q *qjv1.QueueJob) {
+		Entry("successPolicy without Indexed", "spec.jobTemplate.spec.successPolicy", "completionMode Indexed", func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Spec.SuccessPolicy = &batchv1.SuccessPolicy{Rules: []batchv1.SuccessPolicyRule{{SucceededCount: ptr.To[int32](1)}}}
+		}),
+		Entry("backoffLimitPerIndex in a WorkerPool", "spec.jobTemplate.spec.backoffLimitPerIndex", "completionMode Indexed", func(q *qjv1.QueueJob) {
 			withRedis(q)
-			q.Spec.Refill = qjv1.RefillContinuous
-			q.Spec.TTLSecondsAfterFinished = ptr.To[int32](60)
+			q.Spec.Mode = qjv1.ModeWorkerPool
+			q.Spec.JobTemplate.Spec.BackoffLimitPerIndex = ptr.To[int32](1)
+		}),
+		Entry("maxFailedIndexes without backoffLimitPerIndex", "spec.jobTemplate.spec.maxFailedIndexes", "needs backoffLimitPerIndex", func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Spec.CompletionMode = ptr.To(batchv1.IndexedCompletion)
+			q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](3)
+			q.Spec.JobTemplate.Spec.MaxFailedIndexes = ptr.To[int32](1)
 		}),
 		Entry("a negative QueueJob TTL", "spec.ttlSecondsAfterFinished", "greater than or equal to 0", func(q *qjv1.QueueJob) {
 			q.Spec.TTLSecondsAfterFinished = ptr.To[int32](-1)
@@ -235,6 +245,12 @@ var _ = Describe("QueueJob admission", func() {
 			jt.Spec.SuccessPolicy = &batchv1.SuccessPolicy{Rules: []batchv1.SuccessPolicyRule{{SucceededCount: ptr.To[int32](1)}}}
 		}),
 		Entry("a one-shot QueueJob that deletes itself", func(q *qjv1.QueueJob) { q.Spec.TTLSecondsAfterFinished = ptr.To[int32](0) }),
+		Entry("a refill Continuous QueueJob that deletes itself once it failed", func(q *qjv1.QueueJob) {
+			withRedis(q)
+			q.Spec.Refill = qjv1.RefillContinuous
+			q.Spec.TTLSecondsAfterFinished = ptr.To[int32](600)
+		}),
+		Entry("a plain Job of more than 100 000 completions, as a Job allows", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](200000) }),
 		Entry("a 63-character name", func(q *qjv1.QueueJob) { q.Name = strings.Repeat("a", 63) }),
 		Entry("zero TTLs", func(q *qjv1.QueueJob) {
 			q.Spec.Cleanup = &qjv1.CleanupPolicy{TTLSecondsAfterFinished: ptr.To[int32](0), PodTTLSecondsAfterFinished: ptr.To[int32](0)}

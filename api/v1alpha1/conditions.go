@@ -43,6 +43,7 @@ const (
 	ReasonProbed          = "Probed"
 	ReasonProbeFailed     = "ProbeFailed"
 	ReasonNextWave        = "NextWave"
+	ReasonNotApplied      = "NotApplied"
 	ReasonUpToDate        = "UpToDate"
 	ReasonHeldByOther     = "JobSuspendedByAnother"
 )
@@ -74,10 +75,11 @@ const (
 	// number (1 for a QueueJob without a queue).
 	LabelWave = "batch.queuejob.io/wave"
 
-	// AnnotationWaveEnded is set, with the time, on the Job of a WorkerPool wave that the
-	// operator ends because its workers outlived the drained queue. The operator suspends
-	// that Job (the Job controller stops its pods), waits until its pods have stopped and
-	// are counted, then archives and deletes it.
+	// AnnotationWaveEnded is set, with the time, on the Job of a wave that the operator
+	// ends because its pods outlived the drained queue. The operator suspends that Job (the
+	// Job controller stops its pods), waits until its pods have stopped and are counted,
+	// then archives and deletes it; if another controller (Kueue) resumes the Job, it is
+	// archived and deleted at once, and its pods with it.
 	AnnotationWaveEnded = "batch.queuejob.io/wave-ended"
 
 	// AnnotationSuspend and AnnotationParallelism record, on a Job, the suspend and

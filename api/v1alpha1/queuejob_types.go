@@ -15,7 +15,8 @@ const (
 	// completions are sized from the queue depth (the Kubernetes docs' "coarse
 	// parallel processing").
 	ModePerItem Mode = "PerItem"
-	// ModeWorkerPool runs spec.parallelism workers that drain the queue;
+	// ModeWorkerPool runs up to spec.jobTemplate.spec.parallelism workers that
+	// drain the queue;
 	// completions are unset and the QueueJob completes when the queue is empty
 	// and nothing is in flight (the Kubernetes docs' "fine parallel
 	// processing").
@@ -78,7 +79,6 @@ const (
 // +kubebuilder:validation:XValidation:rule="!has(self.successfulWavesHistoryLimit) || has(self.queue)",fieldPath=".successfulWavesHistoryLimit",message="spec.successfulWavesHistoryLimit applies only to a QueueJob with spec.queue: remove it or set spec.queue"
 // +kubebuilder:validation:XValidation:rule="!has(self.consecutiveFailedWavesLimit) || (has(self.queue) && has(self.refill) && self.refill == 'Continuous')",fieldPath=".consecutiveFailedWavesLimit",message="spec.consecutiveFailedWavesLimit applies only with spec.refill Continuous (a refill Once QueueJob fails with its first failed wave): remove it or set spec.refill to Continuous"
 // +kubebuilder:validation:XValidation:rule="!has(self.failedWavesHistoryLimit) || has(self.queue)",fieldPath=".failedWavesHistoryLimit",message="spec.failedWavesHistoryLimit applies only to a QueueJob with spec.queue: remove it or set spec.queue"
-// +kubebuilder:validation:XValidation:rule="!has(self.ttlSecondsAfterFinished) || !has(self.refill) || self.refill == 'Once'",fieldPath=".ttlSecondsAfterFinished",message="spec.ttlSecondsAfterFinished applies only to a QueueJob that finishes: a refill Continuous QueueJob never does; remove it or set spec.refill to Once"
 // +kubebuilder:validation:XValidation:rule="has(self.queue) == has(oldSelf.queue)",fieldPath=".queue",message="spec.queue cannot be added or removed after creation: create a new QueueJob instead"
 // +kubebuilder:validation:XValidation:rule="(has(self.mode) ? self.mode : 'PerItem') == (has(oldSelf.mode) ? oldSelf.mode : 'PerItem')",fieldPath=".mode",message="spec.mode is immutable: create a new QueueJob to change it"
 type QueueJobSpec struct {
@@ -189,9 +189,11 @@ type QueueJobSpec struct {
 	Cleanup *CleanupPolicy `json:"cleanup,omitempty"`
 
 	// ttlSecondsAfterFinished deletes the QueueJob itself, with its Jobs and
-	// pods, this many seconds after it finished, as a Job's
-	// ttlSecondsAfterFinished does. Its status goes with it. Not with refill
-	// Continuous, which never finishes. Without it the QueueJob stays.
+	// pods, this many seconds after it finished (Complete or Failed; a refill
+	// Continuous QueueJob only finishes when it fails), as a Job's
+	// ttlSecondsAfterFinished does. Its status goes with it. A Failed QueueJob
+	// whose dead workers still hold items waits until it has returned them to
+	// the queue. Without it the QueueJob stays.
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=2147483647
 	// +optional
@@ -202,8 +204,9 @@ type QueueJobSpec struct {
 type JobTemplateSpec struct {
 	// metadata holds the labels and annotations of every Job the QueueJob
 	// creates (Kueue's kueue.x-k8s.io/queue-name, cost labels, ...). Labels
-	// under batch.queuejob.io/ are the operator's.
+	// and annotations under batch.queuejob.io/ are the operator's.
 	// +kubebuilder:validation:XValidation:rule=`!has(self.labels) || !self.labels.exists(k, k.startsWith('batch.queuejob.io/'))`,message="spec.jobTemplate.metadata.labels must not use the prefix batch.queuejob.io/: the operator sets those labels"
+	// +kubebuilder:validation:XValidation:rule=`!has(self.annotations) || !self.annotations.exists(k, k.startsWith('batch.queuejob.io/'))`,message="spec.jobTemplate.metadata.annotations must not use the prefix batch.queuejob.io/: the operator sets those annotations"
 	// +optional
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
@@ -211,7 +214,10 @@ type JobTemplateSpec struct {
 	// manualSelector, suspend, ttlSecondsAfterFinished and, with spec.queue,
 	// completions.
 	// +kubebuilder:validation:XValidation:rule="!has(self.parallelism) || (self.parallelism >= 1 && self.parallelism <= 100000)",fieldPath=".parallelism",message="spec.jobTemplate.spec.parallelism must be between 1 and 100000 (to stop the pods, set spec.suspend)"
-	// +kubebuilder:validation:XValidation:rule="!has(self.completions) || (self.completions >= 1 && self.completions <= 100000)",fieldPath=".completions",message="spec.jobTemplate.spec.completions must be between 1 and 100000"
+	// +kubebuilder:validation:XValidation:rule="!has(self.completions) || self.completions >= 0",fieldPath=".completions",message="spec.jobTemplate.spec.completions must be 0 or more"
+	// +kubebuilder:validation:XValidation:rule="!has(self.successPolicy) || (has(self.completionMode) && self.completionMode == 'Indexed')",fieldPath=".successPolicy",message="spec.jobTemplate.spec.successPolicy needs completionMode Indexed, as in a Job (and so mode PerItem or no queue)"
+	// +kubebuilder:validation:XValidation:rule="!has(self.backoffLimitPerIndex) || (has(self.completionMode) && self.completionMode == 'Indexed')",fieldPath=".backoffLimitPerIndex",message="spec.jobTemplate.spec.backoffLimitPerIndex needs completionMode Indexed, as in a Job (and so mode PerItem or no queue)"
+	// +kubebuilder:validation:XValidation:rule="!has(self.maxFailedIndexes) || has(self.backoffLimitPerIndex)",fieldPath=".maxFailedIndexes",message="spec.jobTemplate.spec.maxFailedIndexes needs backoffLimitPerIndex, as in a Job"
 	// +kubebuilder:validation:XValidation:rule="!has(self.backoffLimit) || self.backoffLimit >= 0",fieldPath=".backoffLimit",message="spec.jobTemplate.spec.backoffLimit must be 0 or more"
 	// +kubebuilder:validation:XValidation:rule="!has(self.activeDeadlineSeconds) || self.activeDeadlineSeconds >= 1",fieldPath=".activeDeadlineSeconds",message="spec.jobTemplate.spec.activeDeadlineSeconds must be 1 or more"
 	// +kubebuilder:validation:XValidation:rule="!has(self.podFailurePolicy) || (has(self.template.spec) && has(self.template.spec.restartPolicy) && self.template.spec.restartPolicy == 'Never')",fieldPath=".podFailurePolicy",message="spec.jobTemplate.spec.podFailurePolicy needs spec.jobTemplate.spec.template.spec.restartPolicy Never, as in a Job"
@@ -428,8 +434,8 @@ type QueueJobStatus struct {
 	// +optional
 	Duration string `json:"duration,omitempty"`
 
-	// conditions: Complete, Failed, Suspended, Progressing and, with a queue,
-	// QueueReachable.
+	// conditions: Complete, Failed, Suspended, Progressing, UpToDate and, with
+	// a queue, QueueReachable.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -524,8 +530,8 @@ type QueueStatus struct {
 	// +optional
 	Reclaimed int64 `json:"reclaimed,omitempty"`
 
-	// drainedSince is when a WorkerPool's queue was first seen with no ready and
-	// no in-flight items while its workers still ran.
+	// drainedSince is when the queue was first seen with no ready and no
+	// in-flight items while the running wave's pods still ran.
 	// +optional
 	DrainedSince *metav1.Time `json:"drainedSince,omitempty"`
 }
