@@ -1,6 +1,14 @@
 package controllers
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -283,5 +291,106 @@ func TestDesiredParallelism(t *testing.T) {
 				t.Errorf("desiredParallelism = %d, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestWaveTableNamesTests keeps the README's wave state machine table honest: every row
+// names at least one test, and every test it names exists: a Go test function (and, for
+// TestName/"case", a string literal "case" inside it), or a Ginkgo It("text").
+func TestWaveTableNamesTests(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n### The wave state machine\n")
+	if !ok {
+		t.Fatal(`README.md has no "### The wave state machine" section`)
+	}
+	if end := strings.Index(section, "\n#"); end >= 0 {
+		section = section[:end]
+	}
+
+	// What the test files define: functions with the string literals in each, and It texts.
+	funcs := map[string]map[string]bool{}
+	its := map[string]bool{}
+	files, err := filepath.Glob("*_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	for _, name := range files {
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			if fd, ok := d.(*ast.FuncDecl); ok && fd.Recv == nil {
+				lits := map[string]bool{}
+				ast.Inspect(fd, func(n ast.Node) bool {
+					if bl, ok := n.(*ast.BasicLit); ok && bl.Kind == token.STRING {
+						if s, err := strconv.Unquote(bl.Value); err == nil {
+							lits[s] = true
+						}
+					}
+					return true
+				})
+				funcs[fd.Name.Name] = lits
+			}
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok || len(call.Args) == 0 {
+				return true
+			}
+			if id, ok := call.Fun.(*ast.Ident); ok && id.Name == "It" {
+				if bl, ok := call.Args[0].(*ast.BasicLit); ok && bl.Kind == token.STRING {
+					if s, err := strconv.Unquote(bl.Value); err == nil {
+						its[s] = true
+					}
+				}
+			}
+			return true
+		})
+	}
+
+	refRE := regexp.MustCompile("`([^`]+)`")
+	goRE := regexp.MustCompile(`^(Test\w+)(?:/"(.+)")?$`)
+	itRE := regexp.MustCompile(`^It\("(.+)"\)$`)
+	rows := 0
+	for _, line := range strings.Split(section, "\n") {
+		if !strings.HasPrefix(line, "|") || strings.HasPrefix(line, "|---") || strings.HasPrefix(line, "| state |") {
+			continue
+		}
+		rows++
+		cells := strings.Split(strings.Trim(line, "| "), " | ")
+		if len(cells) != 5 {
+			t.Errorf("row with %d cells, want 5 (state | event | action | next state | test): %s", len(cells), line)
+			continue
+		}
+		refs := refRE.FindAllStringSubmatch(cells[4], -1)
+		if len(refs) == 0 {
+			t.Errorf("row names no test: %s", line)
+		}
+		for _, ref := range refs {
+			switch g, it := goRE.FindStringSubmatch(ref[1]), itRE.FindStringSubmatch(ref[1]); {
+			case it != nil:
+				if !its[it[1]] {
+					t.Errorf("no Ginkgo spec It(%q), named in the row %q", it[1], cells[0]+" | "+cells[1])
+				}
+			case g != nil:
+				lits, ok := funcs[g[1]]
+				switch {
+				case !ok:
+					t.Errorf("no test function %s, named in the row %q", g[1], cells[0]+" | "+cells[1])
+				case g[2] != "" && !lits[g[2]]:
+					t.Errorf("%s has no case %q, named in the row %q", g[1], g[2], cells[0]+" | "+cells[1])
+				}
+			default:
+				t.Errorf("cannot read the test reference %q in the row %q", ref[1], cells[0]+" | "+cells[1])
+			}
+		}
+	}
+	if rows == 0 {
+		t.Error("the wave state machine section has no table rows")
 	}
 }
