@@ -223,6 +223,27 @@ func TestTransitions(t *testing.T) {
 			want: []string{qjv1.EventSpecPending}},
 		{name: "a spec change still waits", old: st(c(qjv1.ConditionUpToDate, "False", qjv1.ReasonNextWave)), cur: st(c(qjv1.ConditionUpToDate, "False", qjv1.ReasonNextWave))},
 		{name: "finished is no Progressing warning", old: st(c(qjv1.ConditionProgressing, "True", "JobRunning")), cur: st(c(qjv1.ConditionProgressing, "False", qjv1.ReasonFinished))},
+		// The wave state machine (README, "The wave state machine").
+		{name: "a wave failed under refill Continuous below the limit: WaveFailed",
+			old:  &qjv1.QueueJobStatus{Conditions: []metav1.Condition{c(qjv1.ConditionFailed, "False", qjv1.ReasonNotFinished)}},
+			cur:  &qjv1.QueueJobStatus{ConsecutiveFailedWaves: 1, LastFinishedWave: 1, Conditions: []metav1.Condition{c(qjv1.ConditionFailed, "False", qjv1.ReasonNotFinished)}},
+			want: []string{qjv1.EventWaveFailed}},
+		{name: "the failed wave that reaches the limit: Failed, no WaveFailed",
+			old:  &qjv1.QueueJobStatus{ConsecutiveFailedWaves: 1, Conditions: []metav1.Condition{c(qjv1.ConditionFailed, "False", qjv1.ReasonNotFinished)}},
+			cur:  &qjv1.QueueJobStatus{ConsecutiveFailedWaves: 2, Conditions: []metav1.Condition{c(qjv1.ConditionFailed, "True", "BackoffLimitExceeded")}},
+			want: []string{qjv1.EventFailed}},
+		{name: "a successful wave resets the count: no event",
+			old: &qjv1.QueueJobStatus{ConsecutiveFailedWaves: 1}, cur: &qjv1.QueueJobStatus{ConsecutiveFailedWaves: 0}},
+		{name: "a probe failed: QueueUnreachable", old: st(c(qjv1.ConditionQueueReachable, "True", qjv1.ReasonProbed)), cur: st(c(qjv1.ConditionQueueReachable, "False", "ConnectionFailed")),
+			want: []string{qjv1.EventQueueUnreachable}},
+		{name: "a probe failed for another reason: QueueUnreachable again", old: st(c(qjv1.ConditionQueueReachable, "False", "ConnectionFailed")), cur: st(c(qjv1.ConditionQueueReachable, "False", "AuthFailed")),
+			want: []string{qjv1.EventQueueUnreachable}},
+		{name: "a probe succeeded again: QueueReachable", old: st(c(qjv1.ConditionQueueReachable, "False", "ConnectionFailed")), cur: st(c(qjv1.ConditionQueueReachable, "True", qjv1.ReasonProbed)),
+			want: []string{qjv1.EventQueueReachable}},
+		{name: "completed while suspended: Completed, no Resumed",
+			old:  st(c(qjv1.ConditionComplete, "False", qjv1.ReasonNotFinished), c(qjv1.ConditionSuspended, "True", qjv1.ReasonSuspended)),
+			cur:  st(c(qjv1.ConditionComplete, "True", qjv1.ReasonQueueDrained), c(qjv1.ConditionSuspended, "False", qjv1.ReasonNotSuspended)),
+			want: []string{qjv1.EventCompleted}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
