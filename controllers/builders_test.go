@@ -145,3 +145,14 @@ func jobPod(job *batchv1.Job, name string, phase corev1.PodPhase, finishedAt tim
 	Expect(k8s.Status().Update(suiteCtx, pod)).To(Succeed())
 	return pod
 }
+
+// podsStopped plays the Job controller once the pods of a suspended Job have stopped: none
+// active, ready or terminating, succeeded of them counted as succeeded.
+func podsStopped(job *batchv1.Job, succeeded int32) {
+	Eventually(func(g Gomega) {
+		cur := &batchv1.Job{}
+		g.Expect(k8s.Get(suiteCtx, client.ObjectKeyFromObject(job), cur)).To(Succeed())
+		cur.Status.Active, cur.Status.Ready, cur.Status.Terminating, cur.Status.Succeeded = 0, ptr.To[int32](0), ptr.To[int32](0), succeeded
+		g.Expect(k8s.Status().Update(suiteCtx, cur)).To(Succeed())
+	}, timeout, interval).Should(Succeed())
+}

@@ -268,11 +268,7 @@ var _ = Describe("A PerItem wave whose items another consumer took", func() {
 			ConsistOf(HaveField("Note", ContainSubstring("another consumer"))))
 
 		By("the Job controller stopping the two waiting pods")
-		Eventually(func(g Gomega) {
-			cur := liveJob(g, job)
-			cur.Status.Active, cur.Status.Ready, cur.Status.Terminating, cur.Status.Succeeded = 0, ptr.To[int32](0), ptr.To[int32](0), 1
-			g.Expect(k8s.Status().Update(suiteCtx, cur)).To(Succeed())
-		}, timeout, interval).Should(Succeed())
+		podsStopped(job, 1)
 		Eventually(getQJ(ns, "thief"), timeout, interval).Should(SatisfyAll(
 			cond(qjv1.ConditionComplete, metav1.ConditionTrue, qjv1.ReasonWorkersStopped),
 			HaveField("Status.Succeeded", BeEquivalentTo(1)),

@@ -290,12 +290,7 @@ var _ = Describe("QueueJob with a queue", func() {
 		}, 3*time.Second, 300*time.Millisecond).Should(cond(qjv1.ConditionComplete, metav1.ConditionFalse, qjv1.ReasonNotFinished))
 
 		By("the Job controller stopping both workers, which exit 0 on SIGTERM, and counting them")
-		Eventually(func(g Gomega) {
-			cur := &batchv1.Job{}
-			g.Expect(k8s.Get(suiteCtx, client.ObjectKeyFromObject(job), cur)).To(Succeed())
-			cur.Status.Active, cur.Status.Ready, cur.Status.Terminating, cur.Status.Succeeded = 0, ptr.To[int32](0), ptr.To[int32](0), 2
-			g.Expect(k8s.Status().Update(suiteCtx, cur)).To(Succeed())
-		}, timeout, interval).Should(Succeed())
+		podsStopped(job, 2)
 		Eventually(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(job), &batchv1.Job{}) }, timeout, interval).
 			Should(Satisfy(apierrors.IsNotFound), "the ended Job is deleted once its pods are counted")
 		Eventually(getQJ(ns, "stuck"), timeout, interval).Should(SatisfyAll(

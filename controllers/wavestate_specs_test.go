@@ -67,11 +67,7 @@ var _ = Describe("The wave state machine", func() {
 		By("an item arriving while the ended wave's worker stops, then the Job controller counting it")
 		Expect(c.RPush(suiteCtx, key, "b").Err()).To(Succeed())
 		Eventually(getQJ(ns, "refill"), timeout, interval).Should(HaveField("Status.Queue.Ready", BeEquivalentTo(1)))
-		Eventually(func(g Gomega) {
-			cur := liveJob(g, first)
-			cur.Status.Active, cur.Status.Ready, cur.Status.Terminating, cur.Status.Succeeded = 0, ptr.To[int32](0), ptr.To[int32](0), 1
-			g.Expect(k8s.Status().Update(suiteCtx, cur)).To(Succeed())
-		}, timeout, interval).Should(Succeed())
+		podsStopped(first, 1)
 
 		Eventually(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(first), &batchv1.Job{}) }, timeout, interval).
 			Should(Satisfy(apierrors.IsNotFound), "the ended Job is archived and deleted once its pods are counted")
