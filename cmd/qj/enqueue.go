@@ -92,12 +92,12 @@ items.`,
 }
 
 func (e *enqueueOptions) run(ctx context.Context, args []string) error {
+	if standalone := e.queue.standalone(); e.file == "" && ((standalone && len(args) == 0) || (!standalone && len(args) == 1)) {
+		return fmt.Errorf("no items: give them as arguments after the QueueJob's name, or with -f FILE (-f - for standard input)")
+	}
 	t, rest, err := e.resolveTarget(ctx, &e.queue, args)
 	if err != nil {
 		return err
-	}
-	if len(rest) == 0 && e.file == "" {
-		return fmt.Errorf("no items: give them as arguments after the QueueJob's name, or with -f FILE (-f - for standard input)")
 	}
 	sources := chainItems{&argItems{args: rest, jsonLines: e.jsonLines}}
 	switch e.file {
@@ -147,7 +147,7 @@ func (e *enqueueOptions) run(ctx context.Context, args []string) error {
 	res.Enqueued = pushed
 	if err != nil {
 		if pushed > 0 || unsure > 0 {
-			return fmt.Errorf("%s: %d items enqueued before the error, %d more may or may not have been: %w", t.where(), pushed, unsure, err)
+			return fmt.Errorf("%s: %s enqueued before the error, %d more may or may not have been: %w", t.where(), plural(pushed, "item"), unsure, err)
 		}
 		return fmt.Errorf("%s: %w", t.where(), err)
 	}
@@ -163,7 +163,7 @@ func (e *enqueueOptions) run(ctx context.Context, args []string) error {
 		case "LPUSH":
 			order = " (LPUSH at the head: workers take them in the order given)"
 		}
-		fmt.Fprintf(w, "Enqueued %d items into %s%s%s\n", pushed, t.where(), of, order)
+		fmt.Fprintf(w, "Enqueued %s into %s%s%s\n", plural(pushed, "item"), t.where(), of, order)
 	})
 }
 
@@ -177,8 +177,11 @@ func (e *enqueueOptions) rabbit(ctx context.Context, t *target, items itemSource
 		return 0, 0, fmt.Errorf("%w; or pass --declare to declare a durable queue", err)
 	case err != nil && !missing:
 		hint := ""
-		if queue.ReasonOf(err) == queue.ReasonConnectionFailed {
+		switch queue.ReasonOf(err) {
+		case queue.ReasonConnectionFailed:
 			hint = t.hint()
+		case queue.ReasonAuthFailed:
+			hint = t.authHint()
 		}
 		return 0, 0, fmt.Errorf("%w%s", err, hint)
 	}
@@ -193,4 +196,12 @@ func (e *enqueueOptions) rabbit(ctx context.Context, t *target, items itemSource
 		}
 	}
 	return rabbitEnqueue(ctx, conn, t.RabbitMQ.Queue, items, prog)
+}
+
+// plural is "1 item", "2 items".
+func plural(n int64, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }

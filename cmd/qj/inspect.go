@@ -111,8 +111,11 @@ func (in *inspectOptions) rabbit(ctx context.Context, t *target) (*rabbitInspect
 	counts, err := rabbitProbe(ctx, t, t.RabbitMQ.Queue, true, in.timeout)
 	if err != nil {
 		hint := ""
-		if queue.ReasonOf(err) == queue.ReasonConnectionFailed {
+		switch queue.ReasonOf(err) {
+		case queue.ReasonConnectionFailed:
 			hint = t.hint()
+		case queue.ReasonAuthFailed:
+			hint = t.authHint()
 		}
 		return nil, fmt.Errorf("%s: %w%s", t.where(), err, hint)
 	}

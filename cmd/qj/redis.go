@@ -45,8 +45,11 @@ func redisPreflight(ctx context.Context, t *target, timeout time.Duration) (queu
 	counts, err := b.Probe(ctx)
 	if err != nil {
 		hint := ""
-		if queue.ReasonOf(err) == queue.ReasonConnectionFailed {
+		switch queue.ReasonOf(err) {
+		case queue.ReasonConnectionFailed:
 			hint = t.hint()
+		case queue.ReasonAuthFailed:
+			hint = t.authHint()
 		}
 		return counts, fmt.Errorf("%s: %w%s", t.where(), err, hint)
 	}

@@ -393,5 +393,3 @@ func (s *statusOptions) human(w io.Writer, r *statusResult) {
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
-
-

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -97,6 +98,8 @@ type target struct {
 	// fromQueueJob says the address came from the QueueJob (not a flag): the cluster's
 	// Service names rarely resolve here, and messages say how to get through.
 	fromQueueJob bool
+	// credsFlag names the flag the credentials came from, empty if from the QueueJob.
+	credsFlag string
 }
 
 // where names the queue in messages and tables, without credentials.
@@ -117,7 +120,7 @@ func (t *target) hint() string {
 	}
 	svc := "the Service of the queue server"
 	if t.Redis != nil {
-		svc = "svc/" + hostOnly(t.Redis.Address)
+		svc = "svc/" + serviceOf(t.Redis.Address)
 		return fmt.Sprintf(": the QueueJob's address is likely only reachable inside the cluster; run kubectl port-forward -n %s %s 6379:%s and pass --redis-address 127.0.0.1:6379",
 			t.Namespace, svc, portOnly(t.Redis.Address))
 	}
@@ -174,7 +177,7 @@ func (o *options) resolveTarget(ctx context.Context, f *queueFlags, args []strin
 	if err != nil {
 		return nil, nil, err
 	}
-	t := &target{Namespace: ns, Name: name, Backend: kind.Name}
+	t := &target{Namespace: ns, Name: name, Backend: kind.Name, credsFlag: f.credsFlag()}
 	switch {
 	case qj.Spec.Queue.Redis != nil:
 		t.Redis, t.fromQueueJob, err = f.redisFromQueueJob(qj.Spec.Queue.Redis, src)
@@ -291,7 +294,7 @@ func (f *queueFlags) flagTarget() (*target, error) {
 			}
 			o.TLS = cfg
 		}
-		return &target{Backend: queue.RedisKind.Name, Redis: o}, nil
+		return &target{Backend: queue.RedisKind.Name, Redis: o, credsFlag: f.credsFlag()}, nil
 	}
 	url, err := f.rabbitURLFlag()
 	if err != nil {
@@ -309,7 +312,28 @@ func (f *queueFlags) flagTarget() (*target, error) {
 		}
 		o.TLS = cfg
 	}
-	return &target{Backend: queue.RabbitMQKind.Name, RabbitMQ: o}, nil
+	return &target{Backend: queue.RabbitMQKind.Name, RabbitMQ: o, credsFlag: f.credsFlag()}, nil
+}
+
+// credsFlag names the flag that gives the credentials, if one does.
+func (f *queueFlags) credsFlag() string {
+	switch {
+	case f.redisPasswordEnv != "":
+		return "--redis-password-env " + f.redisPasswordEnv
+	case f.rabbitURLEnv != "":
+		return "--rabbitmq-url-env " + f.rabbitURLEnv
+	case f.rabbitURL != "":
+		return "--rabbitmq-url"
+	}
+	return ""
+}
+
+// authHint is what to add to an AuthFailed error.
+func (t *target) authHint() string {
+	if t.credsFlag == "" {
+		return ""
+	}
+	return " (the credentials came from " + t.credsFlag + ")"
 }
 
 func (f *queueFlags) rabbitURLFlag() (string, error) {
@@ -359,6 +383,19 @@ func hostOnly(addr string) string {
 		return h
 	}
 	return addr
+}
+
+// serviceOf guesses the Service behind a cluster address: the first label of
+// redis.ns.svc.cluster.local, a placeholder for an IP address.
+func serviceOf(addr string) string {
+	h := hostOnly(addr)
+	if net.ParseIP(h) != nil {
+		return "<redis-service>"
+	}
+	if i := strings.IndexByte(h, '.'); i > 0 {
+		return h[:i]
+	}
+	return h
 }
 
 func portOnly(addr string) string {
