@@ -111,7 +111,8 @@ func TestEnqueueThenInspectRedis(t *testing.T) {
 	if err := rc.LPush(ctx, queue.ProcessingKey(key), "orphan").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := rc.RPush(ctx, failedKey(key), "poison").Err(); err != nil {
+	// The dead-letter list is <key>:failed (issue 8), spelled out here to pin it.
+	if err := rc.RPush(ctx, key+":failed", "poison").Err(); err != nil {
 		t.Fatal(err)
 	}
 
