@@ -476,3 +476,51 @@ func TestEnqueueThenInspectRabbitMQ(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisTLSAndACLUser: a QueueJob whose Redis speaks only TLS, with the CA in a Secret,
+// and an ACL user; a CA that did not sign the server's certificate is refused with what
+// to check.
+func TestRedisTLSAndACLUser(t *testing.T) {
+	kc := needCluster(t)
+	ca, err := servers.NewCA("qj test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := servers.NewCA("another CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := servers.StartRedisWith(servers.RedisOptions{TLS: ca, Password: "unused-default-pw",
+		Users: []string{"alice on >" + redisPassword + " ~* +@all"}})
+	if err != nil {
+		t.Fatal("starting redis-server with TLS:", err)
+	}
+	t.Cleanup(srv.Close)
+	ns := newNamespace(t)
+	key := "tls-" + ns
+	qj := redisQueueJob(ns, "q", srv.Addr(), key, passwordRef())
+	qj.Spec.Queue.Redis.Username = "alice"
+	qj.Spec.Queue.Redis.TLS = &qjv1.TLSConfig{CASecretRef: &corev1.SecretKeySelector{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "redis-ca"}, Key: "ca.crt"}}
+	create(t, qj, secret(ns, "redis-auth", map[string]string{"password": redisPassword}),
+		secret(ns, "redis-ca", map[string]string{"ca.crt": string(ca.PEM()), "other.crt": string(other.PEM())}))
+
+	r1 := mustRun(t, "", "--kubeconfig", kc, "-n", ns, "enqueue", "q", "x", "y")
+	r2 := mustRun(t, "", "--kubeconfig", kc, "-n", ns, "inspect", "q", "-o", "json")
+	var res inspectResult
+	if err := json.Unmarshal([]byte(r2.out), &res); err != nil || res.Redis == nil {
+		t.Fatalf("inspect -o json: %v\n%s", err, r2.out)
+	}
+	if diff := cmp.Diff([]string{"y", "x"}, res.Redis.Next); diff != "" {
+		t.Errorf("next items (-want +got):\n%s", diff)
+	}
+	noSecret(t, r1, r2)
+
+	// The wrong CA, given as a file: the certificate is refused.
+	caFile := filepath.Join(t.TempDir(), "other.pem")
+	if err := os.WriteFile(caFile, other.PEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, run(t, "", "--kubeconfig", kc, "-n", ns, "inspect", "q", "--redis-tls-ca", caFile),
+		"TLS certificate is not signed by a trusted CA", "(the CA came from --redis-tls-ca "+caFile+")")
+}

@@ -182,6 +182,8 @@ func (e *enqueueOptions) rabbit(ctx context.Context, t *target, items itemSource
 			hint = t.hint()
 		case queue.ReasonAuthFailed:
 			hint = t.authHint()
+		case queue.ReasonTLSFailed:
+			hint = t.tlsHint()
 		}
 		return 0, 0, fmt.Errorf("%w%s", err, hint)
 	}

@@ -116,6 +116,8 @@ func (in *inspectOptions) rabbit(ctx context.Context, t *target) (*rabbitInspect
 			hint = t.hint()
 		case queue.ReasonAuthFailed:
 			hint = t.authHint()
+		case queue.ReasonTLSFailed:
+			hint = t.tlsHint()
 		}
 		return nil, fmt.Errorf("%s: %w%s", t.where(), err, hint)
 	}

@@ -50,6 +50,8 @@ func redisPreflight(ctx context.Context, t *target, timeout time.Duration) (queu
 			hint = t.hint()
 		case queue.ReasonAuthFailed:
 			hint = t.authHint()
+		case queue.ReasonTLSFailed:
+			hint = t.tlsHint()
 		}
 		return counts, fmt.Errorf("%s: %w%s", t.where(), err, hint)
 	}

@@ -22,6 +22,7 @@ import (
 type queueFlags struct {
 	redisAddress, redisKey      string
 	redisDB                     int32
+	redisDBSet                  bool
 	redisUsername               string
 	redisPasswordEnv            string
 	redisTLS                    bool
@@ -52,7 +53,7 @@ func (f *queueFlags) add(fs *pflag.FlagSet) {
 }
 
 func (f *queueFlags) redisSet() bool {
-	return f.redisAddress != "" || f.redisKey != "" || f.redisUsername != "" || f.redisPasswordEnv != "" ||
+	return f.redisAddress != "" || f.redisKey != "" || f.redisDBSet || f.redisUsername != "" || f.redisPasswordEnv != "" ||
 		f.redisTLS || f.redisTLSCA != "" || f.redisServerName != ""
 }
 
@@ -69,6 +70,7 @@ func (f *queueFlags) standalone() bool {
 }
 
 func (f *queueFlags) check(cmd *cobra.Command) error {
+	f.redisDBSet = cmd.Flags().Changed("redis-db")
 	if f.redisSet() && f.rabbitSet() {
 		return fmt.Errorf("both --redis-* and --rabbitmq-* flags are set: a queue is one or the other")
 	}
@@ -78,7 +80,7 @@ func (f *queueFlags) check(cmd *cobra.Command) error {
 	if f.rabbitMgmtURL != "" && f.rabbitMgmtURLEnv != "" {
 		return fmt.Errorf("set at most one of --rabbitmq-management-url and --rabbitmq-management-url-env")
 	}
-	if cmd.Flags().Changed("redis-db") && (f.redisDB < 0 || f.redisDB > 255) {
+	if f.redisDBSet && (f.redisDB < 0 || f.redisDB > 255) {
 		return fmt.Errorf("--redis-db must be between 0 and 255")
 	}
 	return nil
@@ -98,8 +100,9 @@ type target struct {
 	// fromQueueJob says the address came from the QueueJob (not a flag): the cluster's
 	// Service names rarely resolve here, and messages say how to get through.
 	fromQueueJob bool
-	// credsFlag names the flag the credentials came from, empty if from the QueueJob.
-	credsFlag string
+	// credsFlag names the flag the credentials came from, empty if from the QueueJob;
+	// caFlag the flag the TLS CA came from.
+	credsFlag, caFlag string
 }
 
 // where names the queue in messages and tables, without credentials.
@@ -177,7 +180,7 @@ func (o *options) resolveTarget(ctx context.Context, f *queueFlags, args []strin
 	if err != nil {
 		return nil, nil, err
 	}
-	t := &target{Namespace: ns, Name: name, Backend: kind.Name, credsFlag: f.credsFlag()}
+	t := &target{Namespace: ns, Name: name, Backend: kind.Name, credsFlag: f.credsFlag(), caFlag: f.caFlag()}
 	switch {
 	case qj.Spec.Queue.Redis != nil:
 		t.Redis, t.fromQueueJob, err = f.redisFromQueueJob(qj.Spec.Queue.Redis, src)
@@ -202,7 +205,7 @@ func (f *queueFlags) redisFromQueueJob(r *qjv1.RedisQueue, src queue.Source) (*q
 	if f.redisKey != "" {
 		o.Key = f.redisKey
 	}
-	if f.redisDB != 0 {
+	if f.redisDBSet {
 		o.DB = int(f.redisDB)
 	}
 	if f.redisUsername != "" {
@@ -220,6 +223,9 @@ func (f *queueFlags) redisFromQueueJob(r *qjv1.RedisQueue, src queue.Source) (*q
 		spec := &qjv1.TLSConfig{}
 		if r.TLS != nil {
 			spec = r.TLS.DeepCopy()
+		}
+		if f.redisTLSCA != "" {
+			spec.CASecretRef = nil // replaced by the file; its Secret was not read
 		}
 		cfg, err := queue.TLSClientConfig(spec, src, hostOnly(r.Address), "spec.queue.redis.tls")
 		if err != nil {
@@ -264,6 +270,9 @@ func (f *queueFlags) rabbitFromQueueJob(r *qjv1.RabbitMQQueue, src queue.Source)
 		if r.TLS != nil {
 			spec = r.TLS.DeepCopy()
 		}
+		if f.rabbitTLSCA != "" {
+			spec.CASecretRef = nil // replaced by the file; its Secret was not read
+		}
 		cfg, err := queue.TLSClientConfig(spec, src, "", "spec.queue.rabbitmq.tls")
 		if err != nil {
 			return nil, false, err
@@ -294,7 +303,7 @@ func (f *queueFlags) flagTarget() (*target, error) {
 			}
 			o.TLS = cfg
 		}
-		return &target{Backend: queue.RedisKind.Name, Redis: o, credsFlag: f.credsFlag()}, nil
+		return &target{Backend: queue.RedisKind.Name, Redis: o, credsFlag: f.credsFlag(), caFlag: f.caFlag()}, nil
 	}
 	url, err := f.rabbitURLFlag()
 	if err != nil {
@@ -312,7 +321,7 @@ func (f *queueFlags) flagTarget() (*target, error) {
 		}
 		o.TLS = cfg
 	}
-	return &target{Backend: queue.RabbitMQKind.Name, RabbitMQ: o, credsFlag: f.credsFlag()}, nil
+	return &target{Backend: queue.RabbitMQKind.Name, RabbitMQ: o, credsFlag: f.credsFlag(), caFlag: f.caFlag()}, nil
 }
 
 // credsFlag names the flag that gives the credentials, if one does.
@@ -326,6 +335,25 @@ func (f *queueFlags) credsFlag() string {
 		return "--rabbitmq-url"
 	}
 	return ""
+}
+
+// caFlag names the flag that gives the TLS CA, if one does.
+func (f *queueFlags) caFlag() string {
+	switch {
+	case f.redisTLSCA != "":
+		return "--redis-tls-ca " + f.redisTLSCA
+	case f.rabbitTLSCA != "":
+		return "--rabbitmq-tls-ca " + f.rabbitTLSCA
+	}
+	return ""
+}
+
+// tlsHint is what to add to a TLSFailed error.
+func (t *target) tlsHint() string {
+	if t.caFlag == "" {
+		return ""
+	}
+	return " (the CA came from " + t.caFlag + ")"
 }
 
 // authHint is what to add to an AuthFailed error.
