@@ -176,16 +176,7 @@ func (e *enqueueOptions) rabbit(ctx context.Context, t *target, items itemSource
 	case missing && !e.declare:
 		return 0, 0, fmt.Errorf("%w; or pass --declare to declare a durable queue", err)
 	case err != nil && !missing:
-		hint := ""
-		switch queue.ReasonOf(err) {
-		case queue.ReasonConnectionFailed:
-			hint = t.hint()
-		case queue.ReasonAuthFailed:
-			hint = t.authHint()
-		case queue.ReasonTLSFailed:
-			hint = t.tlsHint()
-		}
-		return 0, 0, fmt.Errorf("%w%s", err, hint)
+		return 0, 0, t.explain(err)
 	}
 	conn, err := rabbitConn(t, e.timeout)
 	if err != nil {

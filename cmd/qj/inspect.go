@@ -110,16 +110,7 @@ func (in *inspectOptions) run(ctx context.Context, args []string) error {
 func (in *inspectOptions) rabbit(ctx context.Context, t *target) (*rabbitInspection, error) {
 	counts, err := rabbitProbe(ctx, t, t.RabbitMQ.Queue, true, in.timeout)
 	if err != nil {
-		hint := ""
-		switch queue.ReasonOf(err) {
-		case queue.ReasonConnectionFailed:
-			hint = t.hint()
-		case queue.ReasonAuthFailed:
-			hint = t.authHint()
-		case queue.ReasonTLSFailed:
-			hint = t.tlsHint()
-		}
-		return nil, fmt.Errorf("%s: %w%s", t.where(), err, hint)
+		return nil, fmt.Errorf("%s: %w", t.where(), t.explain(err))
 	}
 	ri := &rabbitInspection{Queue: t.RabbitMQ.Queue, Ready: counts.Ready, FailedQueue: failedQueue(t.RabbitMQ.Queue)}
 	if !counts.InFlightUnknown {

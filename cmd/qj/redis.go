@@ -44,16 +44,7 @@ func redisPreflight(ctx context.Context, t *target, timeout time.Duration) (queu
 	defer func() { _ = b.Close() }()
 	counts, err := b.Probe(ctx)
 	if err != nil {
-		hint := ""
-		switch queue.ReasonOf(err) {
-		case queue.ReasonConnectionFailed:
-			hint = t.hint()
-		case queue.ReasonAuthFailed:
-			hint = t.authHint()
-		case queue.ReasonTLSFailed:
-			hint = t.tlsHint()
-		}
-		return counts, fmt.Errorf("%s: %w%s", t.where(), err, hint)
+		return counts, fmt.Errorf("%s: %w", t.where(), t.explain(err))
 	}
 	return counts, nil
 }

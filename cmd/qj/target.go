@@ -337,6 +337,21 @@ func (f *queueFlags) credsFlag() string {
 	return ""
 }
 
+// explain adds to a queue error (of pkg/queue, with its reason) where the settings came
+// from and how to get through to the queue.
+func (t *target) explain(err error) error {
+	hint := ""
+	switch queue.ReasonOf(err) {
+	case queue.ReasonConnectionFailed:
+		hint = t.hint()
+	case queue.ReasonAuthFailed:
+		hint = t.authHint()
+	case queue.ReasonTLSFailed:
+		hint = t.tlsHint()
+	}
+	return fmt.Errorf("%w%s", err, hint)
+}
+
 // caFlag names the flag that gives the TLS CA, if one does.
 func (f *queueFlags) caFlag() string {
 	switch {
