@@ -67,8 +67,15 @@ bench: servers ## Run the benchmarks: probe latency per backend (p50/p99), reape
 ##@ Build
 
 .PHONY: build
-build: manifests generate fmt vet ## Build the manager binary into bin/manager.
+build: manifests generate fmt vet qj ## Build the manager into bin/manager and the CLI into bin/qj (and bin/kubectl-qj).
 	go build -o bin/manager ./cmd
+
+# kubectl runs any kubectl-<name> on the PATH as "kubectl <name>": bin/kubectl-qj is a copy
+# of bin/qj, ready to copy onto the PATH.
+.PHONY: qj
+qj: ## Build the CLI into bin/qj and the kubectl plugin bin/kubectl-qj (copy it onto your PATH for `kubectl qj`).
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o bin/qj ./cmd/qj
+	cp bin/qj bin/kubectl-qj
 
 .PHONY: run
 run: manifests generate fmt vet ## Run the manager on this machine against the cluster of the current kubeconfig.

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+)
+
+type inspectOptions struct {
+	*options
+	queue queueFlags
+	limit int64
+}
+
+// inspectResult is what -o json|yaml prints.
+type inspectResult struct {
+	QueueJob string            `json:"queueJob,omitempty"`
+	Backend  string            `json:"backend"`
+	Queue    string            `json:"queue"`
+	Redis    *redisInspection  `json:"redis,omitempty"`
+	RabbitMQ *rabbitInspection `json:"rabbitmq,omitempty"`
+}
+
+// rabbitInspection is what inspect shows of a RabbitMQ queue: counts only (AMQP cannot
+// look at a message without taking it).
+type rabbitInspection struct {
+	Queue string `json:"queue"`
+	Ready int64  `json:"ready"`
+	// InFlight counts the messages delivered and not yet acknowledged, from the management
+	// API (as the operator counts them); null without one.
+	InFlight *int64 `json:"inFlight"`
+	// FailedQueue is the dead-letter queue; Failed counts its messages, null when it does
+	// not exist.
+	FailedQueue string `json:"failedQueue"`
+	Failed      *int64 `json:"failed"`
+}
+
+func newInspectCmd(o *options) *cobra.Command {
+	in := &inspectOptions{options: o}
+	cmd := &cobra.Command{
+		Use:   "inspect NAME",
+		Short: "Show a QueueJob's queue: ready, in-flight with leases, dead-lettered",
+		Long: `Show the queue of the QueueJob NAME, read live from the queue server.
+
+Redis: the ready items (the next ones first, in the order workers take them), the
+in-flight items of <key>:processing (oldest first) with their lease holder (the worker's
+session id) and the lease's time left, and the dead-lettered items of <key>:failed. An
+in-flight item with "no lease" has lost its worker: the operator's reaper returns it to
+the queue.
+
+RabbitMQ: the ready count, the in-flight (unacknowledged) count when the QueueJob has a
+management URL (or --rabbitmq-management-url), and the count of the dead-letter queue
+<queue>.failed when it exists. Messages are not shown: AMQP cannot look at a message
+without taking it.
+
+The queue's coordinates come from the QueueJob and its Secrets, or from flags, as for
+enqueue.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := in.queue.check(cmd); err != nil {
+				return err
+			}
+			if in.limit < 1 {
+				return fmt.Errorf("--limit must be 1 or more")
+			}
+			return in.run(cmd.Context(), args)
+		},
+	}
+	cmd.Flags().Int64Var(&in.limit, "limit", 10, "How many items of each list to show.")
+	in.queue.add(cmd.Flags())
+	return cmd
+}
+
+func (in *inspectOptions) run(ctx context.Context, args []string) error {
+	t, rest, err := in.resolveTarget(ctx, &in.queue, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return fmt.Errorf("unexpected arguments %q: inspect takes one QueueJob name", rest)
+	}
+	res := inspectResult{Backend: t.Backend, Queue: t.where()}
+	if t.Name != "" {
+		res.QueueJob = t.Namespace + "/" + t.Name
+	}
+	ctx, cancel := in.withTimeout(ctx)
+	defer cancel()
+	switch {
+	case t.Redis != nil:
+		if _, err := redisPreflight(ctx, t, in.timeout); err != nil {
+			return err
+		}
+		rc := redisClient(t.Redis, in.timeout)
+		defer func() { _ = rc.Close() }()
+		if res.Redis, err = redisInspect(ctx, rc, t.Redis.Key, in.limit); err != nil {
+			return fmt.Errorf("%s: %w", t.where(), err)
+		}
+	case t.RabbitMQ != nil:
+		if res.RabbitMQ, err = in.rabbit(ctx, t); err != nil {
+			return err
+		}
+	}
+	return in.print(res, func(w io.Writer) { in.human(w, &res) })
+}
+
+func (in *inspectOptions) rabbit(ctx context.Context, t *target) (*rabbitInspection, error) {
+	counts, err := rabbitProbe(ctx, t, t.RabbitMQ.Queue, true, in.timeout)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", t.where(), t.explain(err))
+	}
+	ri := &rabbitInspection{Queue: t.RabbitMQ.Queue, Ready: counts.Ready, FailedQueue: failedQueue(t.RabbitMQ.Queue)}
+	if !counts.InFlightUnknown {
+		n := counts.InFlight
+		ri.InFlight = &n
+	}
+	failed, err := rabbitProbe(ctx, t, ri.FailedQueue, false, in.timeout)
+	switch {
+	case err == nil:
+		n := failed.Ready
+		ri.Failed = &n
+	case queue.ReasonOf(err) != queue.ReasonQueueNotFound:
+		return nil, fmt.Errorf("%s: counting the dead-letter queue %q: %w", t.where(), ri.FailedQueue, err)
+	}
+	return ri, nil
+}
+
+func (in *inspectOptions) human(w io.Writer, res *inspectResult) {
+	fmt.Fprintf(w, "Queue:      %s\n", res.Queue)
+	if res.QueueJob != "" {
+		fmt.Fprintf(w, "QueueJob:   %s\n", res.QueueJob)
+	}
+	const width = 60
+	if r := res.Redis; r != nil {
+		fmt.Fprintf(w, "Ready:      %d\n", r.Ready)
+		if len(r.Next) > 0 {
+			rows := make([][]any, len(r.Next))
+			for i, it := range r.Next {
+				rows[i] = []any{i + 1, printable(it, width)}
+			}
+			table(indent(w), "NEXT\tITEM", rows)
+		}
+		fmt.Fprintf(w, "In flight:  %d  (%s)\n", r.InFlight, queue.ProcessingKey(r.Key))
+		if len(r.Leases) > 0 {
+			rows := make([][]any, len(r.Leases))
+			for i, l := range r.Leases {
+				left := l.State
+				if l.TTLSeconds != nil {
+					left = fmt.Sprintf("%.1fs", *l.TTLSeconds)
+				}
+				holder := l.Holder
+				if holder == "" {
+					holder = "-"
+				}
+				rows[i] = []any{printable(l.Item, width), holder, left}
+			}
+			table(indent(w), "ITEM\tHOLDER\tLEASE LEFT", rows)
+		}
+		fmt.Fprintf(w, "Failed:     %d  (%s)\n", r.Failed, failedKey(r.Key))
+		for _, it := range r.FailedItems {
+			fmt.Fprintf(w, "  %s\n", printable(it, width))
+		}
+		if shown := int64(max(len(r.Next), len(r.Leases), len(r.FailedItems))); shown > 0 &&
+			(r.Ready > int64(len(r.Next)) || r.InFlight > int64(len(r.Leases)) || r.Failed > int64(len(r.FailedItems))) {
+			fmt.Fprintf(w, "(at most %d items of each list shown: --limit)\n", in.limit)
+		}
+	}
+	if r := res.RabbitMQ; r != nil {
+		fmt.Fprintf(w, "Ready:      %d\n", r.Ready)
+		if r.InFlight != nil {
+			fmt.Fprintf(w, "In flight:  %d  (unacknowledged, from the management API: up to a few seconds old)\n", *r.InFlight)
+		} else {
+			fmt.Fprintf(w, "In flight:  unknown  (AMQP cannot count them: give the QueueJob a managementURL, or pass --rabbitmq-management-url)\n")
+		}
+		if r.Failed != nil {
+			fmt.Fprintf(w, "Failed:     %d  (queue %s)\n", *r.Failed, r.FailedQueue)
+		} else {
+			fmt.Fprintf(w, "Failed:     -  (no dead-letter queue %s)\n", r.FailedQueue)
+		}
+	}
+}
+
+// indent writes every line two spaces in.
+func indent(w io.Writer) io.Writer { return &indenter{w: w, bol: true} }
+
+type indenter struct {
+	w   io.Writer
+	bol bool
+}
+
+func (i *indenter) Write(p []byte) (int, error) {
+	var b strings.Builder
+	for _, c := range string(p) {
+		if i.bol {
+			b.WriteString("  ")
+		}
+		b.WriteRune(c)
+		i.bol = c == '\n'
+	}
+	_, err := io.WriteString(i.w, b.String())
+	return len(p), err
+}

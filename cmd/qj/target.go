@@ -1,0 +1,449 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+)
+
+// queueFlags give a queue's coordinates, or replace some of a QueueJob's: credentials are
+// only ever taken from the environment or a file, never from the command line, but for
+// --rabbitmq-url, whose password the process list shows (prefer --rabbitmq-url-env).
+type queueFlags struct {
+	redisAddress, redisKey      string
+	redisDB                     int32
+	redisDBSet                  bool
+	redisUsername               string
+	redisPasswordEnv            string
+	redisTLS                    bool
+	redisTLSCA, redisServerName string
+
+	rabbitURL, rabbitURLEnv         string
+	rabbitQueue                     string
+	rabbitMgmtURL, rabbitMgmtURLEnv string
+	rabbitTLSCA, rabbitServerName   string
+}
+
+func (f *queueFlags) add(fs *pflag.FlagSet) {
+	fs.StringVar(&f.redisAddress, "redis-address", "", "Redis host:port; replaces the QueueJob's (e.g. 127.0.0.1:6379 behind kubectl port-forward). With --redis-key, no QueueJob is read.")
+	fs.StringVar(&f.redisKey, "redis-key", "", "Redis list; replaces the QueueJob's spec.queue.redis.key.")
+	fs.Int32Var(&f.redisDB, "redis-db", 0, "Redis database number; replaces the QueueJob's.")
+	fs.StringVar(&f.redisUsername, "redis-username", "", "Redis ACL user; replaces the QueueJob's.")
+	fs.StringVar(&f.redisPasswordEnv, "redis-password-env", "", "Name of an environment variable that holds the Redis password; replaces the QueueJob's passwordSecretRef (no Secret is read).")
+	fs.BoolVar(&f.redisTLS, "redis-tls", false, "Connect to Redis over TLS (on with a QueueJob whose spec.queue.redis.tls is set).")
+	fs.StringVar(&f.redisTLSCA, "redis-tls-ca", "", "PEM file of the CA that signed Redis's certificate; replaces the QueueJob's tls.caSecretRef.")
+	fs.StringVar(&f.redisServerName, "redis-tls-server-name", "", "Name Redis's certificate must be valid for; defaults to the QueueJob's tls.serverName, else the host of its address.")
+	fs.StringVar(&f.rabbitURL, "rabbitmq-url", "", "AMQP URL of the broker; prefer --rabbitmq-url-env for one with a password. With --rabbitmq-queue, no QueueJob is read.")
+	fs.StringVar(&f.rabbitURLEnv, "rabbitmq-url-env", "", "Name of an environment variable that holds the AMQP URL; replaces the QueueJob's url or urlSecretRef.")
+	fs.StringVar(&f.rabbitQueue, "rabbitmq-queue", "", "RabbitMQ queue; replaces the QueueJob's spec.queue.rabbitmq.queue.")
+	fs.StringVar(&f.rabbitMgmtURL, "rabbitmq-management-url", "", "Base URL of the management API (for in-flight counts), without credentials (the AMQP URL's are used).")
+	fs.StringVar(&f.rabbitMgmtURLEnv, "rabbitmq-management-url-env", "", "Name of an environment variable that holds the management API's URL with its credentials.")
+	fs.StringVar(&f.rabbitTLSCA, "rabbitmq-tls-ca", "", "PEM file of the CA that signed the broker's certificate (amqps); replaces the QueueJob's tls.caSecretRef.")
+	fs.StringVar(&f.rabbitServerName, "rabbitmq-tls-server-name", "", "Name the broker's certificate must be valid for (amqps).")
+}
+
+func (f *queueFlags) redisSet() bool {
+	return f.redisAddress != "" || f.redisKey != "" || f.redisDBSet || f.redisUsername != "" || f.redisPasswordEnv != "" ||
+		f.redisTLS || f.redisTLSCA != "" || f.redisServerName != ""
+}
+
+func (f *queueFlags) rabbitSet() bool {
+	return f.rabbitURL != "" || f.rabbitURLEnv != "" || f.rabbitQueue != "" || f.rabbitMgmtURL != "" ||
+		f.rabbitMgmtURLEnv != "" || f.rabbitTLSCA != "" || f.rabbitServerName != ""
+}
+
+// standalone reports whether the flags name a whole queue: then no QueueJob is read and
+// every argument is an item.
+func (f *queueFlags) standalone() bool {
+	return (f.redisAddress != "" && f.redisKey != "") ||
+		((f.rabbitURL != "" || f.rabbitURLEnv != "") && f.rabbitQueue != "")
+}
+
+func (f *queueFlags) check(cmd *cobra.Command) error {
+	f.redisDBSet = cmd.Flags().Changed("redis-db")
+	if f.redisSet() && f.rabbitSet() {
+		return fmt.Errorf("both --redis-* and --rabbitmq-* flags are set: a queue is one or the other")
+	}
+	if f.rabbitURL != "" && f.rabbitURLEnv != "" {
+		return fmt.Errorf("set at most one of --rabbitmq-url and --rabbitmq-url-env")
+	}
+	if f.rabbitMgmtURL != "" && f.rabbitMgmtURLEnv != "" {
+		return fmt.Errorf("set at most one of --rabbitmq-management-url and --rabbitmq-management-url-env")
+	}
+	if f.redisDBSet && (f.redisDB < 0 || f.redisDB > 255) {
+		return fmt.Errorf("--redis-db must be between 0 and 255")
+	}
+	return nil
+}
+
+// target is a queue to talk to: its coordinates with the credentials, and where they came
+// from for messages.
+type target struct {
+	// Namespace and Name name the QueueJob; empty when the flags gave the whole queue.
+	Namespace, Name string
+	// Backend is "redis" or "rabbitmq".
+	Backend string
+	Redis   *queue.RedisOptions
+	// RabbitMQ's URL is secret (it may hold the password); messages name only its
+	// host:port.
+	RabbitMQ *queue.RabbitMQOptions
+	// fromQueueJob says the address came from the QueueJob (not a flag): the cluster's
+	// Service names rarely resolve here, and messages say how to get through.
+	fromQueueJob bool
+	// credsFlag names the flag the credentials came from, empty if from the QueueJob;
+	// caFlag the flag the TLS CA came from.
+	credsFlag, caFlag string
+}
+
+// where names the queue in messages and tables, without credentials.
+func (t *target) where() string {
+	switch {
+	case t.Redis != nil:
+		return fmt.Sprintf("Redis %s, list %q", t.Redis.Address, t.Redis.Key)
+	case t.RabbitMQ != nil:
+		return fmt.Sprintf("RabbitMQ %s, queue %q", rabbitHost(t.RabbitMQ.URL), t.RabbitMQ.Queue)
+	}
+	return "?"
+}
+
+// hint is what to add to a connection error.
+func (t *target) hint() string {
+	if !t.fromQueueJob {
+		return ""
+	}
+	svc := "the Service of the queue server"
+	if t.Redis != nil {
+		svc = "svc/" + serviceOf(t.Redis.Address)
+		return fmt.Sprintf(": the QueueJob's address is likely only reachable inside the cluster; run kubectl port-forward -n %s %s 6379:%s and pass --redis-address 127.0.0.1:6379",
+			t.Namespace, svc, portOnly(t.Redis.Address))
+	}
+	return fmt.Sprintf(": the QueueJob's URL is likely only reachable inside the cluster; run kubectl port-forward -n %s to %s and pass the forwarded URL with --rabbitmq-url-env", t.Namespace, svc)
+}
+
+// resolveTarget finds the queue: from the flags alone (standalone), or from the QueueJob
+// args[0] and its Secrets, with the flags replacing its fields. It returns the arguments
+// left after the QueueJob's name.
+func (o *options) resolveTarget(ctx context.Context, f *queueFlags, args []string) (*target, []string, error) {
+	if f.standalone() {
+		t, err := f.flagTarget()
+		return t, args, err
+	}
+	if len(args) == 0 {
+		return nil, nil, fmt.Errorf("name the QueueJob (NAME), or give the whole queue as flags: --redis-address and --redis-key, or --rabbitmq-url-env and --rabbitmq-queue")
+	}
+	name, rest := args[0], args[1:]
+	c, ns, err := o.kubeClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := o.withTimeout(ctx)
+	defer cancel()
+	qj, err := getQueueJob(ctx, c, ns, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if qj.Spec.Queue == nil {
+		return nil, nil, fmt.Errorf("QueueJob %s/%s has no queue (spec.queue): it runs one plain Job; see %s status %s", ns, name, commandName(), name)
+	}
+	kind, err := queue.DefaultRegistry().For(qj.Spec.Queue)
+	if err != nil {
+		return nil, nil, fmt.Errorf("QueueJob %s/%s: %w (is this qj older than the operator?)", ns, name, err)
+	}
+	if (qj.Spec.Queue.Redis != nil && f.rabbitSet()) || (qj.Spec.Queue.RabbitMQ != nil && f.redisSet()) {
+		return nil, nil, fmt.Errorf("QueueJob %s/%s has a %s queue: its flags are --%s-*", ns, name, kind.Name, kind.Name)
+	}
+	src, err := readSecrets(ctx, c, qj, kind, func(s secretRef) bool {
+		switch s.flag {
+		case "--redis-password-env":
+			return f.redisPasswordEnv != ""
+		case "--redis-tls-ca":
+			return f.redisTLSCA != ""
+		case "--rabbitmq-url-env":
+			return f.rabbitURL != "" || f.rabbitURLEnv != ""
+		case "--rabbitmq-management-url-env":
+			return f.rabbitMgmtURL != "" || f.rabbitMgmtURLEnv != ""
+		case "--rabbitmq-tls-ca":
+			return f.rabbitTLSCA != ""
+		}
+		return false
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	t := &target{Namespace: ns, Name: name, Backend: kind.Name, credsFlag: f.credsFlag(), caFlag: f.caFlag()}
+	switch {
+	case qj.Spec.Queue.Redis != nil:
+		t.Redis, t.fromQueueJob, err = f.redisFromQueueJob(qj.Spec.Queue.Redis, src)
+	case qj.Spec.Queue.RabbitMQ != nil:
+		t.RabbitMQ, t.fromQueueJob, err = f.rabbitFromQueueJob(qj.Spec.Queue.RabbitMQ, src)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("QueueJob %s/%s: %w", ns, name, err)
+	}
+	return t, rest, nil
+}
+
+func (f *queueFlags) redisFromQueueJob(r *qjv1.RedisQueue, src queue.Source) (*queue.RedisOptions, bool, error) {
+	o := &queue.RedisOptions{Address: r.Address, Key: r.Key, Username: r.Username, Password: src.Secret(r.PasswordSecretRef)}
+	if r.DB != nil {
+		o.DB = int(*r.DB)
+	}
+	fromQJ := f.redisAddress == ""
+	if !fromQJ {
+		o.Address = f.redisAddress
+	}
+	if f.redisKey != "" {
+		o.Key = f.redisKey
+	}
+	if f.redisDBSet {
+		o.DB = int(f.redisDB)
+	}
+	if f.redisUsername != "" {
+		o.Username = f.redisUsername
+	}
+	if f.redisPasswordEnv != "" {
+		pw, err := fromEnv(f.redisPasswordEnv, "--redis-password-env")
+		if err != nil {
+			return nil, false, err
+		}
+		o.Password = pw
+	}
+	if r.TLS != nil || f.redisTLS || f.redisTLSCA != "" {
+		// The certificate names the QueueJob's host, not 127.0.0.1 of a port-forward.
+		spec := &qjv1.TLSConfig{}
+		if r.TLS != nil {
+			spec = r.TLS.DeepCopy()
+		}
+		if f.redisTLSCA != "" {
+			spec.CASecretRef = nil // replaced by the file; its Secret was not read
+		}
+		cfg, err := queue.TLSClientConfig(spec, src, hostOnly(r.Address), "spec.queue.redis.tls")
+		if err != nil {
+			return nil, false, err
+		}
+		if err := f.tlsOverrides(cfg, f.redisTLSCA, f.redisServerName); err != nil {
+			return nil, false, err
+		}
+		o.TLS = cfg
+	}
+	return o, fromQJ, nil
+}
+
+func (f *queueFlags) rabbitFromQueueJob(r *qjv1.RabbitMQQueue, src queue.Source) (*queue.RabbitMQOptions, bool, error) {
+	o := &queue.RabbitMQOptions{Queue: r.Queue, URL: r.URL, ManagementURL: r.ManagementURL}
+	if r.URLSecretRef != nil {
+		o.URL = src.Secret(r.URLSecretRef)
+	}
+	if r.ManagementURLSecretRef != nil {
+		o.ManagementURL = src.Secret(r.ManagementURLSecretRef)
+	}
+	fromQJ := f.rabbitURL == "" && f.rabbitURLEnv == ""
+	url, err := f.rabbitURLFlag()
+	if err != nil {
+		return nil, false, err
+	}
+	if url != "" {
+		o.URL = url
+	}
+	if f.rabbitQueue != "" {
+		o.Queue = f.rabbitQueue
+	}
+	mgmt, err := f.rabbitMgmtFlag()
+	if err != nil {
+		return nil, false, err
+	}
+	if mgmt != "" {
+		o.ManagementURL = mgmt
+	}
+	if r.TLS != nil || f.rabbitTLSCA != "" || f.rabbitServerName != "" {
+		spec := &qjv1.TLSConfig{}
+		if r.TLS != nil {
+			spec = r.TLS.DeepCopy()
+		}
+		if f.rabbitTLSCA != "" {
+			spec.CASecretRef = nil // replaced by the file; its Secret was not read
+		}
+		cfg, err := queue.TLSClientConfig(spec, src, "", "spec.queue.rabbitmq.tls")
+		if err != nil {
+			return nil, false, err
+		}
+		if err := f.tlsOverrides(cfg, f.rabbitTLSCA, f.rabbitServerName); err != nil {
+			return nil, false, err
+		}
+		o.TLS = cfg
+	}
+	return o, fromQJ, nil
+}
+
+// flagTarget is the queue the flags name whole.
+func (f *queueFlags) flagTarget() (*target, error) {
+	if f.redisAddress != "" {
+		o := &queue.RedisOptions{Address: f.redisAddress, Key: f.redisKey, DB: int(f.redisDB), Username: f.redisUsername}
+		if f.redisPasswordEnv != "" {
+			pw, err := fromEnv(f.redisPasswordEnv, "--redis-password-env")
+			if err != nil {
+				return nil, err
+			}
+			o.Password = pw
+		}
+		if f.redisTLS || f.redisTLSCA != "" || f.redisServerName != "" {
+			cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: hostOnly(f.redisAddress)}
+			if err := f.tlsOverrides(cfg, f.redisTLSCA, f.redisServerName); err != nil {
+				return nil, err
+			}
+			o.TLS = cfg
+		}
+		return &target{Backend: queue.RedisKind.Name, Redis: o, credsFlag: f.credsFlag(), caFlag: f.caFlag()}, nil
+	}
+	url, err := f.rabbitURLFlag()
+	if err != nil {
+		return nil, err
+	}
+	mgmt, err := f.rabbitMgmtFlag()
+	if err != nil {
+		return nil, err
+	}
+	o := &queue.RabbitMQOptions{URL: url, Queue: f.rabbitQueue, ManagementURL: mgmt}
+	if f.rabbitTLSCA != "" || f.rabbitServerName != "" {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if err := f.tlsOverrides(cfg, f.rabbitTLSCA, f.rabbitServerName); err != nil {
+			return nil, err
+		}
+		o.TLS = cfg
+	}
+	return &target{Backend: queue.RabbitMQKind.Name, RabbitMQ: o, credsFlag: f.credsFlag(), caFlag: f.caFlag()}, nil
+}
+
+// credsFlag names the flag that gives the credentials, if one does.
+func (f *queueFlags) credsFlag() string {
+	switch {
+	case f.redisPasswordEnv != "":
+		return "--redis-password-env " + f.redisPasswordEnv
+	case f.rabbitURLEnv != "":
+		return "--rabbitmq-url-env " + f.rabbitURLEnv
+	case f.rabbitURL != "":
+		return "--rabbitmq-url"
+	}
+	return ""
+}
+
+// explain adds to a queue error (of pkg/queue, with its reason) where the settings came
+// from and how to get through to the queue.
+func (t *target) explain(err error) error {
+	hint := ""
+	switch queue.ReasonOf(err) {
+	case queue.ReasonConnectionFailed:
+		hint = t.hint()
+	case queue.ReasonAuthFailed:
+		hint = t.authHint()
+	case queue.ReasonTLSFailed:
+		hint = t.tlsHint()
+	}
+	return fmt.Errorf("%w%s", err, hint)
+}
+
+// caFlag names the flag that gives the TLS CA, if one does.
+func (f *queueFlags) caFlag() string {
+	switch {
+	case f.redisTLSCA != "":
+		return "--redis-tls-ca " + f.redisTLSCA
+	case f.rabbitTLSCA != "":
+		return "--rabbitmq-tls-ca " + f.rabbitTLSCA
+	}
+	return ""
+}
+
+// tlsHint is what to add to a TLSFailed error.
+func (t *target) tlsHint() string {
+	if t.caFlag == "" {
+		return ""
+	}
+	return " (the CA came from " + t.caFlag + ")"
+}
+
+// authHint is what to add to an AuthFailed error.
+func (t *target) authHint() string {
+	if t.credsFlag == "" {
+		return ""
+	}
+	return " (the credentials came from " + t.credsFlag + ")"
+}
+
+func (f *queueFlags) rabbitURLFlag() (string, error) {
+	if f.rabbitURLEnv != "" {
+		return fromEnv(f.rabbitURLEnv, "--rabbitmq-url-env")
+	}
+	return f.rabbitURL, nil
+}
+
+func (f *queueFlags) rabbitMgmtFlag() (string, error) {
+	if f.rabbitMgmtURLEnv != "" {
+		return fromEnv(f.rabbitMgmtURLEnv, "--rabbitmq-management-url-env")
+	}
+	return f.rabbitMgmtURL, nil
+}
+
+// tlsOverrides applies a CA file and a server name given as flags.
+func (f *queueFlags) tlsOverrides(cfg *tls.Config, caFile, serverName string) error {
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return fmt.Errorf("reading the CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----)", caFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if serverName != "" {
+		cfg.ServerName = serverName
+	}
+	return nil
+}
+
+// fromEnv reads a credential from the environment variable a flag names.
+func fromEnv(name, flag string) (string, error) {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return "", fmt.Errorf("%s names the environment variable %s, which is not set: export it first", flag, name)
+	}
+	return v, nil
+}
+
+func hostOnly(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
+
+// serviceOf guesses the Service behind a cluster address: the first label of
+// redis.ns.svc.cluster.local, a placeholder for an IP address.
+func serviceOf(addr string) string {
+	h := hostOnly(addr)
+	if net.ParseIP(h) != nil {
+		return "<redis-service>"
+	}
+	if i := strings.IndexByte(h, '.'); i > 0 {
+		return h[:i]
+	}
+	return h
+}
+
+func portOnly(addr string) string {
+	if _, p, err := net.SplitHostPort(addr); err == nil {
+		return p
+	}
+	return "6379"
+}
