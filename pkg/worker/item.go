@@ -107,8 +107,14 @@ func (it *Item) Release(ctx context.Context) error {
 func (it *Item) finish(err error) error {
 	it.mu.Lock()
 	if it.finished {
-		defer it.mu.Unlock()
-		return it.finishErr
+		ferr := it.finishErr
+		it.mu.Unlock()
+		if err == nil {
+			// Finished by the keeper (a shutdown, a lost lease): wait until it is done,
+			// so that a worker that exits next does not cut the item's return short.
+			<-it.kept
+		}
+		return ferr
 	}
 	it.finished = true
 	it.finishErr = ErrFinished

@@ -90,11 +90,18 @@ func (w *Worker) Run(ctx context.Context, h Handler, o RunOptions) (Stats, error
 		}
 		herr := h(it.Context(), it)
 		// Finish even if ctx was cancelled meanwhile: a done item is better completed than
-		// returned. If the keeper returned it already, that says ErrReleased.
+		// returned. A handler that failed once ctx was cancelled was stopped, not failed:
+		// its item goes back uncounted. If the keeper returned the item already, these
+		// say ErrReleased.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
-		if herr == nil {
+		switch {
+		case herr == nil:
 			err = it.Complete(fctx)
-		} else {
+		case ctx.Err() != nil:
+			if err = it.Release(fctx); err == nil {
+				err = ErrReleased
+			}
+		default:
 			err = it.Fail(fctx, herr)
 		}
 		cancel()
