@@ -251,3 +251,11 @@ func rdb(t testing.TB) *redis.Client {
 
 // key is a fresh list name per test.
 func key(t testing.TB) string { return "wq-" + strings.ReplaceAll(t.Name(), "/", "-") }
+
+// itemData describes a leased item in a message: its data, or <nil>.
+func itemData(it *Item) string {
+	if it == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("item %q (attempt %d)", it.Data(), it.Attempt())
+}

@@ -121,7 +121,7 @@ func TestRedisLeaseComplete(t *testing.T) {
 
 	it, err = w.Lease(ctx)
 	if err != nil || string(it.Data()) != "b" {
-		t.Fatalf("second Lease = %v, %v; want b", it, err)
+		t.Fatalf("second Lease = %v, %v; want b", itemData(it), err)
 	}
 	if err := it.Complete(ctx); err != nil {
 		t.Fatal(err)
@@ -130,7 +130,7 @@ func TestRedisLeaseComplete(t *testing.T) {
 		t.Errorf("Empty = %v, %v on a drained queue", empty, err)
 	}
 	if it, err := w.Lease(ctx); !errors.Is(err, ErrEmpty) {
-		t.Errorf("Lease on a drained queue = %v, %v; want ErrEmpty", it, err)
+		t.Errorf("Lease on a drained queue = %v, %v; want ErrEmpty", itemData(it), err)
 	}
 }
 
@@ -396,7 +396,7 @@ func TestRedisDeadLetter(t *testing.T) {
 	}
 	it, err := w.Lease(ctx)
 	if err != nil || string(it.Data()) != "poison" || it.Attempt() != 1 {
-		t.Fatalf("Lease after requeue = %v, %v; want poison, attempt 1", it, err)
+		t.Fatalf("Lease after requeue = %v, %v; want poison, attempt 1", itemData(it), err)
 	}
 	if err := it.Complete(ctx); err != nil {
 		t.Fatal(err)
@@ -442,7 +442,7 @@ func TestRedisCrashLoopDeadLetters(t *testing.T) {
 	}
 	w := newRedisWorker(t, k, Options{MaxAttempts: 2})
 	if it, err := w.Lease(ctx); !errors.Is(err, ErrEmpty) {
-		t.Fatalf("Lease = %v, %v; want ErrEmpty, the item dead-lettered", it, err)
+		t.Fatalf("Lease = %v, %v; want ErrEmpty, the item dead-lettered", itemData(it), err)
 	}
 	if got := listOf(t, queue.FailedKey(k)); !slices.Equal(got, []string{"oom"}) {
 		t.Errorf("%s = %q, want [oom]", queue.FailedKey(k), got)
