@@ -91,7 +91,7 @@ envtest: ## Provide kube-apiserver and etcd for envtest (cache, or a build from 
 	@ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) ENVTEST_ETCD_VERSION=$(ENVTEST_ETCD_VERSION) hack/envtest.sh >/dev/null
 
 .PHONY: servers
-servers: ## Install redis-server and rabbitmq-server from Debian's packages if missing (the tests start their own).
+servers: ## Install redis-server, rabbitmq-server and python3-redis from Debian's packages if missing (the tests start their own servers).
 	@hack/install-servers.sh
 
 .PHONY: controller-gen
