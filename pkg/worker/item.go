@@ -148,6 +148,7 @@ func (it *Item) keep(leaseCtx context.Context) {
 			if it.finish(ErrReleased) != nil {
 				return // finished by the user meanwhile
 			}
+			it.w.b.stopTaking()
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(leaseCtx), finishTimeout)
 			err := it.h.release(rctx)
 			cancel()

@@ -45,6 +45,8 @@ type rabbitBackend struct {
 	consuming bool
 	// failedDeclared: <queue>.failed is known to exist.
 	failedDeclared bool
+	// pending are messages delivered to the consumer and read from it by empty, for take.
+	pending []amqp.Delivery
 	// held counts the messages delivered and not yet finished.
 	held atomic.Int64
 }
@@ -94,9 +96,10 @@ func (b *rabbitBackend) consume(ctx context.Context) (<-chan amqp.Delivery, erro
 	return d, nil
 }
 
-// stopConsuming cancels the consumer, so that the broker delivers nothing more (a message
-// delivered and returned counts a delivery on a quorum queue).
-func (b *rabbitBackend) stopConsuming() {
+// stopTaking cancels the consumer, so that the broker delivers nothing more: a message
+// returned on shutdown would otherwise come straight back to this worker, and a message
+// delivered and returned counts a delivery on a quorum queue.
+func (b *rabbitBackend) stopTaking() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.consuming {
@@ -121,7 +124,15 @@ func (b *rabbitBackend) take(ctx context.Context, wait time.Duration) (held, err
 	for {
 		var d amqp.Delivery
 		var ok bool
-		if wait > 0 {
+		b.mu.Lock()
+		if len(b.pending) > 0 {
+			d, ok = b.pending[0], true
+			b.pending = b.pending[1:]
+		}
+		b.mu.Unlock()
+		switch {
+		case ok:
+		case wait > 0:
 			select {
 			case d, ok = <-deliveries:
 			case <-timeout:
@@ -129,7 +140,7 @@ func (b *rabbitBackend) take(ctx context.Context, wait time.Duration) (held, err
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
-		} else {
+		default:
 			select {
 			case d, ok = <-deliveries:
 			default:
@@ -186,7 +197,51 @@ func headerInt(h amqp.Table, name string) int {
 	return 0
 }
 
+// drainWait bounds how long empty waits for a message that the broker delivered before it
+// counted the queue, on its way through amqp091's buffer.
+const drainWait = 250 * time.Millisecond
+
 func (b *rabbitBackend) empty(ctx context.Context) (bool, error) {
+	deliveries, err := b.consume(ctx)
+	if err != nil {
+		return false, err
+	}
+	// Count the ready messages on the consuming channel: the broker sends every message
+	// it delivered to this consumer before its answer, so once the answer is here, a
+	// message the count misses because it is on its way to this worker is in amqp091's
+	// buffer, and a short wait gets it (kept for the next take).
+	b.mu.Lock()
+	ch := b.ch
+	b.mu.Unlock()
+	q, err := ch.QueueDeclarePassive(b.o.Queue, false, false, false, false, nil)
+	if err != nil {
+		return false, b.err(ctx, err)
+	}
+	if q.Messages > 0 {
+		return false, nil
+	}
+	t := time.NewTimer(drainWait)
+	defer t.Stop()
+	select {
+	case d, ok := <-deliveries:
+		if !ok {
+			return false, errChannelClosed
+		}
+		b.mu.Lock()
+		b.pending = append(b.pending, d)
+		b.mu.Unlock()
+		return false, nil
+	case <-t.C:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	if b.held.Load() > 0 {
+		return false, nil
+	}
+	if b.o.ManagementURL == "" {
+		return true, nil
+	}
+	// Other workers' messages in flight, by the management API.
 	c, err := b.probe.Probe(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -194,10 +249,7 @@ func (b *rabbitBackend) empty(ctx context.Context) (bool, error) {
 		}
 		return false, fmt.Errorf("worker: %w", err)
 	}
-	if c.InFlightUnknown {
-		return c.Ready == 0 && b.held.Load() == 0, nil
-	}
-	return c.Ready == 0 && c.InFlight == 0, nil
+	return c.Ready == 0 && c.InFlight == 0 && !c.InFlightUnknown, nil
 }
 
 // publish publishes a message on ch (in confirm mode) to the default exchange and waits

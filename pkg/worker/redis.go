@@ -101,6 +101,8 @@ func (b *redisBackend) requeueFailed(ctx context.Context, n int) (int, error) {
 	return moved, nil
 }
 
+func (b *redisBackend) stopTaking() {}
+
 func (b *redisBackend) close() error {
 	return errors.Join(b.client.Close(), b.probe.Close())
 }

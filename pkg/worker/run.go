@@ -84,9 +84,7 @@ func (w *Worker) Run(ctx context.Context, h Handler, o RunOptions) (Stats, error
 		if last {
 			// Nothing more to take: on RabbitMQ, stop the broker from delivering another
 			// message that Close would only return.
-			if rb, ok := w.b.(*rabbitBackend); ok {
-				rb.stopConsuming()
-			}
+			w.b.stopTaking()
 		}
 		herr := h(it.Context(), it)
 		// Finish even if ctx was cancelled meanwhile: a done item is better completed than

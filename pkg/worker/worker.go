@@ -168,6 +168,10 @@ type backend interface {
 	empty(ctx context.Context) (bool, error)
 	failed(ctx context.Context) ([][]byte, error)
 	requeueFailed(ctx context.Context, n int) (int, error)
+	// stopTaking is called when the worker shuts down, before its items are returned:
+	// nothing more should come to it (RabbitMQ cancels its consumer, which a later take
+	// starts again).
+	stopTaking()
 	close() error
 }
 
