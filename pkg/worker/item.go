@@ -72,6 +72,32 @@ func (it *Item) Complete(ctx context.Context) error {
 	return err
 }
 
+// completeAndNext completes the item and, where the backend can do both at once, leases
+// the next under leaseCtx (as Lease would); next is nil if it did not, and the caller
+// leases the next itself.
+func (it *Item) completeAndNext(ctx, leaseCtx context.Context) (next *Item, err error) {
+	ct, ok := it.w.b.(completeTaker)
+	if !ok {
+		return nil, it.Complete(ctx)
+	}
+	if err := it.finish(nil); err != nil {
+		return nil, err
+	}
+	h, cerr, err := ct.completeAndTake(ctx, it.h)
+	it.cancel(errDone)
+	if h == nil {
+		return nil, errors.Join(cerr, err)
+	}
+	if leaseCtx.Err() != nil {
+		// Taken as leaseCtx was cancelled: give it back now.
+		if rerr := h.release(ctx); rerr != nil && !errors.Is(rerr, ErrLeaseLost) {
+			it.w.log.Warn("Failed to return an item on shutdown", "error", rerr)
+		}
+		return nil, cerr
+	}
+	return newItem(leaseCtx, it.w, h), cerr
+}
+
 // Fail finishes an attempt that failed with cause: the item goes back to the end of the
 // queue for another attempt, or, if this was its MaxAttempts-th, to the dead-letter list
 // (DeadLettered then reports true). ErrLeaseLost says the item had been lost.

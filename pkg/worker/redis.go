@@ -41,7 +41,6 @@ func (b *redisBackend) err(ctx context.Context, err error) error {
 }
 
 func (b *redisBackend) take(ctx context.Context, wait time.Duration) (held, error) {
-	opts := b.w.opts
 	for {
 		item, err := b.wq.Take(ctx, wait)
 		if errors.Is(err, queue.ErrNoItem) {
@@ -50,24 +49,50 @@ func (b *redisBackend) take(ctx context.Context, wait time.Duration) (held, erro
 		if err != nil {
 			return nil, b.err(ctx, err)
 		}
-		// The item is in <key>:processing without a lease: write it even if ctx is being
-		// cancelled (Lease then releases the item at once).
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
-		outcome, attempt, err := b.wq.Claim(cctx, item, opts.Session, opts.LeaseTTL, opts.MaxAttempts)
-		cancel()
-		if err != nil {
-			// The operator's reaper returns the unleased item after its grace.
-			return nil, b.err(ctx, err)
-		}
-		switch outcome {
-		case queue.ClaimLeased:
-			return &redisItem{b: b, item: item, n: attempt}, nil
-		case queue.ClaimDeadLettered:
-			b.w.log.Warn("Dead-lettered an item whose workers never finished it (they crashed, or their leases ran out)",
-				"attempts", attempt, "list", queue.FailedKey(b.o.Key))
+		h, err := b.claim(ctx, item)
+		if h != nil || err != nil {
+			return h, err
 		}
 		// Dead-lettered, or lost to the reaper: take another.
 	}
+}
+
+// claim writes the lease of an item just taken; nil if the item was dead-lettered or lost
+// instead.
+func (b *redisBackend) claim(ctx context.Context, item string) (held, error) {
+	opts := b.w.opts
+	// The item is in <key>:processing without a lease: write it even if ctx is being
+	// cancelled (Lease then releases the item at once).
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	outcome, attempt, err := b.wq.Claim(cctx, item, opts.Session, opts.LeaseTTL, opts.MaxAttempts)
+	cancel()
+	if err != nil {
+		// The operator's reaper returns the unleased item after its grace.
+		return nil, b.err(ctx, err)
+	}
+	switch outcome {
+	case queue.ClaimLeased:
+		return &redisItem{b: b, item: item, n: attempt}, nil
+	case queue.ClaimDeadLettered:
+		b.w.log.Warn("Dead-lettered an item whose workers never finished it (they crashed, or their leases ran out)",
+			"attempts", attempt, "list", queue.FailedKey(b.o.Key))
+	}
+	return nil, nil
+}
+
+// completeAndTake completes h and takes and leases the next item in one round trip
+// less; next is nil if none was waiting (or it was dead-lettered or lost on the way).
+func (b *redisBackend) completeAndTake(ctx context.Context, h held) (next held, completeErr, err error) {
+	r := h.(*redisItem)
+	ok, item, err := b.wq.CompleteAndTake(ctx, r.item, b.w.opts.Session)
+	if errors.Is(err, queue.ErrNoItem) {
+		return nil, r.result(ctx, ok, nil), nil
+	}
+	if err != nil {
+		return nil, nil, b.err(ctx, err)
+	}
+	next, err = b.claim(ctx, item)
+	return next, r.result(ctx, ok, nil), err
 }
 
 func (b *redisBackend) empty(ctx context.Context) (bool, error) {

@@ -72,14 +72,30 @@ func (s Stats) Handled() int { return s.Completed + s.Retried + s.DeadLettered +
 // Any other error of the queue ends Run with that error.
 func (w *Worker) Run(ctx context.Context, h Handler, o RunOptions) (Stats, error) {
 	var st Stats
+	// next is the item leased with the completion of the previous one, if any; Run
+	// returns it to the queue if it returns first.
+	var next *Item
+	defer func() {
+		if next != nil {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+			defer cancel()
+			_ = next.Release(rctx)
+		}
+	}()
 	for o.Items == 0 || st.Handled() < o.Items {
-		it, err := w.Lease(ctx)
-		if errors.Is(err, ErrEmpty) {
-			return st, nil
+		it := next
+		next = nil
+		if it == nil {
+			var err error
+			it, err = w.Lease(ctx)
+			if errors.Is(err, ErrEmpty) {
+				return st, nil
+			}
+			if err != nil {
+				return st, err
+			}
 		}
-		if err != nil {
-			return st, err
-		}
+		var err error
 		last := o.Items > 0 && st.Handled() == o.Items-1
 		if last {
 			// Nothing more to take: on RabbitMQ, stop the broker from delivering another
@@ -93,6 +109,9 @@ func (w *Worker) Run(ctx context.Context, h Handler, o RunOptions) (Stats, error
 		// say ErrReleased.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 		switch {
+		case herr == nil && !last && ctx.Err() == nil:
+			// Complete and take the next item at once.
+			next, err = it.completeAndNext(fctx, ctx)
 		case herr == nil:
 			err = it.Complete(fctx)
 		case ctx.Err() != nil:

@@ -175,6 +175,13 @@ type backend interface {
 	close() error
 }
 
+// completeTaker is a backend that completes an item and takes the next one in fewer
+// round trips than complete and take apart: next is nil if none was taken; completeErr
+// is complete's error, err take's.
+type completeTaker interface {
+	completeAndTake(ctx context.Context, h held) (next held, completeErr, err error)
+}
+
 // held is a leased item of a backend.
 type held interface {
 	data() []byte
