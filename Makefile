@@ -61,7 +61,7 @@ test: manifests generate fmt vet envtest servers ## Run all tests: a real kube-a
 		go test $(GO_TEST_FLAGS) ./... -coverprofile cover.out
 
 .PHONY: bench
-bench: servers ## Run the benchmarks: probe latency per backend (p50/p99), reaper pass, sizing.
+bench: servers ## Run the benchmarks: probe latency per backend (p50/p99), reaper pass, sizing, worker items/s against raw LMOVE.
 	go test -run '^$$' -bench . -benchmem ./pkg/... ./controllers/...
 
 ##@ Build
