@@ -170,6 +170,8 @@ func (it *Item) keep(leaseCtx context.Context) {
 		select {
 		case <-it.stop:
 			return
+		case <-it.w.closed:
+			return
 		case <-leaseCtx.Done():
 			if it.finish(ErrReleased) != nil {
 				return // finished by the user meanwhile

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/queuejob/queuejob-operator/pkg/queue"
@@ -157,6 +158,9 @@ type Worker struct {
 	opts Options
 	log  *slog.Logger
 	b    backend
+	// closed stops the keepers of items still held when the worker is closed.
+	closed chan struct{}
+	once   sync.Once
 }
 
 // backend is one queue's side of a Worker.
@@ -227,7 +231,7 @@ func New(ctx context.Context, o Options) (*Worker, error) {
 	if o.Session == "" {
 		o.Session = newSession()
 	}
-	w := &Worker{opts: o, log: o.Logger}
+	w := &Worker{opts: o, log: o.Logger, closed: make(chan struct{})}
 	if w.log == nil {
 		w.log = slog.Default()
 	}
@@ -331,4 +335,7 @@ func (w *Worker) RequeueFailed(ctx context.Context, n int) (int, error) {
 
 // Close closes the connection. Items still held are returned by the queue's own means
 // (Redis: their leases expire; RabbitMQ: the broker requeues them): Release them first.
-func (w *Worker) Close() error { return w.b.close() }
+func (w *Worker) Close() error {
+	w.once.Do(func() { close(w.closed) })
+	return w.b.close()
+}
