@@ -61,7 +61,7 @@ test: manifests generate fmt vet envtest servers ## Run all tests: a real kube-a
 		go test $(GO_TEST_FLAGS) ./... -coverprofile cover.out
 
 .PHONY: bench
-bench: servers ## Run the benchmarks: probe latency per backend (p50/p99), reaper pass, sizing.
+bench: servers ## Run the benchmarks: probe latency per backend (p50/p99), reaper pass, sizing, worker items/s against raw LMOVE.
 	go test -run '^$$' -bench . -benchmem ./pkg/... ./controllers/...
 
 ##@ Build
@@ -98,7 +98,7 @@ envtest: ## Provide kube-apiserver and etcd for envtest (cache, or a build from 
 	@ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) ENVTEST_ETCD_VERSION=$(ENVTEST_ETCD_VERSION) hack/envtest.sh >/dev/null
 
 .PHONY: servers
-servers: ## Install redis-server and rabbitmq-server from Debian's packages if missing (the tests start their own).
+servers: ## Install redis-server, rabbitmq-server and python3-redis from Debian's packages if missing (the tests start their own servers).
 	@hack/install-servers.sh
 
 .PHONY: controller-gen
