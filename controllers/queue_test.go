@@ -144,6 +144,8 @@ var _ = Describe("QueueJob with a queue", func() {
 		Expect(job.Spec.Parallelism).To(HaveValue(BeEquivalentTo(2)))
 		env := envOf(job)
 		Expect(env[queue.EnvBackend].Value).To(Equal("rabbitmq"))
+		Expect(env[queue.EnvMode].Value).To(Equal("PerItem"))
+		Expect(env[queue.EnvItemsPerPod].Value).To(Equal("1"), "a PerItem worker takes itemsPerPod items, then exits")
 		Expect(env[queue.EnvQueue].Value).To(Equal(q))
 		Expect(env[queue.EnvBrokerURL].ValueFrom.SecretKeyRef).To(Equal(ref))
 		spec, err := json.Marshal(job.Spec)
@@ -197,6 +199,8 @@ var _ = Describe("QueueJob with a queue", func() {
 		Expect(env[queue.EnvRedisAddress].Value).To(Equal(redisSrv.Addr()))
 		Expect(env[queue.EnvRedisKey].Value).To(Equal(key))
 		Expect(env[queue.EnvName].Value).To(Equal("job-wq-2"))
+		Expect(env[queue.EnvMode].Value).To(Equal("WorkerPool"))
+		Expect(env).NotTo(HaveKey(queue.EnvItemsPerPod))
 		Eventually(getQJ(ns, "job-wq-2"), timeout, interval).Should(HaveField("Status.Queue.Ready", BeEquivalentTo(9)))
 
 		By("the workers draining the list with the rediswq protocol")

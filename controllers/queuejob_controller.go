@@ -308,10 +308,16 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 	if err != nil {
 		return err
 	}
-	env := append([]corev1.EnvVar{
+	env := []corev1.EnvVar{
 		{Name: queue.EnvBackend, Value: kind.Name},
 		{Name: queue.EnvName, Value: s.qj.Name},
-	}, kind.WorkerEnv(s.qj.Spec.Queue)...)
+		{Name: queue.EnvMode, Value: string(s.qj.Spec.EffectiveMode())},
+	}
+	if s.qj.Spec.EffectiveMode() == qjv1.ModePerItem {
+		// A worker takes this many items and exits: the wave's completions assume it.
+		env = append(env, corev1.EnvVar{Name: queue.EnvItemsPerPod, Value: strconv.Itoa(int(s.qj.Spec.EffectiveItemsPerPod()))})
+	}
+	env = append(env, kind.WorkerEnv(s.qj.Spec.Queue)...)
 	return r.createJob(ctx, s, desiredJob(s.qj, s.waves()+1, *plan.create, env))
 }
 
