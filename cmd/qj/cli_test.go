@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -153,7 +154,19 @@ func TestEnqueueThenInspectRedis(t *testing.T) {
 	if !strings.Contains(r4.out, "holder: worker-session-1") {
 		t.Errorf("inspect -o yaml:\n%s", r4.out)
 	}
-	noSecret(t, r1, r2, r3, r4)
+
+	// requeue puts the dead-lettered item back where workers take it.
+	r5 := mustRun(t, "", "--kubeconfig", kc, "-n", ns, "requeue", "job-wq-2")
+	if !strings.Contains(r5.out, "Requeued 1 dead-lettered items") {
+		t.Errorf("requeue printed %q", r5.out)
+	}
+	if n := rc.LLen(ctx, key+":failed").Val(); n != 0 {
+		t.Errorf("%d items left in %s:failed after requeue", n, key)
+	}
+	if got := rc.LRange(ctx, key, 0, -1).Val(); !slices.Contains(got, "poison") {
+		t.Errorf("after requeue the list is %q, want it to hold \"poison\"", got)
+	}
+	noSecret(t, r1, r2, r3, r4, r5)
 }
 
 // TestEnqueueOrderAndFiles: --fifo pushes at the head, so that rediswq workers (which
@@ -474,6 +487,16 @@ func TestEnqueueThenInspectRabbitMQ(t *testing.T) {
 		if !strings.Contains(r.out, s) {
 			t.Errorf("inspect does not show %q:\n%s", s, r.out)
 		}
+	}
+
+	// requeue moves the dead-lettered message back into the queue.
+	r = mustRun(t, "", "requeue", "--rabbitmq-url-env", "QJ_TEST_AMQP_URL", "--rabbitmq-queue", q, "-o", "json")
+	var rr requeueResult
+	if err := json.Unmarshal([]byte(r.out), &rr); err != nil || rr.Requeued != 1 {
+		t.Errorf("requeue -o json = %q (%v), want 1 requeued", r.out, err)
+	}
+	if n, err := ch.QueueDeclarePassive(failedQueue(q), true, false, false, false, nil); err != nil || n.Messages != 0 {
+		t.Errorf("%s after requeue: %+v, %v; want empty", failedQueue(q), n, err)
 	}
 }
 

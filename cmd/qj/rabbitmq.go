@@ -13,12 +13,11 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/worker"
 )
 
 // failedQueue is the dead-letter queue of a RabbitMQ queue.
-// TODO: use pkg/queue's name for it once the worker library's dead-lettering is merged
-// (issue 8).
-func failedQueue(q string) string { return q + ".failed" }
+func failedQueue(q string) string { return worker.FailedQueue(q) }
 
 // rabbitBatch is how many messages are published before waiting for their confirms.
 const rabbitBatch = 1000

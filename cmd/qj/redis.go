@@ -14,8 +14,7 @@ import (
 )
 
 // failedKey is the dead-letter list of a Redis queue: items that failed maxAttempts times.
-// TODO: use pkg/queue's FailedKey once it is merged (issue 8, worker library).
-func failedKey(key string) string { return key + ":failed" }
+func failedKey(key string) string { return queue.FailedKey(key) }
 
 // Redis batching: each RPUSH/LPUSH carries up to redisBatch items, and up to redisDepth of
 // them go in one pipeline (one round trip).

@@ -80,7 +80,7 @@ Secret values are never printed.`,
 		}
 		return nil
 	}
-	root.AddCommand(newEnqueueCmd(o), newInspectCmd(o), newStatusCmd(o))
+	root.AddCommand(newEnqueueCmd(o), newInspectCmd(o), newStatusCmd(o), newRequeueCmd(o))
 	return root
 }
 
