@@ -67,8 +67,15 @@ bench: servers ## Run the benchmarks: probe latency per backend (p50/p99), reape
 ##@ Build
 
 .PHONY: build
-build: manifests generate fmt vet ## Build the manager binary into bin/manager.
+build: manifests generate fmt vet workers ## Build the manager binary into bin/manager, and the workers (see workers).
 	go build -o bin/manager ./cmd
+
+# Static (no cgo) and stripped, to drop into any image: bin/queuejob-worker is
+# cmd/queuejob-worker, bin/job-wq-2 the seed's example 3 (examples/job-wq-2).
+.PHONY: workers
+workers: ## Build queuejob-worker and the job-wq-2 example into bin/, static (CGO_ENABLED=0) and stripped.
+	CGO_ENABLED=0 go build -ldflags="-s -w" -o bin/queuejob-worker ./cmd/queuejob-worker
+	CGO_ENABLED=0 go build -ldflags="-s -w" -o bin/job-wq-2 ./examples/job-wq-2
 
 .PHONY: run
 run: manifests generate fmt vet ## Run the manager on this machine against the cluster of the current kubeconfig.
