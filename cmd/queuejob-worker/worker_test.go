@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -311,5 +313,38 @@ func TestExitCodes(t *testing.T) {
 				t.Errorf("last log line %q does not say it is exiting", p.lastLog())
 			}
 		})
+	}
+}
+
+// A command that cannot be started (here: removed after the worker started) is not the
+// item's fault: the item goes back to the queue uncounted and the worker exits 2.
+func TestCommandNotStartable(t *testing.T) {
+	k := key(t)
+	script := filepath.Join(t.TempDir(), "work.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\ncat\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// An item in flight elsewhere keeps the worker waiting for one.
+	c := rdb(t)
+	c.LPush(testCtx(t), queue.ProcessingKey(k), "elsewhere")
+	c.Set(testCtx(t), queue.LeaseKey(k, "elsewhere"), "another-worker", time.Minute)
+	p := startWorker(t, k, nil, "--", script)
+	eventually(t, 60*time.Second, func() error {
+		if !strings.Contains(p.logs(), "msg=Started") {
+			return fmt.Errorf("the worker has not started")
+		}
+		return nil
+	})
+	if err := os.Remove(script); err != nil {
+		t.Fatal(err)
+	}
+	push(t, k, "x")
+	checkExit(t, p, 2, `msg="Exiting: configuration error"`)
+	if !strings.Contains(p.lastLog(), "could not start the command") {
+		t.Errorf("last log line %q, want it to say the command could not start", p.lastLog())
+	}
+	checkLists(t, k, []string{"x"}, []string{"elsewhere"}, nil)
+	if n := attemptsOf(t, k, "x"); n != 0 {
+		t.Errorf("attempts = %d, want 0: the item was not at fault", n)
 	}
 }
