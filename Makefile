@@ -67,7 +67,7 @@ bench: servers ## Run the benchmarks: probe latency per backend (p50/p99), reape
 ##@ Build
 
 .PHONY: build
-build: manifests generate fmt vet qj ## Build the manager into bin/manager and the CLI into bin/qj (and bin/kubectl-qj).
+build: manifests generate fmt vet qj workers ## Build the manager into bin/manager, the CLI into bin/qj (and bin/kubectl-qj) and the workers (see workers).
 	go build -o bin/manager ./cmd
 
 # kubectl runs any kubectl-<name> on the PATH as "kubectl <name>": bin/kubectl-qj is a copy
@@ -76,6 +76,13 @@ build: manifests generate fmt vet qj ## Build the manager into bin/manager and t
 qj: ## Build the CLI into bin/qj and the kubectl plugin bin/kubectl-qj (copy it onto your PATH for `kubectl qj`).
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o bin/qj ./cmd/qj
 	cp bin/qj bin/kubectl-qj
+
+# Static (no cgo) and stripped, to drop into any image: bin/queuejob-worker is
+# cmd/queuejob-worker, bin/job-wq-2 the seed's example 3 (examples/job-wq-2).
+.PHONY: workers
+workers: ## Build queuejob-worker and the job-wq-2 example into bin/, static (CGO_ENABLED=0) and stripped.
+	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/queuejob-worker ./cmd/queuejob-worker
+	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/job-wq-2 ./examples/job-wq-2
 
 .PHONY: run
 run: manifests generate fmt vet ## Run the manager on this machine against the cluster of the current kubeconfig.
