@@ -53,7 +53,9 @@ func runJob(t *testing.T, q string, completions, parallelism int, args ...string
 				cmd := exec.CommandContext(ctx, binary, args...)
 				cmd.Env = append(os.Environ(), "QUEUEJOB_BACKEND=rabbitmq",
 					"QUEUEJOB_RABBITMQ_URL="+rabbitServer.URL(), "QUEUEJOB_RABBITMQ_QUEUE="+q,
-					"BROKER_URL="+rabbitServer.URL(), "QUEUE="+q)
+					"BROKER_URL="+rabbitServer.URL(), "QUEUE="+q,
+					// What the operator adds for a PerItem QueueJob with itemsPerPod 1.
+					"QUEUEJOB_MODE=PerItem", "QUEUEJOB_ITEMS_PER_POD=1")
 				var out, errOut bytes.Buffer
 				cmd.Stdout, cmd.Stderr = &out, &errOut
 				_ = cmd.Run()
@@ -128,7 +130,7 @@ func checkDrained(t *testing.T, ch *amqp.Channel, q string, printed []string) {
 func TestOneMessagePerPod(t *testing.T) {
 	const q = "job1"
 	ch := fill(t, q)
-	pods := runJob(t, q, len(messages), 2, "--items=1", "--", "cat")
+	pods := runJob(t, q, len(messages), 2, "--", "cat")
 	var printed []string
 	for _, p := range pods {
 		switch {
@@ -140,7 +142,7 @@ func TestOneMessagePerPod(t *testing.T) {
 				t.Errorf("a pod printed nothing and did not say the queue was empty: %s", p.stderr)
 			}
 		default:
-			if !strings.Contains(p.stderr, `msg="Exiting: handled 1 of 1 items (--items)" code=0 completed=1`) {
+			if !strings.Contains(p.stderr, `msg="Exiting: handled 1 of 1 items (QUEUEJOB_ITEMS_PER_POD)" code=0 completed=1`) {
 				t.Errorf("a pod printed %q but did not say it completed it: %s", p.stdout, p.stderr)
 			}
 			printed = append(printed, p.stdout)
