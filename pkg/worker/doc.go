@@ -61,13 +61,17 @@
 // missing) and acked; with DeadLetter DeadLetterReject it is rejected without requeue, so
 // the broker routes it to the queue's dead-letter exchange (x-dead-letter-exchange) —
 // use that only on a queue that has one, as the broker drops rejected messages otherwise.
-// Release and shutdown nack the message with requeue: it goes back to its place at once.
+// Release and shutdown publish the message again, to the back of the queue, with the
+// attempts it had, and then ack it: a requeueing nack would count an attempt on a quorum
+// queue, whose x-delivery-count grows with every return. Messages delivered ahead
+// (Prefetch > 1) and never handed out go back the same way when the worker stops taking
+// or closes.
 //
 // # Shutdown and terminationGracePeriodSeconds
 //
 // The context given to Lease governs the item: when it is cancelled before the item is
 // finished, the item goes back to the queue at once (Redis: to the front of <key>, lease
-// deleted, attempt given back; RabbitMQ: nack with requeue), and the item's Context is
+// deleted, attempt given back; RabbitMQ: published again, uncounted), and the item's Context is
 // cancelled so the handler can stop. Cancel it on SIGTERM (signal.NotifyContext), which
 // the kubelet sends when a pod is deleted, preempted or its wave is ended; the kubelet
 // sends SIGKILL terminationGracePeriodSeconds (30 s by default) later. Returning the item

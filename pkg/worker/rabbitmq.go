@@ -99,14 +99,39 @@ func (b *rabbitBackend) consume(ctx context.Context) (<-chan amqp.Delivery, erro
 // stopTaking cancels the consumer, so that the broker delivers nothing more: a message
 // returned on shutdown would otherwise come straight back to this worker, and a message
 // delivered and returned counts a delivery on a quorum queue.
+//
+// Messages the broker delivered before the cancel (prefetched, up to Prefetch) are still
+// on their way through amqp091's buffer, which it flushes and then closes once the
+// consumer is cancelled: they are kept in pending, handed out by the next take, and
+// returned by close, so that none is stranded, unacknowledged, on the channel.
 func (b *rabbitBackend) stopTaking() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.consuming {
-		_ = b.ch.Cancel(b.w.opts.Session, false)
+	if !b.consuming {
+		return
 	}
 	b.consuming = false
+	if err := b.ch.Cancel(b.w.opts.Session, false); err != nil {
+		return // the channel is gone, and its messages are back in the queue
+	}
+	t := time.NewTimer(drainCancelled)
+	defer t.Stop()
+	for {
+		select {
+		case d, ok := <-b.deliveries:
+			if !ok {
+				return
+			}
+			b.pending = append(b.pending, d)
+		case <-t.C:
+			return
+		}
+	}
 }
+
+// drainCancelled bounds how long stopTaking waits for amqp091 to flush the deliveries of a
+// cancelled consumer.
+const drainCancelled = 5 * time.Second
 
 var errChannelClosed = errors.New("worker: the RabbitMQ channel was closed (connection lost?)")
 
@@ -202,6 +227,12 @@ func headerInt(h amqp.Table, name string) int {
 const drainWait = 250 * time.Millisecond
 
 func (b *rabbitBackend) empty(ctx context.Context) (bool, error) {
+	b.mu.Lock()
+	kept := len(b.pending)
+	b.mu.Unlock()
+	if kept > 0 {
+		return false, nil // delivered to this worker, not yet handed out
+	}
 	deliveries, err := b.consume(ctx)
 	if err != nil {
 		return false, err
@@ -387,9 +418,16 @@ func (b *rabbitBackend) requeueFailed(ctx context.Context, n int) (int, error) {
 
 func (b *rabbitBackend) close() error {
 	b.mu.Lock()
-	ch := b.ch
+	ch, pending := b.ch, b.pending
+	b.pending = nil
 	b.mu.Unlock()
 	var errs []error
+	// Delivered and never handed out: back to the queue, uncounted.
+	ctx, cancel := context.WithTimeout(context.Background(), finishTimeout)
+	defer cancel()
+	for _, d := range pending {
+		errs = append(errs, b.giveBack(ctx, d))
+	}
 	if ch != nil {
 		errs = append(errs, ch.Close())
 	}
@@ -440,7 +478,26 @@ func (m *rabbitItem) complete(ctx context.Context) error {
 }
 
 func (m *rabbitItem) release(ctx context.Context) error {
-	return m.result(ctx, m.d.Nack(false, true))
+	return m.result(ctx, m.b.giveBack(ctx, m.d))
+}
+
+// giveBack returns a message to its queue without counting an attempt. A requeueing nack
+// would count one on a quorum queue (its x-delivery-count grows with every return), so a
+// worker shut down five times would dead-letter a message that never failed: the message
+// is published again, to the queue's tail, with the attempts it had, and then acked. If
+// the copy cannot be stored, the original is requeued by a nack, counted or not.
+func (b *rabbitBackend) giveBack(ctx context.Context, d amqp.Delivery) error {
+	b.mu.Lock()
+	ch := b.ch
+	b.mu.Unlock()
+	var prior any
+	if n := priorAttempts(d.Headers); n > 0 {
+		prior = int32(n)
+	}
+	if err := publish(ctx, ch, b.o.Queue, copyOf(d, amqp.Table{HeaderAttempts: prior})); err != nil {
+		return d.Nack(false, true)
+	}
+	return d.Ack(false)
 }
 
 func (m *rabbitItem) fail(ctx context.Context, cause error) (bool, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -334,5 +335,93 @@ func TestRabbitMQEmptySeesPrefetched(t *testing.T) {
 	}
 	if empty, err := w.Empty(ctx); err != nil || !empty {
 		t.Errorf("Empty = %v, %v on a drained queue", empty, err)
+	}
+}
+
+// TestRabbitMQQuorumReturnIsNoAttempt: on a quorum queue, whose x-delivery-count grows with
+// every return, a message returned on shutdown is still not counted: two shutdowns do not
+// dead-letter a message that never failed.
+func TestRabbitMQQuorumReturnIsNoAttempt(t *testing.T) {
+	q := key(t)
+	ctx := testCtx(t)
+	declare(t, q, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
+	publishTo(t, q, "x")
+	w := newRabbitWorker(t, q, Options{MaxAttempts: 2, Wait: 100 * time.Millisecond})
+	for i := range 2 {
+		lctx, cancel := context.WithCancel(ctx)
+		it, err := w.Lease(lctx)
+		if err != nil {
+			t.Fatalf("lease %d: %v", i, err)
+		}
+		if it.Attempt() != 1 {
+			t.Errorf("lease %d: attempt %d, want 1 (a shutdown is no attempt)", i, it.Attempt())
+		}
+		cancel() // SIGTERM: the item goes back at once
+		eventually(t, 30*time.Second, func() error {
+			if n := ready(t, q); n != 1 {
+				return fmt.Errorf("%d messages ready, want the returned one", n)
+			}
+			return nil
+		})
+		if err := it.Complete(ctx); !errors.Is(err, ErrReleased) {
+			t.Fatalf("Complete after the shutdown = %v, want ErrReleased", err)
+		}
+	}
+	it, err := w.Lease(ctx)
+	if err != nil || string(it.Data()) != "x" || it.Attempt() != 1 {
+		t.Fatalf("after two shutdowns: Lease = %v, %v; want \"x\", attempt 1, not dead-lettered", it, err)
+	}
+}
+
+// TestRabbitMQPrefetchedMessagesAreNotStranded: queuejob-worker runs one item at a time
+// (Run with Items 1, again and again); with Prefetch 3 the broker delivers messages ahead,
+// and those must be handed out too, not left unacknowledged on the channel while the
+// worker reports an empty queue.
+func TestRabbitMQPrefetchedMessagesAreNotStranded(t *testing.T) {
+	q := key(t)
+	ctx := testCtx(t)
+	declare(t, q, nil)
+	publishTo(t, q, "1", "2", "3", "4", "5", "6")
+	w := newRabbitWorker(t, q, Options{Prefetch: 3, Wait: 100 * time.Millisecond})
+	var got []string
+	for {
+		st, err := w.Run(ctx, func(ctx context.Context, it *Item) error {
+			got = append(got, string(it.Data()))
+			return nil
+		}, RunOptions{Items: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Handled() == 0 {
+			break
+		}
+	}
+	slices.Sort(got)
+	if want := []string{"1", "2", "3", "4", "5", "6"}; !slices.Equal(got, want) {
+		t.Errorf("handled %q before the worker saw an empty queue, want %q", got, want)
+	}
+}
+
+// TestRabbitMQCloseReturnsPrefetched: messages delivered ahead and never handed out go back
+// to the queue when the worker closes, uncounted.
+func TestRabbitMQCloseReturnsPrefetched(t *testing.T) {
+	q := key(t)
+	ctx := testCtx(t)
+	declare(t, q, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
+	publishTo(t, q, "1", "2", "3")
+	w := newRabbitWorker(t, q, Options{Prefetch: 3, Wait: 100 * time.Millisecond})
+	if _, err := w.Run(ctx, func(context.Context, *Item) error { return nil }, RunOptions{Items: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := ready(t, q); n != 2 {
+		t.Errorf("%d messages ready after Close, want the 2 delivered ahead", n)
+	}
+	w2 := newRabbitWorker(t, q, Options{Wait: 100 * time.Millisecond})
+	it, err := w2.Lease(ctx)
+	if err != nil || it.Attempt() != 1 {
+		t.Fatalf("Lease after Close = %v, %v; want attempt 1 (returned uncounted)", it, err)
 	}
 }
