@@ -15,7 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -201,9 +201,9 @@ func checkExit(t *testing.T, p *proc, code int, reason string) {
 
 func redisEnv(k string) []string {
 	return []string{
-		queue.EnvBackend + "=redis",
-		queue.EnvRedisAddress + "=" + redisServer.Addr(),
-		queue.EnvRedisKey + "=" + k,
+		protocol.EnvBackend + "=redis",
+		protocol.EnvRedisAddress + "=" + redisServer.Addr(),
+		protocol.EnvRedisKey + "=" + k,
 	}
 }
 
@@ -225,7 +225,7 @@ func rdb(t testing.TB) *redis.Client {
 func key(t testing.TB) string {
 	k := "qjw-" + strings.ReplaceAll(t.Name(), "/", "-")
 	c := rdb(t)
-	c.Del(testCtx(t), k, queue.ProcessingKey(k), queue.FailedKey(k), queue.AttemptsKey(k))
+	c.Del(testCtx(t), k, protocol.ProcessingKey(k), protocol.FailedKey(k), protocol.AttemptsKey(k))
 	return k
 }
 
@@ -251,7 +251,7 @@ func listOf(t testing.TB, k string) []string {
 
 func attemptsOf(t testing.TB, k, item string) int {
 	t.Helper()
-	n, err := queue.RedisWQ{Client: rdb(t), Key: k}.Attempts(testCtx(t), item)
+	n, err := protocol.RedisWQ{Client: rdb(t), Key: k}.Attempts(testCtx(t), item)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func checkLists(t *testing.T, k string, ready, processing, failed []string) {
 		name string
 		key  string
 		want []string
-	}{{"queue", k, ready}, {"processing", queue.ProcessingKey(k), processing}, {"dead-letter list", queue.FailedKey(k), failed}} {
+	}{{"queue", k, ready}, {"processing", protocol.ProcessingKey(k), processing}, {"dead-letter list", protocol.FailedKey(k), failed}} {
 		got := listOf(t, l.key)
 		if strings.Join(got, "|") != strings.Join(l.want, "|") {
 			t.Errorf("%s %s = %q, want %q", l.name, l.key, got, l.want)

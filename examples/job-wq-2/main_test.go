@@ -16,7 +16,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -59,7 +59,7 @@ func TestTwoWorkersDrainJob2(t *testing.T) {
 	defer c.Close()
 	const k = "job2"
 	items := []string{"apple", "banana", "cherry", "date", "fig", "grape", "lemon", "melon", "orange"}
-	c.Del(ctx, k, queue.ProcessingKey(k), queue.FailedKey(k), queue.AttemptsKey(k))
+	c.Del(ctx, k, protocol.ProcessingKey(k), protocol.FailedKey(k), protocol.AttemptsKey(k))
 	// As the article's redis-cli session: rpush job2 "apple" ...
 	if err := c.RPush(ctx, k, toAny(items)...).Err(); err != nil {
 		t.Fatal(err)
@@ -71,7 +71,7 @@ func TestTwoWorkersDrainJob2(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range outs {
 		cmd := exec.CommandContext(ctx, binary, "--sleep=100ms")
-		cmd.Env = append(os.Environ(), queue.EnvBackend+"=redis", queue.EnvRedisAddress+"="+redisServer.Addr(), queue.EnvRedisKey+"="+k)
+		cmd.Env = append(os.Environ(), protocol.EnvBackend+"=redis", protocol.EnvRedisAddress+"="+redisServer.Addr(), protocol.EnvRedisKey+"="+k)
 		cmd.Stdout = &outs[i]
 		var errOut bytes.Buffer
 		cmd.Stderr = &errOut
@@ -108,7 +108,7 @@ func TestTwoWorkersDrainJob2(t *testing.T) {
 	if want := slices.Sorted(slices.Values(items)); !slices.Equal(worked, want) {
 		t.Errorf("items worked on %q, want each of %q once", worked, want)
 	}
-	for _, l := range []string{k, queue.ProcessingKey(k), queue.FailedKey(k)} {
+	for _, l := range []string{k, protocol.ProcessingKey(k), protocol.FailedKey(k)} {
 		if n := c.LLen(ctx, l).Val(); n != 0 {
 			t.Errorf("%s has %d items, want 0", l, n)
 		}

@@ -12,9 +12,9 @@ import (
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
-// The backend tests run against real servers that TestMain starts on free ports.
+// The tests of the kinds open backends against real servers that TestMain starts on free
+// ports.
 var (
-	redisServer  *servers.Server
 	authRedis    *servers.Server
 	rabbitServer *servers.RabbitMQ
 	// tlsRedis accepts only TLS, with a certificate of testCA, the default user's
@@ -37,11 +37,6 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	var err error
-	if redisServer, err = servers.StartRedis(""); err != nil {
-		fmt.Fprintln(os.Stderr, "starting redis-server:", err)
-		return 1
-	}
-	defer redisServer.Close()
 	if authRedis, err = servers.StartRedis(redisPassword); err != nil {
 		fmt.Fprintln(os.Stderr, "starting redis-server with a password:", err)
 		return 1
@@ -83,25 +78,4 @@ func ctx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return c
-}
-
-// silentServer accepts TCP connections and never answers: a hung broker.
-func silentServer(t *testing.T) string {
-	t.Helper()
-	addr, stop, err := servers.Silent()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
-	return addr
-}
-
-// closedPort is a loopback address nothing listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ps, err := servers.FreePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("127.0.0.1:%d", ps[0])
 }

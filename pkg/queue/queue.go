@@ -1,10 +1,12 @@
-// Package queue holds the queue backends of QueueJobs. Each backend lives in one file
-// (redis.go, rabbitmq.go) and is the one place that knows its queue's protocol: key names,
-// scripts, how to count. The controller probes through the Backend interface; optional
-// capabilities (the lease reaper) are separate interfaces.
+// Package queue holds the queue backends of QueueJobs, the operator's side of the queues.
+// Each backend is a Kind in one file (redis.go, rabbitmq.go) that maps a QueueJob's
+// spec.queue onto its protocol, which lives in pkg/queue/protocol, the one place that knows
+// key names, scripts and how to count (the workers use it without Kubernetes). The
+// controller probes through the Backend interface; optional capabilities (the lease
+// reaper) are separate interfaces.
 //
-// Adding a backend takes one file that defines a Kind, one line in DefaultRegistry and its
-// field in the API's QueueSource.
+// Adding a backend takes its protocol in pkg/queue/protocol, one file here that defines a
+// Kind, one line in DefaultRegistry and its field in the API's QueueSource.
 package queue
 
 import (
@@ -12,7 +14,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -21,23 +22,6 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 )
-
-// Counts is what a probe of a queue counted.
-type Counts struct {
-	// Ready is the number of items waiting to be taken.
-	Ready int64
-	// InFlight is the number of items taken by a worker and not yet finished, where the
-	// queue's protocol tells; zero where it does not.
-	InFlight int64
-	// InFlightUnknown says the backend could not count in-flight items (RabbitMQ without
-	// its management API): InFlight is then 0 whatever workers hold, so a drained-looking
-	// queue proves nothing while workers run, and no wave may end on these counts.
-	InFlightUnknown bool
-	// Lag is how old the counts may be (RabbitMQ's management API refreshes its counts
-	// every few seconds): a queue must look drained at least this long before a wave
-	// ends because of it.
-	Lag time.Duration
-}
 
 // Backend is a connection to one queue. Implementations are safe for use by one
 // goroutine at a time; the controller serialises the reconciles of a QueueJob.
@@ -54,41 +38,6 @@ type Backend interface {
 // which leaves a worker time to write the lease of an item it has just taken.
 type Reaper interface {
 	Reap(ctx context.Context, now time.Time, grace time.Duration) (reclaimed int, err error)
-}
-
-// Reasons of probe errors; they are the reasons of the QueueReachable=False condition.
-const (
-	ReasonConnectionFailed = "ConnectionFailed"
-	ReasonAuthFailed       = "AuthFailed"
-	ReasonQueueNotFound    = "QueueNotFound"
-	ReasonWrongType        = "WrongType"
-	ReasonSecretNotFound   = "SecretNotFound"
-	// ReasonTLSFailed says the TLS connection failed: the server's certificate was not
-	// accepted (wrong CA, wrong server name), it does not speak TLS, or the TLS settings
-	// do not fit the URL.
-	ReasonTLSFailed = "TLSFailed"
-)
-
-// Error is a probe error with a reason. Its message never contains credentials.
-type Error struct {
-	Reason  string
-	Message string
-}
-
-func (e *Error) Error() string { return e.Message }
-
-// Errorf builds an *Error.
-func Errorf(reason, format string, args ...any) *Error {
-	return &Error{Reason: reason, Message: fmt.Sprintf(format, args...)}
-}
-
-// ReasonOf is the reason of a probe error, ConnectionFailed for errors without one.
-func ReasonOf(err error) string {
-	var qe *Error
-	if errors.As(err, &qe) {
-		return qe.Reason
-	}
-	return ReasonConnectionFailed
 }
 
 // Source is a queue's coordinates with the values of the Secrets they reference.
@@ -164,9 +113,3 @@ func (r *Registry) For(src *qjv1.QueueSource) (*Kind, error) {
 	}
 	return nil, fmt.Errorf("spec.queue selects no known backend")
 }
-
-// Environment variables every worker pod gets; backends add their own.
-const (
-	EnvBackend = "QUEUEJOB_BACKEND"
-	EnvName    = "QUEUEJOB_NAME"
-)

@@ -1,23 +1,13 @@
 package queue
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"net"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
-)
-
-// Environment variables of the TLS settings of workers; each backend prefixes them
-// (QUEUEJOB_REDIS_TLS_CA, QUEUEJOB_RABBITMQ_TLS_CA, ...).
-const (
-	envTLSCA         = "_TLS_CA"
-	envTLSServerName = "_TLS_SERVER_NAME"
 )
 
 // TLSClientConfig is the client TLS configuration of a queue's TLS settings: the
@@ -43,68 +33,8 @@ func TLSClientConfig(spec *qjv1.TLSConfig, src Source, host, field string) (*tls
 	return c, nil
 }
 
-// tlsCause says why a TLS handshake failed, in words that name no secret (certificate
-// names and the name asked for are not secrets), and whether it was a TLS failure at all.
-func tlsCause(err error) (string, bool) {
-	var certErr *tls.CertificateVerificationError
-	var recErr tls.RecordHeaderError
-	var unknownCA x509.UnknownAuthorityError
-	var hostErr x509.HostnameError
-	var invalid x509.CertificateInvalidError
-	switch {
-	case errors.As(err, &unknownCA):
-		return "its TLS certificate is not signed by a trusted CA", true
-	case errors.As(err, &hostErr):
-		return "its TLS certificate is not valid for the server name (" + hostErr.Error() + ")", true
-	case errors.As(err, &invalid):
-		return "its TLS certificate is invalid (" + invalid.Error() + ")", true
-	case errors.As(err, &certErr):
-		return "its TLS certificate was not accepted", true
-	case errors.As(err, &recErr):
-		return "it does not speak TLS on that port", true
-	}
-	var alert tls.AlertError
-	if errors.As(err, &alert) {
-		return "it refused the TLS handshake (" + alert.Error() + ")", true
-	}
-	var noHandshake *handshakeError
-	if errors.As(err, &noHandshake) {
-		return "it did not complete a TLS handshake (does it speak TLS on that port?)", true
-	}
-	return "", false
-}
-
-// handshakeError is a TLS handshake that failed without a TLS answer: it timed out, or the
-// server closed the connection.
-type handshakeError struct{ err error }
-
-func (e *handshakeError) Error() string { return "no TLS handshake: " + e.err.Error() }
-func (e *handshakeError) Unwrap() error { return e.err }
-
-// tlsDialer dials TCP and makes a TLS handshake, each bounded by timeout; a handshake
-// that gets no TLS answer fails with a *handshakeError.
-func tlsDialer(config *tls.Config, timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		d := &net.Dialer{Timeout: timeout}
-		raw, err := d.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		hctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		c := tls.Client(raw, config)
-		if err := c.HandshakeContext(hctx); err != nil {
-			_ = raw.Close()
-			if _, ok := tlsCause(err); !ok {
-				return nil, &handshakeError{err}
-			}
-			return nil, err
-		}
-		return c, nil
-	}
-}
-
-// hostOf is the host of a host:port address, the address itself if it has no port.
+// hostOf is the host of a host:port address, the address itself if it has no port; the
+// same as the workers' side's in pkg/queue/protocol.
 func hostOf(addr string) string {
 	if h, _, err := net.SplitHostPort(addr); err == nil {
 		return h
@@ -113,14 +43,15 @@ func hostOf(addr string) string {
 }
 
 // tlsEnv is what workers need of a queue's TLS settings: the CA bundle as a secretKeyRef
-// (never a literal) and the server name, as <prefix>_TLS_CA and <prefix>_TLS_SERVER_NAME.
-func tlsEnv(prefix string, spec *qjv1.TLSConfig) []corev1.EnvVar {
+// (never a literal) in the variable caEnv and the server name in serverNameEnv
+// (EnvRedisTLSCA and EnvRedisTLSServerName, say).
+func tlsEnv(caEnv, serverNameEnv string, spec *qjv1.TLSConfig) []corev1.EnvVar {
 	var env []corev1.EnvVar
 	if spec.CASecretRef != nil {
-		env = append(env, corev1.EnvVar{Name: prefix + envTLSCA, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: spec.CASecretRef.DeepCopy()}})
+		env = append(env, corev1.EnvVar{Name: caEnv, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: spec.CASecretRef.DeepCopy()}})
 	}
 	if spec.ServerName != "" {
-		env = append(env, corev1.EnvVar{Name: prefix + envTLSServerName, Value: spec.ServerName})
+		env = append(env, corev1.EnvVar{Name: serverNameEnv, Value: spec.ServerName})
 	}
 	return env
 }

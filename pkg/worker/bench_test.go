@@ -9,7 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
 )
 
 // BenchmarkRedisThroughput measures items/s through the library with 1 and 8 concurrent
@@ -29,7 +29,7 @@ func BenchmarkRedisThroughput(b *testing.B) {
 			defer c.Close()
 			fill := func() {
 				b.StopTimer()
-				c.Del(ctx, k, queue.ProcessingKey(k), queue.AttemptsKey(k))
+				c.Del(ctx, k, protocol.ProcessingKey(k), protocol.AttemptsKey(k))
 				p := c.Pipeline()
 				for i := range b.N {
 					p.LPush(ctx, k, fmt.Sprintf("item-%09d", i))
@@ -60,7 +60,7 @@ func BenchmarkRedisThroughput(b *testing.B) {
 			for i, rc := range clients {
 				wg.Go(func() {
 					for range share(i) {
-						if err := rc.LMove(ctx, k, queue.ProcessingKey(k), "RIGHT", "LEFT").Err(); err != nil {
+						if err := rc.LMove(ctx, k, protocol.ProcessingKey(k), "RIGHT", "LEFT").Err(); err != nil {
 							b.Error(err)
 							return
 						}
@@ -112,7 +112,7 @@ func BenchmarkRedisThroughput(b *testing.B) {
 			wg.Wait()
 			api := float64(b.N) / time.Since(start).Seconds()
 			b.StopTimer()
-			if n := c.LLen(ctx, queue.ProcessingKey(k)).Val(); n != 0 {
+			if n := c.LLen(ctx, protocol.ProcessingKey(k)).Val(); n != 0 {
 				b.Errorf("%d items left in flight", n)
 			}
 			b.ReportMetric(lib, "run-items/s")

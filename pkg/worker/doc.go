@@ -40,8 +40,8 @@
 // <key>:leased_by_session:<sha224 hex> with an expiry of LeaseTTL. While the item is held
 // a goroutine extends the lease every LeaseTTL/3, so an item may take much longer than its
 // lease; if the worker dies, the lease expires and the reaper returns the item to <key>.
-// The scripts and key names live in pkg/queue (queue.RedisWQ), shared with the operator
-// and the qj CLI.
+// The scripts and key names live in pkg/queue/protocol (protocol.RedisWQ), shared with the
+// operator and the qj CLI.
 //
 // Attempts are counted in Redis, in the hash <key>:attempts, when an item is leased: a
 // lease that ends in a crash (the reaper reclaims it) has counted, so a poison item that

@@ -19,7 +19,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -187,9 +187,9 @@ func (h *helper) wait(t *testing.T) int {
 
 func redisEnv(k string, extra ...string) []string {
 	return append([]string{
-		queue.EnvBackend + "=redis",
-		queue.EnvRedisAddress + "=" + redisServer.Addr(),
-		queue.EnvRedisKey + "=" + k,
+		protocol.EnvBackend + "=redis",
+		protocol.EnvRedisAddress + "=" + redisServer.Addr(),
+		protocol.EnvRedisKey + "=" + k,
 	}, extra...)
 }
 

@@ -10,7 +10,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
 )
 
 // Headers of messages the worker republishes.
@@ -31,9 +31,9 @@ func FailedQueue(queueName string) string { return queueName + ".failed" }
 // rabbitBackend consumes one RabbitMQ queue.
 type rabbitBackend struct {
 	w     *Worker
-	o     queue.RabbitMQOptions
+	o     protocol.RabbitMQOptions
 	conn  *amqp.Connection
-	probe *queue.RabbitMQ
+	probe *protocol.RabbitMQ
 
 	mu sync.Mutex
 	// ch is the consuming channel, in confirm mode (failed messages are republished on
@@ -53,18 +53,18 @@ type rabbitBackend struct {
 
 func newRabbitBackend(ctx context.Context, w *Worker) (*rabbitBackend, error) {
 	o := w.opts.RabbitMQ
-	conn, err := queue.DialRabbitMQ(ctx, o, "queuejob-worker "+w.opts.Session)
+	conn, err := protocol.DialRabbitMQ(ctx, o, "queuejob-worker "+w.opts.Session)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
-	return &rabbitBackend{w: w, o: o, conn: conn, probe: queue.NewRabbitMQ(o)}, nil
+	return &rabbitBackend{w: w, o: o, conn: conn, probe: protocol.NewRabbitMQ(o)}, nil
 }
 
 func (b *rabbitBackend) err(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	return fmt.Errorf("worker: %w", queue.RabbitMQError(b.o, err))
+	return fmt.Errorf("worker: %w", protocol.RabbitMQError(b.o, err))
 }
 
 // consume opens the channel and starts the consumer on first use, and again after

@@ -10,7 +10,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
 )
 
 // rabbitCh is a channel for the test to declare, publish and inspect queues.
@@ -65,7 +65,7 @@ func ready(t testing.TB, q string) int {
 func newRabbitWorker(t testing.TB, q string, o Options) *Worker {
 	t.Helper()
 	o.Backend = BackendRabbitMQ
-	o.RabbitMQ = queue.RabbitMQOptions{URL: rabbitServer.URL(), Queue: q}
+	o.RabbitMQ = protocol.RabbitMQOptions{URL: rabbitServer.URL(), Queue: q}
 	if o.Logger == nil {
 		o.Logger = testLogger(t)
 	}
@@ -295,9 +295,9 @@ func TestRabbitMQFromEnv(t *testing.T) {
 	declare(t, q, nil)
 	publishTo(t, q, "x")
 	// The names the docs' job-wq-1 worker reads are enough.
-	t.Setenv(queue.EnvBackend, "rabbitmq")
-	t.Setenv(queue.EnvBrokerURL, rabbitServer.URL())
-	t.Setenv(queue.EnvQueue, q)
+	t.Setenv(protocol.EnvBackend, "rabbitmq")
+	t.Setenv(protocol.EnvBrokerURL, rabbitServer.URL())
+	t.Setenv(protocol.EnvQueue, q)
 	t.Setenv(EnvRabbitMQPrefetch, "2")
 	w, err := FromEnv()
 	if err != nil {
@@ -310,8 +310,8 @@ func TestRabbitMQFromEnv(t *testing.T) {
 	if err := lease(t, w, "x", 1).Complete(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv(queue.EnvBrokerURL, "amqp://guest:wrong@"+rabbitServer.Addr()+"/")
-	if _, err := FromEnv(); queue.ReasonOf(err) != queue.ReasonAuthFailed {
+	t.Setenv(protocol.EnvBrokerURL, "amqp://guest:wrong@"+rabbitServer.Addr()+"/")
+	if _, err := FromEnv(); protocol.ReasonOf(err) != protocol.ReasonAuthFailed {
 		t.Errorf("FromEnv with a wrong password = %v, want AuthFailed", err)
 	}
 }

@@ -8,23 +8,23 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
 )
 
-// redisBackend works a Redis list with the protocol of queue.RedisWQ.
+// redisBackend works a Redis list with the protocol of protocol.RedisWQ.
 type redisBackend struct {
 	w      *Worker
-	o      queue.RedisOptions
+	o      protocol.RedisOptions
 	client *redis.Client
-	wq     queue.RedisWQ
+	wq     protocol.RedisWQ
 	// probe counts the list as the operator does.
-	probe *queue.Redis
+	probe *protocol.Redis
 }
 
 func newRedisBackend(ctx context.Context, w *Worker) (*redisBackend, error) {
 	o := w.opts.Redis
-	b := &redisBackend{w: w, o: o, client: queue.NewRedisClient(o, 0), probe: queue.NewRedis(o)}
-	b.wq = queue.RedisWQ{Client: b.client, Key: o.Key}
+	b := &redisBackend{w: w, o: o, client: protocol.NewRedisClient(o, 0), probe: protocol.NewRedis(o)}
+	b.wq = protocol.RedisWQ{Client: b.client, Key: o.Key}
 	if err := b.client.Ping(ctx).Err(); err != nil {
 		_ = b.close()
 		return nil, b.err(ctx, err)
@@ -37,13 +37,13 @@ func (b *redisBackend) err(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	return fmt.Errorf("worker: %w", queue.RedisError(b.o, err))
+	return fmt.Errorf("worker: %w", protocol.RedisError(b.o, err))
 }
 
 func (b *redisBackend) take(ctx context.Context, wait time.Duration) (held, error) {
 	for {
 		item, err := b.wq.Take(ctx, wait)
-		if errors.Is(err, queue.ErrNoItem) {
+		if errors.Is(err, protocol.ErrNoItem) {
 			return nil, nil
 		}
 		if err != nil {
@@ -71,11 +71,11 @@ func (b *redisBackend) claim(ctx context.Context, item string) (held, error) {
 		return nil, b.err(ctx, err)
 	}
 	switch outcome {
-	case queue.ClaimLeased:
+	case protocol.ClaimLeased:
 		return &redisItem{b: b, item: item, n: attempt}, nil
-	case queue.ClaimDeadLettered:
+	case protocol.ClaimDeadLettered:
 		b.w.log.Warn("Dead-lettered an item whose workers never finished it (they crashed, or their leases ran out)",
-			"attempts", attempt, "list", queue.FailedKey(b.o.Key))
+			"attempts", attempt, "list", protocol.FailedKey(b.o.Key))
 	}
 	return nil, nil
 }
@@ -85,7 +85,7 @@ func (b *redisBackend) claim(ctx context.Context, item string) (held, error) {
 func (b *redisBackend) completeAndTake(ctx context.Context, h held) (next held, completeErr, err error) {
 	r := h.(*redisItem)
 	ok, item, err := b.wq.CompleteAndTake(ctx, r.item, b.w.opts.Session)
-	if errors.Is(err, queue.ErrNoItem) {
+	if errors.Is(err, protocol.ErrNoItem) {
 		return nil, r.result(ctx, ok, nil), nil
 	}
 	if err != nil {
@@ -158,7 +158,7 @@ func (r *redisItem) complete(ctx context.Context) error {
 
 func (r *redisItem) fail(ctx context.Context, _ error) (bool, error) {
 	outcome, _, err := r.b.wq.Fail(ctx, r.item, r.b.w.opts.Session, r.b.w.opts.MaxAttempts)
-	return outcome == queue.FailDeadLettered, r.result(ctx, outcome != queue.FailLost, err)
+	return outcome == protocol.FailDeadLettered, r.result(ctx, outcome != protocol.FailLost, err)
 }
 
 func (r *redisItem) release(ctx context.Context) error {

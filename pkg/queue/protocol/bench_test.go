@@ -1,6 +1,7 @@
-package queue
+package protocol
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"testing"
@@ -18,7 +19,9 @@ func reportPercentiles(b *testing.B, d []time.Duration) {
 	b.ReportMetric(at(0.99), "p99-µs")
 }
 
-func benchProbe(b *testing.B, backend Backend) {
+func benchProbe(b *testing.B, backend interface {
+	Probe(context.Context) (Counts, error)
+}) {
 	ctx := b.Context()
 	if _, err := backend.Probe(ctx); err != nil { // connect outside the timing
 		b.Fatal(err)

@@ -1,0 +1,64 @@
+package queue
+
+import "github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+
+// The queues' protocols live in pkg/queue/protocol, which the workers use without
+// Kubernetes; these are the names of it that the operator's side (the kinds, the
+// controller, the qj CLI) uses, so that it can keep to one package.
+
+// Probes and their errors.
+type (
+	Counts          = protocol.Counts
+	Error           = protocol.Error
+	Redis           = protocol.Redis
+	RedisOptions    = protocol.RedisOptions
+	RabbitMQ        = protocol.RabbitMQ
+	RabbitMQOptions = protocol.RabbitMQOptions
+)
+
+func Errorf(reason, format string, args ...any) *Error {
+	return protocol.Errorf(reason, format, args...)
+}
+func ReasonOf(err error) string               { return protocol.ReasonOf(err) }
+func NewRedis(o RedisOptions) *Redis          { return protocol.NewRedis(o) }
+func NewRabbitMQ(o RabbitMQOptions) *RabbitMQ { return protocol.NewRabbitMQ(o) }
+
+const (
+	ReasonConnectionFailed = protocol.ReasonConnectionFailed
+	ReasonAuthFailed       = protocol.ReasonAuthFailed
+	ReasonQueueNotFound    = protocol.ReasonQueueNotFound
+	ReasonWrongType        = protocol.ReasonWrongType
+	ReasonSecretNotFound   = protocol.ReasonSecretNotFound
+	ReasonTLSFailed        = protocol.ReasonTLSFailed
+
+	ManagementLag = protocol.ManagementLag
+)
+
+// Redis keys.
+func ProcessingKey(key string) string  { return protocol.ProcessingKey(key) }
+func LeaseKey(key, item string) string { return protocol.LeaseKey(key, item) }
+func FailedKey(key string) string      { return protocol.FailedKey(key) }
+
+// Environment variables of worker pods.
+const (
+	EnvBackend     = protocol.EnvBackend
+	EnvName        = protocol.EnvName
+	EnvMode        = protocol.EnvMode
+	EnvItemsPerPod = protocol.EnvItemsPerPod
+
+	EnvRedisAddress       = protocol.EnvRedisAddress
+	EnvRedisKey           = protocol.EnvRedisKey
+	EnvRedisDB            = protocol.EnvRedisDB
+	EnvRedisPassword      = protocol.EnvRedisPassword
+	EnvRedisUsername      = protocol.EnvRedisUsername
+	EnvRedisTLS           = protocol.EnvRedisTLS
+	EnvRedisTLSCA         = protocol.EnvRedisTLSCA
+	EnvRedisTLSServerName = protocol.EnvRedisTLSServerName
+
+	EnvRabbitMQURL           = protocol.EnvRabbitMQURL
+	EnvRabbitMQQueue         = protocol.EnvRabbitMQQueue
+	EnvBrokerURL             = protocol.EnvBrokerURL
+	EnvQueue                 = protocol.EnvQueue
+	EnvRabbitMQTLSCA         = protocol.EnvRabbitMQTLSCA
+	EnvRabbitMQTLSServerName = protocol.EnvRabbitMQTLSServerName
+)

@@ -1,0 +1,445 @@
+package protocol
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/queuejob/queuejob-operator/test/servers"
+)
+
+// publish declares a queue and publishes items to it with publisher confirms, so the
+// broker has them all when it returns.
+func publish(t testing.TB, queue string, items ...string) {
+	t.Helper()
+	publishTo(t, rabbitServer.URL(), queue, items...)
+}
+
+func publishTo(t testing.TB, url, queue string, items ...string) {
+	t.Helper()
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range items {
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx(t), "", queue, false, false, amqp.Publishing{Body: []byte(it), DeliveryMode: amqp.Persistent})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := dc.WaitContext(ctx(t)); !ok || err != nil {
+			t.Fatalf("publish not confirmed: %v", err)
+		}
+	}
+}
+
+func newRabbit(t *testing.T, url, queue string) *RabbitMQ {
+	t.Helper()
+	r := NewRabbitMQ(RabbitMQOptions{URL: url, Queue: queue})
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}
+
+func TestRabbitMQProbe(t *testing.T) {
+	// The seed's job-wq-1: eight fruits in queue job1.
+	publish(t, "job1", "apple", "banana", "cherry", "date", "fig", "grape", "lemon", "melon")
+	r := newRabbit(t, rabbitServer.URL(), "job1")
+	got, err := r.Probe(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(Counts{Ready: 8, InFlightUnknown: true}, got); diff != "" {
+		t.Errorf("Probe (-want +got):\n%s", diff)
+	}
+
+	t.Run("a message taken and not yet acknowledged is not ready", func(t *testing.T) {
+		conn, err := amqp.Dial(rabbitServer.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ch, _ := conn.Channel()
+		if _, ok, err := ch.Get("job1", false); !ok || err != nil {
+			t.Fatalf("basic.get: %v %v", ok, err)
+		}
+		if got, err := r.Probe(ctx(t)); err != nil || got.Ready != 7 {
+			t.Errorf("Probe = %+v, %v; want 7 ready", got, err)
+		}
+	})
+}
+
+func TestRabbitMQProbeErrors(t *testing.T) {
+	good := rabbitServer.URL()
+	wrongPass := strings.Replace(good, "guest:guest", "guest:wrong-pass-xyz", 1)
+	cases := []struct {
+		name, url, queue string
+		timeout          time.Duration
+		reason           string
+	}{
+		{name: "missing queue", url: good, queue: "no-such-queue", reason: ReasonQueueNotFound},
+		{name: "wrong password", url: wrongPass, queue: "job1", reason: ReasonAuthFailed},
+		{name: "nothing listening", url: "amqp://guest:guest@" + closedPort(t) + "/", queue: "job1", reason: ReasonConnectionFailed},
+		{name: "a broker that never answers", url: "amqp://guest:guest@" + silentServer(t) + "/", queue: "job1", timeout: time.Second, reason: ReasonConnectionFailed},
+		{name: "not an AMQP URL", url: "http://guest:guest@localhost/", queue: "job1", reason: ReasonConnectionFailed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := NewRabbitMQ(RabbitMQOptions{URL: tc.url, Queue: tc.queue, Timeout: tc.timeout})
+			defer r.Close()
+			start := time.Now()
+			_, err := r.Probe(ctx(t))
+			if took := time.Since(start); took > 20*time.Second {
+				t.Errorf("Probe took %s: it must not hang", took)
+			}
+			var qe *Error
+			if !errors.As(err, &qe) || qe.Reason != tc.reason {
+				t.Fatalf("Probe error = %v, want reason %s", err, tc.reason)
+			}
+			if strings.Contains(err.Error(), "wrong-pass-xyz") || strings.Contains(err.Error(), "guest:guest") {
+				t.Errorf("error %q contains credentials", err)
+			}
+			t.Logf("error: %v", err)
+		})
+	}
+
+	t.Run("the connection survives a missing queue", func(t *testing.T) {
+		publish(t, "present")
+		r := newRabbit(t, good, "missing-at-first")
+		if _, err := r.Probe(ctx(t)); ReasonOf(err) != ReasonQueueNotFound {
+			t.Fatalf("Probe = %v, want QueueNotFound", err)
+		}
+		publish(t, "missing-at-first", "x")
+		if got, err := r.Probe(ctx(t)); err != nil || got.Ready != 1 {
+			t.Fatalf("Probe after the queue appeared = %+v, %v", got, err)
+		}
+	})
+}
+
+func TestRabbitMQBrokerRestart(t *testing.T) {
+	publish(t, "restart", "a", "b")
+	r := newRabbit(t, rabbitServer.URL(), "restart")
+	if got, err := r.Probe(ctx(t)); err != nil || got.Ready != 2 {
+		t.Fatalf("Probe = %+v, %v", got, err)
+	}
+	rabbitServer.Stop()
+	if _, err := r.Probe(ctx(t)); ReasonOf(err) != ReasonConnectionFailed {
+		t.Fatalf("Probe with the broker down = %v, want ConnectionFailed", err)
+	}
+	if err := rabbitServer.Start(amqpReady); err != nil {
+		t.Fatal(err)
+	}
+	// A broker killed with SIGKILL may lose a queue declared a moment before (its metadata
+	// log need not be flushed), so the producer declares it again; what is tested is that
+	// the probe's dead connection is replaced and counting resumes.
+	publish(t, "restart", "c")
+	got, err := r.Probe(ctx(t))
+	if err != nil || got.Ready < 1 || got.Ready > 3 {
+		t.Fatalf("Probe after the restart = %+v, %v; want 1 to 3 ready (1 if the broker lost the first two)", got, err)
+	}
+}
+
+// leaks returns the first substring of secret, at least 4 bytes long, that msg contains.
+func leaks(msg, secret string) string {
+	for i := 0; i+4 <= len(secret); i++ {
+		if strings.Contains(msg, secret[i:i+4]) {
+			return secret[i : i+4]
+		}
+	}
+	return ""
+}
+
+func TestRabbitMQMalformedURLLeaksNoPassword(t *testing.T) {
+	down := closedPort(t)
+	// Each URL is malformed (the message must say what to fix) except where valid is set:
+	// Go accepts an unescaped '@' in a password, and amqp:///... means localhost.
+	cases := []struct {
+		name, url, password string
+		valid               bool
+	}{
+		{name: "unescaped / in a base64 password", url: "amqp://app:Kx9v2Qw8/Lm3+Zp==@rabbitmq:5672/", password: "Kx9v2Qw8/Lm3+Zp=="},
+		{name: "unescaped / before the broker address", url: "amqp://app:Kx9v2Qw8/Lm3+Zp==@" + down + "/", password: "Kx9v2Qw8/Lm3+Zp=="},
+		{name: "unescaped #", url: "amqp://app:Hq7Zr#Rt5Ww9@" + down + "/", password: "Hq7Zr#Rt5Ww9"},
+		{name: "unescaped ?", url: "amqp://app:Pq4Lm9?x=Zt8Vb@" + down + "/", password: "Pq4Lm9?x=Zt8Vb"},
+		{name: "unescaped @", url: "amqp://app:Fo0b@r99Zq@" + down + "/", password: "Fo0b@r99Zq", valid: true},
+		{name: "digits then / (parses as host:port)", url: "amqp://app:65000/Zq8LkWm@" + down + "/", password: "65000/Zq8LkWm"},
+		{name: "bad port", url: "amqp://app:Zx81Qw77Lp@" + "127.0.0.1:56x2/", password: "Zx81Qw77Lp"},
+		{name: "port out of range", url: "amqp://app:Zx81Qw77Lp@" + "127.0.0.1:99999999/", password: "Zx81Qw77Lp"},
+		{name: "bad scheme", url: "amqq://app:Bs4Kq9Lz@" + down + "/", password: "Bs4Kq9Lz"},
+		{name: "http scheme", url: "http://app:Bs4Kq9Lz@" + down + "/", password: "Bs4Kq9Lz"},
+		{name: "space in the password", url: "amqp://app:Sp4ce Pw77Zq@" + down + "/", password: "Sp4ce Pw77Zq"},
+		{name: "tab in the password", url: "amqp://app:Tb4b\tPw77Zq@" + down + "/", password: "Tb4b\tPw77Zq"},
+		{name: "trailing newline", url: "amqp://app:Nl7Lq2Wx@" + down + "/\n", password: "Nl7Lq2Wx"},
+		{name: "percent garbage", url: "amqp://app:Pc%zzWq12Lm@" + down + "/", password: "Pc%zzWq12Lm"},
+		{name: "percent garbage in the host", url: "amqp://app:Hg5Tr8Qm@rab%zzbit:5672/", password: "Hg5Tr8Qm"},
+		{name: "no host", url: "amqp://app:Nh3Lk9Qz@/", password: "Nh3Lk9Qz", valid: true},
+		{name: "bad heartbeat parameter", url: "amqp://app:Hb6Vc2Xn@" + down + "/?heartbeat=Hb6Vc2Xn", password: "Hb6Vc2Xn"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRabbit(t, tc.url, "job1")
+			r.opts.Timeout = 5 * time.Second
+			_, err := r.Probe(ctx(t))
+			if err == nil {
+				t.Fatal("Probe succeeded with a malformed URL")
+			}
+			if ReasonOf(err) != ReasonConnectionFailed {
+				t.Errorf("reason = %s, want %s", ReasonOf(err), ReasonConnectionFailed)
+			}
+			if s := leaks(err.Error(), tc.password); s != "" {
+				t.Errorf("error %q contains %q, part of the password", err, s)
+			}
+			if !tc.valid && !strings.Contains(err.Error(), "percent-encoded") {
+				t.Errorf("error %q does not say what to fix", err)
+			}
+		})
+	}
+}
+
+// A broker that completed the AMQP handshake and then stopped answering (SIGSTOP, a live
+// process with its sockets open): the probe and Close must return within their bound, not
+// after amqp091's heartbeat deadline, and the backend must reconnect once the broker is back.
+func TestRabbitMQFrozenBroker(t *testing.T) {
+	srv, err := servers.StartRabbitMQ(amqpReady)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	publishTo(t, srv.URL(), "frozen", "a")
+	const timeout = 2 * time.Second
+	const bound = 8 * time.Second // the timeout and generous slack for a loaded machine
+	r := NewRabbitMQ(RabbitMQOptions{URL: srv.URL(), Queue: "frozen", Timeout: timeout})
+	t.Cleanup(func() { _ = r.Close() })
+	closing := NewRabbitMQ(RabbitMQOptions{URL: srv.URL(), Queue: "frozen", Timeout: timeout})
+	for _, b := range []*RabbitMQ{r, closing} {
+		if got, err := b.Probe(ctx(t)); err != nil || got.Ready != 1 {
+			t.Fatalf("Probe before the freeze = %+v, %v", got, err)
+		}
+	}
+
+	if err := srv.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Resume() }) // runs before srv.Close
+
+	// Close and a probe at once, each timed on its own: one must not hide the other by
+	// waiting out the heartbeat deadline that also ends the other's connection.
+	closed := make(chan time.Duration, 1)
+	go func() {
+		start := time.Now()
+		_ = closing.Close()
+		closed <- time.Since(start)
+	}()
+	start := time.Now()
+	_, err = r.Probe(context.Background())
+	took := time.Since(start)
+	t.Logf("Probe against the frozen broker returned after %s: %v", took, err)
+	if took > bound {
+		t.Errorf("Probe against the frozen broker took %s, want at most %s (timeout %s)", took, bound, timeout)
+	}
+	if ReasonOf(err) != ReasonConnectionFailed {
+		t.Errorf("Probe against the frozen broker = %v, want reason %s", err, ReasonConnectionFailed)
+	}
+	select {
+	case took := <-closed:
+		t.Logf("Close against the frozen broker returned after %s", took)
+		if took > bound {
+			t.Errorf("Close against the frozen broker took %s, want at most %s", took, bound)
+		}
+	case <-time.After(time.Minute):
+		t.Errorf("Close against the frozen broker has not returned after a minute")
+	}
+
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got, err := r.Probe(ctx(t))
+		if err == nil && got.Ready == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Probe after the broker resumed = %+v, %v; want 1 ready", got, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Probes whose timeout falls in the middle of connecting or counting: under -race, any
+// unsynchronised access to the connection between the probe and its worker is reported.
+func TestRabbitMQProbeTimeoutRace(t *testing.T) {
+	publish(t, "race", "a")
+	for i := range 60 {
+		r := NewRabbitMQ(RabbitMQOptions{URL: rabbitServer.URL(), Queue: "race", Timeout: time.Duration(1+i) * time.Millisecond})
+		_, _ = r.Probe(ctx(t))
+		_, _ = r.Probe(ctx(t))
+		_ = r.Close()
+	}
+}
+
+// withoutUserinfo removes the user and password from a URL.
+func withoutUserinfo(t *testing.T, raw string) string {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = nil
+	return u.String()
+}
+
+// probeUntil probes until ok accepts the counts, or fails the test after a minute: the
+// management plugin's counts lag by up to its statistics interval.
+func probeUntil(t *testing.T, r *RabbitMQ, what string, ok func(Counts) bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		got, err := r.Probe(ctx(t))
+		if err == nil && ok(got) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Probe = %+v, %v; want %s", got, err, what)
+		}
+		time.Sleep(servers.ManagementStatsInterval / 2)
+	}
+}
+
+func TestRabbitMQManagementCountsInFlight(t *testing.T) {
+	publish(t, "held", "a", "b", "c", "d")
+	conn, err := amqp.Dial(rabbitServer.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []amqp.Delivery
+	for range 3 {
+		d, ok, err := ch.Get("held", false)
+		if !ok || err != nil {
+			t.Fatalf("basic.get: %v %v", ok, err)
+		}
+		held = append(held, d)
+	}
+
+	for name, mgmt := range map[string]string{
+		"management URL with credentials":                rabbitServer.ManagementURL(),
+		"management URL with the AMQP URL's credentials": withoutUserinfo(t, rabbitServer.ManagementURL()),
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := NewRabbitMQ(RabbitMQOptions{URL: rabbitServer.URL(), Queue: "held", ManagementURL: mgmt})
+			t.Cleanup(func() { _ = r.Close() })
+			probeUntil(t, r, "1 ready, 3 in flight", func(c Counts) bool {
+				return c == Counts{Ready: 1, InFlight: 3, Lag: ManagementLag}
+			})
+		})
+	}
+
+	r := newRabbitMgmt(t, rabbitServer.URL(), "held", rabbitServer.ManagementURL())
+	for _, d := range held {
+		if err := d.Ack(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	probeUntil(t, r, "1 ready, 0 in flight once the workers acknowledged", func(c Counts) bool {
+		return c == Counts{Ready: 1, InFlight: 0, Lag: ManagementLag}
+	})
+}
+
+func newRabbitMgmt(t *testing.T, amqpURL, queue, mgmt string) *RabbitMQ {
+	t.Helper()
+	r := NewRabbitMQ(RabbitMQOptions{URL: amqpURL, Queue: queue, ManagementURL: mgmt})
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}
+
+func TestRabbitMQManagementErrors(t *testing.T) {
+	publish(t, "mgmt-errors", "a")
+	good := rabbitServer.ManagementURL()
+	const wrongPass = "Wr0ngMgmtPw77"
+	cases := []struct {
+		name, mgmt, password string
+		timeout              time.Duration
+		reason, says         string
+	}{
+		{name: "wrong management password", mgmt: strings.Replace(good, "guest:guest", "guest:"+wrongPass, 1), password: wrongPass,
+			reason: ReasonAuthFailed, says: "managementURLSecretRef"},
+		{name: "management API not listening", mgmt: "http://guest:Cl0sedPortPw@" + closedPort(t), password: "Cl0sedPortPw",
+			reason: ReasonConnectionFailed, says: "127.0.0.1:"},
+		{name: "management API that never answers", mgmt: "http://guest:S1lentPw99@" + silentServer(t), password: "S1lentPw99",
+			timeout: 2 * time.Second, reason: ReasonConnectionFailed, says: "within 2s"},
+		{name: "malformed management URL", mgmt: "http://guest:Mx9v2Qw8/Lm3+Zp==@" + rabbitServer.Addr(), password: "Mx9v2Qw8/Lm3+Zp==",
+			reason: ReasonConnectionFailed, says: "percent-encoded"},
+		{name: "a password split at an unescaped '/' after digits that look like a port",
+			mgmt: "http://monitor:20245/Spr1ng@" + rabbitServer.Addr(), password: "20245/Spr1ng",
+			reason: ReasonConnectionFailed, says: "percent-encoded"},
+		{name: "the AMQP URL's credentials are not sent to another host",
+			mgmt: "http://localhost:" + strconv.Itoa(rabbitServer.ManagementPort()), password: "guest",
+			reason: ReasonAuthFailed, says: "managementURLSecretRef"},
+		{name: "management URL of another scheme", mgmt: "amqp://guest:Sc7eMePw@" + rabbitServer.Addr(), password: "Sc7eMePw",
+			reason: ReasonConnectionFailed, says: "http"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := NewRabbitMQ(RabbitMQOptions{URL: rabbitServer.URL(), Queue: "mgmt-errors", ManagementURL: tc.mgmt, Timeout: tc.timeout})
+			t.Cleanup(func() { _ = r.Close() })
+			start := time.Now()
+			got, err := r.Probe(ctx(t))
+			if took := time.Since(start); took > 8*time.Second {
+				t.Errorf("Probe took %s", took)
+			}
+			if err == nil {
+				t.Fatalf("Probe = %+v, want an error: in-flight messages cannot be counted", got)
+			}
+			if ReasonOf(err) != tc.reason {
+				t.Errorf("Probe error = %v, want reason %s", err, tc.reason)
+			}
+			if s := leaks(err.Error(), tc.password); s != "" {
+				t.Errorf("error %q contains %q, part of the password", err, s)
+			}
+			if !strings.Contains(err.Error(), tc.says) {
+				t.Errorf("error %q does not say %q", err, tc.says)
+			}
+		})
+	}
+}
+
+func TestRabbitMQManagementMissingQueue(t *testing.T) {
+	// The passive declare reports a missing queue before the management API is asked, so
+	// the management API's own 404 is tested on its own.
+	r := newRabbitMgmt(t, rabbitServer.URL(), "no-such-queue", rabbitServer.ManagementURL())
+	if _, err := r.Probe(ctx(t)); ReasonOf(err) != ReasonQueueNotFound {
+		t.Errorf("Probe = %v, want reason %s", err, ReasonQueueNotFound)
+	}
+	if r.mgmt == nil {
+		t.Fatal("no management API configured")
+	}
+	_, _, err := r.mgmt.counts(ctx(t), "/", "no-such-queue")
+	if ReasonOf(err) != ReasonQueueNotFound {
+		t.Errorf("management API count of a missing queue = %v, want reason %s", err, ReasonQueueNotFound)
+	}
+	_, _, err = r.mgmt.counts(ctx(t), "no-such-vhost", "job1")
+	if ReasonOf(err) != ReasonQueueNotFound {
+		t.Errorf("management API count in a missing vhost = %v, want reason %s", err, ReasonQueueNotFound)
+	}
+}

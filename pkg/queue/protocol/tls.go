@@ -1,0 +1,86 @@
+package protocol
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"time"
+)
+
+// Environment variables of the TLS settings of workers; each backend prefixes them
+// (QUEUEJOB_REDIS_TLS_CA, QUEUEJOB_RABBITMQ_TLS_CA, ...).
+const (
+	envTLSCA         = "_TLS_CA"
+	envTLSServerName = "_TLS_SERVER_NAME"
+)
+
+// tlsCause says why a TLS handshake failed, in words that name no secret (certificate
+// names and the name asked for are not secrets), and whether it was a TLS failure at all.
+func tlsCause(err error) (string, bool) {
+	var certErr *tls.CertificateVerificationError
+	var recErr tls.RecordHeaderError
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &unknownCA):
+		return "its TLS certificate is not signed by a trusted CA", true
+	case errors.As(err, &hostErr):
+		return "its TLS certificate is not valid for the server name (" + hostErr.Error() + ")", true
+	case errors.As(err, &invalid):
+		return "its TLS certificate is invalid (" + invalid.Error() + ")", true
+	case errors.As(err, &certErr):
+		return "its TLS certificate was not accepted", true
+	case errors.As(err, &recErr):
+		return "it does not speak TLS on that port", true
+	}
+	var alert tls.AlertError
+	if errors.As(err, &alert) {
+		return "it refused the TLS handshake (" + alert.Error() + ")", true
+	}
+	var noHandshake *handshakeError
+	if errors.As(err, &noHandshake) {
+		return "it did not complete a TLS handshake (does it speak TLS on that port?)", true
+	}
+	return "", false
+}
+
+// handshakeError is a TLS handshake that failed without a TLS answer: it timed out, or the
+// server closed the connection.
+type handshakeError struct{ err error }
+
+func (e *handshakeError) Error() string { return "no TLS handshake: " + e.err.Error() }
+func (e *handshakeError) Unwrap() error { return e.err }
+
+// tlsDialer dials TCP and makes a TLS handshake, each bounded by timeout; a handshake
+// that gets no TLS answer fails with a *handshakeError.
+func tlsDialer(config *tls.Config, timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := &net.Dialer{Timeout: timeout}
+		raw, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		hctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		c := tls.Client(raw, config)
+		if err := c.HandshakeContext(hctx); err != nil {
+			_ = raw.Close()
+			if _, ok := tlsCause(err); !ok {
+				return nil, &handshakeError{err}
+			}
+			return nil, err
+		}
+		return c, nil
+	}
+}
+
+// hostOf is the host of a host:port address, the address itself if it has no port.
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
