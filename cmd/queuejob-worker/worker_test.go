@@ -79,7 +79,11 @@ func TestItemsPerPod(t *testing.T) {
 			if got := listOf(t, k); len(got) != tc.left {
 				t.Errorf("queue %q, want %d items left", got, tc.left)
 			}
-			checkLists(t, protocol.ProcessingKey(k), nil, nil, nil)
+			for _, l := range []string{protocol.ProcessingKey(k), protocol.FailedKey(k)} {
+				if got := listOf(t, l); len(got) != 0 {
+					t.Errorf("%s = %q, want it empty", l, got)
+				}
+			}
 		})
 	}
 }
