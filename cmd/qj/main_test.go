@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -116,13 +115,7 @@ func needRedis(t *testing.T) *servers.Server {
 func needRabbitMQ(t *testing.T) *servers.RabbitMQ {
 	t.Helper()
 	rabbitOnce.Do(func() {
-		rabbitSrv, rabbitErr = servers.StartRabbitMQ(func(url string) error {
-			c, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(2 * time.Second)})
-			if err != nil {
-				return err
-			}
-			return c.Close()
-		})
+		rabbitSrv, rabbitErr = servers.StartRabbitMQ(servers.AMQPReady)
 	})
 	if rabbitErr != nil {
 		t.Fatal("starting rabbitmq-server (make servers installs it):", rabbitErr)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -28,37 +27,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(run0(m))
-}
-
-func run0(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "queuejob-worker-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	binary = filepath.Join(dir, "queuejob-worker")
-	if err := Build(binary); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if redisServer, err = servers.StartRedis(""); err != nil {
-		fmt.Fprintln(os.Stderr, "starting redis-server:", err)
-		return 1
-	}
-	defer redisServer.Close()
-	return m.Run()
-}
-
-// Build builds queuejob-worker into out, static as in an image.
-func Build(out string) error {
-	cmd := exec.Command("go", "build", "-o", out, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build queuejob-worker: %v\n%s", err, b)
-	}
-	return nil
+	os.Exit(servers.Main(m, func(g *servers.Group) {
+		binary = g.GoBuild("queuejob-worker", ".")
+		redisServer = g.Redis(servers.RedisOptions{})
+	}))
 }
 
 // proc is a running queuejob-worker.

@@ -3,10 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -25,28 +23,11 @@ var (
 	binary      string
 )
 
-func TestMain(m *testing.M) { os.Exit(run0(m)) }
-
-func run0(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "job-wq-2-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	binary = filepath.Join(dir, "job-wq-2")
-	build := exec.Command("go", "build", "-o", binary, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, b)
-		return 1
-	}
-	if redisServer, err = servers.StartRedis(""); err != nil {
-		fmt.Fprintln(os.Stderr, "starting redis-server:", err)
-		return 1
-	}
-	defer redisServer.Close()
-	return m.Run()
+func TestMain(m *testing.M) {
+	os.Exit(servers.Main(m, func(g *servers.Group) {
+		binary = g.GoBuild("job-wq-2", ".")
+		redisServer = g.Redis(servers.RedisOptions{})
+	}))
 }
 
 // The article's example 3: the list job2 holds 9 items and two workers drain it. Each

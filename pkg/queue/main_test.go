@@ -2,12 +2,9 @@ package queue
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"testing"
 	"time"
-
-	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
@@ -32,45 +29,15 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	var err error
-	if authRedis, err = servers.StartRedis(redisPassword); err != nil {
-		fmt.Fprintln(os.Stderr, "starting redis-server with a password:", err)
-		return 1
-	}
-	defer authRedis.Close()
-	if testCA, err = servers.NewCA("queuejob test CA"); err != nil {
-		fmt.Fprintln(os.Stderr, "making a CA:", err)
-		return 1
-	}
-	if otherCA, err = servers.NewCA("another CA"); err != nil {
-		fmt.Fprintln(os.Stderr, "making a CA:", err)
-		return 1
-	}
-	if tlsRedis, err = servers.StartRedisWith(servers.RedisOptions{TLS: testCA, Password: redisPassword,
-		Users: []string{aclUser + " on >" + aclPassword + " ~* +@all"}}); err != nil {
-		fmt.Fprintln(os.Stderr, "starting redis-server with TLS:", err)
-		return 1
-	}
-	defer tlsRedis.Close()
-	// One broker for all tests, with amqps and https listeners besides the plain ones.
-	if rabbitServer, err = servers.StartRabbitMQWith(amqpReady, servers.RabbitMQOptions{TLS: testCA}); err != nil {
-		fmt.Fprintln(os.Stderr, "starting rabbitmq-server:", err)
-		return 1
-	}
-	defer rabbitServer.Close()
-	return m.Run()
-}
-
-func amqpReady(url string) error {
-	c, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(2 * time.Second)})
-	if err != nil {
-		return err
-	}
-	return c.Close()
+	os.Exit(servers.Main(m, func(g *servers.Group) {
+		authRedis = g.Redis(servers.RedisOptions{Password: redisPassword})
+		testCA = g.CA("queuejob test CA")
+		otherCA = g.CA("another CA")
+		tlsRedis = g.Redis(servers.RedisOptions{TLS: testCA, Password: redisPassword,
+			Users: []string{aclUser + " on >" + aclPassword + " ~* +@all"}})
+		// One broker for all tests, with amqps and https listeners besides the plain ones.
+		rabbitServer = g.RabbitMQ(servers.RabbitMQOptions{TLS: testCA})
+	}))
 }
 
 func ctx(t testing.TB) context.Context {

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
@@ -44,40 +43,13 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(envHelper); mode != "" {
 		os.Exit(helperMain(mode))
 	}
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	var err error
-	if redisServer, err = servers.StartRedis(""); err != nil {
-		fmt.Fprintln(os.Stderr, "starting redis-server:", err)
-		return 1
-	}
-	defer redisServer.Close()
-	if testCA, err = servers.NewCA("queuejob worker test CA"); err != nil {
-		fmt.Fprintln(os.Stderr, "making a CA:", err)
-		return 1
-	}
-	if tlsRedis, err = servers.StartRedisWith(servers.RedisOptions{TLS: testCA,
-		Users: []string{aclUser + " on >" + aclPassword + " ~* +@all"}}); err != nil {
-		fmt.Fprintln(os.Stderr, "starting redis-server with TLS:", err)
-		return 1
-	}
-	defer tlsRedis.Close()
-	if rabbitServer, err = servers.StartRabbitMQ(amqpReady); err != nil {
-		fmt.Fprintln(os.Stderr, "starting rabbitmq-server:", err)
-		return 1
-	}
-	defer rabbitServer.Close()
-	return m.Run()
-}
-
-func amqpReady(url string) error {
-	c, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(2 * time.Second)})
-	if err != nil {
-		return err
-	}
-	return c.Close()
+	os.Exit(servers.Main(m, func(g *servers.Group) {
+		redisServer = g.Redis(servers.RedisOptions{})
+		testCA = g.CA("queuejob worker test CA")
+		tlsRedis = g.Redis(servers.RedisOptions{TLS: testCA,
+			Users: []string{aclUser + " on >" + aclPassword + " ~* +@all"}})
+		rabbitServer = g.RabbitMQ(servers.RabbitMQOptions{})
+	}))
 }
 
 // helperMain is a worker process configured from its environment, as in a pod:

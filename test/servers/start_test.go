@@ -14,14 +14,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-func amqpReady(url string) error {
-	c, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(2 * time.Second)})
-	if err != nil {
-		return err
-	}
-	return c.Close()
-}
-
 func clientTLS(t *testing.T, ca *CA) *tls.Config {
 	t.Helper()
 	pool := x509.NewCertPool()
@@ -76,7 +68,7 @@ func TestStartRabbitMQ(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	r, err := StartRabbitMQWith(amqpReady, RabbitMQOptions{TLS: ca})
+	r, err := StartRabbitMQWith(AMQPReady, RabbitMQOptions{TLS: ca})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -22,36 +20,12 @@ var (
 const redisPassword = "s3cret-redis-pass"
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	var err error
-	if redisServer, err = servers.StartRedis(""); err != nil {
-		fmt.Fprintln(os.Stderr, "starting redis-server:", err)
-		return 1
-	}
-	defer redisServer.Close()
-	if authRedis, err = servers.StartRedis(redisPassword); err != nil {
-		fmt.Fprintln(os.Stderr, "starting redis-server with a password:", err)
-		return 1
-	}
-	defer authRedis.Close()
-	// One broker for all tests.
-	if rabbitServer, err = servers.StartRabbitMQ(amqpReady); err != nil {
-		fmt.Fprintln(os.Stderr, "starting rabbitmq-server:", err)
-		return 1
-	}
-	defer rabbitServer.Close()
-	return m.Run()
-}
-
-func amqpReady(url string) error {
-	c, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(2 * time.Second)})
-	if err != nil {
-		return err
-	}
-	return c.Close()
+	os.Exit(servers.Main(m, func(g *servers.Group) {
+		redisServer = g.Redis(servers.RedisOptions{})
+		authRedis = g.Redis(servers.RedisOptions{Password: redisPassword})
+		// One broker for all tests.
+		rabbitServer = g.RabbitMQ(servers.RabbitMQOptions{})
+	}))
 }
 
 func ctx(t testing.TB) context.Context {

@@ -142,7 +142,7 @@ func TestRabbitMQBrokerRestart(t *testing.T) {
 	if _, err := r.Probe(ctx(t)); ReasonOf(err) != ReasonConnectionFailed {
 		t.Fatalf("Probe with the broker down = %v, want ConnectionFailed", err)
 	}
-	if err := rabbitServer.Start(amqpReady); err != nil {
+	if err := rabbitServer.Start(servers.AMQPReady); err != nil {
 		t.Fatal(err)
 	}
 	// A broker killed with SIGKILL may lose a queue declared a moment before (its metadata
@@ -216,7 +216,7 @@ func TestRabbitMQMalformedURLLeaksNoPassword(t *testing.T) {
 // process with its sockets open): the probe and Close must return within their bound, not
 // after amqp091's heartbeat deadline, and the backend must reconnect once the broker is back.
 func TestRabbitMQFrozenBroker(t *testing.T) {
-	srv, err := servers.StartRabbitMQ(amqpReady)
+	srv, err := servers.StartRabbitMQ(servers.AMQPReady)
 	if err != nil {
 		t.Fatal(err)
 	}
