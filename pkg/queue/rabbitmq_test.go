@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	amqp "github.com/rabbitmq/amqp091-go"
 	corev1 "k8s.io/api/core/v1"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
@@ -17,35 +16,7 @@ import (
 // broker has them all when it returns.
 func publish(t testing.TB, queue string, items ...string) {
 	t.Helper()
-	publishTo(t, rabbitServer.URL(), queue, items...)
-}
-
-func publishTo(t testing.TB, url, queue string, items ...string) {
-	t.Helper()
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.Confirm(false); err != nil {
-		t.Fatal(err)
-	}
-	for _, it := range items {
-		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx(t), "", queue, false, false, amqp.Publishing{Body: []byte(it), DeliveryMode: amqp.Persistent})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ok, err := dc.WaitContext(ctx(t)); !ok || err != nil {
-			t.Fatalf("publish not confirmed: %v", err)
-		}
-	}
+	servers.Publish(t, rabbitServer.URL(), queue, items...)
 }
 
 func TestRabbitMQKind(t *testing.T) {

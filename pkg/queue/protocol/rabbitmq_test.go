@@ -19,35 +19,7 @@ import (
 // broker has them all when it returns.
 func publish(t testing.TB, queue string, items ...string) {
 	t.Helper()
-	publishTo(t, rabbitServer.URL(), queue, items...)
-}
-
-func publishTo(t testing.TB, url, queue string, items ...string) {
-	t.Helper()
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.Confirm(false); err != nil {
-		t.Fatal(err)
-	}
-	for _, it := range items {
-		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx(t), "", queue, false, false, amqp.Publishing{Body: []byte(it), DeliveryMode: amqp.Persistent})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ok, err := dc.WaitContext(ctx(t)); !ok || err != nil {
-			t.Fatalf("publish not confirmed: %v", err)
-		}
-	}
+	servers.Publish(t, rabbitServer.URL(), queue, items...)
 }
 
 func newRabbit(t *testing.T, url, queue string) *RabbitMQ {
@@ -70,12 +42,7 @@ func TestRabbitMQProbe(t *testing.T) {
 	}
 
 	t.Run("a message taken and not yet acknowledged is not ready", func(t *testing.T) {
-		conn, err := amqp.Dial(rabbitServer.URL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		ch, _ := conn.Channel()
+		ch := servers.AMQPChannel(t, rabbitServer.URL())
 		if _, ok, err := ch.Get("job1", false); !ok || err != nil {
 			t.Fatalf("basic.get: %v %v", ok, err)
 		}
@@ -221,7 +188,7 @@ func TestRabbitMQFrozenBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Close)
-	publishTo(t, srv.URL(), "frozen", "a")
+	servers.Publish(t, srv.URL(), "frozen", "a")
 	const timeout = 2 * time.Second
 	const bound = 8 * time.Second // the timeout and generous slack for a loaded machine
 	r := NewRabbitMQ(RabbitMQOptions{URL: srv.URL(), Queue: "frozen", Timeout: timeout})
@@ -324,15 +291,7 @@ func probeUntil(t *testing.T, r *RabbitMQ, what string, ok func(Counts) bool) {
 
 func TestRabbitMQManagementCountsInFlight(t *testing.T) {
 	publish(t, "held", "a", "b", "c", "d")
-	conn, err := amqp.Dial(rabbitServer.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := servers.AMQPChannel(t, rabbitServer.URL())
 	var held []amqp.Delivery
 	for range 3 {
 		d, ok, err := ch.Get("held", false)
