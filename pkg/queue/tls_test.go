@@ -31,6 +31,28 @@ func secretsIn(msg string) []string {
 	return out
 }
 
+// checkProbe checks a probe's outcome: success if reason is empty, else an error of that
+// reason whose message says says and repeats no secret.
+func checkProbe(t *testing.T, err error, reason, says string) {
+	t.Helper()
+	if reason == "" {
+		if err != nil {
+			t.Fatalf("Probe: %v", err)
+		}
+		return
+	}
+	if err == nil || ReasonOf(err) != reason {
+		t.Fatalf("Probe error = %v (reason %s), want reason %s", err, ReasonOf(err), reason)
+	}
+	if !strings.Contains(err.Error(), says) {
+		t.Errorf("error %q does not say %q", err, says)
+	}
+	if s := secretsIn(err.Error()); s != nil {
+		t.Errorf("error %q repeats the secrets %q", err, s)
+	}
+	t.Logf("error: %v", err)
+}
+
 // probeKind opens a backend of kind for a source, probes it once and closes it.
 func probeKind(t *testing.T, kind Kind, src Source) error {
 	t.Helper()
@@ -97,22 +119,7 @@ func TestRedisTLSAndACL(t *testing.T) {
 				secrets[k] = v
 			}
 			err := probeKind(t, RedisKind, Source{Spec: &qjv1.QueueSource{Redis: spec}, Secrets: secrets})
-			if c.reason == "" {
-				if err != nil {
-					t.Fatalf("Probe: %v", err)
-				}
-				return
-			}
-			if err == nil || ReasonOf(err) != c.reason {
-				t.Fatalf("Probe error = %v (reason %s), want reason %s", err, ReasonOf(err), c.reason)
-			}
-			if !strings.Contains(err.Error(), c.says) {
-				t.Errorf("error %q does not say %q", err, c.says)
-			}
-			if s := secretsIn(err.Error()); s != nil {
-				t.Errorf("error %q repeats the secrets %q", err, s)
-			}
-			t.Logf("error: %v", err)
+			checkProbe(t, err, c.reason, c.says)
 		})
 	}
 }
@@ -203,22 +210,7 @@ func TestRabbitMQTLS(t *testing.T) {
 				return
 			}
 			err := probeKind(t, RabbitMQKind, src)
-			if c.reason == "" {
-				if err != nil {
-					t.Fatalf("Probe: %v", err)
-				}
-				return
-			}
-			if err == nil || ReasonOf(err) != c.reason {
-				t.Fatalf("Probe error = %v (reason %s), want reason %s", err, ReasonOf(err), c.reason)
-			}
-			if !strings.Contains(err.Error(), c.says) {
-				t.Errorf("error %q does not say %q", err, c.says)
-			}
-			if s := secretsIn(err.Error()); s != nil {
-				t.Errorf("error %q repeats the secrets %q", err, s)
-			}
-			t.Logf("error: %v", err)
+			checkProbe(t, err, c.reason, c.says)
 		})
 	}
 }

@@ -242,10 +242,7 @@ func TestRedisReap(t *testing.T) {
 		r := newRedis(t, k)
 		total := 0
 		for i := range 6 {
-			n, err := r.Reap(ctx(t), t0.Add(time.Duration(i)*grace), grace)
-			if err != nil {
-				t.Fatal(err)
-			}
+			n := reapAt(t, r, t0.Add(time.Duration(i)*grace), grace)
 			total += n
 		}
 		if total != 2 || !slices.Equal(lrange(k), []string{"same", "same"}) {
@@ -277,6 +274,17 @@ func newRedisScan(t *testing.T, k string, maxScan int64) *Redis {
 	return r
 }
 
+// reapAt reaps once as at now, failing the test on an error, and returns how many items
+// it reclaimed.
+func reapAt(t *testing.T, r *Redis, at time.Time, grace time.Duration) int {
+	t.Helper()
+	n, err := r.Reap(ctx(t), at, grace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // inFlight puts items into <k>:processing as rediswq's RPOPLPUSH does, oldest first: the
 // first item ends at the tail (index -1), the last at the head (index 0). Items named in
 // leased get a lease of an hour.
@@ -298,14 +306,6 @@ func TestRedisReapReentry(t *testing.T) {
 	c := rdb(t)
 	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	const grace = 10 * time.Second
-	reap := func(t *testing.T, r *Redis, at time.Time) int {
-		t.Helper()
-		n, err := r.Reap(ctx(t), at, grace)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
 	// x is seen without a lease, then completed; later the same value is taken again
 	// and its new worker has not written the lease yet. The grace counts from the first
 	// sighting of this stay, not of the earlier one.
@@ -315,7 +315,7 @@ func TestRedisReapReentry(t *testing.T) {
 		between func(t *testing.T, r *Redis)
 	}{
 		{name: "a reap saw the processing list empty", between: func(t *testing.T, r *Redis) {
-			if n := reap(t, r, t0.Add(time.Second)); n != 0 {
+			if n := reapAt(t, r, t0.Add(time.Second), grace); n != 0 {
 				t.Fatalf("Reap of an empty list reclaimed %d", n)
 			}
 		}},
@@ -327,7 +327,7 @@ func TestRedisReapReentry(t *testing.T) {
 		}},
 		{name: "a reap saw x gone while other items were in flight", between: func(t *testing.T, r *Redis) {
 			inFlight(t, c, key(t), []string{"other"}, "other")
-			if n := reap(t, r, t0.Add(time.Second)); n != 0 {
+			if n := reapAt(t, r, t0.Add(time.Second), grace); n != 0 {
 				t.Fatalf("Reap reclaimed %d", n)
 			}
 		}},
@@ -336,16 +336,16 @@ func TestRedisReapReentry(t *testing.T) {
 			k := key(t)
 			r := newRedis(t, k)
 			inFlight(t, c, k, []string{"x"})
-			if n := reap(t, r, t0); n != 0 {
+			if n := reapAt(t, r, t0, grace); n != 0 {
 				t.Fatalf("first Reap reclaimed %d", n)
 			}
 			c.LRem(ctx(t), ProcessingKey(k), 0, "x") // rediswq's complete()
 			tc.between(t, r)
 			inFlight(t, c, k, []string{"x"}) // taken again; the lease is not written yet
-			if n := reap(t, r, t0.Add(grace+time.Second)); n != 0 {
+			if n := reapAt(t, r, t0.Add(grace+time.Second), grace); n != 0 {
 				t.Fatalf("Reap at the first sighting of x's second stay reclaimed %d: the grace counted from its earlier stay", n)
 			}
-			if n := reap(t, r, t0.Add(2*grace+2*time.Second)); n != 1 {
+			if n := reapAt(t, r, t0.Add(2*grace+2*time.Second), grace); n != 1 {
 				t.Fatalf("Reap a grace after the first sighting of the second stay reclaimed %d, want 1", n)
 			}
 			if got := c.LRange(ctx(t), k, 0, -1).Val(); !slices.Equal(got, []string{"x"}) {
@@ -365,10 +365,7 @@ func TestRedisReapOldestEnd(t *testing.T) {
 	r := newRedisScan(t, k, 3)
 	total := 0
 	for i := range 20 {
-		n, err := r.Reap(ctx(t), t0.Add(time.Duration(i)*grace), grace)
-		if err != nil {
-			t.Fatal(err)
-		}
+		n := reapAt(t, r, t0.Add(time.Duration(i)*grace), grace)
 		total += n
 	}
 	if total != 1 {
@@ -399,10 +396,7 @@ func TestRedisReapPaging(t *testing.T) {
 	// Probes a third of the grace apart: an item needs several visits.
 	for i := range 60 {
 		at := t0.Add(time.Duration(i) * grace / 3)
-		n, err := r.Reap(ctx(t), at, grace)
-		if err != nil {
-			t.Fatal(err)
-		}
+		n := reapAt(t, r, at, grace)
 		if n > 0 && at.Sub(t0) < grace {
 			t.Fatalf("Reap at +%s reclaimed %d, before any item could have been unleased for the grace", at.Sub(t0), n)
 		}
@@ -430,10 +424,7 @@ func TestRedisReapPagedDuplicates(t *testing.T) {
 	r := newRedisScan(t, k, 2)
 	total := 0
 	for i := range 40 {
-		n, err := r.Reap(ctx(t), t0.Add(time.Duration(i)*grace), grace)
-		if err != nil {
-			t.Fatal(err)
-		}
+		n := reapAt(t, r, t0.Add(time.Duration(i)*grace), grace)
 		total += n
 	}
 	if got := c.LRange(ctx(t), k, 0, -1).Val(); total != 2 || !slices.Equal(got, []string{"same", "same"}) {
@@ -488,10 +479,7 @@ func TestRedisReapPagedReentry(t *testing.T) {
 	}
 	total := 0
 	for i := range 6 {
-		n, err := r.Reap(ctx(t), t0.Add(3*grace+time.Duration(i)*grace), grace)
-		if err != nil {
-			t.Fatal(err)
-		}
+		n := reapAt(t, r, t0.Add(3*grace+time.Duration(i)*grace), grace)
 		total += n
 	}
 	if got := c.LRange(ctx(t), k, 0, -1).Val(); total != 1 || !slices.Equal(got, []string{"x"}) {
