@@ -433,15 +433,7 @@ func TestEnqueueThenInspectRabbitMQ(t *testing.T) {
 		t.Errorf("the output holds the URL's credentials:\n%s", r.all())
 	}
 
-	conn, err := amqp.Dial(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := servers.AMQPChannel(t, srv.URL())
 	// The messages are persistent, in the order given.
 	msg, ok, err := ch.Get(q, false)
 	if err != nil || !ok {

@@ -244,19 +244,3 @@ func checkLists(t *testing.T, k string, ready, processing, failed []string) {
 		}
 	}
 }
-
-// eventually polls f until it returns nil.
-func eventually(t testing.TB, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}

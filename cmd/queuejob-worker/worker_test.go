@@ -212,7 +212,7 @@ func TestSIGTERMReturnsItem(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The item is back while the command still runs out its grace.
-		eventually(t, 60*time.Second, func() error {
+		servers.Eventually(t, 60*time.Second, func() error {
 			if got := listOf(t, k); !slices.Equal(got, []string{"x"}) {
 				return fmt.Errorf("queue = %q, want [x]", got)
 			}
@@ -262,7 +262,7 @@ func TestSIGKILLItemReaped(t *testing.T) {
 	}
 	r := protocol.NewRedis(protocol.RedisOptions{Address: redisServer.Addr(), Key: k})
 	defer r.Close()
-	eventually(t, 60*time.Second, func() error {
+	servers.Eventually(t, 60*time.Second, func() error {
 		n, err := r.Reap(testCtx(t), time.Now(), 300*time.Millisecond)
 		if err != nil {
 			return err
@@ -333,7 +333,7 @@ func TestCommandNotStartable(t *testing.T) {
 	c.LPush(testCtx(t), protocol.ProcessingKey(k), "elsewhere")
 	c.Set(testCtx(t), protocol.LeaseKey(k, "elsewhere"), "another-worker", time.Minute)
 	p := startWorker(t, k, nil, "--", script)
-	eventually(t, 60*time.Second, func() error {
+	servers.Eventually(t, 60*time.Second, func() error {
 		if !strings.Contains(p.logs(), "msg=Started") {
 			return fmt.Errorf("the worker has not started")
 		}

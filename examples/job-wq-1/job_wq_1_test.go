@@ -12,6 +12,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
 // The article's queue job1 and its 8 messages.
@@ -81,15 +83,7 @@ func runJob(t *testing.T, q string, completions, parallelism int, args ...string
 // fill declares the queue afresh and publishes the article's messages.
 func fill(t *testing.T, q string) *amqp.Channel {
 	t.Helper()
-	conn, err := amqp.Dial(rabbitServer.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := servers.AMQPChannel(t, rabbitServer.URL())
 	for _, name := range []string{q, q + ".failed"} {
 		if _, err := ch.QueueDelete(name, false, false, false); err != nil {
 			t.Fatal(err)

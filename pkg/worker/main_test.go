@@ -173,21 +173,19 @@ func testCtx(t testing.TB) context.Context {
 	return c
 }
 
-// eventually polls f until it returns nil, failing the test with f's last error after
-// timeout.
-func eventually(t testing.TB, timeout time.Duration, f func() error) {
+// newWorker is a Worker with options o, logging into the test's log unless o has a
+// Logger, closed after the test.
+func newWorker(t testing.TB, o Options) *Worker {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if o.Logger == nil {
+		o.Logger = testLogger(t)
 	}
+	w, err := New(testCtx(t), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	return w
 }
 
 // testLogger writes the worker's log lines into the test's log while the test runs, and

@@ -11,21 +11,13 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
 // rabbitCh is a channel for the test to declare, publish and inspect queues.
 func rabbitCh(t testing.TB) *amqp.Channel {
 	t.Helper()
-	conn, err := amqp.Dial(rabbitServer.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ch
+	return servers.AMQPChannel(t, rabbitServer.URL())
 }
 
 // declare declares queue q afresh (deleting what a previous run left) with args.
@@ -66,15 +58,7 @@ func newRabbitWorker(t testing.TB, q string, o Options) *Worker {
 	t.Helper()
 	o.Backend = BackendRabbitMQ
 	o.RabbitMQ = protocol.RabbitMQOptions{URL: rabbitServer.URL(), Queue: q}
-	if o.Logger == nil {
-		o.Logger = testLogger(t)
-	}
-	w, err := New(testCtx(t), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = w.Close() })
-	return w
+	return newWorker(t, o)
 }
 
 func lease(t testing.TB, w *Worker, want string, attempt int) *Item {
@@ -220,7 +204,7 @@ func TestRabbitMQDeadLetterReject(t *testing.T) {
 	if err := it.Fail(ctx, errors.New("e")); err != nil || !it.DeadLettered() {
 		t.Fatalf("Fail = %v, DeadLettered %v", err, it.DeadLettered())
 	}
-	eventually(t, 30*time.Second, func() error {
+	servers.Eventually(t, 30*time.Second, func() error {
 		if n := ready(t, dlq); n != 1 {
 			return fmt.Errorf("%d messages in the dead-letter queue %s, want 1", n, dlq)
 		}
@@ -251,7 +235,7 @@ func TestRabbitMQCancelReturnsMessage(t *testing.T) {
 		t.Fatalf("%d ready while the message is held", n)
 	}
 	cancel()
-	eventually(t, 30*time.Second, func() error {
+	servers.Eventually(t, 30*time.Second, func() error {
 		if n := ready(t, q); n != 1 {
 			return fmt.Errorf("%d messages ready, want 1: not returned", n)
 		}
@@ -357,7 +341,7 @@ func TestRabbitMQQuorumReturnIsNoAttempt(t *testing.T) {
 			t.Errorf("lease %d: attempt %d, want 1 (a shutdown is no attempt)", i, it.Attempt())
 		}
 		cancel() // SIGTERM: the item goes back at once
-		eventually(t, 30*time.Second, func() error {
+		servers.Eventually(t, 30*time.Second, func() error {
 			if n := ready(t, q); n != 1 {
 				return fmt.Errorf("%d messages ready, want the returned one", n)
 			}

@@ -21,15 +21,7 @@ func newRedisWorker(t testing.TB, k string, o Options) *Worker {
 	t.Helper()
 	o.Backend = BackendRedis
 	o.Redis = protocol.RedisOptions{Address: redisServer.Addr(), Key: k}
-	if o.Logger == nil {
-		o.Logger = testLogger(t)
-	}
-	w, err := New(testCtx(t), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = w.Close() })
-	return w
+	return newWorker(t, o)
 }
 
 // push puts items into list k in order: the first is taken first.
@@ -223,7 +215,7 @@ func TestRedisLeaseLost(t *testing.T) {
 	c.Del(ctx, protocol.LeaseKey(k, "x"))
 	c.LRem(ctx, protocol.ProcessingKey(k), 1, "x")
 	c.RPush(ctx, k, "x")
-	eventually(t, 30*time.Second, func() error {
+	servers.Eventually(t, 30*time.Second, func() error {
 		if !errors.Is(context.Cause(it.Context()), ErrLeaseLost) {
 			return fmt.Errorf("the item's context cause is %v, want ErrLeaseLost", context.Cause(it.Context()))
 		}
@@ -254,7 +246,7 @@ func TestRedisCancelReturnsItem(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the item's context is not done after cancel")
 	}
-	eventually(t, 30*time.Second, func() error {
+	servers.Eventually(t, 30*time.Second, func() error {
 		// Back at the tail, taken next, long before its 5-minute lease would expire.
 		if got := listOf(t, k); !slices.Equal(got, []string{"y", "x"}) {
 			return fmt.Errorf("queue = %q, want [y x]", got)
@@ -341,7 +333,7 @@ func reapUntil(t *testing.T, k string, n int) {
 	t.Helper()
 	r := reaper(t, k)
 	total := 0
-	eventually(t, 60*time.Second, func() error {
+	servers.Eventually(t, 60*time.Second, func() error {
 		got, err := r.Reap(testCtx(t), time.Now(), 300*time.Millisecond)
 		if err != nil {
 			return err
