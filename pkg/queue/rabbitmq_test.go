@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"net/url"
 	"testing"
 	"time"
 
@@ -43,32 +42,12 @@ func TestRabbitMQKind(t *testing.T) {
 	}
 }
 
-// withoutUserinfo removes the user and password from a URL.
-func withoutUserinfo(t *testing.T, raw string) string {
-	t.Helper()
-	u, err := url.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = nil
-	return u.String()
-}
-
 // probeUntil probes until ok accepts the counts, or fails the test after a minute: the
 // management plugin's counts lag by up to its statistics interval.
 func probeUntil(t *testing.T, r *RabbitMQ, what string, ok func(Counts) bool) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		got, err := r.Probe(ctx(t))
-		if err == nil && ok(got) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Probe = %+v, %v; want %s", got, err, what)
-		}
-		time.Sleep(servers.ManagementStatsInterval / 2)
-	}
+	servers.ProbeUntil(t, time.Minute, servers.ManagementStatsInterval/2,
+		func() (Counts, error) { return r.Probe(ctx(t)) }, ok, what)
 }
 
 func TestRabbitMQKindManagementURLFromSecret(t *testing.T) {
@@ -94,7 +73,7 @@ func TestRabbitMQKindManagementURLFromSecret(t *testing.T) {
 
 	// managementURL without credentials: the AMQP URL's are used.
 	src.RabbitMQ.ManagementURLSecretRef = nil
-	src.RabbitMQ.ManagementURL = withoutUserinfo(t, rabbitServer.ManagementURL())
+	src.RabbitMQ.ManagementURL = servers.WithoutUserinfo(t, rabbitServer.ManagementURL())
 	b, err = RabbitMQKind.Open(Source{Spec: src, Secrets: map[string]string{"rabbit/url": rabbitServer.URL()}})
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package servers
 
 import (
 	"context"
+	"net/url"
 	"testing"
 	"time"
 
@@ -81,4 +82,33 @@ func Publish(t testing.TB, url, queue string, items ...string) {
 			t.Fatalf("publish not confirmed: %v", err)
 		}
 	}
+}
+
+// ProbeUntil calls probe every interval until it succeeds with a result that ok accepts,
+// failing the test with the last result and want after timeout: for counts that lag, as
+// the management API's do by up to ManagementStatsInterval.
+func ProbeUntil[T any](t testing.TB, timeout, interval time.Duration, probe func() (T, error), ok func(T) bool, want string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got, err := probe()
+		if err == nil && ok(got) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Probe = %+v, %v; want %s", got, err, want)
+		}
+		time.Sleep(interval)
+	}
+}
+
+// WithoutUserinfo removes the user and password from a URL.
+func WithoutUserinfo(t testing.TB, raw string) string {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = nil
+	return u.String()
 }

@@ -3,7 +3,6 @@ package protocol
 import (
 	"context"
 	"errors"
-	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -261,32 +260,12 @@ func TestRabbitMQProbeTimeoutRace(t *testing.T) {
 	}
 }
 
-// withoutUserinfo removes the user and password from a URL.
-func withoutUserinfo(t *testing.T, raw string) string {
-	t.Helper()
-	u, err := url.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = nil
-	return u.String()
-}
-
 // probeUntil probes until ok accepts the counts, or fails the test after a minute: the
 // management plugin's counts lag by up to its statistics interval.
 func probeUntil(t *testing.T, r *RabbitMQ, what string, ok func(Counts) bool) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		got, err := r.Probe(ctx(t))
-		if err == nil && ok(got) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Probe = %+v, %v; want %s", got, err, what)
-		}
-		time.Sleep(servers.ManagementStatsInterval / 2)
-	}
+	servers.ProbeUntil(t, time.Minute, servers.ManagementStatsInterval/2,
+		func() (Counts, error) { return r.Probe(ctx(t)) }, ok, what)
 }
 
 func TestRabbitMQManagementCountsInFlight(t *testing.T) {
@@ -303,7 +282,7 @@ func TestRabbitMQManagementCountsInFlight(t *testing.T) {
 
 	for name, mgmt := range map[string]string{
 		"management URL with credentials":                rabbitServer.ManagementURL(),
-		"management URL with the AMQP URL's credentials": withoutUserinfo(t, rabbitServer.ManagementURL()),
+		"management URL with the AMQP URL's credentials": servers.WithoutUserinfo(t, rabbitServer.ManagementURL()),
 	} {
 		t.Run(name, func(t *testing.T) {
 			r := NewRabbitMQ(RabbitMQOptions{URL: rabbitServer.URL(), Queue: "held", ManagementURL: mgmt})
