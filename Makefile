@@ -4,6 +4,7 @@
 
 IMG ?= queuejob-operator:dev
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
+HELM_VERSION ?= v3.22.0
 ENVTEST_K8S_VERSION ?= 1.37.2
 ENVTEST_ETCD_VERSION ?= v3.7.3
 # A loaded 2-core machine starts kube-apiserver slowly.
@@ -12,6 +13,7 @@ export KUBEBUILDER_CONTROLPLANE_START_TIMEOUT
 
 LOCALBIN ?= $(shell pwd)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 # -count=1: the tests talk to real servers, which go test's result cache cannot see.
 # -timeout: the envtest suite runs longer than go test's default of 10 minutes.
 GO_TEST_FLAGS ?= -race -count=1 -timeout 60m
@@ -114,3 +116,11 @@ $(CONTROLLER_GEN):
 	@mkdir -p $(LOCALBIN)
 	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
 	mv $(LOCALBIN)/controller-gen $(CONTROLLER_GEN)
+
+.PHONY: helm
+helm: $(HELM) ## Build helm into ./bin (bin/helm-$(HELM_VERSION), linked as bin/helm).
+$(HELM):
+	@mkdir -p $(LOCALBIN)
+	GOBIN=$(LOCALBIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	mv $(LOCALBIN)/helm $(HELM)
+	ln -sf helm-$(HELM_VERSION) $(LOCALBIN)/helm
