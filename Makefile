@@ -4,6 +4,7 @@
 
 IMG ?= queuejob-operator:dev
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
+HELM_VERSION ?= v3.22.0
 ENVTEST_K8S_VERSION ?= 1.37.2
 ENVTEST_ETCD_VERSION ?= v3.7.3
 # A loaded 2-core machine starts kube-apiserver slowly.
@@ -12,6 +13,8 @@ export KUBEBUILDER_CONTROLPLANE_START_TIMEOUT
 
 LOCALBIN ?= $(shell pwd)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
+CHART ?= charts/queuejob-operator
 # -count=1: the tests talk to real servers, which go test's result cache cannot see.
 # -timeout: the envtest suite runs longer than go test's default of 10 minutes.
 GO_TEST_FLAGS ?= -race -count=1 -timeout 60m
@@ -37,6 +40,17 @@ manifests: controller-gen ## Generate the CRD and RBAC manifests under config/; 
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd:generateEmbeddedObjectMeta=true paths="./..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	go run ./hack/crdtrim config/crd/bases/*.yaml
+	hack/chart-gen.sh $(CHART)
+
+# The chart's CRD and ClusterRole are config/'s, wrapped in templates: the CRD keeps
+# helm.sh/resource-policy: keep unless crds.keep is false.
+.PHONY: chart-crd
+chart-crd: ## Generate the chart's CRD and manager ClusterRole templates from config/crd/bases and config/rbac/role.yaml.
+	hack/chart-gen.sh $(CHART)
+
+.PHONY: helm-lint
+helm-lint: helm ## Lint the Helm chart (helm lint --strict).
+	$(HELM) lint --strict $(CHART)
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods for the API types.
@@ -53,11 +67,11 @@ vet: ## Run go vet.
 .PHONY: verify
 verify: manifests generate fmt vet ## Regenerate everything, then fail if the tree differs from git.
 	@git diff --exit-code -- . || { echo "generated files or formatting are stale: run 'make manifests generate fmt' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain --untracked-files=all -- api config)" || { git status --porcelain -- api config; echo "untracked generated files: commit them"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- api config charts)" || { git status --porcelain -- api config charts; echo "untracked generated files: commit them"; exit 1; }
 
 .PHONY: test
-test: manifests generate fmt vet envtest servers ## Run all tests: a real kube-apiserver and etcd (built on first use), real redis-server and rabbitmq-server.
-	KUBEBUILDER_ASSETS="$$(ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) ENVTEST_ETCD_VERSION=$(ENVTEST_ETCD_VERSION) hack/envtest.sh)" \
+test: manifests generate fmt vet envtest servers helm ## Run all tests (the chart tests with bin/helm): a real kube-apiserver and etcd (built on first use), real redis-server and rabbitmq-server.
+	HELM=$(HELM) KUBEBUILDER_ASSETS="$$(ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) ENVTEST_ETCD_VERSION=$(ENVTEST_ETCD_VERSION) hack/envtest.sh)" \
 		go test $(GO_TEST_FLAGS) ./... -coverprofile cover.out
 
 .PHONY: bench
@@ -114,3 +128,11 @@ $(CONTROLLER_GEN):
 	@mkdir -p $(LOCALBIN)
 	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
 	mv $(LOCALBIN)/controller-gen $(CONTROLLER_GEN)
+
+.PHONY: helm
+helm: $(HELM) ## Build helm into ./bin (bin/helm-$(HELM_VERSION), linked as bin/helm).
+$(HELM):
+	@mkdir -p $(LOCALBIN)
+	GOBIN=$(LOCALBIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	mv $(LOCALBIN)/helm $(HELM)
+	ln -sf helm-$(HELM_VERSION) $(LOCALBIN)/helm

@@ -1,0 +1,286 @@
+// Package chart tests the Helm chart in charts/queuejob-operator: it renders the chart with
+// the helm binary that `make helm` builds into ./bin and checks the objects it renders.
+package chart
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	chartDir  = "../../charts/queuejob-operator"
+	release   = "qj"
+	namespace = "queuejob-system"
+)
+
+// helmBin is $HELM, else ./bin/helm (a link to the pinned version that `make helm` builds).
+func helmBin(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv("HELM")
+	if bin == "" {
+		bin = "../../bin/helm"
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("no helm binary at %s (%v): run `make helm` (or `make test`, which builds it), or set HELM", bin, err)
+	}
+	abs, err := filepath.Abs(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return abs
+}
+
+// template runs `helm template` with args after the chart; it returns stdout, stderr and the error.
+func template(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	cmd := exec.Command(helmBin(t), append([]string{"template", release, chartDir, "--namespace", namespace}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return stdout.String(), stderr.String(), err
+}
+
+// object is one rendered document: its kind and its YAML.
+type object struct {
+	kind, name string
+	doc        []byte
+}
+
+// render runs `helm template` and splits its output into objects; it fails the test on an error.
+func render(t *testing.T, args ...string) []object {
+	t.Helper()
+	out, stderr, err := template(t, args...)
+	if err != nil {
+		t.Fatalf("helm template %v: %v\n%s", args, err, stderr)
+	}
+	var objs []object
+	for _, doc := range strings.Split(out, "\n---") {
+		var meta struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			t.Fatalf("rendered document does not parse: %v\n%s", err, doc)
+		}
+		if meta.Kind == "" {
+			continue // a document of comments only
+		}
+		objs = append(objs, object{kind: meta.Kind, name: meta.Metadata.Name, doc: []byte(doc)})
+	}
+	return objs
+}
+
+// only returns the one object of kind in objs, decoded into into.
+func only(t *testing.T, objs []object, kind string, into any) {
+	t.Helper()
+	var found []object
+	for _, o := range objs {
+		if o.kind == kind {
+			found = append(found, o)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("want one %s, rendered %d", kind, len(found))
+	}
+	if err := yaml.UnmarshalStrict(found[0].doc, into); err != nil {
+		t.Fatalf("%s %s: %v", kind, found[0].name, err)
+	}
+}
+
+func readYAML(t *testing.T, path string, into any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, into); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+func TestDefaultsRenderTheseKinds(t *testing.T) {
+	var kinds []string
+	for _, o := range render(t) {
+		kinds = append(kinds, o.kind)
+	}
+	slices.Sort(kinds)
+	want := []string{"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment", "Role", "RoleBinding", "ServiceAccount"}
+	if diff := cmp.Diff(want, kinds); diff != "" {
+		t.Errorf("kinds (-want +got):\n%s", diff)
+	}
+}
+
+func TestDeploymentIsRestricted(t *testing.T) {
+	var d appsv1.Deployment
+	only(t, render(t), "Deployment", &d)
+	pod := d.Spec.Template.Spec
+	if sc := pod.SecurityContext; sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot ||
+		sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod securityContext = %+v, want runAsNonRoot and seccomp RuntimeDefault", sc)
+	}
+	if len(pod.Containers) != 1 {
+		t.Fatalf("want one container, got %d", len(pod.Containers))
+	}
+	c := pod.Containers[0]
+	sc := c.SecurityContext
+	if sc == nil {
+		t.Fatal("the manager container has no securityContext")
+	}
+	for name, ok := range map[string]bool{
+		"allowPrivilegeEscalation: false": sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation,
+		"readOnlyRootFilesystem: true":    sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem,
+		"runAsNonRoot: true":              sc.RunAsNonRoot != nil && *sc.RunAsNonRoot,
+		"capabilities.drop: [ALL]":        sc.Capabilities != nil && slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) && len(sc.Capabilities.Add) == 0,
+	} {
+		if !ok {
+			t.Errorf("container securityContext: want %s", name)
+		}
+	}
+	if sc.Privileged != nil && *sc.Privileged {
+		t.Error("container securityContext: privileged")
+	}
+}
+
+func TestDeploymentDefaults(t *testing.T) {
+	var d appsv1.Deployment
+	only(t, render(t), "Deployment", &d)
+	if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
+		t.Errorf("replicas = %v, want 1", d.Spec.Replicas)
+	}
+	c := d.Spec.Template.Spec.Containers[0]
+	if want := "queuejob-operator:0.1.0"; c.Image != want {
+		t.Errorf("image = %q, want %q (the chart's appVersion)", c.Image, want)
+	}
+	wantArgs := []string{"--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8080"}
+	if diff := cmp.Diff(wantArgs, c.Args); diff != "" {
+		t.Errorf("args (-want +got):\n%s", diff)
+	}
+	// The probes reach the port cmd/main.go's --health-probe-bind-address binds.
+	for path, p := range map[string]*corev1.Probe{"/healthz": c.LivenessProbe, "/readyz": c.ReadinessProbe} {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != path || p.HTTPGet.Port.String() != "health" {
+			t.Errorf("probe of %s = %+v, want an HTTP GET on port health", path, p)
+		}
+	}
+	if !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "health" && p.ContainerPort == 8081 }) {
+		t.Errorf("ports = %+v, want health on 8081", c.Ports)
+	}
+	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
+		t.Errorf("resources = %+v, want requests and limits", c.Resources)
+	}
+	if d.Spec.Template.Spec.ServiceAccountName != release+"-queuejob-operator" {
+		t.Errorf("serviceAccountName = %q", d.Spec.Template.Spec.ServiceAccountName)
+	}
+}
+
+func TestDeploymentValues(t *testing.T) {
+	var d appsv1.Deployment
+	only(t, render(t,
+		"--set", "replicas=2",
+		"--set", "watchNamespaces={team-a,team-b}",
+		"--set", "extraArgs={--secret-refresh-interval=30s}",
+		"--set", "image.tag=dev",
+		"--set", "imagePullSecrets[0].name=regcred",
+		"--set", "priorityClassName=system-cluster-critical",
+		"--set", "nodeSelector.kubernetes\\.io/os=linux",
+	), "Deployment", &d)
+	spec := d.Spec.Template.Spec
+	c := spec.Containers[0]
+	if *d.Spec.Replicas != 2 {
+		t.Errorf("replicas = %d, want 2", *d.Spec.Replicas)
+	}
+	for _, arg := range []string{"--leader-elect", "--watch-namespaces=team-a,team-b", "--secret-refresh-interval=30s"} {
+		if !slices.Contains(c.Args, arg) {
+			t.Errorf("args %q lack %q", c.Args, arg)
+		}
+	}
+	if c.Image != "queuejob-operator:dev" {
+		t.Errorf("image = %q", c.Image)
+	}
+	if len(spec.ImagePullSecrets) != 1 || spec.ImagePullSecrets[0].Name != "regcred" {
+		t.Errorf("imagePullSecrets = %+v", spec.ImagePullSecrets)
+	}
+	if spec.PriorityClassName != "system-cluster-critical" || spec.NodeSelector["kubernetes.io/os"] != "linux" {
+		t.Errorf("priorityClassName = %q, nodeSelector = %v", spec.PriorityClassName, spec.NodeSelector)
+	}
+}
+
+// The chart's ClusterRole is config/rbac/role.yaml's, which controller-gen writes from the
+// +kubebuilder:rbac markers.
+func TestClusterRoleIsTheGeneratedRole(t *testing.T) {
+	var got, want rbacv1.ClusterRole
+	only(t, render(t), "ClusterRole", &got)
+	readYAML(t, "../../config/rbac/role.yaml", &want)
+	if diff := cmp.Diff(want.Rules, got.Rules); diff != "" {
+		t.Errorf("ClusterRole rules (-config/rbac/role.yaml +chart):\n%s", diff)
+	}
+}
+
+func TestCRD(t *testing.T) {
+	type crd struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Metadata   struct {
+			Name        string            `json:"name"`
+			Labels      map[string]string `json:"labels"`
+			Annotations map[string]string `json:"annotations"`
+		} `json:"metadata"`
+		Spec map[string]any `json:"spec"`
+	}
+	matches, err := filepath.Glob("../../config/crd/bases/*.yaml")
+	if err != nil || len(matches) != 1 {
+		t.Fatalf("want one CRD in config/crd/bases, got %v (%v)", matches, err)
+	}
+	var want crd
+	readYAML(t, matches[0], &want)
+
+	var got crd
+	only(t, render(t), "CustomResourceDefinition", &got)
+	if diff := cmp.Diff(want.Spec, got.Spec); diff != "" {
+		t.Errorf("CRD spec (-config/crd/bases +chart); run make chart-crd:\n%s", diff)
+	}
+	if got.Metadata.Annotations["helm.sh/resource-policy"] != "keep" {
+		t.Errorf("annotations = %v, want helm.sh/resource-policy: keep by default", got.Metadata.Annotations)
+	}
+
+	got = crd{}
+	only(t, render(t, "--set", "crds.keep=false"), "CustomResourceDefinition", &got)
+	if _, ok := got.Metadata.Annotations["helm.sh/resource-policy"]; ok {
+		t.Errorf("annotations = %v, want no resource policy with crds.keep=false", got.Metadata.Annotations)
+	}
+}
+
+// values.schema.json rejects a mistyped value, with a message that names the field.
+func TestSchemaRejectsBadValues(t *testing.T) {
+	for _, tc := range []struct {
+		name, set, field string
+	}{
+		{"replicas not a number", "replicas=abc", "replicas"},
+		{"unknown pull policy", "image.pullPolicy=Sometimes", "pullPolicy"},
+		{"misspelt top-level key", "replica=2", "replica"},
+		{"watchNamespaces a string", "watchNamespaces=team-a", "watchNamespaces"},
+		{"crds.keep not a boolean", "crds.keep=maybe", "keep"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, err := template(t, "--set", tc.set)
+			if err == nil {
+				t.Fatalf("helm template --set %s succeeded, want a schema error", tc.set)
+			}
+			if !strings.Contains(stderr, "schema") || !strings.Contains(stderr, tc.field) {
+				t.Errorf("helm template --set %s: want a schema error naming %q, got:\n%s", tc.set, tc.field, stderr)
+			}
+		})
+	}
+}
