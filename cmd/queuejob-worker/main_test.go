@@ -188,9 +188,7 @@ func testCtx(t testing.TB) context.Context {
 
 func rdb(t testing.TB) *redis.Client {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: redisServer.Addr(), DisableIdentity: true})
-	t.Cleanup(func() { _ = c.Close() })
-	return c
+	return redisServer.RedisClient(t)
 }
 
 // key is a fresh list per test.
@@ -205,20 +203,12 @@ func key(t testing.TB) string {
 // pushed is taken first.
 func push(t testing.TB, k string, items ...string) {
 	t.Helper()
-	for _, it := range items {
-		if err := rdb(t).LPush(testCtx(t), k, it).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	redisServer.RedisPush(t, k, items...)
 }
 
 func listOf(t testing.TB, k string) []string {
 	t.Helper()
-	l, err := rdb(t).LRange(testCtx(t), k, 0, -1).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
+	return redisServer.RedisList(t, k)
 }
 
 func attemptsOf(t testing.TB, k, item string) int {

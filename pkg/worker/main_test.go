@@ -214,9 +214,7 @@ var _ io.Writer = &testWriter{}
 // rdb is a plain client for the test to play producer and inspector.
 func rdb(t testing.TB) *redis.Client {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: redisServer.Addr(), DisableIdentity: true})
-	t.Cleanup(func() { _ = c.Close() })
-	return c
+	return redisServer.RedisClient(t)
 }
 
 // key is a fresh list name per test.

@@ -27,11 +27,7 @@ func newRedisWorker(t testing.TB, k string, o Options) *Worker {
 // push puts items into list k in order: the first is taken first.
 func push(t testing.TB, k string, items ...string) {
 	t.Helper()
-	for _, it := range items {
-		if err := rdb(t).LPush(testCtx(t), k, it).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	redisServer.RedisPush(t, k, items...)
 }
 
 // reaper is the operator's lease reaper on list k.
@@ -44,11 +40,7 @@ func reaper(t testing.TB, k string) *protocol.Redis {
 // listOf is the contents of a list, head first.
 func listOf(t testing.TB, k string) []string {
 	t.Helper()
-	l, err := rdb(t).LRange(testCtx(t), k, 0, -1).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
+	return redisServer.RedisList(t, k)
 }
 
 func attemptsOf(t testing.TB, k, item string) int {

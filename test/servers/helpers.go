@@ -7,6 +7,7 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
 )
 
 // AMQPReady is the ready check of StartRabbitMQ: the broker at url accepts an AMQP
@@ -111,4 +112,39 @@ func WithoutUserinfo(t testing.TB, raw string) string {
 	}
 	u.User = nil
 	return u.String()
+}
+
+// RedisClient is a plain client to the server, for a test to play producer and inspector;
+// it is closed after the test.
+func (s *Server) RedisClient(t testing.TB) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), DisableIdentity: true})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// RedisList is the contents of list key, head first.
+func (s *Server) RedisList(t testing.TB, key string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	l, err := s.RedisClient(t).LRange(ctx, key, 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// RedisPush puts items into list key one by one at its head, so that rediswq workers,
+// which take from the tail, take them in the order given.
+func (s *Server) RedisPush(t testing.TB, key string, items ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := s.RedisClient(t)
+	for _, it := range items {
+		if err := c.LPush(ctx, key, it).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

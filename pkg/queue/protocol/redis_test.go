@@ -15,9 +15,7 @@ import (
 // rdb is a plain client for the test to play producer and rediswq worker.
 func rdb(t *testing.T) *redis.Client {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: redisServer.Addr(), DisableIdentity: true})
-	t.Cleanup(func() { _ = c.Close() })
-	return c
+	return redisServer.RedisClient(t)
 }
 
 // key is a fresh list name per test.
