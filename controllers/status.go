@@ -171,8 +171,8 @@ func observe(in observeInput) qjv1.QueueJobStatus {
 // of the template (but its parallelism, which the running Job follows) or of itemsPerPod
 // waits for the next wave.
 func observeUpToDate(st *qjv1.QueueJobStatus, gen int64, qj *qjv1.QueueJob, current *batchv1.Job, running bool) {
-	if running && !waveEnded(current) {
-		if h, ok := current.Annotations[qjv1.AnnotationTemplateHash]; ok && h != templateHash(&qj.Spec) && qj.Spec.Queue == nil {
+	if running && !waveEnded(current) && builtFromOtherSpec(current, &qj.Spec) {
+		if qj.Spec.Queue == nil {
 			// Admission refuses such a change once the status names the Job; this is one
 			// that came in before.
 			set(st, gen, qjv1.ConditionUpToDate, metav1.ConditionFalse, qjv1.ReasonNotApplied, fmt.Sprintf(
@@ -180,14 +180,19 @@ func observeUpToDate(st *qjv1.QueueJobStatus, gen int64, qj *qjv1.QueueJob, curr
 				current.Name), nil)
 			return
 		}
-		if h, ok := current.Annotations[qjv1.AnnotationTemplateHash]; ok && h != templateHash(&qj.Spec) {
-			set(st, gen, qjv1.ConditionUpToDate, metav1.ConditionFalse, qjv1.ReasonNextWave, fmt.Sprintf(
-				"The spec changed since Job %s started wave %d: the running wave keeps the spec it was built from; the next wave uses the new one",
-				current.Name, jobWave(current)), nil)
-			return
-		}
+		set(st, gen, qjv1.ConditionUpToDate, metav1.ConditionFalse, qjv1.ReasonNextWave, fmt.Sprintf(
+			"The spec changed since Job %s started wave %d: the running wave keeps the spec it was built from; the next wave uses the new one",
+			current.Name, jobWave(current)), nil)
+		return
 	}
 	set(st, gen, qjv1.ConditionUpToDate, metav1.ConditionTrue, qjv1.ReasonUpToDate, "The running wave, if any, was built from the current spec", nil)
+}
+
+// builtFromOtherSpec reports whether a Job was built from another spec than this one (a
+// Job without the hash is taken as built from this one).
+func builtFromOtherSpec(job *batchv1.Job, spec *qjv1.QueueJobSpec) bool {
+	h, ok := job.Annotations[qjv1.AnnotationTemplateHash]
+	return ok && h != templateHash(spec)
 }
 
 // completionsOf shows a Job's progress as kubectl get jobs does.
