@@ -112,6 +112,25 @@ install: manifests ## Install the CRD into the cluster of the current kubeconfig
 uninstall: manifests ## Remove the CRD (and every QueueJob) from the cluster of the current kubeconfig.
 	$(KUBECTL) delete --ignore-not-found -f config/crd/bases
 
+##@ Demo and e2e
+
+# The local cluster's tool (make cluster-up builds it; it links its kubectl v1.37.2 as bin/kubectl).
+CLUSTER_TOOL ?= $(LOCALBIN)/queuejob-cluster
+
+.PHONY: demo
+demo: helm qj image cluster-tool servers ## The seed's three examples on the operator, installed with helm, in the cluster KUBECONFIG names or the local one (brought up if needed).
+	go run ./hack/demo --cluster $(CLUSTER_TOOL) --helm $(HELM) --qj bin/qj --image-repo $(IMAGE_REPO) --image-tag $(VERSION) --kubectl "$$(test -x $(LOCALBIN)/kubectl && echo $(LOCALBIN)/kubectl || echo kubectl)"
+
+.PHONY: demo-clean
+demo-clean: helm cluster-tool ## Delete what make demo made: its namespace, the helm release, the brokers it started.
+	go run ./hack/demo --cluster $(CLUSTER_TOOL) --helm $(HELM) clean
+
+.PHONY: test-e2e
+test-e2e: helm image cluster-tool servers ## Run the e2e suite (test/e2e) on the cluster KUBECONFIG names; unset: on the local cluster (brought up, images loaded).
+	@if [ -z "$$KUBECONFIG" ]; then $(MAKE) --no-print-directory cluster-up cluster-load; fi
+	KUBECONFIG="$${KUBECONFIG:-$$($(CLUSTER_TOOL) status -o kubeconfig)}" HELM=$(HELM) KUBECTL="$$(test -x $(LOCALBIN)/kubectl && echo $(LOCALBIN)/kubectl || echo kubectl)" \
+		IMAGE_REPO=$(IMAGE_REPO) IMAGE_TAG=$(VERSION) go test -tags e2e -count=1 -timeout 60m ./test/e2e/ -ginkgo.v
+
 ##@ Tools
 
 .PHONY: envtest

@@ -29,13 +29,37 @@ type Server struct {
 	env  []string
 	log  *os.File
 	port int
+	// host is the address the server listens on and clients dial: 127.0.0.1 unless the
+	// options gave another.
+	host string
+	// detach: the server outlives this process (see RedisOptions.Detach).
+	detach bool
 }
 
 // Port is the server's client port.
 func (s *Server) Port() int { return s.port }
 
-// Addr is the server's client address, 127.0.0.1:port.
-func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+// Addr is the server's client address, host:port (127.0.0.1 unless the options gave a Host).
+func (s *Server) Addr() string { return net.JoinHostPort(s.Host(), strconv.Itoa(s.port)) }
+
+// Host is the address the server listens on.
+func (s *Server) Host() string {
+	if s.host == "" {
+		return "127.0.0.1"
+	}
+	return s.host
+}
+
+// Dir is the server's directory: its data, configuration and log.
+func (s *Server) Dir() string { return s.dir }
+
+// PID is the server's process (and process group) id; 0 if it is not running.
+func (s *Server) PID() int {
+	if s.cmd == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
 
 func (s *Server) start() error {
 	cmd := exec.Command(s.args[0], s.args[1:]...)
@@ -43,8 +67,13 @@ func (s *Server) start() error {
 	cmd.Env = append(os.Environ(), s.env...)
 	cmd.Stdout, cmd.Stderr = s.log, s.log
 	// Its own process group, so Stop reaches every process it starts; and killed if the
-	// test binary dies first.
+	// test binary dies first, unless it is detached: then it has a session of its own and
+	// stays when this process exits.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if s.detach {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		cmd.Stdin = nil
+	}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -193,6 +222,12 @@ type RedisOptions struct {
 	// TLS, if set, makes the server accept only TLS connections (port 0, tls-port), with
 	// a certificate that this CA issues for ServerHosts. Clients need no certificate.
 	TLS *CA
+	// Host is the address to listen on; empty: 127.0.0.1. Pods of a local cluster reach
+	// a server on the node's address.
+	Host string
+	// Detach makes the server outlive this process (a session of its own, no parent-death
+	// signal): stop it with its PID. For `make demo`, never for tests.
+	Detach bool
 }
 
 // StartRedisWith starts redis-server on a free port, without persistence.
@@ -205,7 +240,8 @@ func StartRedisWith(o RedisOptions) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.args = []string{bin, "--bind", "127.0.0.1", "--dir", s.dir,
+	s.host, s.detach = o.Host, o.Detach
+	s.args = []string{bin, "--bind", s.Host(), "--dir", s.dir,
 		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no"}
 	if o.TLS == nil {
 		s.args = append(s.args, "--port", strconv.Itoa(s.port))
@@ -250,6 +286,12 @@ type RabbitMQOptions struct {
 	// (besides the plain ones), with a certificate that this CA issues for ServerHosts.
 	// Clients need no certificate.
 	TLS *CA
+	// Host is the address the AMQP and management listeners bind to; empty: 127.0.0.1.
+	// On any other address the guest user may log in from other hosts too
+	// (loopback_users = none), as pods of a local cluster do.
+	Host string
+	// Detach makes the broker and its epmd outlive this process (RedisOptions.Detach).
+	Detach bool
 }
 
 // TLSURL is the broker's amqps URL with the guest user; empty without TLS.
@@ -257,7 +299,7 @@ func (r *RabbitMQ) TLSURL() string {
 	if r.tlsPort == 0 {
 		return ""
 	}
-	return "amqps://guest:guest@" + net.JoinHostPort("127.0.0.1", strconv.Itoa(r.tlsPort)) + "/"
+	return "amqps://guest:guest@" + net.JoinHostPort(r.Host(), strconv.Itoa(r.tlsPort)) + "/"
 }
 
 // ManagementTLSURL is the https URL of the management API with the guest user's
@@ -266,7 +308,7 @@ func (r *RabbitMQ) ManagementTLSURL() string {
 	if r.mgmtTLSPort == 0 {
 		return ""
 	}
-	return "https://guest:guest@" + net.JoinHostPort("127.0.0.1", strconv.Itoa(r.mgmtTLSPort))
+	return "https://guest:guest@" + net.JoinHostPort(r.Host(), strconv.Itoa(r.mgmtTLSPort))
 }
 
 // URL is the broker's AMQP URL with the default guest user (allowed from loopback).
@@ -275,8 +317,11 @@ func (r *RabbitMQ) URL() string { return "amqp://guest:guest@" + r.Addr() + "/" 
 // ManagementURL is the URL of the broker's management API (the rabbitmq_management plugin)
 // with the guest user's credentials.
 func (r *RabbitMQ) ManagementURL() string {
-	return "http://guest:guest@" + net.JoinHostPort("127.0.0.1", strconv.Itoa(r.mgmtPort))
+	return "http://guest:guest@" + net.JoinHostPort(r.Host(), strconv.Itoa(r.mgmtPort))
 }
+
+// EPMD is the broker's own epmd (Erlang's port mapper), a server of its own.
+func (r *RabbitMQ) EPMD() *Server { return r.epmd }
 
 // ManagementPort is the port of the broker's management API.
 func (r *RabbitMQ) ManagementPort() int { return r.mgmtPort }
@@ -298,7 +343,7 @@ func (r *RabbitMQ) Start(ready func(url string) error) error {
 			return err
 		}
 		for _, p := range ports {
-			if err := dialable(net.JoinHostPort("127.0.0.1", strconv.Itoa(p))); err != nil {
+			if err := dialable(net.JoinHostPort(r.Host(), strconv.Itoa(p))); err != nil {
 				return err
 			}
 		}
@@ -342,6 +387,8 @@ func StartRabbitMQWith(ready func(url string) error, o RabbitMQOptions) (*Rabbit
 		s.Close()
 		return nil, err
 	}
+	s.host, s.detach = o.Host, o.Detach
+	epmd.detach = o.Detach
 	epmd.port = ports[2]
 	epmd.args = []string{epmdBin, "-port", strconv.Itoa(epmd.port)}
 	if err := epmd.Start(func() error { return dialable(epmd.Addr()) }); err != nil {
@@ -358,8 +405,11 @@ func StartRabbitMQWith(ready func(url string) error, o RabbitMQOptions) (*Rabbit
 	if err := os.WriteFile(plugins, []byte("[rabbitmq_management].\n"), 0o644); err != nil {
 		return nil, err
 	}
-	conf := fmt.Sprintf("management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %d\n"+
-		"collect_statistics_interval = %d\n", ports[3], ManagementStatsInterval.Milliseconds())
+	conf := fmt.Sprintf("management.tcp.ip = %s\nmanagement.tcp.port = %d\n"+
+		"collect_statistics_interval = %d\n", s.Host(), ports[3], ManagementStatsInterval.Milliseconds())
+	if s.Host() != "127.0.0.1" {
+		conf += "loopback_users = none\n"
+	}
 	r := &RabbitMQ{Server: s, epmd: epmd, mgmtPort: ports[3]}
 	if o.TLS != nil {
 		files, err := o.TLS.WriteServerCert(s.dir, ServerHosts...)
@@ -367,12 +417,12 @@ func StartRabbitMQWith(ready func(url string) error, o RabbitMQOptions) (*Rabbit
 			return nil, err
 		}
 		r.tlsPort, r.mgmtTLSPort = ports[4], ports[5]
-		conf += fmt.Sprintf("listeners.ssl.1 = 127.0.0.1:%d\n"+
+		conf += fmt.Sprintf("listeners.ssl.1 = %[6]s:%[1]d\n"+
 			"ssl_options.cacertfile = %[2]s\nssl_options.certfile = %[3]s\nssl_options.keyfile = %[4]s\n"+
 			"ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n"+
-			"management.ssl.ip = 127.0.0.1\nmanagement.ssl.port = %[5]d\n"+
+			"management.ssl.ip = %[6]s\nmanagement.ssl.port = %[5]d\n"+
 			"management.ssl.cacertfile = %[2]s\nmanagement.ssl.certfile = %[3]s\nmanagement.ssl.keyfile = %[4]s\n",
-			r.tlsPort, files.CACert, files.Cert, files.Key, r.mgmtTLSPort)
+			r.tlsPort, files.CACert, files.Cert, files.Key, r.mgmtTLSPort, s.Host())
 	}
 	if err := os.WriteFile(filepath.Join(s.dir, "rabbitmq.conf"), []byte(conf), 0o644); err != nil {
 		return nil, err
@@ -381,7 +431,7 @@ func StartRabbitMQWith(ready func(url string) error, o RabbitMQOptions) (*Rabbit
 	s.env = []string{
 		"HOME=" + s.dir, // the Erlang cookie
 		"RABBITMQ_NODENAME=rabbit-" + strconv.Itoa(s.port) + "@localhost",
-		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
+		"RABBITMQ_NODE_IP_ADDRESS=" + s.Host(),
 		"RABBITMQ_NODE_PORT=" + strconv.Itoa(s.port),
 		"RABBITMQ_DIST_PORT=" + strconv.Itoa(ports[1]),
 		"ERL_EPMD_PORT=" + strconv.Itoa(epmd.port),
