@@ -291,6 +291,25 @@ var _ = Describe("QueueJobs in a real cluster", Ordered, ContinueOnFailure, func
 		report("podFailurePolicy: Job Failed (%s) after 1 pod, QueueJob Failed (%s: %s) %s after creation", reason, failed.Reason, failed.Message, time.Since(start).Round(time.Second))
 	})
 
+	It("says in a condition why the pods of a template that Pod Security refuses are not created", func(ctx SpecContext) {
+		ns := namespace(ctx, map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
+		qj := sample("pi", ns) // the article's pod: no securityContext at all
+		qj.Name = "psa"
+		start := time.Now()
+		Expect(cluster.Client.Create(ctx, qj)).To(Succeed())
+		var cond *metav1.Condition
+		Eventually(ctx, func(g Gomega) {
+			got := &qjv1.QueueJob{}
+			g.Expect(cluster.Client.Get(ctx, client.ObjectKeyFromObject(qj), got)).To(Succeed())
+			cond = meta.FindStatusCondition(got.Status.Conditions, qjv1.ConditionProgressing)
+			g.Expect(cond).NotTo(BeNil())
+			g.Expect(cond.Reason).To(Equal(qjv1.ReasonPodsNotCreated))
+		}).WithTimeout(2 * time.Minute).Should(Succeed())
+		Expect(cond.Status).To(Equal(metav1.ConditionFalse))
+		Expect(cond.Message).To(ContainSubstring("violates PodSecurity"))
+		report("Pod Security: Progressing=False %s %s after creation: %s", cond.Reason, time.Since(start).Round(time.Second), cond.Message)
+	})
+
 	It("converges without a duplicate wave when the operator's pod is deleted mid-wave", func(ctx SpecContext) {
 		ns := namespace(ctx, nil)
 		qj := sample("job-wq-2", ns)
