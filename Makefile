@@ -2,9 +2,13 @@
 # Tool versions are pinned here and nowhere else; tools are built into ./bin from the
 # Go module proxy. Nothing is downloaded from anywhere else.
 
-IMG ?= queuejob-operator:dev
+# The manager's image: ghcr.io/queuejob/<name>:<VERSION>, VERSION the chart's appVersion.
+VERSION ?= 0.1.0
+IMG ?= ghcr.io/queuejob/queuejob-operator:$(VERSION)
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 HELM_VERSION ?= v3.22.0
+# v5.8.2 is the newest kustomize that builds with Go 1.26 (v5.8.3 needs Go 1.27).
+KUSTOMIZE_VERSION ?= v5.8.2
 ENVTEST_K8S_VERSION ?= 1.37.2
 ENVTEST_ETCD_VERSION ?= v3.7.3
 # A loaded 2-core machine starts kube-apiserver slowly.
@@ -14,6 +18,7 @@ export KUBEBUILDER_CONTROLPLANE_START_TIMEOUT
 LOCALBIN ?= $(shell pwd)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
+KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 CHART ?= charts/queuejob-operator
 # -count=1: the tests talk to real servers, which go test's result cache cannot see.
 # -timeout: the envtest suite runs longer than go test's default of 10 minutes.
@@ -128,6 +133,13 @@ $(CONTROLLER_GEN):
 	@mkdir -p $(LOCALBIN)
 	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
 	mv $(LOCALBIN)/controller-gen $(CONTROLLER_GEN)
+
+.PHONY: kustomize
+kustomize: $(KUSTOMIZE) ## Build kustomize into ./bin (bin/kustomize-$(KUSTOMIZE_VERSION)).
+$(KUSTOMIZE):
+	@mkdir -p $(LOCALBIN)
+	GOBIN=$(LOCALBIN) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	mv $(LOCALBIN)/kustomize $(KUSTOMIZE)
 
 .PHONY: helm
 helm: $(HELM) ## Build helm into ./bin (bin/helm-$(HELM_VERSION), linked as bin/helm).
