@@ -42,7 +42,7 @@ help: ## Show this help.
 # crdtrim keeps the CRD small enough for a client-side kubectl apply: see hack/crdtrim.
 .PHONY: manifests
 manifests: controller-gen ## Generate the CRD and RBAC manifests under config/; drop the docs of embedded upstream types from the CRD.
-	$(CONTROLLER_GEN) rbac:roleName=manager-role crd:generateEmbeddedObjectMeta=true paths="./..." \
+	$(CONTROLLER_GEN) rbac:roleName=queuejob-operator-manager crd:generateEmbeddedObjectMeta=true paths="./..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	go run ./hack/crdtrim config/crd/bases/*.yaml
 	hack/chart-gen.sh $(CHART)
@@ -108,6 +108,15 @@ run: manifests generate fmt vet ## Run the manager on this machine against the c
 	go run ./cmd
 
 ##@ Deployment
+
+# The installer is config/default built with kustomize, the image set to IMG; it holds the
+# same objects as the Helm chart at its default values (test/chart checks it).
+.PHONY: build-installer
+build-installer: manifests kustomize ## Write dist/install.yaml (CRD, RBAC, manager, metrics Service in queuejob-system) from config/ for `kubectl apply -f`; the image is IMG.
+	@mkdir -p dist
+	$(KUSTOMIZE) build config/default | sed 's|^\(        image: \)ghcr.io/queuejob/queuejob-operator:0.1.0$$|\1$(IMG)|' > dist/install.yaml
+	@grep -q '^        image: $(IMG)$$' dist/install.yaml || { echo "dist/install.yaml: the manager's image is not $(IMG): see config/manager/kustomization.yaml"; exit 1; }
+	@echo "wrote dist/install.yaml ($(IMG)): kubectl apply -f dist/install.yaml"
 
 .PHONY: install
 install: manifests ## Install the CRD into the cluster of the current kubeconfig.
