@@ -75,8 +75,8 @@ verify: manifests generate fmt vet ## Regenerate everything, then fail if the tr
 	@test -z "$$(git status --porcelain --untracked-files=all -- api config charts)" || { git status --porcelain -- api config charts; echo "untracked generated files: commit them"; exit 1; }
 
 .PHONY: test
-test: manifests generate fmt vet envtest servers helm ## Run all tests (the chart tests with bin/helm): a real kube-apiserver and etcd (built on first use), real redis-server and rabbitmq-server.
-	HELM=$(HELM) KUBEBUILDER_ASSETS="$$(ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) ENVTEST_ETCD_VERSION=$(ENVTEST_ETCD_VERSION) hack/envtest.sh)" \
+test: manifests generate fmt vet envtest servers helm kustomize ## Run all tests (the chart and installer tests with bin/helm and bin/kustomize): a real kube-apiserver and etcd (built on first use), real redis-server and rabbitmq-server.
+	HELM=$(HELM) KUSTOMIZE=$(KUSTOMIZE) KUBEBUILDER_ASSETS="$$(ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) ENVTEST_ETCD_VERSION=$(ENVTEST_ETCD_VERSION) hack/envtest.sh)" \
 		go test $(GO_TEST_FLAGS) ./... -coverprofile cover.out
 
 .PHONY: bench
