@@ -144,14 +144,14 @@ $(CONTROLLER_GEN):
 	mv $(LOCALBIN)/controller-gen $(CONTROLLER_GEN)
 
 .PHONY: kustomize
-kustomize: $(KUSTOMIZE) ## Build kustomize into ./bin (bin/kustomize-$(KUSTOMIZE_VERSION)).
+kustomize: $(KUSTOMIZE) ## Build the pinned kustomize (KUSTOMIZE_VERSION) into bin/kustomize-<version>, for build-installer and the installer tests.
 $(KUSTOMIZE):
 	@mkdir -p $(LOCALBIN)
 	GOBIN=$(LOCALBIN) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 	mv $(LOCALBIN)/kustomize $(KUSTOMIZE)
 
 .PHONY: helm
-helm: $(HELM) ## Build helm into ./bin (bin/helm-$(HELM_VERSION), linked as bin/helm).
+helm: $(HELM) ## Build the pinned helm (HELM_VERSION) into bin/helm-<version>, linked as bin/helm.
 $(HELM):
 	@mkdir -p $(LOCALBIN)
 	GOBIN=$(LOCALBIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
