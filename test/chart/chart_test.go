@@ -382,3 +382,33 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		})
 	}
 }
+
+// metrics.enabled=false binds no metrics port and renders no metrics objects; metrics.port
+// moves the endpoint and the Service together.
+func TestMetricsValues(t *testing.T) {
+	objs := render(t, "--set", "metrics.enabled=false", "--set", "metrics.serviceMonitor.enabled=true")
+	var d appsv1.Deployment
+	only(t, objs, "Deployment", &d)
+	c := d.Spec.Template.Spec.Containers[0]
+	if !slices.Contains(c.Args, "--metrics-bind-address=0") || slices.Contains(c.Args, "--metrics-secure") {
+		t.Errorf("args %q: want --metrics-bind-address=0 and no --metrics-secure", c.Args)
+	}
+	for _, o := range objs {
+		if o.kind == "Service" || o.kind == "ServiceMonitor" || strings.Contains(o.name, "metrics") {
+			t.Errorf("%s rendered with metrics.enabled=false", o)
+		}
+	}
+	if slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "metrics" }) {
+		t.Errorf("ports %+v: a metrics port with metrics.enabled=false", c.Ports)
+	}
+
+	objs = render(t, "--set", "metrics.port=9443")
+	only(t, objs, "Deployment", &d)
+	c = d.Spec.Template.Spec.Containers[0]
+	var svc corev1.Service
+	only(t, objs, "Service", &svc)
+	if !slices.Contains(c.Args, "--metrics-bind-address=:9443") || svc.Spec.Ports[0].Port != 9443 ||
+		!slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "metrics" && p.ContainerPort == 9443 }) {
+		t.Errorf("metrics.port=9443: args %q, ports %+v, Service ports %+v", c.Args, c.Ports, svc.Spec.Ports)
+	}
+}
