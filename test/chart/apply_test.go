@@ -15,6 +15,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
 
 var (
@@ -25,6 +27,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// What envtest and the client log (e.g. a slow control plane's retries) goes to stderr,
+	// instead of controller-runtime's warning that no logger was set.
+	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
 	code := m.Run()
 	if testEnv != nil {
 		if err := testEnv.Stop(); err != nil {

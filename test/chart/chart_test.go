@@ -370,6 +370,7 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"unknown log format", "logging.format=text", "format"},
 		{"unknown log level", "logging.level=verbose", "level"},
 		{"rbac.userRoles not a boolean", "rbac.userRoles=some", "userRoles"},
+		{"certSecret not a Secret name", "metrics.certSecret=Bad_Name", "certSecret"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, stderr, err := template(t, "--set", tc.set)

@@ -104,6 +104,7 @@ func TestValuesMatrix(t *testing.T) {
 		{name: "insecure", set: []string{"metrics.secure=false"}, check: checkInsecureMetrics},
 		{name: "servicemonitor", set: []string{"metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.interval=30s", "metrics.serviceMonitor.labels.release=prometheus"}, check: checkServiceMonitor},
 		{name: "pdb", set: []string{"replicas=2", "podDisruptionBudget.enabled=true"}, check: checkPDB},
+		{name: "certsecret", set: []string{"metrics.certSecret=metrics-tls", "metrics.serviceMonitor.enabled=true"}, check: checkCertSecret},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -282,6 +283,8 @@ func checkDefaults(t *testing.T, m *matrixRun) {
 	}
 	if d := m.deployment(t); *d.Spec.Replicas != 1 {
 		t.Errorf("replicas = %d, want 1", *d.Spec.Replicas)
+	} else if pod := d.Spec.Template.Spec; len(pod.Volumes) != 0 || len(pod.Containers[0].VolumeMounts) != 0 || len(pod.Containers[0].Env) != 0 {
+		t.Errorf("volumes %+v, mounts %+v, env %+v at default values: want none", pod.Volumes, pod.Containers[0].VolumeMounts, pod.Containers[0].Env)
 	}
 }
 
@@ -398,7 +401,11 @@ type serviceMonitor struct {
 			Interval        string `json:"interval,omitempty"`
 			BearerTokenFile string `json:"bearerTokenFile,omitempty"`
 			TLSConfig       *struct {
-				InsecureSkipVerify bool `json:"insecureSkipVerify"`
+				InsecureSkipVerify bool   `json:"insecureSkipVerify,omitempty"`
+				ServerName         string `json:"serverName,omitempty"`
+				CA                 *struct {
+					Secret corev1.SecretKeySelector `json:"secret"`
+				} `json:"ca,omitempty"`
 			} `json:"tlsConfig,omitempty"`
 		} `json:"endpoints"`
 	} `json:"spec"`
@@ -485,5 +492,42 @@ func checkPDB(t *testing.T, m *matrixRun) {
 	if pdbs := ofKind(renderAs(t, m.release, m.namespace, "--set", "podDisruptionBudget.enabled=true", "--set", "replicas=3", "--set", "podDisruptionBudget.minAvailable=50%"), "PodDisruptionBudget"); len(pdbs) != 1 ||
 		!strings.Contains(string(pdbs[0].doc), "minAvailable: 50%") {
 		t.Errorf("a percentage minAvailable: %v", pdbs)
+	}
+}
+
+// checkCertSecret: metrics.certSecret mounts the Secret's tls.crt and tls.key, read-only, at
+// controller-runtime's default metrics certificate directory ($TMPDIR, set to /tmp, then
+// k8s-metrics-server/serving-certs), and the ServiceMonitor verifies the certificate with
+// the Secret's ca.crt instead of skipping the check.
+func checkCertSecret(t *testing.T, m *matrixRun) {
+	checkSecureMetrics(t, m)
+	pod := m.deployment(t).Spec.Template.Spec
+	ctr := pod.Containers[0]
+	wantVolumes := []corev1.Volume{{Name: "metrics-cert", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+		SecretName: "metrics-tls",
+		Items:      []corev1.KeyToPath{{Key: "tls.crt", Path: "tls.crt"}, {Key: "tls.key", Path: "tls.key"}},
+	}}}}
+	if diff := cmp.Diff(wantVolumes, pod.Volumes); diff != "" {
+		t.Errorf("volumes (-want +got):\n%s", diff)
+	}
+	wantMounts := []corev1.VolumeMount{{Name: "metrics-cert", MountPath: "/tmp/k8s-metrics-server/serving-certs", ReadOnly: true}}
+	if diff := cmp.Diff(wantMounts, ctr.VolumeMounts); diff != "" {
+		t.Errorf("volumeMounts (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]corev1.EnvVar{{Name: "TMPDIR", Value: "/tmp"}}, ctr.Env); diff != "" {
+		t.Errorf("env (-want +got):\n%s", diff)
+	}
+	var sm serviceMonitor
+	only(t, m.objs, "ServiceMonitor", &sm)
+	tls := sm.Spec.Endpoints[0].TLSConfig
+	if tls == nil || tls.InsecureSkipVerify || tls.ServerName != m.fullname()+"-metrics."+m.namespace+".svc" ||
+		tls.CA == nil || tls.CA.Secret.Name != "metrics-tls" || tls.CA.Secret.Key != "ca.crt" {
+		t.Errorf("tlsConfig = %+v, want the Service's DNS name checked with metrics-tls's ca.crt", tls)
+	}
+	// Plain HTTP ignores the certificate.
+	var d appsv1.Deployment
+	only(t, renderAs(t, m.release, m.namespace, "--set", "metrics.certSecret=metrics-tls", "--set", "metrics.secure=false"), "Deployment", &d)
+	if len(d.Spec.Template.Spec.Volumes) != 0 {
+		t.Errorf("volumes with metrics.secure=false: %+v", d.Spec.Template.Spec.Volumes)
 	}
 }

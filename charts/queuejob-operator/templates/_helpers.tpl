@@ -49,3 +49,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "queuejob-operator.metricsPort" -}}
 {{- if .Values.metrics.port }}{{ .Values.metrics.port }}{{ else if .Values.metrics.secure }}8443{{ else }}8080{{ end }}
 {{- end }}
+
+{{/* "true" when the secure metrics endpoint serves the certificate of metrics.certSecret. */}}
+{{- define "queuejob-operator.metricsCert" -}}
+{{- if and .Values.metrics.enabled .Values.metrics.secure .Values.metrics.certSecret }}true{{ end }}
+{{- end }}
