@@ -47,10 +47,11 @@ manifests: controller-gen ## Generate the CRD and RBAC manifests under config/; 
 	go run ./hack/crdtrim config/crd/bases/*.yaml
 	hack/chart-gen.sh $(CHART)
 
-# The chart's CRD and ClusterRole are config/'s, wrapped in templates: the CRD keeps
+# The chart's CRD and manager rules are config/'s, wrapped in templates (the rules become a
+# ClusterRole, or Roles in watchNamespaces): the CRD keeps
 # helm.sh/resource-policy: keep unless crds.keep is false.
 .PHONY: chart-crd
-chart-crd: ## Generate the chart's CRD and manager ClusterRole templates from config/crd/bases and config/rbac/role.yaml.
+chart-crd: ## Generate the chart's CRD and manager rules templates from config/crd/bases and config/rbac/role.yaml.
 	hack/chart-gen.sh $(CHART)
 
 .PHONY: helm-lint
