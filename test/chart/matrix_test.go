@@ -278,6 +278,8 @@ func checkDefaults(t *testing.T, m *matrixRun) {
 	checkSecureMetrics(t, m)
 	checkLeastPrivilege(t, m, "")
 	checkLeastPrivilege(t, m, "anywhere")
+	createNamespace(t, m.ctx, m.c, "defaults-work", nil)
+	checkManagerRuns(t, m, "defaults-work")
 	if ofKind(m.objs, "ServiceMonitor") != nil || ofKind(m.objs, "PodDisruptionBudget") != nil {
 		t.Error("a ServiceMonitor or PodDisruptionBudget at default values")
 	}
@@ -361,9 +363,11 @@ func checkWatchNamespaces(t *testing.T, m *matrixRun) {
 		[4]string{"list", "", "pods", "elsewhere"},
 		[4]string{"watch", "batch.queuejob.io", "queuejobs", "elsewhere"})
 	// Leader election stays in the release namespace.
-	m.wantAccess(t, true, [4]string{"update", "coordination.k8s.io", "leases", m.namespace})
+	m.wantAccess(t, true, [4]string{"update", "coordination.k8s.io", "leases", m.namespace},
+		[4]string{"create", "", "events", m.namespace})
 	m.wantAccess(t, false, [4]string{"update", "coordination.k8s.io", "leases", m.watch[0]})
 	checkSecureMetrics(t, m)
+	checkManagerRuns(t, m, m.watch[0])
 }
 
 // checkInsecureMetrics: plain HTTP on 8080, no --metrics-secure, no TokenReview RBAC.
