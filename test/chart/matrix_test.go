@@ -278,8 +278,6 @@ func checkDefaults(t *testing.T, m *matrixRun) {
 	checkSecureMetrics(t, m)
 	checkLeastPrivilege(t, m, "")
 	checkLeastPrivilege(t, m, "anywhere")
-	createNamespace(t, m.ctx, m.c, "defaults-work", nil)
-	checkManagerRuns(t, m, "defaults-work")
 	if ofKind(m.objs, "ServiceMonitor") != nil || ofKind(m.objs, "PodDisruptionBudget") != nil {
 		t.Error("a ServiceMonitor or PodDisruptionBudget at default values")
 	}
@@ -288,6 +286,8 @@ func checkDefaults(t *testing.T, m *matrixRun) {
 	} else if pod := d.Spec.Template.Spec; len(pod.Volumes) != 0 || len(pod.Containers[0].VolumeMounts) != 0 || len(pod.Containers[0].Env) != 0 {
 		t.Errorf("volumes %+v, mounts %+v, env %+v at default values: want none", pod.Volumes, pod.Containers[0].VolumeMounts, pod.Containers[0].Env)
 	}
+	createNamespace(t, m.ctx, m.c, "defaults-work", nil)
+	checkManagerRuns(t, m, "defaults-work") // last: it skips the rest with -short
 }
 
 // checkWatchNamespaces: a Role and a RoleBinding in each watched namespace, no ClusterRole
@@ -367,7 +367,7 @@ func checkWatchNamespaces(t *testing.T, m *matrixRun) {
 		[4]string{"create", "", "events", m.namespace})
 	m.wantAccess(t, false, [4]string{"update", "coordination.k8s.io", "leases", m.watch[0]})
 	checkSecureMetrics(t, m)
-	checkManagerRuns(t, m, m.watch[0])
+	checkManagerRuns(t, m, m.watch[0]) // last: it skips the rest with -short
 }
 
 // checkInsecureMetrics: plain HTTP on 8080, no --metrics-secure, no TokenReview RBAC.
