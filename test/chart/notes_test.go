@@ -51,7 +51,10 @@ func TestNotes(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			args := []string{"install", "qj", chartDir, "--namespace", "notes", "--dry-run=client"}
+			// --take-ownership: the CRD that other tests applied exists without Helm's
+			// ownership annotations, which a dry-run would otherwise refuse; a dry-run
+			// changes nothing.
+			args := []string{"install", "qj", chartDir, "--namespace", "notes", "--dry-run=client", "--take-ownership"}
 			for _, s := range tc.set {
 				args = append(args, "--set", s)
 			}
