@@ -45,7 +45,11 @@ func runManagerAs(t *testing.T, m *matrixRun, extra ...string) *lockedBuffer {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "manager")
-	build := exec.Command("go", "build", "-o", bin, "../../cmd")
+	buildArgs := []string{"build", "-o", bin}
+	if raceEnabled {
+		buildArgs = append(buildArgs, "-race")
+	}
+	build := exec.Command("go", append(buildArgs, "../../cmd")...)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd: %v\n%s", err, out)
 	}
