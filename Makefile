@@ -2,9 +2,13 @@
 # Tool versions are pinned here and nowhere else; tools are built into ./bin from the
 # Go module proxy. Nothing is downloaded from anywhere else.
 
-IMG ?= queuejob-operator:dev
+# The manager's image: ghcr.io/queuejob/<name>:<VERSION>, VERSION the chart's appVersion.
+VERSION ?= 0.1.0
+IMG ?= ghcr.io/queuejob/queuejob-operator:$(VERSION)
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 HELM_VERSION ?= v3.22.0
+# v5.8.2 is the newest kustomize that builds with Go 1.26 (v5.8.3 needs Go 1.27).
+KUSTOMIZE_VERSION ?= v5.8.2
 ENVTEST_K8S_VERSION ?= 1.37.2
 ENVTEST_ETCD_VERSION ?= v3.7.3
 # A loaded 2-core machine starts kube-apiserver slowly.
@@ -14,6 +18,7 @@ export KUBEBUILDER_CONTROLPLANE_START_TIMEOUT
 LOCALBIN ?= $(shell pwd)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
+KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 CHART ?= charts/queuejob-operator
 # -count=1: the tests talk to real servers, which go test's result cache cannot see.
 # -timeout: the envtest suite runs longer than go test's default of 10 minutes.
@@ -37,15 +42,16 @@ help: ## Show this help.
 # crdtrim keeps the CRD small enough for a client-side kubectl apply: see hack/crdtrim.
 .PHONY: manifests
 manifests: controller-gen ## Generate the CRD and RBAC manifests under config/; drop the docs of embedded upstream types from the CRD.
-	$(CONTROLLER_GEN) rbac:roleName=manager-role crd:generateEmbeddedObjectMeta=true paths="./..." \
+	$(CONTROLLER_GEN) rbac:roleName=queuejob-operator-manager crd:generateEmbeddedObjectMeta=true paths="./..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	go run ./hack/crdtrim config/crd/bases/*.yaml
 	hack/chart-gen.sh $(CHART)
 
-# The chart's CRD and ClusterRole are config/'s, wrapped in templates: the CRD keeps
+# The chart's CRD and manager rules are config/'s, wrapped in templates (the rules become a
+# ClusterRole, or Roles in watchNamespaces): the CRD keeps
 # helm.sh/resource-policy: keep unless crds.keep is false.
 .PHONY: chart-crd
-chart-crd: ## Generate the chart's CRD and manager ClusterRole templates from config/crd/bases and config/rbac/role.yaml.
+chart-crd: ## Generate the chart's CRD and manager rules templates from config/crd/bases and config/rbac/role.yaml.
 	hack/chart-gen.sh $(CHART)
 
 .PHONY: helm-lint
@@ -70,8 +76,8 @@ verify: manifests generate fmt vet ## Regenerate everything, then fail if the tr
 	@test -z "$$(git status --porcelain --untracked-files=all -- api config charts)" || { git status --porcelain -- api config charts; echo "untracked generated files: commit them"; exit 1; }
 
 .PHONY: test
-test: manifests generate fmt vet envtest servers helm ## Run all tests (the chart tests with bin/helm): a real kube-apiserver and etcd (built on first use), real redis-server and rabbitmq-server.
-	HELM=$(HELM) KUBEBUILDER_ASSETS="$$(ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) ENVTEST_ETCD_VERSION=$(ENVTEST_ETCD_VERSION) hack/envtest.sh)" \
+test: manifests generate fmt vet envtest servers helm kustomize ## Run all tests (the chart and installer tests with bin/helm and bin/kustomize): a real kube-apiserver and etcd (built on first use), real redis-server and rabbitmq-server.
+	HELM=$(HELM) KUSTOMIZE=$(KUSTOMIZE) KUBEBUILDER_ASSETS="$$(ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) ENVTEST_ETCD_VERSION=$(ENVTEST_ETCD_VERSION) hack/envtest.sh)" \
 		go test $(GO_TEST_FLAGS) ./... -coverprofile cover.out
 
 .PHONY: bench
@@ -103,6 +109,15 @@ run: manifests generate fmt vet ## Run the manager on this machine against the c
 	go run ./cmd
 
 ##@ Deployment
+
+# The installer is config/default built with kustomize, the image set to IMG; it holds the
+# same objects as the Helm chart at its default values (test/chart checks it).
+.PHONY: build-installer
+build-installer: manifests kustomize ## Write dist/install.yaml (CRD, RBAC, manager, metrics Service in queuejob-system) from config/ for `kubectl apply -f`; the image is IMG.
+	@mkdir -p dist
+	$(KUSTOMIZE) build config/default | sed 's|^\(        image: \)ghcr.io/queuejob/queuejob-operator:0.1.0$$|\1$(IMG)|' > dist/install.yaml
+	@grep -q '^        image: $(IMG)$$' dist/install.yaml || { echo "dist/install.yaml: the manager's image is not $(IMG): see config/manager/kustomization.yaml"; exit 1; }
+	@echo "wrote dist/install.yaml ($(IMG)): kubectl apply -f dist/install.yaml"
 
 .PHONY: install
 install: manifests ## Install the CRD into the cluster of the current kubeconfig.
@@ -148,8 +163,15 @@ $(CONTROLLER_GEN):
 	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
 	mv $(LOCALBIN)/controller-gen $(CONTROLLER_GEN)
 
+.PHONY: kustomize
+kustomize: $(KUSTOMIZE) ## Build the pinned kustomize (KUSTOMIZE_VERSION) into bin/kustomize-<version>, for build-installer and the installer tests.
+$(KUSTOMIZE):
+	@mkdir -p $(LOCALBIN)
+	GOBIN=$(LOCALBIN) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	mv $(LOCALBIN)/kustomize $(KUSTOMIZE)
+
 .PHONY: helm
-helm: $(HELM) ## Build helm into ./bin (bin/helm-$(HELM_VERSION), linked as bin/helm).
+helm: $(HELM) ## Build the pinned helm (HELM_VERSION) into bin/helm-<version>, linked as bin/helm.
 $(HELM):
 	@mkdir -p $(LOCALBIN)
 	GOBIN=$(LOCALBIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)

@@ -2,7 +2,8 @@
 # chart-gen.sh CHART_DIR: writes the chart's generated templates from config/:
 #   templates/crd.yaml          config/crd/bases/*.yaml, with the chart's labels and
 #                               helm.sh/resource-policy: keep unless .Values.crds.keep is false
-#   templates/clusterrole.yaml  config/rbac/role.yaml's rules, in a ClusterRole named by the chart
+#   templates/_manager-rules.tpl config/rbac/role.yaml's rules, as the template
+#                               queuejob-operator.managerRules that manager-rbac.yaml includes
 # `make manifests` runs it, so `make verify` fails when the chart and config/ differ.
 set -euo pipefail
 chart=${1:?usage: chart-gen.sh CHART_DIR}
@@ -46,13 +47,8 @@ mv "$out/crd.yaml.tmp" "$out/crd.yaml"
 
 {
 	echo "$header"
-	cat <<'T'
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: {{ include "queuejob-operator.fullname" . }}-manager
-  labels:
-    {{- include "queuejob-operator.labels" . | nindent 4 }}
-T
+	echo '{{- /* The manager'"'"'s rules: a ClusterRole, or a Role in each of .Values.watchNamespaces (manager-rbac.yaml). */}}'
+	echo '{{- define "queuejob-operator.managerRules" }}'
 	sed -n '/^rules:$/,$p' config/rbac/role.yaml
-} >"$out/clusterrole.yaml"
+	echo '{{- end }}'
+} >"$out/_manager-rules.tpl"

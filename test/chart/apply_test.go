@@ -12,11 +12,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/yaml"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
 
 var (
@@ -27,6 +27,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// What envtest and the client log (e.g. a slow control plane's retries) goes to stderr,
+	// instead of controller-runtime's warning that no logger was set.
+	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
 	code := m.Run()
 	if testEnv != nil {
 		if err := testEnv.Stop(); err != nil {
@@ -70,60 +73,44 @@ func createNamespace(t *testing.T, ctx context.Context, c client.Client, name st
 	}
 }
 
-// Every object the chart renders at default values is accepted by a real API server
-// (server-side apply, dry-run: nothing is persisted, so the cases stay independent).
-func TestRenderedObjectsApplyDryRun(t *testing.T) {
-	c := needCluster(t)
-	ctx := testCtx(t)
-	createNamespace(t, ctx, c, namespace, nil)
-	objs := render(t)
-	accepted := 0
-	for _, o := range objs {
-		u := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal(o.doc, &u.Object); err != nil {
-			t.Fatalf("%s %s: %v", o.kind, o.name, err)
-		}
-		err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
-			client.FieldOwner("chart-test"), client.ForceOwnership, client.DryRunAll)
-		if err != nil {
-			t.Errorf("server-side apply (dry-run) of %s %s: %v", o.kind, o.name, err)
-			continue
-		}
-		accepted++
-	}
-	t.Logf("the API server accepted %d of %d rendered objects", accepted, len(objs))
-}
-
 // The rendered Deployment's pod template, created as a Pod in a namespace that enforces the
 // restricted Pod Security Standard, is admitted; a privileged copy is not, which shows the
-// namespace enforces it.
+// namespace enforces it. TestValuesMatrix checks the first for each of its cases.
 func TestPodTemplateIsAdmittedUnderRestricted(t *testing.T) {
 	c := needCluster(t)
 	ctx := testCtx(t)
-	const ns = "restricted"
-	createNamespace(t, ctx, c, ns, map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: release + "-queuejob-operator", Namespace: ns}}
-	if err := c.Create(ctx, sa); err != nil {
-		t.Fatal(err)
-	}
-
 	var d appsv1.Deployment
 	only(t, render(t), "Deployment", &d)
-	pod := func(name string) *corev1.Pod {
-		return &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: d.Spec.Template.Labels},
-			Spec:       *d.Spec.Template.Spec.DeepCopy(),
-		}
-	}
-	if err := c.Create(ctx, pod("manager"), client.DryRunAll); err != nil {
-		t.Errorf("the manager's pod template was not admitted under restricted: %v", err)
-	}
+	ns := admitPodTemplate(t, ctx, c, "restricted", &d)
 
-	bad := pod("privileged")
+	bad := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "privileged", Namespace: ns, Labels: d.Spec.Template.Labels},
+		Spec:       *d.Spec.Template.Spec.DeepCopy(),
+	}
 	bad.Spec.Containers[0].SecurityContext.Privileged = ptr.To(true)
 	bad.Spec.Containers[0].SecurityContext.AllowPrivilegeEscalation = ptr.To(true)
 	err := c.Create(ctx, bad, client.DryRunAll)
 	if err == nil || !strings.Contains(err.Error(), "violates PodSecurity") {
 		t.Errorf("a privileged pod in namespace %s: err = %v, want a PodSecurity violation (is the namespace enforcing?)", ns, err)
 	}
+}
+
+// admitPodTemplate creates namespace ns enforcing the restricted Pod Security Standard, with
+// the Deployment's ServiceAccount, and checks that the Deployment's pod template, as a Pod,
+// is admitted there (server-side dry-run). It returns ns.
+func admitPodTemplate(t *testing.T, ctx context.Context, c client.Client, ns string, d *appsv1.Deployment) string {
+	t.Helper()
+	createNamespace(t, ctx, c, ns, map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: d.Spec.Template.Spec.ServiceAccountName, Namespace: ns}}
+	if err := c.Create(ctx, sa); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "manager", Namespace: ns, Labels: d.Spec.Template.Labels},
+		Spec:       *d.Spec.Template.Spec.DeepCopy(),
+	}
+	if err := c.Create(ctx, pod, client.DryRunAll); err != nil {
+		t.Errorf("the manager's pod template was not admitted under restricted in %s: %v", ns, err)
+	}
+	return ns
 }

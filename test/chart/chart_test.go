@@ -41,35 +41,62 @@ func helmBin(t *testing.T) string {
 	return abs
 }
 
-// template runs `helm template` with args after the chart; it returns stdout, stderr and the error.
+// template runs `helm template` of release qj in namespace queuejob-system with args after the
+// chart; it returns stdout, stderr and the error.
 func template(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
-	cmd := exec.Command(helmBin(t), append([]string{"template", release, chartDir, "--namespace", namespace}, args...)...)
+	return templateAs(t, release, namespace, args...)
+}
+
+// templateAs is template for release rel in namespace ns.
+func templateAs(t *testing.T, rel, ns string, args ...string) (string, string, error) {
+	t.Helper()
+	cmd := exec.Command(helmBin(t), append([]string{"template", rel, chartDir, "--namespace", ns}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	return stdout.String(), stderr.String(), err
 }
 
-// object is one rendered document: its kind and its YAML.
+// object is one rendered document: its kind, namespace, name and YAML.
 type object struct {
-	kind, name string
-	doc        []byte
+	kind, namespace, name string
+	doc                   []byte
+}
+
+func (o object) String() string {
+	if o.namespace == "" {
+		return o.kind + " " + o.name
+	}
+	return o.kind + " " + o.namespace + "/" + o.name
 }
 
 // render runs `helm template` and splits its output into objects; it fails the test on an error.
 func render(t *testing.T, args ...string) []object {
 	t.Helper()
-	out, stderr, err := template(t, args...)
+	return renderAs(t, release, namespace, args...)
+}
+
+// renderAs is render for release rel in namespace ns.
+func renderAs(t *testing.T, rel, ns string, args ...string) []object {
+	t.Helper()
+	out, stderr, err := templateAs(t, rel, ns, args...)
 	if err != nil {
 		t.Fatalf("helm template %v: %v\n%s", args, err, stderr)
 	}
+	return splitYAML(t, out)
+}
+
+// splitYAML splits a stream of YAML documents into objects, dropping empty ones.
+func splitYAML(t *testing.T, out string) []object {
+	t.Helper()
 	var objs []object
-	for _, doc := range strings.Split(out, "\n---") {
+	for _, doc := range strings.Split("\n"+out, "\n---") {
 		var meta struct {
 			Kind     string `json:"kind"`
 			Metadata struct {
-				Name string `json:"name"`
+				Name      string `json:"name"`
+				Namespace string `json:"namespace"`
 			} `json:"metadata"`
 		}
 		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
@@ -78,9 +105,35 @@ func render(t *testing.T, args ...string) []object {
 		if meta.Kind == "" {
 			continue // a document of comments only
 		}
-		objs = append(objs, object{kind: meta.Kind, name: meta.Metadata.Name, doc: []byte(doc)})
+		objs = append(objs, object{kind: meta.Kind, namespace: meta.Metadata.Namespace, name: meta.Metadata.Name, doc: []byte(doc)})
 	}
 	return objs
+}
+
+// named returns the object of kind and name in objs, decoded into into; it fails the test
+// if there is none.
+func named(t *testing.T, objs []object, kind, name string, into any) {
+	t.Helper()
+	for _, o := range objs {
+		if o.kind == kind && o.name == name {
+			if err := yaml.UnmarshalStrict(o.doc, into); err != nil {
+				t.Fatalf("%s: %v", o, err)
+			}
+			return
+		}
+	}
+	t.Fatalf("no %s %s among %v", kind, name, objs)
+}
+
+// ofKind returns the objects of kind in objs.
+func ofKind(objs []object, kind string) []object {
+	var out []object
+	for _, o := range objs {
+		if o.kind == kind {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // only returns the one object of kind in objs, decoded into into.
@@ -117,7 +170,14 @@ func TestDefaultsRenderTheseKinds(t *testing.T) {
 		kinds = append(kinds, o.kind)
 	}
 	slices.Sort(kinds)
-	want := []string{"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment", "Role", "RoleBinding", "ServiceAccount"}
+	want := []string{
+		"ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole", // manager, metrics-auth, metrics-reader, editor, viewer
+		"ClusterRoleBinding", "ClusterRoleBinding", // manager, metrics-auth
+		"CustomResourceDefinition", "Deployment",
+		"Role", "RoleBinding", // leader election
+		"Service", // metrics
+		"ServiceAccount",
+	}
 	if diff := cmp.Diff(want, kinds); diff != "" {
 		t.Errorf("kinds (-want +got):\n%s", diff)
 	}
@@ -161,10 +221,14 @@ func TestDeploymentDefaults(t *testing.T) {
 		t.Errorf("replicas = %v, want 1", d.Spec.Replicas)
 	}
 	c := d.Spec.Template.Spec.Containers[0]
-	if want := "queuejob-operator:0.1.0"; c.Image != want {
+	if want := "ghcr.io/queuejob/queuejob-operator:0.1.0"; c.Image != want {
 		t.Errorf("image = %q, want %q (the chart's appVersion)", c.Image, want)
 	}
-	wantArgs := []string{"--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8080"}
+	wantArgs := []string{
+		"--leader-elect", "--health-probe-bind-address=:8081",
+		"--metrics-bind-address=:8443", "--metrics-secure",
+		"--zap-encoder=json", "--zap-log-level=info",
+	}
 	if diff := cmp.Diff(wantArgs, c.Args); diff != "" {
 		t.Errorf("args (-want +got):\n%s", diff)
 	}
@@ -174,8 +238,9 @@ func TestDeploymentDefaults(t *testing.T) {
 			t.Errorf("probe of %s = %+v, want an HTTP GET on port health", path, p)
 		}
 	}
-	if !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "health" && p.ContainerPort == 8081 }) {
-		t.Errorf("ports = %+v, want health on 8081", c.Ports)
+	wantPorts := []corev1.ContainerPort{{Name: "health", ContainerPort: 8081}, {Name: "metrics", ContainerPort: 8443}}
+	if diff := cmp.Diff(wantPorts, c.Ports); diff != "" {
+		t.Errorf("ports (-want +got):\n%s", diff)
 	}
 	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
 		t.Errorf("resources = %+v, want requests and limits", c.Resources)
@@ -192,6 +257,8 @@ func TestDeploymentValues(t *testing.T) {
 		"--set", "watchNamespaces={team-a,team-b}",
 		"--set", "extraArgs={--secret-refresh-interval=30s}",
 		"--set", "image.tag=dev",
+		"--set", "logging.format=console",
+		"--set", "logging.level=debug",
 		"--set", "imagePullSecrets[0].name=regcred",
 		"--set", "priorityClassName=system-cluster-critical",
 		"--set", "nodeSelector.kubernetes\\.io/os=linux",
@@ -201,12 +268,12 @@ func TestDeploymentValues(t *testing.T) {
 	if *d.Spec.Replicas != 2 {
 		t.Errorf("replicas = %d, want 2", *d.Spec.Replicas)
 	}
-	for _, arg := range []string{"--leader-elect", "--watch-namespaces=team-a,team-b", "--secret-refresh-interval=30s"} {
+	for _, arg := range []string{"--leader-elect", "--watch-namespaces=team-a,team-b", "--secret-refresh-interval=30s", "--zap-encoder=console", "--zap-log-level=debug"} {
 		if !slices.Contains(c.Args, arg) {
 			t.Errorf("args %q lack %q", c.Args, arg)
 		}
 	}
-	if c.Image != "queuejob-operator:dev" {
+	if c.Image != "ghcr.io/queuejob/queuejob-operator:dev" {
 		t.Errorf("image = %q", c.Image)
 	}
 	if len(spec.ImagePullSecrets) != 1 || spec.ImagePullSecrets[0].Name != "regcred" {
@@ -217,14 +284,35 @@ func TestDeploymentValues(t *testing.T) {
 	}
 }
 
-// The chart's ClusterRole is config/rbac/role.yaml's, which controller-gen writes from the
-// +kubebuilder:rbac markers.
-func TestClusterRoleIsTheGeneratedRole(t *testing.T) {
-	var got, want rbacv1.ClusterRole
-	only(t, render(t), "ClusterRole", &got)
+// The chart's manager ClusterRole, and with watchNamespaces each Role, is
+// config/rbac/role.yaml's, which controller-gen writes from the +kubebuilder:rbac markers.
+func TestManagerRulesAreTheGeneratedRole(t *testing.T) {
+	var want rbacv1.ClusterRole
 	readYAML(t, "../../config/rbac/role.yaml", &want)
+
+	var got rbacv1.ClusterRole
+	named(t, render(t), "ClusterRole", release+"-queuejob-operator-manager", &got)
 	if diff := cmp.Diff(want.Rules, got.Rules); diff != "" {
 		t.Errorf("ClusterRole rules (-config/rbac/role.yaml +chart):\n%s", diff)
+	}
+
+	objs := render(t, "--set", "watchNamespaces={team-a,team-b}")
+	roles := 0
+	for _, o := range ofKind(objs, "Role") {
+		if o.name != release+"-queuejob-operator-manager" {
+			continue
+		}
+		roles++
+		var r rbacv1.Role
+		if err := yaml.UnmarshalStrict(o.doc, &r); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want.Rules, r.Rules); diff != "" {
+			t.Errorf("%s rules (-config/rbac/role.yaml +chart):\n%s", o, diff)
+		}
+	}
+	if roles != 2 {
+		t.Errorf("rendered %d manager Roles, want one in each of team-a and team-b", roles)
 	}
 }
 
@@ -272,6 +360,17 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"misspelt top-level key", "replica=2", "replica"},
 		{"watchNamespaces a string", "watchNamespaces=team-a", "watchNamespaces"},
 		{"crds.keep not a boolean", "crds.keep=maybe", "keep"},
+		{"the old metricsPort", "metricsPort=8080", "metricsPort"},
+		{"metrics.secure not a boolean", "metrics.secure=perhaps", "secure"},
+		{"metrics.port out of range", "metrics.port=70000", "port"},
+		{"misspelt metrics key", "metrics.secured=false", "secured"},
+		{"serviceMonitor.interval not a duration", "metrics.serviceMonitor.interval=often", "interval"},
+		{"serviceMonitor.enabled not a boolean", "metrics.serviceMonitor.enabled=yes", "enabled"},
+		{"minAvailable neither a number nor a percentage", "podDisruptionBudget.minAvailable=half", "minAvailable"},
+		{"unknown log format", "logging.format=text", "format"},
+		{"unknown log level", "logging.level=verbose", "level"},
+		{"rbac.userRoles not a boolean", "rbac.userRoles=some", "userRoles"},
+		{"certSecret not a Secret name", "metrics.certSecret=Bad_Name", "certSecret"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, stderr, err := template(t, "--set", tc.set)
@@ -282,5 +381,35 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 				t.Errorf("helm template --set %s: want a schema error naming %q, got:\n%s", tc.set, tc.field, stderr)
 			}
 		})
+	}
+}
+
+// metrics.enabled=false binds no metrics port and renders no metrics objects; metrics.port
+// moves the endpoint and the Service together.
+func TestMetricsValues(t *testing.T) {
+	objs := render(t, "--set", "metrics.enabled=false", "--set", "metrics.serviceMonitor.enabled=true")
+	var d appsv1.Deployment
+	only(t, objs, "Deployment", &d)
+	c := d.Spec.Template.Spec.Containers[0]
+	if !slices.Contains(c.Args, "--metrics-bind-address=0") || slices.Contains(c.Args, "--metrics-secure") {
+		t.Errorf("args %q: want --metrics-bind-address=0 and no --metrics-secure", c.Args)
+	}
+	for _, o := range objs {
+		if o.kind == "Service" || o.kind == "ServiceMonitor" || strings.Contains(o.name, "metrics") {
+			t.Errorf("%s rendered with metrics.enabled=false", o)
+		}
+	}
+	if slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "metrics" }) {
+		t.Errorf("ports %+v: a metrics port with metrics.enabled=false", c.Ports)
+	}
+
+	objs = render(t, "--set", "metrics.port=9443")
+	only(t, objs, "Deployment", &d)
+	c = d.Spec.Template.Spec.Containers[0]
+	var svc corev1.Service
+	only(t, objs, "Service", &svc)
+	if !slices.Contains(c.Args, "--metrics-bind-address=:9443") || svc.Spec.Ports[0].Port != 9443 ||
+		!slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "metrics" && p.ContainerPort == 9443 }) {
+		t.Errorf("metrics.port=9443: args %q, ports %+v, Service ports %+v", c.Args, c.Ports, svc.Spec.Ports)
 	}
 }

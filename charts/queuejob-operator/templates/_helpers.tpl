@@ -39,3 +39,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+{{/* The metrics scheme, https with metrics.secure, else http; also the name of the Service's port. */}}
+{{- define "queuejob-operator.metricsScheme" -}}
+{{- if .Values.metrics.secure }}https{{ else }}http{{ end }}
+{{- end }}
+
+{{/* The metrics port: metrics.port, else 8443 with metrics.secure and 8080 without. */}}
+{{- define "queuejob-operator.metricsPort" -}}
+{{- if .Values.metrics.port }}{{ .Values.metrics.port }}{{ else if .Values.metrics.secure }}8443{{ else }}8080{{ end }}
+{{- end }}
+
+{{/* "true" when the secure metrics endpoint serves the certificate of metrics.certSecret. */}}
+{{- define "queuejob-operator.metricsCert" -}}
+{{- if and .Values.metrics.enabled .Values.metrics.secure .Values.metrics.certSecret }}true{{ end }}
+{{- end }}
