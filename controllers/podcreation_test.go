@@ -26,7 +26,7 @@ var _ = Describe("A Job whose pods cannot be created", func() {
 		msg := `pods "psa-x7k2p" is forbidden: violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false (container "c" must set securityContext.allowPrivilegeEscalation=false)`
 		now := metav1.NewTime(time.Now())
 		Expect(k8s.Create(suiteCtx, &corev1.Event{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("psa.%x", now.UnixNano()), Namespace: ns},
+			ObjectMeta:     metav1.ObjectMeta{Name: fmt.Sprintf("psa.%x", now.UnixNano()), Namespace: ns},
 			InvolvedObject: corev1.ObjectReference{Kind: "Job", APIVersion: "batch/v1", Namespace: ns, Name: job.Name, UID: job.UID},
 			Reason:         "FailedCreate", Message: "Error creating: " + msg, Type: corev1.EventTypeWarning,
 			Source:         corev1.EventSource{Component: "job-controller"},
