@@ -3,6 +3,13 @@
 # Go module proxy. Nothing is downloaded from anywhere else.
 
 IMG ?= queuejob-operator:dev
+# The images of make image: $(IMAGE_REPO)/<name>:$(VERSION). VERSION is the chart's
+# appVersion (test/image checks that they agree).
+VERSION ?= 0.1.0
+IMAGE_REPO ?= ghcr.io/queuejob
+IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
+# Empty: all of queuejob-operator queuejob-worker pi job-wq-1 job-wq-2.
+IMAGES ?=
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 HELM_VERSION ?= v3.22.0
 ENVTEST_K8S_VERSION ?= 1.37.2
@@ -97,6 +104,12 @@ qj: ## Build the CLI into bin/qj and the kubectl plugin bin/kubectl-qj (copy it 
 workers: ## Build queuejob-worker and the job-wq-2 example into bin/, static (CGO_ENABLED=0) and stripped.
 	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/queuejob-worker ./cmd/queuejob-worker
 	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/job-wq-2 ./examples/job-wq-2
+
+# No Docker: hack/image cross-compiles static binaries and writes OCI image layouts
+# (internal/image). Each tarball imports with `ctr -n k8s.io images import`.
+.PHONY: image
+image: ## Build the images (manager, queuejob-worker, pi, job-wq-1, job-wq-2) for IMAGE_PLATFORMS into dist/images/<name>.tar, without Docker.
+	go run ./hack/image --version $(VERSION) --repo $(IMAGE_REPO) --platforms $(IMAGE_PLATFORMS) --out dist/images $(IMAGES)
 
 .PHONY: run
 run: manifests generate fmt vet ## Run the manager on this machine against the cluster of the current kubeconfig.
