@@ -5,8 +5,7 @@
 //
 // NAME is one of the images of internal/image (default: all). Each is written to
 // OUT/NAME.tar, an OCI image layout whose index.json names the image REPO/NAME:VERSION;
-// load it with `ctr -n k8s.io images import OUT/NAME.tar`, `docker load -i` or
-// `podman load -i`.
+// load it with `ctr -n k8s.io images import OUT/NAME.tar`.
 //
 // The revision is `git rev-parse HEAD` (or "unknown" outside git); the creation time,
 // and the time of every file in the images, is $SOURCE_DATE_EPOCH, else the commit's

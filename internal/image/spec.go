@@ -1,7 +1,7 @@
 // Package image builds the project's container images without Docker: static Go binaries
 // on an empty base, one OCI image index per image (linux/amd64 and linux/arm64 by
-// default), each written as an OCI image layout in a tarball that `ctr images import`,
-// `docker load` and `podman load` read. make image runs it through hack/image.
+// default), each written as an OCI image layout in a tarball that `ctr images import`
+// reads. make image runs it through hack/image.
 //
 // The specs below are the single source of truth for what is in each image and how it
 // runs; the Dockerfile at the repository root builds the same images with Docker, and
