@@ -2,9 +2,14 @@
 # Tool versions are pinned here and nowhere else; tools are built into ./bin from the
 # Go module proxy. Nothing is downloaded from anywhere else.
 
-# The manager's image: ghcr.io/queuejob/<name>:<VERSION>, VERSION the chart's appVersion.
+# The images of make image: $(IMAGE_REPO)/<name>:$(VERSION). VERSION is the chart's
+# appVersion (test/image checks that they agree); IMG is the manager's image.
 VERSION ?= 0.1.0
-IMG ?= ghcr.io/queuejob/queuejob-operator:$(VERSION)
+IMAGE_REPO ?= ghcr.io/queuejob
+IMG ?= $(IMAGE_REPO)/queuejob-operator:$(VERSION)
+IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
+# Empty: all of queuejob-operator queuejob-worker pi job-wq-1 job-wq-2.
+IMAGES ?=
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 HELM_VERSION ?= v3.22.0
 # v5.8.2 is the newest kustomize that builds with Go 1.26 (v5.8.3 needs Go 1.27).
@@ -103,6 +108,12 @@ qj: ## Build the CLI into bin/qj and the kubectl plugin bin/kubectl-qj (copy it 
 workers: ## Build queuejob-worker and the job-wq-2 example into bin/, static (CGO_ENABLED=0) and stripped.
 	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/queuejob-worker ./cmd/queuejob-worker
 	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/job-wq-2 ./examples/job-wq-2
+
+# No Docker: hack/image cross-compiles static binaries and writes OCI image layouts
+# (internal/image). Each tarball imports with `ctr -n k8s.io images import`.
+.PHONY: image
+image: ## Build the images (manager, queuejob-worker, pi, job-wq-1, job-wq-2) for IMAGE_PLATFORMS into dist/images/<name>.tar, without Docker.
+	go run ./hack/image --version $(VERSION) --repo $(IMAGE_REPO) --platforms $(IMAGE_PLATFORMS) --out dist/images $(IMAGES)
 
 .PHONY: run
 run: manifests generate fmt vet ## Run the manager on this machine against the cluster of the current kubeconfig.

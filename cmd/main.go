@@ -20,6 +20,7 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/controllers"
+	"github.com/queuejob/queuejob-operator/pkg/version"
 )
 
 func main() {
@@ -45,9 +46,14 @@ func main() {
 	flag.StringVar(&watchNS, "watch-namespaces", "", "Comma-separated namespaces whose QueueJobs, Jobs and pods the manager watches and caches; empty: the whole cluster.")
 	flag.IntVar(&workers, "max-concurrent-reconciles", 4, "QueueJobs reconciled at once; a probe of an unreachable queue holds one for up to 10 s.")
 	flag.DurationVar(&secretRefresh, "secret-refresh-interval", time.Minute, "How long the values of the Secrets a QueueJob references are reused before they are read again from the API server; they are also read again when the QueueJob changes and after a probe that failed to connect or log in.")
+	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine) // --zap-log-level, --zap-devel, ...
 	flag.Parse()
+	if *showVersion {
+		fmt.Println(version.String("queuejob-operator"))
+		os.Exit(0)
+	}
 	if secretRefresh <= 0 {
 		fmt.Fprintln(os.Stderr, "--secret-refresh-interval must be positive, e.g. 1m")
 		os.Exit(2)

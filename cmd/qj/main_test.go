@@ -216,3 +216,10 @@ func eventually(t *testing.T, what string, cond func() (bool, string)) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+func TestVersion(t *testing.T) {
+	r := mustRun(t, "", "--version")
+	if !strings.HasPrefix(r.out, "qj dev (revision ") || !strings.HasSuffix(r.out, ")\n") {
+		t.Errorf("--version printed %q, want \"qj dev (revision ...)\"", r.out)
+	}
+}

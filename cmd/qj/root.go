@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/pkg/version"
 )
 
 // options are what every command shares: the kubeconfig flags, the output format and the
@@ -63,6 +64,9 @@ Secret values are never printed.`,
 			HiddenDefaultCmd: true,
 		},
 	}
+	// --version prints "qj 0.1.0 (revision ...)".
+	root.Version = version.Version
+	root.SetVersionTemplate(version.String(name) + "\n")
 	root.SetIn(streams.In)
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)

@@ -58,6 +58,7 @@ import (
 	"time"
 
 	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/pkg/version"
 	"github.com/queuejob/queuejob-operator/pkg/worker"
 )
 
@@ -116,10 +117,17 @@ func exitf(code int, format string, a ...any) error {
 	return &exitError{code: code, err: fmt.Errorf(format, a...)}
 }
 
+// errShowVersion is parse's answer to --version.
+var errShowVersion = errors.New("--version")
+
 func run(args []string, stdout, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	c, err := parse(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
+		return exitDone
+	}
+	if errors.Is(err, errShowVersion) {
+		fmt.Fprintln(stdout, version.String("queuejob-worker"))
 		return exitDone
 	}
 	if err != nil {
@@ -220,8 +228,12 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.timeout, "timeout", 0, "stop COMMAND after this long and fail the item (0: no limit)")
 	fs.DurationVar(&c.grace, "grace", 20*time.Second, "how long COMMAND may take to exit after SIGTERM (on shutdown, --timeout, a lost lease) before it is killed; keep it below terminationGracePeriodSeconds")
 	fs.StringVar(&c.onFailure, "on-failure", onFailureContinue, "when COMMAND fails on an item: continue with the next item, or exit (code 4) after failing it")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if *showVersion {
+		return nil, errShowVersion
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

@@ -234,3 +234,14 @@ func checkLists(t *testing.T, k string, ready, processing, failed []string) {
 		}
 	}
 }
+
+func TestVersion(t *testing.T) {
+	var out, errOut strings.Builder
+	if code := run([]string{"--version"}, &out, &errOut); code != 0 {
+		t.Fatalf("--version exited %d; stderr: %s", code, errOut.String())
+	}
+	// go test sets no -ldflags: the defaults of pkg/version.
+	if got := out.String(); !strings.HasPrefix(got, "queuejob-worker dev (revision ") || !strings.HasSuffix(got, ")\n") {
+		t.Errorf("--version printed %q, want \"queuejob-worker dev (revision ...)\"", got)
+	}
+}
