@@ -143,8 +143,13 @@ uninstall: manifests ## Remove the CRD (and every QueueJob) from the cluster of 
 # The local cluster's tool (make cluster-up builds it; it links its kubectl v1.37.2 as bin/kubectl).
 CLUSTER_TOOL ?= $(LOCALBIN)/queuejob-cluster
 
+# The demo and the e2e suite build the images for this machine's platform only: the
+# cross-compiled arm64 half of make image is the slow part of a cold build.
+HOST_PLATFORM ?= linux/$(shell go env GOARCH)
+
 .PHONY: demo
-demo: helm qj image cluster-tool servers ## The seed's three examples on the operator, installed with helm, in the cluster KUBECONFIG names or the local one (brought up if needed).
+demo: helm qj cluster-tool servers ## The seed's three examples on the operator, installed with helm, in the cluster KUBECONFIG names or the local one (brought up if needed).
+	@$(MAKE) --no-print-directory image IMAGE_PLATFORMS=$(HOST_PLATFORM)
 	go run ./hack/demo --cluster $(CLUSTER_TOOL) --helm $(HELM) --qj bin/qj --image-repo $(IMAGE_REPO) --image-tag $(VERSION) --kubectl "$$(test -x $(LOCALBIN)/kubectl && echo $(LOCALBIN)/kubectl || echo kubectl)"
 
 .PHONY: demo-clean
@@ -152,7 +157,8 @@ demo-clean: helm cluster-tool ## Delete what make demo made: its namespace, the 
 	go run ./hack/demo --cluster $(CLUSTER_TOOL) --helm $(HELM) clean
 
 .PHONY: test-e2e
-test-e2e: helm image cluster-tool servers ## Run the e2e suite (test/e2e) on the cluster KUBECONFIG names; unset: on the local cluster (brought up, images loaded).
+test-e2e: helm cluster-tool servers ## Run the e2e suite (test/e2e) on the cluster KUBECONFIG names; unset: on the local cluster (brought up, images loaded).
+	@$(MAKE) --no-print-directory image IMAGE_PLATFORMS=$(HOST_PLATFORM)
 	@if [ -z "$$KUBECONFIG" ]; then $(MAKE) --no-print-directory cluster-up cluster-load; fi
 	KUBECONFIG="$${KUBECONFIG:-$$($(CLUSTER_TOOL) status -o kubeconfig)}" HELM=$(HELM) KUBECTL="$$(test -x $(LOCALBIN)/kubectl && echo $(LOCALBIN)/kubectl || echo kubectl)" \
 		IMAGE_REPO=$(IMAGE_REPO) IMAGE_TAG=$(VERSION) go test -tags e2e -count=1 -timeout 60m ./test/e2e/ -ginkgo.v
