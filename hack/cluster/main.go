@@ -8,6 +8,7 @@
 //	cluster down    stop it and undo its changes to the host; removes the state directory
 //	cluster status  what runs; -o json for scripts (nodeIP, kubeconfig, stateDir, …)
 //	cluster load    import dist/images/*.tar into the cluster's containerd
+//	cluster build   only provide the Debian packages and binaries
 //
 // See "A local cluster without Docker" in the README.
 package main
@@ -31,13 +32,14 @@ func logf(format string, args ...any) {
 }
 
 func usage() {
-	fmt.Fprintf(os.Stderr, `usage: cluster up|down|status|load [flags]
+	fmt.Fprintf(os.Stderr, `usage: cluster up|down|status|load|build [flags]
 
   up      build what is missing (cold: ~10 min on 2 cores), start the cluster, wait until
           the node is Ready and a smoke pod has Succeeded, print export KUBECONFIG=...
   down    stop everything up started, undo its host changes, remove the state directory
   status  show the cluster (-o json: stateDir, kubeconfig, nodeIP, apiServer, components)
   load    import dist/images/*.tar into the cluster's containerd
+  build   only install the Debian packages and build the binaries (what up does first)
 
 flags (every subcommand):
 `)
@@ -91,6 +93,13 @@ func main() {
 		err = status(*o)
 	case "load":
 		err = load(*o)
+	case "build":
+		if err = ensurePackages(o.Install); err == nil {
+			var b Bins
+			if b, err = ensureBinaries(o.Repo, o.CacheDir); err == nil {
+				logf("binaries ready: kubectl is %s", b.Kubectl)
+			}
+		}
 	default:
 		usage()
 		os.Exit(2)
