@@ -50,6 +50,7 @@ type cleanup int
 const (
 	rmdirIfEmpty cleanup = iota // remove only if empty
 	removeAll                   // remove with everything in it
+	removeEmpty                 // remove its empty directories, depth first; never a file
 )
 
 // trackedPaths are the paths outside the state directory that the kubelet or containerd
@@ -63,7 +64,8 @@ var trackedPaths = []struct {
 	{"/var/lib/kubelet", rmdirIfEmpty},
 	{"/var/log/containers", rmdirIfEmpty},
 	{"/var/log/pods", rmdirIfEmpty},
-	{"/run/containerd", removeAll},
+	// Another containerd (with its own root) may use it too: only empty directories go.
+	{"/run/containerd", removeEmpty},
 	{"/run/netns", rmdirIfEmpty},
 	{"/opt/containerd", rmdirIfEmpty},
 	{"/etc/cdi", rmdirIfEmpty},
@@ -181,9 +183,15 @@ func (h *HostState) removeCreatedPaths(stateDir string) ([]string, error) {
 			continue
 		}
 		var err error
-		if t.How == removeAll {
+		switch t.How {
+		case removeAll:
 			err = os.RemoveAll(p)
-		} else {
+		case removeEmpty:
+			removeEmptyDirs(p)
+			if _, serr := os.Lstat(p); serr == nil {
+				continue // something still in use is in it
+			}
+		default:
 			if ents, _ := os.ReadDir(p); len(ents) > 0 {
 				continue // someone else's files are in it now
 			}
@@ -216,6 +224,20 @@ func loadHostState(file, root string) (*HostState, error) {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	return h, nil
+}
+
+// removeEmptyDirs removes dir and every directory below it that holds no file, depth first.
+func removeEmptyDirs(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			removeEmptyDirs(filepath.Join(dir, e.Name()))
+		}
+	}
+	_ = os.Remove(dir) // fails unless empty
 }
 
 // cgroupDirs returns every directory named kubepods (and below it) in the cgroup

@@ -71,7 +71,12 @@ func TestHostStateRecordRestore(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(root, "run/netns/cni-1234"), "")
 	writeFile(t, filepath.Join(root, "run/netns/not-cni"), "")
-	writeFile(t, filepath.Join(root, "run/containerd/s/abc"), "")
+	if err := os.MkdirAll(filepath.Join(root, "run/containerd/s"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "run/containerd/runc/k8s.io"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 
 	if got := hs.newNetns(); !slices.Equal(got, []string{"cni-1234"}) {
 		t.Errorf("newNetns = %v", got)
@@ -89,6 +94,16 @@ func TestHostStateRecordRestore(t *testing.T) {
 			t.Errorf("%s = %q after restore, want %s", k, b, want)
 		}
 	}
+	// Another containerd's shim socket keeps /run/containerd/s, and nothing of it is removed.
+	writeFile(t, filepath.Join(root, "run/containerd/s/theirs"), "")
+	removeEmptyDirs(filepath.Join(root, "run/containerd"))
+	if _, err := os.Stat(filepath.Join(root, "run/containerd/s/theirs")); err != nil {
+		t.Error("removeEmptyDirs removed a file")
+	}
+	if _, err := os.Stat(filepath.Join(root, "run/containerd/runc")); err == nil {
+		t.Error("removeEmptyDirs left an empty directory")
+	}
+	_ = os.RemoveAll(filepath.Join(root, "run/containerd/s"))
 	if changed, _ := hs.restoreSysctls(); len(changed) != 0 {
 		t.Errorf("a second restore changed %v", changed)
 	}
