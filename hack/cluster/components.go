@@ -159,7 +159,6 @@ oom_score = 0
     # This VM lacks CAP_SYS_RESOURCE: runc cannot lower a sandbox's oom_score_adj below
     # containerd's own, and every sandbox fails without this.
     restrict_oom_score_adj = true
-    enable_cdi = false
     cdi_spec_dirs = ['%[1]s/cdi']
     [plugins.'io.containerd.cri.v1.runtime'.containerd]
       default_runtime_name = 'runc'

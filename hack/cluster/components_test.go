@@ -224,3 +224,15 @@ func TestParsers(t *testing.T) {
 		t.Error("a zombie counts as running")
 	}
 }
+
+func TestRefsWithDigest(t *testing.T) {
+	ls := `REF                                    TYPE                                    DIGEST                                                                  SIZE    PLATFORMS   LABELS
+ghcr.io/queuejob/pi:0.1.0              application/vnd.oci.image.index.v1+json sha256:24ec                                                             1.5 MiB linux/amd64 -
+ghcr.io/queuejob/queuejob-worker:0.1.0 application/vnd.oci.image.index.v1+json sha256:b7f8                                                             7.1 MiB linux/amd64 -
+sha256:b7f8                            application/vnd.oci.image.index.v1+json sha256:b7f8                                                             7.1 MiB linux/amd64 -
+`
+	got := refsWithDigest(ls, map[string]bool{"sha256:b7f8": true})
+	if !slices.Equal(got, []string{"ghcr.io/queuejob/queuejob-worker:0.1.0"}) {
+		t.Errorf("refsWithDigest = %v", got)
+	}
+}

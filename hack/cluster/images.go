@@ -122,12 +122,38 @@ func (c *Cluster) buildLocalImages(repo string) ([]string, error) {
 // importImage imports a tarball (docker archive or OCI layout) into containerd's k8s.io
 // namespace, where the CRI plugin finds it.
 func (c *Cluster) importImage(tar string) (string, error) {
-	out, err := exec.Command(c.Bins.Ctr, "--address", c.socket(), "--namespace", "k8s.io",
-		"images", "import", "--platform", "linux/"+runtime.GOARCH, tar).CombinedOutput()
+	cmd := exec.Command(c.Bins.Ctr, "--address", c.socket(), "--namespace", "k8s.io",
+		"images", "import", "--platform", "linux/"+runtime.GOARCH, tar)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("ctr images import %s: %v: %s", tar, err, out)
+		return "", fmt.Errorf("ctr images import %s: %v: %s%s", tar, err, out, stderr.Bytes())
 	}
-	return strings.TrimSpace(string(out)), nil
+	digests := map[string]bool{}
+	for _, f := range strings.Fields(string(out)) {
+		if strings.HasPrefix(f, "sha256:") {
+			digests[f] = true
+		}
+	}
+	ls, err := exec.Command(c.Bins.Ctr, "--address", c.socket(), "--namespace", "k8s.io", "images", "ls").Output()
+	if err != nil {
+		return "", fmt.Errorf("ctr images ls: %w", err)
+	}
+	return strings.Join(refsWithDigest(string(ls), digests), ", "), nil
+}
+
+// refsWithDigest returns the references of `ctr images ls` output (REF TYPE DIGEST ...)
+// whose digest is in digests. (ctr's import progress shows mangled names.)
+func refsWithDigest(ls string, digests map[string]bool) []string {
+	var refs []string
+	for _, line := range strings.Split(ls, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && digests[f[2]] && !strings.HasPrefix(f[0], "sha256:") {
+			refs = append(refs, f[0])
+		}
+	}
+	return refs
 }
 
 // distImages lists dist/images/*.tar of the clone (what `make image` writes).

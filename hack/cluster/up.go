@@ -404,7 +404,7 @@ func (c *Cluster) loadDist(repo string) error {
 		if err != nil {
 			return err
 		}
-		logf("loaded %s: %s", filepath.Base(t), strings.ReplaceAll(out, "\n", "; "))
+		logf("loaded %s: %s", filepath.Base(t), out)
 	}
 	return nil
 }
