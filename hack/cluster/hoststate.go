@@ -67,6 +67,9 @@ var trackedPaths = []struct {
 	// Another containerd (with its own root) may use it too: only empty directories go.
 	{"/run/containerd", removeEmpty},
 	{"/run/netns", rmdirIfEmpty},
+	// libcni's result cache (containerd's CNI) and util-linux's utab (the kubelet's mounts).
+	{"/var/lib/cni", removeEmpty},
+	{"/run/mount", removeEmpty},
 	{"/opt/containerd", rmdirIfEmpty},
 	{"/etc/cdi", rmdirIfEmpty},
 	{"/run/cdi", rmdirIfEmpty},
