@@ -175,7 +175,7 @@ func ensureK8s(dir string) error {
 		return nil
 	}
 	b := &builder{log: filepath.Join(dir, "build.log"), start: time.Now()}
-	logf("building %d Kubernetes v%s components into %s (cold: ~10 min on 2 cores; log %s)", len(todo), k8sVersion, dir, b.log)
+	logf("building %d Kubernetes v%s components into %s (cold: ~10 min on 2 idle cores, much longer on a busy machine; log %s)", len(todo), k8sVersion, dir, b.log)
 	mod := filepath.Join(dir, ".mod")
 	if err := os.MkdirAll(mod, 0o755); err != nil {
 		return err

@@ -106,6 +106,9 @@ func main() {
 	}
 	if err != nil {
 		logf("cluster %s: %v", sub, err)
+		if sub == "up" {
+			logf("what up started keeps running (logs in %s/logs); `make cluster-down` removes it", o.StateDir)
+		}
 		os.Exit(1)
 	}
 }
