@@ -149,11 +149,53 @@ func down(o options) error {
 	if mounts := mountsUnder(readMountinfo(), dir); len(mounts) > 0 {
 		return fmt.Errorf("still mounted under %s: %s", dir, strings.Join(mounts, " "))
 	}
+	left := leftovers(dir, hs)
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
 	logf("cluster down in %s: removed %s", since(t0), dir)
+	if len(left) > 0 {
+		return fmt.Errorf("left on the host: %s", strings.Join(left, "; "))
+	}
+	logf("checked: no process, mount, kubepods cgroup, CNI network namespace or new KUBE-* chain of the cluster is left; the recorded sysctls are back")
 	return nil
+}
+
+// leftovers lists what of the cluster is still on the host.
+func leftovers(dir string, hs *HostState) []string {
+	var left []string
+	if pids := pidsWithArgUnder(dir); len(pids) > 0 {
+		left = append(left, fmt.Sprintf("processes %v", pids))
+	}
+	if m := mountsUnder(readMountinfo(), dir); len(m) > 0 {
+		left = append(left, "mounts "+strings.Join(m, " "))
+	}
+	if hs == nil {
+		return left
+	}
+	if !hs.KubepodsExisted {
+		if d := cgroupDirs("/sys/fs/cgroup"); len(d) > 0 {
+			left = append(left, fmt.Sprintf("%d kubepods cgroups", len(d)))
+		}
+	}
+	if ns := hs.newNetns(); len(ns) > 0 {
+		left = append(left, "network namespaces "+strings.Join(ns, " "))
+	}
+	kept := map[string]bool{}
+	for _, c := range hs.Chains {
+		kept[c] = true
+	}
+	for _, c := range currentKubeChains() {
+		if !kept[c] {
+			left = append(left, "chain "+c)
+		}
+	}
+	for k, want := range hs.Sysctls {
+		if now, err := hs.readSysctl(k); err == nil && now != want {
+			left = append(left, fmt.Sprintf("sysctl %s=%s (was %s)", k, now, want))
+		}
+	}
+	return left
 }
 
 func readMountinfo() string {

@@ -143,6 +143,16 @@ func terminate(pid int, grace time.Duration) error {
 // pidsWithArg returns the processes whose command line holds arg (an absolute path in the
 // state directory): the containerd shims of this cluster, which outlive a killed containerd.
 func pidsWithArg(arg string) []int {
+	return pidsMatching(func(a string) bool { return a == arg })
+}
+
+// pidsWithArgUnder returns the processes with an argument naming a path in dir (every
+// component of the cluster has one).
+func pidsWithArgUnder(dir string) []int {
+	return pidsMatching(func(a string) bool { return strings.Contains(a, dir+"/") })
+}
+
+func pidsMatching(match func(arg string) bool) []int {
 	ents, _ := os.ReadDir("/proc")
 	var pids []int
 	self := os.Getpid()
@@ -156,7 +166,7 @@ func pidsWithArg(arg string) []int {
 			continue
 		}
 		for _, a := range strings.Split(string(b), "\x00") {
-			if a == arg {
+			if match(a) {
 				pids = append(pids, pid)
 				break
 			}
