@@ -138,10 +138,36 @@ install: manifests ## Install the CRD into the cluster of the current kubeconfig
 uninstall: manifests ## Remove the CRD (and every QueueJob) from the cluster of the current kubeconfig.
 	$(KUBECTL) delete --ignore-not-found -f config/crd/bases
 
-##@ Demo and e2e
+##@ Local cluster
 
-# The local cluster's tool (make cluster-up builds it; it links its kubectl v1.37.2 as bin/kubectl).
+# A one-node Kubernetes v1.37.2 on this machine, without Docker (see the README): etcd,
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubelet + containerd, kube-proxy,
+# built from source through the Go module proxy into $${XDG_CACHE_HOME:-~/.cache}/queuejob-operator
+# (cold: ~10 min on 2 cores). Needs root. CLUSTER_FLAGS e.g. --state-dir=/var/tmp/qc --node-ip=...
 CLUSTER_TOOL ?= $(LOCALBIN)/queuejob-cluster
+CLUSTER_FLAGS ?=
+
+.PHONY: cluster-tool
+cluster-tool: ## Build hack/cluster into bin/queuejob-cluster.
+	@go build -o $(CLUSTER_TOOL) ./hack/cluster
+
+.PHONY: cluster-up
+cluster-up: cluster-tool ## Start the local cluster (build what is missing), wait for the node and a smoke pod; prints export KUBECONFIG=...; links bin/kubectl.
+	$(CLUSTER_TOOL) up $(CLUSTER_FLAGS)
+
+.PHONY: cluster-down
+cluster-down: cluster-tool ## Stop the local cluster, undo its changes to the host, remove its state directory.
+	$(CLUSTER_TOOL) down $(CLUSTER_FLAGS)
+
+.PHONY: cluster-load
+cluster-load: cluster-tool ## Import dist/images/*.tar (make image) into the local cluster's containerd.
+	$(CLUSTER_TOOL) load $(CLUSTER_FLAGS)
+
+.PHONY: cluster-status
+cluster-status: cluster-tool ## Show the local cluster (node IP, kubeconfig, components); CLUSTER_FLAGS=-o=json for scripts.
+	@$(CLUSTER_TOOL) status $(CLUSTER_FLAGS)
+
+##@ Demo and e2e
 
 # The demo and the e2e suite build the images for this machine's platform only: the
 # cross-compiled arm64 half of make image is the slow part of a cold build.

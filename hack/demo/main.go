@@ -112,7 +112,7 @@ type clusterStatus struct {
 	Kubeconfig string `json:"kubeconfig"`
 	NodeIP     string `json:"nodeIP"`
 	StateDir   string `json:"stateDir"`
-	Running    bool   `json:"running"`
+	Running    bool   `json:"up"`
 }
 
 func localStatus(ctx context.Context, o options) (clusterStatus, error) {

@@ -1,0 +1,221 @@
+// Command cluster runs a one-node Kubernetes v1.37.2 cluster on this machine without
+// Docker: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, a kubelet on
+// containerd (runc, ptp CNI) and kube-proxy, all built from source through the Go module
+// proxy and cached outside the clone. Nothing is pulled: the pause and smoke images are
+// built here, dist/images/*.tar are imported.
+//
+//	cluster up      start (or finish starting) the cluster; prints `export KUBECONFIG=…`
+//	cluster down    stop it and undo its changes to the host; removes the state directory
+//	cluster status  what runs; -o json for scripts (nodeIP, kubeconfig, stateDir, …)
+//	cluster load    import dist/images/*.tar into the cluster's containerd
+//	cluster build   only provide the Debian packages and binaries
+//
+// See "A local cluster without Docker" in the README.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, format+"\n", args...)
+}
+
+func usage() {
+	fmt.Fprintf(os.Stderr, `usage: cluster up|down|status|load|build [flags]
+
+  up      build what is missing (cold: ~10 min on 2 cores), start the cluster, wait until
+          the node is Ready and a smoke pod has Succeeded, print export KUBECONFIG=...
+  down    stop everything up started, undo its host changes, remove the state directory
+  status  show the cluster (-o json: stateDir, kubeconfig, nodeIP, apiServer, components)
+  load    import dist/images/*.tar into the cluster's containerd
+  build   only install the Debian packages and build the binaries (what up does first)
+
+flags (every subcommand):
+`)
+	flagSet(&options{}).PrintDefaults()
+}
+
+func flagSet(o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
+	def := os.Getenv("QUEUEJOB_CLUSTER_DIR")
+	if def == "" {
+		def = defaultStateDir
+	}
+	fs.StringVar(&o.StateDir, "state-dir", def, "directory holding all of the cluster's state (env QUEUEJOB_CLUSTER_DIR)")
+	fs.StringVar(&o.CacheDir, "cache-dir", defaultCacheDir(), "cache of the built binaries")
+	fs.StringVar(&o.Repo, "repo", "", "the queuejob-operator clone (default: found from the working directory)")
+	fs.StringVar(&o.NodeIP, "node-ip", "", "the node's address, not loopback (default: the address of the default route's interface)")
+	fs.StringVar(&o.NodeName, "node-name", defaultNodeName, "the node's name")
+	fs.DurationVar(&o.Timeout, "smoke-timeout", 3*time.Minute, "how long up waits for the smoke pod")
+	fs.BoolVar(&o.Install, "install", true, "install missing Debian packages (runc, containernetworking-plugins, iptables) with apt-get")
+	fs.StringVar(&o.Output, "o", "", "status output: json, kubeconfig (only its path, if the cluster is up), or empty for text")
+	return fs
+}
+
+func main() {
+	if len(os.Args) < 2 || strings.HasPrefix(os.Args[1], "-") {
+		usage()
+		os.Exit(2)
+	}
+	sub := os.Args[1]
+	o := &options{}
+	fs := flagSet(o)
+	fs.Usage = usage
+	if err := fs.Parse(os.Args[2:]); err != nil {
+		os.Exit(2)
+	}
+	abs, err := filepath.Abs(o.StateDir)
+	if err != nil || abs == "/" {
+		logf("bad --state-dir %q", o.StateDir)
+		os.Exit(2)
+	}
+	o.StateDir = abs
+	if o.Repo == "" {
+		o.Repo = findRepo()
+	}
+	switch sub {
+	case "up":
+		err = up(*o)
+	case "down":
+		err = down(*o)
+	case "status":
+		err = status(*o)
+	case "load":
+		err = load(*o)
+	case "build":
+		if err = ensurePackages(o.Install); err == nil {
+			var b Bins
+			if b, err = ensureBinaries(o.Repo, o.CacheDir); err == nil {
+				logf("binaries ready: kubectl is %s", b.Kubectl)
+			}
+		}
+	default:
+		usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		logf("cluster %s: %v", sub, err)
+		if sub == "up" {
+			logf("what up started keeps running (logs in %s/logs); `make cluster-down` removes it", o.StateDir)
+		}
+		os.Exit(1)
+	}
+}
+
+// findRepo walks up from the working directory to the clone's go.mod.
+func findRepo() string {
+	wd, _ := os.Getwd()
+	for d := wd; ; d = filepath.Dir(d) {
+		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil &&
+			strings.HasPrefix(string(b), "module github.com/queuejob/queuejob-operator\n") {
+			return d
+		}
+		if d == "/" {
+			return wd
+		}
+	}
+}
+
+// Status is `status -o json`.
+type Status struct {
+	StateDir   string            `json:"stateDir"`
+	Kubeconfig string            `json:"kubeconfig"`
+	NodeName   string            `json:"nodeName"`
+	NodeIP     string            `json:"nodeIP"`
+	APIServer  string            `json:"apiServer"`
+	Kubectl    string            `json:"kubectl"`
+	Components map[string]int    `json:"components"` // pid, 0 if not running
+	NodeReady  bool              `json:"nodeReady"`
+	Up         bool              `json:"up"`
+	Logs       map[string]string `json:"logs"`
+}
+
+func status(o options) error {
+	c, err := loadCluster(o.StateDir)
+	if errors.Is(err, os.ErrNotExist) {
+		if o.Output == "kubeconfig" {
+			return fmt.Errorf("no cluster in %s: run make cluster-up", o.StateDir)
+		}
+		if o.Output == "json" {
+			fmt.Println(`{"up": false}`)
+		} else {
+			fmt.Printf("no cluster in %s\n", o.StateDir)
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	s := Status{StateDir: c.StateDir, Kubeconfig: c.kubeconfig(), NodeName: c.NodeName, NodeIP: c.NodeIP,
+		APIServer: c.serverURL(), Kubectl: c.Bins.Kubectl, Components: map[string]int{}, Logs: map[string]string{}}
+	all := true
+	for _, n := range componentOrder {
+		pid, ok := c.running(n)
+		if !ok {
+			pid, all = 0, false
+		}
+		s.Components[n] = pid
+		s.Logs[n] = c.logFile(n)
+	}
+	if cs, err := c.clientset(); err == nil {
+		s.NodeReady = nodeReady(cs, c.NodeName) == nil
+	}
+	s.Up = all && s.NodeReady
+	if o.Output == "kubeconfig" {
+		// For scripts: KUBECONFIG=$(queuejob-cluster status -o kubeconfig).
+		if !s.Up {
+			return fmt.Errorf("the cluster in %s is not up: run make cluster-up", o.StateDir)
+		}
+		fmt.Println(s.Kubeconfig)
+		return nil
+	}
+	if o.Output == "json" {
+		b, _ := json.MarshalIndent(s, "", "  ")
+		fmt.Println(string(b))
+		return nil
+	}
+	fmt.Printf("state dir:  %s\nnode:       %s, IP %s, Ready=%v\nAPI server: %s\nkubectl:    %s\n", s.StateDir, s.NodeName, s.NodeIP, s.NodeReady, s.APIServer, s.Kubectl)
+	for _, n := range componentOrder {
+		st := "not running"
+		if pid := s.Components[n]; pid != 0 {
+			st = fmt.Sprintf("running, pid %d", pid)
+		}
+		fmt.Printf("  %-24s %s\n", n, st)
+	}
+	if cs, err := c.clientset(); err == nil && s.NodeReady {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); err == nil {
+			fmt.Printf("pods:       %d\n", len(pods.Items))
+		}
+	}
+	fmt.Printf("export KUBECONFIG=%s\n", s.Kubeconfig)
+	return nil
+}
+
+func load(o options) error {
+	c, err := loadCluster(o.StateDir)
+	if err != nil {
+		return fmt.Errorf("no cluster in %s (make cluster-up): %w", o.StateDir, err)
+	}
+	if _, ok := c.running(cContainerd); !ok {
+		return fmt.Errorf("containerd of the cluster in %s is not running: make cluster-up", o.StateDir)
+	}
+	tars := distImages(o.Repo)
+	if len(tars) == 0 {
+		logf("no dist/images/*.tar in %s (make image writes them)", o.Repo)
+		return nil
+	}
+	return c.loadDist(o.Repo)
+}
