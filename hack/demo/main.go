@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -232,7 +233,7 @@ func run(ctx context.Context, o options) error {
 	if c.Kubeconfig != "" {
 		qjArgs = append(qjArgs, "--kubeconfig", c.Kubeconfig)
 	}
-	msgs := []string{"apple", "banana", "cherry", "date", "fig", "grape", "lemon", "melon"}
+	msgs := demoMessages
 	if err := runCmd(ctx, append(append([]string{o.qj, "enqueue", "job-wq-1", "--declare"}, qjArgs...), msgs...)...); err != nil {
 		return err
 	}
@@ -249,6 +250,9 @@ func run(ctx context.Context, o options) error {
 	}
 	return results(ctx, c, b)
 }
+
+// demoMessages are the items of both queues, as in the article.
+var demoMessages = []string{"apple", "banana", "cherry", "date", "fig", "grape", "lemon", "melon"}
 
 // watch streams kubectl get qj -w until every QueueJob in the namespace finished.
 func watch(ctx context.Context, c *framework.Cluster, timeout time.Duration) error {
@@ -309,17 +313,27 @@ func results(ctx context.Context, c *framework.Cluster, b *brokerState) error {
 		l = strings.TrimSpace(l)
 		fmt.Printf("\npi (kubectl logs job/pi -n %s): %d digits\n  %s…%s\n", Namespace, len(strings.TrimPrefix(l, "3."))+1, head(l, 70), tailStr(l, 10))
 	}
+	// A pod's log holds queuejob-worker's log lines (stderr) and what cat printed: the
+	// message, without a newline.
 	var processed []string
+	pods := 0
 	all, err := c.PodLogs(ctx, Namespace, nil)
 	if err != nil {
 		return err
 	}
 	for pod, l := range all {
-		if strings.HasPrefix(pod, "job-wq-1-") {
-			processed = append(processed, strings.TrimSpace(l))
+		if !strings.HasPrefix(pod, "job-wq-1-") {
+			continue
+		}
+		pods++
+		for _, m := range demoMessages {
+			if strings.Contains(l, m) {
+				processed = append(processed, m)
+			}
 		}
 	}
-	fmt.Printf("\njob-wq-1: %d pods each printed the message it took: %s\n", len(processed), strings.Join(processed, " "))
+	sort.Strings(processed)
+	fmt.Printf("\njob-wq-1: %d pods printed %d messages: %s\n", pods, len(processed), strings.Join(processed, " "))
 	var worked []string
 	for pod, l := range all {
 		if strings.HasPrefix(pod, "job-wq-2-") {
