@@ -187,7 +187,7 @@ test-e2e: helm cluster-tool servers ## Run the e2e suite (test/e2e) on the clust
 	@$(MAKE) --no-print-directory image IMAGE_PLATFORMS=$(HOST_PLATFORM)
 	@if [ -z "$$KUBECONFIG" ]; then $(MAKE) --no-print-directory cluster-up cluster-load; fi
 	KUBECONFIG="$${KUBECONFIG:-$$($(CLUSTER_TOOL) status -o kubeconfig)}" HELM=$(HELM) KUBECTL="$$(test -x $(LOCALBIN)/kubectl && echo $(LOCALBIN)/kubectl || echo kubectl)" \
-		IMAGE_REPO=$(IMAGE_REPO) IMAGE_TAG=$(VERSION) go test -tags e2e -count=1 -timeout 60m ./test/e2e/ -ginkgo.v
+		IMAGE_REPO=$(IMAGE_REPO) IMAGE_TAG=$(VERSION) E2E_CLUSTER_TOOL=$(CLUSTER_TOOL) go test -tags e2e -count=1 -timeout 60m -v ./test/e2e/ -ginkgo.v
 
 ##@ Tools
 

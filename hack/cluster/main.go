@@ -32,13 +32,16 @@ func logf(format string, args ...any) {
 }
 
 func usage() {
-	fmt.Fprintf(os.Stderr, `usage: cluster up|down|status|load|build [flags]
+	fmt.Fprintf(os.Stderr, `usage: cluster up|down|status|load|restart|build [flags]
 
   up      build what is missing (cold: ~10 min on 2 cores), start the cluster, wait until
           the node is Ready and a smoke pod has Succeeded, print export KUBECONFIG=...
   down    stop everything up started, undo its host changes, remove the state directory
   status  show the cluster (-o json: stateDir, kubeconfig, nodeIP, apiServer, components)
   load    import dist/images/*.tar into the cluster's containerd
+  restart COMPONENT
+          stop one component (SIGTERM) and start it again, e.g. kube-apiserver for the
+          e2e suite's restart spec; waits until the API server is ready again
   build   only install the Debian packages and build the binaries (what up does first)
 
 flags (every subcommand):
@@ -93,6 +96,8 @@ func main() {
 		err = status(*o)
 	case "load":
 		err = load(*o)
+	case "restart":
+		err = restart(*o, fs.Arg(0))
 	case "build":
 		if err = ensurePackages(o.Install); err == nil {
 			var b Bins
@@ -218,4 +223,33 @@ func load(o options) error {
 		return nil
 	}
 	return c.loadDist(o.Repo)
+}
+
+// restart stops one component and starts it again with the same arguments, then waits
+// until the API server answers /readyz.
+func restart(o options, name string) error {
+	c, err := loadCluster(o.StateDir)
+	if err != nil {
+		return fmt.Errorf("no cluster in %s: %w", o.StateDir, err)
+	}
+	comp, ok := c.components()[name]
+	if !ok {
+		return fmt.Errorf("no component %q: one of %s", name, strings.Join(componentOrder, ", "))
+	}
+	if _, err := c.stop(name, 30*time.Second); err != nil {
+		return err
+	}
+	pid, err := c.start(comp)
+	if err != nil {
+		return err
+	}
+	logf("restarted %s (pid %d, log %s)", name, pid, c.logFile(name))
+	cs, err := c.clientset()
+	if err != nil {
+		return err
+	}
+	return c.waitFor(cAPIServer, "kube-apiserver ready", 4*time.Minute, func() error {
+		_, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(context.Background())
+		return err
+	})
 }

@@ -283,6 +283,35 @@ var _ = Describe("QueueJobs in a real cluster", Ordered, ContinueOnFailure, func
 		report("operator restart mid-wave: 1 wave, 1 Job, Complete %s after the manager pod was deleted", time.Since(start).Round(time.Second))
 	})
 
+	It("converges without a duplicate wave when the API server restarts mid-wave", func(ctx SpecContext) {
+		tool := os.Getenv("E2E_CLUSTER_TOOL")
+		if tool == "" || !nodeIsThisMachine(ctx) {
+			Skip("restarting kube-apiserver needs the local cluster's tool (E2E_CLUSTER_TOOL, set by make test-e2e)")
+		}
+		ns := namespace(ctx, nil)
+		qj := sample("job-wq-2", ns)
+		qj.Name = "apiserver"
+		key := "apiserver-" + ns
+		qj.Spec.Queue.Redis.Key = key
+		qj.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Command = []string{"job-wq-2", "--sleep=3s"}
+		rpush(ctx, key, "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8")
+		Expect(cluster.Client.Create(ctx, qj)).To(Succeed())
+		Eventually(ctx, func(g Gomega) {
+			g.Expect(jobsOf(ctx, qj)).NotTo(BeEmpty())
+		}).Should(Succeed())
+		start := time.Now()
+		out, err := cluster.Run(ctx, tool, "restart", "kube-apiserver")
+		Expect(err).NotTo(HaveOccurred(), out)
+		back := time.Since(start)
+		got := finished(ctx, qj, 5*time.Minute)
+		Expect(got.Status.State).To(Equal(qjv1.StateComplete))
+		Expect(got.Status.Waves).To(Equal(int32(1)))
+		Expect(jobsOf(ctx, got)).To(HaveLen(1))
+		Expect(lrange(ctx, key)).To(BeEmpty())
+		Expect(lrange(ctx, key+":processing")).To(BeEmpty())
+		report("API server restart mid-wave: ready again after %s; 1 wave, 1 Job, Complete %s after the restart began", back.Round(time.Second), time.Since(start).Round(time.Second))
+	})
+
 	It("rolls the manager on helm upgrade, and helm uninstall leaves only the CRD", func(ctx SpecContext) {
 		before := deployment(ctx)
 		r := release
