@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -237,10 +238,7 @@ func run(ctx context.Context, o options) error {
 	if err := runCmd(ctx, append(append([]string{o.qj, "enqueue", "job-wq-1", "--declare"}, qjArgs...), msgs...)...); err != nil {
 		return err
 	}
-	if err := runCmd(ctx, append(append([]string{o.qj, "enqueue", "job-wq-2", "--fifo"}, qjArgs...), msgs[:8]...)...); err != nil {
-		return err
-	}
-	if err := runCmd(ctx, append(append([]string{o.qj, "enqueue", "job-wq-2", "--fifo"}, qjArgs...), "orange")...); err != nil {
+	if err := runCmd(ctx, append(append([]string{o.qj, "enqueue", "job-wq-2", "--fifo"}, qjArgs...), append(slices.Clone(msgs), "orange")...)...); err != nil {
 		return err
 	}
 
@@ -355,6 +353,10 @@ func results(ctx context.Context, c *framework.Cluster, b *brokerState) error {
 	kc := ""
 	if c.Kubeconfig != "" {
 		kc = "export KUBECONFIG=" + c.Kubeconfig + "\n  "
+	}
+	wd, _ := os.Getwd()
+	if rel, err := filepath.Rel(wd, c.Kubectl); err == nil && !strings.HasPrefix(rel, "..") && rel != "kubectl" {
+		kc += "alias kubectl=" + rel + "   # kubectl v1.37.2 of the local cluster\n  "
 	}
 	fmt.Printf("  %skubectl get qj,jobs,pods -n %[2]s -o wide\n  kubectl describe qj job-wq-2 -n %[2]s\n  bin/qj status job-wq-1 -n %[2]s\n  kubectl logs -n %[2]s job/pi\n  kubectl logs -n %[3]s deploy/%[4]s\n",
 		kc, Namespace, release.Namespace, release.Name)
