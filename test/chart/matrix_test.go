@@ -60,12 +60,18 @@ func (m *matrixRun) deployment(t *testing.T) *appsv1.Deployment {
 // on resource (group/resource) in namespace ns ("" for the whole cluster).
 func (m *matrixRun) may(t *testing.T, verb, group, resource, ns string) bool {
 	t.Helper()
+	return m.mayNamed(t, verb, group, resource, ns, "")
+}
+
+// mayNamed is may for the object called name ("" for any).
+func (m *matrixRun) mayNamed(t *testing.T, verb, group, resource, ns, name string) bool {
+	t.Helper()
 	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
 		User: m.serviceAccount(),
 		// A ServiceAccount's groups, as its token would carry them.
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + m.namespace, "system:authenticated"},
 		ResourceAttributes: &authorizationv1.ResourceAttributes{
-			Namespace: ns, Verb: verb, Group: group, Resource: resource,
+			Namespace: ns, Verb: verb, Group: group, Resource: resource, Name: name,
 		},
 	}}
 	if err := m.c.Create(m.ctx, sar); err != nil {
@@ -127,6 +133,7 @@ func TestValuesMatrix(t *testing.T) {
 				applyObject(t, ctx, c, o)
 			}
 			admitPodTemplate(t, ctx, c, tc.name+"-restricted", m.deployment(t))
+			m.wantCodeAccess(t, m.namespace, leaderElectionAccess)
 			tc.check(t, m)
 		})
 	}
@@ -249,18 +256,68 @@ func checkMetricsService(t *testing.T, m *matrixRun, scheme string, port int32) 
 	}
 }
 
+// codeAccess is one API request the manager's code makes, and where it makes it.
+type codeAccess struct {
+	verb, group, resource string
+	name                  string // the object's name, when the code asks for one object by a fixed name
+	where                 string
+}
+
+// queueJobAccess is every request the manager makes about QueueJobs and the objects of
+// their namespaces (the cache's list and watch included): the RBAC the chart (and the
+// kubebuilder markers in controllers/queuejob_controller.go) grant must allow each of them,
+// wherever QueueJobs are watched. A new request in the code belongs here.
+var queueJobAccess = []codeAccess{
+	{verb: "get", resource: "pods", where: "controllers/cleanup.go: APIReader.Get of a pod before deleting it"},
+	{verb: "list", resource: "pods", where: "the cache (Owns/watches in SetupWithManager); r.List of a Job's pods in controllers/queuejob_controller.go and cleanup.go"},
+	{verb: "watch", resource: "pods", where: "the cache's informer for pods"},
+	{verb: "delete", resource: "pods", where: "controllers/cleanup.go: r.Delete of a pod"},
+	{verb: "get", group: "batch", resource: "jobs", where: "APIReader.Get of a Job in controllers/queuejob_controller.go (endWave, createJob) and cleanup.go"},
+	{verb: "list", group: "batch", resource: "jobs", where: "the cache; r.List of a QueueJob's Jobs in controllers/queuejob_controller.go"},
+	{verb: "watch", group: "batch", resource: "jobs", where: "the cache's informer for Jobs (Owns)"},
+	{verb: "create", group: "batch", resource: "jobs", where: "controllers/queuejob_controller.go: r.Create of a wave's Job"},
+	{verb: "patch", group: "batch", resource: "jobs", where: "controllers/queuejob_controller.go: r.Patch of a Job (suspend, end a wave)"},
+	{verb: "delete", group: "batch", resource: "jobs", where: "controllers/cleanup.go: r.Delete of an archived Job"},
+	{verb: "get", group: "batch.queuejob.io", resource: "queuejobs", where: "controllers/cleanup.go: APIReader.Get of an expired QueueJob; r.Get in Reconcile (cached)"},
+	{verb: "list", group: "batch.queuejob.io", resource: "queuejobs", where: "the cache's informer for QueueJobs (For)"},
+	{verb: "watch", group: "batch.queuejob.io", resource: "queuejobs", where: "the cache's informer for QueueJobs (For)"},
+	{verb: "delete", group: "batch.queuejob.io", resource: "queuejobs", where: "controllers/cleanup.go: r.Delete of an expired QueueJob (ttlSecondsAfterFinished)"},
+	{verb: "patch", group: "batch.queuejob.io", resource: "queuejobs/status", where: "controllers/queuejob_controller.go: r.Status().Patch"},
+	{verb: "update", group: "batch.queuejob.io", resource: "queuejobs/finalizers", where: "controllers/queuejob_controller.go: SetControllerReference sets blockOwnerDeletion on a Job, which needs it"},
+	{verb: "get", resource: "secrets", where: "controllers/probe.go: APIReader.Get of a queue's password/CA Secret"},
+	{verb: "create", group: "events.k8s.io", resource: "events", where: "controllers/queuejob_controller.go: r.Recorder.Eventf (cmd/main.go: mgr.GetEventRecorder, the events.k8s.io API)"},
+	{verb: "patch", group: "events.k8s.io", resource: "events", where: "the same recorder, when it counts a repeated event"},
+}
+
+// leaderElectionAccess is every request of the manager's leader election (cmd/main.go:
+// --leader-elect, LeaderElectionID), in the release namespace.
+var leaderElectionAccess = []codeAccess{
+	{verb: "get", group: "coordination.k8s.io", resource: "leases", name: leaderElectionID, where: "client-go's LeaseLock: reads the Lease"},
+	{verb: "create", group: "coordination.k8s.io", resource: "leases", where: "client-go's LeaseLock: creates the Lease the first time"},
+	{verb: "update", group: "coordination.k8s.io", resource: "leases", name: leaderElectionID, where: "client-go's LeaseLock: takes and renews the Lease"},
+	{verb: "create", resource: "events", where: "controller-runtime's leader election records \"became leader\" with the core events API"},
+	{verb: "patch", resource: "events", where: "the same recorder, when it counts a repeated event"},
+}
+
+// leaderElectionID is cmd/main.go's LeaderElectionID: the name of the manager's Lease.
+const leaderElectionID = "queuejob-operator.batch.queuejob.io"
+
+// wantCodeAccess checks that the manager may make each request of accesses in namespace ns
+// ("" for the whole cluster).
+func (m *matrixRun) wantCodeAccess(t *testing.T, ns string, accesses []codeAccess) {
+	t.Helper()
+	for _, a := range accesses {
+		if !m.mayNamed(t, a.verb, a.group, a.resource, ns, a.name) {
+			t.Errorf("the manager may not %s %s/%s %q in namespace %q, which it needs for %s", a.verb, a.group, a.resource, a.name, ns, a.where)
+		}
+	}
+}
+
 // checkLeastPrivilege: what the manager may do with the resources of QueueJobs in ns ("" for
-// the whole cluster): Secrets get only, no wildcards' reach.
+// the whole cluster): every request its code makes, Secrets get only, no wildcards' reach.
 func checkLeastPrivilege(t *testing.T, m *matrixRun, ns string) {
 	t.Helper()
-	m.wantAccess(t, true,
-		[4]string{"get", "", "secrets", ns},
-		[4]string{"list", "", "pods", ns},
-		[4]string{"watch", "batch", "jobs", ns},
-		[4]string{"create", "batch", "jobs", ns},
-		[4]string{"watch", "batch.queuejob.io", "queuejobs", ns},
-		[4]string{"patch", "batch.queuejob.io", "queuejobs/status", ns},
-		[4]string{"create", "events.k8s.io", "events", ns})
+	m.wantCodeAccess(t, ns, queueJobAccess)
 	m.wantAccess(t, false,
 		[4]string{"list", "", "secrets", ns},
 		[4]string{"watch", "", "secrets", ns},
@@ -362,10 +419,10 @@ func checkWatchNamespaces(t *testing.T, m *matrixRun) {
 		[4]string{"get", "", "secrets", "elsewhere"},
 		[4]string{"list", "", "pods", "elsewhere"},
 		[4]string{"watch", "batch.queuejob.io", "queuejobs", "elsewhere"})
-	// Leader election stays in the release namespace.
-	m.wantAccess(t, true, [4]string{"update", "coordination.k8s.io", "leases", m.namespace},
-		[4]string{"create", "", "events", m.namespace})
-	m.wantAccess(t, false, [4]string{"update", "coordination.k8s.io", "leases", m.watch[0]})
+	// Leader election stays in the release namespace (TestValuesMatrix checks it there).
+	if m.mayNamed(t, "update", "coordination.k8s.io", "leases", m.watch[0], leaderElectionID) {
+		t.Errorf("the manager may update its Lease in %s, outside the release namespace", m.watch[0])
+	}
 	checkSecureMetrics(t, m)
 	checkManagerRuns(t, m, m.watch[0]) // last: it skips the rest with -short
 }
