@@ -413,3 +413,27 @@ func TestMetricsValues(t *testing.T) {
 		t.Errorf("metrics.port=9443: args %q, ports %+v, Service ports %+v", c.Args, c.Ports, svc.Spec.Ports)
 	}
 }
+
+// TestLeaderElectionRole: the chart's leader-election Role grants what config/rbac's does,
+// and only on the Lease that cmd/main.go names (LeaderElectionID).
+func TestLeaderElectionRole(t *testing.T) {
+	var chart, config rbacv1.Role
+	named(t, render(t), "Role", release+"-queuejob-operator-leader-election", &chart)
+	readYAML(t, "../../config/rbac/leader_election_role.yaml", &config)
+	if diff := cmp.Diff(config.Rules, chart.Rules); diff != "" {
+		t.Errorf("the chart's leader-election rules differ from config/rbac/leader_election_role.yaml (-config +chart):\n%s", diff)
+	}
+	main, err := os.ReadFile("../../cmd/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `LeaderElectionID:              "` + leaderElectionID + `"`; !strings.Contains(string(main), want) {
+		t.Errorf("cmd/main.go lacks %s: the Role's resourceNames must name the manager's Lease", want)
+	}
+	for _, r := range chart.Rules {
+		if slices.Contains(r.Resources, "leases") && !slices.Equal(r.Verbs, []string{"create"}) &&
+			!slices.Equal(r.ResourceNames, []string{leaderElectionID}) {
+			t.Errorf("rule %+v: verbs on leases other than create must name the Lease %s", r, leaderElectionID)
+		}
+	}
+}

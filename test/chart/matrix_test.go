@@ -335,6 +335,14 @@ func checkDefaults(t *testing.T, m *matrixRun) {
 	checkSecureMetrics(t, m)
 	checkLeastPrivilege(t, m, "")
 	checkLeastPrivilege(t, m, "anywhere")
+	// Leader election: nothing but the manager's own Lease, besides creating it.
+	m.wantAccess(t, false,
+		[4]string{"list", "coordination.k8s.io", "leases", m.namespace},
+		[4]string{"watch", "coordination.k8s.io", "leases", m.namespace},
+		[4]string{"delete", "coordination.k8s.io", "leases", m.namespace},
+		[4]string{"get", "coordination.k8s.io", "leases", m.namespace}, // any Lease: no name
+		[4]string{"update", "coordination.k8s.io", "leases", m.namespace},
+		[4]string{"patch", "coordination.k8s.io", "leases", m.namespace})
 	if ofKind(m.objs, "ServiceMonitor") != nil || ofKind(m.objs, "PodDisruptionBudget") != nil {
 		t.Error("a ServiceMonitor or PodDisruptionBudget at default values")
 	}
