@@ -325,6 +325,7 @@ func checkLeastPrivilege(t *testing.T, m *matrixRun, ns string) {
 		[4]string{"update", "batch", "jobs", ns},
 		[4]string{"update", "batch.queuejob.io", "queuejobs", ns},
 		[4]string{"create", "batch.queuejob.io", "queuejobs", ns},
+		[4]string{"get", "batch.queuejob.io", "queuejobs/status", ns}, // the code only patches it
 		[4]string{"get", "", "configmaps", ns})
 }
 
