@@ -555,13 +555,36 @@ func checkPDB(t *testing.T, m *matrixRun) {
 		t.Errorf("stored minAvailable = %v", live.Spec.MinAvailable)
 	}
 
-	_, stderr, err := templateAs(t, m.release, m.namespace, "--set", "podDisruptionBudget.enabled=true")
-	if err == nil || !strings.Contains(stderr, "minAvailable (1) must be below replicas (1)") {
-		t.Errorf("a PDB of minAvailable 1 with 1 replica: err = %v, stderr:\n%s\nwant the render to fail", err, stderr)
+	// A minAvailable that leaves no pod evictable fails the render: a number from values.yaml
+	// (a float64 to the template), from --set (an int64), or a percentage, which the
+	// disruption controller rounds up.
+	for _, tc := range []struct {
+		set  []string
+		want string
+	}{
+		{[]string{}, "minAvailable (1) must be below replicas (1)"},
+		{[]string{"replicas=2", "podDisruptionBudget.minAvailable=2"}, "minAvailable (2) must be below replicas (2)"},
+		{[]string{"replicas=2", "podDisruptionBudget.minAvailable=3"}, "minAvailable (3) must be below replicas (2)"},
+		{[]string{"podDisruptionBudget.minAvailable=1"}, "minAvailable (1) must be below replicas (1)"},
+		{[]string{"replicas=2", "podDisruptionBudget.minAvailable=100%"}, "minAvailable (100%) of 2 replicas rounds up to 2"},
+		{[]string{"replicas=2", "podDisruptionBudget.minAvailable=60%"}, "minAvailable (60%) of 2 replicas rounds up to 2"},
+		{[]string{"replicas=5", "podDisruptionBudget.minAvailable=81%"}, "minAvailable (81%) of 5 replicas rounds up to 5"},
+		{[]string{"podDisruptionBudget.minAvailable=1%"}, "minAvailable (1%) of 1 replicas rounds up to 1"},
+	} {
+		args := []string{"--set", "podDisruptionBudget.enabled=true"}
+		for _, s := range tc.set {
+			args = append(args, "--set", s)
+		}
+		_, stderr, err := templateAs(t, m.release, m.namespace, args...)
+		if err == nil || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: err = %v, stderr:\n%s\nwant the render to fail with %q", args, err, stderr, tc.want)
+		}
 	}
-	if pdbs := ofKind(renderAs(t, m.release, m.namespace, "--set", "podDisruptionBudget.enabled=true", "--set", "replicas=3", "--set", "podDisruptionBudget.minAvailable=50%"), "PodDisruptionBudget"); len(pdbs) != 1 ||
-		!strings.Contains(string(pdbs[0].doc), "minAvailable: 50%") {
-		t.Errorf("a percentage minAvailable: %v", pdbs)
+	for _, tc := range []struct{ replicas, min string }{{"3", "50%"}, {"2", "50%"}, {"5", "80%"}, {"2", "0%"}, {"3", "2"}, {"2", "0"}} {
+		pdbs := ofKind(renderAs(t, m.release, m.namespace, "--set", "podDisruptionBudget.enabled=true", "--set", "replicas="+tc.replicas, "--set", "podDisruptionBudget.minAvailable="+tc.min), "PodDisruptionBudget")
+		if len(pdbs) != 1 || !strings.Contains(string(pdbs[0].doc), "minAvailable: "+tc.min+"\n") {
+			t.Errorf("minAvailable %s of %s replicas: %v", tc.min, tc.replicas, pdbs)
+		}
 	}
 }
 
