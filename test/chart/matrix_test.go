@@ -34,6 +34,37 @@ type matrixCase struct {
 	check func(t *testing.T, m *matrixRun)
 }
 
+// matrixCases are TestValuesMatrix's cases; TestHelmLintStrict lints the chart with each
+// one's values too.
+func matrixCases() []matrixCase {
+	return []matrixCase{
+		{name: "defaults", check: checkDefaults},
+		{name: "watch", set: []string{"watchNamespaces={WATCH}"}, watch: []string{"a", "b"}, check: checkWatchNamespaces},
+		{name: "insecure", set: []string{"metrics.secure=false"}, check: checkInsecureMetrics},
+		{name: "servicemonitor", set: []string{"metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.interval=30s", "metrics.serviceMonitor.labels.release=prometheus"}, check: checkServiceMonitor},
+		{name: "pdb", set: []string{"replicas=2", "podDisruptionBudget.enabled=true"}, check: checkPDB},
+		{name: "certsecret", set: []string{"metrics.certSecret=metrics-tls", "metrics.serviceMonitor.enabled=true"}, check: checkCertSecret},
+	}
+}
+
+// watchNamespaces are the full names of the case's watched namespaces.
+func (tc matrixCase) watchNamespaces() []string {
+	var ns []string
+	for _, w := range tc.watch {
+		ns = append(ns, tc.name+"-"+w)
+	}
+	return ns
+}
+
+// args are the case's --set arguments, WATCH replaced with its watched namespaces.
+func (tc matrixCase) args() []string {
+	var args []string
+	for _, s := range tc.set {
+		args = append(args, "--set", strings.ReplaceAll(s, "WATCH", strings.Join(tc.watchNamespaces(), ",")))
+	}
+	return args
+}
+
 // matrixRun is what a case's check works with.
 type matrixRun struct {
 	ctx       context.Context
@@ -104,25 +135,11 @@ func TestValuesMatrix(t *testing.T) {
 	c := needCluster(t)
 	installServiceMonitorCRD(t, c)
 
-	cases := []matrixCase{
-		{name: "defaults", check: checkDefaults},
-		{name: "watch", set: []string{"watchNamespaces={WATCH}"}, watch: []string{"a", "b"}, check: checkWatchNamespaces},
-		{name: "insecure", set: []string{"metrics.secure=false"}, check: checkInsecureMetrics},
-		{name: "servicemonitor", set: []string{"metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.interval=30s", "metrics.serviceMonitor.labels.release=prometheus"}, check: checkServiceMonitor},
-		{name: "pdb", set: []string{"replicas=2", "podDisruptionBudget.enabled=true"}, check: checkPDB},
-		{name: "certsecret", set: []string{"metrics.certSecret=metrics-tls", "metrics.serviceMonitor.enabled=true"}, check: checkCertSecret},
-	}
-	for _, tc := range cases {
+	for _, tc := range matrixCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := testCtx(t)
-			m := &matrixRun{ctx: ctx, c: c, release: "qj-" + tc.name, namespace: tc.name + "-system"}
-			for _, w := range tc.watch {
-				m.watch = append(m.watch, tc.name+"-"+w)
-			}
-			var args []string
-			for _, s := range tc.set {
-				args = append(args, "--set", strings.ReplaceAll(s, "WATCH", strings.Join(m.watch, ",")))
-			}
+			m := &matrixRun{ctx: ctx, c: c, release: "qj-" + tc.name, namespace: tc.name + "-system", watch: tc.watchNamespaces()}
+			args := tc.args()
 			m.objs = renderAs(t, m.release, m.namespace, args...)
 			t.Logf("case %s (%s): %d rendered objects", tc.name, strings.Join(args, " "), len(m.objs))
 
