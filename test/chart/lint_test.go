@@ -28,3 +28,25 @@ func TestHelmLintStrict(t *testing.T) {
 		})
 	}
 }
+
+// TestLongNames: with the longest release name Helm allows (53 characters), every object's
+// name fits in 63 characters (the Service's must: a DNS label), the render applies to the
+// API server, and helm lint --strict passes with a 63-character fullnameOverride.
+func TestLongNames(t *testing.T) {
+	c := needCluster(t)
+	ctx := testCtx(t)
+	rel := strings.Repeat("long-release-", 4) + "x" // 53 characters
+	if len(rel) != 53 {
+		t.Fatalf("the release name has %d characters", len(rel))
+	}
+	ns := "long-names"
+	objs := renderAs(t, rel, ns, "--set", "podDisruptionBudget.enabled=true", "--set", "replicas=2")
+	createNamespace(t, ctx, c, ns, nil)
+	for _, o := range objs {
+		if len(o.name) > 63 {
+			t.Errorf("%s: the name has %d characters, over 63", o, len(o.name))
+		}
+		applyObject(t, ctx, c, o)
+	}
+	helmLint(t, "--set", "fullnameOverride="+strings.Repeat("f", 63))
+}
