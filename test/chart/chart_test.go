@@ -437,3 +437,25 @@ func TestLeaderElectionRole(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsPortIsNotTheProbePort: a metrics port equal to healthProbePort (set, or the
+// default 8443/8080) fails the render instead of giving the container two listeners on one
+// port; with metrics off, the port is free.
+func TestMetricsPortIsNotTheProbePort(t *testing.T) {
+	for _, set := range [][]string{
+		{"metrics.port=8081"},
+		{"healthProbePort=9000", "metrics.port=9000"},
+		{"healthProbePort=8443"},
+		{"healthProbePort=8080", "metrics.secure=false"},
+	} {
+		var args []string
+		for _, s := range set {
+			args = append(args, "--set", s)
+		}
+		_, stderr, err := template(t, args...)
+		if err == nil || !strings.Contains(stderr, "must differ from healthProbePort") {
+			t.Errorf("%v: err = %v, stderr:\n%s\nwant the render to fail: metrics port must differ from healthProbePort", set, err, stderr)
+		}
+	}
+	render(t, "--set", "metrics.enabled=false", "--set", "healthProbePort=8443")
+}
