@@ -459,3 +459,20 @@ func TestMetricsPortIsNotTheProbePort(t *testing.T) {
 	}
 	render(t, "--set", "metrics.enabled=false", "--set", "healthProbePort=8443")
 }
+
+// TestPodLabelsKeepTheSelector: podLabels add to the pod template's labels but cannot
+// replace the chart's (no duplicate keys): the selector still selects the pods.
+func TestPodLabelsKeepTheSelector(t *testing.T) {
+	var d appsv1.Deployment
+	only(t, render(t, "--set", `podLabels.app\.kubernetes\.io/name=other`, "--set", `podLabels.app\.kubernetes\.io/instance=other`,
+		"--set", "podLabels.team=a"), "Deployment", &d)
+	labels := d.Spec.Template.Labels
+	for k, v := range d.Spec.Selector.MatchLabels {
+		if labels[k] != v {
+			t.Errorf("pod label %s=%q, want the selector's %q", k, labels[k], v)
+		}
+	}
+	if labels["team"] != "a" {
+		t.Errorf("pod labels %v lack podLabels' team=a", labels)
+	}
+}
