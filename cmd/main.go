@@ -21,6 +21,10 @@ import (
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/controllers"
 	"github.com/queuejob/queuejob-operator/pkg/version"
+
+	// Go's fallback root CAs: the images (FROM scratch) have no CA bundle, and TLS to a
+	// queue without a caSecretRef verifies the server with the system roots.
+	_ "golang.org/x/crypto/x509roots/fallback"
 )
 
 func main() {

@@ -101,7 +101,7 @@ func (r *QueueJobReconciler) probeTimeout() time.Duration {
 }
 
 // +kubebuilder:rbac:groups=batch.queuejob.io,resources=queuejobs,verbs=get;list;watch;delete
-// +kubebuilder:rbac:groups=batch.queuejob.io,resources=queuejobs/status,verbs=get;patch
+// +kubebuilder:rbac:groups=batch.queuejob.io,resources=queuejobs/status,verbs=patch
 // +kubebuilder:rbac:groups=batch.queuejob.io,resources=queuejobs/finalizers,verbs=update
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete

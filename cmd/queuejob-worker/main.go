@@ -60,6 +60,10 @@ import (
 	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
 	"github.com/queuejob/queuejob-operator/pkg/version"
 	"github.com/queuejob/queuejob-operator/pkg/worker"
+
+	// Go's fallback root CAs: the images (FROM scratch) have no CA bundle, and TLS to a
+	// queue without a caSecretRef verifies the server with the system roots.
+	_ "golang.org/x/crypto/x509roots/fallback"
 )
 
 // Exit codes; see the package doc.

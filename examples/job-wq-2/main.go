@@ -33,6 +33,10 @@ import (
 	"time"
 
 	"github.com/queuejob/queuejob-operator/pkg/worker"
+
+	// Go's fallback root CAs: the images (FROM scratch) have no CA bundle, and TLS to a
+	// queue without a caSecretRef verifies the server with the system roots.
+	_ "golang.org/x/crypto/x509roots/fallback"
 )
 
 func main() { os.Exit(run()) }

@@ -7,7 +7,8 @@
 // OUT/NAME.tar, an OCI image layout whose index.json names the image REPO/NAME:VERSION;
 // load it with `ctr -n k8s.io images import OUT/NAME.tar`.
 //
-// The revision is `git rev-parse HEAD` (or "unknown" outside git); the creation time,
+// The revision is `git rev-parse HEAD`, with "-dirty" when `git status --porcelain` is not
+// empty (or "unknown" outside git); the creation time,
 // and the time of every file in the images, is $SOURCE_DATE_EPOCH, else the commit's
 // time, else 1970: the same sources give the same digests.
 package main
@@ -28,7 +29,7 @@ import (
 
 func main() {
 	version := flag.String("version", "", "version of the binaries, labels and tags (required; the Makefile's VERSION)")
-	revision := flag.String("revision", "", "git revision for the binaries and labels (default: git rev-parse HEAD, or unknown)")
+	revision := flag.String("revision", "", "git revision for the binaries and labels (default: git rev-parse HEAD, -dirty when git status --porcelain is not empty; unknown outside git)")
 	repo := flag.String("repo", image.DefaultRepo, "image repository: the images are REPO/NAME:VERSION")
 	platforms := flag.String("platforms", "linux/amd64,linux/arm64", "comma-separated platforms of each image index")
 	out := flag.String("out", "dist/images", "directory of the tarballs NAME.tar")
@@ -63,7 +64,7 @@ func run(version, revision, repo, platforms, out string, names []string) error {
 		}
 	}
 	if revision == "" {
-		revision = gitOr("unknown", "rev-parse", "HEAD")
+		revision = gitRevision("")
 	}
 	created, err := createdTime()
 	if err != nil {
@@ -97,6 +98,30 @@ func createdTime() (time.Time, error) {
 		return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH=%q: want seconds since 1970", s)
 	}
 	return time.Unix(sec, 0).UTC(), nil
+}
+
+// gitRevision is `git rev-parse HEAD` of the checkout at dir ("" for the current
+// directory), with "-dirty" when `git status --porcelain` lists a change or an untracked
+// file (as pkg/version marks a binary built from a modified tree), or "unknown" outside git.
+// A clean tree's revision is its commit alone, so its images stay reproducible.
+func gitRevision(dir string) string {
+	rev := gitOr("unknown", append(gitDir(dir), "rev-parse", "HEAD")...)
+	if rev == "unknown" {
+		return rev
+	}
+	status, err := exec.Command("git", append(gitDir(dir), "status", "--porcelain")...).Output()
+	if err != nil || len(strings.TrimSpace(string(status))) > 0 {
+		return rev + "-dirty"
+	}
+	return rev
+}
+
+// gitDir are git's arguments to work in dir, none for "".
+func gitDir(dir string) []string {
+	if dir == "" {
+		return nil
+	}
+	return []string{"-C", dir}
 }
 
 // gitOr is the output of git args, or def when git fails (no git, not a checkout).

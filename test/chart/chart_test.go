@@ -413,3 +413,66 @@ func TestMetricsValues(t *testing.T) {
 		t.Errorf("metrics.port=9443: args %q, ports %+v, Service ports %+v", c.Args, c.Ports, svc.Spec.Ports)
 	}
 }
+
+// TestLeaderElectionRole: the chart's leader-election Role grants what config/rbac's does,
+// and only on the Lease that cmd/main.go names (LeaderElectionID).
+func TestLeaderElectionRole(t *testing.T) {
+	var chart, config rbacv1.Role
+	named(t, render(t), "Role", release+"-queuejob-operator-leader-election", &chart)
+	readYAML(t, "../../config/rbac/leader_election_role.yaml", &config)
+	if diff := cmp.Diff(config.Rules, chart.Rules); diff != "" {
+		t.Errorf("the chart's leader-election rules differ from config/rbac/leader_election_role.yaml (-config +chart):\n%s", diff)
+	}
+	main, err := os.ReadFile("../../cmd/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `LeaderElectionID:              "` + leaderElectionID + `"`; !strings.Contains(string(main), want) {
+		t.Errorf("cmd/main.go lacks %s: the Role's resourceNames must name the manager's Lease", want)
+	}
+	for _, r := range chart.Rules {
+		if slices.Contains(r.Resources, "leases") && !slices.Equal(r.Verbs, []string{"create"}) &&
+			!slices.Equal(r.ResourceNames, []string{leaderElectionID}) {
+			t.Errorf("rule %+v: verbs on leases other than create must name the Lease %s", r, leaderElectionID)
+		}
+	}
+}
+
+// TestMetricsPortIsNotTheProbePort: a metrics port equal to healthProbePort (set, or the
+// default 8443/8080) fails the render instead of giving the container two listeners on one
+// port; with metrics off, the port is free.
+func TestMetricsPortIsNotTheProbePort(t *testing.T) {
+	for _, set := range [][]string{
+		{"metrics.port=8081"},
+		{"healthProbePort=9000", "metrics.port=9000"},
+		{"healthProbePort=8443"},
+		{"healthProbePort=8080", "metrics.secure=false"},
+	} {
+		var args []string
+		for _, s := range set {
+			args = append(args, "--set", s)
+		}
+		_, stderr, err := template(t, args...)
+		if err == nil || !strings.Contains(stderr, "must differ from healthProbePort") {
+			t.Errorf("%v: err = %v, stderr:\n%s\nwant the render to fail: metrics port must differ from healthProbePort", set, err, stderr)
+		}
+	}
+	render(t, "--set", "metrics.enabled=false", "--set", "healthProbePort=8443")
+}
+
+// TestPodLabelsKeepTheSelector: podLabels add to the pod template's labels but cannot
+// replace the chart's (no duplicate keys): the selector still selects the pods.
+func TestPodLabelsKeepTheSelector(t *testing.T) {
+	var d appsv1.Deployment
+	only(t, render(t, "--set", `podLabels.app\.kubernetes\.io/name=other`, "--set", `podLabels.app\.kubernetes\.io/instance=other`,
+		"--set", "podLabels.team=a"), "Deployment", &d)
+	labels := d.Spec.Template.Labels
+	for k, v := range d.Spec.Selector.MatchLabels {
+		if labels[k] != v {
+			t.Errorf("pod label %s=%q, want the selector's %q", k, labels[k], v)
+		}
+	}
+	if labels["team"] != "a" {
+		t.Errorf("pod labels %v lack podLabels' team=a", labels)
+	}
+}

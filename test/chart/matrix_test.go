@@ -34,6 +34,37 @@ type matrixCase struct {
 	check func(t *testing.T, m *matrixRun)
 }
 
+// matrixCases are TestValuesMatrix's cases; TestHelmLintStrict lints the chart with each
+// one's values too.
+func matrixCases() []matrixCase {
+	return []matrixCase{
+		{name: "defaults", check: checkDefaults},
+		{name: "watch", set: []string{"watchNamespaces={WATCH}"}, watch: []string{"a", "b"}, check: checkWatchNamespaces},
+		{name: "insecure", set: []string{"metrics.secure=false"}, check: checkInsecureMetrics},
+		{name: "servicemonitor", set: []string{"metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.interval=30s", "metrics.serviceMonitor.labels.release=prometheus"}, check: checkServiceMonitor},
+		{name: "pdb", set: []string{"replicas=2", "podDisruptionBudget.enabled=true"}, check: checkPDB},
+		{name: "certsecret", set: []string{"metrics.certSecret=metrics-tls", "metrics.serviceMonitor.enabled=true"}, check: checkCertSecret},
+	}
+}
+
+// watchNamespaces are the full names of the case's watched namespaces.
+func (tc matrixCase) watchNamespaces() []string {
+	var ns []string
+	for _, w := range tc.watch {
+		ns = append(ns, tc.name+"-"+w)
+	}
+	return ns
+}
+
+// args are the case's --set arguments, WATCH replaced with its watched namespaces.
+func (tc matrixCase) args() []string {
+	var args []string
+	for _, s := range tc.set {
+		args = append(args, "--set", strings.ReplaceAll(s, "WATCH", strings.Join(tc.watchNamespaces(), ",")))
+	}
+	return args
+}
+
 // matrixRun is what a case's check works with.
 type matrixRun struct {
 	ctx       context.Context
@@ -60,12 +91,18 @@ func (m *matrixRun) deployment(t *testing.T) *appsv1.Deployment {
 // on resource (group/resource) in namespace ns ("" for the whole cluster).
 func (m *matrixRun) may(t *testing.T, verb, group, resource, ns string) bool {
 	t.Helper()
+	return m.mayNamed(t, verb, group, resource, ns, "")
+}
+
+// mayNamed is may for the object called name ("" for any).
+func (m *matrixRun) mayNamed(t *testing.T, verb, group, resource, ns, name string) bool {
+	t.Helper()
 	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
 		User: m.serviceAccount(),
 		// A ServiceAccount's groups, as its token would carry them.
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + m.namespace, "system:authenticated"},
 		ResourceAttributes: &authorizationv1.ResourceAttributes{
-			Namespace: ns, Verb: verb, Group: group, Resource: resource,
+			Namespace: ns, Verb: verb, Group: group, Resource: resource, Name: name,
 		},
 	}}
 	if err := m.c.Create(m.ctx, sar); err != nil {
@@ -98,25 +135,11 @@ func TestValuesMatrix(t *testing.T) {
 	c := needCluster(t)
 	installServiceMonitorCRD(t, c)
 
-	cases := []matrixCase{
-		{name: "defaults", check: checkDefaults},
-		{name: "watch", set: []string{"watchNamespaces={WATCH}"}, watch: []string{"a", "b"}, check: checkWatchNamespaces},
-		{name: "insecure", set: []string{"metrics.secure=false"}, check: checkInsecureMetrics},
-		{name: "servicemonitor", set: []string{"metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.interval=30s", "metrics.serviceMonitor.labels.release=prometheus"}, check: checkServiceMonitor},
-		{name: "pdb", set: []string{"replicas=2", "podDisruptionBudget.enabled=true"}, check: checkPDB},
-		{name: "certsecret", set: []string{"metrics.certSecret=metrics-tls", "metrics.serviceMonitor.enabled=true"}, check: checkCertSecret},
-	}
-	for _, tc := range cases {
+	for _, tc := range matrixCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := testCtx(t)
-			m := &matrixRun{ctx: ctx, c: c, release: "qj-" + tc.name, namespace: tc.name + "-system"}
-			for _, w := range tc.watch {
-				m.watch = append(m.watch, tc.name+"-"+w)
-			}
-			var args []string
-			for _, s := range tc.set {
-				args = append(args, "--set", strings.ReplaceAll(s, "WATCH", strings.Join(m.watch, ",")))
-			}
+			m := &matrixRun{ctx: ctx, c: c, release: "qj-" + tc.name, namespace: tc.name + "-system", watch: tc.watchNamespaces()}
+			args := tc.args()
 			m.objs = renderAs(t, m.release, m.namespace, args...)
 			t.Logf("case %s (%s): %d rendered objects", tc.name, strings.Join(args, " "), len(m.objs))
 
@@ -127,6 +150,7 @@ func TestValuesMatrix(t *testing.T) {
 				applyObject(t, ctx, c, o)
 			}
 			admitPodTemplate(t, ctx, c, tc.name+"-restricted", m.deployment(t))
+			m.wantCodeAccess(t, m.namespace, leaderElectionAccess)
 			tc.check(t, m)
 		})
 	}
@@ -249,18 +273,69 @@ func checkMetricsService(t *testing.T, m *matrixRun, scheme string, port int32) 
 	}
 }
 
+// codeAccess is one API request the manager's code makes, and where it makes it.
+type codeAccess struct {
+	verb, group, resource string
+	name                  string // the object's name, when the code asks for one object by a fixed name
+	where                 string
+}
+
+// queueJobAccess is every request the manager makes about QueueJobs and the objects of
+// their namespaces (the cache's list and watch included): the RBAC the chart (and the
+// kubebuilder markers in controllers/queuejob_controller.go) grant must allow each of them,
+// wherever QueueJobs are watched. A new request in the code belongs here.
+var queueJobAccess = []codeAccess{
+	{verb: "get", resource: "pods", where: "controllers/cleanup.go: APIReader.Get of a pod before deleting it"},
+	{verb: "list", resource: "pods", where: "the cache (Owns/watches in SetupWithManager); r.List of a Job's pods in controllers/queuejob_controller.go and cleanup.go"},
+	{verb: "watch", resource: "pods", where: "the cache's informer for pods"},
+	{verb: "delete", resource: "pods", where: "controllers/cleanup.go: r.Delete of a pod"},
+	{verb: "get", group: "batch", resource: "jobs", where: "APIReader.Get of a Job in controllers/queuejob_controller.go (endWave, createJob) and cleanup.go"},
+	{verb: "list", group: "batch", resource: "jobs", where: "the cache; r.List of a QueueJob's Jobs in controllers/queuejob_controller.go"},
+	{verb: "watch", group: "batch", resource: "jobs", where: "the cache's informer for Jobs (Owns)"},
+	{verb: "create", group: "batch", resource: "jobs", where: "controllers/queuejob_controller.go: r.Create of a wave's Job"},
+	{verb: "patch", group: "batch", resource: "jobs", where: "controllers/queuejob_controller.go: r.Patch of a Job (suspend, end a wave)"},
+	{verb: "delete", group: "batch", resource: "jobs", where: "controllers/cleanup.go: r.Delete of an archived Job"},
+	{verb: "get", group: "batch.queuejob.io", resource: "queuejobs", where: "controllers/cleanup.go: APIReader.Get of an expired QueueJob; r.Get in Reconcile (cached)"},
+	{verb: "list", group: "batch.queuejob.io", resource: "queuejobs", where: "the cache's informer for QueueJobs (For)"},
+	{verb: "watch", group: "batch.queuejob.io", resource: "queuejobs", where: "the cache's informer for QueueJobs (For)"},
+	{verb: "delete", group: "batch.queuejob.io", resource: "queuejobs", where: "controllers/cleanup.go: r.Delete of an expired QueueJob (ttlSecondsAfterFinished)"},
+	{verb: "patch", group: "batch.queuejob.io", resource: "queuejobs/status", where: "controllers/queuejob_controller.go: r.Status().Patch"},
+	{verb: "update", group: "batch.queuejob.io", resource: "queuejobs/finalizers", where: "controllers/queuejob_controller.go: SetControllerReference sets blockOwnerDeletion on a Job, which needs it"},
+	{verb: "get", resource: "secrets", where: "controllers/probe.go: APIReader.Get of a queue's password/CA Secret"},
+	{verb: "create", group: "events.k8s.io", resource: "events", where: "controllers/queuejob_controller.go: r.Recorder.Eventf (cmd/main.go: mgr.GetEventRecorder, the events.k8s.io API)"},
+	{verb: "patch", group: "events.k8s.io", resource: "events", where: "the same recorder, when it counts a repeated event"},
+	// Code that reads core events adds e.g. {verb: "list", resource: "events", where: "..."}.
+}
+
+// leaderElectionAccess is every request of the manager's leader election (cmd/main.go:
+// --leader-elect, LeaderElectionID), in the release namespace.
+var leaderElectionAccess = []codeAccess{
+	{verb: "get", group: "coordination.k8s.io", resource: "leases", name: leaderElectionID, where: "client-go's LeaseLock: reads the Lease"},
+	{verb: "create", group: "coordination.k8s.io", resource: "leases", where: "client-go's LeaseLock: creates the Lease the first time"},
+	{verb: "update", group: "coordination.k8s.io", resource: "leases", name: leaderElectionID, where: "client-go's LeaseLock: takes and renews the Lease"},
+	{verb: "create", resource: "events", where: "controller-runtime's leader election records \"became leader\" with the core events API"},
+	{verb: "patch", resource: "events", where: "the same recorder, when it counts a repeated event"},
+}
+
+// leaderElectionID is cmd/main.go's LeaderElectionID: the name of the manager's Lease.
+const leaderElectionID = "queuejob-operator.batch.queuejob.io"
+
+// wantCodeAccess checks that the manager may make each request of accesses in namespace ns
+// ("" for the whole cluster).
+func (m *matrixRun) wantCodeAccess(t *testing.T, ns string, accesses []codeAccess) {
+	t.Helper()
+	for _, a := range accesses {
+		if !m.mayNamed(t, a.verb, a.group, a.resource, ns, a.name) {
+			t.Errorf("the manager may not %s %s/%s %q in namespace %q, which it needs for %s", a.verb, a.group, a.resource, a.name, ns, a.where)
+		}
+	}
+}
+
 // checkLeastPrivilege: what the manager may do with the resources of QueueJobs in ns ("" for
-// the whole cluster): Secrets get only, no wildcards' reach.
+// the whole cluster): every request its code makes, Secrets get only, no wildcards' reach.
 func checkLeastPrivilege(t *testing.T, m *matrixRun, ns string) {
 	t.Helper()
-	m.wantAccess(t, true,
-		[4]string{"get", "", "secrets", ns},
-		[4]string{"list", "", "pods", ns},
-		[4]string{"watch", "batch", "jobs", ns},
-		[4]string{"create", "batch", "jobs", ns},
-		[4]string{"watch", "batch.queuejob.io", "queuejobs", ns},
-		[4]string{"patch", "batch.queuejob.io", "queuejobs/status", ns},
-		[4]string{"create", "events.k8s.io", "events", ns})
+	m.wantCodeAccess(t, ns, queueJobAccess)
 	m.wantAccess(t, false,
 		[4]string{"list", "", "secrets", ns},
 		[4]string{"watch", "", "secrets", ns},
@@ -268,6 +343,7 @@ func checkLeastPrivilege(t *testing.T, m *matrixRun, ns string) {
 		[4]string{"update", "batch", "jobs", ns},
 		[4]string{"update", "batch.queuejob.io", "queuejobs", ns},
 		[4]string{"create", "batch.queuejob.io", "queuejobs", ns},
+		[4]string{"get", "batch.queuejob.io", "queuejobs/status", ns}, // the code only patches it
 		[4]string{"get", "", "configmaps", ns})
 }
 
@@ -278,6 +354,14 @@ func checkDefaults(t *testing.T, m *matrixRun) {
 	checkSecureMetrics(t, m)
 	checkLeastPrivilege(t, m, "")
 	checkLeastPrivilege(t, m, "anywhere")
+	// Leader election: nothing but the manager's own Lease, besides creating it.
+	m.wantAccess(t, false,
+		[4]string{"list", "coordination.k8s.io", "leases", m.namespace},
+		[4]string{"watch", "coordination.k8s.io", "leases", m.namespace},
+		[4]string{"delete", "coordination.k8s.io", "leases", m.namespace},
+		[4]string{"get", "coordination.k8s.io", "leases", m.namespace}, // any Lease: no name
+		[4]string{"update", "coordination.k8s.io", "leases", m.namespace},
+		[4]string{"patch", "coordination.k8s.io", "leases", m.namespace})
 	if ofKind(m.objs, "ServiceMonitor") != nil || ofKind(m.objs, "PodDisruptionBudget") != nil {
 		t.Error("a ServiceMonitor or PodDisruptionBudget at default values")
 	}
@@ -362,10 +446,10 @@ func checkWatchNamespaces(t *testing.T, m *matrixRun) {
 		[4]string{"get", "", "secrets", "elsewhere"},
 		[4]string{"list", "", "pods", "elsewhere"},
 		[4]string{"watch", "batch.queuejob.io", "queuejobs", "elsewhere"})
-	// Leader election stays in the release namespace.
-	m.wantAccess(t, true, [4]string{"update", "coordination.k8s.io", "leases", m.namespace},
-		[4]string{"create", "", "events", m.namespace})
-	m.wantAccess(t, false, [4]string{"update", "coordination.k8s.io", "leases", m.watch[0]})
+	// Leader election stays in the release namespace (TestValuesMatrix checks it there).
+	if m.mayNamed(t, "update", "coordination.k8s.io", "leases", m.watch[0], leaderElectionID) {
+		t.Errorf("the manager may update its Lease in %s, outside the release namespace", m.watch[0])
+	}
 	checkSecureMetrics(t, m)
 	checkManagerRuns(t, m, m.watch[0]) // last: it skips the rest with -short
 }
@@ -489,13 +573,36 @@ func checkPDB(t *testing.T, m *matrixRun) {
 		t.Errorf("stored minAvailable = %v", live.Spec.MinAvailable)
 	}
 
-	_, stderr, err := templateAs(t, m.release, m.namespace, "--set", "podDisruptionBudget.enabled=true")
-	if err == nil || !strings.Contains(stderr, "minAvailable (1) must be below replicas (1)") {
-		t.Errorf("a PDB of minAvailable 1 with 1 replica: err = %v, stderr:\n%s\nwant the render to fail", err, stderr)
+	// A minAvailable that leaves no pod evictable fails the render: a number from values.yaml
+	// (a float64 to the template), from --set (an int64), or a percentage, which the
+	// disruption controller rounds up.
+	for _, tc := range []struct {
+		set  []string
+		want string
+	}{
+		{[]string{}, "minAvailable (1) must be below replicas (1)"},
+		{[]string{"replicas=2", "podDisruptionBudget.minAvailable=2"}, "minAvailable (2) must be below replicas (2)"},
+		{[]string{"replicas=2", "podDisruptionBudget.minAvailable=3"}, "minAvailable (3) must be below replicas (2)"},
+		{[]string{"podDisruptionBudget.minAvailable=1"}, "minAvailable (1) must be below replicas (1)"},
+		{[]string{"replicas=2", "podDisruptionBudget.minAvailable=100%"}, "minAvailable (100%) of 2 replicas rounds up to 2"},
+		{[]string{"replicas=2", "podDisruptionBudget.minAvailable=60%"}, "minAvailable (60%) of 2 replicas rounds up to 2"},
+		{[]string{"replicas=5", "podDisruptionBudget.minAvailable=81%"}, "minAvailable (81%) of 5 replicas rounds up to 5"},
+		{[]string{"podDisruptionBudget.minAvailable=1%"}, "minAvailable (1%) of 1 replicas rounds up to 1"},
+	} {
+		args := []string{"--set", "podDisruptionBudget.enabled=true"}
+		for _, s := range tc.set {
+			args = append(args, "--set", s)
+		}
+		_, stderr, err := templateAs(t, m.release, m.namespace, args...)
+		if err == nil || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: err = %v, stderr:\n%s\nwant the render to fail with %q", args, err, stderr, tc.want)
+		}
 	}
-	if pdbs := ofKind(renderAs(t, m.release, m.namespace, "--set", "podDisruptionBudget.enabled=true", "--set", "replicas=3", "--set", "podDisruptionBudget.minAvailable=50%"), "PodDisruptionBudget"); len(pdbs) != 1 ||
-		!strings.Contains(string(pdbs[0].doc), "minAvailable: 50%") {
-		t.Errorf("a percentage minAvailable: %v", pdbs)
+	for _, tc := range []struct{ replicas, min string }{{"3", "50%"}, {"2", "50%"}, {"5", "80%"}, {"2", "0%"}, {"3", "2"}, {"2", "0"}} {
+		pdbs := ofKind(renderAs(t, m.release, m.namespace, "--set", "podDisruptionBudget.enabled=true", "--set", "replicas="+tc.replicas, "--set", "podDisruptionBudget.minAvailable="+tc.min), "PodDisruptionBudget")
+		if len(pdbs) != 1 || !strings.Contains(string(pdbs[0].doc), "minAvailable: "+tc.min+"\n") {
+			t.Errorf("minAvailable %s of %s replicas: %v", tc.min, tc.replicas, pdbs)
+		}
 	}
 }
 

@@ -38,6 +38,7 @@ func TestNotes(t *testing.T) {
 			want: []string{
 				"kubectl -n notes rollout status deployment/qj-queuejob-operator",
 				"kubectl create -f - <<'YAML'\napiVersion: batch.queuejob.io/v1alpha1\nkind: QueueJob\n", "\nYAML\n", "kubectl get queuejobs -w",
+				"kubectl describe queuejob pi",
 				"It watches QueueJobs in every namespace.",
 				"port 8443 (https)", "--clusterrole=qj-queuejob-operator-metrics-reader",
 				"helm.sh/resource-policy: keep",
@@ -46,8 +47,11 @@ func TestNotes(t *testing.T) {
 		{
 			name: "watch, insecure",
 			set:  []string{"watchNamespaces={team-a,team-b}", "metrics.secure=false"},
-			want: []string{"It watches QueueJobs in: team-a, team-b.", "port 8080 (http)", "kubectl get queuejobs -w"},
-			not:  []string{"metrics-reader"},
+			// The first QueueJob goes to the first watched namespace, where the manager sees it.
+			want: []string{"It watches QueueJobs in: team-a, team-b.", "port 8080 (http)",
+				"kubectl -n team-a create -f - <<'YAML'", "kubectl -n team-a get queuejobs -w",
+				"kubectl -n team-a get jobs,pods -l batch.queuejob.io/queuejob=pi -w", "kubectl -n team-a describe queuejob pi"},
+			not: []string{"metrics-reader", "kubectl create", "kubectl get", "kubectl describe"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

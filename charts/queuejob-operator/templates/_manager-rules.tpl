@@ -54,7 +54,6 @@ rules:
   resources:
   - queuejobs/status
   verbs:
-  - get
   - patch
 - apiGroups:
   - events.k8s.io
