@@ -331,9 +331,10 @@ const PodCreateGrace = 10 * time.Second
 // pod it cannot create (Pod Security refuses the template, a ResourceQuota is full, a
 // webhook says no) only as a FailedCreate event on the Job; its status stays as if the
 // pods were coming. So when the current Job, not suspended, has had no pod, running or
-// finished, for PodCreateGrace, the latest such event becomes the Progressing condition
+// finished, for PodCreateGrace since it was last started (status.startTime, which a
+// resume resets), the latest such event since then becomes the Progressing condition
 // (reason PodsNotCreated). It reads the events only then, uncached: the manager does not
-// watch events.
+// watch events. A Job that has had pods and then cannot replace them is not covered.
 func (r *QueueJobReconciler) checkPodCreation(ctx context.Context, s *scope) error {
 	job := s.current()
 	if job == nil || jobFinished(job) != nil || job.DeletionTimestamp != nil || ptr.Deref(job.Spec.Suspend, false) || s.problem != nil {
@@ -343,11 +344,22 @@ func (r *QueueJobReconciler) checkPodCreation(ctx context.Context, s *scope) err
 	if st.Active > 0 || st.Succeeded > 0 || st.Failed > 0 || ptr.Deref(st.Ready, 0) > 0 || ptr.Deref(st.Terminating, 0) > 0 {
 		return nil
 	}
-	if age := s.now.Sub(job.CreationTimestamp.Time); age < PodCreateGrace {
+	// The Job controller sets startTime when it starts the Job, and again when the Job is
+	// resumed: the grace, and the events that count, start there.
+	if st.StartTime == nil {
+		return nil // the Job's status update when it starts queues a reconcile
+	}
+	started := st.StartTime.Time
+	age := s.now.Sub(started)
+	switch {
+	case age < PodCreateGrace:
 		s.requeue(PodCreateGrace - age)
 		return nil
+	case age < 2*time.Minute:
+		s.requeue(PodCreateGrace)
+	default:
+		s.requeue(time.Minute) // each look is an uncached List: slower once it has lasted
 	}
-	s.requeue(PodCreateGrace)
 	var evs corev1.EventList
 	sel := fields.SelectorFromSet(fields.Set{"involvedObject.uid": string(job.UID), "reason": "FailedCreate"})
 	if err := r.APIReader.List(ctx, &evs, client.InNamespace(job.Namespace), client.MatchingFieldsSelector{Selector: sel}); err != nil {
@@ -355,7 +367,11 @@ func (r *QueueJobReconciler) checkPodCreation(ctx context.Context, s *scope) err
 	}
 	var latest *corev1.Event
 	for i := range evs.Items {
-		if e := &evs.Items[i]; latest == nil || eventTime(e).After(eventTime(latest)) {
+		e := &evs.Items[i]
+		if eventTime(e).Before(started) {
+			continue // from before the Job was last started (resumed)
+		}
+		if latest == nil || eventTime(e).After(eventTime(latest)) {
 			latest = e
 		}
 	}
