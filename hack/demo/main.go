@@ -54,12 +54,12 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.kubectl, "kubectl", "kubectl", "kubectl binary")
+	flag.StringVar(&o.kubectl, "kubectl", "", "kubectl binary; default: the local cluster's kubectl v1.37.2 on the local cluster, else kubectl on PATH")
 	flag.StringVar(&o.helm, "helm", "bin/helm", "helm binary")
 	flag.StringVar(&o.qj, "qj", "bin/qj", "the qj CLI (make qj)")
 	flag.StringVar(&o.images.Repo, "image-repo", "ghcr.io/queuejob", "repository of the project's images (make image)")
 	flag.StringVar(&o.images.Tag, "image-tag", "0.1.0", "tag of the project's images")
-	cluster := flag.String("cluster", "go run ./hack/cluster", "the local cluster's command (up, load, status)")
+	cluster := flag.String("cluster", "bin/queuejob-cluster", "the local cluster's command and its flags, which go after the subcommand (up, load, status)")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "how long the examples may take")
 	flag.Parse()
 	o.clusterCmd = strings.Fields(*cluster)
@@ -77,6 +77,9 @@ func main() {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
+		if flag.Arg(0) != "clean" {
+			fmt.Fprintln(os.Stderr, "demo: `make demo-clean` removes what it made (namespace, release, brokers); `make demo` may be run again")
+		}
 		os.Exit(1)
 	}
 }
@@ -95,7 +98,7 @@ func connect(ctx context.Context, o options) (c *framework.Cluster, local bool, 
 		}
 	}
 	step("Bringing up the local cluster (make cluster-up; cold, building Kubernetes from source takes ~15 min on 2 cores)")
-	if err := runCmd(ctx, append(o.clusterCmd, "up")...); err != nil {
+	if err := runCmd(ctx, o.clusterArgs("up")...); err != nil {
 		return nil, false, err
 	}
 	kc, err := localKubeconfig(ctx, o)
@@ -109,17 +112,26 @@ func connect(ctx context.Context, o options) (c *framework.Cluster, local bool, 
 	return c, true, nil
 }
 
+// clusterArgs is the cluster tool's command line for a subcommand: the tool, the
+// subcommand, then the tool's flags and args.
+func (o options) clusterArgs(sub string, args ...string) []string {
+	out := []string{o.clusterCmd[0], sub}
+	out = append(out, o.clusterCmd[1:]...)
+	return append(out, args...)
+}
+
 // clusterStatus is what `hack/cluster status -o json` prints.
 type clusterStatus struct {
 	Kubeconfig string `json:"kubeconfig"`
 	NodeIP     string `json:"nodeIP"`
 	StateDir   string `json:"stateDir"`
 	Running    bool   `json:"up"`
+	Kubectl    string `json:"kubectl"`
 }
 
 func localStatus(ctx context.Context, o options) (clusterStatus, error) {
 	var st clusterStatus
-	args := append(append([]string{}, o.clusterCmd...), "status", "-o", "json")
+	args := o.clusterArgs("status", "-o", "json")
 	out, err := exec.CommandContext(ctx, args[0], args[1:]...).Output()
 	if err != nil {
 		return st, fmt.Errorf("%s: %w", strings.Join(args, " "), err)
@@ -169,9 +181,15 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	c.Kubectl, c.Helm = o.kubectl, o.helm
+	if c.Kubectl == "" {
+		c.Kubectl = "kubectl"
+		if st, err := localStatus(ctx, o); err == nil && local && st.Kubectl != "" {
+			c.Kubectl = st.Kubectl // built with the cluster: there may be no other
+		}
+	}
 	if local {
 		step("Importing the images of make image into the node (make cluster-load)")
-		if err := runCmd(ctx, append(o.clusterCmd, "load")...); err != nil {
+		if err := runCmd(ctx, o.clusterArgs("load")...); err != nil {
 			return err
 		}
 	} else {
@@ -196,6 +214,8 @@ func run(ctx context.Context, o options) error {
 	r.Values = map[string]string{
 		"image.repository": o.images.Repo + "/queuejob-operator",
 		"image.tag":        o.images.Tag,
+		// A new image under the same tag rolls the manager.
+		"podAnnotations.image-digest": framework.ImageDigest(filepath.Join("dist", "images", "queuejob-operator.tar")),
 	}
 	if out, err := c.Install(ctx, r); err != nil {
 		return err
@@ -207,19 +227,20 @@ func run(ctx context.Context, o options) error {
 	if err := resetNamespace(ctx, c); err != nil {
 		return err
 	}
-	amqpURL := "amqp://guest:guest@" + b.RabbitMQ + "/"
-	if err := c.Client.Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "rabbitmq-url", Namespace: Namespace},
-		StringData: map[string]string{"url": amqpURL},
-	}); err != nil {
-		return err
+	for _, sec := range []*corev1.Secret{
+		{ObjectMeta: metav1.ObjectMeta{Name: "rabbitmq-url", Namespace: Namespace}, StringData: map[string]string{"url": b.amqpURL}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "redis", Namespace: Namespace}, StringData: map[string]string{"password": b.redisPassword}},
+	} {
+		if err := c.Client.Create(ctx, sec); err != nil {
+			return err
+		}
 	}
 	for _, name := range []string{"pi", "job-wq-1", "job-wq-2"} {
 		qj, err := framework.Sample(".", name)
 		if err != nil {
 			return err
 		}
-		if err := framework.Localize(qj, o.images, framework.Brokers{RedisAddress: b.Redis}); err != nil {
+		if err := framework.Localize(qj, o.images, framework.Brokers{RedisAddress: b.Redis, RedisPasswordSecret: "redis"}); err != nil {
 			return err
 		}
 		qj.Namespace = Namespace
@@ -385,7 +406,7 @@ func resetNamespace(ctx context.Context, c *framework.Cluster) error {
 
 func clean(ctx context.Context, o options) error {
 	if c, err := framework.Connect("", 10*time.Second); err == nil {
-		c.Kubectl, c.Helm = o.kubectl, o.helm
+		c.Helm = o.helm
 		step("Deleting namespace %s and the release %s", Namespace, release.Name)
 		if err := c.Client.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}); err != nil && !apierrors.IsNotFound(err) {
 			return err
@@ -430,11 +451,16 @@ func tailStr(s string, n int) string {
 // brokerState is what the demo records about the brokers it started, so that a later
 // run reuses them and clean stops them.
 type brokerState struct {
-	Redis          string   `json:"redis"`
-	RabbitMQ       string   `json:"rabbitmq"`
-	ManagementPort int      `json:"managementPort"`
-	PIDs           []int    `json:"pids"`
-	Dirs           []string `json:"dirs"`
+	Redis          string `json:"redis"`
+	RabbitMQ       string `json:"rabbitmq"`
+	ManagementPort int    `json:"managementPort"`
+	PIDs           []int  `json:"pids"`
+	// StartTimes are the PIDs' start times (/proc/PID/stat), so that a reused PID is
+	// never signalled.
+	StartTimes []string `json:"startTimes"`
+	Dirs       []string `json:"dirs"`
+	// Not written to the file: the credentials.
+	redisPassword, amqpURL string
 }
 
 func stateFile() string {
@@ -452,19 +478,25 @@ func startBrokers(host string) (*brokerState, error) {
 	if err := stopBrokers(); err != nil {
 		return nil, err
 	}
-	rs, err := servers.StartRedisWith(servers.RedisOptions{Host: host, Detach: true})
+	// Reachable from the pods, so not open: a random password (and RabbitMQ's only user
+	// is a random one).
+	password := servers.RandomString(24)
+	rs, err := servers.StartRedisWith(servers.RedisOptions{Host: host, Detach: true, Password: password})
 	if err != nil {
 		return nil, fmt.Errorf("starting redis-server (make servers installs it): %w", err)
 	}
-	st := &brokerState{Redis: rs.Addr(), PIDs: []int{rs.PID()}, Dirs: []string{rs.Dir()}}
+	st := &brokerState{Redis: rs.Addr(), redisPassword: password, PIDs: []int{rs.PID()}, Dirs: []string{rs.Dir()}}
 	rb, err := servers.StartRabbitMQWith(servers.AMQPReady, servers.RabbitMQOptions{Host: host, Detach: true})
 	if err != nil {
 		rs.Close()
 		return nil, fmt.Errorf("starting rabbitmq-server (make servers installs it): %w", err)
 	}
-	st.RabbitMQ, st.ManagementPort = rb.Addr(), rb.ManagementPort()
+	st.RabbitMQ, st.ManagementPort, st.amqpURL = rb.Addr(), rb.ManagementPort(), rb.URL()
 	st.PIDs = append(st.PIDs, rb.PID(), rb.EPMD().PID())
 	st.Dirs = append(st.Dirs, rb.Dir(), rb.EPMD().Dir())
+	for _, pid := range st.PIDs {
+		st.StartTimes = append(st.StartTimes, startTime(pid))
+	}
 	b, _ := json.MarshalIndent(st, "", "  ")
 	if err := os.MkdirAll(filepath.Dir(stateFile()), 0o755); err != nil {
 		return nil, err
@@ -486,22 +518,26 @@ func stopBrokers() error {
 	if err := json.Unmarshal(b, &st); err != nil {
 		return fmt.Errorf("%s: %w", stateFile(), err)
 	}
-	for _, pid := range st.PIDs {
-		if pid > 0 {
-			_ = syscall.Kill(-pid, syscall.SIGTERM)
+	// Only processes that are still the ones started: same PID and start time.
+	var pids []int
+	for i, pid := range st.PIDs {
+		if pid > 0 && i < len(st.StartTimes) && st.StartTimes[i] != "" && startTime(pid) == st.StartTimes[i] {
+			pids = append(pids, pid)
 		}
+	}
+	for _, pid := range pids {
+		_ = syscall.Kill(-pid, syscall.SIGTERM) // its own session and process group
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for _, pid := range st.PIDs {
-		for pid > 0 && syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+	for _, pid := range pids {
+		for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
 			time.Sleep(200 * time.Millisecond)
 		}
-		if pid > 0 {
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
-		}
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
 	}
 	for _, d := range st.Dirs {
-		if strings.Contains(d, "queuejob-") {
+		// Only the servers' own temporary directories.
+		if filepath.Dir(d) == filepath.Clean(os.TempDir()) && strings.HasPrefix(filepath.Base(d), "queuejob-") {
 			_ = os.RemoveAll(d)
 		}
 	}
@@ -512,7 +548,7 @@ func stopBrokers() error {
 // leftovers reports what the queues still hold: job-wq-1's RabbitMQ queue, job-wq-2's
 // Redis list and its :processing list of leased items.
 func (b *brokerState) leftovers(ctx context.Context) (string, error) {
-	rc := redis.NewClient(&redis.Options{Addr: b.Redis})
+	rc := redis.NewClient(&redis.Options{Addr: b.Redis, Password: b.redisPassword})
 	defer rc.Close()
 	ready, err := rc.LLen(ctx, "job2").Result()
 	if err != nil {
@@ -522,7 +558,7 @@ func (b *brokerState) leftovers(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	conn, err := amqp.Dial("amqp://guest:guest@" + b.RabbitMQ + "/")
+	conn, err := amqp.Dial(b.amqpURL)
 	if err != nil {
 		return "", err
 	}
@@ -536,4 +572,23 @@ func (b *brokerState) leftovers(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("RabbitMQ job1 %d messages; Redis job2 %d items, job2:processing %d", q.Messages, ready, leased), nil
+}
+
+// startTime is field 22 of /proc/PID/stat (the start time in clock ticks since boot),
+// "" if the process is gone.
+func startTime(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	// The command name (field 2) is in parentheses and may hold spaces.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(string(b)[i+1:])
+	if len(f) < 20 {
+		return ""
+	}
+	return f[19]
 }

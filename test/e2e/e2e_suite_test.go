@@ -37,6 +37,8 @@ var (
 	rabbitS  *servers.RabbitMQ
 	release  framework.Release
 	repoRoot string
+	// redisPassword is redisS's; each spec's namespace has it in the Secret "redis".
+	redisPassword string
 )
 
 func TestE2E(t *testing.T) {
@@ -69,7 +71,10 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		host, err = cluster.NodeAddress(ctx)
 		Expect(err).NotTo(HaveOccurred())
 	}
-	redisS, err = servers.StartRedisWith(servers.RedisOptions{Host: host})
+	// Reachable from the pods, so not open: a random password, and RabbitMQ's only user
+	// is a random one.
+	redisPassword = servers.RandomString(24)
+	redisS, err = servers.StartRedisWith(servers.RedisOptions{Host: host, Password: redisPassword})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(redisS.Close)
 	rabbitS, err = servers.StartRabbitMQWith(servers.AMQPReady, servers.RabbitMQOptions{Host: host})
@@ -82,6 +87,8 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 			"image.repository": images.Repo + "/queuejob-operator",
 			"image.tag":        images.Tag,
 			"extraArgs[0]":     "--zap-log-level=debug",
+			// A new image under the same tag rolls the manager.
+			"podAnnotations.image-digest": framework.ImageDigest(filepath.Join(repoRoot, "dist", "images", "queuejob-operator.tar")),
 		},
 	}
 	start := time.Now()
@@ -94,6 +101,10 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 func namespace(ctx context.Context, labels map[string]string) string {
 	name := "e2e-" + rand.String(5)
 	Expect(cluster.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}})).To(Succeed())
+	Expect(cluster.Client.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "redis", Namespace: name},
+		StringData: map[string]string{"password": redisPassword},
+	})).To(Succeed())
 	DeferCleanup(func(ctx SpecContext) {
 		if CurrentSpecReport().Failed() {
 			out, _ := cluster.KubectlRun(ctx, "get", "qj,jobs,pods,events", "-n", name, "-o", "wide")
@@ -145,7 +156,9 @@ func queueDepth(queue string) int {
 	return q.Messages
 }
 
-func redisClient() *redis.Client { return redis.NewClient(&redis.Options{Addr: redisS.Addr()}) }
+func redisClient() *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: redisS.Addr(), Password: redisPassword})
+}
 
 // rpush pushes items at the list's tail, as the docs' producer does.
 func rpush(ctx context.Context, key string, items ...string) {

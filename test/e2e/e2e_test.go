@@ -36,7 +36,7 @@ var msgPattern = regexp.MustCompile(`m[0-9]-[a-z]+`)
 func sample(name, ns string) *qjv1.QueueJob {
 	qj, err := framework.Sample(repoRoot, name)
 	Expect(err).NotTo(HaveOccurred())
-	Expect(framework.Localize(qj, images, framework.Brokers{RedisAddress: redisS.Addr()})).To(Succeed())
+	Expect(framework.Localize(qj, images, framework.Brokers{RedisAddress: redisS.Addr(), RedisPasswordSecret: "redis"})).To(Succeed())
 	qj.Namespace = ns
 	return qj
 }
@@ -81,7 +81,7 @@ var _ = Describe("QueueJobs in a real cluster", Ordered, ContinueOnFailure, func
 	It("runs seed example 1, pi: its log holds the digits; the pod and the Job go after their TTLs and the counts stay", func(ctx SpecContext) {
 		ns := namespace(ctx, nil)
 		qj := sample("pi", ns)
-		qj.Spec.Cleanup.PodTTLSecondsAfterFinished = ptr.To[int32](5)
+		qj.Spec.Cleanup.PodTTLSecondsAfterFinished = ptr.To[int32](15)
 		qj.Spec.Cleanup.TTLSecondsAfterFinished = ptr.To[int32](20)
 		start := time.Now()
 		Expect(cluster.Client.Create(ctx, qj)).To(Succeed())
@@ -89,7 +89,7 @@ var _ = Describe("QueueJobs in a real cluster", Ordered, ContinueOnFailure, func
 		Expect(err).NotTo(HaveOccurred(), out)
 		report("pi: Complete %s after creation", time.Since(start).Round(time.Second))
 
-		// The log, while the pod is still there (its TTL is 5 s).
+		// The log, while the pod is still there (its TTL is 15 s).
 		logs, err := cluster.PodLogs(ctx, ns, map[string]string{"batch.kubernetes.io/job-name": "pi"})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(logs).To(HaveLen(1))
@@ -272,7 +272,9 @@ var _ = Describe("QueueJobs in a real cluster", Ordered, ContinueOnFailure, func
 		Eventually(ctx, func(g Gomega) {
 			g.Expect(jobsOf(ctx, qj)).NotTo(BeEmpty())
 		}).Should(Succeed())
-		out, err := cluster.KubectlRun(ctx, "delete", "pod", "-n", release.Namespace, "-l", "app.kubernetes.io/instance="+release.Name, "--wait=false")
+		// Killed, not stopped: no chance to finish a reconcile or hand the lease over.
+		out, err := cluster.KubectlRun(ctx, "delete", "pod", "-n", release.Namespace, "-l", "app.kubernetes.io/instance="+release.Name,
+			"--grace-period=0", "--force", "--wait=false")
 		Expect(err).NotTo(HaveOccurred(), out)
 		start := time.Now()
 		got := finished(ctx, qj, 5*time.Minute)
@@ -300,7 +302,8 @@ var _ = Describe("QueueJobs in a real cluster", Ordered, ContinueOnFailure, func
 			g.Expect(jobsOf(ctx, qj)).NotTo(BeEmpty())
 		}).Should(Succeed())
 		start := time.Now()
-		out, err := cluster.Run(ctx, tool, "restart", "kube-apiserver")
+		f := strings.Fields(tool) // the tool and its flags, which go after the subcommand
+		out, err := cluster.Run(ctx, f[0], append(append([]string{"restart"}, f[1:]...), "kube-apiserver")...)
 		Expect(err).NotTo(HaveOccurred(), out)
 		back := time.Since(start)
 		got := finished(ctx, qj, 5*time.Minute)
@@ -391,15 +394,20 @@ func killMidItem(ctx context.Context, name string, kill func(ctx context.Context
 			if p.Status.Phase != corev1.PodRunning {
 				continue
 			}
-			l := podLog(p.Name, false)
-			lines := strings.Split(strings.TrimSpace(l), "\n")
-			if s, ok := strings.CutPrefix(lines[len(lines)-1], "Working on "); ok {
-				victim, held, victimLog = p.Name, s, l
+			// With timestamps: the item must have been taken less than 2 s ago, so
+			// that the worker (6 s an item) is still on it when it is killed.
+			b, err := cluster.Clientset.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{Timestamps: true}).DoRaw(ctx)
+			g.Expect(err).NotTo(HaveOccurred())
+			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+			ts, line, _ := strings.Cut(lines[len(lines)-1], " ")
+			at, err := time.Parse(time.RFC3339Nano, ts)
+			if s, ok := strings.CutPrefix(line, "Working on "); ok && err == nil && time.Since(at) < 2*time.Second {
+				victim, held, victimLog = p.Name, s, podLog(p.Name, false)
 				return
 			}
 		}
 		g.Expect(victim).NotTo(BeEmpty(), "a running pod working on an item")
-	}).WithTimeout(3 * time.Minute).Should(Succeed())
+	}).WithTimeout(3 * time.Minute).WithPolling(200 * time.Millisecond).Should(Succeed())
 	kill(ctx, ns, victim)
 	GinkgoWriter.Printf("%s: killed %s while it worked on %s\n", name, victim, held)
 

@@ -5,6 +5,7 @@
 package servers
 
 import (
+	crand "crypto/rand"
 	"fmt"
 	"net"
 	"os"
@@ -278,6 +279,8 @@ type RabbitMQ struct {
 	mgmtPort int
 	// With TLS: the amqps listener and the management API's https listener.
 	tlsPort, mgmtTLSPort int
+	// user and password of the broker's only user on a non-loopback Host; empty: guest.
+	user, password string
 }
 
 // RabbitMQOptions are the settings of a test rabbitmq-server.
@@ -287,8 +290,9 @@ type RabbitMQOptions struct {
 	// Clients need no certificate.
 	TLS *CA
 	// Host is the address the AMQP and management listeners bind to; empty: 127.0.0.1.
-	// On any other address the guest user may log in from other hosts too
-	// (loopback_users = none), as pods of a local cluster do.
+	// On any other address there is no guest user: the broker's only user has a random
+	// name and password (URL and the other URLs carry them), so that a broker reachable
+	// from other hosts, as pods of a local cluster must reach it, is not open to them.
 	Host string
 	// Detach makes the broker and its epmd outlive this process (RedisOptions.Detach).
 	Detach bool
@@ -299,7 +303,7 @@ func (r *RabbitMQ) TLSURL() string {
 	if r.tlsPort == 0 {
 		return ""
 	}
-	return "amqps://guest:guest@" + net.JoinHostPort(r.Host(), strconv.Itoa(r.tlsPort)) + "/"
+	return "amqps://" + r.userinfo() + "@" + net.JoinHostPort(r.Host(), strconv.Itoa(r.tlsPort)) + "/"
 }
 
 // ManagementTLSURL is the https URL of the management API with the guest user's
@@ -308,16 +312,25 @@ func (r *RabbitMQ) ManagementTLSURL() string {
 	if r.mgmtTLSPort == 0 {
 		return ""
 	}
-	return "https://guest:guest@" + net.JoinHostPort(r.Host(), strconv.Itoa(r.mgmtTLSPort))
+	return "https://" + r.userinfo() + "@" + net.JoinHostPort(r.Host(), strconv.Itoa(r.mgmtTLSPort))
 }
 
-// URL is the broker's AMQP URL with the default guest user (allowed from loopback).
-func (r *RabbitMQ) URL() string { return "amqp://guest:guest@" + r.Addr() + "/" }
+// URL is the broker's AMQP URL with the default guest user (allowed from loopback), or
+// with the random user of a broker on another host address.
+func (r *RabbitMQ) URL() string { return "amqp://" + r.userinfo() + "@" + r.Addr() + "/" }
+
+// userinfo is user:password of the broker's user.
+func (r *RabbitMQ) userinfo() string {
+	if r.user == "" {
+		return "guest:guest"
+	}
+	return r.user + ":" + r.password
+}
 
 // ManagementURL is the URL of the broker's management API (the rabbitmq_management plugin)
 // with the guest user's credentials.
 func (r *RabbitMQ) ManagementURL() string {
-	return "http://guest:guest@" + net.JoinHostPort(r.Host(), strconv.Itoa(r.mgmtPort))
+	return "http://" + r.userinfo() + "@" + net.JoinHostPort(r.Host(), strconv.Itoa(r.mgmtPort))
 }
 
 // EPMD is the broker's own epmd (Erlang's port mapper), a server of its own.
@@ -407,10 +420,12 @@ func StartRabbitMQWith(ready func(url string) error, o RabbitMQOptions) (*Rabbit
 	}
 	conf := fmt.Sprintf("management.tcp.ip = %s\nmanagement.tcp.port = %d\n"+
 		"collect_statistics_interval = %d\n", s.Host(), ports[3], ManagementStatsInterval.Milliseconds())
-	if s.Host() != "127.0.0.1" {
-		conf += "loopback_users = none\n"
-	}
 	r := &RabbitMQ{Server: s, epmd: epmd, mgmtPort: ports[3]}
+	if s.Host() != "127.0.0.1" {
+		// No guest: a random administrator, which the URLs carry.
+		r.user, r.password = "qj-"+RandomString(8), RandomString(24)
+		conf += fmt.Sprintf("default_user = %s\ndefault_pass = %s\ndefault_user_tags.administrator = true\n", r.user, r.password)
+	}
 	if o.TLS != nil {
 		files, err := o.TLS.WriteServerCert(s.dir, ServerHosts...)
 		if err != nil {
@@ -479,4 +494,17 @@ func Silent() (addr string, stop func(), err error) {
 			_ = c.Close()
 		}
 	}, nil
+}
+
+// RandomString is n random lowercase letters and digits, for passwords and user names.
+func RandomString(n int) string {
+	const chars = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, n)
+	if _, err := crand.Read(b); err != nil {
+		panic(err)
+	}
+	for i := range b {
+		b[i] = chars[int(b[i])%len(chars)]
+	}
+	return string(b)
 }

@@ -5,8 +5,10 @@
 package framework
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -180,5 +182,35 @@ func Poll(ctx context.Context, interval time.Duration, f func(context.Context) (
 			return ctx.Err()
 		case <-t.C:
 		}
+	}
+}
+
+// ImageDigest is the digest of the image in an OCI layout tarball of make image (the first
+// manifest of its index.json), "" if the file cannot be read. Put into a pod annotation,
+// it rolls the manager when the image under the same tag changed.
+func ImageDigest(tarball string) string {
+	f, err := os.Open(tarball)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			return ""
+		}
+		if strings.TrimPrefix(h.Name, "./") != "index.json" {
+			continue
+		}
+		var idx struct {
+			Manifests []struct {
+				Digest string `json:"digest"`
+			} `json:"manifests"`
+		}
+		if json.NewDecoder(tr).Decode(&idx) != nil || len(idx.Manifests) == 0 {
+			return ""
+		}
+		return idx.Manifests[0].Digest
 	}
 }

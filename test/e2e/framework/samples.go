@@ -38,6 +38,9 @@ func Sample(root, name string) (*qjv1.QueueJob, error) {
 type Brokers struct {
 	// RedisAddress is host:port of a redis-server.
 	RedisAddress string
+	// RedisPasswordSecret, if set, names a Secret in the QueueJob's namespace whose key
+	// "password" is the redis-server's password.
+	RedisPasswordSecret string
 }
 
 // Localize turns a seed sample into what runs on a cluster without the article's images:
@@ -61,10 +64,15 @@ func Localize(qj *qjv1.QueueJob, images Images, b Brokers) error {
 			return fmt.Errorf("sample job-wq-2 has no Redis queue")
 		}
 		qj.Spec.Queue.Redis.Address = b.RedisAddress
+		if b.RedisPasswordSecret != "" {
+			qj.Spec.Queue.Redis.PasswordSecretRef = &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: b.RedisPasswordSecret}, Key: "password"}
+		}
 	default:
 		return fmt.Errorf("no image for sample %q", qj.Name)
 	}
-	// Never pulled: the images were imported into the node (make cluster-load).
+	// The images were imported into the node (make cluster-load): a pull happens only
+	// if they are missing (and then fails: nothing is published under these names).
 	c.ImagePullPolicy = corev1.PullIfNotPresent
 	return nil
 }
