@@ -48,7 +48,7 @@ func TestComponentArgs(t *testing.T) {
 		"bind-address":                     "192.0.2.10",
 		"advertise-address":                "192.0.2.10",
 		"secure-port":                      "6443",
-		"etcd-servers":                     "http://127.0.0.1:23790",
+		"etcd-servers":                     "https://127.0.0.1:23790",
 		"service-cluster-ip-range":         "10.96.0.0/16",
 		"authorization-mode":               "Node,RBAC",
 		"service-account-key-file":         "/st/pki/sa.pub",
