@@ -88,8 +88,12 @@ func (c *Cluster) save() error {
 	return writeFileAtomic(c.path("cluster.json"), append(b, '\n'), 0o644)
 }
 
-// loadCluster reads dir/cluster.json; os.ErrNotExist when up never got that far.
+// loadCluster reads dir/cluster.json; os.ErrNotExist when up never got that far. It
+// refuses a state directory that is not root's alone (checkStateDir).
 func loadCluster(dir string) (*Cluster, error) {
+	if err := checkStateDir(dir); err != nil {
+		return nil, err
+	}
 	b, err := os.ReadFile(filepath.Join(dir, "cluster.json"))
 	if err != nil {
 		return nil, err

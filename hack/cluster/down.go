@@ -26,12 +26,18 @@ func down(o options) error {
 	if os.Geteuid() != 0 {
 		return errors.New("cluster down needs root (as up did): sudo make cluster-down")
 	}
+	if err := checkStateDir(dir); err != nil {
+		return err
+	}
 	t0 := time.Now()
 	c, err := loadCluster(dir)
 	if err != nil {
 		logf("no usable cluster.json (%v): cleaning up what the state directory shows", err)
 		c = &Cluster{StateDir: dir}
 	}
+	// What down runs comes from the cache, not from cluster.json where it can; start
+	// checks that only root can change it either way.
+	c.binsFromCache(o.CacheDir)
 	hs, err := loadHostState(c.path("host-state.json"), "/")
 	if err != nil {
 		logf("no host record (%v): up started nothing on the host", err)

@@ -68,6 +68,9 @@ func (c *Cluster) running(name string) (int, bool) {
 // start runs comp in a session of its own, detached (it outlives this program), with
 // output appended to logs/<name>.log, and records its pid.
 func (c *Cluster) start(comp component) (int, error) {
+	if err := trustedBinary(comp.Bin); err != nil {
+		return 0, fmt.Errorf("start %s: %w", comp.Name, err)
+	}
 	if err := os.MkdirAll(c.path("logs"), 0o755); err != nil {
 		return 0, err
 	}

@@ -182,7 +182,7 @@ func prepareState(o options, bins Bins) (*Cluster, error) {
 		}
 	}
 	c.Bins = bins
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := makeStateDir(dir); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, stateMarker), []byte("state of hack/cluster; removed by `cluster down`\n"), 0o644); err != nil {
