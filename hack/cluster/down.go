@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -98,21 +97,15 @@ func down(o options) error {
 	stop(cEtcd, 10*time.Second)
 
 	if hs != nil {
-		// kube-proxy's own cleanup first, then whatever KUBE-* chains up did not find
-		// (the kubelet's canaries among them).
-		if executable(c.Bins.Proxy) {
-			out, err := exec.Command(c.Bins.Proxy, "--cleanup", "--v=0").CombinedOutput()
-			_ = os.WriteFile(c.logFile("kube-proxy-cleanup"), out, 0o644)
-			if err != nil {
-				logf("kube-proxy --cleanup: %v (see %s)", err, c.logFile("kube-proxy-cleanup"))
-			} else {
-				logf("ran kube-proxy --cleanup")
-			}
-		}
+		// Not `kube-proxy --cleanup`: it flushes every kube-proxy rule, IPVS service and
+		// nftables table on the host, another cluster's too. Only the KUBE-* chains that
+		// were not there at up go (kube-proxy's and the kubelet's, in iptables and
+		// ip6tables), after the jumps to them from other chains (PREROUTING, OUTPUT,
+		// FORWARD, INPUT, POSTROUTING, ...).
 		n, err := removeKubeChains(hs.Chains)
 		note(err)
 		if n > 0 {
-			logf("removed %d more KUBE-* iptables chain(s)", n)
+			logf("removed %d KUBE-* iptables chain(s) and the rules jumping to them", n)
 		}
 	}
 

@@ -225,3 +225,59 @@ func TestChainCleanup(t *testing.T) {
 		t.Errorf("splitRule = %q", got)
 	}
 }
+
+// What kube-proxy (iptables mode) and the kubelet add next to another cluster's chains:
+// jumps from the built-in chains of filter and nat, in iptables and ip6tables. Down
+// removes its own jumps, then its chains, and leaves the other cluster's alone.
+const sampleSaveFilterNat = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:KUBE-FIREWALL - [0:0]
+:KUBE-FORWARD - [0:0]
+:KUBE-OTHER - [0:0]
+:KUBE-SERVICES - [0:0]
+-A INPUT -j KUBE-OTHER
+-A INPUT -j KUBE-FIREWALL
+-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD
+-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT -j KUBE-FIREWALL
+-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
+-A KUBE-OTHER -j KUBE-FORWARD
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:KUBE-POSTROUTING - [0:0]
+-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
+-A KUBE-POSTROUTING -j MASQUERADE
+COMMIT
+`
+
+func TestChainCleanupBuiltinJumps(t *testing.T) {
+	for _, tool := range []string{"iptables", "ip6tables"} {
+		keep := []string{tool + "/filter/KUBE-OTHER", tool + "/filter/KUBE-FIREWALL", "iptables6/filter/KUBE-SERVICES"}
+		var got []string
+		for _, a := range chainCleanup(tool, sampleSaveFilterNat, keep) {
+			got = append(got, strings.Join(a, "|"))
+		}
+		want := []string{
+			"-t|filter|-D|FORWARD|-m|comment|--comment|kubernetes forwarding rules|-j|KUBE-FORWARD",
+			"-t|filter|-D|FORWARD|-m|conntrack|--ctstate|NEW|-m|comment|--comment|kubernetes service portals|-j|KUBE-SERVICES",
+			"-t|filter|-D|OUTPUT|-m|conntrack|--ctstate|NEW|-m|comment|--comment|kubernetes service portals|-j|KUBE-SERVICES",
+			// The kept chain's jump to a chain of this cluster goes too, or -X fails.
+			"-t|filter|-D|KUBE-OTHER|-j|KUBE-FORWARD",
+			"-t|nat|-D|POSTROUTING|-m|comment|--comment|kubernetes postrouting rules|-j|KUBE-POSTROUTING",
+			"-t|filter|-F|KUBE-FORWARD",
+			"-t|filter|-F|KUBE-SERVICES",
+			"-t|nat|-F|KUBE-POSTROUTING",
+			"-t|filter|-X|KUBE-FORWARD",
+			"-t|filter|-X|KUBE-SERVICES",
+			"-t|nat|-X|KUBE-POSTROUTING",
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: chainCleanup =\n%s\nwant\n%s", tool, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+}
