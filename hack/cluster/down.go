@@ -136,10 +136,13 @@ func down(o options) error {
 		if len(removed) > 0 {
 			logf("removed %s", strings.Join(removed, ", "))
 		}
-		changed, err := hs.restoreSysctls()
+		changed, kept, err := hs.restoreSysctls()
 		note(err)
 		if len(changed) > 0 {
 			logf("restored sysctls: %s", strings.Join(changed, ", "))
+		}
+		if len(kept) > 0 {
+			logf("left sysctls that someone changed after up: %s", strings.Join(kept, ", "))
 		}
 	}
 	if len(errs) > 0 {
@@ -156,7 +159,7 @@ func down(o options) error {
 	if len(left) > 0 {
 		return fmt.Errorf("left on the host: %s", strings.Join(left, "; "))
 	}
-	logf("checked: no process, mount, kubepods cgroup, CNI network namespace or new KUBE-* chain of the cluster is left; the recorded sysctls are back")
+	logf("checked: no process, mount, kubepods cgroup, CNI network namespace or new KUBE-* chain of the cluster is left; the sysctls the cluster set are back")
 	return nil
 }
 
@@ -189,12 +192,7 @@ func leftovers(dir string, hs *HostState) []string {
 			left = append(left, "chain "+c)
 		}
 	}
-	for k, want := range hs.Sysctls {
-		if now, err := hs.readSysctl(k); err == nil && now != want {
-			left = append(left, fmt.Sprintf("sysctl %s=%s (was %s)", k, now, want))
-		}
-	}
-	return left
+	return append(left, hs.sysctlsLeft()...)
 }
 
 func readMountinfo() string {

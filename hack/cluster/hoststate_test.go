@@ -81,7 +81,7 @@ func TestHostStateRecordRestore(t *testing.T) {
 	if got := hs.newNetns(); !slices.Equal(got, []string{"cni-1234"}) {
 		t.Errorf("newNetns = %v", got)
 	}
-	changed, err := hs.restoreSysctls()
+	changed, _, err := hs.restoreSysctls()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestHostStateRecordRestore(t *testing.T) {
 		t.Error("removeEmptyDirs left an empty directory")
 	}
 	_ = os.RemoveAll(filepath.Join(root, "run/containerd/s"))
-	if changed, _ := hs.restoreSysctls(); len(changed) != 0 {
+	if changed, _, _ := hs.restoreSysctls(); len(changed) != 0 {
 		t.Errorf("a second restore changed %v", changed)
 	}
 
@@ -279,5 +279,46 @@ func TestChainCleanupBuiltinJumps(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("%s: chainCleanup =\n%s\nwant\n%s", tool, strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
+	}
+}
+
+// down puts a sysctl back only while it still holds the value the cluster set; a value
+// someone changed since is theirs and stays.
+func TestRestoreSysctlsOnlyOurValues(t *testing.T) {
+	root := t.TempDir()
+	sys := func(k string) string { return filepath.Join(root, "proc/sys", k) }
+	for k, v := range map[string]string{"vm/overcommit_memory": "0", "kernel/panic": "0", "kernel/panic_on_oops": "0", "net/ipv4/ip_forward": "0"} {
+		writeFile(t, sys(k), v+"\n")
+	}
+	hs, err := recordHostState(root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The kubelet and the CNI plugin set theirs; then an admin sets two of them otherwise.
+	writeFile(t, sys("vm/overcommit_memory"), "1\n")
+	writeFile(t, sys("kernel/panic"), "10\n")
+	writeFile(t, sys("kernel/panic_on_oops"), "1\n")
+	writeFile(t, sys("net/ipv4/ip_forward"), "1\n")
+	writeFile(t, sys("vm/overcommit_memory"), "2\n")
+	writeFile(t, sys("kernel/panic"), "30\n")
+
+	changed, kept, err := hs.restoreSysctls()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(changed, []string{"kernel.panic_on_oops: 1 -> 0", "net.ipv4.ip_forward: 1 -> 0"}) {
+		t.Errorf("restored %v", changed)
+	}
+	if !slices.Equal(kept, []string{"kernel.panic=30 (not the cluster's 10; was 0 before up)", "vm.overcommit_memory=2 (not the cluster's 1; was 0 before up)"}) {
+		t.Errorf("kept %v", kept)
+	}
+	for k, want := range map[string]string{"vm/overcommit_memory": "2", "kernel/panic": "30", "kernel/panic_on_oops": "0", "net/ipv4/ip_forward": "0"} {
+		b, _ := os.ReadFile(sys(k))
+		if strings.TrimSpace(string(b)) != want {
+			t.Errorf("%s = %q after restore, want %s", k, b, want)
+		}
+	}
+	if left := hs.sysctlsLeft(); len(left) != 0 {
+		t.Errorf("sysctlsLeft = %v: values someone else set are no leftover of the cluster", left)
 	}
 }
