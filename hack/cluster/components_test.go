@@ -236,3 +236,21 @@ sha256:b7f8                            application/vnd.oci.image.index.v1+json s
 		t.Errorf("refsWithDigest = %v", got)
 	}
 }
+
+func TestIsContainerdShim(t *testing.T) {
+	for exe, want := range map[string]bool{
+		"/root/.cache/queuejob-operator/containerd/v2.3.4/containerd-shim-runc-v2":           true,
+		"/root/.cache/queuejob-operator/containerd/v2.3.4/containerd-shim-runc-v2 (deleted)": true,
+		"/root/.cache/queuejob-operator/containerd/v2.3.4/ctr":                               false,
+		"/usr/bin/ctr":             false,
+		"/usr/bin/bash":            false,
+		"/tmp/x/containerd-shim-x": false,
+	} {
+		if got := isContainerdShim(exe, 0); got != want {
+			t.Errorf("isContainerdShim(%q) = %v", exe, got)
+		}
+	}
+	if isContainerdShim("/c/containerd-shim-runc-v2", 1000) {
+		t.Error("a process of uid 1000 counts as a shim")
+	}
+}

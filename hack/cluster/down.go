@@ -82,7 +82,7 @@ func down(o options) error {
 	}
 	stop(cContainerd, 20*time.Second)
 	// Shims (and what they run) outlive a containerd that was killed.
-	if pids := pidsWithArg(c.socket()); len(pids) > 0 {
+	if pids := shimsWithArg(c.socket()); len(pids) > 0 {
 		for _, pid := range pids {
 			note(terminate(pid, 5*time.Second))
 		}

@@ -190,6 +190,9 @@ func writePKI(dir, nodeName, nodeIP string, now time.Time) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
+	if err := os.Chmod(dir, 0o700); err != nil { // one made by an older up is 0755
+		return err
+	}
 	cas := map[string]*keyPair{}
 	for stem, cn := range map[string]string{"ca": "queuejob-cluster-ca", etcdCA: "queuejob-etcd-ca"} {
 		ca, err := loadKeyPair(dir, stem)

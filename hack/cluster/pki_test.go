@@ -115,3 +115,23 @@ func TestWritePKI(t *testing.T) {
 		t.Error("a second writePKI replaced existing certificates")
 	}
 }
+
+func TestWritePKIDirMode(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pki")
+	// What an older up (or its stateDirs loop) left: a 0755 directory.
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := writePKI(dir, "node-a", "192.0.2.10", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o700 {
+		t.Errorf("pki dir mode %v, want 0700", fi.Mode().Perm())
+	}
+	if slices.Contains(stateDirs, "pki") {
+		t.Error("up's stateDirs creates pki/ with mode 0755 before writePKI")
+	}
+}

@@ -36,7 +36,8 @@ type options struct {
 const smokePod = "cluster-smoke"
 
 // stateDirs are created by up under the state directory.
-var stateDirs = []string{"run", "logs", "pids", "pki", "kubeconfigs", "etcd", "apiserver", "containerd/opt", "cdi", "runc",
+// pki/ is not among them: writePKI makes it 0700.
+var stateDirs = []string{"run", "logs", "pids", "kubeconfigs", "etcd", "apiserver", "containerd/opt", "cdi", "runc",
 	"cni/net.d", "cni/ipam", "kubelet/root", "kubelet/pki", "kubelet/podlogs", "kubelet/volume-plugins",
 	"kube-controller-manager", "kube-scheduler", "kube-proxy", "images"}
 
