@@ -278,13 +278,20 @@ func removeEmptyDirs(dir string) {
 	_ = os.Remove(dir) // fails unless empty
 }
 
-// cgroupDirs returns every directory named kubepods (and below it) in the cgroup
-// hierarchies under cgroupRoot, deepest first: the order rmdir needs.
+// cgroupDirs returns the kubepods cgroup (the kubelet's, cgroupfs driver) and everything
+// below it, deepest first (the order rmdir needs): <root>/<hierarchy>/kubepods on cgroup
+// v1, <root>/kubepods on a unified cgroup v2 host (cgroup.controllers at its root).
 func cgroupDirs(cgroupRoot string) []string {
-	var dirs []string
-	hier, _ := os.ReadDir(cgroupRoot)
-	for _, hd := range hier {
-		top := filepath.Join(cgroupRoot, hd.Name(), "kubepods")
+	var dirs, tops []string
+	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers")); err == nil {
+		tops = []string{filepath.Join(cgroupRoot, "kubepods")}
+	} else {
+		hier, _ := os.ReadDir(cgroupRoot)
+		for _, hd := range hier {
+			tops = append(tops, filepath.Join(cgroupRoot, hd.Name(), "kubepods"))
+		}
+	}
+	for _, top := range tops {
 		if fi, err := os.Stat(top); err != nil || !fi.IsDir() {
 			continue
 		}

@@ -322,3 +322,22 @@ func TestRestoreSysctlsOnlyOurValues(t *testing.T) {
 		t.Errorf("sysctlsLeft = %v: values someone else set are no leftover of the cluster", left)
 	}
 }
+
+// On a cgroup v2 (unified) host kubepods sits right under /sys/fs/cgroup.
+func TestCgroupDirsUnified(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"kubepods/burstable/pod1/c1", "kubepods/besteffort", "system.slice/kubepods"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(root, "cgroup.controllers"), "cpu memory pids\n")
+	var got []string
+	for _, d := range cgroupDirs(root) {
+		got = append(got, strings.TrimPrefix(d, root+"/"))
+	}
+	want := []string{"kubepods/burstable/pod1/c1", "kubepods/burstable/pod1", "kubepods/burstable", "kubepods/besteffort", "kubepods"}
+	if !slices.Equal(got, want) {
+		t.Errorf("cgroupDirs on cgroup v2 = %v, want %v", got, want)
+	}
+}
