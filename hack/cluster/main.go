@@ -232,6 +232,9 @@ func restart(o options, name string) error {
 	if err != nil {
 		return fmt.Errorf("no cluster in %s: %w", o.StateDir, err)
 	}
+	if !c.EtcdTLS {
+		return fmt.Errorf("the cluster in %s was made before etcd served TLS; restarting a component with today's arguments would break it: run cluster down, then up", o.StateDir)
+	}
 	comp, ok := c.components()[name]
 	if !ok {
 		return fmt.Errorf("no component %q: one of %s", name, strings.Join(componentOrder, ", "))
