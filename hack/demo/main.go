@@ -375,9 +375,8 @@ func results(ctx context.Context, c *framework.Cluster, b *brokerState) error {
 	if c.Kubeconfig != "" {
 		kc = "export KUBECONFIG=" + c.Kubeconfig + "\n  "
 	}
-	wd, _ := os.Getwd()
-	if rel, err := filepath.Rel(wd, c.Kubectl); err == nil && !strings.HasPrefix(rel, "..") && rel != "kubectl" {
-		kc += "alias kubectl=" + rel + "   # kubectl v1.37.2 of the local cluster\n  "
+	if c.Kubectl != "kubectl" {
+		kc += "alias kubectl=" + c.Kubectl + "   # the kubectl the demo used\n  "
 	}
 	fmt.Printf("  %skubectl get qj,jobs,pods -n %[2]s -o wide\n  kubectl describe qj job-wq-2 -n %[2]s\n  bin/qj status job-wq-1 -n %[2]s\n  kubectl logs -n %[2]s job/pi\n  kubectl logs -n %[3]s deploy/%[4]s\n",
 		kc, Namespace, release.Namespace, release.Name)
