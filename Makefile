@@ -167,6 +167,30 @@ cluster-load: cluster-tool ## Import dist/images/*.tar (make image) into the loc
 cluster-status: cluster-tool ## Show the local cluster (node IP, kubeconfig, components); CLUSTER_FLAGS=-o=json for scripts.
 	@$(CLUSTER_TOOL) status $(CLUSTER_FLAGS)
 
+##@ Demo and e2e
+
+# The demo and the e2e suite build the images for this machine's platform only: the
+# cross-compiled arm64 half of make image is the slow part of a cold build.
+HOST_PLATFORM ?= linux/$(shell go env GOARCH)
+
+.PHONY: demo
+demo: helm qj cluster-tool servers ## The seed's three examples on the operator, installed with helm, in the cluster KUBECONFIG names or the local one (brought up if needed).
+	@$(MAKE) --no-print-directory image IMAGE_PLATFORMS=$(HOST_PLATFORM)
+	go run ./hack/demo --cluster "$(CLUSTER_TOOL) $(CLUSTER_FLAGS)" --helm $(HELM) --qj bin/qj --image-repo $(IMAGE_REPO) --image-tag $(VERSION)
+
+.PHONY: demo-clean
+demo-clean: helm cluster-tool ## Delete what make demo made: its namespace, the helm release, the brokers it started.
+	go run ./hack/demo --cluster "$(CLUSTER_TOOL) $(CLUSTER_FLAGS)" --helm $(HELM) clean
+
+.PHONY: test-e2e
+test-e2e: helm cluster-tool servers ## Run the e2e suite (test/e2e) on the cluster KUBECONFIG names; unset: on the local cluster (brought up if needed). The local cluster always gets the fresh images.
+	@$(MAKE) --no-print-directory image IMAGE_PLATFORMS=$(HOST_PLATFORM)
+	@if [ -z "$$KUBECONFIG" ]; then $(MAKE) --no-print-directory cluster-up; fi
+	@local="$$($(CLUSTER_TOOL) status -o kubeconfig $(CLUSTER_FLAGS) 2>/dev/null || true)"; \
+	 if [ -n "$$local" ] && [ "$$(realpath -m "$${KUBECONFIG:-$$local}")" = "$$(realpath -m "$$local")" ]; then $(MAKE) --no-print-directory cluster-load; fi
+	KUBECONFIG="$${KUBECONFIG:-$$($(CLUSTER_TOOL) status -o kubeconfig $(CLUSTER_FLAGS))}" HELM=$(HELM) KUBECTL="$$(test -x $(LOCALBIN)/kubectl && echo $(LOCALBIN)/kubectl || echo kubectl)" \
+		IMAGE_REPO=$(IMAGE_REPO) IMAGE_TAG=$(VERSION) E2E_CLUSTER_TOOL="$(CLUSTER_TOOL) $(CLUSTER_FLAGS)" go test -tags e2e -count=1 -timeout 60m -v ./test/e2e/ -ginkgo.v
+
 ##@ Tools
 
 .PHONY: envtest

@@ -380,5 +380,8 @@ func transitions(old, cur *qjv1.QueueJobStatus) []event {
 	if c := became(qjv1.ConditionProgressing, metav1.ConditionFalse); c != nil && c.Reason == qjv1.ReasonJobCreateError {
 		evs = append(evs, event{corev1.EventTypeWarning, qjv1.EventJobCreateFailed, "CreateJob", c.Message})
 	}
+	if c := became(qjv1.ConditionProgressing, metav1.ConditionFalse); c != nil && c.Reason == qjv1.ReasonPodsNotCreated {
+		evs = append(evs, event{corev1.EventTypeWarning, qjv1.EventPodsNotCreated, "CreatePods", c.Message})
+	}
 	return evs
 }

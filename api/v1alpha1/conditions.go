@@ -46,12 +46,17 @@ const (
 	ReasonNotApplied      = "NotApplied"
 	ReasonUpToDate        = "UpToDate"
 	ReasonHeldByOther     = "JobSuspendedByAnother"
+	// ReasonPodsNotCreated: the Job controller reports that it cannot create the running
+	// Job's pods (Pod Security, a ResourceQuota, an admission webhook); the message is its
+	// own.
+	ReasonPodsNotCreated = "PodsNotCreated"
 )
 
 // Event reasons, emitted on transitions only.
 const (
 	EventJobCreated       = "JobCreated"
 	EventJobCreateFailed  = "JobCreateFailed"
+	EventPodsNotCreated   = "PodsNotCreated"
 	EventCompleted        = "Completed"
 	EventFailed           = "Failed"
 	EventSuspended        = "Suspended"

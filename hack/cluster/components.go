@@ -39,6 +39,14 @@ func (c *Cluster) components() map[string]component {
 			"--listen-peer-urls=" + c.peerURL(),
 			"--initial-advertise-peer-urls=" + c.peerURL(),
 			"--initial-cluster=queuejob=" + c.peerURL(),
+			"--cert-file=" + pki("etcd-server.crt"),
+			"--key-file=" + pki("etcd-server.key"),
+			"--client-cert-auth=true",
+			"--trusted-ca-file=" + pki("etcd-ca.crt"),
+			"--peer-cert-file=" + pki("etcd-peer.crt"),
+			"--peer-key-file=" + pki("etcd-peer.key"),
+			"--peer-client-cert-auth=true",
+			"--peer-trusted-ca-file=" + pki("etcd-ca.crt"),
 			// A throwaway development cluster on a shared, busy disk: speed over durability.
 			"--unsafe-no-fsync=true",
 			"--log-level=warn",
@@ -48,6 +56,9 @@ func (c *Cluster) components() map[string]component {
 		}},
 		cAPIServer: {Name: cAPIServer, Bin: c.Bins.APIServer, Env: env, Args: []string{
 			"--etcd-servers=" + c.etcdURL(),
+			"--etcd-cafile=" + pki("etcd-ca.crt"),
+			"--etcd-certfile=" + pki("apiserver-etcd-client.crt"),
+			"--etcd-keyfile=" + pki("apiserver-etcd-client.key"),
 			// Not 127.0.0.1: the `kubernetes` Service's endpoint is the advertise address,
 			// and pods reach it there through kube-proxy.
 			"--bind-address=" + c.NodeIP,

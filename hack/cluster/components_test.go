@@ -48,7 +48,7 @@ func TestComponentArgs(t *testing.T) {
 		"bind-address":                     "192.0.2.10",
 		"advertise-address":                "192.0.2.10",
 		"secure-port":                      "6443",
-		"etcd-servers":                     "http://127.0.0.1:23790",
+		"etcd-servers":                     "https://127.0.0.1:23790",
 		"service-cluster-ip-range":         "10.96.0.0/16",
 		"authorization-mode":               "Node,RBAC",
 		"service-account-key-file":         "/st/pki/sa.pub",
@@ -234,5 +234,23 @@ sha256:b7f8                            application/vnd.oci.image.index.v1+json s
 	got := refsWithDigest(ls, map[string]bool{"sha256:b7f8": true})
 	if !slices.Equal(got, []string{"ghcr.io/queuejob/queuejob-worker:0.1.0"}) {
 		t.Errorf("refsWithDigest = %v", got)
+	}
+}
+
+func TestIsContainerdShim(t *testing.T) {
+	for exe, want := range map[string]bool{
+		"/root/.cache/queuejob-operator/containerd/v2.3.4/containerd-shim-runc-v2":           true,
+		"/root/.cache/queuejob-operator/containerd/v2.3.4/containerd-shim-runc-v2 (deleted)": true,
+		"/root/.cache/queuejob-operator/containerd/v2.3.4/ctr":                               false,
+		"/usr/bin/ctr":             false,
+		"/usr/bin/bash":            false,
+		"/tmp/x/containerd-shim-x": false,
+	} {
+		if got := isContainerdShim(exe, 0); got != want {
+			t.Errorf("isContainerdShim(%q) = %v", exe, got)
+		}
+	}
+	if isContainerdShim("/c/containerd-shim-runc-v2", 1000) {
+		t.Error("a process of uid 1000 counts as a shim")
 	}
 }

@@ -41,7 +41,10 @@ type Cluster struct {
 	APIPort      int    `json:"apiPort"`
 	EtcdPort     int    `json:"etcdPort"`
 	EtcdPeerPort int    `json:"etcdPeerPort"`
-	Bins         Bins   `json:"bins"`
+	// EtcdTLS is true for a cluster whose etcd serves TLS with client-certificate
+	// authentication; a state directory from before is not reused (run down first).
+	EtcdTLS bool `json:"etcdTLS"`
+	Bins    Bins `json:"bins"`
 }
 
 // Bins holds the absolute paths of the binaries the cluster runs.
@@ -68,8 +71,9 @@ func (c *Cluster) serverURL() string {
 	return fmt.Sprintf("https://%s", net.JoinHostPort(c.NodeIP, fmt.Sprint(c.APIPort)))
 }
 
-func (c *Cluster) etcdURL() string    { return fmt.Sprintf("http://127.0.0.1:%d", c.EtcdPort) }
-func (c *Cluster) peerURL() string    { return fmt.Sprintf("http://127.0.0.1:%d", c.EtcdPeerPort) }
+// etcd serves clients and its peer port only over TLS with client certificates of etcd-ca.
+func (c *Cluster) etcdURL() string    { return fmt.Sprintf("https://127.0.0.1:%d", c.EtcdPort) }
+func (c *Cluster) peerURL() string    { return fmt.Sprintf("https://127.0.0.1:%d", c.EtcdPeerPort) }
 func (c *Cluster) socket() string     { return c.path("run", "containerd.sock") }
 func (c *Cluster) kubeconfig() string { return c.path("kubeconfig") }
 func (c *Cluster) kubeconfigFor(user string) string {
@@ -84,8 +88,12 @@ func (c *Cluster) save() error {
 	return writeFileAtomic(c.path("cluster.json"), append(b, '\n'), 0o644)
 }
 
-// loadCluster reads dir/cluster.json; os.ErrNotExist when up never got that far.
+// loadCluster reads dir/cluster.json; os.ErrNotExist when up never got that far. It
+// refuses a state directory that is not root's alone (checkStateDir).
 func loadCluster(dir string) (*Cluster, error) {
+	if err := checkStateDir(dir); err != nil {
+		return nil, err
+	}
 	b, err := os.ReadFile(filepath.Join(dir, "cluster.json"))
 	if err != nil {
 		return nil, err

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -26,12 +25,18 @@ func down(o options) error {
 	if os.Geteuid() != 0 {
 		return errors.New("cluster down needs root (as up did): sudo make cluster-down")
 	}
+	if err := checkStateDir(dir); err != nil {
+		return err
+	}
 	t0 := time.Now()
 	c, err := loadCluster(dir)
 	if err != nil {
 		logf("no usable cluster.json (%v): cleaning up what the state directory shows", err)
 		c = &Cluster{StateDir: dir}
 	}
+	// What down runs comes from the cache, not from cluster.json where it can; start
+	// checks that only root can change it either way.
+	c.binsFromCache(o.CacheDir)
 	hs, err := loadHostState(c.path("host-state.json"), "/")
 	if err != nil {
 		logf("no host record (%v): up started nothing on the host", err)
@@ -77,7 +82,7 @@ func down(o options) error {
 	}
 	stop(cContainerd, 20*time.Second)
 	// Shims (and what they run) outlive a containerd that was killed.
-	if pids := pidsWithArg(c.socket()); len(pids) > 0 {
+	if pids := shimsWithArg(c.socket()); len(pids) > 0 {
 		for _, pid := range pids {
 			note(terminate(pid, 5*time.Second))
 		}
@@ -92,21 +97,15 @@ func down(o options) error {
 	stop(cEtcd, 10*time.Second)
 
 	if hs != nil {
-		// kube-proxy's own cleanup first, then whatever KUBE-* chains up did not find
-		// (the kubelet's canaries among them).
-		if executable(c.Bins.Proxy) {
-			out, err := exec.Command(c.Bins.Proxy, "--cleanup", "--v=0").CombinedOutput()
-			_ = os.WriteFile(c.logFile("kube-proxy-cleanup"), out, 0o644)
-			if err != nil {
-				logf("kube-proxy --cleanup: %v (see %s)", err, c.logFile("kube-proxy-cleanup"))
-			} else {
-				logf("ran kube-proxy --cleanup")
-			}
-		}
+		// Not `kube-proxy --cleanup`: it flushes every kube-proxy rule, IPVS service and
+		// nftables table on the host, another cluster's too. Only the KUBE-* chains that
+		// were not there at up go (kube-proxy's and the kubelet's, in iptables and
+		// ip6tables), after the jumps to them from other chains (PREROUTING, OUTPUT,
+		// FORWARD, INPUT, POSTROUTING, ...).
 		n, err := removeKubeChains(hs.Chains)
 		note(err)
 		if n > 0 {
-			logf("removed %d more KUBE-* iptables chain(s)", n)
+			logf("removed %d KUBE-* iptables chain(s) and the rules jumping to them", n)
 		}
 	}
 
@@ -137,10 +136,13 @@ func down(o options) error {
 		if len(removed) > 0 {
 			logf("removed %s", strings.Join(removed, ", "))
 		}
-		changed, err := hs.restoreSysctls()
+		changed, kept, err := hs.restoreSysctls()
 		note(err)
 		if len(changed) > 0 {
 			logf("restored sysctls: %s", strings.Join(changed, ", "))
+		}
+		if len(kept) > 0 {
+			logf("left sysctls that someone changed after up: %s", strings.Join(kept, ", "))
 		}
 	}
 	if len(errs) > 0 {
@@ -157,7 +159,7 @@ func down(o options) error {
 	if len(left) > 0 {
 		return fmt.Errorf("left on the host: %s", strings.Join(left, "; "))
 	}
-	logf("checked: no process, mount, kubepods cgroup, CNI network namespace or new KUBE-* chain of the cluster is left; the recorded sysctls are back")
+	logf("checked: no process, mount, kubepods cgroup, CNI network namespace or new KUBE-* chain of the cluster is left; the sysctls the cluster set are back")
 	return nil
 }
 
@@ -190,12 +192,7 @@ func leftovers(dir string, hs *HostState) []string {
 			left = append(left, "chain "+c)
 		}
 	}
-	for k, want := range hs.Sysctls {
-		if now, err := hs.readSysctl(k); err == nil && now != want {
-			left = append(left, fmt.Sprintf("sysctl %s=%s (was %s)", k, now, want))
-		}
-	}
-	return left
+	return append(left, hs.sysctlsLeft()...)
 }
 
 func readMountinfo() string {

@@ -132,10 +132,27 @@ func (h *HostState) newNetns() []string {
 	return out
 }
 
-// restoreSysctls writes back every recorded value that differs now. It returns what it
-// changed, as "key: now -> recorded".
-func (h *HostState) restoreSysctls() ([]string, error) {
-	var changed []string
+// clusterSysctls are the values that the cluster's components write: the kubelet's
+// setupKernelTunables, the ptp CNI plugin (ip_forward, IPv6 forwarding), kube-proxy
+// (route_localnet, off in its configuration) and br_netfilter's default.
+var clusterSysctls = map[string]string{
+	"vm/overcommit_memory":               "1",
+	"vm/panic_on_oom":                    "0",
+	"kernel/panic":                       "10",
+	"kernel/panic_on_oops":               "1",
+	"kernel/keys/root_maxkeys":           "1000000",
+	"kernel/keys/root_maxbytes":          "25000000",
+	"net/ipv4/ip_forward":                "1",
+	"net/ipv4/conf/all/route_localnet":   "1",
+	"net/ipv6/conf/all/forwarding":       "1",
+	"net/bridge/bridge-nf-call-iptables": "1",
+}
+
+// restoreSysctls writes back the recorded value of every sysctl that now holds the value
+// the cluster sets (clusterSysctls) and held another before up. A sysctl with yet another
+// value was set by someone else since and stays. It returns what it changed, as
+// "key: now -> recorded", and what it kept although it differs from the record.
+func (h *HostState) restoreSysctls() (changed, kept []string, _ error) {
 	var errs []error
 	keys := make([]string, 0, len(h.Sysctls))
 	for k := range h.Sysctls {
@@ -148,13 +165,31 @@ func (h *HostState) restoreSysctls() ([]string, error) {
 		if err != nil || now == want {
 			continue
 		}
+		if ours, known := clusterSysctls[k]; !known || now != ours {
+			kept = append(kept, fmt.Sprintf("%s=%s (not the cluster's %s; was %s before up)", strings.ReplaceAll(k, "/", "."), now, ours, want))
+			continue
+		}
 		if err := os.WriteFile(h.p(filepath.Join("/proc/sys", k)), []byte(want+"\n"), 0o644); err != nil {
 			errs = append(errs, fmt.Errorf("sysctl %s=%s: %w", k, want, err))
 			continue
 		}
 		changed = append(changed, fmt.Sprintf("%s: %s -> %s", strings.ReplaceAll(k, "/", "."), now, want))
 	}
-	return changed, errors.Join(errs...)
+	return changed, kept, errors.Join(errs...)
+}
+
+// sysctlsLeft lists the sysctls that still hold the cluster's value instead of the one
+// recorded before up.
+func (h *HostState) sysctlsLeft() []string {
+	var left []string
+	for k, want := range h.Sysctls {
+		now, err := h.readSysctl(k)
+		if err == nil && now != want && now == clusterSysctls[k] {
+			left = append(left, fmt.Sprintf("sysctl %s=%s (was %s)", strings.ReplaceAll(k, "/", "."), now, want))
+		}
+	}
+	sort.Strings(left)
+	return left
 }
 
 // removeCreatedPaths removes the tracked paths that did not exist at up. In
@@ -243,13 +278,20 @@ func removeEmptyDirs(dir string) {
 	_ = os.Remove(dir) // fails unless empty
 }
 
-// cgroupDirs returns every directory named kubepods (and below it) in the cgroup
-// hierarchies under cgroupRoot, deepest first: the order rmdir needs.
+// cgroupDirs returns the kubepods cgroup (the kubelet's, cgroupfs driver) and everything
+// below it, deepest first (the order rmdir needs): <root>/<hierarchy>/kubepods on cgroup
+// v1, <root>/kubepods on a unified cgroup v2 host (cgroup.controllers at its root).
 func cgroupDirs(cgroupRoot string) []string {
-	var dirs []string
-	hier, _ := os.ReadDir(cgroupRoot)
-	for _, hd := range hier {
-		top := filepath.Join(cgroupRoot, hd.Name(), "kubepods")
+	var dirs, tops []string
+	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers")); err == nil {
+		tops = []string{filepath.Join(cgroupRoot, "kubepods")}
+	} else {
+		hier, _ := os.ReadDir(cgroupRoot)
+		for _, hd := range hier {
+			tops = append(tops, filepath.Join(cgroupRoot, hd.Name(), "kubepods"))
+		}
+	}
+	for _, top := range tops {
 		if fi, err := os.Stat(top); err != nil || !fi.IsDir() {
 			continue
 		}

@@ -81,7 +81,7 @@ func TestHostStateRecordRestore(t *testing.T) {
 	if got := hs.newNetns(); !slices.Equal(got, []string{"cni-1234"}) {
 		t.Errorf("newNetns = %v", got)
 	}
-	changed, err := hs.restoreSysctls()
+	changed, _, err := hs.restoreSysctls()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestHostStateRecordRestore(t *testing.T) {
 		t.Error("removeEmptyDirs left an empty directory")
 	}
 	_ = os.RemoveAll(filepath.Join(root, "run/containerd/s"))
-	if changed, _ := hs.restoreSysctls(); len(changed) != 0 {
+	if changed, _, _ := hs.restoreSysctls(); len(changed) != 0 {
 		t.Errorf("a second restore changed %v", changed)
 	}
 
@@ -223,5 +223,121 @@ func TestChainCleanup(t *testing.T) {
 	}
 	if got := splitRule(`-A X -m comment --comment "a \"quoted\" word" -j Y`); !slices.Equal(got, []string{"-A", "X", "-m", "comment", "--comment", `a "quoted" word`, "-j", "Y"}) {
 		t.Errorf("splitRule = %q", got)
+	}
+}
+
+// What kube-proxy (iptables mode) and the kubelet add next to another cluster's chains:
+// jumps from the built-in chains of filter and nat, in iptables and ip6tables. Down
+// removes its own jumps, then its chains, and leaves the other cluster's alone.
+const sampleSaveFilterNat = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:KUBE-FIREWALL - [0:0]
+:KUBE-FORWARD - [0:0]
+:KUBE-OTHER - [0:0]
+:KUBE-SERVICES - [0:0]
+-A INPUT -j KUBE-OTHER
+-A INPUT -j KUBE-FIREWALL
+-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD
+-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT -j KUBE-FIREWALL
+-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
+-A KUBE-OTHER -j KUBE-FORWARD
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:KUBE-POSTROUTING - [0:0]
+-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
+-A KUBE-POSTROUTING -j MASQUERADE
+COMMIT
+`
+
+func TestChainCleanupBuiltinJumps(t *testing.T) {
+	for _, tool := range []string{"iptables", "ip6tables"} {
+		keep := []string{tool + "/filter/KUBE-OTHER", tool + "/filter/KUBE-FIREWALL", "iptables6/filter/KUBE-SERVICES"}
+		var got []string
+		for _, a := range chainCleanup(tool, sampleSaveFilterNat, keep) {
+			got = append(got, strings.Join(a, "|"))
+		}
+		want := []string{
+			"-t|filter|-D|FORWARD|-m|comment|--comment|kubernetes forwarding rules|-j|KUBE-FORWARD",
+			"-t|filter|-D|FORWARD|-m|conntrack|--ctstate|NEW|-m|comment|--comment|kubernetes service portals|-j|KUBE-SERVICES",
+			"-t|filter|-D|OUTPUT|-m|conntrack|--ctstate|NEW|-m|comment|--comment|kubernetes service portals|-j|KUBE-SERVICES",
+			// The kept chain's jump to a chain of this cluster goes too, or -X fails.
+			"-t|filter|-D|KUBE-OTHER|-j|KUBE-FORWARD",
+			"-t|nat|-D|POSTROUTING|-m|comment|--comment|kubernetes postrouting rules|-j|KUBE-POSTROUTING",
+			"-t|filter|-F|KUBE-FORWARD",
+			"-t|filter|-F|KUBE-SERVICES",
+			"-t|nat|-F|KUBE-POSTROUTING",
+			"-t|filter|-X|KUBE-FORWARD",
+			"-t|filter|-X|KUBE-SERVICES",
+			"-t|nat|-X|KUBE-POSTROUTING",
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: chainCleanup =\n%s\nwant\n%s", tool, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+}
+
+// down puts a sysctl back only while it still holds the value the cluster set; a value
+// someone changed since is theirs and stays.
+func TestRestoreSysctlsOnlyOurValues(t *testing.T) {
+	root := t.TempDir()
+	sys := func(k string) string { return filepath.Join(root, "proc/sys", k) }
+	for k, v := range map[string]string{"vm/overcommit_memory": "0", "kernel/panic": "0", "kernel/panic_on_oops": "0", "net/ipv4/ip_forward": "0"} {
+		writeFile(t, sys(k), v+"\n")
+	}
+	hs, err := recordHostState(root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The kubelet and the CNI plugin set theirs; then an admin sets two of them otherwise.
+	writeFile(t, sys("vm/overcommit_memory"), "1\n")
+	writeFile(t, sys("kernel/panic"), "10\n")
+	writeFile(t, sys("kernel/panic_on_oops"), "1\n")
+	writeFile(t, sys("net/ipv4/ip_forward"), "1\n")
+	writeFile(t, sys("vm/overcommit_memory"), "2\n")
+	writeFile(t, sys("kernel/panic"), "30\n")
+
+	changed, kept, err := hs.restoreSysctls()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(changed, []string{"kernel.panic_on_oops: 1 -> 0", "net.ipv4.ip_forward: 1 -> 0"}) {
+		t.Errorf("restored %v", changed)
+	}
+	if !slices.Equal(kept, []string{"kernel.panic=30 (not the cluster's 10; was 0 before up)", "vm.overcommit_memory=2 (not the cluster's 1; was 0 before up)"}) {
+		t.Errorf("kept %v", kept)
+	}
+	for k, want := range map[string]string{"vm/overcommit_memory": "2", "kernel/panic": "30", "kernel/panic_on_oops": "0", "net/ipv4/ip_forward": "0"} {
+		b, _ := os.ReadFile(sys(k))
+		if strings.TrimSpace(string(b)) != want {
+			t.Errorf("%s = %q after restore, want %s", k, b, want)
+		}
+	}
+	if left := hs.sysctlsLeft(); len(left) != 0 {
+		t.Errorf("sysctlsLeft = %v: values someone else set are no leftover of the cluster", left)
+	}
+}
+
+// On a cgroup v2 (unified) host kubepods sits right under /sys/fs/cgroup.
+func TestCgroupDirsUnified(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"kubepods/burstable/pod1/c1", "kubepods/besteffort", "system.slice/kubepods"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(root, "cgroup.controllers"), "cpu memory pids\n")
+	var got []string
+	for _, d := range cgroupDirs(root) {
+		got = append(got, strings.TrimPrefix(d, root+"/"))
+	}
+	want := []string{"kubepods/burstable/pod1/c1", "kubepods/burstable/pod1", "kubepods/burstable", "kubepods/besteffort", "kubepods"}
+	if !slices.Equal(got, want) {
+		t.Errorf("cgroupDirs on cgroup v2 = %v, want %v", got, want)
 	}
 }

@@ -122,6 +122,9 @@ func (c *Cluster) buildLocalImages(repo string) ([]string, error) {
 // importImage imports a tarball (docker archive or OCI layout) into containerd's k8s.io
 // namespace, where the CRI plugin finds it.
 func (c *Cluster) importImage(tar string) (string, error) {
+	if err := trustedBinary(c.Bins.Ctr); err != nil {
+		return "", err
+	}
 	cmd := exec.Command(c.Bins.Ctr, "--address", c.socket(), "--namespace", "k8s.io",
 		"images", "import", "--platform", "linux/"+runtime.GOARCH, tar)
 	var stderr bytes.Buffer

@@ -32,13 +32,16 @@ func logf(format string, args ...any) {
 }
 
 func usage() {
-	fmt.Fprintf(os.Stderr, `usage: cluster up|down|status|load|build [flags]
+	fmt.Fprintf(os.Stderr, `usage: cluster up|down|status|load|restart|build [flags]
 
   up      build what is missing (cold: ~10 min on 2 cores), start the cluster, wait until
           the node is Ready and a smoke pod has Succeeded, print export KUBECONFIG=...
   down    stop everything up started, undo its host changes, remove the state directory
   status  show the cluster (-o json: stateDir, kubeconfig, nodeIP, apiServer, components)
   load    import dist/images/*.tar into the cluster's containerd
+  restart COMPONENT
+          stop one component (SIGTERM) and start it again, e.g. kube-apiserver for the
+          e2e suite's restart spec; waits until the API server is ready again
   build   only install the Debian packages and build the binaries (what up does first)
 
 flags (every subcommand):
@@ -59,7 +62,7 @@ func flagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.NodeName, "node-name", defaultNodeName, "the node's name")
 	fs.DurationVar(&o.Timeout, "smoke-timeout", 3*time.Minute, "how long up waits for the smoke pod")
 	fs.BoolVar(&o.Install, "install", true, "install missing Debian packages (runc, containernetworking-plugins, iptables) with apt-get")
-	fs.StringVar(&o.Output, "o", "", "status output: json, or empty for text")
+	fs.StringVar(&o.Output, "o", "", "status output: json, kubeconfig (only its path, if the cluster is up), or empty for text")
 	return fs
 }
 
@@ -93,6 +96,8 @@ func main() {
 		err = status(*o)
 	case "load":
 		err = load(*o)
+	case "restart":
+		err = restart(*o, fs.Arg(0))
 	case "build":
 		if err = ensurePackages(o.Install); err == nil {
 			var b Bins
@@ -144,6 +149,9 @@ type Status struct {
 func status(o options) error {
 	c, err := loadCluster(o.StateDir)
 	if errors.Is(err, os.ErrNotExist) {
+		if o.Output == "kubeconfig" {
+			return fmt.Errorf("no cluster in %s: run make cluster-up", o.StateDir)
+		}
 		if o.Output == "json" {
 			fmt.Println(`{"up": false}`)
 		} else {
@@ -169,6 +177,14 @@ func status(o options) error {
 		s.NodeReady = nodeReady(cs, c.NodeName) == nil
 	}
 	s.Up = all && s.NodeReady
+	if o.Output == "kubeconfig" {
+		// For scripts: KUBECONFIG=$(queuejob-cluster status -o kubeconfig).
+		if !s.Up {
+			return fmt.Errorf("the cluster in %s is not up: run make cluster-up", o.StateDir)
+		}
+		fmt.Println(s.Kubeconfig)
+		return nil
+	}
 	if o.Output == "json" {
 		b, _ := json.MarshalIndent(s, "", "  ")
 		fmt.Println(string(b))
@@ -207,4 +223,36 @@ func load(o options) error {
 		return nil
 	}
 	return c.loadDist(o.Repo)
+}
+
+// restart stops one component and starts it again with the same arguments, then waits
+// until the API server answers /readyz.
+func restart(o options, name string) error {
+	c, err := loadCluster(o.StateDir)
+	if err != nil {
+		return fmt.Errorf("no cluster in %s: %w", o.StateDir, err)
+	}
+	if !c.EtcdTLS {
+		return fmt.Errorf("the cluster in %s was made before etcd served TLS; restarting a component with today's arguments would break it: run cluster down, then up", o.StateDir)
+	}
+	comp, ok := c.components()[name]
+	if !ok {
+		return fmt.Errorf("no component %q: one of %s", name, strings.Join(componentOrder, ", "))
+	}
+	if _, err := c.stop(name, 30*time.Second); err != nil {
+		return err
+	}
+	pid, err := c.start(comp)
+	if err != nil {
+		return err
+	}
+	logf("restarted %s (pid %d, log %s)", name, pid, c.logFile(name))
+	cs, err := c.clientset()
+	if err != nil {
+		return err
+	}
+	return c.waitFor(cAPIServer, "kube-apiserver ready", 4*time.Minute, func() error {
+		_, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(context.Background())
+		return err
+	})
 }

@@ -20,6 +20,7 @@ import (
 // certSpec describes one certificate signed by the cluster CA.
 type certSpec struct {
 	Name   string // file name stem under pki/
+	CA     string // the signing CA's stem: "ca" (the cluster CA) when empty, or "etcd-ca"
 	CN     string
 	Orgs   []string
 	Client bool
@@ -44,8 +45,18 @@ func certSpecs(nodeName, nodeIP string) []certSpec {
 		{Name: "kubelet-serving", CN: "system:node:" + nodeName, Orgs: []string{"system:nodes"}, Server: true,
 			DNS: []string{nodeName, "localhost"}, IPs: []net.IP{ip, net.ParseIP("127.0.0.1")}},
 		{Name: "kube-proxy", CN: "system:kube-proxy", Client: true},
+		// etcd has a CA of its own: etcd trusts every client certificate of its CA, and the
+		// cluster CA also signs the CSRs that the controller manager approves.
+		{Name: "etcd-server", CA: etcdCA, CN: "queuejob-etcd", Server: true,
+			DNS: []string{"localhost"}, IPs: []net.IP{net.ParseIP("127.0.0.1")}},
+		{Name: "etcd-peer", CA: etcdCA, CN: "queuejob-etcd-peer", Server: true, Client: true,
+			DNS: []string{"localhost"}, IPs: []net.IP{net.ParseIP("127.0.0.1")}},
+		{Name: "apiserver-etcd-client", CA: etcdCA, CN: "kube-apiserver-etcd-client", Client: true},
 	}
 }
+
+// etcdCA is the stem of the CA that signs etcd's certificates and its clients'.
+const etcdCA = "etcd-ca"
 
 // keyPair is a certificate with its key.
 type keyPair struct {
@@ -59,7 +70,7 @@ func serial() (*big.Int, error) {
 	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 126))
 }
 
-func newCA(now time.Time) (*keyPair, error) {
+func newCA(cn string, now time.Time) (*keyPair, error) {
 	key, err := newKey()
 	if err != nil {
 		return nil, err
@@ -70,7 +81,7 @@ func newCA(now time.Time) (*keyPair, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          sn,
-		Subject:               pkix.Name{CommonName: "queuejob-cluster-ca"},
+		Subject:               pkix.Name{CommonName: cn},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
@@ -179,18 +190,29 @@ func writePKI(dir, nodeName, nodeIP string, now time.Time) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	ca, err := loadKeyPair(dir, "ca")
-	if errors.Is(err, os.ErrNotExist) {
-		if ca, err = newCA(now); err == nil {
-			err = ca.write(dir, "ca")
-		}
+	if err := os.Chmod(dir, 0o700); err != nil { // one made by an older up is 0755
+		return err
 	}
-	if err != nil {
-		return fmt.Errorf("CA: %w", err)
+	cas := map[string]*keyPair{}
+	for stem, cn := range map[string]string{"ca": "queuejob-cluster-ca", etcdCA: "queuejob-etcd-ca"} {
+		ca, err := loadKeyPair(dir, stem)
+		if errors.Is(err, os.ErrNotExist) {
+			if ca, err = newCA(cn, now); err == nil {
+				err = ca.write(dir, stem)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", stem, err)
+		}
+		cas[stem] = ca
 	}
 	for _, s := range certSpecs(nodeName, nodeIP) {
 		if _, err := os.Stat(filepath.Join(dir, s.Name+".crt")); err == nil {
 			continue
+		}
+		ca := cas["ca"]
+		if s.CA != "" {
+			ca = cas[s.CA]
 		}
 		kp, err := ca.sign(s, now)
 		if err != nil {

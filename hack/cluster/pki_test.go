@@ -28,6 +28,9 @@ func TestWritePKI(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)
 	for _, s := range certSpecs("node-a", "192.0.2.10") {
+		if s.CA != "" {
+			continue // etcd's, see TestEtcdPKI
+		}
 		kp, err := loadKeyPair(dir, s.Name)
 		if err != nil {
 			t.Fatalf("%s: %v", s.Name, err)
@@ -110,5 +113,25 @@ func TestWritePKI(t *testing.T) {
 	afterAdmin, _ := os.ReadFile(filepath.Join(dir, "admin.crt"))
 	if !bytes.Equal(before, after) || !bytes.Equal(beforeAdmin, afterAdmin) {
 		t.Error("a second writePKI replaced existing certificates")
+	}
+}
+
+func TestWritePKIDirMode(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pki")
+	// What an older up (or its stateDirs loop) left: a 0755 directory.
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := writePKI(dir, "node-a", "192.0.2.10", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o700 {
+		t.Errorf("pki dir mode %v, want 0700", fi.Mode().Perm())
+	}
+	if slices.Contains(stateDirs, "pki") {
+		t.Error("up's stateDirs creates pki/ with mode 0755 before writePKI")
 	}
 }

@@ -68,6 +68,9 @@ func (c *Cluster) running(name string) (int, bool) {
 // start runs comp in a session of its own, detached (it outlives this program), with
 // output appended to logs/<name>.log, and records its pid.
 func (c *Cluster) start(comp component) (int, error) {
+	if err := trustedBinary(comp.Bin); err != nil {
+		return 0, fmt.Errorf("start %s: %w", comp.Name, err)
+	}
 	if err := os.MkdirAll(c.path("logs"), 0o755); err != nil {
 		return 0, err
 	}
@@ -140,10 +143,25 @@ func terminate(pid int, grace time.Duration) error {
 	return errors.New("still running after SIGKILL")
 }
 
-// pidsWithArg returns the processes whose command line holds arg (an absolute path in the
-// state directory): the containerd shims of this cluster, which outlive a killed containerd.
-func pidsWithArg(arg string) []int {
-	return pidsMatching(func(a string) bool { return a == arg })
+// shimsWithArg returns the containerd shims (root's containerd-shim-runc-v2 processes)
+// whose command line holds arg, the cluster's containerd socket: they outlive a killed
+// containerd. Other processes naming the socket (an admin's ctr) are left alone.
+func shimsWithArg(arg string) []int {
+	var shims []int
+	for _, pid := range pidsMatching(func(a string) bool { return a == arg }) {
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if err != nil {
+			continue
+		}
+		fi, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+		if err != nil {
+			continue
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && isContainerdShim(exe, st.Uid) {
+			shims = append(shims, pid)
+		}
+	}
+	return shims
 }
 
 // pidsWithArgUnder returns the processes with an argument naming a path in dir (every
@@ -173,4 +191,10 @@ func pidsMatching(match func(arg string) bool) []int {
 		}
 	}
 	return pids
+}
+
+// isContainerdShim tells whether a process with executable exe (/proc/PID/exe) and owner
+// uid is a containerd runc shim run by root.
+func isContainerdShim(exe string, uid uint32) bool {
+	return uid == 0 && filepath.Base(strings.TrimSuffix(exe, " (deleted)")) == "containerd-shim-runc-v2"
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -34,7 +36,8 @@ type options struct {
 const smokePod = "cluster-smoke"
 
 // stateDirs are created by up under the state directory.
-var stateDirs = []string{"run", "logs", "pids", "pki", "kubeconfigs", "etcd", "apiserver", "containerd/opt", "cdi", "runc",
+// pki/ is not among them: writePKI makes it 0700.
+var stateDirs = []string{"run", "logs", "pids", "kubeconfigs", "etcd", "apiserver", "containerd/opt", "cdi", "runc",
 	"cni/net.d", "cni/ipam", "kubelet/root", "kubelet/pki", "kubelet/podlogs", "kubelet/volume-plugins",
 	"kube-controller-manager", "kube-scheduler", "kube-proxy", "images"}
 
@@ -95,7 +98,7 @@ func up(o options) error {
 	if err != nil {
 		return err
 	}
-	if err := c.waitFor(cEtcd, "etcd healthy", time.Minute, func() error { return httpOK(c.etcdURL() + "/health") }); err != nil {
+	if err := c.waitFor(cEtcd, "etcd healthy", time.Minute, c.etcdHealthy); err != nil {
 		return err
 	}
 	if err := startIfDead(cAPIServer); err != nil {
@@ -154,7 +157,7 @@ func prepareState(o options, bins Bins) (*Cluster, error) {
 				return nil, fmt.Errorf("%s is not empty and is no cluster state directory: choose another --state-dir", dir)
 			}
 		}
-		c = &Cluster{StateDir: dir, NodeName: o.NodeName, NodeIP: o.NodeIP, APIPort: apiPort}
+		c = &Cluster{StateDir: dir, NodeName: o.NodeName, NodeIP: o.NodeIP, APIPort: apiPort, EtcdTLS: true}
 		if c.NodeIP == "" {
 			if c.NodeIP, err = detectNodeIP(); err != nil {
 				return nil, err
@@ -171,13 +174,16 @@ func prepareState(o options, bins Bins) (*Cluster, error) {
 		}
 	case err != nil:
 		return nil, err
+	case !c.EtcdTLS:
+		// Its etcd serves plain HTTP to every local user, and its data records http peer URLs.
+		return nil, fmt.Errorf("the cluster in %s was made before etcd served TLS with client certificates: run cluster down first (make cluster-down), then up", dir)
 	default:
 		if o.NodeIP != "" && o.NodeIP != c.NodeIP {
 			return nil, fmt.Errorf("the cluster in %s was made for node IP %s, not %s: run cluster down first", dir, c.NodeIP, o.NodeIP)
 		}
 	}
 	c.Bins = bins
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := makeStateDir(dir); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, stateMarker), []byte("state of hack/cluster; removed by `cluster down`\n"), 0o644); err != nil {
@@ -271,8 +277,31 @@ func firstLine(err error) string {
 	return s
 }
 
+// etcdHealthy GETs etcd's /health with the API server's etcd client certificate.
+func (c *Cluster) etcdHealthy() error {
+	pki := func(f string) string { return c.path("pki", f) }
+	cert, err := tls.LoadX509KeyPair(pki("apiserver-etcd-client.crt"), pki("apiserver-etcd-client.key"))
+	if err != nil {
+		return err
+	}
+	caPEM, err := os.ReadFile(pki("etcd-ca.crt"))
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return errors.New("pki/etcd-ca.crt: no certificate")
+	}
+	tc := &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	return httpGetOK(&http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}, c.etcdURL()+"/health")
+}
+
 func httpOK(url string) error {
-	cl := &http.Client{Timeout: 3 * time.Second}
+	return httpGetOK(&http.Client{Timeout: 3 * time.Second}, url)
+}
+
+func httpGetOK(cl *http.Client, url string) error {
+	defer cl.CloseIdleConnections()
 	resp, err := cl.Get(url)
 	if err != nil {
 		return err

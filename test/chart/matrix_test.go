@@ -304,7 +304,7 @@ var queueJobAccess = []codeAccess{
 	{verb: "get", resource: "secrets", where: "controllers/probe.go: APIReader.Get of a queue's password/CA Secret"},
 	{verb: "create", group: "events.k8s.io", resource: "events", where: "controllers/queuejob_controller.go: r.Recorder.Eventf (cmd/main.go: mgr.GetEventRecorder, the events.k8s.io API)"},
 	{verb: "patch", group: "events.k8s.io", resource: "events", where: "the same recorder, when it counts a repeated event"},
-	// Code that reads core events adds e.g. {verb: "list", resource: "events", where: "..."}.
+	{verb: "list", resource: "events", where: "controllers/queuejob_controller.go: checkPodCreation, r.APIReader.List of a Job's FailedCreate events"},
 }
 
 // leaderElectionAccess is every request of the manager's leader election (cmd/main.go:

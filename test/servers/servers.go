@@ -5,6 +5,7 @@
 package servers
 
 import (
+	crand "crypto/rand"
 	"fmt"
 	"net"
 	"os"
@@ -29,13 +30,37 @@ type Server struct {
 	env  []string
 	log  *os.File
 	port int
+	// host is the address the server listens on and clients dial: 127.0.0.1 unless the
+	// options gave another.
+	host string
+	// detach: the server outlives this process (see RedisOptions.Detach).
+	detach bool
 }
 
 // Port is the server's client port.
 func (s *Server) Port() int { return s.port }
 
-// Addr is the server's client address, 127.0.0.1:port.
-func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+// Addr is the server's client address, host:port (127.0.0.1 unless the options gave a Host).
+func (s *Server) Addr() string { return net.JoinHostPort(s.Host(), strconv.Itoa(s.port)) }
+
+// Host is the address the server listens on.
+func (s *Server) Host() string {
+	if s.host == "" {
+		return "127.0.0.1"
+	}
+	return s.host
+}
+
+// Dir is the server's directory: its data, configuration and log.
+func (s *Server) Dir() string { return s.dir }
+
+// PID is the server's process (and process group) id; 0 if it is not running.
+func (s *Server) PID() int {
+	if s.cmd == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
 
 func (s *Server) start() error {
 	cmd := exec.Command(s.args[0], s.args[1:]...)
@@ -43,8 +68,13 @@ func (s *Server) start() error {
 	cmd.Env = append(os.Environ(), s.env...)
 	cmd.Stdout, cmd.Stderr = s.log, s.log
 	// Its own process group, so Stop reaches every process it starts; and killed if the
-	// test binary dies first.
+	// test binary dies first, unless it is detached: then it has a session of its own and
+	// stays when this process exits.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if s.detach {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		cmd.Stdin = nil
+	}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -193,6 +223,12 @@ type RedisOptions struct {
 	// TLS, if set, makes the server accept only TLS connections (port 0, tls-port), with
 	// a certificate that this CA issues for ServerHosts. Clients need no certificate.
 	TLS *CA
+	// Host is the address to listen on; empty: 127.0.0.1. Pods of a local cluster reach
+	// a server on the node's address.
+	Host string
+	// Detach makes the server outlive this process (a session of its own, no parent-death
+	// signal): stop it with its PID. For `make demo`, never for tests.
+	Detach bool
 }
 
 // StartRedisWith starts redis-server on a free port, without persistence.
@@ -205,7 +241,8 @@ func StartRedisWith(o RedisOptions) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.args = []string{bin, "--bind", "127.0.0.1", "--dir", s.dir,
+	s.host, s.detach = o.Host, o.Detach
+	s.args = []string{bin, "--bind", s.Host(), "--dir", s.dir,
 		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no"}
 	if o.TLS == nil {
 		s.args = append(s.args, "--port", strconv.Itoa(s.port))
@@ -242,6 +279,8 @@ type RabbitMQ struct {
 	mgmtPort int
 	// With TLS: the amqps listener and the management API's https listener.
 	tlsPort, mgmtTLSPort int
+	// user and password of the broker's only user on a non-loopback Host; empty: guest.
+	user, password string
 }
 
 // RabbitMQOptions are the settings of a test rabbitmq-server.
@@ -250,6 +289,13 @@ type RabbitMQOptions struct {
 	// (besides the plain ones), with a certificate that this CA issues for ServerHosts.
 	// Clients need no certificate.
 	TLS *CA
+	// Host is the address the AMQP and management listeners bind to; empty: 127.0.0.1.
+	// On any other address there is no guest user: the broker's only user has a random
+	// name and password (URL and the other URLs carry them), so that a broker reachable
+	// from other hosts, as pods of a local cluster must reach it, is not open to them.
+	Host string
+	// Detach makes the broker and its epmd outlive this process (RedisOptions.Detach).
+	Detach bool
 }
 
 // TLSURL is the broker's amqps URL with the guest user; empty without TLS.
@@ -257,7 +303,7 @@ func (r *RabbitMQ) TLSURL() string {
 	if r.tlsPort == 0 {
 		return ""
 	}
-	return "amqps://guest:guest@" + net.JoinHostPort("127.0.0.1", strconv.Itoa(r.tlsPort)) + "/"
+	return "amqps://" + r.userinfo() + "@" + net.JoinHostPort(r.Host(), strconv.Itoa(r.tlsPort)) + "/"
 }
 
 // ManagementTLSURL is the https URL of the management API with the guest user's
@@ -266,17 +312,29 @@ func (r *RabbitMQ) ManagementTLSURL() string {
 	if r.mgmtTLSPort == 0 {
 		return ""
 	}
-	return "https://guest:guest@" + net.JoinHostPort("127.0.0.1", strconv.Itoa(r.mgmtTLSPort))
+	return "https://" + r.userinfo() + "@" + net.JoinHostPort(r.Host(), strconv.Itoa(r.mgmtTLSPort))
 }
 
-// URL is the broker's AMQP URL with the default guest user (allowed from loopback).
-func (r *RabbitMQ) URL() string { return "amqp://guest:guest@" + r.Addr() + "/" }
+// URL is the broker's AMQP URL with the default guest user (allowed from loopback), or
+// with the random user of a broker on another host address.
+func (r *RabbitMQ) URL() string { return "amqp://" + r.userinfo() + "@" + r.Addr() + "/" }
+
+// userinfo is user:password of the broker's user.
+func (r *RabbitMQ) userinfo() string {
+	if r.user == "" {
+		return "guest:guest"
+	}
+	return r.user + ":" + r.password
+}
 
 // ManagementURL is the URL of the broker's management API (the rabbitmq_management plugin)
 // with the guest user's credentials.
 func (r *RabbitMQ) ManagementURL() string {
-	return "http://guest:guest@" + net.JoinHostPort("127.0.0.1", strconv.Itoa(r.mgmtPort))
+	return "http://" + r.userinfo() + "@" + net.JoinHostPort(r.Host(), strconv.Itoa(r.mgmtPort))
 }
+
+// EPMD is the broker's own epmd (Erlang's port mapper), a server of its own.
+func (r *RabbitMQ) EPMD() *Server { return r.epmd }
 
 // ManagementPort is the port of the broker's management API.
 func (r *RabbitMQ) ManagementPort() int { return r.mgmtPort }
@@ -298,7 +356,7 @@ func (r *RabbitMQ) Start(ready func(url string) error) error {
 			return err
 		}
 		for _, p := range ports {
-			if err := dialable(net.JoinHostPort("127.0.0.1", strconv.Itoa(p))); err != nil {
+			if err := dialable(net.JoinHostPort(r.Host(), strconv.Itoa(p))); err != nil {
 				return err
 			}
 		}
@@ -342,6 +400,8 @@ func StartRabbitMQWith(ready func(url string) error, o RabbitMQOptions) (*Rabbit
 		s.Close()
 		return nil, err
 	}
+	s.host, s.detach = o.Host, o.Detach
+	epmd.detach = o.Detach
 	epmd.port = ports[2]
 	epmd.args = []string{epmdBin, "-port", strconv.Itoa(epmd.port)}
 	if err := epmd.Start(func() error { return dialable(epmd.Addr()) }); err != nil {
@@ -358,21 +418,26 @@ func StartRabbitMQWith(ready func(url string) error, o RabbitMQOptions) (*Rabbit
 	if err := os.WriteFile(plugins, []byte("[rabbitmq_management].\n"), 0o644); err != nil {
 		return nil, err
 	}
-	conf := fmt.Sprintf("management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %d\n"+
-		"collect_statistics_interval = %d\n", ports[3], ManagementStatsInterval.Milliseconds())
+	conf := fmt.Sprintf("management.tcp.ip = %s\nmanagement.tcp.port = %d\n"+
+		"collect_statistics_interval = %d\n", s.Host(), ports[3], ManagementStatsInterval.Milliseconds())
 	r := &RabbitMQ{Server: s, epmd: epmd, mgmtPort: ports[3]}
+	if s.Host() != "127.0.0.1" {
+		// No guest: a random administrator, which the URLs carry.
+		r.user, r.password = "qj-"+RandomString(8), RandomString(24)
+		conf += fmt.Sprintf("default_user = %s\ndefault_pass = %s\ndefault_user_tags.administrator = true\n", r.user, r.password)
+	}
 	if o.TLS != nil {
 		files, err := o.TLS.WriteServerCert(s.dir, ServerHosts...)
 		if err != nil {
 			return nil, err
 		}
 		r.tlsPort, r.mgmtTLSPort = ports[4], ports[5]
-		conf += fmt.Sprintf("listeners.ssl.1 = 127.0.0.1:%d\n"+
+		conf += fmt.Sprintf("listeners.ssl.1 = %[6]s:%[1]d\n"+
 			"ssl_options.cacertfile = %[2]s\nssl_options.certfile = %[3]s\nssl_options.keyfile = %[4]s\n"+
 			"ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n"+
-			"management.ssl.ip = 127.0.0.1\nmanagement.ssl.port = %[5]d\n"+
+			"management.ssl.ip = %[6]s\nmanagement.ssl.port = %[5]d\n"+
 			"management.ssl.cacertfile = %[2]s\nmanagement.ssl.certfile = %[3]s\nmanagement.ssl.keyfile = %[4]s\n",
-			r.tlsPort, files.CACert, files.Cert, files.Key, r.mgmtTLSPort)
+			r.tlsPort, files.CACert, files.Cert, files.Key, r.mgmtTLSPort, s.Host())
 	}
 	if err := os.WriteFile(filepath.Join(s.dir, "rabbitmq.conf"), []byte(conf), 0o644); err != nil {
 		return nil, err
@@ -381,7 +446,7 @@ func StartRabbitMQWith(ready func(url string) error, o RabbitMQOptions) (*Rabbit
 	s.env = []string{
 		"HOME=" + s.dir, // the Erlang cookie
 		"RABBITMQ_NODENAME=rabbit-" + strconv.Itoa(s.port) + "@localhost",
-		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
+		"RABBITMQ_NODE_IP_ADDRESS=" + s.Host(),
 		"RABBITMQ_NODE_PORT=" + strconv.Itoa(s.port),
 		"RABBITMQ_DIST_PORT=" + strconv.Itoa(ports[1]),
 		"ERL_EPMD_PORT=" + strconv.Itoa(epmd.port),
@@ -429,4 +494,17 @@ func Silent() (addr string, stop func(), err error) {
 			_ = c.Close()
 		}
 	}, nil
+}
+
+// RandomString is n random lowercase letters and digits, for passwords and user names.
+func RandomString(n int) string {
+	const chars = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, n)
+	if _, err := crand.Read(b); err != nil {
+		panic(err)
+	}
+	for i := range b {
+		b[i] = chars[int(b[i])%len(chars)]
+	}
+	return string(b)
 }

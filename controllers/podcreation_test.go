@@ -1,0 +1,113 @@
+package controllers
+
+import (
+	"fmt"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+)
+
+// psaMessage is what the Job controller reports when Pod Security refuses a pod.
+const psaMessage = `pods "psa-x7k2p" is forbidden: violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false (container "c" must set securityContext.allowPrivilegeEscalation=false)`
+
+// startJob plays the Job controller starting (or resuming) a Job: startTime, no pods yet;
+// succeeded counts pods that already finished.
+func startJob(job *batchv1.Job, at time.Time, succeeded int32) {
+	Eventually(func(g Gomega) {
+		cur := &batchv1.Job{}
+		g.Expect(k8s.Get(suiteCtx, client.ObjectKeyFromObject(job), cur)).To(Succeed())
+		t := metav1.NewTime(at)
+		cur.Status.StartTime = &t
+		cur.Status.Succeeded = succeeded
+		g.Expect(k8s.Status().Update(suiteCtx, cur)).To(Succeed())
+	}, timeout, interval).Should(Succeed())
+}
+
+// failedCreate writes the event the Job controller writes when it cannot create a pod of
+// the Job with uid (envtest has no Job controller).
+func failedCreate(ns, jobName string, uid types.UID, at time.Time) {
+	t := metav1.NewTime(at)
+	Expect(k8s.Create(suiteCtx, &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", jobName, time.Now().UnixNano()), Namespace: ns},
+		InvolvedObject: corev1.ObjectReference{Kind: "Job", APIVersion: "batch/v1", Namespace: ns, Name: jobName, UID: uid},
+		Reason:         "FailedCreate", Message: "Error creating: " + psaMessage, Type: corev1.EventTypeWarning,
+		Source:         corev1.EventSource{Component: "job-controller"},
+		FirstTimestamp: t, LastTimestamp: t, Count: 1,
+	})).To(Succeed())
+}
+
+func progressing(g Gomega, ns, name string) *metav1.Condition {
+	c := meta.FindStatusCondition(getQJ(ns, name)(g).Status.Conditions, qjv1.ConditionProgressing)
+	g.Expect(c).NotTo(BeNil())
+	return c
+}
+
+var _ = Describe("A Job whose pods cannot be created", func() {
+	It("gets the Job controller's FailedCreate report into the Progressing condition, and loses it once pods exist", func() {
+		ns := newNamespace()
+		qj := queueJob(ns, "psa")
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		job := theJob(qj)
+		startJob(job, time.Now(), 0)
+		failedCreate(ns, job.Name, job.UID, time.Now())
+		Eventually(func(g Gomega) {
+			c := progressing(g, ns, "psa")
+			g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+			g.Expect(c.Reason).To(Equal(qjv1.ReasonPodsNotCreated))
+			g.Expect(c.Message).To(ContainSubstring(psaMessage))
+			g.Expect(c.Message).To(ContainSubstring("Job " + job.Name))
+		}, timeout, interval).Should(Succeed())
+		Eventually(func(g Gomega) { g.Expect(eventsFor(g, qj, qjv1.EventPodsNotCreated)).To(HaveLen(1)) }, timeout, interval).Should(Succeed())
+
+		// Once the namespace allows the pods, the Job runs them: the condition goes.
+		Eventually(func(g Gomega) {
+			cur := &batchv1.Job{}
+			g.Expect(k8s.Get(suiteCtx, client.ObjectKeyFromObject(job), cur)).To(Succeed())
+			cur.Status.Active = 1
+			g.Expect(k8s.Status().Update(suiteCtx, cur)).To(Succeed())
+		}, timeout, interval).Should(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(progressing(g, ns, "psa").Reason).To(Equal(qjv1.ReasonJobRunning))
+		}, timeout, interval).Should(Succeed())
+	})
+
+	It("ignores events from before the Job was last started, of another Job of that name, and of a Job that has had pods", func() {
+		ns := newNamespace()
+		qj := queueJob(ns, "stale")
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		job := theJob(qj)
+		// Resumed (startTime reset) after a refusal that no longer holds; and an event of
+		// an earlier Job of the same name.
+		startJob(job, time.Now(), 0)
+		failedCreate(ns, job.Name, job.UID, time.Now().Add(-time.Hour))
+		failedCreate(ns, job.Name, types.UID("0f7e6c1a-earlier-job"), time.Now())
+
+		done := queueJob(ns, "done")
+		Expect(k8s.Create(suiteCtx, done)).To(Succeed())
+		doneJob := theJob(done)
+		// A Job whose pods succeeded and were deleted (pod TTL): no pod, but it had some.
+		startJob(doneJob, time.Now(), 1)
+		failedCreate(ns, doneJob.Name, doneJob.UID, time.Now())
+
+		// Past the grace, twice over: neither says PodsNotCreated.
+		Consistently(func(g Gomega) {
+			g.Expect(progressing(g, ns, "stale").Reason).NotTo(Equal(qjv1.ReasonPodsNotCreated))
+			g.Expect(progressing(g, ns, "done").Reason).NotTo(Equal(qjv1.ReasonPodsNotCreated))
+		}, 2*PodCreateGrace+5*time.Second, time.Second).Should(Succeed())
+
+		// The control: a fresh refusal of the stale QueueJob's own Job is reported.
+		failedCreate(ns, job.Name, job.UID, time.Now())
+		Eventually(func(g Gomega) {
+			g.Expect(progressing(g, ns, "stale").Reason).To(Equal(qjv1.ReasonPodsNotCreated))
+		}, timeout, interval).Should(Succeed())
+	})
+})

@@ -1,0 +1,508 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/test/e2e/framework"
+)
+
+var msgPattern = regexp.MustCompile(`m[0-9]-[a-z]+`)
+
+// sample is a seed sample with the project's image of its worker, in namespace ns.
+func sample(name, ns string) *qjv1.QueueJob {
+	qj, err := framework.Sample(repoRoot, name)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(framework.Localize(qj, images, framework.Brokers{RedisAddress: redisS.Addr(), RedisPasswordSecret: "redis"})).To(Succeed())
+	qj.Namespace = ns
+	return qj
+}
+
+// finished waits until the QueueJob is Complete or Failed and returns it.
+func finished(ctx context.Context, qj *qjv1.QueueJob, timeout time.Duration) *qjv1.QueueJob {
+	got := &qjv1.QueueJob{}
+	Eventually(ctx, func(g Gomega) {
+		g.Expect(cluster.Client.Get(ctx, client.ObjectKeyFromObject(qj), got)).To(Succeed())
+		g.Expect(got.Status.State).To(BeElementOf(qjv1.StateComplete, qjv1.StateFailed))
+	}).WithTimeout(timeout).Should(Succeed())
+	return got
+}
+
+// jobsOf lists the Jobs the QueueJob owns.
+func jobsOf(ctx context.Context, qj *qjv1.QueueJob) []batchv1.Job {
+	var l batchv1.JobList
+	Expect(cluster.Client.List(ctx, &l, client.InNamespace(qj.Namespace))).To(Succeed())
+	var out []batchv1.Job
+	for _, j := range l.Items {
+		if ref := metav1.GetControllerOf(&j); ref != nil && ref.UID == qj.UID {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+// workedOn collects the "Working on X" lines of job-wq-2's workers, by pod.
+func workedOn(logs map[string]string) map[string][]string {
+	out := map[string][]string{}
+	for pod, l := range logs {
+		for _, line := range strings.Split(l, "\n") {
+			if s, ok := strings.CutPrefix(line, "Working on "); ok {
+				out[pod] = append(out[pod], s)
+			}
+		}
+	}
+	return out
+}
+
+var _ = Describe("QueueJobs in a real cluster", Ordered, ContinueOnFailure, func() {
+	It("runs seed example 1, pi: its log holds the digits; the pod and the Job go after their TTLs and the counts stay", func(ctx SpecContext) {
+		ns := namespace(ctx, nil)
+		qj := sample("pi", ns)
+		qj.Spec.Cleanup.PodTTLSecondsAfterFinished = ptr.To[int32](15)
+		qj.Spec.Cleanup.TTLSecondsAfterFinished = ptr.To[int32](20)
+		start := time.Now()
+		Expect(cluster.Client.Create(ctx, qj)).To(Succeed())
+		out, err := cluster.KubectlRun(ctx, "wait", "--for=condition=Complete", "qj/pi", "-n", ns, "--timeout=5m")
+		Expect(err).NotTo(HaveOccurred(), out)
+		report("pi: Complete %s after creation", time.Since(start).Round(time.Second))
+
+		// The log, while the pod is still there (its TTL is 15 s).
+		logs, err := cluster.PodLogs(ctx, ns, map[string]string{"batch.kubernetes.io/job-name": "pi"})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(logs).To(HaveLen(1))
+		for _, l := range logs {
+			Expect(l).To(HavePrefix("3.14159265358979323846264338327950288"))
+			Expect(len(strings.TrimSpace(l))).To(Equal(2001), "2000 significant digits and the point")
+		}
+
+		// The pod is deleted after its TTL: the Job controller counted it first (the
+		// Job-tracking finalizer), so the Job still says 1 succeeded.
+		Eventually(ctx, func(g Gomega) {
+			var pods corev1.PodList
+			g.Expect(cluster.Client.List(ctx, &pods, client.InNamespace(ns))).To(Succeed())
+			g.Expect(pods.Items).To(BeEmpty())
+		}).Should(Succeed())
+		podGone := time.Since(start)
+		var job batchv1.Job
+		Expect(cluster.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pi"}, &job)).To(Succeed())
+		Expect(job.Status.Succeeded).To(Equal(int32(1)))
+		Expect(job.Status.UncountedTerminatedPods == nil || len(job.Status.UncountedTerminatedPods.Succeeded) == 0).To(BeTrue())
+
+		// Then the Job, after ttlSecondsAfterFinished; the QueueJob keeps the counts.
+		Eventually(ctx, func() bool {
+			return apierrors.IsNotFound(cluster.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pi"}, &batchv1.Job{}))
+		}).Should(BeTrue())
+		got := finished(ctx, qj, time.Minute)
+		Expect(got.Status.State).To(Equal(qjv1.StateComplete))
+		Expect(got.Status.Succeeded).To(Equal(int32(1)))
+		report("pi: pod deleted %s and Job deleted %s after creation; status still succeeded=%d", podGone.Round(time.Second), time.Since(start).Round(time.Second), got.Status.Succeeded)
+	})
+
+	It("runs seed example 2, job-wq-1: 8 RabbitMQ messages, one a pod, parallelism 2, completions 8", func(ctx SpecContext) {
+		ns := namespace(ctx, nil)
+		queue := "job1-" + ns
+		qj := sample("job-wq-1", ns)
+		qj.Spec.Queue.RabbitMQ.Queue = queue
+		qj.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Env[1].Value = queue
+		Expect(cluster.Client.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "rabbitmq-url", Namespace: ns},
+			StringData: map[string]string{"url": rabbitS.URL()},
+		})).To(Succeed())
+		// The pods' logs hold queuejob-worker's log lines too (stderr), and cat prints a
+		// message without a newline: the messages are made easy to pick out.
+		msgs := []string{"m1-apple", "m2-banana", "m3-cherry", "m4-date", "m5-fig", "m6-grape", "m7-lemon", "m8-melon"}
+		publish(ctx, queue, msgs...)
+		start := time.Now()
+		Expect(cluster.Client.Create(ctx, qj)).To(Succeed())
+		got := finished(ctx, qj, 5*time.Minute)
+		Expect(got.Status.State).To(Equal(qjv1.StateComplete))
+		Expect(got.Status.Completions).To(Equal("8/8"))
+		Expect(got.Status.Succeeded).To(Equal(int32(8)))
+
+		Expect(queueDepth(queue)).To(BeZero())
+		logs, err := cluster.PodLogs(ctx, ns, map[string]string{"batch.kubernetes.io/job-name": got.Status.JobName})
+		Expect(err).NotTo(HaveOccurred())
+		var printed []string
+		for _, l := range logs {
+			printed = append(printed, strings.Join(msgPattern.FindAllString(l, -1), ","))
+		}
+		sort.Strings(printed)
+		Expect(printed).To(Equal(msgs), "each pod printed the one message it took")
+		report("job-wq-1: 8 messages acked by 8 pods, queue empty, Complete %s after creation", time.Since(start).Round(time.Second))
+	})
+
+	It("runs seed example 3, job-wq-2: 9 Redis items drained by a WorkerPool of 2; the real Job completes when its workers exit 0", func(ctx SpecContext) {
+		ns := namespace(ctx, nil)
+		qj := sample("job-wq-2", ns)
+		qj.Spec.Queue.Redis.Key = "job2-" + ns
+		items := []string{"apple", "banana", "cherry", "date", "fig", "grape", "lemon", "melon", "orange"}
+		rpush(ctx, qj.Spec.Queue.Redis.Key, items...)
+		start := time.Now()
+		Expect(cluster.Client.Create(ctx, qj)).To(Succeed())
+		got := finished(ctx, qj, 5*time.Minute)
+		Expect(got.Status.State).To(Equal(qjv1.StateComplete))
+		Expect(meta.FindStatusCondition(got.Status.Conditions, qjv1.ConditionComplete).Reason).To(Equal(qjv1.ReasonQueueDrained))
+		Expect(lrange(ctx, qj.Spec.Queue.Redis.Key)).To(BeEmpty())
+		Expect(lrange(ctx, qj.Spec.Queue.Redis.Key+":processing")).To(BeEmpty())
+
+		// The workers exited 0 on an empty queue, and the real Job controller completed
+		// the WorkerPool Job (no completions) on that.
+		jobs := jobsOf(ctx, got)
+		Expect(jobs).To(HaveLen(1))
+		Expect(jobs[0].Status.Succeeded).To(BeNumerically(">=", 1))
+		Expect(jobs[0].Status.Failed).To(BeZero())
+		var complete bool
+		for _, c := range jobs[0].Status.Conditions {
+			complete = complete || (c.Type == batchv1.JobComplete && c.Status == corev1.ConditionTrue)
+		}
+		Expect(complete).To(BeTrue(), "the Job's own Complete condition")
+		logs, err := cluster.PodLogs(ctx, ns, map[string]string{"batch.kubernetes.io/job-name": jobs[0].Name})
+		Expect(err).NotTo(HaveOccurred())
+		var all []string
+		for _, w := range workedOn(logs) {
+			all = append(all, w...)
+		}
+		sort.Strings(all)
+		Expect(all).To(Equal(items), "each item worked on once")
+		report("job-wq-2: 9 items by %d pods, list and :processing empty, Complete %s after creation", len(logs), time.Since(start).Round(time.Second))
+	})
+
+	It("returns the item of a worker pod deleted mid-item with --grace-period=0 --force: nothing is lost", func(ctx SpecContext) {
+		killMidItem(ctx, "deleted", func(ctx context.Context, ns, pod string) {
+			out, err := cluster.KubectlRun(ctx, "delete", "pod", pod, "-n", ns, "--grace-period=0", "--force")
+			Expect(err).NotTo(HaveOccurred(), out)
+		})
+	})
+
+	It("reclaims the lease of a worker killed mid-item with SIGKILL (the lease reaper): nothing is lost", func(ctx SpecContext) {
+		if !nodeIsThisMachine(ctx) {
+			Skip("SIGKILL of a container's process needs the node's process table: only on the local cluster (make cluster-up)")
+		}
+		killMidItem(ctx, "sigkill", func(ctx context.Context, ns, pod string) {
+			pid, err := containerProcess(pod, "job-wq-2")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(syscall.Kill(pid, syscall.SIGKILL)).To(Succeed())
+		})
+	})
+
+	It("passes podFailurePolicy through to the real Job controller, which fails the Job at once", func(ctx SpecContext) {
+		ns := namespace(ctx, nil)
+		qj := sample("pi", ns)
+		qj.Name = "pfp"
+		c := &qj.Spec.JobTemplate.Spec.Template.Spec.Containers[0]
+		c.Command = []string{"pi", "--no-such-flag"} // exits 2
+		qj.Spec.JobTemplate.Spec.BackoffLimit = ptr.To[int32](6)
+		qj.Spec.JobTemplate.Spec.PodFailurePolicy = &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{
+			Action: batchv1.PodFailurePolicyActionFailJob,
+			OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
+				ContainerName: ptr.To(c.Name), Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{2},
+			},
+		}}}
+		start := time.Now()
+		Expect(cluster.Client.Create(ctx, qj)).To(Succeed())
+		got := finished(ctx, qj, 5*time.Minute)
+		Expect(got.Status.State).To(Equal(qjv1.StateFailed))
+		Expect(got.Status.Failed).To(Equal(int32(1)), "one pod, not backoffLimit+1")
+		var job batchv1.Job
+		Expect(cluster.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pfp"}, &job)).To(Succeed())
+		var reason string
+		for _, c := range job.Status.Conditions {
+			if c.Type == batchv1.JobFailed && c.Status == corev1.ConditionTrue {
+				reason = c.Reason
+			}
+		}
+		Expect(reason).To(Equal(batchv1.JobReasonPodFailurePolicy))
+		failed := meta.FindStatusCondition(got.Status.Conditions, qjv1.ConditionFailed)
+		Expect(failed).NotTo(BeNil())
+		report("podFailurePolicy: Job Failed (%s) after 1 pod, QueueJob Failed (%s: %s) %s after creation", reason, failed.Reason, failed.Message, time.Since(start).Round(time.Second))
+	})
+
+	It("says in a condition why the pods of a template that Pod Security refuses are not created", func(ctx SpecContext) {
+		ns := namespace(ctx, map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
+		qj := sample("pi", ns) // the article's pod: no securityContext at all
+		qj.Name = "psa"
+		start := time.Now()
+		Expect(cluster.Client.Create(ctx, qj)).To(Succeed())
+		var cond *metav1.Condition
+		Eventually(ctx, func(g Gomega) {
+			got := &qjv1.QueueJob{}
+			g.Expect(cluster.Client.Get(ctx, client.ObjectKeyFromObject(qj), got)).To(Succeed())
+			cond = meta.FindStatusCondition(got.Status.Conditions, qjv1.ConditionProgressing)
+			g.Expect(cond).NotTo(BeNil())
+			g.Expect(cond.Reason).To(Equal(qjv1.ReasonPodsNotCreated))
+		}).WithTimeout(2 * time.Minute).Should(Succeed())
+		Expect(cond.Status).To(Equal(metav1.ConditionFalse))
+		Expect(cond.Message).To(ContainSubstring("violates PodSecurity"))
+		report("Pod Security: Progressing=False %s %s after creation: %s", cond.Reason, time.Since(start).Round(time.Second), cond.Message)
+	})
+
+	It("converges without a duplicate wave when the operator's pod is deleted mid-wave", func(ctx SpecContext) {
+		ns := namespace(ctx, nil)
+		qj := sample("job-wq-2", ns)
+		qj.Name = "restart"
+		key := "restart-" + ns
+		qj.Spec.Queue.Redis.Key = key
+		qj.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Command = []string{"job-wq-2", "--sleep=3s"}
+		items := []string{"r1", "r2", "r3", "r4", "r5", "r6"}
+		rpush(ctx, key, items...)
+		Expect(cluster.Client.Create(ctx, qj)).To(Succeed())
+		Eventually(ctx, func(g Gomega) {
+			g.Expect(jobsOf(ctx, qj)).NotTo(BeEmpty())
+		}).Should(Succeed())
+		// Killed, not stopped: no chance to finish a reconcile or hand the lease over.
+		out, err := cluster.KubectlRun(ctx, "delete", "pod", "-n", release.Namespace, "-l", "app.kubernetes.io/instance="+release.Name,
+			"--grace-period=0", "--force", "--wait=false")
+		Expect(err).NotTo(HaveOccurred(), out)
+		start := time.Now()
+		got := finished(ctx, qj, 5*time.Minute)
+		Expect(got.Status.State).To(Equal(qjv1.StateComplete))
+		Expect(got.Status.Waves).To(Equal(int32(1)))
+		Expect(jobsOf(ctx, got)).To(HaveLen(1))
+		Expect(lrange(ctx, key)).To(BeEmpty())
+		report("operator restart mid-wave: 1 wave, 1 Job, Complete %s after the manager pod was deleted", time.Since(start).Round(time.Second))
+	})
+
+	It("converges without a duplicate wave when the API server restarts mid-wave", func(ctx SpecContext) {
+		tool := os.Getenv("E2E_CLUSTER_TOOL")
+		if tool == "" || !nodeIsThisMachine(ctx) {
+			Skip("restarting kube-apiserver needs the local cluster's tool (E2E_CLUSTER_TOOL, set by make test-e2e)")
+		}
+		ns := namespace(ctx, nil)
+		qj := sample("job-wq-2", ns)
+		qj.Name = "apiserver"
+		key := "apiserver-" + ns
+		qj.Spec.Queue.Redis.Key = key
+		qj.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Command = []string{"job-wq-2", "--sleep=3s"}
+		rpush(ctx, key, "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8")
+		Expect(cluster.Client.Create(ctx, qj)).To(Succeed())
+		Eventually(ctx, func(g Gomega) {
+			g.Expect(jobsOf(ctx, qj)).NotTo(BeEmpty())
+		}).Should(Succeed())
+		start := time.Now()
+		f := strings.Fields(tool) // the tool and its flags, which go after the subcommand
+		out, err := cluster.Run(ctx, f[0], append(append([]string{"restart"}, f[1:]...), "kube-apiserver")...)
+		Expect(err).NotTo(HaveOccurred(), out)
+		back := time.Since(start)
+		got := finished(ctx, qj, 5*time.Minute)
+		Expect(got.Status.State).To(Equal(qjv1.StateComplete))
+		Expect(got.Status.Waves).To(Equal(int32(1)))
+		Expect(jobsOf(ctx, got)).To(HaveLen(1))
+		Expect(lrange(ctx, key)).To(BeEmpty())
+		Expect(lrange(ctx, key+":processing")).To(BeEmpty())
+		report("API server restart mid-wave: ready again after %s; 1 wave, 1 Job, Complete %s after the restart began", back.Round(time.Second), time.Since(start).Round(time.Second))
+	})
+
+	It("rolls the manager on helm upgrade, and helm uninstall leaves only the CRD", func(ctx SpecContext) {
+		before := deployment(ctx)
+		r := release
+		r.Values = map[string]string{}
+		for k, v := range release.Values {
+			r.Values[k] = v
+		}
+		r.Values["extraArgs[0]"] = "--zap-log-level=info"
+		out, err := cluster.Install(ctx, r)
+		Expect(err).NotTo(HaveOccurred(), out)
+		var after *appsv1.Deployment
+		Eventually(ctx, func(g Gomega) {
+			after = deployment(ctx)
+			g.Expect(after.Generation).To(BeNumerically(">", before.Generation))
+			g.Expect(after.Status.ObservedGeneration).To(Equal(after.Generation))
+			g.Expect(after.Status.UpdatedReplicas).To(Equal(*after.Spec.Replicas))
+			g.Expect(after.Status.AvailableReplicas).To(Equal(*after.Spec.Replicas))
+		}).Should(Succeed())
+		Expect(after.Spec.Template.Spec.Containers[0].Args).To(ContainElement("--zap-log-level=info"))
+
+		out, err = cluster.Uninstall(ctx, release)
+		Expect(err).NotTo(HaveOccurred(), out)
+		sel := "app.kubernetes.io/instance=" + release.Name
+		for _, kind := range []string{"deployments,services,serviceaccounts,roles,rolebindings,poddisruptionbudgets,pods", "clusterroles,clusterrolebindings"} {
+			Eventually(ctx, func() (string, error) {
+				return cluster.KubectlRun(ctx, "get", kind, "-A", "-l", sel, "-o", "name")
+			}).Should(BeEmpty(), "objects of the release left after helm uninstall")
+		}
+		out, err = cluster.KubectlRun(ctx, "get", "crd", "queuejobs.batch.queuejob.io", "-o", "name")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(strings.TrimSpace(out)).To(Equal("customresourcedefinition.apiextensions.k8s.io/queuejobs.batch.queuejob.io"))
+		// Install it again for whoever uses the cluster next (make demo).
+		out, err = cluster.Install(ctx, release)
+		Expect(err).NotTo(HaveOccurred(), out)
+	})
+})
+
+// deployment reads the chart's Deployment of the manager.
+func deployment(ctx context.Context) *appsv1.Deployment {
+	GinkgoHelper()
+	d := &appsv1.Deployment{}
+	Expect(cluster.Client.Get(ctx, client.ObjectKey{Namespace: release.Namespace, Name: release.Name}, d)).To(Succeed(),
+		fmt.Sprintf("the chart's Deployment %s/%s", release.Namespace, release.Name))
+	return d
+}
+
+// killMidItem runs job-wq-2 on 6 items with a WorkerPool of 2 and a 10 s lease, kills a
+// worker with kill while it holds an item, and checks that every item was finished by
+// some worker: those the killed worker had moved on from, and the rest by the others.
+// Each item's extra finishes are the duplicates it reports.
+func killMidItem(ctx context.Context, name string, kill func(ctx context.Context, ns, pod string)) {
+	GinkgoHelper()
+	ns := namespace(ctx, nil)
+	qj := sample("job-wq-2", ns)
+	qj.Name = name
+	key := name + "-" + ns
+	qj.Spec.Queue.Redis.Key = key
+	c := &qj.Spec.JobTemplate.Spec.Template.Spec.Containers[0]
+	c.Command = []string{"job-wq-2", "--sleep=6s"}
+	c.Env = append(c.Env, corev1.EnvVar{Name: "QUEUEJOB_LEASE_SECONDS", Value: "10"})
+	items := []string{"i1", "i2", "i3", "i4", "i5", "i6"}
+	rpush(ctx, key, items...)
+	start := time.Now()
+	Expect(cluster.Client.Create(ctx, qj)).To(Succeed())
+
+	podLog := func(pod string, previous bool) string {
+		b, err := cluster.Clientset.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Previous: previous}).DoRaw(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		return string(b)
+	}
+	// A running pod that holds an item: its log's last line is "Working on X".
+	var victim, held, victimLog string
+	Eventually(ctx, func(g Gomega) {
+		var pods corev1.PodList
+		g.Expect(cluster.Client.List(ctx, &pods, client.InNamespace(ns))).To(Succeed())
+		for _, p := range pods.Items {
+			if p.Status.Phase != corev1.PodRunning {
+				continue
+			}
+			// With timestamps: the item must have been taken less than 2 s ago, so
+			// that the worker (6 s an item) is still on it when it is killed.
+			b, err := cluster.Clientset.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{Timestamps: true}).DoRaw(ctx)
+			g.Expect(err).NotTo(HaveOccurred())
+			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+			ts, line, _ := strings.Cut(lines[len(lines)-1], " ")
+			at, err := time.Parse(time.RFC3339Nano, ts)
+			if s, ok := strings.CutPrefix(line, "Working on "); ok && err == nil && time.Since(at) < 2*time.Second {
+				victim, held, victimLog = p.Name, s, podLog(p.Name, false)
+				return
+			}
+		}
+		g.Expect(victim).NotTo(BeEmpty(), "a running pod working on an item")
+	}).WithTimeout(3 * time.Minute).WithPolling(200 * time.Millisecond).Should(Succeed())
+	kill(ctx, ns, victim)
+	GinkgoWriter.Printf("%s: killed %s while it worked on %s\n", name, victim, held)
+
+	got := finished(ctx, qj, 5*time.Minute)
+	Expect(got.Status.State).To(Equal(qjv1.StateComplete))
+	Expect(lrange(ctx, key)).To(BeEmpty())
+	Expect(lrange(ctx, key+":processing")).To(BeEmpty())
+
+	// Finished items: every "Working on" of the pods that exited 0, and those the killed
+	// worker had moved on from. A killed container that restarted in its pod (SIGKILL,
+	// restartPolicy OnFailure) has its later items in the pod's current log.
+	var pods corev1.PodList
+	Expect(cluster.Client.List(ctx, &pods, client.InNamespace(ns))).To(Succeed())
+	logs := map[string]string{}
+	for _, p := range pods.Items {
+		if p.Name == victim {
+			if len(p.Status.ContainerStatuses) > 0 && p.Status.ContainerStatuses[0].RestartCount > 0 {
+				logs[p.Name] = podLog(p.Name, false)
+			}
+			continue
+		}
+		logs[p.Name] = podLog(p.Name, false)
+	}
+	done := map[string]int{}
+	for _, w := range workedOn(logs) {
+		for _, it := range w {
+			done[it]++
+		}
+	}
+	killed := workedOn(map[string]string{victim: victimLog})[victim]
+	for _, it := range killed[:len(killed)-1] {
+		done[it]++
+	}
+	for _, it := range items {
+		Expect(done).To(HaveKey(it), "item %s was never finished", it)
+	}
+	dups := 0
+	for _, n := range done {
+		dups += n - 1
+	}
+	var reclaimed int64
+	if got.Status.Queue != nil {
+		reclaimed = got.Status.Queue.Reclaimed
+	}
+	if name == "sigkill" {
+		Expect(reclaimed).To(BeNumerically(">=", 1), "the operator's reaper returned the dead worker's lease")
+	}
+	report("%s: pod %s killed mid-item %s; %d items all finished, %d duplicates, %d leases reclaimed by the operator, Complete %s after creation",
+		name, victim, held, len(items), dups, reclaimed, time.Since(start).Round(time.Second))
+}
+
+// nodeIsThisMachine says whether the cluster's node runs on this machine (the local
+// cluster): its InternalIP is one of this machine's addresses.
+func nodeIsThisMachine(ctx context.Context) bool {
+	ip, err := cluster.NodeAddress(ctx)
+	if err != nil {
+		return false
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.String() == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// containerProcess finds the process named comm of a pod's container on this machine by
+// the HOSTNAME the kubelet gives it (the pod's name).
+func containerProcess(pod, comm string) (int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		c, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if err != nil || strings.TrimSpace(string(c)) != comm {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if err != nil {
+			continue
+		}
+		for _, kv := range strings.Split(string(env), "\x00") {
+			if kv == "HOSTNAME="+pod {
+				return pid, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("no process %s of pod %s on this machine", comm, pod)
+}
