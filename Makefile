@@ -143,7 +143,7 @@ uninstall: manifests ## Remove the CRD (and every QueueJob) from the cluster of 
 # A one-node Kubernetes v1.37.2 on this machine, without Docker (see the README): etcd,
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubelet + containerd, kube-proxy,
 # built from source through the Go module proxy into $${XDG_CACHE_HOME:-~/.cache}/queuejob-operator
-# (cold: ~10 min on 2 cores). Needs root. CLUSTER_FLAGS e.g. --state-dir=/var/tmp/qc --node-ip=...
+# (cold: 25-50 min on 2 cores, kube-apiserver and etcd included). Needs root. CLUSTER_FLAGS e.g. --state-dir=/var/tmp/qc --node-ip=...
 CLUSTER_TOOL ?= $(LOCALBIN)/queuejob-cluster
 CLUSTER_FLAGS ?=
 

@@ -175,7 +175,7 @@ func ensureK8s(dir string) error {
 		return nil
 	}
 	b := &builder{log: filepath.Join(dir, "build.log"), start: time.Now()}
-	logf("building %d Kubernetes v%s components into %s (cold: ~10 min on 2 idle cores, much longer on a busy machine; log %s)", len(todo), k8sVersion, dir, b.log)
+	logf("building %d Kubernetes v%s components into %s (cold: 10-20 min on 2 cores, longer on a busy machine; log %s)", len(todo), k8sVersion, dir, b.log)
 	mod := filepath.Join(dir, ".mod")
 	if err := os.MkdirAll(mod, 0o755); err != nil {
 		return err
@@ -261,7 +261,7 @@ func ensureContainerd(dir string) error {
 		return nil
 	}
 	b := &builder{log: filepath.Join(dir, "build.log"), start: time.Now()}
-	logf("building containerd %s, containerd-shim-runc-v2 and ctr into %s (cold: ~2-4 min; log %s)", containerdVersion, dir, b.log)
+	logf("building containerd %s, containerd-shim-runc-v2 and ctr into %s (cold: 2-6 min; log %s)", containerdVersion, dir, b.log)
 	mod := filepath.Join(dir, ".mod")
 	if err := os.MkdirAll(mod, 0o755); err != nil {
 		return err

@@ -34,7 +34,7 @@ func logf(format string, args ...any) {
 func usage() {
 	fmt.Fprintf(os.Stderr, `usage: cluster up|down|status|load|restart|build [flags]
 
-  up      build what is missing (cold: ~10 min on 2 cores), start the cluster, wait until
+  up      build what is missing (cold: 25-50 min on 2 cores), start the cluster, wait until
           the node is Ready and a smoke pod has Succeeded, print export KUBECONFIG=...
   down    stop everything up started, undo its host changes, remove the state directory
   status  show the cluster (-o json: stateDir, kubeconfig, nodeIP, apiServer, components)

@@ -97,7 +97,7 @@ func connect(ctx context.Context, o options) (c *framework.Cluster, local bool, 
 			fmt.Printf("KUBECONFIG=%s does not answer (%v): using the local cluster instead.\n", os.Getenv("KUBECONFIG"), err)
 		}
 	}
-	step("Bringing up the local cluster (make cluster-up; cold, building Kubernetes from source takes ~15 min on 2 cores)")
+	step("Bringing up the local cluster (make cluster-up; cold, building Kubernetes, etcd and containerd from source takes 25-50 min on 2 cores)")
 	if err := runCmd(ctx, o.clusterArgs("up")...); err != nil {
 		return nil, false, err
 	}
