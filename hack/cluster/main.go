@@ -251,8 +251,5 @@ func restart(o options, name string) error {
 	if err != nil {
 		return err
 	}
-	return c.waitFor(cAPIServer, "kube-apiserver ready", 4*time.Minute, func() error {
-		_, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(context.Background())
-		return err
-	})
+	return c.waitAPIServerReady(cs)
 }

@@ -120,10 +120,7 @@ func up(o options) error {
 	if err != nil {
 		return err
 	}
-	if err := c.waitFor(cAPIServer, "kube-apiserver ready", 4*time.Minute, func() error {
-		_, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(context.Background())
-		return err
-	}); err != nil {
+	if err := c.waitAPIServerReady(cs); err != nil {
 		return err
 	}
 	for _, n := range []string{cCtrlMgr, cScheduler, cKubelet, cProxy} {
@@ -143,6 +140,14 @@ func up(o options) error {
 	c.linkKubectl(o.Repo)
 	c.printUp(since(t0), true)
 	return nil
+}
+
+// waitAPIServerReady waits until kube-apiserver answers /readyz.
+func (c *Cluster) waitAPIServerReady(cs kubernetes.Interface) error {
+	return c.waitFor(cAPIServer, "kube-apiserver ready", 4*time.Minute, func() error {
+		_, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(context.Background())
+		return err
+	})
 }
 
 // prepareState creates (or reuses) the state directory: cluster.json, the host record,

@@ -33,6 +33,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
@@ -286,7 +287,7 @@ func watch(ctx context.Context, c *framework.Cluster, timeout time.Duration) err
 	defer func() { stop(); _ = cmd.Wait() }()
 	tctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	err := framework.Poll(tctx, time.Second, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextCancel(tctx, time.Second, true, func(ctx context.Context) (bool, error) {
 		var l qjv1.QueueJobList
 		if err := c.Client.List(ctx, &l, client.InNamespace(Namespace)); err != nil {
 			return false, nil
@@ -394,7 +395,7 @@ func resetNamespace(ctx context.Context, c *framework.Cluster) error {
 	}
 	tctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	if err := framework.Poll(tctx, time.Second, func(ctx context.Context) (bool, error) {
+	if err := wait.PollUntilContextCancel(tctx, time.Second, true, func(ctx context.Context) (bool, error) {
 		err := c.Client.Get(ctx, client.ObjectKeyFromObject(ns), &corev1.Namespace{})
 		return apierrors.IsNotFound(err), nil
 	}); err != nil {

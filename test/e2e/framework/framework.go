@@ -168,23 +168,6 @@ func (c *Cluster) PodLogs(ctx context.Context, ns string, selector map[string]st
 	return out, nil
 }
 
-// Poll calls f every interval until it returns true or an error, or ctx ends.
-func Poll(ctx context.Context, interval time.Duration, f func(context.Context) (bool, error)) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		done, err := f(ctx)
-		if err != nil || done {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-}
-
 // ImageDigest is the digest of the image in an OCI layout tarball of make image (the first
 // manifest of its index.json), "" if the file cannot be read. Put into a pod annotation,
 // it rolls the manager when the image under the same tag changed.
