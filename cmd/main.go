@@ -32,6 +32,7 @@ func main() {
 		metricsAddr   string
 		metricsSecure bool
 		probeAddr     string
+		pprofAddr     string
 		leaderElect   bool
 		leaderElectNS string
 		qps           float64
@@ -43,6 +44,7 @@ func main() {
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
 	flag.BoolVar(&metricsSecure, "metrics-secure", false, "Serve metrics over HTTPS and require an authenticated, authorized client (needs RBAC for TokenReviews and SubjectAccessReviews).")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address Go's pprof endpoints (/debug/pprof/) bind to, e.g. 127.0.0.1:8082; empty or 0 disables them. They are unauthenticated: bind them to loopback.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so that only one of several managers reconciles at a time.")
 	flag.StringVar(&leaderElectNS, "leader-election-namespace", "", "Namespace of the leader election Lease; defaults to the manager's own namespace.")
 	flag.Float64Var(&qps, "kube-api-qps", 20, "Queries per second to the API server.")
@@ -86,6 +88,7 @@ func main() {
 		Scheme:                        scheme,
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        probeAddr,
+		PprofBindAddress:              pprofAddr,
 		LeaderElection:                leaderElect,
 		LeaderElectionID:              "queuejob-operator.batch.queuejob.io",
 		LeaderElectionNamespace:       leaderElectNS,

@@ -1,0 +1,222 @@
+// Command bench is make bench: the operator measured beside its peers in one run on one
+// machine, against a real control plane (envtest's kube-apiserver and etcd plus a real
+// kube-controller-manager), real redis-server and rabbitmq-server, and the operator's
+// and KEDA's managers as processes of their own. It writes a Markdown table and JSON under
+// bench/results. Benchmarks are not tests: nothing here asserts a time.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// sections, in the order they run.
+var allSections = []string{"reaction", "api", "memory", "cleanup", "probe", "drain"}
+
+type options struct {
+	Out       string
+	Stem      string
+	Only      string
+	Repo      string
+	Trials    int
+	QueueJobs int
+	Pods      int
+	KCM       string
+	Manager   string
+	KEDA      string
+	KEDACRDs  string
+	Worker    string
+	Work      string
+}
+
+func main() {
+	var o options
+	home, _ := os.UserHomeDir()
+	cache := filepath.Join(home, ".cache", "queuejob-operator")
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		cache = filepath.Join(d, "queuejob-operator")
+	}
+	flag.StringVar(&o.Out, "out", "bench/results", "directory the results go to")
+	flag.StringVar(&o.Stem, "stem", "", "file name of the results without extension (default: <date>-<revision>)")
+	flag.StringVar(&o.Only, "only", "", "comma-separated sections to run (default all): "+strings.Join(allSections, ","))
+	flag.StringVar(&o.Repo, "repo", ".", "the queuejob-operator clone")
+	flag.IntVar(&o.Trials, "trials", 100, "reaction-latency trials per operator and setting")
+	flag.IntVar(&o.QueueJobs, "queuejobs", 1000, "idle QueueJobs (and ScaledJobs) for the API-cost and memory sections")
+	flag.IntVar(&o.Pods, "pods", 10000, "owned pods, then unrelated pods, for the memory section")
+	flag.StringVar(&o.KCM, "kube-controller-manager", filepath.Join(cache, "k8s", "v1.37.2", "kube-controller-manager"), "kube-controller-manager binary (make cluster-tool && bin/queuejob-cluster build)")
+	flag.StringVar(&o.Manager, "manager", "bin/manager", "the operator's manager binary")
+	flag.StringVar(&o.KEDA, "keda", "bin/keda-operator", "KEDA's operator binary (make keda); missing: KEDA's rows say so")
+	flag.StringVar(&o.KEDACRDs, "keda-crds", "", "directory of KEDA's CRDs (default: from the test/bench/keda module)")
+	flag.StringVar(&o.Worker, "worker", "bin/queuejob-worker", "queuejob-worker binary")
+	flag.StringVar(&o.Work, "work-dir", "", "directory for logs and kubeconfigs (default: a temporary one, kept on failure)")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		logf("bench: %v", err)
+		os.Exit(1)
+	}
+}
+
+func (o options) runs(section string) bool {
+	if o.Only == "" {
+		return true
+	}
+	for _, s := range strings.Split(o.Only, ",") {
+		if strings.TrimSpace(s) == section {
+			return true
+		}
+	}
+	return false
+}
+
+func run(ctx context.Context, o options) error {
+	for _, s := range strings.Split(o.Only, ",") {
+		if s = strings.TrimSpace(s); s != "" && !contains(allSections, s) {
+			return fmt.Errorf("-only: unknown section %q; sections: %s", s, strings.Join(allSections, ","))
+		}
+	}
+	res := &Results{Started: time.Now(), Versions: map[string]string{}, Settings: map[string]string{}}
+	res.Machine = machine()
+	res.Machine.LoadAvgStart = loadAvg()
+	res.Versions["go"] = runtime.Version()
+	res.Versions["queuejob-operator"] = gitRevision(o.Repo)
+	if o.Stem == "" {
+		o.Stem = time.Now().UTC().Format("2006-01-02") + "-" + strings.TrimSuffix(gitShort(o.Repo), "\n")
+	}
+	if o.Work == "" {
+		d, err := os.MkdirTemp("", "queuejob-bench-")
+		if err != nil {
+			return err
+		}
+		o.Work = d
+	}
+	logf("work dir (logs, kubeconfigs): %s", o.Work)
+
+	b := &bench{o: o, res: res}
+	defer b.close()
+	for _, s := range allSections {
+		if !o.runs(s) || ctx.Err() != nil {
+			continue
+		}
+		logf("== %s", s)
+		if err := b.section(ctx, s); err != nil {
+			logf("%s: %v", s, err)
+			res.missing(sectionTitle[s], "(section)", err.Error())
+		}
+	}
+	res.Machine.LoadAvgEnd = loadAvg()
+	res.Finished = time.Now()
+	md, err := res.write(o.Out, o.Stem)
+	if err != nil {
+		return err
+	}
+	logf("wrote %s and %s.json", md, strings.TrimSuffix(md, ".md"))
+	return ctx.Err()
+}
+
+var sectionTitle = map[string]string{
+	"reaction": "1. Reaction latency: items pushed into an empty queue → the Job created",
+	"api":      "2. API cost with idle QueueJobs",
+	"memory":   "3. Memory: the manager's peak RSS",
+	"cleanup":  "4. Cleanup latency: finished → deleted, past the TTL",
+	"probe":    "5. Probe cost per backend",
+	"drain":    "6. Drain throughput",
+}
+
+// bench holds what sections share: the control plane and the operators, started on first
+// use and stopped at the end.
+type bench struct {
+	o   options
+	res *Results
+}
+
+func (b *bench) close() {}
+
+func (b *bench) section(ctx context.Context, s string) error {
+	switch s {
+	}
+	return fmt.Errorf("not implemented")
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func runOut(bin string, args ...string) (string, error) {
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	return string(out), err
+}
+
+func gitRevision(repo string) string {
+	out, err := runOut("git", "-C", repo, "describe", "--always", "--dirty", "--abbrev=12")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(out)
+}
+
+func gitShort(repo string) string {
+	out, err := runOut("git", "-C", repo, "rev-parse", "--short=7", "HEAD")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(out)
+}
+
+func loadAvg() [3]float64 {
+	var l [3]float64
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return l
+	}
+	f := strings.Fields(string(b))
+	for i := 0; i < 3 && i < len(f); i++ {
+		l[i], _ = strconv.ParseFloat(f[i], 64)
+	}
+	return l
+}
+
+func machine() Machine {
+	m := Machine{Cores: runtime.NumCPU()}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+				kb, _ := strconv.Atoi(f[1])
+				m.MemTotalMiB = kb >> 10
+			}
+		}
+	}
+	var u syscall.Utsname
+	if syscall.Uname(&u) == nil {
+		m.Kernel = "Linux " + charsToString(u.Release[:])
+	}
+	return m
+}
+
+func charsToString(c []int8) string {
+	b := make([]byte, 0, len(c))
+	for _, x := range c {
+		if x == 0 {
+			break
+		}
+		b = append(b, byte(x))
+	}
+	return string(b)
+}
