@@ -117,6 +117,14 @@ func NewRedis(o RedisOptions) *Redis {
 		// handshake that a plain-TCP server never answers takes the whole timeout).
 		PoolSize: 2, MaxRetries: -1, DialerRetries: 1,
 		DisableIdentity: true,
+		// Small buffers: the operator holds a client per QueueJob, and go-redis's
+		// defaults (32 KiB each way, 128 KiB each way for the pipeline connection a probe
+		// uses) cost ~300 KiB a QueueJob, 300 MiB for 1 000 idle ones. Probe and Reap
+		// send and receive a few hundred bytes; a longer reply takes more reads, not a
+		// bigger buffer.
+		ReadBufferSize: redisBufferSize, WriteBufferSize: redisBufferSize,
+		PipelineReadBufferSize: redisBufferSize, PipelineWriteBufferSize: redisBufferSize,
+		PipelinePoolSize: 1,
 	}
 	if o.TLS != nil {
 		opts.Dialer = tlsDialer(o.TLS, o.Timeout)
@@ -130,6 +138,9 @@ func NewRedis(o RedisOptions) *Redis {
 		unleased: map[string]sighting{},
 	}
 }
+
+// redisBufferSize is the read and the write buffer of each of a backend's connections.
+const redisBufferSize = 1 << 10
 
 // Probe counts the waiting items (LLEN <key>) and the in-flight ones
 // (LLEN <key>:processing), and checks both keys are lists.

@@ -3,6 +3,7 @@ package protocol
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -510,4 +511,41 @@ func TestRedisReapProbeEmptyMidPass(t *testing.T) {
 	if n, err := r.Reap(ctx(t), t0.Add(3*grace), grace); n != 1 || err != nil {
 		t.Fatalf("Reap a grace after x's second stay began = %d, %v; want 1", n, err)
 	}
+}
+
+// TestRedisIdleFootprint: the operator keeps one Redis backend per QueueJob, so 1 000 idle
+// QueueJobs hold 1 000 of them. With go-redis's default buffers (32 KiB each way per
+// connection, 128 KiB each way for the pipeline connection a probe uses) each cost about
+// 320 KiB of heap, 300 MiB in all; the backend holds what a probe and a reap need.
+func TestRedisIdleFootprint(t *testing.T) {
+	const n = 50
+	k := key(t)
+	c := rdb(t)
+	c.RPush(ctx(t), k, "a", "b")
+	c.RPush(ctx(t), ProcessingKey(k), "c")
+	backends := make([]*Redis, n)
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse
+	}
+	before := heap()
+	for i := range backends {
+		backends[i] = NewRedis(RedisOptions{Address: redisServer.Addr(), Key: k})
+		if _, err := backends[i].Probe(ctx(t)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := backends[i].Reap(ctx(t), time.Now(), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	per := (int64(heap()) - int64(before)) / n
+	for _, b := range backends {
+		_ = b.Close()
+	}
+	if per > 64<<10 {
+		t.Errorf("an idle Redis backend holds %d KiB of heap after a probe and a reap, want at most 64 KiB", per>>10)
+	}
+	t.Logf("an idle Redis backend holds %d KiB of heap", per>>10)
 }
