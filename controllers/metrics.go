@@ -16,6 +16,10 @@ var (
 		Name: "queuejob_queue_in_flight_items",
 		Help: "Items taken by a worker and not yet finished, as of the last successful probe.",
 	}, []string{"namespace", "queuejob"})
+	queueLastProbe = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "queuejob_queue_last_probe_timestamp_seconds",
+		Help: "When the queue of a QueueJob was last probed successfully, in seconds since the Unix epoch (status.queue.lastProbeTime moves only when the counts change).",
+	}, []string{"namespace", "queuejob"})
 	probeDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "queuejob_probe_duration_seconds",
 		Help:    "How long probing a queue took, lease reaping included.",
@@ -40,5 +44,5 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(queueReady, queueInFlight, probeDuration, probeErrors, jobsCreated, leasesReclaimed, objectsCleanedUp)
+	metrics.Registry.MustRegister(queueReady, queueInFlight, queueLastProbe, probeDuration, probeErrors, jobsCreated, leasesReclaimed, objectsCleanedUp)
 }

@@ -24,8 +24,6 @@ const (
 	// minReapGrace is the least time an in-flight item must be seen without a lease
 	// before the reaper returns it.
 	minReapGrace = 10 * time.Second
-	// probeRefresh is how often lastProbeTime is written when the counts do not change.
-	probeRefresh = 30 * time.Second
 	// defaultSecretRefresh is how long the values of a QueueJob's Secrets are reused
 	// before they are read again.
 	defaultSecretRefresh = time.Minute
@@ -88,6 +86,7 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 	s.probe.counts = &counts
 	queueReady.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(counts.Ready))
 	queueInFlight.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(counts.InFlight))
+	queueLastProbe.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(s.now.UnixNano()) / 1e9)
 	// Jitter spreads the probes of many QueueJobs created together.
 	next := interval + time.Duration(rand.Int64N(int64(interval)/10+1))
 	r.pool.probed(key, s.now.Add(next))
@@ -277,6 +276,7 @@ func (r *QueueJobReconciler) forgetDeletedQueue(ctx context.Context, key types.N
 func (r *QueueJobReconciler) dropGauges(key types.NamespacedName) {
 	queueReady.DeleteLabelValues(key.Namespace, key.Name)
 	queueInFlight.DeleteLabelValues(key.Namespace, key.Name)
+	queueLastProbe.DeleteLabelValues(key.Namespace, key.Name)
 }
 
 // connPool keeps one backend connection per QueueJob, and replaces it when the QueueJob

@@ -272,7 +272,12 @@ func observeQueue(st *qjv1.QueueJobStatus, gen int64, in observeInput) {
 	}
 	changed := q.Ready != p.counts.Ready || q.InFlight != p.counts.InFlight
 	q.Ready, q.InFlight = p.counts.Ready, p.counts.InFlight
-	if changed || q.LastProbeTime == nil || in.now.Sub(q.LastProbeTime.Time) >= probeRefresh {
+	// No heartbeat: an idle QueueJob costs the API server no writes (the
+	// queuejob_queue_last_probe_timestamp_seconds metric tells when it was last
+	// probed). The time moves with the counts, and once after the QueueJob finished,
+	// which strandedItems needs to know that no item was left in flight.
+	finishedSince := st.CompletionTime != nil && (q.LastProbeTime == nil || !q.LastProbeTime.After(st.CompletionTime.Time))
+	if changed || q.LastProbeTime == nil || finishedSince {
 		q.LastProbeTime = in.now.DeepCopy()
 	}
 	q.DrainedSince = nil

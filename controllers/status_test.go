@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
 )
 
 var (
@@ -343,6 +344,49 @@ func TestObserveSummary(t *testing.T) {
 			}
 			if diff := cmp.Diff(tc.want, gotW, cmp.AllowUnexported(want{})); diff != "" {
 				t.Errorf("observe (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestObserveQueueNoHeartbeat: an idle QueueJob whose probes keep counting the same items
+// gets no status write, however long it waits: with 1 000 idle QueueJobs a periodic
+// lastProbeTime alone would be 2 000 writes a minute at a 30 s period, beyond the
+// manager's default 20 requests a second. lastProbeTime moves only with what it dates.
+func TestObserveQueueNoHeartbeat(t *testing.T) {
+	start := metav1.NewTime(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))
+	counts := func(ready, inFlight int64) *probeResult {
+		return &probeResult{counts: &queue.Counts{Ready: ready, InFlight: inFlight}}
+	}
+	later := func(d time.Duration) metav1.Time { return metav1.NewTime(start.Add(d)) }
+	cases := []struct {
+		name   string
+		status qjv1.QueueJobStatus
+		probe  *probeResult
+		now    metav1.Time
+		want   *metav1.Time
+	}{
+		{name: "first probe dates the counts", probe: counts(0, 0), now: start, want: &start},
+		{name: "same counts an hour later: no write",
+			status: qjv1.QueueJobStatus{Queue: &qjv1.QueueStatus{LastProbeTime: &start}},
+			probe:  counts(0, 0), now: later(time.Hour), want: &start},
+		{name: "changed counts are dated",
+			status: qjv1.QueueJobStatus{Queue: &qjv1.QueueStatus{LastProbeTime: &start}},
+			probe:  counts(3, 0), now: later(time.Minute), want: ptr.To(later(time.Minute))},
+		{name: "the first probe after the QueueJob finished is dated, so that stranded items can be ruled out",
+			status: qjv1.QueueJobStatus{CompletionTime: ptr.To(later(time.Minute)), Queue: &qjv1.QueueStatus{LastProbeTime: &start}},
+			probe:  counts(0, 0), now: later(2 * time.Minute), want: ptr.To(later(2 * time.Minute))},
+		{name: "then no more",
+			status: qjv1.QueueJobStatus{CompletionTime: ptr.To(later(time.Minute)), Queue: &qjv1.QueueStatus{LastProbeTime: ptr.To(later(2 * time.Minute))}},
+			probe:  counts(0, 0), now: later(time.Hour), want: ptr.To(later(2 * time.Minute))},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			st := *c.status.DeepCopy()
+			qj := &qjv1.QueueJob{Status: c.status}
+			observeQueue(&st, 1, observeInput{qj: qj, probe: c.probe, now: c.now})
+			if st.Queue == nil || !ptr.Equal(st.Queue.LastProbeTime, c.want) {
+				t.Errorf("lastProbeTime = %v, want %v", st.Queue.LastProbeTime, c.want)
 			}
 		})
 	}

@@ -520,8 +520,11 @@ type QueueStatus struct {
 	// +optional
 	InFlight int64 `json:"inFlight"`
 
-	// lastProbeTime is when the queue was last probed successfully. It is
-	// refreshed when the counts change, and at least every 30 seconds.
+	// lastProbeTime is when a successful probe last changed the counts (or first
+	// counted them, or first counted them after the QueueJob finished). It is not
+	// a heartbeat, so that idle QueueJobs cost the API server no writes: the
+	// queuejob_queue_last_probe_timestamp_seconds metric tells when the queue was
+	// last probed.
 	// +optional
 	LastProbeTime *metav1.Time `json:"lastProbeTime,omitempty"`
 
