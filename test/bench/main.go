@@ -18,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
 // sections, in the order they run.
@@ -138,16 +140,84 @@ var sectionTitle = map[string]string{
 // bench holds what sections share: the control plane and the operators, started on first
 // use and stopped at the end.
 type bench struct {
-	o   options
-	res *Results
+	o      options
+	res    *Results
+	redis  *servers.Server
+	scaled bool // sections 2 and 3 ran together
 }
 
-func (b *bench) close() {}
+func (b *bench) close() {
+	if b.redis != nil {
+		b.redis.Close()
+	}
+}
 
 func (b *bench) section(ctx context.Context, s string) error {
 	switch s {
+	case "reaction":
+		return b.reaction(ctx)
+	case "api":
+		b.scaled = true
+		return b.scale(ctx, true, b.o.runs("memory"))
+	case "memory":
+		if b.scaled {
+			return nil
+		}
+		return b.scale(ctx, false, true)
+	case "cleanup":
+		return b.cleanup(ctx)
+	case "probe":
+		return benchProbe(ctx, b.res, []int{1, 100, 1000})
+	case "drain":
+		return benchDrain(ctx, b.res, b.o.Worker, 20000, []int{1, 4, 8})
 	}
-	return fmt.Errorf("not implemented")
+	return fmt.Errorf("unknown section %q", s)
+}
+
+// redisServer is the redis-server of sections 1 to 4, started on first use.
+func (b *bench) redisServer() (*servers.Server, error) {
+	if b.redis != nil {
+		return b.redis, nil
+	}
+	s, err := servers.StartRedis("")
+	if err != nil {
+		return nil, err
+	}
+	b.redis = s
+	if v, err := runOut("redis-server", "--version"); err == nil {
+		b.res.Versions["redis-server"] = strings.TrimSpace(v)
+	}
+	return s, nil
+}
+
+// controlPlane starts a control plane of its own for a section, so that no section's
+// objects weigh on another's figures.
+// kcmQPS > 0 raises kube-controller-manager's client rate limit (see startControlPlane).
+func (b *bench) controlPlane(ctx context.Context, tag string, kcmQPS int) (*ControlPlane, error) {
+	if _, err := os.Stat(b.o.KCM); err != nil {
+		return nil, fmt.Errorf("kube-controller-manager: %w (make bench builds it with bin/queuejob-cluster build)", err)
+	}
+	dir := filepath.Join(b.o.Work, tag)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	crds := []string{filepath.Join(b.o.Repo, "config", "crd", "bases")}
+	if b.o.KEDACRDs != "" {
+		crds = append(crds, b.o.KEDACRDs)
+	}
+	t0 := time.Now()
+	cp, err := startControlPlane(dir, b.o.KCM, crds, kcmQPS)
+	if err != nil {
+		return nil, err
+	}
+	logf("control plane for %s up in %s", tag, time.Since(t0).Round(time.Millisecond))
+	if _, ok := b.res.Versions["kube-apiserver"]; !ok {
+		if v, err := cp.Clientset.Discovery().ServerVersion(); err == nil {
+			b.res.Versions["kube-apiserver"] = v.GitVersion + " (envtest)"
+		}
+		b.res.Versions["kube-controller-manager"] = binVersion(b.o.KCM)
+	}
+	return cp, nil
 }
 
 func contains(ss []string, s string) bool {

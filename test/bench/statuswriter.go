@@ -166,3 +166,18 @@ func (w *StatusWriter) write(ctx context.Context, key types.NamespacedName) erro
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// Count is how many pods of a namespace the writer has seen in phase.
+func (w *StatusWriter) Count(ns string, phase corev1.PodPhase) int {
+	objs, err := w.informer.GetIndexer().ByIndex(cache.NamespaceIndex, ns)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, o := range objs {
+		if p, ok := o.(*corev1.Pod); ok && p.Status.Phase == phase {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+)
+
+// cleanupTTL is the TTL of every object of section 4.
+const cleanupTTL = 5
+
+// cleanup is section 4: how long past its TTL a finished pod or Job is deleted, by our
+// per-pod TTL and Job TTL, beside the upstream TTL-after-finished controller (and the
+// garbage collector, for pods) deleting plain Jobs with the same TTL, in the same run.
+func (b *bench) cleanup(ctx context.Context) error {
+	const sec = "cleanup"
+	title := sectionTitle[sec]
+	// kube-controller-manager's client is not held to its default 20 requests a second:
+	// at that rate the Job controller takes half a minute to count 300 finished pods (and
+	// a pod may not be deleted before it is counted), which would hide both TTLs behind it.
+	cp, err := b.controlPlane(ctx, sec, 1000)
+	if err != nil {
+		return err
+	}
+	defer cp.Stop()
+	// Everything of the section (watches, the status writer) ends before the control plane.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c, err := newClient(cp)
+	if err != nil {
+		return err
+	}
+	sw := startStatusWriter(ctx, cp.Clientset, 16)
+	mgr, err := b.startManager(ctx, cp, sec)
+	if err != nil {
+		return err
+	}
+	defer mgr.Stop()
+
+	const n = 100
+	ttl := int32(cleanupTTL)
+	var objs []client.Object
+	for _, ns := range []string{"ttl-qj", "ttl-upstream"} {
+		if err := createNamespace(ctx, c, ns); err != nil {
+			return err
+		}
+		sw.SetPolicy(ns, PodSucceed)
+	}
+	qjJobs, upJobs := watchJobs(ctx, cp.Clientset, "ttl-qj"), watchJobs(ctx, cp.Clientset, "ttl-upstream")
+	qjPods, upPods := watchPods(ctx, cp.Clientset, "ttl-qj"), watchPods(ctx, cp.Clientset, "ttl-upstream")
+	for i := range n {
+		// QueueJobs without a queue (like the seed's pi): one pod, then Complete. Half
+		// delete each finished pod after the TTL, half their finished Job.
+		p := &qjv1.QueueJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ttl-qj", Name: fmt.Sprintf("pod-ttl-%03d", i)},
+			Spec: qjv1.QueueJobSpec{JobTemplate: qjv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: podTemplate()}},
+				Cleanup: &qjv1.CleanupPolicy{PodTTLSecondsAfterFinished: ptr.To(ttl)}}}
+		j := p.DeepCopy()
+		j.Name = fmt.Sprintf("job-ttl-%03d", i)
+		j.Spec.Cleanup = &qjv1.CleanupPolicy{TTLSecondsAfterFinished: ptr.To(ttl)}
+		up := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: "ttl-upstream", Name: fmt.Sprintf("plain-%03d", i)},
+			Spec: batchv1.JobSpec{Template: podTemplate(), TTLSecondsAfterFinished: ptr.To(ttl)}}
+		objs = append(objs, p, j, up)
+	}
+	if err := createAll(ctx, c, objs); err != nil {
+		return err
+	}
+	// Every pod of the pod-TTL QueueJobs, every Job of the Job-TTL ones and every plain
+	// Job and its pod deleted.
+	var podLat, jobLat, upPodLat, upJobLat []time.Duration
+	measure := func() (bool, error) {
+		podLat, jobLat, upPodLat, upJobLat = nil, nil, nil, nil
+		podLat = podLatencies(qjPods, sw, "pod-ttl-", ttl)
+		upPodLat = podLatencies(upPods, sw, "plain-", ttl)
+		jobLat = jobLatencies(qjJobs, "job-ttl-", ttl)
+		upJobLat = jobLatencies(upJobs, "plain-", ttl)
+		return len(podLat) >= n && len(jobLat) >= n && len(upPodLat) >= n && len(upJobLat) >= n, nil
+	}
+	err = waitFor(ctx, 5*time.Minute, time.Second, "every finished pod and Job deleted", measure)
+	_, _ = measure()
+	if err != nil {
+		logf("%v: pods %d/%d, Jobs %d/%d, plain Jobs' pods %d/%d, plain Jobs %d/%d", err, len(podLat), n, len(jobLat), n, len(upPodLat), n, len(upJobLat), n)
+	}
+	for _, q := range []struct {
+		name string
+		p    float64
+	}{{"p50", 0.5}, {"p99", 0.99}} {
+		b.res.add(Row{Section: title, Name: "pods (our podTTLSecondsAfterFinished), " + q.name, Unit: "s",
+			Ours: f64(percentile(podLat, q.p)), PeerName: "upstream: the pods of plain Jobs, deleted with their Job by the TTL controller and the garbage collector",
+			Peer: f64(percentile(upPodLat, q.p)),
+			Note: fmt.Sprintf("past the pod's finish + %d s; %d of %d pods ours, %d of %d upstream; upstream has no per-pod TTL, so its pods wait for their Job's completion too", ttl, len(podLat), n, len(upPodLat), n)})
+		b.res.add(Row{Section: title, Name: "Jobs (our cleanup.ttlSecondsAfterFinished), " + q.name, Unit: "s",
+			Ours: f64(percentile(jobLat, q.p)), PeerName: "upstream TTL-after-finished controller", Peer: f64(percentile(upJobLat, q.p)),
+			Note: fmt.Sprintf("past the Job's Complete condition as seen by a watch + %d s; %d of %d ours, %d of %d upstream; both TTLs count from times of whole seconds, so a figure can be below 0", ttl, len(jobLat), n, len(upJobLat), n)})
+	}
+	return nil
+}
+
+// podLatencies is, for each deleted pod of the Jobs whose names start with prefix, how
+// long after its finish + ttl its deletion began.
+func podLatencies(w *PodWatch, sw *StatusWriter, prefix string, ttl int32) []time.Duration {
+	var out []time.Duration
+	deleted, jobOf := w.Deleted()
+	for uid, t := range deleted {
+		if len(jobOf[uid]) < len(prefix) || jobOf[uid][:len(prefix)] != prefix {
+			continue
+		}
+		if fin, ok := sw.Finished(types.UID(uid)); ok {
+			out = append(out, t.Sub(fin.Add(time.Duration(ttl)*time.Second)))
+		}
+	}
+	return out
+}
+
+// jobLatencies is, for each finished and deleted Job whose name starts with prefix, how
+// long after its completion + ttl its deletion began.
+func jobLatencies(w *JobWatch, prefix string, ttl int32) []time.Duration {
+	var out []time.Duration
+	complete, deleted := w.CompleteDeleted()
+	for name, t := range deleted {
+		if len(name) < len(prefix) || name[:len(prefix)] != prefix {
+			continue
+		}
+		if fin, ok := complete[name]; ok {
+			out = append(out, t.Sub(fin.Add(time.Duration(ttl)*time.Second)))
+		}
+	}
+	return out
+}
