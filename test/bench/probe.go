@@ -262,7 +262,7 @@ func benchProbe(ctx context.Context, res *Results, sizes []int) error {
 	if err := probeRedis(ctx, res, title, sizes, maxN); err != nil {
 		logf("probe: redis: %v", err)
 		for _, n := range sizes {
-			res.missing(title, fmt.Sprintf("redis, %d QueueJobs", n), err.Error())
+			res.missing(title, probeRowName("redis", n), err.Error())
 		}
 	}
 	if ctx.Err() != nil {
@@ -271,10 +271,18 @@ func benchProbe(ctx context.Context, res *Results, sizes []int) error {
 	if err := probeRabbitMQ(ctx, res, title, sizes, maxN); err != nil {
 		logf("probe: rabbitmq: %v", err)
 		for _, n := range sizes {
-			res.missing(title, fmt.Sprintf("rabbitmq, %d QueueJobs", n), err.Error())
+			res.missing(title, probeRowName("rabbitmq", n), err.Error())
 		}
 	}
 	return ctx.Err()
+}
+
+// probeRowName names a size's rows: "redis, 100 QueueJobs".
+func probeRowName(backend string, n int) string {
+	if n == 1 {
+		return backend + ", 1 QueueJob"
+	}
+	return fmt.Sprintf("%s, %d QueueJobs", backend, n)
 }
 
 func probeKey(i int) string { return fmt.Sprintf("bench-probe-%d", i) }
@@ -313,7 +321,7 @@ func probeRedis(ctx context.Context, res *Results, title string, sizes []int, ma
 			return rawLLen{redis.NewClient(&redis.Options{Addr: srv.Addr()}), probeKey(i)}
 		},
 		serverCPU: func() (time.Duration, error) { return procCPU(srv.PID()) },
-		what: fmt.Sprintf("ours: Probe (one pipeline: TYPE, TYPE, LLEN, LLEN) then Reap (MULTI LLEN+LRANGE of <key>:processing, then a pipeline of EXISTS per in-flight item; %d in flight, all leased); peer: one LLEN", probeInFlight),
+		what:      fmt.Sprintf("ours: Probe (one pipeline: TYPE, TYPE, LLEN, LLEN) then Reap (MULTI LLEN+LRANGE of <key>:processing, then a pipeline of EXISTS per in-flight item; %d in flight, all leased); peer: one LLEN", probeInFlight),
 	}
 	for i, n := range sizes {
 		if err := probeSize(ctx, res, title, b, n, i == 0); err != nil {
@@ -370,7 +378,7 @@ func probeRabbitMQ(ctx context.Context, res *Results, title string, sizes []int,
 		if err := probeSize(ctx, res, title, b, n, i == 0); err != nil {
 			// A size the broker cannot take says why; the others still run.
 			logf("probe: rabbitmq, %d QueueJobs: %v", n, err)
-			res.missing(title, fmt.Sprintf("rabbitmq, %d QueueJobs", n), err.Error())
+			res.missing(title, probeRowName("rabbitmq", n), err.Error())
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -418,7 +426,7 @@ func probeSize(ctx context.Context, res *Results, title string, b probeBackend, 
 	if err != nil {
 		return err
 	}
-	name := fmt.Sprintf("%s, %d QueueJobs", b.name, n)
+	name := probeRowName(b.name, n)
 	note := fmt.Sprintf("%d probes each over %d intervals of %s", ours.probes, intervals, probeInterval)
 	if ours.probes < 100 {
 		note += " (so p99 is the slowest)"
@@ -441,8 +449,11 @@ func probeSize(ctx context.Context, res *Results, title string, b probeBackend, 
 		return f64(float64(cpu.Microseconds()) / float64(r.probes))
 	}
 	cpuNote := "this process's CPU (getrusage) over the run ÷ probes: includes the harness's own timers and goroutine wake-ups, not the broker's"
+	if ours.probes < 100 {
+		cpuNote += fmt.Sprintf("; with %d probes in %s it is mostly the process's idle cost (Go runtime, timers), not the probes'", ours.probes, ours.wall.Round(time.Second))
+	}
 	if b.serverCPU != nil {
-		cpuNote += fmt.Sprintf("; the server's CPU per probe (10 ms ticks): ours %.0f µs, peer %.0f µs",
+		cpuNote += fmt.Sprintf("; the server's CPU per probe (/proc, 10 ms ticks, its own idle cron included): ours %.0f µs, peer %.0f µs",
 			float64(oursSrv.Microseconds())/float64(ours.probes), float64(peerSrv.Microseconds())/float64(peer.probes))
 	}
 	res.add(Row{Section: title, Name: name + ": CPU per probe", Unit: "µs", Ours: perProbe(ours.cpu, ours), Peer: perProbe(peer.cpu, peer), PeerName: b.peerName, Note: cpuNote})
