@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -27,7 +29,7 @@ const (
 	drainKey     = "bench-drain"
 	drainCommand = "true" // the cheapest real command: the worker has no mode without an exec
 	// drainPoll is how often the drain's end (both lists empty) is looked for.
-	drainPoll = 5 * time.Millisecond
+	drainPoll = 10 * time.Millisecond
 	drainPeer = "raw LMOVE+LREM loop (go-redis)"
 )
 
@@ -229,10 +231,43 @@ func drainWorkers(ctx context.Context, c *redis.Client, addr, bin, dir string, i
 	if len(problems) > 0 && r.failure == "" {
 		r.failure = strings.Join(problems, "; ")
 	}
-	r.detail = fmt.Sprintf("ours: workers' counts sum to %d completed, nothing retried, dead-lettered or lost, both lists and %s empty; workers exited %.1f s after the drain; CPU per item: workers %.0f µs (with their `%s`), redis-server %.0f µs",
+	r.detail = fmt.Sprintf("ours: workers' counts sum to %d completed, nothing retried, dead-lettered or lost, both lists and %s empty; workers exited %.1f s after the drain; CPU per item: workers %.0f µs (with their `%s`), redis-server %.0f µs (with its idle cron and this harness's check of both lists every 10 ms)",
 		sum.Completed, queue.FailedKey(drainKey), exitedAfter.Seconds(),
 		float64(workerCPU.Microseconds())/float64(items), drainCommand, float64((s1-s0).Microseconds())/float64(items))
 	return r, nil
+}
+
+// execCeiling is how fast n goroutines of this process, with nothing else to do, exec
+// drainCommand count times in all: the ceiling of any worker that execs it per item, on
+// this machine now. It is a reference for the note, not the peer.
+func execCeiling(ctx context.Context, n, count int) (perSec float64, childCPU time.Duration, err error) {
+	var c0, c1 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &c0)
+	next := make(chan struct{}, count)
+	for range count {
+		next <- struct{}{}
+	}
+	close(next)
+	errs := make([]error, n)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			for range next {
+				if errs[i] = exec.CommandContext(ctx, drainCommand).Run(); errs[i] != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &c1)
+	if err := errors.Join(errs...); err != nil {
+		return 0, 0, err
+	}
+	cpu := time.Duration(c1.Utime.Nano() + c1.Stime.Nano() - c0.Utime.Nano() - c0.Stime.Nano())
+	return float64(count) / wall.Seconds(), cpu / time.Duration(count), nil
 }
 
 func allExited(procs []*Proc) bool {
@@ -390,6 +425,12 @@ func benchDrain(ctx context.Context, res *Results, workerBin string, items int, 
 			notes = append(notes, "raw FAILED, no figure: "+raw.failure)
 		} else {
 			notes = append(notes, raw.detail)
+		}
+		if rate, cpu, err := execCeiling(ctx, n, min(items, 200*n)); err == nil {
+			notes = append(notes, fmt.Sprintf("for reference, %d goroutine(s) of this process doing nothing but exec `%s` in a loop, right after: %.0f execs/s, %.0f µs CPU per exec in `%s` itself",
+				n, drainCommand, rate, float64(cpu.Microseconds()), drainCommand))
+		} else {
+			notes = append(notes, fmt.Sprintf("exec ceiling not measured: %v", err))
 		}
 		if i == 0 {
 			notes = append(notes, fmt.Sprintf("each item costs ours a fork+exec of `%s` and a log line besides the protocol (take, claim the lease, complete); the raw loop takes no lease and runs nothing", drainCommand))
