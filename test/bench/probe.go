@@ -323,11 +323,7 @@ func probeRedis(ctx context.Context, res *Results, title string, sizes []int, ma
 		serverCPU: func() (time.Duration, error) { return procCPU(srv.PID()) },
 		what:      fmt.Sprintf("ours: Probe (one pipeline: TYPE, TYPE, LLEN, LLEN) then Reap (MULTI LLEN+LRANGE of <key>:processing, then a pipeline of EXISTS per in-flight item; %d in flight, all leased); peer: one LLEN", probeInFlight),
 	}
-	for i, n := range sizes {
-		if err := probeSize(ctx, res, title, b, n, i == 0); err != nil {
-			return err
-		}
-	}
+	probeSizes(ctx, res, title, b, sizes)
 	return nil
 }
 
@@ -374,17 +370,22 @@ func probeRabbitMQ(ctx context.Context, res *Results, title string, sizes []int,
 		peer: func(i int) prober { return &rawDeclare{url: srv.URL(), queue: probeKey(i)} },
 		what: "ours: Probe without a management URL (a channel opened per probe, QueueDeclarePassive, the channel closed, in a worker goroutine bounded by the timeout); peer: QueueDeclarePassive on a channel kept open; one connection per QueueJob for both",
 	}
+	probeSizes(ctx, res, title, b, sizes)
+	return nil
+}
+
+// probeSizes measures each size; a size that cannot run (too many connections for the
+// broker, say) gets a row saying why, and the others still run.
+func probeSizes(ctx context.Context, res *Results, title string, b probeBackend, sizes []int) {
 	for i, n := range sizes {
+		if ctx.Err() != nil {
+			return
+		}
 		if err := probeSize(ctx, res, title, b, n, i == 0); err != nil {
-			// A size the broker cannot take says why; the others still run.
-			logf("probe: rabbitmq, %d QueueJobs: %v", n, err)
-			res.missing(title, probeRowName("rabbitmq", n), err.Error())
-			if ctx.Err() != nil {
-				return nil
-			}
+			logf("probe: %s: %v", probeRowName(b.name, n), err)
+			res.missing(title, probeRowName(b.name, n), err.Error())
 		}
 	}
-	return nil
 }
 
 // probeSize measures ours, then the peer, with n QueueJobs, and adds the rows.
