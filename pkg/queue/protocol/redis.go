@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // The Redis protocol is the one of the Kubernetes docs' rediswq.py ("Fine Parallel
@@ -125,6 +126,9 @@ func NewRedis(o RedisOptions) *Redis {
 		ReadBufferSize: redisBufferSize, WriteBufferSize: redisBufferSize,
 		PipelineReadBufferSize: redisBufferSize, PipelineWriteBufferSize: redisBufferSize,
 		PipelinePoolSize: 1,
+		// Nor the machinery for Redis Enterprise's maintenance push notifications
+		// (~8 KiB a client, and a CLIENT command on every connection).
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	}
 	if o.TLS != nil {
 		opts.Dialer = tlsDialer(o.TLS, o.Timeout)

@@ -544,8 +544,8 @@ func TestRedisIdleFootprint(t *testing.T) {
 	for _, b := range backends {
 		_ = b.Close()
 	}
-	if per > 64<<10 {
-		t.Errorf("an idle Redis backend holds %d KiB of heap after a probe and a reap, want at most 64 KiB", per>>10)
+	if per > 32<<10 {
+		t.Errorf("an idle Redis backend holds %d KiB of heap after a probe and a reap, want at most 32 KiB", per>>10)
 	}
 	t.Logf("an idle Redis backend holds %d KiB of heap", per>>10)
 }
