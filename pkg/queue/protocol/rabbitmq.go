@@ -79,6 +79,11 @@ type RabbitMQ struct {
 	gen uint64
 	// worker is closed when the last probe's worker has returned; nil before the first.
 	worker chan struct{}
+	// ch is the channel the probes declare on, kept open between them (one round trip
+	// a probe instead of three); chConn is its connection. Only a probe's worker uses
+	// it, and the workers run one at a time.
+	ch     *amqp.Channel
+	chConn *amqp.Connection
 
 	// mgmt is the management API, nil without a management URL.
 	mgmt *rabbitManagement
@@ -187,14 +192,31 @@ func (r *RabbitMQ) declarePassive(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	ch, err := conn.Channel()
-	if err != nil {
-		r.drop(conn)
-		return 0, rabbitError(err, rabbitAddr(r.uri))
+	r.mu.Lock()
+	ch := r.ch
+	if ch != nil && (r.chConn != conn || ch.IsClosed()) {
+		ch = nil
 	}
-	defer func() { _ = ch.Close() }()
+	r.mu.Unlock()
+	if ch == nil {
+		if ch, err = conn.Channel(); err != nil {
+			r.drop(conn)
+			return 0, rabbitError(err, rabbitAddr(r.uri))
+		}
+		r.mu.Lock()
+		r.ch, r.chConn = ch, conn
+		r.mu.Unlock()
+	}
 	q, err := ch.QueueDeclarePassive(r.opts.Queue, false, false, false, false, nil)
 	if err != nil {
+		// The broker closes the channel on any error (a missing queue too): the next
+		// probe opens another.
+		r.mu.Lock()
+		if r.ch == ch {
+			r.ch, r.chConn = nil, nil
+		}
+		r.mu.Unlock()
+		_ = ch.Close()
 		var ae *amqp.Error
 		if !errors.As(err, &ae) || ae.Code != amqp.NotFound {
 			// Not a missing queue, which closes only the channel: the connection may be
