@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -152,10 +153,15 @@ func lockDir(dir string) (func(), error) {
 }
 
 // ensureK8s builds whatever of k8sBinaries is missing in dir.
-func ensureK8s(dir string) error {
+// ensureK8s builds the Kubernetes components missing from dir: those named in only, or
+// all of them.
+func ensureK8s(dir string, only ...string) error {
 	missing := func() []int {
 		var m []int
 		for i, b := range k8sBinaries {
+			if len(only) > 0 && !slices.Contains(only, b.Name) {
+				continue
+			}
 			if !executable(filepath.Join(dir, b.Name)) {
 				m = append(m, i)
 			}
@@ -317,6 +323,25 @@ func envtestDir(repo string) (string, error) {
 }
 
 // ensureBinaries provides every binary, building what the caches lack.
+// ensureComponents builds only the named Kubernetes components (e.g.
+// kube-controller-manager for make bench) and returns their paths.
+func ensureComponents(cache string, names []string) ([]string, error) {
+	dir := filepath.Join(cache, "k8s", "v"+k8sVersion)
+	var paths []string
+	for _, n := range names {
+		if !slices.ContainsFunc(k8sBinaries, func(b struct {
+			Name string
+			CGO  bool
+		}) bool {
+			return b.Name == n
+		}) {
+			return nil, fmt.Errorf("no component %q: the components are kube-controller-manager, kube-scheduler, kube-proxy, kubectl and kubelet", n)
+		}
+		paths = append(paths, filepath.Join(dir, n))
+	}
+	return paths, ensureK8s(dir, names...)
+}
+
 func ensureBinaries(repo, cache string) (Bins, error) {
 	k8sDir := filepath.Join(cache, "k8s", "v"+k8sVersion)
 	ctrdDir := filepath.Join(cache, "containerd", containerdVersion)

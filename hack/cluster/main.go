@@ -8,7 +8,7 @@
 //	cluster down    stop it and undo its changes to the host; removes the state directory
 //	cluster status  what runs; -o json for scripts (nodeIP, kubeconfig, stateDir, …)
 //	cluster load    import dist/images/*.tar into the cluster's containerd
-//	cluster build   only provide the Debian packages and binaries
+//	cluster build   only provide the Debian packages and binaries (or the named components)
 //
 // See "A local cluster without Docker" in the README.
 package main
@@ -42,7 +42,10 @@ func usage() {
   restart COMPONENT
           stop one component (SIGTERM) and start it again, e.g. kube-apiserver for the
           e2e suite's restart spec; waits until the API server is ready again
-  build   only install the Debian packages and build the binaries (what up does first)
+  build [COMPONENT...]
+          only install the Debian packages and build the binaries (what up does first);
+          with components (e.g. kube-controller-manager, for make bench), build just those
+          and print their paths
 
 flags (every subcommand):
 `)
@@ -99,6 +102,13 @@ func main() {
 	case "restart":
 		err = restart(*o, fs.Arg(0))
 	case "build":
+		if fs.NArg() > 0 {
+			var paths []string
+			if paths, err = ensureComponents(o.CacheDir, fs.Args()); err == nil {
+				fmt.Println(strings.Join(paths, "\n"))
+			}
+			break
+		}
 		if err = ensurePackages(o.Install); err == nil {
 			var b Bins
 			if b, err = ensureBinaries(o.Repo, o.CacheDir); err == nil {
