@@ -143,14 +143,18 @@ func startCountingProxy(cfg *rest.Config) (*CountingProxy, error) {
 		FlushInterval: -1, // watches stream
 	}
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.count(r)
+		key := p.count(r)
+		t0 := time.Now()
 		rp.ServeHTTP(w, r)
+		if strings.HasPrefix(key, "watch ") && os.Getenv("BENCH_DEBUG_WATCH") != "" {
+			logf("proxy: %s %s ended after %s", key, r.URL.RawQuery, time.Since(t0).Round(time.Millisecond))
+		}
 	}), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = p.srv.Serve(l) }()
 	return p, nil
 }
 
-func (p *CountingProxy) count(r *http.Request) {
+func (p *CountingProxy) count(r *http.Request) string {
 	key := r.Method + " " + r.URL.Path
 	if info, err := p.infoFact.NewRequestInfo(r); err == nil && info.IsResourceRequest {
 		key = info.Verb + " " + info.Resource
@@ -161,6 +165,7 @@ func (p *CountingProxy) count(r *http.Request) {
 	p.mu.Lock()
 	p.counts[key]++
 	p.mu.Unlock()
+	return key
 }
 
 // Counts is a copy of the counts so far.

@@ -82,7 +82,7 @@ func (p *Proc) Stop() {
 }
 
 // Memory is a process's resident set, now and at its peak, from /proc/<pid>/status.
-type Memory struct{ RSS, Peak uint64 } // bytes
+type Memory struct{ RSS, Peak, Anon, File uint64 } // bytes; Anon+File(+shmem) = RSS
 
 func (p *Proc) Memory() (Memory, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.PID()))
@@ -103,6 +103,10 @@ func (p *Proc) Memory() (Memory, error) {
 			m.RSS = kb << 10
 		case "VmHWM":
 			m.Peak = kb << 10
+		case "RssAnon":
+			m.Anon = kb << 10
+		case "RssFile":
+			m.File = kb << 10
 		}
 	}
 	return m, s.Err()

@@ -187,10 +187,10 @@ func (b *bench) scale(ctx context.Context, api, memory bool) error {
 	title := sectionTitle["memory"]
 	memRow := func(name, goal string, limit float64, o, k Sample, note string) {
 		row := Row{Section: title, Name: name, Unit: "MiB", Ours: f64(float64(o.Mem.Peak) / mib), PeerName: "KEDA ScaledJob",
-			Note: fmt.Sprintf("RSS now: ours %.1f MiB", float64(o.Mem.RSS)/mib)}
+			Note: fmt.Sprintf("RSS now: ours %.1f MiB (%.1f anonymous, %.1f of its binary's pages)", float64(o.Mem.RSS)/mib, float64(o.Mem.Anon)/mib, float64(o.Mem.File)/mib)}
 		if kedaErr == nil {
 			row.Peer = f64(float64(k.Mem.Peak) / mib)
-			row.Note += fmt.Sprintf(", KEDA %.1f MiB", float64(k.Mem.RSS)/mib)
+			row.Note += fmt.Sprintf(", KEDA %.1f MiB (%.1f anonymous, %.1f of its binary's pages)", float64(k.Mem.RSS)/mib, float64(k.Mem.Anon)/mib, float64(k.Mem.File)/mib)
 		}
 		if note != "" {
 			row.Note += "; " + note
