@@ -53,8 +53,9 @@ type RabbitMQOptions struct {
 	Timeout time.Duration
 }
 
-// RabbitMQ is a RabbitMQ queue. It keeps one connection and opens a channel per probe
-// (a passive declare of a missing queue closes its channel).
+// RabbitMQ is a RabbitMQ queue. It keeps one connection and one channel, opening another
+// channel when the broker closed it (as a passive declare of a missing queue does). Its
+// probes may be called concurrently: they run one at a time.
 //
 // Each probe's AMQP work runs in a worker goroutine on a socket the backend dialed itself;
 // when the probe's time is up, the probe closes that socket, which fails every pending
@@ -149,21 +150,25 @@ func (r *RabbitMQ) Probe(ctx context.Context) (Counts, error) {
 }
 
 // countReady counts the queue's ready messages with a passive declare in a worker.
+// Workers run one at a time: they share the channel, whose replies amqp091 does not
+// sort out between goroutines.
 func (r *RabbitMQ) countReady(ctx context.Context) (int64, error) {
-	r.mu.Lock()
-	prev := r.worker
-	r.mu.Unlock()
-	if prev != nil {
+	done := make(chan struct{})
+	for {
+		r.mu.Lock()
+		prev := r.worker
+		if prev == nil || isClosed(prev) {
+			r.worker = done // taken in the same critical section as the check
+			r.mu.Unlock()
+			break
+		}
+		r.mu.Unlock()
 		select {
 		case <-prev:
 		case <-ctx.Done():
 			return 0, r.timeoutError()
 		}
 	}
-	done := make(chan struct{})
-	r.mu.Lock()
-	r.worker = done
-	r.mu.Unlock()
 	var n int
 	var err error
 	go func() {
@@ -178,6 +183,15 @@ func (r *RabbitMQ) countReady(ctx context.Context) (int64, error) {
 		// socket, which ends the worker at once, and do not wait for it.
 		r.drop(nil)
 		return 0, r.timeoutError()
+	}
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }
 

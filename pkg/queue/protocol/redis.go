@@ -125,7 +125,8 @@ func NewRedis(o RedisOptions) *Redis {
 		// bigger buffer.
 		ReadBufferSize: redisBufferSize, WriteBufferSize: redisBufferSize,
 		PipelineReadBufferSize: redisBufferSize, PipelineWriteBufferSize: redisBufferSize,
-		PipelinePoolSize: 1,
+		// Pipelines on the main pool: one connection a backend, not two.
+		PipelinePoolSize: -1,
 		// Nor the machinery for Redis Enterprise's maintenance push notifications
 		// (~8 KiB a client, and a CLIENT command on every connection).
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
