@@ -314,7 +314,7 @@ func (s *statusOptions) human(w io.Writer, r *statusResult) {
 	if q := r.Queue; q != nil {
 		fmt.Fprintf(w, "Queue:      %s %s\n", q.Backend, q.Where)
 		if q.Probed {
-			fmt.Fprintf(w, "            %d ready, %d in flight, %d reclaimed (counts changed %s ago)\n", q.Ready, q.InFlight, q.Reclaimed, since(q.LastProbeTime))
+			fmt.Fprintf(w, "            %d ready, %d in flight, %d reclaimed (counts dated %s ago)\n", q.Ready, q.InFlight, q.Reclaimed, since(q.LastProbeTime))
 		} else {
 			fmt.Fprintf(w, "            not probed yet\n")
 		}
