@@ -152,7 +152,6 @@ func lockDir(dir string) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-// ensureK8s builds whatever of k8sBinaries is missing in dir.
 // ensureK8s builds the Kubernetes components missing from dir: those named in only, or
 // all of them.
 func ensureK8s(dir string, only ...string) error {
@@ -322,7 +321,6 @@ func envtestDir(repo string) (string, error) {
 	return strings.TrimSpace(out.String()), nil
 }
 
-// ensureBinaries provides every binary, building what the caches lack.
 // ensureComponents builds only the named Kubernetes components (e.g.
 // kube-controller-manager for make bench) and returns their paths.
 func ensureComponents(cache string, names []string) ([]string, error) {
@@ -342,6 +340,7 @@ func ensureComponents(cache string, names []string) ([]string, error) {
 	return paths, ensureK8s(dir, names...)
 }
 
+// ensureBinaries provides every binary, building what the caches lack.
 func ensureBinaries(repo, cache string) (Bins, error) {
 	k8sDir := filepath.Join(cache, "k8s", "v"+k8sVersion)
 	ctrdDir := filepath.Join(cache, "containerd", containerdVersion)
