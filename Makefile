@@ -14,6 +14,8 @@ CONTROLLER_TOOLS_VERSION ?= v0.23.0
 HELM_VERSION ?= v3.22.0
 # v5.8.2 is the newest kustomize that builds with Go 1.26 (v5.8.3 needs Go 1.27).
 KUSTOMIZE_VERSION ?= v5.8.2
+# KEDA's operator, the peer of make bench; test/bench/keda/go.mod requires this version.
+KEDA_VERSION ?= v2.21.0
 ENVTEST_K8S_VERSION ?= 1.37.2
 ENVTEST_ETCD_VERSION ?= v3.7.3
 # A loaded 2-core machine starts kube-apiserver slowly.
@@ -86,8 +88,27 @@ test: manifests generate fmt vet envtest servers helm kustomize ## Run all tests
 		go test $(GO_TEST_FLAGS) ./... -coverprofile cover.out
 
 .PHONY: bench
-bench: servers ## Run the benchmarks: probe latency per backend (p50/p99), reaper pass, sizing, worker items/s against raw LMOVE.
+bench: envtest servers cluster-tool keda ## Measure the operator beside its peers (KEDA, the TTL controller, raw clients): reaction, API cost, memory, cleanup, probes, drain; writes bench/results/<date>-<rev>.{md,json} (~30 min; first run also builds KEDA, ~30 min). BENCH_FLAGS e.g. -only=reaction -trials=20.
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(LOCALBIN)/bench-manager ./cmd
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(LOCALBIN)/queuejob-worker ./cmd/queuejob-worker
+	KUBEBUILDER_ASSETS="$$(ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) ENVTEST_ETCD_VERSION=$(ENVTEST_ETCD_VERSION) hack/envtest.sh)" \
+		go run ./test/bench --manager $(LOCALBIN)/bench-manager --worker $(LOCALBIN)/queuejob-worker \
+		--kube-controller-manager "$$($(CLUSTER_TOOL) build kube-controller-manager)" \
+		--keda $(KEDA) --keda-crds "$$(cd test/bench/keda && go list -m -f '{{.Dir}}' github.com/kedacore/keda/v2)/config/crd/bases" $(BENCH_FLAGS)
+
+.PHONY: bench-micro
+bench-micro: servers ## Go micro-benchmarks: probe latency per backend (p50/p99), reaper pass, sizing, worker library items/s against raw LMOVE.
 	go test -run '^$$' -bench . -benchmem ./pkg/... ./controllers/...
+
+# KEDA's operator, the peer of make bench, built from the module proxy in its own module
+# (test/bench/keda), so that its dependencies stay out of go.mod.
+KEDA ?= $(LOCALBIN)/keda-operator-$(KEDA_VERSION)
+.PHONY: keda
+keda: $(KEDA) ## Build KEDA's operator (KEDA_VERSION), the peer of make bench, into bin/.
+$(KEDA):
+	@mkdir -p $(LOCALBIN)
+	@grep -q '^require github.com/kedacore/keda/v2 $(KEDA_VERSION)$$' test/bench/keda/go.mod || { echo "test/bench/keda/go.mod does not require KEDA $(KEDA_VERSION)"; exit 1; }
+	cd test/bench/keda && go build -ldflags "-s -w -X github.com/kedacore/keda/v2/version.Version=$(KEDA_VERSION)" -o $(KEDA) github.com/kedacore/keda/v2/cmd/operator
 
 ##@ Build
 

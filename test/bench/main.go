@@ -60,7 +60,7 @@ func main() {
 	flag.StringVar(&o.KEDA, "keda", "bin/keda-operator", "KEDA's operator binary (make keda); missing: KEDA's rows say so")
 	flag.StringVar(&o.KEDACRDs, "keda-crds", "", "directory of KEDA's CRDs (default: from the test/bench/keda module)")
 	flag.StringVar(&o.Worker, "worker", "bin/queuejob-worker", "queuejob-worker binary")
-	flag.StringVar(&o.Work, "work-dir", "", "directory for logs and kubeconfigs (default: a temporary one, kept on failure)")
+	flag.StringVar(&o.Work, "work-dir", "", "directory for logs and kubeconfigs (default: a temporary one, removed unless a section failed)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -103,6 +103,12 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 		o.Work = d
+		// Kept when a section failed, for its logs.
+		defer func() {
+			if !res.failed() {
+				_ = os.RemoveAll(d)
+			}
+		}()
 	}
 	logf("work dir (logs, kubeconfigs): %s", o.Work)
 

@@ -110,7 +110,7 @@ func waitHTTP(ctx context.Context, p *Proc, url string, timeout time.Duration) e
 
 // startManager starts the operator's manager (bin/manager) as the chart runs it, save
 // that metrics are plain HTTP on loopback and pprof is on.
-func (b *bench) startManager(ctx context.Context, cp *ControlPlane, tag string) (*Operator, error) {
+func (b *bench) startManager(ctx context.Context, cp *ControlPlane, tag string, extra ...string) (*Operator, error) {
 	proxy, err := startCountingProxy(cp.Config)
 	if err != nil {
 		return nil, err
@@ -126,12 +126,13 @@ func (b *bench) startManager(ctx context.Context, cp *ControlPlane, tag string) 
 		return nil, err
 	}
 	addr := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
-	p, err := startProc("manager", filepath.Join(b.o.Work, tag+"-manager.log"), []string{"KUBECONFIG=" + kc}, b.o.Manager,
-		"--metrics-bind-address="+addr(ports[0]),
-		"--health-probe-bind-address="+addr(ports[1]),
-		"--pprof-bind-address="+addr(ports[2]),
+	args := append([]string{
+		"--metrics-bind-address=" + addr(ports[0]),
+		"--health-probe-bind-address=" + addr(ports[1]),
+		"--pprof-bind-address=" + addr(ports[2]),
 		"--zap-encoder=json", "--zap-log-level=info",
-	)
+	}, extra...)
+	p, err := startProc("manager", filepath.Join(b.o.Work, tag+"-manager.log"), []string{"KUBECONFIG=" + kc}, b.o.Manager, args...)
 	if err != nil {
 		proxy.Close()
 		return nil, err

@@ -368,7 +368,7 @@ func probeRabbitMQ(ctx context.Context, res *Results, title string, sizes []int,
 			return ourProbe{queue.NewRabbitMQ(queue.RabbitMQOptions{URL: srv.URL(), Queue: probeKey(i)})}
 		},
 		peer: func(i int) prober { return &rawDeclare{url: srv.URL(), queue: probeKey(i)} },
-		what: "ours: Probe without a management URL (a channel opened per probe, QueueDeclarePassive, the channel closed, in a worker goroutine bounded by the timeout); peer: QueueDeclarePassive on a channel kept open; one connection per QueueJob for both",
+		what: "ours: Probe without a management URL (QueueDeclarePassive on a channel kept open, in a worker goroutine bounded by the timeout); peer: QueueDeclarePassive on a channel kept open; one connection per QueueJob for both",
 	}
 	probeSizes(ctx, res, title, b, sizes)
 	return nil

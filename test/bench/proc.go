@@ -112,6 +112,12 @@ func (p *Proc) Memory() (Memory, error) {
 	return m, s.Err()
 }
 
+// ResetPeak starts VmHWM afresh at the current RSS (clear_refs 5), so that a phase's
+// peak is its own and not the process's lifetime's.
+func (p *Proc) ResetPeak() error {
+	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p.PID()), []byte("5"), 0o200)
+}
+
 // CPU is the process's user plus system time so far, from /proc/<pid>/stat.
 func (p *Proc) CPU() (time.Duration, error) { return procCPU(p.PID()) }
 

@@ -52,6 +52,18 @@ func f64(v float64) *float64 { return &v }
 
 // add appends a row, computing its ratio.
 func (r *Results) add(row Row) {
+	// A figure with no samples (NaN) or beyond what was waited for (Inf) is not a
+	// number: the row says so instead, and JSON can carry it.
+	for _, v := range []**float64{&row.Ours, &row.Peer} {
+		if *v != nil && (math.IsNaN(**v) || math.IsInf(**v, 0)) {
+			*v = nil
+			row.Note = strings.TrimPrefix(row.Note+"; a figure had no samples, or too many trials never ended", "; ")
+			row.Met = nil
+			if row.Goal != "" && v == &row.Ours {
+				row.Met = ptrTo(false)
+			}
+		}
+	}
 	if row.Ours != nil && row.Peer != nil && *row.Peer != 0 && !math.IsNaN(*row.Ours) && !math.IsNaN(*row.Peer) {
 		row.Ratio = f64(*row.Ours / *row.Peer)
 	}
@@ -62,6 +74,16 @@ func (r *Results) add(row Row) {
 // missing appends a row that could not be measured, saying why.
 func (r *Results) missing(section, name, why string) {
 	r.add(Row{Section: section, Name: name, Note: "not measured: " + why})
+}
+
+// failed reports whether a row says it could not be measured.
+func (r *Results) failed() bool {
+	for _, row := range r.Rows {
+		if strings.HasPrefix(row.Note, "not measured") {
+			return true
+		}
+	}
+	return false
 }
 
 func noteSuffix(n string) string {
@@ -177,15 +199,31 @@ func (r *Results) write(dir, stem string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
+	md := filepath.Join(dir, stem+".md")
+	if err := os.WriteFile(md, []byte(r.Markdown()), 0o644); err != nil {
+		return "", err
+	}
 	js, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
-		return "", err
+		return md, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, stem+".json"), append(js, '\n'), 0o644); err != nil {
-		return "", err
+	return md, os.WriteFile(filepath.Join(dir, stem+".json"), append(js, '\n'), 0o644)
+}
+
+// quantile is the p-quantile of samples, nearest rank, where missed more samples never
+// ended: +Inf when the rank falls among those, NaN with no samples at all.
+func quantile(samples []time.Duration, missed int, p float64) float64 {
+	n := len(samples) + missed
+	if n == 0 {
+		return math.NaN()
 	}
-	md := filepath.Join(dir, stem+".md")
-	return md, os.WriteFile(md, []byte(r.Markdown()), 0o644)
+	slices.Sort(samples)
+	i := int(math.Ceil(p*float64(n))) - 1
+	i = max(0, min(i, n-1))
+	if i >= len(samples) {
+		return math.Inf(1)
+	}
+	return samples[i].Seconds()
 }
 
 // percentile returns the p-quantile (0..1) of d by the nearest-rank method; d is sorted

@@ -37,7 +37,7 @@ type StatusWriter struct {
 
 	mu       sync.Mutex
 	policy   map[string]PodPolicy    // by namespace
-	finished map[types.UID]time.Time // when the writer marked a pod Succeeded
+	finished map[types.UID]time.Time // the finishedAt the writer gave a pod it marked Succeeded
 }
 
 func startStatusWriter(ctx context.Context, cs kubernetes.Interface, workers int) *StatusWriter {
@@ -128,7 +128,8 @@ func (w *StatusWriter) write(ctx context.Context, key types.NamespacedName) erro
 	pol := w.policy[pod.Namespace]
 	w.mu.Unlock()
 	pod = pod.DeepCopy()
-	now := metav1.NewTime(time.Now())
+	// In whole seconds, as the API server stores it: the TTLs count from these times.
+	now := metav1.NewTime(time.Now()).Rfc3339Copy()
 	pod.Status.StartTime = &now
 	pod.Status.HostIP, pod.Status.PodIP = "192.0.2.10", "10.88.0.10"
 	var statuses []corev1.ContainerStatus
