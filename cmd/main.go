@@ -47,8 +47,11 @@ func main() {
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address Go's pprof endpoints (/debug/pprof/) bind to, e.g. 127.0.0.1:8082; empty or 0 disables them. They are unauthenticated: bind them to loopback.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so that only one of several managers reconciles at a time.")
 	flag.StringVar(&leaderElectNS, "leader-election-namespace", "", "Namespace of the leader election Lease; defaults to the manager's own namespace.")
-	flag.Float64Var(&qps, "kube-api-qps", 20, "Queries per second to the API server.")
-	flag.IntVar(&burst, "kube-api-burst", 30, "Burst of queries to the API server.")
+	// Kueue's defaults. An idle QueueJob costs no requests; a finishing one about seven
+	// (status, events, the TTL's reads and deletes), so at client-go's 20/30 a hundred
+	// QueueJobs finishing together waited 15 s for their TTLs (make bench, cleanup).
+	flag.Float64Var(&qps, "kube-api-qps", 50, "Queries per second to the API server.")
+	flag.IntVar(&burst, "kube-api-burst", 100, "Burst of queries to the API server.")
 	flag.StringVar(&watchNS, "watch-namespaces", "", "Comma-separated namespaces whose QueueJobs, Jobs and pods the manager watches and caches; empty: the whole cluster.")
 	flag.IntVar(&workers, "max-concurrent-reconciles", 4, "QueueJobs reconciled at once; a probe of an unreachable queue holds one for up to 10 s.")
 	flag.DurationVar(&secretRefresh, "secret-refresh-interval", time.Minute, "How long the values of the Secrets a QueueJob references are reused before they are read again from the API server; they are also read again when the QueueJob changes and after a probe that failed to connect or log in.")
