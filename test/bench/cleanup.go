@@ -28,18 +28,11 @@ const cleanupTTL = 5
 func (b *bench) cleanup(ctx context.Context) error {
 	const sec = "cleanup"
 	const kcmQPS = 1000
-	cp, err := b.controlPlane(ctx, sec, kcmQPS)
+	ctx, cp, c, done, err := b.setup(ctx, sec, kcmQPS)
 	if err != nil {
 		return err
 	}
-	defer cp.Stop()
-	// Everything of the section (watches, the status writer) ends before the control plane.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	c, err := newClient(cp)
-	if err != nil {
-		return err
-	}
+	defer done()
 	sw := startStatusWriter(ctx, cp.Clientset, 16)
 	for _, round := range []struct {
 		tag, what string
@@ -47,7 +40,7 @@ func (b *bench) cleanup(ctx context.Context) error {
 	}{
 		{"same-qps", fmt.Sprintf("both at %d API requests a second", kcmQPS),
 			[]string{fmt.Sprintf("--kube-api-qps=%d", kcmQPS), fmt.Sprintf("--kube-api-burst=%d", 2*kcmQPS)}},
-		{"default-qps", fmt.Sprintf("ours at its default 20 API requests a second, kube-controller-manager at %d", kcmQPS), nil},
+		{"default-qps", fmt.Sprintf("ours at its default 50 API requests a second, kube-controller-manager at %d", kcmQPS), nil},
 	} {
 		if err := b.cleanupRound(ctx, cp, c, sw, round.tag, round.what, round.args); err != nil {
 			return err

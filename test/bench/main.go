@@ -19,6 +19,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -63,6 +67,8 @@ func main() {
 	flag.StringVar(&o.Work, "work-dir", "", "directory for logs and kubeconfigs (default: a temporary one, removed unless a section failed)")
 	flag.Parse()
 
+	// envtest logs through controller-runtime's logger; its errors come back as errors.
+	ctrllog.SetLogger(logr.Discard())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, o); err != nil {
@@ -111,6 +117,10 @@ func run(ctx context.Context, o options) error {
 		}()
 	}
 	logf("work dir (logs, kubeconfigs): %s", o.Work)
+	// The profiles go there as the sections run.
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return err
+	}
 
 	b := &bench{o: o, res: res}
 	defer b.close()
@@ -198,6 +208,22 @@ func (b *bench) redisServer() (*servers.Server, error) {
 
 // controlPlane starts a control plane of its own for a section, so that no section's
 // objects weigh on another's figures.
+// setup starts a section's control plane and a client of it; done stops the control
+// plane, after whatever ran under ctx (watches, the status writer) has ended.
+func (b *bench) setup(ctx context.Context, tag string, kcmQPS int) (context.Context, *ControlPlane, client.Client, func(), error) {
+	cp, err := b.controlPlane(ctx, tag, kcmQPS)
+	if err != nil {
+		return ctx, nil, nil, nil, err
+	}
+	c, err := newClient(cp)
+	if err != nil {
+		cp.Stop()
+		return ctx, nil, nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	return ctx, cp, c, func() { cancel(); cp.Stop() }, nil
+}
+
 // kcmQPS > 0 raises kube-controller-manager's client rate limit (see startControlPlane).
 func (b *bench) controlPlane(ctx context.Context, tag string, kcmQPS int) (*ControlPlane, error) {
 	if _, err := os.Stat(b.o.KCM); err != nil {

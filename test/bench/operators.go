@@ -23,6 +23,7 @@ type Operator struct {
 	PprofURL   string
 	// Controller is the controller-runtime controller name whose reconciles count.
 	Controller string
+	third      string // the third loopback address launch gave it
 }
 
 func (op *Operator) Stop() {
@@ -108,40 +109,55 @@ func waitHTTP(ctx context.Context, p *Proc, url string, timeout time.Duration) e
 	})
 }
 
-// startManager starts the operator's manager (bin/manager) as the chart runs it, save
-// that metrics are plain HTTP on loopback and pprof is on.
-func (b *bench) startManager(ctx context.Context, cp *ControlPlane, tag string, extra ...string) (*Operator, error) {
+// launch starts an operator's manager as a process talking to the API server through a
+// counting proxy, with metrics (and, if args uses it, a third port) on loopback, and
+// waits until it is ready. args gets the metrics, health-probe and third addresses.
+func (b *bench) launch(ctx context.Context, cp *ControlPlane, name, file, controller, bin string, env []string,
+	args func(metrics, health, third string) []string) (*Operator, error) {
 	proxy, err := startCountingProxy(cp.Config)
 	if err != nil {
 		return nil, err
 	}
-	kc := filepath.Join(b.o.Work, tag+"-manager.kubeconfig")
-	if err := writeKubeconfig(kc, proxy.URL); err != nil {
-		proxy.Close()
-		return nil, err
-	}
+	kc := filepath.Join(b.o.Work, file+".kubeconfig")
 	ports, err := servers.FreePorts(3)
+	if err == nil {
+		err = writeKubeconfig(kc, proxy.URL)
+	}
 	if err != nil {
 		proxy.Close()
 		return nil, err
 	}
 	addr := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
-	args := append([]string{
-		"--metrics-bind-address=" + addr(ports[0]),
-		"--health-probe-bind-address=" + addr(ports[1]),
-		"--pprof-bind-address=" + addr(ports[2]),
-		"--zap-encoder=json", "--zap-log-level=info",
-	}, extra...)
-	p, err := startProc("manager", filepath.Join(b.o.Work, tag+"-manager.log"), []string{"KUBECONFIG=" + kc}, b.o.Manager, args...)
+	p, err := startProc(name, filepath.Join(b.o.Work, file+".log"), append(env, "KUBECONFIG="+kc), bin,
+		args(addr(ports[0]), addr(ports[1]), addr(ports[2]))...)
 	if err != nil {
 		proxy.Close()
 		return nil, err
 	}
-	op := &Operator{Name: "queuejob-operator", Proc: p, Proxy: proxy, Controller: "queuejob",
-		MetricsURL: "http://" + addr(ports[0]) + "/metrics", PprofURL: "http://" + addr(ports[2])}
+	op := &Operator{Name: name, Proc: p, Proxy: proxy, Controller: controller,
+		MetricsURL: "http://" + addr(ports[0]) + "/metrics", third: "http://" + addr(ports[2])}
 	if err := waitHTTP(ctx, p, "http://"+addr(ports[1])+"/readyz", 2*time.Minute); err != nil {
 		op.Stop()
 		return nil, err
 	}
+	return op, nil
+}
+
+// startManager starts the operator's manager as the chart runs it, save that metrics are
+// plain HTTP on loopback and pprof is on.
+func (b *bench) startManager(ctx context.Context, cp *ControlPlane, tag string, extra ...string) (*Operator, error) {
+	op, err := b.launch(ctx, cp, "queuejob-operator", tag+"-manager", "queuejob", b.o.Manager, nil,
+		func(metrics, health, pprof string) []string {
+			return append([]string{
+				"--metrics-bind-address=" + metrics,
+				"--health-probe-bind-address=" + health,
+				"--pprof-bind-address=" + pprof,
+				"--zap-encoder=json", "--zap-log-level=info",
+			}, extra...)
+		})
+	if err != nil {
+		return nil, err
+	}
+	op.PprofURL = op.third
 	return op, nil
 }

@@ -177,18 +177,11 @@ func (b *bench) reactionTrials(ctx context.Context, cp *ControlPlane, c client.C
 func (b *bench) reaction(ctx context.Context) error {
 	const sec = "reaction"
 	title := sectionTitle[sec]
-	cp, err := b.controlPlane(ctx, sec, 0)
+	ctx, cp, c, done, err := b.setup(ctx, sec, 0)
 	if err != nil {
 		return err
 	}
-	defer cp.Stop()
-	// Everything of the section (watches, the status writer) ends before the control plane.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	c, err := newClient(cp)
-	if err != nil {
-		return err
-	}
+	defer done()
 	rs, err := b.redisServer()
 	if err != nil {
 		return err

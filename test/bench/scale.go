@@ -25,18 +25,11 @@ func (b *bench) scale(ctx context.Context, api, memory bool) error {
 	// The Job controller creates pods at most as fast as its client's rate limit: at the
 	// default 20 a second, 10 000 pods would take 8 minutes. The figures here don't
 	// depend on it, only the run's length.
-	cp, err := b.controlPlane(ctx, tag, 1000)
+	ctx, cp, c, done, err := b.setup(ctx, tag, 1000)
 	if err != nil {
 		return err
 	}
-	defer cp.Stop()
-	// Everything of the section (watches, the status writer) ends before the control plane.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	c, err := newClient(cp)
-	if err != nil {
-		return err
-	}
+	defer done()
 	rs, err := b.redisServer()
 	if err != nil {
 		return err
