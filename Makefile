@@ -88,13 +88,14 @@ test: manifests generate fmt vet envtest servers helm kustomize ## Run all tests
 		go test $(GO_TEST_FLAGS) ./... -coverprofile cover.out
 
 .PHONY: bench
-bench: envtest servers cluster-tool keda ## Measure the operator beside its peers (KEDA, the TTL controller, raw clients): reaction, API cost, memory, cleanup, probes, drain; writes bench/results/<date>-<rev>.{md,json} (~30 min; first run also builds KEDA, ~30 min). BENCH_FLAGS e.g. -only=reaction -trials=20.
+bench: envtest servers cluster-tool keda ## Measure the operator beside its peers (KEDA, the TTL controller, raw clients): reaction, API cost, memory, cleanup, probes, drain; writes bench/results/<date>-<rev>.{md,json} and pprof profiles (~25 min; a first run also builds KEDA and kube-controller-manager, ~40 min more). BENCH_FLAGS e.g. -only=reaction -trials=20.
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(LOCALBIN)/bench-manager ./cmd
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(LOCALBIN)/queuejob-worker ./cmd/queuejob-worker
-	KUBEBUILDER_ASSETS="$$(ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) ENVTEST_ETCD_VERSION=$(ENVTEST_ETCD_VERSION) hack/envtest.sh)" \
-		go run ./test/bench --manager $(LOCALBIN)/bench-manager --worker $(LOCALBIN)/queuejob-worker \
-		--kube-controller-manager "$$($(CLUSTER_TOOL) build kube-controller-manager)" \
-		--keda $(KEDA) --keda-crds "$$(cd test/bench/keda && go list -m -f '{{.Dir}}' github.com/kedacore/keda/v2)/config/crd/bases" $(BENCH_FLAGS)
+	@kcm="$$($(CLUSTER_TOOL) build kube-controller-manager)" || exit 1; \
+	 keda_mod="$$(cd test/bench/keda && go list -m -f '{{.Dir}}' github.com/kedacore/keda/v2)" || exit 1; \
+	 assets="$$(ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) ENVTEST_ETCD_VERSION=$(ENVTEST_ETCD_VERSION) hack/envtest.sh)" || exit 1; \
+	 set -x; KUBEBUILDER_ASSETS="$$assets" go run ./test/bench --manager $(LOCALBIN)/bench-manager --worker $(LOCALBIN)/queuejob-worker \
+		--kube-controller-manager "$$kcm" --keda $(KEDA) --keda-version $(KEDA_VERSION) --keda-crds "$$keda_mod/config/crd/bases" $(BENCH_FLAGS)
 
 .PHONY: bench-micro
 bench-micro: servers ## Go micro-benchmarks: probe latency per backend (p50/p99), reaper pass, sizing, worker library items/s against raw LMOVE.

@@ -351,8 +351,9 @@ func TestObserveSummary(t *testing.T) {
 
 // TestObserveQueueNoHeartbeat: an idle QueueJob whose probes keep counting the same items
 // gets no status write, however long it waits: with 1 000 idle QueueJobs a periodic
-// lastProbeTime alone would be 2 000 writes a minute at a 30 s period, beyond the
-// manager's default 20 requests a second. lastProbeTime moves only with what it dates.
+// lastProbeTime alone would be 2 000 writes a minute at a 30 s period, a third of the
+// manager's whole API budget (it was all of it at client-go's default 20 requests a
+// second). lastProbeTime moves only with what it dates.
 func TestObserveQueueNoHeartbeat(t *testing.T) {
 	start := metav1.NewTime(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))
 	counts := func(ready, inFlight int64) *probeResult {
@@ -385,7 +386,10 @@ func TestObserveQueueNoHeartbeat(t *testing.T) {
 			st := *c.status.DeepCopy()
 			qj := &qjv1.QueueJob{Status: c.status}
 			observeQueue(&st, 1, observeInput{qj: qj, probe: c.probe, now: c.now})
-			if st.Queue == nil || !ptr.Equal(st.Queue.LastProbeTime, c.want) {
+			if st.Queue == nil {
+				t.Fatal("no status.queue")
+			}
+			if !ptr.Equal(st.Queue.LastProbeTime, c.want) {
 				t.Errorf("lastProbeTime = %v, want %v", st.Queue.LastProbeTime, c.want)
 			}
 		})

@@ -50,12 +50,9 @@ func (b *bench) startKEDA(ctx context.Context, cp *ControlPlane, tag string) (*O
 	if err != nil {
 		return nil, err
 	}
-	b.res.Versions["keda"] = kedaVersion
+	b.res.Versions["keda"] = b.o.KEDAVersion
 	return op, nil
 }
-
-// kedaVersion is the version test/bench/keda/go.mod requires (make keda builds it).
-const kedaVersion = "v2.21.0"
 
 // writeServingCert writes ca.crt, tls.crt and tls.key for 127.0.0.1, where KEDA reads them.
 func writeServingCert(dir string) error {

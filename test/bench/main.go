@@ -30,19 +30,20 @@ import (
 var allSections = []string{"reaction", "api", "memory", "cleanup", "probe", "drain"}
 
 type options struct {
-	Out       string
-	Stem      string
-	Only      string
-	Repo      string
-	Trials    int
-	QueueJobs int
-	Pods      int
-	KCM       string
-	Manager   string
-	KEDA      string
-	KEDACRDs  string
-	Worker    string
-	Work      string
+	Out         string
+	Stem        string
+	Only        string
+	Repo        string
+	Trials      int
+	QueueJobs   int
+	Pods        int
+	KCM         string
+	Manager     string
+	KEDA        string
+	KEDACRDs    string
+	KEDAVersion string
+	Worker      string
+	Work        string
 }
 
 func main() {
@@ -61,8 +62,9 @@ func main() {
 	flag.IntVar(&o.Pods, "pods", 10000, "owned pods, then unrelated pods, for the memory section")
 	flag.StringVar(&o.KCM, "kube-controller-manager", filepath.Join(cache, "k8s", "v1.37.2", "kube-controller-manager"), "kube-controller-manager binary (make cluster-tool && bin/queuejob-cluster build)")
 	flag.StringVar(&o.Manager, "manager", "bin/manager", "the operator's manager binary")
-	flag.StringVar(&o.KEDA, "keda", "bin/keda-operator", "KEDA's operator binary (make keda); missing: KEDA's rows say so")
-	flag.StringVar(&o.KEDACRDs, "keda-crds", "", "directory of KEDA's CRDs (default: from the test/bench/keda module)")
+	flag.StringVar(&o.KEDA, "keda", "bin/keda-operator-v2.21.0", "KEDA's operator binary (make keda); missing: KEDA's rows say so")
+	flag.StringVar(&o.KEDAVersion, "keda-version", "v2.21.0", "the version of -keda, for the results")
+	flag.StringVar(&o.KEDACRDs, "keda-crds", "", "directory of KEDA's CRDs, config/crd/bases of the KEDA module (make bench passes it); empty: KEDA's rows say so")
 	flag.StringVar(&o.Worker, "worker", "bin/queuejob-worker", "queuejob-worker binary")
 	flag.StringVar(&o.Work, "work-dir", "", "directory for logs and kubeconfigs (default: a temporary one, removed unless a section failed)")
 	flag.Parse()

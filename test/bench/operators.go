@@ -159,5 +159,6 @@ func (b *bench) startManager(ctx context.Context, cp *ControlPlane, tag string, 
 		return nil, err
 	}
 	op.PprofURL = op.third
+	b.res.Settings["API rate limits"] = "queuejob-operator its default (50 a second, burst 100) unless a row says otherwise; KEDA its default (20, burst 30); kube-controller-manager 1000 (burst 2000) in sections 2-4, its default (20, burst 30) in section 1"
 	return op, nil
 }

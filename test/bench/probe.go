@@ -437,13 +437,13 @@ func probeSize(ctx context.Context, res *Results, title string, b probeBackend, 
 		r   probeRun
 	}{{"ours", ours}, {"peer", peer}} {
 		if f.r.errs > 0 {
-			note += fmt.Sprintf("; %s: %d of %d probes failed, left out (first: %v)", f.who, f.r.errs, f.r.probes, f.r.firstErr)
+			note += fmt.Sprintf("; %s: %d of %d probes failed, counted as the slowest (first: %v)", f.who, f.r.errs, f.r.probes, f.r.firstErr)
 		}
 	}
 	if first {
 		note += "; " + b.what
 	}
-	ms := func(r probeRun, p float64) *float64 { return f64(percentile(r.lat, p) * 1e3) }
+	ms := func(r probeRun, p float64) *float64 { return f64(quantile(r.lat, r.errs, p) * 1e3) }
 	res.add(Row{Section: title, Name: name + ": p50", Unit: "ms", Ours: ms(ours, 0.50), Peer: ms(peer, 0.50), PeerName: b.peerName, Note: note})
 	res.add(Row{Section: title, Name: name + ": p99", Unit: "ms", Ours: ms(ours, 0.99), Peer: ms(peer, 0.99), PeerName: b.peerName})
 	perProbe := func(cpu time.Duration, r probeRun) *float64 {

@@ -118,9 +118,9 @@ func (b *bench) reactionTrials(ctx context.Context, cp *ControlPlane, c client.C
 	}); err != nil {
 		return res, err
 	}
-	// Two pushes a second at most: a reaction costs our manager a few API requests (the
-	// Job, the status, an event) under its default limit of 20 a second, and the figure
-	// is to be the reaction, not a queue of 100 at once in the client's rate limiter.
+	// Two pushes a second at most: a reaction costs each manager a few API requests (the
+	// Job, the status, an event) under its client's rate limit (ours 50 a second, KEDA's
+	// 20), and the figure is to be the reaction, not a queue in the rate limiter.
 	interval := time.Duration(p.Effective) * time.Second
 	window := max(interval, time.Duration(trials)*time.Second/2)
 	start := time.Now().Add(time.Second)

@@ -176,7 +176,7 @@ func (r *Results) Markdown() string {
 		for _, p := range r.Profiles {
 			fmt.Fprintf(&b, "- [%s](%s)\n", p, p)
 		}
-		b.WriteString("\nRead one with `go tool pprof -top bin/manager <file>`.\n")
+		b.WriteString("\nRead one with `go tool pprof -top <file>` (the profiles carry their symbols).\n")
 	}
 	return b.String()
 }

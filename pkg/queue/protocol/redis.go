@@ -120,7 +120,7 @@ func NewRedis(o RedisOptions) *Redis {
 		DisableIdentity: true,
 		// Small buffers: the operator holds a client per QueueJob, and go-redis's
 		// defaults (32 KiB each way, 128 KiB each way for the pipeline connection a probe
-		// uses) cost ~300 KiB a QueueJob, 300 MiB for 1 000 idle ones. Probe and Reap
+		// uses) cost ~270 KiB a QueueJob, 270 MiB for 1 000 idle ones. Probe and Reap
 		// send and receive a few hundred bytes; a longer reply takes more reads, not a
 		// bigger buffer.
 		ReadBufferSize: redisBufferSize, WriteBufferSize: redisBufferSize,

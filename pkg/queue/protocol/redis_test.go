@@ -516,7 +516,7 @@ func TestRedisReapProbeEmptyMidPass(t *testing.T) {
 // TestRedisIdleFootprint: the operator keeps one Redis backend per QueueJob, so 1 000 idle
 // QueueJobs hold 1 000 of them. With go-redis's default buffers (32 KiB each way per
 // connection, 128 KiB each way for the pipeline connection a probe uses) each cost about
-// 320 KiB of heap, 300 MiB in all; the backend holds what a probe and a reap need.
+// 270 KiB of heap, 270 MiB in all; the backend holds what a probe and a reap need.
 func TestRedisIdleFootprint(t *testing.T) {
 	const n = 50
 	k := key(t)
