@@ -105,11 +105,11 @@ func (b *bench) cleanupRound(ctx context.Context, kcmQPS int, tag, what string, 
 		p    float64
 	}{{"p50", 0.5}, {"p99", 0.99}} {
 		b.res.add(Row{Section: title, Name: fmt.Sprintf("pods (our podTTLSecondsAfterFinished), %s; %s", q.name, what), Unit: "s",
-			Ours: f64(quantile(podLat, n-len(podLat), q.p)), PeerName: "upstream: a plain Job's pod, deleted with its Job (TTL controller, then garbage collector)",
-			Peer: f64(quantile(upPodLat, n-len(upPodLat), q.p)),
+			Ours: ptr.To(quantile(podLat, n-len(podLat), q.p)), PeerName: "upstream: a plain Job's pod, deleted with its Job (TTL controller, then garbage collector)",
+			Peer: ptr.To(quantile(upPodLat, n-len(upPodLat), q.p)),
 			Note: fmt.Sprintf("past the pod's finishedAt + %d s; %d of %d pods deleted ours, %d of %d upstream; upstream has no per-pod TTL: its pods also wait for the Job to complete, so the ratio compares two ways to the same end, not like with like", ttl, len(podLat), n, len(upPodLat), n)})
 		b.res.add(Row{Section: title, Name: fmt.Sprintf("Jobs (our cleanup.ttlSecondsAfterFinished), %s; %s", q.name, what), Unit: "s",
-			Ours: f64(quantile(jobLat, n-len(jobLat), q.p)), PeerName: "upstream TTL-after-finished controller", Peer: f64(quantile(upJobLat, n-len(upJobLat), q.p)),
+			Ours: ptr.To(quantile(jobLat, n-len(jobLat), q.p)), PeerName: "upstream TTL-after-finished controller", Peer: ptr.To(quantile(upJobLat, n-len(upJobLat), q.p)),
 			Note: fmt.Sprintf("past the Job's Complete condition as seen by a watch + %d s; %d of %d deleted ours, %d of %d upstream; both TTLs count from times of whole seconds, so a figure can be below 0", ttl, len(jobLat), n, len(upJobLat), n)})
 	}
 	return nil

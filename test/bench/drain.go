@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"k8s.io/utils/ptr"
 
 	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/test/servers"
@@ -125,7 +126,7 @@ func (r drainRun) rate(items int) *float64 {
 	if r.failure != "" || r.wall <= 0 {
 		return nil
 	}
-	return f64(float64(items) / r.wall.Seconds())
+	return ptr.To(float64(items) / r.wall.Seconds())
 }
 
 // drainWorkers drains items items with n queuejob-worker processes, each running

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -93,7 +94,7 @@ func (o options) runs(section string) bool {
 
 func run(ctx context.Context, o options) error {
 	for _, s := range strings.Split(o.Only, ",") {
-		if s = strings.TrimSpace(s); s != "" && !contains(allSections, s) {
+		if s = strings.TrimSpace(s); s != "" && !slices.Contains(allSections, s) {
 			return fmt.Errorf("-only: unknown section %q; sections: %s", s, strings.Join(allSections, ","))
 		}
 	}
@@ -252,15 +253,6 @@ func (b *bench) controlPlane(ctx context.Context, tag string, kcmQPS int) (*Cont
 		b.res.Versions["kube-controller-manager"] = binVersion(b.o.KCM)
 	}
 	return cp, nil
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func runOut(bin string, args ...string) (string, error) {

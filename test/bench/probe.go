@@ -11,6 +11,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
+	"k8s.io/utils/ptr"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
@@ -443,11 +444,11 @@ func probeSize(ctx context.Context, res *Results, title string, b probeBackend, 
 	if first {
 		note += "; " + b.what
 	}
-	ms := func(r probeRun, p float64) *float64 { return f64(quantile(r.lat, r.errs, p) * 1e3) }
+	ms := func(r probeRun, p float64) *float64 { return ptr.To(quantile(r.lat, r.errs, p) * 1e3) }
 	res.add(Row{Section: title, Name: name + ": p50", Unit: "ms", Ours: ms(ours, 0.50), Peer: ms(peer, 0.50), PeerName: b.peerName, Note: note})
 	res.add(Row{Section: title, Name: name + ": p99", Unit: "ms", Ours: ms(ours, 0.99), Peer: ms(peer, 0.99), PeerName: b.peerName})
 	perProbe := func(cpu time.Duration, r probeRun) *float64 {
-		return f64(float64(cpu.Microseconds()) / float64(r.probes))
+		return ptr.To(float64(cpu.Microseconds()) / float64(r.probes))
 	}
 	cpuNote := "this process's CPU (getrusage) over the run ÷ probes: includes the harness's own timers and goroutine wake-ups, not the broker's"
 	if ours.probes < 100 {

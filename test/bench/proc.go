@@ -16,8 +16,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-
-	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
 func logf(format string, args ...any) {
@@ -194,13 +192,4 @@ next:
 		}
 	}
 	return sum
-}
-
-// freePort asks the kernel for a free TCP port on loopback.
-func freePort() (int, error) {
-	ports, err := servers.FreePorts(1)
-	if err != nil {
-		return 0, err
-	}
-	return ports[0], nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
@@ -222,17 +223,17 @@ func (b *bench) reaction(ctx context.Context) error {
 			goal string
 		}{{"p50", 0.50, ""}, {"p99", 0.99, "≤ 1 s"}} {
 			row := Row{Section: title, Name: fmt.Sprintf("%s, %s (ours every %d s, KEDA every %d s)", q.name, setting.name, ours.Effective, theirs.Effective),
-				Unit: "s", PeerName: "KEDA ScaledJob (redis trigger)", Ours: f64(quantile(o.Latencies, o.Missed+o.Early, q.p))}
+				Unit: "s", PeerName: "KEDA ScaledJob (redis trigger)", Ours: ptr.To(quantile(o.Latencies, o.Missed+o.Early, q.p))}
 			row.Note = trialNote("ours", o)
 			if kedaErr == nil {
-				row.Peer = f64(quantile(k.Latencies, k.Missed+k.Early, q.p))
+				row.Peer = ptr.To(quantile(k.Latencies, k.Missed+k.Early, q.p))
 				row.Note += "; " + trialNote("KEDA", k)
 			} else {
 				row.Note += "; KEDA not measured: " + kedaErr.Error()
 			}
 			if q.goal != "" && setting.interval == 0 {
 				row.Goal = q.goal
-				row.Met = ptrTo(*row.Ours <= 1)
+				row.Met = ptr.To(*row.Ours <= 1)
 			}
 			b.res.add(row)
 		}

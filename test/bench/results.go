@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"k8s.io/utils/ptr"
 )
 
 // Row is one figure of the results: ours beside the peer's, measured in the same run.
@@ -48,8 +50,6 @@ type Machine struct {
 	LoadAvgEnd   [3]float64 `json:"loadAvgEnd"`
 }
 
-func f64(v float64) *float64 { return &v }
-
 // add appends a row, computing its ratio.
 func (r *Results) add(row Row) {
 	// A figure with no samples (NaN) or beyond what was waited for (Inf) is not a
@@ -60,12 +60,12 @@ func (r *Results) add(row Row) {
 			row.Note = strings.TrimPrefix(row.Note+"; a figure had no samples, or too many trials never ended", "; ")
 			row.Met = nil
 			if row.Goal != "" && v == &row.Ours {
-				row.Met = ptrTo(false)
+				row.Met = ptr.To(false)
 			}
 		}
 	}
 	if row.Ours != nil && row.Peer != nil && *row.Peer != 0 && !math.IsNaN(*row.Ours) && !math.IsNaN(*row.Peer) {
-		row.Ratio = f64(*row.Ours / *row.Peer)
+		row.Ratio = ptr.To(*row.Ours / *row.Peer)
 	}
 	r.Rows = append(r.Rows, row)
 	logf("%s | %s: ours %s, %s %s%s", row.Section, row.Name, fmtVal(row.Ours, row.Unit), orDash(row.PeerName), fmtVal(row.Peer, row.Unit), noteSuffix(row.Note))
@@ -224,16 +224,4 @@ func quantile(samples []time.Duration, missed int, p float64) float64 {
 		return math.Inf(1)
 	}
 	return samples[i].Seconds()
-}
-
-// percentile returns the p-quantile (0..1) of d by the nearest-rank method; d is sorted
-// in place. It is NaN for no samples.
-func percentile(d []time.Duration, p float64) float64 {
-	if len(d) == 0 {
-		return math.NaN()
-	}
-	slices.Sort(d)
-	i := int(math.Ceil(p*float64(len(d)))) - 1
-	i = max(0, min(i, len(d)-1))
-	return d[i].Seconds()
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/utils/ptr"
 )
 
 func TestQuantile(t *testing.T) {
@@ -41,8 +43,8 @@ func TestQuantile(t *testing.T) {
 // A row without samples must not cost the run its results: JSON cannot carry NaN or Inf.
 func TestWriteRowWithoutSamples(t *testing.T) {
 	r := &Results{Versions: map[string]string{}, Settings: map[string]string{}}
-	r.add(Row{Section: "s", Name: "p99", Unit: "s", Ours: f64(quantile(nil, 0, 0.99)), Peer: f64(1), Goal: "≤ 1 s"})
-	r.add(Row{Section: "s", Name: "p99 missed", Unit: "s", Ours: f64(quantile(nil, 3, 0.99)), Peer: f64(math.NaN())})
+	r.add(Row{Section: "s", Name: "p99", Unit: "s", Ours: ptr.To(quantile(nil, 0, 0.99)), Peer: ptr.To(1.0), Goal: "≤ 1 s"})
+	r.add(Row{Section: "s", Name: "p99 missed", Unit: "s", Ours: ptr.To(quantile(nil, 3, 0.99)), Peer: ptr.To(math.NaN())})
 	dir := t.TempDir()
 	md, err := r.write(dir, "x")
 	if err != nil {

@@ -138,12 +138,12 @@ func (b *bench) scale(ctx context.Context, api, memory bool) error {
 		}
 		oRate, oCounts := perMin(o0, o1)
 		row := Row{Section: title, Name: fmt.Sprintf("API requests per minute, %d idle objects", n), Unit: "req/min",
-			Ours: f64(oRate), PeerName: "KEDA ScaledJob", Note: "ours: " + orDash(formatCounts(oCounts))}
+			Ours: ptr.To(oRate), PeerName: "KEDA ScaledJob", Note: "ours: " + orDash(formatCounts(oCounts))}
 		var kCounts map[string]int64
 		if kedaErr == nil {
 			var kRate float64
 			kRate, kCounts = perMin(k0, k1)
-			row.Peer = f64(kRate)
+			row.Peer = ptr.To(kRate)
 			row.Note += "; KEDA: " + orDash(formatCounts(kCounts))
 		} else {
 			row.Note += "; KEDA not measured: " + kedaErr.Error()
@@ -152,10 +152,10 @@ func (b *bench) scale(ctx context.Context, api, memory bool) error {
 
 		oRec := o1.Reconciles - o0.Reconciles
 		secs := o1.At.Sub(o0.At).Seconds()
-		rec := Row{Section: title, Name: "reconciles per second", Unit: "/s", Ours: f64(oRec / secs), PeerName: "KEDA ScaledJob",
+		rec := Row{Section: title, Name: "reconciles per second", Unit: "/s", Ours: ptr.To(oRec / secs), PeerName: "KEDA ScaledJob",
 			Note: "ours: each idle QueueJob is reconciled once per probe interval (2 s), which probes its queue"}
 		if kedaErr == nil {
-			rec.Peer = f64((k1.Reconciles - k0.Reconciles) / secs)
+			rec.Peer = ptr.To((k1.Reconciles - k0.Reconciles) / secs)
 			rec.Note += "; KEDA polls in a goroutine per ScaledJob, outside reconciles"
 		}
 		b.res.add(rec)
@@ -164,24 +164,24 @@ func (b *bench) scale(ctx context.Context, api, memory bool) error {
 		nw := Row{Section: title, Name: "status writes per no-op reconcile", Unit: "", Goal: "0", PeerName: "KEDA ScaledJob",
 			Note: fmt.Sprintf("ours: %d status writes in %.0f reconciles", writes, oRec)}
 		if oRec > 0 {
-			nw.Ours = f64(float64(writes) / oRec)
-			nw.Met = ptrTo(writes == 0)
+			nw.Ours = ptr.To(float64(writes) / oRec)
+			nw.Met = ptr.To(writes == 0)
 		}
 		if kedaErr == nil {
 			kw := kCounts["update scaledjobs/status"] + kCounts["patch scaledjobs/status"]
 			kRec := k1.Reconciles - k0.Reconciles
 			nw.Note += fmt.Sprintf("; KEDA: %d status writes in %.0f reconciles", kw, kRec)
 			if kRec > 0 {
-				nw.Peer = f64(float64(kw) / kRec)
+				nw.Peer = ptr.To(float64(kw) / kRec)
 			}
 		}
 		b.res.add(nw)
 
 		cpu := Row{Section: title, Name: fmt.Sprintf("CPU, %d idle objects", n), Unit: "% of a core",
-			Ours: f64(100 * (o1.CPU - o0.CPU).Seconds() / secs), PeerName: "KEDA ScaledJob",
+			Ours: ptr.To(100 * (o1.CPU - o0.CPU).Seconds() / secs), PeerName: "KEDA ScaledJob",
 			Note: "ours probes each queue every 2 s, KEDA every 30 s (the defaults)"}
 		if kedaErr == nil {
-			cpu.Peer = f64(100 * (k1.CPU - k0.CPU).Seconds() / secs)
+			cpu.Peer = ptr.To(100 * (k1.CPU - k0.CPU).Seconds() / secs)
 		}
 		b.res.add(cpu)
 	}
@@ -191,17 +191,17 @@ func (b *bench) scale(ctx context.Context, api, memory bool) error {
 
 	title := sectionTitle["memory"]
 	memRow := func(name, goal string, limit float64, o, k Sample, note string) {
-		row := Row{Section: title, Name: name, Unit: "MiB", Ours: f64(float64(o.Mem.Peak) / mib), PeerName: "KEDA ScaledJob",
+		row := Row{Section: title, Name: name, Unit: "MiB", Ours: ptr.To(float64(o.Mem.Peak) / mib), PeerName: "KEDA ScaledJob",
 			Note: fmt.Sprintf("RSS now: ours %.1f MiB (%.1f anonymous, %.1f of its binary's pages)", float64(o.Mem.RSS)/mib, float64(o.Mem.Anon)/mib, float64(o.Mem.File)/mib)}
 		if kedaErr == nil {
-			row.Peer = f64(float64(k.Mem.Peak) / mib)
+			row.Peer = ptr.To(float64(k.Mem.Peak) / mib)
 			row.Note += fmt.Sprintf(", KEDA %.1f MiB (%.1f anonymous, %.1f of its binary's pages)", float64(k.Mem.RSS)/mib, float64(k.Mem.Anon)/mib, float64(k.Mem.File)/mib)
 		}
 		if note != "" {
 			row.Note += "; " + note
 		}
 		if goal != "" {
-			row.Goal, row.Met = goal, ptrTo(*row.Ours <= limit)
+			row.Goal, row.Met = goal, ptr.To(*row.Ours <= limit)
 		}
 		b.res.add(row)
 	}
@@ -306,7 +306,7 @@ func (b *bench) scale(ctx context.Context, api, memory bool) error {
 	growth := 100 * (float64(o3.Mem.Peak) - float64(before.RSS)) / float64(before.RSS)
 	memRow(fmt.Sprintf("peak RSS, + %d unrelated pods", pods), "≤ 64 MiB", 64, o3, k3,
 		fmt.Sprintf("the peak while the unrelated pods came was %.1f %% above ours just before (goal < 5 %%)", growth))
-	b.res.add(Row{Section: title, Name: "growth from the unrelated pods", Unit: "%", Ours: f64(growth), Goal: "< 5 %", Met: ptrTo(growth < 5),
+	b.res.add(Row{Section: title, Name: "growth from the unrelated pods", Unit: "%", Ours: ptr.To(growth), Goal: "< 5 %", Met: ptr.To(growth < 5),
 		Note: "the manager lists and watches only pods labelled batch.queuejob.io/queuejob"})
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/ptr"
 )
 
 // PodPolicy is what the status writer does with a new pod of a namespace.
@@ -139,7 +140,7 @@ func (w *StatusWriter) write(ctx context.Context, key types.NamespacedName) erro
 			cs.State.Terminated = &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed", StartedAt: now, FinishedAt: now}
 		} else {
 			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: now}
-			cs.Ready, cs.Started = true, ptrTo(true)
+			cs.Ready, cs.Started = true, ptr.To(true)
 		}
 		statuses = append(statuses, cs)
 	}
@@ -165,8 +166,6 @@ func (w *StatusWriter) write(ctx context.Context, key types.NamespacedName) erro
 	}
 	return nil
 }
-
-func ptrTo[T any](v T) *T { return &v }
 
 // Count is how many pods of a namespace the writer has seen in phase.
 func (w *StatusWriter) Count(ns string, phase corev1.PodPhase) int {
