@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/redis/go-redis/v9"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -207,6 +208,15 @@ func (b *bench) redisServer() (*servers.Server, error) {
 		b.res.Versions["redis-server"] = strings.TrimSpace(v)
 	}
 	return s, nil
+}
+
+// redisClient is the shared redis-server and a client of it, to close.
+func (b *bench) redisClient() (*servers.Server, *redis.Client, error) {
+	rs, err := b.redisServer()
+	if err != nil {
+		return nil, nil, err
+	}
+	return rs, redis.NewClient(&redis.Options{Addr: rs.Addr(), DisableIdentity: true}), nil
 }
 
 // controlPlane starts a control plane of its own for a section, so that no section's

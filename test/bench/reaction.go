@@ -183,11 +183,10 @@ func (b *bench) reaction(ctx context.Context) error {
 		return err
 	}
 	defer done()
-	rs, err := b.redisServer()
+	rs, rdb, err := b.redisClient()
 	if err != nil {
 		return err
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr(), DisableIdentity: true})
 	defer rdb.Close()
 
 	mgr, err := b.startManager(ctx, cp, sec)

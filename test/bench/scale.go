@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -30,11 +29,10 @@ func (b *bench) scale(ctx context.Context, api, memory bool) error {
 		return err
 	}
 	defer done()
-	rs, err := b.redisServer()
+	rs, rdb, err := b.redisClient()
 	if err != nil {
 		return err
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr(), DisableIdentity: true})
 	defer rdb.Close()
 	sw := startStatusWriter(ctx, cp.Clientset, 16)
 
