@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -30,7 +29,19 @@ import (
 	"github.com/queuejob/queuejob-operator/test/e2e/framework"
 )
 
-var msgPattern = regexp.MustCompile(`m[0-9]-[a-z]+`)
+// printedOf lists the messages of msgs that a pod's log holds. The log mixes cat's
+// stdout with queuejob-worker's log lines, whose session names the pod and a hex suffix
+// (session=job-wq-1-1-xbm4-a3f0...): the whole messages are looked for, not a pattern
+// that such a name can match too.
+func printedOf(log string, msgs []string) []string {
+	var out []string
+	for _, m := range msgs {
+		if strings.Contains(log, m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
 
 // sample is a seed sample with the project's image of its worker, in namespace ns.
 func sample(name, ns string) *qjv1.QueueJob {
@@ -147,10 +158,10 @@ var _ = Describe("QueueJobs in a real cluster", Ordered, ContinueOnFailure, func
 		Expect(err).NotTo(HaveOccurred())
 		var printed []string
 		for _, l := range logs {
-			printed = append(printed, strings.Join(msgPattern.FindAllString(l, -1), ","))
+			printed = append(printed, strings.Join(printedOf(l, msgs), ","))
 		}
 		sort.Strings(printed)
-		Expect(printed).To(Equal(msgs), "each pod printed the one message it took")
+		Expect(printed).To(Equal(msgs), "each pod printed the one message it took; the pods' logs:\n%v", logs)
 		report("job-wq-1: 8 messages acked by 8 pods, queue empty, Complete %s after creation", time.Since(start).Round(time.Second))
 	})
 
