@@ -32,12 +32,15 @@ func defaultCacheDir() string {
 	return filepath.Join(home, ".cache", "queuejob-operator")
 }
 
-// k8sBinaries are built from k8s.io/kubernetes; kubelet with cgo (as upstream), the rest
-// static.
-var k8sBinaries = []struct {
+// k8sBinary is a Kubernetes component and whether it is built with cgo.
+type k8sBinary struct {
 	Name string
 	CGO  bool
-}{
+}
+
+// k8sBinaries are built from k8s.io/kubernetes; kubelet with cgo (as upstream), the rest
+// static.
+var k8sBinaries = []k8sBinary{
 	{"kube-controller-manager", false},
 	{"kube-scheduler", false},
 	{"kube-proxy", false},
@@ -327,12 +330,7 @@ func ensureComponents(cache string, names []string) ([]string, error) {
 	dir := filepath.Join(cache, "k8s", "v"+k8sVersion)
 	var paths []string
 	for _, n := range names {
-		if !slices.ContainsFunc(k8sBinaries, func(b struct {
-			Name string
-			CGO  bool
-		}) bool {
-			return b.Name == n
-		}) {
+		if !slices.ContainsFunc(k8sBinaries, func(b k8sBinary) bool { return b.Name == n }) {
 			return nil, fmt.Errorf("no component %q: the components are kube-controller-manager, kube-scheduler, kube-proxy, kubectl and kubelet", n)
 		}
 		paths = append(paths, filepath.Join(dir, n))

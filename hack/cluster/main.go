@@ -78,7 +78,8 @@ func main() {
 	o := &options{}
 	fs := flagSet(o)
 	fs.Usage = usage
-	if err := fs.Parse(os.Args[2:]); err != nil {
+	args, err := parseInterspersed(fs, os.Args[2:])
+	if err != nil {
 		os.Exit(2)
 	}
 	abs, err := filepath.Abs(o.StateDir)
@@ -100,11 +101,11 @@ func main() {
 	case "load":
 		err = load(*o)
 	case "restart":
-		err = restart(*o, fs.Arg(0))
+		err = restart(*o, firstArg(args))
 	case "build":
-		if fs.NArg() > 0 {
+		if len(args) > 0 {
 			var paths []string
-			if paths, err = ensureComponents(o.CacheDir, fs.Args()); err == nil {
+			if paths, err = ensureComponents(o.CacheDir, args); err == nil {
 				fmt.Println(strings.Join(paths, "\n"))
 			}
 			break
@@ -126,6 +127,34 @@ func main() {
 		}
 		os.Exit(1)
 	}
+}
+
+// parseInterspersed parses flags before, between and after the positional arguments
+// (build kube-controller-manager --cache-dir X) and returns the positional ones; "--"
+// ends the flags.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
+	}
+}
+
+// firstArg is args[0], or "" if there is none.
+func firstArg(args []string) string {
+	if len(args) == 0 {
+		return ""
+	}
+	return args[0]
 }
 
 // findRepo walks up from the working directory to the clone's go.mod.

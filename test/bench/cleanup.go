@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -121,7 +122,7 @@ func podLatencies(w *PodWatch, sw *StatusWriter, prefix string, ttl int32) []tim
 	var out []time.Duration
 	deleted, jobOf := w.Deleted()
 	for uid, t := range deleted {
-		if len(jobOf[uid]) < len(prefix) || jobOf[uid][:len(prefix)] != prefix {
+		if !strings.HasPrefix(jobOf[uid], prefix) {
 			continue
 		}
 		if fin, ok := sw.Finished(types.UID(uid)); ok {
@@ -137,7 +138,7 @@ func jobLatencies(w *JobWatch, prefix string, ttl int32) []time.Duration {
 	var out []time.Duration
 	complete, deleted := w.CompleteDeleted()
 	for name, t := range deleted {
-		if len(name) < len(prefix) || name[:len(prefix)] != prefix {
+		if !strings.HasPrefix(name, prefix) {
 			continue
 		}
 		if fin, ok := complete[name]; ok {
