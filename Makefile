@@ -23,6 +23,11 @@ KUBEBUILDER_CONTROLPLANE_START_TIMEOUT ?= 3m
 export KUBEBUILDER_CONTROLPLANE_START_TIMEOUT
 
 LOCALBIN ?= $(shell pwd)/bin
+# Static, stripped binaries that say their version and commit (--version); -dirty marks a
+# modified tree. (The Go settings here have -buildvcs=false, so Go would not record it.)
+REVISION ?= $(shell git describe --always --dirty --abbrev=40 --match=none 2>/dev/null)
+VERSION_LDFLAGS = -X github.com/queuejob/queuejob-operator/pkg/version.Version=$(VERSION) -X github.com/queuejob/queuejob-operator/pkg/version.Revision=$(REVISION)
+GO_LDFLAGS ?= -s -w $(VERSION_LDFLAGS)
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
@@ -89,8 +94,8 @@ test: manifests generate fmt vet envtest servers helm kustomize ## Run all tests
 
 .PHONY: bench
 bench: envtest servers cluster-tool keda ## Measure the operator beside its peers (KEDA, the TTL controller, raw clients): reaction, API cost, memory, cleanup, probes, drain; writes bench/results/<date>-<rev>.{md,json} and pprof profiles (~25 min; a first run also builds KEDA and kube-controller-manager, ~40 min more). BENCH_FLAGS e.g. -only=reaction -trials=20.
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(LOCALBIN)/bench-manager ./cmd
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(LOCALBIN)/queuejob-worker ./cmd/queuejob-worker
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(GO_LDFLAGS)" -o $(LOCALBIN)/bench-manager ./cmd
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(GO_LDFLAGS)" -o $(LOCALBIN)/queuejob-worker ./cmd/queuejob-worker
 	@kcm="$$($(CLUSTER_TOOL) build kube-controller-manager)" || exit 1; \
 	 keda_mod="$$(cd test/bench/keda && go list -m -f '{{.Dir}}' github.com/kedacore/keda/v2)" || exit 1; \
 	 assets="$$(ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) ENVTEST_ETCD_VERSION=$(ENVTEST_ETCD_VERSION) hack/envtest.sh)" || exit 1; \
@@ -115,21 +120,21 @@ $(KEDA):
 
 .PHONY: build
 build: manifests generate fmt vet qj workers ## Build the manager into bin/manager, the CLI into bin/qj (and bin/kubectl-qj) and the workers (see workers).
-	go build -o bin/manager ./cmd
+	go build -ldflags "$(VERSION_LDFLAGS)" -o bin/manager ./cmd
 
 # kubectl runs any kubectl-<name> on the PATH as "kubectl <name>": bin/kubectl-qj is a copy
 # of bin/qj, ready to copy onto the PATH.
 .PHONY: qj
 qj: ## Build the CLI into bin/qj and the kubectl plugin bin/kubectl-qj (copy it onto your PATH for `kubectl qj`).
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o bin/qj ./cmd/qj
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(GO_LDFLAGS)" -o bin/qj ./cmd/qj
 	cp bin/qj bin/kubectl-qj
 
 # Static (no cgo) and stripped, to drop into any image: bin/queuejob-worker is
 # cmd/queuejob-worker, bin/job-wq-2 the seed's example 3 (examples/job-wq-2).
 .PHONY: workers
 workers: ## Build queuejob-worker and the job-wq-2 example into bin/, static (CGO_ENABLED=0) and stripped.
-	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/queuejob-worker ./cmd/queuejob-worker
-	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/job-wq-2 ./examples/job-wq-2
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(GO_LDFLAGS)" -o bin/queuejob-worker ./cmd/queuejob-worker
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(GO_LDFLAGS)" -o bin/job-wq-2 ./examples/job-wq-2
 
 # No Docker: hack/image cross-compiles static binaries and writes OCI image layouts
 # (internal/image). Each tarball imports with `ctr -n k8s.io images import`.
