@@ -214,27 +214,57 @@ type rawDeclare struct {
 	ch         *amqp.Channel
 }
 
+// probe honours ctx although amqp091's calls take none: past ctx's deadline the kept
+// connection is closed, which ends a call on it, and the next probe dials again. Only
+// this goroutine touches r's fields; a dial that finishes too late is closed.
 func (r *rawDeclare) probe(ctx context.Context) error {
-	if r.ch == nil {
-		conn, err := amqp.Dial(r.url)
-		if err != nil {
-			return err
-		}
-		ch, err := conn.Channel()
-		if err != nil {
-			_ = conn.Close()
-			return err
-		}
-		r.conn, r.ch = conn, ch
+	type result struct {
+		conn *amqp.Connection
+		ch   *amqp.Channel
+		err  error
 	}
-	_, err := r.ch.QueueDeclarePassive(r.queue, false, false, false, false, nil)
-	return err
+	kept, keptCh := r.conn, r.ch
+	done := make(chan result, 1)
+	go func() {
+		conn, ch := kept, keptCh
+		if ch == nil {
+			var err error
+			if conn, err = amqp.Dial(r.url); err != nil {
+				done <- result{err: err}
+				return
+			}
+			if ch, err = conn.Channel(); err != nil {
+				_ = conn.Close()
+				done <- result{err: err}
+				return
+			}
+		}
+		_, err := ch.QueueDeclarePassive(r.queue, false, false, false, false, nil)
+		done <- result{conn, ch, err}
+	}()
+	select {
+	case res := <-done:
+		r.conn, r.ch = res.conn, res.ch
+		if res.err != nil {
+			r.close() // a failed declare closes the channel: start again
+		}
+		return res.err
+	case <-ctx.Done():
+		r.close()
+		go func() {
+			if res := <-done; res.conn != nil && res.conn != kept {
+				_ = res.conn.Close()
+			}
+		}()
+		return ctx.Err()
+	}
 }
 
 func (r *rawDeclare) close() {
 	if r.conn != nil {
 		_ = r.conn.Close()
 	}
+	r.conn, r.ch = nil, nil
 }
 
 // probeBackend is one backend of the section: how to build N of our probers and of the

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"net"
 	"slices"
 	"testing"
 	"time"
@@ -35,5 +38,39 @@ func TestWindowIntervals(t *testing.T) {
 		if got := windowIntervals(c.n, 200, 3, 10); got != c.want {
 			t.Errorf("windowIntervals(%d) = %d, want %d", c.n, got, c.want)
 		}
+	}
+}
+
+// TestRawDeclareHonoursContext: the raw-declare peer returns at its context's deadline
+// from a broker that accepts the connection and never answers, where amqp091's own dial
+// would wait 30 s.
+func TestRawDeclareHonoursContext(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, silent, until the test ends
+		}
+	}()
+	r := &rawDeclare{url: "amqp://guest:guest@" + l.Addr().String() + "/", queue: "q"}
+	defer r.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.probe(ctx) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("probe of a silent broker: %v, want the context's deadline", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the probe of a silent broker did not return after its context's deadline")
 	}
 }
