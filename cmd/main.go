@@ -40,6 +40,7 @@ func main() {
 		workers       int
 		watchNS       string
 		secretRefresh time.Duration
+		watchQueues   bool
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
 	flag.BoolVar(&metricsSecure, "metrics-secure", false, "Serve metrics over HTTPS and require an authenticated, authorized client (needs RBAC for TokenReviews and SubjectAccessReviews).")
@@ -55,6 +56,7 @@ func main() {
 	flag.StringVar(&watchNS, "watch-namespaces", "", "Comma-separated namespaces whose QueueJobs, Jobs and pods the manager watches and caches; empty: the whole cluster.")
 	flag.IntVar(&workers, "max-concurrent-reconciles", 4, "QueueJobs reconciled at once; a probe of an unreachable queue holds one for up to 10 s.")
 	flag.DurationVar(&secretRefresh, "secret-refresh-interval", time.Minute, "How long the values of the Secrets a QueueJob references are reused before they are read again from the API server; they are also read again when the QueueJob changes and after a probe that failed to connect or log in.")
+	flag.BoolVar(&watchQueues, "watch-queues", true, "Hear of items pushed into an empty Redis list at once, through Redis's client-side caching (CLIENT TRACKING with a redirect to a subscribed connection: two connections per Redis server and user, needing the CLIENT and SUBSCRIBE commands), instead of at the QueueJob's next probe. The probes go on either way.")
 	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine) // --zap-log-level, --zap-devel, ...
@@ -111,6 +113,7 @@ func main() {
 
 		MaxConcurrentReconciles: workers,
 		SecretRefresh:           secretRefresh,
+		NoQueueWatch:            !watchQueues,
 	}).SetupWithManager(ctx, mgr); err != nil {
 		log.Error(err, "Unable to set up the QueueJob controller")
 		os.Exit(1)

@@ -20,6 +20,10 @@ var (
 		Name: "queuejob_queue_last_probe_timestamp_seconds",
 		Help: "When the queue of a QueueJob was last probed successfully, in seconds since the Unix epoch (status.queue.lastProbeTime moves only when the counts change).",
 	}, []string{"namespace", "queuejob"})
+	queueWakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "queuejob_queue_wakes_total",
+		Help: "Writes to a watched queue (Redis) that made a QueueJob waiting on an empty queue probe at once, instead of at its next probe.",
+	}, []string{"backend"})
 	probeDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "queuejob_probe_duration_seconds",
 		Help:    "How long probing a queue took, lease reaping included.",
@@ -44,5 +48,5 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(queueReady, queueInFlight, queueLastProbe, probeDuration, probeErrors, jobsCreated, leasesReclaimed, objectsCleanedUp)
+	metrics.Registry.MustRegister(queueReady, queueInFlight, queueLastProbe, queueWakes, probeDuration, probeErrors, jobsCreated, leasesReclaimed, objectsCleanedUp)
 }

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
@@ -66,6 +67,9 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 	}
 	s.probe = &probeResult{}
 
+	// A wake during the probe (items pushed after the count) must not be lost to the
+	// due time set after it.
+	seq := r.pool.wakeSeq(key, s.qj.UID)
 	start := time.Now()
 	counts, err := r.probeOnce(ctx, s, kind, interval)
 	probeDuration.WithLabelValues(kind.Name).Observe(time.Since(start).Seconds())
@@ -79,7 +83,7 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 		probeErrors.WithLabelValues(kind.Name, queue.ReasonOf(err)).Inc()
 		logf.FromContext(ctx).V(1).Info("Probe failed", "reason", queue.ReasonOf(err), "error", err.Error())
 		next := probeBackoff(s.read, interval, s.now)
-		r.pool.probed(key, s.now.Add(next))
+		r.pool.probed(key, s.now.Add(next), seq, false)
 		s.requeue(next)
 		return nil
 	}
@@ -89,7 +93,9 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 	queueLastProbe.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(s.now.UnixNano()) / 1e9)
 	// Jitter spreads the probes of many QueueJobs created together.
 	next := interval + time.Duration(rand.Int64N(int64(interval)/10+1))
-	r.pool.probed(key, s.now.Add(next))
+	// Only a QueueJob that found its queue empty is woken by a write: while items wait,
+	// every worker's take is a write too, and the probes at their interval suffice.
+	r.pool.probed(key, s.now.Add(next), seq, counts.Ready == 0)
 	s.requeue(next)
 	return nil
 }
@@ -141,11 +147,74 @@ func (r *QueueJobReconciler) probeOnce(ctx context.Context, s *scope, kind *queu
 	}()
 	select {
 	case res := <-done:
+		if res.err == nil {
+			r.watchQueue(ctx, key, s.qj.UID, kind, source)
+		}
 		return res.counts, res.err
 	case <-ctx.Done():
 		r.pool.abandon(key, backend)
 		return queue.Counts{}, queue.Errorf(queue.ReasonConnectionFailed,
 			"the queue did not answer within %s: check spec.queue's address and that the broker is healthy", r.probeTimeout())
+	}
+}
+
+// watchQueue has the QueueJob's queue watched, if its kind can be and it is not yet: a
+// write to it wakes a QueueJob waiting on an empty queue at once, instead of at its next
+// probe. A watch that cannot start (a server that refuses tracking) changes nothing: the
+// probes find the items.
+func (r *QueueJobReconciler) watchQueue(ctx context.Context, key types.NamespacedName, uid types.UID, kind *queue.Kind, src queue.Source) {
+	if r.NoQueueWatch || kind.NewWatcher == nil || r.pool.watching(key, uid) {
+		return
+	}
+	stop, err := r.watcher(kind).Watch(src, func() {
+		if r.pool.wake(key, uid) {
+			queueWakes.WithLabelValues(kind.Name).Inc()
+			r.enqueue(key)
+		}
+	})
+	if err != nil {
+		logf.FromContext(ctx).V(1).Info("Cannot watch the queue; the probes alone find its items", "error", err.Error())
+		return
+	}
+	if !r.pool.setUnwatch(key, uid, stop) {
+		stop()
+	}
+}
+
+// watcher is the Watcher of a kind, started on first use.
+func (r *QueueJobReconciler) watcher(kind *queue.Kind) queue.Watcher {
+	r.watchMu.Lock()
+	defer r.watchMu.Unlock()
+	if r.watchers == nil {
+		r.watchers = map[string]queue.Watcher{}
+	}
+	w, ok := r.watchers[kind.Name]
+	if !ok {
+		// Not the reconcile's logger: a watch serves every QueueJob on its server.
+		w = kind.NewWatcher(logf.Log.WithName("queue-watch").WithValues("backend", kind.Name))
+		r.watchers[kind.Name] = w
+	}
+	return w
+}
+
+// closeWatchers ends every watch (the manager is stopping).
+func (r *QueueJobReconciler) closeWatchers() {
+	r.watchMu.Lock()
+	ws := r.watchers
+	r.watchers = nil
+	r.watchMu.Unlock()
+	for _, w := range ws {
+		w.Close()
+	}
+}
+
+// enqueue queues a reconcile of the QueueJob now (once the controller has started).
+func (r *QueueJobReconciler) enqueue(key types.NamespacedName) {
+	r.watchMu.Lock()
+	q := r.wakeQueue
+	r.watchMu.Unlock()
+	if q != nil {
+		q.Add(reconcile.Request{NamespacedName: key})
 	}
 }
 
@@ -297,6 +366,13 @@ type pooledConn struct {
 	goneWave int32
 	// reclaimed counts leases reclaimed that no status write has recorded yet.
 	reclaimed int64
+	// unwatch ends the watch of the queue (see watchQueue); nil if there is none.
+	unwatch func()
+	// waiting is set while the last probe found no item ready: a write to the queue
+	// then makes the probe due at once.
+	waiting bool
+	// wakes counts the writes that made the probe due.
+	wakes uint64
 }
 
 // with calls f with the entry of a QueueJob (of this UID), under the pool's lock; not at
@@ -348,13 +424,53 @@ func (p *connPool) untilDue(key types.NamespacedName, uid types.UID, now time.Ti
 	return max(c.due.Sub(now), 0)
 }
 
-// probed records when a QueueJob may be probed next.
-func (p *connPool) probed(key types.NamespacedName, due time.Time) {
+// probed records when a QueueJob may be probed next, unless a wake came since the probe
+// began (seq is wakeSeq then): the probe is due at once. waiting is whether the probe
+// found the queue without a ready item.
+func (p *connPool) probed(key types.NamespacedName, due time.Time, seq uint64, waiting bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.conns[key]; ok {
-		c.due = due
+		c.due, c.waiting = due, waiting
+		if c.wakes != seq {
+			c.due = time.Time{}
+		}
 	}
+}
+
+// wakeSeq counts the wakes of a QueueJob's entry so far.
+func (p *connPool) wakeSeq(key types.NamespacedName, uid types.UID) (n uint64) {
+	p.with(key, uid, func(c *pooledConn) { n = c.wakes })
+	return n
+}
+
+// wake makes a waiting QueueJob's probe due now, and reports whether it did: the caller
+// then queues a reconcile.
+func (p *connPool) wake(key types.NamespacedName, uid types.UID) (woken bool) {
+	p.with(key, uid, func(c *pooledConn) {
+		if c.waiting {
+			c.wakes++
+			c.due, c.waiting, woken = time.Time{}, false, true
+		}
+	})
+	return woken
+}
+
+// setUnwatch records the end of a QueueJob's watch; it reports false (and the caller
+// ends the watch) if the entry has one already or is gone.
+func (p *connPool) setUnwatch(key types.NamespacedName, uid types.UID, stop func()) (kept bool) {
+	p.with(key, uid, func(c *pooledConn) {
+		if c.unwatch == nil && c.backend != nil {
+			c.unwatch, kept = stop, true
+		}
+	})
+	return kept
+}
+
+// watching reports whether a QueueJob's queue is watched.
+func (p *connPool) watching(key types.NamespacedName, uid types.UID) (w bool) {
+	p.with(key, uid, func(c *pooledConn) { w = c.unwatch != nil })
+	return w
 }
 
 func (p *connPool) get(key types.NamespacedName, uid types.UID, kind *queue.Kind, src queue.Source) (queue.Backend, error) {
@@ -367,9 +483,10 @@ func (p *connPool) get(key types.NamespacedName, uid types.UID, kind *queue.Kind
 			return c.backend, nil
 		}
 		closeInBackground(c.backend)
+		stopWatch(c)
 		delete(p.conns, key)
 		if c.uid == uid { // a rotated Secret: what the QueueJob owes its status stays
-			carried = pooledConn{due: c.due, goneWave: c.goneWave, reclaimed: c.reclaimed}
+			carried = pooledConn{due: c.due, goneWave: c.goneWave, reclaimed: c.reclaimed, wakes: c.wakes}
 		}
 	}
 	b, err := kind.Open(src)
@@ -391,8 +508,17 @@ func (p *connPool) abandon(key types.NamespacedName, b queue.Backend) {
 	defer p.mu.Unlock()
 	if c, ok := p.conns[key]; ok && c.backend == b {
 		c.backend, c.fingerprint = nil, ""
+		stopWatch(c)
 	}
 	closeInBackground(b)
+}
+
+// stopWatch ends an entry's watch of its queue, if it has one.
+func stopWatch(c *pooledConn) {
+	if c.unwatch != nil {
+		go c.unwatch() // not under the pool's lock: a wake in progress takes it
+		c.unwatch = nil
+	}
 }
 
 // closeInBackground closes a backend without holding up the caller (nor the pool's lock):
@@ -411,6 +537,7 @@ func (p *connPool) take(key types.NamespacedName) queue.Backend {
 	if !ok {
 		return nil
 	}
+	stopWatch(c)
 	delete(p.conns, key)
 	return c.backend
 }
@@ -420,6 +547,7 @@ func (p *connPool) drop(key types.NamespacedName) {
 	defer p.mu.Unlock()
 	if c, ok := p.conns[key]; ok {
 		closeInBackground(c.backend)
+		stopWatch(c)
 		delete(p.conns, key)
 	}
 }

@@ -75,14 +75,14 @@ func TestConnPoolSchedule(t *testing.T) {
 	if d := p.untilDue(key, "uid-1", now); d != 0 {
 		t.Fatalf("a QueueJob never probed is due now, got %s", d)
 	}
-	p.probed(key, now.Add(time.Second)) // no connection yet: nothing to remember
+	p.probed(key, now.Add(time.Second), 0, false) // no connection yet: nothing to remember
 	if d := p.untilDue(key, "uid-1", now); d != 0 {
 		t.Fatalf("untilDue = %s without a connection", d)
 	}
 	if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 		t.Fatal(err)
 	}
-	p.probed(key, now.Add(2*time.Second))
+	p.probed(key, now.Add(2*time.Second), 0, false)
 	if d := p.untilDue(key, "uid-1", now.Add(500*time.Millisecond)); d != 1500*time.Millisecond {
 		t.Errorf("untilDue = %s, want 1.5s", d)
 	}
@@ -91,6 +91,64 @@ func TestConnPoolSchedule(t *testing.T) {
 	}
 	if d := p.untilDue(key, "uid-2", now); d != 0 {
 		t.Errorf("a recreated QueueJob is due at once, got %s", d)
+	}
+}
+
+// TestConnPoolWake: a write to the queue makes the probe of a QueueJob that found it
+// empty due at once, once; one that found items waits for its interval; a wake during a
+// probe is not lost to the due time that probe sets.
+func TestConnPoolWake(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
+	key := types.NamespacedName{Namespace: "ns", Name: "q"}
+	var p connPool
+	if p.wake(key, "uid-1") {
+		t.Fatal("woke a QueueJob without an entry")
+	}
+	if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+		t.Fatal(err)
+	}
+	// Items waiting: the probes at their interval find what comes.
+	p.probed(key, now.Add(2*time.Second), p.wakeSeq(key, "uid-1"), false)
+	if p.wake(key, "uid-1") || p.untilDue(key, "uid-1", now) == 0 {
+		t.Fatal("a wake made the probe of a QueueJob with items due")
+	}
+	// The queue was empty: the first write makes the probe due now, later ones until the
+	// next probe do nothing.
+	p.probed(key, now.Add(2*time.Second), p.wakeSeq(key, "uid-1"), true)
+	if !p.wake(key, "uid-1") || p.untilDue(key, "uid-1", now) != 0 {
+		t.Fatal("a write to the empty queue did not make the probe due")
+	}
+	if p.wake(key, "uid-1") {
+		t.Error("a second write before the probe woke the QueueJob again")
+	}
+	if p.wake(key, "uid-2") {
+		t.Error("woke the entry of another UID")
+	}
+	// A wake between the start of a probe and its end: the probe may have counted
+	// before the write, so the next one is due at once.
+	p.probed(key, now.Add(2*time.Second), p.wakeSeq(key, "uid-1"), true)
+	seq := p.wakeSeq(key, "uid-1")
+	if !p.wake(key, "uid-1") {
+		t.Fatal("no wake")
+	}
+	p.probed(key, now.Add(2*time.Second), seq, true)
+	if d := p.untilDue(key, "uid-1", now); d != 0 {
+		t.Errorf("a wake during the probe was lost: due in %s", d)
+	}
+	// The watch ends with the entry.
+	stopped := make(chan struct{})
+	if !p.setUnwatch(key, "uid-1", func() { close(stopped) }) || !p.watching(key, "uid-1") {
+		t.Fatal("the watch was not recorded")
+	}
+	if p.setUnwatch(key, "uid-1", func() {}) {
+		t.Error("a second watch was recorded")
+	}
+	p.drop(key)
+	select {
+	case <-stopped:
+	case <-time.After(time.Minute):
+		t.Fatal("drop did not end the watch")
 	}
 }
 

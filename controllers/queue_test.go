@@ -235,6 +235,26 @@ var _ = Describe("QueueJob with a queue", func() {
 		Expect(theJob(qj).Spec.Completions).To(HaveValue(BeEquivalentTo(1)))
 	})
 
+	It("hears at once of items pushed into an empty Redis list, not at its next probe an hour later", func() {
+		c := redisClient(redisSrv.Addr())
+		key := "woken-" + ns
+		// An hour between probes: within the test, only the watch can start the wave.
+		qj := redisQJ(ns, "woken", redisSrv.Addr(), key, func(j *qjv1.QueueJob) {
+			j.Spec.ProbeIntervalSeconds = ptr.To[int32](3600)
+		})
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		Eventually(getQJ(ns, "woken"), timeout, interval).Should(
+			cond(qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonWaitingForItems))
+		wakes := testutil.ToFloat64(queueWakes.WithLabelValues("redis"))
+		// The watch starts after the first probe, and a push before the server tracks the
+		// key goes unheard: push one item every few seconds until the Job comes.
+		Eventually(func(g Gomega) {
+			g.Expect(c.RPush(suiteCtx, key, "a").Err()).To(Succeed())
+			g.Expect(ownedJobs(g, qj)).To(HaveLen(1))
+		}, 2*timeout, 3*time.Second).Should(Succeed())
+		Expect(testutil.ToFloat64(queueWakes.WithLabelValues("redis"))).To(BeNumerically(">", wakes))
+	})
+
 	It("starts a second wave for items that arrive after a wave under refill Continuous", func() {
 		c := redisClient(redisSrv.Addr())
 		key := "cont-" + ns

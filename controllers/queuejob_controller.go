@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -28,6 +30,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
@@ -66,10 +69,18 @@ type QueueJobReconciler struct {
 	// so a rotated password takes effect within a probe or two.
 	SecretRefresh time.Duration
 
+	// NoQueueWatch turns off the watch of queues that can be watched (Redis, through
+	// client-side caching's tracking): new items are then found by the probes alone.
+	NoQueueWatch bool
+
 	pool    connPool
 	secrets secretCache
 	holds   createHolds
 	limiter *cadenceLimiter
+
+	watchMu   sync.Mutex
+	watchers  map[string]queue.Watcher
+	wakeQueue workqueue.TypedRateLimitingInterface[reconcile.Request]
 }
 
 func (r *QueueJobReconciler) createRetry() time.Duration {
@@ -706,11 +717,23 @@ func (r *QueueJobReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 	if workers == 0 {
 		workers = 4
 	}
+	// Wakes from queue watches go straight into the controller's queue.
+	wakes := source.Func(func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		r.watchMu.Lock()
+		r.wakeQueue = q
+		r.watchMu.Unlock()
+		go func() {
+			<-ctx.Done()
+			r.closeWatchers()
+		}()
+		return nil
+	})
 	return ctrl.NewControllerManagedBy(mgr).
 		WithOptions(controller.TypedOptions[reconcile.Request]{MaxConcurrentReconciles: workers, RateLimiter: r.limiter}).
 		For(&qjv1.QueueJob{}).
 		Owns(&batchv1.Job{}).
 		Watches(&corev1.Pod{}, podToQueueJob, builder.WithPredicates(finishedPod)).
+		WatchesRawSource(wakes).
 		Named("queuejob").
 		Complete(r)
 }

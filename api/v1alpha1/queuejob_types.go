@@ -138,7 +138,9 @@ type QueueJobSpec struct {
 	Refill Refill `json:"refill,omitempty"`
 
 	// probeIntervalSeconds is how often the queue is probed. Only with
-	// spec.queue; defaults to 2.
+	// spec.queue; defaults to 2. A Redis list found empty is also probed as
+	// soon as it is written to, unless the manager runs with
+	// --watch-queues=false.
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=3600
 	// +optional

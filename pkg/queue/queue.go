@@ -18,6 +18,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
@@ -85,6 +86,9 @@ type Kind struct {
 	SecretRefs func(*qjv1.QueueSource) []*corev1.SecretKeySelector
 	// Open returns a Backend for a resolved source. It may connect lazily.
 	Open func(Source) (Backend, error)
+	// NewWatcher, if set, returns a Watcher of this kind's queues: the controller then
+	// hears of new items before the next probe. Nil: the probes alone find them.
+	NewWatcher func(logr.Logger) Watcher
 	// WorkerEnv is what a worker pod needs to find the queue: QUEUEJOB_* variables,
 	// with credentials only as secretKeyRef.
 	WorkerEnv func(*qjv1.QueueSource) []corev1.EnvVar

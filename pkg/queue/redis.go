@@ -23,22 +23,13 @@ var RedisKind = Kind{
 		return refs
 	},
 	Open: func(src Source) (Backend, error) {
-		r := src.Spec.Redis
-		o := RedisOptions{
-			Address:  r.Address,
-			DB:       int(derefInt32(r.DB)),
-			Username: r.Username,
-			Password: src.Secret(r.PasswordSecretRef),
-			Key:      r.Key,
-		}
-		if r.TLS != nil {
-			var err error
-			if o.TLS, err = TLSClientConfig(r.TLS, src, hostOf(r.Address), "spec.queue.redis.tls"); err != nil {
-				return nil, err
-			}
+		o, err := redisOptions(src)
+		if err != nil {
+			return nil, err
 		}
 		return NewRedis(o), nil
 	},
+	NewWatcher: NewRedisWatcher,
 	WorkerEnv: func(s *qjv1.QueueSource) []corev1.EnvVar {
 		r := s.Redis
 		env := []corev1.EnvVar{
@@ -58,6 +49,25 @@ var RedisKind = Kind{
 		}
 		return env
 	},
+}
+
+// redisOptions are the connection options of a resolved Redis source.
+func redisOptions(src Source) (RedisOptions, error) {
+	r := src.Spec.Redis
+	o := RedisOptions{
+		Address:  r.Address,
+		DB:       int(derefInt32(r.DB)),
+		Username: r.Username,
+		Password: src.Secret(r.PasswordSecretRef),
+		Key:      r.Key,
+	}
+	if r.TLS != nil {
+		var err error
+		if o.TLS, err = TLSClientConfig(r.TLS, src, hostOf(r.Address), "spec.queue.redis.tls"); err != nil {
+			return o, err
+		}
+	}
+	return o, nil
 }
 
 func derefInt32(p *int32) int32 {

@@ -104,6 +104,20 @@ func (discardLogger) Printf(context.Context, string, ...any) {}
 
 // NewRedis returns a Redis backend; it connects on first use.
 func NewRedis(o RedisOptions) *Redis {
+	opts := probeClientOptions(&o)
+	return &Redis{
+		client:   redis.NewClient(opts),
+		addr:     o.Address,
+		tls:      o.TLS != nil,
+		key:      o.Key,
+		maxScan:  o.MaxScan,
+		unleased: map[string]sighting{},
+	}
+}
+
+// probeClientOptions are the go-redis options of the operator's connections to a Redis
+// server; it fills in o's defaults.
+func probeClientOptions(o *RedisOptions) *redis.Options {
 	quietRedis.Do(func() { redis.SetLogger(discardLogger{}) })
 	if o.Timeout == 0 {
 		o.Timeout = 5 * time.Second
@@ -134,14 +148,7 @@ func NewRedis(o RedisOptions) *Redis {
 	if o.TLS != nil {
 		opts.Dialer = tlsDialer(o.TLS, o.Timeout)
 	}
-	return &Redis{
-		client:   redis.NewClient(opts),
-		addr:     o.Address,
-		tls:      o.TLS != nil,
-		key:      o.Key,
-		maxScan:  o.MaxScan,
-		unleased: map[string]sighting{},
-	}
+	return opts
 }
 
 // redisBufferSize is the read and the write buffer of each of a backend's connections.

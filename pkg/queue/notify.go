@@ -1,0 +1,135 @@
+package queue
+
+import (
+	"sync"
+
+	"github.com/go-logr/logr"
+
+	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+)
+
+// Watcher tells the controller soon after a queue is written to, so that a QueueJob
+// waiting on an empty queue need not wait for its next probe. It is best-effort: the
+// controller still probes every probeIntervalSeconds, and a wake may come with no new
+// item (the controller then probes once more and finds none).
+type Watcher interface {
+	// Watch calls wake, from another goroutine, after writes to the queue of src. stop
+	// ends it.
+	Watch(src Source, wake func()) (stop func(), err error)
+	// Close ends every watch.
+	Close()
+}
+
+// redisWatcher watches Redis lists: one KeyWatch (two connections) per server and
+// credentials, shared by all the QueueJobs on that server.
+type redisWatcher struct {
+	log     logr.Logger
+	mu      sync.Mutex
+	servers map[string]*redisServerWatch
+	nextID  int
+}
+
+type redisServerWatch struct {
+	watch *protocol.KeyWatch
+	// wakes holds, by key, the wake functions of the QueueJobs on that key, by token.
+	wakes map[string]map[int]func()
+}
+
+// NewRedisWatcher returns the Watcher of RedisKind; it logs when a server's watch starts
+// and when it fails.
+func NewRedisWatcher(log logr.Logger) Watcher {
+	return &redisWatcher{log: log, servers: map[string]*redisServerWatch{}}
+}
+
+func (w *redisWatcher) Watch(src Source, wake func()) (func(), error) {
+	o, err := redisOptions(src)
+	if err != nil {
+		return nil, err
+	}
+	key := o.Key
+	// The server's identity is everything of the source but the key, credentials included.
+	spec := src.Spec.DeepCopy()
+	spec.Redis.Key = ""
+	server := Source{Spec: spec, Secrets: src.Secrets}.Fingerprint()
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	sw, ok := w.servers[server]
+	if !ok {
+		sw = &redisServerWatch{wakes: map[string]map[int]func(){}}
+		addr, db, user := o.Address, o.DB, o.Username
+		sw.watch = protocol.NewKeyWatch(o, func(k string) { w.fire(server, k) }, func(active bool, err error) {
+			if active {
+				w.log.V(1).Info("Watching a Redis server for new items", "address", addr, "db", db, "username", user)
+				return
+			}
+			w.log.Info("Cannot watch a Redis server for new items: they are found by the probes alone, every probeIntervalSeconds; retrying",
+				"address", addr, "db", db, "username", user, "error", err.Error())
+		})
+		w.servers[server] = sw
+	}
+	w.nextID++
+	token := w.nextID
+	if sw.wakes[key] == nil {
+		sw.wakes[key] = map[int]func(){}
+	}
+	sw.wakes[key][token] = wake
+	sw.watch.Add(key)
+	var once sync.Once
+	return func() { once.Do(func() { w.unwatch(server, key, token) }) }, nil
+}
+
+func (w *redisWatcher) unwatch(server, key string, token int) {
+	w.mu.Lock()
+	sw, ok := w.servers[server]
+	if !ok {
+		w.mu.Unlock()
+		return
+	}
+	delete(sw.wakes[key], token)
+	if len(sw.wakes[key]) == 0 {
+		delete(sw.wakes, key)
+	}
+	sw.watch.Remove(key)
+	var closing *protocol.KeyWatch
+	if len(sw.wakes) == 0 {
+		delete(w.servers, server)
+		closing = sw.watch
+	}
+	w.mu.Unlock()
+	if closing != nil {
+		go closing.Close() // not under the lock: Close waits for a wake in progress
+	}
+}
+
+// fire calls the wakes of a written key, outside the lock.
+func (w *redisWatcher) fire(server, key string) {
+	w.mu.Lock()
+	var wakes []func()
+	if sw, ok := w.servers[server]; ok {
+		for _, f := range sw.wakes[key] {
+			wakes = append(wakes, f)
+		}
+	}
+	w.mu.Unlock()
+	for _, f := range wakes {
+		f()
+	}
+}
+
+func (w *redisWatcher) Close() {
+	w.mu.Lock()
+	servers := w.servers
+	w.servers = map[string]*redisServerWatch{}
+	w.mu.Unlock()
+	for _, sw := range servers {
+		sw.watch.Close()
+	}
+}
+
+// Servers is how many servers are watched (for tests and metrics).
+func (w *redisWatcher) Servers() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.servers)
+}
