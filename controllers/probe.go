@@ -67,9 +67,9 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 	}
 	s.probe = &probeResult{}
 
-	// A wake during the probe (items pushed after the count) must not be lost to the
-	// due time set after it.
-	seq := r.pool.wakeSeq(key, s.qj.UID)
+	// A write heard during the probe (items pushed after the count) must not be lost
+	// to the due time set after it: see armWake.
+	s.writesBefore = r.pool.writesHeard(key, s.qj.UID)
 	start := time.Now()
 	counts, err := r.probeOnce(ctx, s, kind, interval)
 	probeDuration.WithLabelValues(kind.Name).Observe(time.Since(start).Seconds())
@@ -83,7 +83,7 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 		probeErrors.WithLabelValues(kind.Name, queue.ReasonOf(err)).Inc()
 		logf.FromContext(ctx).V(1).Info("Probe failed", "reason", queue.ReasonOf(err), "error", err.Error())
 		next := probeBackoff(s.read, interval, s.now)
-		r.pool.probed(key, s.now.Add(next), seq, false)
+		r.pool.probed(key, s.now, s.now.Add(next))
 		s.requeue(next)
 		return nil
 	}
@@ -93,9 +93,7 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 	queueLastProbe.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(s.now.UnixNano()) / 1e9)
 	// Jitter spreads the probes of many QueueJobs created together.
 	next := interval + time.Duration(rand.Int64N(int64(interval)/10+1))
-	// Only a QueueJob that found its queue empty is woken by a write: while items wait,
-	// every worker's take is a write too, and the probes at their interval suffice.
-	r.pool.probed(key, s.now.Add(next), seq, counts.Ready == 0)
+	r.pool.probed(key, s.now, s.now.Add(next))
 	s.requeue(next)
 	return nil
 }
@@ -166,10 +164,14 @@ func (r *QueueJobReconciler) watchQueue(ctx context.Context, key types.Namespace
 	if r.NoQueueWatch || kind.NewWatcher == nil || r.pool.watching(key, uid) {
 		return
 	}
-	stop, err := r.watcher(kind).Watch(src, func() {
-		if r.pool.wake(key, uid) {
+	w := r.watcher(kind)
+	if w == nil {
+		return // the manager is stopping
+	}
+	stop, err := w.Watch(src, func() {
+		if wake, after := r.pool.heard(key, uid, r.Clock.Now()); wake {
 			queueWakes.WithLabelValues(kind.Name).Inc()
-			r.enqueue(key)
+			r.enqueue(key, after)
 		}
 	})
 	if err != nil {
@@ -181,10 +183,13 @@ func (r *QueueJobReconciler) watchQueue(ctx context.Context, key types.Namespace
 	}
 }
 
-// watcher is the Watcher of a kind, started on first use.
+// watcher is the Watcher of a kind, started on first use; nil once the manager stops.
 func (r *QueueJobReconciler) watcher(kind *queue.Kind) queue.Watcher {
 	r.watchMu.Lock()
 	defer r.watchMu.Unlock()
+	if r.watchersClosed {
+		return nil
+	}
 	if r.watchers == nil {
 		r.watchers = map[string]queue.Watcher{}
 	}
@@ -201,19 +206,25 @@ func (r *QueueJobReconciler) watcher(kind *queue.Kind) queue.Watcher {
 func (r *QueueJobReconciler) closeWatchers() {
 	r.watchMu.Lock()
 	ws := r.watchers
-	r.watchers = nil
+	r.watchers, r.watchersClosed = nil, true
 	r.watchMu.Unlock()
 	for _, w := range ws {
 		w.Close()
 	}
 }
 
-// enqueue queues a reconcile of the QueueJob now (once the controller has started).
-func (r *QueueJobReconciler) enqueue(key types.NamespacedName) {
+// enqueue queues a reconcile of the QueueJob after a while (once the controller has
+// started).
+func (r *QueueJobReconciler) enqueue(key types.NamespacedName, after time.Duration) {
 	r.watchMu.Lock()
 	q := r.wakeQueue
 	r.watchMu.Unlock()
-	if q != nil {
+	if q == nil {
+		return
+	}
+	if after > 0 {
+		q.AddAfter(reconcile.Request{NamespacedName: key}, after)
+	} else {
 		q.Add(reconcile.Request{NamespacedName: key})
 	}
 }
@@ -368,11 +379,13 @@ type pooledConn struct {
 	reclaimed int64
 	// unwatch ends the watch of the queue (see watchQueue); nil if there is none.
 	unwatch func()
-	// waiting is set while the last probe found no item ready: a write to the queue
+	// probedAt is when the QueueJob was last probed.
+	probedAt time.Time
+	// waiting is set while the QueueJob waits for items (armWake): a write to its queue
 	// then makes the probe due at once.
 	waiting bool
-	// wakes counts the writes that made the probe due.
-	wakes uint64
+	// writes counts the writes to the queue heard.
+	writes uint64
 }
 
 // with calls f with the entry of a QueueJob (of this UID), under the pool's lock; not at
@@ -424,36 +437,58 @@ func (p *connPool) untilDue(key types.NamespacedName, uid types.UID, now time.Ti
 	return max(c.due.Sub(now), 0)
 }
 
-// probed records when a QueueJob may be probed next, unless a wake came since the probe
-// began (seq is wakeSeq then): the probe is due at once. waiting is whether the probe
-// found the queue without a ready item.
-func (p *connPool) probed(key types.NamespacedName, due time.Time, seq uint64, waiting bool) {
+// probed records when a QueueJob was probed and may be probed next. It disarms the
+// wake: armWake arms it again once the reconcile knows the QueueJob waits for items.
+func (p *connPool) probed(key types.NamespacedName, at, due time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.conns[key]; ok {
-		c.due, c.waiting = due, waiting
-		if c.wakes != seq {
-			c.due = time.Time{}
-		}
+		c.probedAt, c.due, c.waiting = at, due, false
 	}
 }
 
-// wakeSeq counts the wakes of a QueueJob's entry so far.
-func (p *connPool) wakeSeq(key types.NamespacedName, uid types.UID) (n uint64) {
-	p.with(key, uid, func(c *pooledConn) { n = c.wakes })
+// writesHeard counts the writes to a QueueJob's queue heard so far.
+func (p *connPool) writesHeard(key types.NamespacedName, uid types.UID) (n uint64) {
+	p.with(key, uid, func(c *pooledConn) { n = c.writes })
 	return n
 }
 
-// wake makes a waiting QueueJob's probe due now, and reports whether it did: the caller
-// then queues a reconcile.
-func (p *connPool) wake(key types.NamespacedName, uid types.UID) (woken bool) {
+// minWakeGap is the least time between a probe and one that a write brings forward: a
+// queue that another consumer keeps empty while it is written to cannot make a QueueJob
+// probe back to back.
+const minWakeGap = 250 * time.Millisecond
+
+// heard records a write to a QueueJob's queue. If the QueueJob waits for items, its
+// probe falls due (at least minWakeGap after the last one) and heard returns true with
+// the wait until then: the caller queues a reconcile for that time. A wake is armed once
+// per probe.
+func (p *connPool) heard(key types.NamespacedName, uid types.UID, now time.Time) (wake bool, after time.Duration) {
 	p.with(key, uid, func(c *pooledConn) {
-		if c.waiting {
-			c.wakes++
-			c.due, c.waiting, woken = time.Time{}, false, true
+		c.writes++
+		if !c.waiting {
+			return
+		}
+		c.waiting, wake = false, true
+		c.due = c.probedAt.Add(minWakeGap)
+		after = max(c.due.Sub(now), 0)
+	})
+	return wake, after
+}
+
+// armWake records whether a QueueJob, just probed, waits for items: no wave runs and its
+// queue held none. Only such a QueueJob is woken by a write: while a wave runs, every
+// worker's take is a write too, and the probes at their interval decide. If a write was
+// heard since the probe began (writesBefore), the probe may have counted before it: armWake
+// then makes the probe due and returns true, and the caller queues a reconcile.
+func (p *connPool) armWake(key types.NamespacedName, uid types.UID, waiting bool, writesBefore uint64) (probeAgain bool) {
+	p.with(key, uid, func(c *pooledConn) {
+		c.waiting = waiting
+		if waiting && c.writes != writesBefore {
+			c.waiting, probeAgain = false, true
+			c.due = c.probedAt.Add(minWakeGap)
 		}
 	})
-	return woken
+	return probeAgain
 }
 
 // setUnwatch records the end of a QueueJob's watch; it reports false (and the caller
@@ -486,7 +521,7 @@ func (p *connPool) get(key types.NamespacedName, uid types.UID, kind *queue.Kind
 		stopWatch(c)
 		delete(p.conns, key)
 		if c.uid == uid { // a rotated Secret: what the QueueJob owes its status stays
-			carried = pooledConn{due: c.due, goneWave: c.goneWave, reclaimed: c.reclaimed, wakes: c.wakes}
+			carried = pooledConn{due: c.due, goneWave: c.goneWave, reclaimed: c.reclaimed, writes: c.writes, probedAt: c.probedAt}
 		}
 	}
 	b, err := kind.Open(src)

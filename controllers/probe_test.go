@@ -75,14 +75,14 @@ func TestConnPoolSchedule(t *testing.T) {
 	if d := p.untilDue(key, "uid-1", now); d != 0 {
 		t.Fatalf("a QueueJob never probed is due now, got %s", d)
 	}
-	p.probed(key, now.Add(time.Second), 0, false) // no connection yet: nothing to remember
+	p.probed(key, now, now.Add(time.Second)) // no connection yet: nothing to remember
 	if d := p.untilDue(key, "uid-1", now); d != 0 {
 		t.Fatalf("untilDue = %s without a connection", d)
 	}
 	if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 		t.Fatal(err)
 	}
-	p.probed(key, now.Add(2*time.Second), 0, false)
+	p.probed(key, now, now.Add(2*time.Second))
 	if d := p.untilDue(key, "uid-1", now.Add(500*time.Millisecond)); d != 1500*time.Millisecond {
 		t.Errorf("untilDue = %s, want 1.5s", d)
 	}
@@ -94,47 +94,60 @@ func TestConnPoolSchedule(t *testing.T) {
 	}
 }
 
-// TestConnPoolWake: a write to the queue makes the probe of a QueueJob that found it
-// empty due at once, once; one that found items waits for its interval; a wake during a
-// probe is not lost to the due time that probe sets.
+// TestConnPoolWake: a write to the queue makes the probe of a QueueJob that waits for
+// items due, once per probe, no sooner than minWakeGap after the last probe; a QueueJob
+// that runs a wave is not woken; a write heard while a probe ran is not lost.
 func TestConnPoolWake(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	var p connPool
-	if p.wake(key, "uid-1") {
+	if wake, _ := p.heard(key, "uid-1", now); wake {
 		t.Fatal("woke a QueueJob without an entry")
 	}
 	if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 		t.Fatal(err)
 	}
-	// Items waiting: the probes at their interval find what comes.
-	p.probed(key, now.Add(2*time.Second), p.wakeSeq(key, "uid-1"), false)
-	if p.wake(key, "uid-1") || p.untilDue(key, "uid-1", now) == 0 {
-		t.Fatal("a wake made the probe of a QueueJob with items due")
+	probe := func(at time.Time, waiting bool) (probeAgain bool) {
+		before := p.writesHeard(key, "uid-1")
+		p.probed(key, at, at.Add(2*time.Second))
+		return p.armWake(key, "uid-1", waiting, before)
 	}
-	// The queue was empty: the first write makes the probe due now, later ones until the
-	// next probe do nothing.
-	p.probed(key, now.Add(2*time.Second), p.wakeSeq(key, "uid-1"), true)
-	if !p.wake(key, "uid-1") || p.untilDue(key, "uid-1", now) != 0 {
-		t.Fatal("a write to the empty queue did not make the probe due")
+	// A wave runs: the probes at their interval decide.
+	if probe(now, false) {
+		t.Fatal("probe again without a write")
 	}
-	if p.wake(key, "uid-1") {
+	if wake, _ := p.heard(key, "uid-1", now.Add(time.Second)); wake || p.untilDue(key, "uid-1", now.Add(time.Second)) == 0 {
+		t.Fatal("a write woke a QueueJob that runs a wave")
+	}
+	// Waiting for items: the first write makes the probe due, later ones until the next
+	// probe do nothing.
+	probe(now, true)
+	wake, after := p.heard(key, "uid-1", now.Add(time.Second))
+	if !wake || after != 0 || p.untilDue(key, "uid-1", now.Add(time.Second)) != 0 {
+		t.Fatalf("a write to the empty queue: wake %v after %s, due in %s", wake, after, p.untilDue(key, "uid-1", now.Add(time.Second)))
+	}
+	if wake, _ := p.heard(key, "uid-1", now.Add(time.Second)); wake {
 		t.Error("a second write before the probe woke the QueueJob again")
 	}
-	if p.wake(key, "uid-2") {
+	if wake, _ := p.heard(key, "uid-2", now); wake {
 		t.Error("woke the entry of another UID")
 	}
-	// A wake between the start of a probe and its end: the probe may have counted
-	// before the write, so the next one is due at once.
-	p.probed(key, now.Add(2*time.Second), p.wakeSeq(key, "uid-1"), true)
-	seq := p.wakeSeq(key, "uid-1")
-	if !p.wake(key, "uid-1") {
-		t.Fatal("no wake")
+	// A write just after a probe: the next one comes minWakeGap after it.
+	probe(now, true)
+	if wake, after := p.heard(key, "uid-1", now.Add(50*time.Millisecond)); !wake || after != minWakeGap-50*time.Millisecond {
+		t.Errorf("a write 50ms after the probe: wake %v after %s, want after %s", wake, after, minWakeGap-50*time.Millisecond)
 	}
-	p.probed(key, now.Add(2*time.Second), seq, true)
-	if d := p.untilDue(key, "uid-1", now); d != 0 {
-		t.Errorf("a wake during the probe was lost: due in %s", d)
+	// A write heard while a probe ran, whatever the probe before it found: the probe may
+	// have counted before it.
+	probe(now, false)
+	before := p.writesHeard(key, "uid-1")
+	p.probed(key, now, now.Add(2*time.Second))
+	if wake, _ := p.heard(key, "uid-1", now.Add(10*time.Millisecond)); wake {
+		t.Fatal("woke during the probe")
+	}
+	if !p.armWake(key, "uid-1", true, before) || p.untilDue(key, "uid-1", now.Add(minWakeGap)) != 0 {
+		t.Error("a write heard during the probe was lost")
 	}
 	// The watch ends with the entry.
 	stopped := make(chan struct{})

@@ -78,9 +78,10 @@ type QueueJobReconciler struct {
 	holds   createHolds
 	limiter *cadenceLimiter
 
-	watchMu   sync.Mutex
-	watchers  map[string]queue.Watcher
-	wakeQueue workqueue.TypedRateLimitingInterface[reconcile.Request]
+	watchMu        sync.Mutex
+	watchers       map[string]queue.Watcher
+	watchersClosed bool
+	wakeQueue      workqueue.TypedRateLimitingInterface[reconcile.Request]
 }
 
 func (r *QueueJobReconciler) createRetry() time.Duration {
@@ -134,8 +135,10 @@ type scope struct {
 	archive []*batchv1.Job
 	probe   *probeResult
 	plan    *wavePlan
-	problem *progressProblem
-	events  []event
+	// writesBefore is how many writes to the queue had been heard when the probe began.
+	writesBefore uint64
+	problem      *progressProblem
+	events       []event
 	// reclaimed is how many reclaimed leases this reconcile's status adds to
 	// status.queue.reclaimed: those of its own probe and those whose status write failed.
 	reclaimed int64
@@ -303,6 +306,10 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 	plan := planWave(in)
 	s.plan = &plan
 	s.requeue(plan.requeue)
+	waiting := plan.create == nil && plan.waiting != nil && plan.waiting.reason == qjv1.ReasonWaitingForItems
+	if r.pool.armWake(client.ObjectKeyFromObject(s.qj), s.qj.UID, waiting, s.writesBefore) {
+		r.enqueue(client.ObjectKeyFromObject(s.qj), minWakeGap)
+	}
 	if plan.endWave {
 		if err := r.endWave(ctx, s, s.current()); err != nil {
 			return err

@@ -47,9 +47,11 @@ func (w *redisWatcher) Watch(src Source, wake func()) (func(), error) {
 		return nil, err
 	}
 	key := o.Key
-	// The server's identity is everything of the source but the key, credentials included.
+	// The server's identity is everything of the source but the key and the database,
+	// credentials included: tracking is server-wide, whatever the database (a write to the
+	// same key name in another database wakes too, which costs one probe).
 	spec := src.Spec.DeepCopy()
-	spec.Redis.Key = ""
+	spec.Redis.Key, spec.Redis.DB = "", nil
 	server := Source{Spec: spec, Secrets: src.Secrets}.Fingerprint()
 
 	w.mu.Lock()
@@ -57,14 +59,14 @@ func (w *redisWatcher) Watch(src Source, wake func()) (func(), error) {
 	sw, ok := w.servers[server]
 	if !ok {
 		sw = &redisServerWatch{wakes: map[string]map[int]func(){}}
-		addr, db, user := o.Address, o.DB, o.Username
+		addr, user := o.Address, o.Username
 		sw.watch = protocol.NewKeyWatch(o, func(k string) { w.fire(server, k) }, func(active bool, err error) {
 			if active {
-				w.log.V(1).Info("Watching a Redis server for new items", "address", addr, "db", db, "username", user)
+				w.log.V(1).Info("Watching a Redis server for new items", "address", addr, "username", user)
 				return
 			}
 			w.log.Info("Cannot watch a Redis server for new items: they are found by the probes alone, every probeIntervalSeconds; retrying",
-				"address", addr, "db", db, "username", user, "error", err.Error())
+				"address", addr, "username", user, "error", err.Error())
 		})
 		w.servers[server] = sw
 	}

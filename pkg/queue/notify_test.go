@@ -47,6 +47,26 @@ func TestRedisWatcher(t *testing.T) {
 	if n := w.Servers(); n != 2 {
 		t.Fatalf("%d servers watched, want 2 (one shared by two QueueJobs)", n)
 	}
+	// Activation reports every key before the watch is active: wait for that, so that
+	// what is heard below is heard from the server.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		w.mu.Lock()
+		active := 0
+		for _, sw := range w.servers {
+			if ok, _ := sw.watch.Active(); ok {
+				active++
+			}
+		}
+		w.mu.Unlock()
+		if active == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 2 servers' watches active within a minute", active)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	plainC := redis.NewClient(&redis.Options{Addr: authRedis.Addr(), Password: redisPassword, DisableIdentity: true})
 	defer plainC.Close()
 	// Push to a until a write is heard (a push before the server tracked the key is not).

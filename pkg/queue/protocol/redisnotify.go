@@ -30,9 +30,10 @@ var KeyWatchCheckInterval = 15 * time.Second
 //
 // It is best-effort and only makes things faster: a write during a reconnect, or while
 // the key set changes, is not heard of, and a server or user that does not allow
-// tracking is not watched at all (Active says why). Whoever uses it still polls. After
-// each (re)connection onWrite is called for every key, since writes may have gone
-// unheard meanwhile.
+// tracking is not watched at all (Active says why). Whoever uses it still polls. Each
+// time tracking is (re)started, onWrite is called for every key before Active reports
+// true, since writes may have gone unheard meanwhile; after a key is added, for that key
+// once the server tracks it.
 type KeyWatch struct {
 	opts    RedisOptions
 	onWrite func(key string)
@@ -130,23 +131,87 @@ func (w *KeyWatch) setState(active bool, err error) {
 	}
 }
 
-// snapshot is the watched keys and the prefixes that cover them: no prefix of the set
-// may be a prefix of another (Redis refuses overlapping prefixes), so a key that starts
-// with another watched key is covered by that one.
-func (w *KeyWatch) snapshot() (keys, prefixes []string) {
+// maxPrefixes bounds the prefixes a KeyWatch asks the server to track. While any client
+// tracks in broadcast mode, Redis compares every key written, by anyone, with every
+// tracked prefix of every such client: a prefix a QueueJob would cost each write of a
+// busy server 1 000 comparisons at 1 000 QueueJobs.
+const maxPrefixes = 32
+
+// keysSorted is the watched keys, sorted.
+func (w *KeyWatch) keysSorted() []string {
 	w.mu.Lock()
+	keys := make([]string, 0, len(w.keys))
 	for k := range w.keys {
 		keys = append(keys, k)
 	}
 	w.mu.Unlock()
 	sort.Strings(keys)
+	return keys
+}
+
+// coverPrefixes is a set of at most limit prefixes (unless more keys differ in their
+// first byte) that covers keys, none a prefix of another (Redis refuses overlapping
+// prefixes): the keys themselves if they are few, else the keys cut to the longest length
+// at which they make limit prefixes or fewer. A write to a key that a prefix covers but
+// that is not watched is dropped on arrival.
+func coverPrefixes(keys []string, limit int) []string {
+	longest := 0
 	for _, k := range keys {
-		if len(prefixes) > 0 && strings.HasPrefix(k, prefixes[len(prefixes)-1]) {
-			continue // sorted: a covering prefix sorts just before the keys it covers
-		}
-		prefixes = append(prefixes, k)
+		longest = max(longest, len(k))
 	}
-	return keys, prefixes
+	var set []string
+	for n := longest; n >= 1; n-- {
+		set = set[:0]
+		for _, k := range keys {
+			if len(k) > n {
+				k = k[:n]
+			}
+			set = append(set, k)
+		}
+		set = minimalPrefixes(set)
+		if len(set) <= limit {
+			break
+		}
+	}
+	return set
+}
+
+// minimalPrefixes drops from prefixes those that another one covers, and duplicates.
+func minimalPrefixes(prefixes []string) []string {
+	sorted := slices.Clone(prefixes)
+	sort.Strings(sorted)
+	var out []string
+	for _, p := range sorted {
+		// Sorted: a covering prefix sorts just before the strings it covers.
+		if len(out) > 0 && strings.HasPrefix(p, out[len(out)-1]) {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// covered is the keys that one of prefixes covers.
+func covered(keys, prefixes []string) []string {
+	var out []string
+	for _, k := range keys {
+		if slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(k, p) }) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// overlap reports whether a prefix of one set is a prefix of one of the other.
+func overlap(a, b []string) bool {
+	for _, x := range a {
+		for _, y := range b {
+			if strings.HasPrefix(x, y) || strings.HasPrefix(y, x) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (w *KeyWatch) watched(key string) bool {
@@ -162,6 +227,9 @@ func (w *KeyWatch) run(ctx context.Context) {
 		err := w.session(ctx)
 		if ctx.Err() != nil {
 			return
+		}
+		if active, _ := w.Active(); active {
+			backoff = time.Second // it worked for a while: a new failure starts afresh
 		}
 		if err != nil && strings.Contains(err.Error(), "NOPERM") {
 			err = fmt.Errorf("%w (the user needs the ACL rules +client|id +client|tracking +client|trackinginfo +subscribe &%s; or run the manager with --watch-queues=false)", err, invalidateChannel)
@@ -218,39 +286,95 @@ func (w *KeyWatch) session(ctx context.Context) error {
 	defer func() { _ = trk.Close() }()
 	cn := trk.Conn()
 	defer func() { _ = cn.Close() }()
-	track := func() error {
-		_, prefixes := w.snapshot()
+	do := func(args ...any) error {
 		cctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
-		// Prefixes can be added but not removed while tracking is on: start afresh.
-		if err := cn.Do(cctx, "CLIENT", "TRACKING", "off").Err(); err != nil {
-			return fmt.Errorf("CLIENT TRACKING off: %w", err)
-		}
-		if len(prefixes) == 0 {
-			return nil
-		}
+		return cn.Do(cctx, args...).Err()
+	}
+	on := func(prefixes []string) error {
 		args := []any{"CLIENT", "TRACKING", "on", "REDIRECT", id, "BCAST"}
 		for _, p := range prefixes {
 			args = append(args, "PREFIX", p)
 		}
-		if err := cn.Do(cctx, args...).Err(); err != nil {
+		if err := do(args...); err != nil {
 			return fmt.Errorf("CLIENT TRACKING on: %w", err)
 		}
 		return nil
 	}
-	if err := track(); err != nil {
+	// tracked is what the server tracks. Prefixes can be added while tracking is on
+	// without losing a write; taking one away takes turning tracking off and on again,
+	// and the writes in between go unheard: that is done only when needed (a new prefix
+	// that overlaps a tracked one, or many tracked prefixes covering no key any more),
+	// and every key is reported after it.
+	var tracked []string
+	rebuild := func(keys []string) error {
+		if err := do("CLIENT", "TRACKING", "off"); err != nil {
+			return fmt.Errorf("CLIENT TRACKING off: %w", err)
+		}
+		tracked = nil
+		if len(keys) == 0 {
+			return nil
+		}
+		want := coverPrefixes(keys, maxPrefixes)
+		if err := on(want); err != nil {
+			return err
+		}
+		tracked = want
+		for _, k := range keys {
+			w.onWrite(k)
+		}
+		return nil
+	}
+	// syncKeys brings the tracked prefixes up to the watched keys, and reports the keys it
+	// newly covers (a write before that went unheard).
+	syncKeys := func() error {
+		keys := w.keysSorted()
+		unused := 0 // tracked prefixes that cover no watched key any more
+		for _, p := range tracked {
+			if len(covered(keys, []string{p})) == 0 {
+				unused++
+			}
+		}
+		if len(keys) == 0 {
+			if len(tracked) == 0 {
+				return nil
+			}
+			return rebuild(nil)
+		}
+		var uncovered []string
+		for _, k := range keys {
+			if len(covered([]string{k}, tracked)) == 0 {
+				uncovered = append(uncovered, k)
+			}
+		}
+		if len(uncovered) == 0 {
+			if unused > max(4, len(tracked)/2) {
+				return rebuild(keys)
+			}
+			return nil
+		}
+		add := coverPrefixes(uncovered, maxPrefixes)
+		if overlap(add, tracked) || len(tracked)+len(add) > maxPrefixes {
+			return rebuild(keys)
+		}
+		if err := on(add); err != nil {
+			return err
+		}
+		tracked = append(tracked, add...)
+		for _, k := range uncovered {
+			w.onWrite(k)
+		}
+		return nil
+	}
+	if err := rebuild(w.keysSorted()); err != nil {
 		return err
 	}
 	w.setState(true, nil)
-	// Writes while no watch was active went unheard.
-	keys, _ := w.snapshot()
-	for _, k := range keys {
-		w.onWrite(k)
-	}
 
 	msgs := ps.Channel()
 	tick := time.NewTicker(KeyWatchCheckInterval)
 	defer tick.Stop()
+	canCheck := true
 	for {
 		select {
 		case <-ctx.Done():
@@ -271,27 +395,23 @@ func (w *KeyWatch) session(ctx context.Context) error {
 			}
 		case id = <-ids:
 			// The subscription reconnected: tracking must redirect to the new connection.
-			if err := track(); err != nil {
+			if err := rebuild(w.keysSorted()); err != nil {
 				return err
 			}
-			keys, _ := w.snapshot()
-			for _, k := range keys {
-				w.onWrite(k)
-			}
 		case <-w.changed:
-			if err := track(); err != nil {
+			if err := syncKeys(); err != nil {
 				return err
 			}
 		case <-tick.C:
 			select {
 			case <-w.changed: // a change not yet tracked is not a lost tracking
-				if err := track(); err != nil {
+				if err := syncKeys(); err != nil {
 					return err
 				}
 				continue
 			default:
 			}
-			if err := w.check(ctx, cn, id); err != nil {
+			if err := w.check(ctx, cn, id, len(tracked) > 0, &canCheck); err != nil {
 				return err
 			}
 		}
@@ -299,13 +419,28 @@ func (w *KeyWatch) session(ctx context.Context) error {
 }
 
 // check asks the server whether the tracking connection still tracks, redirecting to
-// the subscription: a reconnect of the tracking connection turns it off silently.
-func (w *KeyWatch) check(ctx context.Context, cn *redis.Conn, id int64) error {
+// the subscription: a reconnect of the tracking connection turns it off silently. Redis
+// 6.0 has no CLIENT TRACKINGINFO: there, check only sees that the connection still
+// answers (a new connection fails the next command, go-redis does not dial again).
+func (w *KeyWatch) check(ctx context.Context, cn *redis.Conn, id int64, tracking bool, canCheck *bool) error {
 	cctx, cancel := context.WithTimeout(ctx, w.opts.Timeout)
 	defer cancel()
+	if !*canCheck {
+		if err := cn.Ping(cctx).Err(); err != nil {
+			return fmt.Errorf("PING: %w", err)
+		}
+		return nil
+	}
 	v, err := cn.Do(cctx, "CLIENT", "TRACKINGINFO").Slice()
+	if err != nil && strings.Contains(strings.ToLower(err.Error()), "unknown subcommand") {
+		*canCheck = false
+		return w.check(ctx, cn, id, tracking, canCheck)
+	}
 	if err != nil {
 		return fmt.Errorf("CLIENT TRACKINGINFO: %w", err)
+	}
+	if !tracking {
+		return nil // nothing to track: tracking is off
 	}
 	info := map[string]any{}
 	for i := 0; i+1 < len(v); i += 2 {
@@ -315,9 +450,6 @@ func (w *KeyWatch) check(ctx context.Context, cn *redis.Conn, id int64) error {
 	}
 	flags, _ := info["flags"].([]any)
 	redirect, _ := info["redirect"].(int64)
-	if w.Len() == 0 {
-		return nil // nothing to track: tracking is off
-	}
 	if !slices.Contains(flags, any("on")) || slices.Contains(flags, any("broken_redirect")) || redirect != id {
 		return fmt.Errorf("tracking was lost (flags %v, redirect %d, want %d)", flags, redirect, id)
 	}
