@@ -3,9 +3,11 @@ package controllers
 import (
 	"time"
 
+	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -98,6 +100,23 @@ func finishJob(job *batchv1.Job, ok bool, at time.Time, succeeded, failed int32,
 		}
 		g.Expect(k8s.Status().Update(suiteCtx, cur)).To(Succeed())
 	}, timeout, interval).Should(Succeed())
+}
+
+// goneBy waits until get answers NotFound and returns the time at which that answer was
+// in: the object was gone by then. An object that must outlive an expiry checks that
+// this is no earlier than the expiry. A correct controller never fails the check, however
+// slow the machine (a late poll only sees the deletion later); one that deletes too early
+// fails it unless the early deletion was seen later than the expiry, i.e. unless the
+// deletion was early by less than a poll interval plus a Get.
+func goneBy(get func() error, desc string) time.Time {
+	GinkgoHelper()
+	var at time.Time
+	Eventually(func() error {
+		err := get()
+		at = time.Now()
+		return err
+	}, timeout, interval).Should(Satisfy(apierrors.IsNotFound), desc)
+	return at
 }
 
 // runJob plays the Job controller for a running Job: it records active pods.

@@ -189,22 +189,23 @@ var _ = Describe("A QueueJob's own TTL", func() {
 		job := theJob(qj)
 		Consistently(func(g Gomega) *metav1.Time { return getQJ(ns, "pi")(g).DeletionTimestamp }, 2*time.Second, 250*time.Millisecond).
 			Should(BeNil(), "a running QueueJob is never deleted")
-		finishJob(job, true, time.Now(), 1, 0, "CompletionsReached")
-		Eventually(getQJ(ns, "pi"), timeout, interval).Should(cond(qjv1.ConditionComplete, metav1.ConditionTrue, "CompletionsReached"))
-		Consistently(func(g Gomega) *metav1.Time { return getQJ(ns, "pi")(g).DeletionTimestamp }, 2*time.Second, 250*time.Millisecond).
-			Should(BeNil(), "deleted before its TTL")
+		finishedAt := time.Now().Truncate(time.Second) // the API server keeps whole seconds
+		finishJob(job, true, finishedAt, 1, 0, "CompletionsReached")
+		Eventually(getQJ(ns, "pi"), timeout, interval).Should(SatisfyAll(
+			cond(qjv1.ConditionComplete, metav1.ConditionTrue, "CompletionsReached"),
+			HaveField("Status.CompletionTime.Time", BeTemporally("==", finishedAt))))
 		// envtest runs no garbage collector: the QueueJob waits in the foreground deletion
-		// for its Jobs, which a cluster would delete.
+		// for its Jobs, which a cluster would delete. Its deletionTimestamp is when the
+		// API server took the delete, rounded down to the second: never before the
+		// expiry (a whole second) if the delete came after it, however slow the machine.
+		var deleted *metav1.Time
 		Eventually(func(g Gomega) {
-			cur := &qjv1.QueueJob{}
-			err := k8s.Get(suiteCtx, client.ObjectKeyFromObject(qj), cur)
-			if apierrors.IsNotFound(err) {
-				return
-			}
-			g.Expect(err).NotTo(HaveOccurred())
+			cur := getQJ(ns, "pi")(g)
 			g.Expect(cur.DeletionTimestamp).NotTo(BeNil())
 			g.Expect(cur.Finalizers).To(ContainElement(metav1.FinalizerDeleteDependents))
+			deleted = cur.DeletionTimestamp
 		}, timeout, interval).Should(Succeed())
+		Expect(deleted.Time).To(BeTemporally(">=", finishedAt.Add(4*time.Second)), "deleted before its TTL of 4s")
 	})
 
 	It("waits until a Failed QueueJob has returned its dead workers' items to the queue", func() {

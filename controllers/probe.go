@@ -330,9 +330,9 @@ func probeBackoff(read *qjv1.QueueJob, interval time.Duration, now time.Time) ti
 // forgetQueue closes a QueueJob's connection and drops its metric series and the values
 // of its Secrets.
 func (r *QueueJobReconciler) forgetQueue(key types.NamespacedName) {
-	r.pool.drop(key)
 	r.secrets.forget(key)
 	r.dropGauges(key)
+	r.pool.drop(key) // last: once the pool has no connection, the rest is gone too
 }
 
 // forgetDeletedQueue closes a deleted QueueJob's connection, and logs the items its

@@ -170,7 +170,9 @@ var _ = Describe("QueueJob without a queue", func() {
 		long := time.Now().Add(-2 * time.Hour)
 		oldOK := jobPod(job, "old-succeeded", corev1.PodSucceeded, long)
 		oldBad := jobPod(job, "old-failed", corev1.PodFailed, long)
-		recent := jobPod(job, "recent-succeeded", corev1.PodSucceeded, time.Now())
+		// The API server keeps whole seconds: the pod's FinishedAt is exactly recentAt.
+		recentAt := time.Now().Truncate(time.Second)
+		recent := jobPod(job, "recent-succeeded", corev1.PodSucceeded, recentAt)
 		running := jobPod(job, "running", corev1.PodRunning, time.Time{})
 		counting := jobPod(job, "old-still-counted", corev1.PodSucceeded, long, batchv1.JobTrackingFinalizer)
 
@@ -179,10 +181,10 @@ var _ = Describe("QueueJob without a queue", func() {
 		}
 		Eventually(gone(oldOK), timeout, interval).Should(Satisfy(apierrors.IsNotFound))
 		Eventually(gone(oldBad), timeout, interval).Should(Satisfy(apierrors.IsNotFound))
-		Consistently(gone(recent), 4*time.Second, 250*time.Millisecond).Should(Succeed(), "deleted before its TTL of 6s")
 		Expect(gone(running)()).To(Succeed())
 		By("deleting the recent pod once its TTL expired, and never the running one")
-		Eventually(gone(recent), timeout, interval).Should(Satisfy(apierrors.IsNotFound))
+		Expect(goneBy(gone(recent), "the recent pod, once its TTL expired")).
+			To(BeTemporally(">=", recentAt.Add(6*time.Second)), "deleted before its TTL of 6s")
 		Expect(gone(running)()).To(Succeed())
 		Expect(gone(counting)()).To(Succeed(), "a pod the Job controller has not counted yet must stay")
 		Eventually(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventCleanedUp) }, timeout, interval).ShouldNot(BeEmpty())
@@ -252,23 +254,28 @@ var _ = Describe("QueueJob without a queue", func() {
 	})
 
 	It("counts the Job TTL from when the QueueJob finished", func() {
-		mk := func(name string, finishedAgo time.Duration) *batchv1.Job {
+		mk := func(name string) *batchv1.Job {
 			qj := queueJob(ns, name, func(q *qjv1.QueueJob) {
 				q.Spec.Cleanup = &qjv1.CleanupPolicy{TTLSecondsAfterFinished: ptr.To[int32](8)}
 			})
 			Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
-			job := theJob(qj)
-			finishJob(job, true, time.Now().Add(-finishedAgo), 1, 0, "CompletionsReached")
-			return job
+			return theJob(qj)
 		}
-		fresh := mk("fresh", 0)
-		expired := mk("expired", 2*time.Hour)
-		Eventually(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(expired), &batchv1.Job{}) }, timeout, interval).
-			Should(Satisfy(apierrors.IsNotFound))
-		Consistently(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(fresh), &batchv1.Job{}) }, 5*time.Second, 250*time.Millisecond).
-			Should(Succeed(), "deleted before its TTL of 8s")
-		Eventually(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(fresh), &batchv1.Job{}) }, timeout, interval).
-			Should(Satisfy(apierrors.IsNotFound), "deleted once its TTL expired")
+		getJob := func(job *batchv1.Job) func() error {
+			return func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(job), &batchv1.Job{}) }
+		}
+		fresh := mk("fresh")
+		expired := mk("expired")
+		finishJob(expired, true, time.Now().Add(-2*time.Hour), 1, 0, "CompletionsReached")
+		Eventually(getJob(expired), timeout, interval).Should(Satisfy(apierrors.IsNotFound))
+
+		By("finishing the fresh Job 3s after its creation: a TTL counted from the creation would delete it 3s early")
+		time.Sleep(time.Until(fresh.CreationTimestamp.Add(3 * time.Second)))
+		finishedAt := time.Now().Truncate(time.Second) // the API server keeps whole seconds
+		finishJob(fresh, true, finishedAt, 1, 0, "CompletionsReached")
+		Eventually(getQJ(ns, "fresh"), timeout, interval).Should(HaveField("Status.CompletionTime.Time", BeTemporally("==", finishedAt)))
+		Expect(goneBy(getJob(fresh), "the fresh Job, once its TTL expired")).
+			To(BeTemporally(">=", finishedAt.Add(8*time.Second)), "deleted before its TTL of 8s")
 	})
 
 	It("makes no second Job when the manager restarts after losing its status write", func() {

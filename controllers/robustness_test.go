@@ -102,9 +102,12 @@ var _ = Describe("Robustness", func() {
 		Consistently(func() error { return k8s.Get(suiteCtx, client.ObjectKeyFromObject(pod), &corev1.Pod{}) }, 45*time.Second, time.Second).Should(Succeed())
 
 		By("seeing every change of the queue within a few probe intervals")
+		// 20s is 20 probe intervals, room for a loaded machine, and half the 40s that the
+		// backoff of the failed reconciles has reached: uncapped, it would miss the second
+		// push at the latest.
 		for i := int64(2); i <= 4; i++ {
 			Expect(c.RPush(suiteCtx, key, "more").Err()).To(Succeed())
-			Eventually(getQJ(ns, "refused"), 8*time.Second, interval).Should(HaveField("Status.Queue.Ready", i))
+			Eventually(getQJ(ns, "refused"), 20*time.Second, interval).Should(HaveField("Status.Queue.Ready", i))
 		}
 	})
 
@@ -114,6 +117,10 @@ var _ = Describe("Robustness", func() {
 			r.ProbeTimeout = 20 * time.Second
 		}})
 		DeferCleanup(restartManager)
+		By("waiting until the new manager has synced its caches and reconciles: a plain QueueJob gets its Job")
+		warmUp := queueJob(ns, "warm-up")
+		Expect(k8s.Create(suiteCtx, warmUp)).To(Succeed())
+		theJob(warmUp)
 
 		c := redisClient(redisSrv.Addr())
 		key := "healthy-" + ns
@@ -125,7 +132,9 @@ var _ = Describe("Robustness", func() {
 		}
 		healthy := redisQJ(ns, "healthy", redisSrv.Addr(), key)
 		Expect(k8s.Create(suiteCtx, healthy)).To(Succeed())
-		Eventually(func(g Gomega) []batchv1.Job { return ownedJobs(g, healthy) }, 8*time.Second, interval).Should(HaveLen(1),
+		// Reconciled one after the other, the three probes would hold the healthy one
+		// back 15s.
+		Eventually(func(g Gomega) []batchv1.Job { return ownedJobs(g, healthy) }, 12*time.Second, interval).Should(HaveLen(1),
 			"the healthy QueueJob waited behind the probes of black-holed queues")
 	})
 

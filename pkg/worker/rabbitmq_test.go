@@ -54,6 +54,19 @@ func ready(t testing.TB, q string) int {
 	return info.Messages
 }
 
+// readyAgain waits until q has want ready messages: after a worker's crash (its
+// connection closed) the broker returns its unacked message only some time later, and a
+// new worker's Lease must not run before, or it may find the queue empty.
+func readyAgain(t testing.TB, q string, want int) {
+	t.Helper()
+	servers.Eventually(t, 30*time.Second, func() error {
+		if n := ready(t, q); n != want {
+			return fmt.Errorf("%d messages ready in %s, want %d: the crashed worker's message is not back", n, q, want)
+		}
+		return nil
+	})
+}
+
 func newRabbitWorker(t testing.TB, q string, o Options) *Worker {
 	t.Helper()
 	o.Backend = BackendRabbitMQ
@@ -159,6 +172,7 @@ func TestRabbitMQQuorumCrashLoop(t *testing.T) {
 		lease(t, w, "oom", attempt)
 		// The worker dies with the message: its connection goes, the broker requeues.
 		_ = w.b.(*rabbitBackend).conn.Close()
+		readyAgain(t, q, 1)
 	}
 	w := newRabbitWorker(t, q, Options{MaxAttempts: 2, Wait: 100 * time.Millisecond})
 	if it, err := w.Lease(ctx); !errors.Is(err, ErrEmpty) {
@@ -181,6 +195,7 @@ func TestRabbitMQQuorumFail(t *testing.T) {
 	}
 	lease(t, w, "x", 2)
 	_ = w.b.(*rabbitBackend).conn.Close() // a crash
+	readyAgain(t, q, 1)
 	w = newRabbitWorker(t, q, Options{MaxAttempts: 3, Wait: 100 * time.Millisecond})
 	it := lease(t, w, "x", 3)
 	if err := it.Fail(ctx, errors.New("e3")); err != nil || !it.DeadLettered() {

@@ -372,19 +372,27 @@ func deployment(ctx context.Context) *appsv1.Deployment {
 	return d
 }
 
-// killMidItem runs job-wq-2 on 6 items with a WorkerPool of 2 and a 10 s lease, kills a
-// worker with kill while it holds an item, and checks that every item was finished by
-// some worker: those the killed worker had moved on from, and the rest by the others.
-// Each item's extra finishes are the duplicates it reports.
+// killMidItem runs job-wq-2 on 6 items of 15 s each with a WorkerPool of 2 and a 10 s
+// lease (renewed every 10/3 s while an item is worked on), kills a worker with kill while
+// it holds an item, and checks that every item was finished by some worker: those the
+// killed worker had moved on from, and the rest by the others. Each item's extra finishes
+// are the duplicates it reports.
+//
+// The victim took its item less than 2 s before it is picked; the 15 s of an item leave
+// the search's last poll and the kill over 10 s on a loaded machine before the worker
+// would finish the item (after a forced delete, the kubelet stops the container moments
+// after kubectl returns). A kill that comes later anyway fails as such, not as a lost
+// item.
 func killMidItem(ctx context.Context, name string, kill func(ctx context.Context, ns, pod string)) {
 	GinkgoHelper()
+	const itemTime = 15 * time.Second
 	ns := namespace(ctx, nil)
 	qj := sample("job-wq-2", ns)
 	qj.Name = name
 	key := name + "-" + ns
 	qj.Spec.Queue.Redis.Key = key
 	c := &qj.Spec.JobTemplate.Spec.Template.Spec.Containers[0]
-	c.Command = []string{"job-wq-2", "--sleep=6s"}
+	c.Command = []string{"job-wq-2", "--sleep=" + itemTime.String()}
 	c.Env = append(c.Env, corev1.EnvVar{Name: "QUEUEJOB_LEASE_SECONDS", Value: "10"})
 	items := []string{"i1", "i2", "i3", "i4", "i5", "i6"}
 	rpush(ctx, key, items...)
@@ -396,8 +404,10 @@ func killMidItem(ctx context.Context, name string, kill func(ctx context.Context
 		Expect(err).NotTo(HaveOccurred())
 		return string(b)
 	}
-	// A running pod that holds an item: its log's last line is "Working on X".
+	// A running pod that holds an item: its log's last line is "Working on X", taken at
+	// heldSince (the log's timestamp).
 	var victim, held, victimLog string
+	var heldSince time.Time
 	Eventually(ctx, func(g Gomega) {
 		var pods corev1.PodList
 		g.Expect(cluster.Client.List(ctx, &pods, client.InNamespace(ns))).To(Succeed())
@@ -406,21 +416,25 @@ func killMidItem(ctx context.Context, name string, kill func(ctx context.Context
 				continue
 			}
 			// With timestamps: the item must have been taken less than 2 s ago, so
-			// that the worker (6 s an item) is still on it when it is killed.
+			// that the worker (itemTime an item) is still on it when it is killed.
 			b, err := cluster.Clientset.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{Timestamps: true}).DoRaw(ctx)
 			g.Expect(err).NotTo(HaveOccurred())
 			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 			ts, line, _ := strings.Cut(lines[len(lines)-1], " ")
 			at, err := time.Parse(time.RFC3339Nano, ts)
 			if s, ok := strings.CutPrefix(line, "Working on "); ok && err == nil && time.Since(at) < 2*time.Second {
-				victim, held, victimLog = p.Name, s, podLog(p.Name, false)
+				victim, held, victimLog, heldSince = p.Name, s, podLog(p.Name, false), at
 				return
 			}
 		}
 		g.Expect(victim).NotTo(BeEmpty(), "a running pod working on an item")
 	}).WithTimeout(3 * time.Minute).WithPolling(200 * time.Millisecond).Should(Succeed())
 	kill(ctx, ns, victim)
-	GinkgoWriter.Printf("%s: killed %s while it worked on %s\n", name, victim, held)
+	killedAfter := time.Since(heldSince)
+	GinkgoWriter.Printf("%s: killed %s %s after it took %s\n", name, victim, killedAfter.Round(time.Millisecond), held)
+	Expect(killedAfter).To(BeNumerically("<", itemTime),
+		"the kill of %s came %s after it took %s, an item takes %s: the worker may have finished it, so the test cannot tell a lost item (the machine was too slow for the test)",
+		victim, killedAfter.Round(time.Millisecond), held, itemTime)
 
 	got := finished(ctx, qj, 5*time.Minute)
 	Expect(got.Status.State).To(Equal(qjv1.StateComplete))
@@ -453,7 +467,7 @@ func killMidItem(ctx context.Context, name string, kill func(ctx context.Context
 		done[it]++
 	}
 	for _, it := range items {
-		Expect(done).To(HaveKey(it), "item %s was never finished", it)
+		Expect(done).To(HaveKey(it), "item %s was never finished (%s was killed %s after it took %s)", it, victim, killedAfter.Round(time.Millisecond), held)
 	}
 	dups := 0
 	for _, n := range done {
