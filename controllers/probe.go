@@ -83,7 +83,7 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 		probeErrors.WithLabelValues(kind.Name, queue.ReasonOf(err)).Inc()
 		logf.FromContext(ctx).V(1).Info("Probe failed", "reason", queue.ReasonOf(err), "error", err.Error())
 		next := probeBackoff(s.read, interval, s.now)
-		r.pool.probed(key, s.now, s.now.Add(next))
+		r.pool.probed(key, s.now, s.now.Add(next), interval)
 		s.requeue(next)
 		return nil
 	}
@@ -93,7 +93,7 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 	queueLastProbe.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(s.now.UnixNano()) / 1e9)
 	// Jitter spreads the probes of many QueueJobs created together.
 	next := interval + time.Duration(rand.Int64N(int64(interval)/10+1))
-	r.pool.probed(key, s.now, s.now.Add(next))
+	r.pool.probed(key, s.now, s.now.Add(next), interval)
 	s.requeue(next)
 	return nil
 }
@@ -379,13 +379,18 @@ type pooledConn struct {
 	reclaimed int64
 	// unwatch ends the watch of the queue (see watchQueue); nil if there is none.
 	unwatch func()
-	// probedAt is when the QueueJob was last probed.
+	// probedAt is when the QueueJob was last probed, and interval its probe interval.
 	probedAt time.Time
+	interval time.Duration
 	// waiting is set while the QueueJob waits for items (armWake): a write to its queue
 	// then makes the probe due at once.
 	waiting bool
 	// writes counts the writes to the queue heard.
 	writes uint64
+	// woken is set while a probe that a write brought forward is due; emptyWakes counts
+	// such probes in a row that found no item (see minWakeGap).
+	woken      bool
+	emptyWakes int
 }
 
 // with calls f with the entry of a QueueJob (of this UID), under the pool's lock; not at
@@ -437,14 +442,21 @@ func (p *connPool) untilDue(key types.NamespacedName, uid types.UID, now time.Ti
 	return max(c.due.Sub(now), 0)
 }
 
-// probed records when a QueueJob was probed and may be probed next. It disarms the
-// wake: armWake arms it again once the reconcile knows the QueueJob waits for items.
-func (p *connPool) probed(key types.NamespacedName, at, due time.Time) {
+// probed records when a QueueJob was probed, at what interval, and when it may be probed
+// next. It disarms the wake: armWake arms it again once the reconcile knows the QueueJob
+// waits for items.
+func (p *connPool) probed(key types.NamespacedName, at, due time.Time, interval time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.conns[key]; ok {
-		c.probedAt, c.due, c.waiting = at, due, false
+		c.probedAt, c.due, c.interval, c.waiting = at, due, interval, false
 	}
+}
+
+// wakeState is whether a QueueJob waits for a write, and how many writes were heard.
+func (p *connPool) wakeState(key types.NamespacedName, uid types.UID) (waiting bool, writes uint64) {
+	p.with(key, uid, func(c *pooledConn) { waiting, writes = c.waiting, c.writes })
+	return waiting, writes
 }
 
 // writesHeard counts the writes to a QueueJob's queue heard so far.
@@ -453,10 +465,15 @@ func (p *connPool) writesHeard(key types.NamespacedName, uid types.UID) (n uint6
 	return n
 }
 
-// minWakeGap is the least time between a probe and one that a write brings forward: a
-// queue that another consumer keeps empty while it is written to cannot make a QueueJob
-// probe back to back.
+// minWakeGap is the least time between a probe and one that a write brings forward. It
+// doubles with each brought-forward probe in a row that finds no item, up to the probe
+// interval: a list that another consumer keeps empty while it is written to cannot make
+// a QueueJob probe back to back.
 const minWakeGap = 250 * time.Millisecond
+
+func (c *pooledConn) wakeGap() time.Duration {
+	return min(minWakeGap<<min(c.emptyWakes, 16), max(c.interval, minWakeGap))
+}
 
 // heard records a write to a QueueJob's queue. If the QueueJob waits for items, its
 // probe falls due (at least minWakeGap after the last one) and heard returns true with
@@ -468,8 +485,8 @@ func (p *connPool) heard(key types.NamespacedName, uid types.UID, now time.Time)
 		if !c.waiting {
 			return
 		}
-		c.waiting, wake = false, true
-		c.due = c.probedAt.Add(minWakeGap)
+		c.waiting, c.woken, wake = false, true, true
+		c.due = c.probedAt.Add(c.wakeGap())
 		after = max(c.due.Sub(now), 0)
 	})
 	return wake, after
@@ -482,10 +499,16 @@ func (p *connPool) heard(key types.NamespacedName, uid types.UID, now time.Time)
 // then makes the probe due and returns true, and the caller queues a reconcile.
 func (p *connPool) armWake(key types.NamespacedName, uid types.UID, waiting bool, writesBefore uint64) (probeAgain bool) {
 	p.with(key, uid, func(c *pooledConn) {
-		c.waiting = waiting
+		switch {
+		case !waiting:
+			c.emptyWakes = 0
+		case c.woken:
+			c.emptyWakes++ // brought forward, and found nothing
+		}
+		c.waiting, c.woken = waiting, false
 		if waiting && c.writes != writesBefore {
-			c.waiting, probeAgain = false, true
-			c.due = c.probedAt.Add(minWakeGap)
+			c.waiting, c.woken, probeAgain = false, true, true
+			c.due = c.probedAt.Add(c.wakeGap())
 		}
 	})
 	return probeAgain

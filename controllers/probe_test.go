@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -75,14 +76,14 @@ func TestConnPoolSchedule(t *testing.T) {
 	if d := p.untilDue(key, "uid-1", now); d != 0 {
 		t.Fatalf("a QueueJob never probed is due now, got %s", d)
 	}
-	p.probed(key, now, now.Add(time.Second)) // no connection yet: nothing to remember
+	p.probed(key, now, now.Add(time.Second), time.Second) // no connection yet: nothing to remember
 	if d := p.untilDue(key, "uid-1", now); d != 0 {
 		t.Fatalf("untilDue = %s without a connection", d)
 	}
 	if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 		t.Fatal(err)
 	}
-	p.probed(key, now, now.Add(2*time.Second))
+	p.probed(key, now, now.Add(2*time.Second), 2*time.Second)
 	if d := p.untilDue(key, "uid-1", now.Add(500*time.Millisecond)); d != 1500*time.Millisecond {
 		t.Errorf("untilDue = %s, want 1.5s", d)
 	}
@@ -110,7 +111,7 @@ func TestConnPoolWake(t *testing.T) {
 	}
 	probe := func(at time.Time, waiting bool) (probeAgain bool) {
 		before := p.writesHeard(key, "uid-1")
-		p.probed(key, at, at.Add(2*time.Second))
+		p.probed(key, at, at.Add(2*time.Second), 2*time.Second)
 		return p.armWake(key, "uid-1", waiting, before)
 	}
 	// A wave runs: the probes at their interval decide.
@@ -133,16 +134,39 @@ func TestConnPoolWake(t *testing.T) {
 	if wake, _ := p.heard(key, "uid-2", now); wake {
 		t.Error("woke the entry of another UID")
 	}
-	// A write just after a probe: the next one comes minWakeGap after it.
+	// A write just after a probe: the next one comes minWakeGap after it (once a probe
+	// found items: the one just brought forward found none, which doubles the gap).
+	probe(now, false)
 	probe(now, true)
 	if wake, after := p.heard(key, "uid-1", now.Add(50*time.Millisecond)); !wake || after != minWakeGap-50*time.Millisecond {
 		t.Errorf("a write 50ms after the probe: wake %v after %s, want after %s", wake, after, minWakeGap-50*time.Millisecond)
+	}
+	// Writes that bring forward probes that find nothing (another consumer keeps the list
+	// empty): the gap doubles each time, up to the interval; a probe with items resets it.
+	probe(now, false)
+	probe(now, true)
+	var gaps []time.Duration
+	for range 5 {
+		wake, after := p.heard(key, "uid-1", now)
+		if !wake {
+			t.Fatal("no wake")
+		}
+		gaps = append(gaps, after)
+		probe(now, true) // the brought-forward probe: still nothing
+	}
+	if want := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 2 * time.Second}; !slices.Equal(gaps, want) {
+		t.Errorf("gaps after empty wakes %v, want %v", gaps, want)
+	}
+	probe(now, false) // items came
+	probe(now, true)
+	if _, after := p.heard(key, "uid-1", now); after != minWakeGap {
+		t.Errorf("gap after a probe with items %s, want %s", after, minWakeGap)
 	}
 	// A write heard while a probe ran, whatever the probe before it found: the probe may
 	// have counted before it.
 	probe(now, false)
 	before := p.writesHeard(key, "uid-1")
-	p.probed(key, now, now.Add(2*time.Second))
+	p.probed(key, now, now.Add(2*time.Second), 2*time.Second)
 	if wake, _ := p.heard(key, "uid-1", now.Add(10*time.Millisecond)); wake {
 		t.Fatal("woke during the probe")
 	}

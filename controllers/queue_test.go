@@ -245,13 +245,18 @@ var _ = Describe("QueueJob with a queue", func() {
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
 		Eventually(getQJ(ns, "woken"), timeout, interval).Should(
 			cond(qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonWaitingForItems))
+		// Once the server tracks the key, the watch reports it (a write before then went
+		// unheard), which brings a probe forward; the QueueJob then waits for a write
+		// again. Only then does one push test the watch, not that report.
+		got := &qjv1.QueueJob{}
+		Expect(k8s.Get(suiteCtx, client.ObjectKeyFromObject(qj), got)).To(Succeed())
+		Eventually(func() bool {
+			waiting, writes := reconciler.pool.wakeState(client.ObjectKeyFromObject(qj), got.UID)
+			return waiting && writes >= 1
+		}, timeout, interval).Should(BeTrue(), "the watch reported the key and the QueueJob waits for a write")
 		wakes := testutil.ToFloat64(queueWakes.WithLabelValues("redis"))
-		// The watch starts after the first probe, and a push before the server tracks the
-		// key goes unheard: push one item every few seconds until the Job comes.
-		Eventually(func(g Gomega) {
-			g.Expect(c.RPush(suiteCtx, key, "a").Err()).To(Succeed())
-			g.Expect(ownedJobs(g, qj)).To(HaveLen(1))
-		}, 2*timeout, 3*time.Second).Should(Succeed())
+		Expect(c.RPush(suiteCtx, key, "a").Err()).To(Succeed())
+		Eventually(func(g Gomega) []batchv1.Job { return ownedJobs(g, qj) }, timeout, interval).Should(HaveLen(1))
 		Expect(testutil.ToFloat64(queueWakes.WithLabelValues("redis"))).To(BeNumerically(">", wakes))
 	})
 

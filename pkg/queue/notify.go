@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"errors"
 	"sync"
 
 	"github.com/go-logr/logr"
@@ -27,6 +28,7 @@ type redisWatcher struct {
 	mu      sync.Mutex
 	servers map[string]*redisServerWatch
 	nextID  int
+	closed  bool
 }
 
 type redisServerWatch struct {
@@ -56,6 +58,9 @@ func (w *redisWatcher) Watch(src Source, wake func()) (func(), error) {
 
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.closed {
+		return nil, errors.New("the watcher is closed")
+	}
 	sw, ok := w.servers[server]
 	if !ok {
 		sw = &redisServerWatch{wakes: map[string]map[int]func(){}}
@@ -122,7 +127,7 @@ func (w *redisWatcher) fire(server, key string) {
 func (w *redisWatcher) Close() {
 	w.mu.Lock()
 	servers := w.servers
-	w.servers = map[string]*redisServerWatch{}
+	w.servers, w.closed = map[string]*redisServerWatch{}, true
 	w.mu.Unlock()
 	for _, sw := range servers {
 		sw.watch.Close()

@@ -43,6 +43,9 @@ type KeyWatch struct {
 	keys    map[string]int // reference counts
 	err     error          // why the watch is not active, nil while it is
 	active  bool
+	checked bool // the session passed a check
+	// rebuilds counts the times tracking was turned off and on again (for tests).
+	rebuilds int
 	changed chan struct{}
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -53,6 +56,9 @@ type KeyWatch struct {
 // told when the watch becomes active, and when it stops being active or fails anew
 // (with why). Close stops it.
 func NewKeyWatch(o RedisOptions, onWrite func(key string), onState func(active bool, err error)) *KeyWatch {
+	if o.Timeout == 0 {
+		o.Timeout = 5 * time.Second
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &KeyWatch{
 		opts: o, onWrite: onWrite, onState: onState,
@@ -228,8 +234,12 @@ func (w *KeyWatch) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if active, _ := w.Active(); active {
-			backoff = time.Second // it worked for a while: a new failure starts afresh
+		w.mu.Lock()
+		checked := w.checked
+		w.checked = false
+		w.mu.Unlock()
+		if checked {
+			backoff = time.Second // it passed a check: a new failure starts afresh
 		}
 		if err != nil && strings.Contains(err.Error(), "NOPERM") {
 			err = fmt.Errorf("%w (the user needs the ACL rules +client|id +client|tracking +client|trackinginfo +subscribe &%s; or run the manager with --watch-queues=false)", err, invalidateChannel)
@@ -307,20 +317,27 @@ func (w *KeyWatch) session(ctx context.Context) error {
 	// that overlaps a tracked one, or many tracked prefixes covering no key any more),
 	// and every key is reported after it.
 	var tracked []string
+	// known is the keys reported since tracking covered them.
+	known := map[string]bool{}
 	rebuild := func(keys []string) error {
+		w.mu.Lock()
+		w.rebuilds++
+		w.mu.Unlock()
 		if err := do("CLIENT", "TRACKING", "off"); err != nil {
 			return fmt.Errorf("CLIENT TRACKING off: %w", err)
 		}
-		tracked = nil
+		tracked, known = nil, map[string]bool{}
 		if len(keys) == 0 {
 			return nil
 		}
-		want := coverPrefixes(keys, maxPrefixes)
+		// Half the cap: room for the prefixes of keys added later, without a rebuild.
+		want := coverPrefixes(keys, maxPrefixes/2)
 		if err := on(want); err != nil {
 			return err
 		}
 		tracked = want
 		for _, k := range keys {
+			known[k] = true
 			w.onWrite(k)
 		}
 		return nil
@@ -347,23 +364,29 @@ func (w *KeyWatch) session(ctx context.Context) error {
 				uncovered = append(uncovered, k)
 			}
 		}
-		if len(uncovered) == 0 {
-			if unused > max(4, len(tracked)/2) {
+		switch {
+		case len(uncovered) == 0 && unused > max(4, len(tracked)/2):
+			return rebuild(keys)
+		case len(uncovered) > 0:
+			add := coverPrefixes(uncovered, maxPrefixes)
+			if overlap(add, tracked) || len(tracked)+len(add) > maxPrefixes {
 				return rebuild(keys)
 			}
-			return nil
+			if err := on(add); err != nil {
+				return err
+			}
+			tracked = append(tracked, add...)
 		}
-		add := coverPrefixes(uncovered, maxPrefixes)
-		if overlap(add, tracked) || len(tracked)+len(add) > maxPrefixes {
-			return rebuild(keys)
+		// Every key added since the last report, newly covered or covered already: a
+		// write between its probe and now went unheard.
+		now := map[string]bool{}
+		for _, k := range keys {
+			now[k] = true
+			if !known[k] {
+				w.onWrite(k)
+			}
 		}
-		if err := on(add); err != nil {
-			return err
-		}
-		tracked = append(tracked, add...)
-		for _, k := range uncovered {
-			w.onWrite(k)
-		}
+		known = now
 		return nil
 	}
 	if err := rebuild(w.keysSorted()); err != nil {
@@ -429,6 +452,7 @@ func (w *KeyWatch) check(ctx context.Context, cn *redis.Conn, id int64, tracking
 		if err := cn.Ping(cctx).Err(); err != nil {
 			return fmt.Errorf("PING: %w", err)
 		}
+		w.passed()
 		return nil
 	}
 	v, err := cn.Do(cctx, "CLIENT", "TRACKINGINFO").Slice()
@@ -440,6 +464,7 @@ func (w *KeyWatch) check(ctx context.Context, cn *redis.Conn, id int64, tracking
 		return fmt.Errorf("CLIENT TRACKINGINFO: %w", err)
 	}
 	if !tracking {
+		w.passed()
 		return nil // nothing to track: tracking is off
 	}
 	info := map[string]any{}
@@ -453,5 +478,12 @@ func (w *KeyWatch) check(ctx context.Context, cn *redis.Conn, id int64, tracking
 	if !slices.Contains(flags, any("on")) || slices.Contains(flags, any("broken_redirect")) || redirect != id {
 		return fmt.Errorf("tracking was lost (flags %v, redirect %d, want %d)", flags, redirect, id)
 	}
+	w.passed()
 	return nil
+}
+
+func (w *KeyWatch) passed() {
+	w.mu.Lock()
+	w.checked = true
+	w.mu.Unlock()
 }

@@ -296,3 +296,58 @@ func TestCoverPrefixes(t *testing.T) {
 		t.Errorf("1000 keys: %d prefixes %q", len(got), got)
 	}
 }
+
+// TestKeyWatchAddsKeys: a key that no tracked prefix covers is tracked by adding a prefix,
+// without turning tracking off (which loses writes); a key already covered is only
+// reported; a key that overlaps a tracked prefix, or more keys than the cap, rebuild the
+// prefixes; every key is heard throughout.
+func TestKeyWatchAddsKeys(t *testing.T) {
+	base := fmt.Sprintf("kwa%d", time.Now().UnixNano())
+	rec := &writes{}
+	w := NewKeyWatch(RedisOptions{Address: redisServer.Addr()}, rec.add, nil)
+	defer w.Close()
+	rebuilds := func() int {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.rebuilds
+	}
+	// added waits until an added key was reported (it is tracked then), and hears it.
+	added := func(k string) {
+		t.Helper()
+		w.Add(k)
+		eventually(t, k+" reported once tracked", func() bool { return rec.count(k) >= 1 })
+		heardAfter(t, rec, k)
+	}
+	w.Add(base + "-a")
+	eventually(t, "the watch is active", func() bool { ok, _ := w.Active(); return ok })
+	r0 := rebuilds()
+
+	added("x" + base)  // not covered: a prefix added
+	added(base + "-ab") // covered by base-a already
+	heardAfter(t, rec, base+"-a")
+	if got := rebuilds(); got != r0 {
+		t.Fatalf("%d rebuilds adding keys that overlap nothing, want none", got-r0)
+	}
+	added(base) // a prefix of base-a: the prefixes are rebuilt
+	if rebuilds() == r0 {
+		t.Error("no rebuild for a key that overlaps a tracked prefix")
+	}
+	for _, k := range []string{base + "-a", base + "-ab", "x" + base} {
+		heardAfter(t, rec, k)
+	}
+	// Forty more keys: at most maxPrefixes prefixes cover them, and each is heard.
+	var more []string
+	for i := range 40 {
+		more = append(more, fmt.Sprintf("m%02d%s", i, base))
+		w.Add(more[i])
+	}
+	for _, k := range more {
+		eventually(t, k+" reported once tracked", func() bool { return rec.count(k) >= 1 })
+	}
+	for _, k := range []string{more[0], more[17], more[39], base, "x" + base} {
+		heardAfter(t, rec, k)
+	}
+	if ok, err := w.Active(); !ok {
+		t.Fatalf("the watch is not active: %v", err)
+	}
+}
