@@ -46,9 +46,9 @@ type KeyWatch struct {
 	checked bool // the session passed a check
 	// rebuilds counts the times tracking was turned off and on again (for tests).
 	rebuilds int
-	changed chan struct{}
-	cancel  context.CancelFunc
-	done    chan struct{}
+	changed  chan struct{}
+	cancel   context.CancelFunc
+	done     chan struct{}
 }
 
 // NewKeyWatch starts watching the server of o (o.Key is ignored) and calls onWrite, on

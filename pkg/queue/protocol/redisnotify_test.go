@@ -322,7 +322,7 @@ func TestKeyWatchAddsKeys(t *testing.T) {
 	eventually(t, "the watch is active", func() bool { ok, _ := w.Active(); return ok })
 	r0 := rebuilds()
 
-	added("x" + base)  // not covered: a prefix added
+	added("x" + base)   // not covered: a prefix added
 	added(base + "-ab") // covered by base-a already
 	heardAfter(t, rec, base+"-a")
 	if got := rebuilds(); got != r0 {
