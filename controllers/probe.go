@@ -168,8 +168,8 @@ func (r *QueueJobReconciler) watchQueue(ctx context.Context, key types.Namespace
 	if w == nil {
 		return // the manager is stopping
 	}
-	stop, err := w.Watch(src, func() {
-		if wake, after := r.pool.heard(key, uid, r.Clock.Now()); wake {
+	stop, err := w.Watch(src, func(reported bool) {
+		if wake, after := r.pool.heard(key, uid, r.Clock.Now(), reported); wake {
 			queueWakes.WithLabelValues(kind.Name).Inc()
 			r.enqueue(key, after)
 		}
@@ -466,26 +466,30 @@ func (p *connPool) writesHeard(key types.NamespacedName, uid types.UID) (n uint6
 }
 
 // minWakeGap is the least time between a probe and one that a write brings forward. It
-// doubles with each brought-forward probe in a row that finds no item, up to the probe
-// interval: a list that another consumer keeps empty while it is written to cannot make
-// a QueueJob probe back to back.
+// doubles with each probe in a row that a write brought forward and that found no item,
+// up to the probe interval, and is back to minWakeGap after any other probe: a list that
+// another consumer keeps empty while it is written to makes a QueueJob probe a few more
+// times per interval, not back to back.
 const minWakeGap = 250 * time.Millisecond
 
 func (c *pooledConn) wakeGap() time.Duration {
 	return min(minWakeGap<<min(c.emptyWakes, 16), max(c.interval, minWakeGap))
 }
 
-// heard records a write to a QueueJob's queue. If the QueueJob waits for items, its
-// probe falls due (at least minWakeGap after the last one) and heard returns true with
+// heard records a write to a QueueJob's queue (or a report that one may have gone
+// unheard). If the QueueJob waits for items, its probe falls due (at least the wake gap
+// after the last one) and heard returns true with
 // the wait until then: the caller queues a reconcile for that time. A wake is armed once
 // per probe.
-func (p *connPool) heard(key types.NamespacedName, uid types.UID, now time.Time) (wake bool, after time.Duration) {
+func (p *connPool) heard(key types.NamespacedName, uid types.UID, now time.Time, reported bool) (wake bool, after time.Duration) {
 	p.with(key, uid, func(c *pooledConn) {
 		c.writes++
 		if !c.waiting {
 			return
 		}
-		c.waiting, c.woken, wake = false, true, true
+		// A report (the watch started) is not a write: the probe it brings forward does
+		// not count towards the gap's doubling.
+		c.waiting, c.woken, wake = false, !reported, true
 		c.due = c.probedAt.Add(c.wakeGap())
 		after = max(c.due.Sub(now), 0)
 	})
@@ -500,10 +504,12 @@ func (p *connPool) heard(key types.NamespacedName, uid types.UID, now time.Time)
 func (p *connPool) armWake(key types.NamespacedName, uid types.UID, waiting bool, writesBefore uint64) (probeAgain bool) {
 	p.with(key, uid, func(c *pooledConn) {
 		switch {
-		case !waiting:
-			c.emptyWakes = 0
-		case c.woken:
-			c.emptyWakes++ // brought forward, and found nothing
+		case c.woken && waiting:
+			c.emptyWakes++ // brought forward by a write, and found nothing
+		case !c.woken:
+			c.emptyWakes = 0 // a probe at its time, or one a report brought forward
+		default:
+			c.emptyWakes = 0 // items came
 		}
 		c.waiting, c.woken = waiting, false
 		if waiting && c.writes != writesBefore {

@@ -103,7 +103,7 @@ func TestConnPoolWake(t *testing.T) {
 	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	var p connPool
-	if wake, _ := p.heard(key, "uid-1", now); wake {
+	if wake, _ := p.heard(key, "uid-1", now, false); wake {
 		t.Fatal("woke a QueueJob without an entry")
 	}
 	if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
@@ -118,27 +118,26 @@ func TestConnPoolWake(t *testing.T) {
 	if probe(now, false) {
 		t.Fatal("probe again without a write")
 	}
-	if wake, _ := p.heard(key, "uid-1", now.Add(time.Second)); wake || p.untilDue(key, "uid-1", now.Add(time.Second)) == 0 {
+	if wake, _ := p.heard(key, "uid-1", now.Add(time.Second), false); wake || p.untilDue(key, "uid-1", now.Add(time.Second)) == 0 {
 		t.Fatal("a write woke a QueueJob that runs a wave")
 	}
 	// Waiting for items: the first write makes the probe due, later ones until the next
 	// probe do nothing.
 	probe(now, true)
-	wake, after := p.heard(key, "uid-1", now.Add(time.Second))
+	wake, after := p.heard(key, "uid-1", now.Add(time.Second), false)
 	if !wake || after != 0 || p.untilDue(key, "uid-1", now.Add(time.Second)) != 0 {
 		t.Fatalf("a write to the empty queue: wake %v after %s, due in %s", wake, after, p.untilDue(key, "uid-1", now.Add(time.Second)))
 	}
-	if wake, _ := p.heard(key, "uid-1", now.Add(time.Second)); wake {
+	if wake, _ := p.heard(key, "uid-1", now.Add(time.Second), false); wake {
 		t.Error("a second write before the probe woke the QueueJob again")
 	}
-	if wake, _ := p.heard(key, "uid-2", now); wake {
+	if wake, _ := p.heard(key, "uid-2", now, false); wake {
 		t.Error("woke the entry of another UID")
 	}
-	// A write just after a probe: the next one comes minWakeGap after it (once a probe
-	// found items: the one just brought forward found none, which doubles the gap).
-	probe(now, false)
-	probe(now, true)
-	if wake, after := p.heard(key, "uid-1", now.Add(50*time.Millisecond)); !wake || after != minWakeGap-50*time.Millisecond {
+	// A write just after a probe at its time: the next one comes minWakeGap after it.
+	probe(now, true) // the probe the write above brought forward
+	probe(now, true) // a probe at its time
+	if wake, after := p.heard(key, "uid-1", now.Add(50*time.Millisecond), false); !wake || after != minWakeGap-50*time.Millisecond {
 		t.Errorf("a write 50ms after the probe: wake %v after %s, want after %s", wake, after, minWakeGap-50*time.Millisecond)
 	}
 	// Writes that bring forward probes that find nothing (another consumer keeps the list
@@ -147,7 +146,7 @@ func TestConnPoolWake(t *testing.T) {
 	probe(now, true)
 	var gaps []time.Duration
 	for range 5 {
-		wake, after := p.heard(key, "uid-1", now)
+		wake, after := p.heard(key, "uid-1", now, false)
 		if !wake {
 			t.Fatal("no wake")
 		}
@@ -157,17 +156,26 @@ func TestConnPoolWake(t *testing.T) {
 	if want := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 2 * time.Second}; !slices.Equal(gaps, want) {
 		t.Errorf("gaps after empty wakes %v, want %v", gaps, want)
 	}
-	probe(now, false) // items came
-	probe(now, true)
-	if _, after := p.heard(key, "uid-1", now); after != minWakeGap {
-		t.Errorf("gap after a probe with items %s, want %s", after, minWakeGap)
+	probe(now, true) // at its time: nothing, but not brought forward
+	if _, after := p.heard(key, "uid-1", now, false); after != minWakeGap {
+		t.Errorf("gap after a probe at its time %s, want %s", after, minWakeGap)
+	}
+	// Reports (the watch started: a write may have gone unheard) bring probes forward
+	// without doubling the gap.
+	probe(now, true) // the probe the write above brought forward
+	probe(now, true) // a probe at its time
+	for range 3 {
+		if wake, after := p.heard(key, "uid-1", now, true); !wake || after != minWakeGap {
+			t.Fatalf("a report: wake %v after %s, want after %s", wake, after, minWakeGap)
+		}
+		probe(now, true) // the probe the report brought forward: nothing
 	}
 	// A write heard while a probe ran, whatever the probe before it found: the probe may
 	// have counted before it.
 	probe(now, false)
 	before := p.writesHeard(key, "uid-1")
 	p.probed(key, now, now.Add(2*time.Second), 2*time.Second)
-	if wake, _ := p.heard(key, "uid-1", now.Add(10*time.Millisecond)); wake {
+	if wake, _ := p.heard(key, "uid-1", now.Add(10*time.Millisecond), false); wake {
 		t.Fatal("woke during the probe")
 	}
 	if !p.armWake(key, "uid-1", true, before) || p.untilDue(key, "uid-1", now.Add(minWakeGap)) != 0 {

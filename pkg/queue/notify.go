@@ -14,9 +14,10 @@ import (
 // controller still probes every probeIntervalSeconds, and a wake may come with no new
 // item (the controller then probes once more and finds none).
 type Watcher interface {
-	// Watch calls wake, from another goroutine, after writes to the queue of src. stop
-	// ends it.
-	Watch(src Source, wake func()) (stop func(), err error)
+	// Watch calls wake, from another goroutine, after writes to the queue of src, with
+	// reported false; with reported true when a write may have gone unheard (the watch
+	// started or restarted). stop ends it.
+	Watch(src Source, wake func(reported bool)) (stop func(), err error)
 	// Close ends every watch.
 	Close()
 }
@@ -34,7 +35,7 @@ type redisWatcher struct {
 type redisServerWatch struct {
 	watch *protocol.KeyWatch
 	// wakes holds, by key, the wake functions of the QueueJobs on that key, by token.
-	wakes map[string]map[int]func()
+	wakes map[string]map[int]func(bool)
 }
 
 // NewRedisWatcher returns the Watcher of RedisKind; it logs when a server's watch starts
@@ -43,7 +44,7 @@ func NewRedisWatcher(log logr.Logger) Watcher {
 	return &redisWatcher{log: log, servers: map[string]*redisServerWatch{}}
 }
 
-func (w *redisWatcher) Watch(src Source, wake func()) (func(), error) {
+func (w *redisWatcher) Watch(src Source, wake func(reported bool)) (func(), error) {
 	o, err := redisOptions(src)
 	if err != nil {
 		return nil, err
@@ -63,9 +64,9 @@ func (w *redisWatcher) Watch(src Source, wake func()) (func(), error) {
 	}
 	sw, ok := w.servers[server]
 	if !ok {
-		sw = &redisServerWatch{wakes: map[string]map[int]func(){}}
+		sw = &redisServerWatch{wakes: map[string]map[int]func(bool){}}
 		addr, user := o.Address, o.Username
-		sw.watch = protocol.NewKeyWatch(o, func(k string) { w.fire(server, k) }, func(active bool, err error) {
+		sw.watch = protocol.NewKeyWatch(o, func(k string, reported bool) { w.fire(server, k, reported) }, func(active bool, err error) {
 			if active {
 				w.log.V(1).Info("Watching a Redis server for new items", "address", addr, "username", user)
 				return
@@ -78,7 +79,7 @@ func (w *redisWatcher) Watch(src Source, wake func()) (func(), error) {
 	w.nextID++
 	token := w.nextID
 	if sw.wakes[key] == nil {
-		sw.wakes[key] = map[int]func(){}
+		sw.wakes[key] = map[int]func(bool){}
 	}
 	sw.wakes[key][token] = wake
 	sw.watch.Add(key)
@@ -110,9 +111,9 @@ func (w *redisWatcher) unwatch(server, key string, token int) {
 }
 
 // fire calls the wakes of a written key, outside the lock.
-func (w *redisWatcher) fire(server, key string) {
+func (w *redisWatcher) fire(server, key string, reported bool) {
 	w.mu.Lock()
-	var wakes []func()
+	var wakes []func(bool)
 	if sw, ok := w.servers[server]; ok {
 		for _, f := range sw.wakes[key] {
 			wakes = append(wakes, f)
@@ -120,7 +121,7 @@ func (w *redisWatcher) fire(server, key string) {
 	}
 	w.mu.Unlock()
 	for _, f := range wakes {
-		f()
+		f(reported)
 	}
 }
 

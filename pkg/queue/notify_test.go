@@ -32,15 +32,15 @@ func TestRedisWatcher(t *testing.T) {
 	}
 	ka, kb, kt := key(t)+"-a", key(t)+"-b", key(t)+"-t"
 	var a, b, tl atomic.Int32
-	stopA, err := w.Watch(plain(ka), func() { a.Add(1) })
+	stopA, err := w.Watch(plain(ka), func(bool) { a.Add(1) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	stopB, err := w.Watch(plain(kb), func() { b.Add(1) })
+	stopB, err := w.Watch(plain(kb), func(bool) { b.Add(1) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	stopT, err := w.Watch(overTLS(kt), func() { tl.Add(1) })
+	stopT, err := w.Watch(overTLS(kt), func(bool) { tl.Add(1) })
 	if err != nil {
 		t.Fatal(err)
 	}

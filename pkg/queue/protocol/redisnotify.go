@@ -36,7 +36,7 @@ var KeyWatchCheckInterval = 15 * time.Second
 // once the server tracks it.
 type KeyWatch struct {
 	opts    RedisOptions
-	onWrite func(key string)
+	onWrite func(key string, reported bool)
 	onState func(active bool, err error)
 
 	mu      sync.Mutex
@@ -52,10 +52,12 @@ type KeyWatch struct {
 }
 
 // NewKeyWatch starts watching the server of o (o.Key is ignored) and calls onWrite, on
-// the watch's goroutine, with each written key that was added. onState, if not nil, is
+// the watch's goroutine, with each written key that was added: reported is false for a
+// write the server told of, true for a key reported because a write may have gone
+// unheard (see KeyWatch). onState, if not nil, is
 // told when the watch becomes active, and when it stops being active or fails anew
 // (with why). Close stops it.
-func NewKeyWatch(o RedisOptions, onWrite func(key string), onState func(active bool, err error)) *KeyWatch {
+func NewKeyWatch(o RedisOptions, onWrite func(key string, reported bool), onState func(active bool, err error)) *KeyWatch {
 	if o.Timeout == 0 {
 		o.Timeout = 5 * time.Second
 	}
@@ -338,7 +340,7 @@ func (w *KeyWatch) session(ctx context.Context) error {
 		tracked = want
 		for _, k := range keys {
 			known[k] = true
-			w.onWrite(k)
+			w.onWrite(k, true)
 		}
 		return nil
 	}
@@ -383,7 +385,7 @@ func (w *KeyWatch) session(ctx context.Context) error {
 		for _, k := range keys {
 			now[k] = true
 			if !known[k] {
-				w.onWrite(k)
+				w.onWrite(k, true)
 			}
 		}
 		known = now
@@ -413,7 +415,7 @@ func (w *KeyWatch) session(ctx context.Context) error {
 			// what comes after.)
 			for _, k := range append(m.PayloadSlice, m.Payload) {
 				if k != "" && w.watched(k) {
-					w.onWrite(k)
+					w.onWrite(k, false)
 				}
 			}
 		case id = <-ids:

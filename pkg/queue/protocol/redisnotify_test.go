@@ -16,7 +16,8 @@ type writes struct {
 	keys []string
 }
 
-func (w *writes) add(k string) {
+// add records a key the server told of, or that the watch reported.
+func (w *writes) add(k string, _ bool) {
 	w.mu.Lock()
 	w.keys = append(w.keys, k)
 	w.mu.Unlock()
@@ -202,9 +203,9 @@ func TestKeyWatchWithoutTracking(t *testing.T) {
 			}
 			defer c.Do(ctx(t), "ACL", "DELUSER", user)
 			states := &writes{}
-			w := NewKeyWatch(RedisOptions{Address: redisServer.Addr(), Username: user, Password: "pw"}, func(string) {}, func(_ bool, err error) {
+			w := NewKeyWatch(RedisOptions{Address: redisServer.Addr(), Username: user, Password: "pw"}, func(string, bool) {}, func(_ bool, err error) {
 				if err != nil {
-					states.add(err.Error())
+					states.add(err.Error(), false)
 				}
 			})
 			defer w.Close()
