@@ -132,18 +132,20 @@ func TestOnFailureExit(t *testing.T) {
 func TestHangingCommandRenewedThenTimedOut(t *testing.T) {
 	k := key(t)
 	push(t, k, "slow")
-	const lease, timeout = time.Second, 6 * time.Second
+	// A 2 s lease renewed every 2/3 s: only a stall of the worker or of Redis over ~2 s
+	// would let the reaper (1 s grace) take the item back.
+	const lease, timeout = 2 * time.Second, 10 * time.Second
 	start := time.Now()
 	p := startWorker(t, k, nil, "--lease="+lease.String(), "--timeout="+timeout.String(), "--max-attempts=1", "--grace=2s",
 		"--", "sh", "-c", "echo started; exec sleep 300")
 	p.expect(t, "started")
-	// The reaper, with a short grace, for as long as the command runs (six leases):
+	// The reaper, with a short grace, for as long as the command runs (five leases):
 	// without renewals it reclaims the item a lease and a grace after it was taken.
 	r := protocol.NewRedis(protocol.RedisOptions{Address: redisServer.Addr(), Key: k})
 	defer r.Close()
 	passes := 0
 	for !p.exited() {
-		n, err := r.Reap(testCtx(t), time.Now(), 300*time.Millisecond)
+		n, err := r.Reap(testCtx(t), time.Now(), time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +169,7 @@ func TestHangingCommandRenewedThenTimedOut(t *testing.T) {
 	if took > 90*time.Second {
 		t.Errorf("the worker exited after %s: the command was not stopped at --timeout", took)
 	}
-	for _, want := range []string{`msg="Stopping the command" reason="it ran past --timeout 6s" signal=SIGTERM`,
+	for _, want := range []string{`msg="Stopping the command" reason="it ran past --timeout 10s" signal=SIGTERM`,
 		`msg="Failed an item on its last attempt: it went to the dead-letter list" attempt=1`} {
 		if !strings.Contains(p.logs(), want) {
 			t.Errorf("no log line %q", want)
@@ -263,7 +265,7 @@ func TestSIGKILLItemReaped(t *testing.T) {
 	r := protocol.NewRedis(protocol.RedisOptions{Address: redisServer.Addr(), Key: k})
 	defer r.Close()
 	servers.Eventually(t, 60*time.Second, func() error {
-		n, err := r.Reap(testCtx(t), time.Now(), 300*time.Millisecond)
+		n, err := r.Reap(testCtx(t), time.Now(), time.Second)
 		if err != nil {
 			return err
 		}

@@ -111,11 +111,18 @@ func (m *matrixRun) mayNamed(t *testing.T, verb, group, resource, ns, name strin
 	return sar.Status.Allowed
 }
 
-// wantAccess checks each "verb group/resource ns" against the RBAC authorizer.
+// wantAccess checks each "verb group/resource ns" against the RBAC authorizer. The
+// authorizer reads RBAC objects from an informer: a grant just applied may take a moment
+// to count, so an allowed request is asked again for up to a minute.
 func (m *matrixRun) wantAccess(t *testing.T, allowed bool, reqs ...[4]string) {
 	t.Helper()
 	for _, r := range reqs {
-		if got := m.may(t, r[0], r[1], r[2], r[3]); got != allowed {
+		got := m.may(t, r[0], r[1], r[2], r[3])
+		for deadline := time.Now().Add(time.Minute); allowed && !got && time.Now().Before(deadline); {
+			time.Sleep(200 * time.Millisecond)
+			got = m.may(t, r[0], r[1], r[2], r[3])
+		}
+		if got != allowed {
 			where := "cluster-wide"
 			if r[3] != "" {
 				where = "in namespace " + r[3]
@@ -325,7 +332,13 @@ const leaderElectionID = "queuejob-operator.batch.queuejob.io"
 func (m *matrixRun) wantCodeAccess(t *testing.T, ns string, accesses []codeAccess) {
 	t.Helper()
 	for _, a := range accesses {
-		if !m.mayNamed(t, a.verb, a.group, a.resource, ns, a.name) {
+		ok := m.mayNamed(t, a.verb, a.group, a.resource, ns, a.name)
+		// As in wantAccess: a grant just applied may take a moment to count.
+		for deadline := time.Now().Add(time.Minute); !ok && time.Now().Before(deadline); {
+			time.Sleep(200 * time.Millisecond)
+			ok = m.mayNamed(t, a.verb, a.group, a.resource, ns, a.name)
+		}
+		if !ok {
 			t.Errorf("the manager may not %s %s/%s %q in namespace %q, which it needs for %s", a.verb, a.group, a.resource, a.name, ns, a.where)
 		}
 	}

@@ -109,10 +109,19 @@ func TestStartRabbitMQ(t *testing.T) {
 
 	node := "rabbit-" + strconv.Itoa(r.Port()) + "@localhost"
 	r.Close()
-	// pgrep exits 1 when no process matches.
+	// pgrep exits 1 when no process matches. A process killed by Close may take a moment
+	// to be gone from the process table (the broker's script waits for erl): a minute.
 	for _, pattern := range []string{node, "epmd -port " + strconv.Itoa(r.epmd.Port())} {
-		if out, err := exec.Command("pgrep", "-af", pattern).Output(); err == nil {
-			t.Errorf("processes left after Close:\n%s", out)
+		var out []byte
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+			o, err := exec.Command("pgrep", "-af", pattern).Output()
+			if err != nil {
+				break // gone
+			}
+			if out = o; time.Now().After(deadline) {
+				t.Errorf("processes left a minute after Close:\n%s", out)
+				break
+			}
 		}
 	}
 }
