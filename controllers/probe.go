@@ -219,13 +219,8 @@ func (r *QueueJobReconciler) enqueue(key types.NamespacedName, after time.Durati
 	r.watchMu.Lock()
 	q := r.wakeQueue
 	r.watchMu.Unlock()
-	if q == nil {
-		return
-	}
-	if after > 0 {
-		q.AddAfter(reconcile.Request{NamespacedName: key}, after)
-	} else {
-		q.Add(reconcile.Request{NamespacedName: key})
+	if q != nil {
+		q.AddAfter(reconcile.Request{NamespacedName: key}, after) // at once if after <= 0
 	}
 }
 
@@ -478,9 +473,8 @@ func (c *pooledConn) wakeGap() time.Duration {
 
 // heard records a write to a QueueJob's queue (or a report that one may have gone
 // unheard). If the QueueJob waits for items, its probe falls due (at least the wake gap
-// after the last one) and heard returns true with
-// the wait until then: the caller queues a reconcile for that time. A wake is armed once
-// per probe.
+// after the last one) and heard returns true with the wait until then: the caller queues
+// a reconcile for that time. A wake is armed once per probe.
 func (p *connPool) heard(key types.NamespacedName, uid types.UID, now time.Time, reported bool) (wake bool, after time.Duration) {
 	p.with(key, uid, func(c *pooledConn) {
 		c.writes++
@@ -503,13 +497,10 @@ func (p *connPool) heard(key types.NamespacedName, uid types.UID, now time.Time,
 // then makes the probe due and returns true, and the caller queues a reconcile.
 func (p *connPool) armWake(key types.NamespacedName, uid types.UID, waiting bool, writesBefore uint64) (probeAgain bool) {
 	p.with(key, uid, func(c *pooledConn) {
-		switch {
-		case c.woken && waiting:
+		if c.woken && waiting {
 			c.emptyWakes++ // brought forward by a write, and found nothing
-		case !c.woken:
-			c.emptyWakes = 0 // a probe at its time, or one a report brought forward
-		default:
-			c.emptyWakes = 0 // items came
+		} else {
+			c.emptyWakes = 0 // a probe at its time or brought forward by a report, or items came
 		}
 		c.waiting, c.woken = waiting, false
 		if waiting && c.writes != writesBefore {

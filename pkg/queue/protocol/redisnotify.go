@@ -203,11 +203,16 @@ func minimalPrefixes(prefixes []string) []string {
 func covered(keys, prefixes []string) []string {
 	var out []string
 	for _, k := range keys {
-		if slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(k, p) }) {
+		if hasPrefixIn(k, prefixes) {
 			out = append(out, k)
 		}
 	}
 	return out
+}
+
+// hasPrefixIn reports whether one of prefixes is a prefix of s.
+func hasPrefixIn(s string, prefixes []string) bool {
+	return slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(s, p) })
 }
 
 // overlap reports whether a prefix of one set is a prefix of one of the other.
@@ -350,7 +355,7 @@ func (w *KeyWatch) session(ctx context.Context) error {
 		keys := w.keysSorted()
 		unused := 0 // tracked prefixes that cover no watched key any more
 		for _, p := range tracked {
-			if len(covered(keys, []string{p})) == 0 {
+			if !slices.ContainsFunc(keys, func(k string) bool { return strings.HasPrefix(k, p) }) {
 				unused++
 			}
 		}
@@ -362,7 +367,7 @@ func (w *KeyWatch) session(ctx context.Context) error {
 		}
 		var uncovered []string
 		for _, k := range keys {
-			if len(covered([]string{k}, tracked)) == 0 {
+			if !hasPrefixIn(k, tracked) {
 				uncovered = append(uncovered, k)
 			}
 		}
