@@ -469,9 +469,16 @@ func StartRabbitMQWith(ready func(url string) error, o RabbitMQOptions) (*Rabbit
 // black-holed broker does. It returns the address and a function that closes the listener
 // and every connection it accepted.
 func Silent() (addr string, stop func(), err error) {
+	addr, stop, _, err = SilentCounting()
+	return addr, stop, err
+}
+
+// SilentCounting is Silent that also returns a function counting the connections
+// accepted so far.
+func SilentCounting() (addr string, stop func(), accepted func() int, err error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	var mu sync.Mutex
 	var conns []net.Conn
@@ -486,14 +493,20 @@ func Silent() (addr string, stop func(), err error) {
 			mu.Unlock()
 		}
 	}()
-	return l.Addr().String(), func() {
+	stop = func() {
 		_ = l.Close()
 		mu.Lock()
 		defer mu.Unlock()
 		for _, c := range conns {
 			_ = c.Close()
 		}
-	}, nil
+	}
+	accepted = func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(conns)
+	}
+	return l.Addr().String(), stop, accepted, nil
 }
 
 // RandomString is n random lowercase letters and digits, for passwords and user names.
