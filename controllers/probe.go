@@ -2,11 +2,12 @@ package controllers
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -30,72 +31,212 @@ const (
 	defaultSecretRefresh = time.Minute
 )
 
-// probeResult is what the probe phase found.
+// probeResult is what a probe found: the counts, or the error that kept it from counting.
 type probeResult struct {
 	counts *queue.Counts // nil when the probe failed
 	err    error
+	// mark and writesBefore are the probe's start: the wave its counts are measured
+	// against, and how many writes to the queue had been heard.
+	mark         waveMark
+	writesBefore uint64
+}
+
+// waveMark is what a probe's counts are measured against: the spec and the latest
+// wave's Job, started or finished. Counts taken before a wave started or finished (its
+// pods may have taken the items counted), or of a queue the spec no longer names, must
+// not plan the next wave.
+type waveMark struct {
+	generation int64
+	job        types.UID
+	finished   bool
+}
+
+func markOf(s *scope) waveMark {
+	m := waveMark{generation: s.qj.Generation}
+	if job := s.current(); job != nil {
+		m.job, m.finished = job.UID, jobFinished(job) != nil || waveEnded(job)
+	}
+	return m
 }
 
 // probeQueue counts the queue's items and returns the items of crashed workers. A failed
 // probe is not an error of the reconcile: it is reported in QueueReachable, and the phases
 // after it create and delete nothing because of it.
 //
-// A QueueJob is probed at most once per probe interval (or per backoff step after a
-// failure), however often it is reconciled: every status write triggers a reconcile, and
-// without this bound a draining queue, whose counts change at every probe, would be probed
-// and written back to back. A reconcile that skips the probe decides no wave (a count from
-// an earlier probe could start a duplicate one); it asks to come back when the probe is due.
+// Probes run off the reconcile goroutines (startProbe): a reconcile starts one when it is
+// due and returns; the probe's end queues a reconcile, which takes its result. So a queue
+// that does not answer holds up no other QueueJob, only its own next probe. A reconcile
+// without a fresh result decides no wave (a count from an earlier probe could start a
+// duplicate one). A QueueJob is probed at most once per probe interval (or per backoff
+// step after a failure), however often it is reconciled: every status write triggers a
+// reconcile, and without this bound a draining queue, whose counts change at every probe,
+// would be probed and written back to back.
 func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 	src := s.qj.Spec.Queue
 	if src == nil {
 		return nil
 	}
+	key := client.ObjectKeyFromObject(s.qj)
 	if isFinished(&s.read.Status) && !strandedItems(&s.read.Status) {
 		// Nothing more to decide or reap: release the connection and the gauges.
-		r.forgetQueue(client.ObjectKeyFromObject(s.qj))
+		r.forgetQueue(key)
 		return nil
 	}
-	interval := time.Duration(s.qj.Spec.EffectiveProbeIntervalSeconds()) * time.Second
 	kind, err := r.registry().For(src)
 	if err != nil {
 		return err
 	}
+	res, running := r.pool.takeResult(key, s.qj.UID)
+	switch {
+	case running:
+		s.requeue(r.probeTimeout()) // its end queues a reconcile; this is a safety net
+		return nil
+	case res != nil && r.useProbe(s, res):
+		s.requeue(r.pool.untilDue(key, s.qj.UID, s.now))
+		return nil
+	case res == nil:
+		if wait := r.pool.untilDue(key, s.qj.UID, s.now); wait > 0 {
+			s.requeue(wait)
+			return nil
+		}
+	}
+	// Due, or the result just taken was measured against another wave: probe now.
+	return r.startProbe(ctx, s, kind)
+}
+
+// useProbe takes a finished probe's result into the reconcile, and reports whether it
+// could: counts measured against another wave or spec than the reconcile sees are
+// dropped (see waveMark), and the caller probes again at once. An error is always taken.
+func (r *QueueJobReconciler) useProbe(s *scope, res *probeResult) bool {
+	if res.err == nil && res.mark != markOf(s) {
+		return false
+	}
+	s.probe, s.writesBefore = res, res.writesBefore
+	if c := res.counts; c != nil {
+		queueReady.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(c.Ready))
+		queueInFlight.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(c.InFlight))
+		queueLastProbe.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(s.now.UnixNano()) / 1e9)
+	}
+	return true
+}
+
+// probeRun is one probe of a QueueJob's queue. It runs after the reconcile that started it
+// has returned, so it holds copies of what it needs from it.
+type probeRun struct {
+	key    types.NamespacedName
+	uid    types.UID
+	target *qjv1.QueueJob // the QueueJob's metadata, for events
+	kind   *queue.Kind
+	source queue.Source
+	// server names the server the probe reaches, and gate is its entry in that server's
+	// gate (see serverGates).
+	server  string
+	gate    *gateTicket
+	backend queue.Backend
+	// at is when it started (the reconcile's now), interval the QueueJob's probe interval
+	// and backoff the wait before the next probe should this one fail.
+	at                time.Time
+	interval, backoff time.Duration
+	started           probeResult // mark and writesBefore
+	log               logr.Logger
+}
+
+// newProbeRun describes a probe of the scope's QueueJob.
+func (r *QueueJobReconciler) newProbeRun(ctx context.Context, s *scope, kind *queue.Kind) *probeRun {
+	interval := time.Duration(s.qj.Spec.EffectiveProbeIntervalSeconds()) * time.Second
 	key := client.ObjectKeyFromObject(s.qj)
-	if wait := r.pool.untilDue(key, s.qj.UID, s.now); wait > 0 {
-		s.requeue(wait)
+	return &probeRun{
+		key: key, uid: s.qj.UID, kind: kind, at: s.now, interval: interval, log: logf.FromContext(ctx),
+		target:  &qjv1.QueueJob{TypeMeta: s.qj.TypeMeta, ObjectMeta: *s.qj.ObjectMeta.DeepCopy()},
+		backoff: probeBackoff(s.read, interval, s.now),
+		// A write heard during the probe (items pushed after the count) must not be
+		// lost to the due time set after it: see armWake.
+		started: probeResult{mark: markOf(s), writesBefore: r.pool.writesHeard(key, s.qj.UID)},
+	}
+}
+
+// startProbe starts a probe of the QueueJob's queue in the background. What fails before
+// the queue is reached (a Secret missing, a server whose last probe found it down) fails
+// the probe at once, in this reconcile.
+func (r *QueueJobReconciler) startProbe(ctx context.Context, s *scope, kind *queue.Kind) error {
+	p := r.newProbeRun(ctx, s, kind)
+	var err error
+	if p.source, err = r.resolveCached(ctx, s, kind); err == nil {
+		p.server = serverOf(kind, p.source, p.key)
+		p.backend, err = r.pool.get(p.key, p.uid, kind, p.source)
+	}
+	if err == nil {
+		if p.gate = r.gates.enter(p.server, p.key, s.now); p.gate == nil {
+			err = errServerDown
+		}
+	}
+	if err != nil {
+		s.probe = &probeResult{err: err, mark: p.started.mark, writesBefore: p.started.writesBefore}
+		s.writesBefore = p.started.writesBefore
+		s.requeue(r.settleProbe(p, s.probe, false))
 		return nil
 	}
-	s.probe = &probeResult{}
+	r.pool.begin(p.key, p.uid)
+	go r.runProbe(p)
+	s.requeue(r.probeTimeout())
+	return nil
+}
 
-	// A write heard during the probe (items pushed after the count) must not be lost
-	// to the due time set after it: see armWake.
-	s.writesBefore = r.pool.writesHeard(key, s.qj.UID)
+// errServerDown fails at once the probes of a server whose last probe found it down,
+// until the next probe tries it again (see serverGates). The message is the same at
+// every probe, so that it costs no status write.
+var errServerDown = queue.Errorf(queue.ReasonConnectionFailed, "The queue's server did not answer the last probe of a "+
+	"QueueJob that uses it, so this probe was skipped: one probe at a time tries the server again, at most %s apart, "+
+	"and this QueueJob is probed as soon as the server answers", maxServerBackoff)
+
+// runProbe runs a probe, records its result for the next reconcile of its QueueJob, and
+// queues that reconcile.
+func (r *QueueJobReconciler) runProbe(p *probeRun) {
+	ctx := logf.IntoContext(r.runContext(), p.log)
 	start := time.Now()
-	counts, err := r.probeOnce(ctx, s, kind, interval)
-	probeDuration.WithLabelValues(kind.Name).Observe(time.Since(start).Seconds())
-	if err != nil {
-		s.probe.err = err
-		if secretsSuspect(err) {
+	var res probeResult
+	var wake []types.NamespacedName
+	switch err := r.gates.wait(ctx, p.gate); {
+	case errors.Is(err, errServerDown):
+		res = p.started
+		res.err = err
+		r.gates.leave(p.gate, p.at.Add(time.Since(start)), probeSkipped)
+	case err != nil:
+		r.gates.leave(p.gate, p.at.Add(time.Since(start)), probeSkipped)
+		r.pool.abort(p.key, p.uid) // the manager is stopping
+		return
+	default:
+		res = r.probeOnce(ctx, p)
+		probeDuration.WithLabelValues(p.kind.Name).Observe(time.Since(start).Seconds())
+		wake = r.gates.leave(p.gate, p.at.Add(time.Since(start)), endOf(res.err))
+	}
+	r.settleProbe(p, &res, true)
+	r.enqueue(p.key, 0)
+	for _, key := range wake {
+		r.pool.makeDue(key)
+		r.enqueue(key, 0)
+	}
+}
+
+// settleProbe records a finished probe: when the next one is due, and its result if it is
+// kept for the next reconcile. It returns the wait until the next probe.
+func (r *QueueJobReconciler) settleProbe(p *probeRun, res *probeResult, keep bool) time.Duration {
+	next := p.interval + time.Duration(rand.Int64N(int64(p.interval)/10+1)) // jitter spreads the probes of many QueueJobs
+	if res.err != nil {
+		if secretsSuspect(res.err) {
 			// A rotated password, URL or CA shows first as a failed login or connection:
 			// the next probe reads the Secrets again.
-			r.secrets.forget(key)
+			r.secrets.forget(p.key)
 		}
-		probeErrors.WithLabelValues(kind.Name, queue.ReasonOf(err)).Inc()
-		logf.FromContext(ctx).V(1).Info("Probe failed", "reason", queue.ReasonOf(err), "error", err.Error())
-		next := probeBackoff(s.read, interval, s.now)
-		r.pool.probed(key, s.now, s.now.Add(next), interval)
-		s.requeue(next)
-		return nil
+		probeErrors.WithLabelValues(p.kind.Name, queue.ReasonOf(res.err)).Inc()
+		p.log.V(1).Info("Probe failed", "reason", queue.ReasonOf(res.err), "error", res.err.Error())
+		next = p.backoff
 	}
-	s.probe.counts = &counts
-	queueReady.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(counts.Ready))
-	queueInFlight.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(counts.InFlight))
-	queueLastProbe.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(s.now.UnixNano()) / 1e9)
-	// Jitter spreads the probes of many QueueJobs created together.
-	next := interval + time.Duration(rand.Int64N(int64(interval)/10+1))
-	r.pool.probed(key, s.now, s.now.Add(next), interval)
-	s.requeue(next)
-	return nil
+	if !keep {
+		res = nil
+	}
+	r.pool.probed(p.key, p.uid, p.at, p.at.Add(next), p.interval, res)
+	return next
 }
 
 // strandedItems reports whether a finished QueueJob still has items in flight that its
@@ -116,16 +257,9 @@ func strandedItems(st *qjv1.QueueJobStatus) bool {
 	return q.InFlight > 0
 }
 
-func (r *QueueJobReconciler) probeOnce(ctx context.Context, s *scope, kind *queue.Kind, interval time.Duration) (queue.Counts, error) {
-	source, err := r.resolveCached(ctx, s, kind)
-	if err != nil {
-		return queue.Counts{}, err
-	}
-	key := client.ObjectKeyFromObject(s.qj)
-	backend, err := r.pool.get(key, s.qj.UID, kind, source)
-	if err != nil {
-		return queue.Counts{}, err
-	}
+// probeOnce probes and reaps, within ProbeTimeout.
+func (r *QueueJobReconciler) probeOnce(ctx context.Context, p *probeRun) probeResult {
+	res := p.started
 	// The bound holds whatever the backend does with the context: a backend that does not
 	// answer in time is abandoned (and closed in the background), and the next probe opens
 	// a new one, so that no two probes ever use one backend at once.
@@ -137,23 +271,26 @@ func (r *QueueJobReconciler) probeOnce(ctx context.Context, s *scope, kind *queu
 	}
 	done := make(chan result, 1)
 	go func() {
-		counts, reclaimed, err := probeAndReap(ctx, backend, s.now, max(minReapGrace, 2*interval))
+		counts, reclaimed, err := probeAndReap(ctx, p.backend, p.at, max(minReapGrace, 2*p.interval))
 		// Reclaimed items are back in the queue, whether this probe failed later on or was
 		// abandoned: count them until a status write records them, and say so now.
-		r.recordReclaimed(ctx, s, kind, reclaimed)
+		r.recordReclaimed(ctx, p, reclaimed)
 		done <- result{counts, err}
 	}()
 	select {
-	case res := <-done:
-		if res.err == nil {
-			r.watchQueue(ctx, key, s.qj.UID, kind, source)
+	case got := <-done:
+		if got.err != nil {
+			res.err = got.err
+			return res
 		}
-		return res.counts, res.err
+		r.watchQueue(ctx, p.key, p.uid, p.kind, p.source)
+		res.counts = &got.counts
 	case <-ctx.Done():
-		r.pool.abandon(key, backend)
-		return queue.Counts{}, queue.Errorf(queue.ReasonConnectionFailed,
+		r.pool.abandon(p.key, p.backend)
+		res.err = queue.Errorf(queue.ReasonConnectionFailed,
 			"the queue did not answer within %s: check spec.queue's address and that the broker is healthy", r.probeTimeout())
 	}
+	return res
 }
 
 // watchQueue has the QueueJob's queue watched, if its kind can be and it is not yet: a
@@ -225,15 +362,15 @@ func (r *QueueJobReconciler) enqueue(key types.NamespacedName, after time.Durati
 }
 
 // recordReclaimed counts reclaimed leases, and reports them in an event, a metric and the log.
-func (r *QueueJobReconciler) recordReclaimed(ctx context.Context, s *scope, kind *queue.Kind, n int) {
+func (r *QueueJobReconciler) recordReclaimed(ctx context.Context, p *probeRun, n int) {
 	if n == 0 {
 		return
 	}
-	r.pool.addReclaimed(client.ObjectKeyFromObject(s.qj), s.qj.UID, int64(n))
-	leasesReclaimed.WithLabelValues(kind.Name).Add(float64(n))
+	r.pool.addReclaimed(p.key, p.uid, int64(n))
+	leasesReclaimed.WithLabelValues(p.kind.Name).Add(float64(n))
 	logf.FromContext(ctx).Info("Returned items of gone workers to the queue", "items", n)
-	r.announce(s, corev1.EventTypeNormal, qjv1.EventLeasesReclaimed, "ReclaimLeases",
-		fmt.Sprintf("Returned %d in-flight items whose lease expired to the queue", n))
+	r.Recorder.Eventf(p.target, nil, corev1.EventTypeNormal, qjv1.EventLeasesReclaimed, "ReclaimLeases",
+		"Returned %d in-flight items whose lease expired to the queue", n)
 }
 
 // probeAndReap counts the queue's items and returns those of gone workers to it. Items
@@ -336,16 +473,21 @@ func (r *QueueJobReconciler) forgetQueue(key types.NamespacedName) {
 func (r *QueueJobReconciler) forgetDeletedQueue(ctx context.Context, key types.NamespacedName) {
 	r.dropGauges(key)
 	r.secrets.forget(key)
-	if b := r.pool.take(key); b != nil {
-		pctx, cancel := context.WithTimeout(ctx, r.probeTimeout())
+	b := r.pool.take(key)
+	if b == nil {
+		return
+	}
+	log := logf.FromContext(ctx)
+	go func() { // a broker that does not answer must not hold up the reconciles
+		pctx, cancel := context.WithTimeout(r.runContext(), r.probeTimeout())
 		counts, err := b.Probe(pctx)
 		cancel()
 		if err == nil && counts.InFlight > 0 {
-			logf.FromContext(ctx).Info("QueueJob deleted with items in flight: nothing reaps them now; they go back to the queue only if their worker finishes them or another QueueJob on the same queue reaps them",
+			log.Info("QueueJob deleted with items in flight: nothing reaps them now; they go back to the queue only if their worker finishes them or another QueueJob on the same queue reaps them",
 				"inFlight", counts.InFlight)
 		}
 		_ = b.Close()
-	}
+	}()
 }
 
 func (r *QueueJobReconciler) dropGauges(key types.NamespacedName) {
@@ -386,6 +528,10 @@ type pooledConn struct {
 	// such probes in a row that found no item (see minWakeGap).
 	woken      bool
 	emptyWakes int
+	// running is set while a probe runs; result is the last probe's, until a reconcile
+	// takes it.
+	running bool
+	result  *probeResult
 }
 
 // with calls f with the entry of a QueueJob (of this UID), under the pool's lock; not at
@@ -437,14 +583,40 @@ func (p *connPool) untilDue(key types.NamespacedName, uid types.UID, now time.Ti
 	return max(c.due.Sub(now), 0)
 }
 
-// probed records when a QueueJob was probed, at what interval, and when it may be probed
-// next. It disarms the wake: armWake arms it again once the reconcile knows the QueueJob
-// waits for items.
-func (p *connPool) probed(key types.NamespacedName, at, due time.Time, interval time.Duration) {
+// probed records when a QueueJob was probed, at what interval, when it may be probed
+// next, and the result for its next reconcile (nil: that reconcile has it already). It
+// disarms the wake: armWake arms it again once the reconcile knows the QueueJob waits for
+// items.
+func (p *connPool) probed(key types.NamespacedName, uid types.UID, at, due time.Time, interval time.Duration, res *probeResult) {
+	p.with(key, uid, func(c *pooledConn) {
+		c.probedAt, c.due, c.interval, c.waiting = at, due, interval, false
+		c.running, c.result = false, res
+	})
+}
+
+// begin records that a probe of the QueueJob runs.
+func (p *connPool) begin(key types.NamespacedName, uid types.UID) {
+	p.with(key, uid, func(c *pooledConn) { c.running, c.result = true, nil })
+}
+
+// abort records that a probe ended without a result.
+func (p *connPool) abort(key types.NamespacedName, uid types.UID) {
+	p.with(key, uid, func(c *pooledConn) { c.running = false })
+}
+
+// takeResult returns the result of the QueueJob's last probe, if no reconcile has taken
+// it yet, and whether a probe runs.
+func (p *connPool) takeResult(key types.NamespacedName, uid types.UID) (res *probeResult, running bool) {
+	p.with(key, uid, func(c *pooledConn) { res, running, c.result = c.result, c.running, nil })
+	return res, running
+}
+
+// makeDue makes a QueueJob's next probe due at once.
+func (p *connPool) makeDue(key types.NamespacedName) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.conns[key]; ok {
-		c.probedAt, c.due, c.interval, c.waiting = at, due, interval, false
+		c.due = time.Time{}
 	}
 }
 
@@ -585,6 +757,7 @@ func closeInBackground(b queue.Backend) {
 }
 
 // take removes a QueueJob's connection from the pool and returns it, nil if it had none.
+// A connection a probe uses is closed instead: no two goroutines use one at once.
 func (p *connPool) take(key types.NamespacedName) queue.Backend {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -594,6 +767,10 @@ func (p *connPool) take(key types.NamespacedName) queue.Backend {
 	}
 	stopWatch(c)
 	delete(p.conns, key)
+	if c.running {
+		closeInBackground(c.backend)
+		return nil
+	}
 	return c.backend
 }
 

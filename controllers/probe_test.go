@@ -76,14 +76,14 @@ func TestConnPoolSchedule(t *testing.T) {
 	if d := p.untilDue(key, "uid-1", now); d != 0 {
 		t.Fatalf("a QueueJob never probed is due now, got %s", d)
 	}
-	p.probed(key, now, now.Add(time.Second), time.Second) // no connection yet: nothing to remember
+	p.probed(key, "uid-1", now, now.Add(time.Second), time.Second, nil) // no connection yet: nothing to remember
 	if d := p.untilDue(key, "uid-1", now); d != 0 {
 		t.Fatalf("untilDue = %s without a connection", d)
 	}
 	if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 		t.Fatal(err)
 	}
-	p.probed(key, now, now.Add(2*time.Second), 2*time.Second)
+	p.probed(key, "uid-1", now, now.Add(2*time.Second), 2*time.Second, nil)
 	if d := p.untilDue(key, "uid-1", now.Add(500*time.Millisecond)); d != 1500*time.Millisecond {
 		t.Errorf("untilDue = %s, want 1.5s", d)
 	}
@@ -111,7 +111,7 @@ func TestConnPoolWake(t *testing.T) {
 	}
 	probe := func(at time.Time, waiting bool) (probeAgain bool) {
 		before := p.writesHeard(key, "uid-1")
-		p.probed(key, at, at.Add(2*time.Second), 2*time.Second)
+		p.probed(key, "uid-1", at, at.Add(2*time.Second), 2*time.Second, nil)
 		return p.armWake(key, "uid-1", waiting, before)
 	}
 	// A wave runs: the probes at their interval decide.
@@ -174,7 +174,7 @@ func TestConnPoolWake(t *testing.T) {
 	// have counted before it.
 	probe(now, false)
 	before := p.writesHeard(key, "uid-1")
-	p.probed(key, now, now.Add(2*time.Second), 2*time.Second)
+	p.probed(key, "uid-1", now, now.Add(2*time.Second), 2*time.Second, nil)
 	if wake, _ := p.heard(key, "uid-1", now.Add(10*time.Millisecond), false); wake {
 		t.Fatal("woke during the probe")
 	}
@@ -275,6 +275,22 @@ func fakeKind(b queue.Backend) *queue.Kind {
 		Open:       func(queue.Source) (queue.Backend, error) { return b, nil }}
 }
 
+// probeOnceOf runs one probe of the scope's QueueJob, as startProbe would start it, in
+// the caller's goroutine.
+func probeOnceOf(t interface {
+	Helper()
+	Fatal(...any)
+}, r *QueueJobReconciler, s *scope, kind *queue.Kind) probeResult {
+	t.Helper()
+	p := r.newProbeRun(context.Background(), s, kind)
+	p.source = queue.Source{Spec: s.qj.Spec.Queue}
+	var err error
+	if p.backend, err = r.pool.get(p.key, p.uid, kind, p.source); err != nil {
+		t.Fatal(err)
+	}
+	return r.probeOnce(context.Background(), p)
+}
+
 // Items a reaper returned are back in the queue, so they are counted even when the probe
 // fails after them or is abandoned for taking too long.
 func TestProbeOnceCountsEveryReclaim(t *testing.T) {
@@ -294,7 +310,7 @@ func TestProbeOnceCountsEveryReclaim(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &QueueJobReconciler{Recorder: events.NewFakeRecorder(10), ProbeTimeout: 500 * time.Millisecond}
 			start := time.Now()
-			_, err := r.probeOnce(context.Background(), &scope{read: qj, qj: qj, now: start}, fakeKind(tc.b), time.Second)
+			err := probeOnceOf(t, r, &scope{read: qj, qj: qj, now: start}, fakeKind(tc.b)).err
 			if err == nil {
 				t.Fatal("probeOnce succeeded, want an error")
 			}
@@ -338,11 +354,12 @@ func TestProbeOnceAlwaysReaps(t *testing.T) {
 			qj := &qjv1.QueueJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "q", UID: "uid-1"},
 				Spec: qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "r:6379", Key: "k"}}}}
 			r := &QueueJobReconciler{Recorder: events.NewFakeRecorder(10)}
-			got, err := r.probeOnce(context.Background(), &scope{read: qj, qj: qj, now: now}, kind, time.Second)
+			res := probeOnceOf(t, r, &scope{read: qj, qj: qj, now: now}, kind)
 			reclaimed := int(r.pool.pendingReclaimed(types.NamespacedName{Namespace: "ns", Name: "q"}, "uid-1"))
-			if err != nil {
-				t.Fatal(err)
+			if res.err != nil {
+				t.Fatal(res.err)
 			}
+			got := *res.counts
 			if len(b.reapCalls) != 1 || !b.reapCalls[0].Equal(now) {
 				t.Errorf("Reap called at %v, want once at %v", b.reapCalls, now)
 			}
@@ -351,6 +368,53 @@ func TestProbeOnceAlwaysReaps(t *testing.T) {
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("counts (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// Counts measured against another wave, or another spec, than the reconcile that takes
+// them sees plan no wave: the pods of a wave that started or finished meanwhile may have
+// taken the items counted.
+func TestUseProbeTakesOnlyCountsOfTheWaveItSees(t *testing.T) {
+	withUID := func(uid types.UID) func(*batchv1.Job) { return func(j *batchv1.Job) { j.UID = uid } }
+	wave1 := job(1, withUID("j1"), running(2, 0, 0))
+	wave1Done := job(1, withUID("j1"), running(0, 2, 0), ended(batchv1.JobComplete, "Done"))
+	wave2 := job(2, withUID("j2"), running(2, 0, 0))
+	failed := queue.Errorf(queue.ReasonConnectionFailed, "refused")
+	cases := []struct {
+		name           string
+		atStart, atEnd []batchv1.Job
+		generation     int64 // the QueueJob's at the end; 1 at the start
+		err            error
+		want           bool
+	}{
+		{name: "no wave, then and now", want: true},
+		{name: "the same running wave", atStart: []batchv1.Job{wave1}, atEnd: []batchv1.Job{wave1}, want: true},
+		{name: "the same finished wave", atStart: []batchv1.Job{wave1Done}, atEnd: []batchv1.Job{wave1Done}, want: true},
+		{name: "the wave finished meanwhile", atStart: []batchv1.Job{wave1}, atEnd: []batchv1.Job{wave1Done}},
+		{name: "a wave started meanwhile", atStart: []batchv1.Job{wave1Done}, atEnd: []batchv1.Job{wave1Done, wave2}},
+		{name: "the first wave started meanwhile", atEnd: []batchv1.Job{wave1}},
+		{name: "the spec changed meanwhile", generation: 2},
+		{name: "an error is taken whatever changed", atStart: []batchv1.Job{wave1}, atEnd: []batchv1.Job{wave1Done}, err: failed, want: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			qj := &qjv1.QueueJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "q", Generation: 1}}
+			start := &scope{read: qj, qj: qj, jobs: tc.atStart}
+			res := &probeResult{counts: &queue.Counts{Ready: 3}, mark: markOf(start)}
+			if tc.err != nil {
+				res.counts, res.err = nil, tc.err
+			}
+			now := qj.DeepCopy()
+			now.Generation = max(tc.generation, 1)
+			end := &scope{read: now, qj: now, jobs: tc.atEnd}
+			r := &QueueJobReconciler{}
+			if got := r.useProbe(end, res); got != tc.want {
+				t.Errorf("useProbe = %v, want %v", got, tc.want)
+			}
+			if took := end.probe != nil; took != tc.want {
+				t.Errorf("scope has the result: %v, want %v", took, tc.want)
 			}
 		})
 	}

@@ -57,8 +57,8 @@ type QueueJobReconciler struct {
 	Queues *queue.Registry
 	// ProbeTimeout bounds one probe of a queue, lease reaping included; 10s if zero.
 	ProbeTimeout time.Duration
-	// MaxConcurrentReconciles is how many QueueJobs are reconciled at once; 4 if zero. A
-	// probe of an unreachable queue waits up to ProbeTimeout, and must not hold up the rest.
+	// MaxConcurrentReconciles is how many QueueJobs are reconciled at once; 4 if zero.
+	// Probes run beside the reconciles (see probeQueue): a slow queue holds none up.
 	MaxConcurrentReconciles int
 	// CreateRetry is how long a Job create that only a person can fix waits before it is
 	// tried again (unless the spec changes first); a minute if zero.
@@ -74,6 +74,7 @@ type QueueJobReconciler struct {
 	NoQueueWatch bool
 
 	pool    connPool
+	gates   serverGates
 	secrets secretCache
 	holds   createHolds
 	limiter *cadenceLimiter
@@ -82,6 +83,18 @@ type QueueJobReconciler struct {
 	watchers       map[string]queue.Watcher
 	watchersClosed bool
 	wakeQueue      workqueue.TypedRateLimitingInterface[reconcile.Request]
+	// running is the controller's context once it has started: the probes run in it.
+	running context.Context
+}
+
+// runContext is the context probes run in: the controller's, once it has started.
+func (r *QueueJobReconciler) runContext() context.Context {
+	r.watchMu.Lock()
+	defer r.watchMu.Unlock()
+	if r.running == nil {
+		return context.Background()
+	}
+	return r.running
 }
 
 func (r *QueueJobReconciler) createRetry() time.Duration {
@@ -727,7 +740,7 @@ func (r *QueueJobReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 	// Wakes from queue watches go straight into the controller's queue.
 	wakes := source.Func(func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
 		r.watchMu.Lock()
-		r.wakeQueue = q
+		r.wakeQueue, r.running = q, ctx
 		r.watchMu.Unlock()
 		go func() {
 			<-ctx.Done()

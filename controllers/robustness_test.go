@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -111,13 +112,8 @@ var _ = Describe("Robustness", func() {
 		}
 	})
 
-	It("reconciles other QueueJobs while probes of black-holed queues wait out their timeout", func() {
-		stopMgr()
-		stopMgr, _ = startManagerWithReconciler(cfg, []func(*QueueJobReconciler){func(r *QueueJobReconciler) {
-			r.ProbeTimeout = 20 * time.Second
-		}})
-		DeferCleanup(restartManager)
-		By("waiting until the new manager has synced its caches and reconciles: a plain QueueJob gets its Job")
+	It("reconciles other QueueJobs while 50 QueueJobs' probes of one black-holed server wait, and bounds what they cost", func() {
+		By("waiting until the manager reconciles: a plain QueueJob gets its Job")
 		warmUp := queueJob(ns, "warm-up")
 		Expect(k8s.Create(suiteCtx, warmUp)).To(Succeed())
 		theJob(warmUp)
@@ -125,17 +121,49 @@ var _ = Describe("Robustness", func() {
 		c := redisClient(redisSrv.Addr())
 		key := "healthy-" + ns
 		Expect(c.RPush(suiteCtx, key, "a").Err()).To(Succeed())
-		By("creating three QueueJobs whose probes each wait 5s (the Redis backend's own timeout), then a healthy one")
-		silent := silentListener()
-		for _, name := range []string{"hole-a", "hole-b", "hole-c"} {
-			Expect(k8s.Create(suiteCtx, redisQJ(ns, name, silent, "k"))).To(Succeed())
+		By("creating 50 QueueJobs on a server that accepts connections and never answers, then a healthy one")
+		hole, stop, accepted, err := servers.SilentCounting()
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(stop)
+		var holes []*qjv1.QueueJob
+		for i := range 50 {
+			qj := redisQJ(ns, fmt.Sprintf("hole-%02d", i), hole, "k")
+			Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+			holes = append(holes, qj)
 		}
 		healthy := redisQJ(ns, "healthy", redisSrv.Addr(), key)
 		Expect(k8s.Create(suiteCtx, healthy)).To(Succeed())
-		// Reconciled one after the other, the three probes would hold the healthy one
-		// back 15s.
+		// With the probes in the reconciles, 4 workers waiting out 5s for each of 50
+		// probes held the healthy one back a minute.
 		Eventually(func(g Gomega) []batchv1.Job { return ownedJobs(g, healthy) }, 12*time.Second, interval).Should(HaveLen(1),
-			"the healthy QueueJob waited behind the probes of black-holed queues")
+			"the healthy QueueJob waited behind the probes of a black-holed server")
+
+		By("seeing every black-holed QueueJob report its queue unreachable")
+		for _, qj := range holes {
+			Eventually(getQJ(ns, qj.Name), timeout, interval).Should(cond(qjv1.ConditionQueueReachable, metav1.ConditionFalse, queue.ReasonConnectionFailed))
+		}
+		By("counting the connections to the server and the status writes of those QueueJobs over 30s")
+		versions := func() (v []string) {
+			for _, qj := range holes {
+				v = append(v, getQJ(ns, qj.Name)(Default).ResourceVersion)
+			}
+			return v
+		}
+		before, conns := versions(), accepted()
+		time.Sleep(30 * time.Second) // the window the costs are counted over, not a synchronisation
+		after, tries := versions(), accepted()-conns
+		writes := 0
+		for i := range before {
+			if before[i] != after[i] {
+				writes++
+			}
+		}
+		// Each QueueJob on its own would try the server at least every minute (its
+		// backoff): 25 connections in 30s. One probe at a time tries it, at most 30s apart.
+		Expect(tries).To(BeNumerically("<=", 6), "connections to the black-holed server in 30s")
+		// A QueueJob whose probe was the one trying, or was turned away, says so: a few
+		// such changes, not one per probe.
+		Expect(writes).To(BeNumerically("<=", 10), "black-holed QueueJobs whose status was written in 30s")
 	})
 
 	It("bounds a probe by ProbeTimeout whatever the backend's own timeout", func() {
@@ -147,7 +175,7 @@ var _ = Describe("Robustness", func() {
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() { r.forgetQueue(client.ObjectKeyFromObject(qj)) })
 		start := time.Now()
-		_, err = r.probeOnce(suiteCtx, s, kind, time.Second)
+		err = probeOnceOf(GinkgoT(), r, s, kind).err
 		Expect(err).To(HaveOccurred())
 		Expect(queue.ReasonOf(err)).To(Equal(queue.ReasonConnectionFailed))
 		// The Redis backend's own timeout is 5s; the controller's bound cuts it to 1s.

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"crypto/tls"
+	"net/url"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -27,14 +28,7 @@ var RabbitMQKind = Kind{
 	},
 	Open: func(src Source) (Backend, error) {
 		r := src.Spec.RabbitMQ
-		url := r.URL
-		if r.URLSecretRef != nil {
-			url = src.Secret(r.URLSecretRef)
-		}
-		mgmt := r.ManagementURL
-		if r.ManagementURLSecretRef != nil {
-			mgmt = src.Secret(r.ManagementURLSecretRef)
-		}
+		amqpURL, mgmt := rabbitURLs(src)
 		var tlsConfig *tls.Config
 		if r.TLS != nil {
 			// The server name defaults to the URL's host, which only NewRabbitMQ parses.
@@ -43,7 +37,11 @@ var RabbitMQKind = Kind{
 				return nil, err
 			}
 		}
-		return NewRabbitMQ(RabbitMQOptions{URL: url, Queue: r.Queue, ManagementURL: mgmt, TLS: tlsConfig}), nil
+		return NewRabbitMQ(RabbitMQOptions{URL: amqpURL, Queue: r.Queue, ManagementURL: mgmt, TLS: tlsConfig}), nil
+	},
+	Server: func(src Source) string {
+		amqpURL, mgmt := rabbitURLs(src)
+		return urlHost(amqpURL) + " " + urlHost(mgmt)
 	},
 	WorkerEnv: func(s *qjv1.QueueSource) []corev1.EnvVar {
 		r := s.RabbitMQ
@@ -64,4 +62,27 @@ var RabbitMQKind = Kind{
 		}
 		return env
 	},
+}
+
+// rabbitURLs are the AMQP and management URLs of a resolved source, from the spec or
+// their Secrets.
+func rabbitURLs(src Source) (amqpURL, mgmt string) {
+	r := src.Spec.RabbitMQ
+	amqpURL, mgmt = r.URL, r.ManagementURL
+	if r.URLSecretRef != nil {
+		amqpURL = src.Secret(r.URLSecretRef)
+	}
+	if r.ManagementURLSecretRef != nil {
+		mgmt = src.Secret(r.ManagementURLSecretRef)
+	}
+	return amqpURL, mgmt
+}
+
+// urlHost is the host and port of a URL, "" if it has none or does not parse.
+func urlHost(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Host
 }

@@ -29,6 +29,7 @@ var RedisKind = Kind{
 		}
 		return NewRedis(o), nil
 	},
+	Server:     func(src Source) string { return src.Spec.Redis.Address },
 	NewWatcher: NewRedisWatcher,
 	WorkerEnv: func(s *qjv1.QueueSource) []corev1.EnvVar {
 		r := s.Redis

@@ -1,0 +1,157 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+)
+
+// A server that did not answer a probe is tried again by one probe at a time, at doubling
+// waits; the other QueueJobs' probes fail at once meanwhile, and are woken once it answers.
+func TestServerGates(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	a, b, c := types.NamespacedName{Name: "a"}, types.NamespacedName{Name: "b"}, types.NamespacedName{Name: "c"}
+	var g serverGates
+	type step struct {
+		name string
+		at   time.Duration
+		// enter: the QueueJob whose probe enters (want: whether it may); leave: the probe
+		// that entered first and has not left ends so, and wake is whom to wake then.
+		enter *types.NamespacedName
+		want  bool
+		leave *probeEnd
+		wake  []types.NamespacedName
+	}
+	down, answered, skipped := ptr.To(serverDidNotAnswer), ptr.To(serverAnswered), ptr.To(probeSkipped)
+	steps := []step{
+		{name: "a healthy server lets every probe in", enter: &a, want: true},
+		{name: "...at once", enter: &b, want: true},
+		{name: "a probe finds it down", at: time.Second, leave: down},
+		{name: "a probe turned away while the server is down", at: 1500 * time.Millisecond, enter: &c, want: false},
+		{name: "the one that had entered finds it down too", at: 1500 * time.Millisecond, leave: down},
+		{name: "before the retry time, turned away", at: 3 * time.Second, enter: &a, want: false},
+		{name: "after 2s (the second failure in a row), one probe tries", at: 3600 * time.Millisecond, enter: &b, want: true},
+		{name: "...and only one", at: 3700 * time.Millisecond, enter: &a, want: false},
+		{name: "the trial finds it down: 4s now", at: 4 * time.Second, leave: down},
+		{name: "3s later, still turned away", at: 7 * time.Second, enter: &b, want: false},
+		{name: "4s later, a trial", at: 8 * time.Second, enter: &b, want: true},
+		{name: "a trial that never reached the server...", at: 8 * time.Second, leave: skipped},
+		{name: "...lets the next probe try", at: 8 * time.Second, enter: &b, want: true},
+		{name: "it answers: the turned-away ones are woken", at: 8 * time.Second, leave: answered, wake: []types.NamespacedName{a, b, c}},
+		{name: "every probe enters again", at: 8 * time.Second, enter: &c, want: true},
+		{name: "and leaves", at: 8 * time.Second, leave: answered},
+	}
+	var in []*gateTicket
+	for _, st := range steps {
+		at := now.Add(st.at)
+		switch {
+		case st.enter != nil:
+			tk := g.enter("s", *st.enter, at)
+			if got := tk != nil; got != st.want {
+				t.Fatalf("%s: entered = %v, want %v", st.name, got, st.want)
+			}
+			if tk != nil {
+				in = append(in, tk)
+			}
+		case st.leave != nil:
+			wake := g.leave(in[0], at, *st.leave)
+			in = in[1:]
+			slices.SortFunc(wake, func(x, y types.NamespacedName) int { return strings.Compare(x.Name, y.Name) })
+			if diff := cmp.Diff(st.wake, wake); diff != "" {
+				t.Fatalf("%s: woken (-want +got):\n%s", st.name, diff)
+			}
+		}
+	}
+	if len(g.gates) != 0 {
+		t.Errorf("%d gates kept for servers that answered and have no probe", len(g.gates))
+	}
+	// The waits stop doubling at maxServerBackoff.
+	at := now
+	for i := 0; i < 20; i++ {
+		tk := g.enter("t", a, at)
+		if tk == nil || (i > 0 && !tk.trial) {
+			t.Fatalf("probe %d at the retry time: %+v, want a trial", i, tk)
+		}
+		g.leave(tk, at, serverDidNotAnswer)
+		if i < 19 {
+			at = g.gates["t"].retryAt
+		}
+	}
+	if got := g.gates["t"].retryAt.Sub(at); got != maxServerBackoff {
+		t.Errorf("retry after %s, want %s", got, maxServerBackoff)
+	}
+}
+
+// At most probesPerServer probes run against a server at once; the next waits for a slot.
+func TestServerGatesBoundProbesPerServer(t *testing.T) {
+	var g serverGates
+	now := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var in []*gateTicket
+	for i := 0; i < probesPerServer+1; i++ {
+		tk := g.enter("s", types.NamespacedName{Name: "q"}, now)
+		if tk == nil {
+			t.Fatal("a healthy server turned a probe away")
+		}
+		in = append(in, tk)
+	}
+	for _, tk := range in[:probesPerServer] {
+		if err := g.wait(ctx, tk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	short, stop := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer stop()
+	if err := g.wait(short, in[probesPerServer]); err == nil {
+		t.Fatalf("probe %d ran beside %d others", probesPerServer+1, probesPerServer)
+	}
+	g.leave(in[0], now, serverAnswered)
+	if err := g.wait(ctx, in[probesPerServer]); err != nil {
+		t.Fatalf("no slot after a probe left: %v", err)
+	}
+}
+
+// A probe that waited for a slot while another found the server down does not go to
+// the server: it is turned away, and woken once the server answers.
+func TestServerGatesTurnAwayWaitersOnceDown(t *testing.T) {
+	var g serverGates
+	now := time.Now()
+	ctx := context.Background()
+	var in []*gateTicket
+	for i := 0; i < probesPerServer+1; i++ {
+		in = append(in, g.enter("s", types.NamespacedName{Name: fmt.Sprint(i)}, now))
+	}
+	for _, tk := range in[:probesPerServer] {
+		if err := g.wait(ctx, tk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waiter := in[probesPerServer]
+	done := make(chan error, 1)
+	go func() { done <- g.wait(ctx, waiter) }()
+	g.leave(in[0], now, serverDidNotAnswer)
+	if err := <-done; !errors.Is(err, errServerDown) {
+		t.Fatalf("the waiting probe got %v, want errServerDown", err)
+	}
+	g.leave(waiter, now, probeSkipped)
+	tk := g.enter("s", types.NamespacedName{Name: "x"}, now.Add(time.Hour))
+	if tk == nil || !tk.trial {
+		t.Fatalf("no trial after the retry time: %+v", tk)
+	}
+	if err := g.wait(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	wake := g.leave(tk, now.Add(time.Hour), serverAnswered)
+	if !slices.Contains(wake, types.NamespacedName{Name: fmt.Sprint(probesPerServer)}) {
+		t.Errorf("woken %v, want the turned-away waiter among them", wake)
+	}
+}
