@@ -53,7 +53,8 @@ func (p *RabbitMQPublisher) Publish(ctx context.Context, queue string, msg amqp.
 // Confirmed waits for the confirmation of dc, a publish to queue, and fails with ErrNacked
 // or ErrUnroutable if the broker did not store the message. With several messages
 // unconfirmed, a return found here may be that of a later message that the broker
-// confirmed first: the caller can only tell that dc or a later one was returned.
+// confirmed first: the caller can only tell that dc or a later one was returned. Returns
+// of messages routed elsewhere are not dc's, and are dropped.
 func (p *RabbitMQPublisher) Confirmed(ctx context.Context, queue string, dc *amqp.DeferredConfirmation) error {
 	acked, err := dc.WaitContext(ctx)
 	if err != nil {
@@ -62,19 +63,25 @@ func (p *RabbitMQPublisher) Confirmed(ctx context.Context, queue string, dc *amq
 	if !acked {
 		return fmt.Errorf("%w for queue %q: the queue may be full (x-max-length with reject-publish) or the broker short of memory or disk", ErrNacked, queue)
 	}
-	select {
-	case r, ok := <-p.returns:
-		if ok {
-			return fmt.Errorf("%w (%s): queue %q does not exist (deleted?)", ErrUnroutable, r.ReplyText, queue)
+	for {
+		select {
+		case r, ok := <-p.returns:
+			if !ok {
+				return nil // the channel closed after the ack
+			}
+			if r.Exchange == "" && r.RoutingKey == queue {
+				return fmt.Errorf("%w (%s): queue %q does not exist (deleted?)", ErrUnroutable, r.ReplyText, queue)
+			}
+		default:
+			return nil
 		}
-	default:
 	}
-	return nil
 }
 
 // PublishConfirmed publishes msg to queue and waits for its confirmation, one call at a
 // time: a return is then this message's. A return left over from a call whose wait was
-// cut short is dropped first.
+// cut short is dropped first (one that comes later is taken for this message's if it was
+// routed to the same queue: an error for a message that was stored, never the reverse).
 func (p *RabbitMQPublisher) PublishConfirmed(ctx context.Context, queue string, msg amqp.Publishing) error {
 	p.one.Lock()
 	defer p.one.Unlock()
