@@ -563,3 +563,31 @@ func TestRedisTLSAndACLUser(t *testing.T) {
 	wantErr(t, run(t, "", "--kubeconfig", kc, "-n", ns, "inspect", "q", "--redis-tls-ca", caFile),
 		"TLS certificate is not signed by a trusted CA", "(the CA came from --redis-tls-ca "+caFile+")")
 }
+
+// TestRequeueIntoDeletedQueue: requeue into a RabbitMQ queue that was deleted moves
+// nothing (each message is returned as unroutable), leaves every message in the
+// dead-letter queue, says how many moved and how many stayed, and fails.
+func TestRequeueIntoDeletedQueue(t *testing.T) {
+	srv := needRabbitMQ(t)
+	q := "requeue-deleted"
+	ch := servers.AMQPChannel(t, srv.URL())
+	for _, name := range []string{q, failedQueue(q)} {
+		if _, err := ch.QueueDelete(name, false, false, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	servers.Publish(t, srv.URL(), failedQueue(q), "dead-1", "dead-2")
+	t.Setenv("QJ_TEST_AMQP_URL", srv.URL())
+
+	r := run(t, "", "requeue", "--rabbitmq-url-env", "QJ_TEST_AMQP_URL", "--rabbitmq-queue", q)
+	wantErr(t, r, "2 dead-lettered items stayed in "+failedQueue(q), fmt.Sprintf("queue %q does not exist", q))
+	if !strings.Contains(r.out, "Requeued 0 dead-lettered items") {
+		t.Errorf("requeue printed %q, want it to say none moved", r.out)
+	}
+	if strings.Contains(r.all(), "dead-1") {
+		t.Errorf("the output quotes a message's body:\n%s", r.all())
+	}
+	if n, err := servers.AMQPChannel(t, srv.URL()).QueueDeclarePassive(failedQueue(q), true, false, false, false, nil); err != nil || n.Messages != 2 {
+		t.Errorf("%s after requeue into a deleted queue: %+v, %v; want its 2 messages", failedQueue(q), n, err)
+	}
+}

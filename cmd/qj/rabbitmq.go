@@ -99,36 +99,35 @@ func amqpCause(err error) string {
 
 // rabbitEnqueue publishes each item as a persistent message to the default exchange,
 // routed to the queue, with publisher confirms: a message counts as enqueued once the
-// broker confirmed it. Mandatory publishing makes an unroutable message (the queue was
-// deleted meanwhile) an error instead of a silent drop.
+// broker confirmed it. Mandatory publishing (queue.RabbitMQPublisher, which the
+// workers' republishes use too) makes an unroutable message (the queue was deleted
+// meanwhile) an error instead of a silent drop.
 func rabbitEnqueue(ctx context.Context, conn *amqp.Connection, queueName string, items itemSource, prog *progress) (pushed, unsure int64, err error) {
 	ch, err := conn.Channel()
 	if err != nil {
 		return 0, 0, fmt.Errorf("opening a channel: %s", amqpCause(err))
 	}
 	defer func() { _ = ch.Close() }()
-	if err := ch.Confirm(false); err != nil {
+	pub, err := queue.NewRabbitMQPublisher(ch, rabbitBatch)
+	if err != nil {
 		return 0, 0, fmt.Errorf("turning on publisher confirms: %s", amqpCause(err))
 	}
-	returns := ch.NotifyReturn(make(chan amqp.Return, rabbitBatch+1))
 	pending := make([]*amqp.DeferredConfirmation, 0, rabbitBatch)
 	wait := func() error {
 		defer func() { pending = pending[:0] }()
 		for i, dc := range pending {
-			acked, err := dc.WaitContext(ctx)
-			if err != nil {
+			err := pub.Confirmed(ctx, queueName, dc)
+			switch {
+			case errors.Is(err, queue.ErrUnroutable):
+				// This message's return, or a later one's that was confirmed first.
+				unsure += int64(len(pending) - i)
+				return err
+			case errors.Is(err, queue.ErrNacked):
+				unsure += int64(len(pending) - i - 1)
+				return err
+			case err != nil:
 				unsure += int64(len(pending) - i)
 				return fmt.Errorf("waiting for the broker's confirms: %s", amqpCause(err))
-			}
-			if !acked {
-				unsure += int64(len(pending) - i - 1)
-				return fmt.Errorf("the broker refused (nack) a message: the queue may be full (x-max-length with reject-publish) or the broker short of memory or disk")
-			}
-			select {
-			case r := <-returns:
-				unsure += int64(len(pending) - i - 1)
-				return fmt.Errorf("the broker returned a message as unroutable (%s): queue %q no longer exists", r.ReplyText, queueName)
-			default:
 			}
 			pushed++
 			prog.add(1)
@@ -146,7 +145,7 @@ func rabbitEnqueue(ctx context.Context, conn *amqp.Connection, queueName string,
 			}
 			return pushed, unsure, rerr
 		}
-		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", queueName, true, false, amqp.Publishing{
+		dc, err := pub.Publish(ctx, queueName, amqp.Publishing{
 			DeliveryMode: amqp.Persistent,
 			ContentType:  "text/plain",
 			Body:         []byte(item),

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/worker"
 )
 
@@ -22,6 +25,9 @@ type requeueResult struct {
 	Backend  string `json:"backend"`
 	Queue    string `json:"queue"`
 	Requeued int    `json:"requeued"`
+	// Stayed counts the items left in the dead-letter list or queue when an error stopped
+	// the requeue; absent when it ran to its end.
+	Stayed *int64 `json:"stayed,omitempty"`
 }
 
 func newRequeueCmd(o *options) *cobra.Command {
@@ -35,7 +41,10 @@ bug that made them fail is fixed.
 
 Redis: from <key>:failed back onto <key>. RabbitMQ: from the queue <queue>.failed back
 onto <queue> (items dead-lettered through a queue's own dead-letter exchange are the
-broker's business and are not touched).
+broker's business and are not touched). Each message is published mandatory with
+publisher confirms and taken from <queue>.failed only once the broker stored it: if
+<queue> no longer exists the broker returns the message, which stays in <queue>.failed,
+and requeue stops, says how many moved and how many stayed, and exits non-zero.
 
 The queue's coordinates come from the QueueJob and its Secrets, or from flags, as for
 enqueue.`,
@@ -86,9 +95,54 @@ func (rq *requeueOptions) run(ctx context.Context, args []string) error {
 	}
 	defer func() { _ = w.Close() }()
 	if res.Requeued, err = w.RequeueFailed(ctx, rq.count); err != nil {
-		return fmt.Errorf("%s: requeued %d items, then: %w", t.where(), res.Requeued, t.explain(err))
+		return rq.stopped(ctx, t, res, err)
 	}
-	return rq.print(res, func(w io.Writer) {
-		fmt.Fprintf(w, "Requeued %d dead-lettered items into %s\n", res.Requeued, res.Queue)
-	})
+	return rq.print(res, res.human)
+}
+
+func (res requeueResult) human(w io.Writer) {
+	fmt.Fprintf(w, "Requeued %d dead-lettered items into %s", res.Requeued, res.Queue)
+	if res.Stayed != nil {
+		fmt.Fprintf(w, "; %d stayed", *res.Stayed)
+	}
+	fmt.Fprintln(w)
+}
+
+// stopped reports a requeue that cause stopped: it prints how many items moved and how
+// many stayed dead-lettered, and returns the error.
+func (rq *requeueOptions) stopped(ctx context.Context, t *target, res requeueResult, cause error) error {
+	cctx, cancel := rq.withTimeout(context.WithoutCancel(ctx))
+	defer cancel()
+	stayed, where, err := countFailed(cctx, t, rq.timeout)
+	if err != nil {
+		return fmt.Errorf("%s: requeued %d items, then: %w (and counting those left in %s failed: %v)",
+			t.where(), res.Requeued, t.explain(cause), where, err)
+	}
+	res.Stayed = &stayed
+	if err := rq.print(res, res.human); err != nil {
+		return err
+	}
+	hint := ""
+	if errors.Is(cause, queue.ErrUnroutable) {
+		hint = "; declare the queue again, then requeue again"
+	}
+	return fmt.Errorf("%s: requeued %d items, %s stayed in %s: %w%s",
+		t.where(), res.Requeued, plural(stayed, "dead-lettered item"), where, t.explain(cause), hint)
+}
+
+// countFailed counts the target's dead-lettered items (a missing dead-letter queue
+// holds none) and names where they are.
+func countFailed(ctx context.Context, t *target, timeout time.Duration) (int64, string, error) {
+	if t.Redis != nil {
+		rc := redisClient(t.Redis, timeout)
+		defer func() { _ = rc.Close() }()
+		n, err := rc.LLen(ctx, failedKey(t.Redis.Key)).Result()
+		return n, failedKey(t.Redis.Key), err
+	}
+	where := failedQueue(t.RabbitMQ.Queue)
+	c, err := rabbitProbe(ctx, t, where, false, timeout)
+	if queue.ReasonOf(err) == queue.ReasonQueueNotFound {
+		return 0, where, nil
+	}
+	return c.Ready, where, err
 }

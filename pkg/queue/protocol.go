@@ -1,6 +1,10 @@
 package queue
 
-import "github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+import (
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+)
 
 // The queues' protocols live in pkg/queue/protocol, which the workers use without
 // Kubernetes; these are the names of it that the operator's side (the kinds, the
@@ -32,6 +36,18 @@ const (
 	ReasonTLSFailed        = protocol.ReasonTLSFailed
 
 	ManagementLag = protocol.ManagementLag
+)
+
+// RabbitMQ publishing: mandatory, with publisher confirms.
+type RabbitMQPublisher = protocol.RabbitMQPublisher
+
+func NewRabbitMQPublisher(ch *amqp.Channel, unconfirmed int) (*RabbitMQPublisher, error) {
+	return protocol.NewRabbitMQPublisher(ch, unconfirmed)
+}
+
+var (
+	ErrUnroutable = protocol.ErrUnroutable
+	ErrNacked     = protocol.ErrNacked
 )
 
 // Redis keys.

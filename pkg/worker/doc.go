@@ -67,6 +67,14 @@
 // (Prefetch > 1) and never handed out go back the same way when the worker stops taking
 // or closes.
 //
+// Every republish (Fail, dead-letter, Release and shutdown, RequeueFailed) is mandatory
+// and confirmed: the original is acked only once the broker stored the copy, never when
+// it returned it as unroutable (its queue was deleted). Fail then nacks the original with
+// requeue and returns an error wrapping protocol.ErrUnroutable; Release nacks it with
+// requeue; RequeueFailed leaves it in <queue>.failed and stops. A dead-letter that comes
+// back because <queue>.failed was deleted since this worker declared it declares the queue
+// again and publishes once more; if that fails too, the message is nacked back to its queue.
+//
 // # Shutdown and terminationGracePeriodSeconds
 //
 // The context given to Lease governs the item: when it is cancelled before the item is

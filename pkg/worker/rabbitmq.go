@@ -36,9 +36,10 @@ type rabbitBackend struct {
 	probe *protocol.RabbitMQ
 
 	mu sync.Mutex
-	// ch is the consuming channel, in confirm mode (failed messages are republished on
-	// it); nil until the first take.
+	// ch is the consuming channel, nil until the first take; pub republishes failed
+	// and returned messages on it.
 	ch         *amqp.Channel
+	pub        *protocol.RabbitMQPublisher
 	deliveries <-chan amqp.Delivery
 	// consuming: the consumer is on (stopConsuming cancels it; the next take starts
 	// it again).
@@ -83,10 +84,11 @@ func (b *rabbitBackend) consume(ctx context.Context) (<-chan amqp.Delivery, erro
 		if err := ch.Qos(b.w.opts.Prefetch, 0, false); err != nil {
 			return nil, b.err(ctx, err)
 		}
-		if err := ch.Confirm(false); err != nil {
+		pub, err := protocol.NewRabbitMQPublisher(ch, 0)
+		if err != nil {
 			return nil, b.err(ctx, err)
 		}
-		b.ch = ch
+		b.ch, b.pub = ch, pub
 	}
 	d, err := b.ch.Consume(b.o.Queue, b.w.opts.Session, false, false, false, false, nil)
 	if err != nil {
@@ -283,23 +285,6 @@ func (b *rabbitBackend) empty(ctx context.Context) (bool, error) {
 	return c.Ready == 0 && c.InFlight == 0 && !c.InFlightUnknown, nil
 }
 
-// publish publishes a message on ch (in confirm mode) to the default exchange and waits
-// for the broker's confirmation.
-func publish(ctx context.Context, ch *amqp.Channel, routingKey string, msg amqp.Publishing) error {
-	dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", routingKey, false, false, msg)
-	if err != nil {
-		return err
-	}
-	acked, err := dc.WaitContext(ctx)
-	if err != nil {
-		return err
-	}
-	if !acked {
-		return fmt.Errorf("the broker did not accept the message for queue %q", routingKey)
-	}
-	return nil
-}
-
 // copyOf is a delivery as a message to publish, with headers changed by set (a nil value
 // deletes).
 func copyOf(d amqp.Delivery, set amqp.Table) amqp.Publishing {
@@ -348,6 +333,37 @@ func (b *rabbitBackend) declareFailed(ctx context.Context) error {
 	return nil
 }
 
+// storeFailed publishes msg to <queue>.failed, declared first unless this worker has
+// declared it already. A return says it was deleted since: it is declared again, once,
+// and msg published again.
+func (b *rabbitBackend) storeFailed(ctx context.Context, msg amqp.Publishing) error {
+	err := b.publishFailed(ctx, msg)
+	if errors.Is(err, protocol.ErrUnroutable) {
+		b.mu.Lock()
+		b.failedDeclared = false
+		b.mu.Unlock()
+		err = b.publishFailed(ctx, msg)
+	}
+	return err
+}
+
+func (b *rabbitBackend) publishFailed(ctx context.Context, msg amqp.Publishing) error {
+	if err := b.declareFailed(ctx); err != nil {
+		return err
+	}
+	if err := b.publisher().PublishConfirmed(ctx, FailedQueue(b.o.Queue), msg); err != nil {
+		return b.err(ctx, err)
+	}
+	return nil
+}
+
+// publisher is the consuming channel's publisher.
+func (b *rabbitBackend) publisher() *protocol.RabbitMQPublisher {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.pub
+}
+
 func (b *rabbitBackend) failed(ctx context.Context) ([][]byte, error) {
 	if b.w.opts.DeadLetter != DeadLetterQueue {
 		return nil, ErrNotSupported
@@ -389,7 +405,8 @@ func (b *rabbitBackend) requeueFailed(ctx context.Context, n int) (int, error) {
 		return 0, b.err(ctx, err)
 	}
 	defer func() { _ = ch.Close() }()
-	if err := ch.Confirm(false); err != nil {
+	pub, err := protocol.NewRabbitMQPublisher(ch, 0)
+	if err != nil {
 		return 0, b.err(ctx, err)
 	}
 	moved := 0
@@ -405,7 +422,9 @@ func (b *rabbitBackend) requeueFailed(ctx context.Context, n int) (int, error) {
 		if !ok {
 			break
 		}
-		if err := publish(ctx, ch, b.o.Queue, copyOf(d, amqp.Table{HeaderAttempts: nil, HeaderError: nil})); err != nil {
+		if err := pub.PublishConfirmed(ctx, b.o.Queue, copyOf(d, amqp.Table{HeaderAttempts: nil, HeaderError: nil})); err != nil {
+			// Not stored (the queue deleted, say): it stays in <queue>.failed.
+			_ = d.Nack(false, true)
 			return moved, b.err(ctx, err)
 		}
 		if err := d.Ack(false); err != nil {
@@ -485,16 +504,14 @@ func (m *rabbitItem) release(ctx context.Context) error {
 // would count one on a quorum queue (its x-delivery-count grows with every return), so a
 // worker shut down five times would dead-letter a message that never failed: the message
 // is published again, to the queue's tail, with the attempts it had, and then acked. If
-// the copy cannot be stored, the original is requeued by a nack, counted or not.
+// the copy cannot be stored (refused, or returned: the queue was deleted), the original
+// is requeued by a nack, counted or not.
 func (b *rabbitBackend) giveBack(ctx context.Context, d amqp.Delivery) error {
-	b.mu.Lock()
-	ch := b.ch
-	b.mu.Unlock()
 	var prior any
 	if n := priorAttempts(d.Headers); n > 0 {
 		prior = int32(n)
 	}
-	if err := publish(ctx, ch, b.o.Queue, copyOf(d, amqp.Table{HeaderAttempts: prior})); err != nil {
+	if err := b.publisher().PublishConfirmed(ctx, b.o.Queue, copyOf(d, amqp.Table{HeaderAttempts: prior})); err != nil {
 		return d.Nack(false, true)
 	}
 	return d.Ack(false)
@@ -502,16 +519,16 @@ func (b *rabbitBackend) giveBack(ctx context.Context, d amqp.Delivery) error {
 
 func (m *rabbitItem) fail(ctx context.Context, cause error) (bool, error) {
 	if max := m.b.w.opts.MaxAttempts; max > 0 && m.n >= max {
-		return true, m.deadLetter(ctx, m.n, cause)
+		err := m.deadLetter(ctx, m.n, cause)
+		return err == nil, err
 	}
 	// Back to the end of the queue with the attempt counted in the copy: a rejected and
 	// requeued message keeps no count on a classic queue, and the quorum queues' count
 	// cannot be told from a first delivery, which has none.
-	m.b.mu.Lock()
-	ch := m.b.ch
-	m.b.mu.Unlock()
-	if err := publish(ctx, ch, m.b.o.Queue, copyOf(m.d, amqp.Table{HeaderAttempts: int32(m.n)})); err != nil {
-		// Not stored: requeue the original, uncounted, rather than lose it.
+	msg := copyOf(m.d, amqp.Table{HeaderAttempts: int32(m.n)})
+	if err := m.b.publisher().PublishConfirmed(ctx, m.b.o.Queue, msg); err != nil {
+		// Not stored (refused, or returned: the queue was deleted): requeue the
+		// original, uncounted, rather than lose it.
 		_ = m.d.Nack(false, true)
 		m.settled()
 		return false, m.b.err(ctx, err)
@@ -524,19 +541,12 @@ func (m *rabbitItem) deadLetter(ctx context.Context, attempts int, cause error) 
 	if m.b.w.opts.DeadLetter == DeadLetterReject {
 		return m.result(ctx, m.d.Nack(false, false))
 	}
-	if err := m.b.declareFailed(ctx); err != nil {
+	msg := copyOf(m.d, amqp.Table{HeaderAttempts: int32(attempts), HeaderError: errText(cause)})
+	if err := m.b.storeFailed(ctx, msg); err != nil {
+		// Not stored: back to the queue, for the next worker to dead-letter.
 		_ = m.d.Nack(false, true)
 		m.settled()
 		return err
-	}
-	m.b.mu.Lock()
-	ch := m.b.ch
-	m.b.mu.Unlock()
-	msg := copyOf(m.d, amqp.Table{HeaderAttempts: int32(attempts), HeaderError: errText(cause)})
-	if err := publish(ctx, ch, FailedQueue(m.b.o.Queue), msg); err != nil {
-		_ = m.d.Nack(false, true)
-		m.settled()
-		return m.b.err(ctx, err)
 	}
 	return m.result(ctx, m.d.Ack(false))
 }

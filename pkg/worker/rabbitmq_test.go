@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -422,5 +423,75 @@ func TestRabbitMQCloseReturnsPrefetched(t *testing.T) {
 	it, err := w2.Lease(ctx)
 	if err != nil || it.Attempt() != 1 {
 		t.Fatalf("Lease after Close = %v, %v; want attempt 1 (returned uncounted)", it, err)
+	}
+}
+
+// readyIn counts the ready messages of each queue that exists (a queue missing is
+// absent from the map).
+func readyIn(t testing.TB, queues ...string) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for _, q := range queues {
+		// A passive declare of a missing queue closes its channel: one channel each.
+		info, err := rabbitCh(t).QueueDeclarePassive(q, false, false, false, false, nil)
+		var ae *amqp.Error
+		switch {
+		case errors.As(err, &ae) && ae.Code == amqp.NotFound:
+		case err != nil:
+			t.Fatal(err)
+		default:
+			out[q] = info.Messages
+		}
+	}
+	return out
+}
+
+// <queue>.failed deleted while a worker runs, after the worker declared it: the next
+// dead-letter is returned by the broker as unroutable, and the worker declares the queue
+// again and dead-letters into it; it never acks a message it did not store.
+func TestRabbitMQDeadLetterQueueDeletedMidRun(t *testing.T) {
+	q := key(t)
+	ctx := testCtx(t)
+	declare(t, q, nil)
+	publishTo(t, q, "first", "second")
+	w := newRabbitWorker(t, q, Options{MaxAttempts: 1, Wait: 100 * time.Millisecond})
+	if err := lease(t, w, "first", 1).Fail(ctx, errors.New("bad input")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rabbitCh(t).QueueDelete(FailedQueue(q), false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	it := lease(t, w, "second", 1)
+	err := it.Fail(ctx, errors.New("bad input"))
+	_ = w.Close() // returns the message if the worker still held it
+	got := readyIn(t, q, FailedQueue(q))
+	if got[q]+got[FailedQueue(q)] != 1 {
+		t.Fatalf("the dead-lettered message is gone: ready %v (Fail = %v, DeadLettered = %v)", got, err, it.DeadLettered())
+	}
+	if err != nil || !it.DeadLettered() || got[FailedQueue(q)] != 1 {
+		t.Errorf("Fail = %v, DeadLettered = %v, ready %v; want the message dead-lettered into %s declared again",
+			err, it.DeadLettered(), got, FailedQueue(q))
+	}
+}
+
+// The queue deleted while a worker holds a message that then fails: the republish for
+// another attempt is returned as unroutable, and Fail says so instead of acking the
+// original as if its copy were stored.
+func TestRabbitMQRetryIntoDeletedQueue(t *testing.T) {
+	q := key(t)
+	ctx := testCtx(t)
+	declare(t, q, nil)
+	publishTo(t, q, "body-7f3a")
+	w := newRabbitWorker(t, q, Options{MaxAttempts: 5, Wait: 100 * time.Millisecond})
+	it := lease(t, w, "body-7f3a", 1)
+	if _, err := rabbitCh(t).QueueDelete(q, false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	err := it.Fail(ctx, errors.New("bad input"))
+	if !errors.Is(err, protocol.ErrUnroutable) || !strings.Contains(err.Error(), fmt.Sprintf("%q", q)) {
+		t.Errorf("Fail after the queue was deleted = %v; want ErrUnroutable naming queue %q", err, q)
+	}
+	if err != nil && strings.Contains(err.Error(), "body-7f3a") {
+		t.Errorf("the error quotes the message's body: %v", err)
 	}
 }

@@ -35,7 +35,8 @@ type DeadLetterMode string
 
 const (
 	// DeadLetterQueue publishes the message to the queue <queue>.failed, declaring it
-	// (durable) if missing, and then acks it. It works on any queue.
+	// (durable) if missing, and then acks it (declared again if it was deleted while the
+	// worker ran). It works on any queue.
 	DeadLetterQueue DeadLetterMode = "queue"
 	// DeadLetterReject rejects the message without requeue, so the broker routes it to
 	// the queue's dead-letter exchange. Only for queues that have one (the

@@ -411,6 +411,10 @@ func rabbitAddr(uri amqp.URI) string {
 // text, amqp091's own fixed errors and the host:port of the URL, never from the text of an
 // error that may quote the URL.
 func rabbitError(err error, addr string) error {
+	var qe *Error
+	if errors.As(err, &qe) || errors.Is(err, ErrNacked) {
+		return err // classified already, or a publish the broker refused
+	}
 	var ae *amqp.Error
 	if errors.As(err, &ae) {
 		switch ae.Code {

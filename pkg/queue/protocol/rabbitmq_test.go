@@ -420,3 +420,44 @@ func TestRabbitMQProbeKeepsItsChannel(t *testing.T) {
 	probe(1)
 	probe(1)
 }
+
+// A publish to a queue that does not exist is returned, and the publisher says so; a
+// return routed elsewhere (of a message published before and not waited for) is not
+// taken for the next message's.
+func TestRabbitMQPublisherReturns(t *testing.T) {
+	q := "publisher-returns"
+	ch := servers.AMQPChannel(t, rabbitServer.URL())
+	for _, name := range []string{q, q + ".missing"} {
+		if _, err := ch.QueueDelete(name, false, false, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := NewRabbitMQPublisher(servers.AMQPChannel(t, rabbitServer.URL()), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := amqp.Publishing{Body: []byte("body-5c1e")}
+	err = pub.PublishConfirmed(ctx(t), q+".missing", msg)
+	if !errors.Is(err, ErrUnroutable) || ReasonOf(err) != ReasonQueueNotFound || strings.Contains(err.Error(), "body-5c1e") {
+		t.Errorf("publish to a missing queue = %v; want ErrUnroutable (QueueNotFound) without the body", err)
+	}
+	// A message returned and not waited for, then one stored: the broker handles a
+	// channel's publishes in order, so the first one's return is in before the second
+	// one's confirm.
+	if _, err := pub.Publish(ctx(t), q+".missing", msg); err != nil {
+		t.Fatal(err)
+	}
+	dc, err := pub.Publish(ctx(t), q, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Confirmed(ctx(t), q, dc); err != nil {
+		t.Errorf("publish to %s = %v; want it stored", q, err)
+	}
+	if info, err := ch.QueueDeclarePassive(q, false, false, false, false, nil); err != nil || info.Messages != 1 {
+		t.Errorf("%s holds %+v, %v; want 1 message", q, info, err)
+	}
+}
