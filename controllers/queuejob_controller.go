@@ -447,6 +447,27 @@ func (r *QueueJobReconciler) seeLatestWave(ctx context.Context, s *scope) error 
 	return nil
 }
 
+// unfinishedLive reports whether the QueueJob, read from the API server, is still the one
+// this reconcile read, not deleted and not finished. The QueueJob and Job informers are
+// independent: a reconcile can see a finished wave and new items from a cache that does
+// not have the status that completed the QueueJob yet, and deterministic Job names keep
+// only a duplicate wave from starting, not the next one. So a wave after the first is
+// created only once this read confirms it: a read per wave, not per probe.
+func (r *QueueJobReconciler) unfinishedLive(ctx context.Context, s *scope) (bool, error) {
+	live := &qjv1.QueueJob{}
+	err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(s.qj), live)
+	switch {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("reading the QueueJob before starting a wave: %w", err)
+	case live.UID != s.qj.UID || !live.DeletionTimestamp.IsZero() || isFinished(&live.Status):
+		logf.FromContext(ctx).V(1).Info("The cache lags behind the QueueJob, which has finished or gone; started no wave")
+		return false, nil
+	}
+	return true, nil
+}
+
 // createJob creates a Job, treating AlreadyExists as success: the cache had not seen the
 // Job yet, and the deterministic name kept a duplicate from being made.
 func (r *QueueJobReconciler) createJob(ctx context.Context, s *scope, job *batchv1.Job) error {
@@ -458,6 +479,11 @@ func (r *QueueJobReconciler) createJob(ctx context.Context, s *scope, job *batch
 		s.problem = p
 		s.requeue(wait)
 		return nil
+	}
+	if s.waves() > 0 {
+		if unfinished, err := r.unfinishedLive(ctx, s); !unfinished || err != nil {
+			return err
+		}
 	}
 	err := r.Create(ctx, job)
 	switch {
