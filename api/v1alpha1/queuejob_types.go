@@ -321,10 +321,10 @@ type TLSConfig struct {
 // messages workers hold, by at most one of managementURL and
 // managementURLSecretRef.
 // +kubebuilder:validation:XValidation:rule="has(self.url) != has(self.urlSecretRef)",message="spec.queue.rabbitmq: set exactly one of url or urlSecretRef"
-// +kubebuilder:validation:XValidation:rule=`!has(self.url) || !self.url.matches('^amqps?://[^@/?#]*:[^@/?#]*@')`,fieldPath=".url",message="spec.queue.rabbitmq.url must not contain a password: store the whole URL in a Secret and reference it with spec.queue.rabbitmq.urlSecretRef"
+// +kubebuilder:validation:XValidation:rule=`!has(self.url) || !self.url.matches('^amqps?://[^@/?#:\\[]*:([^/?#]*@|([^/?#]*[^0-9/?#][^/?#]*|[0-9]{6,})?[/?#](?s:.*)@)')`,fieldPath=".url",message="spec.queue.rabbitmq.url must not contain a password: store the whole URL in a Secret and reference it with spec.queue.rabbitmq.urlSecretRef"
 // +kubebuilder:validation:XValidation:rule="!has(self.managementURL) || !has(self.managementURLSecretRef)",message="spec.queue.rabbitmq: set at most one of managementURL or managementURLSecretRef"
 // +kubebuilder:validation:XValidation:rule="!has(self.managementURL) || self.managementURL.startsWith('http://') || self.managementURL.startsWith('https://')",fieldPath=".managementURL",message="spec.queue.rabbitmq.managementURL must start with http:// or https://"
-// +kubebuilder:validation:XValidation:rule=`!has(self.managementURL) || !self.managementURL.matches('^https?://[^/?#]*@')`,fieldPath=".managementURL",message="spec.queue.rabbitmq.managementURL must not contain a user or password: store the whole URL in a Secret and reference it with spec.queue.rabbitmq.managementURLSecretRef"
+// +kubebuilder:validation:XValidation:rule=`!has(self.managementURL) || !self.managementURL.matches('^https?://([^/?#]*@|[^@/?#:\\[]*:([^/?#]*[^0-9/?#][^/?#]*|[0-9]{6,})?[/?#](?s:.*)@)')`,fieldPath=".managementURL",message="spec.queue.rabbitmq.managementURL must not contain a user or password: store the whole URL in a Secret and reference it with spec.queue.rabbitmq.managementURLSecretRef"
 // +kubebuilder:validation:XValidation:rule="!has(self.tls) || !has(self.url) || self.url.startsWith('amqps://')",fieldPath=".tls",message="spec.queue.rabbitmq.tls applies only to an amqps:// URL: make spec.queue.rabbitmq.url amqps:// (the broker's TLS port) or remove spec.queue.rabbitmq.tls"
 type RabbitMQQueue struct {
 	// queue is the name of the RabbitMQ queue.
