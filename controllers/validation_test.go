@@ -66,7 +66,15 @@ var _ = Describe("QueueJob admission", func() {
 			withRabbitMQ(q)
 			q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](8)
 		}),
-		Entry("completions -1", "spec.jobTemplate.spec.completions", "0 or more", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](-1) }),
+		Entry("completions -1", "spec.jobTemplate.spec.completions", "1 or more", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](-1) }),
+		Entry("completions 0 without a queue", "spec.jobTemplate.spec.completions", "1 or more", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](0) }),
+		Entry("no container", "spec.jobTemplate.spec.template.spec.containers", "add the container", func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Spec.Template.Spec.Containers = []corev1.Container{}
+		}),
+		Entry("no container, with a queue", "spec.jobTemplate.spec.template.spec.containers", "add the container", func(q *qjv1.QueueJob) {
+			withRedis(q)
+			q.Spec.JobTemplate.Spec.Template.Spec.Containers = []corev1.Container{}
+		}),
 		Entry("refill without a queue", "spec.refill", "remove spec.refill", func(q *qjv1.QueueJob) { q.Spec.Refill = qjv1.RefillContinuous }),
 		Entry("probe interval without a queue", "spec.probeIntervalSeconds", "remove spec.probeIntervalSeconds", func(q *qjv1.QueueJob) {
 			q.Spec.ProbeIntervalSeconds = ptr.To[int32](5)
