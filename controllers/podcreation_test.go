@@ -1,7 +1,10 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
+	"slices"
+	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -111,3 +114,91 @@ var _ = Describe("A Job whose pods cannot be created", func() {
 		}, timeout, interval).Should(Succeed())
 	})
 })
+
+// eventLists is a seam: an APIReader that answers every List of events with events, and
+// counts those Lists.
+type eventLists struct {
+	client.Reader
+	events []corev1.Event
+	lists  int
+}
+
+func (r *eventLists) List(_ context.Context, list client.ObjectList, _ ...client.ListOption) error {
+	evs, ok := list.(*corev1.EventList)
+	if !ok {
+		return fmt.Errorf("unexpected List of %T", list)
+	}
+	r.lists++
+	evs.Items = slices.Clone(r.events)
+	return nil
+}
+
+// podlessJob is a started Job of a QueueJob that has had no pod.
+func podlessJob(qj *qjv1.QueueJob, uid types.UID, started time.Time) batchv1.Job {
+	t := metav1.NewTime(started)
+	return batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: qj.Namespace, Name: qj.Name + "-1", UID: uid},
+		Status: batchv1.JobStatus{StartTime: &t}}
+}
+
+// The events of a podless Job are read at most once per PodCreateGrace, and once a minute
+// after two minutes, however often the QueueJob is reconciled; between looks the last
+// finding stands, so the condition does not flap.
+func TestCheckPodCreationLooksOncePerGrace(t *testing.T) {
+	start := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
+	refused := corev1.Event{Reason: "FailedCreate", Message: "Error creating: " + psaMessage,
+		LastTimestamp: metav1.NewTime(start.Add(time.Second))}
+	reader := &eventLists{events: []corev1.Event{refused}}
+	r := &QueueJobReconciler{APIReader: reader}
+	qj := &qjv1.QueueJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "quota", UID: "qj-1"}}
+	job := podlessJob(qj, "job-1", start)
+	// reconcileAt runs the phase as a reconcile at start+at would, and returns its finding.
+	reconcileAt := func(at time.Duration) *progressProblem {
+		t.Helper()
+		s := &scope{read: qj, qj: qj.DeepCopy(), now: start.Add(at), jobs: []batchv1.Job{job}, listed: true}
+		if err := r.checkPodCreation(context.Background(), s); err != nil {
+			t.Fatalf("at %s: %v", at, err)
+		}
+		return s.problem
+	}
+
+	// A reconcile every second for five minutes: the events are read at 10s, 20s, ...
+	// 110s, then at 170s, 230s and 290s. The refusal stops at 30s and comes back at 50s:
+	// a finding stands until the next look.
+	wantLists := 0
+	for at := time.Duration(0); at <= 5*time.Minute; at += time.Second {
+		switch at {
+		case 35 * time.Second:
+			reader.events = nil
+		case 55 * time.Second:
+			reader.events = []corev1.Event{refused}
+		}
+		early := at >= PodCreateGrace && at < 2*time.Minute && at%PodCreateGrace == 0
+		late := at >= 2*time.Minute && (at-110*time.Second)%time.Minute == 0
+		if early || late {
+			wantLists++
+		}
+		reported := at >= PodCreateGrace && (at < 40*time.Second || at >= 60*time.Second)
+		got := reconcileAt(at)
+		if got := got != nil && got.reason == qjv1.ReasonPodsNotCreated; got != reported {
+			t.Fatalf("at %s: PodsNotCreated reported %v, want %v", at, got, reported)
+		}
+		if reader.lists != wantLists {
+			t.Fatalf("at %s: %d Lists of events, want %d", at, reader.lists, wantLists)
+		}
+	}
+
+	// Another Job (the next wave), and the same Job once it has had a pod and lost it, are
+	// looked at afresh: the finding of the Job before does not stand for them.
+	reader.events, reader.lists = nil, 0
+	job = podlessJob(qj, "job-2", start)
+	if got := reconcileAt(5*time.Minute + time.Second); got != nil || reader.lists != 1 {
+		t.Fatalf("another Job: finding %v after %d Lists, want none after 1", got, reader.lists)
+	}
+	job.Status.Active = 1
+	reconcileAt(5*time.Minute + 2*time.Second)
+	job.Status.Active = 0
+	reader.events = []corev1.Event{refused}
+	if got := reconcileAt(5*time.Minute + 3*time.Second); got == nil || reader.lists != 2 {
+		t.Fatalf("a Job that lost its pod: finding %v after %d Lists, want PodsNotCreated after 2", got, reader.lists)
+	}
+}

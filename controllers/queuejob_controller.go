@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
@@ -73,11 +72,12 @@ type QueueJobReconciler struct {
 	// client-side caching's tracking): new items are then found by the probes alone.
 	NoQueueWatch bool
 
-	pool    connPool
-	gates   serverGates
-	secrets secretCache
-	holds   createHolds
-	limiter *cadenceLimiter
+	pool     connPool
+	gates    serverGates
+	secrets  secretCache
+	holds    createHolds
+	podLooks podCreationLooks
+	limiter  *cadenceLimiter
 
 	watchMu        sync.Mutex
 	watchers       map[string]queue.Watcher
@@ -223,6 +223,7 @@ func (r *QueueJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	if err := r.Get(ctx, req.NamespacedName, read); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.forgetDeletedQueue(ctx, req.NamespacedName)
+			r.podLooks.forget(req.NamespacedName)
 			r.limiter.setCadence(req, 0)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -230,6 +231,7 @@ func (r *QueueJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	if !read.DeletionTimestamp.IsZero() {
 		// The garbage collector deletes the Jobs (and so their pods) with it.
 		r.forgetDeletedQueue(ctx, req.NamespacedName)
+		r.podLooks.forget(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
 	s := &scope{read: read, qj: read.DeepCopy(), now: r.Clock.Now()}
@@ -354,79 +356,6 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 	return r.createJob(ctx, s, desiredJob(s.qj, s.waves()+1, *plan.create, env))
 }
 
-// PodCreateGrace is how long a running Job may have no pod at all before the operator
-// looks for the Job controller's report of why; then it looks again at this pace.
-const PodCreateGrace = 10 * time.Second
-
-// checkPodCreation finds out why a running Job has no pod. The Job controller reports a
-// pod it cannot create (Pod Security refuses the template, a ResourceQuota is full, a
-// webhook says no) only as a FailedCreate event on the Job; its status stays as if the
-// pods were coming. So when the current Job, not suspended, has had no pod, running or
-// finished, for PodCreateGrace since it was last started (status.startTime, which a
-// resume resets), the latest such event since then becomes the Progressing condition
-// (reason PodsNotCreated). It reads the events only then, uncached: the manager does not
-// watch events. A Job that has had pods and then cannot replace them is not covered.
-func (r *QueueJobReconciler) checkPodCreation(ctx context.Context, s *scope) error {
-	job := s.current()
-	if job == nil || jobFinished(job) != nil || job.DeletionTimestamp != nil || ptr.Deref(job.Spec.Suspend, false) || s.problem != nil {
-		return nil
-	}
-	st := job.Status
-	if st.Active > 0 || st.Succeeded > 0 || st.Failed > 0 || ptr.Deref(st.Ready, 0) > 0 || ptr.Deref(st.Terminating, 0) > 0 {
-		return nil
-	}
-	// The Job controller sets startTime when it starts the Job, and again when the Job is
-	// resumed: the grace, and the events that count, start there.
-	if st.StartTime == nil {
-		return nil // the Job's status update when it starts queues a reconcile
-	}
-	started := st.StartTime.Time
-	age := s.now.Sub(started)
-	switch {
-	case age < PodCreateGrace:
-		s.requeue(PodCreateGrace - age)
-		return nil
-	case age < 2*time.Minute:
-		s.requeue(PodCreateGrace)
-	default:
-		s.requeue(time.Minute) // each look is an uncached List: slower once it has lasted
-	}
-	var evs corev1.EventList
-	sel := fields.SelectorFromSet(fields.Set{"involvedObject.uid": string(job.UID), "reason": "FailedCreate"})
-	if err := r.APIReader.List(ctx, &evs, client.InNamespace(job.Namespace), client.MatchingFieldsSelector{Selector: sel}); err != nil {
-		return fmt.Errorf("reading the events of Job %s: %w", job.Name, err)
-	}
-	var latest *corev1.Event
-	for i := range evs.Items {
-		e := &evs.Items[i]
-		if eventTime(e).Before(started) {
-			continue // from before the Job was last started (resumed)
-		}
-		if latest == nil || eventTime(e).After(eventTime(latest)) {
-			latest = e
-		}
-	}
-	if latest == nil {
-		return nil
-	}
-	s.problem = &progressProblem{reason: qjv1.ReasonPodsNotCreated, message: fmt.Sprintf(
-		"The Job controller cannot create the pods of Job %s: %s (the Job creates them as soon as they are allowed; a change of spec.jobTemplate applies to the next Job only)", job.Name, latest.Message)}
-	return nil
-}
-
-// eventTime is when an event last happened, whichever API wrote it.
-func eventTime(e *corev1.Event) time.Time {
-	switch {
-	case e.Series != nil && !e.Series.LastObservedTime.IsZero():
-		return e.Series.LastObservedTime.Time
-	case !e.LastTimestamp.IsZero():
-		return e.LastTimestamp.Time
-	case !e.EventTime.IsZero():
-		return e.EventTime.Time
-	}
-	return e.CreationTimestamp.Time
-}
-
 // endWave ends a wave whose pods outlived the drained queue: it suspends the Job, so
 // that the Job controller stops its pods, and marks it ended, so that nothing resumes it.
 // The Job keeps counting its pods as they stop; it is archived, with its final counts,
@@ -531,6 +460,27 @@ func (r *QueueJobReconciler) seeLatestWave(ctx context.Context, s *scope) error 
 	return nil
 }
 
+// unfinishedLive reports whether the QueueJob, read from the API server, is still the one
+// this reconcile read, not deleted and not finished. The QueueJob and Job informers are
+// independent: a reconcile can see a finished wave and new items from a cache that does
+// not have the status that completed the QueueJob yet, and deterministic Job names keep
+// only a duplicate wave from starting, not the next one. So a wave after the first is
+// created only once this read confirms it: a read per wave, not per probe.
+func (r *QueueJobReconciler) unfinishedLive(ctx context.Context, s *scope) (bool, error) {
+	live := &qjv1.QueueJob{}
+	err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(s.qj), live)
+	switch {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("reading the QueueJob before starting a wave: %w", err)
+	case live.UID != s.qj.UID || !live.DeletionTimestamp.IsZero() || isFinished(&live.Status):
+		logf.FromContext(ctx).V(1).Info("The cache lags behind the QueueJob, which has finished or gone; started no wave")
+		return false, nil
+	}
+	return true, nil
+}
+
 // createJob creates a Job, treating AlreadyExists as success: the cache had not seen the
 // Job yet, and the deterministic name kept a duplicate from being made.
 func (r *QueueJobReconciler) createJob(ctx context.Context, s *scope, job *batchv1.Job) error {
@@ -542,6 +492,11 @@ func (r *QueueJobReconciler) createJob(ctx context.Context, s *scope, job *batch
 		s.problem = p
 		s.requeue(wait)
 		return nil
+	}
+	if s.waves() > 0 {
+		if unfinished, err := r.unfinishedLive(ctx, s); !unfinished || err != nil {
+			return err
+		}
 	}
 	err := r.Create(ctx, job)
 	switch {

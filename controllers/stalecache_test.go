@@ -10,6 +10,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
@@ -128,5 +129,34 @@ var _ = Describe("A stale Job cache", func() {
 			}
 			return names
 		}, 12*time.Second, 500*time.Millisecond).Should(ConsistOf("lag-1", "lag-2"))
+	})
+
+	It("starts no wave after the QueueJob completed while QueueJob watch events arrive late", func() {
+		By("replacing the manager with one whose QueueJob watch events arrive 4s late")
+		stopMgr()
+		stopMgr, _ = startManagerWith(withDelayedWatch(cfg, "queuejobs", 4*time.Second))
+		DeferCleanup(restartManager)
+
+		c := redisClient(redisSrv.Addr())
+		key := "done-" + ns
+		Expect(c.RPush(suiteCtx, key, "a").Err()).To(Succeed())
+		qj := redisQJ(ns, "done", redisSrv.Addr(), key) // refill Once, probed every second
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		first := theJob(qj)
+
+		By("draining the queue and finishing wave 1: the QueueJob completes")
+		Expect(rediswqWork(c, key)).To(BeTrue())
+		finishJob(first, true, time.Now(), 1, 0, "CompletionsReached")
+		Eventually(getQJ(ns, "done"), timeout, interval).Should(cond(qjv1.ConditionComplete, metav1.ConditionTrue, qjv1.ReasonQueueDrained))
+
+		By("pushing items right after: for 4s the cache still shows the QueueJob unfinished, and no wave starts")
+		Expect(c.RPush(suiteCtx, key, "b", "c").Err()).To(Succeed())
+		Consistently(func(g Gomega) []string {
+			var names []string
+			for _, j := range ownedJobs(g, qj) {
+				names = append(names, j.Name)
+			}
+			return names
+		}, 8*time.Second, 250*time.Millisecond).Should(ConsistOf("done-1"), "a wave started after the QueueJob completed")
 	})
 })

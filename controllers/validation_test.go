@@ -66,7 +66,15 @@ var _ = Describe("QueueJob admission", func() {
 			withRabbitMQ(q)
 			q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](8)
 		}),
-		Entry("completions -1", "spec.jobTemplate.spec.completions", "0 or more", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](-1) }),
+		Entry("completions -1", "spec.jobTemplate.spec.completions", "1 or more", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](-1) }),
+		Entry("completions 0 without a queue", "spec.jobTemplate.spec.completions", "1 or more", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Completions = ptr.To[int32](0) }),
+		Entry("no container", "spec.jobTemplate.spec.template.spec.containers", "add the container", func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Spec.Template.Spec.Containers = []corev1.Container{}
+		}),
+		Entry("no container, with a queue", "spec.jobTemplate.spec.template.spec.containers", "add the container", func(q *qjv1.QueueJob) {
+			withRedis(q)
+			q.Spec.JobTemplate.Spec.Template.Spec.Containers = []corev1.Container{}
+		}),
 		Entry("refill without a queue", "spec.refill", "remove spec.refill", func(q *qjv1.QueueJob) { q.Spec.Refill = qjv1.RefillContinuous }),
 		Entry("probe interval without a queue", "spec.probeIntervalSeconds", "remove spec.probeIntervalSeconds", func(q *qjv1.QueueJob) {
 			q.Spec.ProbeIntervalSeconds = ptr.To[int32](5)
@@ -117,6 +125,28 @@ var _ = Describe("QueueJob admission", func() {
 			withRabbitMQ(q)
 			q.Spec.Queue.RabbitMQ.URL = "amqp://guest:Pa55word@rabbitmq-service:5672"
 		}),
+		// A password may hold any character, unescaped: the userinfo ends at the last @
+		// before the host, whatever / ? # come before it.
+		Entry("password with a / inside the RabbitMQ URL", "spec.queue.rabbitmq.url", "urlSecretRef", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Queue.RabbitMQ.URL = "amqp://guest:Pa55word/YmFy@rabbitmq-service:5672/"
+		}),
+		Entry("password with a ? inside the RabbitMQ URL", "spec.queue.rabbitmq.url", "urlSecretRef", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Queue.RabbitMQ.URL = "amqp://guest:Pa55word?x@rabbitmq-service:5672/"
+		}),
+		Entry("password with a # inside the RabbitMQ URL", "spec.queue.rabbitmq.url", "urlSecretRef", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Queue.RabbitMQ.URL = "amqp://guest:#Pa55word@rabbitmq-service/"
+		}),
+		Entry("password with an @ inside the RabbitMQ URL", "spec.queue.rabbitmq.url", "urlSecretRef", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Queue.RabbitMQ.URL = "amqps://guest:Pa55word@x@rabbitmq-service:5671/"
+		}),
+		Entry("password of digits and a / inside the RabbitMQ URL", "spec.queue.rabbitmq.url", "urlSecretRef", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Queue.RabbitMQ.URL = "amqp://:123456/Pa55word@rabbitmq-service/"
+		}),
 		Entry("RabbitMQ URL of another scheme", "spec.queue.rabbitmq.url", "amqp://", func(q *qjv1.QueueJob) {
 			withRabbitMQ(q)
 			q.Spec.Queue.RabbitMQ.URL = "http://rabbitmq-service:15672"
@@ -132,6 +162,14 @@ var _ = Describe("QueueJob admission", func() {
 		Entry("credentials inside the RabbitMQ management URL", "spec.queue.rabbitmq.managementURL", "managementURLSecretRef", func(q *qjv1.QueueJob) {
 			withRabbitMQ(q)
 			q.Spec.Queue.RabbitMQ.ManagementURL = "http://guest:Pa55word@rabbitmq-service:15672"
+		}),
+		Entry("a password with a / inside the RabbitMQ management URL", "spec.queue.rabbitmq.managementURL", "managementURLSecretRef", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Queue.RabbitMQ.ManagementURL = "http://monitor:Pa55word/YmFy@rabbitmq-service:15672/"
+		}),
+		Entry("a password with a ? inside the RabbitMQ management URL", "spec.queue.rabbitmq.managementURL", "managementURLSecretRef", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Queue.RabbitMQ.ManagementURL = "https://monitor:Pa55word?x@rabbitmq-service:15671"
 		}),
 		Entry("a user inside the RabbitMQ management URL", "spec.queue.rabbitmq.managementURL", "managementURLSecretRef", func(q *qjv1.QueueJob) {
 			withRabbitMQ(q)
@@ -212,6 +250,17 @@ var _ = Describe("QueueJob admission", func() {
 			withRabbitMQ(q)
 			q.Spec.ItemsPerPod = ptr.To[int32](4)
 			q.Spec.Refill = qjv1.RefillContinuous
+		}),
+		Entry("RabbitMQ URL with a user and no password, on an IPv6 address", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Queue.RabbitMQ.URL = "amqp://guest@[::1]:5672/"
+		}),
+		// A colon after the host is its port, and an @ after a / ? or # that follows the
+		// port is no userinfo's end.
+		Entry("RabbitMQ URLs with a port, and a colon and an @ in the query", func(q *qjv1.QueueJob) {
+			withRabbitMQ(q)
+			q.Spec.Queue.RabbitMQ.URL = "amqp://rabbitmq-service:5672/vhost?x=a:b@c"
+			q.Spec.Queue.RabbitMQ.ManagementURL = "http://rabbitmq-service:15672/api?x=a:b@c"
 		}),
 		Entry("RabbitMQ URL from a Secret", func(q *qjv1.QueueJob) {
 			withRabbitMQ(q)

@@ -216,7 +216,7 @@ type JobTemplateSpec struct {
 	// manualSelector, suspend, ttlSecondsAfterFinished and, with spec.queue,
 	// completions.
 	// +kubebuilder:validation:XValidation:rule="!has(self.parallelism) || (self.parallelism >= 1 && self.parallelism <= 100000)",fieldPath=".parallelism",message="spec.jobTemplate.spec.parallelism must be between 1 and 100000 (to stop the pods, set spec.suspend)"
-	// +kubebuilder:validation:XValidation:rule="!has(self.completions) || self.completions >= 0",fieldPath=".completions",message="spec.jobTemplate.spec.completions must be 0 or more"
+	// +kubebuilder:validation:XValidation:rule="!has(self.completions) || self.completions >= 1",fieldPath=".completions",message="spec.jobTemplate.spec.completions must be 1 or more (a Job of 0 completions runs no pod): set how many pods must succeed, or remove it for one"
 	// +kubebuilder:validation:XValidation:rule="!has(self.successPolicy) || (has(self.completionMode) && self.completionMode == 'Indexed')",fieldPath=".successPolicy",message="spec.jobTemplate.spec.successPolicy needs completionMode Indexed, as in a Job (and so mode PerItem or no queue)"
 	// +kubebuilder:validation:XValidation:rule="!has(self.backoffLimitPerIndex) || (has(self.completionMode) && self.completionMode == 'Indexed')",fieldPath=".backoffLimitPerIndex",message="spec.jobTemplate.spec.backoffLimitPerIndex needs completionMode Indexed, as in a Job (and so mode PerItem or no queue)"
 	// +kubebuilder:validation:XValidation:rule="!has(self.maxFailedIndexes) || has(self.backoffLimitPerIndex)",fieldPath=".maxFailedIndexes",message="spec.jobTemplate.spec.maxFailedIndexes needs backoffLimitPerIndex, as in a Job"
@@ -227,6 +227,7 @@ type JobTemplateSpec struct {
 	// +kubebuilder:validation:XValidation:rule="!has(self.manualSelector)",fieldPath=".manualSelector",message="spec.jobTemplate.spec.manualSelector is owned by the operator: remove it"
 	// +kubebuilder:validation:XValidation:rule="!has(self.suspend)",fieldPath=".suspend",message="spec.jobTemplate.spec.suspend is owned by the operator: use spec.suspend of the QueueJob"
 	// +kubebuilder:validation:XValidation:rule="!has(self.ttlSecondsAfterFinished)",fieldPath=".ttlSecondsAfterFinished",message="spec.jobTemplate.spec.ttlSecondsAfterFinished is owned by the operator (a Job deleted behind its back takes its counts along): use spec.cleanup.ttlSecondsAfterFinished, or spec.ttlSecondsAfterFinished to delete the QueueJob too"
+	// +kubebuilder:validation:XValidation:rule="!has(self.template.spec) || (has(self.template.spec.containers) && size(self.template.spec.containers) > 0)",fieldPath=".template.spec.containers",message="spec.jobTemplate.spec.template.spec.containers must list at least one container: add the container that does the work"
 	// +kubebuilder:validation:XValidation:rule="has(self.template.spec) && has(self.template.spec.restartPolicy) && self.template.spec.restartPolicy in ['Never', 'OnFailure']",fieldPath=".template.spec.restartPolicy",message="spec.jobTemplate.spec.template.spec.restartPolicy must be Never or OnFailure: a QueueJob's pods run to completion"
 	// +required
 	Spec batchv1.JobSpec `json:"spec"`
@@ -321,10 +322,10 @@ type TLSConfig struct {
 // messages workers hold, by at most one of managementURL and
 // managementURLSecretRef.
 // +kubebuilder:validation:XValidation:rule="has(self.url) != has(self.urlSecretRef)",message="spec.queue.rabbitmq: set exactly one of url or urlSecretRef"
-// +kubebuilder:validation:XValidation:rule=`!has(self.url) || !self.url.matches('^amqps?://[^@/?#]*:[^@/?#]*@')`,fieldPath=".url",message="spec.queue.rabbitmq.url must not contain a password: store the whole URL in a Secret and reference it with spec.queue.rabbitmq.urlSecretRef"
+// +kubebuilder:validation:XValidation:rule=`!has(self.url) || !self.url.matches('^amqps?://[^@/?#:\\[]*:([^/?#]*@|([^/?#]*[^0-9/?#][^/?#]*|[0-9]{6,})?[/?#](?s:.*)@)')`,fieldPath=".url",message="spec.queue.rabbitmq.url must not contain a password: store the whole URL in a Secret and reference it with spec.queue.rabbitmq.urlSecretRef"
 // +kubebuilder:validation:XValidation:rule="!has(self.managementURL) || !has(self.managementURLSecretRef)",message="spec.queue.rabbitmq: set at most one of managementURL or managementURLSecretRef"
 // +kubebuilder:validation:XValidation:rule="!has(self.managementURL) || self.managementURL.startsWith('http://') || self.managementURL.startsWith('https://')",fieldPath=".managementURL",message="spec.queue.rabbitmq.managementURL must start with http:// or https://"
-// +kubebuilder:validation:XValidation:rule=`!has(self.managementURL) || !self.managementURL.matches('^https?://[^/?#]*@')`,fieldPath=".managementURL",message="spec.queue.rabbitmq.managementURL must not contain a user or password: store the whole URL in a Secret and reference it with spec.queue.rabbitmq.managementURLSecretRef"
+// +kubebuilder:validation:XValidation:rule=`!has(self.managementURL) || !self.managementURL.matches('^https?://([^/?#]*@|[^@/?#:\\[]*:([^/?#]*[^0-9/?#][^/?#]*|[0-9]{6,})?[/?#](?s:.*)@)')`,fieldPath=".managementURL",message="spec.queue.rabbitmq.managementURL must not contain a user or password: store the whole URL in a Secret and reference it with spec.queue.rabbitmq.managementURLSecretRef"
 // +kubebuilder:validation:XValidation:rule="!has(self.tls) || !has(self.url) || self.url.startsWith('amqps://')",fieldPath=".tls",message="spec.queue.rabbitmq.tls applies only to an amqps:// URL: make spec.queue.rabbitmq.url amqps:// (the broker's TLS port) or remove spec.queue.rabbitmq.tls"
 type RabbitMQQueue struct {
 	// queue is the name of the RabbitMQ queue.
