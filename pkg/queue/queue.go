@@ -86,6 +86,9 @@ type Kind struct {
 	SecretRefs func(*qjv1.QueueSource) []*corev1.SecretKeySelector
 	// Open returns a Backend for a resolved source. It may connect lazily.
 	Open func(Source) (Backend, error)
+	// Addresses lists where a Backend of a resolved source connects, for the manager's
+	// AddressPolicy; without it, a policy that restricts addresses refuses every source.
+	Addresses func(Source) ([]Address, error)
 	// NewWatcher, if set, returns a Watcher of this kind's queues: the controller then
 	// hears of new items before the next probe. Nil: the probes alone find them.
 	NewWatcher func(logr.Logger) Watcher

@@ -520,7 +520,9 @@ type rabbitManagement struct {
 	transport          *http.Transport
 }
 
-func newRabbitManagement(raw string, amqpURI amqp.URI, timeout time.Duration, tlsConfig *tls.Config) (*rabbitManagement, error) {
+// parseManagementURL parses and checks a management URL before any library sees it (see
+// parseRabbitURL).
+func parseManagementURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" ||
 		u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(raw, " \t\r\n") || !wholeAuthority(raw, u.Scheme) {
@@ -530,6 +532,36 @@ func newRabbitManagement(raw string, amqpURI amqp.URI, timeout time.Duration, tl
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
 			return nil, errManagementURL
 		}
+	}
+	return u, nil
+}
+
+// RabbitMQAddresses are the host:port a probe connects to: the AMQP URL's and, if
+// managementURL is not empty, the management URL's (its port defaults to the scheme's).
+// A URL that cannot be used gives the probe's own error, which quotes no part of it.
+func RabbitMQAddresses(amqpURL, managementURL string) (amqpAddr, managementAddr string, err error) {
+	uri, err := parseRabbitURL(amqpURL)
+	if err != nil {
+		return "", "", err
+	}
+	if managementURL == "" {
+		return rabbitAddr(uri), "", nil
+	}
+	u, err := parseManagementURL(managementURL)
+	if err != nil {
+		return "", "", err
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	return rabbitAddr(uri), net.JoinHostPort(u.Hostname(), port), nil
+}
+
+func newRabbitManagement(raw string, amqpURI amqp.URI, timeout time.Duration, tlsConfig *tls.Config) (*rabbitManagement, error) {
+	u, err := parseManagementURL(raw)
+	if err != nil {
+		return nil, err
 	}
 	m := &rabbitManagement{addr: u.Host, username: amqpURI.Username, password: amqpURI.Password, timeout: timeout}
 	if u.User != nil {
