@@ -121,6 +121,9 @@ func (r *QueueJobReconciler) probeOnce(ctx context.Context, s *scope, kind *queu
 	if err != nil {
 		return queue.Counts{}, err
 	}
+	if err := r.AllowedAddresses.Check(ctx, kind, source); err != nil {
+		return queue.Counts{}, err // refused before connecting: --allowed-queue-addresses
+	}
 	key := client.ObjectKeyFromObject(s.qj)
 	backend, err := r.pool.get(key, s.qj.UID, kind, source)
 	if err != nil {
