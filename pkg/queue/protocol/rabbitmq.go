@@ -415,11 +415,11 @@ func rabbitError(err error, addr string) error {
 	}
 	switch {
 	case errors.Is(err, amqp.ErrCredentials):
-		return Errorf(ReasonAuthFailed, "RabbitMQ at %s refused the credentials: check the URL's user and password", addr)
+		return Errorf(ReasonAuthFailed, "RabbitMQ refused the credentials at %s: check the URL's user and password", addr)
 	case errors.Is(err, amqp.ErrSASL):
-		return Errorf(ReasonAuthFailed, "RabbitMQ at %s offers no SASL mechanism the probe can use", addr)
+		return Errorf(ReasonAuthFailed, "RabbitMQ offers no SASL mechanism the probe can use at %s", addr)
 	case errors.Is(err, amqp.ErrVhost):
-		return Errorf(ReasonAuthFailed, "RabbitMQ at %s denied access to the URL's virtual host: check that it "+
+		return Errorf(ReasonAuthFailed, "RabbitMQ denied access to the URL's virtual host at %s: check that it "+
 			"exists and that the user may use it", addr)
 	}
 	var ae *amqp.Error
@@ -444,12 +444,12 @@ func amqpFailure(ae *amqp.Error, addr string) *Error {
 	case !ae.Server:
 		return Errorf(ReasonConnectionFailed, "cannot reach RabbitMQ at %s: the connection failed or was closed", addr)
 	case ae.Code == amqp.AccessRefused:
-		return Errorf(ReasonAuthFailed, "RabbitMQ at %s refused the credentials: check the URL's user and password", addr)
+		return Errorf(ReasonAuthFailed, "RabbitMQ refused the credentials at %s: check the URL's user and password", addr)
 	case ae.Code == amqp.NotAllowed:
-		return Errorf(ReasonAuthFailed, "RabbitMQ at %s denied access to the URL's virtual host: check that it "+
+		return Errorf(ReasonAuthFailed, "RabbitMQ denied access to the URL's virtual host at %s: check that it "+
 			"exists and that the user may use it", addr)
 	case ae.Code == amqp.NotFound:
-		return Errorf(ReasonQueueNotFound, "RabbitMQ at %s has no such queue: declare it, or fix spec.queue.rabbitmq.queue", addr)
+		return Errorf(ReasonQueueNotFound, "RabbitMQ has no such queue at %s: declare it, or fix spec.queue.rabbitmq.queue", addr)
 	case ae.Code == amqp.ResourceLocked:
 		return Errorf(ReasonConnectionFailed, "RabbitMQ at %s refused the queue: it is exclusive to another connection", addr)
 	case ae.Code == amqp.ConnectionForced:
