@@ -20,6 +20,7 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/controllers"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/version"
 
 	// Go's fallback root CAs: the images (FROM scratch) have no CA bundle, and TLS to a
@@ -41,6 +42,7 @@ func main() {
 		watchNS       string
 		secretRefresh time.Duration
 		watchQueues   bool
+		allowedAddrs  string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
 	flag.BoolVar(&metricsSecure, "metrics-secure", false, "Serve metrics over HTTPS and require an authenticated, authorized client (needs RBAC for TokenReviews and SubjectAccessReviews).")
@@ -57,6 +59,10 @@ func main() {
 	flag.IntVar(&workers, "max-concurrent-reconciles", 4, "QueueJobs reconciled at once; a probe of an unreachable queue holds one for up to 10 s.")
 	flag.DurationVar(&secretRefresh, "secret-refresh-interval", time.Minute, "How long the values of the Secrets a QueueJob references are reused before they are read again from the API server; they are also read again when the QueueJob changes and after a probe that failed to connect or log in.")
 	flag.BoolVar(&watchQueues, "watch-queues", true, "Hear of items pushed into an empty Redis list at once, through Redis's client-side caching (CLIENT TRACKING with a redirect to a subscribed connection: two connections per Redis server and user, needing the CLIENT and SUBSCRIBE commands), instead of at the QueueJob's next probe. The probes go on either way.")
+	flag.StringVar(&allowedAddrs, "allowed-queue-addresses", "", "Comma-separated queue addresses the manager may connect to: CIDRs (10.0.0.0/8), IP addresses, "+
+		"host names (redis.prod) and *.domain patterns (*.svc.cluster.local), each with an optional :port. A host pattern matches the host as written in the QueueJob; "+
+		"a host name no pattern matches is resolved, and allowed only if every address it resolves to is in an allowed CIDR. Any other queue is refused before "+
+		"the manager connects (QueueReachable=False, AddressNotAllowed). Empty: any address.")
 	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine) // --zap-log-level, --zap-devel, ...
@@ -69,8 +75,16 @@ func main() {
 		fmt.Fprintln(os.Stderr, "--secret-refresh-interval must be positive, e.g. 1m")
 		os.Exit(2)
 	}
+	allowed, err := queue.ParseAddressPolicy(allowedAddrs)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
+	if !allowed.AllowsAll() {
+		log.Info("Restricting the queue addresses the manager connects to", "allowed", allowed.String())
+	}
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -114,6 +128,7 @@ func main() {
 		MaxConcurrentReconciles: workers,
 		SecretRefresh:           secretRefresh,
 		NoQueueWatch:            !watchQueues,
+		AllowedAddresses:        allowed,
 	}).SetupWithManager(ctx, mgr); err != nil {
 		log.Error(err, "Unable to set up the QueueJob controller")
 		os.Exit(1)

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"math/rand/v2"
@@ -196,10 +197,17 @@ func (r *QueueJobReconciler) runProbe(p *probeRun) {
 	start := time.Now()
 	var res probeResult
 	var wake []types.NamespacedName
-	switch err := r.gates.wait(ctx, p.gate); {
-	case errors.Is(err, errServerDown):
+	// Refused before connecting (--allowed-queue-addresses); here, since it may resolve
+	// the queue's host name.
+	refused := r.AllowedAddresses.Check(ctx, p.kind, p.source)
+	var err error
+	if refused == nil {
+		err = r.gates.wait(ctx, p.gate)
+	}
+	switch {
+	case refused != nil || errors.Is(err, errServerDown):
 		res = p.started
-		res.err = err
+		res.err = cmp.Or(refused, err)
 		r.gates.leave(p.gate, p.at.Add(time.Since(start)), probeSkipped)
 	case err != nil:
 		r.gates.leave(p.gate, p.at.Add(time.Since(start)), probeSkipped)

@@ -71,6 +71,10 @@ type QueueJobReconciler struct {
 	// NoQueueWatch turns off the watch of queues that can be watched (Redis, through
 	// client-side caching's tracking): new items are then found by the probes alone.
 	NoQueueWatch bool
+	// AllowedAddresses is where the manager may connect to probe a queue
+	// (--allowed-queue-addresses); the zero policy allows every address. A probe checks it
+	// before it connects.
+	AllowedAddresses queue.AddressPolicy
 
 	pool     connPool
 	gates    serverGates

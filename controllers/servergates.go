@@ -148,12 +148,16 @@ func endOf(err error) probeEnd {
 	return serverAnswered
 }
 
-// serverOf names the server a resolved source connects to; a kind that cannot tell gets
-// a name of the QueueJob's own, which it shares with no other.
+// serverOf names the server a resolved source connects to (the addresses it reaches); a
+// kind that cannot tell gets a name of the QueueJob's own, which it shares with no other.
 func serverOf(kind *queue.Kind, src queue.Source, key types.NamespacedName) string {
-	if kind.Server != nil {
-		if s := kind.Server(src); s != "" {
-			return kind.Name + " " + s
+	if kind.Addresses != nil {
+		if addrs, err := kind.Addresses(src); err == nil && len(addrs) > 0 {
+			name := kind.Name
+			for _, a := range addrs {
+				name += " " + a.HostPort
+			}
+			return name
 		}
 	}
 	return "queuejob " + key.String()

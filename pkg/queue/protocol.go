@@ -34,6 +34,9 @@ const (
 	ReasonWrongType        = protocol.ReasonWrongType
 	ReasonSecretNotFound   = protocol.ReasonSecretNotFound
 	ReasonTLSFailed        = protocol.ReasonTLSFailed
+	// ReasonAddressNotAllowed says the manager's AddressPolicy refused the queue's
+	// address: the probe connected to nothing.
+	ReasonAddressNotAllowed = "AddressNotAllowed"
 
 	ManagementLag = protocol.ManagementLag
 )

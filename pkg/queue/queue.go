@@ -86,10 +86,9 @@ type Kind struct {
 	SecretRefs func(*qjv1.QueueSource) []*corev1.SecretKeySelector
 	// Open returns a Backend for a resolved source. It may connect lazily.
 	Open func(Source) (Backend, error)
-	// Server, if set, names the server a resolved source connects to (its host and port,
-	// never credentials), so that the controller can tell the QueueJobs that share one:
-	// a server that does not answer one probe is not asked again by each of them.
-	Server func(Source) string
+	// Addresses lists where a Backend of a resolved source connects, for the manager's
+	// AddressPolicy; without it, a policy that restricts addresses refuses every source.
+	Addresses func(Source) ([]Address, error)
 	// NewWatcher, if set, returns a Watcher of this kind's queues: the controller then
 	// hears of new items before the next probe. Nil: the probes alone find them.
 	NewWatcher func(logr.Logger) Watcher

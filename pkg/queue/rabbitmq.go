@@ -2,11 +2,11 @@ package queue
 
 import (
 	"crypto/tls"
-	"net/url"
 
 	corev1 "k8s.io/api/core/v1"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
 )
 
 // RabbitMQKind is the RabbitMQ queue backend.
@@ -28,7 +28,7 @@ var RabbitMQKind = Kind{
 	},
 	Open: func(src Source) (Backend, error) {
 		r := src.Spec.RabbitMQ
-		amqpURL, mgmt := rabbitURLs(src)
+		url, mgmt := rabbitURLs(src)
 		var tlsConfig *tls.Config
 		if r.TLS != nil {
 			// The server name defaults to the URL's host, which only NewRabbitMQ parses.
@@ -37,12 +37,9 @@ var RabbitMQKind = Kind{
 				return nil, err
 			}
 		}
-		return NewRabbitMQ(RabbitMQOptions{URL: amqpURL, Queue: r.Queue, ManagementURL: mgmt, TLS: tlsConfig}), nil
+		return NewRabbitMQ(RabbitMQOptions{URL: url, Queue: r.Queue, ManagementURL: mgmt, TLS: tlsConfig}), nil
 	},
-	Server: func(src Source) string {
-		amqpURL, mgmt := rabbitURLs(src)
-		return urlHost(amqpURL) + " " + urlHost(mgmt)
-	},
+	Addresses: rabbitAddresses,
 	WorkerEnv: func(s *qjv1.QueueSource) []corev1.EnvVar {
 		r := s.RabbitMQ
 		url := corev1.EnvVar{Name: EnvRabbitMQURL, Value: r.URL}
@@ -64,25 +61,39 @@ var RabbitMQKind = Kind{
 	},
 }
 
-// rabbitURLs are the AMQP and management URLs of a resolved source, from the spec or
-// their Secrets.
-func rabbitURLs(src Source) (amqpURL, mgmt string) {
+// rabbitURLs are the AMQP URL and the management URL of a resolved source (from the
+// spec or its Secrets); the management URL is empty if there is none.
+func rabbitURLs(src Source) (amqpURL, managementURL string) {
 	r := src.Spec.RabbitMQ
-	amqpURL, mgmt = r.URL, r.ManagementURL
+	amqpURL, managementURL = r.URL, r.ManagementURL
 	if r.URLSecretRef != nil {
 		amqpURL = src.Secret(r.URLSecretRef)
 	}
 	if r.ManagementURLSecretRef != nil {
-		mgmt = src.Secret(r.ManagementURLSecretRef)
+		managementURL = src.Secret(r.ManagementURLSecretRef)
 	}
-	return amqpURL, mgmt
+	return amqpURL, managementURL
 }
 
-// urlHost is the host and port of a URL, "" if it has none or does not parse.
-func urlHost(raw string) string {
-	u, err := url.Parse(raw)
+// rabbitAddresses are where a probe of a resolved source connects: the AMQP URL's host
+// and port, and the management URL's.
+func rabbitAddresses(src Source) ([]Address, error) {
+	r := src.Spec.RabbitMQ
+	amqpURL, managementURL := rabbitURLs(src)
+	amqpAddr, mgmtAddr, err := protocol.RabbitMQAddresses(amqpURL, managementURL)
 	if err != nil {
-		return ""
+		return nil, err
 	}
-	return u.Host
+	urlField, mgmtField := "spec.queue.rabbitmq.url", "spec.queue.rabbitmq.managementURL"
+	if r.URLSecretRef != nil {
+		urlField = "the URL in the Secret of spec.queue.rabbitmq.urlSecretRef"
+	}
+	if r.ManagementURLSecretRef != nil {
+		mgmtField = "the URL in the Secret of spec.queue.rabbitmq.managementURLSecretRef"
+	}
+	addrs := []Address{{HostPort: amqpAddr, Field: urlField}}
+	if mgmtAddr != "" {
+		addrs = append(addrs, Address{HostPort: mgmtAddr, Field: mgmtField})
+	}
+	return addrs, nil
 }

@@ -29,7 +29,9 @@ var RedisKind = Kind{
 		}
 		return NewRedis(o), nil
 	},
-	Server:     func(src Source) string { return src.Spec.Redis.Address },
+	Addresses: func(src Source) ([]Address, error) {
+		return []Address{{HostPort: src.Spec.Redis.Address, Field: "spec.queue.redis.address"}}, nil
+	},
 	NewWatcher: NewRedisWatcher,
 	WorkerEnv: func(s *qjv1.QueueSource) []corev1.EnvVar {
 		r := s.Redis

@@ -4,14 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	rabbithole "github.com/michaelklishin/rabbit-hole/v2"
@@ -407,64 +405,75 @@ func rabbitAddr(uri amqp.URI) string {
 	return net.JoinHostPort(uri.Host, strconv.Itoa(uri.Port))
 }
 
-// rabbitError classifies an error of amqp091. Its message is built from the broker's reply
-// text, amqp091's own fixed errors and the host:port of the URL, never from the text of an
-// error that may quote the URL.
+// rabbitError classifies an error of amqp091 in fixed words, naming only the host:port
+// of the URL: never the text of an error that may quote the URL, nor a reply text of the
+// peer (any server can send an AMQP Connection.Close with a text of its choosing).
 func rabbitError(err error, addr string) error {
 	var qe *Error
 	if errors.As(err, &qe) || errors.Is(err, ErrNacked) {
 		return err // classified already, or a publish the broker refused
 	}
+	switch {
+	case errors.Is(err, amqp.ErrCredentials):
+		return Errorf(ReasonAuthFailed, "RabbitMQ refused the credentials at %s: check the URL's user and password", addr)
+	case errors.Is(err, amqp.ErrSASL):
+		return Errorf(ReasonAuthFailed, "RabbitMQ offers no SASL mechanism the probe can use at %s", addr)
+	case errors.Is(err, amqp.ErrVhost):
+		return Errorf(ReasonAuthFailed, "RabbitMQ denied access to the URL's virtual host at %s: check that it "+
+			"exists and that the user may use it", addr)
+	}
 	var ae *amqp.Error
 	if errors.As(err, &ae) {
-		switch ae.Code {
-		case amqp.AccessRefused:
-			return Errorf(ReasonAuthFailed, "RabbitMQ refused the credentials (%s): check the URL's user and password", ae.Reason)
-		case amqp.NotFound:
-			return Errorf(ReasonQueueNotFound, "RabbitMQ has no such queue (%s): declare it, or fix spec.queue.rabbitmq.queue", ae.Reason)
-		}
-		if !ae.Server {
-			// amqp091's own error of a failed read or write, which names addresses only.
-			return Errorf(ReasonConnectionFailed, "cannot reach RabbitMQ at %s: %s", addr, ae.Reason)
-		}
-		return Errorf(ReasonConnectionFailed, "RabbitMQ at %s: %s", addr, ae.Reason)
+		return amqpFailure(ae, addr)
 	}
 	if cause, ok := tlsCause(err); ok {
 		return Errorf(ReasonTLSFailed, "cannot reach RabbitMQ at %s over TLS: %s: check spec.queue.rabbitmq.tls.caSecretRef "+
 			"(the CA that signed the broker's certificate), tls.serverName (a name the certificate is valid for) and that "+
 			"the amqps URL's port is the broker's TLS listener", addr, cause)
 	}
-	switch {
-	case errors.Is(err, amqp.ErrCredentials):
-		return Errorf(ReasonAuthFailed, "RabbitMQ refused the credentials: check the URL's user and password")
-	case errors.Is(err, amqp.ErrSASL):
-		return Errorf(ReasonAuthFailed, "RabbitMQ offers no SASL mechanism the probe can use")
-	case errors.Is(err, amqp.ErrVhost):
-		return Errorf(ReasonAuthFailed, "RabbitMQ denied access to the URL's virtual host: check that it exists and that the user may use it")
-	}
 	return Errorf(ReasonConnectionFailed, "cannot reach RabbitMQ at %s: %s", addr, netCause(err))
 }
 
-// netCause says in a few fixed words why a connection failed.
-func netCause(err error) string {
-	var dnsErr *net.DNSError
-	var netErr net.Error
-	var errno syscall.Errno
-	var certErr *tls.CertificateVerificationError
+// amqpFailure classifies an AMQP error by its reply code: a broker's (or a peer's)
+// Connection.Close or Channel.Close, or amqp091's own error of a connection that broke.
+func amqpFailure(ae *amqp.Error, addr string) *Error {
 	switch {
-	case errors.As(err, &dnsErr):
-		return "cannot resolve the host name"
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
-		return "no answer in time"
-	case errors.As(err, &errno):
-		return errno.Error()
-	case errors.As(err, &certErr):
-		return "its TLS certificate was not accepted"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, amqp.ErrClosed):
-		return "the connection was closed"
+	case !ae.Server && notAMQP(ae):
+		return Errorf(ReasonConnectionFailed, "the server at %s does not answer as an AMQP 0-9-1 broker does: "+
+			"check the AMQP URL's host and port", addr)
+	case !ae.Server:
+		return Errorf(ReasonConnectionFailed, "cannot reach RabbitMQ at %s: the connection failed or was closed", addr)
+	case ae.Code == amqp.AccessRefused:
+		return Errorf(ReasonAuthFailed, "RabbitMQ refused the credentials at %s: check the URL's user and password", addr)
+	case ae.Code == amqp.NotAllowed:
+		return Errorf(ReasonAuthFailed, "RabbitMQ denied access to the URL's virtual host at %s: check that it "+
+			"exists and that the user may use it", addr)
+	case ae.Code == amqp.NotFound:
+		return Errorf(ReasonQueueNotFound, "RabbitMQ has no such queue at %s: declare it, or fix spec.queue.rabbitmq.queue", addr)
+	case ae.Code == amqp.ResourceLocked:
+		return Errorf(ReasonConnectionFailed, "RabbitMQ at %s refused the queue: it is exclusive to another connection", addr)
+	case ae.Code == amqp.ConnectionForced:
+		return Errorf(ReasonConnectionFailed, "RabbitMQ at %s closed the connection (it is shutting down, or an "+
+			"administrator closed it)", addr)
 	default:
-		return "the connection failed"
+		return Errorf(ReasonConnectionFailed, "RabbitMQ at %s closed the connection with an error", addr)
 	}
+}
+
+// amqpParseErrors are the texts of amqp091's errors for bytes that are not AMQP 0-9-1.
+var amqpParseErrors = []*amqp.Error{amqp.ErrFrame, amqp.ErrSyntax, amqp.ErrUnexpectedFrame, amqp.ErrCommandInvalid,
+	amqp.ErrFieldType, amqp.ErrFrameTooLarge}
+
+// notAMQP reports whether amqp091 failed to make sense of what the peer sent. When the
+// connection breaks over it, amqp091 puts the whole text of its error (Exception (501)
+// Reason: "...") into the reason of a new one.
+func notAMQP(ae *amqp.Error) bool {
+	for _, p := range amqpParseErrors {
+		if strings.Contains(ae.Reason, p.Reason) {
+			return true
+		}
+	}
+	return strings.Contains(ae.Reason, "Bad method frame")
 }
 
 // errManagementURL is returned for a management URL that cannot be used; like
@@ -511,7 +520,9 @@ type rabbitManagement struct {
 	transport          *http.Transport
 }
 
-func newRabbitManagement(raw string, amqpURI amqp.URI, timeout time.Duration, tlsConfig *tls.Config) (*rabbitManagement, error) {
+// parseManagementURL parses and checks a management URL before any library sees it (see
+// parseRabbitURL).
+func parseManagementURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" ||
 		u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(raw, " \t\r\n") || !wholeAuthority(raw, u.Scheme) {
@@ -521,6 +532,36 @@ func newRabbitManagement(raw string, amqpURI amqp.URI, timeout time.Duration, tl
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
 			return nil, errManagementURL
 		}
+	}
+	return u, nil
+}
+
+// RabbitMQAddresses are the host:port a probe connects to: the AMQP URL's and, if
+// managementURL is not empty, the management URL's (its port defaults to the scheme's).
+// A URL that cannot be used gives the probe's own error, which quotes no part of it.
+func RabbitMQAddresses(amqpURL, managementURL string) (amqpAddr, managementAddr string, err error) {
+	uri, err := parseRabbitURL(amqpURL)
+	if err != nil {
+		return "", "", err
+	}
+	if managementURL == "" {
+		return rabbitAddr(uri), "", nil
+	}
+	u, err := parseManagementURL(managementURL)
+	if err != nil {
+		return "", "", err
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	return rabbitAddr(uri), net.JoinHostPort(u.Hostname(), port), nil
+}
+
+func newRabbitManagement(raw string, amqpURI amqp.URI, timeout time.Duration, tlsConfig *tls.Config) (*rabbitManagement, error) {
+	u, err := parseManagementURL(raw)
+	if err != nil {
+		return nil, err
 	}
 	m := &rabbitManagement{addr: u.Host, username: amqpURI.Username, password: amqpURI.Password, timeout: timeout}
 	if u.User != nil {
@@ -565,6 +606,10 @@ func (t *statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req.WithContext(t.ctx))
 	if resp != nil {
 		t.status = resp.StatusCode
+		// No redirect is followed (Go's client stops at a 3xx without a Location): the
+		// management URL is where the probe goes, and the only place
+		// --allowed-queue-addresses has checked.
+		resp.Header.Del("Location")
 	}
 	return resp, err
 }
@@ -587,20 +632,21 @@ func (m *rabbitManagement) counts(ctx context.Context, vhost, queue string) (mc 
 		known = q.MessagesUnacknowledgedDetails != nil || q.MessagesUnacknowledged != 0 || q.Messages != 0
 		return managementCounts{unacked: int64(q.MessagesUnacknowledged), messages: int64(q.Messages)}, known, nil
 	case t.status == http.StatusUnauthorized || t.status == http.StatusForbidden:
-		return mc, false, Errorf(ReasonAuthFailed, "the RabbitMQ management API at %s refused the credentials "+
-			"(HTTP %d): check the user and password in the Secret of spec.queue.rabbitmq.managementURLSecretRef, "+
-			"or with spec.queue.rabbitmq.managementURL those of the AMQP URL; the user needs the monitoring "+
-			"(or management) tag and access to the virtual host", m.addr, t.status)
+		return mc, false, Errorf(ReasonAuthFailed, "the RabbitMQ management API at %s answered with an HTTP error: "+
+			"the credentials were refused: check the user and password in the Secret of "+
+			"spec.queue.rabbitmq.managementURLSecretRef, or with spec.queue.rabbitmq.managementURL those of the AMQP URL; "+
+			"the user needs the monitoring (or management) tag and access to the virtual host", m.addr)
 	case t.status == http.StatusNotFound:
-		return mc, false, Errorf(ReasonQueueNotFound, "the RabbitMQ management API at %s has no queue %q in "+
-			"virtual host %q: declare it, or check spec.queue.rabbitmq.queue and that managementURL is the "+
-			"management API of the same broker", m.addr, queue, vhost)
-	case t.status >= 300:
-		return mc, false, Errorf(ReasonConnectionFailed, "the RabbitMQ management API at %s answered HTTP %d %s",
-			m.addr, t.status, http.StatusText(t.status))
+		return mc, false, Errorf(ReasonQueueNotFound, "the RabbitMQ management API at %s answered with an HTTP error: "+
+			"not found: there is no queue %q in virtual host %q: declare it, or check spec.queue.rabbitmq.queue and "+
+			"that managementURL is the management API of the same broker", m.addr, queue, vhost)
+	case t.status >= 300 || (t.status != 0 && t.status < 200):
+		// A peer chose the status and its text: neither is repeated.
+		return mc, false, Errorf(ReasonConnectionFailed, "the RabbitMQ management API at %s answered with an "+
+			"unexpected HTTP status: check spec.queue.rabbitmq.managementURL and the broker's health", m.addr)
 	case t.status != 0:
-		return mc, false, Errorf(ReasonConnectionFailed, "the RabbitMQ management API at %s sent no queue "+
-			"statistics: check that managementURL is the base URL of the management API", m.addr)
+		return mc, false, Errorf(ReasonConnectionFailed, "the server at %s is not the management API (it sent no "+
+			"queue statistics): check that managementURL is the base URL of the management API", m.addr)
 	case ctx.Err() != nil:
 		return mc, false, Errorf(ReasonConnectionFailed, "the RabbitMQ management API at %s did not answer within %s",
 			m.addr, m.timeout)

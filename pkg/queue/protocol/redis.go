@@ -5,12 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
-	"errors"
-	"io"
-	"net"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -336,40 +331,5 @@ func (r *Redis) endPass() {
 // Close closes the connection pool.
 func (r *Redis) Close() error { return r.client.Close() }
 
-// fail classifies an error of go-redis. Its messages carry no credentials: go-redis
-// reports addresses and server replies, never the password.
-func (r *Redis) fail(err error) error {
-	msg := err.Error()
-	var netErr net.Error
-	if cause, ok := tlsCause(err); ok {
-		if !r.tls {
-			return Errorf(ReasonTLSFailed, "cannot reach Redis at %s: %s", r.addr, cause)
-		}
-		return Errorf(ReasonTLSFailed, "cannot reach Redis at %s over TLS: %s: check spec.queue.redis.tls.caSecretRef "+
-			"(the CA that signed the server's certificate), tls.serverName (a name the certificate is valid for) "+
-			"and that spec.queue.redis.address is the server's TLS port", r.addr, cause)
-	}
-	switch {
-	case strings.Contains(msg, "WRONGPASS"), strings.Contains(msg, "NOAUTH"), strings.Contains(msg, "invalid password"),
-		strings.Contains(msg, "AUTH <password> called without any password"):
-		return Errorf(ReasonAuthFailed, "Redis refused the credentials (%s): check spec.queue.redis.username and the Secret of spec.queue.redis.passwordSecretRef", firstLine(msg))
-	case strings.HasPrefix(msg, "NOPERM"):
-		return Errorf(ReasonAuthFailed, "Redis denied a command to the user (%s): grant the ACL user of spec.queue.redis.username "+
-			"the list commands, EXISTS and EVAL on the key and its :processing and :leased_by_session: keys", firstLine(msg))
-	case strings.HasPrefix(msg, "WRONGTYPE"):
-		return Errorf(ReasonWrongType, "Redis: %s: point spec.queue.redis.key at a list", firstLine(msg))
-	case !r.tls && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)):
-		return Errorf(ReasonConnectionFailed, "cannot reach Redis: %s: if the server at %s only accepts TLS, set spec.queue.redis.tls", firstLine(msg), r.addr)
-	case errors.As(err, &netErr), errors.Is(err, context.DeadlineExceeded), errors.Is(err, redis.ErrClosed):
-		return Errorf(ReasonConnectionFailed, "cannot reach Redis: %s", firstLine(msg))
-	default:
-		return Errorf(ReasonConnectionFailed, "Redis: %s", firstLine(msg))
-	}
-}
-
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
-}
+// fail classifies an error of go-redis (see redisFailure).
+func (r *Redis) fail(err error) error { return redisFailure(r.addr, r.tls, err) }

@@ -3,7 +3,6 @@ package protocol
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -248,10 +247,7 @@ func (w *KeyWatch) run(ctx context.Context) {
 		if checked {
 			backoff = time.Second // it passed a check: a new failure starts afresh
 		}
-		if err != nil && strings.Contains(err.Error(), "NOPERM") {
-			err = fmt.Errorf("%w (the user needs the ACL rules +client|id +client|tracking +client|trackinginfo +subscribe &%s; or run the manager with --watch-queues=false)", err, invalidateChannel)
-		}
-		w.setState(false, err)
+		w.setState(false, w.failure(err))
 		select {
 		case <-ctx.Done():
 			return
@@ -288,13 +284,13 @@ func (w *KeyWatch) session(ctx context.Context) error {
 	_, err := ps.Receive(rctx)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("subscribing to %s: %w", invalidateChannel, err)
+		return &watchStep{"subscribing to " + invalidateChannel, err}
 	}
 	var id int64
 	select {
 	case id = <-ids:
 	default:
-		return errors.New("subscribed, but the connection's client id is unknown")
+		return Errorf(ReasonConnectionFailed, "subscribed, but the connection's client id is unknown")
 	}
 
 	trkOpts := probeClientOptions(&o)
@@ -314,7 +310,7 @@ func (w *KeyWatch) session(ctx context.Context) error {
 			args = append(args, "PREFIX", p)
 		}
 		if err := do(args...); err != nil {
-			return fmt.Errorf("CLIENT TRACKING on: %w", err)
+			return &watchStep{"CLIENT TRACKING on", err}
 		}
 		return nil
 	}
@@ -331,7 +327,7 @@ func (w *KeyWatch) session(ctx context.Context) error {
 		w.rebuilds++
 		w.mu.Unlock()
 		if err := do("CLIENT", "TRACKING", "off"); err != nil {
-			return fmt.Errorf("CLIENT TRACKING off: %w", err)
+			return &watchStep{"CLIENT TRACKING off", err}
 		}
 		tracked, known = nil, map[string]bool{}
 		if len(keys) == 0 {
@@ -411,7 +407,7 @@ func (w *KeyWatch) session(ctx context.Context) error {
 			return ctx.Err()
 		case m, ok := <-msgs:
 			if !ok {
-				return errors.New("the subscription closed")
+				return Errorf(ReasonConnectionFailed, "the subscription closed")
 			}
 			if m.Channel != invalidateChannel {
 				continue
@@ -457,7 +453,7 @@ func (w *KeyWatch) check(ctx context.Context, cn *redis.Conn, id int64, tracking
 	defer cancel()
 	if !*canCheck {
 		if err := cn.Ping(cctx).Err(); err != nil {
-			return fmt.Errorf("PING: %w", err)
+			return &watchStep{"PING", err}
 		}
 		w.passed()
 		return nil
@@ -468,7 +464,7 @@ func (w *KeyWatch) check(ctx context.Context, cn *redis.Conn, id int64, tracking
 		return w.check(ctx, cn, id, tracking, canCheck)
 	}
 	if err != nil {
-		return fmt.Errorf("CLIENT TRACKINGINFO: %w", err)
+		return &watchStep{"CLIENT TRACKINGINFO", err}
 	}
 	if !tracking {
 		w.passed()
@@ -483,7 +479,7 @@ func (w *KeyWatch) check(ctx context.Context, cn *redis.Conn, id int64, tracking
 	flags, _ := info["flags"].([]any)
 	redirect, _ := info["redirect"].(int64)
 	if !slices.Contains(flags, any("on")) || slices.Contains(flags, any("broken_redirect")) || redirect != id {
-		return fmt.Errorf("tracking was lost (flags %v, redirect %d, want %d)", flags, redirect, id)
+		return Errorf(ReasonConnectionFailed, "tracking was lost: the server no longer sends the invalidations to the subscription")
 	}
 	w.passed()
 	return nil
@@ -493,4 +489,35 @@ func (w *KeyWatch) passed() {
 	w.mu.Lock()
 	w.checked = true
 	w.mu.Unlock()
+}
+
+// watchStep is an error of go-redis and what the watch was doing when it came.
+type watchStep struct {
+	step string
+	err  error
+}
+
+func (e *watchStep) Error() string { return e.step + ": " + e.err.Error() }
+func (e *watchStep) Unwrap() error { return e.err }
+
+// failure is why a session of the watch ended, in the fixed words of the probe's errors
+// (the manager logs it): a server that passed the probe may still answer the watch's
+// commands with words of its own.
+func (w *KeyWatch) failure(err error) error {
+	var qe *Error
+	if err == nil || errors.As(err, &qe) {
+		return err
+	}
+	step := ""
+	var s *watchStep
+	if errors.As(err, &s) {
+		step = s.step + ": "
+	}
+	if redis.HasErrorPrefix(err, "NOPERM") {
+		return Errorf(ReasonAuthFailed, "%sRedis at %s denied a command to the user: the user needs the ACL rules "+
+			"+client|id +client|tracking +client|trackinginfo +subscribe &%s; or run the manager with "+
+			"--watch-queues=false", step, w.opts.Address, invalidateChannel)
+	}
+	qe = redisFailure(w.opts.Address, w.opts.TLS != nil, err)
+	return &Error{Reason: qe.Reason, Message: step + qe.Message}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net"
 	"time"
 )
@@ -16,32 +17,33 @@ const (
 	envTLSServerName = "_TLS_SERVER_NAME"
 )
 
-// tlsCause says why a TLS handshake failed, in words that name no secret (certificate
-// names and the name asked for are not secrets), and whether it was a TLS failure at all.
+// tlsCause says why a TLS handshake failed, in fixed words (the server's certificate is
+// the peer's: the names it holds are not repeated), naming at most the server name asked
+// for; and whether it was a TLS failure at all.
 func tlsCause(err error) (string, bool) {
 	var certErr *tls.CertificateVerificationError
 	var recErr tls.RecordHeaderError
 	var unknownCA x509.UnknownAuthorityError
 	var hostErr x509.HostnameError
 	var invalid x509.CertificateInvalidError
+	var alert tls.AlertError
+	var noHandshake *handshakeError
 	switch {
 	case errors.As(err, &unknownCA):
 		return "its TLS certificate is not signed by a trusted CA", true
 	case errors.As(err, &hostErr):
-		return "its TLS certificate is not valid for the server name (" + hostErr.Error() + ")", true
+		return fmt.Sprintf("its TLS certificate is not valid for the server name %q", hostErr.Host), true
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return "its TLS certificate has expired or is not valid yet", true
 	case errors.As(err, &invalid):
-		return "its TLS certificate is invalid (" + invalid.Error() + ")", true
+		return "its TLS certificate is invalid", true
 	case errors.As(err, &certErr):
 		return "its TLS certificate was not accepted", true
 	case errors.As(err, &recErr):
 		return "it does not speak TLS on that port", true
-	}
-	var alert tls.AlertError
-	if errors.As(err, &alert) {
-		return "it refused the TLS handshake (" + alert.Error() + ")", true
-	}
-	var noHandshake *handshakeError
-	if errors.As(err, &noHandshake) {
+	case errors.As(err, &alert):
+		return "it refused the TLS handshake", true
+	case errors.As(err, &noHandshake):
 		return "it did not complete a TLS handshake (does it speak TLS on that port?)", true
 	}
 	return "", false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -128,9 +129,10 @@ func NewRedisClient(o RedisOptions, poolSize int) *redis.Client {
 
 // RedisError classifies an error of a client of NewRedisClient as the probe does: an
 // *Error with a reason and a message that says what to fix and never has credentials.
+// Unlike the probe's, the message ends with go-redis's words (the server's reply, say):
+// a worker or a tool runs as the user, against the user's own queue.
 func RedisError(o RedisOptions, err error) error {
-	r := &Redis{addr: o.Address, tls: o.TLS != nil}
-	return r.fail(err)
+	return withDetail(redisFailure(o.Address, o.TLS != nil, err), err)
 }
 
 // DialRabbitMQ opens an AMQP connection to the broker of o as the probe does: the URL is
@@ -163,17 +165,29 @@ func DialRabbitMQ(ctx context.Context, o RabbitMQOptions, name string) (*amqp.Co
 		Properties:      amqp.Table{"connection_name": name},
 	})
 	if err != nil {
-		return nil, rabbitError(err, rabbitAddr(r.uri))
+		return nil, withReplyText(rabbitError(err, rabbitAddr(r.uri)), err)
 	}
 	return conn, nil
 }
 
 // RabbitMQError classifies an error of amqp091 on a connection of DialRabbitMQ: an *Error
-// with a reason, whose message names at most the URL's host and port.
+// with a reason, whose message names at most the URL's host and port, and ends with the
+// broker's reply text: a worker or a tool runs as the user, against the user's own broker.
 func RabbitMQError(o RabbitMQOptions, err error) error {
 	uri, uerr := parseRabbitURL(o.URL)
 	if uerr != nil {
 		return uerr
 	}
-	return rabbitError(err, rabbitAddr(uri))
+	return withReplyText(rabbitError(err, rabbitAddr(uri)), err)
+}
+
+// withReplyText adds the reply text of an AMQP error to the message it was classified as
+// (never the text of another error, which may quote the URL).
+func withReplyText(classified, cause error) error {
+	var qe *Error
+	var ae *amqp.Error
+	if !errors.As(classified, &qe) || !errors.As(cause, &ae) || ae.Reason == "" {
+		return classified
+	}
+	return &Error{Reason: qe.Reason, Message: qe.Message + " (" + ae.Reason + ")"}
 }
