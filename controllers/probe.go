@@ -87,6 +87,11 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 	if err != nil {
 		return err
 	}
+	// The probe's wave mark (markOf), taken at its start and checked at its use, must
+	// name the latest wave even while the Job cache lags.
+	if err := r.seeLatestWave(ctx, s); err != nil {
+		return err
+	}
 	res, running := r.pool.takeResult(key, s.qj.UID)
 	switch {
 	case running:
@@ -163,6 +168,7 @@ func (r *QueueJobReconciler) startProbe(ctx context.Context, s *scope, kind *que
 	p := r.newProbeRun(ctx, s, kind)
 	var err error
 	if p.source, err = r.resolveCached(ctx, s, kind); err == nil {
+		p.source.Spec = p.source.Spec.DeepCopy() // the reconcile's status write decodes into s.qj
 		p.server = serverOf(kind, p.source, p.key)
 		p.backend, err = r.pool.get(p.key, p.uid, kind, p.source)
 	}
@@ -214,9 +220,14 @@ func (r *QueueJobReconciler) runProbe(p *probeRun) {
 		r.pool.abort(p.key, p.uid) // the manager is stopping
 		return
 	default:
+		r.pool.reach(p.key, p.uid)
 		res = r.probeOnce(ctx, p)
 		probeDuration.WithLabelValues(p.kind.Name).Observe(time.Since(start).Seconds())
-		wake = r.gates.leave(p.gate, p.at.Add(time.Since(start)), endOf(res.err))
+		end := endOf(res.err)
+		if end == serverAnswered && res.err != nil && !r.pool.holds(p.key, p.uid, p.backend) {
+			end = probeSkipped // its connection was closed under it (the QueueJob went): that says nothing
+		}
+		wake = r.gates.leave(p.gate, p.at.Add(time.Since(start)), end)
 	}
 	r.settleProbe(p, &res, true)
 	r.enqueue(p.key, 0)
@@ -295,8 +306,10 @@ func (r *QueueJobReconciler) probeOnce(ctx context.Context, p *probeRun) probeRe
 		res.counts = &got.counts
 	case <-ctx.Done():
 		r.pool.abandon(p.key, p.backend)
-		res.err = queue.Errorf(queue.ReasonConnectionFailed,
+		e := queue.Errorf(queue.ReasonConnectionFailed,
 			"the queue did not answer within %s: check spec.queue's address and that the broker is healthy", r.probeTimeout())
+		e.NoAnswer = true
+		res.err = e
 	}
 	return res
 }
@@ -537,9 +550,10 @@ type pooledConn struct {
 	woken      bool
 	emptyWakes int
 	// running is set while a probe runs; result is the last probe's, until a reconcile
-	// takes it.
-	running bool
-	result  *probeResult
+	// takes it. reached is set once a probe went to the queue (the address policy
+	// allowed it).
+	running, reached bool
+	result           *probeResult
 }
 
 // with calls f with the entry of a QueueJob (of this UID), under the pool's lock; not at
@@ -617,6 +631,17 @@ func (p *connPool) abort(key types.NamespacedName, uid types.UID) {
 func (p *connPool) takeResult(key types.NamespacedName, uid types.UID) (res *probeResult, running bool) {
 	p.with(key, uid, func(c *pooledConn) { res, running, c.result = c.result, c.running, nil })
 	return res, running
+}
+
+// reach records that a probe goes to the QueueJob's queue.
+func (p *connPool) reach(key types.NamespacedName, uid types.UID) {
+	p.with(key, uid, func(c *pooledConn) { c.reached = true })
+}
+
+// holds reports whether the QueueJob's entry still holds the backend.
+func (p *connPool) holds(key types.NamespacedName, uid types.UID, b queue.Backend) (ok bool) {
+	p.with(key, uid, func(c *pooledConn) { ok = c.backend == b })
+	return ok
 }
 
 // makeDue makes a QueueJob's next probe due at once.
@@ -765,7 +790,9 @@ func closeInBackground(b queue.Backend) {
 }
 
 // take removes a QueueJob's connection from the pool and returns it, nil if it had none.
-// A connection a probe uses is closed instead: no two goroutines use one at once.
+// A connection a probe uses, or one no probe went through (the address policy refused
+// it), is closed instead: no two goroutines use one at once, and none goes where the
+// policy refuses.
 func (p *connPool) take(key types.NamespacedName) queue.Backend {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -775,7 +802,7 @@ func (p *connPool) take(key types.NamespacedName) queue.Backend {
 	}
 	stopWatch(c)
 	delete(p.conns, key)
-	if c.running {
+	if c.running || !c.reached {
 		closeInBackground(c.backend)
 		return nil
 	}

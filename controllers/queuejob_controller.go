@@ -305,10 +305,7 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 		return r.createJob(ctx, s, desiredJob(s.qj, 1, plainSizing(&s.qj.Spec), nil))
 	}
 	if s.probe == nil || s.probe.counts == nil {
-		return nil
-	}
-	if err := r.seeLatestWave(ctx, s); err != nil {
-		return err
+		return nil // (probeQueue has made sure that s.jobs holds the latest wave's Job)
 	}
 	in := waveInput{spec: &s.qj.Spec, current: s.current(), waves: s.waves(), counts: *s.probe.counts, now: s.now}
 	in.failedInARow, _ = failedInARow(&s.read.Status, s.jobs)
@@ -480,6 +477,11 @@ func (r *QueueJobReconciler) unfinishedLive(ctx context.Context, s *scope) (bool
 		return false, fmt.Errorf("reading the QueueJob before starting a wave: %w", err)
 	case live.UID != s.qj.UID || !live.DeletionTimestamp.IsZero() || isFinished(&live.Status):
 		logf.FromContext(ctx).V(1).Info("The cache lags behind the QueueJob, which has finished or gone; started no wave")
+		return false, nil
+	case live.Generation != s.qj.Generation:
+		// The spec changed (suspended, say) since the cache saw it: its watch event brings
+		// the reconcile that decides on the new spec.
+		logf.FromContext(ctx).V(1).Info("The cache lags behind the QueueJob's spec; started no wave")
 		return false, nil
 	}
 	return true, nil

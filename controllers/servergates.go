@@ -139,10 +139,12 @@ func (g *serverGates) leave(t *gateTicket, now time.Time, end probeEnd) (wake []
 	return wake
 }
 
-// endOf is how a probe with this error ended: a connection refused or timed out says the
-// server did not answer; a login refused, a queue missing or TLS refused say it did.
+// endOf is how a probe with this error ended: a connection refused, or nothing back in
+// time, says the server did not answer. Any answer says it did, even an error of one
+// QueueJob's own settings (a login refused, a key of the wrong type, a database out of
+// range, TLS refused): such errors must not turn away the other QueueJobs on the server.
 func endOf(err error) probeEnd {
-	if err != nil && queue.ReasonOf(err) == queue.ReasonConnectionFailed {
+	if queue.NoAnswer(err) {
 		return serverDidNotAnswer
 	}
 	return serverAnswered

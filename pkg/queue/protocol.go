@@ -24,6 +24,7 @@ func Errorf(reason, format string, args ...any) *Error {
 	return protocol.Errorf(reason, format, args...)
 }
 func ReasonOf(err error) string               { return protocol.ReasonOf(err) }
+func NoAnswer(err error) bool                 { return protocol.NoAnswer(err) }
 func NewRedis(o RedisOptions) *Redis          { return protocol.NewRedis(o) }
 func NewRabbitMQ(o RabbitMQOptions) *RabbitMQ { return protocol.NewRabbitMQ(o) }
 

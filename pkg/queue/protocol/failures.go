@@ -33,18 +33,18 @@ func redisFailure(addr string, overTLS bool, err error) *Error {
 	}
 	if cause, ok := tlsCause(err); ok {
 		if !overTLS {
-			return Errorf(ReasonTLSFailed, "cannot reach Redis at %s: %s", addr, cause)
+			return unanswered(Errorf(ReasonTLSFailed, "cannot reach Redis at %s: %s", addr, cause), err)
 		}
-		return Errorf(ReasonTLSFailed, "cannot reach Redis at %s over TLS: %s: check spec.queue.redis.tls.caSecretRef "+
+		return unanswered(Errorf(ReasonTLSFailed, "cannot reach Redis at %s over TLS: %s: check spec.queue.redis.tls.caSecretRef "+
 			"(the CA that signed the server's certificate), tls.serverName (a name the certificate is valid for) "+
-			"and that spec.queue.redis.address is the server's TLS port", addr, cause)
+			"and that spec.queue.redis.address is the server's TLS port", addr, cause), err)
 	}
 	switch {
 	case !overTLS && closedByPeer(err):
 		return Errorf(ReasonConnectionFailed, "cannot reach Redis at %s: the server closed the connection: "+
 			"if it only accepts TLS, set spec.queue.redis.tls", addr)
 	case isNetFailure(err), errors.Is(err, redis.ErrClosed), errors.Is(err, redis.ErrPoolTimeout):
-		return Errorf(ReasonConnectionFailed, "cannot reach Redis at %s: %s", addr, netCause(err))
+		return unanswered(Errorf(ReasonConnectionFailed, "cannot reach Redis at %s: %s", addr, netCause(err)), err)
 	default:
 		// go-redis could not parse the answer: an SSH or a web server, say.
 		return Errorf(ReasonConnectionFailed, "the server at %s does not answer as a Redis server does: "+

@@ -8,8 +8,11 @@
 package protocol
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
+	"syscall"
 	"time"
 )
 
@@ -47,6 +50,28 @@ const (
 type Error struct {
 	Reason  string
 	Message string
+	// NoAnswer says the server did not answer at all: the connection was refused, or
+	// nothing came back in time. Any answer, even an error, says it is up.
+	NoAnswer bool
+}
+
+// NoAnswer reports whether err says that the server did not answer at all.
+func NoAnswer(err error) bool {
+	var qe *Error
+	return errors.As(err, &qe) && qe.NoAnswer
+}
+
+// unanswered marks e as NoAnswer if cause is a connection refused or timed out (or a
+// host name that does not resolve): the server said nothing.
+func unanswered(e *Error, cause error) *Error {
+	var dnsErr *net.DNSError
+	var netErr net.Error
+	if errors.As(cause, &dnsErr) || errors.Is(cause, syscall.ECONNREFUSED) || errors.Is(cause, syscall.EHOSTUNREACH) ||
+		errors.Is(cause, syscall.ENETUNREACH) || errors.Is(cause, context.DeadlineExceeded) ||
+		(errors.As(cause, &netErr) && netErr.Timeout()) {
+		e.NoAnswer = true
+	}
+	return e
 }
 
 func (e *Error) Error() string { return e.Message }

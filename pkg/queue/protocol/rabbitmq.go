@@ -194,7 +194,9 @@ func isClosed(c chan struct{}) bool {
 }
 
 func (r *RabbitMQ) timeoutError() error {
-	return Errorf(ReasonConnectionFailed, "RabbitMQ at %s did not answer within %s", rabbitAddr(r.uri), r.opts.Timeout)
+	e := Errorf(ReasonConnectionFailed, "RabbitMQ at %s did not answer within %s", rabbitAddr(r.uri), r.opts.Timeout)
+	e.NoAnswer = true
+	return e
 }
 
 // declarePassive is a probe's worker: it counts the queue's ready messages over the open
@@ -427,11 +429,11 @@ func rabbitError(err error, addr string) error {
 		return amqpFailure(ae, addr)
 	}
 	if cause, ok := tlsCause(err); ok {
-		return Errorf(ReasonTLSFailed, "cannot reach RabbitMQ at %s over TLS: %s: check spec.queue.rabbitmq.tls.caSecretRef "+
+		return unanswered(Errorf(ReasonTLSFailed, "cannot reach RabbitMQ at %s over TLS: %s: check spec.queue.rabbitmq.tls.caSecretRef "+
 			"(the CA that signed the broker's certificate), tls.serverName (a name the certificate is valid for) and that "+
-			"the amqps URL's port is the broker's TLS listener", addr, cause)
+			"the amqps URL's port is the broker's TLS listener", addr, cause), err)
 	}
-	return Errorf(ReasonConnectionFailed, "cannot reach RabbitMQ at %s: %s", addr, netCause(err))
+	return unanswered(Errorf(ReasonConnectionFailed, "cannot reach RabbitMQ at %s: %s", addr, netCause(err)), err)
 }
 
 // amqpFailure classifies an AMQP error by its reply code: a broker's (or a peer's)
@@ -648,15 +650,16 @@ func (m *rabbitManagement) counts(ctx context.Context, vhost, queue string) (mc 
 		return mc, false, Errorf(ReasonConnectionFailed, "the server at %s is not the management API (it sent no "+
 			"queue statistics): check that managementURL is the base URL of the management API", m.addr)
 	case ctx.Err() != nil:
-		return mc, false, Errorf(ReasonConnectionFailed, "the RabbitMQ management API at %s did not answer within %s",
-			m.addr, m.timeout)
+		e := Errorf(ReasonConnectionFailed, "the RabbitMQ management API at %s did not answer within %s", m.addr, m.timeout)
+		e.NoAnswer = true
+		return mc, false, e
 	default:
 		if cause, ok := tlsCause(err); ok {
-			return mc, false, Errorf(ReasonTLSFailed, "cannot reach the RabbitMQ management API at %s over TLS: %s: "+
+			return mc, false, unanswered(Errorf(ReasonTLSFailed, "cannot reach the RabbitMQ management API at %s over TLS: %s: "+
 				"check spec.queue.rabbitmq.tls.caSecretRef (the CA that signed its certificate) and that the "+
-				"management URL is https:// on the management plugin's TLS port", m.addr, cause)
+				"management URL is https:// on the management plugin's TLS port", m.addr, cause), err)
 		}
-		return mc, false, Errorf(ReasonConnectionFailed, "cannot reach the RabbitMQ management API at %s: %s",
-			m.addr, netCause(err))
+		return mc, false, unanswered(Errorf(ReasonConnectionFailed, "cannot reach the RabbitMQ management API at %s: %s",
+			m.addr, netCause(err)), err)
 	}
 }

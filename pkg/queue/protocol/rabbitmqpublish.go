@@ -28,12 +28,17 @@ var ErrNacked = errors.New("the broker refused (nack) the message")
 // confirmation is in, the return of its message, if any, is waiting in returns.
 type RabbitMQPublisher struct {
 	ch *amqp.Channel
-	// returns gets the broker's returns; it holds as many as messages may be unconfirmed
-	// (amqp091 drops a return it cannot hand over within 5 s).
+	// returns gets the broker's returns; it holds as many as messages may be unconfirmed,
+	// and returnsLeftOver more: returns of earlier calls whose wait was cut short must not
+	// fill it (amqp091 drops a return it cannot hand over within 5 s).
 	returns chan amqp.Return
 	// one makes PublishConfirmed calls one at a time, so that a return is that call's.
 	one sync.Mutex
 }
+
+// returnsLeftOver is how many returns of calls that gave up waiting a publisher's buffer
+// has room for, beside those of its unconfirmed messages.
+const returnsLeftOver = 64
 
 // NewRabbitMQPublisher puts ch in confirm mode and listens to its returns. unconfirmed is
 // the most messages its user publishes before waiting for their confirmations.
@@ -41,7 +46,7 @@ func NewRabbitMQPublisher(ch *amqp.Channel, unconfirmed int) (*RabbitMQPublisher
 	if err := ch.Confirm(false); err != nil {
 		return nil, err
 	}
-	returns := ch.NotifyReturn(make(chan amqp.Return, unconfirmed+1))
+	returns := ch.NotifyReturn(make(chan amqp.Return, unconfirmed+returnsLeftOver))
 	return &RabbitMQPublisher{ch: ch, returns: returns}, nil
 }
 
