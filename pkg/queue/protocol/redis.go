@@ -154,17 +154,19 @@ func probeClientOptions(o *RedisOptions) *redis.Options {
 // redisBufferSize is the read and the write buffer of each of a backend's connections.
 const redisBufferSize = 1 << 10
 
-// Probe counts the waiting items (LLEN <key>) and the in-flight ones
-// (LLEN <key>:processing), and checks both keys are lists.
+// Probe counts the waiting items (LLEN <key>), the in-flight ones (LLEN <key>:processing)
+// and the dead-lettered ones (LLEN <key>:failed), in one round trip, and checks the first
+// two keys are lists.
 func (r *Redis) Probe(ctx context.Context) (Counts, error) {
-	proc := ProcessingKey(r.key)
+	proc, failed := ProcessingKey(r.key), FailedKey(r.key)
 	var main, inflight *redis.StatusCmd
-	var mainLen, procLen *redis.IntCmd
+	var mainLen, procLen, failedLen *redis.IntCmd
 	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		main = p.Type(ctx, r.key)
 		inflight = p.Type(ctx, proc)
 		mainLen = p.LLen(ctx, r.key)
 		procLen = p.LLen(ctx, proc)
+		failedLen = p.LLen(ctx, failed)
 		return nil
 	})
 	for _, t := range []struct {
@@ -175,6 +177,10 @@ func (r *Redis) Probe(ctx context.Context) (Counts, error) {
 			return Counts{}, Errorf(ReasonWrongType, "Redis key %q holds a %s, not a list: point spec.queue.redis.key at a list", t.key, typ)
 		}
 	}
+	if ferr := failedLen.Err(); ferr != nil && strings.HasPrefix(ferr.Error(), "WRONGTYPE") {
+		return Counts{}, Errorf(ReasonWrongType, "Redis key %q, where workers dead-letter items, is not a list: "+
+			"rename or delete it, or point spec.queue.redis.key at another list", failed)
+	}
 	if err != nil {
 		return Counts{}, r.fail(err)
 	}
@@ -183,7 +189,7 @@ func (r *Redis) Probe(ctx context.Context) (Counts, error) {
 		// seen in the pass under way.
 		r.forget()
 	}
-	return Counts{Ready: mainLen.Val(), InFlight: procLen.Val()}, nil
+	return Counts{Ready: mainLen.Val(), InFlight: procLen.Val(), DeadLettered: failedLen.Val()}, nil
 }
 
 // reclaimScript returns one in-flight item to the waiting list, atomically and only if
