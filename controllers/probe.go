@@ -90,6 +90,7 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 	s.probe.counts = &counts
 	queueReady.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(counts.Ready))
 	queueInFlight.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(counts.InFlight))
+	queueDeadLettered.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(counts.DeadLettered))
 	queueLastProbe.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(s.now.UnixNano()) / 1e9)
 	// Jitter spreads the probes of many QueueJobs created together.
 	next := interval + time.Duration(rand.Int64N(int64(interval)/10+1))
@@ -351,6 +352,7 @@ func (r *QueueJobReconciler) forgetDeletedQueue(ctx context.Context, key types.N
 func (r *QueueJobReconciler) dropGauges(key types.NamespacedName) {
 	queueReady.DeleteLabelValues(key.Namespace, key.Name)
 	queueInFlight.DeleteLabelValues(key.Namespace, key.Name)
+	queueDeadLettered.DeleteLabelValues(key.Namespace, key.Name)
 	queueLastProbe.DeleteLabelValues(key.Namespace, key.Name)
 }
 

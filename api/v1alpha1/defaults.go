@@ -23,6 +23,15 @@ func (s *QueueJobSpec) EffectiveRefill() Refill {
 	return s.Refill
 }
 
+// EffectiveDeadLetterPolicy is spec.deadLetterPolicy with its default applied (the API
+// server applies it too; objects stored before the field existed may lack it).
+func (s *QueueJobSpec) EffectiveDeadLetterPolicy() DeadLetterPolicy {
+	if s.DeadLetterPolicy == "" {
+		return DeadLetterPolicyFail
+	}
+	return s.DeadLetterPolicy
+}
+
 // EffectiveProbeIntervalSeconds is spec.probeIntervalSeconds with its default applied.
 func (s *QueueJobSpec) EffectiveProbeIntervalSeconds() int32 {
 	return deref(s.ProbeIntervalSeconds, DefaultProbeIntervalSeconds)
