@@ -380,7 +380,7 @@ func transitions(old, cur *qjv1.QueueJobStatus) []event {
 	}
 	if c := became(qjv1.ConditionComplete, metav1.ConditionTrue); c != nil {
 		evs = append(evs, event{corev1.EventTypeNormal, qjv1.EventCompleted, "Complete", c.Message})
-		if q := cur.Queue; q != nil && deadLetteredThisRun(q.DeadLettered, ptr.Deref(q.DeadLetteredAtStart, q.DeadLettered)) > 0 {
+		if cur.Queue.DeadLetteredThisRun() > 0 {
 			// spec.deadLetterPolicy Complete: the message says how many and where.
 			evs = append(evs, event{corev1.EventTypeWarning, qjv1.EventItemsDeadLettered, "Complete", c.Message})
 		}

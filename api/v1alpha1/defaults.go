@@ -67,3 +67,13 @@ func (s *QueueJobSpec) EffectiveConsecutiveFailedWavesLimit() int32 {
 func (s *QueueJobSpec) EffectiveFailedWavesHistoryLimit() int32 {
 	return deref(s.FailedWavesHistoryLimit, DefaultFailedWavesHistoryLimit)
 }
+
+// DeadLetteredThisRun is how many items were dead-lettered during the QueueJob's run:
+// deadLettered beyond deadLetteredAtStart, never below 0 (requeued items lower the count);
+// 0 before the start was recorded.
+func (q *QueueStatus) DeadLetteredThisRun() int64 {
+	if q == nil || q.DeadLetteredAtStart == nil {
+		return 0
+	}
+	return max(q.DeadLettered-*q.DeadLetteredAtStart, 0)
+}
