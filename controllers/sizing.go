@@ -57,8 +57,8 @@ type waveInput struct {
 	now                   time.Time
 }
 
-// wavePlan is what the QueueJob should do next. At most one of create, endWave and
-// complete is the main action; waiting explains why there is none.
+// wavePlan is what the QueueJob should do next. At most one of create, endWave, complete
+// and fail is the main action; waiting explains why there is none.
 type wavePlan struct {
 	// create is the sizing of a new wave to start.
 	create *jobSizing
