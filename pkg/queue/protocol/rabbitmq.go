@@ -165,7 +165,7 @@ func (r *RabbitMQ) Probe(ctx context.Context) (Counts, error) {
 // countReady counts the queue's ready messages, and without a management URL its
 // dead-letter queue's, with passive declares in a worker. Workers run one at a time: they
 // share the channels, whose replies amqp091 does not sort out between goroutines.
-func (r *RabbitMQ) countReady(ctx context.Context) (ready, deadLettered int64, err error) {
+func (r *RabbitMQ) countReady(ctx context.Context) (int64, int64, error) {
 	done := make(chan struct{})
 	for {
 		r.mu.Lock()
@@ -182,7 +182,10 @@ func (r *RabbitMQ) countReady(ctx context.Context) (ready, deadLettered int64, e
 			return 0, 0, r.timeoutError()
 		}
 	}
+	// The worker's own variables: a timed-out probe returns while the worker may still
+	// write them.
 	var n, dead int
+	var err error
 	go func() {
 		defer close(done)
 		n, dead, err = r.declarePassive(ctx)
