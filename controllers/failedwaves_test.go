@@ -42,6 +42,7 @@ func TestStrandedItems(t *testing.T) {
 	before, after := metav1.NewTime(failedAt.Add(-time.Second)), metav1.NewTime(failedAt.Add(time.Second))
 	failed := []metav1.Condition{{Type: qjv1.ConditionFailed, Status: metav1.ConditionTrue}}
 	complete := []metav1.Condition{{Type: qjv1.ConditionComplete, Status: metav1.ConditionTrue}}
+	deadLettered := []metav1.Condition{{Type: qjv1.ConditionFailed, Status: metav1.ConditionTrue, Reason: qjv1.ReasonItemsDeadLettered}}
 	for name, tc := range map[string]struct {
 		st   qjv1.QueueJobStatus
 		want bool
@@ -52,6 +53,11 @@ func TestStrandedItems(t *testing.T) {
 		"failed, none in flight since":                 {qjv1.QueueJobStatus{Conditions: failed, CompletionTime: &failedAt, Queue: &qjv1.QueueStatus{LastProbeTime: &after}}, false},
 		"failed, last counted before it failed":        {qjv1.QueueJobStatus{Conditions: failed, CompletionTime: &failedAt, Queue: &qjv1.QueueStatus{LastProbeTime: &before}}, true},
 		"failed, last counted in the second it failed": {qjv1.QueueJobStatus{Conditions: failed, CompletionTime: &failedAt, Queue: &qjv1.QueueStatus{LastProbeTime: &failedAt}}, true},
+		// Items dead-lettered fail it like any other cause: probed once more, then not.
+		"failed for dead-lettered items, in the second it failed": {qjv1.QueueJobStatus{Conditions: deadLettered, CompletionTime: &failedAt,
+			Queue: &qjv1.QueueStatus{DeadLettered: 3, DeadLetteredAtStart: ptr.To[int64](0), LastProbeTime: &failedAt}}, true},
+		"failed for dead-lettered items, none in flight since": {qjv1.QueueJobStatus{Conditions: deadLettered, CompletionTime: &failedAt,
+			Queue: &qjv1.QueueStatus{DeadLettered: 3, DeadLetteredAtStart: ptr.To[int64](0), LastProbeTime: &after}}, false},
 	} {
 		if got := strandedItems(&tc.st); got != tc.want {
 			t.Errorf("%s: strandedItems = %v, want %v", name, got, tc.want)

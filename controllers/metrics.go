@@ -16,6 +16,10 @@ var (
 		Name: "queuejob_queue_in_flight_items",
 		Help: "Items taken by a worker and not yet finished, as of the last successful probe.",
 	}, []string{"namespace", "queuejob"})
+	queueDeadLettered = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "queuejob_queue_dead_lettered_items",
+		Help: "Items in the dead-letter list or queue of a QueueJob's queue (Redis <key>:failed, RabbitMQ <queue>.failed), earlier runs' included, as of the last successful probe.",
+	}, []string{"namespace", "queuejob"})
 	queueLastProbe = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "queuejob_queue_last_probe_timestamp_seconds",
 		Help: "When the queue of a QueueJob was last probed successfully, in seconds since the Unix epoch (status.queue.lastProbeTime moves only when the counts change).",
@@ -48,5 +52,5 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(queueReady, queueInFlight, queueLastProbe, queueWakes, probeDuration, probeErrors, jobsCreated, leasesReclaimed, objectsCleanedUp)
+	metrics.Registry.MustRegister(queueReady, queueInFlight, queueDeadLettered, queueLastProbe, queueWakes, probeDuration, probeErrors, jobsCreated, leasesReclaimed, objectsCleanedUp)
 }

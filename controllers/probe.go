@@ -121,6 +121,7 @@ func (r *QueueJobReconciler) useProbe(s *scope, res *probeResult) bool {
 	if c := res.counts; c != nil {
 		queueReady.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(c.Ready))
 		queueInFlight.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(c.InFlight))
+		queueDeadLettered.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(c.DeadLettered))
 		queueLastProbe.WithLabelValues(s.qj.Namespace, s.qj.Name).Set(float64(s.now.UnixNano()) / 1e9)
 	}
 	return true
@@ -514,6 +515,7 @@ func (r *QueueJobReconciler) forgetDeletedQueue(ctx context.Context, key types.N
 func (r *QueueJobReconciler) dropGauges(key types.NamespacedName) {
 	queueReady.DeleteLabelValues(key.Namespace, key.Name)
 	queueInFlight.DeleteLabelValues(key.Namespace, key.Name)
+	queueDeadLettered.DeleteLabelValues(key.Namespace, key.Name)
 	queueLastProbe.DeleteLabelValues(key.Namespace, key.Name)
 }
 

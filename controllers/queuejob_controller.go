@@ -307,7 +307,13 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 	if s.probe == nil || s.probe.counts == nil {
 		return nil // (probeQueue has made sure that s.jobs holds the latest wave's Job)
 	}
-	in := waveInput{spec: &s.qj.Spec, current: s.current(), waves: s.waves(), counts: *s.probe.counts, now: s.now}
+	kind, err := r.registry().For(s.qj.Spec.Queue)
+	if err != nil {
+		return err
+	}
+	in := waveInput{spec: &s.qj.Spec, current: s.current(), waves: s.waves(), counts: *s.probe.counts, now: s.now,
+		deadLetteredAtStart: deadLetteredAtStart(s.read.Status.Queue, *s.probe.counts),
+		deadLetterQueue:     kind.DeadLetterQueueOf(s.qj.Spec.Queue), name: s.qj.Name}
 	in.failedInARow, _ = failedInARow(&s.read.Status, s.jobs)
 	if in.current != nil && waveEnded(in.current) {
 		n, err := r.unfinishedPods(ctx, s, in.current)
@@ -339,10 +345,6 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 	}
 	if plan.create == nil {
 		return nil
-	}
-	kind, err := r.registry().For(s.qj.Spec.Queue)
-	if err != nil {
-		return err
 	}
 	env := []corev1.EnvVar{
 		{Name: queue.EnvBackend, Value: kind.Name},

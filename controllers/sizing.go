@@ -47,11 +47,18 @@ type waveInput struct {
 	endingPods int
 	// failedInARow is how many waves have failed in a row, the current one included.
 	failedInARow int32
-	now          time.Time
+	// deadLetteredAtStart is how many items the dead-letter queue held at the QueueJob's
+	// first probe (items of earlier runs); counts.DeadLettered beyond it were
+	// dead-lettered during this run.
+	deadLetteredAtStart int64
+	// deadLetterQueue names the dead-letter list or queue, and name the QueueJob, for
+	// messages.
+	deadLetterQueue, name string
+	now                   time.Time
 }
 
-// wavePlan is what the QueueJob should do next. At most one of create, endWave and
-// complete is the main action; waiting explains why there is none.
+// wavePlan is what the QueueJob should do next. At most one of create, endWave, complete
+// and fail is the main action; waiting explains why there is none.
 type wavePlan struct {
 	// create is the sizing of a new wave to start.
 	create *jobSizing
@@ -63,6 +70,8 @@ type wavePlan struct {
 	archiveEnded bool
 	// complete finishes the QueueJob successfully, with this reason and message.
 	complete *progressProblem
+	// fail finishes the QueueJob unsuccessfully, with this reason and message.
+	fail *progressProblem
 	// drainedSince is when the queue was first seen drained while the wave's pods ran.
 	drainedSince *time.Time
 	// waiting says why no wave runs.
@@ -98,8 +107,8 @@ func planWave(in waveInput) wavePlan {
 		return wavePlan{waiting: &progressProblem{qjv1.ReasonWaitingForItems, fmt.Sprintf(
 			"%d items are in flight and no wave runs: waiting for them to finish or for their leases to expire", c.InFlight)}}
 	case in.waves > 0 && spec.EffectiveRefill() == qjv1.RefillOnce:
-		return wavePlan{complete: &progressProblem{qjv1.ReasonQueueDrained, fmt.Sprintf(
-			"The queue is drained: no ready and no in-flight items after %d waves", in.waves)}}
+		return finishDrained(in, wavePlan{}, progressProblem{qjv1.ReasonQueueDrained, fmt.Sprintf(
+			"The queue is drained: no ready and no in-flight items after %d waves", in.waves)})
 	default:
 		return wavePlan{waiting: &progressProblem{qjv1.ReasonWaitingForItems, "The queue is empty: waiting for items"}}
 	}
@@ -178,9 +187,35 @@ func planEnding(in waveInput) wavePlan {
 	// drained completes the QueueJob now; otherwise planning goes on without the wave.
 	c := in.counts
 	if in.spec.EffectiveRefill() == qjv1.RefillOnce && c.Ready == 0 && c.InFlight == 0 && !c.InFlightUnknown {
-		plan.complete = &progressProblem{qjv1.ReasonWorkersStopped, fmt.Sprintf(
+		return finishDrained(in, plan, progressProblem{qjv1.ReasonWorkersStopped, fmt.Sprintf(
 			"The queue was drained for %ds while pods of Job %s still ran: the operator stopped them (%d succeeded, %d failed)",
-			in.spec.EffectiveDrainGracePeriodSeconds(), job.Name, job.Status.Succeeded, job.Status.Failed)}
+			in.spec.EffectiveDrainGracePeriodSeconds(), job.Name, job.Status.Succeeded, job.Status.Failed)})
 	}
 	return plan
 }
+
+// finishDrained finishes a refill Once QueueJob whose queue is drained: Complete for why,
+// unless items were dead-lettered during its run. Then spec.deadLetterPolicy Fail (the
+// default) fails it, as one failed index fails an Indexed Job with backoffLimitPerIndex,
+// so that waiting for Complete does not succeed; Complete completes it, saying how many.
+func finishDrained(in waveInput, plan wavePlan, why progressProblem) wavePlan {
+	n := deadLetteredThisRun(in.counts.DeadLettered, in.deadLetteredAtStart)
+	switch {
+	case n == 0:
+		plan.complete = &why
+	case in.spec.EffectiveDeadLetterPolicy() == qjv1.DeadLetterPolicyComplete:
+		why.message += fmt.Sprintf("; %d items were dead-lettered to %s during this run (spec.deadLetterPolicy is Complete): "+
+			"requeue them with \"qj requeue %s\"", n, in.deadLetterQueue, in.name)
+		plan.complete = &why
+	default:
+		plan.fail = &progressProblem{qjv1.ReasonItemsDeadLettered, fmt.Sprintf("%s, but %d items were dead-lettered to %s "+
+			"during this run: requeue them with \"qj requeue %s\" and run them with a new QueueJob, or set "+
+			"spec.deadLetterPolicy: Complete to let a run with dead-lettered items complete", why.message, n, in.deadLetterQueue, in.name)}
+	}
+	return plan
+}
+
+// deadLetteredThisRun is how many items were dead-lettered during a QueueJob's run: the
+// dead-letter queue's count beyond its count at the first probe (never below 0: items
+// requeued from it lower the count).
+func deadLetteredThisRun(now, atStart int64) int64 { return max(now-atStart, 0) }

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -310,5 +311,77 @@ func BenchmarkPlanWave(b *testing.B) {
 		if p := planWave(in); p.create == nil {
 			b.Fatal("no wave")
 		}
+	}
+}
+
+// TestPlanWaveDeadLettered: a drained queue finishes a refill Once QueueJob; items
+// dead-lettered during its run (beyond those of earlier runs) make it fail, unless
+// spec.deadLetterPolicy is Complete, when the Complete condition counts them.
+func TestPlanWaveDeadLettered(t *testing.T) {
+	done := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "q-2"}, Status: batchv1.JobStatus{
+		Conditions: []batchv1.JobCondition{{Type: batchv1.JobComplete, Status: "True"}}}}
+	ended := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "q-2", Annotations: map[string]string{qjv1.AnnotationWaveEnded: "2026-11-27T12:00:00Z"}},
+		Spec: batchv1.JobSpec{Suspend: ptr.To(true)}, Status: batchv1.JobStatus{Succeeded: 4, Terminating: ptr.To[int32](0)}}
+	spec := func(refill qjv1.Refill, policy qjv1.DeadLetterPolicy) *qjv1.QueueJobSpec {
+		return &qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}, Refill: refill, DeadLetterPolicy: policy}
+	}
+	in := func(s *qjv1.QueueJobSpec, current *batchv1.Job, c queue.Counts, atStart int64) waveInput {
+		return waveInput{spec: s, current: current, waves: 2, counts: c, deadLetteredAtStart: atStart,
+			deadLetterQueue: `Redis list "jobs:failed"`, name: "q", now: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	}
+	const drained = "The queue is drained: no ready and no in-flight items after 2 waves"
+	const stopped = "The queue was drained for 30s while pods of Job q-2 still ran: the operator stopped them (4 succeeded, 0 failed)"
+	failed := func(what string, n int) *progressProblem {
+		return &progressProblem{qjv1.ReasonItemsDeadLettered, fmt.Sprintf("%s, but %d items were dead-lettered to "+
+			`Redis list "jobs:failed" during this run: requeue them with "qj requeue q" and run them with a new QueueJob, `+
+			"or set spec.deadLetterPolicy: Complete to let a run with dead-lettered items complete", what, n)}
+	}
+	type want struct {
+		complete, fail *progressProblem
+		archiveEnded   bool
+		waiting        string
+	}
+	cases := []struct {
+		name string
+		in   waveInput
+		want want
+	}{
+		{name: "drained, 3 items dead-lettered during the run, policy Fail: fail",
+			in:   in(spec("", qjv1.DeadLetterPolicyFail), done, queue.Counts{DeadLettered: 5}, 2),
+			want: want{fail: failed(drained, 3)}},
+		{name: "drained, items dead-lettered during the run, no policy (an object stored before the field): fail",
+			in:   in(spec("", ""), done, queue.Counts{DeadLettered: 1}, 0),
+			want: want{fail: failed(drained, 1)}},
+		{name: "drained, items dead-lettered during the run, policy Complete: complete, counting them",
+			in: in(spec("", qjv1.DeadLetterPolicyComplete), done, queue.Counts{DeadLettered: 5}, 2),
+			want: want{complete: &progressProblem{qjv1.ReasonQueueDrained, drained + `; 3 items were dead-lettered to Redis list "jobs:failed" ` +
+				`during this run (spec.deadLetterPolicy is Complete): requeue them with "qj requeue q"`}}},
+		{name: "drained, the dead-letter list holds only earlier runs' items: complete as ever",
+			in:   in(spec("", qjv1.DeadLetterPolicyFail), done, queue.Counts{DeadLettered: 5}, 5),
+			want: want{complete: &progressProblem{qjv1.ReasonQueueDrained, drained}}},
+		{name: "drained, items requeued from the dead-letter list below its start: none this run",
+			in:   in(spec("", qjv1.DeadLetterPolicyFail), done, queue.Counts{DeadLettered: 1}, 5),
+			want: want{complete: &progressProblem{qjv1.ReasonQueueDrained, drained}}},
+		{name: "an ended wave whose pods stopped, items dead-lettered, policy Fail: archive it and fail",
+			in:   in(spec("", ""), ended, queue.Counts{DeadLettered: 2}, 0),
+			want: want{archiveEnded: true, fail: failed(stopped, 2)}},
+		{name: "drained with items dead-lettered, refill Continuous: wait as ever",
+			in:   in(spec(qjv1.RefillContinuous, qjv1.DeadLetterPolicyFail), done, queue.Counts{DeadLettered: 2}, 0),
+			want: want{waiting: qjv1.ReasonWaitingForItems}},
+		{name: "items dead-lettered while others are in flight: wait for them",
+			in:   in(spec("", qjv1.DeadLetterPolicyFail), done, queue.Counts{InFlight: 1, DeadLettered: 2}, 0),
+			want: want{waiting: qjv1.ReasonWaitingForItems}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := planWave(tc.in)
+			got := want{complete: p.complete, fail: p.fail, archiveEnded: p.archiveEnded}
+			if p.waiting != nil {
+				got.waiting = p.waiting.reason
+			}
+			if diff := cmp.Diff(tc.want, got, cmp.AllowUnexported(want{}, progressProblem{})); diff != "" {
+				t.Errorf("planWave (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -81,6 +81,9 @@ func observe(in observeInput) qjv1.QueueJobStatus {
 		if in.plan != nil && in.plan.complete != nil {
 			complete(&st, gen, in.plan.complete, in.now)
 		}
+		if in.plan != nil && in.plan.fail != nil {
+			failQueueJob(&st, gen, in.plan.fail, in.now)
+		}
 	}
 	if qj.Spec.Queue != nil {
 		observeQueue(&st, gen, in)
@@ -270,8 +273,12 @@ func observeQueue(st *qjv1.QueueJobStatus, gen int64, in observeInput) {
 		q = &qjv1.QueueStatus{}
 		st.Queue = q
 	}
-	changed := q.Ready != p.counts.Ready || q.InFlight != p.counts.InFlight
-	q.Ready, q.InFlight = p.counts.Ready, p.counts.InFlight
+	changed := q.Ready != p.counts.Ready || q.InFlight != p.counts.InFlight || q.DeadLettered != p.counts.DeadLettered
+	q.Ready, q.InFlight, q.DeadLettered = p.counts.Ready, p.counts.InFlight, p.counts.DeadLettered
+	if q.DeadLetteredAtStart == nil {
+		// Recorded once: the items there now belong to earlier runs.
+		q.DeadLetteredAtStart = ptr.To(p.counts.DeadLettered)
+	}
 	// No heartbeat: an idle QueueJob costs the API server no writes (the
 	// queuejob_queue_last_probe_timestamp_seconds metric tells when it was last
 	// probed). The time moves with the counts, and once after the QueueJob finished,
@@ -292,6 +299,22 @@ func complete(st *qjv1.QueueJobStatus, gen int64, why *progressProblem, now meta
 	st.CompletionTime = now.DeepCopy()
 	set(st, gen, qjv1.ConditionComplete, metav1.ConditionTrue, why.reason, why.message, &now)
 	set(st, gen, qjv1.ConditionFailed, metav1.ConditionFalse, why.reason, "The QueueJob completed", &now)
+}
+
+// failQueueJob finishes a queue-driven QueueJob unsuccessfully.
+func failQueueJob(st *qjv1.QueueJobStatus, gen int64, why *progressProblem, now metav1.Time) {
+	st.CompletionTime = now.DeepCopy()
+	set(st, gen, qjv1.ConditionFailed, metav1.ConditionTrue, why.reason, why.message, &now)
+	set(st, gen, qjv1.ConditionComplete, metav1.ConditionFalse, why.reason, "The QueueJob failed", &now)
+}
+
+// deadLetteredAtStart is the dead-letter queue's count at the QueueJob's first probe: as
+// recorded in its status, or this probe's count if this is the first.
+func deadLetteredAtStart(q *qjv1.QueueStatus, counts queue.Counts) int64 {
+	if q == nil || q.DeadLetteredAtStart == nil {
+		return counts.DeadLettered
+	}
+	return *q.DeadLetteredAtStart
 }
 
 // finish records the Job's terminal condition as the QueueJob's, with the Job's reason
@@ -357,9 +380,17 @@ func transitions(old, cur *qjv1.QueueJobStatus) []event {
 	}
 	if c := became(qjv1.ConditionComplete, metav1.ConditionTrue); c != nil {
 		evs = append(evs, event{corev1.EventTypeNormal, qjv1.EventCompleted, "Complete", c.Message})
+		if cur.Queue.DeadLetteredThisRun() > 0 {
+			// spec.deadLetterPolicy Complete: the message says how many and where.
+			evs = append(evs, event{corev1.EventTypeWarning, qjv1.EventItemsDeadLettered, "Complete", c.Message})
+		}
 	}
 	if c := became(qjv1.ConditionFailed, metav1.ConditionTrue); c != nil {
-		evs = append(evs, event{corev1.EventTypeWarning, qjv1.EventFailed, "Fail", c.Reason + ": " + c.Message})
+		reason := qjv1.EventFailed
+		if c.Reason == qjv1.ReasonItemsDeadLettered {
+			reason = qjv1.EventItemsDeadLettered // one Warning for the one cause
+		}
+		evs = append(evs, event{corev1.EventTypeWarning, reason, "Fail", c.Reason + ": " + c.Message})
 	}
 	if c := became(qjv1.ConditionSuspended, metav1.ConditionTrue); c != nil {
 		evs = append(evs, event{corev1.EventTypeNormal, qjv1.EventSuspended, "Suspend", c.Message})

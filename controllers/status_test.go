@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -241,6 +242,19 @@ func TestTransitions(t *testing.T) {
 			want: []string{qjv1.EventQueueUnreachable}},
 		{name: "a probe succeeded again: QueueReachable", old: st(c(qjv1.ConditionQueueReachable, "False", "ConnectionFailed")), cur: st(c(qjv1.ConditionQueueReachable, "True", qjv1.ReasonProbed)),
 			want: []string{qjv1.EventQueueReachable}},
+		{name: "failed because items were dead-lettered: one ItemsDeadLettered warning, no Failed",
+			old: st(c(qjv1.ConditionFailed, "False", qjv1.ReasonNotFinished)), cur: st(c(qjv1.ConditionFailed, "True", qjv1.ReasonItemsDeadLettered)),
+			want: []string{qjv1.EventItemsDeadLettered}},
+		{name: "completed with items dead-lettered during the run (policy Complete): Completed and an ItemsDeadLettered warning",
+			old: st(c(qjv1.ConditionComplete, "False", qjv1.ReasonNotFinished)),
+			cur: &qjv1.QueueJobStatus{Queue: &qjv1.QueueStatus{DeadLettered: 5, DeadLetteredAtStart: ptr.To[int64](2)},
+				Conditions: []metav1.Condition{c(qjv1.ConditionComplete, "True", qjv1.ReasonQueueDrained)}},
+			want: []string{qjv1.EventCompleted, qjv1.EventItemsDeadLettered}},
+		{name: "completed with only earlier runs' items dead-lettered: Completed alone",
+			old: st(c(qjv1.ConditionComplete, "False", qjv1.ReasonNotFinished)),
+			cur: &qjv1.QueueJobStatus{Queue: &qjv1.QueueStatus{DeadLettered: 5, DeadLetteredAtStart: ptr.To[int64](5)},
+				Conditions: []metav1.Condition{c(qjv1.ConditionComplete, "True", qjv1.ReasonQueueDrained)}},
+			want: []string{qjv1.EventCompleted}},
 		{name: "completed while suspended: Completed, no Resumed",
 			old:  st(c(qjv1.ConditionComplete, "False", qjv1.ReasonNotFinished), c(qjv1.ConditionSuspended, "True", qjv1.ReasonSuspended)),
 			cur:  st(c(qjv1.ConditionComplete, "True", qjv1.ReasonQueueDrained), c(qjv1.ConditionSuspended, "False", qjv1.ReasonNotSuspended)),
@@ -391,6 +405,61 @@ func TestObserveQueueNoHeartbeat(t *testing.T) {
 			}
 			if !ptr.Equal(st.Queue.LastProbeTime, c.want) {
 				t.Errorf("lastProbeTime = %v, want %v", st.Queue.LastProbeTime, c.want)
+			}
+		})
+	}
+}
+
+// TestObserveDeadLettered: the dead-letter count of every probe, the count of the first
+// recorded once, and a plan that fails the QueueJob.
+func TestObserveDeadLettered(t *testing.T) {
+	now := metav1.NewTime(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))
+	probed := func(dead int64) *probeResult { return &probeResult{counts: &queue.Counts{DeadLettered: dead}} }
+	fail := &wavePlan{fail: &progressProblem{qjv1.ReasonItemsDeadLettered, "3 items were dead-lettered"}}
+	type want struct {
+		deadLettered int64
+		atStart      *int64
+		state        qjv1.State
+		failed       *metav1.Condition
+		completion   *metav1.Time
+	}
+	cases := []struct {
+		name   string
+		status qjv1.QueueJobStatus
+		probe  *probeResult
+		plan   *wavePlan
+		want   want
+	}{
+		{name: "the first probe records the count at the start", probe: probed(4),
+			want: want{deadLettered: 4, atStart: ptr.To[int64](4), state: qjv1.StateWaiting}},
+		{name: "later probes move the gauge, not the start",
+			status: qjv1.QueueJobStatus{Queue: &qjv1.QueueStatus{DeadLettered: 4, DeadLetteredAtStart: ptr.To[int64](4)}},
+			probe:  probed(7), want: want{deadLettered: 7, atStart: ptr.To[int64](4), state: qjv1.StateWaiting}},
+		{name: "a status of an older operator, counts without a start: the next probe records it",
+			status: qjv1.QueueJobStatus{Queue: &qjv1.QueueStatus{Ready: 1}},
+			probe:  probed(2), want: want{deadLettered: 2, atStart: ptr.To[int64](2), state: qjv1.StateWaiting}},
+		{name: "a failed probe records nothing",
+			status: qjv1.QueueJobStatus{Queue: &qjv1.QueueStatus{DeadLettered: 4, DeadLetteredAtStart: ptr.To[int64](1)}},
+			probe:  &probeResult{err: queue.Errorf(queue.ReasonConnectionFailed, "down")},
+			want:   want{deadLettered: 4, atStart: ptr.To[int64](1), state: qjv1.StateWaiting}},
+		{name: "a plan to fail: Failed with its reason and message, finished now",
+			status: qjv1.QueueJobStatus{Queue: &qjv1.QueueStatus{DeadLettered: 0, DeadLetteredAtStart: ptr.To[int64](0)}},
+			probe:  probed(3), plan: fail,
+			want: want{deadLettered: 3, atStart: ptr.To[int64](0), state: qjv1.StateFailed, completion: &now,
+				failed: &metav1.Condition{Type: qjv1.ConditionFailed, Status: metav1.ConditionTrue, Reason: qjv1.ReasonItemsDeadLettered,
+					Message: "3 items were dead-lettered", ObservedGeneration: 2, LastTransitionTime: now}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			qj := &qjv1.QueueJob{ObjectMeta: metav1.ObjectMeta{Name: "q", Generation: 2}, Status: tc.status,
+				Spec: qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Key: "jobs"}}}}
+			st := observe(observeInput{qj: qj, probe: tc.probe, plan: tc.plan, now: now})
+			got := want{deadLettered: st.Queue.DeadLettered, atStart: st.Queue.DeadLetteredAtStart, state: st.State, completion: st.CompletionTime}
+			if tc.want.failed != nil {
+				got.failed = meta.FindStatusCondition(st.Conditions, qjv1.ConditionFailed)
+			}
+			if diff := cmp.Diff(tc.want, got, cmp.AllowUnexported(want{})); diff != "" {
+				t.Errorf("observe (-want +got):\n%s", diff)
 			}
 		})
 	}

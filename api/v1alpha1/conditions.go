@@ -50,6 +50,9 @@ const (
 	// Job's pods (Pod Security, a ResourceQuota, an admission webhook); the message is its
 	// own.
 	ReasonPodsNotCreated = "PodsNotCreated"
+	// ReasonItemsDeadLettered: the queue was drained, items were dead-lettered during
+	// the run, and spec.deadLetterPolicy is Fail.
+	ReasonItemsDeadLettered = "ItemsDeadLettered"
 )
 
 // Event reasons, emitted on transitions only.
@@ -69,6 +72,9 @@ const (
 	EventWaveFailed       = "WaveFailed"
 	EventSpecPending      = "SpecChangePending"
 	EventExpired          = "Expired"
+	// EventItemsDeadLettered: the QueueJob finished with items dead-lettered during its
+	// run (Failed or, with spec.deadLetterPolicy Complete, Complete).
+	EventItemsDeadLettered = "ItemsDeadLettered"
 )
 
 // Well-known labels and annotations.

@@ -23,6 +23,15 @@ func (s *QueueJobSpec) EffectiveRefill() Refill {
 	return s.Refill
 }
 
+// EffectiveDeadLetterPolicy is spec.deadLetterPolicy with its default applied (the API
+// server applies it too; objects stored before the field existed may lack it).
+func (s *QueueJobSpec) EffectiveDeadLetterPolicy() DeadLetterPolicy {
+	if s.DeadLetterPolicy == "" {
+		return DeadLetterPolicyFail
+	}
+	return s.DeadLetterPolicy
+}
+
 // EffectiveProbeIntervalSeconds is spec.probeIntervalSeconds with its default applied.
 func (s *QueueJobSpec) EffectiveProbeIntervalSeconds() int32 {
 	return deref(s.ProbeIntervalSeconds, DefaultProbeIntervalSeconds)
@@ -57,4 +66,14 @@ func (s *QueueJobSpec) EffectiveConsecutiveFailedWavesLimit() int32 {
 // EffectiveFailedWavesHistoryLimit is spec.failedWavesHistoryLimit with its default applied.
 func (s *QueueJobSpec) EffectiveFailedWavesHistoryLimit() int32 {
 	return deref(s.FailedWavesHistoryLimit, DefaultFailedWavesHistoryLimit)
+}
+
+// DeadLetteredThisRun is how many items were dead-lettered during the QueueJob's run:
+// deadLettered beyond deadLetteredAtStart, never below 0 (requeued items lower the count);
+// 0 before the start was recorded.
+func (q *QueueStatus) DeadLetteredThisRun() int64 {
+	if q == nil || q.DeadLetteredAtStart == nil {
+		return 0
+	}
+	return max(q.DeadLettered-*q.DeadLetteredAtStart, 0)
 }

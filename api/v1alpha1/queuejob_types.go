@@ -49,6 +49,19 @@ const (
 	RefillContinuous Refill = "Continuous"
 )
 
+// DeadLetterPolicy says how a QueueJob whose queue was drained finishes when items
+// were dead-lettered during its run.
+// +kubebuilder:validation:Enum=Fail;Complete
+type DeadLetterPolicy string
+
+const (
+	// DeadLetterPolicyFail makes the QueueJob end Failed (reason ItemsDeadLettered).
+	DeadLetterPolicyFail DeadLetterPolicy = "Fail"
+	// DeadLetterPolicyComplete makes the QueueJob end Complete; the Complete
+	// condition's message counts the dead-lettered items.
+	DeadLetterPolicyComplete DeadLetterPolicy = "Complete"
+)
+
 // Defaults of fields that only apply to some QueueJobs. They are applied by
 // the controller, not by the API server, so that admission can tell a field
 // the user set on the wrong kind of QueueJob from a default.
@@ -184,6 +197,20 @@ type QueueJobSpec struct {
 	// +kubebuilder:validation:Maximum=1000
 	// +optional
 	ConsecutiveFailedWavesLimit *int32 `json:"consecutiveFailedWavesLimit,omitempty"`
+
+	// deadLetterPolicy says how the QueueJob finishes once its queue is drained
+	// (refill Once) if workers dead-lettered items during its run (into Redis's
+	// <key>:failed or RabbitMQ's <queue>.failed; items there before its first
+	// probe do not count). Fail ends it Failed with reason ItemsDeadLettered, as
+	// one failed index fails an Indexed Job with backoffLimitPerIndex, so that
+	// kubectl wait --for=condition=Complete does not succeed. Complete ends it
+	// Complete with reason QueueDrained, and the Complete condition's message
+	// says how many items were dead-lettered. Either way a Warning event
+	// ItemsDeadLettered is emitted. A run with no item dead-lettered is not
+	// affected. Defaults to Fail.
+	// +kubebuilder:default=Fail
+	// +optional
+	DeadLetterPolicy DeadLetterPolicy `json:"deadLetterPolicy,omitempty"`
 
 	// cleanup says when finished Jobs and pods are deleted while the QueueJob
 	// and its counts stay. Without it nothing is deleted.
@@ -523,6 +550,19 @@ type QueueStatus struct {
 	// +optional
 	InFlight int64 `json:"inFlight"`
 
+	// deadLettered is the number of items in the queue's dead-letter list or
+	// queue (Redis: <key>:failed; RabbitMQ: <queue>.failed) at the last probe,
+	// items of earlier runs included.
+	// +optional
+	DeadLettered int64 `json:"deadLettered"`
+
+	// deadLetteredAtStart is deadLettered at the QueueJob's first successful
+	// probe, recorded once: those items belong to earlier runs. The items
+	// dead-lettered during this run are deadLettered - deadLetteredAtStart
+	// (at least 0; requeueing items lowers it).
+	// +optional
+	DeadLetteredAtStart *int64 `json:"deadLetteredAtStart,omitempty"`
+
 	// lastProbeTime is when a successful probe last changed the counts (or first
 	// counted them, or first counted them after the QueueJob finished). It is not
 	// a heartbeat, so that idle QueueJobs cost the API server no writes: the
@@ -561,6 +601,7 @@ type QueueStatus struct {
 // +kubebuilder:printcolumn:name="Succeeded",type=integer,JSONPath=`.status.succeeded`,priority=1
 // +kubebuilder:printcolumn:name="Failed",type=integer,JSONPath=`.status.failed`,priority=1,description="Failed pods over all waves; a QueueJob may complete with some"
 // +kubebuilder:printcolumn:name="Job",type=string,JSONPath=`.status.jobName`,priority=1
+// +kubebuilder:printcolumn:name="Dead-Lettered",type=integer,JSONPath=`.status.queue.deadLettered`,priority=1,description="Items in the dead-letter list or queue at the last probe, earlier runs' included"
 // +kubebuilder:validation:XValidation:rule=`has(self.spec.queue) || !has(oldSelf.status) || !has(oldSelf.status.jobName) || ((has(self.spec.jobTemplate.metadata) == has(oldSelf.spec.jobTemplate.metadata) && (!has(self.spec.jobTemplate.metadata) || self.spec.jobTemplate.metadata == oldSelf.spec.jobTemplate.metadata)) && self.spec.jobTemplate.spec.template == oldSelf.spec.jobTemplate.spec.template && (has(self.spec.jobTemplate.spec.completions) == has(oldSelf.spec.jobTemplate.spec.completions) && (!has(self.spec.jobTemplate.spec.completions) || self.spec.jobTemplate.spec.completions == oldSelf.spec.jobTemplate.spec.completions)) && (has(self.spec.jobTemplate.spec.activeDeadlineSeconds) == has(oldSelf.spec.jobTemplate.spec.activeDeadlineSeconds) && (!has(self.spec.jobTemplate.spec.activeDeadlineSeconds) || self.spec.jobTemplate.spec.activeDeadlineSeconds == oldSelf.spec.jobTemplate.spec.activeDeadlineSeconds)) && (has(self.spec.jobTemplate.spec.podFailurePolicy) == has(oldSelf.spec.jobTemplate.spec.podFailurePolicy) && (!has(self.spec.jobTemplate.spec.podFailurePolicy) || self.spec.jobTemplate.spec.podFailurePolicy == oldSelf.spec.jobTemplate.spec.podFailurePolicy)) && (has(self.spec.jobTemplate.spec.successPolicy) == has(oldSelf.spec.jobTemplate.spec.successPolicy) && (!has(self.spec.jobTemplate.spec.successPolicy) || self.spec.jobTemplate.spec.successPolicy == oldSelf.spec.jobTemplate.spec.successPolicy)) && (has(self.spec.jobTemplate.spec.backoffLimit) == has(oldSelf.spec.jobTemplate.spec.backoffLimit) && (!has(self.spec.jobTemplate.spec.backoffLimit) || self.spec.jobTemplate.spec.backoffLimit == oldSelf.spec.jobTemplate.spec.backoffLimit)) && (has(self.spec.jobTemplate.spec.backoffLimitPerIndex) == has(oldSelf.spec.jobTemplate.spec.backoffLimitPerIndex) && (!has(self.spec.jobTemplate.spec.backoffLimitPerIndex) || self.spec.jobTemplate.spec.backoffLimitPerIndex == oldSelf.spec.jobTemplate.spec.backoffLimitPerIndex)) && (has(self.spec.jobTemplate.spec.maxFailedIndexes) == has(oldSelf.spec.jobTemplate.spec.maxFailedIndexes) && (!has(self.spec.jobTemplate.spec.maxFailedIndexes) || self.spec.jobTemplate.spec.maxFailedIndexes == oldSelf.spec.jobTemplate.spec.maxFailedIndexes)) && (has(self.spec.jobTemplate.spec.completionMode) == has(oldSelf.spec.jobTemplate.spec.completionMode) && (!has(self.spec.jobTemplate.spec.completionMode) || self.spec.jobTemplate.spec.completionMode == oldSelf.spec.jobTemplate.spec.completionMode)) && (has(self.spec.jobTemplate.spec.podReplacementPolicy) == has(oldSelf.spec.jobTemplate.spec.podReplacementPolicy) && (!has(self.spec.jobTemplate.spec.podReplacementPolicy) || self.spec.jobTemplate.spec.podReplacementPolicy == oldSelf.spec.jobTemplate.spec.podReplacementPolicy)) && (has(self.spec.jobTemplate.spec.managedBy) == has(oldSelf.spec.jobTemplate.spec.managedBy) && (!has(self.spec.jobTemplate.spec.managedBy) || self.spec.jobTemplate.spec.managedBy == oldSelf.spec.jobTemplate.spec.managedBy)) && (has(self.spec.jobTemplate.spec.scheduling) == has(oldSelf.spec.jobTemplate.spec.scheduling) && (!has(self.spec.jobTemplate.spec.scheduling) || self.spec.jobTemplate.spec.scheduling == oldSelf.spec.jobTemplate.spec.scheduling)))`,fieldPath=".spec.jobTemplate",message="spec.jobTemplate of a QueueJob without spec.queue cannot change once its Job exists, but for spec.jobTemplate.spec.parallelism, as a Job's template cannot: create a new QueueJob to change it"
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters: it is the value of the batch.queuejob.io/queuejob label on the QueueJob's Jobs and pods"
 type QueueJob struct {

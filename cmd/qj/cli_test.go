@@ -357,7 +357,8 @@ func TestStatus(t *testing.T) {
 	qj.Status = qjv1.QueueJobStatus{
 		State: qjv1.StateRunning, Mode: string(qjv1.ModeWorkerPool), Waves: 1, Active: 1, JobName: "job-wq-2-1",
 		StartTime: &now,
-		Queue:     &qjv1.QueueStatus{Ready: 4, InFlight: 2, LastProbeTime: &now, Reclaimed: 1},
+		Queue: &qjv1.QueueStatus{Ready: 4, InFlight: 2, LastProbeTime: &now, Reclaimed: 1,
+			DeadLettered: 5, DeadLetteredAtStart: ptr.To[int64](2)},
 	}
 	meta.SetStatusCondition(&qj.Status.Conditions, metav1.Condition{Type: qjv1.ConditionProgressing, Status: metav1.ConditionTrue,
 		Reason: qjv1.ReasonWaveRunning, Message: "Wave 1 runs: 2 workers drain the queue"})
@@ -400,6 +401,7 @@ func TestStatus(t *testing.T) {
 		"State:      Running  (mode WorkerPool)",
 		`Queue:      redis redis:6379, list "job2"`,
 		"4 ready, 2 in flight, 1 reclaimed",
+		"3 dead-lettered during this run, 5 in job2:failed in all",
 		"Progressing", "WaveRunning", "Wave 1 runs: 2 workers drain the queue",
 		"QueueReachable", "AuthFailed", "Redis refused the credentials: check the Secret",
 		"job-wq-2-1", "Running", "3/1 of 2",
@@ -422,6 +424,9 @@ func TestStatus(t *testing.T) {
 	}
 	if len(res.Pods) != 1 || res.Pods[0].Restarts != 2 || res.Pods[0].Phase != "Running" || res.Pods[0].Node != "node-a" {
 		t.Errorf("status -o json pods: %+v", res.Pods)
+	}
+	if q := res.Queue; q == nil || q.DeadLettered != 5 || q.DeadLetteredThisRun != 3 || q.DeadLetterQueue != "job2:failed" {
+		t.Errorf("status -o json queue: %+v", res.Queue)
 	}
 	if c := meta.FindStatusCondition(res.Conditions, qjv1.ConditionQueueReachable); c == nil || c.Reason != queue.ReasonAuthFailed {
 		t.Errorf("status -o json conditions: %+v", res.Conditions)

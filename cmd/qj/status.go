@@ -53,6 +53,12 @@ type queueSummary struct {
 	Reclaimed     int64        `json:"reclaimed,omitempty"`
 	LastProbeTime *metav1.Time `json:"lastProbeTime,omitempty"`
 	Probed        bool         `json:"probed"`
+
+	// DeadLettered is the count of DeadLetterQueue at the last probe, earlier runs'
+	// items included; DeadLetteredThisRun those that came during this QueueJob's run.
+	DeadLettered        int64  `json:"deadLettered"`
+	DeadLetteredThisRun int64  `json:"deadLetteredThisRun"`
+	DeadLetterQueue     string `json:"deadLetterQueue"`
 }
 
 type waveJob struct {
@@ -201,6 +207,7 @@ func summarizeQueue(q *qjv1.QueueSource, st *qjv1.QueueStatus) *queueSummary {
 	case q.Redis != nil:
 		qs.Backend = "redis"
 		qs.Where = fmt.Sprintf("%s, list %q", q.Redis.Address, q.Redis.Key)
+		qs.DeadLetterQueue = failedKey(q.Redis.Key)
 	case q.RabbitMQ != nil:
 		qs.Backend = "rabbitmq"
 		at := "the URL of Secret " + refName(q.RabbitMQ.URLSecretRef)
@@ -208,10 +215,12 @@ func summarizeQueue(q *qjv1.QueueSource, st *qjv1.QueueStatus) *queueSummary {
 			at = rabbitHost(q.RabbitMQ.URL)
 		}
 		qs.Where = fmt.Sprintf("queue %q at %s", q.RabbitMQ.Queue, at)
+		qs.DeadLetterQueue = failedQueue(q.RabbitMQ.Queue)
 	}
 	if st != nil {
 		qs.Ready, qs.InFlight, qs.Reclaimed, qs.LastProbeTime = st.Ready, st.InFlight, st.Reclaimed, st.LastProbeTime
 		qs.Probed = st.LastProbeTime != nil
+		qs.DeadLettered, qs.DeadLetteredThisRun = st.DeadLettered, st.DeadLetteredThisRun()
 	}
 	return qs
 }
@@ -315,6 +324,7 @@ func (s *statusOptions) human(w io.Writer, r *statusResult) {
 		fmt.Fprintf(w, "Queue:      %s %s\n", q.Backend, q.Where)
 		if q.Probed {
 			fmt.Fprintf(w, "            %d ready, %d in flight, %d reclaimed (counts dated %s ago)\n", q.Ready, q.InFlight, q.Reclaimed, since(q.LastProbeTime))
+			fmt.Fprintf(w, "            %d dead-lettered during this run, %d in %s in all\n", q.DeadLetteredThisRun, q.DeadLettered, q.DeadLetterQueue)
 		} else {
 			fmt.Fprintf(w, "            not probed yet\n")
 		}

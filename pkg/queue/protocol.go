@@ -59,6 +59,9 @@ func ProcessingKey(key string) string  { return protocol.ProcessingKey(key) }
 func LeaseKey(key, item string) string { return protocol.LeaseKey(key, item) }
 func FailedKey(key string) string      { return protocol.FailedKey(key) }
 
+// FailedQueue is the RabbitMQ queue workers dead-letter a queue's messages to.
+func FailedQueue(queue string) string { return protocol.FailedQueue(queue) }
+
 // Environment variables of worker pods.
 const (
 	EnvBackend     = protocol.EnvBackend

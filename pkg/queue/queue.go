@@ -95,6 +95,18 @@ type Kind struct {
 	// WorkerEnv is what a worker pod needs to find the queue: QUEUEJOB_* variables,
 	// with credentials only as secretKeyRef.
 	WorkerEnv func(*qjv1.QueueSource) []corev1.EnvVar
+	// DeadLetterQueue names, for messages, where workers dead-letter the source's
+	// items (the list or queue Probe counts in Counts.DeadLettered).
+	DeadLetterQueue func(*qjv1.QueueSource) string
+}
+
+// DeadLetterQueueOf names where workers dead-letter the source's items; a kind that
+// does not say is described generically.
+func (k *Kind) DeadLetterQueueOf(src *qjv1.QueueSource) string {
+	if k.DeadLetterQueue == nil {
+		return "the queue's dead-letter queue"
+	}
+	return k.DeadLetterQueue(src)
 }
 
 // Registry maps queue sources to their backend kinds.

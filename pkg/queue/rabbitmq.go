@@ -2,6 +2,7 @@ package queue
 
 import (
 	"crypto/tls"
+	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -13,6 +14,9 @@ import (
 var RabbitMQKind = Kind{
 	Name:     "rabbitmq",
 	Selected: func(s *qjv1.QueueSource) bool { return s.RabbitMQ != nil },
+	DeadLetterQueue: func(s *qjv1.QueueSource) string {
+		return fmt.Sprintf("RabbitMQ queue %q", FailedQueue(s.RabbitMQ.Queue))
+	},
 	SecretRefs: func(s *qjv1.QueueSource) []*corev1.SecretKeySelector {
 		var refs []*corev1.SecretKeySelector
 		all := []*corev1.SecretKeySelector{s.RabbitMQ.URLSecretRef, s.RabbitMQ.ManagementURLSecretRef}

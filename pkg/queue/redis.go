@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"fmt"
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
@@ -33,6 +34,9 @@ var RedisKind = Kind{
 		return []Address{{HostPort: src.Spec.Redis.Address, Field: "spec.queue.redis.address"}}, nil
 	},
 	NewWatcher: NewRedisWatcher,
+	DeadLetterQueue: func(s *qjv1.QueueSource) string {
+		return fmt.Sprintf("Redis list %q", FailedKey(s.Redis.Key))
+	},
 	WorkerEnv: func(s *qjv1.QueueSource) []corev1.EnvVar {
 		r := s.Redis
 		env := []corev1.EnvVar{

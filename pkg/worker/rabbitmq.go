@@ -26,7 +26,7 @@ const (
 )
 
 // FailedQueue is the queue RabbitMQ workers dead-letter to with DeadLetterQueue.
-func FailedQueue(queueName string) string { return queueName + ".failed" }
+func FailedQueue(queueName string) string { return protocol.FailedQueue(queueName) }
 
 // rabbitBackend consumes one RabbitMQ queue.
 type rabbitBackend struct {

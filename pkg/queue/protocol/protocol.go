@@ -23,6 +23,10 @@ type Counts struct {
 	// InFlight is the number of items taken by a worker and not yet finished, where the
 	// queue's protocol tells; zero where it does not.
 	InFlight int64
+	// DeadLettered is the number of items in the queue's dead-letter list or queue now
+	// (Redis: <key>:failed; RabbitMQ: <queue>.failed), 0 if there is none. Items of
+	// earlier runs count too: it is a gauge, not this run's tally.
+	DeadLettered int64
 	// InFlightUnknown says the backend could not count in-flight items (RabbitMQ without
 	// its management API): InFlight is then 0 whatever workers hold, so a drained-looking
 	// queue proves nothing while workers run, and no wave may end on these counts.

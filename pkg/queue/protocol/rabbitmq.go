@@ -35,6 +35,9 @@ const (
 	EnvRabbitMQTLSServerName = "QUEUEJOB_RABBITMQ" + envTLSServerName
 )
 
+// FailedQueue is the queue RabbitMQ workers dead-letter a queue's messages to.
+func FailedQueue(queue string) string { return queue + ".failed" }
+
 // RabbitMQOptions locate a RabbitMQ queue.
 type RabbitMQOptions struct {
 	URL, Queue string
@@ -83,6 +86,11 @@ type RabbitMQ struct {
 	// it, and the workers run one at a time.
 	ch     *amqp.Channel
 	chConn *amqp.Connection
+	// dlCh and dlChConn are the same for the dead-letter queue, which has its own
+	// channel: the broker closes a channel over a missing queue, and a missing
+	// dead-letter queue is no error.
+	dlCh     *amqp.Channel
+	dlChConn *amqp.Connection
 
 	// mgmt is the management API, nil without a management URL.
 	mgmt *rabbitManagement
@@ -119,24 +127,29 @@ func NewRabbitMQ(o RabbitMQOptions) *RabbitMQ {
 	return r
 }
 
-// Probe counts the queue's ready messages and, with a management URL, its in-flight
-// ones; if either count fails, the probe fails. It returns within opts.Timeout whatever
-// the broker does.
+// Probe counts the queue's ready messages, the messages of its dead-letter queue
+// (<queue>.failed, 0 while there is none) and, with a management URL, its in-flight ones;
+// if a count fails, the probe fails. Without a management URL the dead-letter queue is
+// counted with a passive declare beside the queue's, with one the management API counts
+// it. It returns within opts.Timeout whatever the broker does.
 func (r *RabbitMQ) Probe(ctx context.Context) (Counts, error) {
 	if r.uriErr != nil {
 		return Counts{}, r.uriErr
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	defer cancel()
-	ready, err := r.countReady(ctx)
+	ready, deadLettered, err := r.countReady(ctx)
 	if err != nil {
 		return Counts{}, err
 	}
 	if r.mgmt == nil {
-		return Counts{Ready: ready, InFlightUnknown: true}, nil
+		return Counts{Ready: ready, DeadLettered: deadLettered, InFlightUnknown: true}, nil
 	}
 	snap, known, err := r.mgmt.counts(ctx, r.uri.Vhost, r.opts.Queue)
 	if err != nil {
+		return Counts{}, err
+	}
+	if deadLettered, err = r.mgmt.deadLettered(ctx, r.uri.Vhost, r.opts.Queue); err != nil {
 		return Counts{}, err
 	}
 	// The management counts are a snapshot up to collect_statistics_interval old, the
@@ -144,13 +157,13 @@ func (r *RabbitMQ) Probe(ctx context.Context) (Counts, error) {
 	// taken, or acknowledged, since: count it as in flight, so that a message just taken
 	// is never counted in neither.
 	inFlight := max(snap.unacked, snap.messages-ready)
-	return Counts{Ready: ready, InFlight: inFlight, InFlightUnknown: !known, Lag: ManagementLag}, nil
+	return Counts{Ready: ready, InFlight: inFlight, DeadLettered: deadLettered, InFlightUnknown: !known, Lag: ManagementLag}, nil
 }
 
-// countReady counts the queue's ready messages with a passive declare in a worker.
-// Workers run one at a time: they share the channel, whose replies amqp091 does not
-// sort out between goroutines.
-func (r *RabbitMQ) countReady(ctx context.Context) (int64, error) {
+// countReady counts the queue's ready messages, and without a management URL its
+// dead-letter queue's, with passive declares in a worker. Workers run one at a time: they
+// share the channels, whose replies amqp091 does not sort out between goroutines.
+func (r *RabbitMQ) countReady(ctx context.Context) (int64, int64, error) {
 	done := make(chan struct{})
 	for {
 		r.mu.Lock()
@@ -164,23 +177,25 @@ func (r *RabbitMQ) countReady(ctx context.Context) (int64, error) {
 		select {
 		case <-prev:
 		case <-ctx.Done():
-			return 0, r.timeoutError()
+			return 0, 0, r.timeoutError()
 		}
 	}
-	var n int
+	// The worker's own variables: a timed-out probe returns while the worker may still
+	// write them.
+	var n, dead int
 	var err error
 	go func() {
 		defer close(done)
-		n, err = r.declarePassive(ctx)
+		n, dead, err = r.declarePassive(ctx)
 	}()
 	select {
 	case <-done:
-		return int64(n), err
+		return int64(n), int64(dead), err
 	case <-ctx.Done():
 		// A broker that accepts TCP and never answers, or answers too slowly: close the
 		// socket, which ends the worker at once, and do not wait for it.
 		r.drop(nil)
-		return 0, r.timeoutError()
+		return 0, 0, r.timeoutError()
 	}
 }
 
@@ -200,34 +215,49 @@ func (r *RabbitMQ) timeoutError() error {
 }
 
 // declarePassive is a probe's worker: it counts the queue's ready messages over the open
-// connection, opening one first if there is none.
-func (r *RabbitMQ) declarePassive(ctx context.Context) (int, error) {
+// connection, opening one first if there is none, and without a management URL the
+// messages of the dead-letter queue, 0 if it does not exist.
+func (r *RabbitMQ) declarePassive(ctx context.Context) (ready, deadLettered int, err error) {
 	conn, err := r.connection(ctx)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
+	if ready, err = r.countOn(conn, &r.ch, &r.chConn, r.opts.Queue); err != nil || r.mgmt != nil {
+		return ready, 0, err
+	}
+	deadLettered, err = r.countOn(conn, &r.dlCh, &r.dlChConn, FailedQueue(r.opts.Queue))
+	if ReasonOf(err) == ReasonQueueNotFound {
+		return ready, 0, nil
+	}
+	return ready, deadLettered, err
+}
+
+// countOn counts a queue's ready messages with a passive declare on the channel kept in
+// *chp (of connection *connp), opening one if it has none.
+func (r *RabbitMQ) countOn(conn *amqp.Connection, chp **amqp.Channel, connp **amqp.Connection, queue string) (int, error) {
 	r.mu.Lock()
-	ch := r.ch
-	if ch != nil && (r.chConn != conn || ch.IsClosed()) {
+	ch := *chp
+	if ch != nil && (*connp != conn || ch.IsClosed()) {
 		ch = nil
 	}
 	r.mu.Unlock()
 	if ch == nil {
+		var err error
 		if ch, err = conn.Channel(); err != nil {
 			r.drop(conn)
 			return 0, rabbitError(err, rabbitAddr(r.uri))
 		}
 		r.mu.Lock()
-		r.ch, r.chConn = ch, conn
+		*chp, *connp = ch, conn
 		r.mu.Unlock()
 	}
-	q, err := ch.QueueDeclarePassive(r.opts.Queue, false, false, false, false, nil)
+	q, err := ch.QueueDeclarePassive(queue, false, false, false, false, nil)
 	if err != nil {
 		// The broker closes the channel on any error (a missing queue too): the next
 		// probe opens another.
 		r.mu.Lock()
-		if r.ch == ch {
-			r.ch, r.chConn = nil, nil
+		if *chp == ch {
+			*chp, *connp = nil, nil
 		}
 		r.mu.Unlock()
 		_ = ch.Close()
@@ -662,4 +692,14 @@ func (m *rabbitManagement) counts(ctx context.Context, vhost, queue string) (mc 
 		return mc, false, unanswered(Errorf(ReasonConnectionFailed, "cannot reach the RabbitMQ management API at %s: %s",
 			m.addr, netCause(err)), err)
 	}
+}
+
+// deadLettered counts the messages of a queue's dead-letter queue, as of the management
+// API's last statistics; 0 if there is no such queue.
+func (m *rabbitManagement) deadLettered(ctx context.Context, vhost, queue string) (int64, error) {
+	mc, _, err := m.counts(ctx, vhost, FailedQueue(queue))
+	if ReasonOf(err) == ReasonQueueNotFound {
+		return 0, nil
+	}
+	return mc.messages, err
 }

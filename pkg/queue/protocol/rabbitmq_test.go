@@ -461,3 +461,48 @@ func TestRabbitMQPublisherReturns(t *testing.T) {
 		t.Errorf("%s holds %+v, %v; want 1 message", q, info, err)
 	}
 }
+
+// TestRabbitMQProbeCountsDeadLettered: the probe counts <queue>.failed, 0 while it does
+// not exist, without the broker's 404 over it costing the main count its channel.
+func TestRabbitMQProbeCountsDeadLettered(t *testing.T) {
+	publish(t, "dl", "a", "b")
+	r := newRabbit(t, rabbitServer.URL(), "dl")
+	want := func(c Counts) {
+		t.Helper()
+		got, err := r.Probe(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(c, got); diff != "" {
+			t.Errorf("Probe (-want +got):\n%s", diff)
+		}
+	}
+	want(Counts{Ready: 2, InFlightUnknown: true})
+	r.mu.Lock()
+	first := r.ch
+	r.mu.Unlock()
+	want(Counts{Ready: 2, InFlightUnknown: true})
+	r.mu.Lock()
+	kept := r.ch == first && first != nil && !first.IsClosed()
+	r.mu.Unlock()
+	if !kept {
+		t.Error("the missing dead-letter queue cost the main count its channel")
+	}
+
+	publish(t, FailedQueue("dl"), "x", "y", "z")
+	want(Counts{Ready: 2, DeadLettered: 3, InFlightUnknown: true})
+
+	t.Run("with the management API", func(t *testing.T) {
+		m := newRabbitMgmt(t, rabbitServer.URL(), "dl", rabbitServer.ManagementURL())
+		probeUntil(t, m, "2 ready, 3 dead-lettered", func(c Counts) bool {
+			return c == Counts{Ready: 2, DeadLettered: 3, Lag: ManagementLag}
+		})
+	})
+	t.Run("with the management API and no dead-letter queue", func(t *testing.T) {
+		publish(t, "dl-none", "a")
+		m := newRabbitMgmt(t, rabbitServer.URL(), "dl-none", rabbitServer.ManagementURL())
+		probeUntil(t, m, "1 ready, none dead-lettered", func(c Counts) bool {
+			return c == Counts{Ready: 1, Lag: ManagementLag}
+		})
+	})
+}

@@ -5,12 +5,16 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 )
+
+// redisTypes are the types TYPE answers that a message may name.
+var redisTypes = map[string]bool{"string": true, "hash": true, "set": true, "zset": true, "stream": true, "ReJSON-RL": true}
 
 // The Redis protocol is the one of the Kubernetes docs' rediswq.py ("Fine Parallel
 // Processing Using a Work Queue"), so that workers written against it work unchanged:
@@ -149,17 +153,19 @@ func probeClientOptions(o *RedisOptions) *redis.Options {
 // redisBufferSize is the read and the write buffer of each of a backend's connections.
 const redisBufferSize = 1 << 10
 
-// Probe counts the waiting items (LLEN <key>) and the in-flight ones
-// (LLEN <key>:processing), and checks both keys are lists.
+// Probe counts the waiting items (LLEN <key>), the in-flight ones (LLEN <key>:processing)
+// and the dead-lettered ones (LLEN <key>:failed), in one round trip, and checks the first
+// two keys are lists.
 func (r *Redis) Probe(ctx context.Context) (Counts, error) {
-	proc := ProcessingKey(r.key)
+	proc, failed := ProcessingKey(r.key), FailedKey(r.key)
 	var main, inflight *redis.StatusCmd
-	var mainLen, procLen *redis.IntCmd
+	var mainLen, procLen, failedLen *redis.IntCmd
 	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		main = p.Type(ctx, r.key)
 		inflight = p.Type(ctx, proc)
 		mainLen = p.LLen(ctx, r.key)
 		procLen = p.LLen(ctx, proc)
+		failedLen = p.LLen(ctx, failed)
 		return nil
 	})
 	for _, t := range []struct {
@@ -167,8 +173,15 @@ func (r *Redis) Probe(ctx context.Context) (Counts, error) {
 		cmd *redis.StatusCmd
 	}{{r.key, main}, {proc, inflight}} {
 		if typ := t.cmd.Val(); t.cmd.Err() == nil && typ != "" && typ != "list" && typ != "none" {
+			if !redisTypes[typ] {
+				typ = "value of another type" // the peer's own word: not repeated
+			}
 			return Counts{}, Errorf(ReasonWrongType, "Redis key %q holds a %s, not a list: point spec.queue.redis.key at a list", t.key, typ)
 		}
+	}
+	if ferr := failedLen.Err(); ferr != nil && strings.HasPrefix(ferr.Error(), "WRONGTYPE") {
+		return Counts{}, Errorf(ReasonWrongType, "Redis key %q, where workers dead-letter items, is not a list: "+
+			"rename or delete it, or point spec.queue.redis.key at another list", failed)
 	}
 	if err != nil {
 		return Counts{}, r.fail(err)
@@ -178,7 +191,7 @@ func (r *Redis) Probe(ctx context.Context) (Counts, error) {
 		// seen in the pass under way.
 		r.forget()
 	}
-	return Counts{Ready: mainLen.Val(), InFlight: procLen.Val()}, nil
+	return Counts{Ready: mainLen.Val(), InFlight: procLen.Val(), DeadLettered: failedLen.Val()}, nil
 }
 
 // reclaimScript returns one in-flight item to the waiting list, atomically and only if

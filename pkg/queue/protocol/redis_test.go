@@ -72,7 +72,17 @@ func TestRedisProbe(t *testing.T) {
 			rediswqLease(t, c, k, time.Minute)
 			rediswqLease(t, c, k, time.Minute)
 		}, want: Counts{Ready: 3, InFlight: 2}},
+		{name: "dead-lettered items", setup: func(k string) {
+			c.RPush(ctx(t), k, "a")
+			c.RPush(ctx(t), FailedKey(k), "x", "y", "z")
+		}, want: Counts{Ready: 1, DeadLettered: 3}},
+		{name: "only dead-lettered items", setup: func(k string) { c.RPush(ctx(t), FailedKey(k), "x", "y") },
+			want: Counts{DeadLettered: 2}},
 		{name: "a string where the list should be", setup: func(k string) { c.Set(ctx(t), k, "x", 0) }, reason: ReasonWrongType},
+		{name: "a string where the dead-letter list should be", setup: func(k string) {
+			c.RPush(ctx(t), k, "a")
+			c.Set(ctx(t), FailedKey(k), "x", 0)
+		}, reason: ReasonWrongType},
 		{name: "a hash where the processing list should be", setup: func(k string) {
 			c.RPush(ctx(t), k, "a")
 			c.HSet(ctx(t), k+":processing", "f", "v")
