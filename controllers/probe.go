@@ -1,7 +1,6 @@
 package controllers
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"math/rand/v2"
@@ -175,7 +174,7 @@ func (r *QueueJobReconciler) startProbe(ctx context.Context, s *scope, kind *que
 	}
 	if err == nil {
 		if p.gate = r.gates.enter(p.server, p.key, s.now); p.gate == nil {
-			err = errServerDown
+			err = skipped(p.server)
 		}
 	}
 	if err != nil {
@@ -190,12 +189,17 @@ func (r *QueueJobReconciler) startProbe(ctx context.Context, s *scope, kind *que
 	return nil
 }
 
-// errServerDown fails at once the probes of a server whose last probe found it down,
-// until the next probe tries it again (see serverGates). The message is the same at
-// every probe, so that it costs no status write.
-var errServerDown = queue.Errorf(queue.ReasonConnectionFailed, "The queue's server did not answer the last probe of a "+
-	"QueueJob that uses it, so this probe was skipped: one probe at a time tries the server again, at most %s apart, "+
-	"and this QueueJob is probed as soon as the server answers", maxServerBackoff)
+// errServerDown turns away the probes of a server whose last probe found it down, until
+// the next probe tries it again (see serverGates).
+var errServerDown = errors.New("the server is down")
+
+// skipped is the error of a probe turned away from a server (kind and addresses) that is
+// down. The message is the same at every probe, so that it costs no status write.
+func skipped(server string) error {
+	return queue.Errorf(queue.ReasonConnectionFailed, "The queue's server (%s) did not answer the last probe of a "+
+		"QueueJob that uses it, so this probe was skipped: one probe at a time tries the server again, at most %s apart, "+
+		"and this QueueJob is probed as soon as the server answers", server, maxServerBackoff)
+}
 
 // runProbe runs a probe, records its result for the next reconcile of its QueueJob, and
 // queues that reconcile.
@@ -214,7 +218,10 @@ func (r *QueueJobReconciler) runProbe(p *probeRun) {
 	switch {
 	case refused != nil || errors.Is(err, errServerDown):
 		res = p.started
-		res.err = cmp.Or(refused, err)
+		res.err = refused
+		if refused == nil {
+			res.err = skipped(p.server)
+		}
 		r.gates.leave(p.gate, p.at.Add(time.Since(start)), probeSkipped)
 	case err != nil:
 		r.gates.leave(p.gate, p.at.Add(time.Since(start)), probeSkipped)
