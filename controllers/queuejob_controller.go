@@ -305,7 +305,11 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 		return r.createJob(ctx, s, desiredJob(s.qj, 1, plainSizing(&s.qj.Spec), nil))
 	}
 	if s.probe == nil || s.probe.counts == nil {
-		return nil // (probeQueue has made sure that s.jobs holds the latest wave's Job)
+		return nil
+	}
+	// probeQueue has done it already; a no-op then, but no plan may rest on less.
+	if err := r.seeLatestWave(ctx, s); err != nil {
+		return err
 	}
 	kind, err := r.registry().For(s.qj.Spec.Queue)
 	if err != nil {

@@ -2,11 +2,13 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
 )
 
@@ -152,6 +154,8 @@ func endOf(err error) probeEnd {
 
 // serverOf names the server a resolved source connects to (the addresses it reaches); a
 // kind that cannot tell gets a name of the QueueJob's own, which it shares with no other.
+// The TLS settings are part of the name: a QueueJob that speaks TLS to a server that does
+// not gets no answer, and must not turn away the QueueJobs that reach it as they should.
 func serverOf(kind *queue.Kind, src queue.Source, key types.NamespacedName) string {
 	if kind.Addresses != nil {
 		if addrs, err := kind.Addresses(src); err == nil && len(addrs) > 0 {
@@ -159,8 +163,23 @@ func serverOf(kind *queue.Kind, src queue.Source, key types.NamespacedName) stri
 			for _, a := range addrs {
 				name += " " + a.HostPort
 			}
+			if tls := tlsOf(src.Spec); tls != nil {
+				settings, _ := json.Marshal(tls)
+				name += " tls" + string(settings)
+			}
 			return name
 		}
 	}
 	return "queuejob " + key.String()
+}
+
+// tlsOf is a queue's TLS settings, nil without TLS.
+func tlsOf(spec *qjv1.QueueSource) *qjv1.TLSConfig {
+	switch {
+	case spec.Redis != nil:
+		return spec.Redis.TLS
+	case spec.RabbitMQ != nil:
+		return spec.RabbitMQ.TLS
+	}
+	return nil
 }

@@ -275,8 +275,9 @@ func observeQueue(st *qjv1.QueueJobStatus, gen int64, in observeInput) {
 	}
 	changed := q.Ready != p.counts.Ready || q.InFlight != p.counts.InFlight || q.DeadLettered != p.counts.DeadLettered
 	q.Ready, q.InFlight, q.DeadLettered = p.counts.Ready, p.counts.InFlight, p.counts.DeadLettered
-	if q.DeadLetteredAtStart == nil {
-		// Recorded once: the items there now belong to earlier runs.
+	if q.DeadLetteredAtStart == nil || p.counts.DeadLettered < *q.DeadLetteredAtStart {
+		// The items there at the first probe belong to earlier runs; the baseline only
+		// falls, when items are taken out (qj requeue): those that come back are this run's.
 		q.DeadLetteredAtStart = ptr.To(p.counts.DeadLettered)
 	}
 	// No heartbeat: an idle QueueJob costs the API server no writes (the
@@ -308,13 +309,13 @@ func failQueueJob(st *qjv1.QueueJobStatus, gen int64, why *progressProblem, now 
 	set(st, gen, qjv1.ConditionComplete, metav1.ConditionFalse, why.reason, "The QueueJob failed", &now)
 }
 
-// deadLetteredAtStart is the dead-letter queue's count at the QueueJob's first probe: as
-// recorded in its status, or this probe's count if this is the first.
+// deadLetteredAtStart is the dead-letter queue's count at the QueueJob's first probe, or
+// the lowest since (as recorded in its status, or this probe's count if that is lower).
 func deadLetteredAtStart(q *qjv1.QueueStatus, counts queue.Counts) int64 {
 	if q == nil || q.DeadLetteredAtStart == nil {
 		return counts.DeadLettered
 	}
-	return *q.DeadLetteredAtStart
+	return min(*q.DeadLetteredAtStart, counts.DeadLettered) // see observeQueue
 }
 
 // finish records the Job's terminal condition as the QueueJob's, with the Job's reason

@@ -129,9 +129,10 @@ func NewRabbitMQ(o RabbitMQOptions) *RabbitMQ {
 
 // Probe counts the queue's ready messages, the messages of its dead-letter queue
 // (<queue>.failed, 0 while there is none) and, with a management URL, its in-flight ones;
-// if a count fails, the probe fails. Without a management URL the dead-letter queue is
-// counted with a passive declare beside the queue's, with one the management API counts
-// it. It returns within opts.Timeout whatever the broker does.
+// if a count fails, the probe fails. The dead-letter queue is counted with a passive
+// declare beside the queue's, live: the management API's statistics lag behind, and a
+// message dead-lettered just before the last wave ended must be seen. It returns within
+// opts.Timeout whatever the broker does.
 func (r *RabbitMQ) Probe(ctx context.Context) (Counts, error) {
 	if r.uriErr != nil {
 		return Counts{}, r.uriErr
@@ -149,9 +150,6 @@ func (r *RabbitMQ) Probe(ctx context.Context) (Counts, error) {
 	if err != nil {
 		return Counts{}, err
 	}
-	if deadLettered, err = r.mgmt.deadLettered(ctx, r.uri.Vhost, r.opts.Queue); err != nil {
-		return Counts{}, err
-	}
 	// The management counts are a snapshot up to collect_statistics_interval old, the
 	// ready count is live. A message the snapshot has and the live count has not was
 	// taken, or acknowledged, since: count it as in flight, so that a message just taken
@@ -160,8 +158,8 @@ func (r *RabbitMQ) Probe(ctx context.Context) (Counts, error) {
 	return Counts{Ready: ready, InFlight: inFlight, DeadLettered: deadLettered, InFlightUnknown: !known, Lag: ManagementLag}, nil
 }
 
-// countReady counts the queue's ready messages, and without a management URL its
-// dead-letter queue's, with passive declares in a worker. Workers run one at a time: they
+// countReady counts the queue's ready messages, and its dead-letter queue's, with
+// passive declares in a worker. Workers run one at a time: they
 // share the channels, whose replies amqp091 does not sort out between goroutines.
 func (r *RabbitMQ) countReady(ctx context.Context) (int64, int64, error) {
 	done := make(chan struct{})
@@ -215,14 +213,14 @@ func (r *RabbitMQ) timeoutError() error {
 }
 
 // declarePassive is a probe's worker: it counts the queue's ready messages over the open
-// connection, opening one first if there is none, and without a management URL the
-// messages of the dead-letter queue, 0 if it does not exist.
+// connection, opening one first if there is none, and the messages of the dead-letter
+// queue, 0 if it does not exist (live counts: the management API's lag behind).
 func (r *RabbitMQ) declarePassive(ctx context.Context) (ready, deadLettered int, err error) {
 	conn, err := r.connection(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
-	if ready, err = r.countOn(conn, &r.ch, &r.chConn, r.opts.Queue); err != nil || r.mgmt != nil {
+	if ready, err = r.countOn(conn, &r.ch, &r.chConn, r.opts.Queue); err != nil {
 		return ready, 0, err
 	}
 	deadLettered, err = r.countOn(conn, &r.dlCh, &r.dlChConn, FailedQueue(r.opts.Queue))
@@ -692,14 +690,4 @@ func (m *rabbitManagement) counts(ctx context.Context, vhost, queue string) (mc 
 		return mc, false, unanswered(Errorf(ReasonConnectionFailed, "cannot reach the RabbitMQ management API at %s: %s",
 			m.addr, netCause(err)), err)
 	}
-}
-
-// deadLettered counts the messages of a queue's dead-letter queue, as of the management
-// API's last statistics; 0 if there is no such queue.
-func (m *rabbitManagement) deadLettered(ctx context.Context, vhost, queue string) (int64, error) {
-	mc, _, err := m.counts(ctx, vhost, FailedQueue(queue))
-	if ReasonOf(err) == ReasonQueueNotFound {
-		return 0, nil
-	}
-	return mc.messages, err
 }

@@ -180,8 +180,12 @@ func (r *Redis) Probe(ctx context.Context) (Counts, error) {
 		}
 	}
 	if ferr := failedLen.Err(); ferr != nil && strings.HasPrefix(ferr.Error(), "WRONGTYPE") {
-		return Counts{}, Errorf(ReasonWrongType, "Redis key %q, where workers dead-letter items, is not a list: "+
-			"rename or delete it, or point spec.queue.redis.key at another list", failed)
+		return Counts{}, Errorf(ReasonWrongType, "Redis at %s: key %q, where workers dead-letter items, is not a list: "+
+			"rename or delete it, or point spec.queue.redis.key at another list", r.addr, failed)
+	} else if ferr != nil && err == ferr && strings.HasPrefix(ferr.Error(), "NOPERM") {
+		// An ACL user without rights on the dead-letter list, as before that list was
+		// counted: its count is 0, not a failed probe.
+		err = nil
 	}
 	if err != nil {
 		return Counts{}, r.fail(err)
