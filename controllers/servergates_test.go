@@ -2,8 +2,10 @@ package controllers
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +14,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
 // A server that did not answer a probe is tried again by one probe at a time, at doubling
@@ -153,5 +159,69 @@ func TestServerGatesTurnAwayWaitersOnceDown(t *testing.T) {
 	wake := g.leave(tk, now.Add(time.Hour), serverAnswered)
 	if !slices.Contains(wake, types.NamespacedName{Name: fmt.Sprint(probesPerServer)}) {
 		t.Errorf("woken %v, want the turned-away waiter among them", wake)
+	}
+}
+
+// Only a server that did not answer (connection refused, nothing back in time) counts as
+// down; an answer that is an error of one QueueJob's own settings does not, so that one
+// QueueJob cannot turn away the others on its server.
+func TestEndOfProbesOfRealPeers(t *testing.T) {
+	refused, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := refused.Addr().String()
+	_ = refused.Close()
+	silent, stopSilent, err := servers.Silent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopSilent()
+	redisSrv, err := servers.StartRedis("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer redisSrv.Close()
+	cases := []struct {
+		name string
+		opts queue.RedisOptions
+		want probeEnd
+	}{
+		{name: "connection refused", opts: queue.RedisOptions{Address: closedAddr, Key: "k"}, want: serverDidNotAnswer},
+		{name: "nothing back in time", opts: queue.RedisOptions{Address: silent, Key: "k", Timeout: 300 * time.Millisecond}, want: serverDidNotAnswer},
+		{name: "TLS to a server that never answers", opts: queue.RedisOptions{Address: silent, Key: "k", Timeout: 300 * time.Millisecond,
+			TLS: &tls.Config{ServerName: "x"}}, want: serverDidNotAnswer},
+		{name: "an error reply of one QueueJob's settings (a database out of range)", opts: queue.RedisOptions{Address: redisSrv.Addr(), Key: "k", DB: 200},
+			want: serverAnswered},
+		{name: "credentials refused", opts: queue.RedisOptions{Address: redisSrv.Addr(), Key: "k", Username: "nobody", Password: "x"},
+			want: serverAnswered},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := queue.NewRedis(tc.opts)
+			defer func() { _ = b.Close() }()
+			_, err := b.Probe(context.Background())
+			if err == nil {
+				t.Fatal("the probe succeeded")
+			}
+			if got := endOf(err); got != tc.want {
+				t.Errorf("endOf(%v) = %v, want %v", err, got, tc.want)
+			}
+		})
+	}
+}
+
+// QueueJobs that reach one server with other TLS settings do not share its gate.
+func TestServerOfHoldsTheTLSSettings(t *testing.T) {
+	key := types.NamespacedName{Namespace: "ns", Name: "q"}
+	plain := queue.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "redis:6379", Key: "a"}}}
+	other := queue.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "redis:6379", Key: "b"}}}
+	overTLS := queue.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "redis:6379", Key: "a", TLS: &qjv1.TLSConfig{}}}}
+	kind := &queue.RedisKind
+	if serverOf(kind, plain, key) != serverOf(kind, other, key) {
+		t.Error("two keys on one server get two gates")
+	}
+	if serverOf(kind, plain, key) == serverOf(kind, overTLS, key) {
+		t.Error("plain and TLS QueueJobs on one address share a gate")
 	}
 }
