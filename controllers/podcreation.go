@@ -111,19 +111,22 @@ func (r *QueueJobReconciler) checkPodCreation(ctx context.Context, s *scope) err
 	if age >= 2*time.Minute {
 		every = time.Minute
 	}
-	if look, ok := r.podLooks.last(key, job.UID, started); ok {
-		if since := s.now.Sub(look.at); since >= 0 && since < every {
-			s.requeue(every - since)
-			if look.problem != nil {
-				p := *look.problem // the store's own stays as it was found
-				s.problem = &p
-			}
-			return nil
+	look, looked := r.podLooks.last(key, job.UID, started)
+	keepFinding := func() {
+		if looked && look.problem != nil {
+			p := *look.problem // the store's own stays as it was found
+			s.problem = &p
 		}
+	}
+	if since := s.now.Sub(look.at); looked && since >= 0 && since < every {
+		s.requeue(every - since)
+		keepFinding()
+		return nil
 	}
 	s.requeue(every)
 	problem, err := r.failedCreate(ctx, job, started)
 	if err != nil {
+		keepFinding() // a failed look changes nothing: the condition does not flap
 		return err
 	}
 	r.podLooks.record(key, podCreationLook{job: job.UID, started: started, at: s.now, problem: problem})

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -121,6 +122,7 @@ type eventLists struct {
 	client.Reader
 	events []corev1.Event
 	lists  int
+	err    error // if set, every List fails with it
 }
 
 func (r *eventLists) List(_ context.Context, list client.ObjectList, _ ...client.ListOption) error {
@@ -129,6 +131,9 @@ func (r *eventLists) List(_ context.Context, list client.ObjectList, _ ...client
 		return fmt.Errorf("unexpected List of %T", list)
 	}
 	r.lists++
+	if r.err != nil {
+		return r.err
+	}
 	evs.Items = slices.Clone(r.events)
 	return nil
 }
@@ -200,5 +205,33 @@ func TestCheckPodCreationLooksOncePerGrace(t *testing.T) {
 	reader.events = []corev1.Event{refused}
 	if got := reconcileAt(5*time.Minute + 3*time.Second); got == nil || reader.lists != 2 {
 		t.Fatalf("a Job that lost its pod: finding %v after %d Lists, want PodsNotCreated after 2", got, reader.lists)
+	}
+}
+
+// A look at the events that fails keeps the last finding: the condition does not flap to
+// WaveRunning and back.
+func TestCheckPodCreationKeepsTheFindingOfAFailedLook(t *testing.T) {
+	start := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
+	refused := corev1.Event{Reason: "FailedCreate", Message: "Error creating: " + psaMessage,
+		LastTimestamp: metav1.NewTime(start.Add(time.Second))}
+	reader := &eventLists{events: []corev1.Event{refused}}
+	r := &QueueJobReconciler{APIReader: reader}
+	qj := &qjv1.QueueJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "quota", UID: "qj-1"}}
+	job := podlessJob(qj, "job-1", start)
+	lookAt := func(at time.Duration) (*progressProblem, error) {
+		s := &scope{read: qj, qj: qj.DeepCopy(), now: start.Add(at), jobs: []batchv1.Job{job}, listed: true}
+		err := r.checkPodCreation(context.Background(), s)
+		return s.problem, err
+	}
+	if p, err := lookAt(PodCreateGrace); err != nil || p == nil {
+		t.Fatalf("first look: %v, %v; want the refusal", p, err)
+	}
+	reader.err = errors.New("the API server is away")
+	p, err := lookAt(2 * PodCreateGrace)
+	if err == nil {
+		t.Error("a failed look returned no error")
+	}
+	if p == nil || p.reason != qjv1.ReasonPodsNotCreated {
+		t.Errorf("after a failed look the finding is %+v, want the last one (PodsNotCreated)", p)
 	}
 }

@@ -563,6 +563,9 @@ type pooledConn struct {
 	// allowed it).
 	running, reached bool
 	result           *probeResult
+	// serverWoke is set when the QueueJob's server answered again after turning it away:
+	// its next probe is due at once, whatever the probe that was turned away set.
+	serverWoke bool
 }
 
 // with calls f with the entry of a QueueJob (of this UID), under the pool's lock; not at
@@ -622,12 +625,15 @@ func (p *connPool) probed(key types.NamespacedName, uid types.UID, at, due time.
 	p.with(key, uid, func(c *pooledConn) {
 		c.probedAt, c.due, c.interval, c.waiting = at, due, interval, false
 		c.running, c.result = false, res
+		if c.serverWoke {
+			c.due, c.serverWoke = time.Time{}, false
+		}
 	})
 }
 
 // begin records that a probe of the QueueJob runs.
 func (p *connPool) begin(key types.NamespacedName, uid types.UID) {
-	p.with(key, uid, func(c *pooledConn) { c.running, c.result = true, nil })
+	p.with(key, uid, func(c *pooledConn) { c.running, c.result, c.serverWoke = true, nil, false })
 }
 
 // abort records that a probe ended without a result.
@@ -653,12 +659,13 @@ func (p *connPool) holds(key types.NamespacedName, uid types.UID, b queue.Backen
 	return ok
 }
 
-// makeDue makes a QueueJob's next probe due at once.
+// makeDue makes a QueueJob's next probe due at once, also if a probe turned away by the
+// server's gate records its end after this.
 func (p *connPool) makeDue(key types.NamespacedName) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.conns[key]; ok {
-		c.due = time.Time{}
+		c.due, c.serverWoke = time.Time{}, true
 	}
 }
 

@@ -419,3 +419,32 @@ func TestUseProbeTakesOnlyCountsOfTheWaveItSees(t *testing.T) {
 		})
 	}
 }
+
+// A QueueJob turned away by its server's gate is probed at once when the server answers
+// again, whether the wake comes before or after the turned-away probe records its end.
+func TestConnPoolServerWake(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
+	key := types.NamespacedName{Namespace: "ns", Name: "q"}
+	for _, wakeFirst := range []bool{true, false} {
+		var p connPool
+		if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+			t.Fatal(err)
+		}
+		if wakeFirst {
+			p.makeDue(key)
+		}
+		p.probed(key, "uid-1", now, now.Add(time.Minute), 2*time.Second, nil) // turned away: backoff
+		if !wakeFirst {
+			p.makeDue(key)
+		}
+		if d := p.untilDue(key, "uid-1", now); d != 0 {
+			t.Errorf("wake first %v: the probe is due in %s, want at once", wakeFirst, d)
+		}
+		p.begin(key, "uid-1")
+		p.probed(key, "uid-1", now, now.Add(2*time.Second), 2*time.Second, nil)
+		if d := p.untilDue(key, "uid-1", now); d != 2*time.Second {
+			t.Errorf("wake first %v: the probe after the wake is due in %s, want its interval", wakeFirst, d)
+		}
+	}
+}

@@ -66,6 +66,7 @@ func (g *serverGates) enter(server string, key types.NamespacedName, now time.Ti
 	}
 	s, ok := g.gates[server]
 	if !ok {
+		g.sweep(now)
 		s = &serverGate{slots: make(chan struct{}, probesPerServer), turnedAway: map[types.NamespacedName]struct{}{}}
 		g.gates[server] = s
 	}
@@ -79,6 +80,17 @@ func (g *serverGates) enter(server string, key types.NamespacedName, now time.Ti
 	}
 	s.users++
 	return t
+}
+
+// sweep forgets the servers that were down and that no probe has tried for a while:
+// QueueJobs that moved elsewhere or went must not leave their servers' gates behind. A
+// QueueJob they turned away is probed at its own backoff.
+func (g *serverGates) sweep(now time.Time) {
+	for server, s := range g.gates {
+		if s.users == 0 && now.Sub(s.retryAt) > 2*maxProbeBackoff {
+			delete(g.gates, server)
+		}
+	}
 }
 
 // wait waits for one of the server's slots. A probe that waited while another found the

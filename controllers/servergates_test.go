@@ -225,3 +225,20 @@ func TestServerOfHoldsTheTLSSettings(t *testing.T) {
 		t.Error("plain and TLS QueueJobs on one address share a gate")
 	}
 }
+
+// A server that was down and that no probe has tried for a while is forgotten when
+// another server's gate is made.
+func TestServerGatesForgetIdleServers(t *testing.T) {
+	var g serverGates
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	q := types.NamespacedName{Name: "q"}
+	g.leave(g.enter("gone", q, now), now, serverDidNotAnswer)
+	g.leave(g.enter("other", q, now.Add(time.Minute)), now.Add(time.Minute), serverAnswered)
+	if _, ok := g.gates["gone"]; !ok {
+		t.Fatal("a server down a minute ago was forgotten")
+	}
+	g.leave(g.enter("other", q, now.Add(time.Hour)), now.Add(time.Hour), serverAnswered)
+	if _, ok := g.gates["gone"]; ok {
+		t.Error("a server down an hour ago, untried since, is still kept")
+	}
+}

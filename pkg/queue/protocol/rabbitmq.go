@@ -91,6 +91,9 @@ type RabbitMQ struct {
 	// dead-letter queue is no error.
 	dlCh     *amqp.Channel
 	dlChConn *amqp.Connection
+	// deadLettered is the dead-letter queue's last count, -1 before the first: it is
+	// counted again only when the queue has no ready message (see declarePassive).
+	deadLettered int64
 
 	// mgmt is the management API, nil without a management URL.
 	mgmt *rabbitManagement
@@ -101,7 +104,7 @@ func NewRabbitMQ(o RabbitMQOptions) *RabbitMQ {
 	if o.Timeout == 0 {
 		o.Timeout = 5 * time.Second
 	}
-	r := &RabbitMQ{opts: o}
+	r := &RabbitMQ{opts: o, deadLettered: -1}
 	r.uri, r.uriErr = parseRabbitURL(o.URL)
 	switch {
 	case r.uriErr != nil:
@@ -223,9 +226,17 @@ func (r *RabbitMQ) declarePassive(ctx context.Context) (ready, deadLettered int,
 	if ready, err = r.countOn(conn, &r.ch, &r.chConn, r.opts.Queue); err != nil {
 		return ready, 0, err
 	}
+	if ready > 0 && r.deadLettered >= 0 {
+		// A count that only a drained queue needs (a QueueJob finishes on one), and that
+		// costs the broker a channel error while the dead-letter queue does not exist.
+		return ready, int(r.deadLettered), nil
+	}
 	deadLettered, err = r.countOn(conn, &r.dlCh, &r.dlChConn, FailedQueue(r.opts.Queue))
 	if ReasonOf(err) == ReasonQueueNotFound {
-		return ready, 0, nil
+		deadLettered, err = 0, nil
+	}
+	if err == nil {
+		r.deadLettered = int64(deadLettered)
 	}
 	return ready, deadLettered, err
 }

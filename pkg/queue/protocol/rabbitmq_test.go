@@ -490,6 +490,15 @@ func TestRabbitMQProbeCountsDeadLettered(t *testing.T) {
 	}
 
 	publish(t, FailedQueue("dl"), "x", "y", "z")
+	// While messages are ready, the last count stands: only a drained queue finishes a
+	// QueueJob, and each count of a missing dead-letter queue is a channel error.
+	want(Counts{Ready: 2, InFlightUnknown: true})
+	ch := servers.AMQPChannel(t, rabbitServer.URL())
+	if _, err := ch.QueuePurge("dl", false); err != nil {
+		t.Fatal(err)
+	}
+	want(Counts{DeadLettered: 3, InFlightUnknown: true})
+	publish(t, "dl", "a", "b")
 	want(Counts{Ready: 2, DeadLettered: 3, InFlightUnknown: true})
 
 	t.Run("with the management API", func(t *testing.T) {
