@@ -180,7 +180,7 @@ func (r *QueueJobReconciler) startProbe(ctx context.Context, s *scope, kind *que
 	if err != nil {
 		s.probe = &probeResult{err: err, mark: p.started.mark, writesBefore: p.started.writesBefore}
 		s.writesBefore = p.started.writesBefore
-		s.requeue(r.settleProbe(p, s.probe, false))
+		s.requeue(r.settleProbe(p, s.probe, false, p.at))
 		return nil
 	}
 	r.pool.begin(p.key, p.uid)
@@ -237,7 +237,7 @@ func (r *QueueJobReconciler) runProbe(p *probeRun) {
 		}
 		wake = r.gates.leave(p.gate, p.at.Add(time.Since(start)), end)
 	}
-	r.settleProbe(p, &res, true)
+	r.settleProbe(p, &res, true, p.at.Add(time.Since(start)))
 	r.enqueue(p.key, 0)
 	for _, key := range wake {
 		r.pool.makeDue(key)
@@ -245,9 +245,11 @@ func (r *QueueJobReconciler) runProbe(p *probeRun) {
 	}
 }
 
-// settleProbe records a finished probe: when the next one is due, and its result if it is
-// kept for the next reconcile. It returns the wait until the next probe.
-func (r *QueueJobReconciler) settleProbe(p *probeRun, res *probeResult, keep bool) time.Duration {
+// settleProbe records a probe that ended at end: when the next one is due (counted from
+// its end, so that a probe that waited for its server does not leave the next one due at
+// once), and its result if it is kept for the next reconcile. It returns the wait until
+// the next probe, from end.
+func (r *QueueJobReconciler) settleProbe(p *probeRun, res *probeResult, keep bool, end time.Time) time.Duration {
 	next := p.interval + time.Duration(rand.Int64N(int64(p.interval)/10+1)) // jitter spreads the probes of many QueueJobs
 	if res.err != nil {
 		if secretsSuspect(res.err) {
@@ -262,7 +264,7 @@ func (r *QueueJobReconciler) settleProbe(p *probeRun, res *probeResult, keep boo
 	if !keep {
 		res = nil
 	}
-	r.pool.probed(p.key, p.uid, p.at, p.at.Add(next), p.interval, res)
+	r.pool.probed(p.key, p.uid, p.at, end.Add(next), p.interval, res)
 	return next
 }
 

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"github.com/go-logr/logr"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -446,5 +447,23 @@ func TestConnPoolServerWake(t *testing.T) {
 		if d := p.untilDue(key, "uid-1", now); d != 2*time.Second {
 			t.Errorf("wake first %v: the probe after the wake is due in %s, want its interval", wakeFirst, d)
 		}
+	}
+}
+
+// The next probe is due an interval after a probe ended, not after it started: a probe
+// that waited for its server's slots must not leave the next one due at once.
+func TestSettleProbeCountsFromTheEnd(t *testing.T) {
+	at := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
+	key := types.NamespacedName{Namespace: "ns", Name: "q"}
+	r := &QueueJobReconciler{}
+	if _, err := r.pool.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+		t.Fatal(err)
+	}
+	p := &probeRun{key: key, uid: "uid-1", kind: kind, at: at, interval: 2 * time.Second, backoff: 2 * time.Second, log: logr.Discard()}
+	end := at.Add(8 * time.Second)
+	r.settleProbe(p, &probeResult{counts: &queue.Counts{}}, true, end)
+	if d := r.pool.untilDue(key, "uid-1", end); d < 2*time.Second {
+		t.Errorf("the next probe is due %s after the end, want at least the interval (2s)", d)
 	}
 }

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"sync"
 	"time"
 
@@ -173,7 +174,8 @@ func serverOf(kind *queue.Kind, src queue.Source, key types.NamespacedName) stri
 		if addrs, err := kind.Addresses(src); err == nil && len(addrs) > 0 {
 			name := kind.Name
 			for _, a := range addrs {
-				name += " " + a.HostPort
+				// One server however its name is spelled: REDIS:6379, redis.:6379.
+				name += " " + strings.ToLower(strings.Replace(a.HostPort, ".:", ":", 1))
 			}
 			if tls := tlsOf(src.Spec); tls != nil {
 				settings, _ := json.Marshal(tls)

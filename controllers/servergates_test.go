@@ -224,6 +224,10 @@ func TestServerOfHoldsTheTLSSettings(t *testing.T) {
 	if serverOf(kind, plain, key) == serverOf(kind, overTLS, key) {
 		t.Error("plain and TLS QueueJobs on one address share a gate")
 	}
+	spelled := queue.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "REDIS.:6379", Key: "a"}}}
+	if serverOf(kind, plain, key) != serverOf(kind, spelled, key) {
+		t.Errorf("one server spelled two ways gets two gates: %q, %q", serverOf(kind, plain, key), serverOf(kind, spelled, key))
+	}
 }
 
 // A server that was down and that no probe has tried for a while is forgotten when
