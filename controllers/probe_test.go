@@ -2,12 +2,12 @@ package controllers
 
 import (
 	"context"
-	"github.com/go-logr/logr"
 	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/google/go-cmp/cmp"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
