@@ -316,7 +316,7 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 		return err
 	}
 	in := waveInput{spec: &s.qj.Spec, current: s.current(), waves: s.waves(), counts: *s.probe.counts, now: s.now,
-		deadLetteredAtStart: deadLetteredAtStart(s.read.Status.Queue, *s.probe.counts),
+		deadLetteredAtStart: deadLetteredAtStart(s.read.Status.Queue, s.jobs, *s.probe.counts),
 		deadLetterQueue:     kind.DeadLetterQueueOf(s.qj.Spec.Queue), name: s.qj.Name}
 	in.failedInARow, _ = failedInARow(&s.read.Status, s.jobs)
 	if in.current != nil && waveEnded(in.current) {
@@ -360,7 +360,9 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 		env = append(env, corev1.EnvVar{Name: queue.EnvItemsPerPod, Value: strconv.Itoa(int(s.qj.Spec.EffectiveItemsPerPod()))})
 	}
 	env = append(env, kind.WorkerEnv(s.qj.Spec.Queue)...)
-	return r.createJob(ctx, s, desiredJob(s.qj, s.waves()+1, *plan.create, env))
+	job := desiredJob(s.qj, s.waves()+1, *plan.create, env)
+	metav1.SetMetaDataAnnotation(&job.ObjectMeta, qjv1.AnnotationDeadLetteredAtStart, strconv.FormatInt(in.deadLetteredAtStart, 10))
+	return r.createJob(ctx, s, job)
 }
 
 // endWave ends a wave whose pods outlived the drained queue: it suspends the Job, so

@@ -3,6 +3,7 @@ package controllers
 import (
 	"fmt"
 	"slices"
+	"strconv"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -275,11 +276,7 @@ func observeQueue(st *qjv1.QueueJobStatus, gen int64, in observeInput) {
 	}
 	changed := q.Ready != p.counts.Ready || q.InFlight != p.counts.InFlight || q.DeadLettered != p.counts.DeadLettered
 	q.Ready, q.InFlight, q.DeadLettered = p.counts.Ready, p.counts.InFlight, p.counts.DeadLettered
-	if q.DeadLetteredAtStart == nil || p.counts.DeadLettered < *q.DeadLetteredAtStart {
-		// The items there at the first probe belong to earlier runs; the baseline only
-		// falls, when items are taken out (qj requeue): those that come back are this run's.
-		q.DeadLetteredAtStart = ptr.To(p.counts.DeadLettered)
-	}
+	q.DeadLetteredAtStart = ptr.To(deadLetteredAtStart(q, in.jobs, *p.counts))
 	// No heartbeat: an idle QueueJob costs the API server no writes (the
 	// queuejob_queue_last_probe_timestamp_seconds metric tells when it was last
 	// probed). The time moves with the counts, and once after the QueueJob finished,
@@ -309,13 +306,25 @@ func failQueueJob(st *qjv1.QueueJobStatus, gen int64, why *progressProblem, now 
 	set(st, gen, qjv1.ConditionComplete, metav1.ConditionFalse, why.reason, "The QueueJob failed", &now)
 }
 
-// deadLetteredAtStart is the dead-letter queue's count at the QueueJob's first probe, or
-// the lowest since (as recorded in its status, or this probe's count if that is lower).
-func deadLetteredAtStart(q *qjv1.QueueStatus, counts queue.Counts) int64 {
-	if q == nil || q.DeadLetteredAtStart == nil {
-		return counts.DeadLettered
+// deadLetteredAtStart is the dead-letter queue's count at the QueueJob's first probe:
+// those items belong to earlier runs. It is the status's, else the one recorded on the
+// first Job that has it (the status write that recorded it may have been lost), else this
+// probe's count. It only falls: items taken out of the dead-letter queue (qj requeue)
+// that come back are this run's.
+func deadLetteredAtStart(q *qjv1.QueueStatus, jobs []batchv1.Job, counts queue.Counts) int64 {
+	base := counts.DeadLettered
+	switch {
+	case q != nil && q.DeadLetteredAtStart != nil:
+		base = *q.DeadLetteredAtStart
+	default:
+		for i := range jobs {
+			if v, err := strconv.ParseInt(jobs[i].Annotations[qjv1.AnnotationDeadLetteredAtStart], 10, 64); err == nil {
+				base = v
+				break
+			}
+		}
 	}
-	return min(*q.DeadLetteredAtStart, counts.DeadLettered) // see observeQueue
+	return min(base, counts.DeadLettered)
 }
 
 // finish records the Job's terminal condition as the QueueJob's, with the Job's reason

@@ -464,3 +464,33 @@ func TestObserveDeadLettered(t *testing.T) {
 		})
 	}
 }
+
+// The dead-letter baseline: the status's, else the one recorded on the first Job that has
+// it (a lost status write), else this probe's count; and it only falls.
+func TestDeadLetteredAtStart(t *testing.T) {
+	annotated := func(wave int32, v string) batchv1.Job {
+		return job(wave, func(j *batchv1.Job) {
+			j.Annotations = map[string]string{qjv1.AnnotationDeadLetteredAtStart: v}
+		})
+	}
+	cases := []struct {
+		name   string
+		status *qjv1.QueueStatus
+		jobs   []batchv1.Job
+		now    int64
+		want   int64
+	}{
+		{name: "first probe: its count", now: 4, want: 4},
+		{name: "the status's", status: &qjv1.QueueStatus{DeadLetteredAtStart: ptr.To[int64](2)}, jobs: []batchv1.Job{annotated(1, "1")}, now: 7, want: 2},
+		{name: "status write lost: the first Job's", status: &qjv1.QueueStatus{}, jobs: []batchv1.Job{job(1), annotated(2, "3"), annotated(3, "5")}, now: 9, want: 3},
+		{name: "a Job's annotation that does not parse is passed over", jobs: []batchv1.Job{annotated(1, "x"), annotated(2, "3")}, now: 9, want: 3},
+		{name: "items taken out (qj requeue): it falls", status: &qjv1.QueueStatus{DeadLetteredAtStart: ptr.To[int64](3)}, now: 0, want: 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := deadLetteredAtStart(tc.status, tc.jobs, queue.Counts{DeadLettered: tc.now}); got != tc.want {
+				t.Errorf("deadLetteredAtStart = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}

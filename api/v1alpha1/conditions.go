@@ -105,4 +105,9 @@ const (
 	// itemsPerPod) a Job was built from: a different hash means a spec change waits for
 	// the next wave.
 	AnnotationTemplateHash = "batch.queuejob.io/template-hash"
+
+	// AnnotationDeadLetteredAtStart records, on each wave's Job, status.queue's
+	// deadLetteredAtStart as the wave was planned: the Job is created at once with it, so
+	// the baseline survives a status write that is lost.
+	AnnotationDeadLetteredAtStart = "batch.queuejob.io/dead-lettered-at-start"
 )
