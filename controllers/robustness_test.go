@@ -158,6 +158,7 @@ var _ = Describe("Robustness", func() {
 				writes++
 			}
 		}
+		By(fmt.Sprintf("counted %d connections to the server and %d QueueJobs' status writes in 30s", tries, writes))
 		// Each QueueJob on its own would try the server at least every minute (its
 		// backoff): 25 connections in 30s. One probe at a time tries it, at most 30s apart.
 		Expect(tries).To(BeNumerically("<=", 6), "connections to the black-holed server in 30s")
