@@ -148,22 +148,45 @@ func podlessJob(qj *qjv1.QueueJob, uid types.UID, started time.Time) batchv1.Job
 // The events of a podless Job are read at most once per PodCreateGrace, and once a minute
 // after two minutes, however often the QueueJob is reconciled; between looks the last
 // finding stands, so the condition does not flap.
+// podCreationFixture runs the phase on a podless Job started at start, whose events hold a
+// refusal since then: lookAt(at) runs it as a reconcile at start+at would.
+type podCreationFixture struct {
+	start   time.Time
+	refused corev1.Event
+	reader  *eventLists
+	r       *QueueJobReconciler
+	qj      *qjv1.QueueJob
+	job     batchv1.Job
+}
+
+func newPodCreationFixture() *podCreationFixture {
+	f := &podCreationFixture{start: time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)}
+	f.refused = corev1.Event{Reason: "FailedCreate", Message: "Error creating: " + psaMessage,
+		LastTimestamp: metav1.NewTime(f.start.Add(time.Second))}
+	f.reader = &eventLists{events: []corev1.Event{f.refused}}
+	f.r = &QueueJobReconciler{APIReader: f.reader}
+	f.qj = &qjv1.QueueJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "quota", UID: "qj-1"}}
+	f.job = podlessJob(f.qj, "job-1", f.start)
+	return f
+}
+
+func (f *podCreationFixture) lookAt(at time.Duration) (*progressProblem, error) {
+	s := &scope{read: f.qj, qj: f.qj.DeepCopy(), now: f.start.Add(at), jobs: []batchv1.Job{f.job}, listed: true}
+	err := f.r.checkPodCreation(context.Background(), s)
+	return s.problem, err
+}
+
 func TestCheckPodCreationLooksOncePerGrace(t *testing.T) {
-	start := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
-	refused := corev1.Event{Reason: "FailedCreate", Message: "Error creating: " + psaMessage,
-		LastTimestamp: metav1.NewTime(start.Add(time.Second))}
-	reader := &eventLists{events: []corev1.Event{refused}}
-	r := &QueueJobReconciler{APIReader: reader}
-	qj := &qjv1.QueueJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "quota", UID: "qj-1"}}
-	job := podlessJob(qj, "job-1", start)
+	f := newPodCreationFixture()
+	start, refused, reader, qj := f.start, f.refused, f.reader, f.qj
 	// reconcileAt runs the phase as a reconcile at start+at would, and returns its finding.
 	reconcileAt := func(at time.Duration) *progressProblem {
 		t.Helper()
-		s := &scope{read: qj, qj: qj.DeepCopy(), now: start.Add(at), jobs: []batchv1.Job{job}, listed: true}
-		if err := r.checkPodCreation(context.Background(), s); err != nil {
+		p, err := f.lookAt(at)
+		if err != nil {
 			t.Fatalf("at %s: %v", at, err)
 		}
-		return s.problem
+		return p
 	}
 
 	// A reconcile every second for five minutes: the events are read at 10s, 20s, ...
@@ -195,13 +218,13 @@ func TestCheckPodCreationLooksOncePerGrace(t *testing.T) {
 	// Another Job (the next wave), and the same Job once it has had a pod and lost it, are
 	// looked at afresh: the finding of the Job before does not stand for them.
 	reader.events, reader.lists = nil, 0
-	job = podlessJob(qj, "job-2", start)
+	f.job = podlessJob(qj, "job-2", start)
 	if got := reconcileAt(5*time.Minute + time.Second); got != nil || reader.lists != 1 {
 		t.Fatalf("another Job: finding %v after %d Lists, want none after 1", got, reader.lists)
 	}
-	job.Status.Active = 1
+	f.job.Status.Active = 1
 	reconcileAt(5*time.Minute + 2*time.Second)
-	job.Status.Active = 0
+	f.job.Status.Active = 0
 	reader.events = []corev1.Event{refused}
 	if got := reconcileAt(5*time.Minute + 3*time.Second); got == nil || reader.lists != 2 {
 		t.Fatalf("a Job that lost its pod: finding %v after %d Lists, want PodsNotCreated after 2", got, reader.lists)
@@ -211,23 +234,12 @@ func TestCheckPodCreationLooksOncePerGrace(t *testing.T) {
 // A look at the events that fails keeps the last finding: the condition does not flap to
 // WaveRunning and back.
 func TestCheckPodCreationKeepsTheFindingOfAFailedLook(t *testing.T) {
-	start := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
-	refused := corev1.Event{Reason: "FailedCreate", Message: "Error creating: " + psaMessage,
-		LastTimestamp: metav1.NewTime(start.Add(time.Second))}
-	reader := &eventLists{events: []corev1.Event{refused}}
-	r := &QueueJobReconciler{APIReader: reader}
-	qj := &qjv1.QueueJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "quota", UID: "qj-1"}}
-	job := podlessJob(qj, "job-1", start)
-	lookAt := func(at time.Duration) (*progressProblem, error) {
-		s := &scope{read: qj, qj: qj.DeepCopy(), now: start.Add(at), jobs: []batchv1.Job{job}, listed: true}
-		err := r.checkPodCreation(context.Background(), s)
-		return s.problem, err
-	}
-	if p, err := lookAt(PodCreateGrace); err != nil || p == nil {
+	f := newPodCreationFixture()
+	if p, err := f.lookAt(PodCreateGrace); err != nil || p == nil {
 		t.Fatalf("first look: %v, %v; want the refusal", p, err)
 	}
-	reader.err = errors.New("the API server is away")
-	p, err := lookAt(2 * PodCreateGrace)
+	f.reader.err = errors.New("the API server is away")
+	p, err := f.lookAt(2 * PodCreateGrace)
 	if err == nil {
 		t.Error("a failed look returned no error")
 	}
