@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -45,6 +46,8 @@ var _ = Describe("QueueJob whose items were dead-lettered", func() {
 		qj := redisQJ(ns, name, redisSrv.Addr(), key, func(q *qjv1.QueueJob) { q.Spec.DeadLetterPolicy = policy })
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
 		job := theJob(qj)
+		Expect(job.Annotations).To(HaveKeyWithValue(qjv1.AnnotationDeadLetteredAtStart, strconv.FormatInt(earlier, 10)),
+			"the wave's Job carries the baseline, which a lost status write would lose")
 		Eventually(getQJ(ns, name), timeout, interval).Should(SatisfyAll(
 			HaveField("Status.Queue.Ready", BeEquivalentTo(3)),
 			HaveField("Status.Queue.DeadLetteredAtStart", HaveValue(Equal(earlier)))))

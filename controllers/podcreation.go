@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 )
@@ -112,22 +113,24 @@ func (r *QueueJobReconciler) checkPodCreation(ctx context.Context, s *scope) err
 		every = time.Minute
 	}
 	look, looked := r.podLooks.last(key, job.UID, started)
-	keepFinding := func() {
-		if looked && look.problem != nil {
+	if since := s.now.Sub(look.at); looked && since >= 0 && since < every {
+		s.requeue(every - since)
+		if look.problem != nil {
 			p := *look.problem // the store's own stays as it was found
 			s.problem = &p
 		}
-	}
-	if since := s.now.Sub(look.at); looked && since >= 0 && since < every {
-		s.requeue(every - since)
-		keepFinding()
 		return nil
 	}
 	s.requeue(every)
 	problem, err := r.failedCreate(ctx, job, started)
 	if err != nil {
-		keepFinding() // a failed look changes nothing: the condition does not flap
-		return err
+		// A failed look changes nothing (the condition does not flap), and counts as a
+		// look: the next is no sooner than a look's pace, not at the reconcile's backoff.
+		logf.FromContext(ctx).Info("Could not read the events of a Job without pods; will look again", "job", job.Name, "error", err.Error())
+		problem = nil
+		if looked {
+			problem = look.problem
+		}
 	}
 	r.podLooks.record(key, podCreationLook{job: job.UID, started: started, at: s.now, problem: problem})
 	s.problem = problem

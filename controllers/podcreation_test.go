@@ -145,9 +145,6 @@ func podlessJob(qj *qjv1.QueueJob, uid types.UID, started time.Time) batchv1.Job
 		Status: batchv1.JobStatus{StartTime: &t}}
 }
 
-// The events of a podless Job are read at most once per PodCreateGrace, and once a minute
-// after two minutes, however often the QueueJob is reconciled; between looks the last
-// finding stands, so the condition does not flap.
 // podCreationFixture runs the phase on a podless Job started at start, whose events hold a
 // refusal since then: lookAt(at) runs it as a reconcile at start+at would.
 type podCreationFixture struct {
@@ -176,6 +173,9 @@ func (f *podCreationFixture) lookAt(at time.Duration) (*progressProblem, error) 
 	return s.problem, err
 }
 
+// The events of a podless Job are read at most once per PodCreateGrace, and once a minute
+// after two minutes, however often the QueueJob is reconciled; between looks the last
+// finding stands, so the condition does not flap.
 func TestCheckPodCreationLooksOncePerGrace(t *testing.T) {
 	f := newPodCreationFixture()
 	start, refused, reader, qj := f.start, f.refused, f.reader, f.qj
@@ -239,9 +239,13 @@ func TestCheckPodCreationKeepsTheFindingOfAFailedLook(t *testing.T) {
 		t.Fatalf("first look: %v, %v; want the refusal", p, err)
 	}
 	f.reader.err = errors.New("the API server is away")
+	lists := f.reader.lists
 	p, err := f.lookAt(2 * PodCreateGrace)
-	if err == nil {
-		t.Error("a failed look returned no error")
+	if err != nil {
+		t.Errorf("a failed look failed the reconcile (%v): it would be retried at the reconcile's backoff", err)
+	}
+	if _, err := f.lookAt(2*PodCreateGrace + time.Second); err != nil || f.reader.lists != lists+1 {
+		t.Errorf("%d Lists after a failed look and a reconcile a second later, want 1 (%v)", f.reader.lists-lists, err)
 	}
 	if p == nil || p.reason != qjv1.ReasonPodsNotCreated {
 		t.Errorf("after a failed look the finding is %+v, want the last one (PodsNotCreated)", p)

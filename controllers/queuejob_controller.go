@@ -361,7 +361,9 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 	}
 	env = append(env, kind.WorkerEnv(s.qj.Spec.Queue)...)
 	job := desiredJob(s.qj, s.waves()+1, *plan.create, env)
-	metav1.SetMetaDataAnnotation(&job.ObjectMeta, qjv1.AnnotationDeadLetteredAtStart, strconv.FormatInt(in.deadLetteredAtStart, 10))
+	if !in.counts.DeadLetteredUnknown {
+		metav1.SetMetaDataAnnotation(&job.ObjectMeta, qjv1.AnnotationDeadLetteredAtStart, strconv.FormatInt(in.deadLetteredAtStart, 10))
+	}
 	return r.createJob(ctx, s, job)
 }
 

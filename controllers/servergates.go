@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"sync"
 	"time"
@@ -143,6 +142,7 @@ func (g *serverGates) leave(t *gateTicket, now time.Time, end probeEnd) (wake []
 		s.retryAt = now.Add(min(minServerBackoff<<min(s.failures-1, 16), maxServerBackoff))
 	case end == serverAnswered && s.failures > 0:
 		s.failures = 0
+		delete(s.turnedAway, t.key) // it has just been probed
 		for key := range s.turnedAway {
 			wake = append(wake, key)
 		}
@@ -178,8 +178,7 @@ func serverOf(kind *queue.Kind, src queue.Source, key types.NamespacedName) stri
 				name += " " + strings.ToLower(strings.Replace(a.HostPort, ".:", ":", 1))
 			}
 			if tls := tlsOf(src.Spec); tls != nil {
-				settings, _ := json.Marshal(tls)
-				name += " tls" + string(settings)
+				name += " tls " + tls.ServerName
 			}
 			return name
 		}

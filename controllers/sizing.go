@@ -201,6 +201,10 @@ func planEnding(in waveInput) wavePlan {
 func finishDrained(in waveInput, plan wavePlan, why progressProblem) wavePlan {
 	n := deadLetteredThisRun(in.counts.DeadLettered, in.deadLetteredAtStart)
 	switch {
+	case in.counts.DeadLetteredUnknown:
+		why.message += fmt.Sprintf("; %s could not be read (grant the queue's "+
+			"user read access to it): items dead-lettered during this run are not counted", in.deadLetterQueue)
+		plan.complete = &why
 	case n == 0:
 		plan.complete = &why
 	case in.spec.EffectiveDeadLetterPolicy() == qjv1.DeadLetterPolicyComplete:

@@ -368,6 +368,10 @@ func TestPlanWaveDeadLettered(t *testing.T) {
 		{name: "drained with items dead-lettered, refill Continuous: wait as ever",
 			in:   in(spec(qjv1.RefillContinuous, qjv1.DeadLetterPolicyFail), done, queue.Counts{DeadLettered: 2}, 0),
 			want: want{waiting: qjv1.ReasonWaitingForItems}},
+		{name: "drained, the dead-letter list cannot be read: complete, saying so",
+			in: in(spec("", qjv1.DeadLetterPolicyFail), done, queue.Counts{DeadLetteredUnknown: true}, 0),
+			want: want{complete: &progressProblem{qjv1.ReasonQueueDrained, drained + `; Redis list "jobs:failed" ` +
+				`could not be read (grant the queue's user read access to it): items dead-lettered during this run are not counted`}}},
 		{name: "items dead-lettered while others are in flight: wait for them",
 			in:   in(spec("", qjv1.DeadLetterPolicyFail), done, queue.Counts{InFlight: 1, DeadLettered: 2}, 0),
 			want: want{waiting: qjv1.ReasonWaitingForItems}},

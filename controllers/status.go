@@ -276,7 +276,9 @@ func observeQueue(st *qjv1.QueueJobStatus, gen int64, in observeInput) {
 	}
 	changed := q.Ready != p.counts.Ready || q.InFlight != p.counts.InFlight || q.DeadLettered != p.counts.DeadLettered
 	q.Ready, q.InFlight, q.DeadLettered = p.counts.Ready, p.counts.InFlight, p.counts.DeadLettered
-	q.DeadLetteredAtStart = ptr.To(deadLetteredAtStart(q, in.jobs, *p.counts))
+	if !p.counts.DeadLetteredUnknown { // a count of 0 that is not one is no baseline
+		q.DeadLetteredAtStart = ptr.To(deadLetteredAtStart(q, in.jobs, *p.counts))
+	}
 	// No heartbeat: an idle QueueJob costs the API server no writes (the
 	// queuejob_queue_last_probe_timestamp_seconds metric tells when it was last
 	// probed). The time moves with the counts, and once after the QueueJob finished,

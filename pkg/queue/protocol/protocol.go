@@ -27,6 +27,9 @@ type Counts struct {
 	// (Redis: <key>:failed; RabbitMQ: <queue>.failed), 0 if there is none. Items of
 	// earlier runs count too: it is a gauge, not this run's tally.
 	DeadLettered int64
+	// DeadLetteredUnknown says the dead-letter list could not be read (a Redis ACL user
+	// without access to it): DeadLettered is then 0 whatever it holds.
+	DeadLetteredUnknown bool
 	// InFlightUnknown says the backend could not count in-flight items (RabbitMQ without
 	// its management API): InFlight is then 0 whatever workers hold, so a drained-looking
 	// queue proves nothing while workers run, and no wave may end on these counts.

@@ -91,9 +91,10 @@ type RabbitMQ struct {
 	// dead-letter queue is no error.
 	dlCh     *amqp.Channel
 	dlChConn *amqp.Connection
-	// deadLettered is the dead-letter queue's last count, -1 before the first: it is
-	// counted again only when the queue has no ready message (see declarePassive).
-	deadLettered int64
+	// failedMissingAt is when the dead-letter queue was last found missing (zero if it
+	// was not): while the queue has ready messages, it is not looked for again for
+	// deadLetterRecheck (see declarePassive).
+	failedMissingAt time.Time
 
 	// mgmt is the management API, nil without a management URL.
 	mgmt *rabbitManagement
@@ -104,7 +105,7 @@ func NewRabbitMQ(o RabbitMQOptions) *RabbitMQ {
 	if o.Timeout == 0 {
 		o.Timeout = 5 * time.Second
 	}
-	r := &RabbitMQ{opts: o, deadLettered: -1}
+	r := &RabbitMQ{opts: o}
 	r.uri, r.uriErr = parseRabbitURL(o.URL)
 	switch {
 	case r.uriErr != nil:
@@ -215,6 +216,10 @@ func (r *RabbitMQ) timeoutError() error {
 	return e
 }
 
+// deadLetterRecheck is how long a dead-letter queue found missing is taken as missing
+// while its queue has ready messages.
+const deadLetterRecheck = time.Minute
+
 // declarePassive is a probe's worker: it counts the queue's ready messages over the open
 // connection, opening one first if there is none, and the messages of the dead-letter
 // queue, 0 if it does not exist (live counts: the management API's lag behind).
@@ -226,17 +231,15 @@ func (r *RabbitMQ) declarePassive(ctx context.Context) (ready, deadLettered int,
 	if ready, err = r.countOn(conn, &r.ch, &r.chConn, r.opts.Queue); err != nil {
 		return ready, 0, err
 	}
-	if ready > 0 && r.deadLettered >= 0 {
-		// A count that only a drained queue needs (a QueueJob finishes on one), and that
-		// costs the broker a channel error while the dead-letter queue does not exist.
-		return ready, int(r.deadLettered), nil
+	if ready > 0 && time.Since(r.failedMissingAt) < deadLetterRecheck {
+		// Each look for a missing queue costs the broker a channel error: a queue with
+		// ready messages, which no QueueJob finishes on, is not looked for again yet.
+		return ready, 0, nil
 	}
 	deadLettered, err = r.countOn(conn, &r.dlCh, &r.dlChConn, FailedQueue(r.opts.Queue))
+	r.failedMissingAt = time.Time{}
 	if ReasonOf(err) == ReasonQueueNotFound {
-		deadLettered, err = 0, nil
-	}
-	if err == nil {
-		r.deadLettered = int64(deadLettered)
+		deadLettered, err, r.failedMissingAt = 0, nil, time.Now()
 	}
 	return ready, deadLettered, err
 }

@@ -490,8 +490,8 @@ func TestRabbitMQProbeCountsDeadLettered(t *testing.T) {
 	}
 
 	publish(t, FailedQueue("dl"), "x", "y", "z")
-	// While messages are ready, the last count stands: only a drained queue finishes a
-	// QueueJob, and each count of a missing dead-letter queue is a channel error.
+	// While messages are ready, a dead-letter queue found missing is not looked for
+	// again for a minute (each look is a channel error); a drained queue looks at once.
 	want(Counts{Ready: 2, InFlightUnknown: true})
 	ch := servers.AMQPChannel(t, rabbitServer.URL())
 	if _, err := ch.QueuePurge("dl", false); err != nil {
@@ -500,11 +500,14 @@ func TestRabbitMQProbeCountsDeadLettered(t *testing.T) {
 	want(Counts{DeadLettered: 3, InFlightUnknown: true})
 	publish(t, "dl", "a", "b")
 	want(Counts{Ready: 2, DeadLettered: 3, InFlightUnknown: true})
+	// Once it exists, it is counted at every probe, ready messages or not.
+	publish(t, FailedQueue("dl"), "w")
+	want(Counts{Ready: 2, DeadLettered: 4, InFlightUnknown: true})
 
 	t.Run("with the management API", func(t *testing.T) {
 		m := newRabbitMgmt(t, rabbitServer.URL(), "dl", rabbitServer.ManagementURL())
-		probeUntil(t, m, "2 ready, 3 dead-lettered", func(c Counts) bool {
-			return c == Counts{Ready: 2, DeadLettered: 3, Lag: ManagementLag}
+		probeUntil(t, m, "2 ready, 4 dead-lettered", func(c Counts) bool {
+			return c == Counts{Ready: 2, DeadLettered: 4, Lag: ManagementLag}
 		})
 	})
 	t.Run("with the management API and no dead-letter queue", func(t *testing.T) {

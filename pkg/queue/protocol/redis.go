@@ -182,10 +182,12 @@ func (r *Redis) Probe(ctx context.Context) (Counts, error) {
 	if ferr := failedLen.Err(); ferr != nil && strings.HasPrefix(ferr.Error(), "WRONGTYPE") {
 		return Counts{}, Errorf(ReasonWrongType, "Redis at %s: key %q, where workers dead-letter items, is not a list: "+
 			"rename or delete it, or point spec.queue.redis.key at another list", r.addr, failed)
-	} else if ferr != nil && err == ferr && strings.HasPrefix(ferr.Error(), "NOPERM") {
-		// An ACL user without rights on the dead-letter list, as before that list was
-		// counted: its count is 0, not a failed probe.
-		err = nil
+	}
+	deadLetteredUnknown := false
+	if ferr := failedLen.Err(); ferr != nil && err == ferr && strings.HasPrefix(ferr.Error(), "NOPERM") {
+		// An ACL user without access to the dead-letter list: the probe counts the
+		// queue, and says that it could not count the dead letters.
+		err, deadLetteredUnknown = nil, true
 	}
 	if err != nil {
 		return Counts{}, r.fail(err)
@@ -195,7 +197,7 @@ func (r *Redis) Probe(ctx context.Context) (Counts, error) {
 		// seen in the pass under way.
 		r.forget()
 	}
-	return Counts{Ready: mainLen.Val(), InFlight: procLen.Val(), DeadLettered: failedLen.Val()}, nil
+	return Counts{Ready: mainLen.Val(), InFlight: procLen.Val(), DeadLettered: failedLen.Val(), DeadLetteredUnknown: deadLetteredUnknown}, nil
 }
 
 // reclaimScript returns one in-flight item to the waiting list, atomically and only if

@@ -559,3 +559,27 @@ func TestRedisIdleFootprint(t *testing.T) {
 	}
 	t.Logf("an idle Redis backend holds %d KiB of heap", per>>10)
 }
+
+// An ACL user with access to the queue's keys but not to its dead-letter list: the probe
+// counts the queue and says it could not count the dead letters, instead of failing.
+func TestRedisProbeWithoutAccessToTheDeadLetterList(t *testing.T) {
+	c := rdb(t)
+	k := fmt.Sprintf("noperm-%d", time.Now().UnixNano())
+	user := "prober-" + k
+	if err := c.Do(ctx(t), "ACL", "SETUSER", user, "reset", "on", ">pw", "~"+k, "~"+k+":processing",
+		"~"+k+":leased_by_session:*", "+@read", "+@list", "+exists", "+eval", "+evalsha", "+type", "+ping", "+select").Err(); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Do(ctx(t), "ACL", "DELUSER", user)
+	c.RPush(ctx(t), k, "a", "b")
+	c.RPush(ctx(t), FailedKey(k), "x")
+	r := NewRedis(RedisOptions{Address: redisServer.Addr(), Key: k, Username: user, Password: "pw"})
+	defer r.Close()
+	got, err := r.Probe(ctx(t))
+	if err != nil {
+		t.Fatalf("Probe = %v, want the queue counted", err)
+	}
+	if want := (Counts{Ready: 2, DeadLetteredUnknown: true}); got != want {
+		t.Errorf("Probe = %+v, want %+v", got, want)
+	}
+}
