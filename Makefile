@@ -167,7 +167,7 @@ uninstall: manifests ## Remove the CRD (and every QueueJob) from the cluster of 
 
 ##@ Local cluster
 
-# A one-node Kubernetes v1.37.2 on this machine, without Docker (see the README): etcd,
+# A one-node Kubernetes v1.37.2 on this machine, without Docker (see docs/local-cluster.md): etcd,
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubelet + containerd, kube-proxy,
 # built from source through the Go module proxy into $${XDG_CACHE_HOME:-~/.cache}/queuejob-operator
 # (cold: 25-50 min on 2 cores, kube-apiserver and etcd included). Needs root. CLUSTER_FLAGS e.g. --state-dir=/var/tmp/qc --node-ip=...

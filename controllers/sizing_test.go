@@ -199,7 +199,7 @@ func TestPlanWave(t *testing.T) {
 			want: want{waiting: qjv1.ReasonWaitingForItems}},
 		{name: "suspended: no new wave", in: waveInput{spec: spec(qjv1.ModePerItem, "", func(s *qjv1.QueueJobSpec) { s.Suspend = ptr.To(true) }), counts: queue.Counts{Ready: 1}},
 			want: want{waiting: qjv1.ReasonSuspended}},
-		// The wave state machine (README, "The wave state machine").
+		// The wave state machine (docs/wave-state-machine.md).
 		{name: "drained, then items arrive within the grace: the grace starts over",
 			in: waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: running, waves: 1, drainedSince: ago(20 * time.Second), counts: queue.Counts{Ready: 1}}},
 		{name: "RabbitMQ without the management API, no wave runs, nothing ready after a wave, refill Once: complete",

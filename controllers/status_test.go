@@ -225,7 +225,7 @@ func TestTransitions(t *testing.T) {
 			want: []string{qjv1.EventSpecPending}},
 		{name: "a spec change still waits", old: st(c(qjv1.ConditionUpToDate, "False", qjv1.ReasonNextWave)), cur: st(c(qjv1.ConditionUpToDate, "False", qjv1.ReasonNextWave))},
 		{name: "finished is no Progressing warning", old: st(c(qjv1.ConditionProgressing, "True", "JobRunning")), cur: st(c(qjv1.ConditionProgressing, "False", qjv1.ReasonFinished))},
-		// The wave state machine (README, "The wave state machine").
+		// The wave state machine (docs/wave-state-machine.md).
 		{name: "a wave failed under refill Continuous below the limit: WaveFailed",
 			old:  &qjv1.QueueJobStatus{Conditions: []metav1.Condition{c(qjv1.ConditionFailed, "False", qjv1.ReasonNotFinished)}},
 			cur:  &qjv1.QueueJobStatus{ConsecutiveFailedWaves: 1, LastFinishedWave: 1, Conditions: []metav1.Condition{c(qjv1.ConditionFailed, "False", qjv1.ReasonNotFinished)}},

@@ -15,7 +15,7 @@ import (
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 )
 
-// Transitions of the wave state machine (README, "The wave state machine") whose decisions
+// Transitions of the wave state machine (docs/wave-state-machine.md) whose decisions
 // involve the API server: a Job gone from under the operator, an ended Job archived and
 // deleted before the next wave starts.
 var _ = Describe("The wave state machine", func() {

@@ -21,8 +21,8 @@ import (
 	"github.com/queuejob/queuejob-operator/pkg/queue"
 )
 
-// TestObserveWave: how a queue-driven QueueJob's status follows the wave state machine (README,
-// "The wave state machine"): the one-word state, the conditions, the count of failed waves,
+// TestObserveWave: how a queue-driven QueueJob's status follows the wave state machine
+// (docs/wave-state-machine.md): the one-word state, the conditions, the count of failed waves,
 // drainedSince, what is archived, and the events of the transition from the status as read.
 func TestObserveWave(t *testing.T) {
 	now := t0.Add(time.Hour)
@@ -294,17 +294,18 @@ func TestDesiredParallelism(t *testing.T) {
 	}
 }
 
-// TestWaveTableNamesTests keeps the README's wave state machine table honest: every row
-// names at least one test, and every test it names exists: a Go test function (and, for
-// TestName/"case", a string literal "case" inside it), or a Ginkgo It("text").
+// TestWaveTableNamesTests keeps the wave state machine table of docs/wave-state-machine.md
+// honest: every row names at least one test, and every test it names exists: a Go test
+// function (and, for TestName/"case", a string literal "case" inside it), or a Ginkgo
+// It("text").
 func TestWaveTableNamesTests(t *testing.T) {
-	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "wave-state-machine.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, section, ok := strings.Cut(string(readme), "\n### The wave state machine\n")
+	_, section, ok := strings.Cut(string(doc), "\n## The wave state machine\n")
 	if !ok {
-		t.Fatal(`README.md has no "### The wave state machine" section`)
+		t.Fatal(`docs/wave-state-machine.md has no "## The wave state machine" section`)
 	}
 	if end := strings.Index(section, "\n#"); end >= 0 {
 		section = section[:end]
