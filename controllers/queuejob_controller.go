@@ -542,7 +542,7 @@ func (r *QueueJobReconciler) createJob(ctx context.Context, s *scope, job *batch
 			if owner := metav1.GetControllerOf(existing); owner != nil && owner.Kind == "QueueJob" && owner.APIVersion == qjv1.GroupVersion.String() {
 				msg = fmt.Sprintf("Job %s already exists and belongs to QueueJob %s (a QueueJob without a queue names its Job like itself, one with a queue names its waves <name>-<wave>): rename one of the two QueueJobs", job.Name, owner.Name)
 			}
-			r.holdCreates(s, progressProblem{reason: qjv1.ReasonJobCreateError, message: msg})
+			r.holdCreates(s, progressProblem{reason: qjv1.ReasonJobCreateFailed, message: msg})
 			return nil
 		}
 		log.V(1).Info("Job already exists", "job", job.Name)
@@ -551,11 +551,11 @@ func (r *QueueJobReconciler) createJob(ctx context.Context, s *scope, job *batch
 	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
 		// The spec yields a Job the API server refuses: a spec change (which queues a
 		// reconcile) or a person changing the cluster fixes that, not a hot retry.
-		r.holdCreates(s, progressProblem{reason: qjv1.ReasonJobCreateError,
+		r.holdCreates(s, progressProblem{reason: qjv1.ReasonJobCreateFailed,
 			message: fmt.Sprintf("The API server refused Job %s: %v; fix spec.jobTemplate", job.Name, err)})
 		return nil
 	default:
-		s.problem = &progressProblem{reason: qjv1.ReasonJobCreateError,
+		s.problem = &progressProblem{reason: qjv1.ReasonJobCreateFailed,
 			message: fmt.Sprintf("Creating Job %s failed, retrying: %v", job.Name, err)}
 		return fmt.Errorf("creating Job %s: %w", job.Name, err)
 	}

@@ -77,7 +77,7 @@ var _ = Describe("Robustness", func() {
 		Expect(k8s.Create(suiteCtx, foreignJob)).To(Succeed())
 
 		Expect(k8s.Create(suiteCtx, foreign)).To(Succeed())
-		Eventually(getQJ(ns, "foreign"), timeout, interval).Should(cond(qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonJobCreateError))
+		Eventually(getQJ(ns, "foreign"), timeout, interval).Should(cond(qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonJobCreateFailed))
 		Expect(condition(getQJ(ns, "foreign")(Default), qjv1.ConditionProgressing).Message).To(ContainSubstring("does not belong to this QueueJob"))
 
 		By("deleting the foreign Job, which sends the manager no event")

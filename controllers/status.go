@@ -130,7 +130,7 @@ func observe(in observeInput) qjv1.QueueJobStatus {
 		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonWaveEnding, fmt.Sprintf(
 			"Job %s is suspended to stop its pods, which outlived the drained queue: it is archived once they stopped", current.Name), nil)
 	case heldByOther:
-		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonHeldByOther, fmt.Sprintf(
+		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonJobSuspendedByAnother, fmt.Sprintf(
 			"Job %s is suspended by another controller (a queueing controller such as Kueue holds a Job until it is admitted): its pods start once it is resumed", current.Name), nil)
 	case running && qj.Spec.Queue == nil:
 		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonJobRunning, fmt.Sprintf("Job %s is running", current.Name), nil)
@@ -423,9 +423,9 @@ func transitions(old, cur *qjv1.QueueJobStatus) []event {
 		evs = append(evs, event{corev1.EventTypeNormal, qjv1.EventResumed, "Resume", "spec.suspend is false: the Job runs again"})
 	}
 	if c := became(qjv1.ConditionUpToDate, metav1.ConditionFalse); c != nil {
-		evs = append(evs, event{corev1.EventTypeNormal, qjv1.EventSpecPending, "Update", c.Message})
+		evs = append(evs, event{corev1.EventTypeNormal, qjv1.EventSpecChangePending, "Update", c.Message})
 	}
-	if c := became(qjv1.ConditionProgressing, metav1.ConditionFalse); c != nil && c.Reason == qjv1.ReasonJobCreateError {
+	if c := became(qjv1.ConditionProgressing, metav1.ConditionFalse); c != nil && c.Reason == qjv1.ReasonJobCreateFailed {
 		evs = append(evs, event{corev1.EventTypeWarning, qjv1.EventJobCreateFailed, "CreateJob", c.Message})
 	}
 	if c := became(qjv1.ConditionProgressing, metav1.ConditionFalse); c != nil && c.Reason == qjv1.ReasonPodsNotCreated {

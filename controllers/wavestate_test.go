@@ -188,10 +188,10 @@ func TestObserveWave(t *testing.T) {
 		{name: "a wave another controller holds suspended: Waiting, JobSuspendedByAnother",
 			status: unfinished(), jobs: []batchv1.Job{job(1, jobSuspended)}, probe: probed(2, 0), plan: &wavePlan{},
 			want: want{state: qjv1.StateWaiting, conds: map[string]condWant{
-				qjv1.ConditionProgressing: {metav1.ConditionTrue, qjv1.ReasonHeldByOther}}}},
+				qjv1.ConditionProgressing: {metav1.ConditionTrue, qjv1.ReasonJobSuspendedByAnother}}}},
 		{name: "a template change while the wave runs: UpToDate=False NextWave, SpecChangePending",
 			status: unfinished(), jobs: []batchv1.Job{job(1, running(2, 0, 0), builtFromAnOlderSpec)}, probe: probed(2, 0), plan: &wavePlan{},
-			want: want{state: qjv1.StateRunning, events: []string{qjv1.EventSpecPending}, conds: map[string]condWant{
+			want: want{state: qjv1.StateRunning, events: []string{qjv1.EventSpecChangePending}, conds: map[string]condWant{
 				qjv1.ConditionUpToDate: {metav1.ConditionFalse, qjv1.ReasonNextWave}}}},
 		{name: "the running wave's Job deleted by hand: Waiting, its pod counts lost",
 			status: unfinished(func(st *qjv1.QueueJobStatus) { st.Active, st.Succeeded, st.JobName = 2, 3, "pi-1" }),
