@@ -89,16 +89,16 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 	if err := r.seeLatestWave(ctx, s); err != nil {
 		return err
 	}
-	res, running := r.pool.takeResult(key, s.qj.UID)
+	res, running := r.probes.takeResult(key, s.qj.UID)
 	switch {
 	case running:
 		s.requeue(r.probeTimeout()) // its end queues a reconcile; this is a safety net
 		return nil
 	case res != nil && r.useProbe(s, res):
-		s.requeue(r.pool.untilDue(key, s.qj.UID, s.now))
+		s.requeue(r.probes.untilDue(key, s.qj.UID, s.now))
 		return nil
 	case res == nil:
-		if wait := r.pool.untilDue(key, s.qj.UID, s.now); wait > 0 {
+		if wait := r.probes.untilDue(key, s.qj.UID, s.now); wait > 0 {
 			s.requeue(wait)
 			return nil
 		}
@@ -155,7 +155,7 @@ func (r *QueueJobReconciler) newProbeRun(ctx context.Context, s *scope, kind *qu
 		backoff: probeBackoff(s.read, interval, s.now),
 		// A write heard during the probe (items pushed after the count) must not be
 		// lost to the due time set after it: see armWake.
-		started: probeResult{mark: markOf(s), writesBefore: r.pool.writesHeard(key, s.qj.UID)},
+		started: probeResult{mark: markOf(s), writesBefore: r.probes.writesHeard(key, s.qj.UID)},
 	}
 }
 
@@ -168,7 +168,7 @@ func (r *QueueJobReconciler) startProbe(ctx context.Context, s *scope, kind *que
 	if p.source, err = r.resolveCached(ctx, s, kind); err == nil {
 		p.source.Spec = p.source.Spec.DeepCopy() // the reconcile's status write decodes into s.qj
 		p.server = serverOf(kind, p.source, p.key)
-		p.backend, err = r.pool.get(p.key, p.uid, kind, p.source)
+		p.backend, err = r.probes.get(p.key, p.uid, kind, p.source)
 	}
 	if err == nil {
 		if p.gate = r.gates.enter(p.server, p.key, s.now); p.gate == nil {
@@ -181,7 +181,7 @@ func (r *QueueJobReconciler) startProbe(ctx context.Context, s *scope, kind *que
 		s.requeue(r.settleProbe(p, s.probe, false, p.at))
 		return nil
 	}
-	r.pool.begin(p.key, p.uid)
+	r.probes.begin(p.key, p.uid)
 	go r.runProbe(p)
 	s.requeue(r.probeTimeout())
 	return nil
@@ -223,14 +223,14 @@ func (r *QueueJobReconciler) runProbe(p *probeRun) {
 		r.gates.leave(p.gate, p.at.Add(time.Since(start)), probeSkipped)
 	case err != nil:
 		r.gates.leave(p.gate, p.at.Add(time.Since(start)), probeSkipped)
-		r.pool.abort(p.key, p.uid) // the manager is stopping
+		r.probes.abort(p.key, p.uid) // the manager is stopping
 		return
 	default:
-		r.pool.reach(p.key, p.uid)
+		r.probes.reach(p.key, p.uid)
 		res = r.probeOnce(ctx, p)
 		probeDuration.WithLabelValues(p.kind.Name).Observe(time.Since(start).Seconds())
 		end := endOf(res.err)
-		if end == serverAnswered && res.err != nil && !r.pool.holds(p.key, p.uid, p.backend) {
+		if end == serverAnswered && res.err != nil && !r.probes.holds(p.key, p.uid, p.backend) {
 			end = probeSkipped // its connection was closed under it (the QueueJob went): that says nothing
 		}
 		wake = r.gates.leave(p.gate, p.at.Add(time.Since(start)), end)
@@ -238,7 +238,7 @@ func (r *QueueJobReconciler) runProbe(p *probeRun) {
 	r.settleProbe(p, &res, true, p.at.Add(time.Since(start)))
 	r.enqueue(p.key, 0)
 	for _, key := range wake {
-		r.pool.makeDue(key)
+		r.probes.makeDue(key)
 		r.enqueue(key, 0)
 	}
 }
@@ -262,7 +262,7 @@ func (r *QueueJobReconciler) settleProbe(p *probeRun, res *probeResult, keep boo
 	if !keep {
 		res = nil
 	}
-	r.pool.probed(p.key, p.uid, p.at, end.Add(next), p.interval, res)
+	r.probes.probed(p.key, p.uid, p.at, end.Add(next), p.interval, res)
 	return next
 }
 
@@ -313,7 +313,7 @@ func (r *QueueJobReconciler) probeOnce(ctx context.Context, p *probeRun) probeRe
 		r.watchQueue(ctx, p.key, p.uid, p.kind, p.source)
 		res.counts = &got.counts
 	case <-ctx.Done():
-		r.pool.abandon(p.key, p.backend)
+		r.probes.abandon(p.key, p.backend)
 		e := queue.Errorf(queue.ReasonConnectionFailed,
 			"the queue did not answer within %s: check spec.queue's address and that the broker is healthy", r.probeTimeout())
 		e.NoAnswer = true
@@ -327,7 +327,7 @@ func (r *QueueJobReconciler) probeOnce(ctx context.Context, p *probeRun) probeRe
 // probe. A watch that cannot start (a server that refuses tracking) changes nothing: the
 // probes find the items.
 func (r *QueueJobReconciler) watchQueue(ctx context.Context, key types.NamespacedName, uid types.UID, kind *queue.Kind, src queue.Source) {
-	if r.NoQueueWatch || kind.NewWatcher == nil || r.pool.watching(key, uid) {
+	if r.NoQueueWatch || kind.NewWatcher == nil || r.probes.watching(key, uid) {
 		return
 	}
 	w := r.watcher(kind)
@@ -335,7 +335,7 @@ func (r *QueueJobReconciler) watchQueue(ctx context.Context, key types.Namespace
 		return // the manager is stopping
 	}
 	stop, err := w.Watch(src, func(reported bool) {
-		if wake, after := r.pool.heard(key, uid, r.Clock.Now(), reported); wake {
+		if wake, after := r.probes.heard(key, uid, r.Clock.Now(), reported); wake {
 			queueWakes.WithLabelValues(kind.Name).Inc()
 			r.enqueue(key, after)
 		}
@@ -344,7 +344,7 @@ func (r *QueueJobReconciler) watchQueue(ctx context.Context, key types.Namespace
 		logf.FromContext(ctx).V(1).Info("Cannot watch the queue; the probes alone find its items", "error", err.Error())
 		return
 	}
-	if !r.pool.setUnwatch(key, uid, stop) {
+	if !r.probes.setUnwatch(key, uid, stop) {
 		stop()
 	}
 }
@@ -395,7 +395,7 @@ func (r *QueueJobReconciler) recordReclaimed(ctx context.Context, p *probeRun, n
 	if n == 0 {
 		return
 	}
-	r.pool.addReclaimed(p.key, p.uid, int64(n))
+	r.probes.addReclaimed(p.key, p.uid, int64(n))
 	leasesReclaimed.WithLabelValues(p.kind.Name).Add(float64(n))
 	logf.FromContext(ctx).Info("Returned items of gone workers to the queue", "items", n)
 	r.Recorder.Eventf(p.target, nil, corev1.EventTypeNormal, qjv1.EventLeasesReclaimed, "ReclaimLeases",
@@ -452,7 +452,7 @@ func probeBackoff(read *qjv1.QueueJob, interval time.Duration, now time.Time) ti
 func (r *QueueJobReconciler) forgetQueue(key types.NamespacedName) {
 	r.secrets.forget(key)
 	r.dropGauges(key)
-	r.pool.drop(key) // last: once the pool has no connection, the rest is gone too
+	r.probes.drop(key) // last: once the entry is gone, the rest is gone too
 }
 
 // forgetDeletedQueue closes a deleted QueueJob's connection, and logs the items its
@@ -461,7 +461,7 @@ func (r *QueueJobReconciler) forgetQueue(key types.NamespacedName) {
 func (r *QueueJobReconciler) forgetDeletedQueue(ctx context.Context, key types.NamespacedName) {
 	r.dropGauges(key)
 	r.secrets.forget(key)
-	b := r.pool.take(key)
+	b := r.probes.take(key)
 	if b == nil {
 		return
 	}

@@ -73,7 +73,7 @@ type QueueJobReconciler struct {
 	// before it connects.
 	AllowedAddresses queue.AddressPolicy
 
-	pool     connPool
+	probes   probeStates
 	gates    serverGates
 	secrets  secretCache
 	holds    createHolds
@@ -168,7 +168,7 @@ func (r *QueueJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 			return // without the Jobs, the status cannot be computed
 		}
 		// Observe even after a failed phase, so that the status says what went wrong.
-		s.reclaimed = r.pool.pendingReclaimed(req.NamespacedName, read.UID)
+		s.reclaimed = r.probes.pendingReclaimed(req.NamespacedName, read.UID)
 		s.qj.Status = observe(observeInputFrom(s))
 		if err := r.writeStatus(ctx, s); err != nil && reterr == nil {
 			reterr = err
@@ -233,7 +233,7 @@ func (r *QueueJobReconciler) writeStatus(ctx context.Context, s *scope) error {
 	case err != nil:
 		return fmt.Errorf("writing status: %w", err)
 	}
-	r.pool.reclaimedWritten(client.ObjectKeyFromObject(s.qj), s.qj.UID, s.reclaimed)
+	r.probes.reclaimedWritten(client.ObjectKeyFromObject(s.qj), s.qj.UID, s.reclaimed)
 	r.emit(s, append(s.events, transitions(&s.read.Status, &s.qj.Status)...))
 	return nil
 }

@@ -97,10 +97,3 @@ func (c *secretCache) forget(key types.NamespacedName) {
 	defer c.mu.Unlock()
 	delete(c.entries, key)
 }
-
-// size is the number of QueueJobs whose values are kept.
-func (c *secretCache) size() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.entries)
-}

@@ -62,7 +62,7 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 	s.plan = &plan
 	s.requeue(plan.requeue)
 	waiting := plan.create == nil && plan.waiting != nil && plan.waiting.reason == qjv1.ReasonWaitingForItems
-	if r.pool.armWake(client.ObjectKeyFromObject(s.qj), s.qj.UID, waiting, s.writesBefore) {
+	if r.probes.armWake(client.ObjectKeyFromObject(s.qj), s.qj.UID, waiting, s.writesBefore) {
 		r.enqueue(client.ObjectKeyFromObject(s.qj), minWakeGap)
 	}
 	if plan.endWave {
@@ -180,19 +180,19 @@ func (r *QueueJobReconciler) seeLatestWave(ctx context.Context, s *scope) error 
 		return nil
 	}
 	key := client.ObjectKeyFromObject(s.qj)
-	if r.pool.goneWave(key, s.qj.UID) == w {
+	if r.probes.goneWave(key, s.qj.UID) == w {
 		return nil
 	}
 	job := &batchv1.Job{}
 	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: s.qj.Namespace, Name: name}, job)
 	switch {
 	case apierrors.IsNotFound(err):
-		r.pool.markWaveGone(key, s.qj.UID, w)
+		r.probes.markWaveGone(key, s.qj.UID, w)
 		return nil
 	case err != nil:
 		return fmt.Errorf("reading Job %s of the latest wave: %w", name, err)
 	case !metav1.IsControlledBy(job, s.qj):
-		r.pool.markWaveGone(key, s.qj.UID, w)
+		r.probes.markWaveGone(key, s.qj.UID, w)
 		return nil
 	}
 	logf.FromContext(ctx).V(1).Info("The cache lacks the latest wave's Job; read it from the API server", "job", name)
