@@ -51,8 +51,8 @@ type waveMark struct {
 
 func markOf(s *scope) waveMark {
 	m := waveMark{generation: s.qj.Generation}
-	if job := s.current(); job != nil {
-		m.job, m.finished = job.UID, jobFinished(job) != nil || waveEnded(job)
+	if w := s.wave(); w.job != nil {
+		m.job, m.finished = w.job.UID, !w.state.runs()
 	}
 	return m
 }

@@ -82,3 +82,9 @@ func (s *scope) waves() int32 {
 	}
 	return w
 }
+
+// wave is the current wave (see waveState), as the scope holds it now: the phases change
+// the current Job (ensureWave ends, archives and creates them).
+func (s *scope) wave() wave {
+	return waveOf(s.current(), &s.qj.Spec)
+}

@@ -25,10 +25,11 @@ import (
 // parallelism grows with its queue up to the template's but never shrinks on its own:
 // fewer workers would mean killing some.
 func (r *QueueJobReconciler) syncJob(ctx context.Context, s *scope) error {
-	job := s.current()
-	if job == nil || jobFinished(job) != nil || job.DeletionTimestamp != nil || waveEnded(job) {
+	w := s.wave()
+	if !w.state.runs() || w.job.DeletionTimestamp != nil {
 		return nil
 	}
+	job := w.job
 	want := job.DeepCopy()
 	suspend := strconv.FormatBool(s.qj.Spec.IsSuspended())
 	if job.Annotations[qjv1.AnnotationSuspend] != suspend {

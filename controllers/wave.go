@@ -44,11 +44,12 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 	if err != nil {
 		return err
 	}
-	in := waveInput{spec: &s.qj.Spec, current: s.current(), waves: s.waves(), counts: *s.probe.counts, now: s.now,
+	current := s.wave()
+	in := waveInput{spec: &s.qj.Spec, current: current.job, waves: s.waves(), counts: *s.probe.counts, now: s.now,
 		deadLetteredAtStart: deadLetteredAtStart(s.read.Status.Queue, s.jobs, *s.probe.counts),
 		deadLetterQueue:     kind.DeadLetterQueueOf(s.qj.Spec.Queue), name: s.qj.Name}
 	in.failedInARow, _ = failedInARow(&s.read.Status, s.jobs)
-	if in.current != nil && waveEnded(in.current) {
+	if current.state == waveEnding || current.state == waveEnded {
 		n, err := r.unfinishedPods(ctx, s, in.current)
 		if err != nil {
 			return err
@@ -110,7 +111,7 @@ func (r *QueueJobReconciler) endWave(ctx context.Context, s *scope, job *batchv1
 	if live.UID != job.UID {
 		return nil
 	}
-	if waveEnded(live) {
+	if endedByOperator(live) {
 		*job = *live
 		return nil
 	}
