@@ -44,20 +44,9 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 	if err != nil {
 		return err
 	}
-	current := s.wave()
-	in := waveInput{spec: &s.qj.Spec, current: current.job, waves: s.waves(), counts: *s.probe.counts, now: s.now,
-		deadLetteredAtStart: deadLetteredAtStart(s.read.Status.Queue, s.jobs, *s.probe.counts),
-		deadLetterQueue:     kind.DeadLetterQueueOf(s.qj.Spec.Queue), name: s.qj.Name}
-	in.failedInARow, _ = failedInARow(&s.read.Status, s.jobs)
-	if current.state == waveEnding || current.state == waveEnded {
-		n, err := r.unfinishedPods(ctx, s, in.current)
-		if err != nil {
-			return err
-		}
-		in.endingPods = n
-	}
-	if q := s.read.Status.Queue; q != nil && q.DrainedSince != nil {
-		in.drainedSince = &q.DrainedSince.Time
+	in, err := r.waveInputOf(ctx, s, kind)
+	if err != nil {
+		return err
 	}
 	plan := planWave(in)
 	s.plan = &plan
@@ -80,6 +69,33 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 	if plan.create == nil {
 		return nil
 	}
+	return r.createJob(ctx, s, nextWaveJob(s, kind, in, *plan.create))
+}
+
+// waveInputOf gathers what planWave decides from: the scope's current wave and probe, the
+// status as read, and, for an ended wave, its pods that have not stopped yet.
+func (r *QueueJobReconciler) waveInputOf(ctx context.Context, s *scope, kind *queue.Kind) (waveInput, error) {
+	current := s.wave()
+	in := waveInput{spec: &s.qj.Spec, current: current.job, waves: s.waves(), counts: *s.probe.counts, now: s.now,
+		deadLetteredAtStart: deadLetteredAtStart(s.read.Status.Queue, s.jobs, *s.probe.counts),
+		deadLetterQueue:     kind.DeadLetterQueueOf(s.qj.Spec.Queue), name: s.qj.Name}
+	in.failedInARow, _ = failedInARow(&s.read.Status, s.jobs)
+	if current.state == waveEnding || current.state == waveEnded {
+		n, err := r.unfinishedPods(ctx, s, in.current)
+		if err != nil {
+			return in, err
+		}
+		in.endingPods = n
+	}
+	if q := s.read.Status.Queue; q != nil && q.DrainedSince != nil {
+		in.drainedSince = &q.DrainedSince.Time
+	}
+	return in, nil
+}
+
+// nextWaveJob builds the Job of the next wave, sized as planned: its workers get the
+// queue's coordinates, and the Job the dead-letter baseline the wave was planned with.
+func nextWaveJob(s *scope, kind *queue.Kind, in waveInput, size jobSizing) *batchv1.Job {
 	env := []corev1.EnvVar{
 		{Name: queue.EnvBackend, Value: kind.Name},
 		{Name: queue.EnvName, Value: s.qj.Name},
@@ -90,11 +106,11 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 		env = append(env, corev1.EnvVar{Name: queue.EnvItemsPerPod, Value: strconv.Itoa(int(s.qj.Spec.EffectiveItemsPerPod()))})
 	}
 	env = append(env, kind.WorkerEnv(s.qj.Spec.Queue)...)
-	job := desiredJob(s.qj, s.waves()+1, *plan.create, env)
+	job := desiredJob(s.qj, s.waves()+1, size, env)
 	if !in.counts.DeadLetteredUnknown {
 		metav1.SetMetaDataAnnotation(&job.ObjectMeta, qjv1.AnnotationDeadLetteredAtStart, strconv.FormatInt(in.deadLetteredAtStart, 10))
 	}
-	return r.createJob(ctx, s, job)
+	return job
 }
 
 // endWave ends a wave whose pods outlived the drained queue: it suspends the Job, so
