@@ -34,59 +34,6 @@ func closedOnce(f *fakeBackend) bool {
 	return false
 }
 
-func TestArchiveExpired(t *testing.T) {
-	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	finishedAgo := func(n int32, d time.Duration) batchv1.Job {
-		j := job(n)
-		j.Status.Conditions = []batchv1.JobCondition{{Type: batchv1.JobComplete, Status: "True", LastTransitionTime: metav1.NewTime(now.Add(-d))}}
-		return j
-	}
-	jobs := []batchv1.Job{finishedAgo(1, 2*time.Hour), finishedAgo(2, 30*time.Minute), job(3)}
-	cases := []struct {
-		name        string
-		spec        qjv1.QueueJobSpec
-		status      qjv1.QueueJobStatus
-		wantArchive []string
-		wantRequeue time.Duration
-	}{
-		{name: "Continuous: each wave from its own finish",
-			spec:        qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}, Refill: qjv1.RefillContinuous},
-			wantArchive: []string{"pi-1"}, wantRequeue: 30 * time.Minute},
-		{name: "Once, not finished: nothing yet",
-			spec: qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}}},
-		{name: "Once, finished 10 minutes ago: all finished waves in 50 minutes",
-			spec:        qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}},
-			status:      finishedStatus(now.Add(-10 * time.Minute)),
-			wantRequeue: 50 * time.Minute},
-		{name: "Once, finished 2 hours ago: every finished wave",
-			spec:        qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}},
-			status:      finishedStatus(now.Add(-2 * time.Hour)),
-			wantArchive: []string{"pi-1", "pi-2"}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			s := &scope{read: &qjv1.QueueJob{Status: tc.status}, qj: &qjv1.QueueJob{Spec: tc.spec}, jobs: jobs, now: now}
-			archiveExpired(s, 3600)
-			var got []string
-			for _, j := range s.archive {
-				got = append(got, j.Name)
-			}
-			if diff := cmp.Diff(tc.wantArchive, got); diff != "" {
-				t.Errorf("archived (-want +got):\n%s", diff)
-			}
-			if s.requeueAfter != tc.wantRequeue {
-				t.Errorf("requeue = %s, want %s", s.requeueAfter, tc.wantRequeue)
-			}
-		})
-	}
-}
-
-func finishedStatus(at time.Time) qjv1.QueueJobStatus {
-	t := metav1.NewTime(at)
-	return qjv1.QueueJobStatus{CompletionTime: &t, Conditions: []metav1.Condition{
-		{Type: qjv1.ConditionComplete, Status: metav1.ConditionTrue, Reason: qjv1.ReasonQueueDrained, LastTransitionTime: t}}}
-}
-
 // reapingBackend is a seam: a backend with a lease reaper that records its calls.
 type reapingBackend struct {
 	fakeBackend
@@ -272,5 +219,34 @@ func TestSettleProbeCountsFromTheEnd(t *testing.T) {
 	r.settleProbe(p, &probeResult{counts: &queue.Counts{}}, true, end)
 	if d := r.probes.untilDue(key, "uid-1", end); d < 2*time.Second {
 		t.Errorf("the next probe is due %s after the end, want at least the interval (2s)", d)
+	}
+}
+
+func TestProbeBackoff(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	qj := func(status metav1.ConditionStatus, since time.Duration) *qjv1.QueueJob {
+		q := &qjv1.QueueJob{}
+		if status != "" {
+			q.Status.Conditions = []metav1.Condition{{Type: qjv1.ConditionQueueReachable, Status: status, LastTransitionTime: metav1.NewTime(now.Add(-since))}}
+		}
+		return q
+	}
+	cases := []struct {
+		name string
+		qj   *qjv1.QueueJob
+		want time.Duration
+	}{
+		{name: "first failure: the probe interval", qj: qj("", 0), want: 2 * time.Second},
+		{name: "was reachable", qj: qj(metav1.ConditionTrue, time.Hour), want: 2 * time.Second},
+		{name: "unreachable for 1s: still the interval", qj: qj(metav1.ConditionFalse, time.Second), want: 2 * time.Second},
+		{name: "unreachable for 8s: 8s", qj: qj(metav1.ConditionFalse, 8*time.Second), want: 8 * time.Second},
+		{name: "unreachable for an hour: a minute", qj: qj(metav1.ConditionFalse, time.Hour), want: time.Minute},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := probeBackoff(tc.qj, 2*time.Second, now); got != tc.want {
+				t.Errorf("probeBackoff = %s, want %s", got, tc.want)
+			}
+		})
 	}
 }
