@@ -8,6 +8,9 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 )
 
 func TestTTLRemaining(t *testing.T) {
@@ -96,5 +99,90 @@ func TestPodFinishTime(t *testing.T) {
 				t.Errorf("podFinishTime (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestArchiveExpired(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	finishedAgo := func(n int32, d time.Duration) batchv1.Job {
+		j := job(n)
+		j.Status.Conditions = []batchv1.JobCondition{{Type: batchv1.JobComplete, Status: "True", LastTransitionTime: metav1.NewTime(now.Add(-d))}}
+		return j
+	}
+	jobs := []batchv1.Job{finishedAgo(1, 2*time.Hour), finishedAgo(2, 30*time.Minute), job(3)}
+	cases := []struct {
+		name        string
+		spec        qjv1.QueueJobSpec
+		status      qjv1.QueueJobStatus
+		wantArchive []string
+		wantRequeue time.Duration
+	}{
+		{name: "Continuous: each wave from its own finish",
+			spec:        qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}, Refill: qjv1.RefillContinuous},
+			wantArchive: []string{"pi-1"}, wantRequeue: 30 * time.Minute},
+		{name: "Once, not finished: nothing yet",
+			spec: qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}}},
+		{name: "Once, finished 10 minutes ago: all finished waves in 50 minutes",
+			spec:        qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}},
+			status:      finishedStatus(now.Add(-10 * time.Minute)),
+			wantRequeue: 50 * time.Minute},
+		{name: "Once, finished 2 hours ago: every finished wave",
+			spec:        qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}},
+			status:      finishedStatus(now.Add(-2 * time.Hour)),
+			wantArchive: []string{"pi-1", "pi-2"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &scope{read: &qjv1.QueueJob{Status: tc.status}, qj: &qjv1.QueueJob{Spec: tc.spec}, jobs: jobs, now: now}
+			archiveExpired(s, 3600)
+			var got []string
+			for _, j := range s.archive {
+				got = append(got, j.Name)
+			}
+			if diff := cmp.Diff(tc.wantArchive, got); diff != "" {
+				t.Errorf("archived (-want +got):\n%s", diff)
+			}
+			if s.requeueAfter != tc.wantRequeue {
+				t.Errorf("requeue = %s, want %s", s.requeueAfter, tc.wantRequeue)
+			}
+		})
+	}
+}
+
+func finishedStatus(at time.Time) qjv1.QueueJobStatus {
+	t := metav1.NewTime(at)
+	return qjv1.QueueJobStatus{CompletionTime: &t, Conditions: []metav1.Condition{
+		{Type: qjv1.ConditionComplete, Status: metav1.ConditionTrue, Reason: qjv1.ReasonQueueDrained, LastTransitionTime: t}}}
+}
+
+func TestArchiveBeyondHistory(t *testing.T) {
+	wave := func(n int32, c batchv1.JobConditionType) batchv1.Job {
+		j := job(n)
+		if c != "" {
+			j.Status.Conditions = []batchv1.JobCondition{{Type: c, Status: "True"}}
+		}
+		return j
+	}
+	s := &scope{
+		read: &qjv1.QueueJob{Status: qjv1.QueueJobStatus{Archived: &qjv1.ArchivedJobs{Jobs: []string{"pi-1"}}}},
+		qj: &qjv1.QueueJob{Spec: qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{},
+			SuccessfulWavesHistoryLimit: ptr.To[int32](2), FailedWavesHistoryLimit: ptr.To[int32](0)}},
+		jobs: []batchv1.Job{
+			wave(1, batchv1.JobComplete), // archived already
+			wave(2, batchv1.JobComplete), // beyond the 2 kept
+			wave(3, batchv1.JobFailed),   // failed, none kept
+			wave(4, batchv1.JobComplete), // kept
+			wave(5, ""),                  // running
+			wave(6, batchv1.JobComplete), // kept
+			wave(7, batchv1.JobFailed),   // the latest: always kept
+		},
+	}
+	archiveBeyondHistory(s)
+	var got []string
+	for _, j := range s.archive {
+		got = append(got, j.Name)
+	}
+	if diff := cmp.Diff([]string{"pi-3", "pi-2"}, got); diff != "" {
+		t.Errorf("archived (-want +got):\n%s", diff)
 	}
 }

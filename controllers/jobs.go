@@ -162,8 +162,8 @@ func jobFinished(job *batchv1.Job) *batchv1.JobCondition {
 	return nil
 }
 
-// waveEnded reports whether the operator has ended the Job's wave.
-func waveEnded(job *batchv1.Job) bool {
+// endedByOperator reports whether the operator has ended the Job's wave (endWave).
+func endedByOperator(job *batchv1.Job) bool {
 	_, ok := job.Annotations[qjv1.AnnotationWaveEnded]
 	return ok
 }

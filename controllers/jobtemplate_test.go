@@ -92,7 +92,7 @@ var _ = Describe("The Job template", func() {
 			g.Expect(k8s.Patch(suiteCtx, cur, patch)).To(Succeed())
 		}, timeout, interval).Should(Succeed())
 		Eventually(getQJ(ns, "kq"), timeout, interval).Should(SatisfyAll(
-			cond(qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonHeldByOther),
+			cond(qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonJobSuspendedByAnother),
 			HaveField("Status.State", qjv1.StateWaiting)))
 		// Probes every second: this window spans several reconciles.
 		Consistently(func(g Gomega) {
@@ -136,7 +136,7 @@ var _ = Describe("The Job template", func() {
 		updateQJ(ns, "tmpl", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Image = "perl:5.40" })
 		Eventually(getQJ(ns, "tmpl"), timeout, interval).Should(cond(qjv1.ConditionUpToDate, metav1.ConditionFalse, qjv1.ReasonNextWave))
 		Expect(condition(getQJ(ns, "tmpl")(Default), qjv1.ConditionUpToDate).Message).To(ContainSubstring("tmpl-1"))
-		Eventually(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventSpecPending) }, timeout, interval).Should(HaveLen(1))
+		Eventually(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventSpecChangePending) }, timeout, interval).Should(HaveLen(1))
 		Expect(liveJob(Default, first).Spec.Template.Spec.Containers[0].Image).To(Equal("perl:5.34"), "the running wave keeps its template")
 
 		By("the wave finishing and items arriving: the next wave uses the new template")
@@ -158,14 +158,14 @@ var _ = Describe("The Job template", func() {
 		key := "clash-" + ns
 		Expect(c.RPush(suiteCtx, key, "x").Err()).To(Succeed())
 		Expect(k8s.Create(suiteCtx, redisQJ(ns, "a", redisSrv.Addr(), key))).To(Succeed())
-		Eventually(getQJ(ns, "a"), timeout, interval).Should(cond(qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonJobCreateError))
+		Eventually(getQJ(ns, "a"), timeout, interval).Should(cond(qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonJobCreateFailed))
 		Expect(condition(getQJ(ns, "a")(Default), qjv1.ConditionProgressing).Message).To(ContainSubstring("belongs to QueueJob a-1"))
 	})
 
 	It("lets a QueueJob whose Job was never created fix its template, and refuses template changes once the Job exists", func() {
 		qj := queueJob(ns, "pi", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Name = "Not_A_DNS_Label" })
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
-		Eventually(getQJ(ns, "pi"), timeout, interval).Should(cond(qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonJobCreateError))
+		Eventually(getQJ(ns, "pi"), timeout, interval).Should(cond(qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonJobCreateFailed))
 		updateQJ(ns, "pi", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Name = "pi" })
 		theJob(qj)
 		Eventually(getQJ(ns, "pi"), timeout, interval).Should(HaveField("Status.JobName", "pi"))

@@ -65,13 +65,15 @@ func (l *podCreationLooks) forget(key types.NamespacedName) {
 	delete(l.looks, key)
 }
 
-// jobWithoutPods is the QueueJob's current Job if it runs, not suspended, and has had no pod,
-// running or finished; nil otherwise.
+// jobWithoutPods is the QueueJob's current Job if the Job controller creates its pods
+// (wave.createsPods), it is not being deleted, and it has had no pod, running or finished;
+// nil otherwise.
 func jobWithoutPods(s *scope) *batchv1.Job {
-	job := s.current()
-	if job == nil || jobFinished(job) != nil || job.DeletionTimestamp != nil || ptr.Deref(job.Spec.Suspend, false) {
+	w := s.wave()
+	if !w.createsPods() || w.job.DeletionTimestamp != nil {
 		return nil
 	}
+	job := w.job
 	st := job.Status
 	if st.Active > 0 || st.Succeeded > 0 || st.Failed > 0 || ptr.Deref(st.Ready, 0) > 0 || ptr.Deref(st.Terminating, 0) > 0 {
 		return nil

@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -53,8 +51,8 @@ type waveMark struct {
 
 func markOf(s *scope) waveMark {
 	m := waveMark{generation: s.qj.Generation}
-	if job := s.current(); job != nil {
-		m.job, m.finished = job.UID, jobFinished(job) != nil || waveEnded(job)
+	if w := s.wave(); w.job != nil {
+		m.job, m.finished = w.job.UID, !w.state.runs()
 	}
 	return m
 }
@@ -91,16 +89,16 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 	if err := r.seeLatestWave(ctx, s); err != nil {
 		return err
 	}
-	res, running := r.pool.takeResult(key, s.qj.UID)
+	res, running := r.probes.takeResult(key, s.qj.UID)
 	switch {
 	case running:
 		s.requeue(r.probeTimeout()) // its end queues a reconcile; this is a safety net
 		return nil
 	case res != nil && r.useProbe(s, res):
-		s.requeue(r.pool.untilDue(key, s.qj.UID, s.now))
+		s.requeue(r.probes.untilDue(key, s.qj.UID, s.now))
 		return nil
 	case res == nil:
-		if wait := r.pool.untilDue(key, s.qj.UID, s.now); wait > 0 {
+		if wait := r.probes.untilDue(key, s.qj.UID, s.now); wait > 0 {
 			s.requeue(wait)
 			return nil
 		}
@@ -157,7 +155,7 @@ func (r *QueueJobReconciler) newProbeRun(ctx context.Context, s *scope, kind *qu
 		backoff: probeBackoff(s.read, interval, s.now),
 		// A write heard during the probe (items pushed after the count) must not be
 		// lost to the due time set after it: see armWake.
-		started: probeResult{mark: markOf(s), writesBefore: r.pool.writesHeard(key, s.qj.UID)},
+		started: probeResult{mark: markOf(s), writesBefore: r.probes.writesHeard(key, s.qj.UID)},
 	}
 }
 
@@ -170,7 +168,7 @@ func (r *QueueJobReconciler) startProbe(ctx context.Context, s *scope, kind *que
 	if p.source, err = r.resolveCached(ctx, s, kind); err == nil {
 		p.source.Spec = p.source.Spec.DeepCopy() // the reconcile's status write decodes into s.qj
 		p.server = serverOf(kind, p.source, p.key)
-		p.backend, err = r.pool.get(p.key, p.uid, kind, p.source)
+		p.backend, err = r.probes.get(p.key, p.uid, kind, p.source)
 	}
 	if err == nil {
 		if p.gate = r.gates.enter(p.server, p.key, s.now); p.gate == nil {
@@ -183,7 +181,7 @@ func (r *QueueJobReconciler) startProbe(ctx context.Context, s *scope, kind *que
 		s.requeue(r.settleProbe(p, s.probe, false, p.at))
 		return nil
 	}
-	r.pool.begin(p.key, p.uid)
+	r.probes.begin(p.key, p.uid)
 	go r.runProbe(p)
 	s.requeue(r.probeTimeout())
 	return nil
@@ -225,14 +223,14 @@ func (r *QueueJobReconciler) runProbe(p *probeRun) {
 		r.gates.leave(p.gate, p.at.Add(time.Since(start)), probeSkipped)
 	case err != nil:
 		r.gates.leave(p.gate, p.at.Add(time.Since(start)), probeSkipped)
-		r.pool.abort(p.key, p.uid) // the manager is stopping
+		r.probes.abort(p.key, p.uid) // the manager is stopping
 		return
 	default:
-		r.pool.reach(p.key, p.uid)
+		r.probes.reach(p.key, p.uid)
 		res = r.probeOnce(ctx, p)
 		probeDuration.WithLabelValues(p.kind.Name).Observe(time.Since(start).Seconds())
 		end := endOf(res.err)
-		if end == serverAnswered && res.err != nil && !r.pool.holds(p.key, p.uid, p.backend) {
+		if end == serverAnswered && res.err != nil && !r.probes.holds(p.key, p.uid, p.backend) {
 			end = probeSkipped // its connection was closed under it (the QueueJob went): that says nothing
 		}
 		wake = r.gates.leave(p.gate, p.at.Add(time.Since(start)), end)
@@ -240,7 +238,7 @@ func (r *QueueJobReconciler) runProbe(p *probeRun) {
 	r.settleProbe(p, &res, true, p.at.Add(time.Since(start)))
 	r.enqueue(p.key, 0)
 	for _, key := range wake {
-		r.pool.makeDue(key)
+		r.probes.makeDue(key)
 		r.enqueue(key, 0)
 	}
 }
@@ -264,7 +262,7 @@ func (r *QueueJobReconciler) settleProbe(p *probeRun, res *probeResult, keep boo
 	if !keep {
 		res = nil
 	}
-	r.pool.probed(p.key, p.uid, p.at, end.Add(next), p.interval, res)
+	r.probes.probed(p.key, p.uid, p.at, end.Add(next), p.interval, res)
 	return next
 }
 
@@ -315,7 +313,7 @@ func (r *QueueJobReconciler) probeOnce(ctx context.Context, p *probeRun) probeRe
 		r.watchQueue(ctx, p.key, p.uid, p.kind, p.source)
 		res.counts = &got.counts
 	case <-ctx.Done():
-		r.pool.abandon(p.key, p.backend)
+		r.probes.abandon(p.key, p.backend)
 		e := queue.Errorf(queue.ReasonConnectionFailed,
 			"the queue did not answer within %s: check spec.queue's address and that the broker is healthy", r.probeTimeout())
 		e.NoAnswer = true
@@ -329,7 +327,7 @@ func (r *QueueJobReconciler) probeOnce(ctx context.Context, p *probeRun) probeRe
 // probe. A watch that cannot start (a server that refuses tracking) changes nothing: the
 // probes find the items.
 func (r *QueueJobReconciler) watchQueue(ctx context.Context, key types.NamespacedName, uid types.UID, kind *queue.Kind, src queue.Source) {
-	if r.NoQueueWatch || kind.NewWatcher == nil || r.pool.watching(key, uid) {
+	if r.NoQueueWatch || kind.NewWatcher == nil || r.probes.watching(key, uid) {
 		return
 	}
 	w := r.watcher(kind)
@@ -337,7 +335,7 @@ func (r *QueueJobReconciler) watchQueue(ctx context.Context, key types.Namespace
 		return // the manager is stopping
 	}
 	stop, err := w.Watch(src, func(reported bool) {
-		if wake, after := r.pool.heard(key, uid, r.Clock.Now(), reported); wake {
+		if wake, after := r.probes.heard(key, uid, r.Clock.Now(), reported); wake {
 			queueWakes.WithLabelValues(kind.Name).Inc()
 			r.enqueue(key, after)
 		}
@@ -346,7 +344,7 @@ func (r *QueueJobReconciler) watchQueue(ctx context.Context, key types.Namespace
 		logf.FromContext(ctx).V(1).Info("Cannot watch the queue; the probes alone find its items", "error", err.Error())
 		return
 	}
-	if !r.pool.setUnwatch(key, uid, stop) {
+	if !r.probes.setUnwatch(key, uid, stop) {
 		stop()
 	}
 }
@@ -397,7 +395,7 @@ func (r *QueueJobReconciler) recordReclaimed(ctx context.Context, p *probeRun, n
 	if n == 0 {
 		return
 	}
-	r.pool.addReclaimed(p.key, p.uid, int64(n))
+	r.probes.addReclaimed(p.key, p.uid, int64(n))
 	leasesReclaimed.WithLabelValues(p.kind.Name).Add(float64(n))
 	logf.FromContext(ctx).Info("Returned items of gone workers to the queue", "items", n)
 	r.Recorder.Eventf(p.target, nil, corev1.EventTypeNormal, qjv1.EventLeasesReclaimed, "ReclaimLeases",
@@ -439,47 +437,6 @@ func secretsSuspect(err error) bool {
 	return true
 }
 
-// resolveCached is resolve, reusing the values read for the QueueJob within the last
-// SecretRefresh: a probe every 2 s of each of many QueueJobs must not read their Secrets
-// from the API server each time. They are read again at once when the QueueJob changes
-// (its generation or UID), and after a probe that failed to connect or log in.
-func (r *QueueJobReconciler) resolveCached(ctx context.Context, s *scope, kind *queue.Kind) (queue.Source, error) {
-	key := client.ObjectKeyFromObject(s.qj)
-	if values, ok := r.secrets.get(key, s.qj.UID, s.qj.Generation, s.now, r.secretRefresh()); ok {
-		return queue.Source{Spec: s.qj.Spec.Queue, Secrets: values}, nil
-	}
-	src, err := r.resolve(ctx, s.qj, kind)
-	if err != nil {
-		r.secrets.forget(key)
-		return src, err
-	}
-	r.secrets.put(key, s.qj.UID, s.qj.Generation, s.now, src.Secrets)
-	logf.FromContext(ctx).V(1).Info("Read the queue's Secrets", "secrets", len(src.Secrets))
-	return src, nil
-}
-
-// resolve reads the Secrets the queue references, fresh from the API server (the manager
-// neither lists nor watches Secrets).
-func (r *QueueJobReconciler) resolve(ctx context.Context, qj *qjv1.QueueJob, kind *queue.Kind) (queue.Source, error) {
-	src := queue.Source{Spec: qj.Spec.Queue, Secrets: map[string]string{}}
-	for _, ref := range kind.SecretRefs(qj.Spec.Queue) {
-		var sec corev1.Secret
-		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: qj.Namespace, Name: ref.Name}, &sec)
-		if apierrors.IsNotFound(err) {
-			return src, queue.Errorf(queue.ReasonSecretNotFound, "Secret %s/%s does not exist: create it, or fix the secret reference in spec.queue", qj.Namespace, ref.Name)
-		}
-		if err != nil {
-			return src, queue.Errorf(queue.ReasonSecretNotFound, "reading Secret %s/%s: %v", qj.Namespace, ref.Name, err)
-		}
-		v, ok := sec.Data[ref.Key]
-		if !ok {
-			return src, queue.Errorf(queue.ReasonSecretNotFound, "Secret %s/%s has no key %q: add it, or fix the key in spec.queue", qj.Namespace, ref.Name, ref.Key)
-		}
-		src.Secrets[queue.SecretID(ref)] = string(v)
-	}
-	return src, nil
-}
-
 // probeBackoff is the wait before probing an unreachable queue again: it doubles with the
 // time the queue has been unreachable, from the probe interval up to a minute.
 func probeBackoff(read *qjv1.QueueJob, interval time.Duration, now time.Time) time.Duration {
@@ -495,7 +452,7 @@ func probeBackoff(read *qjv1.QueueJob, interval time.Duration, now time.Time) ti
 func (r *QueueJobReconciler) forgetQueue(key types.NamespacedName) {
 	r.secrets.forget(key)
 	r.dropGauges(key)
-	r.pool.drop(key) // last: once the pool has no connection, the rest is gone too
+	r.probes.drop(key) // last: once the entry is gone, the rest is gone too
 }
 
 // forgetDeletedQueue closes a deleted QueueJob's connection, and logs the items its
@@ -504,7 +461,7 @@ func (r *QueueJobReconciler) forgetQueue(key types.NamespacedName) {
 func (r *QueueJobReconciler) forgetDeletedQueue(ctx context.Context, key types.NamespacedName) {
 	r.dropGauges(key)
 	r.secrets.forget(key)
-	b := r.pool.take(key)
+	b := r.probes.take(key)
 	if b == nil {
 		return
 	}
@@ -526,383 +483,4 @@ func (r *QueueJobReconciler) dropGauges(key types.NamespacedName) {
 	queueInFlight.DeleteLabelValues(key.Namespace, key.Name)
 	queueDeadLettered.DeleteLabelValues(key.Namespace, key.Name)
 	queueLastProbe.DeleteLabelValues(key.Namespace, key.Name)
-}
-
-// connPool keeps one backend connection per QueueJob, and replaces it when the QueueJob
-// is recreated or the resolved source (a rotated Secret) changes.
-type connPool struct {
-	mu    sync.Mutex
-	conns map[types.NamespacedName]*pooledConn
-}
-
-type pooledConn struct {
-	uid         types.UID
-	fingerprint string
-	backend     queue.Backend
-	// due is when the QueueJob may be probed next.
-	due time.Time
-	// goneWave is the latest wave whose Job the API server said is gone: it is not read
-	// again on every probe.
-	goneWave int32
-	// reclaimed counts leases reclaimed that no status write has recorded yet.
-	reclaimed int64
-	// unwatch ends the watch of the queue (see watchQueue); nil if there is none.
-	unwatch func()
-	// probedAt is when the QueueJob was last probed, and interval its probe interval.
-	probedAt time.Time
-	interval time.Duration
-	// waiting is set while the QueueJob waits for items (armWake): a write to its queue
-	// then makes the probe due at once.
-	waiting bool
-	// writes counts the writes to the queue heard.
-	writes uint64
-	// woken is set while a probe that a write brought forward is due; emptyWakes counts
-	// such probes in a row that found no item (see minWakeGap).
-	woken      bool
-	emptyWakes int
-	// running is set while a probe runs; result is the last probe's, until a reconcile
-	// takes it. reached is set once a probe went to the queue (the address policy
-	// allowed it).
-	running, reached bool
-	result           *probeResult
-	// serverWoke is set when the QueueJob's server answered again after turning it away:
-	// its next probe is due at once, whatever the probe that was turned away set.
-	serverWoke bool
-}
-
-// with calls f with the entry of a QueueJob (of this UID), under the pool's lock; not at
-// all if the QueueJob has none.
-func (p *connPool) with(key types.NamespacedName, uid types.UID, f func(*pooledConn)) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c, ok := p.conns[key]; ok && c.uid == uid {
-		f(c)
-	}
-}
-
-// addReclaimed counts reclaimed leases until a status write records them.
-func (p *connPool) addReclaimed(key types.NamespacedName, uid types.UID, n int64) {
-	p.with(key, uid, func(c *pooledConn) { c.reclaimed += n })
-}
-
-// pendingReclaimed is how many reclaimed leases no status write has recorded yet.
-func (p *connPool) pendingReclaimed(key types.NamespacedName, uid types.UID) (n int64) {
-	p.with(key, uid, func(c *pooledConn) { n = c.reclaimed })
-	return n
-}
-
-// reclaimedWritten records that a status write has recorded n reclaimed leases.
-func (p *connPool) reclaimedWritten(key types.NamespacedName, uid types.UID, n int64) {
-	p.with(key, uid, func(c *pooledConn) { c.reclaimed -= n })
-}
-
-// goneWave is the wave recorded by markWaveGone, 0 if none.
-func (p *connPool) goneWave(key types.NamespacedName, uid types.UID) (w int32) {
-	p.with(key, uid, func(c *pooledConn) { w = c.goneWave })
-	return w
-}
-
-// markWaveGone records that the Job of a QueueJob's latest wave is gone.
-func (p *connPool) markWaveGone(key types.NamespacedName, uid types.UID, wave int32) {
-	p.with(key, uid, func(c *pooledConn) { c.goneWave = wave })
-}
-
-// untilDue is how long until a QueueJob may be probed again; zero if now (or if it has no
-// connection yet).
-func (p *connPool) untilDue(key types.NamespacedName, uid types.UID, now time.Time) time.Duration {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	c, ok := p.conns[key]
-	if !ok || c.uid != uid {
-		return 0
-	}
-	return max(c.due.Sub(now), 0)
-}
-
-// probed records when a QueueJob was probed, at what interval, when it may be probed
-// next, and the result for its next reconcile (nil: that reconcile has it already). It
-// disarms the wake: armWake arms it again once the reconcile knows the QueueJob waits for
-// items.
-func (p *connPool) probed(key types.NamespacedName, uid types.UID, at, due time.Time, interval time.Duration, res *probeResult) {
-	p.with(key, uid, func(c *pooledConn) {
-		c.probedAt, c.due, c.interval, c.waiting = at, due, interval, false
-		c.running, c.result = false, res
-		if c.serverWoke {
-			c.due, c.serverWoke = time.Time{}, false
-		}
-	})
-}
-
-// begin records that a probe of the QueueJob runs.
-func (p *connPool) begin(key types.NamespacedName, uid types.UID) {
-	p.with(key, uid, func(c *pooledConn) { c.running, c.result, c.serverWoke = true, nil, false })
-}
-
-// abort records that a probe ended without a result.
-func (p *connPool) abort(key types.NamespacedName, uid types.UID) {
-	p.with(key, uid, func(c *pooledConn) { c.running = false })
-}
-
-// takeResult returns the result of the QueueJob's last probe, if no reconcile has taken
-// it yet, and whether a probe runs.
-func (p *connPool) takeResult(key types.NamespacedName, uid types.UID) (res *probeResult, running bool) {
-	p.with(key, uid, func(c *pooledConn) { res, running, c.result = c.result, c.running, nil })
-	return res, running
-}
-
-// reach records that a probe goes to the QueueJob's queue.
-func (p *connPool) reach(key types.NamespacedName, uid types.UID) {
-	p.with(key, uid, func(c *pooledConn) { c.reached = true })
-}
-
-// holds reports whether the QueueJob's entry still holds the backend.
-func (p *connPool) holds(key types.NamespacedName, uid types.UID, b queue.Backend) (ok bool) {
-	p.with(key, uid, func(c *pooledConn) { ok = c.backend == b })
-	return ok
-}
-
-// makeDue makes a QueueJob's next probe due at once, also if a probe turned away by the
-// server's gate records its end after this.
-func (p *connPool) makeDue(key types.NamespacedName) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c, ok := p.conns[key]; ok {
-		c.due, c.serverWoke = time.Time{}, true
-	}
-}
-
-// wakeState is whether a QueueJob waits for a write, and how many writes were heard.
-func (p *connPool) wakeState(key types.NamespacedName, uid types.UID) (waiting bool, writes uint64) {
-	p.with(key, uid, func(c *pooledConn) { waiting, writes = c.waiting, c.writes })
-	return waiting, writes
-}
-
-// writesHeard counts the writes to a QueueJob's queue heard so far.
-func (p *connPool) writesHeard(key types.NamespacedName, uid types.UID) (n uint64) {
-	p.with(key, uid, func(c *pooledConn) { n = c.writes })
-	return n
-}
-
-// minWakeGap is the least time between a probe and one that a write brings forward. It
-// doubles with each probe in a row that a write brought forward and that found no item,
-// up to the probe interval, and is back to minWakeGap after any other probe: a list that
-// another consumer keeps empty while it is written to makes a QueueJob probe a few more
-// times per interval, not back to back.
-const minWakeGap = 250 * time.Millisecond
-
-func (c *pooledConn) wakeGap() time.Duration {
-	return min(minWakeGap<<min(c.emptyWakes, 16), max(c.interval, minWakeGap))
-}
-
-// heard records a write to a QueueJob's queue (or a report that one may have gone
-// unheard). If the QueueJob waits for items, its probe falls due (at least the wake gap
-// after the last one) and heard returns true with the wait until then: the caller queues
-// a reconcile for that time. A wake is armed once per probe.
-func (p *connPool) heard(key types.NamespacedName, uid types.UID, now time.Time, reported bool) (wake bool, after time.Duration) {
-	p.with(key, uid, func(c *pooledConn) {
-		c.writes++
-		if !c.waiting {
-			return
-		}
-		// A report (the watch started) is not a write: the probe it brings forward does
-		// not count towards the gap's doubling.
-		c.waiting, c.woken, wake = false, !reported, true
-		c.due = c.probedAt.Add(c.wakeGap())
-		after = max(c.due.Sub(now), 0)
-	})
-	return wake, after
-}
-
-// armWake records whether a QueueJob, just probed, waits for items: no wave runs and its
-// queue held none. Only such a QueueJob is woken by a write: while a wave runs, every
-// worker's take is a write too, and the probes at their interval decide. If a write was
-// heard since the probe began (writesBefore), the probe may have counted before it: armWake
-// then makes the probe due and returns true, and the caller queues a reconcile.
-func (p *connPool) armWake(key types.NamespacedName, uid types.UID, waiting bool, writesBefore uint64) (probeAgain bool) {
-	p.with(key, uid, func(c *pooledConn) {
-		if c.woken && waiting {
-			c.emptyWakes++ // brought forward by a write, and found nothing
-		} else {
-			c.emptyWakes = 0 // a probe at its time or brought forward by a report, or items came
-		}
-		c.waiting, c.woken = waiting, false
-		if waiting && c.writes != writesBefore {
-			c.waiting, c.woken, probeAgain = false, true, true
-			c.due = c.probedAt.Add(c.wakeGap())
-		}
-	})
-	return probeAgain
-}
-
-// setUnwatch records the end of a QueueJob's watch; it reports false (and the caller
-// ends the watch) if the entry has one already or is gone.
-func (p *connPool) setUnwatch(key types.NamespacedName, uid types.UID, stop func()) (kept bool) {
-	p.with(key, uid, func(c *pooledConn) {
-		if c.unwatch == nil && c.backend != nil {
-			c.unwatch, kept = stop, true
-		}
-	})
-	return kept
-}
-
-// watching reports whether a QueueJob's queue is watched.
-func (p *connPool) watching(key types.NamespacedName, uid types.UID) (w bool) {
-	p.with(key, uid, func(c *pooledConn) { w = c.unwatch != nil })
-	return w
-}
-
-func (p *connPool) get(key types.NamespacedName, uid types.UID, kind *queue.Kind, src queue.Source) (queue.Backend, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	fp := kind.Name + "/" + src.Fingerprint()
-	var carried pooledConn
-	if c, ok := p.conns[key]; ok {
-		if c.uid == uid && c.fingerprint == fp {
-			return c.backend, nil
-		}
-		closeInBackground(c.backend)
-		stopWatch(c)
-		delete(p.conns, key)
-		if c.uid == uid { // a rotated Secret: what the QueueJob owes its status stays
-			carried = pooledConn{due: c.due, goneWave: c.goneWave, reclaimed: c.reclaimed, writes: c.writes, probedAt: c.probedAt}
-		}
-	}
-	b, err := kind.Open(src)
-	if err != nil {
-		return nil, err
-	}
-	if p.conns == nil {
-		p.conns = map[types.NamespacedName]*pooledConn{}
-	}
-	carried.uid, carried.fingerprint, carried.backend = uid, fp, b
-	p.conns[key] = &carried
-	return b, nil
-}
-
-// abandon removes a backend that did not answer in time from the pool, keeping what the
-// QueueJob owes its status, and closes it in the background.
-func (p *connPool) abandon(key types.NamespacedName, b queue.Backend) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c, ok := p.conns[key]; ok && c.backend == b {
-		c.backend, c.fingerprint = nil, ""
-		stopWatch(c)
-	}
-	closeInBackground(b)
-}
-
-// stopWatch ends an entry's watch of its queue, if it has one.
-func stopWatch(c *pooledConn) {
-	if c.unwatch != nil {
-		go c.unwatch() // not under the pool's lock: a wake in progress takes it
-		c.unwatch = nil
-	}
-}
-
-// closeInBackground closes a backend without holding up the caller (nor the pool's lock):
-// closing a connection to a frozen broker waits for its timeout.
-func closeInBackground(b queue.Backend) {
-	if b != nil {
-		go func() { _ = b.Close() }()
-	}
-}
-
-// take removes a QueueJob's connection from the pool and returns it, nil if it had none.
-// A connection a probe uses, or one no probe went through (the address policy refused
-// it), is closed instead: no two goroutines use one at once, and none goes where the
-// policy refuses.
-func (p *connPool) take(key types.NamespacedName) queue.Backend {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	c, ok := p.conns[key]
-	if !ok {
-		return nil
-	}
-	stopWatch(c)
-	delete(p.conns, key)
-	if c.running || !c.reached {
-		closeInBackground(c.backend)
-		return nil
-	}
-	return c.backend
-}
-
-func (p *connPool) drop(key types.NamespacedName) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c, ok := p.conns[key]; ok {
-		closeInBackground(c.backend)
-		stopWatch(c)
-		delete(p.conns, key)
-	}
-}
-
-// size is the number of open connections.
-func (p *connPool) size() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for _, c := range p.conns {
-		if c.backend != nil {
-			n++
-		}
-	}
-	return n
-}
-
-// has reports whether a QueueJob has an open connection.
-func (p *connPool) has(key types.NamespacedName) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	c, ok := p.conns[key]
-	return ok && c.backend != nil
-}
-
-// secretCache keeps the values of the Secrets each QueueJob references, as last read.
-type secretCache struct {
-	mu      sync.Mutex
-	entries map[types.NamespacedName]resolvedSecrets
-}
-
-type resolvedSecrets struct {
-	uid        types.UID
-	generation int64
-	readAt     time.Time
-	values     map[string]string
-}
-
-// get returns the values read for this QueueJob (UID and generation) less than maxAge
-// before now.
-func (c *secretCache) get(key types.NamespacedName, uid types.UID, generation int64, now time.Time, maxAge time.Duration) (map[string]string, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.entries[key]
-	if !ok || e.uid != uid || e.generation != generation || now.Sub(e.readAt) >= maxAge || now.Before(e.readAt) {
-		return nil, false
-	}
-	return e.values, true
-}
-
-// put records the values read for a QueueJob at now.
-func (c *secretCache) put(key types.NamespacedName, uid types.UID, generation int64, now time.Time, values map[string]string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.entries == nil {
-		c.entries = map[types.NamespacedName]resolvedSecrets{}
-	}
-	c.entries[key] = resolvedSecrets{uid: uid, generation: generation, readAt: now, values: values}
-}
-
-// forget drops the values of a QueueJob's Secrets: the next probe reads them again.
-func (c *secretCache) forget(key types.NamespacedName) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.entries, key)
-}
-
-// size is the number of QueueJobs whose values are kept.
-func (c *secretCache) size() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.entries)
 }

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,7 +24,7 @@ type fakeBackend struct{ closed atomic.Int32 }
 func (f *fakeBackend) Probe(context.Context) (queue.Counts, error) { return queue.Counts{}, nil }
 func (f *fakeBackend) Close() error                                { f.closed.Add(1); return nil }
 
-// closedOnce waits for the pool's background close of a backend.
+// closedOnce waits for probeStates' background close of a backend.
 func closedOnce(f *fakeBackend) bool {
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if f.closed.Load() == 1 {
@@ -33,222 +32,6 @@ func closedOnce(f *fakeBackend) bool {
 		}
 	}
 	return false
-}
-
-func TestConnPool(t *testing.T) {
-	var opened []*fakeBackend
-	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) {
-		b := &fakeBackend{}
-		opened = append(opened, b)
-		return b, nil
-	}}
-	spec := &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "r:6379", Key: "k"}}
-	src := func(password string) queue.Source {
-		return queue.Source{Spec: spec, Secrets: map[string]string{"redis/password": password}}
-	}
-	key := types.NamespacedName{Namespace: "ns", Name: "q"}
-	var p connPool
-
-	a, _ := p.get(key, "uid-1", kind, src("one"))
-	b, _ := p.get(key, "uid-1", kind, src("one"))
-	if a != b || len(opened) != 1 {
-		t.Fatalf("the same source opened %d connections", len(opened))
-	}
-	c, _ := p.get(key, "uid-1", kind, src("rotated"))
-	if c == a || !closedOnce(opened[0]) {
-		t.Fatalf("a rotated Secret must replace the connection (closed %d)", opened[0].closed.Load())
-	}
-	d, _ := p.get(key, "uid-2", kind, src("rotated"))
-	if d == c || !closedOnce(opened[1]) {
-		t.Fatalf("a recreated QueueJob must get a new connection (closed %d)", opened[1].closed.Load())
-	}
-	p.drop(key)
-	if !closedOnce(opened[2]) || p.size() != 0 {
-		t.Fatalf("drop left %d connections, closed %d", p.size(), opened[2].closed.Load())
-	}
-	p.drop(key) // dropping twice is harmless
-}
-
-func TestConnPoolSchedule(t *testing.T) {
-	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
-	key := types.NamespacedName{Namespace: "ns", Name: "q"}
-	var p connPool
-	if d := p.untilDue(key, "uid-1", now); d != 0 {
-		t.Fatalf("a QueueJob never probed is due now, got %s", d)
-	}
-	p.probed(key, "uid-1", now, now.Add(time.Second), time.Second, nil) // no connection yet: nothing to remember
-	if d := p.untilDue(key, "uid-1", now); d != 0 {
-		t.Fatalf("untilDue = %s without a connection", d)
-	}
-	if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
-		t.Fatal(err)
-	}
-	p.probed(key, "uid-1", now, now.Add(2*time.Second), 2*time.Second, nil)
-	if d := p.untilDue(key, "uid-1", now.Add(500*time.Millisecond)); d != 1500*time.Millisecond {
-		t.Errorf("untilDue = %s, want 1.5s", d)
-	}
-	if d := p.untilDue(key, "uid-1", now.Add(3*time.Second)); d != 0 {
-		t.Errorf("untilDue after the due time = %s, want 0", d)
-	}
-	if d := p.untilDue(key, "uid-2", now); d != 0 {
-		t.Errorf("a recreated QueueJob is due at once, got %s", d)
-	}
-}
-
-// TestConnPoolWake: a write to the queue makes the probe of a QueueJob that waits for
-// items due, once per probe, no sooner than minWakeGap after the last probe; a QueueJob
-// that runs a wave is not woken; a write heard while a probe ran is not lost.
-func TestConnPoolWake(t *testing.T) {
-	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
-	key := types.NamespacedName{Namespace: "ns", Name: "q"}
-	var p connPool
-	if wake, _ := p.heard(key, "uid-1", now, false); wake {
-		t.Fatal("woke a QueueJob without an entry")
-	}
-	if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
-		t.Fatal(err)
-	}
-	probe := func(at time.Time, waiting bool) (probeAgain bool) {
-		before := p.writesHeard(key, "uid-1")
-		p.probed(key, "uid-1", at, at.Add(2*time.Second), 2*time.Second, nil)
-		return p.armWake(key, "uid-1", waiting, before)
-	}
-	// A wave runs: the probes at their interval decide.
-	if probe(now, false) {
-		t.Fatal("probe again without a write")
-	}
-	if wake, _ := p.heard(key, "uid-1", now.Add(time.Second), false); wake || p.untilDue(key, "uid-1", now.Add(time.Second)) == 0 {
-		t.Fatal("a write woke a QueueJob that runs a wave")
-	}
-	// Waiting for items: the first write makes the probe due, later ones until the next
-	// probe do nothing.
-	probe(now, true)
-	wake, after := p.heard(key, "uid-1", now.Add(time.Second), false)
-	if !wake || after != 0 || p.untilDue(key, "uid-1", now.Add(time.Second)) != 0 {
-		t.Fatalf("a write to the empty queue: wake %v after %s, due in %s", wake, after, p.untilDue(key, "uid-1", now.Add(time.Second)))
-	}
-	if wake, _ := p.heard(key, "uid-1", now.Add(time.Second), false); wake {
-		t.Error("a second write before the probe woke the QueueJob again")
-	}
-	if wake, _ := p.heard(key, "uid-2", now, false); wake {
-		t.Error("woke the entry of another UID")
-	}
-	// A write just after a probe at its time: the next one comes minWakeGap after it.
-	probe(now, true) // the probe the write above brought forward
-	probe(now, true) // a probe at its time
-	if wake, after := p.heard(key, "uid-1", now.Add(50*time.Millisecond), false); !wake || after != minWakeGap-50*time.Millisecond {
-		t.Errorf("a write 50ms after the probe: wake %v after %s, want after %s", wake, after, minWakeGap-50*time.Millisecond)
-	}
-	// Writes that bring forward probes that find nothing (another consumer keeps the list
-	// empty): the gap doubles each time, up to the interval; a probe with items resets it.
-	probe(now, false)
-	probe(now, true)
-	var gaps []time.Duration
-	for range 5 {
-		wake, after := p.heard(key, "uid-1", now, false)
-		if !wake {
-			t.Fatal("no wake")
-		}
-		gaps = append(gaps, after)
-		probe(now, true) // the brought-forward probe: still nothing
-	}
-	if want := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 2 * time.Second}; !slices.Equal(gaps, want) {
-		t.Errorf("gaps after empty wakes %v, want %v", gaps, want)
-	}
-	probe(now, true) // at its time: nothing, but not brought forward
-	if _, after := p.heard(key, "uid-1", now, false); after != minWakeGap {
-		t.Errorf("gap after a probe at its time %s, want %s", after, minWakeGap)
-	}
-	// Reports (the watch started: a write may have gone unheard) bring probes forward
-	// without doubling the gap.
-	probe(now, true) // the probe the write above brought forward
-	probe(now, true) // a probe at its time
-	for range 3 {
-		if wake, after := p.heard(key, "uid-1", now, true); !wake || after != minWakeGap {
-			t.Fatalf("a report: wake %v after %s, want after %s", wake, after, minWakeGap)
-		}
-		probe(now, true) // the probe the report brought forward: nothing
-	}
-	// A write heard while a probe ran, whatever the probe before it found: the probe may
-	// have counted before it.
-	probe(now, false)
-	before := p.writesHeard(key, "uid-1")
-	p.probed(key, "uid-1", now, now.Add(2*time.Second), 2*time.Second, nil)
-	if wake, _ := p.heard(key, "uid-1", now.Add(10*time.Millisecond), false); wake {
-		t.Fatal("woke during the probe")
-	}
-	if !p.armWake(key, "uid-1", true, before) || p.untilDue(key, "uid-1", now.Add(minWakeGap)) != 0 {
-		t.Error("a write heard during the probe was lost")
-	}
-	// The watch ends with the entry.
-	stopped := make(chan struct{})
-	if !p.setUnwatch(key, "uid-1", func() { close(stopped) }) || !p.watching(key, "uid-1") {
-		t.Fatal("the watch was not recorded")
-	}
-	if p.setUnwatch(key, "uid-1", func() {}) {
-		t.Error("a second watch was recorded")
-	}
-	p.drop(key)
-	select {
-	case <-stopped:
-	case <-time.After(time.Minute):
-		t.Fatal("drop did not end the watch")
-	}
-}
-
-func TestArchiveExpired(t *testing.T) {
-	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	finishedAgo := func(n int32, d time.Duration) batchv1.Job {
-		j := job(n)
-		j.Status.Conditions = []batchv1.JobCondition{{Type: batchv1.JobComplete, Status: "True", LastTransitionTime: metav1.NewTime(now.Add(-d))}}
-		return j
-	}
-	jobs := []batchv1.Job{finishedAgo(1, 2*time.Hour), finishedAgo(2, 30*time.Minute), job(3)}
-	cases := []struct {
-		name        string
-		spec        qjv1.QueueJobSpec
-		status      qjv1.QueueJobStatus
-		wantArchive []string
-		wantRequeue time.Duration
-	}{
-		{name: "Continuous: each wave from its own finish",
-			spec:        qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}, Refill: qjv1.RefillContinuous},
-			wantArchive: []string{"pi-1"}, wantRequeue: 30 * time.Minute},
-		{name: "Once, not finished: nothing yet",
-			spec: qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}}},
-		{name: "Once, finished 10 minutes ago: all finished waves in 50 minutes",
-			spec:        qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}},
-			status:      finishedStatus(now.Add(-10 * time.Minute)),
-			wantRequeue: 50 * time.Minute},
-		{name: "Once, finished 2 hours ago: every finished wave",
-			spec:        qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}},
-			status:      finishedStatus(now.Add(-2 * time.Hour)),
-			wantArchive: []string{"pi-1", "pi-2"}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			s := &scope{read: &qjv1.QueueJob{Status: tc.status}, qj: &qjv1.QueueJob{Spec: tc.spec}, jobs: jobs, now: now}
-			archiveExpired(s, 3600)
-			var got []string
-			for _, j := range s.archive {
-				got = append(got, j.Name)
-			}
-			if diff := cmp.Diff(tc.wantArchive, got); diff != "" {
-				t.Errorf("archived (-want +got):\n%s", diff)
-			}
-			if s.requeueAfter != tc.wantRequeue {
-				t.Errorf("requeue = %s, want %s", s.requeueAfter, tc.wantRequeue)
-			}
-		})
-	}
-}
-
-func finishedStatus(at time.Time) qjv1.QueueJobStatus {
-	t := metav1.NewTime(at)
-	return qjv1.QueueJobStatus{CompletionTime: &t, Conditions: []metav1.Condition{
-		{Type: qjv1.ConditionComplete, Status: metav1.ConditionTrue, Reason: qjv1.ReasonQueueDrained, LastTransitionTime: t}}}
 }
 
 // reapingBackend is a seam: a backend with a lease reaper that records its calls.
@@ -286,7 +69,7 @@ func probeOnceOf(t interface {
 	p := r.newProbeRun(context.Background(), s, kind)
 	p.source = queue.Source{Spec: s.qj.Spec.Queue}
 	var err error
-	if p.backend, err = r.pool.get(p.key, p.uid, kind, p.source); err != nil {
+	if p.backend, err = r.probes.get(p.key, p.uid, kind, p.source); err != nil {
 		t.Fatal(err)
 	}
 	return r.probeOnce(context.Background(), p)
@@ -319,10 +102,10 @@ func TestProbeOnceCountsEveryReclaim(t *testing.T) {
 				t.Errorf("probeOnce took %s with a bound of 500ms", took)
 			}
 			deadline := time.Now().Add(10 * time.Second)
-			for r.pool.pendingReclaimed(key, "uid-1") != 4 && time.Now().Before(deadline) {
+			for r.probes.pendingReclaimed(key, "uid-1") != 4 && time.Now().Before(deadline) {
 				time.Sleep(10 * time.Millisecond)
 			}
-			if got := r.pool.pendingReclaimed(key, "uid-1"); got != 4 {
+			if got := r.probes.pendingReclaimed(key, "uid-1"); got != 4 {
 				t.Errorf("pending reclaimed = %d, want the 4 items the reaper returned", got)
 			}
 		})
@@ -356,7 +139,7 @@ func TestProbeOnceAlwaysReaps(t *testing.T) {
 				Spec: qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "r:6379", Key: "k"}}}}
 			r := &QueueJobReconciler{Recorder: events.NewFakeRecorder(10)}
 			res := probeOnceOf(t, r, &scope{read: qj, qj: qj, now: now}, kind)
-			reclaimed := int(r.pool.pendingReclaimed(types.NamespacedName{Namespace: "ns", Name: "q"}, "uid-1"))
+			reclaimed := int(r.probes.pendingReclaimed(types.NamespacedName{Namespace: "ns", Name: "q"}, "uid-1"))
 			if res.err != nil {
 				t.Fatal(res.err)
 			}
@@ -421,35 +204,6 @@ func TestUseProbeTakesOnlyCountsOfTheWaveItSees(t *testing.T) {
 	}
 }
 
-// A QueueJob turned away by its server's gate is probed at once when the server answers
-// again, whether the wake comes before or after the turned-away probe records its end.
-func TestConnPoolServerWake(t *testing.T) {
-	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
-	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
-	key := types.NamespacedName{Namespace: "ns", Name: "q"}
-	for _, wakeFirst := range []bool{true, false} {
-		var p connPool
-		if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
-			t.Fatal(err)
-		}
-		if wakeFirst {
-			p.makeDue(key)
-		}
-		p.probed(key, "uid-1", now, now.Add(time.Minute), 2*time.Second, nil) // turned away: backoff
-		if !wakeFirst {
-			p.makeDue(key)
-		}
-		if d := p.untilDue(key, "uid-1", now); d != 0 {
-			t.Errorf("wake first %v: the probe is due in %s, want at once", wakeFirst, d)
-		}
-		p.begin(key, "uid-1")
-		p.probed(key, "uid-1", now, now.Add(2*time.Second), 2*time.Second, nil)
-		if d := p.untilDue(key, "uid-1", now); d != 2*time.Second {
-			t.Errorf("wake first %v: the probe after the wake is due in %s, want its interval", wakeFirst, d)
-		}
-	}
-}
-
 // The next probe is due an interval after a probe ended, not after it started: a probe
 // that waited for its server's slots must not leave the next one due at once.
 func TestSettleProbeCountsFromTheEnd(t *testing.T) {
@@ -457,13 +211,42 @@ func TestSettleProbeCountsFromTheEnd(t *testing.T) {
 	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	r := &QueueJobReconciler{}
-	if _, err := r.pool.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+	if _, err := r.probes.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 		t.Fatal(err)
 	}
 	p := &probeRun{key: key, uid: "uid-1", kind: kind, at: at, interval: 2 * time.Second, backoff: 2 * time.Second, log: logr.Discard()}
 	end := at.Add(8 * time.Second)
 	r.settleProbe(p, &probeResult{counts: &queue.Counts{}}, true, end)
-	if d := r.pool.untilDue(key, "uid-1", end); d < 2*time.Second {
+	if d := r.probes.untilDue(key, "uid-1", end); d < 2*time.Second {
 		t.Errorf("the next probe is due %s after the end, want at least the interval (2s)", d)
+	}
+}
+
+func TestProbeBackoff(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	qj := func(status metav1.ConditionStatus, since time.Duration) *qjv1.QueueJob {
+		q := &qjv1.QueueJob{}
+		if status != "" {
+			q.Status.Conditions = []metav1.Condition{{Type: qjv1.ConditionQueueReachable, Status: status, LastTransitionTime: metav1.NewTime(now.Add(-since))}}
+		}
+		return q
+	}
+	cases := []struct {
+		name string
+		qj   *qjv1.QueueJob
+		want time.Duration
+	}{
+		{name: "first failure: the probe interval", qj: qj("", 0), want: 2 * time.Second},
+		{name: "was reachable", qj: qj(metav1.ConditionTrue, time.Hour), want: 2 * time.Second},
+		{name: "unreachable for 1s: still the interval", qj: qj(metav1.ConditionFalse, time.Second), want: 2 * time.Second},
+		{name: "unreachable for 8s: 8s", qj: qj(metav1.ConditionFalse, 8*time.Second), want: 8 * time.Second},
+		{name: "unreachable for an hour: a minute", qj: qj(metav1.ConditionFalse, time.Hour), want: time.Minute},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := probeBackoff(tc.qj, 2*time.Second, now); got != tc.want {
+				t.Errorf("probeBackoff = %s, want %s", got, tc.want)
+			}
+		})
 	}
 }

@@ -251,7 +251,7 @@ var _ = Describe("QueueJob with a queue", func() {
 		got := &qjv1.QueueJob{}
 		Expect(k8s.Get(suiteCtx, client.ObjectKeyFromObject(qj), got)).To(Succeed())
 		Eventually(func() bool {
-			waiting, writes := reconciler.pool.wakeState(client.ObjectKeyFromObject(qj), got.UID)
+			waiting, writes := reconciler.probes.wakeState(client.ObjectKeyFromObject(qj), got.UID)
 			return waiting && writes >= 1
 		}, timeout, interval).Should(BeTrue(), "the watch reported the key and the QueueJob waits for a write")
 		wakes := testutil.ToFloat64(queueWakes.WithLabelValues("redis"))
@@ -353,9 +353,9 @@ var _ = Describe("QueueJob with a queue", func() {
 
 		By("closing the QueueJob's connection and dropping its metrics when it is deleted")
 		qjKey := client.ObjectKeyFromObject(qj)
-		Expect(reconciler.pool.has(qjKey)).To(BeTrue())
+		Expect(reconciler.probes.has(qjKey)).To(BeTrue())
 		Expect(k8s.Delete(suiteCtx, qj)).To(Succeed())
-		Eventually(func() bool { return reconciler.pool.has(qjKey) }, timeout, interval).Should(BeFalse())
+		Eventually(func() bool { return reconciler.probes.has(qjKey) }, timeout, interval).Should(BeFalse())
 		Expect(queueReady.DeleteLabelValues(ns, "crash")).To(BeFalse(), "the series was already deleted")
 	})
 

@@ -315,7 +315,7 @@ var _ = Describe("QueueJob without a queue", func() {
 	It("reports a Job the API server refuses and creates it once the spec is fixed", func() {
 		qj := queueJob(ns, "pi", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Name = "Not_A_DNS_Label" })
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
-		Eventually(getQJ(ns, "pi"), timeout, interval).Should(cond(qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonJobCreateError))
+		Eventually(getQJ(ns, "pi"), timeout, interval).Should(cond(qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonJobCreateFailed))
 		Expect(condition(getQJ(ns, "pi")(Default), qjv1.ConditionProgressing).Message).To(ContainSubstring("fix spec.jobTemplate"))
 		Eventually(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventJobCreateFailed) }, timeout, interval).Should(HaveLen(1))
 		Consistently(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventJobCreateFailed) }, 2*time.Second, 500*time.Millisecond).Should(HaveLen(1))

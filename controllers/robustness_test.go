@@ -77,7 +77,7 @@ var _ = Describe("Robustness", func() {
 		Expect(k8s.Create(suiteCtx, foreignJob)).To(Succeed())
 
 		Expect(k8s.Create(suiteCtx, foreign)).To(Succeed())
-		Eventually(getQJ(ns, "foreign"), timeout, interval).Should(cond(qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonJobCreateError))
+		Eventually(getQJ(ns, "foreign"), timeout, interval).Should(cond(qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonJobCreateFailed))
 		Expect(condition(getQJ(ns, "foreign")(Default), qjv1.ConditionProgressing).Message).To(ContainSubstring("does not belong to this QueueJob"))
 
 		By("deleting the foreign Job, which sends the manager no event")
@@ -191,12 +191,12 @@ var _ = Describe("Robustness", func() {
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
 		job := theJob(qj)
 		qjKey := client.ObjectKeyFromObject(qj)
-		Expect(reconciler.pool.has(qjKey)).To(BeTrue())
+		Expect(reconciler.probes.has(qjKey)).To(BeTrue())
 		for rediswqWork(c, key) {
 		}
 		finishJob(job, true, time.Now(), 1, 0, "CompletionsReached")
 		Eventually(getQJ(ns, "release"), timeout, interval).Should(cond(qjv1.ConditionComplete, metav1.ConditionTrue, qjv1.ReasonQueueDrained))
-		Eventually(func() bool { return reconciler.pool.has(qjKey) }, timeout, interval).Should(BeFalse(), "the finished QueueJob keeps its connection")
+		Eventually(func() bool { return reconciler.probes.has(qjKey) }, timeout, interval).Should(BeFalse(), "the finished QueueJob keeps its connection")
 		Expect(queueReady.DeleteLabelValues(ns, "release")).To(BeFalse(), "the finished QueueJob keeps its gauge")
 	})
 
@@ -220,7 +220,7 @@ var _ = Describe("Robustness", func() {
 		Eventually(getQJ(ns, "failed"), timeout, interval).Should(SatisfyAll(
 			HaveField("Status.Queue.InFlight", BeEquivalentTo(0)),
 			HaveField("Status.Queue.Reclaimed", BeEquivalentTo(1))))
-		Eventually(func() bool { return reconciler.pool.has(client.ObjectKeyFromObject(qj)) }, timeout, interval).Should(BeFalse())
+		Eventually(func() bool { return reconciler.probes.has(client.ObjectKeyFromObject(qj)) }, timeout, interval).Should(BeFalse())
 	})
 
 	It("logs the items still in flight when a QueueJob is deleted", func() {

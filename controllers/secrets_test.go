@@ -205,7 +205,7 @@ func waitForProbe(t *testing.T, r *QueueJobReconciler, qj *qjv1.QueueJob) {
 	key := types.NamespacedName{Namespace: qj.Namespace, Name: qj.Name}
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
 		running := false
-		r.pool.with(key, qj.UID, func(c *pooledConn) { running = c.running })
+		r.probes.with(key, qj.UID, func(e *probeState) { running = e.schedule.running })
 		if !running {
 			return
 		}
@@ -213,4 +213,11 @@ func waitForProbe(t *testing.T, r *QueueJobReconciler, qj *qjv1.QueueJob) {
 			t.Fatal("the probe still runs after a minute")
 		}
 	}
+}
+
+// size is the number of QueueJobs whose values are kept.
+func (c *secretCache) size() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries)
 }

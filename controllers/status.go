@@ -46,108 +46,157 @@ func observeInputFrom(s *scope) observeInput {
 // observe computes the QueueJob's new status. It is pure: the same input gives the same
 // status, which is what lets the reconciler skip the status write when nothing changed.
 // Counts survive the deletion of pods and Jobs: the Job controller keeps counting deleted
-// pods, and the counts of Jobs that cleanup deletes move to status.archived first.
+// pods, and the counts of Jobs that cleanup deletes move to status.archived first. Each
+// managed condition has its setter, as Cluster API's status code does.
 func observe(in observeInput) qjv1.QueueJobStatus {
 	qj := in.qj
 	st := *qj.Status.DeepCopy()
 	gen := qj.Generation
 	st.ObservedGeneration = gen
 
-	current := archiveAndCount(&st, in)
-	if n := len(in.jobs); n > 0 {
-		st.JobName = in.jobs[n-1].Name
-		if w := jobWave(&in.jobs[n-1]); w > st.Waves {
-			st.Waves = w
-		}
-		if st.StartTime == nil && in.jobs[0].Status.StartTime != nil {
-			st.StartTime = in.jobs[0].Status.StartTime.DeepCopy()
-		}
-	}
+	current := waveOf(archiveAndCount(&st, in), &qj.Spec)
+	observeJobs(&st, in.jobs)
 	if !isFinished(&st) {
-		// The latest Job decides, even when this reconcile archives it.
-		if latest := latestUnarchived(in); latest != nil {
-			inARow, wave := failedInARow(&st, in.jobs)
-			if qj.Spec.Queue != nil {
-				st.ConsecutiveFailedWaves, st.LastFinishedWave = inARow, wave
-			}
-			c := jobFinished(latest)
-			switch {
-			case c == nil || waveEnded(latest):
-			case c.Type == batchv1.JobFailed && qj.Spec.Queue != nil && retriesFailedWave(&qj.Spec, inARow):
-				// Under refill Continuous the next wave takes the items: the QueueJob runs on.
-			case c.Type == batchv1.JobFailed || qj.Spec.Queue == nil:
-				finish(&st, gen, latest, c)
-			}
-		}
-		if in.plan != nil && in.plan.complete != nil {
-			complete(&st, gen, in.plan.complete, in.now)
-		}
-		if in.plan != nil && in.plan.fail != nil {
-			failQueueJob(&st, gen, in.plan.fail, in.now)
-		}
+		decideFinish(&st, gen, in)
 	}
 	if qj.Spec.Queue != nil {
 		observeQueue(&st, gen, in)
-		if in.reclaimed > 0 {
-			if st.Queue == nil {
-				st.Queue = &qjv1.QueueStatus{}
-			}
-			st.Queue.Reclaimed += in.reclaimed
-		}
+		addReclaimed(&st, in.reclaimed)
 	}
 
 	done := isFinished(&st)
-	if !done {
-		set(&st, gen, qjv1.ConditionComplete, metav1.ConditionFalse, qjv1.ReasonNotFinished, "The QueueJob has not finished", nil)
-		set(&st, gen, qjv1.ConditionFailed, metav1.ConditionFalse, qjv1.ReasonNotFinished, "The QueueJob has not finished", nil)
-	} else {
-		// Keep the terminal conditions as they are, but say which generation they were seen at.
-		for _, t := range []string{qjv1.ConditionComplete, qjv1.ConditionFailed} {
-			if c := meta.FindStatusCondition(st.Conditions, t); c != nil {
-				c.ObservedGeneration = gen
+	suspended := qj.Spec.IsSuspended() && !done
+	setFinishedConditions(&st, gen, done)
+	setSuspendedCondition(&st, gen, suspended)
+	setProgressingCondition(&st, gen, in, current, done, suspended)
+	setUpToDateCondition(&st, gen, qj, current)
+	summarize(&st, in, current, done, suspended)
+	return st
+}
+
+// observeJobs records the latest Job's name and wave, and when the first Job started.
+func observeJobs(st *qjv1.QueueJobStatus, jobs []batchv1.Job) {
+	n := len(jobs)
+	if n == 0 {
+		return
+	}
+	st.JobName = jobs[n-1].Name
+	if w := jobWave(&jobs[n-1]); w > st.Waves {
+		st.Waves = w
+	}
+	if st.StartTime == nil && jobs[0].Status.StartTime != nil {
+		st.StartTime = jobs[0].Status.StartTime.DeepCopy()
+	}
+}
+
+// decideFinish finishes a QueueJob that has not finished yet, if its latest Job or its
+// plan says so: a failed wave (unless refill Continuous retries it), the one Job of a
+// QueueJob without a queue, a drained queue.
+func decideFinish(st *qjv1.QueueJobStatus, gen int64, in observeInput) {
+	qj := in.qj
+	// The latest Job decides, even when this reconcile archives it.
+	if latest := latestUnarchived(in); latest != nil {
+		inARow, wave := failedInARow(st, in.jobs)
+		if qj.Spec.Queue != nil {
+			st.ConsecutiveFailedWaves, st.LastFinishedWave = inARow, wave
+		}
+		switch waveOf(latest, &qj.Spec).state {
+		case waveFailed:
+			if qj.Spec.Queue == nil || !retriesFailedWave(&qj.Spec, inARow) {
+				// Under refill Continuous below the limit the next wave takes the items: the
+				// QueueJob runs on.
+				finish(st, gen, latest, jobFinished(latest))
+			}
+		case waveComplete:
+			if qj.Spec.Queue == nil {
+				finish(st, gen, latest, jobFinished(latest))
 			}
 		}
 	}
-
-	suspended := qj.Spec.IsSuspended() && !done
-	if suspended {
-		set(&st, gen, qjv1.ConditionSuspended, metav1.ConditionTrue, qjv1.ReasonSuspended,
-			"spec.suspend is true: the QueueJob runs no pods until it is set to false", nil)
-	} else {
-		set(&st, gen, qjv1.ConditionSuspended, metav1.ConditionFalse, qjv1.ReasonNotSuspended, "spec.suspend is not set", nil)
+	if in.plan != nil && in.plan.complete != nil {
+		complete(st, gen, in.plan.complete, in.now)
 	}
+	if in.plan != nil && in.plan.fail != nil {
+		failQueueJob(st, gen, in.plan.fail, in.now)
+	}
+}
 
-	running := current != nil && jobFinished(current) == nil
-	heldByOther := running && !suspended && !waveEnded(current) && ptr.Deref(current.Spec.Suspend, false)
+// addReclaimed adds the reclaimed leases no status write has recorded yet.
+func addReclaimed(st *qjv1.QueueJobStatus, reclaimed int64) {
+	if reclaimed <= 0 {
+		return
+	}
+	if st.Queue == nil {
+		st.Queue = &qjv1.QueueStatus{}
+	}
+	st.Queue.Reclaimed += reclaimed
+}
+
+// setFinishedConditions sets Complete and Failed to False while the QueueJob has not
+// finished; once it has, it keeps them as they are, but says which generation they were
+// seen at.
+func setFinishedConditions(st *qjv1.QueueJobStatus, gen int64, done bool) {
+	if !done {
+		set(st, gen, qjv1.ConditionComplete, metav1.ConditionFalse, qjv1.ReasonNotFinished, "The QueueJob has not finished", nil)
+		set(st, gen, qjv1.ConditionFailed, metav1.ConditionFalse, qjv1.ReasonNotFinished, "The QueueJob has not finished", nil)
+		return
+	}
+	for _, t := range []string{qjv1.ConditionComplete, qjv1.ConditionFailed} {
+		if c := meta.FindStatusCondition(st.Conditions, t); c != nil {
+			c.ObservedGeneration = gen
+		}
+	}
+}
+
+// setSuspendedCondition says whether spec.suspend holds an unfinished QueueJob back.
+func setSuspendedCondition(st *qjv1.QueueJobStatus, gen int64, suspended bool) {
+	if suspended {
+		set(st, gen, qjv1.ConditionSuspended, metav1.ConditionTrue, qjv1.ReasonSuspended,
+			"spec.suspend is true: the QueueJob runs no pods until it is set to false", nil)
+		return
+	}
+	set(st, gen, qjv1.ConditionSuspended, metav1.ConditionFalse, qjv1.ReasonNotSuspended, "spec.suspend is not set", nil)
+}
+
+// setProgressingCondition says whether the QueueJob makes progress, and if not, why. With
+// none of its cases (no wave, no plan, no failed probe: a reconcile without a probe), the
+// condition stays as it was.
+func setProgressingCondition(st *qjv1.QueueJobStatus, gen int64, in observeInput, current wave, done, suspended bool) {
+	progressing := func(s metav1.ConditionStatus, reason, msg string) {
+		set(st, gen, qjv1.ConditionProgressing, s, reason, msg, nil)
+	}
+	job := current.job
 	switch {
 	case done:
-		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonFinished, "The QueueJob has finished", nil)
+		progressing(metav1.ConditionFalse, qjv1.ReasonFinished, "The QueueJob has finished")
 	case in.problem != nil:
-		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionFalse, in.problem.reason, in.problem.message, nil)
+		progressing(metav1.ConditionFalse, in.problem.reason, in.problem.message)
 	case suspended:
-		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonSuspended, "The QueueJob is suspended", nil)
-	case running && waveEnded(current):
-		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonWaveEnding, fmt.Sprintf(
-			"Job %s is suspended to stop its pods, which outlived the drained queue: it is archived once they stopped", current.Name), nil)
-	case heldByOther:
-		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonHeldByOther, fmt.Sprintf(
-			"Job %s is suspended by another controller (a queueing controller such as Kueue holds a Job until it is admitted): its pods start once it is resumed", current.Name), nil)
-	case running && qj.Spec.Queue == nil:
-		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonJobRunning, fmt.Sprintf("Job %s is running", current.Name), nil)
-	case running:
-		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonWaveRunning,
-			fmt.Sprintf("Job %s runs wave %d", current.Name, jobWave(current)), nil)
+		progressing(metav1.ConditionFalse, qjv1.ReasonSuspended, "The QueueJob is suspended")
+	case current.state == waveEnding:
+		progressing(metav1.ConditionTrue, qjv1.ReasonWaveEnding, fmt.Sprintf(
+			"Job %s is suspended to stop its pods, which outlived the drained queue: it is archived once they stopped", job.Name))
+	case current.state == waveHeld:
+		progressing(metav1.ConditionTrue, qjv1.ReasonJobSuspendedByAnother, fmt.Sprintf(
+			"Job %s is suspended by another controller (a queueing controller such as Kueue holds a Job until it is admitted): its pods start once it is resumed", job.Name))
+	case current.state.runs() && in.qj.Spec.Queue == nil:
+		progressing(metav1.ConditionTrue, qjv1.ReasonJobRunning, fmt.Sprintf("Job %s is running", job.Name))
+	case current.state.runs():
+		progressing(metav1.ConditionTrue, qjv1.ReasonWaveRunning, fmt.Sprintf("Job %s runs wave %d", job.Name, jobWave(job)))
 	case in.plan != nil && in.plan.waiting != nil:
-		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionTrue, in.plan.waiting.reason, in.plan.waiting.message, nil)
+		progressing(metav1.ConditionTrue, in.plan.waiting.reason, in.plan.waiting.message)
 	case in.probe != nil && in.probe.err != nil:
-		set(&st, gen, qjv1.ConditionProgressing, metav1.ConditionFalse, qjv1.ReasonProbeFailed,
-			"The queue cannot be probed, so no wave starts: see the QueueReachable condition", nil)
+		progressing(metav1.ConditionFalse, qjv1.ReasonProbeFailed,
+			"The queue cannot be probed, so no wave starts: see the QueueReachable condition")
 	}
+}
 
-	observeUpToDate(&st, gen, qj, current, running)
+// summarize sets what kubectl get shows: the mode, the latest Job's completions, the
+// duration of a finished QueueJob and the one-word state.
+func summarize(st *qjv1.QueueJobStatus, in observeInput, current wave, done, suspended bool) {
 	st.Mode = qjv1.ModeJob
-	if qj.Spec.Queue != nil {
-		st.Mode = string(qj.Spec.EffectiveMode())
+	if in.qj.Spec.Queue != nil {
+		st.Mode = string(in.qj.Spec.EffectiveMode())
 	}
 	if n := len(in.jobs); n > 0 {
 		st.Completions = completionsOf(&in.jobs[n-1])
@@ -163,30 +212,29 @@ func observe(in observeInput) qjv1.QueueJobStatus {
 		st.State = qjv1.StateFailed
 	case suspended:
 		st.State = qjv1.StateSuspended
-	case running && !heldByOther:
-		st.State = qjv1.StateRunning
+	case current.state.jobRuns() && current.state != waveHeld:
+		st.State = qjv1.StateRunning // an Ending wave too: its pods are stopping
 	default:
 		st.State = qjv1.StateWaiting
 	}
-	return st
 }
 
-// observeUpToDate says whether the running wave was built from the current spec: a change
-// of the template (but its parallelism, which the running Job follows) or of itemsPerPod
-// waits for the next wave.
-func observeUpToDate(st *qjv1.QueueJobStatus, gen int64, qj *qjv1.QueueJob, current *batchv1.Job, running bool) {
-	if running && !waveEnded(current) && builtFromOtherSpec(current, &qj.Spec) {
+// setUpToDateCondition says whether the running wave was built from the current spec: a
+// change of the template (but its parallelism, which the running Job follows) or of
+// itemsPerPod waits for the next wave.
+func setUpToDateCondition(st *qjv1.QueueJobStatus, gen int64, qj *qjv1.QueueJob, current wave) {
+	if current.state.runs() && builtFromOtherSpec(current.job, &qj.Spec) {
 		if qj.Spec.Queue == nil {
 			// Admission refuses such a change once the status names the Job; this is one
 			// that came in before.
 			set(st, gen, qjv1.ConditionUpToDate, metav1.ConditionFalse, qjv1.ReasonNotApplied, fmt.Sprintf(
 				"spec.jobTemplate changed after Job %s was created from it: a QueueJob without a queue has no next wave, so the change has no effect; create a new QueueJob to run it",
-				current.Name), nil)
+				current.job.Name), nil)
 			return
 		}
 		set(st, gen, qjv1.ConditionUpToDate, metav1.ConditionFalse, qjv1.ReasonNextWave, fmt.Sprintf(
 			"The spec changed since Job %s started wave %d: the running wave keeps the spec it was built from; the next wave uses the new one",
-			current.Name, jobWave(current)), nil)
+			current.job.Name, jobWave(current.job)), nil)
 		return
 	}
 	set(st, gen, qjv1.ConditionUpToDate, metav1.ConditionTrue, qjv1.ReasonUpToDate, "The running wave, if any, was built from the current spec", nil)
@@ -423,9 +471,9 @@ func transitions(old, cur *qjv1.QueueJobStatus) []event {
 		evs = append(evs, event{corev1.EventTypeNormal, qjv1.EventResumed, "Resume", "spec.suspend is false: the Job runs again"})
 	}
 	if c := became(qjv1.ConditionUpToDate, metav1.ConditionFalse); c != nil {
-		evs = append(evs, event{corev1.EventTypeNormal, qjv1.EventSpecPending, "Update", c.Message})
+		evs = append(evs, event{corev1.EventTypeNormal, qjv1.EventSpecChangePending, "Update", c.Message})
 	}
-	if c := became(qjv1.ConditionProgressing, metav1.ConditionFalse); c != nil && c.Reason == qjv1.ReasonJobCreateError {
+	if c := became(qjv1.ConditionProgressing, metav1.ConditionFalse); c != nil && c.Reason == qjv1.ReasonJobCreateFailed {
 		evs = append(evs, event{corev1.EventTypeWarning, qjv1.EventJobCreateFailed, "CreateJob", c.Message})
 	}
 	if c := became(qjv1.ConditionProgressing, metav1.ConditionFalse); c != nil && c.Reason == qjv1.ReasonPodsNotCreated {

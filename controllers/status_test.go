@@ -153,9 +153,9 @@ func TestObserve(t *testing.T) {
 		},
 		{
 			name:    "a refused Job is reported",
-			problem: &progressProblem{reason: qjv1.ReasonJobCreateError, message: "refused"},
+			problem: &progressProblem{reason: qjv1.ReasonJobCreateFailed, message: "refused"},
 			want: want{conds: with(notFinished, map[string]condWant{
-				qjv1.ConditionProgressing: {metav1.ConditionFalse, qjv1.ReasonJobCreateError},
+				qjv1.ConditionProgressing: {metav1.ConditionFalse, qjv1.ReasonJobCreateFailed},
 			})},
 		},
 		{
@@ -218,11 +218,11 @@ func TestTransitions(t *testing.T) {
 			want: []string{qjv1.EventSuspended}},
 		{name: "resumed", old: st(c(qjv1.ConditionSuspended, "True", "Suspended")), cur: st(c(qjv1.ConditionSuspended, "False", "NotSuspended")),
 			want: []string{qjv1.EventResumed}},
-		{name: "Job refused", old: st(c(qjv1.ConditionProgressing, "True", "JobRunning")), cur: st(c(qjv1.ConditionProgressing, "False", qjv1.ReasonJobCreateError)),
+		{name: "Job refused", old: st(c(qjv1.ConditionProgressing, "True", "JobRunning")), cur: st(c(qjv1.ConditionProgressing, "False", qjv1.ReasonJobCreateFailed)),
 			want: []string{qjv1.EventJobCreateFailed}},
-		{name: "Job still refused", old: st(c(qjv1.ConditionProgressing, "False", qjv1.ReasonJobCreateError)), cur: st(c(qjv1.ConditionProgressing, "False", qjv1.ReasonJobCreateError))},
+		{name: "Job still refused", old: st(c(qjv1.ConditionProgressing, "False", qjv1.ReasonJobCreateFailed)), cur: st(c(qjv1.ConditionProgressing, "False", qjv1.ReasonJobCreateFailed))},
 		{name: "a spec change waits for the next wave", old: st(c(qjv1.ConditionUpToDate, "True", qjv1.ReasonUpToDate)), cur: st(c(qjv1.ConditionUpToDate, "False", qjv1.ReasonNextWave)),
-			want: []string{qjv1.EventSpecPending}},
+			want: []string{qjv1.EventSpecChangePending}},
 		{name: "a spec change still waits", old: st(c(qjv1.ConditionUpToDate, "False", qjv1.ReasonNextWave)), cur: st(c(qjv1.ConditionUpToDate, "False", qjv1.ReasonNextWave))},
 		{name: "finished is no Progressing warning", old: st(c(qjv1.ConditionProgressing, "True", "JobRunning")), cur: st(c(qjv1.ConditionProgressing, "False", qjv1.ReasonFinished))},
 		// The wave state machine (docs/wave-state-machine.md).
@@ -325,7 +325,7 @@ func TestObserveSummary(t *testing.T) {
 			jobs: func(q *qjv1.QueueJob) []batchv1.Job {
 				return []batchv1.Job{job(1, sized(ptr.To[int32](2), 1), built(q), func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) })}
 			},
-			want: want{state: qjv1.StateWaiting, mode: "PerItem", completions: "0/2", upToDate: metav1.ConditionTrue, progressing: qjv1.ReasonHeldByOther}},
+			want: want{state: qjv1.StateWaiting, mode: "PerItem", completions: "0/2", upToDate: metav1.ConditionTrue, progressing: qjv1.ReasonJobSuspendedByAnother}},
 		{name: "suspended by spec.suspend", qj: func(q *qjv1.QueueJob) { q.Spec.Suspend = ptr.To(true) },
 			jobs: func(q *qjv1.QueueJob) []batchv1.Job {
 				return []batchv1.Job{job(1, sized(nil, 1), built(q), func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) })}

@@ -188,10 +188,10 @@ func TestObserveWave(t *testing.T) {
 		{name: "a wave another controller holds suspended: Waiting, JobSuspendedByAnother",
 			status: unfinished(), jobs: []batchv1.Job{job(1, jobSuspended)}, probe: probed(2, 0), plan: &wavePlan{},
 			want: want{state: qjv1.StateWaiting, conds: map[string]condWant{
-				qjv1.ConditionProgressing: {metav1.ConditionTrue, qjv1.ReasonHeldByOther}}}},
+				qjv1.ConditionProgressing: {metav1.ConditionTrue, qjv1.ReasonJobSuspendedByAnother}}}},
 		{name: "a template change while the wave runs: UpToDate=False NextWave, SpecChangePending",
 			status: unfinished(), jobs: []batchv1.Job{job(1, running(2, 0, 0), builtFromAnOlderSpec)}, probe: probed(2, 0), plan: &wavePlan{},
-			want: want{state: qjv1.StateRunning, events: []string{qjv1.EventSpecPending}, conds: map[string]condWant{
+			want: want{state: qjv1.StateRunning, events: []string{qjv1.EventSpecChangePending}, conds: map[string]condWant{
 				qjv1.ConditionUpToDate: {metav1.ConditionFalse, qjv1.ReasonNextWave}}}},
 		{name: "the running wave's Job deleted by hand: Waiting, its pod counts lost",
 			status: unfinished(func(st *qjv1.QueueJobStatus) { st.Active, st.Succeeded, st.JobName = 2, 3, "pi-1" }),
@@ -393,5 +393,68 @@ func TestWaveTableNamesTests(t *testing.T) {
 	}
 	if rows == 0 {
 		t.Error("the wave state machine section has no table rows")
+	}
+}
+
+// TestWaveStateOf: the one place that reads a wave's state from its Job (README, "The wave
+// state machine"), and what each state lets the phases do.
+func TestWaveStateOf(t *testing.T) {
+	suspendedJob := func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) }
+	resumedJob := func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(false) }
+	endedByTheOperator := func(j *batchv1.Job) {
+		j.Annotations = map[string]string{qjv1.AnnotationWaveEnded: "2026-11-27T13:00:00Z"}
+		j.Spec.Suspend = ptr.To(true)
+	}
+	type got struct {
+		State                      waveState
+		Runs, JobRuns, CreatesPods bool
+	}
+	for _, tc := range []struct {
+		name          string
+		job           *batchv1.Job // nil: no current Job
+		specSuspended bool
+		want          got
+	}{
+		{name: "no Job: None", want: got{State: waveNone}},
+		{name: "a Job that runs: Running", job: ptr.To(job(1, running(2, 0, 0))),
+			want: got{State: waveRunning, Runs: true, JobRuns: true, CreatesPods: true}},
+		{name: "a Job that runs, spec.suspend set but not carried to it yet: Running", job: ptr.To(job(1, running(2, 0, 0))), specSuspended: true,
+			want: got{State: waveRunning, Runs: true, JobRuns: true, CreatesPods: true}},
+		{name: "a Job suspended by another controller: Held", job: ptr.To(job(1, suspendedJob)),
+			want: got{State: waveHeld, Runs: true, JobRuns: true}},
+		{name: "a Job suspended under spec.suspend: Suspended", job: ptr.To(job(1, suspendedJob)), specSuspended: true,
+			want: got{State: waveSuspended, Runs: true, JobRuns: true}},
+		{name: "a wave the operator ended, its pods stopping: Ending", job: ptr.To(job(1, running(2, 0, 0), endedByTheOperator)),
+			want: got{State: waveEnding, JobRuns: true}},
+		{name: "an ended wave that another controller resumed: Ending, its pods created", job: ptr.To(job(1, endedByTheOperator, resumedJob)),
+			want: got{State: waveEnding, JobRuns: true, CreatesPods: true}},
+		{name: "an ended wave whose Job then completed: Ended", job: ptr.To(job(1, endedByTheOperator, ended(batchv1.JobComplete, "CompletionsReached"))),
+			want: got{State: waveEnded}},
+		{name: "an ended wave whose Job then failed: Ended, no failure", job: ptr.To(job(1, endedByTheOperator, ended(batchv1.JobFailed, "BackoffLimitExceeded"))),
+			want: got{State: waveEnded}},
+		{name: "a Job that completed: Complete", job: ptr.To(job(1, ended(batchv1.JobComplete, "CompletionsReached"))),
+			want: got{State: waveComplete}},
+		{name: "a Job that failed: Failed", job: ptr.To(job(1, ended(batchv1.JobFailed, "BackoffLimitExceeded"))),
+			want: got{State: waveFailed}},
+		{name: "a suspended Job that failed (its deadline passed): Failed", job: ptr.To(job(1, suspendedJob, ended(batchv1.JobFailed, "DeadlineExceeded"))),
+			want: got{State: waveFailed}},
+		{name: "a Job whose terminal condition is False: Running", job: ptr.To(job(1, func(j *batchv1.Job) {
+			j.Status.Conditions = []batchv1.JobCondition{{Type: batchv1.JobFailed, Status: "False"}}
+		})), want: got{State: waveRunning, Runs: true, JobRuns: true, CreatesPods: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := &qjv1.QueueJobSpec{}
+			if tc.specSuspended {
+				spec.Suspend = ptr.To(true)
+			}
+			w := waveOf(tc.job, spec)
+			g := got{State: w.state, Runs: w.state.runs(), JobRuns: w.state.jobRuns(), CreatesPods: w.createsPods()}
+			if diff := cmp.Diff(tc.want, g); diff != "" {
+				t.Errorf("waveOf (-want +got):\n%s", diff)
+			}
+			if w.job != tc.job {
+				t.Errorf("waveOf kept Job %v, want %v", w.job, tc.job)
+			}
+		})
 	}
 }

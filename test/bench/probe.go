@@ -20,7 +20,7 @@ import (
 
 // Section 5: what one probe costs, per backend, with 1, 100 and 1 000 QueueJobs on one
 // broker. Each QueueJob has a queue of its own and a connection of its own (the operator's
-// connPool), and is probed every probe interval; the probes of the N QueueJobs are spread
+// probeStates), and is probed every probe interval; the probes of the N QueueJobs are spread
 // evenly over the interval, as the operator's jitter spreads them in the long run. The peer
 // is the raw client call a minimal prober would make, on the same schedule, in the same run.
 

@@ -293,25 +293,25 @@ type codeAccess struct {
 // wherever QueueJobs are watched. A new request in the code belongs here.
 var queueJobAccess = []codeAccess{
 	{verb: "get", resource: "pods", where: "controllers/cleanup.go: APIReader.Get of a pod before deleting it"},
-	{verb: "list", resource: "pods", where: "the cache (Owns/watches in SetupWithManager); r.List of a Job's pods in controllers/queuejob_controller.go and cleanup.go"},
+	{verb: "list", resource: "pods", where: "the cache (Owns/watches in SetupWithManager); r.List of a Job's pods in controllers/wave.go and cleanup.go"},
 	{verb: "watch", resource: "pods", where: "the cache's informer for pods"},
 	{verb: "delete", resource: "pods", where: "controllers/cleanup.go: r.Delete of a pod"},
-	{verb: "get", group: "batch", resource: "jobs", where: "APIReader.Get of a Job in controllers/queuejob_controller.go (endWave, createJob) and cleanup.go"},
+	{verb: "get", group: "batch", resource: "jobs", where: "APIReader.Get of a Job in controllers/wave.go (endWave, createJob) and cleanup.go"},
 	{verb: "list", group: "batch", resource: "jobs", where: "the cache; r.List of a QueueJob's Jobs in controllers/queuejob_controller.go"},
 	{verb: "watch", group: "batch", resource: "jobs", where: "the cache's informer for Jobs (Owns)"},
-	{verb: "create", group: "batch", resource: "jobs", where: "controllers/queuejob_controller.go: r.Create of a wave's Job"},
-	{verb: "patch", group: "batch", resource: "jobs", where: "controllers/queuejob_controller.go: r.Patch of a Job (suspend, end a wave)"},
+	{verb: "create", group: "batch", resource: "jobs", where: "controllers/wave.go: r.Create of a wave's Job"},
+	{verb: "patch", group: "batch", resource: "jobs", where: "controllers/syncjob.go and wave.go: r.Patch of a Job (suspend, end a wave)"},
 	{verb: "delete", group: "batch", resource: "jobs", where: "controllers/cleanup.go: r.Delete of an archived Job"},
 	{verb: "get", group: "batch.queuejob.io", resource: "queuejobs", where: "controllers/cleanup.go: APIReader.Get of an expired QueueJob; r.Get in Reconcile (cached)"},
 	{verb: "list", group: "batch.queuejob.io", resource: "queuejobs", where: "the cache's informer for QueueJobs (For)"},
 	{verb: "watch", group: "batch.queuejob.io", resource: "queuejobs", where: "the cache's informer for QueueJobs (For)"},
 	{verb: "delete", group: "batch.queuejob.io", resource: "queuejobs", where: "controllers/cleanup.go: r.Delete of an expired QueueJob (ttlSecondsAfterFinished)"},
 	{verb: "patch", group: "batch.queuejob.io", resource: "queuejobs/status", where: "controllers/queuejob_controller.go: r.Status().Patch"},
-	{verb: "update", group: "batch.queuejob.io", resource: "queuejobs/finalizers", where: "controllers/queuejob_controller.go: SetControllerReference sets blockOwnerDeletion on a Job, which needs it"},
-	{verb: "get", resource: "secrets", where: "controllers/probe.go: APIReader.Get of a queue's password/CA Secret"},
+	{verb: "update", group: "batch.queuejob.io", resource: "queuejobs/finalizers", where: "controllers/wave.go: SetControllerReference sets blockOwnerDeletion on a Job, which needs it"},
+	{verb: "get", resource: "secrets", where: "controllers/secrets.go: APIReader.Get of a queue's password/CA Secret"},
 	{verb: "create", group: "events.k8s.io", resource: "events", where: "controllers/queuejob_controller.go: r.Recorder.Eventf (cmd/main.go: mgr.GetEventRecorder, the events.k8s.io API)"},
 	{verb: "patch", group: "events.k8s.io", resource: "events", where: "the same recorder, when it counts a repeated event"},
-	{verb: "list", resource: "events", where: "controllers/queuejob_controller.go: checkPodCreation, r.APIReader.List of a Job's FailedCreate events"},
+	{verb: "list", resource: "events", where: "controllers/podcreation.go: checkPodCreation, r.APIReader.List of a Job's FailedCreate events"},
 }
 
 // leaderElectionAccess is every request of the manager's leader election (cmd/main.go:

@@ -84,15 +84,13 @@ type wavePlan struct {
 // only called for QueueJobs that have not finished.
 func planWave(in waveInput) wavePlan {
 	spec, c := in.spec, in.counts
-	if in.current != nil {
-		switch cond := jobFinished(in.current); {
-		case waveEnded(in.current):
-			return planEnding(in)
-		case cond == nil:
-			return planRunning(in)
-		case cond.Type == batchv1.JobFailed && !retriesFailedWave(spec, in.failedInARow):
-			return wavePlan{} // the failed wave fails the QueueJob
-		}
+	switch st := waveOf(in.current, spec).state; {
+	case st == waveEnding || st == waveEnded:
+		return planEnding(in)
+	case st.runs():
+		return planRunning(in)
+	case st == waveFailed && !retriesFailedWave(spec, in.failedInARow):
+		return wavePlan{} // the failed wave fails the QueueJob
 	}
 	switch {
 	case c.Ready > 0 && spec.IsSuspended():
@@ -130,14 +128,17 @@ func failedInARow(st *qjv1.QueueJobStatus, jobs []batchv1.Job) (count, wave int3
 	count, wave = st.ConsecutiveFailedWaves, st.LastFinishedWave
 	for i := range jobs {
 		j := &jobs[i]
-		w, c := jobWave(j), jobFinished(j)
-		if w <= wave || c == nil || waveEnded(j) {
+		w := jobWave(j)
+		if w <= wave {
 			continue
 		}
-		if c.Type == batchv1.JobFailed {
+		switch waveStateOf(j, false) { // a finished wave's state does not depend on spec.suspend
+		case waveFailed:
 			count++
-		} else {
+		case waveComplete:
 			count = 0
+		default:
+			continue
 		}
 		wave = w
 	}
@@ -179,7 +180,7 @@ func planEnding(in waveInput) wavePlan {
 	// that is suspended. Then waiting for its pods to stop would wait for ever: the Job is
 	// archived with the counts it has, and deleting it stops its pods.
 	resumed := !ptr.Deref(job.Spec.Suspend, false)
-	if jobFinished(job) == nil && !resumed && (job.Status.Active > 0 || ptr.Deref(job.Status.Terminating, 0) > 0 || in.endingPods > 0) {
+	if waveOf(job, in.spec).state == waveEnding && !resumed && (job.Status.Active > 0 || ptr.Deref(job.Status.Terminating, 0) > 0 || in.endingPods > 0) {
 		return wavePlan{}
 	}
 	plan := wavePlan{archiveEnded: true}

@@ -243,67 +243,6 @@ func TestPlanWave(t *testing.T) {
 	}
 }
 
-func TestProbeBackoff(t *testing.T) {
-	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	qj := func(status metav1.ConditionStatus, since time.Duration) *qjv1.QueueJob {
-		q := &qjv1.QueueJob{}
-		if status != "" {
-			q.Status.Conditions = []metav1.Condition{{Type: qjv1.ConditionQueueReachable, Status: status, LastTransitionTime: metav1.NewTime(now.Add(-since))}}
-		}
-		return q
-	}
-	cases := []struct {
-		name string
-		qj   *qjv1.QueueJob
-		want time.Duration
-	}{
-		{name: "first failure: the probe interval", qj: qj("", 0), want: 2 * time.Second},
-		{name: "was reachable", qj: qj(metav1.ConditionTrue, time.Hour), want: 2 * time.Second},
-		{name: "unreachable for 1s: still the interval", qj: qj(metav1.ConditionFalse, time.Second), want: 2 * time.Second},
-		{name: "unreachable for 8s: 8s", qj: qj(metav1.ConditionFalse, 8*time.Second), want: 8 * time.Second},
-		{name: "unreachable for an hour: a minute", qj: qj(metav1.ConditionFalse, time.Hour), want: time.Minute},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := probeBackoff(tc.qj, 2*time.Second, now); got != tc.want {
-				t.Errorf("probeBackoff = %s, want %s", got, tc.want)
-			}
-		})
-	}
-}
-
-func TestArchiveBeyondHistory(t *testing.T) {
-	wave := func(n int32, c batchv1.JobConditionType) batchv1.Job {
-		j := job(n)
-		if c != "" {
-			j.Status.Conditions = []batchv1.JobCondition{{Type: c, Status: "True"}}
-		}
-		return j
-	}
-	s := &scope{
-		read: &qjv1.QueueJob{Status: qjv1.QueueJobStatus{Archived: &qjv1.ArchivedJobs{Jobs: []string{"pi-1"}}}},
-		qj: &qjv1.QueueJob{Spec: qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{},
-			SuccessfulWavesHistoryLimit: ptr.To[int32](2), FailedWavesHistoryLimit: ptr.To[int32](0)}},
-		jobs: []batchv1.Job{
-			wave(1, batchv1.JobComplete), // archived already
-			wave(2, batchv1.JobComplete), // beyond the 2 kept
-			wave(3, batchv1.JobFailed),   // failed, none kept
-			wave(4, batchv1.JobComplete), // kept
-			wave(5, ""),                  // running
-			wave(6, batchv1.JobComplete), // kept
-			wave(7, batchv1.JobFailed),   // the latest: always kept
-		},
-	}
-	archiveBeyondHistory(s)
-	var got []string
-	for _, j := range s.archive {
-		got = append(got, j.Name)
-	}
-	if diff := cmp.Diff([]string{"pi-3", "pi-2"}, got); diff != "" {
-		t.Errorf("archived (-want +got):\n%s", diff)
-	}
-}
-
 func BenchmarkPlanWave(b *testing.B) {
 	in := waveInput{spec: &qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}, JobTemplate: qjv1.JobTemplateSpec{Spec: batchv1.JobSpec{Parallelism: ptr.To[int32](10)}}},
 		counts: queue.Counts{Ready: 1_000_000_000}, now: time.Now()}

@@ -1,0 +1,231 @@
+package controllers
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+)
+
+// size is the number of open connections.
+func (p *probeStates) size() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, e := range p.entries {
+		if e.conn.backend != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// has reports whether a QueueJob has an open connection.
+func (p *probeStates) has(key types.NamespacedName) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.entries[key]
+	return ok && e.conn.backend != nil
+}
+
+// wakeState is whether a QueueJob waits for a write, and how many writes were heard.
+func (p *probeStates) wakeState(key types.NamespacedName, uid types.UID) (waiting bool, writes uint64) {
+	p.with(key, uid, func(e *probeState) { waiting, writes = e.wake.waiting, e.wake.writes })
+	return waiting, writes
+}
+
+func TestProbeStates(t *testing.T) {
+	var opened []*fakeBackend
+	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) {
+		b := &fakeBackend{}
+		opened = append(opened, b)
+		return b, nil
+	}}
+	spec := &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "r:6379", Key: "k"}}
+	src := func(password string) queue.Source {
+		return queue.Source{Spec: spec, Secrets: map[string]string{"redis/password": password}}
+	}
+	key := types.NamespacedName{Namespace: "ns", Name: "q"}
+	var p probeStates
+
+	a, _ := p.get(key, "uid-1", kind, src("one"))
+	b, _ := p.get(key, "uid-1", kind, src("one"))
+	if a != b || len(opened) != 1 {
+		t.Fatalf("the same source opened %d connections", len(opened))
+	}
+	c, _ := p.get(key, "uid-1", kind, src("rotated"))
+	if c == a || !closedOnce(opened[0]) {
+		t.Fatalf("a rotated Secret must replace the connection (closed %d)", opened[0].closed.Load())
+	}
+	d, _ := p.get(key, "uid-2", kind, src("rotated"))
+	if d == c || !closedOnce(opened[1]) {
+		t.Fatalf("a recreated QueueJob must get a new connection (closed %d)", opened[1].closed.Load())
+	}
+	p.drop(key)
+	if !closedOnce(opened[2]) || p.size() != 0 {
+		t.Fatalf("drop left %d connections, closed %d", p.size(), opened[2].closed.Load())
+	}
+	p.drop(key) // dropping twice is harmless
+}
+
+func TestProbeStatesSchedule(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
+	key := types.NamespacedName{Namespace: "ns", Name: "q"}
+	var p probeStates
+	if d := p.untilDue(key, "uid-1", now); d != 0 {
+		t.Fatalf("a QueueJob never probed is due now, got %s", d)
+	}
+	p.probed(key, "uid-1", now, now.Add(time.Second), time.Second, nil) // no connection yet: nothing to remember
+	if d := p.untilDue(key, "uid-1", now); d != 0 {
+		t.Fatalf("untilDue = %s without a connection", d)
+	}
+	if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+		t.Fatal(err)
+	}
+	p.probed(key, "uid-1", now, now.Add(2*time.Second), 2*time.Second, nil)
+	if d := p.untilDue(key, "uid-1", now.Add(500*time.Millisecond)); d != 1500*time.Millisecond {
+		t.Errorf("untilDue = %s, want 1.5s", d)
+	}
+	if d := p.untilDue(key, "uid-1", now.Add(3*time.Second)); d != 0 {
+		t.Errorf("untilDue after the due time = %s, want 0", d)
+	}
+	if d := p.untilDue(key, "uid-2", now); d != 0 {
+		t.Errorf("a recreated QueueJob is due at once, got %s", d)
+	}
+}
+
+// TestProbeStatesWake: a write to the queue makes the probe of a QueueJob that waits for
+// items due, once per probe, no sooner than minWakeGap after the last probe; a QueueJob
+// that runs a wave is not woken; a write heard while a probe ran is not lost.
+func TestProbeStatesWake(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
+	key := types.NamespacedName{Namespace: "ns", Name: "q"}
+	var p probeStates
+	if wake, _ := p.heard(key, "uid-1", now, false); wake {
+		t.Fatal("woke a QueueJob without an entry")
+	}
+	if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+		t.Fatal(err)
+	}
+	probe := func(at time.Time, waiting bool) (probeAgain bool) {
+		before := p.writesHeard(key, "uid-1")
+		p.probed(key, "uid-1", at, at.Add(2*time.Second), 2*time.Second, nil)
+		return p.armWake(key, "uid-1", waiting, before)
+	}
+	// A wave runs: the probes at their interval decide.
+	if probe(now, false) {
+		t.Fatal("probe again without a write")
+	}
+	if wake, _ := p.heard(key, "uid-1", now.Add(time.Second), false); wake || p.untilDue(key, "uid-1", now.Add(time.Second)) == 0 {
+		t.Fatal("a write woke a QueueJob that runs a wave")
+	}
+	// Waiting for items: the first write makes the probe due, later ones until the next
+	// probe do nothing.
+	probe(now, true)
+	wake, after := p.heard(key, "uid-1", now.Add(time.Second), false)
+	if !wake || after != 0 || p.untilDue(key, "uid-1", now.Add(time.Second)) != 0 {
+		t.Fatalf("a write to the empty queue: wake %v after %s, due in %s", wake, after, p.untilDue(key, "uid-1", now.Add(time.Second)))
+	}
+	if wake, _ := p.heard(key, "uid-1", now.Add(time.Second), false); wake {
+		t.Error("a second write before the probe woke the QueueJob again")
+	}
+	if wake, _ := p.heard(key, "uid-2", now, false); wake {
+		t.Error("woke the entry of another UID")
+	}
+	// A write just after a probe at its time: the next one comes minWakeGap after it.
+	probe(now, true) // the probe the write above brought forward
+	probe(now, true) // a probe at its time
+	if wake, after := p.heard(key, "uid-1", now.Add(50*time.Millisecond), false); !wake || after != minWakeGap-50*time.Millisecond {
+		t.Errorf("a write 50ms after the probe: wake %v after %s, want after %s", wake, after, minWakeGap-50*time.Millisecond)
+	}
+	// Writes that bring forward probes that find nothing (another consumer keeps the list
+	// empty): the gap doubles each time, up to the interval; a probe with items resets it.
+	probe(now, false)
+	probe(now, true)
+	var gaps []time.Duration
+	for range 5 {
+		wake, after := p.heard(key, "uid-1", now, false)
+		if !wake {
+			t.Fatal("no wake")
+		}
+		gaps = append(gaps, after)
+		probe(now, true) // the brought-forward probe: still nothing
+	}
+	if want := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 2 * time.Second}; !slices.Equal(gaps, want) {
+		t.Errorf("gaps after empty wakes %v, want %v", gaps, want)
+	}
+	probe(now, true) // at its time: nothing, but not brought forward
+	if _, after := p.heard(key, "uid-1", now, false); after != minWakeGap {
+		t.Errorf("gap after a probe at its time %s, want %s", after, minWakeGap)
+	}
+	// Reports (the watch started: a write may have gone unheard) bring probes forward
+	// without doubling the gap.
+	probe(now, true) // the probe the write above brought forward
+	probe(now, true) // a probe at its time
+	for range 3 {
+		if wake, after := p.heard(key, "uid-1", now, true); !wake || after != minWakeGap {
+			t.Fatalf("a report: wake %v after %s, want after %s", wake, after, minWakeGap)
+		}
+		probe(now, true) // the probe the report brought forward: nothing
+	}
+	// A write heard while a probe ran, whatever the probe before it found: the probe may
+	// have counted before it.
+	probe(now, false)
+	before := p.writesHeard(key, "uid-1")
+	p.probed(key, "uid-1", now, now.Add(2*time.Second), 2*time.Second, nil)
+	if wake, _ := p.heard(key, "uid-1", now.Add(10*time.Millisecond), false); wake {
+		t.Fatal("woke during the probe")
+	}
+	if !p.armWake(key, "uid-1", true, before) || p.untilDue(key, "uid-1", now.Add(minWakeGap)) != 0 {
+		t.Error("a write heard during the probe was lost")
+	}
+	// The watch ends with the entry.
+	stopped := make(chan struct{})
+	if !p.setUnwatch(key, "uid-1", func() { close(stopped) }) || !p.watching(key, "uid-1") {
+		t.Fatal("the watch was not recorded")
+	}
+	if p.setUnwatch(key, "uid-1", func() {}) {
+		t.Error("a second watch was recorded")
+	}
+	p.drop(key)
+	select {
+	case <-stopped:
+	case <-time.After(time.Minute):
+		t.Fatal("drop did not end the watch")
+	}
+}
+
+// A QueueJob turned away by its server's gate is probed at once when the server answers
+// again, whether the wake comes before or after the turned-away probe records its end.
+func TestProbeStatesServerWake(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
+	key := types.NamespacedName{Namespace: "ns", Name: "q"}
+	for _, wakeFirst := range []bool{true, false} {
+		var p probeStates
+		if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+			t.Fatal(err)
+		}
+		if wakeFirst {
+			p.makeDue(key)
+		}
+		p.probed(key, "uid-1", now, now.Add(time.Minute), 2*time.Second, nil) // turned away: backoff
+		if !wakeFirst {
+			p.makeDue(key)
+		}
+		if d := p.untilDue(key, "uid-1", now); d != 0 {
+			t.Errorf("wake first %v: the probe is due in %s, want at once", wakeFirst, d)
+		}
+		p.begin(key, "uid-1")
+		p.probed(key, "uid-1", now, now.Add(2*time.Second), 2*time.Second, nil)
+		if d := p.untilDue(key, "uid-1", now); d != 2*time.Second {
+			t.Errorf("wake first %v: the probe after the wake is due in %s, want its interval", wakeFirst, d)
+		}
+	}
+}

@@ -1,0 +1,86 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+)
+
+// syncJob carries spec.suspend and the parallelism over to the running Job; the rest of
+// the spec applies to the next wave. It changes a field only when the operator's own wish
+// for it changed since it last set it (recorded in an annotation on the Job), never
+// because the Job differs: a queueing controller such as Kueue suspends a Job until it is
+// admitted, and may change its parallelism when it admits part of it. A WorkerPool's
+// parallelism grows with its queue up to the template's but never shrinks on its own:
+// fewer workers would mean killing some.
+func (r *QueueJobReconciler) syncJob(ctx context.Context, s *scope) error {
+	w := s.wave()
+	if !w.state.runs() || w.job.DeletionTimestamp != nil {
+		return nil
+	}
+	job := w.job
+	want := job.DeepCopy()
+	suspend := strconv.FormatBool(s.qj.Spec.IsSuspended())
+	if job.Annotations[qjv1.AnnotationSuspend] != suspend {
+		want.Spec.Suspend = ptr.To(s.qj.Spec.IsSuspended())
+		metav1.SetMetaDataAnnotation(&want.ObjectMeta, qjv1.AnnotationSuspend, suspend)
+	}
+	applied := appliedParallelism(job)
+	if p := desiredParallelism(&s.qj.Spec, job, applied, s.probe); p != applied {
+		want.Spec.Parallelism = ptr.To(p)
+		metav1.SetMetaDataAnnotation(&want.ObjectMeta, qjv1.AnnotationParallelism, strconv.Itoa(int(p)))
+	}
+	if equality.Semantic.DeepEqual(job, want) {
+		return nil
+	}
+	// With an optimistic lock: from a cache that has not seen the operator's own last
+	// patch, an unlocked patch would set again what another controller changed since.
+	err := r.Patch(ctx, want, client.MergeFromWithOptions(job, client.MergeFromWithOptimisticLock{}))
+	switch {
+	case apierrors.IsConflict(err):
+		logf.FromContext(ctx).V(1).Info("The Job changed since the cache saw it; will look again", "job", job.Name)
+		s.requeue(time.Second)
+		return nil
+	case err != nil:
+		return client.IgnoreNotFound(fmt.Errorf("updating Job %s: %w", job.Name, err))
+	}
+	logf.FromContext(ctx).Info("Updated Job", "job", job.Name, "suspend", ptr.Deref(want.Spec.Suspend, false), "parallelism", ptr.Deref(want.Spec.Parallelism, 1))
+	*job = *want
+	return nil
+}
+
+// appliedParallelism is the parallelism the operator last set on the Job.
+func appliedParallelism(job *batchv1.Job) int32 {
+	if v, err := strconv.ParseInt(job.Annotations[qjv1.AnnotationParallelism], 10, 32); err == nil {
+		return int32(v)
+	}
+	return ptr.Deref(job.Spec.Parallelism, 1)
+}
+
+// desiredParallelism is the parallelism the running Job should have now, given what the
+// operator last set on it.
+func desiredParallelism(spec *qjv1.QueueJobSpec, job *batchv1.Job, applied int32, probe *probeResult) int32 {
+	limit := spec.EffectiveParallelism()
+	switch {
+	case spec.Queue == nil:
+		return limit
+	case job.Spec.Completions != nil: // PerItem: no more than its pods
+		return min(limit, *job.Spec.Completions)
+	case probe != nil && probe.counts != nil: // WorkerPool
+		grown := workerPoolSizing(probe.counts.Ready, probe.counts.InFlight, limit).parallelism
+		return min(limit, max(applied, grown))
+	default:
+		return min(limit, applied)
+	}
+}
