@@ -18,6 +18,7 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
 )
 
 const (
@@ -132,13 +133,13 @@ type probeRun struct {
 	key    types.NamespacedName
 	uid    types.UID
 	target *qjv1.QueueJob // the QueueJob's metadata, for events
-	kind   *queue.Kind
-	source queue.Source
+	kind   *backends.Backend
+	source backends.Source
 	// server names the server the probe reaches, and gate is its entry in that server's
 	// gate (see serverGates).
 	server  string
 	gate    *gateTicket
-	backend queue.Backend
+	backend queue.Conn
 	// at is when it started (the reconcile's now), interval the QueueJob's probe interval
 	// and backoff the wait before the next probe should this one fail.
 	at                time.Time
@@ -148,7 +149,7 @@ type probeRun struct {
 }
 
 // newProbeRun describes a probe of the scope's QueueJob.
-func (r *QueueJobReconciler) newProbeRun(ctx context.Context, s *scope, kind *queue.Kind) *probeRun {
+func (r *QueueJobReconciler) newProbeRun(ctx context.Context, s *scope, kind *backends.Backend) *probeRun {
 	interval := time.Duration(s.qj.Spec.EffectiveProbeIntervalSeconds()) * time.Second
 	key := client.ObjectKeyFromObject(s.qj)
 	return &probeRun{
@@ -164,7 +165,7 @@ func (r *QueueJobReconciler) newProbeRun(ctx context.Context, s *scope, kind *qu
 // startProbe starts a probe of the QueueJob's queue in the background. What fails before
 // the queue is reached (a Secret missing, a server whose last probe found it down) fails
 // the probe at once, in this reconcile.
-func (r *QueueJobReconciler) startProbe(ctx context.Context, s *scope, kind *queue.Kind) error {
+func (r *QueueJobReconciler) startProbe(ctx context.Context, s *scope, kind *backends.Backend) error {
 	p := r.newProbeRun(ctx, s, kind)
 	var err error
 	if p.source, err = r.resolveCached(ctx, s, kind); err == nil {
@@ -328,7 +329,7 @@ func (r *QueueJobReconciler) probeOnce(ctx context.Context, p *probeRun) probeRe
 // write to it wakes a QueueJob waiting on an empty queue at once, instead of at its next
 // probe. A watch that cannot start (a server that refuses tracking) changes nothing: the
 // probes find the items.
-func (r *QueueJobReconciler) watchQueue(ctx context.Context, key types.NamespacedName, uid types.UID, kind *queue.Kind, src queue.Source) {
+func (r *QueueJobReconciler) watchQueue(ctx context.Context, key types.NamespacedName, uid types.UID, kind *backends.Backend, src backends.Source) {
 	if r.NoQueueWatch || kind.NewWatcher == nil || r.pool.watching(key, uid) {
 		return
 	}
@@ -352,14 +353,14 @@ func (r *QueueJobReconciler) watchQueue(ctx context.Context, key types.Namespace
 }
 
 // watcher is the Watcher of a kind, started on first use; nil once the manager stops.
-func (r *QueueJobReconciler) watcher(kind *queue.Kind) queue.Watcher {
+func (r *QueueJobReconciler) watcher(kind *backends.Backend) backends.Watcher {
 	r.watchMu.Lock()
 	defer r.watchMu.Unlock()
 	if r.watchersClosed {
 		return nil
 	}
 	if r.watchers == nil {
-		r.watchers = map[string]queue.Watcher{}
+		r.watchers = map[string]backends.Watcher{}
 	}
 	w, ok := r.watchers[kind.Name]
 	if !ok {
@@ -406,7 +407,7 @@ func (r *QueueJobReconciler) recordReclaimed(ctx context.Context, p *probeRun, n
 
 // probeAndReap counts the queue's items and returns those of gone workers to it. Items
 // already returned are counted even when the reaper then fails.
-func probeAndReap(ctx context.Context, backend queue.Backend, now time.Time, grace time.Duration) (queue.Counts, int, error) {
+func probeAndReap(ctx context.Context, backend queue.Conn, now time.Time, grace time.Duration) (queue.Counts, int, error) {
 	counts, err := backend.Probe(ctx)
 	if err != nil {
 		return queue.Counts{}, 0, err
@@ -443,10 +444,10 @@ func secretsSuspect(err error) bool {
 // SecretRefresh: a probe every 2 s of each of many QueueJobs must not read their Secrets
 // from the API server each time. They are read again at once when the QueueJob changes
 // (its generation or UID), and after a probe that failed to connect or log in.
-func (r *QueueJobReconciler) resolveCached(ctx context.Context, s *scope, kind *queue.Kind) (queue.Source, error) {
+func (r *QueueJobReconciler) resolveCached(ctx context.Context, s *scope, kind *backends.Backend) (backends.Source, error) {
 	key := client.ObjectKeyFromObject(s.qj)
 	if values, ok := r.secrets.get(key, s.qj.UID, s.qj.Generation, s.now, r.secretRefresh()); ok {
-		return queue.Source{Spec: s.qj.Spec.Queue, Secrets: values}, nil
+		return backends.Source{Spec: s.qj.Spec.Queue, Secrets: values}, nil
 	}
 	src, err := r.resolve(ctx, s.qj, kind)
 	if err != nil {
@@ -460,22 +461,22 @@ func (r *QueueJobReconciler) resolveCached(ctx context.Context, s *scope, kind *
 
 // resolve reads the Secrets the queue references, fresh from the API server (the manager
 // neither lists nor watches Secrets).
-func (r *QueueJobReconciler) resolve(ctx context.Context, qj *qjv1.QueueJob, kind *queue.Kind) (queue.Source, error) {
-	src := queue.Source{Spec: qj.Spec.Queue, Secrets: map[string]string{}}
+func (r *QueueJobReconciler) resolve(ctx context.Context, qj *qjv1.QueueJob, kind *backends.Backend) (backends.Source, error) {
+	src := backends.Source{Spec: qj.Spec.Queue, Secrets: map[string]string{}}
 	for _, ref := range kind.SecretRefs(qj.Spec.Queue) {
 		var sec corev1.Secret
 		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: qj.Namespace, Name: ref.Name}, &sec)
 		if apierrors.IsNotFound(err) {
-			return src, queue.Errorf(queue.ReasonSecretNotFound, "Secret %s/%s does not exist: create it, or fix the secret reference in spec.queue", qj.Namespace, ref.Name)
+			return src, queue.Errorf(queue.ReasonSecretNotFound, "Secret %s/%s does not exist: create it, or fix %s", qj.Namespace, ref.Name, ref.Field)
 		}
 		if err != nil {
-			return src, queue.Errorf(queue.ReasonSecretNotFound, "reading Secret %s/%s: %v", qj.Namespace, ref.Name, err)
+			return src, queue.Errorf(queue.ReasonSecretNotFound, "reading Secret %s/%s (%s): %v", qj.Namespace, ref.Name, ref.Field, err)
 		}
 		v, ok := sec.Data[ref.Key]
 		if !ok {
-			return src, queue.Errorf(queue.ReasonSecretNotFound, "Secret %s/%s has no key %q: add it, or fix the key in spec.queue", qj.Namespace, ref.Name, ref.Key)
+			return src, queue.Errorf(queue.ReasonSecretNotFound, "Secret %s/%s has no key %q: add it, or fix the key in %s", qj.Namespace, ref.Name, ref.Key, ref.Field)
 		}
-		src.Secrets[queue.SecretID(ref)] = string(v)
+		src.Secrets[ref.ID()] = string(v)
 	}
 	return src, nil
 }
@@ -538,7 +539,7 @@ type connPool struct {
 type pooledConn struct {
 	uid         types.UID
 	fingerprint string
-	backend     queue.Backend
+	backend     queue.Conn
 	// due is when the QueueJob may be probed next.
 	due time.Time
 	// goneWave is the latest wave whose Job the API server said is gone: it is not read
@@ -656,7 +657,7 @@ func (p *connPool) reach(key types.NamespacedName, uid types.UID) {
 }
 
 // holds reports whether the QueueJob's entry still holds the backend.
-func (p *connPool) holds(key types.NamespacedName, uid types.UID, b queue.Backend) (ok bool) {
+func (p *connPool) holds(key types.NamespacedName, uid types.UID, b queue.Conn) (ok bool) {
 	p.with(key, uid, func(c *pooledConn) { ok = c.backend == b })
 	return ok
 }
@@ -751,7 +752,7 @@ func (p *connPool) watching(key types.NamespacedName, uid types.UID) (w bool) {
 	return w
 }
 
-func (p *connPool) get(key types.NamespacedName, uid types.UID, kind *queue.Kind, src queue.Source) (queue.Backend, error) {
+func (p *connPool) get(key types.NamespacedName, uid types.UID, kind *backends.Backend, src backends.Source) (queue.Conn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fp := kind.Name + "/" + src.Fingerprint()
@@ -781,7 +782,7 @@ func (p *connPool) get(key types.NamespacedName, uid types.UID, kind *queue.Kind
 
 // abandon removes a backend that did not answer in time from the pool, keeping what the
 // QueueJob owes its status, and closes it in the background.
-func (p *connPool) abandon(key types.NamespacedName, b queue.Backend) {
+func (p *connPool) abandon(key types.NamespacedName, b queue.Conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.conns[key]; ok && c.backend == b {
@@ -801,7 +802,7 @@ func stopWatch(c *pooledConn) {
 
 // closeInBackground closes a backend without holding up the caller (nor the pool's lock):
 // closing a connection to a frozen broker waits for its timeout.
-func closeInBackground(b queue.Backend) {
+func closeInBackground(b queue.Conn) {
 	if b != nil {
 		go func() { _ = b.Close() }()
 	}
@@ -811,7 +812,7 @@ func closeInBackground(b queue.Backend) {
 // A connection a probe uses, or one no probe went through (the address policy refused
 // it), is closed instead: no two goroutines use one at once, and none goes where the
 // policy refuses.
-func (p *connPool) take(key types.NamespacedName) queue.Backend {
+func (p *connPool) take(key types.NamespacedName) queue.Conn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	c, ok := p.conns[key]

@@ -10,13 +10,13 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/google/go-cmp/cmp"
 	batchv1 "k8s.io/api/batch/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
 )
 
 // fakeBackend is a seam: it counts how it was opened and closed.
@@ -37,14 +37,14 @@ func closedOnce(f *fakeBackend) bool {
 
 func TestConnPool(t *testing.T) {
 	var opened []*fakeBackend
-	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) {
+	kind := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) {
 		b := &fakeBackend{}
 		opened = append(opened, b)
 		return b, nil
 	}}
 	spec := &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "r:6379", Key: "k"}}
-	src := func(password string) queue.Source {
-		return queue.Source{Spec: spec, Secrets: map[string]string{"redis/password": password}}
+	src := func(password string) backends.Source {
+		return backends.Source{Spec: spec, Secrets: map[string]string{"redis/password": password}}
 	}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	var p connPool
@@ -71,7 +71,7 @@ func TestConnPool(t *testing.T) {
 
 func TestConnPoolSchedule(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
+	kind := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	var p connPool
 	if d := p.untilDue(key, "uid-1", now); d != 0 {
@@ -81,7 +81,7 @@ func TestConnPoolSchedule(t *testing.T) {
 	if d := p.untilDue(key, "uid-1", now); d != 0 {
 		t.Fatalf("untilDue = %s without a connection", d)
 	}
-	if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+	if _, err := p.get(key, "uid-1", kind, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 		t.Fatal(err)
 	}
 	p.probed(key, "uid-1", now, now.Add(2*time.Second), 2*time.Second, nil)
@@ -101,13 +101,13 @@ func TestConnPoolSchedule(t *testing.T) {
 // that runs a wave is not woken; a write heard while a probe ran is not lost.
 func TestConnPoolWake(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
+	kind := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	var p connPool
 	if wake, _ := p.heard(key, "uid-1", now, false); wake {
 		t.Fatal("woke a QueueJob without an entry")
 	}
-	if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+	if _, err := p.get(key, "uid-1", kind, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 		t.Fatal(err)
 	}
 	probe := func(at time.Time, waiting bool) (probeAgain bool) {
@@ -270,10 +270,10 @@ func (f *reapingBackend) Reap(_ context.Context, now time.Time, _ time.Duration)
 }
 
 // fakeKind opens b for any source.
-func fakeKind(b queue.Backend) *queue.Kind {
-	return &queue.Kind{Name: "fake",
-		SecretRefs: func(*qjv1.QueueSource) []*corev1.SecretKeySelector { return nil },
-		Open:       func(queue.Source) (queue.Backend, error) { return b, nil }}
+func fakeKind(b queue.Conn) *backends.Backend {
+	return &backends.Backend{Name: "fake",
+		SecretRefs: func(*qjv1.QueueSource) []backends.SecretRef { return nil },
+		Open:       func(backends.Source) (queue.Conn, error) { return b, nil }}
 }
 
 // probeOnceOf runs one probe of the scope's QueueJob, as startProbe would start it, in
@@ -281,10 +281,10 @@ func fakeKind(b queue.Backend) *queue.Kind {
 func probeOnceOf(t interface {
 	Helper()
 	Fatal(...any)
-}, r *QueueJobReconciler, s *scope, kind *queue.Kind) probeResult {
+}, r *QueueJobReconciler, s *scope, kind *backends.Backend) probeResult {
 	t.Helper()
 	p := r.newProbeRun(context.Background(), s, kind)
-	p.source = queue.Source{Spec: s.qj.Spec.Queue}
+	p.source = backends.Source{Spec: s.qj.Spec.Queue}
 	var err error
 	if p.backend, err = r.pool.get(p.key, p.uid, kind, p.source); err != nil {
 		t.Fatal(err)
@@ -349,9 +349,9 @@ func TestProbeOnceAlwaysReaps(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			b := &reapingBackend{counts: tc.counts, reclaim: tc.reclaim}
-			kind := &queue.Kind{Name: "fake",
-				SecretRefs: func(*qjv1.QueueSource) []*corev1.SecretKeySelector { return nil },
-				Open:       func(queue.Source) (queue.Backend, error) { return b, nil }}
+			kind := &backends.Backend{Name: "fake",
+				SecretRefs: func(*qjv1.QueueSource) []backends.SecretRef { return nil },
+				Open:       func(backends.Source) (queue.Conn, error) { return b, nil }}
 			qj := &qjv1.QueueJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "q", UID: "uid-1"},
 				Spec: qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "r:6379", Key: "k"}}}}
 			r := &QueueJobReconciler{Recorder: events.NewFakeRecorder(10)}
@@ -425,11 +425,11 @@ func TestUseProbeTakesOnlyCountsOfTheWaveItSees(t *testing.T) {
 // again, whether the wake comes before or after the turned-away probe records its end.
 func TestConnPoolServerWake(t *testing.T) {
 	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
-	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
+	kind := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	for _, wakeFirst := range []bool{true, false} {
 		var p connPool
-		if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+		if _, err := p.get(key, "uid-1", kind, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 			t.Fatal(err)
 		}
 		if wakeFirst {
@@ -454,10 +454,10 @@ func TestConnPoolServerWake(t *testing.T) {
 // that waited for its server's slots must not leave the next one due at once.
 func TestSettleProbeCountsFromTheEnd(t *testing.T) {
 	at := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
-	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
+	kind := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	r := &QueueJobReconciler{}
-	if _, err := r.pool.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+	if _, err := r.pool.get(key, "uid-1", kind, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 		t.Fatal(err)
 	}
 	p := &probeRun{key: key, uid: "uid-1", kind: kind, at: at, interval: 2 * time.Second, backoff: 2 * time.Second, log: logr.Discard()}
