@@ -259,10 +259,50 @@ func (w *KeyWatch) run(ctx context.Context) {
 	}
 }
 
+// session is one connection of a KeyWatch to its server, from connecting until an error:
+// the subscription that receives the invalidations, the connection that turns tracking
+// on with a redirect to it, and what the server tracks.
+type session struct {
+	w   *KeyWatch
+	ctx context.Context
+	// ids gets the client id of each connection of the subscription (the latest only);
+	// id is the one tracking redirects to.
+	ids chan int64
+	id  int64
+	sub *goredis.Client
+	ps  *goredis.PubSub
+	trk *goredis.Client
+	cn  *goredis.Conn
+	// tracked is what the server tracks. Prefixes can be added while tracking is on
+	// without losing a write; taking one away takes turning tracking off and on again,
+	// and the writes in between go unheard: that is done only when needed (a new prefix
+	// that overlaps a tracked one, or many tracked prefixes covering no key any more),
+	// and every key is reported after it.
+	tracked []string
+	// known is the keys reported since tracking covered them.
+	known map[string]bool
+	// canCheck is false on a server without CLIENT TRACKINGINFO (Redis 6.0).
+	canCheck bool
+}
+
 // session connects, tracks and relays invalidations until an error.
 func (w *KeyWatch) session(ctx context.Context) error {
-	o := w.opts
-	ids := make(chan int64, 1)
+	s := &session{w: w, ctx: ctx, ids: make(chan int64, 1), known: map[string]bool{}, canCheck: true}
+	defer s.close()
+	if err := s.subscribe(); err != nil {
+		return err
+	}
+	s.openTracking()
+	if err := s.rebuild(w.keysSorted()); err != nil {
+		return err
+	}
+	w.setState(true, nil)
+	return s.relay()
+}
+
+// subscribe subscribes a connection to the invalidations, and learns its client id.
+func (s *session) subscribe() error {
+	o := s.w.opts
 	subOpts := probeClientOptions(&o)
 	// RESP2: the invalidations then come as messages of the subscribed channel.
 	subOpts.Protocol, subOpts.PoolSize = 2, 1
@@ -272,176 +312,196 @@ func (w *KeyWatch) session(ctx context.Context) error {
 			return err
 		}
 		select { // the latest connection's id
-		case <-ids:
+		case <-s.ids:
 		default:
 		}
-		ids <- id
+		s.ids <- id
 		return nil
 	}
-	sub := goredis.NewClient(subOpts)
-	defer func() { _ = sub.Close() }()
-	ps := sub.Subscribe(ctx, invalidateChannel)
-	defer func() { _ = ps.Close() }()
-	rctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	_, err := ps.Receive(rctx)
+	s.sub = goredis.NewClient(subOpts)
+	s.ps = s.sub.Subscribe(s.ctx, invalidateChannel)
+	rctx, cancel := context.WithTimeout(s.ctx, o.Timeout)
+	_, err := s.ps.Receive(rctx)
 	cancel()
 	if err != nil {
 		return &watchStep{"subscribing to " + invalidateChannel, err}
 	}
-	var id int64
 	select {
-	case id = <-ids:
+	case s.id = <-s.ids:
+		return nil
 	default:
 		return queue.Errorf(queue.ReasonConnectionFailed, "subscribed, but the connection's client id is unknown")
 	}
+}
 
+// openTracking opens the connection that turns tracking on; it connects on first use.
+func (s *session) openTracking() {
+	o := s.w.opts
 	trkOpts := probeClientOptions(&o)
 	trkOpts.Protocol, trkOpts.PoolSize = 2, 1
-	trk := goredis.NewClient(trkOpts)
-	defer func() { _ = trk.Close() }()
-	cn := trk.Conn()
-	defer func() { _ = cn.Close() }()
-	do := func(args ...any) error {
-		cctx, cancel := context.WithTimeout(ctx, o.Timeout)
-		defer cancel()
-		return cn.Do(cctx, args...).Err()
+	s.trk = goredis.NewClient(trkOpts)
+	s.cn = s.trk.Conn()
+}
+
+// close closes the session's connections, the tracking one first.
+func (s *session) close() {
+	if s.cn != nil {
+		_ = s.cn.Close()
 	}
-	on := func(prefixes []string) error {
-		args := []any{"CLIENT", "TRACKING", "on", "REDIRECT", id, "BCAST"}
-		for _, p := range prefixes {
-			args = append(args, "PREFIX", p)
-		}
-		if err := do(args...); err != nil {
-			return &watchStep{"CLIENT TRACKING on", err}
-		}
+	if s.trk != nil {
+		_ = s.trk.Close()
+	}
+	if s.ps != nil {
+		_ = s.ps.Close()
+	}
+	if s.sub != nil {
+		_ = s.sub.Close()
+	}
+}
+
+// do sends a command on the tracking connection, bounded by the timeout.
+func (s *session) do(args ...any) error {
+	cctx, cancel := context.WithTimeout(s.ctx, s.w.opts.Timeout)
+	defer cancel()
+	return s.cn.Do(cctx, args...).Err()
+}
+
+// on turns tracking on for prefixes (adding them to those tracked already).
+func (s *session) on(prefixes []string) error {
+	args := []any{"CLIENT", "TRACKING", "on", "REDIRECT", s.id, "BCAST"}
+	for _, p := range prefixes {
+		args = append(args, "PREFIX", p)
+	}
+	if err := s.do(args...); err != nil {
+		return &watchStep{"CLIENT TRACKING on", err}
+	}
+	return nil
+}
+
+// rebuild turns tracking off and on again for keys, and reports every key: a write in
+// between went unheard.
+func (s *session) rebuild(keys []string) error {
+	s.w.mu.Lock()
+	s.w.rebuilds++
+	s.w.mu.Unlock()
+	if err := s.do("CLIENT", "TRACKING", "off"); err != nil {
+		return &watchStep{"CLIENT TRACKING off", err}
+	}
+	s.tracked, s.known = nil, map[string]bool{}
+	if len(keys) == 0 {
 		return nil
 	}
-	// tracked is what the server tracks. Prefixes can be added while tracking is on
-	// without losing a write; taking one away takes turning tracking off and on again,
-	// and the writes in between go unheard: that is done only when needed (a new prefix
-	// that overlaps a tracked one, or many tracked prefixes covering no key any more),
-	// and every key is reported after it.
-	var tracked []string
-	// known is the keys reported since tracking covered them.
-	known := map[string]bool{}
-	rebuild := func(keys []string) error {
-		w.mu.Lock()
-		w.rebuilds++
-		w.mu.Unlock()
-		if err := do("CLIENT", "TRACKING", "off"); err != nil {
-			return &watchStep{"CLIENT TRACKING off", err}
-		}
-		tracked, known = nil, map[string]bool{}
-		if len(keys) == 0 {
-			return nil
-		}
-		// Half the cap: room for the prefixes of keys added later, without a rebuild.
-		want := coverPrefixes(keys, maxPrefixes/2)
-		if err := on(want); err != nil {
-			return err
-		}
-		tracked = want
-		for _, k := range keys {
-			known[k] = true
-			w.onWrite(k, true)
-		}
-		return nil
-	}
-	// syncKeys brings the tracked prefixes up to the watched keys, and reports the keys it
-	// newly covers (a write before that went unheard).
-	syncKeys := func() error {
-		keys := w.keysSorted()
-		unused := 0 // tracked prefixes that cover no watched key any more
-		for _, p := range tracked {
-			if !slices.ContainsFunc(keys, func(k string) bool { return strings.HasPrefix(k, p) }) {
-				unused++
-			}
-		}
-		if len(keys) == 0 {
-			if len(tracked) == 0 {
-				return nil
-			}
-			return rebuild(nil)
-		}
-		var uncovered []string
-		for _, k := range keys {
-			if !hasPrefixIn(k, tracked) {
-				uncovered = append(uncovered, k)
-			}
-		}
-		switch {
-		case len(uncovered) == 0 && unused > max(4, len(tracked)/2):
-			return rebuild(keys)
-		case len(uncovered) > 0:
-			add := coverPrefixes(uncovered, maxPrefixes)
-			if overlap(add, tracked) || len(tracked)+len(add) > maxPrefixes {
-				return rebuild(keys)
-			}
-			if err := on(add); err != nil {
-				return err
-			}
-			tracked = append(tracked, add...)
-		}
-		// Every key added since the last report, newly covered or covered already: a
-		// write between its probe and now went unheard.
-		now := map[string]bool{}
-		for _, k := range keys {
-			now[k] = true
-			if !known[k] {
-				w.onWrite(k, true)
-			}
-		}
-		known = now
-		return nil
-	}
-	if err := rebuild(w.keysSorted()); err != nil {
+	// Half the cap: room for the prefixes of keys added later, without a rebuild.
+	want := coverPrefixes(keys, maxPrefixes/2)
+	if err := s.on(want); err != nil {
 		return err
 	}
-	w.setState(true, nil)
+	s.tracked = want
+	for _, k := range keys {
+		s.known[k] = true
+		s.w.onWrite(k, true)
+	}
+	return nil
+}
 
-	msgs := ps.Channel()
+// syncKeys brings the tracked prefixes up to the watched keys, and reports the keys it
+// newly covers (a write before that went unheard).
+func (s *session) syncKeys() error {
+	keys := s.w.keysSorted()
+	if len(keys) == 0 {
+		if len(s.tracked) == 0 {
+			return nil
+		}
+		return s.rebuild(nil)
+	}
+	unused := 0 // tracked prefixes that cover no watched key any more
+	for _, p := range s.tracked {
+		if !slices.ContainsFunc(keys, func(k string) bool { return strings.HasPrefix(k, p) }) {
+			unused++
+		}
+	}
+	var uncovered []string
+	for _, k := range keys {
+		if !hasPrefixIn(k, s.tracked) {
+			uncovered = append(uncovered, k)
+		}
+	}
+	switch {
+	case len(uncovered) == 0 && unused > max(4, len(s.tracked)/2):
+		return s.rebuild(keys)
+	case len(uncovered) > 0:
+		add := coverPrefixes(uncovered, maxPrefixes)
+		if overlap(add, s.tracked) || len(s.tracked)+len(add) > maxPrefixes {
+			return s.rebuild(keys)
+		}
+		if err := s.on(add); err != nil {
+			return err
+		}
+		s.tracked = append(s.tracked, add...)
+	}
+	s.reportNew(keys)
+	return nil
+}
+
+// reportNew reports every key added since the last report, newly covered or covered
+// already: a write between its probe and now went unheard.
+func (s *session) reportNew(keys []string) {
+	now := map[string]bool{}
+	for _, k := range keys {
+		now[k] = true
+		if !s.known[k] {
+			s.w.onWrite(k, true)
+		}
+	}
+	s.known = now
+}
+
+// relay passes the invalidations of watched keys on, follows changes of the keys and of
+// the subscription's connection, and checks the tracking every KeyWatchCheckInterval,
+// until an error.
+func (s *session) relay() error {
+	msgs := s.ps.Channel()
 	tick := time.NewTicker(KeyWatchCheckInterval)
 	defer tick.Stop()
-	canCheck := true
 	for {
+		var err error
 		select {
-		case <-ctx.Done():
-			return ctx.Err()
+		case <-s.ctx.Done():
+			return s.ctx.Err()
 		case m, ok := <-msgs:
 			if !ok {
 				return queue.Errorf(queue.ReasonConnectionFailed, "the subscription closed")
 			}
-			if m.Channel != invalidateChannel {
-				continue
-			}
-			// (A flush's invalidation has no keys; go-redis drops it, and the poll finds
-			// what comes after.)
-			for _, k := range append(m.PayloadSlice, m.Payload) {
-				if k != "" && w.watched(k) {
-					w.onWrite(k, false)
-				}
-			}
-		case id = <-ids:
+			s.invalidated(m)
+		case s.id = <-s.ids:
 			// The subscription reconnected: tracking must redirect to the new connection.
-			if err := rebuild(w.keysSorted()); err != nil {
-				return err
-			}
-		case <-w.changed:
-			if err := syncKeys(); err != nil {
-				return err
-			}
+			err = s.rebuild(s.w.keysSorted())
+		case <-s.w.changed:
+			err = s.syncKeys()
 		case <-tick.C:
 			select {
-			case <-w.changed: // a change not yet tracked is not a lost tracking
-				if err := syncKeys(); err != nil {
-					return err
-				}
-				continue
+			case <-s.w.changed: // a change not yet tracked is not a lost tracking
+				err = s.syncKeys()
 			default:
+				err = s.check(len(s.tracked) > 0)
 			}
-			if err := w.check(ctx, cn, id, len(tracked) > 0, &canCheck); err != nil {
-				return err
-			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// invalidated reports the watched keys of an invalidation message.
+func (s *session) invalidated(m *goredis.Message) {
+	if m.Channel != invalidateChannel {
+		return
+	}
+	// (A flush's invalidation has no keys; go-redis drops it, and the poll finds what
+	// comes after.)
+	for _, k := range append(m.PayloadSlice, m.Payload) {
+		if k != "" && s.w.watched(k) {
+			s.w.onWrite(k, false)
 		}
 	}
 }
@@ -450,26 +510,26 @@ func (w *KeyWatch) session(ctx context.Context) error {
 // the subscription: a reconnect of the tracking connection turns it off silently. Redis
 // 6.0 has no CLIENT TRACKINGINFO: there, check only sees that the connection still
 // answers (a new connection fails the next command, go-redis does not dial again).
-func (w *KeyWatch) check(ctx context.Context, cn *goredis.Conn, id int64, tracking bool, canCheck *bool) error {
-	cctx, cancel := context.WithTimeout(ctx, w.opts.Timeout)
+func (s *session) check(tracking bool) error {
+	cctx, cancel := context.WithTimeout(s.ctx, s.w.opts.Timeout)
 	defer cancel()
-	if !*canCheck {
-		if err := cn.Ping(cctx).Err(); err != nil {
+	if !s.canCheck {
+		if err := s.cn.Ping(cctx).Err(); err != nil {
 			return &watchStep{"PING", err}
 		}
-		w.passed()
+		s.w.passed()
 		return nil
 	}
-	v, err := cn.Do(cctx, "CLIENT", "TRACKINGINFO").Slice()
+	v, err := s.cn.Do(cctx, "CLIENT", "TRACKINGINFO").Slice()
 	if err != nil && strings.Contains(strings.ToLower(err.Error()), "unknown subcommand") {
-		*canCheck = false
-		return w.check(ctx, cn, id, tracking, canCheck)
+		s.canCheck = false
+		return s.check(tracking)
 	}
 	if err != nil {
 		return &watchStep{"CLIENT TRACKINGINFO", err}
 	}
 	if !tracking {
-		w.passed()
+		s.w.passed()
 		return nil // nothing to track: tracking is off
 	}
 	info := map[string]any{}
@@ -480,10 +540,10 @@ func (w *KeyWatch) check(ctx context.Context, cn *goredis.Conn, id int64, tracki
 	}
 	flags, _ := info["flags"].([]any)
 	redirect, _ := info["redirect"].(int64)
-	if !slices.Contains(flags, any("on")) || slices.Contains(flags, any("broken_redirect")) || redirect != id {
+	if !slices.Contains(flags, any("on")) || slices.Contains(flags, any("broken_redirect")) || redirect != s.id {
 		return queue.Errorf(queue.ReasonConnectionFailed, "tracking was lost: the server no longer sends the invalidations to the subscription")
 	}
-	w.passed()
+	s.w.passed()
 	return nil
 }
 
