@@ -84,7 +84,7 @@ type Conn struct {
 	mgmt *rabbitManagement
 }
 
-// NewRabbitMQ returns a RabbitMQ backend; it connects on first use.
+// New returns a connection to the queue of o; it connects on first use.
 func New(o Options) *Conn {
 	if o.Timeout == 0 {
 		o.Timeout = 5 * time.Second

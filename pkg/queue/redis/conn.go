@@ -67,7 +67,7 @@ type discardLogger struct{}
 
 func (discardLogger) Printf(context.Context, string, ...any) {}
 
-// NewRedis returns a Redis backend; it connects on first use.
+// New returns a connection to the list of o; it connects on first use.
 func New(o Options) *Conn {
 	opts := probeClientOptions(&o)
 	return &Conn{

@@ -18,7 +18,7 @@ import (
 // TestRedisWatcher: QueueJobs on one server and user share one watch, each hears of its
 // own key only, a TLS server is watched too, and the watch of a server ends with its last
 // QueueJob. (An ACL user needs the CLIENT and SUBSCRIBE commands and the channel
-// __redis__:invalidate: protocol's TestKeyWatchWithoutTracking.)
+// __redis__:invalidate: pkg/queue/redis's TestKeyWatchWithoutTracking.)
 func TestRedisWatcher(t *testing.T) {
 	w := NewWatcher(logr.Discard()).(*redisWatcher)
 	defer w.Close()
