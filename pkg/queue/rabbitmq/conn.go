@@ -1,3 +1,9 @@
+// Package rabbitmq is everything on RabbitMQ's wire, without Kubernetes: the operator's
+// probe (conn.go, management.go), the checks of AMQP and management URLs (url.go), the
+// mandatory publisher with confirms (publish.go), the worker's read-back of its
+// QUEUEJOB_RABBITMQ_* variables (env.go), a dial for workers and tools (client.go) and
+// the fixed words its errors are classified in (errors.go). The Kubernetes side
+// (spec.queue.rabbitmq -> Options) is pkg/queue/rabbitmq/kube.
 package rabbitmq
 
 import (

@@ -1,3 +1,9 @@
+// Package redis is everything on Redis's wire, without Kubernetes: the rediswq protocol's
+// key names and scripts (protocol.go), the operator's probe and lease reaper (conn.go),
+// the keyspace watch (watch.go), the worker's read-back of its QUEUEJOB_REDIS_* variables
+// (env.go), a client for workers and tools (client.go) and the fixed words its errors
+// are classified in (errors.go). go-redis is imported as goredis. The Kubernetes side
+// (spec.queue.redis -> Options) is pkg/queue/redis/kube.
 package redis
 
 import (
