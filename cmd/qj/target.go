@@ -292,7 +292,7 @@ func (f *queueFlags) flagTarget() (*target, error) {
 			o.Password = pw
 		}
 		if f.redisTLS || f.redisTLSCA != "" || f.redisServerName != "" {
-			cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: hostOnly(f.redisAddress)}
+			cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: queue.HostOf(f.redisAddress)}
 			if err := f.tlsOverrides(cfg, f.redisTLSCA, f.redisServerName); err != nil {
 				return nil, err
 			}
@@ -416,17 +416,10 @@ func fromEnv(name, flag string) (string, error) {
 	return v, nil
 }
 
-func hostOnly(addr string) string {
-	if h, _, err := net.SplitHostPort(addr); err == nil {
-		return h
-	}
-	return addr
-}
-
 // serviceOf guesses the Service behind a cluster address: the first label of
 // redis.ns.svc.cluster.local, a placeholder for an IP address.
 func serviceOf(addr string) string {
-	h := hostOnly(addr)
+	h := queue.HostOf(addr)
 	if net.ParseIP(h) != nil {
 		return "<redis-service>"
 	}
