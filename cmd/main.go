@@ -20,7 +20,7 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/controllers"
-	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
 	"github.com/queuejob/queuejob-operator/pkg/version"
 
 	// Go's fallback root CAs: the images (FROM scratch) have no CA bundle, and TLS to a
@@ -57,7 +57,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "--secret-refresh-interval must be positive, e.g. 1m")
 		os.Exit(2)
 	}
-	allowed, err := queue.ParseAddressPolicy(f.allowedAddrs)
+	allowed, err := backends.ParseAddressPolicy(f.allowedAddrs)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -101,7 +101,7 @@ func parseFlags() *managerFlags {
 }
 
 // run builds the manager and its QueueJob controller and runs them until a signal.
-func run(f *managerFlags, allowed queue.AddressPolicy) error {
+func run(f *managerFlags, allowed backends.AddressPolicy) error {
 	mgr, err := newManager(f)
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)

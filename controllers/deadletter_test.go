@@ -7,23 +7,23 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
-	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 )
 
 // rediswqDeadLetter takes an item and dead-letters it, as pkg/worker does once its
 // attempts are spent: out of <key>:processing, into <key>:failed, atomically.
-func rediswqDeadLetter(c *redis.Client, key string) {
-	item, err := c.RPopLPush(suiteCtx, key, queue.ProcessingKey(key)).Result()
+func rediswqDeadLetter(c *goredis.Client, key string) {
+	item, err := c.RPopLPush(suiteCtx, key, redis.ProcessingKey(key)).Result()
 	Expect(err).NotTo(HaveOccurred())
-	_, err = c.TxPipelined(suiteCtx, func(p redis.Pipeliner) error {
-		p.LRem(suiteCtx, queue.ProcessingKey(key), 1, item)
-		p.LPush(suiteCtx, queue.FailedKey(key), item)
+	_, err = c.TxPipelined(suiteCtx, func(p goredis.Pipeliner) error {
+		p.LRem(suiteCtx, redis.ProcessingKey(key), 1, item)
+		p.LPush(suiteCtx, redis.FailedKey(key), item)
 		return nil
 	})
 	Expect(err).NotTo(HaveOccurred())
@@ -31,7 +31,7 @@ func rediswqDeadLetter(c *redis.Client, key string) {
 
 var _ = Describe("QueueJob whose items were dead-lettered", func() {
 	var ns, key string
-	var c *redis.Client
+	var c *goredis.Client
 	BeforeEach(func() {
 		ns = newNamespace()
 		key = "dl-" + ns
@@ -80,7 +80,7 @@ var _ = Describe("QueueJob whose items were dead-lettered", func() {
 			HaveField("Status.State", qjv1.StateFailed),
 			HaveField("Status.Queue.DeadLettered", BeEquivalentTo(2)),
 			WithTransform(message(qjv1.ConditionFailed), SatisfyAll(
-				ContainSubstring("2 items were dead-lettered"), ContainSubstring(fmt.Sprintf("%q", queue.FailedKey(key))),
+				ContainSubstring("2 items were dead-lettered"), ContainSubstring(fmt.Sprintf("%q", redis.FailedKey(key))),
 				ContainSubstring("qj requeue dl-default"), ContainSubstring("spec.deadLetterPolicy: Complete")))))
 		Expect(getQJ(ns, "dl-default")(Default).Spec.DeadLetterPolicy).To(Equal(qjv1.DeadLetterPolicyFail), "the API server's default")
 		Eventually(warnings(qj), timeout, interval).Should(ConsistOf(HaveField("Type", corev1.EventTypeWarning)))
@@ -94,12 +94,12 @@ var _ = Describe("QueueJob whose items were dead-lettered", func() {
 			cond(qjv1.ConditionComplete, metav1.ConditionTrue, qjv1.ReasonQueueDrained),
 			cond(qjv1.ConditionFailed, metav1.ConditionFalse, qjv1.ReasonQueueDrained),
 			WithTransform(message(qjv1.ConditionComplete),
-				ContainSubstring(fmt.Sprintf("1 items were dead-lettered to Redis list %q", queue.FailedKey(key))))))
+				ContainSubstring(fmt.Sprintf("1 items were dead-lettered to Redis list %q", redis.FailedKey(key))))))
 		Eventually(warnings(qj), timeout, interval).Should(ConsistOf(HaveField("Type", corev1.EventTypeWarning)))
 	})
 
 	It("does not count items dead-lettered before the QueueJob was created", func() {
-		Expect(c.RPush(suiteCtx, queue.FailedKey(key), "old-1", "old-2").Err()).To(Succeed())
+		Expect(c.RPush(suiteCtx, redis.FailedKey(key), "old-1", "old-2").Err()).To(Succeed())
 		qj := run("dl-earlier", 0, "", 2)
 		Eventually(getQJ(ns, "dl-earlier"), timeout, interval).Should(SatisfyAll(
 			cond(qjv1.ConditionComplete, metav1.ConditionTrue, qjv1.ReasonQueueDrained),

@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
-	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 )
 
 // liveJob reads a Job from the API server.
@@ -220,7 +220,7 @@ var _ = Describe("A QueueJob's own TTL", func() {
 		job := theJob(qj)
 		rediswqLease(c, key, "dead-worker", 2*time.Second)
 		finishJob(job, false, time.Now(), 0, 1, "BackoffLimitExceeded")
-		Eventually(func() int64 { return c.LLen(suiteCtx, queue.ProcessingKey(key)).Val() }, 2*timeout, time.Second).
+		Eventually(func() int64 { return c.LLen(suiteCtx, redis.ProcessingKey(key)).Val() }, 2*timeout, time.Second).
 			Should(BeZero(), "the dead worker's item stays in <key>:processing for good")
 		Eventually(func(g Gomega) bool {
 			cur := &qjv1.QueueJob{}

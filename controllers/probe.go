@@ -16,6 +16,7 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
 )
 
 const (
@@ -130,13 +131,13 @@ type probeRun struct {
 	key    types.NamespacedName
 	uid    types.UID
 	target *qjv1.QueueJob // the QueueJob's metadata, for events
-	kind   *queue.Kind
-	source queue.Source
+	kind   *backends.Backend
+	source backends.Source
 	// server names the server the probe reaches, and gate is its entry in that server's
 	// gate (see serverGates).
 	server  string
 	gate    *gateTicket
-	backend queue.Backend
+	backend queue.Conn
 	// at is when it started (the reconcile's now), interval the QueueJob's probe interval
 	// and backoff the wait before the next probe should this one fail.
 	at                time.Time
@@ -146,7 +147,7 @@ type probeRun struct {
 }
 
 // newProbeRun describes a probe of the scope's QueueJob.
-func (r *QueueJobReconciler) newProbeRun(ctx context.Context, s *scope, kind *queue.Kind) *probeRun {
+func (r *QueueJobReconciler) newProbeRun(ctx context.Context, s *scope, kind *backends.Backend) *probeRun {
 	interval := time.Duration(s.qj.Spec.EffectiveProbeIntervalSeconds()) * time.Second
 	key := client.ObjectKeyFromObject(s.qj)
 	return &probeRun{
@@ -162,7 +163,7 @@ func (r *QueueJobReconciler) newProbeRun(ctx context.Context, s *scope, kind *qu
 // startProbe starts a probe of the QueueJob's queue in the background. What fails before
 // the queue is reached (a Secret missing, a server whose last probe found it down) fails
 // the probe at once, in this reconcile.
-func (r *QueueJobReconciler) startProbe(ctx context.Context, s *scope, kind *queue.Kind) error {
+func (r *QueueJobReconciler) startProbe(ctx context.Context, s *scope, kind *backends.Backend) error {
 	p := r.newProbeRun(ctx, s, kind)
 	var err error
 	if p.source, err = r.resolveCached(ctx, s, kind); err == nil {
@@ -326,7 +327,7 @@ func (r *QueueJobReconciler) probeOnce(ctx context.Context, p *probeRun) probeRe
 // write to it wakes a QueueJob waiting on an empty queue at once, instead of at its next
 // probe. A watch that cannot start (a server that refuses tracking) changes nothing: the
 // probes find the items.
-func (r *QueueJobReconciler) watchQueue(ctx context.Context, key types.NamespacedName, uid types.UID, kind *queue.Kind, src queue.Source) {
+func (r *QueueJobReconciler) watchQueue(ctx context.Context, key types.NamespacedName, uid types.UID, kind *backends.Backend, src backends.Source) {
 	if r.NoQueueWatch || kind.NewWatcher == nil || r.probes.watching(key, uid) {
 		return
 	}
@@ -350,14 +351,14 @@ func (r *QueueJobReconciler) watchQueue(ctx context.Context, key types.Namespace
 }
 
 // watcher is the Watcher of a kind, started on first use; nil once the manager stops.
-func (r *QueueJobReconciler) watcher(kind *queue.Kind) queue.Watcher {
+func (r *QueueJobReconciler) watcher(kind *backends.Backend) backends.Watcher {
 	r.watchMu.Lock()
 	defer r.watchMu.Unlock()
 	if r.watchersClosed {
 		return nil
 	}
 	if r.watchers == nil {
-		r.watchers = map[string]queue.Watcher{}
+		r.watchers = map[string]backends.Watcher{}
 	}
 	w, ok := r.watchers[kind.Name]
 	if !ok {
@@ -404,7 +405,7 @@ func (r *QueueJobReconciler) recordReclaimed(ctx context.Context, p *probeRun, n
 
 // probeAndReap counts the queue's items and returns those of gone workers to it. Items
 // already returned are counted even when the reaper then fails.
-func probeAndReap(ctx context.Context, backend queue.Backend, now time.Time, grace time.Duration) (queue.Counts, int, error) {
+func probeAndReap(ctx context.Context, backend queue.Conn, now time.Time, grace time.Duration) (queue.Counts, int, error) {
 	counts, err := backend.Probe(ctx)
 	if err != nil {
 		return queue.Counts{}, 0, err

@@ -9,13 +9,13 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/google/go-cmp/cmp"
 	batchv1 "k8s.io/api/batch/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
 )
 
 // fakeBackend is a seam: it counts how it was opened and closed.
@@ -53,10 +53,10 @@ func (f *reapingBackend) Reap(_ context.Context, now time.Time, _ time.Duration)
 }
 
 // fakeKind opens b for any source.
-func fakeKind(b queue.Backend) *queue.Kind {
-	return &queue.Kind{Name: "fake",
-		SecretRefs: func(*qjv1.QueueSource) []*corev1.SecretKeySelector { return nil },
-		Open:       func(queue.Source) (queue.Backend, error) { return b, nil }}
+func fakeKind(b queue.Conn) *backends.Backend {
+	return &backends.Backend{Name: "fake",
+		SecretRefs: func(*qjv1.QueueSource) []backends.SecretRef { return nil },
+		Open:       func(backends.Source) (queue.Conn, error) { return b, nil }}
 }
 
 // probeOnceOf runs one probe of the scope's QueueJob, as startProbe would start it, in
@@ -64,10 +64,10 @@ func fakeKind(b queue.Backend) *queue.Kind {
 func probeOnceOf(t interface {
 	Helper()
 	Fatal(...any)
-}, r *QueueJobReconciler, s *scope, kind *queue.Kind) probeResult {
+}, r *QueueJobReconciler, s *scope, kind *backends.Backend) probeResult {
 	t.Helper()
 	p := r.newProbeRun(context.Background(), s, kind)
-	p.source = queue.Source{Spec: s.qj.Spec.Queue}
+	p.source = backends.Source{Spec: s.qj.Spec.Queue}
 	var err error
 	if p.backend, err = r.probes.get(p.key, p.uid, kind, p.source); err != nil {
 		t.Fatal(err)
@@ -132,9 +132,9 @@ func TestProbeOnceAlwaysReaps(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			b := &reapingBackend{counts: tc.counts, reclaim: tc.reclaim}
-			kind := &queue.Kind{Name: "fake",
-				SecretRefs: func(*qjv1.QueueSource) []*corev1.SecretKeySelector { return nil },
-				Open:       func(queue.Source) (queue.Backend, error) { return b, nil }}
+			kind := &backends.Backend{Name: "fake",
+				SecretRefs: func(*qjv1.QueueSource) []backends.SecretRef { return nil },
+				Open:       func(backends.Source) (queue.Conn, error) { return b, nil }}
 			qj := &qjv1.QueueJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "q", UID: "uid-1"},
 				Spec: qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "r:6379", Key: "k"}}}}
 			r := &QueueJobReconciler{Recorder: events.NewFakeRecorder(10)}
@@ -208,10 +208,10 @@ func TestUseProbeTakesOnlyCountsOfTheWaveItSees(t *testing.T) {
 // that waited for its server's slots must not leave the next one due at once.
 func TestSettleProbeCountsFromTheEnd(t *testing.T) {
 	at := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
-	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
+	kind := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	r := &QueueJobReconciler{}
-	if _, err := r.probes.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+	if _, err := r.probes.get(key, "uid-1", kind, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 		t.Fatal(err)
 	}
 	p := &probeRun{key: key, uid: "uid-1", kind: kind, at: at, interval: 2 * time.Second, backoff: 2 * time.Second, log: logr.Discard()}

@@ -7,6 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
 )
 
 // probeStates remembers, per QueueJob, what its probes carry from one reconcile to the
@@ -36,7 +37,7 @@ type probeState struct {
 // probeConn is a QueueJob's connection to its queue, opened from a resolved source.
 type probeConn struct {
 	fingerprint string
-	backend     queue.Backend
+	backend     queue.Conn
 	// unwatch ends the watch of the queue (see watchQueue); nil if there is none.
 	unwatch func()
 	// reached is set once a probe went through it to the queue (the address policy
@@ -165,7 +166,7 @@ func (p *probeStates) reach(key types.NamespacedName, uid types.UID) {
 }
 
 // holds reports whether the QueueJob's entry still holds the backend.
-func (p *probeStates) holds(key types.NamespacedName, uid types.UID, b queue.Backend) (ok bool) {
+func (p *probeStates) holds(key types.NamespacedName, uid types.UID, b queue.Conn) (ok bool) {
 	p.with(key, uid, func(e *probeState) { ok = e.conn.backend == b })
 	return ok
 }
@@ -258,7 +259,7 @@ func (p *probeStates) watching(key types.NamespacedName, uid types.UID) (w bool)
 // get returns the QueueJob's connection to its queue, opened from src. It opens a new one
 // when the QueueJob was recreated (a new entry) or the resolved source changed (a rotated
 // Secret: the entry keeps its schedule, the writes heard and what it owes the status).
-func (p *probeStates) get(key types.NamespacedName, uid types.UID, kind *queue.Kind, src queue.Source) (queue.Backend, error) {
+func (p *probeStates) get(key types.NamespacedName, uid types.UID, kind *backends.Backend, src backends.Source) (queue.Conn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fp := kind.Name + "/" + src.Fingerprint()
@@ -292,7 +293,7 @@ func (p *probeStates) get(key types.NamespacedName, uid types.UID, kind *queue.K
 
 // abandon removes a backend that did not answer in time from the entry, keeping what the
 // QueueJob owes its status, and closes it in the background.
-func (p *probeStates) abandon(key types.NamespacedName, b queue.Backend) {
+func (p *probeStates) abandon(key types.NamespacedName, b queue.Conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if e, ok := p.entries[key]; ok && e.conn.backend == b {
@@ -312,7 +313,7 @@ func stopWatch(e *probeState) {
 
 // closeInBackground closes a backend without holding up the caller (nor the lock):
 // closing a connection to a frozen broker waits for its timeout.
-func closeInBackground(b queue.Backend) {
+func closeInBackground(b queue.Conn) {
 	if b != nil {
 		go func() { _ = b.Close() }()
 	}
@@ -322,7 +323,7 @@ func closeInBackground(b queue.Backend) {
 // connection a probe uses, or one no probe went through (the address policy refused it),
 // is closed instead: no two goroutines use one at once, and none goes where the policy
 // refuses.
-func (p *probeStates) take(key types.NamespacedName) queue.Backend {
+func (p *probeStates) take(key types.NamespacedName) queue.Conn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e, ok := p.entries[key]

@@ -9,6 +9,7 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
 )
 
 // size is the number of open connections.
@@ -40,14 +41,14 @@ func (p *probeStates) wakeState(key types.NamespacedName, uid types.UID) (waitin
 
 func TestProbeStates(t *testing.T) {
 	var opened []*fakeBackend
-	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) {
+	kind := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) {
 		b := &fakeBackend{}
 		opened = append(opened, b)
 		return b, nil
 	}}
 	spec := &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "r:6379", Key: "k"}}
-	src := func(password string) queue.Source {
-		return queue.Source{Spec: spec, Secrets: map[string]string{"redis/password": password}}
+	src := func(password string) backends.Source {
+		return backends.Source{Spec: spec, Secrets: map[string]string{"redis/password": password}}
 	}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	var p probeStates
@@ -74,7 +75,7 @@ func TestProbeStates(t *testing.T) {
 
 func TestProbeStatesSchedule(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
+	kind := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	var p probeStates
 	if d := p.untilDue(key, "uid-1", now); d != 0 {
@@ -84,7 +85,7 @@ func TestProbeStatesSchedule(t *testing.T) {
 	if d := p.untilDue(key, "uid-1", now); d != 0 {
 		t.Fatalf("untilDue = %s without a connection", d)
 	}
-	if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+	if _, err := p.get(key, "uid-1", kind, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 		t.Fatal(err)
 	}
 	p.probed(key, "uid-1", now, now.Add(2*time.Second), 2*time.Second, nil)
@@ -104,13 +105,13 @@ func TestProbeStatesSchedule(t *testing.T) {
 // that runs a wave is not woken; a write heard while a probe ran is not lost.
 func TestProbeStatesWake(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
+	kind := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	var p probeStates
 	if wake, _ := p.heard(key, "uid-1", now, false); wake {
 		t.Fatal("woke a QueueJob without an entry")
 	}
-	if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+	if _, err := p.get(key, "uid-1", kind, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 		t.Fatal(err)
 	}
 	probe := func(at time.Time, waiting bool) (probeAgain bool) {
@@ -205,11 +206,11 @@ func TestProbeStatesWake(t *testing.T) {
 // again, whether the wake comes before or after the turned-away probe records its end.
 func TestProbeStatesServerWake(t *testing.T) {
 	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
-	kind := &queue.Kind{Name: "fake", Open: func(queue.Source) (queue.Backend, error) { return &fakeBackend{}, nil }}
+	kind := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	for _, wakeFirst := range []bool{true, false} {
 		var p probeStates
-		if _, err := p.get(key, "uid-1", kind, queue.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+		if _, err := p.get(key, "uid-1", kind, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 			t.Fatal(err)
 		}
 		if wakeFirst {

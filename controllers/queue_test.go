@@ -10,7 +10,7 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	amqp "github.com/rabbitmq/amqp091-go"
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -23,6 +23,8 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -32,31 +34,31 @@ import (
 
 const rabbitPassword = "guest" // the broker's default user; the URL lives in a Secret
 
-func redisClient(addr string) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: addr, DisableIdentity: true})
+func redisClient(addr string) *goredis.Client {
+	c := goredis.NewClient(&goredis.Options{Addr: addr, DisableIdentity: true})
 	DeferCleanup(c.Close)
 	return c
 }
 
 // rediswqWork leases an item and completes it, as rediswq.py's lease() and complete() do.
-func rediswqWork(c *redis.Client, key string) bool {
-	item, err := c.RPopLPush(suiteCtx, key, queue.ProcessingKey(key)).Result()
-	if err == redis.Nil {
+func rediswqWork(c *goredis.Client, key string) bool {
+	item, err := c.RPopLPush(suiteCtx, key, redis.ProcessingKey(key)).Result()
+	if err == goredis.Nil {
 		return false
 	}
 	Expect(err).NotTo(HaveOccurred())
-	Expect(c.SetEx(suiteCtx, queue.LeaseKey(key, item), "worker-1", time.Minute).Err()).To(Succeed())
-	Expect(c.LRem(suiteCtx, queue.ProcessingKey(key), 0, item).Err()).To(Succeed())
-	Expect(c.Del(suiteCtx, queue.LeaseKey(key, item)).Err()).To(Succeed())
+	Expect(c.SetEx(suiteCtx, redis.LeaseKey(key, item), "worker-1", time.Minute).Err()).To(Succeed())
+	Expect(c.LRem(suiteCtx, redis.ProcessingKey(key), 0, item).Err()).To(Succeed())
+	Expect(c.Del(suiteCtx, redis.LeaseKey(key, item)).Err()).To(Succeed())
 	return true
 }
 
 // rediswqLease takes an item into flight and leases it for ttl, as rediswq.py's lease()
 // does; a worker that then dies leaves it there.
-func rediswqLease(c *redis.Client, key, worker string, ttl time.Duration) {
-	item, err := c.RPopLPush(suiteCtx, key, queue.ProcessingKey(key)).Result()
+func rediswqLease(c *goredis.Client, key, worker string, ttl time.Duration) {
+	item, err := c.RPopLPush(suiteCtx, key, redis.ProcessingKey(key)).Result()
 	Expect(err).NotTo(HaveOccurred())
-	Expect(c.SetEx(suiteCtx, queue.LeaseKey(key, item), worker, ttl).Err()).To(Succeed())
+	Expect(c.SetEx(suiteCtx, redis.LeaseKey(key, item), worker, ttl).Err()).To(Succeed())
 }
 
 func amqpChannel() *amqp.Channel {
@@ -146,8 +148,8 @@ var _ = Describe("QueueJob with a queue", func() {
 		Expect(env[queue.EnvBackend].Value).To(Equal("rabbitmq"))
 		Expect(env[queue.EnvMode].Value).To(Equal("PerItem"))
 		Expect(env[queue.EnvItemsPerPod].Value).To(Equal("1"), "a PerItem worker takes itemsPerPod items, then exits")
-		Expect(env[queue.EnvQueue].Value).To(Equal(q))
-		Expect(env[queue.EnvBrokerURL].ValueFrom.SecretKeyRef).To(Equal(ref))
+		Expect(env[rabbitmq.EnvBrokerQueue].Value).To(Equal(q))
+		Expect(env[rabbitmq.EnvBrokerURL].ValueFrom.SecretKeyRef).To(Equal(ref))
 		spec, err := json.Marshal(job.Spec)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(string(spec)).NotTo(ContainSubstring("guest:"+rabbitPassword), "the broker's password must not be in the pod spec")
@@ -196,8 +198,8 @@ var _ = Describe("QueueJob with a queue", func() {
 		Expect(job.Spec.Completions).To(BeNil(), "a worker pool's Job leaves completions unset")
 		Expect(job.Spec.Parallelism).To(HaveValue(BeEquivalentTo(2)))
 		env := envOf(job)
-		Expect(env[queue.EnvRedisAddress].Value).To(Equal(redisSrv.Addr()))
-		Expect(env[queue.EnvRedisKey].Value).To(Equal(key))
+		Expect(env[redis.EnvAddress].Value).To(Equal(redisSrv.Addr()))
+		Expect(env[redis.EnvKey].Value).To(Equal(key))
 		Expect(env[queue.EnvName].Value).To(Equal("job-wq-2"))
 		Expect(env[queue.EnvMode].Value).To(Equal("WorkerPool"))
 		Expect(env).NotTo(HaveKey(queue.EnvItemsPerPod))
@@ -346,7 +348,7 @@ var _ = Describe("QueueJob with a queue", func() {
 			g.Expect(err).NotTo(HaveOccurred())
 			return v
 		}, timeout, interval).Should(ConsistOf("a", "b", "c"))
-		Expect(c.LLen(suiteCtx, queue.ProcessingKey(key)).Val()).To(BeZero())
+		Expect(c.LLen(suiteCtx, redis.ProcessingKey(key)).Val()).To(BeZero())
 		Eventually(getQJ(ns, "crash"), timeout, interval).Should(HaveField("Status.Queue.Reclaimed", BeEquivalentTo(1)))
 		Eventually(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventLeasesReclaimed) }, timeout, interval).Should(HaveLen(1))
 		Expect(testutil.ToFloat64(leasesReclaimed.WithLabelValues("redis")) - reclaimedBefore).To(BeEquivalentTo(1))
@@ -507,7 +509,7 @@ var _ = Describe("QueueJob with a queue", func() {
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(authed.Close)
 		key := "auth"
-		ac := redis.NewClient(&redis.Options{Addr: authed.Addr(), Password: "s3cret-pass", DisableIdentity: true})
+		ac := goredis.NewClient(&goredis.Options{Addr: authed.Addr(), Password: "s3cret-pass", DisableIdentity: true})
 		DeferCleanup(ac.Close)
 		Expect(ac.RPush(suiteCtx, key, "a").Err()).To(Succeed())
 		ref := &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "redis"}, Key: "password"}
@@ -539,7 +541,7 @@ var _ = Describe("QueueJob with a queue", func() {
 		s.StringData = map[string]string{"password": "s3cret-pass"}
 		Expect(k8s.Update(suiteCtx, s)).To(Succeed())
 		job := theJob(qj)
-		Expect(envOf(job)[queue.EnvRedisPassword].ValueFrom.SecretKeyRef).To(Equal(ref))
+		Expect(envOf(job)[redis.EnvPassword].ValueFrom.SecretKeyRef).To(Equal(ref))
 
 		By("never showing a password in the status, the events, the log or the Job")
 		noPassword()

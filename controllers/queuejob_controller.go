@@ -29,7 +29,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
-	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
+	"github.com/queuejob/queuejob-operator/pkg/queue/registry"
 )
 
 // jobOwnerKey indexes Jobs by the name of the QueueJob that controls them.
@@ -49,8 +50,8 @@ type QueueJobReconciler struct {
 	Scheme    *runtime.Scheme
 	Recorder  events.EventRecorder
 	Clock     clock.PassiveClock
-	// Queues maps spec.queue to its backend; queue.DefaultRegistry() if nil.
-	Queues *queue.Registry
+	// Queues maps spec.queue to its backend; registry.Default() if nil.
+	Queues *backends.Registry
 	// ProbeTimeout bounds one probe of a queue, lease reaping included; 10s if zero.
 	ProbeTimeout time.Duration
 	// MaxConcurrentReconciles is how many QueueJobs are reconciled at once; 4 if zero.
@@ -71,7 +72,7 @@ type QueueJobReconciler struct {
 	// AllowedAddresses is where the manager may connect to probe a queue
 	// (--allowed-queue-addresses); the zero policy allows every address. A probe checks it
 	// before it connects.
-	AllowedAddresses queue.AddressPolicy
+	AllowedAddresses backends.AddressPolicy
 
 	probes   probeStates
 	gates    serverGates
@@ -81,7 +82,7 @@ type QueueJobReconciler struct {
 	limiter  *cadenceLimiter
 
 	watchMu        sync.Mutex
-	watchers       map[string]queue.Watcher
+	watchers       map[string]backends.Watcher
 	watchersClosed bool
 	wakeQueue      workqueue.TypedRateLimitingInterface[reconcile.Request]
 	// running is the controller's context once it has started: the probes run in it.
@@ -112,9 +113,9 @@ func (r *QueueJobReconciler) secretRefresh() time.Duration {
 	return r.SecretRefresh
 }
 
-func (r *QueueJobReconciler) registry() *queue.Registry {
+func (r *QueueJobReconciler) registry() *backends.Registry {
 	if r.Queues == nil {
-		return queue.DefaultRegistry()
+		return registry.Default()
 	}
 	return r.Queues
 }

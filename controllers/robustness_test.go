@@ -17,6 +17,7 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -216,7 +217,7 @@ var _ = Describe("Robustness", func() {
 		Eventually(getQJ(ns, "failed"), timeout, interval).Should(cond(qjv1.ConditionFailed, metav1.ConditionTrue, "BackoffLimitExceeded"))
 
 		Eventually(func() []string { return c.LRange(suiteCtx, key, 0, -1).Val() }, timeout, interval).Should(ConsistOf("a", "b"))
-		Expect(c.LLen(suiteCtx, queue.ProcessingKey(key)).Val()).To(BeZero())
+		Expect(c.LLen(suiteCtx, redis.ProcessingKey(key)).Val()).To(BeZero())
 		Eventually(getQJ(ns, "failed"), timeout, interval).Should(SatisfyAll(
 			HaveField("Status.Queue.InFlight", BeEquivalentTo(0)),
 			HaveField("Status.Queue.Reclaimed", BeEquivalentTo(1))))

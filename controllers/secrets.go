@@ -13,16 +13,17 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
 )
 
 // resolveCached is resolve, reusing the values read for the QueueJob within the last
 // SecretRefresh: a probe every 2 s of each of many QueueJobs must not read their Secrets
 // from the API server each time. They are read again at once when the QueueJob changes
 // (its generation or UID), and after a probe that failed to connect or log in.
-func (r *QueueJobReconciler) resolveCached(ctx context.Context, s *scope, kind *queue.Kind) (queue.Source, error) {
+func (r *QueueJobReconciler) resolveCached(ctx context.Context, s *scope, kind *backends.Backend) (backends.Source, error) {
 	key := client.ObjectKeyFromObject(s.qj)
 	if values, ok := r.secrets.get(key, s.qj.UID, s.qj.Generation, s.now, r.secretRefresh()); ok {
-		return queue.Source{Spec: s.qj.Spec.Queue, Secrets: values}, nil
+		return backends.Source{Spec: s.qj.Spec.Queue, Secrets: values}, nil
 	}
 	src, err := r.resolve(ctx, s.qj, kind)
 	if err != nil {
@@ -36,22 +37,22 @@ func (r *QueueJobReconciler) resolveCached(ctx context.Context, s *scope, kind *
 
 // resolve reads the Secrets the queue references, fresh from the API server (the manager
 // neither lists nor watches Secrets).
-func (r *QueueJobReconciler) resolve(ctx context.Context, qj *qjv1.QueueJob, kind *queue.Kind) (queue.Source, error) {
-	src := queue.Source{Spec: qj.Spec.Queue, Secrets: map[string]string{}}
+func (r *QueueJobReconciler) resolve(ctx context.Context, qj *qjv1.QueueJob, kind *backends.Backend) (backends.Source, error) {
+	src := backends.Source{Spec: qj.Spec.Queue, Secrets: map[string]string{}}
 	for _, ref := range kind.SecretRefs(qj.Spec.Queue) {
 		var sec corev1.Secret
 		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: qj.Namespace, Name: ref.Name}, &sec)
 		if apierrors.IsNotFound(err) {
-			return src, queue.Errorf(queue.ReasonSecretNotFound, "Secret %s/%s does not exist: create it, or fix the secret reference in spec.queue", qj.Namespace, ref.Name)
+			return src, queue.Errorf(queue.ReasonSecretNotFound, "Secret %s/%s does not exist: create it, or fix %s", qj.Namespace, ref.Name, ref.Field)
 		}
 		if err != nil {
-			return src, queue.Errorf(queue.ReasonSecretNotFound, "reading Secret %s/%s: %v", qj.Namespace, ref.Name, err)
+			return src, queue.Errorf(queue.ReasonSecretNotFound, "reading Secret %s/%s (%s): %v", qj.Namespace, ref.Name, ref.Field, err)
 		}
 		v, ok := sec.Data[ref.Key]
 		if !ok {
-			return src, queue.Errorf(queue.ReasonSecretNotFound, "Secret %s/%s has no key %q: add it, or fix the key in spec.queue", qj.Namespace, ref.Name, ref.Key)
+			return src, queue.Errorf(queue.ReasonSecretNotFound, "Secret %s/%s has no key %q: add it, or fix the key in %s", qj.Namespace, ref.Name, ref.Key, ref.Field)
 		}
-		src.Secrets[queue.SecretID(ref)] = string(v)
+		src.Secrets[ref.ID()] = string(v)
 	}
 	return src, nil
 }

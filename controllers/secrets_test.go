@@ -19,6 +19,7 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -73,16 +74,18 @@ func (b *failingBackend) Probe(context.Context) (queue.Counts, error) { return q
 func TestProbeReadsSecretsOncePerRefresh(t *testing.T) {
 	ref := &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "redis"}, Key: "password"}
 	b := &failingBackend{}
-	kind := queue.Kind{Name: "fake",
-		Selected:   func(*qjv1.QueueSource) bool { return true },
-		SecretRefs: func(*qjv1.QueueSource) []*corev1.SecretKeySelector { return []*corev1.SecretKeySelector{ref} },
-		Open:       func(queue.Source) (queue.Backend, error) { return b, nil }}
+	kind := backends.Backend{Name: "fake",
+		Selected: func(*qjv1.QueueSource) bool { return true },
+		SecretRefs: func(*qjv1.QueueSource) []backends.SecretRef {
+			return []backends.SecretRef{backends.RefOf(ref, "spec.queue.redis.passwordSecretRef")}
+		},
+		Open: func(backends.Source) (queue.Conn, error) { return b, nil }}
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "redis"}, Data: map[string][]byte{"password": []byte("pw")}}
 	gets := &secretGets{}
 	r := &QueueJobReconciler{
 		APIReader:     countingReader{Reader: fake.NewClientBuilder().WithObjects(sec).Build(), gets: gets},
 		Recorder:      events.NewFakeRecorder(100),
-		Queues:        queue.NewRegistry(kind),
+		Queues:        backends.NewRegistry(kind),
 		SecretRefresh: time.Minute,
 	}
 	qj := &qjv1.QueueJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "q", UID: "uid-1", Generation: 1},

@@ -10,6 +10,7 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
 )
 
 const (
@@ -169,7 +170,7 @@ func endOf(err error) probeEnd {
 // kind that cannot tell gets a name of the QueueJob's own, which it shares with no other.
 // The TLS settings are part of the name: a QueueJob that speaks TLS to a server that does
 // not gets no answer, and must not turn away the QueueJobs that reach it as they should.
-func serverOf(kind *queue.Kind, src queue.Source, key types.NamespacedName) string {
+func serverOf(kind *backends.Backend, src backends.Source, key types.NamespacedName) string {
 	if kind.Addresses != nil {
 		if addrs, err := kind.Addresses(src); err == nil && len(addrs) > 0 {
 			name := kind.Name

@@ -16,7 +16,9 @@ import (
 	"k8s.io/utils/ptr"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
-	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
+	rediskube "github.com/queuejob/queuejob-operator/pkg/queue/redis/kube"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -184,21 +186,21 @@ func TestEndOfProbesOfRealPeers(t *testing.T) {
 	defer redisSrv.Close()
 	cases := []struct {
 		name string
-		opts queue.RedisOptions
+		opts redis.Options
 		want probeEnd
 	}{
-		{name: "connection refused", opts: queue.RedisOptions{Address: closedAddr, Key: "k"}, want: serverDidNotAnswer},
-		{name: "nothing back in time", opts: queue.RedisOptions{Address: silent, Key: "k", Timeout: 300 * time.Millisecond}, want: serverDidNotAnswer},
-		{name: "TLS to a server that never answers", opts: queue.RedisOptions{Address: silent, Key: "k", Timeout: 300 * time.Millisecond,
+		{name: "connection refused", opts: redis.Options{Address: closedAddr, Key: "k"}, want: serverDidNotAnswer},
+		{name: "nothing back in time", opts: redis.Options{Address: silent, Key: "k", Timeout: 300 * time.Millisecond}, want: serverDidNotAnswer},
+		{name: "TLS to a server that never answers", opts: redis.Options{Address: silent, Key: "k", Timeout: 300 * time.Millisecond,
 			TLS: &tls.Config{ServerName: "x"}}, want: serverDidNotAnswer},
-		{name: "an error reply of one QueueJob's settings (a database out of range)", opts: queue.RedisOptions{Address: redisSrv.Addr(), Key: "k", DB: 200},
+		{name: "an error reply of one QueueJob's settings (a database out of range)", opts: redis.Options{Address: redisSrv.Addr(), Key: "k", DB: 200},
 			want: serverAnswered},
-		{name: "credentials refused", opts: queue.RedisOptions{Address: redisSrv.Addr(), Key: "k", Username: "nobody", Password: "x"},
+		{name: "credentials refused", opts: redis.Options{Address: redisSrv.Addr(), Key: "k", Username: "nobody", Password: "x"},
 			want: serverAnswered},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b := queue.NewRedis(tc.opts)
+			b := redis.New(tc.opts)
 			defer func() { _ = b.Close() }()
 			_, err := b.Probe(context.Background())
 			if err == nil {
@@ -214,17 +216,17 @@ func TestEndOfProbesOfRealPeers(t *testing.T) {
 // QueueJobs that reach one server with other TLS settings do not share its gate.
 func TestServerOfHoldsTheTLSSettings(t *testing.T) {
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
-	plain := queue.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "redis:6379", Key: "a"}}}
-	other := queue.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "redis:6379", Key: "b"}}}
-	overTLS := queue.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "redis:6379", Key: "a", TLS: &qjv1.TLSConfig{}}}}
-	kind := &queue.RedisKind
+	plain := backends.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "redis:6379", Key: "a"}}}
+	other := backends.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "redis:6379", Key: "b"}}}
+	overTLS := backends.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "redis:6379", Key: "a", TLS: &qjv1.TLSConfig{}}}}
+	kind := &rediskube.Backend
 	if serverOf(kind, plain, key) != serverOf(kind, other, key) {
 		t.Error("two keys on one server get two gates")
 	}
 	if serverOf(kind, plain, key) == serverOf(kind, overTLS, key) {
 		t.Error("plain and TLS QueueJobs on one address share a gate")
 	}
-	spelled := queue.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "REDIS.:6379", Key: "a"}}}
+	spelled := backends.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "REDIS.:6379", Key: "a"}}}
 	if serverOf(kind, plain, key) != serverOf(kind, spelled, key) {
 		t.Errorf("one server spelled two ways gets two gates: %q, %q", serverOf(kind, plain, key), serverOf(kind, spelled, key))
 	}

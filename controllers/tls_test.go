@@ -10,7 +10,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -21,6 +21,8 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -54,7 +56,7 @@ func trusting(ca *servers.CA) *tls.Config {
 
 // redisProbes counts the probes a Redis server has answered: each sends two TYPE
 // commands, and the tests send none.
-func redisProbes(c *redis.Client) int {
+func redisProbes(c *goredis.Client) int {
 	info, err := c.Info(suiteCtx, "commandstats").Result()
 	Expect(err).NotTo(HaveOccurred())
 	for _, line := range strings.Split(info, "\n") {
@@ -107,7 +109,7 @@ var _ = Describe("Queues over TLS", func() {
 			Users: []string{"worker on >" + aclPassword + " ~* +@all"}})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(own.Close)
-		c := redis.NewClient(&redis.Options{Addr: own.Addr(), Username: "worker", Password: aclPassword, TLSConfig: trusting(ca), DisableIdentity: true})
+		c := goredis.NewClient(&goredis.Options{Addr: own.Addr(), Username: "worker", Password: aclPassword, TLSConfig: trusting(ca), DisableIdentity: true})
 		DeferCleanup(c.Close)
 		Expect(c.RPush(suiteCtx, "tls", "a", "b").Err()).To(Succeed())
 		secret(ns, "queue-ca", map[string]string{"ca.crt": string(ca.PEM())})
@@ -125,11 +127,11 @@ var _ = Describe("Queues over TLS", func() {
 			HaveField("Status.Queue.Ready", BeEquivalentTo(2))))
 		job := theJob(qj)
 		env := envOf(job)
-		Expect(env[queue.EnvRedisUsername].Value).To(Equal("worker"))
-		Expect(env[queue.EnvRedisPassword].ValueFrom.SecretKeyRef).To(Equal(pwRef))
-		Expect(env[queue.EnvRedisTLS].Value).To(Equal("true"))
-		Expect(env[queue.EnvRedisTLSCA].ValueFrom.SecretKeyRef).To(Equal(caRef))
-		Expect(env[queue.EnvRedisTLSServerName].Value).To(Equal("localhost"))
+		Expect(env[redis.EnvUsername].Value).To(Equal("worker"))
+		Expect(env[redis.EnvPassword].ValueFrom.SecretKeyRef).To(Equal(pwRef))
+		Expect(env[redis.EnvTLS].Value).To(Equal("true"))
+		Expect(env[redis.EnvTLSCA].ValueFrom.SecretKeyRef).To(Equal(caRef))
+		Expect(env[redis.EnvTLSServerName].Value).To(Equal("localhost"))
 		spec, err := json.Marshal(job.Spec)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(string(spec)).NotTo(SatisfyAny(ContainSubstring(aclPassword), ContainSubstring("BEGIN CERTIFICATE")),
@@ -193,8 +195,8 @@ var _ = Describe("Queues over TLS", func() {
 			cond(qjv1.ConditionQueueReachable, metav1.ConditionTrue, qjv1.ReasonProbed),
 			HaveField("Status.Queue.Ready", BeEquivalentTo(3))))
 		env := envOf(theJob(qj))
-		Expect(env[queue.EnvRabbitMQTLSCA].ValueFrom.SecretKeyRef).To(Equal(caRef))
-		Expect(env[queue.EnvBrokerURL].ValueFrom.SecretKeyRef).To(Equal(keyRef("rabbit", "url")))
+		Expect(env[rabbitmq.EnvTLSCA].ValueFrom.SecretKeyRef).To(Equal(caRef))
+		Expect(env[rabbitmq.EnvBrokerURL].ValueFrom.SecretKeyRef).To(Equal(keyRef("rabbit", "url")))
 
 		By("TLS settings with an amqp:// URL from a Secret, which admission cannot see")
 		plain := queueJob(ns, "plain", func(j *qjv1.QueueJob) {

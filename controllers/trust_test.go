@@ -11,6 +11,7 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -86,7 +87,7 @@ var _ = Describe("The manager's network position", func() {
 
 	It("refuses, before connecting, queue addresses that --allowed-queue-addresses does not allow", func() {
 		elsewhere := startImpostor(servers.SSHServer)
-		policy, err := queue.ParseAddressPolicy("127.0.0.1:" + strconv.Itoa(redisSrv.Port()) + "," + rabbitSrv.Addr())
+		policy, err := backends.ParseAddressPolicy("127.0.0.1:" + strconv.Itoa(redisSrv.Port()) + "," + rabbitSrv.Addr())
 		Expect(err).NotTo(HaveOccurred())
 		stopMgr()
 		stopMgr, _ = startManagerWithReconciler(cfg, []func(*QueueJobReconciler){func(r *QueueJobReconciler) {

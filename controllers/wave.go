@@ -18,6 +18,7 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
 )
 
 // ensureWave creates the Job the QueueJob lacks: for a QueueJob without a queue its one
@@ -74,7 +75,7 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 
 // waveInputOf gathers what planWave decides from: the scope's current wave and probe, the
 // status as read, and, for an ended wave, its pods that have not stopped yet.
-func (r *QueueJobReconciler) waveInputOf(ctx context.Context, s *scope, kind *queue.Kind) (waveInput, error) {
+func (r *QueueJobReconciler) waveInputOf(ctx context.Context, s *scope, kind *backends.Backend) (waveInput, error) {
 	current := s.wave()
 	in := waveInput{spec: &s.qj.Spec, current: current.job, waves: s.waves(), counts: *s.probe.counts, now: s.now,
 		deadLetteredAtStart: deadLetteredAtStart(s.read.Status.Queue, s.jobs, *s.probe.counts),
@@ -95,7 +96,7 @@ func (r *QueueJobReconciler) waveInputOf(ctx context.Context, s *scope, kind *qu
 
 // nextWaveJob builds the Job of the next wave, sized as planned: its workers get the
 // queue's coordinates, and the Job the dead-letter baseline the wave was planned with.
-func nextWaveJob(s *scope, kind *queue.Kind, in waveInput, size jobSizing) *batchv1.Job {
+func nextWaveJob(s *scope, kind *backends.Backend, in waveInput, size jobSizing) *batchv1.Job {
 	env := []corev1.EnvVar{
 		{Name: queue.EnvBackend, Value: kind.Name},
 		{Name: queue.EnvName, Value: s.qj.Name},

@@ -13,7 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	amqp "github.com/rabbitmq/amqp091-go"
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -23,6 +23,7 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -58,9 +59,9 @@ func passwordRef() *corev1.SecretKeySelector {
 	return &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "redis-auth"}, Key: "password"}
 }
 
-func redisFor(t *testing.T) *redis.Client {
+func redisFor(t *testing.T) *goredis.Client {
 	t.Helper()
-	rc := redis.NewClient(&redis.Options{Addr: needRedis(t).Addr(), Password: redisPassword})
+	rc := goredis.NewClient(&goredis.Options{Addr: needRedis(t).Addr(), Password: redisPassword})
 	t.Cleanup(func() { _ = rc.Close() })
 	return rc
 }
@@ -103,14 +104,14 @@ func TestEnqueueThenInspectRedis(t *testing.T) {
 
 	// A worker leases the next item as rediswq does; another lost its lease; one item is
 	// dead-lettered.
-	leased, err := rc.RPopLPush(ctx, key, queue.ProcessingKey(key)).Result()
+	leased, err := rc.RPopLPush(ctx, key, redis.ProcessingKey(key)).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := rc.SetEx(ctx, queue.LeaseKey(key, leased), "worker-session-1", 30*time.Second).Err(); err != nil {
+	if err := rc.SetEx(ctx, redis.LeaseKey(key, leased), "worker-session-1", 30*time.Second).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := rc.LPush(ctx, queue.ProcessingKey(key), "orphan").Err(); err != nil {
+	if err := rc.LPush(ctx, redis.ProcessingKey(key), "orphan").Err(); err != nil {
 		t.Fatal(err)
 	}
 	// The dead-letter list is <key>:failed (issue 8), spelled out here to pin it.
@@ -191,8 +192,8 @@ func TestEnqueueOrderAndFiles(t *testing.T) {
 	// Take them as a rediswq worker does, from the tail.
 	var taken []string
 	for {
-		it, err := rc.RPopLPush(ctx, key, queue.ProcessingKey(key)).Result()
-		if err == redis.Nil {
+		it, err := rc.RPopLPush(ctx, key, redis.ProcessingKey(key)).Result()
+		if err == goredis.Nil {
 			break
 		}
 		if err != nil {
@@ -255,7 +256,7 @@ func TestEnqueueMany(t *testing.T) {
 }
 
 // rpushCalls is how many RPUSH commands the server has run (INFO commandstats).
-func rpushCalls(t *testing.T, rc *redis.Client) int {
+func rpushCalls(t *testing.T, rc *goredis.Client) int {
 	t.Helper()
 	info, err := rc.Info(testCtx(t), "commandstats").Result()
 	if err != nil {

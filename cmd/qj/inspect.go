@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 )
 
 type inspectOptions struct {
@@ -143,7 +144,7 @@ func (in *inspectOptions) human(w io.Writer, res *inspectResult) {
 			}
 			table(indent(w), "NEXT\tITEM", rows)
 		}
-		fmt.Fprintf(w, "In flight:  %d  (%s)\n", r.InFlight, queue.ProcessingKey(r.Key))
+		fmt.Fprintf(w, "In flight:  %d  (%s)\n", r.InFlight, redis.ProcessingKey(r.Key))
 		if len(r.Leases) > 0 {
 			rows := make([][]any, len(r.Leases))
 			for i, l := range r.Leases {

@@ -11,7 +11,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
-	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
+	rabbitmqkube "github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq/kube"
+	rediskube "github.com/queuejob/queuejob-operator/pkg/queue/redis/kube"
 )
 
 // qjResource is the QueueJob resource as RBAC and kubectl name it.
@@ -61,70 +63,59 @@ func getQueueJob(ctx context.Context, c client.Client, ns, name string) (*qjv1.Q
 	}
 }
 
-// secretRef is one Secret key a QueueJob's queue references, with the field that
-// references it and the flag that replaces it.
+// secretRef is one Secret key a QueueJob's queue references (with the field that
+// references it) and the flag that replaces it.
 type secretRef struct {
-	ref   *corev1.SecretKeySelector
-	field string
-	flag  string
+	backends.SecretRef
+	flag string
 }
 
-// secretFields names the fields of a queue source that reference Secrets. The set of
-// references is the backend's (queue.Kind.SecretRefs); this only names them.
-func secretFields(src *qjv1.QueueSource, kind *queue.Kind) []secretRef {
-	named := map[*corev1.SecretKeySelector]secretRef{}
-	if r := src.Redis; r != nil {
-		named[r.PasswordSecretRef] = secretRef{field: "spec.queue.redis.passwordSecretRef", flag: "--redis-password-env"}
-		if r.TLS != nil {
-			named[r.TLS.CASecretRef] = secretRef{field: "spec.queue.redis.tls.caSecretRef", flag: "--redis-tls-ca"}
-		}
-	}
-	if r := src.RabbitMQ; r != nil {
-		named[r.URLSecretRef] = secretRef{field: "spec.queue.rabbitmq.urlSecretRef", flag: "--rabbitmq-url-env"}
-		named[r.ManagementURLSecretRef] = secretRef{field: "spec.queue.rabbitmq.managementURLSecretRef", flag: "--rabbitmq-management-url-env"}
-		if r.TLS != nil {
-			named[r.TLS.CASecretRef] = secretRef{field: "spec.queue.rabbitmq.tls.caSecretRef", flag: "--rabbitmq-tls-ca"}
-		}
-	}
+// replacingFlags names, by the field of a Secret reference, the flag that replaces it.
+var replacingFlags = map[string]string{
+	rediskube.FieldPassword:            "--redis-password-env",
+	rediskube.FieldTLSCA:               "--redis-tls-ca",
+	rabbitmqkube.FieldURLSecret:        "--rabbitmq-url-env",
+	rabbitmqkube.FieldManagementSecret: "--rabbitmq-management-url-env",
+	rabbitmqkube.FieldTLSCA:            "--rabbitmq-tls-ca",
+}
+
+// secretFields lists the Secret keys a queue source references (the backend's
+// SecretRefs, each with its field), with the flags that replace them.
+func secretFields(src *qjv1.QueueSource, kind *backends.Backend) []secretRef {
 	var out []secretRef
 	for _, ref := range kind.SecretRefs(src) {
-		s, ok := named[ref]
-		if !ok {
-			s = secretRef{field: "spec.queue"}
-		}
-		s.ref = ref
-		out = append(out, s)
+		out = append(out, secretRef{SecretRef: ref, flag: replacingFlags[ref.Field]})
 	}
 	return out
 }
 
 // readSecrets reads the Secret keys a QueueJob's queue references, but those that skip
-// says flags replace, with the user's credentials. Values go into a queue.Source, never
+// says flags replace, with the user's credentials. Values go into a backends.Source, never
 // into a message.
-func readSecrets(ctx context.Context, c client.Client, qj *qjv1.QueueJob, kind *queue.Kind, skip func(secretRef) bool) (queue.Source, error) {
-	src := queue.Source{Spec: qj.Spec.Queue, Secrets: map[string]string{}}
+func readSecrets(ctx context.Context, c client.Client, qj *qjv1.QueueJob, kind *backends.Backend, skip func(secretRef) bool) (backends.Source, error) {
+	src := backends.Source{Spec: qj.Spec.Queue, Secrets: map[string]string{}}
 	for _, s := range secretFields(qj.Spec.Queue, kind) {
 		if skip(s) {
 			continue
 		}
 		var sec corev1.Secret
-		err := c.Get(ctx, client.ObjectKey{Namespace: qj.Namespace, Name: s.ref.Name}, &sec)
-		what := fmt.Sprintf("reading Secret %s/%s (%s of QueueJob %s)", qj.Namespace, s.ref.Name, s.field, qj.Name)
+		err := c.Get(ctx, client.ObjectKey{Namespace: qj.Namespace, Name: s.Name}, &sec)
+		what := fmt.Sprintf("reading Secret %s/%s (%s of QueueJob %s)", qj.Namespace, s.Name, s.Field, qj.Name)
 		switch {
 		case apierrors.IsNotFound(err):
 			return src, fmt.Errorf("Secret %s/%s does not exist (%s of QueueJob %s references it): create it, or give the value with %s",
-				qj.Namespace, s.ref.Name, s.field, qj.Name, s.flag)
+				qj.Namespace, s.Name, s.Field, qj.Name, s.flag)
 		case apierrors.IsForbidden(err):
 			return src, fmt.Errorf("%w; or give the value with %s", apiError(err, "get", "secrets", qj.Namespace, what), s.flag)
 		case err != nil:
 			return src, apiError(err, "get", "secrets", qj.Namespace, what)
 		}
-		v, ok := sec.Data[s.ref.Key]
+		v, ok := sec.Data[s.Key]
 		if !ok {
 			return src, fmt.Errorf("Secret %s/%s has no key %q (%s of QueueJob %s): add it, or fix the key in the QueueJob",
-				qj.Namespace, s.ref.Name, s.ref.Key, s.field, qj.Name)
+				qj.Namespace, s.Name, s.Key, s.Field, qj.Name)
 		}
-		src.Secrets[queue.SecretID(s.ref)] = string(v)
+		src.Secrets[s.ID()] = string(v)
 	}
 	return src, nil
 }

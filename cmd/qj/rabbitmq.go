@@ -13,6 +13,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 	"github.com/queuejob/queuejob-operator/pkg/worker"
 )
 
@@ -42,7 +43,7 @@ func rabbitProbe(ctx context.Context, t *target, queueName string, withManagemen
 	if !withManagement {
 		o.ManagementURL = ""
 	}
-	b := queue.NewRabbitMQ(o)
+	b := rabbitmq.New(o)
 	defer func() { _ = b.Close() }()
 	return b.Probe(ctx)
 }
@@ -99,7 +100,7 @@ func amqpCause(err error) string {
 
 // rabbitEnqueue publishes each item as a persistent message to the default exchange,
 // routed to the queue, with publisher confirms: a message counts as enqueued once the
-// broker confirmed it. Mandatory publishing (queue.RabbitMQPublisher, which the
+// broker confirmed it. Mandatory publishing (rabbitmq.Publisher, which the
 // workers' republishes use too) makes an unroutable message (the queue was deleted
 // meanwhile) an error instead of a silent drop.
 func rabbitEnqueue(ctx context.Context, conn *amqp.Connection, queueName string, items itemSource, prog *progress) (pushed, unsure int64, err error) {
@@ -108,7 +109,7 @@ func rabbitEnqueue(ctx context.Context, conn *amqp.Connection, queueName string,
 		return 0, 0, fmt.Errorf("opening a channel: %s", amqpCause(err))
 	}
 	defer func() { _ = ch.Close() }()
-	pub, err := queue.NewRabbitMQPublisher(ch, rabbitBatch)
+	pub, err := rabbitmq.NewPublisher(ch, rabbitBatch)
 	if err != nil {
 		return 0, 0, fmt.Errorf("turning on publisher confirms: %s", amqpCause(err))
 	}
@@ -118,11 +119,11 @@ func rabbitEnqueue(ctx context.Context, conn *amqp.Connection, queueName string,
 		for i, dc := range pending {
 			err := pub.Confirmed(ctx, queueName, dc)
 			switch {
-			case errors.Is(err, queue.ErrUnroutable):
+			case errors.Is(err, rabbitmq.ErrUnroutable):
 				// This message's return, or a later one's that was confirmed first.
 				unsure += int64(len(pending) - i)
 				return err
-			case errors.Is(err, queue.ErrNacked):
+			case errors.Is(err, rabbitmq.ErrNacked):
 				unsure += int64(len(pending) - i - 1)
 				return err
 			case err != nil:

@@ -8,13 +8,14 @@ import (
 	"slices"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 )
 
 // failedKey is the dead-letter list of a Redis queue: items that failed maxAttempts times.
-func failedKey(key string) string { return queue.FailedKey(key) }
+func failedKey(key string) string { return redis.FailedKey(key) }
 
 // Redis batching: each RPUSH/LPUSH carries up to redisBatch items, and up to redisDepth of
 // them go in one pipeline (one round trip).
@@ -24,8 +25,8 @@ const (
 )
 
 // redisClient opens a go-redis client for the target; it connects on first use.
-func redisClient(o *queue.RedisOptions, timeout time.Duration) *redis.Client {
-	return redis.NewClient(&redis.Options{
+func redisClient(o *redis.Options, timeout time.Duration) *goredis.Client {
+	return goredis.NewClient(&goredis.Options{
 		Addr: o.Address, Username: o.Username, Password: o.Password, DB: o.DB,
 		TLSConfig:   o.TLS,
 		DialTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout,
@@ -39,7 +40,7 @@ func redisClient(o *queue.RedisOptions, timeout time.Duration) *redis.Client {
 func redisPreflight(ctx context.Context, t *target, timeout time.Duration) (queue.Counts, error) {
 	o := *t.Redis
 	o.Timeout = timeout
-	b := queue.NewRedis(o)
+	b := redis.New(o)
 	defer func() { _ = b.Close() }()
 	counts, err := b.Probe(ctx)
 	if err != nil {
@@ -53,7 +54,7 @@ func redisPreflight(ctx context.Context, t *target, timeout time.Duration) (queu
 // pushed is taken first), or with fifo LPUSH at the head (items are taken in the order
 // given, after those already waiting). It returns how many items were pushed for sure,
 // and, after an error, how many more may have been (their replies were lost).
-func redisEnqueue(ctx context.Context, rc *redis.Client, key string, fifo bool, items itemSource, prog *progress) (pushed, unsure int64, err error) {
+func redisEnqueue(ctx context.Context, rc *goredis.Client, key string, fifo bool, items itemSource, prog *progress) (pushed, unsure int64, err error) {
 	batch := make([][]any, 0, redisDepth)
 	cur := make([]any, 0, redisBatch)
 	flush := func() error {
@@ -64,7 +65,7 @@ func redisEnqueue(ctx context.Context, rc *redis.Client, key string, fifo bool, 
 		if len(batch) == 0 {
 			return nil
 		}
-		cmds, err := rc.Pipelined(ctx, func(p redis.Pipeliner) error {
+		cmds, err := rc.Pipelined(ctx, func(p goredis.Pipeliner) error {
 			for _, b := range batch {
 				if fifo {
 					p.LPush(ctx, key, b...)
@@ -80,7 +81,7 @@ func redisEnqueue(ctx context.Context, rc *redis.Client, key string, fifo bool, 
 			case c.Err() == nil:
 				pushed += n
 				prog.add(n)
-			case !errors.Is(c.Err(), redis.Nil) && isReplyError(c.Err()):
+			case !errors.Is(c.Err(), goredis.Nil) && isReplyError(c.Err()):
 				// The server answered with an error: not pushed.
 			default:
 				unsure += n
@@ -117,7 +118,7 @@ func redisEnqueue(ctx context.Context, rc *redis.Client, key string, fifo bool, 
 // isReplyError reports whether the server answered the command with an error (so it did
 // nothing), rather than the reply being lost.
 func isReplyError(err error) bool {
-	var re redis.Error
+	var re goredis.Error
 	return errors.As(err, &re)
 }
 
@@ -149,12 +150,12 @@ type redisInspection struct {
 	FailedItems []string `json:"failedItems"`
 }
 
-func redisInspect(ctx context.Context, rc *redis.Client, key string, limit int64) (*redisInspection, error) {
-	proc, failed := queue.ProcessingKey(key), failedKey(key)
-	var readyLen, procLen, failedLen *redis.IntCmd
-	var next, inflight, dead *redis.StringSliceCmd
+func redisInspect(ctx context.Context, rc *goredis.Client, key string, limit int64) (*redisInspection, error) {
+	proc, failed := redis.ProcessingKey(key), failedKey(key)
+	var readyLen, procLen, failedLen *goredis.IntCmd
+	var next, inflight, dead *goredis.StringSliceCmd
 	// One MULTI: counts and items of one moment.
-	if _, err := rc.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	if _, err := rc.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		readyLen = p.LLen(ctx, key)
 		next = p.LRange(ctx, key, -limit, -1)
 		procLen = p.LLen(ctx, proc)
@@ -175,16 +176,16 @@ func redisInspect(ctx context.Context, rc *redis.Client, key string, limit int64
 	slices.Reverse(in.Next)
 	items := inflight.Val()
 	slices.Reverse(items)
-	holders := make([]*redis.StringCmd, len(items))
-	ttls := make([]*redis.DurationCmd, len(items))
+	holders := make([]*goredis.StringCmd, len(items))
+	ttls := make([]*goredis.DurationCmd, len(items))
 	if len(items) > 0 {
-		if _, err := rc.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if _, err := rc.Pipelined(ctx, func(p goredis.Pipeliner) error {
 			for i, it := range items {
-				holders[i] = p.Get(ctx, queue.LeaseKey(key, it))
-				ttls[i] = p.PTTL(ctx, queue.LeaseKey(key, it))
+				holders[i] = p.Get(ctx, redis.LeaseKey(key, it))
+				ttls[i] = p.PTTL(ctx, redis.LeaseKey(key, it))
 			}
 			return nil
-		}); err != nil && !errors.Is(err, redis.Nil) {
+		}); err != nil && !errors.Is(err, goredis.Nil) {
 			return nil, err
 		}
 	}

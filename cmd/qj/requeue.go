@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 	"github.com/queuejob/queuejob-operator/pkg/worker"
 )
 
@@ -123,7 +124,7 @@ func (rq *requeueOptions) stopped(ctx context.Context, t *target, res requeueRes
 		return err
 	}
 	hint := ""
-	if errors.Is(cause, queue.ErrUnroutable) {
+	if errors.Is(cause, rabbitmq.ErrUnroutable) {
 		hint = "; declare the queue again, then requeue again"
 	}
 	return fmt.Errorf("%s: requeued %d items, %s stayed in %s: %w%s",

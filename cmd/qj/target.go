@@ -14,6 +14,12 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
+	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
+	rabbitmqkube "github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq/kube"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
+	rediskube "github.com/queuejob/queuejob-operator/pkg/queue/redis/kube"
+	"github.com/queuejob/queuejob-operator/pkg/queue/registry"
 )
 
 // queueFlags give a queue's coordinates, or replace some of a QueueJob's: credentials are
@@ -93,10 +99,10 @@ type target struct {
 	Namespace, Name string
 	// Backend is "redis" or "rabbitmq".
 	Backend string
-	Redis   *queue.RedisOptions
+	Redis   *redis.Options
 	// RabbitMQ's URL is secret (it may hold the password); messages name only its
 	// host:port.
-	RabbitMQ *queue.RabbitMQOptions
+	RabbitMQ *rabbitmq.Options
 	// fromQueueJob says the address came from the QueueJob (not a flag): the cluster's
 	// Service names rarely resolve here, and messages say how to get through.
 	fromQueueJob bool
@@ -155,7 +161,7 @@ func (o *options) resolveTarget(ctx context.Context, f *queueFlags, args []strin
 	if qj.Spec.Queue == nil {
 		return nil, nil, fmt.Errorf("QueueJob %s/%s has no queue (spec.queue): it runs one plain Job; see %s status %s", ns, name, commandName(), name)
 	}
-	kind, err := queue.DefaultRegistry().For(qj.Spec.Queue)
+	kind, err := registry.Default().For(qj.Spec.Queue)
 	if err != nil {
 		return nil, nil, fmt.Errorf("QueueJob %s/%s: %w (is this qj older than the operator?)", ns, name, err)
 	}
@@ -183,9 +189,9 @@ func (o *options) resolveTarget(ctx context.Context, f *queueFlags, args []strin
 	t := &target{Namespace: ns, Name: name, Backend: kind.Name, credsFlag: f.credsFlag(), caFlag: f.caFlag()}
 	switch {
 	case qj.Spec.Queue.Redis != nil:
-		t.Redis, t.fromQueueJob, err = f.redisFromQueueJob(qj.Spec.Queue.Redis, src)
+		t.Redis, t.fromQueueJob, err = f.redisFromQueueJob(src)
 	case qj.Spec.Queue.RabbitMQ != nil:
-		t.RabbitMQ, t.fromQueueJob, err = f.rabbitFromQueueJob(qj.Spec.Queue.RabbitMQ, src)
+		t.RabbitMQ, t.fromQueueJob, err = f.rabbitFromQueueJob(src)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("QueueJob %s/%s: %w", ns, name, err)
@@ -193,10 +199,20 @@ func (o *options) resolveTarget(ctx context.Context, f *queueFlags, args []strin
 	return t, rest, nil
 }
 
-func (f *queueFlags) redisFromQueueJob(r *qjv1.RedisQueue, src queue.Source) (*queue.RedisOptions, bool, error) {
-	o := &queue.RedisOptions{Address: r.Address, Key: r.Key, Username: r.Username, Password: src.Secret(r.PasswordSecretRef)}
-	if r.DB != nil {
-		o.DB = int(*r.DB)
+// redisFromQueueJob is the QueueJob's Redis queue as the controller sees it
+// (rediskube.Options), with the flags on top. The certificate names the QueueJob's host,
+// not 127.0.0.1 of a port-forward: the TLS server name stays the QueueJob's.
+func (f *queueFlags) redisFromQueueJob(src backends.Source) (*redis.Options, bool, error) {
+	spec := src.Spec.DeepCopy()
+	if r := spec.Redis; r.TLS == nil && (f.redisTLS || f.redisTLSCA != "") {
+		r.TLS = &qjv1.TLSConfig{}
+	}
+	if f.redisTLSCA != "" {
+		spec.Redis.TLS.CASecretRef = nil // replaced by the file; its Secret was not read
+	}
+	o, err := rediskube.Options(backends.Source{Spec: spec, Secrets: src.Secrets})
+	if err != nil {
+		return nil, false, err
 	}
 	fromQJ := f.redisAddress == ""
 	if !fromQJ {
@@ -212,43 +228,38 @@ func (f *queueFlags) redisFromQueueJob(r *qjv1.RedisQueue, src queue.Source) (*q
 		o.Username = f.redisUsername
 	}
 	if f.redisPasswordEnv != "" {
-		pw, err := fromEnv(f.redisPasswordEnv, "--redis-password-env")
-		if err != nil {
+		if o.Password, err = fromEnv(f.redisPasswordEnv, "--redis-password-env"); err != nil {
 			return nil, false, err
 		}
-		o.Password = pw
 	}
-	if r.TLS != nil || f.redisTLS || f.redisTLSCA != "" {
-		// The certificate names the QueueJob's host, not 127.0.0.1 of a port-forward.
-		spec := &qjv1.TLSConfig{}
-		if r.TLS != nil {
-			spec = r.TLS.DeepCopy()
-		}
-		if f.redisTLSCA != "" {
-			spec.CASecretRef = nil // replaced by the file; its Secret was not read
-		}
-		cfg, err := queue.TLSClientConfig(spec, src, hostOnly(r.Address), "spec.queue.redis.tls")
-		if err != nil {
+	if o.TLS != nil {
+		if err := f.tlsOverrides(o.TLS, f.redisTLSCA, f.redisServerName); err != nil {
 			return nil, false, err
 		}
-		if err := f.tlsOverrides(cfg, f.redisTLSCA, f.redisServerName); err != nil {
-			return nil, false, err
-		}
-		o.TLS = cfg
 	}
-	return o, fromQJ, nil
+	return &o, fromQJ, nil
 }
 
-func (f *queueFlags) rabbitFromQueueJob(r *qjv1.RabbitMQQueue, src queue.Source) (*queue.RabbitMQOptions, bool, error) {
-	o := &queue.RabbitMQOptions{Queue: r.Queue, URL: r.URL, ManagementURL: r.ManagementURL}
-	if r.URLSecretRef != nil {
-		o.URL = src.Secret(r.URLSecretRef)
-	}
-	if r.ManagementURLSecretRef != nil {
-		o.ManagementURL = src.Secret(r.ManagementURLSecretRef)
-	}
+// rabbitFromQueueJob is the QueueJob's RabbitMQ queue as the controller sees it
+// (rabbitmqkube.Options), with the flags on top.
+func (f *queueFlags) rabbitFromQueueJob(src backends.Source) (*rabbitmq.Options, bool, error) {
 	fromQJ := f.rabbitURL == "" && f.rabbitURLEnv == ""
 	url, err := f.rabbitURLFlag()
+	if err != nil {
+		return nil, false, err
+	}
+	mgmt, err := f.rabbitMgmtFlag()
+	if err != nil {
+		return nil, false, err
+	}
+	spec := src.Spec.DeepCopy()
+	if r := spec.RabbitMQ; r.TLS == nil && (f.rabbitTLSCA != "" || f.rabbitServerName != "") {
+		r.TLS = &qjv1.TLSConfig{}
+	}
+	if f.rabbitTLSCA != "" {
+		spec.RabbitMQ.TLS.CASecretRef = nil // replaced by the file; its Secret was not read
+	}
+	o, err := rabbitmqkube.Options(backends.Source{Spec: spec, Secrets: src.Secrets})
 	if err != nil {
 		return nil, false, err
 	}
@@ -258,37 +269,21 @@ func (f *queueFlags) rabbitFromQueueJob(r *qjv1.RabbitMQQueue, src queue.Source)
 	if f.rabbitQueue != "" {
 		o.Queue = f.rabbitQueue
 	}
-	mgmt, err := f.rabbitMgmtFlag()
-	if err != nil {
-		return nil, false, err
-	}
 	if mgmt != "" {
 		o.ManagementURL = mgmt
 	}
-	if r.TLS != nil || f.rabbitTLSCA != "" || f.rabbitServerName != "" {
-		spec := &qjv1.TLSConfig{}
-		if r.TLS != nil {
-			spec = r.TLS.DeepCopy()
-		}
-		if f.rabbitTLSCA != "" {
-			spec.CASecretRef = nil // replaced by the file; its Secret was not read
-		}
-		cfg, err := queue.TLSClientConfig(spec, src, "", "spec.queue.rabbitmq.tls")
-		if err != nil {
+	if o.TLS != nil {
+		if err := f.tlsOverrides(o.TLS, f.rabbitTLSCA, f.rabbitServerName); err != nil {
 			return nil, false, err
 		}
-		if err := f.tlsOverrides(cfg, f.rabbitTLSCA, f.rabbitServerName); err != nil {
-			return nil, false, err
-		}
-		o.TLS = cfg
 	}
-	return o, fromQJ, nil
+	return &o, fromQJ, nil
 }
 
 // flagTarget is the queue the flags name whole.
 func (f *queueFlags) flagTarget() (*target, error) {
 	if f.redisAddress != "" {
-		o := &queue.RedisOptions{Address: f.redisAddress, Key: f.redisKey, DB: int(f.redisDB), Username: f.redisUsername}
+		o := &redis.Options{Address: f.redisAddress, Key: f.redisKey, DB: int(f.redisDB), Username: f.redisUsername}
 		if f.redisPasswordEnv != "" {
 			pw, err := fromEnv(f.redisPasswordEnv, "--redis-password-env")
 			if err != nil {
@@ -297,13 +292,13 @@ func (f *queueFlags) flagTarget() (*target, error) {
 			o.Password = pw
 		}
 		if f.redisTLS || f.redisTLSCA != "" || f.redisServerName != "" {
-			cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: hostOnly(f.redisAddress)}
+			cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: queue.HostOf(f.redisAddress)}
 			if err := f.tlsOverrides(cfg, f.redisTLSCA, f.redisServerName); err != nil {
 				return nil, err
 			}
 			o.TLS = cfg
 		}
-		return &target{Backend: queue.RedisKind.Name, Redis: o, credsFlag: f.credsFlag(), caFlag: f.caFlag()}, nil
+		return &target{Backend: rediskube.Backend.Name, Redis: o, credsFlag: f.credsFlag(), caFlag: f.caFlag()}, nil
 	}
 	url, err := f.rabbitURLFlag()
 	if err != nil {
@@ -313,7 +308,7 @@ func (f *queueFlags) flagTarget() (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &queue.RabbitMQOptions{URL: url, Queue: f.rabbitQueue, ManagementURL: mgmt}
+	o := &rabbitmq.Options{URL: url, Queue: f.rabbitQueue, ManagementURL: mgmt}
 	if f.rabbitTLSCA != "" || f.rabbitServerName != "" {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 		if err := f.tlsOverrides(cfg, f.rabbitTLSCA, f.rabbitServerName); err != nil {
@@ -321,7 +316,7 @@ func (f *queueFlags) flagTarget() (*target, error) {
 		}
 		o.TLS = cfg
 	}
-	return &target{Backend: queue.RabbitMQKind.Name, RabbitMQ: o, credsFlag: f.credsFlag(), caFlag: f.caFlag()}, nil
+	return &target{Backend: rabbitmqkube.Backend.Name, RabbitMQ: o, credsFlag: f.credsFlag(), caFlag: f.caFlag()}, nil
 }
 
 // credsFlag names the flag that gives the credentials, if one does.
@@ -421,17 +416,10 @@ func fromEnv(name, flag string) (string, error) {
 	return v, nil
 }
 
-func hostOnly(addr string) string {
-	if h, _, err := net.SplitHostPort(addr); err == nil {
-		return h
-	}
-	return addr
-}
-
 // serviceOf guesses the Service behind a cluster address: the first label of
 // redis.ns.svc.cluster.local, a placeholder for an IP address.
 func serviceOf(addr string) string {
-	h := hostOnly(addr)
+	h := queue.HostOf(addr)
 	if net.ParseIP(h) != nil {
 		return "<redis-service>"
 	}

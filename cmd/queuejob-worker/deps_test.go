@@ -25,8 +25,14 @@ func forbidden(pkg string) string {
 		return "a Kubernetes package"
 	case pkg == module+"/api" || strings.HasPrefix(pkg, module+"/api/"):
 		return "the operator's API types"
-	case pkg == module+"/pkg/queue":
-		return "the operator's side of the queues (it imports the API types); workers use pkg/queue/protocol"
+	case pkg == module+"/pkg/queue/backends" || strings.HasPrefix(pkg, module+"/pkg/queue/backends/"):
+		return "the operator's side of the queues (it imports the API types); workers use pkg/queue and its backends' wire packages"
+	case pkg == module+"/pkg/queue/registry":
+		return "the list of the operator's backends (it imports their kube packages)"
+	case strings.HasSuffix(pkg, "/kube") || strings.Contains(pkg, "/kube/"):
+		if strings.HasPrefix(pkg, module+"/") {
+			return "a backend's Kubernetes side (it imports the API types); workers use the backend's wire package"
+		}
 	}
 	return ""
 }

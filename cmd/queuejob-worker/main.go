@@ -57,7 +57,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/version"
 	"github.com/queuejob/queuejob-operator/pkg/worker"
 
@@ -271,7 +271,7 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 		if c.run, err = worker.RunOptionsFromEnv(worker.RunOptions{}); err != nil {
 			return nil, err
 		}
-		c.itemsFrom = protocol.EnvItemsPerPod
+		c.itemsFrom = queue.EnvItemsPerPod
 	}
 
 	if c.opts, err = worker.OptionsFromEnv(); err != nil {

@@ -12,9 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -173,9 +174,9 @@ func checkExit(t *testing.T, p *proc, code int, reason string) {
 
 func redisEnv(k string) []string {
 	return []string{
-		protocol.EnvBackend + "=redis",
-		protocol.EnvRedisAddress + "=" + redisServer.Addr(),
-		protocol.EnvRedisKey + "=" + k,
+		queue.EnvBackend + "=redis",
+		redis.EnvAddress + "=" + redisServer.Addr(),
+		redis.EnvKey + "=" + k,
 	}
 }
 
@@ -186,7 +187,7 @@ func testCtx(t testing.TB) context.Context {
 	return c
 }
 
-func rdb(t testing.TB) *redis.Client {
+func rdb(t testing.TB) *goredis.Client {
 	t.Helper()
 	return redisServer.RedisClient(t)
 }
@@ -195,7 +196,7 @@ func rdb(t testing.TB) *redis.Client {
 func key(t testing.TB) string {
 	k := "qjw-" + strings.ReplaceAll(t.Name(), "/", "-")
 	c := rdb(t)
-	c.Del(testCtx(t), k, protocol.ProcessingKey(k), protocol.FailedKey(k), protocol.AttemptsKey(k))
+	c.Del(testCtx(t), k, redis.ProcessingKey(k), redis.FailedKey(k), redis.AttemptsKey(k))
 	return k
 }
 
@@ -213,7 +214,7 @@ func listOf(t testing.TB, k string) []string {
 
 func attemptsOf(t testing.TB, k, item string) int {
 	t.Helper()
-	n, err := protocol.RedisWQ{Client: rdb(t), Key: k}.Attempts(testCtx(t), item)
+	n, err := redis.WQ{Client: rdb(t), Key: k}.Attempts(testCtx(t), item)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +228,7 @@ func checkLists(t *testing.T, k string, ready, processing, failed []string) {
 		name string
 		key  string
 		want []string
-	}{{"queue", k, ready}, {"processing", protocol.ProcessingKey(k), processing}, {"dead-letter list", protocol.FailedKey(k), failed}} {
+	}{{"queue", k, ready}, {"processing", redis.ProcessingKey(k), processing}, {"dead-letter list", redis.FailedKey(k), failed}} {
 		got := listOf(t, l.key)
 		if strings.Join(got, "|") != strings.Join(l.want, "|") {
 			t.Errorf("%s %s = %q, want %q", l.name, l.key, got, l.want)

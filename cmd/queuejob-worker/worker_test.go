@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -64,11 +65,11 @@ func TestItemsPerPod(t *testing.T) {
 		reason string
 	}{
 		{name: "flag", args: []string{"--items=2"}, left: 3, reason: `msg="Exiting: handled 2 of 2 items (--items)"`},
-		{name: "env PerItem", env: []string{protocol.EnvMode + "=PerItem", protocol.EnvItemsPerPod + "=2"}, left: 3,
+		{name: "env PerItem", env: []string{queue.EnvMode + "=PerItem", queue.EnvItemsPerPod + "=2"}, left: 3,
 			reason: `msg="Exiting: handled 2 of 2 items (QUEUEJOB_ITEMS_PER_POD)"`},
-		{name: "flag over env", env: []string{protocol.EnvMode + "=WorkerPool"}, args: []string{"--items=1"}, left: 4,
+		{name: "flag over env", env: []string{queue.EnvMode + "=WorkerPool"}, args: []string{"--items=1"}, left: 4,
 			reason: `msg="Exiting: handled 1 of 1 items (--items)"`},
-		{name: "env WorkerPool", env: []string{protocol.EnvMode + "=WorkerPool"}, left: 0, reason: `msg="Exiting: the queue is empty"`},
+		{name: "env WorkerPool", env: []string{queue.EnvMode + "=WorkerPool"}, left: 0, reason: `msg="Exiting: the queue is empty"`},
 		{name: "more items than the queue", args: []string{"--items=9"}, left: 0, reason: `msg="Exiting: the queue is empty"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -79,7 +80,7 @@ func TestItemsPerPod(t *testing.T) {
 			if got := listOf(t, k); len(got) != tc.left {
 				t.Errorf("queue %q, want %d items left", got, tc.left)
 			}
-			for _, l := range []string{protocol.ProcessingKey(k), protocol.FailedKey(k)} {
+			for _, l := range []string{redis.ProcessingKey(k), redis.FailedKey(k)} {
 				if got := listOf(t, l); len(got) != 0 {
 					t.Errorf("%s = %q, want it empty", l, got)
 				}
@@ -141,7 +142,7 @@ func TestHangingCommandRenewedThenTimedOut(t *testing.T) {
 	p.expect(t, "started")
 	// The reaper, with a short grace, for as long as the command runs (five leases):
 	// without renewals it reclaims the item a lease and a grace after it was taken.
-	r := protocol.NewRedis(protocol.RedisOptions{Address: redisServer.Addr(), Key: k})
+	r := redis.New(redis.Options{Address: redisServer.Addr(), Key: k})
 	defer r.Close()
 	passes := 0
 	for !p.exited() {
@@ -154,7 +155,7 @@ func TestHangingCommandRenewedThenTimedOut(t *testing.T) {
 		}
 		// Read before --timeout can have fired (its timer starts after start), the item
 		// is in processing.
-		if got := listOf(t, protocol.ProcessingKey(k)); time.Since(start) < timeout && !slices.Equal(got, []string{"slow"}) {
+		if got := listOf(t, redis.ProcessingKey(k)); time.Since(start) < timeout && !slices.Equal(got, []string{"slow"}) {
 			t.Fatalf("processing = %q while the command runs, want [slow]", got)
 		}
 		passes++
@@ -195,7 +196,7 @@ func TestSIGTERMReturnsItem(t *testing.T) {
 		// Back in the queue, not waiting for its 300 s lease and the reaper; the
 		// shutdown cost no attempt.
 		checkLists(t, k, []string{"x"}, nil, nil)
-		if n := rdb(t).Exists(testCtx(t), protocol.LeaseKey(k, "x")).Val(); n != 0 {
+		if n := rdb(t).Exists(testCtx(t), redis.LeaseKey(k, "x")).Val(); n != 0 {
 			t.Error("the lease key is left")
 		}
 		if n := attemptsOf(t, k, "x"); n != 0 {
@@ -259,10 +260,10 @@ func TestSIGKILLItemReaped(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if n := rdb(t).Exists(testCtx(t), protocol.LeaseKey(k, "x")).Val(); n != 0 {
+	if n := rdb(t).Exists(testCtx(t), redis.LeaseKey(k, "x")).Val(); n != 0 {
 		t.Fatalf("the lease key is still there %s after the worker died: it was renewed", time.Since(killed))
 	}
-	r := protocol.NewRedis(protocol.RedisOptions{Address: redisServer.Addr(), Key: k})
+	r := redis.New(redis.Options{Address: redisServer.Addr(), Key: k})
 	defer r.Close()
 	servers.Eventually(t, 60*time.Second, func() error {
 		n, err := r.Reap(testCtx(t), time.Now(), time.Second)
@@ -301,9 +302,9 @@ func TestExitCodes(t *testing.T) {
 		{name: "unknown flag", args: []string{"--nope", "--", "true"}, code: 2, reason: "flag provided but not defined"},
 		{name: "command not found", args: []string{"--", "no-such-command"}, code: 2, reason: "executable file not found"},
 		{name: "items and until-empty", args: []string{"--items=1", "--until-empty", "--", "true"}, code: 2, reason: "give one"},
-		{name: "bad mode", env: []string{protocol.EnvMode + "=Sometimes"}, args: []string{"--", "true"}, code: 2, reason: "want PerItem or WorkerPool"},
-		{name: "no backend", env: []string{protocol.EnvBackend + "="}, args: []string{"--", "true"}, code: 2, reason: "QUEUEJOB_BACKEND is not set"},
-		{name: "unreachable", env: []string{protocol.EnvRedisAddress + fmt.Sprintf("=127.0.0.1:%d", closed[0])}, args: []string{"--", "true"},
+		{name: "bad mode", env: []string{queue.EnvMode + "=Sometimes"}, args: []string{"--", "true"}, code: 2, reason: "want PerItem or WorkerPool"},
+		{name: "no backend", env: []string{queue.EnvBackend + "="}, args: []string{"--", "true"}, code: 2, reason: "QUEUEJOB_BACKEND is not set"},
+		{name: "unreachable", env: []string{redis.EnvAddress + fmt.Sprintf("=127.0.0.1:%d", closed[0])}, args: []string{"--", "true"},
 			code: 3, reason: "cannot reach Redis"},
 		{name: "wrong key type", args: []string{"--", "true"}, code: 3, reason: "WRONGTYPE",
 			setup: func(t *testing.T, k string) { rdb(t).Set(testCtx(t), k, "a string", 0) }},
@@ -332,8 +333,8 @@ func TestCommandNotStartable(t *testing.T) {
 	}
 	// An item in flight elsewhere keeps the worker waiting for one.
 	c := rdb(t)
-	c.LPush(testCtx(t), protocol.ProcessingKey(k), "elsewhere")
-	c.Set(testCtx(t), protocol.LeaseKey(k, "elsewhere"), "another-worker", time.Minute)
+	c.LPush(testCtx(t), redis.ProcessingKey(k), "elsewhere")
+	c.Set(testCtx(t), redis.LeaseKey(k, "elsewhere"), "another-worker", time.Minute)
 	p := startWorker(t, k, nil, "--", script)
 	servers.Eventually(t, 60*time.Second, func() error {
 		if !strings.Contains(p.logs(), "msg=Started") {

@@ -12,9 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -36,11 +37,11 @@ func TestMain(m *testing.M) {
 func TestTwoWorkersDrainJob2(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := redis.NewClient(&redis.Options{Addr: redisServer.Addr(), DisableIdentity: true})
+	c := goredis.NewClient(&goredis.Options{Addr: redisServer.Addr(), DisableIdentity: true})
 	defer c.Close()
 	const k = "job2"
 	items := []string{"apple", "banana", "cherry", "date", "fig", "grape", "lemon", "melon", "orange"}
-	c.Del(ctx, k, protocol.ProcessingKey(k), protocol.FailedKey(k), protocol.AttemptsKey(k))
+	c.Del(ctx, k, redis.ProcessingKey(k), redis.FailedKey(k), redis.AttemptsKey(k))
 	// As the article's redis-cli session: rpush job2 "apple" ...
 	if err := c.RPush(ctx, k, toAny(items)...).Err(); err != nil {
 		t.Fatal(err)
@@ -52,7 +53,7 @@ func TestTwoWorkersDrainJob2(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range outs {
 		cmd := exec.CommandContext(ctx, binary, "--sleep=100ms")
-		cmd.Env = append(os.Environ(), protocol.EnvBackend+"=redis", protocol.EnvRedisAddress+"="+redisServer.Addr(), protocol.EnvRedisKey+"="+k)
+		cmd.Env = append(os.Environ(), queue.EnvBackend+"=redis", redis.EnvAddress+"="+redisServer.Addr(), redis.EnvKey+"="+k)
 		cmd.Stdout = &outs[i]
 		var errOut bytes.Buffer
 		cmd.Stderr = &errOut
@@ -89,7 +90,7 @@ func TestTwoWorkersDrainJob2(t *testing.T) {
 	if want := slices.Sorted(slices.Values(items)); !slices.Equal(worked, want) {
 		t.Errorf("items worked on %q, want each of %q once", worked, want)
 	}
-	for _, l := range []string{k, protocol.ProcessingKey(k), protocol.FailedKey(k)} {
+	for _, l := range []string{k, redis.ProcessingKey(k), redis.FailedKey(k)} {
 		if n := c.LLen(ctx, l).Val(); n != 0 {
 			t.Errorf("%s has %d items, want 0", l, n)
 		}

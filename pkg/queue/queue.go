@@ -1,134 +1,130 @@
-// Package queue holds the queue backends of QueueJobs, the operator's side of the queues.
-// Each backend is a Kind in one file (redis.go, rabbitmq.go) that maps a QueueJob's
-// spec.queue onto its protocol, which lives in pkg/queue/protocol, the one place that knows
-// key names, scripts and how to count (the workers use it without Kubernetes). The
-// controller probes through the Backend interface; optional capabilities (the lease
-// reaper) are separate interfaces.
+// Package queue is what every queue backend shares, without Kubernetes: a connection to
+// one queue (Conn) and its optional capabilities (Reaper), what a probe counts (Counts),
+// the errors of probes with their reasons, the fixed phrases of failures, TLS, and the
+// QUEUEJOB_* variables every worker pod gets. The workers (pkg/worker,
+// cmd/queuejob-worker, the examples) build on it and on the backends' wire packages
+// (pkg/queue/redis, pkg/queue/rabbitmq) alone, so that their static binaries carry no
+// Kubernetes packages.
 //
-// Adding a backend takes its protocol in pkg/queue/protocol, one file here that defines a
-// Kind, one line in DefaultRegistry and its field in the API's QueueSource.
+// The Kubernetes side lives beside it: pkg/queue/backends (a backend, its Source, the
+// Registry), and each backend's kube package (pkg/queue/redis/kube, ...) that maps a
+// QueueJob's spec.queue onto its wire package. See docs/backends.md for adding one.
 package queue
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"sort"
+	"net"
+	"syscall"
 	"time"
-
-	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
-
-	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 )
 
-// Backend is a connection to one queue. Implementations are safe for use by one
-// goroutine at a time; the controller serialises the reconciles of a QueueJob.
-type Backend interface {
+// Conn is a connection to one queue. Implementations are safe for use by one goroutine
+// at a time; the controller serialises the reconciles of a QueueJob.
+type Conn interface {
 	// Probe counts the queue's items. Errors are *Error with a reason.
 	Probe(ctx context.Context) (Counts, error)
 	// Close releases the connection.
 	Close() error
 }
 
-// Reaper is implemented by backends whose protocol leases items to workers: Reap returns
-// to the queue items whose lease expired, so that a crashed worker loses none. An item is
-// only reclaimed once it has been seen without a lease on two calls at least grace apart,
-// which leaves a worker time to write the lease of an item it has just taken.
+// Reaper is implemented by connections whose protocol leases items to workers: Reap
+// returns to the queue items whose lease expired, so that a crashed worker loses none.
+// An item is only reclaimed once it has been seen without a lease on two calls at least
+// grace apart, which leaves a worker time to write the lease of an item it has just
+// taken.
 type Reaper interface {
 	Reap(ctx context.Context, now time.Time, grace time.Duration) (reclaimed int, err error)
 }
 
-// Source is a queue's coordinates with the values of the Secrets they reference.
-type Source struct {
-	Spec *qjv1.QueueSource
-	// Secrets maps "<secret name>/<key>" to the value.
-	Secrets map[string]string
+// Counts is what a probe of a queue counted.
+type Counts struct {
+	// Ready is the number of items waiting to be taken.
+	Ready int64
+	// InFlight is the number of items taken by a worker and not yet finished, where the
+	// queue's protocol tells; zero where it does not.
+	InFlight int64
+	// DeadLettered is the number of items in the queue's dead-letter list or queue now
+	// (Redis: <key>:failed; RabbitMQ: <queue>.failed), 0 if there is none. Items of
+	// earlier runs count too: it is a gauge, not this run's tally.
+	DeadLettered int64
+	// DeadLetteredUnknown says the dead-letter list could not be read (a Redis ACL user
+	// without access to it): DeadLettered is then 0 whatever it holds.
+	DeadLetteredUnknown bool
+	// InFlightUnknown says the backend could not count in-flight items (RabbitMQ without
+	// its management API): InFlight is then 0 whatever workers hold, so a drained-looking
+	// queue proves nothing while workers run, and no wave may end on these counts.
+	InFlightUnknown bool
+	// Lag is how old the counts may be (RabbitMQ's management API refreshes its counts
+	// every few seconds): a queue must look drained at least this long before a wave
+	// ends because of it.
+	Lag time.Duration
 }
 
-// Secret returns the value a SecretKeySelector of the spec references.
-func (s Source) Secret(ref *corev1.SecretKeySelector) string {
-	if ref == nil {
-		return ""
+// Reasons of probe errors; they are the reasons of the QueueReachable=False condition.
+const (
+	ReasonConnectionFailed = "ConnectionFailed"
+	ReasonAuthFailed       = "AuthFailed"
+	ReasonQueueNotFound    = "QueueNotFound"
+	ReasonWrongType        = "WrongType"
+	ReasonSecretNotFound   = "SecretNotFound"
+	// ReasonTLSFailed says the TLS connection failed: the server's certificate was not
+	// accepted (wrong CA, wrong server name), it does not speak TLS, or the TLS settings
+	// do not fit the URL.
+	ReasonTLSFailed = "TLSFailed"
+	// ReasonAddressNotAllowed says the manager's AddressPolicy refused the queue's
+	// address: the probe connected to nothing.
+	ReasonAddressNotAllowed = "AddressNotAllowed"
+)
+
+// Error is a probe error with a reason. Its message never contains credentials.
+type Error struct {
+	Reason  string
+	Message string
+	// NoAnswer says the server did not answer at all: the connection was refused, or
+	// nothing came back in time. Any answer, even an error, says it is up.
+	NoAnswer bool
+}
+
+// NoAnswer reports whether err says that the server did not answer at all.
+func NoAnswer(err error) bool {
+	var qe *Error
+	return errors.As(err, &qe) && qe.NoAnswer
+}
+
+// Unanswered marks e as NoAnswer if cause is a connection refused or timed out (or a
+// host name that does not resolve): the server said nothing.
+func Unanswered(e *Error, cause error) *Error {
+	var dnsErr *net.DNSError
+	var netErr net.Error
+	if errors.As(cause, &dnsErr) || errors.Is(cause, syscall.ECONNREFUSED) || errors.Is(cause, syscall.EHOSTUNREACH) ||
+		errors.Is(cause, syscall.ENETUNREACH) || errors.Is(cause, context.DeadlineExceeded) ||
+		(errors.As(cause, &netErr) && netErr.Timeout()) {
+		e.NoAnswer = true
 	}
-	return s.Secrets[SecretID(ref)]
+	return e
 }
 
-// SecretID names a Secret key in Source.Secrets.
-func SecretID(ref *corev1.SecretKeySelector) string { return ref.Name + "/" + ref.Key }
+func (e *Error) Error() string { return e.Message }
 
-// Fingerprint identifies the resolved source, credentials included (hashed): a change of
-// either (a rotated Secret, say) means a new connection.
-func (s Source) Fingerprint() string {
-	h := sha256.New()
-	spec, _ := json.Marshal(s.Spec)
-	h.Write(spec)
-	keys := make([]string, 0, len(s.Secrets))
-	for k := range s.Secrets {
-		keys = append(keys, k)
+// Errorf builds an *Error.
+func Errorf(reason, format string, args ...any) *Error {
+	return &Error{Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
+
+// ReasonOf is the reason of a probe error, ConnectionFailed for errors without one.
+func ReasonOf(err error) string {
+	var qe *Error
+	if errors.As(err, &qe) {
+		return qe.Reason
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		fmt.Fprintf(h, "\x00%s\x00%s", k, s.Secrets[k])
-	}
-	return hex.EncodeToString(h.Sum(nil))
+	return ReasonConnectionFailed
 }
 
-// Kind is one queue backend.
-type Kind struct {
-	// Name is the backend's name, as in QUEUEJOB_BACKEND.
-	Name string
-	// Selected reports whether a QueueSource uses this backend.
-	Selected func(*qjv1.QueueSource) bool
-	// SecretRefs lists the Secret keys the source references.
-	SecretRefs func(*qjv1.QueueSource) []*corev1.SecretKeySelector
-	// Open returns a Backend for a resolved source. It may connect lazily.
-	Open func(Source) (Backend, error)
-	// Addresses lists where a Backend of a resolved source connects, for the manager's
-	// AddressPolicy; without it, a policy that restricts addresses refuses every source.
-	Addresses func(Source) ([]Address, error)
-	// NewWatcher, if set, returns a Watcher of this kind's queues: the controller then
-	// hears of new items before the next probe. Nil: the probes alone find them.
-	NewWatcher func(logr.Logger) Watcher
-	// WorkerEnv is what a worker pod needs to find the queue: QUEUEJOB_* variables,
-	// with credentials only as secretKeyRef.
-	WorkerEnv func(*qjv1.QueueSource) []corev1.EnvVar
-	// DeadLetterQueue names, for messages, where workers dead-letter the source's
-	// items (the list or queue Probe counts in Counts.DeadLettered).
-	DeadLetterQueue func(*qjv1.QueueSource) string
-}
-
-// DeadLetterQueueOf names where workers dead-letter the source's items; a kind that
-// does not say is described generically.
-func (k *Kind) DeadLetterQueueOf(src *qjv1.QueueSource) string {
-	if k.DeadLetterQueue == nil {
-		return "the queue's dead-letter queue"
-	}
-	return k.DeadLetterQueue(src)
-}
-
-// Registry maps queue sources to their backend kinds.
-type Registry struct{ kinds []Kind }
-
-// NewRegistry returns a registry of the given kinds.
-func NewRegistry(kinds ...Kind) *Registry { return &Registry{kinds: kinds} }
-
-// DefaultRegistry has every backend this project ships.
-func DefaultRegistry() *Registry {
-	return NewRegistry(
-		RedisKind,
-		RabbitMQKind,
-	)
-}
-
-// For returns the kind a QueueSource selects.
-func (r *Registry) For(src *qjv1.QueueSource) (*Kind, error) {
-	for i := range r.kinds {
-		if r.kinds[i].Selected(src) {
-			return &r.kinds[i], nil
-		}
-	}
-	return nil, fmt.Errorf("spec.queue selects no known backend")
+// Address is a place a backend connects to, and the field of the spec that says where
+// (for the manager's AddressPolicy, pkg/queue/backends).
+type Address struct {
+	HostPort string
+	Field    string
 }

@@ -1,57 +1,106 @@
 package queue
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"net"
-
-	corev1 "k8s.io/api/core/v1"
-
-	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"time"
 )
 
-// TLSClientConfig is the client TLS configuration of a queue's TLS settings: the
-// certificate must chain to the PEM CA bundle of caSecretRef (to the system's roots
-// without one) and be valid for serverName (for host without one). field names the
-// settings in messages, e.g. spec.queue.redis.tls. A nil spec gives the defaults.
-func TLSClientConfig(spec *qjv1.TLSConfig, src Source, host, field string) (*tls.Config, error) {
-	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
-	if spec == nil {
-		return c, nil
+// Suffixes of the environment variables of the TLS settings of workers; each backend
+// prefixes them (QUEUEJOB_REDIS_TLS_CA, QUEUEJOB_RABBITMQ_TLS_CA, ...).
+const (
+	EnvSuffixTLSCA         = "_TLS_CA"
+	EnvSuffixTLSServerName = "_TLS_SERVER_NAME"
+)
+
+// TLSCause says why a TLS handshake failed, in fixed words (the server's certificate is
+// the peer's: the names it holds are not repeated), naming at most the server name asked
+// for; and whether it was a TLS failure at all.
+func TLSCause(err error) (string, bool) {
+	var certErr *tls.CertificateVerificationError
+	var recErr tls.RecordHeaderError
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var alert tls.AlertError
+	var noHandshake *handshakeError
+	switch {
+	case errors.As(err, &unknownCA):
+		return "its TLS certificate is not signed by a trusted CA", true
+	case errors.As(err, &hostErr):
+		return fmt.Sprintf("its TLS certificate is not valid for the server name %q", hostErr.Host), true
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return "its TLS certificate has expired or is not valid yet", true
+	case errors.As(err, &invalid):
+		return "its TLS certificate is invalid", true
+	case errors.As(err, &certErr):
+		return "its TLS certificate was not accepted", true
+	case errors.As(err, &recErr):
+		return "it does not speak TLS on that port", true
+	case errors.As(err, &alert):
+		return "it refused the TLS handshake", true
+	case errors.As(err, &noHandshake):
+		return "it did not complete a TLS handshake (does it speak TLS on that port?)", true
 	}
-	if spec.ServerName != "" {
-		c.ServerName = spec.ServerName
-	}
-	if ref := spec.CASecretRef; ref != nil {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM([]byte(src.Secret(ref))) {
-			return nil, Errorf(ReasonTLSFailed, "key %q of Secret %s (%s.caSecretRef) holds no PEM certificate: "+
-				"put the CA certificates, as -----BEGIN CERTIFICATE----- blocks, in it", ref.Key, ref.Name, field)
-		}
-		c.RootCAs = pool
-	}
-	return c, nil
+	return "", false
 }
 
-// hostOf is the host of a host:port address, the address itself if it has no port; the
-// same as the workers' side's in pkg/queue/protocol.
-func hostOf(addr string) string {
+// handshakeError is a TLS handshake that failed without a TLS answer: it timed out, or the
+// server closed the connection.
+type handshakeError struct{ err error }
+
+func (e *handshakeError) Error() string { return "no TLS handshake: " + e.err.Error() }
+func (e *handshakeError) Unwrap() error { return e.err }
+
+// TLSDialer dials TCP and makes a TLS handshake, each bounded by timeout; a handshake
+// that gets no TLS answer fails with a *handshakeError.
+func TLSDialer(config *tls.Config, timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := &net.Dialer{Timeout: timeout}
+		raw, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		hctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		c := tls.Client(raw, config)
+		if err := c.HandshakeContext(hctx); err != nil {
+			_ = raw.Close()
+			if _, ok := TLSCause(err); !ok {
+				return nil, &handshakeError{err}
+			}
+			return nil, err
+		}
+		return c, nil
+	}
+}
+
+// HostOf is the host of a host:port address, the address itself if it has no port.
+func HostOf(addr string) string {
 	if h, _, err := net.SplitHostPort(addr); err == nil {
 		return h
 	}
 	return addr
 }
 
-// tlsEnv is what workers need of a queue's TLS settings: the CA bundle as a secretKeyRef
-// (never a literal) in the variable caEnv and the server name in serverNameEnv
-// (EnvRedisTLSCA and EnvRedisTLSServerName, say).
-func tlsEnv(caEnv, serverNameEnv string, spec *qjv1.TLSConfig) []corev1.EnvVar {
-	var env []corev1.EnvVar
-	if spec.CASecretRef != nil {
-		env = append(env, corev1.EnvVar{Name: caEnv, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: spec.CASecretRef.DeepCopy()}})
+// TLSFromEnv is the client TLS configuration of <prefix>_TLS_CA (a PEM CA bundle; the
+// system's roots without one) and <prefix>_TLS_SERVER_NAME (host without one).
+func TLSFromEnv(getenv func(string) string, prefix, host string) (*tls.Config, error) {
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+	if sn := getenv(prefix + EnvSuffixTLSServerName); sn != "" {
+		c.ServerName = sn
 	}
-	if spec.ServerName != "" {
-		env = append(env, corev1.EnvVar{Name: serverNameEnv, Value: spec.ServerName})
+	if ca := getenv(prefix + EnvSuffixTLSCA); ca != "" {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM([]byte(ca)) {
+			return nil, Errorf(ReasonTLSFailed, "%s holds no PEM certificate: its Secret key (tls.caSecretRef) must hold "+
+				"the CA certificates as -----BEGIN CERTIFICATE----- blocks", prefix+EnvSuffixTLSCA)
+		}
+		c.RootCAs = pool
 	}
-	return env
+	return c, nil
 }

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 )
 
 // BenchmarkRedisThroughput measures items/s through the library with 1 and 8 concurrent
@@ -25,11 +25,11 @@ func BenchmarkRedisThroughput(b *testing.B) {
 		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
 			k := fmt.Sprintf("bench-throughput-%d", workers)
 			ctx := context.Background()
-			c := redis.NewClient(&redis.Options{Addr: redisServer.Addr(), DisableIdentity: true})
+			c := goredis.NewClient(&goredis.Options{Addr: redisServer.Addr(), DisableIdentity: true})
 			defer c.Close()
 			fill := func() {
 				b.StopTimer()
-				c.Del(ctx, k, protocol.ProcessingKey(k), protocol.AttemptsKey(k))
+				c.Del(ctx, k, redis.ProcessingKey(k), redis.AttemptsKey(k))
 				p := c.Pipeline()
 				for i := range b.N {
 					p.LPush(ctx, k, fmt.Sprintf("item-%09d", i))
@@ -48,9 +48,9 @@ func BenchmarkRedisThroughput(b *testing.B) {
 			}
 
 			// The raw loop: LMOVE only, one client per worker.
-			clients := make([]*redis.Client, workers)
+			clients := make([]*goredis.Client, workers)
 			for i := range clients {
-				clients[i] = redis.NewClient(&redis.Options{Addr: redisServer.Addr(), DisableIdentity: true})
+				clients[i] = goredis.NewClient(&goredis.Options{Addr: redisServer.Addr(), DisableIdentity: true})
 				defer clients[i].Close()
 				clients[i].Ping(ctx)
 			}
@@ -60,7 +60,7 @@ func BenchmarkRedisThroughput(b *testing.B) {
 			for i, rc := range clients {
 				wg.Go(func() {
 					for range share(i) {
-						if err := rc.LMove(ctx, k, protocol.ProcessingKey(k), "RIGHT", "LEFT").Err(); err != nil {
+						if err := rc.LMove(ctx, k, redis.ProcessingKey(k), "RIGHT", "LEFT").Err(); err != nil {
 							b.Error(err)
 							return
 						}
@@ -112,7 +112,7 @@ func BenchmarkRedisThroughput(b *testing.B) {
 			wg.Wait()
 			api := float64(b.N) / time.Since(start).Seconds()
 			b.StopTimer()
-			if n := c.LLen(ctx, protocol.ProcessingKey(k)).Val(); n != 0 {
+			if n := c.LLen(ctx, redis.ProcessingKey(k)).Val(); n != 0 {
 				b.Errorf("%d items left in flight", n)
 			}
 			b.ReportMetric(lib, "run-items/s")

@@ -40,7 +40,7 @@
 // <key>:leased_by_session:<sha224 hex> with an expiry of LeaseTTL. While the item is held
 // a goroutine extends the lease every LeaseTTL/3, so an item may take much longer than its
 // lease; if the worker dies, the lease expires and the reaper returns the item to <key>.
-// The scripts and key names live in pkg/queue/protocol (protocol.RedisWQ), shared with the
+// The scripts and key names live in pkg/queue/redis (redis.WQ), shared with the
 // operator and the qj CLI.
 //
 // Attempts are counted in Redis, in the hash <key>:attempts, when an item is leased: a
@@ -70,7 +70,7 @@
 // Every republish (Fail, dead-letter, Release and shutdown, RequeueFailed) is mandatory
 // and confirmed: the original is acked only once the broker stored the copy, never when
 // it returned it as unroutable (its queue was deleted). Fail then nacks the original with
-// requeue and returns an error wrapping protocol.ErrUnroutable; Release nacks it with
+// requeue and returns an error wrapping rabbitmq.ErrUnroutable; Release nacks it with
 // requeue; RequeueFailed leaves it in <queue>.failed and stops. A dead-letter that comes
 // back because <queue>.failed was deleted since this worker declared it declares the queue
 // again and publishes once more; if that fails too, the message is nacked back to its queue.

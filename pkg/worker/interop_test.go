@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 )
 
 // The interoperability tests share queues between Go workers of this package, Python
@@ -145,7 +145,7 @@ func TestRediswqInteropSharedQueue(t *testing.T) {
 		t.Errorf("items by kind of worker: %v; want both to have taken some", byKind)
 	}
 	t.Logf("items by kind of worker: %v", byKind)
-	if l := listOf(t, protocol.ProcessingKey(k)); len(l) != 0 {
+	if l := listOf(t, redis.ProcessingKey(k)); len(l) != 0 {
 		t.Errorf("processing = %q, want empty", l)
 	}
 	if keys := rdb(t).Keys(ctx, k+":leased_by_session:*").Val(); len(keys) != 0 {

@@ -16,9 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -159,9 +160,9 @@ func (h *helper) wait(t *testing.T) int {
 
 func redisEnv(k string, extra ...string) []string {
 	return append([]string{
-		protocol.EnvBackend + "=redis",
-		protocol.EnvRedisAddress + "=" + redisServer.Addr(),
-		protocol.EnvRedisKey + "=" + k,
+		queue.EnvBackend + "=redis",
+		redis.EnvAddress + "=" + redisServer.Addr(),
+		redis.EnvKey + "=" + k,
 	}, extra...)
 }
 
@@ -212,7 +213,7 @@ func (w *testWriter) Write(p []byte) (int, error) {
 var _ io.Writer = &testWriter{}
 
 // rdb is a plain client for the test to play producer and inspector.
-func rdb(t testing.TB) *redis.Client {
+func rdb(t testing.TB) *goredis.Client {
 	t.Helper()
 	return redisServer.RedisClient(t)
 }

@@ -10,7 +10,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 )
 
 // Headers of messages the worker republishes.
@@ -26,20 +26,20 @@ const (
 )
 
 // FailedQueue is the queue RabbitMQ workers dead-letter to with DeadLetterQueue.
-func FailedQueue(queueName string) string { return protocol.FailedQueue(queueName) }
+func FailedQueue(queueName string) string { return rabbitmq.FailedQueue(queueName) }
 
 // rabbitBackend consumes one RabbitMQ queue.
 type rabbitBackend struct {
 	w     *Worker
-	o     protocol.RabbitMQOptions
+	o     rabbitmq.Options
 	conn  *amqp.Connection
-	probe *protocol.RabbitMQ
+	probe *rabbitmq.Conn
 
 	mu sync.Mutex
 	// ch is the consuming channel, nil until the first take; pub republishes failed
 	// and returned messages on it.
 	ch         *amqp.Channel
-	pub        *protocol.RabbitMQPublisher
+	pub        *rabbitmq.Publisher
 	deliveries <-chan amqp.Delivery
 	// consuming: the consumer is on (stopConsuming cancels it; the next take starts
 	// it again).
@@ -54,18 +54,18 @@ type rabbitBackend struct {
 
 func newRabbitBackend(ctx context.Context, w *Worker) (*rabbitBackend, error) {
 	o := w.opts.RabbitMQ
-	conn, err := protocol.DialRabbitMQ(ctx, o, "queuejob-worker "+w.opts.Session)
+	conn, err := rabbitmq.Dial(ctx, o, "queuejob-worker "+w.opts.Session)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
-	return &rabbitBackend{w: w, o: o, conn: conn, probe: protocol.NewRabbitMQ(o)}, nil
+	return &rabbitBackend{w: w, o: o, conn: conn, probe: rabbitmq.New(o)}, nil
 }
 
 func (b *rabbitBackend) err(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	return fmt.Errorf("worker: %w", protocol.RabbitMQError(b.o, err))
+	return fmt.Errorf("worker: %w", rabbitmq.ClientError(b.o, err))
 }
 
 // consume opens the channel and starts the consumer on first use, and again after
@@ -84,7 +84,7 @@ func (b *rabbitBackend) consume(ctx context.Context) (<-chan amqp.Delivery, erro
 		if err := ch.Qos(b.w.opts.Prefetch, 0, false); err != nil {
 			return nil, b.err(ctx, err)
 		}
-		pub, err := protocol.NewRabbitMQPublisher(ch, 0)
+		pub, err := rabbitmq.NewPublisher(ch, 0)
 		if err != nil {
 			return nil, b.err(ctx, err)
 		}
@@ -338,7 +338,7 @@ func (b *rabbitBackend) declareFailed(ctx context.Context) error {
 // and msg published again.
 func (b *rabbitBackend) storeFailed(ctx context.Context, msg amqp.Publishing) error {
 	err := b.publishFailed(ctx, msg)
-	if errors.Is(err, protocol.ErrUnroutable) {
+	if errors.Is(err, rabbitmq.ErrUnroutable) {
 		b.mu.Lock()
 		b.failedDeclared = false
 		b.mu.Unlock()
@@ -358,7 +358,7 @@ func (b *rabbitBackend) publishFailed(ctx context.Context, msg amqp.Publishing) 
 }
 
 // publisher is the consuming channel's publisher.
-func (b *rabbitBackend) publisher() *protocol.RabbitMQPublisher {
+func (b *rabbitBackend) publisher() *rabbitmq.Publisher {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.pub
@@ -405,7 +405,7 @@ func (b *rabbitBackend) requeueFailed(ctx context.Context, n int) (int, error) {
 		return 0, b.err(ctx, err)
 	}
 	defer func() { _ = ch.Close() }()
-	pub, err := protocol.NewRabbitMQPublisher(ch, 0)
+	pub, err := rabbitmq.NewPublisher(ch, 0)
 	if err != nil {
 		return 0, b.err(ctx, err)
 	}

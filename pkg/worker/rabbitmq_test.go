@@ -11,7 +11,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -71,7 +72,7 @@ func readyAgain(t testing.TB, q string, want int) {
 func newRabbitWorker(t testing.TB, q string, o Options) *Worker {
 	t.Helper()
 	o.Backend = BackendRabbitMQ
-	o.RabbitMQ = protocol.RabbitMQOptions{URL: rabbitServer.URL(), Queue: q}
+	o.RabbitMQ = rabbitmq.Options{URL: rabbitServer.URL(), Queue: q}
 	return newWorker(t, o)
 }
 
@@ -295,9 +296,9 @@ func TestRabbitMQFromEnv(t *testing.T) {
 	declare(t, q, nil)
 	publishTo(t, q, "x")
 	// The names the docs' job-wq-1 worker reads are enough.
-	t.Setenv(protocol.EnvBackend, "rabbitmq")
-	t.Setenv(protocol.EnvBrokerURL, rabbitServer.URL())
-	t.Setenv(protocol.EnvQueue, q)
+	t.Setenv(queue.EnvBackend, "rabbitmq")
+	t.Setenv(rabbitmq.EnvBrokerURL, rabbitServer.URL())
+	t.Setenv(rabbitmq.EnvBrokerQueue, q)
 	t.Setenv(EnvRabbitMQPrefetch, "2")
 	w, err := FromEnv()
 	if err != nil {
@@ -310,8 +311,8 @@ func TestRabbitMQFromEnv(t *testing.T) {
 	if err := lease(t, w, "x", 1).Complete(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv(protocol.EnvBrokerURL, "amqp://guest:wrong@"+rabbitServer.Addr()+"/")
-	if _, err := FromEnv(); protocol.ReasonOf(err) != protocol.ReasonAuthFailed {
+	t.Setenv(rabbitmq.EnvBrokerURL, "amqp://guest:wrong@"+rabbitServer.Addr()+"/")
+	if _, err := FromEnv(); queue.ReasonOf(err) != queue.ReasonAuthFailed {
 		t.Errorf("FromEnv with a wrong password = %v, want AuthFailed", err)
 	}
 }
@@ -488,7 +489,7 @@ func TestRabbitMQRetryIntoDeletedQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := it.Fail(ctx, errors.New("bad input"))
-	if !errors.Is(err, protocol.ErrUnroutable) || !strings.Contains(err.Error(), fmt.Sprintf("%q", q)) {
+	if !errors.Is(err, rabbitmq.ErrUnroutable) || !strings.Contains(err.Error(), fmt.Sprintf("%q", q)) {
 		t.Errorf("Fail after the queue was deleted = %v; want ErrUnroutable naming queue %q", err, q)
 	}
 	if err != nil && strings.Contains(err.Error(), "body-7f3a") {

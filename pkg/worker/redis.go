@@ -6,25 +6,25 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 )
 
-// redisBackend works a Redis list with the protocol of protocol.RedisWQ.
+// redisBackend works a Redis list with the protocol of redis.WQ.
 type redisBackend struct {
 	w      *Worker
-	o      protocol.RedisOptions
-	client *redis.Client
-	wq     protocol.RedisWQ
+	o      redis.Options
+	client *goredis.Client
+	wq     redis.WQ
 	// probe counts the list as the operator does.
-	probe *protocol.Redis
+	probe *redis.Conn
 }
 
 func newRedisBackend(ctx context.Context, w *Worker) (*redisBackend, error) {
 	o := w.opts.Redis
-	b := &redisBackend{w: w, o: o, client: protocol.NewRedisClient(o, 0), probe: protocol.NewRedis(o)}
-	b.wq = protocol.RedisWQ{Client: b.client, Key: o.Key}
+	b := &redisBackend{w: w, o: o, client: redis.NewClient(o, 0), probe: redis.New(o)}
+	b.wq = redis.WQ{Client: b.client, Key: o.Key}
 	if err := b.client.Ping(ctx).Err(); err != nil {
 		_ = b.close()
 		return nil, b.err(ctx, err)
@@ -37,13 +37,13 @@ func (b *redisBackend) err(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	return fmt.Errorf("worker: %w", protocol.RedisError(b.o, err))
+	return fmt.Errorf("worker: %w", redis.ClientError(b.o, err))
 }
 
 func (b *redisBackend) take(ctx context.Context, wait time.Duration) (held, error) {
 	for {
 		item, err := b.wq.Take(ctx, wait)
-		if errors.Is(err, protocol.ErrNoItem) {
+		if errors.Is(err, redis.ErrNoItem) {
 			return nil, nil
 		}
 		if err != nil {
@@ -71,11 +71,11 @@ func (b *redisBackend) claim(ctx context.Context, item string) (held, error) {
 		return nil, b.err(ctx, err)
 	}
 	switch outcome {
-	case protocol.ClaimLeased:
+	case redis.ClaimLeased:
 		return &redisItem{b: b, item: item, n: attempt}, nil
-	case protocol.ClaimDeadLettered:
+	case redis.ClaimDeadLettered:
 		b.w.log.Warn("Dead-lettered an item whose workers never finished it (they crashed, or their leases ran out)",
-			"attempts", attempt, "list", protocol.FailedKey(b.o.Key))
+			"attempts", attempt, "list", redis.FailedKey(b.o.Key))
 	}
 	return nil, nil
 }
@@ -85,7 +85,7 @@ func (b *redisBackend) claim(ctx context.Context, item string) (held, error) {
 func (b *redisBackend) completeAndTake(ctx context.Context, h held) (next held, completeErr, err error) {
 	r := h.(*redisItem)
 	ok, item, err := b.wq.CompleteAndTake(ctx, r.item, b.w.opts.Session)
-	if errors.Is(err, protocol.ErrNoItem) {
+	if errors.Is(err, redis.ErrNoItem) {
 		return nil, r.result(ctx, ok, nil), nil
 	}
 	if err != nil {
@@ -158,7 +158,7 @@ func (r *redisItem) complete(ctx context.Context) error {
 
 func (r *redisItem) fail(ctx context.Context, _ error) (bool, error) {
 	outcome, _, err := r.b.wq.Fail(ctx, r.item, r.b.w.opts.Session, r.b.w.opts.MaxAttempts)
-	return outcome == protocol.FailDeadLettered, r.result(ctx, outcome != protocol.FailLost, err)
+	return outcome == redis.FailDeadLettered, r.result(ctx, outcome != redis.FailLost, err)
 }
 
 func (r *redisItem) release(ctx context.Context) error {

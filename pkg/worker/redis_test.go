@@ -12,7 +12,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -20,7 +22,7 @@ import (
 func newRedisWorker(t testing.TB, k string, o Options) *Worker {
 	t.Helper()
 	o.Backend = BackendRedis
-	o.Redis = protocol.RedisOptions{Address: redisServer.Addr(), Key: k}
+	o.Redis = redis.Options{Address: redisServer.Addr(), Key: k}
 	return newWorker(t, o)
 }
 
@@ -31,8 +33,8 @@ func push(t testing.TB, k string, items ...string) {
 }
 
 // reaper is the operator's lease reaper on list k.
-func reaper(t testing.TB, k string) *protocol.Redis {
-	r := protocol.NewRedis(protocol.RedisOptions{Address: redisServer.Addr(), Key: k})
+func reaper(t testing.TB, k string) *redis.Conn {
+	r := redis.New(redis.Options{Address: redisServer.Addr(), Key: k})
 	t.Cleanup(func() { _ = r.Close() })
 	return r
 }
@@ -45,7 +47,7 @@ func listOf(t testing.TB, k string) []string {
 
 func attemptsOf(t testing.TB, k, item string) int {
 	t.Helper()
-	n, err := protocol.RedisWQ{Client: rdb(t), Key: k}.Attempts(testCtx(t), item)
+	n, err := redis.WQ{Client: rdb(t), Key: k}.Attempts(testCtx(t), item)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,13 +73,13 @@ func TestRedisLeaseComplete(t *testing.T) {
 	}
 	// The rediswq protocol: in <key>:processing, the sha224 lease key with our session and
 	// the lease's expiry.
-	if diff := cmp.Diff([]string{"a"}, listOf(t, protocol.ProcessingKey(k))); diff != "" {
+	if diff := cmp.Diff([]string{"a"}, listOf(t, redis.ProcessingKey(k))); diff != "" {
 		t.Errorf("processing (-want +got):\n%s", diff)
 	}
-	if v, _ := c.Get(ctx, protocol.LeaseKey(k, "a")).Result(); v != "pod-1" {
+	if v, _ := c.Get(ctx, redis.LeaseKey(k, "a")).Result(); v != "pod-1" {
 		t.Errorf("lease key holds %q, want the session pod-1", v)
 	}
-	if ttl := c.PTTL(ctx, protocol.LeaseKey(k, "a")).Val(); ttl <= 0 || ttl > time.Minute {
+	if ttl := c.PTTL(ctx, redis.LeaseKey(k, "a")).Val(); ttl <= 0 || ttl > time.Minute {
 		t.Errorf("lease TTL = %s, want within (0, 1m]", ttl)
 	}
 	if n := attemptsOf(t, k, "a"); n != 1 {
@@ -96,10 +98,10 @@ func TestRedisLeaseComplete(t *testing.T) {
 	if it.Context().Err() == nil {
 		t.Error("the item's context is not done after Complete")
 	}
-	if l := listOf(t, protocol.ProcessingKey(k)); len(l) != 0 {
+	if l := listOf(t, redis.ProcessingKey(k)); len(l) != 0 {
 		t.Errorf("processing after Complete = %q, want empty", l)
 	}
-	if n := c.Exists(ctx, protocol.LeaseKey(k, "a"), protocol.AttemptsKey(k)).Val(); n != 0 {
+	if n := c.Exists(ctx, redis.LeaseKey(k, "a"), redis.AttemptsKey(k)).Val(); n != 0 {
 		t.Errorf("lease key or attempts left after Complete: %d keys", n)
 	}
 
@@ -204,8 +206,8 @@ func TestRedisLeaseLost(t *testing.T) {
 	// What the reaper does once the lease has expired: the item back to the queue,
 	// where another worker takes it.
 	c := rdb(t)
-	c.Del(ctx, protocol.LeaseKey(k, "x"))
-	c.LRem(ctx, protocol.ProcessingKey(k), 1, "x")
+	c.Del(ctx, redis.LeaseKey(k, "x"))
+	c.LRem(ctx, redis.ProcessingKey(k), 1, "x")
 	c.RPush(ctx, k, "x")
 	servers.Eventually(t, 30*time.Second, func() error {
 		if !errors.Is(context.Cause(it.Context()), ErrLeaseLost) {
@@ -243,12 +245,12 @@ func TestRedisCancelReturnsItem(t *testing.T) {
 		if got := listOf(t, k); !slices.Equal(got, []string{"y", "x"}) {
 			return fmt.Errorf("queue = %q, want [y x]", got)
 		}
-		if got := listOf(t, protocol.ProcessingKey(k)); len(got) != 0 {
+		if got := listOf(t, redis.ProcessingKey(k)); len(got) != 0 {
 			return fmt.Errorf("processing = %q", got)
 		}
 		return nil
 	})
-	if n := rdb(t).Exists(ctx, protocol.LeaseKey(k, "x")).Val(); n != 0 {
+	if n := rdb(t).Exists(ctx, redis.LeaseKey(k, "x")).Val(); n != 0 {
 		t.Error("the lease key is left")
 	}
 	if n := attemptsOf(t, k, "x"); n != 0 {
@@ -280,10 +282,10 @@ func TestRedisSIGTERMReturnsItem(t *testing.T) {
 	if got := listOf(t, k); !slices.Equal(got, []string{"x"}) {
 		t.Errorf("queue after SIGTERM = %q, want [x]", got)
 	}
-	if got := listOf(t, protocol.ProcessingKey(k)); len(got) != 0 {
+	if got := listOf(t, redis.ProcessingKey(k)); len(got) != 0 {
 		t.Errorf("processing after SIGTERM = %q, want empty", got)
 	}
-	if n := rdb(t).Exists(testCtx(t), protocol.LeaseKey(k, "x")).Val(); n != 0 {
+	if n := rdb(t).Exists(testCtx(t), redis.LeaseKey(k, "x")).Val(); n != 0 {
 		t.Error("the lease key is left")
 	}
 	if n := attemptsOf(t, k, "x"); n != 0 {
@@ -359,8 +361,8 @@ func TestRedisDeadLetter(t *testing.T) {
 			t.Errorf("attempt %d: DeadLettered = %v, want %v", attempt, it.DeadLettered(), want)
 		}
 	}
-	if got := listOf(t, protocol.FailedKey(k)); !slices.Equal(got, []string{"poison"}) {
-		t.Errorf("%s = %q, want [poison]", protocol.FailedKey(k), got)
+	if got := listOf(t, redis.FailedKey(k)); !slices.Equal(got, []string{"poison"}) {
+		t.Errorf("%s = %q, want [poison]", redis.FailedKey(k), got)
 	}
 	if got := listOf(t, k); len(got) != 0 {
 		t.Errorf("queue = %q, want empty", got)
@@ -406,8 +408,8 @@ func TestRedisAttemptsSurviveNewWorker(t *testing.T) {
 		}
 		_ = w.Close()
 	}
-	if got := listOf(t, protocol.FailedKey(k)); !slices.Equal(got, []string{"x"}) {
-		t.Errorf("%s = %q, want [x]", protocol.FailedKey(k), got)
+	if got := listOf(t, redis.FailedKey(k)); !slices.Equal(got, []string{"x"}) {
+		t.Errorf("%s = %q, want [x]", redis.FailedKey(k), got)
 	}
 }
 
@@ -428,8 +430,8 @@ func TestRedisCrashLoopDeadLetters(t *testing.T) {
 	if it, err := w.Lease(ctx); !errors.Is(err, ErrEmpty) {
 		t.Fatalf("Lease = %v, %v; want ErrEmpty, the item dead-lettered", itemData(it), err)
 	}
-	if got := listOf(t, protocol.FailedKey(k)); !slices.Equal(got, []string{"oom"}) {
-		t.Errorf("%s = %q, want [oom]", protocol.FailedKey(k), got)
+	if got := listOf(t, redis.FailedKey(k)); !slices.Equal(got, []string{"oom"}) {
+		t.Errorf("%s = %q, want [oom]", redis.FailedKey(k), got)
 	}
 }
 
@@ -465,7 +467,7 @@ func TestRedisRun(t *testing.T) {
 	if diff := cmp.Diff([]string{"1#1", "2#1", "bad#1", "3#1", "4#1", "bad#2"}, seen); diff != "" {
 		t.Errorf("handled (-want +got):\n%s", diff)
 	}
-	if got := listOf(t, protocol.FailedKey(k)); !slices.Equal(got, []string{"bad"}) {
+	if got := listOf(t, redis.FailedKey(k)); !slices.Equal(got, []string{"bad"}) {
 		t.Errorf("dead-lettered %q, want [bad]", got)
 	}
 }
@@ -474,17 +476,17 @@ func TestRedisRun(t *testing.T) {
 func TestRedisFromEnvTLS(t *testing.T) {
 	k := key(t)
 	env := map[string]string{
-		protocol.EnvBackend:            "redis",
-		protocol.EnvRedisAddress:       tlsRedis.Addr(),
-		protocol.EnvRedisKey:           k,
-		protocol.EnvRedisDB:            "0",
-		protocol.EnvRedisUsername:      aclUser,
-		protocol.EnvRedisPassword:      aclPassword,
-		protocol.EnvRedisTLS:           "true",
-		protocol.EnvRedisTLSCA:         string(testCA.PEM()),
-		protocol.EnvRedisTLSServerName: "localhost",
-		EnvLeaseSeconds:                "7",
-		EnvMaxAttempts:                 "4",
+		queue.EnvBackend:       "redis",
+		redis.EnvAddress:       tlsRedis.Addr(),
+		redis.EnvKey:           k,
+		redis.EnvDB:            "0",
+		redis.EnvUsername:      aclUser,
+		redis.EnvPassword:      aclPassword,
+		redis.EnvTLS:           "true",
+		redis.EnvTLSCA:         string(testCA.PEM()),
+		redis.EnvTLSServerName: "localhost",
+		EnvLeaseSeconds:        "7",
+		EnvMaxAttempts:         "4",
 	}
 	for k, v := range env {
 		t.Setenv(k, v)
@@ -506,13 +508,13 @@ func TestRedisFromEnvTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv(protocol.EnvRedisTLSCA, string(other.PEM()))
-	if _, err := FromEnv(); err == nil || protocol.ReasonOf(err) != protocol.ReasonTLSFailed {
+	t.Setenv(redis.EnvTLSCA, string(other.PEM()))
+	if _, err := FromEnv(); err == nil || queue.ReasonOf(err) != queue.ReasonTLSFailed {
 		t.Errorf("FromEnv with the wrong CA = %v, want a TLSFailed error", err)
 	}
-	t.Setenv(protocol.EnvRedisTLSCA, string(testCA.PEM()))
-	t.Setenv(protocol.EnvRedisPassword, "wrong")
-	if _, err := FromEnv(); err == nil || protocol.ReasonOf(err) != protocol.ReasonAuthFailed {
+	t.Setenv(redis.EnvTLSCA, string(testCA.PEM()))
+	t.Setenv(redis.EnvPassword, "wrong")
+	if _, err := FromEnv(); err == nil || queue.ReasonOf(err) != queue.ReasonAuthFailed {
 		t.Errorf("FromEnv with a wrong password = %v, want an AuthFailed error", err)
 	}
 }
@@ -520,13 +522,13 @@ func TestRedisFromEnvTLS(t *testing.T) {
 func TestOptionsFromEnvErrors(t *testing.T) {
 	for name, env := range map[string]map[string]string{
 		"no backend":      {},
-		"unknown backend": {protocol.EnvBackend: "kafka"},
-		"no key":          {protocol.EnvBackend: "redis", protocol.EnvRedisAddress: "h:1"},
-		"bad lease":       {protocol.EnvBackend: "redis", protocol.EnvRedisAddress: "h:1", protocol.EnvRedisKey: "k", EnvLeaseSeconds: "0"},
-		"bad db":          {protocol.EnvBackend: "redis", protocol.EnvRedisAddress: "h:1", protocol.EnvRedisKey: "k", protocol.EnvRedisDB: "x"},
-		"bad CA":          {protocol.EnvBackend: "redis", protocol.EnvRedisAddress: "h:1", protocol.EnvRedisKey: "k", protocol.EnvRedisTLS: "true", protocol.EnvRedisTLSCA: "nope"},
-		"CA without TLS":  {protocol.EnvBackend: "redis", protocol.EnvRedisAddress: "h:1", protocol.EnvRedisKey: "k", protocol.EnvRedisTLSCA: "x"},
-		"no queue":        {protocol.EnvBackend: "rabbitmq", protocol.EnvRabbitMQURL: "amqp://h/"},
+		"unknown backend": {queue.EnvBackend: "kafka"},
+		"no key":          {queue.EnvBackend: "redis", redis.EnvAddress: "h:1"},
+		"bad lease":       {queue.EnvBackend: "redis", redis.EnvAddress: "h:1", redis.EnvKey: "k", EnvLeaseSeconds: "0"},
+		"bad db":          {queue.EnvBackend: "redis", redis.EnvAddress: "h:1", redis.EnvKey: "k", redis.EnvDB: "x"},
+		"bad CA":          {queue.EnvBackend: "redis", redis.EnvAddress: "h:1", redis.EnvKey: "k", redis.EnvTLS: "true", redis.EnvTLSCA: "nope"},
+		"CA without TLS":  {queue.EnvBackend: "redis", redis.EnvAddress: "h:1", redis.EnvKey: "k", redis.EnvTLSCA: "x"},
+		"no queue":        {queue.EnvBackend: "rabbitmq", rabbitmq.EnvURL: "amqp://h/"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := optionsFromEnv(func(k string) string { return env[k] }); err == nil {
@@ -543,11 +545,11 @@ func TestRunOptionsFromEnv(t *testing.T) {
 		wantErr bool
 	}{
 		"unset":          {env: nil, want: RunOptions{Items: 9}},
-		"worker pool":    {env: map[string]string{protocol.EnvMode: "WorkerPool"}, want: RunOptions{}},
-		"per item":       {env: map[string]string{protocol.EnvMode: "PerItem"}, want: RunOptions{Items: 1}},
-		"items per pod":  {env: map[string]string{protocol.EnvMode: "PerItem", protocol.EnvItemsPerPod: "5"}, want: RunOptions{Items: 5}},
-		"bad mode":       {env: map[string]string{protocol.EnvMode: "Batch"}, wantErr: true},
-		"bad item count": {env: map[string]string{protocol.EnvMode: "PerItem", protocol.EnvItemsPerPod: "0"}, wantErr: true},
+		"worker pool":    {env: map[string]string{queue.EnvMode: "WorkerPool"}, want: RunOptions{}},
+		"per item":       {env: map[string]string{queue.EnvMode: "PerItem"}, want: RunOptions{Items: 1}},
+		"items per pod":  {env: map[string]string{queue.EnvMode: "PerItem", queue.EnvItemsPerPod: "5"}, want: RunOptions{Items: 5}},
+		"bad mode":       {env: map[string]string{queue.EnvMode: "Batch"}, wantErr: true},
+		"bad item count": {env: map[string]string{queue.EnvMode: "PerItem", queue.EnvItemsPerPod: "0"}, wantErr: true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, err := runOptionsFromEnv(func(k string) string { return tc.env[k] }, RunOptions{Items: 9})

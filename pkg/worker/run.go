@@ -7,7 +7,7 @@ import (
 	"os"
 	"strconv"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
 )
 
 // Handler works on one item; its context is the item's (Item.Context). Returning nil
@@ -30,22 +30,22 @@ func RunOptionsFromEnv(def RunOptions) (RunOptions, error) {
 }
 
 func runOptionsFromEnv(getenv func(string) string, def RunOptions) (RunOptions, error) {
-	switch mode := getenv(protocol.EnvMode); mode {
+	switch mode := getenv(queue.EnvMode); mode {
 	case "":
 		return def, nil
 	case "WorkerPool":
 		return RunOptions{}, nil
 	case "PerItem":
 		n := 1
-		if v := getenv(protocol.EnvItemsPerPod); v != "" {
+		if v := getenv(queue.EnvItemsPerPod); v != "" {
 			var err error
 			if n, err = strconv.Atoi(v); err != nil || n <= 0 {
-				return def, fmt.Errorf("%s=%q: want a positive number", protocol.EnvItemsPerPod, v)
+				return def, fmt.Errorf("%s=%q: want a positive number", queue.EnvItemsPerPod, v)
 			}
 		}
 		return RunOptions{Items: n}, nil
 	default:
-		return def, fmt.Errorf("%s=%q: want PerItem or WorkerPool", protocol.EnvMode, mode)
+		return def, fmt.Errorf("%s=%q: want PerItem or WorkerPool", queue.EnvMode, mode)
 	}
 }
 

@@ -13,7 +13,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 )
 
 // Backends, as in QUEUEJOB_BACKEND.
@@ -82,10 +84,10 @@ type Options struct {
 	Backend string
 	// Redis locates the list (Address, Key, DB, Username, Password, TLS) when Backend is
 	// BackendRedis. MaxScan is not used.
-	Redis protocol.RedisOptions
+	Redis redis.Options
 	// RabbitMQ locates the queue (URL, Queue, TLS) when Backend is BackendRabbitMQ. With
 	// a ManagementURL, Empty also counts the messages other workers hold.
-	RabbitMQ protocol.RabbitMQOptions
+	RabbitMQ rabbitmq.Options
 	// LeaseTTL is the expiry of a Redis lease, renewed every LeaseTTL/3 while the item is
 	// held; DefaultLeaseTTL if zero. A worker that dies keeps its item at most this long
 	// (plus the reaper's grace). RabbitMQ has no leases.
@@ -117,15 +119,15 @@ func OptionsFromEnv() (Options, error) { return optionsFromEnv(os.Getenv) }
 func optionsFromEnv(getenv func(string) string) (Options, error) {
 	var o Options
 	var err error
-	switch o.Backend = getenv(protocol.EnvBackend); o.Backend {
+	switch o.Backend = getenv(queue.EnvBackend); o.Backend {
 	case BackendRedis:
-		o.Redis, err = protocol.RedisOptionsFromEnv(getenv)
+		o.Redis, err = redis.OptionsFromEnv(getenv)
 	case BackendRabbitMQ:
-		o.RabbitMQ, err = protocol.RabbitMQOptionsFromEnv(getenv)
+		o.RabbitMQ, err = rabbitmq.OptionsFromEnv(getenv)
 	case "":
-		return o, fmt.Errorf("%s is not set: is this a pod of a QueueJob with spec.queue?", protocol.EnvBackend)
+		return o, fmt.Errorf("%s is not set: is this a pod of a QueueJob with spec.queue?", queue.EnvBackend)
 	default:
-		return o, fmt.Errorf("%s=%q: want %s or %s", protocol.EnvBackend, o.Backend, BackendRedis, BackendRabbitMQ)
+		return o, fmt.Errorf("%s=%q: want %s or %s", queue.EnvBackend, o.Backend, BackendRedis, BackendRabbitMQ)
 	}
 	if err != nil {
 		return o, err

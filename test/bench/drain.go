@@ -14,10 +14,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 	"k8s.io/utils/ptr"
 
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -85,7 +86,7 @@ func parseWorkerExit(log string) (workerCounts, error) {
 func drainItem(i int) string { return fmt.Sprintf("item-%07d", i) }
 
 // fillDrain empties the server and pushes items items onto drainKey.
-func fillDrain(ctx context.Context, c *redis.Client, items int) error {
+func fillDrain(ctx context.Context, c *goredis.Client, items int) error {
 	if err := c.FlushAll(ctx).Err(); err != nil {
 		return err
 	}
@@ -103,11 +104,11 @@ func fillDrain(ctx context.Context, c *redis.Client, items int) error {
 }
 
 // drainLeft is, atomically, how many items are ready and in flight.
-func drainLeft(ctx context.Context, c *redis.Client) (ready, inFlight int64, err error) {
-	var a, b *redis.IntCmd
-	_, err = c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+func drainLeft(ctx context.Context, c *goredis.Client) (ready, inFlight int64, err error) {
+	var a, b *goredis.IntCmd
+	_, err = c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		a = p.LLen(ctx, drainKey)
-		b = p.LLen(ctx, queue.ProcessingKey(drainKey))
+		b = p.LLen(ctx, redis.ProcessingKey(drainKey))
 		return nil
 	})
 	return a.Val(), b.Val(), err
@@ -131,7 +132,7 @@ func (r drainRun) rate(items int) *float64 {
 
 // drainWorkers drains items items with n queuejob-worker processes, each running
 // drainCommand per item, with the environment the operator gives a WorkerPool's pods.
-func drainWorkers(ctx context.Context, c *redis.Client, addr, bin, dir string, items, n int, srvCPU func() (time.Duration, error)) (drainRun, error) {
+func drainWorkers(ctx context.Context, c *goredis.Client, addr, bin, dir string, items, n int, srvCPU func() (time.Duration, error)) (drainRun, error) {
 	if err := fillDrain(ctx, c, items); err != nil {
 		return drainRun{}, fmt.Errorf("fill the list: %w", err)
 	}
@@ -139,9 +140,9 @@ func drainWorkers(ctx context.Context, c *redis.Client, addr, bin, dir string, i
 		queue.EnvBackend + "=redis",
 		queue.EnvName + "=bench-drain",
 		queue.EnvMode + "=WorkerPool",
-		queue.EnvRedisAddress + "=" + addr,
-		queue.EnvRedisKey + "=" + drainKey,
-		queue.EnvRedisDB + "=0",
+		redis.EnvAddress + "=" + addr,
+		redis.EnvKey + "=" + drainKey,
+		redis.EnvDB + "=0",
 	}
 	s0, _ := srvCPU()
 	procs := make([]*Proc, 0, n)
@@ -221,19 +222,19 @@ func drainWorkers(ctx context.Context, c *redis.Client, addr, bin, dir string, i
 		sum.DeadLettered += wc.DeadLettered
 		sum.Lost += wc.Lost
 	}
-	failed, err := c.LLen(ctx, queue.FailedKey(drainKey)).Result()
+	failed, err := c.LLen(ctx, redis.FailedKey(drainKey)).Result()
 	if err != nil {
 		return drainRun{}, err
 	}
 	if sum.Completed != items || sum.Retried+sum.DeadLettered+sum.Lost != 0 || failed != 0 {
 		problems = append(problems, fmt.Sprintf("the workers' counts: %d completed of %d items, %d retried, %d dead-lettered, %d lost; %d in %s",
-			sum.Completed, items, sum.Retried, sum.DeadLettered, sum.Lost, failed, queue.FailedKey(drainKey)))
+			sum.Completed, items, sum.Retried, sum.DeadLettered, sum.Lost, failed, redis.FailedKey(drainKey)))
 	}
 	if len(problems) > 0 && r.failure == "" {
 		r.failure = strings.Join(problems, "; ")
 	}
 	r.detail = fmt.Sprintf("ours: workers' counts sum to %d completed, nothing retried, dead-lettered or lost, both lists and %s empty; workers exited %.1f s after the drain; CPU per item: workers %.0f µs (with their `%s`), redis-server %.0f µs (with its idle cron and this harness's check of both lists every 10 ms)",
-		sum.Completed, queue.FailedKey(drainKey), exitedAfter.Seconds(),
+		sum.Completed, redis.FailedKey(drainKey), exitedAfter.Seconds(),
 		float64(workerCPU.Microseconds())/float64(items), drainCommand, float64((s1-s0).Microseconds())/float64(items))
 	return r, nil
 }
@@ -282,13 +283,13 @@ func allExited(procs []*Proc) bool {
 
 // drainRaw drains items items with n goroutines, each with a go-redis client of its own,
 // doing rediswq's minimum: LMOVE the list's tail onto <key>:processing, LREM it from there.
-func drainRaw(ctx context.Context, c *redis.Client, addr string, items, n int, srvCPU func() (time.Duration, error)) (drainRun, error) {
+func drainRaw(ctx context.Context, c *goredis.Client, addr string, items, n int, srvCPU func() (time.Duration, error)) (drainRun, error) {
 	if err := fillDrain(ctx, c, items); err != nil {
 		return drainRun{}, fmt.Errorf("fill the list: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, max(2*time.Minute, time.Duration(items)*10*time.Millisecond))
 	defer cancel()
-	proc := queue.ProcessingKey(drainKey)
+	proc := redis.ProcessingKey(drainKey)
 	got := make([][]string, n)
 	errs := make([]error, n)
 	s0, _ := srvCPU()
@@ -297,11 +298,11 @@ func drainRaw(ctx context.Context, c *redis.Client, addr string, items, n int, s
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			rc := redis.NewClient(&redis.Options{Addr: addr})
+			rc := goredis.NewClient(&goredis.Options{Addr: addr})
 			defer rc.Close()
 			for {
 				item, err := rc.LMove(ctx, drainKey, proc, "RIGHT", "LEFT").Result()
-				if errors.Is(err, redis.Nil) {
+				if errors.Is(err, goredis.Nil) {
 					return
 				}
 				if err == nil {
@@ -379,7 +380,7 @@ func benchDrain(ctx context.Context, res *Results, workerBin string, items int, 
 		return fail("start redis-server: " + err.Error())
 	}
 	defer srv.Close()
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
 	defer c.Close()
 	dir, err := os.MkdirTemp("", "queuejob-bench-drain-")
 	if err != nil {

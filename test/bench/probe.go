@@ -10,11 +10,13 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 	"k8s.io/utils/ptr"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -182,7 +184,7 @@ func closeAll(probers []prober) {
 
 // ourProbe is what controllers/probe.go's probeAndReap does: Probe, then Reap for a
 // backend that leases items.
-type ourProbe struct{ b queue.Backend }
+type ourProbe struct{ b queue.Conn }
 
 func (o ourProbe) probe(ctx context.Context) error {
 	if _, err := o.b.Probe(ctx); err != nil {
@@ -199,7 +201,7 @@ func (o ourProbe) close() { _ = o.b.Close() }
 
 // rawLLen is a minimal Redis prober: LLEN on a go-redis client of its own.
 type rawLLen struct {
-	c   *redis.Client
+	c   *goredis.Client
 	key string
 }
 
@@ -325,7 +327,7 @@ func probeRedis(ctx context.Context, res *Results, title string, sizes []int, ma
 		return fmt.Errorf("start redis-server: %w", err)
 	}
 	defer srv.Close()
-	setup := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	setup := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
 	defer setup.Close()
 	pipe := setup.Pipeline()
 	for i := range maxN {
@@ -335,8 +337,8 @@ func probeRedis(ctx context.Context, res *Results, title string, sizes []int, ma
 		}
 		for j := range probeInFlight {
 			item := fmt.Sprintf("inflight-%d-%d", i, j)
-			pipe.RPush(ctx, queue.ProcessingKey(k), item)
-			pipe.Set(ctx, queue.LeaseKey(k, item), "bench-session", time.Hour)
+			pipe.RPush(ctx, redis.ProcessingKey(k), item)
+			pipe.Set(ctx, redis.LeaseKey(k, item), "bench-session", time.Hour)
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -346,10 +348,10 @@ func probeRedis(ctx context.Context, res *Results, title string, sizes []int, ma
 		name:     "redis",
 		peerName: "raw LLEN (go-redis)",
 		ours: func(i int) prober {
-			return ourProbe{queue.NewRedis(queue.RedisOptions{Address: srv.Addr(), Key: probeKey(i)})}
+			return ourProbe{redis.New(redis.Options{Address: srv.Addr(), Key: probeKey(i)})}
 		},
 		peer: func(i int) prober {
-			return rawLLen{redis.NewClient(&redis.Options{Addr: srv.Addr()}), probeKey(i)}
+			return rawLLen{goredis.NewClient(&goredis.Options{Addr: srv.Addr()}), probeKey(i)}
 		},
 		serverCPU: func() (time.Duration, error) { return procCPU(srv.PID()) },
 		what:      fmt.Sprintf("ours: Probe (one pipeline: TYPE, TYPE, LLEN, LLEN) then Reap (MULTI LLEN+LRANGE of <key>:processing, then a pipeline of EXISTS per in-flight item; %d in flight, all leased); peer: one LLEN", probeInFlight),
@@ -396,7 +398,7 @@ func probeRabbitMQ(ctx context.Context, res *Results, title string, sizes []int,
 		name:     "rabbitmq",
 		peerName: "raw QueueDeclarePassive (amqp091-go)",
 		ours: func(i int) prober {
-			return ourProbe{queue.NewRabbitMQ(queue.RabbitMQOptions{URL: srv.URL(), Queue: probeKey(i)})}
+			return ourProbe{rabbitmq.New(rabbitmq.Options{URL: srv.URL(), Queue: probeKey(i)})}
 		},
 		peer: func(i int) prober { return &rawDeclare{url: srv.URL(), queue: probeKey(i)} },
 		what: "ours: Probe without a management URL (QueueDeclarePassive on a channel kept open, in a worker goroutine bounded by the timeout); peer: QueueDeclarePassive on a channel kept open; one connection per QueueJob for both",

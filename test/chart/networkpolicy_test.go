@@ -8,7 +8,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
 )
 
 // allowedArg is the manager's --allowed-queue-addresses argument, if it has one.
@@ -17,7 +17,7 @@ func allowedArg(t *testing.T, objs []object) (string, bool) {
 	var d appsv1.Deployment
 	only(t, objs, "Deployment", &d)
 	for _, a := range d.Spec.Template.Spec.Containers[0].Args {
-		if v, ok := strings.CutPrefix(a, queue.FlagAllowedAddresses+"="); ok {
+		if v, ok := strings.CutPrefix(a, backends.FlagAllowedAddresses+"="); ok {
 			return v, true
 		}
 	}
@@ -28,14 +28,14 @@ func allowedArg(t *testing.T, objs []object) (string, bool) {
 // there is neither the flag nor a NetworkPolicy.
 func TestAllowedQueueAddresses(t *testing.T) {
 	if v, ok := allowedArg(t, render(t)); ok {
-		t.Errorf("at the defaults the manager has %s=%s, want no flag (any address)", queue.FlagAllowedAddresses, v)
+		t.Errorf("at the defaults the manager has %s=%s, want no flag (any address)", backends.FlagAllowedAddresses, v)
 	}
 	objs := render(t, "--set-json", `allowedQueueAddresses=["10.0.0.0/8","*.svc.cluster.local","redis.prod:6379","[fd00::1]:6379"]`)
 	v, ok := allowedArg(t, objs)
 	if want := "10.0.0.0/8,*.svc.cluster.local,redis.prod:6379,[fd00::1]:6379"; !ok || v != want {
-		t.Fatalf("%s = %q (set: %v), want %q", queue.FlagAllowedAddresses, v, ok, want)
+		t.Fatalf("%s = %q (set: %v), want %q", backends.FlagAllowedAddresses, v, ok, want)
 	}
-	p, err := queue.ParseAddressPolicy(v)
+	p, err := backends.ParseAddressPolicy(v)
 	if err != nil {
 		t.Fatalf("the manager would refuse the chart's flag: %v", err)
 	}

@@ -1,0 +1,131 @@
+package kube
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/go-logr/logr"
+
+	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
+)
+
+// redisWatcher watches Redis lists: one KeyWatch (two connections) per server and
+// credentials, shared by all the QueueJobs on that server.
+type redisWatcher struct {
+	log     logr.Logger
+	mu      sync.Mutex
+	servers map[string]*redisServerWatch
+	nextID  int
+	closed  bool
+}
+
+type redisServerWatch struct {
+	watch *redis.KeyWatch
+	// wakes holds, by key, the wake functions of the QueueJobs on that key, by token.
+	wakes map[string]map[int]func(bool)
+}
+
+// NewWatcher returns the Watcher of Backend; it logs when a server's watch starts
+// and when it fails.
+func NewWatcher(log logr.Logger) backends.Watcher {
+	return &redisWatcher{log: log, servers: map[string]*redisServerWatch{}}
+}
+
+func (w *redisWatcher) Watch(src backends.Source, wake func(reported bool)) (func(), error) {
+	o, err := Options(src)
+	if err != nil {
+		return nil, err
+	}
+	key := o.Key
+	// The server's identity is everything of the source but the key and the database,
+	// credentials included: tracking is server-wide, whatever the database (a write to the
+	// same key name in another database wakes too, which costs one probe).
+	spec := src.Spec.DeepCopy()
+	spec.Redis.Key, spec.Redis.DB = "", nil
+	server := backends.Source{Spec: spec, Secrets: src.Secrets}.Fingerprint()
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil, errors.New("the watcher is closed")
+	}
+	sw, ok := w.servers[server]
+	if !ok {
+		sw = &redisServerWatch{wakes: map[string]map[int]func(bool){}}
+		addr, user := o.Address, o.Username
+		sw.watch = redis.NewKeyWatch(o, func(k string, reported bool) { w.fire(server, k, reported) }, func(active bool, err error) {
+			if active {
+				w.log.V(1).Info("Watching a Redis server for new items", "address", addr, "username", user)
+				return
+			}
+			w.log.Info("Cannot watch a Redis server for new items: they are found by the probes alone, every probeIntervalSeconds; retrying",
+				"address", addr, "username", user, "error", err.Error())
+		})
+		w.servers[server] = sw
+	}
+	w.nextID++
+	token := w.nextID
+	if sw.wakes[key] == nil {
+		sw.wakes[key] = map[int]func(bool){}
+	}
+	sw.wakes[key][token] = wake
+	sw.watch.Add(key)
+	var once sync.Once
+	return func() { once.Do(func() { w.unwatch(server, key, token) }) }, nil
+}
+
+func (w *redisWatcher) unwatch(server, key string, token int) {
+	w.mu.Lock()
+	sw, ok := w.servers[server]
+	if !ok {
+		w.mu.Unlock()
+		return
+	}
+	delete(sw.wakes[key], token)
+	if len(sw.wakes[key]) == 0 {
+		delete(sw.wakes, key)
+	}
+	sw.watch.Remove(key)
+	var closing *redis.KeyWatch
+	if len(sw.wakes) == 0 {
+		delete(w.servers, server)
+		closing = sw.watch
+	}
+	w.mu.Unlock()
+	if closing != nil {
+		go closing.Close() // not under the lock: Close waits for a wake in progress
+	}
+}
+
+// fire calls the wakes of a written key, outside the lock.
+func (w *redisWatcher) fire(server, key string, reported bool) {
+	w.mu.Lock()
+	var wakes []func(bool)
+	if sw, ok := w.servers[server]; ok {
+		for _, f := range sw.wakes[key] {
+			wakes = append(wakes, f)
+		}
+	}
+	w.mu.Unlock()
+	for _, f := range wakes {
+		f(reported)
+	}
+}
+
+func (w *redisWatcher) Close() {
+	w.mu.Lock()
+	servers := w.servers
+	w.servers, w.closed = map[string]*redisServerWatch{}, true
+	w.mu.Unlock()
+	for _, sw := range servers {
+		sw.watch.Close()
+	}
+}
+
+// Servers is how many servers are watched (for tests and metrics).
+func (w *redisWatcher) Servers() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.servers)
+}

@@ -1,0 +1,18 @@
+// Package registry lists the queue backends this project ships. It is apart from
+// pkg/queue/backends because each backend's kube package defines its backends.Backend
+// (and so imports pkg/queue/backends): the list that imports them all cannot live there.
+package registry
+
+import (
+	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
+	rabbitmqkube "github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq/kube"
+	rediskube "github.com/queuejob/queuejob-operator/pkg/queue/redis/kube"
+)
+
+// Default has every backend this project ships, one line each.
+func Default() *backends.Registry {
+	return backends.NewRegistry(
+		rediskube.Backend,
+		rabbitmqkube.Backend,
+	)
+}
