@@ -13,7 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	amqp "github.com/rabbitmq/amqp091-go"
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -23,6 +23,8 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -58,9 +60,9 @@ func passwordRef() *corev1.SecretKeySelector {
 	return &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "redis-auth"}, Key: "password"}
 }
 
-func redisFor(t *testing.T) *redis.Client {
+func redisFor(t *testing.T) *goredis.Client {
 	t.Helper()
-	rc := redis.NewClient(&redis.Options{Addr: needRedis(t).Addr(), Password: redisPassword})
+	rc := goredis.NewClient(&goredis.Options{Addr: needRedis(t).Addr(), Password: redisPassword})
 	t.Cleanup(func() { _ = rc.Close() })
 	return rc
 }
@@ -132,10 +134,10 @@ func TestEnqueueThenInspectRedis(t *testing.T) {
 		}
 		res.Redis.Leases[0].TTLSeconds = nil
 	}
-	want := &redisInspection{
+	want := &redis.Inspection{
 		Key:   key,
 		Ready: 4, Next: []string{"d", "c", "b", "a"},
-		InFlight: 2, Leases: []redisLease{
+		InFlight: 2, Leases: []redis.InFlightItem{
 			{Item: "e", Holder: "worker-session-1", State: "leased"},
 			{Item: "orphan", State: "no lease"},
 		},
@@ -192,7 +194,7 @@ func TestEnqueueOrderAndFiles(t *testing.T) {
 	var taken []string
 	for {
 		it, err := rc.RPopLPush(ctx, key, queue.ProcessingKey(key)).Result()
-		if err == redis.Nil {
+		if err == goredis.Nil {
 			break
 		}
 		if err != nil {
@@ -255,7 +257,7 @@ func TestEnqueueMany(t *testing.T) {
 }
 
 // rpushCalls is how many RPUSH commands the server has run (INFO commandstats).
-func rpushCalls(t *testing.T, rc *redis.Client) int {
+func rpushCalls(t *testing.T, rc *goredis.Client) int {
 	t.Helper()
 	info, err := rc.Info(testCtx(t), "commandstats").Result()
 	if err != nil {
@@ -472,10 +474,10 @@ func TestEnqueueThenInspectRabbitMQ(t *testing.T) {
 		t.Errorf("first message %q, delivery mode %d; want \"a\", persistent", msg.Body, msg.DeliveryMode)
 	}
 	// ... and held unacknowledged: in flight. A dead-letter queue with one message.
-	if _, err := ch.QueueDeclare(failedQueue(q), true, false, false, false, nil); err != nil {
+	if _, err := ch.QueueDeclare(protocol.FailedQueue(q), true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := ch.Publish("", failedQueue(q), false, false, amqp.Publishing{Body: []byte("poison")}); err != nil {
+	if err := ch.Publish("", protocol.FailedQueue(q), false, false, amqp.Publishing{Body: []byte("poison")}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -494,7 +496,7 @@ func TestEnqueueThenInspectRabbitMQ(t *testing.T) {
 		return ri.Ready == 2 && ri.InFlight != nil && *ri.InFlight == 1 && ri.Failed != nil && *ri.Failed == 1, r.out
 	})
 	r = mustRun(t, "", "--kubeconfig", kc, "-n", ns, "inspect", "job-wq-1")
-	for _, s := range []string{"Ready:      2", "In flight:  1", "Failed:     1  (queue " + failedQueue(q) + ")"} {
+	for _, s := range []string{"Ready:      2", "In flight:  1", "Failed:     1  (queue " + protocol.FailedQueue(q) + ")"} {
 		if !strings.Contains(r.out, s) {
 			t.Errorf("inspect does not show %q:\n%s", s, r.out)
 		}
@@ -503,8 +505,8 @@ func TestEnqueueThenInspectRabbitMQ(t *testing.T) {
 	// Without a management URL in-flight messages cannot be counted; without a dead-letter
 	// queue there is no failed count. The coordinates as flags, no cluster.
 	t.Setenv("QJ_TEST_AMQP_URL", srv.URL())
-	r = mustRun(t, "", "inspect", "--rabbitmq-url-env", "QJ_TEST_AMQP_URL", "--rabbitmq-queue", failedQueue(q))
-	for _, s := range []string{"Ready:      1", "In flight:  unknown", "Failed:     -  (no dead-letter queue " + failedQueue(failedQueue(q)) + ")"} {
+	r = mustRun(t, "", "inspect", "--rabbitmq-url-env", "QJ_TEST_AMQP_URL", "--rabbitmq-queue", protocol.FailedQueue(q))
+	for _, s := range []string{"Ready:      1", "In flight:  unknown", "Failed:     -  (no dead-letter queue " + protocol.FailedQueue(protocol.FailedQueue(q)) + ")"} {
 		if !strings.Contains(r.out, s) {
 			t.Errorf("inspect does not show %q:\n%s", s, r.out)
 		}
@@ -516,8 +518,8 @@ func TestEnqueueThenInspectRabbitMQ(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.out), &rr); err != nil || rr.Requeued != 1 {
 		t.Errorf("requeue -o json = %q (%v), want 1 requeued", r.out, err)
 	}
-	if n, err := ch.QueueDeclarePassive(failedQueue(q), true, false, false, false, nil); err != nil || n.Messages != 0 {
-		t.Errorf("%s after requeue: %+v, %v; want empty", failedQueue(q), n, err)
+	if n, err := ch.QueueDeclarePassive(protocol.FailedQueue(q), true, false, false, false, nil); err != nil || n.Messages != 0 {
+		t.Errorf("%s after requeue: %+v, %v; want empty", protocol.FailedQueue(q), n, err)
 	}
 }
 
@@ -576,23 +578,23 @@ func TestRequeueIntoDeletedQueue(t *testing.T) {
 	srv := needRabbitMQ(t)
 	q := "requeue-deleted"
 	ch := servers.AMQPChannel(t, srv.URL())
-	for _, name := range []string{q, failedQueue(q)} {
+	for _, name := range []string{q, protocol.FailedQueue(q)} {
 		if _, err := ch.QueueDelete(name, false, false, false); err != nil {
 			t.Fatal(err)
 		}
 	}
-	servers.Publish(t, srv.URL(), failedQueue(q), "dead-1", "dead-2")
+	servers.Publish(t, srv.URL(), protocol.FailedQueue(q), "dead-1", "dead-2")
 	t.Setenv("QJ_TEST_AMQP_URL", srv.URL())
 
 	r := run(t, "", "requeue", "--rabbitmq-url-env", "QJ_TEST_AMQP_URL", "--rabbitmq-queue", q)
-	wantErr(t, r, "2 dead-lettered items stayed in "+failedQueue(q), fmt.Sprintf("queue %q does not exist", q))
+	wantErr(t, r, "2 dead-lettered items stayed in "+protocol.FailedQueue(q), fmt.Sprintf("queue %q does not exist", q))
 	if !strings.Contains(r.out, "Requeued 0 dead-lettered items") {
 		t.Errorf("requeue printed %q, want it to say none moved", r.out)
 	}
 	if strings.Contains(r.all(), "dead-1") {
 		t.Errorf("the output quotes a message's body:\n%s", r.all())
 	}
-	if n, err := servers.AMQPChannel(t, srv.URL()).QueueDeclarePassive(failedQueue(q), true, false, false, false, nil); err != nil || n.Messages != 2 {
-		t.Errorf("%s after requeue into a deleted queue: %+v, %v; want its 2 messages", failedQueue(q), n, err)
+	if n, err := servers.AMQPChannel(t, srv.URL()).QueueDeclarePassive(protocol.FailedQueue(q), true, false, false, false, nil); err != nil || n.Messages != 2 {
+		t.Errorf("%s after requeue into a deleted queue: %+v, %v; want its 2 messages", protocol.FailedQueue(q), n, err)
 	}
 }

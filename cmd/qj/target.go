@@ -14,6 +14,7 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 )
 
 // queueFlags give a queue's coordinates, or replace some of a QueueJob's: credentials are
@@ -111,7 +112,7 @@ func (t *target) where() string {
 	case t.Redis != nil:
 		return fmt.Sprintf("Redis %s, list %q", t.Redis.Address, t.Redis.Key)
 	case t.RabbitMQ != nil:
-		return fmt.Sprintf("RabbitMQ %s, queue %q", rabbitHost(t.RabbitMQ.URL), t.RabbitMQ.Queue)
+		return fmt.Sprintf("RabbitMQ %s, queue %q", rabbitmq.HostOf(t.RabbitMQ.URL), t.RabbitMQ.Queue)
 	}
 	return "?"
 }
