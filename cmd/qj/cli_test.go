@@ -23,6 +23,7 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
@@ -133,10 +134,10 @@ func TestEnqueueThenInspectRedis(t *testing.T) {
 		}
 		res.Redis.Leases[0].TTLSeconds = nil
 	}
-	want := &redisInspection{
+	want := &redis.Inspection{
 		Key:   key,
 		Ready: 4, Next: []string{"d", "c", "b", "a"},
-		InFlight: 2, Leases: []redisLease{
+		InFlight: 2, Leases: []redis.InFlightItem{
 			{Item: "e", Holder: "worker-session-1", State: "leased"},
 			{Item: "orphan", State: "no lease"},
 		},
@@ -473,10 +474,10 @@ func TestEnqueueThenInspectRabbitMQ(t *testing.T) {
 		t.Errorf("first message %q, delivery mode %d; want \"a\", persistent", msg.Body, msg.DeliveryMode)
 	}
 	// ... and held unacknowledged: in flight. A dead-letter queue with one message.
-	if _, err := ch.QueueDeclare(failedQueue(q), true, false, false, false, nil); err != nil {
+	if _, err := ch.QueueDeclare(rabbitmq.FailedQueue(q), true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := ch.Publish("", failedQueue(q), false, false, amqp.Publishing{Body: []byte("poison")}); err != nil {
+	if err := ch.Publish("", rabbitmq.FailedQueue(q), false, false, amqp.Publishing{Body: []byte("poison")}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -495,7 +496,7 @@ func TestEnqueueThenInspectRabbitMQ(t *testing.T) {
 		return ri.Ready == 2 && ri.InFlight != nil && *ri.InFlight == 1 && ri.Failed != nil && *ri.Failed == 1, r.out
 	})
 	r = mustRun(t, "", "--kubeconfig", kc, "-n", ns, "inspect", "job-wq-1")
-	for _, s := range []string{"Ready:      2", "In flight:  1", "Failed:     1  (queue " + failedQueue(q) + ")"} {
+	for _, s := range []string{"Ready:      2", "In flight:  1", "Failed:     1  (queue " + rabbitmq.FailedQueue(q) + ")"} {
 		if !strings.Contains(r.out, s) {
 			t.Errorf("inspect does not show %q:\n%s", s, r.out)
 		}
@@ -504,8 +505,8 @@ func TestEnqueueThenInspectRabbitMQ(t *testing.T) {
 	// Without a management URL in-flight messages cannot be counted; without a dead-letter
 	// queue there is no failed count. The coordinates as flags, no cluster.
 	t.Setenv("QJ_TEST_AMQP_URL", srv.URL())
-	r = mustRun(t, "", "inspect", "--rabbitmq-url-env", "QJ_TEST_AMQP_URL", "--rabbitmq-queue", failedQueue(q))
-	for _, s := range []string{"Ready:      1", "In flight:  unknown", "Failed:     -  (no dead-letter queue " + failedQueue(failedQueue(q)) + ")"} {
+	r = mustRun(t, "", "inspect", "--rabbitmq-url-env", "QJ_TEST_AMQP_URL", "--rabbitmq-queue", rabbitmq.FailedQueue(q))
+	for _, s := range []string{"Ready:      1", "In flight:  unknown", "Failed:     -  (no dead-letter queue " + rabbitmq.FailedQueue(rabbitmq.FailedQueue(q)) + ")"} {
 		if !strings.Contains(r.out, s) {
 			t.Errorf("inspect does not show %q:\n%s", s, r.out)
 		}
@@ -517,8 +518,8 @@ func TestEnqueueThenInspectRabbitMQ(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.out), &rr); err != nil || rr.Requeued != 1 {
 		t.Errorf("requeue -o json = %q (%v), want 1 requeued", r.out, err)
 	}
-	if n, err := ch.QueueDeclarePassive(failedQueue(q), true, false, false, false, nil); err != nil || n.Messages != 0 {
-		t.Errorf("%s after requeue: %+v, %v; want empty", failedQueue(q), n, err)
+	if n, err := ch.QueueDeclarePassive(rabbitmq.FailedQueue(q), true, false, false, false, nil); err != nil || n.Messages != 0 {
+		t.Errorf("%s after requeue: %+v, %v; want empty", rabbitmq.FailedQueue(q), n, err)
 	}
 }
 
@@ -577,23 +578,23 @@ func TestRequeueIntoDeletedQueue(t *testing.T) {
 	srv := needRabbitMQ(t)
 	q := "requeue-deleted"
 	ch := servers.AMQPChannel(t, srv.URL())
-	for _, name := range []string{q, failedQueue(q)} {
+	for _, name := range []string{q, rabbitmq.FailedQueue(q)} {
 		if _, err := ch.QueueDelete(name, false, false, false); err != nil {
 			t.Fatal(err)
 		}
 	}
-	servers.Publish(t, srv.URL(), failedQueue(q), "dead-1", "dead-2")
+	servers.Publish(t, srv.URL(), rabbitmq.FailedQueue(q), "dead-1", "dead-2")
 	t.Setenv("QJ_TEST_AMQP_URL", srv.URL())
 
 	r := run(t, "", "requeue", "--rabbitmq-url-env", "QJ_TEST_AMQP_URL", "--rabbitmq-queue", q)
-	wantErr(t, r, "2 dead-lettered items stayed in "+failedQueue(q), fmt.Sprintf("queue %q does not exist", q))
+	wantErr(t, r, "2 dead-lettered items stayed in "+rabbitmq.FailedQueue(q), fmt.Sprintf("queue %q does not exist", q))
 	if !strings.Contains(r.out, "Requeued 0 dead-lettered items") {
 		t.Errorf("requeue printed %q, want it to say none moved", r.out)
 	}
 	if strings.Contains(r.all(), "dead-1") {
 		t.Errorf("the output quotes a message's body:\n%s", r.all())
 	}
-	if n, err := servers.AMQPChannel(t, srv.URL()).QueueDeclarePassive(failedQueue(q), true, false, false, false, nil); err != nil || n.Messages != 2 {
-		t.Errorf("%s after requeue into a deleted queue: %+v, %v; want its 2 messages", failedQueue(q), n, err)
+	if n, err := servers.AMQPChannel(t, srv.URL()).QueueDeclarePassive(rabbitmq.FailedQueue(q), true, false, false, false, nil); err != nil || n.Messages != 2 {
+		t.Errorf("%s after requeue into a deleted queue: %+v, %v; want its 2 messages", rabbitmq.FailedQueue(q), n, err)
 	}
 }

@@ -120,29 +120,20 @@ func (e *enqueueOptions) run(ctx context.Context, args []string) error {
 	if t.Name != "" {
 		res.QueueJob = t.Namespace + "/" + t.Name
 	}
-	var pushed, unsure int64
 	switch {
+	case t.Redis != nil && e.fifo:
+		res.Push = "LPUSH"
 	case t.Redis != nil:
-		if e.fifo {
-			res.Push = "LPUSH"
-		} else {
-			res.Push = "RPUSH"
-		}
-		pctx, cancel := e.withTimeout(ctx)
-		_, err = redisPreflight(pctx, t, e.timeout)
-		cancel()
-		if err != nil {
-			return err
-		}
-		rc := redisClient(t.Redis, e.timeout)
-		defer func() { _ = rc.Close() }()
-		pushed, unsure, err = redisEnqueue(ctx, rc, t.Redis.Key, e.fifo, &sources, prog)
-	case t.RabbitMQ != nil:
-		if e.fifo {
-			return fmt.Errorf("--fifo applies to Redis only: a RabbitMQ queue is first in, first out")
-		}
-		pushed, unsure, err = e.rabbit(ctx, t, &sources, prog)
+		res.Push = "RPUSH"
+	case e.fifo:
+		return fmt.Errorf("--fifo applies to Redis only: a RabbitMQ queue is first in, first out")
 	}
+	a := t.admin(e.timeout)
+	defer func() { _ = a.Close() }()
+	if err := e.open(ctx, t, a); err != nil {
+		return fmt.Errorf("%s: %w", t.where(), err)
+	}
+	pushed, unsure, err := a.Enqueue(ctx, sources.Next, prog.add, queue.EnqueueOptions{FIFO: e.fifo})
 	prog.done()
 	res.Enqueued = pushed
 	if err != nil {
@@ -167,28 +158,27 @@ func (e *enqueueOptions) run(ctx context.Context, args []string) error {
 	})
 }
 
-func (e *enqueueOptions) rabbit(ctx context.Context, t *target, items itemSource, prog *progress) (int64, int64, error) {
+// open checks that the queue can be reached and written, with the operator's probe,
+// declares it if it is missing and --declare says so, and connects.
+func (e *enqueueOptions) open(ctx context.Context, t *target, a queue.Admin) error {
 	pctx, cancel := e.withTimeout(ctx)
-	_, err := rabbitProbe(pctx, t, t.RabbitMQ.Queue, false, e.timeout)
+	_, err := a.Probe(pctx, false)
 	cancel()
-	missing := err != nil && queue.ReasonOf(err) == queue.ReasonQueueNotFound
+	declarer, canDeclare := a.(queue.Declarer)
+	missing := err != nil && queue.ReasonOf(err) == queue.ReasonQueueNotFound && canDeclare
 	switch {
 	case missing && !e.declare:
-		return 0, 0, fmt.Errorf("%w; or pass --declare to declare a durable queue", err)
+		return fmt.Errorf("%w; or pass --declare to declare a durable queue", err)
 	case err != nil && !missing:
-		return 0, 0, t.explain(err)
+		return t.explain(err)
 	}
-	conn, err := rabbitConn(t, e.timeout)
-	if err != nil {
-		return 0, 0, err
+	if err := a.Open(ctx); err != nil {
+		return fmt.Errorf("%w%s", err, t.hint())
 	}
-	defer func() { _ = conn.Close() }()
 	if missing {
-		if err := rabbitDeclare(conn, t.RabbitMQ.Queue); err != nil {
-			return 0, 0, err
-		}
+		return declarer.Declare(ctx)
 	}
-	return rabbitEnqueue(ctx, conn, t.RabbitMQ.Queue, items, prog)
+	return nil
 }
 
 // plural is "1 item", "2 items".

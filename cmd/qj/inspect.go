@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 )
 
@@ -20,25 +20,11 @@ type inspectOptions struct {
 
 // inspectResult is what -o json|yaml prints.
 type inspectResult struct {
-	QueueJob string            `json:"queueJob,omitempty"`
-	Backend  string            `json:"backend"`
-	Queue    string            `json:"queue"`
-	Redis    *redisInspection  `json:"redis,omitempty"`
-	RabbitMQ *rabbitInspection `json:"rabbitmq,omitempty"`
-}
-
-// rabbitInspection is what inspect shows of a RabbitMQ queue: counts only (AMQP cannot
-// look at a message without taking it).
-type rabbitInspection struct {
-	Queue string `json:"queue"`
-	Ready int64  `json:"ready"`
-	// InFlight counts the messages delivered and not yet acknowledged, from the management
-	// API (as the operator counts them); null without one.
-	InFlight *int64 `json:"inFlight"`
-	// FailedQueue is the dead-letter queue; Failed counts its messages, null when it does
-	// not exist.
-	FailedQueue string `json:"failedQueue"`
-	Failed      *int64 `json:"failed"`
+	QueueJob string               `json:"queueJob,omitempty"`
+	Backend  string               `json:"backend"`
+	Queue    string               `json:"queue"`
+	Redis    *redis.Inspection    `json:"redis,omitempty"`
+	RabbitMQ *rabbitmq.Inspection `json:"rabbitmq,omitempty"`
 }
 
 func newInspectCmd(o *options) *cobra.Command {
@@ -90,43 +76,23 @@ func (in *inspectOptions) run(ctx context.Context, args []string) error {
 	}
 	ctx, cancel := in.withTimeout(ctx)
 	defer cancel()
-	switch {
-	case t.Redis != nil:
-		if _, err := redisPreflight(ctx, t, in.timeout); err != nil {
-			return err
-		}
-		rc := redisClient(t.Redis, in.timeout)
-		defer func() { _ = rc.Close() }()
-		if res.Redis, err = redisInspect(ctx, rc, t.Redis.Key, in.limit); err != nil {
-			return fmt.Errorf("%s: %w", t.where(), err)
-		}
-	case t.RabbitMQ != nil:
-		if res.RabbitMQ, err = in.rabbit(ctx, t); err != nil {
-			return err
-		}
+	a := t.admin(in.timeout)
+	defer func() { _ = a.Close() }()
+	counts, err := a.Probe(ctx, true)
+	if err != nil {
+		return fmt.Errorf("%s: %w", t.where(), t.explain(err))
+	}
+	section, err := a.Inspect(ctx, in.limit, counts)
+	if err != nil {
+		return fmt.Errorf("%s: %w", t.where(), err)
+	}
+	switch section := section.(type) {
+	case *redis.Inspection:
+		res.Redis = section
+	case *rabbitmq.Inspection:
+		res.RabbitMQ = section
 	}
 	return in.print(res, func(w io.Writer) { in.human(w, &res) })
-}
-
-func (in *inspectOptions) rabbit(ctx context.Context, t *target) (*rabbitInspection, error) {
-	counts, err := rabbitProbe(ctx, t, t.RabbitMQ.Queue, true, in.timeout)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", t.where(), t.explain(err))
-	}
-	ri := &rabbitInspection{Queue: t.RabbitMQ.Queue, Ready: counts.Ready, FailedQueue: failedQueue(t.RabbitMQ.Queue)}
-	if !counts.InFlightUnknown {
-		n := counts.InFlight
-		ri.InFlight = &n
-	}
-	failed, err := rabbitProbe(ctx, t, ri.FailedQueue, false, in.timeout)
-	switch {
-	case err == nil:
-		n := failed.Ready
-		ri.Failed = &n
-	case queue.ReasonOf(err) != queue.ReasonQueueNotFound:
-		return nil, fmt.Errorf("%s: counting the dead-letter queue %q: %w", t.where(), ri.FailedQueue, err)
-	}
-	return ri, nil
 }
 
 func (in *inspectOptions) human(w io.Writer, res *inspectResult) {
@@ -160,7 +126,7 @@ func (in *inspectOptions) human(w io.Writer, res *inspectResult) {
 			}
 			table(indent(w), "ITEM\tHOLDER\tLEASE LEFT", rows)
 		}
-		fmt.Fprintf(w, "Failed:     %d  (%s)\n", r.Failed, failedKey(r.Key))
+		fmt.Fprintf(w, "Failed:     %d  (%s)\n", r.Failed, redis.FailedKey(r.Key))
 		for _, it := range r.FailedItems {
 			fmt.Fprintf(w, "  %s\n", printable(it, width))
 		}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 	"github.com/queuejob/queuejob-operator/pkg/worker"
 )
@@ -134,16 +133,7 @@ func (rq *requeueOptions) stopped(ctx context.Context, t *target, res requeueRes
 // countFailed counts the target's dead-lettered items (a missing dead-letter queue
 // holds none) and names where they are.
 func countFailed(ctx context.Context, t *target, timeout time.Duration) (int64, string, error) {
-	if t.Redis != nil {
-		rc := redisClient(t.Redis, timeout)
-		defer func() { _ = rc.Close() }()
-		n, err := rc.LLen(ctx, failedKey(t.Redis.Key)).Result()
-		return n, failedKey(t.Redis.Key), err
-	}
-	where := failedQueue(t.RabbitMQ.Queue)
-	c, err := rabbitProbe(ctx, t, where, false, timeout)
-	if queue.ReasonOf(err) == queue.ReasonQueueNotFound {
-		return 0, where, nil
-	}
-	return c.Ready, where, err
+	a := t.admin(timeout)
+	defer func() { _ = a.Close() }()
+	return a.CountFailed(ctx)
 }

@@ -17,6 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 )
 
 type statusOptions struct {
@@ -207,15 +209,15 @@ func summarizeQueue(q *qjv1.QueueSource, st *qjv1.QueueStatus) *queueSummary {
 	case q.Redis != nil:
 		qs.Backend = "redis"
 		qs.Where = fmt.Sprintf("%s, list %q", q.Redis.Address, q.Redis.Key)
-		qs.DeadLetterQueue = failedKey(q.Redis.Key)
+		qs.DeadLetterQueue = redis.FailedKey(q.Redis.Key)
 	case q.RabbitMQ != nil:
 		qs.Backend = "rabbitmq"
 		at := "the URL of Secret " + refName(q.RabbitMQ.URLSecretRef)
 		if q.RabbitMQ.URL != "" {
-			at = rabbitHost(q.RabbitMQ.URL)
+			at = rabbitmq.HostOf(q.RabbitMQ.URL)
 		}
 		qs.Where = fmt.Sprintf("queue %q at %s", q.RabbitMQ.Queue, at)
-		qs.DeadLetterQueue = failedQueue(q.RabbitMQ.Queue)
+		qs.DeadLetterQueue = rabbitmq.FailedQueue(q.RabbitMQ.Queue)
 	}
 	if st != nil {
 		qs.Ready, qs.InFlight, qs.Reclaimed, qs.LastProbeTime = st.Ready, st.InFlight, st.Reclaimed, st.LastProbeTime

@@ -41,7 +41,7 @@
 // a goroutine extends the lease every LeaseTTL/3, so an item may take much longer than its
 // lease; if the worker dies, the lease expires and the reaper returns the item to <key>.
 // The scripts and key names live in pkg/queue/redis (redis.WQ), shared with the
-// operator and the qj CLI.
+// operator and the qj CLI; the worker side is pkg/queue/redis's Consumer.
 //
 // Attempts are counted in Redis, in the hash <key>:attempts, when an item is leased: a
 // lease that ends in a crash (the reaper reclaims it) has counted, so a poison item that
@@ -52,8 +52,8 @@
 //
 // # RabbitMQ
 //
-// The worker consumes with manual acknowledgements and a prefetch of Prefetch (1 by
-// default). Complete acks. Fail republishes the message to the back of the queue with the
+// The worker (pkg/queue/rabbitmq's Consumer) consumes with manual acknowledgements and a
+// prefetch of Prefetch (1 by default). Complete acks. Fail republishes the message to the back of the queue with the
 // attempt count in the header x-queuejob-attempts and then acks it (publisher confirms make
 // sure the copy is stored first); on a quorum queue the broker's x-delivery-count (returns
 // of a message, crashes included) is added to the count. After MaxAttempts attempts the

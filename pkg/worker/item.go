@@ -5,17 +5,19 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"github.com/queuejob/queuejob-operator/pkg/queue"
 )
 
 // finishTimeout bounds a finishing call the library makes on its own (returning an item on
 // shutdown, renewing a lease), whose caller's context may be gone.
-const finishTimeout = 10 * time.Second
+const finishTimeout = queue.FinishTimeout
 
 // Item is a leased item. Finish it with exactly one of Complete, Fail or Release; until
 // then its lease is kept alive. Its methods are safe for concurrent use.
 type Item struct {
 	w *Worker
-	h held
+	h queue.Lease
 	// ctx is the item's context, cancelled with a cause when it is finished or lost.
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -34,7 +36,7 @@ type Item struct {
 // errDone is the cause of an item's context once the worker finished it.
 var errDone = errors.New("the item is finished")
 
-func newItem(leaseCtx context.Context, w *Worker, h held) *Item {
+func newItem(leaseCtx context.Context, w *Worker, h queue.Lease) *Item {
 	it := &Item{w: w, h: h, stop: make(chan struct{}), kept: make(chan struct{})}
 	it.ctx, it.cancel = context.WithCancelCause(leaseCtx)
 	go it.keep(leaseCtx)
@@ -42,11 +44,11 @@ func newItem(leaseCtx context.Context, w *Worker, h held) *Item {
 }
 
 // Data is the item's value.
-func (it *Item) Data() []byte { return it.h.data() }
+func (it *Item) Data() []byte { return it.h.Data() }
 
 // Attempt is the item's attempt number: 1 the first time it is leased, 2 after a failure
 // or a crash, and so on up to MaxAttempts.
-func (it *Item) Attempt() int { return it.h.attempt() }
+func (it *Item) Attempt() int { return it.h.Attempt() }
 
 // Context is cancelled when the item is finished, when its lease is lost
 // (context.Cause is ErrLeaseLost) and when the context given to Lease is cancelled (the
@@ -67,7 +69,7 @@ func (it *Item) Complete(ctx context.Context) error {
 	if err := it.finish(nil); err != nil {
 		return err
 	}
-	err := it.h.complete(ctx)
+	err := it.h.Complete(ctx)
 	it.cancel(errDone)
 	return err
 }
@@ -76,21 +78,21 @@ func (it *Item) Complete(ctx context.Context) error {
 // the next under leaseCtx (as Lease would); next is nil if it did not, and the caller
 // leases the next itself.
 func (it *Item) completeAndNext(ctx, leaseCtx context.Context) (next *Item, err error) {
-	ct, ok := it.w.b.(completeTaker)
+	ct, ok := it.w.b.(queue.CompleteTaker)
 	if !ok {
 		return nil, it.Complete(ctx)
 	}
 	if err := it.finish(nil); err != nil {
 		return nil, err
 	}
-	h, cerr, err := ct.completeAndTake(ctx, it.h)
+	h, cerr, err := ct.CompleteAndTake(ctx, it.h)
 	it.cancel(errDone)
 	if h == nil {
 		return nil, errors.Join(cerr, err)
 	}
 	if leaseCtx.Err() != nil {
 		// Taken as leaseCtx was cancelled: give it back now.
-		if rerr := h.release(ctx); rerr != nil && !errors.Is(rerr, ErrLeaseLost) {
+		if rerr := h.Release(ctx); rerr != nil && !errors.Is(rerr, ErrLeaseLost) {
 			it.w.log.Warn("Failed to return an item on shutdown", "error", rerr)
 		}
 		return nil, cerr
@@ -105,7 +107,7 @@ func (it *Item) Fail(ctx context.Context, cause error) error {
 	if err := it.finish(nil); err != nil {
 		return err
 	}
-	dl, err := it.h.fail(ctx, cause)
+	dl, err := it.h.Fail(ctx, cause)
 	it.mu.Lock()
 	it.deadLettered = dl
 	it.mu.Unlock()
@@ -123,7 +125,7 @@ func (it *Item) Release(ctx context.Context) error {
 	if err := it.finish(nil); err != nil {
 		return err
 	}
-	err := it.h.release(ctx)
+	err := it.h.Release(ctx)
 	it.cancel(errDone)
 	return err
 }
@@ -161,7 +163,7 @@ func (it *Item) finish(err error) error {
 func (it *Item) keep(leaseCtx context.Context) {
 	defer close(it.kept)
 	var tick <-chan time.Time
-	if d := it.h.renewEvery(); d > 0 {
+	if d := it.h.RenewEvery(); d > 0 {
 		t := time.NewTicker(d)
 		defer t.Stop()
 		tick = t.C
@@ -176,9 +178,9 @@ func (it *Item) keep(leaseCtx context.Context) {
 			if it.finish(ErrReleased) != nil {
 				return // finished by the user meanwhile
 			}
-			it.w.b.stopTaking()
+			it.w.b.StopTaking()
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(leaseCtx), finishTimeout)
-			err := it.h.release(rctx)
+			err := it.h.Release(rctx)
 			cancel()
 			switch {
 			case err == nil:
@@ -192,7 +194,7 @@ func (it *Item) keep(leaseCtx context.Context) {
 			return
 		case <-tick:
 			rctx, cancel := context.WithTimeout(leaseCtx, finishTimeout)
-			ok, err := it.h.renew(rctx)
+			ok, err := it.h.Renew(rctx)
 			cancel()
 			if err != nil {
 				if leaseCtx.Err() == nil {

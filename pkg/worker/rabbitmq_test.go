@@ -173,7 +173,7 @@ func TestRabbitMQQuorumCrashLoop(t *testing.T) {
 		w := newRabbitWorker(t, q, Options{MaxAttempts: 2})
 		lease(t, w, "oom", attempt)
 		// The worker dies with the message: its connection goes, the broker requeues.
-		_ = w.b.(*rabbitBackend).conn.Close()
+		_ = w.b.(*rabbitmq.Consumer).Abandon()
 		readyAgain(t, q, 1)
 	}
 	w := newRabbitWorker(t, q, Options{MaxAttempts: 2, Wait: 100 * time.Millisecond})
@@ -196,7 +196,7 @@ func TestRabbitMQQuorumFail(t *testing.T) {
 		t.Fatal(err)
 	}
 	lease(t, w, "x", 2)
-	_ = w.b.(*rabbitBackend).conn.Close() // a crash
+	_ = w.b.(*rabbitmq.Consumer).Abandon() // a crash
 	readyAgain(t, q, 1)
 	w = newRabbitWorker(t, q, Options{MaxAttempts: 3, Wait: 100 * time.Millisecond})
 	it := lease(t, w, "x", 3)
@@ -495,4 +495,17 @@ func TestRabbitMQRetryIntoDeletedQueue(t *testing.T) {
 	if err != nil && strings.Contains(err.Error(), "body-7f3a") {
 		t.Errorf("the error quotes the message's body: %v", err)
 	}
+}
+
+// headerInt is an integer header of a message, 0 if it has none.
+func headerInt(h amqp.Table, name string) int {
+	switch v := h[name].(type) {
+	case int32:
+		return int(v)
+	case int64:
+		return int(v)
+	case int:
+		return v
+	}
+	return 0
 }

@@ -100,7 +100,7 @@ func (w *Worker) Run(ctx context.Context, h Handler, o RunOptions) (Stats, error
 		if last {
 			// Nothing more to take: on RabbitMQ, stop the broker from delivering another
 			// message that Close would only return.
-			w.b.stopTaking()
+			w.b.StopTaking()
 		}
 		herr := h(it.Context(), it)
 		// Finish even if ctx was cancelled meanwhile: a done item is better completed than

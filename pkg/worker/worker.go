@@ -33,19 +33,31 @@ const (
 )
 
 // DeadLetterMode says how a RabbitMQ worker dead-letters a message after its attempts.
-type DeadLetterMode string
+type DeadLetterMode = queue.DeadLetterMode
 
 const (
 	// DeadLetterQueue publishes the message to the queue <queue>.failed, declaring it
 	// (durable) if missing, and then acks it (declared again if it was deleted while the
 	// worker ran). It works on any queue.
-	DeadLetterQueue DeadLetterMode = "queue"
+	DeadLetterQueue = queue.DeadLetterQueue
 	// DeadLetterReject rejects the message without requeue, so the broker routes it to
 	// the queue's dead-letter exchange. Only for queues that have one (the
 	// x-dead-letter-exchange argument or policy): the broker drops the messages it
 	// rejects otherwise.
-	DeadLetterReject DeadLetterMode = "reject"
+	DeadLetterReject = queue.DeadLetterReject
 )
+
+// Headers of messages a RabbitMQ worker republishes.
+const (
+	// HeaderAttempts counts the failed attempts of a message's earlier copies: a failed
+	// message is republished with it incremented (and dead-lettered copies keep it).
+	HeaderAttempts = rabbitmq.HeaderAttempts
+	// HeaderError is the last failure's cause, on dead-lettered copies.
+	HeaderError = rabbitmq.HeaderError
+)
+
+// FailedQueue is the queue RabbitMQ workers dead-letter to with DeadLetterQueue.
+func FailedQueue(queueName string) string { return rabbitmq.FailedQueue(queueName) }
 
 // Environment variables a worker reads besides those the operator sets from the queue
 // (see OptionsFromEnv); the pod template may set them.
@@ -68,14 +80,14 @@ var (
 	// ErrLeaseLost says the worker lost the item: its lease expired and the reaper
 	// returned it to the queue, or another worker holds it now (Redis), or the channel it
 	// came on closed (RabbitMQ). It may run again elsewhere.
-	ErrLeaseLost = errors.New("the item's lease was lost")
+	ErrLeaseLost = queue.ErrLeaseLost
 	// ErrReleased says the item went back to the queue because the context given to
 	// Lease was cancelled (the worker is shutting down).
 	ErrReleased = errors.New("the item was returned to the queue on shutdown")
 	// ErrFinished says the item was already completed, failed or released.
 	ErrFinished = errors.New("the item is already finished")
 	// ErrNotSupported says the backend cannot do what was asked.
-	ErrNotSupported = errors.New("not supported by this backend")
+	ErrNotSupported = queue.ErrNotSupported
 )
 
 // Options configure a Worker.
@@ -118,18 +130,14 @@ func OptionsFromEnv() (Options, error) { return optionsFromEnv(os.Getenv) }
 
 func optionsFromEnv(getenv func(string) string) (Options, error) {
 	var o Options
-	var err error
-	switch o.Backend = getenv(queue.EnvBackend); o.Backend {
-	case BackendRedis:
-		o.Redis, err = redis.OptionsFromEnv(getenv)
-	case BackendRabbitMQ:
-		o.RabbitMQ, err = rabbitmq.OptionsFromEnv(getenv)
-	case "":
+	if o.Backend = getenv(queue.EnvBackend); o.Backend == "" {
 		return o, fmt.Errorf("%s is not set: is this a pod of a QueueJob with spec.queue?", queue.EnvBackend)
-	default:
-		return o, fmt.Errorf("%s=%q: want %s or %s", queue.EnvBackend, o.Backend, BackendRedis, BackendRabbitMQ)
 	}
+	b, err := backendNamed(o.Backend)
 	if err != nil {
+		return o, fmt.Errorf("%s=%q: %w", queue.EnvBackend, o.Backend, err)
+	}
+	if err := b.fromEnv(getenv, &o); err != nil {
 		return o, err
 	}
 	if v := getenv(EnvLeaseSeconds); v != "" {
@@ -160,47 +168,10 @@ func optionsFromEnv(getenv func(string) string) (Options, error) {
 type Worker struct {
 	opts Options
 	log  *slog.Logger
-	b    backend
+	b    queue.Consumer
 	// closed stops the keepers of items still held when the worker is closed.
 	closed chan struct{}
 	once   sync.Once
-}
-
-// backend is one queue's side of a Worker.
-type backend interface {
-	// take waits up to wait (not at all if 0) for an item and leases it; nil if none
-	// came. Items that must be dead-lettered on the way are, and take goes on.
-	take(ctx context.Context, wait time.Duration) (held, error)
-	// empty says whether nothing is ready and nothing in flight.
-	empty(ctx context.Context) (bool, error)
-	failed(ctx context.Context) ([][]byte, error)
-	requeueFailed(ctx context.Context, n int) (int, error)
-	// stopTaking is called when the worker shuts down, before its items are returned:
-	// nothing more should come to it (RabbitMQ cancels its consumer, which a later take
-	// starts again).
-	stopTaking()
-	close() error
-}
-
-// completeTaker is a backend that completes an item and takes the next one in fewer
-// round trips than complete and take apart: next is nil if none was taken; completeErr
-// is complete's error, err take's.
-type completeTaker interface {
-	completeAndTake(ctx context.Context, h held) (next held, completeErr, err error)
-}
-
-// held is a leased item of a backend.
-type held interface {
-	data() []byte
-	attempt() int
-	// renewEvery is how often renew must run; 0 if never.
-	renewEvery() time.Duration
-	// renew extends the lease; false if it was lost.
-	renew(ctx context.Context) (bool, error)
-	// complete, fail and release return ErrLeaseLost if the item was lost.
-	complete(ctx context.Context) error
-	fail(ctx context.Context, cause error) (deadLettered bool, err error)
-	release(ctx context.Context) error
 }
 
 // New returns a Worker for the queue of o. It connects at once, so that a wrong address,
@@ -238,19 +209,21 @@ func New(ctx context.Context, o Options) (*Worker, error) {
 	if w.log == nil {
 		w.log = slog.Default()
 	}
-	var err error
-	switch o.Backend {
-	case BackendRedis:
-		w.b, err = newRedisBackend(ctx, w)
-	case BackendRabbitMQ:
-		w.b, err = newRabbitBackend(ctx, w)
-	default:
-		err = fmt.Errorf("backend %q: want %s or %s", o.Backend, BackendRedis, BackendRabbitMQ)
-	}
+	b, err := backendNamed(o.Backend)
 	if err != nil {
+		return nil, fmt.Errorf("backend %q: %w", o.Backend, err)
+	}
+	if w.b, err = b.open(ctx, &o, w.consumerOptions()); err != nil {
 		return nil, err
 	}
 	return w, nil
+}
+
+// consumerOptions are the settings of the worker's backend.
+func (w *Worker) consumerOptions() queue.ConsumerOptions {
+	o := w.opts
+	return queue.ConsumerOptions{Session: o.Session, LeaseTTL: o.LeaseTTL, MaxAttempts: o.MaxAttempts,
+		Prefetch: o.Prefetch, DeadLetter: o.DeadLetter, Logger: w.log}
 }
 
 // FromEnv returns a Worker configured by OptionsFromEnv.
@@ -288,19 +261,19 @@ func (w *Worker) Lease(ctx context.Context) (*Item, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		h, err := w.b.take(ctx, 0)
+		h, err := w.b.Take(ctx, 0)
 		if err != nil {
 			return nil, err
 		}
 		if h == nil {
-			empty, err := w.b.empty(ctx)
+			empty, err := w.b.Empty(ctx)
 			if err != nil {
 				return nil, err
 			}
 			if empty {
 				return nil, ErrEmpty
 			}
-			if h, err = w.b.take(ctx, w.opts.Wait); err != nil {
+			if h, err = w.b.Take(ctx, w.opts.Wait); err != nil {
 				return nil, err
 			}
 			if h == nil {
@@ -311,7 +284,7 @@ func (w *Worker) Lease(ctx context.Context) (*Item, error) {
 			// Taken as ctx was cancelled: give it back now.
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 			defer cancel()
-			if rerr := h.release(rctx); rerr != nil && !errors.Is(rerr, ErrLeaseLost) {
+			if rerr := h.Release(rctx); rerr != nil && !errors.Is(rerr, ErrLeaseLost) {
 				w.log.Warn("Failed to return an item on shutdown", "error", rerr)
 			}
 			return nil, err
@@ -322,23 +295,23 @@ func (w *Worker) Lease(ctx context.Context) (*Item, error) {
 
 // Empty reports whether the queue has no item ready and none in flight. On RabbitMQ
 // without a management URL it only sees the ready messages and those this worker holds.
-func (w *Worker) Empty(ctx context.Context) (bool, error) { return w.b.empty(ctx) }
+func (w *Worker) Empty(ctx context.Context) (bool, error) { return w.b.Empty(ctx) }
 
 // Failed lists the dead-lettered items: Redis's <key>:failed (newest first), RabbitMQ's
 // <queue>.failed (oldest first; ErrNotSupported with DeadLetterReject, where the broker's
 // dead-letter exchange decides where they go).
-func (w *Worker) Failed(ctx context.Context) ([][]byte, error) { return w.b.failed(ctx) }
+func (w *Worker) Failed(ctx context.Context) ([][]byte, error) { return w.b.Failed(ctx) }
 
 // RequeueFailed moves up to n dead-lettered items (all if n <= 0), oldest first, back to
 // the queue behind the waiting items, with a fresh count of attempts; it returns how many
 // moved.
 func (w *Worker) RequeueFailed(ctx context.Context, n int) (int, error) {
-	return w.b.requeueFailed(ctx, n)
+	return w.b.RequeueFailed(ctx, n)
 }
 
 // Close closes the connection. Items still held are returned by the queue's own means
 // (Redis: their leases expire; RabbitMQ: the broker requeues them): Release them first.
 func (w *Worker) Close() error {
 	w.once.Do(func() { close(w.closed) })
-	return w.b.close()
+	return w.b.Close()
 }

@@ -1,4 +1,4 @@
-package worker
+package rabbitmq
 
 import (
 	"context"
@@ -8,9 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/queuejob/queuejob-operator/pkg/queue"
 	amqp "github.com/rabbitmq/amqp091-go"
-
-	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 )
 
 // Headers of messages the worker republishes.
@@ -25,120 +24,120 @@ const (
 	headerDeliveryCount = "x-delivery-count"
 )
 
-// FailedQueue is the queue RabbitMQ workers dead-letter to with DeadLetterQueue.
-func FailedQueue(queueName string) string { return rabbitmq.FailedQueue(queueName) }
-
-// rabbitBackend consumes one RabbitMQ queue.
-type rabbitBackend struct {
-	w     *Worker
-	o     rabbitmq.Options
+// Consumer is the worker side of one RabbitMQ queue: it consumes with manual acks, and
+// fails, dead-letters and gives back messages by confirmed republishes. pkg/worker
+// drives it.
+type Consumer struct {
+	o     Options
+	co    queue.ConsumerOptions
 	conn  *amqp.Connection
-	probe *rabbitmq.Conn
+	probe *Conn
 
 	mu sync.Mutex
-	// ch is the consuming channel, nil until the first take; pub republishes failed
+	// ch is the consuming channel, nil until the first Take; pub republishes failed
 	// and returned messages on it.
 	ch         *amqp.Channel
-	pub        *rabbitmq.Publisher
+	pub        *Publisher
 	deliveries <-chan amqp.Delivery
-	// consuming: the consumer is on (stopConsuming cancels it; the next take starts
+	// consuming: the consumer is on (StopTaking cancels it; the next Take starts
 	// it again).
 	consuming bool
 	// failedDeclared: <queue>.failed is known to exist.
 	failedDeclared bool
-	// pending are messages delivered to the consumer and read from it by empty, for take.
+	// pending are messages delivered to the consumer and read from it by Empty, for Take.
 	pending []amqp.Delivery
 	// held counts the messages delivered and not yet finished.
 	held atomic.Int64
 }
 
-func newRabbitBackend(ctx context.Context, w *Worker) (*rabbitBackend, error) {
-	o := w.opts.RabbitMQ
-	conn, err := rabbitmq.Dial(ctx, o, "queuejob-worker "+w.opts.Session)
+// NewConsumer connects to the broker of o at once, so that a wrong URL, password or
+// certificate fails here with a message that says what to fix.
+func NewConsumer(ctx context.Context, o Options, co queue.ConsumerOptions) (*Consumer, error) {
+	conn, err := Dial(ctx, o, "queuejob-worker "+co.Session)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
-	return &rabbitBackend{w: w, o: o, conn: conn, probe: rabbitmq.New(o)}, nil
+	return &Consumer{o: o, co: co, conn: conn, probe: New(o)}, nil
 }
 
-func (b *rabbitBackend) err(ctx context.Context, err error) error {
+func (c *Consumer) err(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	return fmt.Errorf("worker: %w", rabbitmq.ClientError(b.o, err))
+	return fmt.Errorf("worker: %w", ClientError(c.o, err))
 }
 
 // consume opens the channel and starts the consumer on first use, and again after
-// stopConsuming.
-func (b *rabbitBackend) consume(ctx context.Context) (<-chan amqp.Delivery, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.consuming {
-		return b.deliveries, nil
+// StopTaking.
+func (c *Consumer) consume(ctx context.Context) (<-chan amqp.Delivery, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.consuming {
+		return c.deliveries, nil
 	}
-	if b.ch == nil {
-		ch, err := b.conn.Channel()
+	if c.ch == nil {
+		ch, err := c.conn.Channel()
 		if err != nil {
-			return nil, b.err(ctx, err)
+			return nil, c.err(ctx, err)
 		}
-		if err := ch.Qos(b.w.opts.Prefetch, 0, false); err != nil {
-			return nil, b.err(ctx, err)
+		if err := ch.Qos(c.co.Prefetch, 0, false); err != nil {
+			return nil, c.err(ctx, err)
 		}
-		pub, err := rabbitmq.NewPublisher(ch, 0)
+		pub, err := NewPublisher(ch, 0)
 		if err != nil {
-			return nil, b.err(ctx, err)
+			return nil, c.err(ctx, err)
 		}
-		b.ch, b.pub = ch, pub
+		c.ch, c.pub = ch, pub
 	}
-	d, err := b.ch.Consume(b.o.Queue, b.w.opts.Session, false, false, false, false, nil)
+	d, err := c.ch.Consume(c.o.Queue, c.co.Session, false, false, false, false, nil)
 	if err != nil {
-		return nil, b.err(ctx, err)
+		return nil, c.err(ctx, err)
 	}
-	b.deliveries, b.consuming = d, true
+	c.deliveries, c.consuming = d, true
 	return d, nil
 }
 
-// stopTaking cancels the consumer, so that the broker delivers nothing more: a message
+// StopTaking cancels the consumer, so that the broker delivers nothing more: a message
 // returned on shutdown would otherwise come straight back to this worker, and a message
 // delivered and returned counts a delivery on a quorum queue.
 //
 // Messages the broker delivered before the cancel (prefetched, up to Prefetch) are still
 // on their way through amqp091's buffer, which it flushes and then closes once the
-// consumer is cancelled: they are kept in pending, handed out by the next take, and
-// returned by close, so that none is stranded, unacknowledged, on the channel.
-func (b *rabbitBackend) stopTaking() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !b.consuming {
+// consumer is cancelled: they are kept in pending, handed out by the next Take, and
+// returned by Close, so that none is stranded, unacknowledged, on the channel.
+func (c *Consumer) StopTaking() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.consuming {
 		return
 	}
-	b.consuming = false
-	if err := b.ch.Cancel(b.w.opts.Session, false); err != nil {
+	c.consuming = false
+	if err := c.ch.Cancel(c.co.Session, false); err != nil {
 		return // the channel is gone, and its messages are back in the queue
 	}
 	t := time.NewTimer(drainCancelled)
 	defer t.Stop()
 	for {
 		select {
-		case d, ok := <-b.deliveries:
+		case d, ok := <-c.deliveries:
 			if !ok {
 				return
 			}
-			b.pending = append(b.pending, d)
+			c.pending = append(c.pending, d)
 		case <-t.C:
 			return
 		}
 	}
 }
 
-// drainCancelled bounds how long stopTaking waits for amqp091 to flush the deliveries of a
+// drainCancelled bounds how long StopTaking waits for amqp091 to flush the deliveries of a
 // cancelled consumer.
 const drainCancelled = 5 * time.Second
 
 var errChannelClosed = errors.New("worker: the RabbitMQ channel was closed (connection lost?)")
 
-func (b *rabbitBackend) take(ctx context.Context, wait time.Duration) (held, error) {
-	deliveries, err := b.consume(ctx)
+func (c *Consumer) Take(ctx context.Context, wait time.Duration) (queue.Lease, error) {
+	deliveries, err := c.consume(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -151,12 +150,12 @@ func (b *rabbitBackend) take(ctx context.Context, wait time.Duration) (held, err
 	for {
 		var d amqp.Delivery
 		var ok bool
-		b.mu.Lock()
-		if len(b.pending) > 0 {
-			d, ok = b.pending[0], true
-			b.pending = b.pending[1:]
+		c.mu.Lock()
+		if len(c.pending) > 0 {
+			d, ok = c.pending[0], true
+			c.pending = c.pending[1:]
 		}
-		b.mu.Unlock()
+		c.mu.Unlock()
 		switch {
 		case ok:
 		case wait > 0:
@@ -177,19 +176,19 @@ func (b *rabbitBackend) take(ctx context.Context, wait time.Duration) (held, err
 		if !ok {
 			return nil, errChannelClosed
 		}
-		b.held.Add(1)
-		m := &rabbitItem{b: b, d: d, n: priorAttempts(d.Headers) + 1}
-		if max := b.w.opts.MaxAttempts; max > 0 && m.n > max {
+		c.held.Add(1)
+		m := &rabbitLease{c: c, d: d, n: priorAttempts(d.Headers) + 1}
+		if max := c.co.MaxAttempts; max > 0 && m.n > max {
 			// Returned more than its attempts allow (its consumers went away with it, on a
 			// quorum queue): dead-letter it without handing it out.
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queue.FinishTimeout)
 			err := m.deadLetter(dctx, m.n-1, errors.New("returned to the queue too often (its workers crashed?)"))
 			cancel()
 			if err != nil {
 				return nil, err
 			}
-			b.w.log.Warn("Dead-lettered a message that was returned to the queue more often than MaxAttempts allows",
-				"attempts", m.n-1, "queue", b.o.Queue)
+			c.co.Logger.Warn("Dead-lettered a message that was returned to the queue more often than MaxAttempts allows",
+				"attempts", m.n-1, "queue", c.o.Queue)
 			continue
 		}
 		return m, nil
@@ -224,31 +223,31 @@ func headerInt(h amqp.Table, name string) int {
 	return 0
 }
 
-// drainWait bounds how long empty waits for a message that the broker delivered before it
+// drainWait bounds how long Empty waits for a message that the broker delivered before it
 // counted the queue, on its way through amqp091's buffer.
 const drainWait = 250 * time.Millisecond
 
-func (b *rabbitBackend) empty(ctx context.Context) (bool, error) {
-	b.mu.Lock()
-	kept := len(b.pending)
-	b.mu.Unlock()
+func (c *Consumer) Empty(ctx context.Context) (bool, error) {
+	c.mu.Lock()
+	kept := len(c.pending)
+	c.mu.Unlock()
 	if kept > 0 {
 		return false, nil // delivered to this worker, not yet handed out
 	}
-	deliveries, err := b.consume(ctx)
+	deliveries, err := c.consume(ctx)
 	if err != nil {
 		return false, err
 	}
 	// Count the ready messages on the consuming channel: the broker sends every message
 	// it delivered to this consumer before its answer, so once the answer is here, a
 	// message the count misses because it is on its way to this worker is in amqp091's
-	// buffer, and a short wait gets it (kept for the next take).
-	b.mu.Lock()
-	ch := b.ch
-	b.mu.Unlock()
-	q, err := ch.QueueDeclarePassive(b.o.Queue, false, false, false, false, nil)
+	// buffer, and a short wait gets it (kept for the next Take).
+	c.mu.Lock()
+	ch := c.ch
+	c.mu.Unlock()
+	q, err := ch.QueueDeclarePassive(c.o.Queue, false, false, false, false, nil)
 	if err != nil {
-		return false, b.err(ctx, err)
+		return false, c.err(ctx, err)
 	}
 	if q.Messages > 0 {
 		return false, nil
@@ -260,29 +259,29 @@ func (b *rabbitBackend) empty(ctx context.Context) (bool, error) {
 		if !ok {
 			return false, errChannelClosed
 		}
-		b.mu.Lock()
-		b.pending = append(b.pending, d)
-		b.mu.Unlock()
+		c.mu.Lock()
+		c.pending = append(c.pending, d)
+		c.mu.Unlock()
 		return false, nil
 	case <-t.C:
 	case <-ctx.Done():
 		return false, ctx.Err()
 	}
-	if b.held.Load() > 0 {
+	if c.held.Load() > 0 {
 		return false, nil
 	}
-	if b.o.ManagementURL == "" {
+	if c.o.ManagementURL == "" {
 		return true, nil
 	}
 	// Other workers' messages in flight, by the management API.
-	c, err := b.probe.Probe(ctx)
+	n, err := c.probe.Probe(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return false, ctx.Err()
 		}
 		return false, fmt.Errorf("worker: %w", err)
 	}
-	return c.Ready == 0 && c.InFlight == 0 && !c.InFlightUnknown, nil
+	return n.Ready == 0 && n.InFlight == 0 && !n.InFlightUnknown, nil
 }
 
 // copyOf is a delivery as a message to publish, with headers changed by set (a nil value
@@ -311,82 +310,82 @@ func copyOf(d amqp.Delivery, set amqp.Table) amqp.Publishing {
 
 // declareFailed makes sure <queue>.failed exists, on a channel of its own (a failed
 // declare closes its channel).
-func (b *rabbitBackend) declareFailed(ctx context.Context) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.failedDeclared {
+func (c *Consumer) declareFailed(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failedDeclared {
 		return nil
 	}
-	ch, err := b.conn.Channel()
+	ch, err := c.conn.Channel()
 	if err != nil {
-		return b.err(ctx, err)
+		return c.err(ctx, err)
 	}
 	defer func() { _ = ch.Close() }()
-	if _, err := ch.QueueDeclare(FailedQueue(b.o.Queue), true, false, false, false, nil); err != nil {
+	if _, err := ch.QueueDeclare(FailedQueue(c.o.Queue), true, false, false, false, nil); err != nil {
 		var ae *amqp.Error
 		if !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed {
-			return b.err(ctx, err)
+			return c.err(ctx, err)
 		}
 		// It exists, with other arguments: use it as it is.
 	}
-	b.failedDeclared = true
+	c.failedDeclared = true
 	return nil
 }
 
 // storeFailed publishes msg to <queue>.failed, declared first unless this worker has
 // declared it already. A return says it was deleted since: it is declared again, once,
 // and msg published again.
-func (b *rabbitBackend) storeFailed(ctx context.Context, msg amqp.Publishing) error {
-	err := b.publishFailed(ctx, msg)
-	if errors.Is(err, rabbitmq.ErrUnroutable) {
-		b.mu.Lock()
-		b.failedDeclared = false
-		b.mu.Unlock()
-		err = b.publishFailed(ctx, msg)
+func (c *Consumer) storeFailed(ctx context.Context, msg amqp.Publishing) error {
+	err := c.publishFailed(ctx, msg)
+	if errors.Is(err, ErrUnroutable) {
+		c.mu.Lock()
+		c.failedDeclared = false
+		c.mu.Unlock()
+		err = c.publishFailed(ctx, msg)
 	}
 	return err
 }
 
-func (b *rabbitBackend) publishFailed(ctx context.Context, msg amqp.Publishing) error {
-	if err := b.declareFailed(ctx); err != nil {
+func (c *Consumer) publishFailed(ctx context.Context, msg amqp.Publishing) error {
+	if err := c.declareFailed(ctx); err != nil {
 		return err
 	}
-	if err := b.publisher().PublishConfirmed(ctx, FailedQueue(b.o.Queue), msg); err != nil {
-		return b.err(ctx, err)
+	if err := c.publisher().PublishConfirmed(ctx, FailedQueue(c.o.Queue), msg); err != nil {
+		return c.err(ctx, err)
 	}
 	return nil
 }
 
 // publisher is the consuming channel's publisher.
-func (b *rabbitBackend) publisher() *rabbitmq.Publisher {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.pub
+func (c *Consumer) publisher() *Publisher {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pub
 }
 
-func (b *rabbitBackend) failed(ctx context.Context) ([][]byte, error) {
-	if b.w.opts.DeadLetter != DeadLetterQueue {
-		return nil, ErrNotSupported
+func (c *Consumer) Failed(ctx context.Context) ([][]byte, error) {
+	if c.co.DeadLetter != queue.DeadLetterQueue {
+		return nil, queue.ErrNotSupported
 	}
-	ch, err := b.conn.Channel()
+	ch, err := c.conn.Channel()
 	if err != nil {
-		return nil, b.err(ctx, err)
+		return nil, c.err(ctx, err)
 	}
 	// Closing the channel returns every message got without an ack to its place.
 	defer func() { _ = ch.Close() }()
-	q, err := ch.QueueDeclarePassive(FailedQueue(b.o.Queue), false, false, false, false, nil)
+	q, err := ch.QueueDeclarePassive(FailedQueue(c.o.Queue), false, false, false, false, nil)
 	if err != nil {
 		var ae *amqp.Error
 		if errors.As(err, &ae) && ae.Code == amqp.NotFound {
 			return nil, nil
 		}
-		return nil, b.err(ctx, err)
+		return nil, c.err(ctx, err)
 	}
 	var out [][]byte
 	for range q.Messages {
-		d, ok, err := ch.Get(FailedQueue(b.o.Queue), false)
+		d, ok, err := ch.Get(FailedQueue(c.o.Queue), false)
 		if err != nil {
-			return nil, b.err(ctx, err)
+			return nil, c.err(ctx, err)
 		}
 		if !ok {
 			break
@@ -396,61 +395,61 @@ func (b *rabbitBackend) failed(ctx context.Context) ([][]byte, error) {
 	return out, nil
 }
 
-func (b *rabbitBackend) requeueFailed(ctx context.Context, n int) (int, error) {
-	if b.w.opts.DeadLetter != DeadLetterQueue {
-		return 0, ErrNotSupported
+func (c *Consumer) RequeueFailed(ctx context.Context, n int) (int, error) {
+	if c.co.DeadLetter != queue.DeadLetterQueue {
+		return 0, queue.ErrNotSupported
 	}
-	ch, err := b.conn.Channel()
+	ch, err := c.conn.Channel()
 	if err != nil {
-		return 0, b.err(ctx, err)
+		return 0, c.err(ctx, err)
 	}
 	defer func() { _ = ch.Close() }()
-	pub, err := rabbitmq.NewPublisher(ch, 0)
+	pub, err := NewPublisher(ch, 0)
 	if err != nil {
-		return 0, b.err(ctx, err)
+		return 0, c.err(ctx, err)
 	}
 	moved := 0
 	for n <= 0 || moved < n {
-		d, ok, err := ch.Get(FailedQueue(b.o.Queue), false)
+		d, ok, err := ch.Get(FailedQueue(c.o.Queue), false)
 		if err != nil {
 			var ae *amqp.Error
 			if errors.As(err, &ae) && ae.Code == amqp.NotFound {
 				return moved, nil
 			}
-			return moved, b.err(ctx, err)
+			return moved, c.err(ctx, err)
 		}
 		if !ok {
 			break
 		}
-		if err := pub.PublishConfirmed(ctx, b.o.Queue, copyOf(d, amqp.Table{HeaderAttempts: nil, HeaderError: nil})); err != nil {
+		if err := pub.PublishConfirmed(ctx, c.o.Queue, copyOf(d, amqp.Table{HeaderAttempts: nil, HeaderError: nil})); err != nil {
 			// Not stored (the queue deleted, say): it stays in <queue>.failed.
 			_ = d.Nack(false, true)
-			return moved, b.err(ctx, err)
+			return moved, c.err(ctx, err)
 		}
 		if err := d.Ack(false); err != nil {
-			return moved, b.err(ctx, err)
+			return moved, c.err(ctx, err)
 		}
 		moved++
 	}
 	return moved, nil
 }
 
-func (b *rabbitBackend) close() error {
-	b.mu.Lock()
-	ch, pending := b.ch, b.pending
-	b.pending = nil
-	b.mu.Unlock()
+func (c *Consumer) Close() error {
+	c.mu.Lock()
+	ch, pending := c.ch, c.pending
+	c.pending = nil
+	c.mu.Unlock()
 	var errs []error
 	// Delivered and never handed out: back to the queue, uncounted.
-	ctx, cancel := context.WithTimeout(context.Background(), finishTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), queue.FinishTimeout)
 	defer cancel()
 	for _, d := range pending {
-		errs = append(errs, b.giveBack(ctx, d))
+		errs = append(errs, c.giveBack(ctx, d))
 	}
 	if ch != nil {
 		errs = append(errs, ch.Close())
 	}
-	errs = append(errs, b.conn.Close(), b.probe.Close())
+	errs = append(errs, c.conn.Close(), c.probe.Close())
 	for i, err := range errs {
 		if errors.Is(err, amqp.ErrClosed) {
 			errs[i] = nil
@@ -459,45 +458,45 @@ func (b *rabbitBackend) close() error {
 	return errors.Join(errs...)
 }
 
-// rabbitItem is a delivered message.
-type rabbitItem struct {
-	b    *rabbitBackend
+// rabbitLease is a delivered message.
+type rabbitLease struct {
+	c    *Consumer
 	d    amqp.Delivery
 	n    int
 	done atomic.Bool
 }
 
-func (m *rabbitItem) data() []byte                        { return m.d.Body }
-func (m *rabbitItem) attempt() int                        { return m.n }
-func (m *rabbitItem) renewEvery() time.Duration           { return 0 }
-func (m *rabbitItem) renew(context.Context) (bool, error) { return true, nil }
+func (m *rabbitLease) Data() []byte                        { return m.d.Body }
+func (m *rabbitLease) Attempt() int                        { return m.n }
+func (m *rabbitLease) RenewEvery() time.Duration           { return 0 }
+func (m *rabbitLease) Renew(context.Context) (bool, error) { return true, nil }
 
 // settled counts the message as no longer held.
-func (m *rabbitItem) settled() {
+func (m *rabbitLease) settled() {
 	if m.done.CompareAndSwap(false, true) {
-		m.b.held.Add(-1)
+		m.c.held.Add(-1)
 	}
 }
 
 // result maps an error of an ack or nack: on a closed channel the broker has requeued
 // the message already.
-func (m *rabbitItem) result(ctx context.Context, err error) error {
+func (m *rabbitLease) result(ctx context.Context, err error) error {
 	m.settled()
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, amqp.ErrClosed):
-		return ErrLeaseLost
+		return queue.ErrLeaseLost
 	}
-	return m.b.err(ctx, err)
+	return m.c.err(ctx, err)
 }
 
-func (m *rabbitItem) complete(ctx context.Context) error {
+func (m *rabbitLease) Complete(ctx context.Context) error {
 	return m.result(ctx, m.d.Ack(false))
 }
 
-func (m *rabbitItem) release(ctx context.Context) error {
-	return m.result(ctx, m.b.giveBack(ctx, m.d))
+func (m *rabbitLease) Release(ctx context.Context) error {
+	return m.result(ctx, m.c.giveBack(ctx, m.d))
 }
 
 // giveBack returns a message to its queue without counting an attempt. A requeueing nack
@@ -506,19 +505,19 @@ func (m *rabbitItem) release(ctx context.Context) error {
 // is published again, to the queue's tail, with the attempts it had, and then acked. If
 // the copy cannot be stored (refused, or returned: the queue was deleted), the original
 // is requeued by a nack, counted or not.
-func (b *rabbitBackend) giveBack(ctx context.Context, d amqp.Delivery) error {
+func (c *Consumer) giveBack(ctx context.Context, d amqp.Delivery) error {
 	var prior any
 	if n := priorAttempts(d.Headers); n > 0 {
 		prior = int32(n)
 	}
-	if err := b.publisher().PublishConfirmed(ctx, b.o.Queue, copyOf(d, amqp.Table{HeaderAttempts: prior})); err != nil {
+	if err := c.publisher().PublishConfirmed(ctx, c.o.Queue, copyOf(d, amqp.Table{HeaderAttempts: prior})); err != nil {
 		return d.Nack(false, true)
 	}
 	return d.Ack(false)
 }
 
-func (m *rabbitItem) fail(ctx context.Context, cause error) (bool, error) {
-	if max := m.b.w.opts.MaxAttempts; max > 0 && m.n >= max {
+func (m *rabbitLease) Fail(ctx context.Context, cause error) (bool, error) {
+	if max := m.c.co.MaxAttempts; max > 0 && m.n >= max {
 		err := m.deadLetter(ctx, m.n, cause)
 		return err == nil, err
 	}
@@ -526,23 +525,23 @@ func (m *rabbitItem) fail(ctx context.Context, cause error) (bool, error) {
 	// requeued message keeps no count on a classic queue, and the quorum queues' count
 	// cannot be told from a first delivery, which has none.
 	msg := copyOf(m.d, amqp.Table{HeaderAttempts: int32(m.n)})
-	if err := m.b.publisher().PublishConfirmed(ctx, m.b.o.Queue, msg); err != nil {
+	if err := m.c.publisher().PublishConfirmed(ctx, m.c.o.Queue, msg); err != nil {
 		// Not stored (refused, or returned: the queue was deleted): requeue the
 		// original, uncounted, rather than lose it.
 		_ = m.d.Nack(false, true)
 		m.settled()
-		return false, m.b.err(ctx, err)
+		return false, m.c.err(ctx, err)
 	}
 	return false, m.result(ctx, m.d.Ack(false))
 }
 
 // deadLetter dead-letters the message after attempts attempts.
-func (m *rabbitItem) deadLetter(ctx context.Context, attempts int, cause error) error {
-	if m.b.w.opts.DeadLetter == DeadLetterReject {
+func (m *rabbitLease) deadLetter(ctx context.Context, attempts int, cause error) error {
+	if m.c.co.DeadLetter == queue.DeadLetterReject {
 		return m.result(ctx, m.d.Nack(false, false))
 	}
-	msg := copyOf(m.d, amqp.Table{HeaderAttempts: int32(attempts), HeaderError: errText(cause)})
-	if err := m.b.storeFailed(ctx, msg); err != nil {
+	msg := copyOf(m.d, amqp.Table{HeaderAttempts: int32(attempts), HeaderError: causeText(cause)})
+	if err := m.c.storeFailed(ctx, msg); err != nil {
 		// Not stored: back to the queue, for the next worker to dead-letter.
 		_ = m.d.Nack(false, true)
 		m.settled()
@@ -550,3 +549,20 @@ func (m *rabbitItem) deadLetter(ctx context.Context, attempts int, cause error) 
 	}
 	return m.result(ctx, m.d.Ack(false))
 }
+
+// causeText is a failure's cause as the HeaderError of a dead-lettered copy: limited to a
+// line's worth.
+func causeText(err error) string {
+	if err == nil {
+		return ""
+	}
+	s := err.Error()
+	if len(s) > 500 {
+		s = s[:500] + "..."
+	}
+	return s
+}
+
+// Abandon closes the connection and returns nothing, as a worker that crashed: the broker
+// requeues the messages it held. Tests use it to crash a worker in-process.
+func (c *Consumer) Abandon() error { return c.conn.Close() }

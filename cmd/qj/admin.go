@@ -1,0 +1,18 @@
+package main
+
+import (
+	"time"
+
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
+)
+
+// admin is the backend's side of qj for the target's queue (enqueue, inspect, count the
+// dead-lettered items), each call bounded by timeout.
+func (t *target) admin(timeout time.Duration) queue.Admin {
+	if t.Redis != nil {
+		return redis.NewAdmin(*t.Redis, timeout)
+	}
+	return rabbitmq.NewAdmin(*t.RabbitMQ, timeout)
+}

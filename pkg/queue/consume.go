@@ -1,0 +1,107 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+)
+
+// The worker side of a backend: what pkg/worker drives to take items from one queue. Each
+// backend implements Consumer and Lease (pkg/queue/redis/worker.go,
+// pkg/queue/rabbitmq/worker.go); pkg/worker/backends.go lists their constructors.
+
+// Errors a Consumer's and a Lease's methods return; pkg/worker exports them as its own
+// (worker.ErrLeaseLost, worker.ErrNotSupported). Test for them with errors.Is.
+var (
+	// ErrLeaseLost says the worker lost the item: its lease expired and the reaper
+	// returned it to the queue, or another worker holds it now (Redis), or the channel it
+	// came on closed (RabbitMQ). It may run again elsewhere.
+	ErrLeaseLost = errors.New("the item's lease was lost")
+	// ErrNotSupported says the backend cannot do what was asked.
+	ErrNotSupported = errors.New("not supported by this backend")
+)
+
+// FinishTimeout bounds a finishing call that the worker makes on its own (returning an
+// item on shutdown, renewing a lease, writing the lease of an item taken as its context
+// was cancelled), whose caller's context may be gone.
+const FinishTimeout = 10 * time.Second
+
+// DeadLetterMode says how a RabbitMQ worker dead-letters a message after its attempts.
+type DeadLetterMode string
+
+const (
+	// DeadLetterQueue publishes the message to the queue <queue>.failed, declaring it
+	// (durable) if missing, and then acks it (declared again if it was deleted while the
+	// worker ran). It works on any queue.
+	DeadLetterQueue DeadLetterMode = "queue"
+	// DeadLetterReject rejects the message without requeue, so the broker routes it to
+	// the queue's dead-letter exchange. Only for queues that have one (the
+	// x-dead-letter-exchange argument or policy): the broker drops the messages it
+	// rejects otherwise.
+	DeadLetterReject DeadLetterMode = "reject"
+)
+
+// ConsumerOptions are a worker's settings that a Consumer follows, defaults filled in
+// (pkg/worker's New fills them from its Options).
+type ConsumerOptions struct {
+	// Session names the lease holder: the value of Redis lease keys, the RabbitMQ
+	// consumer tag.
+	Session string
+	// LeaseTTL is the expiry of a lease, renewed every LeaseTTL/3 (Redis).
+	LeaseTTL time.Duration
+	// MaxAttempts is how many attempts an item gets before it is dead-lettered; 0 never
+	// dead-letters.
+	MaxAttempts int
+	// Prefetch is how many items the server may deliver ahead (RabbitMQ).
+	Prefetch int
+	// DeadLetter is how dead-lettered items are stored where a backend has a choice
+	// (RabbitMQ).
+	DeadLetter DeadLetterMode
+	// Logger gets a line for each item the consumer dead-letters on its own (on take).
+	Logger *slog.Logger
+}
+
+// Consumer is a backend's worker side on one queue. It is safe for concurrent use.
+type Consumer interface {
+	// Take waits up to wait (not at all if 0) for an item and leases it; nil if none
+	// came. Items that must be dead-lettered on the way are, and Take goes on.
+	Take(ctx context.Context, wait time.Duration) (Lease, error)
+	// Empty says whether nothing is ready and nothing is in flight.
+	Empty(ctx context.Context) (bool, error)
+	// Failed lists the dead-lettered items.
+	Failed(ctx context.Context) ([][]byte, error)
+	// RequeueFailed moves up to n dead-lettered items (all if n <= 0), oldest first, back
+	// to the queue with a fresh count of attempts; it returns how many moved.
+	RequeueFailed(ctx context.Context, n int) (int, error)
+	// StopTaking is called when the worker shuts down, before its items are returned:
+	// nothing more should come to it (RabbitMQ cancels its consumer, which a later Take
+	// starts again).
+	StopTaking()
+	Close() error
+}
+
+// CompleteTaker is a Consumer that completes an item and takes the next one in fewer
+// round trips than Complete and Take apart: next is nil if none was taken; completeErr
+// is the completion's error, err the take's.
+type CompleteTaker interface {
+	CompleteAndTake(ctx context.Context, l Lease) (next Lease, completeErr, err error)
+}
+
+// Lease is an item a Consumer took, held until it is completed, failed or released.
+type Lease interface {
+	Data() []byte
+	// Attempt is 1 the first time the item is taken, 2 after a failure or a crash, ...
+	Attempt() int
+	// RenewEvery is how often Renew must run; 0 if never.
+	RenewEvery() time.Duration
+	// Renew extends the lease; false if it was lost.
+	Renew(ctx context.Context) (bool, error)
+	// Complete, Fail and Release return ErrLeaseLost if the item was lost.
+	Complete(ctx context.Context) error
+	// Fail counts a failed attempt: the item goes back to the queue, or is dead-lettered
+	// after MaxAttempts attempts (deadLettered).
+	Fail(ctx context.Context, cause error) (deadLettered bool, err error)
+	// Release returns the item to the queue without counting an attempt.
+	Release(ctx context.Context) error
+}
