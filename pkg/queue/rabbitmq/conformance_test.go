@@ -3,7 +3,6 @@ package rabbitmq_test
 import (
 	"context"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,29 +15,28 @@ import (
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
-// The conformance suite runs against a real rabbitmq-server, with its management plugin,
-// that TestMain starts on free ports.
-var rabbitServer *servers.RabbitMQ
-
-func TestMain(m *testing.M) {
-	os.Exit(servers.Main(m, func(g *servers.Group) {
-		rabbitServer = g.RabbitMQ(servers.RabbitMQOptions{})
-	}))
-}
-
+// TestConformance runs the conformance suite against a rabbitmq-server of its own (the
+// suite kills and freezes it), with its management plugin, so that in-flight messages are
+// counted.
 func TestConformance(t *testing.T) {
+	srv, err := servers.StartRabbitMQ(servers.AMQPReady)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	h := &rabbitHarness{srv: srv}
 	queuetest.Run(t, queuetest.Harness{
 		Backend:  "rabbitmq",
-		NewQueue: newQueue,
-		Enqueue:  enqueue,
-		Requeue:  requeue,
+		NewQueue: h.newQueue,
+		Enqueue:  h.enqueue,
+		Requeue:  h.requeue,
 		// The broker requeues the unacknowledged messages of a connection that closed.
 		Reclaim:        nil,
-		BadCredentials: badCredentials,
-		StopServer:     func(*testing.T) { rabbitServer.Stop() },
-		StartServer:    func(t *testing.T) { must(t, rabbitServer.Start(servers.AMQPReady)) },
-		PauseServer:    func(t *testing.T) { must(t, rabbitServer.Pause()) },
-		ResumeServer:   func(t *testing.T) { must(t, rabbitServer.Resume()) },
+		BadCredentials: h.badCredentials,
+		StopServer:     func(*testing.T) { srv.Stop() },
+		StartServer:    func(t *testing.T) { h.must(t, srv.Start(servers.AMQPReady)) },
+		PauseServer:    func(t *testing.T) { h.must(t, srv.Pause()) },
+		ResumeServer:   func(t *testing.T) { h.must(t, srv.Resume()) },
 		Capabilities: queuetest.Capabilities{
 			// With a management URL.
 			InFlight: true, DeadLettered: true, FIFO: true,
@@ -50,16 +48,22 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// rabbitHarness is the conformance suite's harness of RabbitMQ queues on srv. Its helpers
+// are methods, so that the package's other tests may use any name.
+type rabbitHarness struct {
+	srv *servers.RabbitMQ
+}
+
 // newQueue declares a durable classic queue, as qj enqueue --declare does, and locates it
-// with the management API, so that in-flight messages are counted; a short timeout, so
-// that a frozen broker fails a call within the suite's bounds.
-func newQueue(t *testing.T) queuetest.Queue {
+// with the management API; a short timeout, so that a frozen broker fails a call within
+// the suite's bounds.
+func (h *rabbitHarness) newQueue(t *testing.T) queuetest.Queue {
 	name := "conformance-" + strings.ReplaceAll(t.Name(), "/", "-")
-	ch := servers.AMQPChannel(t, rabbitServer.URL())
+	ch := servers.AMQPChannel(t, h.srv.URL())
 	if _, err := ch.QueueDeclare(name, true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	o := protocol.RabbitMQOptions{URL: rabbitServer.URL(), Queue: name, ManagementURL: rabbitServer.ManagementURL(), Timeout: 2 * time.Second}
+	o := protocol.RabbitMQOptions{URL: h.srv.URL(), Queue: name, ManagementURL: h.srv.ManagementURL(), Timeout: 2 * time.Second}
 	return queuetest.Queue{
 		Name:    name,
 		Options: worker.Options{Backend: worker.BackendRabbitMQ, RabbitMQ: o},
@@ -71,7 +75,7 @@ func newQueue(t *testing.T) queuetest.Queue {
 // as qj enqueue does.
 //
 // merge: use the backend's admin Enqueue.
-func enqueue(ctx context.Context, q queuetest.Queue, items ...[]byte) error {
+func (h *rabbitHarness) enqueue(ctx context.Context, q queuetest.Queue, items ...[]byte) error {
 	o := q.Options.RabbitMQ
 	conn, err := protocol.DialRabbitMQ(ctx, o, "conformance enqueue")
 	if err != nil {
@@ -97,7 +101,7 @@ func enqueue(ctx context.Context, q queuetest.Queue, items ...[]byte) error {
 // requeue is what qj requeue does today.
 //
 // merge: use the backend's admin Requeue.
-func requeue(ctx context.Context, q queuetest.Queue, n int) (int, error) {
+func (h *rabbitHarness) requeue(ctx context.Context, q queuetest.Queue, n int) (int, error) {
 	o := q.Options
 	o.Session = "qj-requeue"
 	w, err := worker.New(ctx, o)
@@ -110,9 +114,9 @@ func requeue(ctx context.Context, q queuetest.Queue, n int) (int, error) {
 
 // badCredentials is q with the guest user's password wrong, in the AMQP URL and thus the
 // management API's (a management URL without credentials takes the AMQP URL's).
-func badCredentials(t *testing.T, q queuetest.Queue) (queuetest.Queue, []string) {
+func (h *rabbitHarness) badCredentials(t *testing.T, q queuetest.Queue) (queuetest.Queue, []string) {
 	wrong := "wrong-" + servers.RandomString(12)
-	u, err := url.Parse(rabbitServer.URL())
+	u, err := url.Parse(h.srv.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +132,7 @@ func badCredentials(t *testing.T, q queuetest.Queue) (queuetest.Queue, []string)
 	return q, []string{wrong}
 }
 
-func must(t *testing.T, err error) {
+func (h *rabbitHarness) must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package redis_test
 import (
 	"context"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,42 +13,28 @@ import (
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
-// The conformance suite runs against a real redis-server that TestMain starts on a free
-// port, with a password so that bad credentials can be refused.
-var (
-	redisServer *servers.Server
-	// redisPassword is random, so that no fixed word of a message can look like it.
-	redisPassword = servers.RandomString(20)
-)
-
-func TestMain(m *testing.M) {
-	os.Exit(servers.Main(m, func(g *servers.Group) {
-		redisServer = g.Redis(servers.RedisOptions{Password: redisPassword})
-	}))
-}
-
-// reaperGrace is the grace the suite's reaper gives an item seen without a lease; the
-// operator's is about max(10 s, 2 × probeIntervalSeconds).
-const reaperGrace = 200 * time.Millisecond
-
+// TestConformance runs the conformance suite against a redis-server of its own (the
+// suite kills and freezes it), with a password so that bad credentials can be refused.
 func TestConformance(t *testing.T) {
+	// A random password, so that no fixed word of a message can look like it.
+	password := servers.RandomString(20)
+	srv, err := servers.StartRedisWith(servers.RedisOptions{Password: password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	h := &redisHarness{srv: srv, password: password}
 	queuetest.Run(t, queuetest.Harness{
-		Backend:  "redis",
-		NewQueue: newQueue,
-		Enqueue: func(ctx context.Context, q queuetest.Queue, items ...[]byte) error {
-			return enqueue(ctx, q.Options.Redis, items)
-		},
-		Requeue:        requeue,
-		Reclaim:        reap,
-		BadCredentials: badCredentials,
-		StopServer:     func(*testing.T) { redisServer.Stop() },
-		StartServer: func(t *testing.T) {
-			if err := redisServer.Start(func() error { return dialable(redisServer.Addr()) }); err != nil {
-				t.Fatal(err)
-			}
-		},
-		PauseServer:  func(t *testing.T) { must(t, redisServer.Pause()) },
-		ResumeServer: func(t *testing.T) { must(t, redisServer.Resume()) },
+		Backend:        "redis",
+		NewQueue:       h.newQueue,
+		Enqueue:        h.enqueue,
+		Requeue:        h.requeue,
+		Reclaim:        h.reap,
+		BadCredentials: h.badCredentials,
+		StopServer:     func(*testing.T) { srv.Stop() },
+		StartServer:    func(t *testing.T) { h.must(t, srv.Start(h.dialable)) },
+		PauseServer:    func(t *testing.T) { h.must(t, srv.Pause()) },
+		ResumeServer:   func(t *testing.T) { h.must(t, srv.Resume()) },
 		Capabilities: queuetest.Capabilities{
 			InFlight: true, DeadLettered: true, FIFO: true,
 			// The test server keeps nothing on disk.
@@ -60,15 +45,19 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// options locate list key on the test server; a short timeout, so that a frozen server
-// fails a call within the suite's bounds.
-func options(key string) protocol.RedisOptions {
-	return protocol.RedisOptions{Address: redisServer.Addr(), Password: redisPassword, Key: key, Timeout: 2 * time.Second}
+// redisHarness is the conformance suite's harness of Redis lists on srv, whose password
+// (requirepass) is password. Its helpers are methods, so that the package's other tests
+// may use any name.
+type redisHarness struct {
+	srv      *servers.Server
+	password string
 }
 
-func newQueue(t *testing.T) queuetest.Queue {
+// newQueue locates a fresh list; a short timeout, so that a frozen server fails a call
+// within the suite's bounds.
+func (h *redisHarness) newQueue(t *testing.T) queuetest.Queue {
 	key := "conformance-" + strings.ReplaceAll(t.Name(), "/", "-")
-	o := options(key)
+	o := protocol.RedisOptions{Address: h.srv.Addr(), Password: h.password, Key: key, Timeout: 2 * time.Second}
 	return queuetest.Queue{
 		Name:    key,
 		Options: worker.Options{Backend: worker.BackendRedis, Redis: o},
@@ -80,7 +69,8 @@ func newQueue(t *testing.T) queuetest.Queue {
 // from the tail, take them in the order given (qj enqueue --fifo).
 //
 // merge: use the backend's admin Enqueue (fifo).
-func enqueue(ctx context.Context, o protocol.RedisOptions, items [][]byte) error {
+func (h *redisHarness) enqueue(ctx context.Context, q queuetest.Queue, items ...[]byte) error {
+	o := q.Options.Redis
 	c := protocol.NewRedisClient(o, 1)
 	defer func() { _ = c.Close() }()
 	for _, it := range items {
@@ -94,7 +84,7 @@ func enqueue(ctx context.Context, o protocol.RedisOptions, items [][]byte) error
 // requeue is what qj requeue does today.
 //
 // merge: use the backend's admin Requeue.
-func requeue(ctx context.Context, q queuetest.Queue, n int) (int, error) {
+func (h *redisHarness) requeue(ctx context.Context, q queuetest.Queue, n int) (int, error) {
 	o := q.Options
 	o.Session = "qj-requeue"
 	w, err := worker.New(ctx, o)
@@ -105,30 +95,33 @@ func requeue(ctx context.Context, q queuetest.Queue, n int) (int, error) {
 	return w.RequeueFailed(ctx, n)
 }
 
-// reap is one pass of the operator's reaper, on the probe connection as in the operator.
-func reap(ctx context.Context, q queuetest.Queue) error {
-	_, err := q.Conn.(*protocol.Redis).Reap(ctx, time.Now(), reaperGrace)
+// reap is one pass of the operator's reaper, on the probe connection as in the operator,
+// with a grace of 200ms for an item seen without a lease (the operator's is about
+// max(10 s, 2 × probeIntervalSeconds)).
+func (h *redisHarness) reap(ctx context.Context, q queuetest.Queue) error {
+	_, err := q.Conn.(*protocol.Redis).Reap(ctx, time.Now(), 200*time.Millisecond)
 	return err
 }
 
-func badCredentials(t *testing.T, q queuetest.Queue) (queuetest.Queue, []string) {
+func (h *redisHarness) badCredentials(t *testing.T, q queuetest.Queue) (queuetest.Queue, []string) {
 	wrong := "wrong-" + servers.RandomString(12)
 	o := q.Options.Redis
 	o.Password = wrong
 	q.Options.Redis = o
 	q.Conn = protocol.NewRedis(o)
-	return q, []string{wrong, redisPassword}
+	return q, []string{wrong, h.password}
 }
 
-func dialable(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+// dialable is the server's ready check: it accepts connections.
+func (h *redisHarness) dialable() error {
+	c, err := net.DialTimeout("tcp", h.srv.Addr(), time.Second)
 	if err != nil {
 		return err
 	}
 	return c.Close()
 }
 
-func must(t *testing.T, err error) {
+func (h *redisHarness) must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
