@@ -1,5 +1,6 @@
 // Package queue is what every queue backend shares, without Kubernetes: a connection to
 // one queue (Conn) and its optional capabilities (Reaper), what a probe counts (Counts),
+// the worker side pkg/worker drives (Consumer, its taken items Lease), qj's side (Admin),
 // the errors of probes with their reasons, the fixed phrases of failures, TLS, and the
 // QUEUEJOB_* variables every worker pod gets. The workers (pkg/worker,
 // cmd/queuejob-worker, the examples) build on it and on the backends' wire packages

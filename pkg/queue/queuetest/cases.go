@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/worker"
 )
 
@@ -300,7 +300,7 @@ func testBadCredentials(t *testing.T, h *Harness) {
 	t.Cleanup(func() { _ = bad.Conn.Close() })
 	ctx := testCtx(t)
 	err := returns(t, "Probe with bad credentials", func() error { _, err := bad.Conn.Probe(ctx); return err })
-	wantReason(t, "Probe with bad credentials", err, protocol.ReasonAuthFailed, secrets...)
+	wantReason(t, "Probe with bad credentials", err, queue.ReasonAuthFailed, secrets...)
 	type result struct {
 		w   *worker.Worker
 		err error
@@ -312,7 +312,7 @@ func testBadCredentials(t *testing.T, h *Harness) {
 	if r.err == nil {
 		_ = r.w.Close()
 	}
-	wantReason(t, "worker.New with bad credentials", r.err, protocol.ReasonAuthFailed, secrets...)
+	wantReason(t, "worker.New with bad credentials", r.err, queue.ReasonAuthFailed, secrets...)
 }
 
 // testServerFrozen: a server that takes connections and answers nothing fails the probe
@@ -331,8 +331,8 @@ func testServerFrozen(t *testing.T, h *Harness) {
 	})
 	ctx := testCtx(t)
 	err := returns(t, "Probe of a frozen server", func() error { _, err := q.Conn.Probe(ctx); return err })
-	wantReason(t, "Probe of a frozen server", err, protocol.ReasonConnectionFailed)
-	if !protocol.NoAnswer(err) {
+	wantReason(t, "Probe of a frozen server", err, queue.ReasonConnectionFailed)
+	if !queue.NoAnswer(err) {
 		t.Errorf("Probe of a frozen server = %v, want it marked NoAnswer", err)
 	}
 	h.ResumeServer(t)
@@ -368,11 +368,11 @@ func testServerGone(t *testing.T, h *Harness) {
 		}
 	})
 	err := returns(t, "a waiting Lease when the server went", func() error { return <-leaseErr })
-	if err == nil || errors.Is(err, worker.ErrEmpty) || protocol.ReasonOf(err) != protocol.ReasonConnectionFailed {
+	if err == nil || errors.Is(err, worker.ErrEmpty) || queue.ReasonOf(err) != queue.ReasonConnectionFailed {
 		t.Errorf("Lease when the server went = %v, want an error of reason ConnectionFailed", err)
 	}
 	err = returns(t, "Probe of a stopped server", func() error { _, err := q.Conn.Probe(ctx); return err })
-	wantReason(t, "Probe of a stopped server", err, protocol.ReasonConnectionFailed)
+	wantReason(t, "Probe of a stopped server", err, queue.ReasonConnectionFailed)
 	if err := returns(t, "Complete on a stopped server", func() error { return it.Complete(ctx) }); err == nil {
 		t.Error("Complete on a stopped server = nil, want an error: the item was not completed")
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -11,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/worker"
 )
 
@@ -127,7 +128,7 @@ type counts struct{ ready, inFlight, deadLettered int64 }
 // check says how c differs from what the backend must count, nil if it does not: the
 // counts the backend does not promise are not compared, but an in-flight count it does
 // not have must be said to be unknown.
-func (want counts) check(c protocol.Counts, caps Capabilities) error {
+func (want counts) check(c queue.Counts, caps Capabilities) error {
 	var diffs []string
 	if c.Ready != want.ready {
 		diffs = append(diffs, fmt.Sprintf("ready %d, want %d", c.Ready, want.ready))
@@ -205,7 +206,7 @@ func returns[T any](t *testing.T, what string, call func() T) T {
 // secrets.
 func wantReason(t *testing.T, what string, err error, reason string, secrets ...string) {
 	t.Helper()
-	var qe *protocol.Error
+	var qe *queue.Error
 	if !errors.As(err, &qe) || qe.Reason != reason {
 		t.Errorf("%s = %v, want an error with reason %s", what, err, reason)
 	}
@@ -248,4 +249,29 @@ func (w *testWriter) Write(p []byte) (int, error) {
 	}
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// AdminEnqueue enqueues items through a backend's queue.Admin, as qj enqueue does: Open,
+// then Enqueue; an error names how many items were and may have been enqueued.
+func AdminEnqueue(ctx context.Context, a queue.Admin, o queue.EnqueueOptions, items ...[]byte) error {
+	defer func() { _ = a.Close() }()
+	if err := a.Open(ctx); err != nil {
+		return err
+	}
+	i := 0
+	next := func() (string, error) {
+		if i == len(items) {
+			return "", io.EOF
+		}
+		i++
+		return string(items[i-1]), nil
+	}
+	n, unsure, err := a.Enqueue(ctx, next, func(int64) {}, o)
+	if err != nil {
+		return fmt.Errorf("enqueued %d of %d items (%d unsure): %w", n, len(items), unsure, err)
+	}
+	if n != int64(len(items)) {
+		return fmt.Errorf("enqueued %d of %d items", n, len(items))
+	}
+	return nil
 }

@@ -17,14 +17,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/worker"
 )
 
 // Conn is a backend's probe connection to one queue: what the operator counts with.
 type Conn interface {
 	// Probe counts the queue; its errors are *protocol.Error with a reason.
-	Probe(ctx context.Context) (protocol.Counts, error)
+	Probe(ctx context.Context) (queue.Counts, error)
 	Close() error
 }
 

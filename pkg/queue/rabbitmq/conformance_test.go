@@ -7,10 +7,9 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
-	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/queue/queuetest"
+	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 	"github.com/queuejob/queuejob-operator/pkg/worker"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
@@ -63,44 +62,21 @@ func (h *rabbitHarness) newQueue(t *testing.T) queuetest.Queue {
 	if _, err := ch.QueueDeclare(name, true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	o := protocol.RabbitMQOptions{URL: h.srv.URL(), Queue: name, ManagementURL: h.srv.ManagementURL(), Timeout: 2 * time.Second}
+	o := rabbitmq.Options{URL: h.srv.URL(), Queue: name, ManagementURL: h.srv.ManagementURL(), Timeout: 2 * time.Second}
 	return queuetest.Queue{
 		Name:    name,
 		Options: worker.Options{Backend: worker.BackendRabbitMQ, RabbitMQ: o},
-		Conn:    protocol.NewRabbitMQ(o),
+		Conn:    rabbitmq.New(o),
 	}
 }
 
-// enqueue publishes each item as a persistent message with publisher confirms, mandatory,
-// as qj enqueue does.
-//
-// merge: use the backend's admin Enqueue.
+// enqueue publishes through the backend's Admin as qj enqueue does: persistent messages,
+// mandatory, with publisher confirms.
 func (h *rabbitHarness) enqueue(ctx context.Context, q queuetest.Queue, items ...[]byte) error {
-	o := q.Options.RabbitMQ
-	conn, err := protocol.DialRabbitMQ(ctx, o, "conformance enqueue")
-	if err != nil {
-		return err
-	}
-	defer func() { _ = conn.Close() }()
-	ch, err := conn.Channel()
-	if err != nil {
-		return err
-	}
-	pub, err := protocol.NewRabbitMQPublisher(ch, 0)
-	if err != nil {
-		return err
-	}
-	for _, it := range items {
-		if err := pub.PublishConfirmed(ctx, o.Queue, amqp.Publishing{DeliveryMode: amqp.Persistent, Body: it}); err != nil {
-			return err
-		}
-	}
-	return nil
+	return queuetest.AdminEnqueue(ctx, rabbitmq.NewAdmin(q.Options.RabbitMQ, 10*time.Second), queue.EnqueueOptions{}, items...)
 }
 
-// requeue is what qj requeue does today.
-//
-// merge: use the backend's admin Requeue.
+// requeue is what qj requeue does: the worker library's RequeueFailed.
 func (h *rabbitHarness) requeue(ctx context.Context, q queuetest.Queue, n int) (int, error) {
 	o := q.Options
 	o.Session = "qj-requeue"
@@ -128,7 +104,7 @@ func (h *rabbitHarness) badCredentials(t *testing.T, q queuetest.Queue) (queuete
 	// own (3 s), and a shorter timeout reports no answer instead.
 	o.Timeout = 0
 	q.Options.RabbitMQ = o
-	q.Conn = protocol.NewRabbitMQ(o)
+	q.Conn = rabbitmq.New(o)
 	return q, []string{wrong}
 }
 

@@ -7,8 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/queuejob/queuejob-operator/pkg/queue/protocol"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/queue/queuetest"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	"github.com/queuejob/queuejob-operator/pkg/worker"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
@@ -57,33 +58,21 @@ type redisHarness struct {
 // within the suite's bounds.
 func (h *redisHarness) newQueue(t *testing.T) queuetest.Queue {
 	key := "conformance-" + strings.ReplaceAll(t.Name(), "/", "-")
-	o := protocol.RedisOptions{Address: h.srv.Addr(), Password: h.password, Key: key, Timeout: 2 * time.Second}
+	o := redis.Options{Address: h.srv.Addr(), Password: h.password, Key: key, Timeout: 2 * time.Second}
 	return queuetest.Queue{
 		Name:    key,
 		Options: worker.Options{Backend: worker.BackendRedis, Redis: o},
-		Conn:    protocol.NewRedis(o),
+		Conn:    redis.New(o),
 	}
 }
 
-// enqueue pushes items at the head of the list one by one, so that workers, which take
-// from the tail, take them in the order given (qj enqueue --fifo).
-//
-// merge: use the backend's admin Enqueue (fifo).
+// enqueue pushes through the backend's Admin as qj enqueue --fifo does (LPUSH, so that
+// workers take the items in the order given).
 func (h *redisHarness) enqueue(ctx context.Context, q queuetest.Queue, items ...[]byte) error {
-	o := q.Options.Redis
-	c := protocol.NewRedisClient(o, 1)
-	defer func() { _ = c.Close() }()
-	for _, it := range items {
-		if err := c.LPush(ctx, o.Key, it).Err(); err != nil {
-			return err
-		}
-	}
-	return nil
+	return queuetest.AdminEnqueue(ctx, redis.NewAdmin(q.Options.Redis, 10*time.Second), queue.EnqueueOptions{FIFO: true}, items...)
 }
 
-// requeue is what qj requeue does today.
-//
-// merge: use the backend's admin Requeue.
+// requeue is what qj requeue does: the worker library's RequeueFailed.
 func (h *redisHarness) requeue(ctx context.Context, q queuetest.Queue, n int) (int, error) {
 	o := q.Options
 	o.Session = "qj-requeue"
@@ -99,7 +88,7 @@ func (h *redisHarness) requeue(ctx context.Context, q queuetest.Queue, n int) (i
 // with a grace of 200ms for an item seen without a lease (the operator's is about
 // max(10 s, 2 × probeIntervalSeconds)).
 func (h *redisHarness) reap(ctx context.Context, q queuetest.Queue) error {
-	_, err := q.Conn.(*protocol.Redis).Reap(ctx, time.Now(), 200*time.Millisecond)
+	_, err := q.Conn.(*redis.Conn).Reap(ctx, time.Now(), 200*time.Millisecond)
 	return err
 }
 
@@ -108,7 +97,7 @@ func (h *redisHarness) badCredentials(t *testing.T, q queuetest.Queue) (queuetes
 	o := q.Options.Redis
 	o.Password = wrong
 	q.Options.Redis = o
-	q.Conn = protocol.NewRedis(o)
+	q.Conn = redis.New(o)
 	return q, []string{wrong, h.password}
 }
 
