@@ -126,8 +126,8 @@ func leaseAndComplete(t *testing.T, q Queue, data string, attempt int) {
 type counts struct{ ready, inFlight, deadLettered int64 }
 
 // check says how c differs from what the backend must count, nil if it does not: the
-// counts the backend does not promise are not compared, but an in-flight count it does
-// not have must be said to be unknown.
+// counts the backend does not promise are not compared, but an in-flight or dead-letter
+// count it does not have must be said to be unknown.
 func (want counts) check(c queue.Counts, caps Capabilities) error {
 	var diffs []string
 	if c.Ready != want.ready {
@@ -141,8 +141,13 @@ func (want counts) check(c queue.Counts, caps Capabilities) error {
 	case !caps.InFlight && !c.InFlightUnknown:
 		diffs = append(diffs, "in-flight counted as known, but the harness says the backend cannot count it")
 	}
-	if caps.DeadLettered && c.DeadLettered != want.deadLettered {
+	switch {
+	case caps.DeadLettered && c.DeadLetteredUnknown:
+		diffs = append(diffs, "dead-lettered unknown, want counted")
+	case caps.DeadLettered && c.DeadLettered != want.deadLettered:
 		diffs = append(diffs, fmt.Sprintf("dead-lettered %d, want %d", c.DeadLettered, want.deadLettered))
+	case !caps.DeadLettered && !c.DeadLetteredUnknown:
+		diffs = append(diffs, "dead-lettered counted as known, but the harness says the backend cannot count it")
 	}
 	if len(diffs) == 0 {
 		return nil
@@ -202,7 +207,7 @@ func returns[T any](t *testing.T, what string, call func() T) T {
 	panic("unreachable")
 }
 
-// wantReason fails the case unless err is a *protocol.Error with reason, quoting none of
+// wantReason fails the case unless err is a *queue.Error with reason, quoting none of
 // secrets.
 func wantReason(t *testing.T, what string, err error, reason string, secrets ...string) {
 	t.Helper()

@@ -23,7 +23,7 @@ import (
 
 // Conn is a backend's probe connection to one queue: what the operator counts with.
 type Conn interface {
-	// Probe counts the queue; its errors are *protocol.Error with a reason.
+	// Probe counts the queue; its errors are *queue.Error with a reason.
 	Probe(ctx context.Context) (queue.Counts, error)
 	Close() error
 }

@@ -54,7 +54,7 @@ type rabbitHarness struct {
 }
 
 // newQueue declares a durable classic queue, as qj enqueue --declare does, and locates it
-// with the management API; a short timeout, so that a frozen broker fails a call within
+// with the management API; 5 s calls (a loaded broker answers the management API slowly), so that a frozen broker fails a call within
 // the suite's bounds.
 func (h *rabbitHarness) newQueue(t *testing.T) queuetest.Queue {
 	name := "conformance-" + strings.ReplaceAll(t.Name(), "/", "-")
@@ -62,7 +62,7 @@ func (h *rabbitHarness) newQueue(t *testing.T) queuetest.Queue {
 	if _, err := ch.QueueDeclare(name, true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	o := rabbitmq.Options{URL: h.srv.URL(), Queue: name, ManagementURL: h.srv.ManagementURL(), Timeout: 2 * time.Second}
+	o := rabbitmq.Options{URL: h.srv.URL(), Queue: name, ManagementURL: h.srv.ManagementURL(), Timeout: 5 * time.Second}
 	return queuetest.Queue{
 		Name:    name,
 		Options: worker.Options{Backend: worker.BackendRabbitMQ, RabbitMQ: o},
