@@ -2,8 +2,8 @@
 //
 //	queuejob-worker [flags] -- COMMAND ARGS...
 //
-// It leases an item from the queue the operator's QUEUEJOB_* variables name (see the
-// README, "What worker pods get"), runs COMMAND with the item on its stdin and in the
+// It leases an item from the queue the operator's QUEUEJOB_* variables name (see
+// docs/queues-and-workers.md, "What worker pods get"), runs COMMAND with the item on its stdin and in the
 // variable QUEUEJOB_ITEM (and the attempt number, 1 the first time, in
 // QUEUEJOB_ITEM_ATTEMPT), and completes the item when COMMAND exits 0 or fails it
 // otherwise: a failed item goes back to the queue for another attempt, or, after

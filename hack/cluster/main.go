@@ -10,7 +10,7 @@
 //	cluster load    import dist/images/*.tar into the cluster's containerd
 //	cluster build   only provide the Debian packages and binaries (or the named components)
 //
-// See "A local cluster without Docker" in the README.
+// See docs/local-cluster.md, "A local cluster without Docker".
 package main
 
 import (

@@ -5,7 +5,7 @@
 // # Configuration
 //
 // FromEnv configures a Worker in one call from the QUEUEJOB_* variables the operator puts
-// into every worker pod (see the README, "What worker pods get"), plus a few that the pod
+// into every worker pod (see docs/queues-and-workers.md, "What worker pods get"), plus a few that the pod
 // template may set (QUEUEJOB_LEASE_SECONDS, QUEUEJOB_MAX_ATTEMPTS, ...: see OptionsFromEnv).
 // New takes the same settings explicitly.
 //
