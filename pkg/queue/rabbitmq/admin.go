@@ -14,6 +14,11 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
+var (
+	_ queue.Admin    = (*Admin)(nil)
+	_ queue.Declarer = (*Admin)(nil)
+)
+
 // enqueueBatch is how many messages Admin.Enqueue publishes before waiting for their
 // confirms.
 const enqueueBatch = 1000

@@ -12,6 +12,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
+var _ queue.Consumer = (*Consumer)(nil)
+
 // Headers of messages the worker republishes.
 const (
 	// HeaderAttempts counts the failed attempts of a message's earlier copies: a failed
@@ -53,6 +55,7 @@ type Consumer struct {
 // NewConsumer connects to the broker of o at once, so that a wrong URL, password or
 // certificate fails here with a message that says what to fix.
 func NewConsumer(ctx context.Context, o Options, co queue.ConsumerOptions) (*Consumer, error) {
+	co = co.WithDefaults()
 	conn, err := Dial(ctx, o, "queuejob-worker "+co.Session)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)

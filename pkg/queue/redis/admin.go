@@ -11,6 +11,8 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 )
 
+var _ queue.Admin = (*Admin)(nil)
+
 // Batching of Admin.Enqueue: each RPUSH/LPUSH carries up to enqueueBatch items, and up to
 // enqueueDepth of them go in one pipeline (one round trip).
 const (
