@@ -437,6 +437,9 @@ func (c *Consumer) RequeueFailed(ctx context.Context, n int) (int, error) {
 	return moved, nil
 }
 
+// Close gives the messages delivered ahead and never handed out back to the queue
+// uncounted, then closes the channel, the connection and the probe's connection; the
+// broker requeues what was leased and not finished (an attempt on a quorum queue).
 func (c *Consumer) Close() error {
 	c.mu.Lock()
 	ch, pending := c.ch, c.pending
@@ -565,7 +568,3 @@ func causeText(err error) string {
 	}
 	return s
 }
-
-// Abandon closes the connection and returns nothing, as a worker that crashed: the broker
-// requeues the messages it held. Tests use it to crash a worker in-process.
-func (c *Consumer) Abandon() error { return c.conn.Close() }
