@@ -86,13 +86,25 @@ func (in *inspectOptions) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", t.where(), err)
 	}
+	if err := res.setSection(section); err != nil {
+		return err
+	}
+	return in.print(res, func(w io.Writer) { in.human(w, &res) })
+}
+
+// setSection puts a backend's Inspect answer in its field of res: a backend's answer
+// without a field here is an error, not a section silently dropped from -o json.
+func (res *inspectResult) setSection(section any) error {
 	switch section := section.(type) {
 	case *redis.Inspection:
 		res.Redis = section
 	case *rabbitmq.Inspection:
 		res.RabbitMQ = section
+	default:
+		return fmt.Errorf("qj cannot show the inspection of backend %q (%T): give it a field in cmd/qj's inspectResult",
+			res.Backend, section)
 	}
-	return in.print(res, func(w io.Writer) { in.human(w, &res) })
+	return nil
 }
 
 func (in *inspectOptions) human(w io.Writer, res *inspectResult) {

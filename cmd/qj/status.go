@@ -214,7 +214,7 @@ func summarizeQueue(q *qjv1.QueueSource, st *qjv1.QueueStatus) *queueSummary {
 		qs.Backend = "rabbitmq"
 		at := "the URL of Secret " + refName(q.RabbitMQ.URLSecretRef)
 		if q.RabbitMQ.URL != "" {
-			at = rabbitmq.HostOf(q.RabbitMQ.URL)
+			at = rabbitmq.AddrOf(q.RabbitMQ.URL)
 		}
 		qs.Where = fmt.Sprintf("queue %q at %s", q.RabbitMQ.Queue, at)
 		qs.DeadLetterQueue = rabbitmq.FailedQueue(q.RabbitMQ.Queue)

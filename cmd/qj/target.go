@@ -117,7 +117,7 @@ func (t *target) where() string {
 	case t.Redis != nil:
 		return fmt.Sprintf("Redis %s, list %q", t.Redis.Address, t.Redis.Key)
 	case t.RabbitMQ != nil:
-		return fmt.Sprintf("RabbitMQ %s, queue %q", rabbitmq.HostOf(t.RabbitMQ.URL), t.RabbitMQ.Queue)
+		return fmt.Sprintf("RabbitMQ %s, queue %q", rabbitmq.AddrOf(t.RabbitMQ.URL), t.RabbitMQ.Queue)
 	}
 	return "?"
 }

@@ -2,8 +2,12 @@ package queue
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
+	"io"
 	"log/slog"
+	"os"
 	"time"
 )
 
@@ -42,24 +46,56 @@ const (
 	DeadLetterReject DeadLetterMode = "reject"
 )
 
-// ConsumerOptions are a worker's settings that a Consumer follows, defaults filled in
-// (pkg/worker's New fills them from its Options).
+// ConsumerOptions are a worker's settings that a Consumer follows (pkg/worker's New fills
+// them from its Options); each backend's NewConsumer fills in those left empty with
+// WithDefaults.
 type ConsumerOptions struct {
 	// Session names the lease holder: the value of Redis lease keys, the RabbitMQ
-	// consumer tag.
+	// consumer tag; NewSession() if empty.
 	Session string
 	// LeaseTTL is the expiry of a lease, renewed every LeaseTTL/3 (Redis).
 	LeaseTTL time.Duration
 	// MaxAttempts is how many attempts an item gets before it is dead-lettered; 0 never
 	// dead-letters.
 	MaxAttempts int
-	// Prefetch is how many items the server may deliver ahead (RabbitMQ).
+	// Prefetch is how many items the server may deliver ahead (RabbitMQ); at least 1 (0
+	// would be no limit at all).
 	Prefetch int
 	// DeadLetter is how dead-lettered items are stored where a backend has a choice
-	// (RabbitMQ).
+	// (RabbitMQ); DeadLetterQueue if empty.
 	DeadLetter DeadLetterMode
-	// Logger gets a line for each item the consumer dead-letters on its own (on take).
+	// Logger gets a line for each item the consumer dead-letters on its own (on take);
+	// slog.Default() if nil, as in pkg/worker.
 	Logger *slog.Logger
+}
+
+// WithDefaults returns o with the settings left empty filled in, for the Consumers'
+// constructors: a Consumer can be used without pkg/worker.
+func (o ConsumerOptions) WithDefaults() ConsumerOptions {
+	if o.Session == "" {
+		o.Session = NewSession()
+	}
+	if o.Prefetch < 1 {
+		o.Prefetch = 1
+	}
+	if o.DeadLetter == "" {
+		o.DeadLetter = DeadLetterQueue
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// NewSession is a lease holder's name: the pod's name (its hostname) and a random suffix.
+func NewSession() string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "worker"
+	}
+	var b [6]byte
+	_, _ = io.ReadFull(rand.Reader, b[:])
+	return host + "-" + hex.EncodeToString(b[:])
 }
 
 // Consumer is a backend's worker side on one queue. It is safe for concurrent use.

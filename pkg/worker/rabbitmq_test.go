@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	rabbithole "github.com/michaelklishin/rabbit-hole/v2"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/queuejob/queuejob-operator/pkg/queue"
@@ -66,6 +68,36 @@ func readyAgain(t testing.TB, q string, want int) {
 			return fmt.Errorf("%d messages ready in %s, want %d: the crashed worker's message is not back", n, q, want)
 		}
 		return nil
+	})
+}
+
+// crash makes w die with what it holds, as a worker whose process is killed: the broker
+// closes its connection (DELETE /api/connections/{name} of the management API, the
+// connection named "queuejob-worker <session>") and requeues its unacked messages.
+func crash(t testing.TB, w *Worker) {
+	t.Helper()
+	u, err := url.Parse(rabbitServer.ManagementURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	password, _ := u.User.Password()
+	mgmt, err := rabbithole.NewClient("http://"+u.Host, u.User.Username(), password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "queuejob-worker " + w.Options().Session
+	servers.Eventually(t, 30*time.Second, func() error {
+		conns, err := mgmt.ListConnections()
+		if err != nil {
+			return err
+		}
+		for _, c := range conns {
+			if c.ClientProperties["connection_name"] == want {
+				_, err := mgmt.CloseConnection(c.Name)
+				return err
+			}
+		}
+		return fmt.Errorf("the broker lists no connection named %q", want)
 	})
 }
 
@@ -173,7 +205,7 @@ func TestRabbitMQQuorumCrashLoop(t *testing.T) {
 		w := newRabbitWorker(t, q, Options{MaxAttempts: 2})
 		lease(t, w, "oom", attempt)
 		// The worker dies with the message: its connection goes, the broker requeues.
-		_ = w.b.(*rabbitmq.Consumer).Abandon()
+		crash(t, w)
 		readyAgain(t, q, 1)
 	}
 	w := newRabbitWorker(t, q, Options{MaxAttempts: 2, Wait: 100 * time.Millisecond})
@@ -196,7 +228,7 @@ func TestRabbitMQQuorumFail(t *testing.T) {
 		t.Fatal(err)
 	}
 	lease(t, w, "x", 2)
-	_ = w.b.(*rabbitmq.Consumer).Abandon() // a crash
+	crash(t, w)
 	readyAgain(t, q, 1)
 	w = newRabbitWorker(t, q, Options{MaxAttempts: 3, Wait: 100 * time.Millisecond})
 	it := lease(t, w, "x", 3)

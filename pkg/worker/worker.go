@@ -2,11 +2,8 @@ package worker
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"strconv"
@@ -203,7 +200,7 @@ func New(ctx context.Context, o Options) (*Worker, error) {
 		return nil, fmt.Errorf("DeadLetter %q: want %s or %s", o.DeadLetter, DeadLetterQueue, DeadLetterReject)
 	}
 	if o.Session == "" {
-		o.Session = newSession()
+		o.Session = queue.NewSession()
 	}
 	w := &Worker{opts: o, log: o.Logger, closed: make(chan struct{})}
 	if w.log == nil {
@@ -233,17 +230,6 @@ func FromEnv() (*Worker, error) {
 		return nil, err
 	}
 	return New(context.Background(), o)
-}
-
-// newSession is the pod's name (its hostname) and a random suffix.
-func newSession() string {
-	host, _ := os.Hostname()
-	if host == "" {
-		host = "worker"
-	}
-	var b [6]byte
-	_, _ = io.ReadFull(rand.Reader, b[:])
-	return host + "-" + hex.EncodeToString(b[:])
 }
 
 // Options are the worker's settings, defaults filled in.

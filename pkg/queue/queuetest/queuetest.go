@@ -21,13 +21,6 @@ import (
 	"github.com/queuejob/queuejob-operator/pkg/worker"
 )
 
-// Conn is a backend's probe connection to one queue: what the operator counts with.
-type Conn interface {
-	// Probe counts the queue; its errors are *queue.Error with a reason.
-	Probe(ctx context.Context) (queue.Counts, error)
-	Close() error
-}
-
 // Queue is one queue of the backend's server, fresh for one case.
 type Queue struct {
 	// Name names the queue in messages: the Redis key, the RabbitMQ queue.
@@ -36,7 +29,7 @@ type Queue struct {
 	// The suite sets LeaseTTL, MaxAttempts, Session, Wait and Logger itself.
 	Options worker.Options
 	// Conn is the probe connection to the queue; the suite closes it after the case.
-	Conn Conn
+	Conn queue.Conn
 }
 
 // Capabilities say what the backend promises beyond what every backend must do; the

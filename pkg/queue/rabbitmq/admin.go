@@ -7,26 +7,20 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strconv"
 	"time"
 
 	"github.com/queuejob/queuejob-operator/pkg/queue"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
+var (
+	_ queue.Admin    = (*Admin)(nil)
+	_ queue.Declarer = (*Admin)(nil)
+)
+
 // enqueueBatch is how many messages Admin.Enqueue publishes before waiting for their
 // confirms.
 const enqueueBatch = 1000
-
-// HostOf is the host:port of an AMQP URL, the only part of it a message may name (the
-// URL may hold the password).
-func HostOf(amqpURL string) string {
-	u, err := amqp.ParseURI(amqpURL)
-	if err != nil {
-		return "(an invalid AMQP URL)"
-	}
-	return net.JoinHostPort(u.Host, strconv.Itoa(u.Port))
-}
 
 // Admin is qj's side of a RabbitMQ queue: enqueue (declaring the queue), inspect, count
 // the dead-lettered messages. Its errors never quote the URL.
@@ -83,7 +77,7 @@ func (a *Admin) Open(context.Context) error {
 	}
 	conn, err := amqp.DialConfig(a.o.URL, cfg)
 	if err != nil {
-		return fmt.Errorf("connecting to RabbitMQ at %s: %s", HostOf(a.o.URL), amqpCause(err))
+		return fmt.Errorf("connecting to RabbitMQ at %s: %s", AddrOf(a.o.URL), amqpCause(err))
 	}
 	a.conn = conn
 	return nil

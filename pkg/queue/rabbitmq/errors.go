@@ -19,12 +19,11 @@ func rabbitError(err error, addr string) error {
 	}
 	switch {
 	case errors.Is(err, amqp.ErrCredentials):
-		return queue.Errorf(queue.ReasonAuthFailed, "RabbitMQ refused the credentials at %s: check the URL's user and password", addr)
+		return errCredentialsRefused(addr)
 	case errors.Is(err, amqp.ErrSASL):
 		return queue.Errorf(queue.ReasonAuthFailed, "RabbitMQ offers no SASL mechanism the probe can use at %s", addr)
 	case errors.Is(err, amqp.ErrVhost):
-		return queue.Errorf(queue.ReasonAuthFailed, "RabbitMQ denied access to the URL's virtual host at %s: check that it "+
-			"exists and that the user may use it", addr)
+		return errVhostDenied(addr)
 	}
 	var ae *amqp.Error
 	if errors.As(err, &ae) {
@@ -38,6 +37,18 @@ func rabbitError(err error, addr string) error {
 	return queue.Unanswered(queue.Errorf(queue.ReasonConnectionFailed, "cannot reach RabbitMQ at %s: %s", addr, queue.NetCause(err)), err)
 }
 
+// errCredentialsRefused and errVhostDenied say what the broker refused, however it said
+// so: amqp091's ErrCredentials and ErrVhost while connecting, or a Connection.Close with
+// ACCESS_REFUSED or NOT_ALLOWED.
+func errCredentialsRefused(addr string) *queue.Error {
+	return queue.Errorf(queue.ReasonAuthFailed, "RabbitMQ refused the credentials at %s: check the URL's user and password", addr)
+}
+
+func errVhostDenied(addr string) *queue.Error {
+	return queue.Errorf(queue.ReasonAuthFailed, "RabbitMQ denied access to the URL's virtual host at %s: check that it "+
+		"exists and that the user may use it", addr)
+}
+
 // amqpFailure classifies an AMQP error by its reply code: a broker's (or a peer's)
 // Connection.Close or Channel.Close, or amqp091's own error of a connection that broke.
 func amqpFailure(ae *amqp.Error, addr string) *queue.Error {
@@ -48,10 +59,9 @@ func amqpFailure(ae *amqp.Error, addr string) *queue.Error {
 	case !ae.Server:
 		return queue.Errorf(queue.ReasonConnectionFailed, "cannot reach RabbitMQ at %s: the connection failed or was closed", addr)
 	case ae.Code == amqp.AccessRefused:
-		return queue.Errorf(queue.ReasonAuthFailed, "RabbitMQ refused the credentials at %s: check the URL's user and password", addr)
+		return errCredentialsRefused(addr)
 	case ae.Code == amqp.NotAllowed:
-		return queue.Errorf(queue.ReasonAuthFailed, "RabbitMQ denied access to the URL's virtual host at %s: check that it "+
-			"exists and that the user may use it", addr)
+		return errVhostDenied(addr)
 	case ae.Code == amqp.NotFound:
 		return queue.Errorf(queue.ReasonQueueNotFound, "RabbitMQ has no such queue at %s: declare it, or fix spec.queue.rabbitmq.queue", addr)
 	case ae.Code == amqp.ResourceLocked:

@@ -3,6 +3,7 @@ package rabbitmq
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/http"
 	"strings"
@@ -103,37 +104,53 @@ func (m *rabbitManagement) counts(ctx context.Context, vhost, name string) (mc m
 	c.SetTransport(t)
 	c.SetTimeout(m.timeout)
 	q, err := c.GetQueue(vhost, name)
+	if err != nil {
+		return mc, false, m.failure(ctx, t.status, err, vhost, name)
+	}
+	known = q.MessagesUnacknowledgedDetails != nil || q.MessagesUnacknowledged != 0 || q.Messages != 0
+	return managementCounts{unacked: int64(q.MessagesUnacknowledged), messages: int64(q.Messages)}, known, nil
+}
+
+// failure classifies a failed GET of the queue's statistics: by the HTTP status of the
+// answer if it had one, then by the error (status 0: no answer).
+func (m *rabbitManagement) failure(ctx context.Context, status int, err error, vhost, name string) error {
 	switch {
-	case err == nil:
-		known = q.MessagesUnacknowledgedDetails != nil || q.MessagesUnacknowledged != 0 || q.Messages != 0
-		return managementCounts{unacked: int64(q.MessagesUnacknowledged), messages: int64(q.Messages)}, known, nil
-	case t.status == http.StatusUnauthorized || t.status == http.StatusForbidden:
-		return mc, false, queue.Errorf(queue.ReasonAuthFailed, "the RabbitMQ management API at %s answered with an HTTP error: "+
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return queue.Errorf(queue.ReasonAuthFailed, "the RabbitMQ management API at %s answered with an HTTP error: "+
 			"the credentials were refused: check the user and password in the Secret of "+
 			"spec.queue.rabbitmq.managementURLSecretRef, or with spec.queue.rabbitmq.managementURL those of the AMQP URL; "+
 			"the user needs the monitoring (or management) tag and access to the virtual host", m.addr)
-	case t.status == http.StatusNotFound:
-		return mc, false, queue.Errorf(queue.ReasonQueueNotFound, "the RabbitMQ management API at %s answered with an HTTP error: "+
+	case status == http.StatusNotFound:
+		return queue.Errorf(queue.ReasonQueueNotFound, "the RabbitMQ management API at %s answered with an HTTP error: "+
 			"not found: there is no queue %q in virtual host %q: declare it, or check spec.queue.rabbitmq.queue and "+
 			"that managementURL is the management API of the same broker", m.addr, name, vhost)
-	case t.status >= 300 || (t.status != 0 && t.status < 200):
+	case status >= 300 || (status != 0 && status < 200):
 		// A peer chose the status and its text: neither is repeated.
-		return mc, false, queue.Errorf(queue.ReasonConnectionFailed, "the RabbitMQ management API at %s answered with an "+
+		return queue.Errorf(queue.ReasonConnectionFailed, "the RabbitMQ management API at %s answered with an "+
 			"unexpected HTTP status: check spec.queue.rabbitmq.managementURL and the broker's health", m.addr)
-	case t.status != 0:
-		return mc, false, queue.Errorf(queue.ReasonConnectionFailed, "the server at %s is not the management API (it sent no "+
-			"queue statistics): check that managementURL is the base URL of the management API", m.addr)
-	case ctx.Err() != nil:
+	case timedOut(ctx, err):
+		// Before the 2xx case: http.Client.Timeout also covers reading the body, so a 2xx
+		// whose body stalls is no answer too. By the error, not only ctx.Err(): the
+		// client's own timeout of the same length may fire first.
 		e := queue.Errorf(queue.ReasonConnectionFailed, "the RabbitMQ management API at %s did not answer within %s", m.addr, m.timeout)
 		e.NoAnswer = true
-		return mc, false, e
-	default:
-		if cause, ok := queue.TLSCause(err); ok {
-			return mc, false, queue.Unanswered(queue.Errorf(queue.ReasonTLSFailed, "cannot reach the RabbitMQ management API at %s over TLS: %s: "+
-				"check spec.queue.rabbitmq.tls.caSecretRef (the CA that signed its certificate) and that the "+
-				"management URL is https:// on the management plugin's TLS port", m.addr, cause), err)
-		}
-		return mc, false, queue.Unanswered(queue.Errorf(queue.ReasonConnectionFailed, "cannot reach the RabbitMQ management API at %s: %s",
-			m.addr, queue.NetCause(err)), err)
+		return e
+	case status != 0:
+		return queue.Errorf(queue.ReasonConnectionFailed, "the server at %s is not the management API (it sent no "+
+			"queue statistics): check that managementURL is the base URL of the management API", m.addr)
 	}
+	if cause, ok := queue.TLSCause(err); ok {
+		return queue.Unanswered(queue.Errorf(queue.ReasonTLSFailed, "cannot reach the RabbitMQ management API at %s over TLS: %s: "+
+			"check spec.queue.rabbitmq.tls.caSecretRef (the CA that signed its certificate) and that the "+
+			"management URL is https:// on the management plugin's TLS port", m.addr, cause), err)
+	}
+	return queue.Unanswered(queue.Errorf(queue.ReasonConnectionFailed, "cannot reach the RabbitMQ management API at %s: %s",
+		m.addr, queue.NetCause(err)), err)
+}
+
+// timedOut reports whether a request ran out of time: the probe's context, a deadline,
+// or http.Client.Timeout (a net.Error whose Timeout is true, also while reading the body).
+func timedOut(ctx context.Context, err error) bool {
+	var netErr net.Error
+	return ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout())
 }

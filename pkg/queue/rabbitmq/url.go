@@ -48,6 +48,17 @@ func parseRabbitURL(raw string) (amqp.URI, error) {
 	return uri, nil
 }
 
+// AddrOf is the host:port of an AMQP URL, the only part of it a message may name (the
+// URL may hold the password); a fixed phrase if parseRabbitURL rejects it. (queue.HostOf
+// is the host of a host:port.)
+func AddrOf(amqpURL string) string {
+	uri, err := parseRabbitURL(amqpURL)
+	if err != nil {
+		return "(an invalid AMQP URL)"
+	}
+	return rabbitAddr(uri)
+}
+
 // rabbitAddr is the host:port of a parsed URL, the only part of it a message may name.
 func rabbitAddr(uri amqp.URI) string {
 	return net.JoinHostPort(uri.Host, strconv.Itoa(uri.Port))

@@ -12,6 +12,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
+var _ queue.Consumer = (*Consumer)(nil)
+
 // Headers of messages the worker republishes.
 const (
 	// HeaderAttempts counts the failed attempts of a message's earlier copies: a failed
@@ -53,6 +55,7 @@ type Consumer struct {
 // NewConsumer connects to the broker of o at once, so that a wrong URL, password or
 // certificate fails here with a message that says what to fix.
 func NewConsumer(ctx context.Context, o Options, co queue.ConsumerOptions) (*Consumer, error) {
+	co = co.WithDefaults()
 	conn, err := Dial(ctx, o, "queuejob-worker "+co.Session)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
@@ -434,6 +437,9 @@ func (c *Consumer) RequeueFailed(ctx context.Context, n int) (int, error) {
 	return moved, nil
 }
 
+// Close gives the messages delivered ahead and never handed out back to the queue
+// uncounted, then closes the channel, the connection and the probe's connection; the
+// broker requeues what was leased and not finished (an attempt on a quorum queue).
 func (c *Consumer) Close() error {
 	c.mu.Lock()
 	ch, pending := c.ch, c.pending
@@ -562,7 +568,3 @@ func causeText(err error) string {
 	}
 	return s
 }
-
-// Abandon closes the connection and returns nothing, as a worker that crashed: the broker
-// requeues the messages it held. Tests use it to crash a worker in-process.
-func (c *Consumer) Abandon() error { return c.conn.Close() }

@@ -11,6 +11,8 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 )
 
+var _ queue.Admin = (*Admin)(nil)
+
 // Batching of Admin.Enqueue: each RPUSH/LPUSH carries up to enqueueBatch items, and up to
 // enqueueDepth of them go in one pipeline (one round trip).
 const (
@@ -48,15 +50,13 @@ func (a *Admin) Open(context.Context) error {
 	return nil
 }
 
-// redis is the go-redis client, made on first use.
+// redis is the go-redis client, made on first use: NewClient's, as a worker's, with
+// timeouts of a.timeout and two connections.
 func (a *Admin) redis() *goredis.Client {
 	if a.client == nil {
-		a.client = goredis.NewClient(&goredis.Options{
-			Addr: a.o.Address, Username: a.o.Username, Password: a.o.Password, DB: a.o.DB,
-			TLSConfig:   a.o.TLS,
-			DialTimeout: a.timeout, ReadTimeout: a.timeout, WriteTimeout: a.timeout,
-			PoolSize: 2, MaxRetries: -1, DisableIdentity: true,
-		})
+		o := a.o
+		o.Timeout = a.timeout
+		a.client = NewClient(o, 2)
 	}
 	return a.client
 }

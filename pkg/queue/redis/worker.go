@@ -10,6 +10,11 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 )
 
+var (
+	_ queue.Consumer      = (*Consumer)(nil)
+	_ queue.CompleteTaker = (*Consumer)(nil)
+)
+
 // Consumer is the worker side of a Redis list, with the protocol of WQ:
 // take, renew, complete, fail, dead-letter and give back. pkg/worker drives it.
 type Consumer struct {
@@ -24,6 +29,7 @@ type Consumer struct {
 // NewConsumer connects to the list of o at once, so that a wrong address, password or
 // certificate fails here with a message that says what to fix.
 func NewConsumer(ctx context.Context, o Options, co queue.ConsumerOptions) (*Consumer, error) {
+	co = co.WithDefaults()
 	c := &Consumer{o: o, co: co, client: NewClient(o, 0), probe: New(o)}
 	c.wq = WQ{Client: c.client, Key: o.Key}
 	if err := c.client.Ping(ctx).Err(); err != nil {
