@@ -18,7 +18,7 @@ func (p *probeStates) size() int {
 	defer p.mu.Unlock()
 	n := 0
 	for _, e := range p.entries {
-		if e.conn.backend != nil {
+		if e.conn.conn != nil {
 			n++
 		}
 	}
@@ -30,7 +30,7 @@ func (p *probeStates) has(key types.NamespacedName) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e, ok := p.entries[key]
-	return ok && e.conn.backend != nil
+	return ok && e.conn.conn != nil
 }
 
 // wakeState is whether a QueueJob waits for a write, and how many writes were heard.
@@ -41,7 +41,7 @@ func (p *probeStates) wakeState(key types.NamespacedName, uid types.UID) (waitin
 
 func TestProbeStates(t *testing.T) {
 	var opened []*fakeBackend
-	kind := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) {
+	backend := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) {
 		b := &fakeBackend{}
 		opened = append(opened, b)
 		return b, nil
@@ -53,16 +53,16 @@ func TestProbeStates(t *testing.T) {
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	var p probeStates
 
-	a, _ := p.get(key, "uid-1", kind, src("one"))
-	b, _ := p.get(key, "uid-1", kind, src("one"))
+	a, _ := p.get(key, "uid-1", backend, src("one"))
+	b, _ := p.get(key, "uid-1", backend, src("one"))
 	if a != b || len(opened) != 1 {
 		t.Fatalf("the same source opened %d connections", len(opened))
 	}
-	c, _ := p.get(key, "uid-1", kind, src("rotated"))
+	c, _ := p.get(key, "uid-1", backend, src("rotated"))
 	if c == a || !closedOnce(opened[0]) {
 		t.Fatalf("a rotated Secret must replace the connection (closed %d)", opened[0].closed.Load())
 	}
-	d, _ := p.get(key, "uid-2", kind, src("rotated"))
+	d, _ := p.get(key, "uid-2", backend, src("rotated"))
 	if d == c || !closedOnce(opened[1]) {
 		t.Fatalf("a recreated QueueJob must get a new connection (closed %d)", opened[1].closed.Load())
 	}
@@ -75,7 +75,7 @@ func TestProbeStates(t *testing.T) {
 
 func TestProbeStatesSchedule(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	kind := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
+	backend := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	var p probeStates
 	if d := p.untilDue(key, "uid-1", now); d != 0 {
@@ -85,7 +85,7 @@ func TestProbeStatesSchedule(t *testing.T) {
 	if d := p.untilDue(key, "uid-1", now); d != 0 {
 		t.Fatalf("untilDue = %s without a connection", d)
 	}
-	if _, err := p.get(key, "uid-1", kind, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+	if _, err := p.get(key, "uid-1", backend, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 		t.Fatal(err)
 	}
 	p.probed(key, "uid-1", now, now.Add(2*time.Second), 2*time.Second, nil)
@@ -105,13 +105,13 @@ func TestProbeStatesSchedule(t *testing.T) {
 // that runs a wave is not woken; a write heard while a probe ran is not lost.
 func TestProbeStatesWake(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	kind := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
+	backend := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	var p probeStates
 	if wake, _ := p.heard(key, "uid-1", now, false); wake {
 		t.Fatal("woke a QueueJob without an entry")
 	}
-	if _, err := p.get(key, "uid-1", kind, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+	if _, err := p.get(key, "uid-1", backend, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 		t.Fatal(err)
 	}
 	probe := func(at time.Time, waiting bool) (probeAgain bool) {
@@ -206,11 +206,11 @@ func TestProbeStatesWake(t *testing.T) {
 // again, whether the wake comes before or after the turned-away probe records its end.
 func TestProbeStatesServerWake(t *testing.T) {
 	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
-	kind := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
+	backend := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	for _, wakeFirst := range []bool{true, false} {
 		var p probeStates
-		if _, err := p.get(key, "uid-1", kind, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+		if _, err := p.get(key, "uid-1", backend, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 			t.Fatal(err)
 		}
 		if wakeFirst {

@@ -74,7 +74,7 @@ func (b *failingBackend) Probe(context.Context) (queue.Counts, error) { return q
 func TestProbeReadsSecretsOncePerRefresh(t *testing.T) {
 	ref := &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "redis"}, Key: "password"}
 	b := &failingBackend{}
-	kind := backends.Backend{Name: "fake",
+	backend := backends.Backend{Name: "fake",
 		Selected: func(*qjv1.QueueSource) bool { return true },
 		SecretRefs: func(*qjv1.QueueSource) []backends.SecretRef {
 			return []backends.SecretRef{backends.RefOf(ref, "spec.queue.redis.passwordSecretRef")}
@@ -85,7 +85,7 @@ func TestProbeReadsSecretsOncePerRefresh(t *testing.T) {
 	r := &QueueJobReconciler{
 		APIReader:     countingReader{Reader: fake.NewClientBuilder().WithObjects(sec).Build(), gets: gets},
 		Recorder:      events.NewFakeRecorder(100),
-		Queues:        backends.NewRegistry(kind),
+		Queues:        backends.NewRegistry(backend),
 		SecretRefresh: time.Minute,
 	}
 	qj := &qjv1.QueueJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "q", UID: "uid-1", Generation: 1},

@@ -167,13 +167,13 @@ func endOf(err error) probeEnd {
 }
 
 // serverOf names the server a resolved source connects to (the addresses it reaches); a
-// kind that cannot tell gets a name of the QueueJob's own, which it shares with no other.
+// backend that cannot tell gets a name of the QueueJob's own, which it shares with no other.
 // The TLS settings are part of the name: a QueueJob that speaks TLS to a server that does
 // not gets no answer, and must not turn away the QueueJobs that reach it as they should.
-func serverOf(kind *backends.Backend, src backends.Source, key types.NamespacedName) string {
-	if kind.Addresses != nil {
-		if addrs, err := kind.Addresses(src); err == nil && len(addrs) > 0 {
-			name := kind.Name
+func serverOf(backend *backends.Backend, src backends.Source, key types.NamespacedName) string {
+	if backend.Addresses != nil {
+		if addrs, err := backend.Addresses(src); err == nil && len(addrs) > 0 {
+			name := backend.Name
 			for _, a := range addrs {
 				// One server however its name is spelled: REDIS:6379, redis.:6379.
 				name += " " + strings.ToLower(strings.Replace(a.HostPort, ".:", ":", 1))

@@ -219,16 +219,16 @@ func TestServerOfHoldsTheTLSSettings(t *testing.T) {
 	plain := backends.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "redis:6379", Key: "a"}}}
 	other := backends.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "redis:6379", Key: "b"}}}
 	overTLS := backends.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "redis:6379", Key: "a", TLS: &qjv1.TLSConfig{}}}}
-	kind := &rediskube.Backend
-	if serverOf(kind, plain, key) != serverOf(kind, other, key) {
+	backend := &rediskube.Backend
+	if serverOf(backend, plain, key) != serverOf(backend, other, key) {
 		t.Error("two keys on one server get two gates")
 	}
-	if serverOf(kind, plain, key) == serverOf(kind, overTLS, key) {
+	if serverOf(backend, plain, key) == serverOf(backend, overTLS, key) {
 		t.Error("plain and TLS QueueJobs on one address share a gate")
 	}
 	spelled := backends.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "REDIS.:6379", Key: "a"}}}
-	if serverOf(kind, plain, key) != serverOf(kind, spelled, key) {
-		t.Errorf("one server spelled two ways gets two gates: %q, %q", serverOf(kind, plain, key), serverOf(kind, spelled, key))
+	if serverOf(backend, plain, key) != serverOf(backend, spelled, key) {
+		t.Errorf("one server spelled two ways gets two gates: %q, %q", serverOf(backend, plain, key), serverOf(backend, spelled, key))
 	}
 }
 
