@@ -81,7 +81,7 @@ func (r *QueueJobReconciler) waveInputOf(ctx context.Context, s *scope, backend 
 		deadLetteredAtStart: deadLetteredAtStart(s.read.Status.Queue, s.jobs, *s.probe.counts),
 		deadLetterQueue:     backend.DeadLetterQueueOf(s.qj.Spec.Queue), name: s.qj.Name}
 	in.failedInARow, _ = failedInARow(&s.read.Status, s.jobs)
-	if current.state == waveEnding || current.state == waveEnded {
+	if current.state.endedByOperator() {
 		n, err := r.unfinishedPods(ctx, s, in.current)
 		if err != nil {
 			return in, err
