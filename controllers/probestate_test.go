@@ -1,9 +1,13 @@
 package controllers
 
 import (
+	"maps"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"k8s.io/apimachinery/pkg/types"
 
@@ -227,6 +231,106 @@ func TestProbeStatesServerWake(t *testing.T) {
 		p.probed(key, "uid-1", now, now.Add(2*time.Second), 2*time.Second, nil)
 		if d := p.untilDue(key, "uid-1", now); d != 2*time.Second {
 			t.Errorf("wake first %v: the probe after the wake is due in %s, want its interval", wakeFirst, d)
+		}
+	}
+}
+
+// A rotated Secret gives a QueueJob a new connection in the same entry (get): the entry
+// keeps when the QueueJob was and may next be probed, the writes heard to its queue and
+// what it owes its status, and starts the rest afresh. Every field of the entry is set
+// before the rotation and named here, carried or reset, so that a field added to
+// probeState, probeSchedule or writeWake must be placed on one side or the other.
+func TestProbeStatesRotationCarries(t *testing.T) {
+	carried := map[string]bool{
+		"schedule.due": true, "schedule.probedAt": true, "wake.writes": true, "goneWave": true, "reclaimed": true,
+		"schedule.interval": false, "schedule.running": false, "schedule.result": false, "schedule.serverWoke": false,
+		"wake.waiting": false, "wake.woken": false, "wake.emptyWakes": false,
+	}
+	backend := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
+	key := types.NamespacedName{Namespace: "ns", Name: "q"}
+	withSecret := func(v string) backends.Source {
+		return backends.Source{Spec: &qjv1.QueueSource{}, Secrets: map[string]string{"redis/password": v}}
+	}
+	var p probeStates
+	first, err := p.get(key, "uid-1", backend, withSecret("one"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before probeState
+	p.with(key, "uid-1", func(e *probeState) {
+		fillEveryField(t, reflect.ValueOf(&e.schedule).Elem())
+		fillEveryField(t, reflect.ValueOf(&e.wake).Elem())
+		e.goneWave, e.reclaimed = 4, 9
+		e.conn.reached, e.conn.unwatch = true, func() {}
+		before = *e
+	})
+	rotated, err := p.get(key, "uid-1", backend, withSecret("rotated"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rotated == first {
+		t.Fatal("a rotated Secret kept the connection")
+	}
+	var after probeState
+	p.with(key, "uid-1", func(e *probeState) { after = *e })
+	if after.conn.conn != rotated || after.conn.reached || after.conn.unwatch != nil {
+		t.Errorf("the new connection's state is carried over: %+v", after.conn)
+	}
+	named := map[string]bool{}
+	for name, was := range fieldsOf(reflect.ValueOf(&before).Elem(), "") {
+		now := fieldsOf(reflect.ValueOf(&after).Elem(), "")[name]
+		switch carry, ok := carried[name]; {
+		case name == "uid" || strings.HasPrefix(name, "conn."):
+			continue
+		case !ok:
+			t.Errorf("probeState.%s: say whether a rotated Secret carries it over (TestProbeStatesRotationCarries, probeStates.get)", name)
+		case carry && !reflect.DeepEqual(now.Interface(), was.Interface()):
+			t.Errorf("%s = %v after a rotated Secret, want it carried over: %v", name, now, was)
+		case !carry && !now.IsZero():
+			t.Errorf("%s = %v after a rotated Secret, want it reset", name, now)
+		}
+		named[name] = true
+	}
+	for name := range carried {
+		if !named[name] {
+			t.Errorf("%s is no field of probeState", name)
+		}
+	}
+}
+
+// fieldsOf maps the fields of the struct v, and of the structs it holds (not time.Time),
+// by their path, readable whether exported or not. v must be addressable.
+func fieldsOf(v reflect.Value, prefix string) map[string]reflect.Value {
+	fields := map[string]reflect.Value{}
+	for i := range v.NumField() {
+		f := reflect.NewAt(v.Field(i).Type(), unsafe.Pointer(v.Field(i).UnsafeAddr())).Elem()
+		name := prefix + v.Type().Field(i).Name
+		if f.Kind() == reflect.Struct && f.Type() != reflect.TypeOf(time.Time{}) {
+			maps.Copy(fields, fieldsOf(f, name+"."))
+			continue
+		}
+		fields[name] = f
+	}
+	return fields
+}
+
+// fillEveryField sets every field of the struct v to a value that is not its zero.
+func fillEveryField(t *testing.T, v reflect.Value) {
+	t.Helper()
+	for name, f := range fieldsOf(v, "") {
+		switch f.Kind() {
+		case reflect.Bool:
+			f.SetBool(true)
+		case reflect.Int, reflect.Int32, reflect.Int64:
+			f.SetInt(7)
+		case reflect.Uint, reflect.Uint32, reflect.Uint64:
+			f.SetUint(7)
+		case reflect.Pointer:
+			f.Set(reflect.New(f.Type().Elem()))
+		case reflect.Struct: // time.Time
+			f.Set(reflect.ValueOf(time.Unix(1000, 0)))
+		default:
+			t.Fatalf("fillEveryField: cannot fill %s (a %s)", name, f.Type())
 		}
 	}
 }

@@ -40,17 +40,21 @@ func (r *QueueJobReconciler) resolveCached(ctx context.Context, s *scope, backen
 func (r *QueueJobReconciler) resolve(ctx context.Context, qj *qjv1.QueueJob, backend *backends.Backend) (backends.Source, error) {
 	src := backends.Source{Spec: qj.Spec.Queue, Secrets: map[string]string{}}
 	for _, ref := range backend.SecretRefs(qj.Spec.Queue) {
+		field := ref.Field
+		if field == "" {
+			field = "spec.queue" // a backend that does not name the field
+		}
 		var sec corev1.Secret
 		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: qj.Namespace, Name: ref.Name}, &sec)
 		if apierrors.IsNotFound(err) {
-			return src, queue.Errorf(queue.ReasonSecretNotFound, "Secret %s/%s does not exist: create it, or fix %s", qj.Namespace, ref.Name, ref.Field)
+			return src, queue.Errorf(queue.ReasonSecretNotFound, "Secret %s/%s does not exist: create it, or fix %s", qj.Namespace, ref.Name, field)
 		}
 		if err != nil {
-			return src, queue.Errorf(queue.ReasonSecretNotFound, "reading Secret %s/%s (%s): %v", qj.Namespace, ref.Name, ref.Field, err)
+			return src, queue.Errorf(queue.ReasonSecretNotFound, "reading Secret %s/%s (%s): %v", qj.Namespace, ref.Name, field, err)
 		}
 		v, ok := sec.Data[ref.Key]
 		if !ok {
-			return src, queue.Errorf(queue.ReasonSecretNotFound, "Secret %s/%s has no key %q: add it, or fix the key in %s", qj.Namespace, ref.Name, ref.Key, ref.Field)
+			return src, queue.Errorf(queue.ReasonSecretNotFound, "Secret %s/%s has no key %q: add it, or fix the key in %s", qj.Namespace, ref.Name, ref.Key, field)
 		}
 		src.Secrets[ref.ID()] = string(v)
 	}
