@@ -271,7 +271,9 @@ func (p *probeStates) get(key types.NamespacedName, uid types.UID, backend *back
 		closeInBackground(e.conn.conn)
 		stopWatch(e)
 		delete(p.entries, key)
-		if e.uid == uid { // a rotated Secret: what the QueueJob owes its status stays
+		// A rotated Secret: what the QueueJob owes its status stays.
+		// TestProbeStatesRotationCarries names each field carried or reset.
+		if e.uid == uid {
 			carried = probeState{
 				schedule: probeSchedule{due: e.schedule.due, probedAt: e.schedule.probedAt},
 				wake:     writeWake{writes: e.wake.writes},
