@@ -16,6 +16,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	rediskube "github.com/queuejob/queuejob-operator/pkg/queue/redis/kube"
@@ -229,6 +230,23 @@ func TestServerOfHoldsTheTLSSettings(t *testing.T) {
 	spelled := backends.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "REDIS.:6379", Key: "a"}}}
 	if serverOf(backend, plain, key) != serverOf(backend, spelled, key) {
 		t.Errorf("one server spelled two ways gets two gates: %q, %q", serverOf(backend, plain, key), serverOf(backend, spelled, key))
+	}
+}
+
+// A backend that cannot say whether a source speaks TLS gives each QueueJob a gate of its
+// own: a QueueJob whose TLS settings its server refuses must not turn away the others.
+func TestServerOfWithoutTLSIsTheQueueJobs(t *testing.T) {
+	backend := &backends.Backend{Name: "fake", Addresses: func(backends.Source) ([]queue.Address, error) {
+		return []queue.Address{{HostPort: "queue:1234", Field: "spec.queue.fake.address"}}, nil
+	}}
+	src := backends.Source{Spec: &qjv1.QueueSource{}}
+	a, b := types.NamespacedName{Namespace: "ns", Name: "a"}, types.NamespacedName{Namespace: "ns", Name: "b"}
+	if serverOf(backend, src, a) == serverOf(backend, src, b) {
+		t.Errorf("two QueueJobs of a backend that cannot tell their TLS settings share a gate: %q", serverOf(backend, src, a))
+	}
+	backend.TLS = func(backends.Source) (bool, string) { return false, "" }
+	if serverOf(backend, src, a) != serverOf(backend, src, b) {
+		t.Errorf("two QueueJobs on one server with the same TLS settings get two gates: %q, %q", serverOf(backend, src, a), serverOf(backend, src, b))
 	}
 }
 
