@@ -8,9 +8,9 @@ import (
 )
 
 // waveState is the state of a QueueJob's current wave, read from its Job: the states of
-// the wave state machine (docs/wave-state-machine.md) that a Job shows. The QueueJob's own Waiting, Suspended,
-// Complete and Failed come from its status and spec; a wave that is None, Complete or
-// Failed leaves it Waiting unless that finishes it.
+// the wave state machine (docs/wave-state-machine.md) that a Job shows. The QueueJob's
+// own Waiting, Suspended, Complete and Failed come from its status and spec; a wave that
+// is None, Complete or Failed leaves it Waiting unless that finishes it.
 //
 // One function, waveStateOf, decides it; the planner (planWave), observe, syncJob,
 // checkPodCreation and the probe's wave mark ask it instead of testing the Job's fields
@@ -32,8 +32,10 @@ const (
 	// waveEnding: the operator ended the wave (it suspended the Job and annotated it
 	// batch.queuejob.io/wave-ended); the Job has not finished, its pods are stopping.
 	waveEnding waveState = "Ending"
-	// waveEndedFinished: the operator ended the wave and the Job has finished since, Complete or
-	// Failed: its pods have stopped, and its outcome is no verdict on the QueueJob.
+	// waveEndedFinished ("Ended"): the operator ended the wave and the Job has finished
+	// since, Complete or Failed: its pods have stopped, and its outcome is no verdict on
+	// the QueueJob. (The annotation batch.queuejob.io/wave-ended and the event WaveEnded
+	// mark the start of Ending, not this.)
 	waveEndedFinished waveState = "Ended"
 	// waveComplete: the Job completed.
 	waveComplete waveState = "Complete"
