@@ -85,7 +85,7 @@ type wavePlan struct {
 func planWave(in waveInput) wavePlan {
 	spec, c := in.spec, in.counts
 	switch st := waveOf(in.current, spec).state; {
-	case st == waveEnding || st == waveEnded:
+	case st.endedByOperator():
 		return planEnding(in)
 	case st.runs():
 		return planRunning(in)
@@ -179,8 +179,9 @@ func planEnding(in waveInput) wavePlan {
 	// Another controller may resume the suspended Job: Kueue resumes every admitted Job
 	// that is suspended. Then waiting for its pods to stop would wait for ever: the Job is
 	// archived with the counts it has, and deleting it stops its pods.
-	resumed := !ptr.Deref(job.Spec.Suspend, false)
-	if waveOf(job, in.spec).state == waveEnding && !resumed && (job.Status.Active > 0 || ptr.Deref(job.Status.Terminating, 0) > 0 || in.endingPods > 0) {
+	current := waveOf(job, in.spec)
+	resumed := current.createsPods() // an Ending wave's Job creates pods only once resumed
+	if current.state == waveEnding && !resumed && (job.Status.Active > 0 || ptr.Deref(job.Status.Terminating, 0) > 0 || in.endingPods > 0) {
 		return wavePlan{}
 	}
 	plan := wavePlan{archiveEnded: true}

@@ -81,7 +81,7 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 		r.forgetQueue(key)
 		return nil
 	}
-	kind, err := r.registry().For(src)
+	backend, err := r.registry().For(src)
 	if err != nil {
 		return err
 	}
@@ -105,7 +105,7 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 		}
 	}
 	// Due, or the result just taken was measured against another wave: probe now.
-	return r.startProbe(ctx, s, kind)
+	return r.startProbe(ctx, s, backend)
 }
 
 // useProbe takes a finished probe's result into the reconcile, and reports whether it
@@ -128,16 +128,16 @@ func (r *QueueJobReconciler) useProbe(s *scope, res *probeResult) bool {
 // probeRun is one probe of a QueueJob's queue. It runs after the reconcile that started it
 // has returned, so it holds copies of what it needs from it.
 type probeRun struct {
-	key    types.NamespacedName
-	uid    types.UID
-	target *qjv1.QueueJob // the QueueJob's metadata, for events
-	kind   *backends.Backend
-	source backends.Source
+	key     types.NamespacedName
+	uid     types.UID
+	target  *qjv1.QueueJob // the QueueJob's metadata, for events
+	backend *backends.Backend
+	source  backends.Source
 	// server names the server the probe reaches, and gate is its entry in that server's
 	// gate (see serverGates).
-	server  string
-	gate    *gateTicket
-	backend queue.Conn
+	server string
+	gate   *gateTicket
+	conn   queue.Conn
 	// at is when it started (the reconcile's now), interval the QueueJob's probe interval
 	// and backoff the wait before the next probe should this one fail.
 	at                time.Time
@@ -147,11 +147,11 @@ type probeRun struct {
 }
 
 // newProbeRun describes a probe of the scope's QueueJob.
-func (r *QueueJobReconciler) newProbeRun(ctx context.Context, s *scope, kind *backends.Backend) *probeRun {
+func (r *QueueJobReconciler) newProbeRun(ctx context.Context, s *scope, backend *backends.Backend) *probeRun {
 	interval := time.Duration(s.qj.Spec.EffectiveProbeIntervalSeconds()) * time.Second
 	key := client.ObjectKeyFromObject(s.qj)
 	return &probeRun{
-		key: key, uid: s.qj.UID, kind: kind, at: s.now, interval: interval, log: logf.FromContext(ctx),
+		key: key, uid: s.qj.UID, backend: backend, at: s.now, interval: interval, log: logf.FromContext(ctx),
 		target:  &qjv1.QueueJob{TypeMeta: s.qj.TypeMeta, ObjectMeta: *s.qj.ObjectMeta.DeepCopy()},
 		backoff: probeBackoff(s.read, interval, s.now),
 		// A write heard during the probe (items pushed after the count) must not be
@@ -163,13 +163,13 @@ func (r *QueueJobReconciler) newProbeRun(ctx context.Context, s *scope, kind *ba
 // startProbe starts a probe of the QueueJob's queue in the background. What fails before
 // the queue is reached (a Secret missing, a server whose last probe found it down) fails
 // the probe at once, in this reconcile.
-func (r *QueueJobReconciler) startProbe(ctx context.Context, s *scope, kind *backends.Backend) error {
-	p := r.newProbeRun(ctx, s, kind)
+func (r *QueueJobReconciler) startProbe(ctx context.Context, s *scope, backend *backends.Backend) error {
+	p := r.newProbeRun(ctx, s, backend)
 	var err error
-	if p.source, err = r.resolveCached(ctx, s, kind); err == nil {
+	if p.source, err = r.resolveCached(ctx, s, backend); err == nil {
 		p.source.Spec = p.source.Spec.DeepCopy() // the reconcile's status write decodes into s.qj
-		p.server = serverOf(kind, p.source, p.key)
-		p.backend, err = r.probes.get(p.key, p.uid, kind, p.source)
+		p.server = serverOf(backend, p.source, p.key)
+		p.conn, err = r.probes.get(p.key, p.uid, backend, p.source)
 	}
 	if err == nil {
 		if p.gate = r.gates.enter(p.server, p.key, s.now); p.gate == nil {
@@ -192,7 +192,7 @@ func (r *QueueJobReconciler) startProbe(ctx context.Context, s *scope, kind *bac
 // the next probe tries it again (see serverGates).
 var errServerDown = errors.New("the server is down")
 
-// skipped is the error of a probe turned away from a server (kind and addresses) that is
+// skipped is the error of a probe turned away from a server (backend and addresses) that is
 // down. The message is the same at every probe, so that it costs no status write.
 func skipped(server string) error {
 	return queue.Errorf(queue.ReasonConnectionFailed, "The queue's server (%s) did not answer the last probe of a "+
@@ -209,7 +209,7 @@ func (r *QueueJobReconciler) runProbe(p *probeRun) {
 	var wake []types.NamespacedName
 	// Refused before connecting (--allowed-queue-addresses); here, since it may resolve
 	// the queue's host name.
-	refused := r.AllowedAddresses.Check(ctx, p.kind, p.source)
+	refused := r.AllowedAddresses.Check(ctx, p.backend, p.source)
 	var err error
 	if refused == nil {
 		err = r.gates.wait(ctx, p.gate)
@@ -229,9 +229,9 @@ func (r *QueueJobReconciler) runProbe(p *probeRun) {
 	default:
 		r.probes.reach(p.key, p.uid)
 		res = r.probeOnce(ctx, p)
-		probeDuration.WithLabelValues(p.kind.Name).Observe(time.Since(start).Seconds())
+		probeDuration.WithLabelValues(p.backend.Name).Observe(time.Since(start).Seconds())
 		end := endOf(res.err)
-		if end == serverAnswered && res.err != nil && !r.probes.holds(p.key, p.uid, p.backend) {
+		if end == serverAnswered && res.err != nil && !r.probes.holds(p.key, p.uid, p.conn) {
 			end = probeSkipped // its connection was closed under it (the QueueJob went): that says nothing
 		}
 		wake = r.gates.leave(p.gate, p.at.Add(time.Since(start)), end)
@@ -256,7 +256,7 @@ func (r *QueueJobReconciler) settleProbe(p *probeRun, res *probeResult, keep boo
 			// the next probe reads the Secrets again.
 			r.secrets.forget(p.key)
 		}
-		probeErrors.WithLabelValues(p.kind.Name, queue.ReasonOf(res.err)).Inc()
+		probeErrors.WithLabelValues(p.backend.Name, queue.ReasonOf(res.err)).Inc()
 		p.log.V(1).Info("Probe failed", "reason", queue.ReasonOf(res.err), "error", res.err.Error())
 		next = p.backoff
 	}
@@ -288,9 +288,9 @@ func strandedItems(st *qjv1.QueueJobStatus) bool {
 // probeOnce probes and reaps, within ProbeTimeout.
 func (r *QueueJobReconciler) probeOnce(ctx context.Context, p *probeRun) probeResult {
 	res := p.started
-	// The bound holds whatever the backend does with the context: a backend that does not
+	// The bound holds whatever the connection does with the context: a connection that does not
 	// answer in time is abandoned (and closed in the background), and the next probe opens
-	// a new one, so that no two probes ever use one backend at once.
+	// a new one, so that no two probes ever use one connection at once.
 	ctx, cancel := context.WithTimeout(ctx, r.probeTimeout())
 	defer cancel()
 	type result struct {
@@ -299,7 +299,7 @@ func (r *QueueJobReconciler) probeOnce(ctx context.Context, p *probeRun) probeRe
 	}
 	done := make(chan result, 1)
 	go func() {
-		counts, reclaimed, err := probeAndReap(ctx, p.backend, p.at, max(minReapGrace, 2*p.interval))
+		counts, reclaimed, err := probeAndReap(ctx, p.conn, p.at, max(minReapGrace, 2*p.interval))
 		// Reclaimed items are back in the queue, whether this probe failed later on or was
 		// abandoned: count them until a status write records them, and say so now.
 		r.recordReclaimed(ctx, p, reclaimed)
@@ -311,10 +311,10 @@ func (r *QueueJobReconciler) probeOnce(ctx context.Context, p *probeRun) probeRe
 			res.err = got.err
 			return res
 		}
-		r.watchQueue(ctx, p.key, p.uid, p.kind, p.source)
+		r.watchQueue(ctx, p.key, p.uid, p.backend, p.source)
 		res.counts = &got.counts
 	case <-ctx.Done():
-		r.probes.abandon(p.key, p.backend)
+		r.probes.abandon(p.key, p.conn)
 		e := queue.Errorf(queue.ReasonConnectionFailed,
 			"the queue did not answer within %s: check spec.queue's address and that the broker is healthy", r.probeTimeout())
 		e.NoAnswer = true
@@ -323,21 +323,21 @@ func (r *QueueJobReconciler) probeOnce(ctx context.Context, p *probeRun) probeRe
 	return res
 }
 
-// watchQueue has the QueueJob's queue watched, if its kind can be and it is not yet: a
+// watchQueue has the QueueJob's queue watched, if its backend can be and it is not yet: a
 // write to it wakes a QueueJob waiting on an empty queue at once, instead of at its next
 // probe. A watch that cannot start (a server that refuses tracking) changes nothing: the
 // probes find the items.
-func (r *QueueJobReconciler) watchQueue(ctx context.Context, key types.NamespacedName, uid types.UID, kind *backends.Backend, src backends.Source) {
-	if r.NoQueueWatch || kind.NewWatcher == nil || r.probes.watching(key, uid) {
+func (r *QueueJobReconciler) watchQueue(ctx context.Context, key types.NamespacedName, uid types.UID, backend *backends.Backend, src backends.Source) {
+	if r.NoQueueWatch || backend.NewWatcher == nil || r.probes.watching(key, uid) {
 		return
 	}
-	w := r.watcher(kind)
+	w := r.watcher(backend)
 	if w == nil {
 		return // the manager is stopping
 	}
 	stop, err := w.Watch(src, func(reported bool) {
 		if wake, after := r.probes.heard(key, uid, r.Clock.Now(), reported); wake {
-			queueWakes.WithLabelValues(kind.Name).Inc()
+			queueWakes.WithLabelValues(backend.Name).Inc()
 			r.enqueue(key, after)
 		}
 	})
@@ -350,8 +350,8 @@ func (r *QueueJobReconciler) watchQueue(ctx context.Context, key types.Namespace
 	}
 }
 
-// watcher is the Watcher of a kind, started on first use; nil once the manager stops.
-func (r *QueueJobReconciler) watcher(kind *backends.Backend) backends.Watcher {
+// watcher is the Watcher of a backend, started on first use; nil once the manager stops.
+func (r *QueueJobReconciler) watcher(backend *backends.Backend) backends.Watcher {
 	r.watchMu.Lock()
 	defer r.watchMu.Unlock()
 	if r.watchersClosed {
@@ -360,11 +360,11 @@ func (r *QueueJobReconciler) watcher(kind *backends.Backend) backends.Watcher {
 	if r.watchers == nil {
 		r.watchers = map[string]backends.Watcher{}
 	}
-	w, ok := r.watchers[kind.Name]
+	w, ok := r.watchers[backend.Name]
 	if !ok {
 		// Not the reconcile's logger: a watch serves every QueueJob on its server.
-		w = kind.NewWatcher(logf.Log.WithName("queue-watch").WithValues("backend", kind.Name))
-		r.watchers[kind.Name] = w
+		w = backend.NewWatcher(logf.Log.WithName("queue-watch").WithValues("backend", backend.Name))
+		r.watchers[backend.Name] = w
 	}
 	return w
 }
@@ -397,7 +397,7 @@ func (r *QueueJobReconciler) recordReclaimed(ctx context.Context, p *probeRun, n
 		return
 	}
 	r.probes.addReclaimed(p.key, p.uid, int64(n))
-	leasesReclaimed.WithLabelValues(p.kind.Name).Add(float64(n))
+	leasesReclaimed.WithLabelValues(p.backend.Name).Add(float64(n))
 	logf.FromContext(ctx).Info("Returned items of gone workers to the queue", "items", n)
 	r.Recorder.Eventf(p.target, nil, corev1.EventTypeNormal, qjv1.EventLeasesReclaimed, "ReclaimLeases",
 		"Returned %d in-flight items whose lease expired to the queue", n)
@@ -405,8 +405,8 @@ func (r *QueueJobReconciler) recordReclaimed(ctx context.Context, p *probeRun, n
 
 // probeAndReap counts the queue's items and returns those of gone workers to it. Items
 // already returned are counted even when the reaper then fails.
-func probeAndReap(ctx context.Context, backend queue.Conn, now time.Time, grace time.Duration) (queue.Counts, int, error) {
-	counts, err := backend.Probe(ctx)
+func probeAndReap(ctx context.Context, conn queue.Conn, now time.Time, grace time.Duration) (queue.Counts, int, error) {
+	counts, err := conn.Probe(ctx)
 	if err != nil {
 		return queue.Counts{}, 0, err
 	}
@@ -415,7 +415,7 @@ func probeAndReap(ctx context.Context, backend queue.Conn, now time.Time, grace 
 	// lease, that then finished and was later taken again, must not be reclaimed as if it
 	// had been abandoned all along. With nothing in flight a Reap is one cheap read.
 	reclaimed := 0
-	if reaper, ok := backend.(queue.Reaper); ok {
+	if reaper, ok := conn.(queue.Reaper); ok {
 		reclaimed, err = reaper.Reap(ctx, now, grace)
 		if err != nil {
 			return queue.Counts{}, reclaimed, err

@@ -24,7 +24,7 @@ type fakeBackend struct{ closed atomic.Int32 }
 func (f *fakeBackend) Probe(context.Context) (queue.Counts, error) { return queue.Counts{}, nil }
 func (f *fakeBackend) Close() error                                { f.closed.Add(1); return nil }
 
-// closedOnce waits for probeStates' background close of a backend.
+// closedOnce waits for probeStates' background close of a connection.
 func closedOnce(f *fakeBackend) bool {
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if f.closed.Load() == 1 {
@@ -64,12 +64,12 @@ func fakeKind(b queue.Conn) *backends.Backend {
 func probeOnceOf(t interface {
 	Helper()
 	Fatal(...any)
-}, r *QueueJobReconciler, s *scope, kind *backends.Backend) probeResult {
+}, r *QueueJobReconciler, s *scope, backend *backends.Backend) probeResult {
 	t.Helper()
-	p := r.newProbeRun(context.Background(), s, kind)
+	p := r.newProbeRun(context.Background(), s, backend)
 	p.source = backends.Source{Spec: s.qj.Spec.Queue}
 	var err error
-	if p.backend, err = r.probes.get(p.key, p.uid, kind, p.source); err != nil {
+	if p.conn, err = r.probes.get(p.key, p.uid, backend, p.source); err != nil {
 		t.Fatal(err)
 	}
 	return r.probeOnce(context.Background(), p)
@@ -132,13 +132,13 @@ func TestProbeOnceAlwaysReaps(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			b := &reapingBackend{counts: tc.counts, reclaim: tc.reclaim}
-			kind := &backends.Backend{Name: "fake",
+			backend := &backends.Backend{Name: "fake",
 				SecretRefs: func(*qjv1.QueueSource) []backends.SecretRef { return nil },
 				Open:       func(backends.Source) (queue.Conn, error) { return b, nil }}
 			qj := &qjv1.QueueJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "q", UID: "uid-1"},
 				Spec: qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "r:6379", Key: "k"}}}}
 			r := &QueueJobReconciler{Recorder: events.NewFakeRecorder(10)}
-			res := probeOnceOf(t, r, &scope{read: qj, qj: qj, now: now}, kind)
+			res := probeOnceOf(t, r, &scope{read: qj, qj: qj, now: now}, backend)
 			reclaimed := int(r.probes.pendingReclaimed(types.NamespacedName{Namespace: "ns", Name: "q"}, "uid-1"))
 			if res.err != nil {
 				t.Fatal(res.err)
@@ -208,13 +208,13 @@ func TestUseProbeTakesOnlyCountsOfTheWaveItSees(t *testing.T) {
 // that waited for its server's slots must not leave the next one due at once.
 func TestSettleProbeCountsFromTheEnd(t *testing.T) {
 	at := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
-	kind := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
+	backend := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	r := &QueueJobReconciler{}
-	if _, err := r.probes.get(key, "uid-1", kind, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+	if _, err := r.probes.get(key, "uid-1", backend, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 		t.Fatal(err)
 	}
-	p := &probeRun{key: key, uid: "uid-1", kind: kind, at: at, interval: 2 * time.Second, backoff: 2 * time.Second, log: logr.Discard()}
+	p := &probeRun{key: key, uid: "uid-1", backend: backend, at: at, interval: 2 * time.Second, backoff: 2 * time.Second, log: logr.Discard()}
 	end := at.Add(8 * time.Second)
 	r.settleProbe(p, &probeResult{counts: &queue.Counts{}}, true, end)
 	if d := r.probes.untilDue(key, "uid-1", end); d < 2*time.Second {

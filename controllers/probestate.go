@@ -37,7 +37,7 @@ type probeState struct {
 // probeConn is a QueueJob's connection to its queue, opened from a resolved source.
 type probeConn struct {
 	fingerprint string
-	backend     queue.Conn
+	conn        queue.Conn
 	// unwatch ends the watch of the queue (see watchQueue); nil if there is none.
 	unwatch func()
 	// reached is set once a probe went through it to the queue (the address policy
@@ -165,9 +165,9 @@ func (p *probeStates) reach(key types.NamespacedName, uid types.UID) {
 	p.with(key, uid, func(e *probeState) { e.conn.reached = true })
 }
 
-// holds reports whether the QueueJob's entry still holds the backend.
-func (p *probeStates) holds(key types.NamespacedName, uid types.UID, b queue.Conn) (ok bool) {
-	p.with(key, uid, func(e *probeState) { ok = e.conn.backend == b })
+// holds reports whether the QueueJob's entry still holds the connection.
+func (p *probeStates) holds(key types.NamespacedName, uid types.UID, conn queue.Conn) (ok bool) {
+	p.with(key, uid, func(e *probeState) { ok = e.conn.conn == conn })
 	return ok
 }
 
@@ -243,7 +243,7 @@ func (p *probeStates) armWake(key types.NamespacedName, uid types.UID, waiting b
 // ends the watch) if the entry has one already or is gone.
 func (p *probeStates) setUnwatch(key types.NamespacedName, uid types.UID, stop func()) (kept bool) {
 	p.with(key, uid, func(e *probeState) {
-		if e.conn.unwatch == nil && e.conn.backend != nil {
+		if e.conn.unwatch == nil && e.conn.conn != nil {
 			e.conn.unwatch, kept = stop, true
 		}
 	})
@@ -259,19 +259,21 @@ func (p *probeStates) watching(key types.NamespacedName, uid types.UID) (w bool)
 // get returns the QueueJob's connection to its queue, opened from src. It opens a new one
 // when the QueueJob was recreated (a new entry) or the resolved source changed (a rotated
 // Secret: the entry keeps its schedule, the writes heard and what it owes the status).
-func (p *probeStates) get(key types.NamespacedName, uid types.UID, kind *backends.Backend, src backends.Source) (queue.Conn, error) {
+func (p *probeStates) get(key types.NamespacedName, uid types.UID, backend *backends.Backend, src backends.Source) (queue.Conn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	fp := kind.Name + "/" + src.Fingerprint()
+	fp := backend.Name + "/" + src.Fingerprint()
 	var carried probeState
 	if e, ok := p.entries[key]; ok {
 		if e.uid == uid && e.conn.fingerprint == fp {
-			return e.conn.backend, nil
+			return e.conn.conn, nil
 		}
-		closeInBackground(e.conn.backend)
+		closeInBackground(e.conn.conn)
 		stopWatch(e)
 		delete(p.entries, key)
-		if e.uid == uid { // a rotated Secret: what the QueueJob owes its status stays
+		// A rotated Secret: what the QueueJob owes its status stays.
+		// TestProbeStatesRotationCarries names each field carried or reset.
+		if e.uid == uid {
 			carried = probeState{
 				schedule: probeSchedule{due: e.schedule.due, probedAt: e.schedule.probedAt},
 				wake:     writeWake{writes: e.wake.writes},
@@ -279,28 +281,28 @@ func (p *probeStates) get(key types.NamespacedName, uid types.UID, kind *backend
 			}
 		}
 	}
-	b, err := kind.Open(src)
+	conn, err := backend.Open(src)
 	if err != nil {
 		return nil, err
 	}
 	if p.entries == nil {
 		p.entries = map[types.NamespacedName]*probeState{}
 	}
-	carried.uid, carried.conn.fingerprint, carried.conn.backend = uid, fp, b
+	carried.uid, carried.conn.fingerprint, carried.conn.conn = uid, fp, conn
 	p.entries[key] = &carried
-	return b, nil
+	return conn, nil
 }
 
-// abandon removes a backend that did not answer in time from the entry, keeping what the
+// abandon removes a connection that did not answer in time from the entry, keeping what the
 // QueueJob owes its status, and closes it in the background.
-func (p *probeStates) abandon(key types.NamespacedName, b queue.Conn) {
+func (p *probeStates) abandon(key types.NamespacedName, conn queue.Conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if e, ok := p.entries[key]; ok && e.conn.backend == b {
-		e.conn.backend, e.conn.fingerprint = nil, ""
+	if e, ok := p.entries[key]; ok && e.conn.conn == conn {
+		e.conn.conn, e.conn.fingerprint = nil, ""
 		stopWatch(e)
 	}
-	closeInBackground(b)
+	closeInBackground(conn)
 }
 
 // stopWatch ends an entry's watch of its queue, if it has one.
@@ -311,11 +313,11 @@ func stopWatch(e *probeState) {
 	}
 }
 
-// closeInBackground closes a backend without holding up the caller (nor the lock):
+// closeInBackground closes a connection without holding up the caller (nor the lock):
 // closing a connection to a frozen broker waits for its timeout.
-func closeInBackground(b queue.Conn) {
-	if b != nil {
-		go func() { _ = b.Close() }()
+func closeInBackground(conn queue.Conn) {
+	if conn != nil {
+		go func() { _ = conn.Close() }()
 	}
 }
 
@@ -333,10 +335,10 @@ func (p *probeStates) take(key types.NamespacedName) queue.Conn {
 	stopWatch(e)
 	delete(p.entries, key)
 	if e.schedule.running || !e.conn.reached {
-		closeInBackground(e.conn.backend)
+		closeInBackground(e.conn.conn)
 		return nil
 	}
-	return e.conn.backend
+	return e.conn.conn
 }
 
 // drop removes a QueueJob's entry and closes its connection.
@@ -344,7 +346,7 @@ func (p *probeStates) drop(key types.NamespacedName) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if e, ok := p.entries[key]; ok {
-		closeInBackground(e.conn.backend)
+		closeInBackground(e.conn.conn)
 		stopWatch(e)
 		delete(p.entries, key)
 	}

@@ -1,9 +1,13 @@
 package controllers
 
 import (
+	"maps"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"k8s.io/apimachinery/pkg/types"
 
@@ -18,7 +22,7 @@ func (p *probeStates) size() int {
 	defer p.mu.Unlock()
 	n := 0
 	for _, e := range p.entries {
-		if e.conn.backend != nil {
+		if e.conn.conn != nil {
 			n++
 		}
 	}
@@ -30,7 +34,7 @@ func (p *probeStates) has(key types.NamespacedName) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e, ok := p.entries[key]
-	return ok && e.conn.backend != nil
+	return ok && e.conn.conn != nil
 }
 
 // wakeState is whether a QueueJob waits for a write, and how many writes were heard.
@@ -41,7 +45,7 @@ func (p *probeStates) wakeState(key types.NamespacedName, uid types.UID) (waitin
 
 func TestProbeStates(t *testing.T) {
 	var opened []*fakeBackend
-	kind := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) {
+	backend := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) {
 		b := &fakeBackend{}
 		opened = append(opened, b)
 		return b, nil
@@ -53,16 +57,16 @@ func TestProbeStates(t *testing.T) {
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	var p probeStates
 
-	a, _ := p.get(key, "uid-1", kind, src("one"))
-	b, _ := p.get(key, "uid-1", kind, src("one"))
+	a, _ := p.get(key, "uid-1", backend, src("one"))
+	b, _ := p.get(key, "uid-1", backend, src("one"))
 	if a != b || len(opened) != 1 {
 		t.Fatalf("the same source opened %d connections", len(opened))
 	}
-	c, _ := p.get(key, "uid-1", kind, src("rotated"))
+	c, _ := p.get(key, "uid-1", backend, src("rotated"))
 	if c == a || !closedOnce(opened[0]) {
 		t.Fatalf("a rotated Secret must replace the connection (closed %d)", opened[0].closed.Load())
 	}
-	d, _ := p.get(key, "uid-2", kind, src("rotated"))
+	d, _ := p.get(key, "uid-2", backend, src("rotated"))
 	if d == c || !closedOnce(opened[1]) {
 		t.Fatalf("a recreated QueueJob must get a new connection (closed %d)", opened[1].closed.Load())
 	}
@@ -75,7 +79,7 @@ func TestProbeStates(t *testing.T) {
 
 func TestProbeStatesSchedule(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	kind := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
+	backend := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	var p probeStates
 	if d := p.untilDue(key, "uid-1", now); d != 0 {
@@ -85,7 +89,7 @@ func TestProbeStatesSchedule(t *testing.T) {
 	if d := p.untilDue(key, "uid-1", now); d != 0 {
 		t.Fatalf("untilDue = %s without a connection", d)
 	}
-	if _, err := p.get(key, "uid-1", kind, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+	if _, err := p.get(key, "uid-1", backend, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 		t.Fatal(err)
 	}
 	p.probed(key, "uid-1", now, now.Add(2*time.Second), 2*time.Second, nil)
@@ -105,13 +109,13 @@ func TestProbeStatesSchedule(t *testing.T) {
 // that runs a wave is not woken; a write heard while a probe ran is not lost.
 func TestProbeStatesWake(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	kind := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
+	backend := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	var p probeStates
 	if wake, _ := p.heard(key, "uid-1", now, false); wake {
 		t.Fatal("woke a QueueJob without an entry")
 	}
-	if _, err := p.get(key, "uid-1", kind, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+	if _, err := p.get(key, "uid-1", backend, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 		t.Fatal(err)
 	}
 	probe := func(at time.Time, waiting bool) (probeAgain bool) {
@@ -206,11 +210,11 @@ func TestProbeStatesWake(t *testing.T) {
 // again, whether the wake comes before or after the turned-away probe records its end.
 func TestProbeStatesServerWake(t *testing.T) {
 	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
-	kind := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
+	backend := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	for _, wakeFirst := range []bool{true, false} {
 		var p probeStates
-		if _, err := p.get(key, "uid-1", kind, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+		if _, err := p.get(key, "uid-1", backend, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 			t.Fatal(err)
 		}
 		if wakeFirst {
@@ -227,6 +231,106 @@ func TestProbeStatesServerWake(t *testing.T) {
 		p.probed(key, "uid-1", now, now.Add(2*time.Second), 2*time.Second, nil)
 		if d := p.untilDue(key, "uid-1", now); d != 2*time.Second {
 			t.Errorf("wake first %v: the probe after the wake is due in %s, want its interval", wakeFirst, d)
+		}
+	}
+}
+
+// A rotated Secret gives a QueueJob a new connection in the same entry (get): the entry
+// keeps when the QueueJob was and may next be probed, the writes heard to its queue and
+// what it owes its status, and starts the rest afresh. Every field of the entry is set
+// before the rotation and named here, carried or reset, so that a field added to
+// probeState, probeSchedule or writeWake must be placed on one side or the other.
+func TestProbeStatesRotationCarries(t *testing.T) {
+	carried := map[string]bool{
+		"schedule.due": true, "schedule.probedAt": true, "wake.writes": true, "goneWave": true, "reclaimed": true,
+		"schedule.interval": false, "schedule.running": false, "schedule.result": false, "schedule.serverWoke": false,
+		"wake.waiting": false, "wake.woken": false, "wake.emptyWakes": false,
+	}
+	backend := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
+	key := types.NamespacedName{Namespace: "ns", Name: "q"}
+	withSecret := func(v string) backends.Source {
+		return backends.Source{Spec: &qjv1.QueueSource{}, Secrets: map[string]string{"redis/password": v}}
+	}
+	var p probeStates
+	first, err := p.get(key, "uid-1", backend, withSecret("one"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before probeState
+	p.with(key, "uid-1", func(e *probeState) {
+		fillEveryField(t, reflect.ValueOf(&e.schedule).Elem())
+		fillEveryField(t, reflect.ValueOf(&e.wake).Elem())
+		e.goneWave, e.reclaimed = 4, 9
+		e.conn.reached, e.conn.unwatch = true, func() {}
+		before = *e
+	})
+	rotated, err := p.get(key, "uid-1", backend, withSecret("rotated"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rotated == first {
+		t.Fatal("a rotated Secret kept the connection")
+	}
+	var after probeState
+	p.with(key, "uid-1", func(e *probeState) { after = *e })
+	if after.conn.conn != rotated || after.conn.reached || after.conn.unwatch != nil {
+		t.Errorf("the new connection's state is carried over: %+v", after.conn)
+	}
+	named := map[string]bool{}
+	for name, was := range fieldsOf(reflect.ValueOf(&before).Elem(), "") {
+		now := fieldsOf(reflect.ValueOf(&after).Elem(), "")[name]
+		switch carry, ok := carried[name]; {
+		case name == "uid" || strings.HasPrefix(name, "conn."):
+			continue
+		case !ok:
+			t.Errorf("probeState.%s: say whether a rotated Secret carries it over (TestProbeStatesRotationCarries, probeStates.get)", name)
+		case carry && !reflect.DeepEqual(now.Interface(), was.Interface()):
+			t.Errorf("%s = %v after a rotated Secret, want it carried over: %v", name, now, was)
+		case !carry && !now.IsZero():
+			t.Errorf("%s = %v after a rotated Secret, want it reset", name, now)
+		}
+		named[name] = true
+	}
+	for name := range carried {
+		if !named[name] {
+			t.Errorf("%s is no field of probeState", name)
+		}
+	}
+}
+
+// fieldsOf maps the fields of the struct v, and of the structs it holds (not time.Time),
+// by their path, readable whether exported or not. v must be addressable.
+func fieldsOf(v reflect.Value, prefix string) map[string]reflect.Value {
+	fields := map[string]reflect.Value{}
+	for i := range v.NumField() {
+		f := reflect.NewAt(v.Field(i).Type(), unsafe.Pointer(v.Field(i).UnsafeAddr())).Elem()
+		name := prefix + v.Type().Field(i).Name
+		if f.Kind() == reflect.Struct && f.Type() != reflect.TypeOf(time.Time{}) {
+			maps.Copy(fields, fieldsOf(f, name+"."))
+			continue
+		}
+		fields[name] = f
+	}
+	return fields
+}
+
+// fillEveryField sets every field of the struct v to a value that is not its zero.
+func fillEveryField(t *testing.T, v reflect.Value) {
+	t.Helper()
+	for name, f := range fieldsOf(v, "") {
+		switch f.Kind() {
+		case reflect.Bool:
+			f.SetBool(true)
+		case reflect.Int, reflect.Int32, reflect.Int64:
+			f.SetInt(7)
+		case reflect.Uint, reflect.Uint32, reflect.Uint64:
+			f.SetUint(7)
+		case reflect.Pointer:
+			f.Set(reflect.New(f.Type().Elem()))
+		case reflect.Struct: // time.Time
+			f.Set(reflect.ValueOf(time.Unix(1000, 0)))
+		default:
+			t.Fatalf("fillEveryField: cannot fill %s (a %s)", name, f.Type())
 		}
 	}
 }

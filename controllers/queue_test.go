@@ -517,6 +517,7 @@ var _ = Describe("QueueJob with a queue", func() {
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
 
 		Eventually(getQJ(ns, "auth"), timeout, interval).Should(cond(qjv1.ConditionQueueReachable, metav1.ConditionFalse, queue.ReasonSecretNotFound))
+		Expect(reachableMessage(ns, "auth")(Default)).To(ContainSubstring("fix spec.queue.redis.passwordSecretRef"))
 		s := secret(ns, "redis", map[string]string{"password": "wrong-pass-123"})
 		Eventually(getQJ(ns, "auth"), timeout, interval).Should(cond(qjv1.ConditionQueueReachable, metav1.ConditionFalse, queue.ReasonAuthFailed))
 		Consistently(func(g Gomega) []batchv1.Job { return ownedJobs(g, qj) }, 2*time.Second, 300*time.Millisecond).Should(BeEmpty())

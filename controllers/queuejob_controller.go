@@ -143,14 +143,17 @@ func (r *QueueJobReconciler) announce(s *scope, eventType, reason, action, note 
 	r.emit(s, []event{{eventType, reason, action, note}})
 }
 
-// Reconcile brings one QueueJob a step closer to its spec: list its Jobs, create the Job
-// it lacks, keep the running Job in line with the spec, observe, clean up; then write the
-// status once, if it changed, and emit the events of what changed.
+// Reconcile brings one QueueJob a step closer to its spec: list its Jobs, probe its
+// queue, create the Job it lacks, keep the running Job in line with the spec, clean up,
+// observe; then write the status once, if it changed, and emit the events of what changed.
 //
 // Its phases, in order, each in the file named for it:
 //
 //	listJobs          queuejob_controller.go  the Jobs the QueueJob controls
-//	probeQueue        probe.go                count the queue, reap leases (in the background)
+//	probeQueue        probe.go                count the queue, reap leases (in the background);
+//	                  probestate.go           what the probes carry between reconciles
+//	                  secrets.go              the Secrets a probe's connection needs
+//	                  servergates.go          the per-server gates of probes
 //	ensureWave        wave.go                 plan the wave (planWave, planner.go) and act on the plan
 //	syncJob           syncjob.go              carry spec.suspend and the parallelism to the running Job
 //	checkPodCreation  podcreation.go          why a running Job has no pod
@@ -159,7 +162,9 @@ func (r *QueueJobReconciler) announce(s *scope, eventType, reason, action, note 
 //	writeStatus       queuejob_controller.go  one status write, then the events
 //
 // The scope (scope.go) carries what one reconcile knows between them; the wave state
-// (wavestate.go) says what the current wave is doing.
+// (wavestate.go) says what the current wave is doing. The manager's cache (cache.go)
+// holds only the QueueJobs' own Jobs and pods, trimmed, and metrics.go the metrics the
+// phases update.
 func (r *QueueJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, reterr error) {
 	read := &qjv1.QueueJob{}
 	if err := r.Get(ctx, req.NamespacedName, read); err != nil {

@@ -173,11 +173,11 @@ var _ = Describe("Robustness", func() {
 		qj := redisQJ(ns, "bounded", silentListener(), "k")
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
 		s := &scope{read: qj, qj: qj.DeepCopy(), now: time.Now()}
-		kind, err := r.registry().For(qj.Spec.Queue)
+		backend, err := r.registry().For(qj.Spec.Queue)
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() { r.forgetQueue(client.ObjectKeyFromObject(qj)) })
 		start := time.Now()
-		err = probeOnceOf(GinkgoT(), r, s, kind).err
+		err = probeOnceOf(GinkgoT(), r, s, backend).err
 		Expect(err).To(HaveOccurred())
 		Expect(queue.ReasonOf(err)).To(Equal(queue.ReasonConnectionFailed))
 		// The Redis backend's own timeout is 5s; the controller's bound cuts it to 1s.

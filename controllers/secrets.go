@@ -20,12 +20,12 @@ import (
 // SecretRefresh: a probe every 2 s of each of many QueueJobs must not read their Secrets
 // from the API server each time. They are read again at once when the QueueJob changes
 // (its generation or UID), and after a probe that failed to connect or log in.
-func (r *QueueJobReconciler) resolveCached(ctx context.Context, s *scope, kind *backends.Backend) (backends.Source, error) {
+func (r *QueueJobReconciler) resolveCached(ctx context.Context, s *scope, backend *backends.Backend) (backends.Source, error) {
 	key := client.ObjectKeyFromObject(s.qj)
 	if values, ok := r.secrets.get(key, s.qj.UID, s.qj.Generation, s.now, r.secretRefresh()); ok {
 		return backends.Source{Spec: s.qj.Spec.Queue, Secrets: values}, nil
 	}
-	src, err := r.resolve(ctx, s.qj, kind)
+	src, err := r.resolve(ctx, s.qj, backend)
 	if err != nil {
 		r.secrets.forget(key)
 		return src, err
@@ -37,20 +37,24 @@ func (r *QueueJobReconciler) resolveCached(ctx context.Context, s *scope, kind *
 
 // resolve reads the Secrets the queue references, fresh from the API server (the manager
 // neither lists nor watches Secrets).
-func (r *QueueJobReconciler) resolve(ctx context.Context, qj *qjv1.QueueJob, kind *backends.Backend) (backends.Source, error) {
+func (r *QueueJobReconciler) resolve(ctx context.Context, qj *qjv1.QueueJob, backend *backends.Backend) (backends.Source, error) {
 	src := backends.Source{Spec: qj.Spec.Queue, Secrets: map[string]string{}}
-	for _, ref := range kind.SecretRefs(qj.Spec.Queue) {
+	for _, ref := range backend.SecretRefs(qj.Spec.Queue) {
+		field := ref.Field
+		if field == "" {
+			field = "spec.queue" // a backend that does not name the field
+		}
 		var sec corev1.Secret
 		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: qj.Namespace, Name: ref.Name}, &sec)
 		if apierrors.IsNotFound(err) {
-			return src, queue.Errorf(queue.ReasonSecretNotFound, "Secret %s/%s does not exist: create it, or fix %s", qj.Namespace, ref.Name, ref.Field)
+			return src, queue.Errorf(queue.ReasonSecretNotFound, "Secret %s/%s does not exist: create it, or fix %s", qj.Namespace, ref.Name, field)
 		}
 		if err != nil {
-			return src, queue.Errorf(queue.ReasonSecretNotFound, "reading Secret %s/%s (%s): %v", qj.Namespace, ref.Name, ref.Field, err)
+			return src, queue.Errorf(queue.ReasonSecretNotFound, "reading Secret %s/%s (%s): %v", qj.Namespace, ref.Name, field, err)
 		}
 		v, ok := sec.Data[ref.Key]
 		if !ok {
-			return src, queue.Errorf(queue.ReasonSecretNotFound, "Secret %s/%s has no key %q: add it, or fix the key in %s", qj.Namespace, ref.Name, ref.Key, ref.Field)
+			return src, queue.Errorf(queue.ReasonSecretNotFound, "Secret %s/%s has no key %q: add it, or fix the key in %s", qj.Namespace, ref.Name, ref.Key, field)
 		}
 		src.Secrets[ref.ID()] = string(v)
 	}

@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +22,7 @@ import (
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
+	"github.com/queuejob/queuejob-operator/pkg/queue/registry"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -74,7 +77,7 @@ func (b *failingBackend) Probe(context.Context) (queue.Counts, error) { return q
 func TestProbeReadsSecretsOncePerRefresh(t *testing.T) {
 	ref := &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "redis"}, Key: "password"}
 	b := &failingBackend{}
-	kind := backends.Backend{Name: "fake",
+	backend := backends.Backend{Name: "fake",
 		Selected: func(*qjv1.QueueSource) bool { return true },
 		SecretRefs: func(*qjv1.QueueSource) []backends.SecretRef {
 			return []backends.SecretRef{backends.RefOf(ref, "spec.queue.redis.passwordSecretRef")}
@@ -85,7 +88,7 @@ func TestProbeReadsSecretsOncePerRefresh(t *testing.T) {
 	r := &QueueJobReconciler{
 		APIReader:     countingReader{Reader: fake.NewClientBuilder().WithObjects(sec).Build(), gets: gets},
 		Recorder:      events.NewFakeRecorder(100),
-		Queues:        backends.NewRegistry(kind),
+		Queues:        backends.NewRegistry(backend),
 		SecretRefresh: time.Minute,
 	}
 	qj := &qjv1.QueueJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "q", UID: "uid-1", Generation: 1},
@@ -142,6 +145,87 @@ func TestProbeReadsSecretsOncePerRefresh(t *testing.T) {
 	r.forgetQueue(types.NamespacedName{Namespace: "ns", Name: "q"})
 	if n := r.secrets.size(); n != 0 {
 		t.Errorf("the values of %d QueueJobs' Secrets are kept after forgetQueue", n)
+	}
+}
+
+// A Secret that cannot be read names the field that references it, so that the message
+// says what to fix; a backend whose references do not name their field (one from outside
+// this tree) is named by spec.queue, not by nothing.
+func TestResolveNamesTheSecretsField(t *testing.T) {
+	missing := corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "gone"}, Key: "password"}
+	keyless := corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "redis"}, Key: "nokey"}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "redis"}, Data: map[string][]byte{"password": []byte("pw")}}
+	r := &QueueJobReconciler{APIReader: fake.NewClientBuilder().WithObjects(sec).Build()}
+	qj := &qjv1.QueueJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "q"}, Spec: qjv1.QueueJobSpec{Queue: &qjv1.QueueSource{}}}
+	for _, tc := range []struct {
+		name string
+		ref  backends.SecretRef
+		want string
+	}{
+		{name: "a missing Secret, its field named", ref: backends.RefOf(&missing, "spec.queue.redis.passwordSecretRef"),
+			want: "Secret ns/gone does not exist: create it, or fix spec.queue.redis.passwordSecretRef"},
+		{name: "a missing Secret, no field named", ref: backends.RefOf(&missing, ""),
+			want: "Secret ns/gone does not exist: create it, or fix spec.queue"},
+		{name: "a missing key, its field named", ref: backends.RefOf(&keyless, "spec.queue.redis.tls.caSecretRef"),
+			want: `Secret ns/redis has no key "nokey": add it, or fix the key in spec.queue.redis.tls.caSecretRef`},
+		{name: "a missing key, no field named", ref: backends.RefOf(&keyless, ""),
+			want: `Secret ns/redis has no key "nokey": add it, or fix the key in spec.queue`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			backend := &backends.Backend{Name: "fake",
+				SecretRefs: func(*qjv1.QueueSource) []backends.SecretRef { return []backends.SecretRef{tc.ref} }}
+			_, err := r.resolve(context.Background(), qj, backend)
+			if err == nil || err.Error() != tc.want || queue.ReasonOf(err) != queue.ReasonSecretNotFound {
+				t.Errorf("resolve = %v (%s), want %q (%s)", err, queue.ReasonOf(err), tc.want, queue.ReasonSecretNotFound)
+			}
+		})
+	}
+}
+
+// Every backend this project ships names the field of each Secret it references: each
+// backend's field of spec.queue is set alone, with every Secret reference under it set.
+func TestShippedBackendsNameTheirSecretsFields(t *testing.T) {
+	all := &qjv1.QueueSource{}
+	setEverySecretRef(reflect.ValueOf(all).Elem())
+	fields := reflect.ValueOf(all).Elem()
+	for i := range fields.NumField() {
+		if fields.Field(i).Kind() != reflect.Pointer {
+			continue
+		}
+		one := &qjv1.QueueSource{}
+		reflect.ValueOf(one).Elem().Field(i).Set(fields.Field(i))
+		backend, err := registry.Default().For(one)
+		if err != nil {
+			t.Errorf("spec.queue with only %s set: %v", fields.Type().Field(i).Name, err)
+			continue
+		}
+		refs := backend.SecretRefs(one)
+		if len(refs) == 0 {
+			t.Errorf("the %s backend references no Secret of a spec.queue that sets them all", backend.Name)
+		}
+		for _, ref := range refs {
+			if !strings.HasPrefix(ref.Field, "spec.queue.") {
+				t.Errorf("the %s backend's reference to %s names the field %q, want its path under spec.queue", backend.Name, ref.ID(), ref.Field)
+			}
+		}
+	}
+}
+
+// setEverySecretRef sets every Secret key reference under v, allocating the structs on
+// the way.
+func setEverySecretRef(v reflect.Value) {
+	selector := reflect.TypeOf(corev1.SecretKeySelector{})
+	for i := range v.NumField() {
+		f := v.Field(i)
+		if f.Kind() != reflect.Pointer || f.Type().Elem().Kind() != reflect.Struct || !f.CanSet() {
+			continue
+		}
+		f.Set(reflect.New(f.Type().Elem()))
+		if f.Type().Elem() == selector {
+			f.Interface().(*corev1.SecretKeySelector).Name, f.Interface().(*corev1.SecretKeySelector).Key = "s-"+v.Type().Field(i).Name, "k"
+			continue
+		}
+		setEverySecretRef(f.Elem())
 	}
 }
 

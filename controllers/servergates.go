@@ -8,7 +8,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 
-	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
 )
@@ -167,33 +166,23 @@ func endOf(err error) probeEnd {
 }
 
 // serverOf names the server a resolved source connects to (the addresses it reaches); a
-// kind that cannot tell gets a name of the QueueJob's own, which it shares with no other.
+// backend that cannot tell gets a name of the QueueJob's own, which it shares with no other.
 // The TLS settings are part of the name: a QueueJob that speaks TLS to a server that does
 // not gets no answer, and must not turn away the QueueJobs that reach it as they should.
-func serverOf(kind *backends.Backend, src backends.Source, key types.NamespacedName) string {
-	if kind.Addresses != nil {
-		if addrs, err := kind.Addresses(src); err == nil && len(addrs) > 0 {
-			name := kind.Name
+// So a backend that cannot tell them (no TLS) gets a name of the QueueJob's own too.
+func serverOf(backend *backends.Backend, src backends.Source, key types.NamespacedName) string {
+	if backend.Addresses != nil && backend.TLS != nil {
+		if addrs, err := backend.Addresses(src); err == nil && len(addrs) > 0 {
+			name := backend.Name
 			for _, a := range addrs {
 				// One server however its name is spelled: REDIS:6379, redis.:6379.
 				name += " " + strings.ToLower(strings.Replace(a.HostPort, ".:", ":", 1))
 			}
-			if tls := tlsOf(src.Spec); tls != nil {
-				name += " tls " + tls.ServerName
+			if on, serverName := backend.TLS(src); on {
+				name += " tls " + serverName
 			}
 			return name
 		}
 	}
 	return "queuejob " + key.String()
-}
-
-// tlsOf is a queue's TLS settings, nil without TLS.
-func tlsOf(spec *qjv1.QueueSource) *qjv1.TLSConfig {
-	switch {
-	case spec.Redis != nil:
-		return spec.Redis.TLS
-	case spec.RabbitMQ != nil:
-		return spec.RabbitMQ.TLS
-	}
-	return nil
 }

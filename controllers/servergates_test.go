@@ -16,6 +16,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	rediskube "github.com/queuejob/queuejob-operator/pkg/queue/redis/kube"
@@ -219,16 +220,33 @@ func TestServerOfHoldsTheTLSSettings(t *testing.T) {
 	plain := backends.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "redis:6379", Key: "a"}}}
 	other := backends.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "redis:6379", Key: "b"}}}
 	overTLS := backends.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "redis:6379", Key: "a", TLS: &qjv1.TLSConfig{}}}}
-	kind := &rediskube.Backend
-	if serverOf(kind, plain, key) != serverOf(kind, other, key) {
+	backend := &rediskube.Backend
+	if serverOf(backend, plain, key) != serverOf(backend, other, key) {
 		t.Error("two keys on one server get two gates")
 	}
-	if serverOf(kind, plain, key) == serverOf(kind, overTLS, key) {
+	if serverOf(backend, plain, key) == serverOf(backend, overTLS, key) {
 		t.Error("plain and TLS QueueJobs on one address share a gate")
 	}
 	spelled := backends.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "REDIS.:6379", Key: "a"}}}
-	if serverOf(kind, plain, key) != serverOf(kind, spelled, key) {
-		t.Errorf("one server spelled two ways gets two gates: %q, %q", serverOf(kind, plain, key), serverOf(kind, spelled, key))
+	if serverOf(backend, plain, key) != serverOf(backend, spelled, key) {
+		t.Errorf("one server spelled two ways gets two gates: %q, %q", serverOf(backend, plain, key), serverOf(backend, spelled, key))
+	}
+}
+
+// A backend that cannot say whether a source speaks TLS gives each QueueJob a gate of its
+// own: a QueueJob whose TLS settings its server refuses must not turn away the others.
+func TestServerOfWithoutTLSIsTheQueueJobs(t *testing.T) {
+	backend := &backends.Backend{Name: "fake", Addresses: func(backends.Source) ([]queue.Address, error) {
+		return []queue.Address{{HostPort: "queue:1234", Field: "spec.queue.fake.address"}}, nil
+	}}
+	src := backends.Source{Spec: &qjv1.QueueSource{}}
+	a, b := types.NamespacedName{Namespace: "ns", Name: "a"}, types.NamespacedName{Namespace: "ns", Name: "b"}
+	if serverOf(backend, src, a) == serverOf(backend, src, b) {
+		t.Errorf("two QueueJobs of a backend that cannot tell their TLS settings share a gate: %q", serverOf(backend, src, a))
+	}
+	backend.TLS = func(backends.Source) (bool, string) { return false, "" }
+	if serverOf(backend, src, a) != serverOf(backend, src, b) {
+		t.Errorf("two QueueJobs on one server with the same TLS settings get two gates: %q, %q", serverOf(backend, src, a), serverOf(backend, src, b))
 	}
 }
 

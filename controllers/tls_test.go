@@ -153,12 +153,14 @@ var _ = Describe("Queues over TLS", func() {
 
 		By("the CA Secret missing")
 		Eventually(getQJ(ns, "ca"), timeout, interval).Should(cond(qjv1.ConditionQueueReachable, metav1.ConditionFalse, queue.ReasonSecretNotFound))
-		Expect(reachableMessage(ns, "ca")(Default)).To(SatisfyAll(ContainSubstring("Secret "+ns+"/queue-ca does not exist"), ContainSubstring("create it")))
+		Expect(reachableMessage(ns, "ca")(Default)).To(SatisfyAll(ContainSubstring("Secret "+ns+"/queue-ca does not exist"), ContainSubstring("create it"),
+			ContainSubstring("fix spec.queue.redis.tls.caSecretRef")))
 		Eventually(func(g Gomega) []eventsv1.Event { return eventsFor(g, qj, qjv1.EventQueueUnreachable) }, timeout, interval).ShouldNot(BeEmpty())
 
 		By("the CA Secret without the key")
 		s := secret(ns, "queue-ca", map[string]string{"ca.pem": string(ca.PEM())})
-		Eventually(reachableMessage(ns, "ca"), timeout, interval).Should(ContainSubstring(`has no key "ca.crt"`))
+		Eventually(reachableMessage(ns, "ca"), timeout, interval).Should(SatisfyAll(ContainSubstring(`has no key "ca.crt"`),
+			ContainSubstring("fix the key in spec.queue.redis.tls.caSecretRef")))
 
 		By("a CA that did not sign the server's certificate")
 		s.StringData = map[string]string{"ca.crt": string(newCA().PEM())}

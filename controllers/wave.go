@@ -41,11 +41,11 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 	if err := r.seeLatestWave(ctx, s); err != nil {
 		return err
 	}
-	kind, err := r.registry().For(s.qj.Spec.Queue)
+	backend, err := r.registry().For(s.qj.Spec.Queue)
 	if err != nil {
 		return err
 	}
-	in, err := r.waveInputOf(ctx, s, kind)
+	in, err := r.waveInputOf(ctx, s, backend)
 	if err != nil {
 		return err
 	}
@@ -70,18 +70,18 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 	if plan.create == nil {
 		return nil
 	}
-	return r.createJob(ctx, s, nextWaveJob(s, kind, in, *plan.create))
+	return r.createJob(ctx, s, nextWaveJob(s, backend, in, *plan.create))
 }
 
 // waveInputOf gathers what planWave decides from: the scope's current wave and probe, the
 // status as read, and, for an ended wave, its pods that have not stopped yet.
-func (r *QueueJobReconciler) waveInputOf(ctx context.Context, s *scope, kind *backends.Backend) (waveInput, error) {
+func (r *QueueJobReconciler) waveInputOf(ctx context.Context, s *scope, backend *backends.Backend) (waveInput, error) {
 	current := s.wave()
 	in := waveInput{spec: &s.qj.Spec, current: current.job, waves: s.waves(), counts: *s.probe.counts, now: s.now,
 		deadLetteredAtStart: deadLetteredAtStart(s.read.Status.Queue, s.jobs, *s.probe.counts),
-		deadLetterQueue:     kind.DeadLetterQueueOf(s.qj.Spec.Queue), name: s.qj.Name}
+		deadLetterQueue:     backend.DeadLetterQueueOf(s.qj.Spec.Queue), name: s.qj.Name}
 	in.failedInARow, _ = failedInARow(&s.read.Status, s.jobs)
-	if current.state == waveEnding || current.state == waveEnded {
+	if current.state.endedByOperator() {
 		n, err := r.unfinishedPods(ctx, s, in.current)
 		if err != nil {
 			return in, err
@@ -96,9 +96,9 @@ func (r *QueueJobReconciler) waveInputOf(ctx context.Context, s *scope, kind *ba
 
 // nextWaveJob builds the Job of the next wave, sized as planned: its workers get the
 // queue's coordinates, and the Job the dead-letter baseline the wave was planned with.
-func nextWaveJob(s *scope, kind *backends.Backend, in waveInput, size jobSizing) *batchv1.Job {
+func nextWaveJob(s *scope, backend *backends.Backend, in waveInput, size jobSizing) *batchv1.Job {
 	env := []corev1.EnvVar{
-		{Name: queue.EnvBackend, Value: kind.Name},
+		{Name: queue.EnvBackend, Value: backend.Name},
 		{Name: queue.EnvName, Value: s.qj.Name},
 		{Name: queue.EnvMode, Value: string(s.qj.Spec.EffectiveMode())},
 	}
@@ -106,7 +106,7 @@ func nextWaveJob(s *scope, kind *backends.Backend, in waveInput, size jobSizing)
 		// A worker takes this many items and exits: the wave's completions assume it.
 		env = append(env, corev1.EnvVar{Name: queue.EnvItemsPerPod, Value: strconv.Itoa(int(s.qj.Spec.EffectiveItemsPerPod()))})
 	}
-	env = append(env, kind.WorkerEnv(s.qj.Spec.Queue)...)
+	env = append(env, backend.WorkerEnv(s.qj.Spec.Queue)...)
 	job := desiredJob(s.qj, s.waves()+1, size, env)
 	if !in.counts.DeadLetteredUnknown {
 		metav1.SetMetaDataAnnotation(&job.ObjectMeta, qjv1.AnnotationDeadLetteredAtStart, strconv.FormatInt(in.deadLetteredAtStart, 10))

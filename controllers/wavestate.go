@@ -8,9 +8,9 @@ import (
 )
 
 // waveState is the state of a QueueJob's current wave, read from its Job: the states of
-// the README's wave state machine that a Job shows. The QueueJob's own Waiting, Suspended,
-// Complete and Failed come from its status and spec; a wave that is None, Complete or
-// Failed leaves it Waiting unless that finishes it.
+// the wave state machine (docs/wave-state-machine.md) that a Job shows. The QueueJob's
+// own Waiting, Suspended, Complete and Failed come from its status and spec; a wave that
+// is None, Complete or Failed leaves it Waiting unless that finishes it.
 //
 // One function, waveStateOf, decides it; the planner (planWave), observe, syncJob,
 // checkPodCreation and the probe's wave mark ask it instead of testing the Job's fields
@@ -32,9 +32,11 @@ const (
 	// waveEnding: the operator ended the wave (it suspended the Job and annotated it
 	// batch.queuejob.io/wave-ended); the Job has not finished, its pods are stopping.
 	waveEnding waveState = "Ending"
-	// waveEnded: the operator ended the wave and the Job has finished since, Complete or
-	// Failed: its pods have stopped, and its outcome is no verdict on the QueueJob.
-	waveEnded waveState = "Ended"
+	// waveEndedFinished ("Ended"): the operator ended the wave and the Job has finished
+	// since, Complete or Failed: its pods have stopped, and its outcome is no verdict on
+	// the QueueJob. (The annotation batch.queuejob.io/wave-ended and the event WaveEnded
+	// mark the start of Ending, not this.)
+	waveEndedFinished waveState = "Ended"
 	// waveComplete: the Job completed.
 	waveComplete waveState = "Complete"
 	// waveFailed: the Job failed.
@@ -52,7 +54,7 @@ func waveStateOf(job *batchv1.Job, specSuspended bool) waveState {
 	case endedByOperator(job) && c == nil:
 		return waveEnding
 	case endedByOperator(job):
-		return waveEnded
+		return waveEndedFinished
 	case c != nil && c.Type == batchv1.JobComplete:
 		return waveComplete
 	case c != nil:
@@ -82,6 +84,12 @@ func waveOf(job *batchv1.Job, spec *qjv1.QueueJobSpec) wave {
 // the planner may end it.
 func (st waveState) runs() bool {
 	return st == waveRunning || st == waveHeld || st == waveSuspended
+}
+
+// endedByOperator reports whether the operator ended the wave: Ending, or its Job has
+// finished since (waveEndedFinished).
+func (st waveState) endedByOperator() bool {
+	return st == waveEnding || st == waveEndedFinished
 }
 
 // jobRuns reports whether the wave's Job has not finished: it runs, or it is Ending.

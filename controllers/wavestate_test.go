@@ -396,8 +396,8 @@ func TestWaveTableNamesTests(t *testing.T) {
 	}
 }
 
-// TestWaveStateOf: the one place that reads a wave's state from its Job (README, "The wave
-// state machine"), and what each state lets the phases do.
+// TestWaveStateOf: the one place that reads a wave's state from its Job
+// (docs/wave-state-machine.md), and what each state lets the phases do.
 func TestWaveStateOf(t *testing.T) {
 	suspendedJob := func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) }
 	resumedJob := func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(false) }
@@ -406,8 +406,8 @@ func TestWaveStateOf(t *testing.T) {
 		j.Spec.Suspend = ptr.To(true)
 	}
 	type got struct {
-		State                      waveState
-		Runs, JobRuns, CreatesPods bool
+		State                                       waveState
+		Runs, JobRuns, CreatesPods, EndedByOperator bool
 	}
 	for _, tc := range []struct {
 		name          string
@@ -425,13 +425,13 @@ func TestWaveStateOf(t *testing.T) {
 		{name: "a Job suspended under spec.suspend: Suspended", job: ptr.To(job(1, suspendedJob)), specSuspended: true,
 			want: got{State: waveSuspended, Runs: true, JobRuns: true}},
 		{name: "a wave the operator ended, its pods stopping: Ending", job: ptr.To(job(1, running(2, 0, 0), endedByTheOperator)),
-			want: got{State: waveEnding, JobRuns: true}},
+			want: got{State: waveEnding, JobRuns: true, EndedByOperator: true}},
 		{name: "an ended wave that another controller resumed: Ending, its pods created", job: ptr.To(job(1, endedByTheOperator, resumedJob)),
-			want: got{State: waveEnding, JobRuns: true, CreatesPods: true}},
+			want: got{State: waveEnding, JobRuns: true, CreatesPods: true, EndedByOperator: true}},
 		{name: "an ended wave whose Job then completed: Ended", job: ptr.To(job(1, endedByTheOperator, ended(batchv1.JobComplete, "CompletionsReached"))),
-			want: got{State: waveEnded}},
+			want: got{State: waveEndedFinished, EndedByOperator: true}},
 		{name: "an ended wave whose Job then failed: Ended, no failure", job: ptr.To(job(1, endedByTheOperator, ended(batchv1.JobFailed, "BackoffLimitExceeded"))),
-			want: got{State: waveEnded}},
+			want: got{State: waveEndedFinished, EndedByOperator: true}},
 		{name: "a Job that completed: Complete", job: ptr.To(job(1, ended(batchv1.JobComplete, "CompletionsReached"))),
 			want: got{State: waveComplete}},
 		{name: "a Job that failed: Failed", job: ptr.To(job(1, ended(batchv1.JobFailed, "BackoffLimitExceeded"))),
@@ -448,7 +448,8 @@ func TestWaveStateOf(t *testing.T) {
 				spec.Suspend = ptr.To(true)
 			}
 			w := waveOf(tc.job, spec)
-			g := got{State: w.state, Runs: w.state.runs(), JobRuns: w.state.jobRuns(), CreatesPods: w.createsPods()}
+			g := got{State: w.state, Runs: w.state.runs(), JobRuns: w.state.jobRuns(), CreatesPods: w.createsPods(),
+				EndedByOperator: w.state.endedByOperator()}
 			if diff := cmp.Diff(tc.want, g); diff != "" {
 				t.Errorf("waveOf (-want +got):\n%s", diff)
 			}

@@ -81,9 +81,9 @@ var replacingFlags = map[string]string{
 
 // secretFields lists the Secret keys a queue source references (the backend's
 // SecretRefs, each with its field), with the flags that replace them.
-func secretFields(src *qjv1.QueueSource, kind *backends.Backend) []secretRef {
+func secretFields(src *qjv1.QueueSource, backend *backends.Backend) []secretRef {
 	var out []secretRef
-	for _, ref := range kind.SecretRefs(src) {
+	for _, ref := range backend.SecretRefs(src) {
 		out = append(out, secretRef{SecretRef: ref, flag: replacingFlags[ref.Field]})
 	}
 	return out
@@ -92,9 +92,9 @@ func secretFields(src *qjv1.QueueSource, kind *backends.Backend) []secretRef {
 // readSecrets reads the Secret keys a QueueJob's queue references, but those that skip
 // says flags replace, with the user's credentials. Values go into a backends.Source, never
 // into a message.
-func readSecrets(ctx context.Context, c client.Client, qj *qjv1.QueueJob, kind *backends.Backend, skip func(secretRef) bool) (backends.Source, error) {
+func readSecrets(ctx context.Context, c client.Client, qj *qjv1.QueueJob, backend *backends.Backend, skip func(secretRef) bool) (backends.Source, error) {
 	src := backends.Source{Spec: qj.Spec.Queue, Secrets: map[string]string{}}
-	for _, s := range secretFields(qj.Spec.Queue, kind) {
+	for _, s := range secretFields(qj.Spec.Queue, backend) {
 		if skip(s) {
 			continue
 		}

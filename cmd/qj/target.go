@@ -161,14 +161,14 @@ func (o *options) resolveTarget(ctx context.Context, f *queueFlags, args []strin
 	if qj.Spec.Queue == nil {
 		return nil, nil, fmt.Errorf("QueueJob %s/%s has no queue (spec.queue): it runs one plain Job; see %s status %s", ns, name, commandName(), name)
 	}
-	kind, err := registry.Default().For(qj.Spec.Queue)
+	backend, err := registry.Default().For(qj.Spec.Queue)
 	if err != nil {
 		return nil, nil, fmt.Errorf("QueueJob %s/%s: %w (is this qj older than the operator?)", ns, name, err)
 	}
 	if (qj.Spec.Queue.Redis != nil && f.rabbitSet()) || (qj.Spec.Queue.RabbitMQ != nil && f.redisSet()) {
-		return nil, nil, fmt.Errorf("QueueJob %s/%s has a %s queue: its flags are --%s-*", ns, name, kind.Name, kind.Name)
+		return nil, nil, fmt.Errorf("QueueJob %s/%s has a %s queue: its flags are --%s-*", ns, name, backend.Name, backend.Name)
 	}
-	src, err := readSecrets(ctx, c, qj, kind, func(s secretRef) bool {
+	src, err := readSecrets(ctx, c, qj, backend, func(s secretRef) bool {
 		switch s.flag {
 		case "--redis-password-env":
 			return f.redisPasswordEnv != ""
@@ -186,7 +186,7 @@ func (o *options) resolveTarget(ctx context.Context, f *queueFlags, args []strin
 	if err != nil {
 		return nil, nil, err
 	}
-	t := &target{Namespace: ns, Name: name, Backend: kind.Name, credsFlag: f.credsFlag(), caFlag: f.caFlag()}
+	t := &target{Namespace: ns, Name: name, Backend: backend.Name, credsFlag: f.credsFlag(), caFlag: f.caFlag()}
 	switch {
 	case qj.Spec.Queue.Redis != nil:
 		t.Redis, t.fromQueueJob, err = f.redisFromQueueJob(src)

@@ -87,6 +87,11 @@ type Backend struct {
 	// Addresses lists where a connection of a resolved source connects, for the manager's
 	// AddressPolicy; without it, a policy that restricts addresses refuses every source.
 	Addresses func(Source) ([]queue.Address, error)
+	// TLS reports whether a connection of a resolved source speaks TLS, and the server
+	// name it verifies (empty: the address's host). The controller's per-server gates of
+	// probes tell TLS settings apart by it; without it, each QueueJob gets a gate of its
+	// own, shared with no other.
+	TLS func(Source) (on bool, serverName string)
 	// NewWatcher, if set, returns a Watcher of this backend's queues: the controller then
 	// hears of new items before the next probe. Nil: the probes alone find them.
 	NewWatcher func(logr.Logger) Watcher

@@ -48,7 +48,7 @@ type Options struct {
 // channel when the broker closed it (as a passive declare of a missing queue does). Its
 // probes may be called concurrently: they run one at a time.
 //
-// Each probe's AMQP work runs in a worker goroutine on a socket the backend dialed itself;
+// Each probe's AMQP work runs in a worker goroutine on a socket the connection dialed itself;
 // when the probe's time is up, the probe closes that socket, which fails every pending
 // amqp091 call at once, and returns without waiting for the broker (a graceful AMQP close
 // waits for the broker's close-ok, which a hung broker never sends). At most one worker

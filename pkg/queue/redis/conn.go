@@ -104,7 +104,7 @@ func probeClientOptions(o *Options) *goredis.Options {
 		// bigger buffer.
 		ReadBufferSize: redisBufferSize, WriteBufferSize: redisBufferSize,
 		PipelineReadBufferSize: redisBufferSize, PipelineWriteBufferSize: redisBufferSize,
-		// Pipelines on the main pool: one connection a backend, not two.
+		// Pipelines on the main pool: one socket a connection, not two.
 		PipelinePoolSize: -1,
 		// Nor the machinery for Redis Enterprise's maintenance push notifications
 		// (~8 KiB a client, and a CLIENT command on every connection).
@@ -116,7 +116,7 @@ func probeClientOptions(o *Options) *goredis.Options {
 	return opts
 }
 
-// redisBufferSize is the read and the write buffer of each of a backend's connections.
+// redisBufferSize is the read and the write buffer of each of a connection's sockets.
 const redisBufferSize = 1 << 10
 
 // Probe counts the waiting items (LLEN <key>), the in-flight ones (LLEN <key>:processing)

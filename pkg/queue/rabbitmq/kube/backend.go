@@ -42,6 +42,12 @@ var Backend = backends.Backend{
 		return rabbitmq.New(o), nil
 	},
 	Addresses: Addresses,
+	TLS: func(src backends.Source) (bool, string) {
+		if t := src.Spec.RabbitMQ.TLS; t != nil {
+			return true, t.ServerName
+		}
+		return false, ""
+	},
 	WorkerEnv: WorkerEnv,
 }
 

@@ -153,3 +153,30 @@ func TestBackendTLSWorkerEnv(t *testing.T) {
 		t.Errorf("SecretRefs (-want +got):\n%s", diff)
 	}
 }
+
+// Backend.TLS says whether a source speaks TLS and the server name it verifies: the
+// controller's probe gates keep QueueJobs with other TLS settings apart by it.
+func TestBackendTLS(t *testing.T) {
+	type tlsOf struct {
+		On         bool
+		ServerName string
+	}
+	for _, tc := range []struct {
+		name string
+		tls  *qjv1.TLSConfig
+		want tlsOf
+	}{
+		{name: "no tls: plain", want: tlsOf{}},
+		{name: "tls: {}: on, the URL's host", tls: &qjv1.TLSConfig{}, want: tlsOf{On: true}},
+		{name: "a server name", tls: &qjv1.TLSConfig{ServerName: "rabbitmq.example.com"}, want: tlsOf{On: true, ServerName: "rabbitmq.example.com"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := backends.Source{Spec: &qjv1.QueueSource{RabbitMQ: &qjv1.RabbitMQQueue{URL: "amqps://rabbitmq/", Queue: "q", TLS: tc.tls}}}
+			var got tlsOf
+			got.On, got.ServerName = Backend.TLS(src)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("TLS (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -39,6 +39,12 @@ var Backend = backends.Backend{
 	Addresses: func(src backends.Source) ([]queue.Address, error) {
 		return []queue.Address{{HostPort: src.Spec.Redis.Address, Field: FieldAddress}}, nil
 	},
+	TLS: func(src backends.Source) (bool, string) {
+		if t := src.Spec.Redis.TLS; t != nil {
+			return true, t.ServerName
+		}
+		return false, ""
+	},
 	NewWatcher: NewWatcher,
 	DeadLetterQueue: func(s *qjv1.QueueSource) string {
 		return fmt.Sprintf("Redis list %q", redis.FailedKey(s.Redis.Key))
