@@ -70,3 +70,16 @@ func NetCause(err error) string {
 		return "the connection failed"
 	}
 }
+
+// CauseText is the text of the error a worker's handler failed an item with, as it is
+// logged and stored beside a dead-lettered item: at most 500 bytes and "...".
+func CauseText(err error) string {
+	if err == nil {
+		return ""
+	}
+	s := err.Error()
+	if len(s) > 500 {
+		s = s[:500] + "..."
+	}
+	return s
+}

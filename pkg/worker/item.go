@@ -112,7 +112,7 @@ func (it *Item) Fail(ctx context.Context, cause error) error {
 	it.deadLettered = dl
 	it.mu.Unlock()
 	if dl {
-		it.w.log.Warn("Dead-lettered an item", "attempts", it.Attempt(), "session", it.w.opts.Session, "cause", errText(cause))
+		it.w.log.Warn("Dead-lettered an item", "attempts", it.Attempt(), "session", it.w.opts.Session, "cause", queue.CauseText(cause))
 	}
 	it.cancel(errDone)
 	return err
@@ -212,16 +212,4 @@ func (it *Item) keep(leaseCtx context.Context) {
 			}
 		}
 	}
-}
-
-// errText is an error's text, limited to a line's worth.
-func errText(err error) string {
-	if err == nil {
-		return ""
-	}
-	s := err.Error()
-	if len(s) > 500 {
-		s = s[:500] + "..."
-	}
-	return s
 }

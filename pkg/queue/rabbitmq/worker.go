@@ -546,7 +546,7 @@ func (m *rabbitLease) deadLetter(ctx context.Context, attempts int, cause error)
 	if m.c.co.DeadLetter == queue.DeadLetterReject {
 		return m.result(ctx, m.d.Nack(false, false))
 	}
-	msg := copyOf(m.d, amqp.Table{HeaderAttempts: int32(attempts), HeaderError: causeText(cause)})
+	msg := copyOf(m.d, amqp.Table{HeaderAttempts: int32(attempts), HeaderError: queue.CauseText(cause)})
 	if err := m.c.storeFailed(ctx, msg); err != nil {
 		// Not stored: back to the queue, for the next worker to dead-letter.
 		_ = m.d.Nack(false, true)
@@ -554,17 +554,4 @@ func (m *rabbitLease) deadLetter(ctx context.Context, attempts int, cause error)
 		return err
 	}
 	return m.result(ctx, m.d.Ack(false))
-}
-
-// causeText is a failure's cause as the HeaderError of a dead-lettered copy: limited to a
-// line's worth.
-func causeText(err error) string {
-	if err == nil {
-		return ""
-	}
-	s := err.Error()
-	if len(s) > 500 {
-		s = s[:500] + "..."
-	}
-	return s
 }
