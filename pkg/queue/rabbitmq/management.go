@@ -150,7 +150,12 @@ func (m *rabbitManagement) failure(ctx context.Context, status int, err error, v
 
 // timedOut reports whether a request ran out of time: the probe's context, a deadline,
 // or http.Client.Timeout (a net.Error whose Timeout is true, also while reading the body).
+// A resolver that timed out is not the management API not answering: NetCause names it.
 func timedOut(ctx context.Context, err error) bool {
 	var netErr net.Error
+	var dnsErr *net.DNSError
+	if ctx.Err() == nil && errors.As(err, &dnsErr) {
+		return false
+	}
 	return ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout())
 }

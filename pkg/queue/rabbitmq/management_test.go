@@ -3,8 +3,10 @@ package rabbitmq
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -70,5 +72,21 @@ func TestRabbitMQManagementNoAnswer(t *testing.T) {
 					qe.Message, qe.Reason, qe.NoAnswer, queue.ReasonConnectionFailed)
 			}
 		})
+	}
+}
+
+// TestRabbitMQManagementDNSTimeout: a resolver that does not answer is not the management
+// API not answering: the message says the host name could not be resolved, as the AMQP
+// side's does.
+func TestRabbitMQManagementDNSTimeout(t *testing.T) {
+	m := &rabbitManagement{addr: "rabbitmq.example:15672", timeout: 5 * time.Second}
+	dns := &url.Error{Op: "Get", URL: "http://rabbitmq.example:15672/api/queues/%2F/q",
+		Err: &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "i/o timeout", Name: "rabbitmq.example", IsTimeout: true}}}
+	err := m.failure(context.Background(), 0, dns, "/", "q")
+	if msg := err.Error(); strings.Contains(msg, "did not answer") || !strings.Contains(msg, "resolve") {
+		t.Errorf("failure = %q; want it to say the host name could not be resolved", msg)
+	}
+	if !queue.NoAnswer(err) {
+		t.Errorf("failure = %v: want NoAnswer (nothing answered)", err)
 	}
 }
