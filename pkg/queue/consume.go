@@ -46,6 +46,9 @@ const (
 	DeadLetterReject DeadLetterMode = "reject"
 )
 
+// DefaultLeaseTTL is the expiry of a lease whose TTL is not set (pkg/worker's default).
+const DefaultLeaseTTL = 30 * time.Second
+
 // ConsumerOptions are a worker's settings that a Consumer follows (pkg/worker's New fills
 // them from its Options); each backend's NewConsumer fills in those left empty with
 // WithDefaults.
@@ -53,7 +56,8 @@ type ConsumerOptions struct {
 	// Session names the lease holder: the value of Redis lease keys, the RabbitMQ
 	// consumer tag; NewSession() if empty.
 	Session string
-	// LeaseTTL is the expiry of a lease, renewed every LeaseTTL/3 (Redis).
+	// LeaseTTL is the expiry of a lease, renewed every LeaseTTL/3 (Redis);
+	// DefaultLeaseTTL if zero (a zero TTL would be a lease that never expires).
 	LeaseTTL time.Duration
 	// MaxAttempts is how many attempts an item gets before it is dead-lettered; 0 never
 	// dead-letters.
@@ -74,6 +78,9 @@ type ConsumerOptions struct {
 func (o ConsumerOptions) WithDefaults() ConsumerOptions {
 	if o.Session == "" {
 		o.Session = NewSession()
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = DefaultLeaseTTL
 	}
 	if o.Prefetch < 1 {
 		o.Prefetch = 1

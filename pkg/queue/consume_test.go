@@ -18,7 +18,7 @@ func TestConsumerOptionsWithDefaults(t *testing.T) {
 	}
 
 	got := ConsumerOptions{Prefetch: -1}.WithDefaults()
-	want := ConsumerOptions{Prefetch: 1, DeadLetter: DeadLetterQueue}
+	want := ConsumerOptions{LeaseTTL: DefaultLeaseTTL, Prefetch: 1, DeadLetter: DeadLetterQueue}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(ConsumerOptions{}, "Session", "Logger")); diff != "" {
 		t.Errorf("WithDefaults of empty settings (-want +got):\n%s", diff)
 	}

@@ -85,6 +85,7 @@ func crash(t testing.TB, w *Worker) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mgmt.SetTimeout(10 * time.Second) // a hung management API fails the test, not hangs it
 	want := "queuejob-worker " + w.Options().Session
 	servers.Eventually(t, 30*time.Second, func() error {
 		conns, err := mgmt.ListConnections()

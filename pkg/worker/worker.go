@@ -23,7 +23,7 @@ const (
 
 // Defaults of Options.
 const (
-	DefaultLeaseTTL    = 30 * time.Second
+	DefaultLeaseTTL    = queue.DefaultLeaseTTL
 	DefaultMaxAttempts = 5
 	DefaultWait        = time.Second
 	DefaultPrefetch    = 1

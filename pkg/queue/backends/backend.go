@@ -87,8 +87,9 @@ type Backend struct {
 	// Addresses lists where a connection of a resolved source connects, for the manager's
 	// AddressPolicy; without it, a policy that restricts addresses refuses every source.
 	Addresses func(Source) ([]queue.Address, error)
-	// TLS reports whether a connection of a resolved source speaks TLS, and the server
-	// name it verifies (empty: the address's host). The controller's per-server gates of
+	// TLS reports whether a resolved source has TLS settings (spec.queue.<backend>.tls),
+	// and the server name they verify (empty: the address's host); a RabbitMQ amqps://
+	// URL without them counts as off. The controller's per-server gates of
 	// probes tell TLS settings apart by it; without it, each QueueJob gets a gate of its
 	// own, shared with no other.
 	TLS func(Source) (on bool, serverName string)
