@@ -202,7 +202,7 @@ var _ = Describe("QueueJobs in a real cluster", Ordered, ContinueOnFailure, func
 	})
 
 	It("returns the item of a worker pod deleted mid-item with --grace-period=0 --force: nothing is lost", func(ctx SpecContext) {
-		killMidItem(ctx, "deleted", func(ctx context.Context, ns, pod string) {
+		killMidItem(ctx, "deleted", redisList, func(ctx context.Context, ns, pod string) {
 			out, err := cluster.KubectlRun(ctx, "delete", "pod", pod, "-n", ns, "--grace-period=0", "--force")
 			Expect(err).NotTo(HaveOccurred(), out)
 		})
@@ -212,7 +212,7 @@ var _ = Describe("QueueJobs in a real cluster", Ordered, ContinueOnFailure, func
 		if !nodeIsThisMachine(ctx) {
 			Skip("SIGKILL of a container's process needs the node's process table: only on the local cluster (make cluster-up)")
 		}
-		killMidItem(ctx, "sigkill", func(ctx context.Context, ns, pod string) {
+		killMidItem(ctx, "sigkill", redisList, func(ctx context.Context, ns, pod string) {
 			pid, err := containerProcess(pod, "job-wq-2")
 			Expect(err).NotTo(HaveOccurred())
 			Expect(syscall.Kill(pid, syscall.SIGKILL)).To(Succeed())
@@ -383,19 +383,19 @@ func deployment(ctx context.Context) *appsv1.Deployment {
 // would finish the item (after a forced delete, the kubelet stops the container moments
 // after kubectl returns). A kill that comes later anyway fails as such, not as a lost
 // item.
-func killMidItem(ctx context.Context, name string, kill func(ctx context.Context, ns, pod string)) {
+func killMidItem(ctx context.Context, name string, q queueFixture, kill func(ctx context.Context, ns, pod string)) {
 	GinkgoHelper()
 	const itemTime = 15 * time.Second
 	ns := namespace(ctx, nil)
 	qj := sample("job-wq-2", ns)
 	qj.Name = name
 	key := name + "-" + ns
-	qj.Spec.Queue.Redis.Key = key
+	q.use(qj, key)
 	c := &qj.Spec.JobTemplate.Spec.Template.Spec.Containers[0]
 	c.Command = []string{"job-wq-2", "--sleep=" + itemTime.String()}
 	c.Env = append(c.Env, corev1.EnvVar{Name: "QUEUEJOB_LEASE_SECONDS", Value: "10"})
 	items := []string{"i1", "i2", "i3", "i4", "i5", "i6"}
-	rpush(ctx, key, items...)
+	q.enqueue(ctx, key, items...)
 	start := time.Now()
 	Expect(cluster.Client.Create(ctx, qj)).To(Succeed())
 
@@ -438,8 +438,7 @@ func killMidItem(ctx context.Context, name string, kill func(ctx context.Context
 
 	got := finished(ctx, qj, 5*time.Minute)
 	Expect(got.Status.State).To(Equal(qjv1.StateComplete))
-	Expect(lrange(ctx, key)).To(BeEmpty())
-	Expect(lrange(ctx, key+":processing")).To(BeEmpty())
+	q.drained(ctx, key)
 
 	// Finished items: every "Working on" of the pods that exited 0, and those the killed
 	// worker had moved on from. A killed container that restarted in its pod (SIGKILL,
@@ -482,6 +481,26 @@ func killMidItem(ctx context.Context, name string, kill func(ctx context.Context
 	}
 	report("%s: pod %s killed mid-item %s; %d items all finished, %d duplicates, %d leases reclaimed by the operator, Complete %s after creation",
 		name, victim, held, len(items), dups, reclaimed, time.Since(start).Round(time.Second))
+}
+
+// queueFixture is a queue backend as killMidItem uses it: use points the job-wq-2
+// sample's spec.queue at a fresh queue named key, enqueue puts items into it in order, and
+// drained checks that nothing of it is left, ready or held.
+type queueFixture struct {
+	use     func(qj *qjv1.QueueJob, key string)
+	enqueue func(ctx context.Context, key string, items ...string)
+	drained func(ctx context.Context, key string)
+}
+
+// redisList is the sample's own backend: a Redis list and its <key>:processing.
+var redisList = queueFixture{
+	use:     func(qj *qjv1.QueueJob, key string) { qj.Spec.Queue.Redis.Key = key },
+	enqueue: rpush,
+	drained: func(ctx context.Context, key string) {
+		GinkgoHelper()
+		Expect(lrange(ctx, key)).To(BeEmpty())
+		Expect(lrange(ctx, key+":processing")).To(BeEmpty())
+	},
 }
 
 // nodeIsThisMachine says whether the cluster's node runs on this machine (the local
