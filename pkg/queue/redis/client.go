@@ -40,3 +40,10 @@ func NewClient(o Options, poolSize int) *goredis.Client {
 func ClientError(o Options, err error) error {
 	return queue.WithDetail(redisFailure(o.Address, o.TLS != nil, err), err)
 }
+
+// NewProbeClient returns a go-redis client with the settings of the operator's probe (a
+// small pool, small buffers, one dial and no retries: the probe decides when to try
+// again), for another backend on a Redis server (pkg/queue/redis/stream).
+func NewProbeClient(o Options) *goredis.Client {
+	return goredis.NewClient(probeClientOptions(&o))
+}

@@ -10,11 +10,12 @@ import (
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 )
 
-// redisWatcher watches Redis lists: one KeyWatch (two connections) per server and
+// redisWatcher watches Redis keys: one KeyWatch (two connections) per server and
 // credentials, shared by all the QueueJobs on that server.
 type redisWatcher struct {
-	log     logr.Logger
-	mu      sync.Mutex
+	log    logr.Logger
+	locate Locate
+	mu     sync.Mutex
 	servers map[string]*redisServerWatch
 	nextID  int
 	closed  bool
@@ -26,24 +27,42 @@ type redisServerWatch struct {
 	wakes map[string]map[int]func(bool)
 }
 
+// Locate says where a source's queue is for a watch: the server's options with the key
+// to watch in Key, and the server's identity (a fingerprint of everything of the source
+// but the key and the database, credentials included: tracking is server-wide, whatever
+// the database; a write to the same key name in another database wakes too, which costs
+// one probe).
+type Locate func(src backends.Source) (o redis.Options, server string, err error)
+
 // NewWatcher returns the Watcher of Backend; it logs when a server's watch starts
 // and when it fails.
 func NewWatcher(log logr.Logger) backends.Watcher {
-	return &redisWatcher{log: log, servers: map[string]*redisServerWatch{}}
+	return NewWatcherOf(log, locateList)
+}
+
+// NewWatcherOf returns a Watcher of the Redis keys that locate finds, for a backend on a
+// Redis server (the list backend's, or pkg/queue/redis/stream/kube's).
+func NewWatcherOf(log logr.Logger, locate Locate) backends.Watcher {
+	return &redisWatcher{log: log, locate: locate, servers: map[string]*redisServerWatch{}}
+}
+
+// locateList is Locate of the list backend: its key.
+func locateList(src backends.Source) (redis.Options, string, error) {
+	o, err := Options(src)
+	if err != nil {
+		return o, "", err
+	}
+	spec := src.Spec.DeepCopy()
+	spec.Redis.Key, spec.Redis.DB = "", nil
+	return o, backends.Source{Spec: spec, Secrets: src.Secrets}.Fingerprint(), nil
 }
 
 func (w *redisWatcher) Watch(src backends.Source, wake func(reported bool)) (func(), error) {
-	o, err := Options(src)
+	o, server, err := w.locate(src)
 	if err != nil {
 		return nil, err
 	}
 	key := o.Key
-	// The server's identity is everything of the source but the key and the database,
-	// credentials included: tracking is server-wide, whatever the database (a write to the
-	// same key name in another database wakes too, which costs one probe).
-	spec := src.Spec.DeepCopy()
-	spec.Redis.Key, spec.Redis.DB = "", nil
-	server := backends.Source{Spec: spec, Secrets: src.Secrets}.Fingerprint()
 
 	w.mu.Lock()
 	defer w.mu.Unlock()
