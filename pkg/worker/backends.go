@@ -8,6 +8,7 @@ import (
 	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis/stream"
 )
 
 // backends are the queues a Worker works, by their QUEUEJOB_BACKEND name (Options.Backend),
@@ -16,6 +17,7 @@ import (
 var backends = []backend{
 	backendOf(BackendRedis, func(o *Options) *redis.Options { return &o.Redis }, redis.OptionsFromEnv, redis.NewConsumer),
 	backendOf(BackendRabbitMQ, func(o *Options) *rabbitmq.Options { return &o.RabbitMQ }, rabbitmq.OptionsFromEnv, rabbitmq.NewConsumer),
+	backendOf(BackendRedisStream, func(o *Options) *stream.Options { return &o.RedisStream }, stream.OptionsFromEnv, stream.NewConsumer),
 }
 
 // backend is one queue backend as a Worker sees it.

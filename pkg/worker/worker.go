@@ -13,12 +13,15 @@ import (
 	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis/stream"
 )
 
 // Backends, as in QUEUEJOB_BACKEND.
 const (
 	BackendRedis    = "redis"
 	BackendRabbitMQ = "rabbitmq"
+	// BackendRedisStream is a Redis stream and its consumer group.
+	BackendRedisStream = "redis-stream"
 )
 
 // Defaults of Options.
@@ -97,6 +100,10 @@ type Options struct {
 	// RabbitMQ locates the queue (URL, Queue, TLS) when Backend is BackendRabbitMQ. With
 	// a ManagementURL, Empty also counts the messages other workers hold.
 	RabbitMQ rabbitmq.Options
+	// RedisStream locates the stream and its group (Address, Stream, Group, DB,
+	// Username, Password, TLS) when Backend is BackendRedisStream. LeaseTTL and MaxScan
+	// are not used: a worker's lease is LeaseTTL below.
+	RedisStream stream.Options
 	// LeaseTTL is the expiry of a Redis lease, renewed every LeaseTTL/3 while the item is
 	// held; DefaultLeaseTTL if zero. A worker that dies keeps its item at most this long
 	// (plus the reaper's grace). RabbitMQ has no leases.

@@ -1,0 +1,185 @@
+package stream
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
+)
+
+var _ queue.Reaper = (*Conn)(nil)
+
+// Conn is the operator's connection to a stream: its probe and its reaper. It never
+// creates the stream or the group.
+type Conn struct {
+	o      Options
+	client *goredis.Client
+}
+
+// New returns a connection to the stream of o; it connects on first use.
+func New(o Options) *Conn {
+	o = o.withDefaults()
+	return &Conn{o: o, client: redis.NewProbeClient(o.Server())}
+}
+
+// Close closes the connection pool.
+func (c *Conn) Close() error { return c.client.Close() }
+
+// fail classifies an error of go-redis (see failure).
+func (c *Conn) fail(err error) error { return failure(c.o, err) }
+
+// streamTypes are the types TYPE answers that a message may name.
+var streamTypes = map[string]bool{"string": true, "hash": true, "set": true, "zset": true, "list": true, "ReJSON-RL": true}
+
+// Probe counts the stream in one round trip (TYPE and XLEN of the stream and of its
+// :failed stream, XINFO GROUPS of the stream):
+//
+//   - ready is the group's lag, the entries not yet delivered to it. Redis cannot always
+//     tell the lag after deletions (XINFO GROUPS says nil): then ready is XLEN minus the
+//     group's pending entries, exact as long as every finished entry is deleted, as this
+//     backend's workers do (an entry someone else deletes while it is pending makes it
+//     smaller, never below 0). Without the group, ready is XLEN.
+//   - in flight is the group's pending entries (XINFO GROUPS' pending, XPENDING's count);
+//   - dead-lettered is XLEN of <stream>:failed.
+//
+// A missing stream is an empty queue, as a missing list is.
+func (c *Conn) Probe(ctx context.Context) (queue.Counts, error) {
+	failed := FailedKey(c.o.Stream)
+	var typ, ftyp *goredis.StatusCmd
+	var xlen, flen *goredis.IntCmd
+	var groups *goredis.XInfoGroupsCmd
+	_, perr := c.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		typ = p.Type(ctx, c.o.Stream)
+		ftyp = p.Type(ctx, failed)
+		xlen = p.XLen(ctx, c.o.Stream)
+		flen = p.XLen(ctx, failed)
+		groups = p.XInfoGroups(ctx, c.o.Stream)
+		return nil
+	})
+	if err := typ.Err(); err != nil || typ.Val() == "" {
+		// No answer at all (a connection that failed, or refused credentials) leaves
+		// the commands without a reply: the pipeline's error says why.
+		if err == nil {
+			err = perr
+		}
+		return queue.Counts{}, c.fail(err)
+	}
+	if err := c.checkTypes(typ.Val(), ftyp); err != nil {
+		return queue.Counts{}, err
+	}
+	var counts queue.Counts
+	switch err := flen.Err(); {
+	case err != nil && strings.HasPrefix(err.Error(), "NOPERM"):
+		// An ACL user without access to the dead-letter stream: the probe counts the
+		// queue, and says that it could not count the dead letters.
+		counts.DeadLetteredUnknown = true
+	case err != nil:
+		return queue.Counts{}, c.fail(err)
+	default:
+		counts.DeadLettered = flen.Val()
+	}
+	if typ.Val() == "none" {
+		return counts, nil
+	}
+	if err := xlen.Err(); err != nil {
+		return queue.Counts{}, c.fail(err)
+	}
+	if err := groups.Err(); err != nil {
+		return queue.Counts{}, c.fail(err)
+	}
+	counts.Ready = xlen.Val()
+	for _, g := range groups.Val() {
+		if g.Name == c.o.Group {
+			counts.InFlight = g.Pending
+			counts.Ready = readyOf(g, xlen.Val())
+		}
+	}
+	return counts, nil
+}
+
+// readyOf is the ready entries of a group (see Probe): its lag, or if Redis cannot tell
+// it, XLEN minus the pending entries.
+func readyOf(g goredis.XInfoGroup, xlen int64) int64 {
+	if g.Lag >= 0 {
+		return g.Lag
+	}
+	return max(xlen-g.Pending, 0)
+}
+
+// checkTypes checks that the stream (of type typ) and its :failed key are streams, or
+// missing.
+func (c *Conn) checkTypes(typ string, ftyp *goredis.StatusCmd) error {
+	if typ != "stream" && typ != "none" {
+		if !streamTypes[typ] {
+			typ = "value of another type" // the peer's own word: not repeated
+		}
+		return queue.Errorf(queue.ReasonWrongType, "Redis key %q holds a %s, not a stream: point spec.queue.redisStream.stream at a stream", c.o.Stream, typ)
+	}
+	if t := ftyp.Val(); ftyp.Err() == nil && t != "stream" && t != "none" {
+		return queue.Errorf(queue.ReasonWrongType, "Redis at %s: key %q, where workers dead-letter items, is not a stream: "+
+			"rename or delete it, or point spec.queue.redisStream.stream at another stream", c.o.Address, FailedKey(c.o.Stream))
+	}
+	return nil
+}
+
+// Reap returns to the queue the entries pending longer than the lease plus grace (their
+// worker stopped renewing: it crashed, or its pod is gone), each at the end of the
+// stream with an attempt counted, and deletes the group's consumers that hold nothing
+// and have been idle for strandedAfter leases (workers that are gone: a live worker's
+// consumer is created again by its next read). Each entry is returned by a script that
+// checks its idle time again, so that a renewal in between keeps it where it is: an
+// entry a live worker renews is never taken from it. A missing stream or group has
+// nothing to reap.
+func (c *Conn) Reap(ctx context.Context, now time.Time, grace time.Duration) (int, error) {
+	minIdle := c.o.LeaseTTL + grace
+	pending, err := c.client.XPendingExt(ctx, &goredis.XPendingExtArgs{
+		Stream: c.o.Stream, Group: c.o.Group, Idle: minIdle, Start: "-", End: "+", Count: c.o.MaxScan,
+	}).Result()
+	if isNoGroup(err) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, c.fail(err)
+	}
+	reclaimed := 0
+	for _, p := range pending {
+		n, err := moveScript.Run(ctx, c.client, []string{c.o.Stream, c.o.Stream},
+			c.o.Group, p.ID, "", minIdle.Milliseconds(), 1, "").Int()
+		if err != nil {
+			return reclaimed, c.fail(err)
+		}
+		if n >= 0 {
+			reclaimed++
+		}
+	}
+	return reclaimed, c.deleteStranded(ctx, strandedAfter*c.o.LeaseTTL+grace)
+}
+
+// strandedAfter is how many leases a consumer without pending entries must have been
+// idle before the reaper deletes it.
+const strandedAfter = 3
+
+// deleteStranded deletes the consumers that hold no pending entry and have been idle
+// longer than idle.
+func (c *Conn) deleteStranded(ctx context.Context, idle time.Duration) error {
+	consumers, err := c.client.XInfoConsumers(ctx, c.o.Stream, c.o.Group).Result()
+	if isNoGroup(err) {
+		return nil
+	}
+	if err != nil {
+		return c.fail(err)
+	}
+	for _, cs := range consumers {
+		if cs.Pending > 0 || cs.Idle < idle {
+			continue
+		}
+		if err := deleteConsumerScript.Run(ctx, c.client, []string{c.o.Stream}, c.o.Group, cs.Name).Err(); err != nil {
+			return c.fail(err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,266 @@
+package stream
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
+)
+
+// fresh is the options of a fresh stream on the test server, with a lease of lease.
+func fresh(t *testing.T, lease time.Duration) Options {
+	name := fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano())
+	return Options{Address: redisServer.Addr(), Stream: name, Group: "g", LeaseTTL: lease}
+}
+
+// consumer is a worker side of o with session, closed after the test.
+func consumer(t *testing.T, o Options, session string) *Consumer {
+	t.Helper()
+	c, err := NewConsumer(testCtx(t), o, queue.ConsumerOptions{Session: session, LeaseTTL: time.Minute, MaxAttempts: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func probe(t *testing.T, o Options) queue.Counts {
+	t.Helper()
+	p := New(o)
+	defer func() { _ = p.Close() }()
+	c, err := p.Probe(testCtx(t))
+	if err != nil {
+		t.Fatalf("Probe = %v", err)
+	}
+	return c
+}
+
+// TestWatchHearsXADD: the list backend's write watch (CLIENT TRACKING in broadcast mode
+// on the key) hears an XADD to the stream, as it hears an LPUSH to a list.
+func TestWatchHearsXADD(t *testing.T) {
+	o := fresh(t, time.Minute)
+	var heard atomic.Int32
+	w := redis.NewKeyWatch(o.Server(), func(k string, reported bool) {
+		if k == o.Stream && !reported {
+			heard.Add(1)
+		}
+	}, nil)
+	defer w.Close()
+	w.Add(o.Stream)
+	eventually(t, "the watch is active", func() bool { ok, _ := w.Active(); return ok })
+	c := redisServer.RedisClient(t)
+	eventually(t, "an XADD to the stream is heard", func() bool {
+		if err := c.XAdd(testCtx(t), &goredis.XAddArgs{Stream: o.Stream, Values: []any{FieldItem, "x"}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		return heard.Load() > 0
+	})
+}
+
+// TestProbeWithoutStreamOrGroup: a missing stream is an empty queue; a stream without
+// the group counts XLEN as ready; neither is created by the probe.
+func TestProbeWithoutStreamOrGroup(t *testing.T) {
+	o := fresh(t, time.Minute)
+	if diff := cmp.Diff(queue.Counts{}, probe(t, o)); diff != "" {
+		t.Errorf("Probe of a missing stream (-want +got):\n%s", diff)
+	}
+	c := redisServer.RedisClient(t)
+	if n := c.Exists(testCtx(t), o.Stream).Val(); n != 0 {
+		t.Fatalf("the probe created the stream")
+	}
+	for range 2 {
+		c.XAdd(testCtx(t), &goredis.XAddArgs{Stream: o.Stream, Values: []any{FieldItem, "x"}})
+	}
+	if diff := cmp.Diff(queue.Counts{Ready: 2}, probe(t, o)); diff != "" {
+		t.Errorf("Probe of a stream without the group (-want +got):\n%s", diff)
+	}
+	if g := c.XInfoGroups(testCtx(t), o.Stream).Val(); len(g) != 0 {
+		t.Errorf("the probe created a group: %+v", g)
+	}
+}
+
+// TestProbeWrongType: a key of another type is WrongType, named, its value not quoted.
+func TestProbeWrongType(t *testing.T) {
+	o := fresh(t, time.Minute)
+	c := redisServer.RedisClient(t)
+	c.RPush(testCtx(t), o.Stream, "secret-item")
+	p := New(o)
+	defer func() { _ = p.Close() }()
+	_, err := p.Probe(testCtx(t))
+	if queue.ReasonOf(err) != queue.ReasonWrongType || !strings.Contains(err.Error(), "holds a list, not a stream") || strings.Contains(err.Error(), "secret-item") {
+		t.Errorf("Probe of a list = %v, want WrongType naming a list", err)
+	}
+	o2 := fresh(t, time.Minute)
+	c.Set(testCtx(t), FailedKey(o2.Stream), "v", 0)
+	p2 := New(o2)
+	defer func() { _ = p2.Close() }()
+	if _, err := p2.Probe(testCtx(t)); queue.ReasonOf(err) != queue.ReasonWrongType || !strings.Contains(err.Error(), ":failed") {
+		t.Errorf("Probe with a string at :failed = %v, want WrongType naming it", err)
+	}
+}
+
+// TestProbeWithoutLag: after deletions Redis cannot tell the group's lag (XINFO GROUPS
+// says nil); ready is then XLEN minus the pending entries. This test fails if the probe
+// reads a nil lag as 0 (go-redis's -1 as a count).
+func TestProbeWithoutLag(t *testing.T) {
+	o := fresh(t, time.Minute)
+	a, b := consumer(t, o, "a"), consumer(t, o, "b")
+	enqueue(t, o, "1", "2", "3")
+	la, err := a.Take(testCtx(t), 0)
+	if err != nil || la == nil {
+		t.Fatalf("Take = %v, %v", la, err)
+	}
+	lb, err := b.Take(testCtx(t), 0)
+	if err != nil || lb == nil {
+		t.Fatalf("Take = %v, %v", lb, err)
+	}
+	// The newest delivered entry is deleted while an older one is pending.
+	if err := lb.Complete(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	g := redisServer.RedisClient(t).XInfoGroups(testCtx(t), o.Stream).Val()
+	if len(g) != 1 || g[0].Lag != -1 {
+		t.Fatalf("XINFO GROUPS = %+v, want a nil lag (the case this test is about)", g)
+	}
+	if diff := cmp.Diff(queue.Counts{Ready: 1, InFlight: 1}, probe(t, o)); diff != "" {
+		t.Errorf("Probe without a lag (-want +got):\n%s", diff)
+	}
+}
+
+func enqueue(t *testing.T, o Options, items ...string) {
+	t.Helper()
+	a := NewAdmin(o, 10*time.Second)
+	defer func() { _ = a.Close() }()
+	i := 0
+	next := func() (string, error) {
+		if i == len(items) {
+			return "", io.EOF
+		}
+		i++
+		return items[i-1], nil
+	}
+	if n, _, err := a.Enqueue(testCtx(t), next, func(int64) {}, queue.EnqueueOptions{}); err != nil || n != int64(len(items)) {
+		t.Fatalf("Enqueue = %d, %v", n, err)
+	}
+}
+
+// TestEntryWithoutItemIsDeadLettered: an entry a producer added without the item field
+// is dead-lettered when taken, never dropped.
+func TestEntryWithoutItemIsDeadLettered(t *testing.T) {
+	o := fresh(t, time.Minute)
+	c := consumer(t, o, "a")
+	rc := redisServer.RedisClient(t)
+	rc.XAdd(testCtx(t), &goredis.XAddArgs{Stream: o.Stream, Values: []any{"payload", "x"}})
+	enqueue(t, o, "good")
+	l, err := c.Take(testCtx(t), 0)
+	if err != nil || l == nil || string(l.Data()) != "good" {
+		t.Fatalf("Take = %v, %v; want the good entry", l, err)
+	}
+	dead := rc.XRange(testCtx(t), FailedKey(o.Stream), "-", "+").Val()
+	if len(dead) != 1 || dead[0].Values["payload"] != "x" || !strings.Contains(fmt.Sprint(dead[0].Values[FieldError]), "no item field") {
+		t.Errorf("%s = %+v, want the entry with its fields and an error", FailedKey(o.Stream), dead)
+	}
+	if diff := cmp.Diff(queue.Counts{InFlight: 1, DeadLettered: 1}, probe(t, o)); diff != "" {
+		t.Errorf("Probe (-want +got):\n%s", diff)
+	}
+}
+
+// TestRenewKeepsToItsOwnEntries: Renew resets the idle time of the session's own entry,
+// and says the lease is lost (and claims nothing) for an entry another consumer holds.
+func TestRenewKeepsToItsOwnEntries(t *testing.T) {
+	o := fresh(t, time.Minute)
+	a := consumer(t, o, "a")
+	enqueue(t, o, "1")
+	l, err := a.Take(testCtx(t), 0)
+	if err != nil || l == nil {
+		t.Fatalf("Take = %v, %v", l, err)
+	}
+	if ok, err := l.Renew(testCtx(t)); !ok || err != nil {
+		t.Errorf("Renew of its own entry = %v, %v; want true", ok, err)
+	}
+	stolen := &lease{c: consumer(t, o, "b"), id: l.(*lease).id}
+	if ok, err := stolen.Renew(testCtx(t)); ok || err != nil {
+		t.Errorf("Renew of another's entry = %v, %v; want false", ok, err)
+	}
+	p := redisServer.RedisClient(t).XPendingExt(testCtx(t), &goredis.XPendingExtArgs{Stream: o.Stream, Group: o.Group, Start: "-", End: "+", Count: 10}).Val()
+	if len(p) != 1 || p[0].Consumer != "a" {
+		t.Errorf("pending = %+v, want the entry still a's", p)
+	}
+	if err := stolen.Complete(testCtx(t)); err != nil {
+		// Complete is XACK, which does not check the consumer: the protocol never
+		// gives an entry to another consumer, so only its holder has its id.
+		t.Logf("Complete by another = %v", err)
+	}
+}
+
+// TestReapDeletesStrandedConsumers: the reaper deletes consumers idle for a few leases
+// that hold nothing; a consumer that holds an entry is never deleted (DELCONSUMER would
+// drop its entries), and a live consumer is recreated by its next read.
+func TestReapDeletesStrandedConsumers(t *testing.T) {
+	o := fresh(t, 100*time.Millisecond)
+	gone := consumer(t, o, "gone")
+	enqueue(t, o, "0")
+	l, err := gone.Take(testCtx(t), 0)
+	if err != nil || l == nil {
+		t.Fatalf("Take = %v, %v", l, err)
+	}
+	if err := l.Complete(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	rc := redisServer.RedisClient(t)
+	names := func() []string {
+		var ns []string
+		for _, c := range rc.XInfoConsumers(testCtx(t), o.Stream, o.Group).Val() {
+			ns = append(ns, c.Name)
+		}
+		return ns
+	}
+	if diff := cmp.Diff([]string{"gone"}, names()); diff != "" {
+		t.Fatalf("consumers (-want +got):\n%s", diff)
+	}
+	p := New(o)
+	defer func() { _ = p.Close() }()
+	eventually(t, "the idle consumer is deleted", func() bool {
+		if _, err := p.Reap(testCtx(t), time.Now(), 0); err != nil {
+			t.Fatal(err)
+		}
+		return len(names()) == 0
+	})
+	// A consumer that holds an entry: the script refuses, whatever its idle time.
+	enqueue(t, o, "1")
+	if l, err := gone.Take(testCtx(t), 0); err != nil || l == nil {
+		t.Fatalf("Take after the consumer was deleted = %v, %v; want the entry", l, err)
+	}
+	n, err := deleteConsumerScript.Run(testCtx(t), rc, []string{o.Stream}, o.Group, "gone").Int()
+	if err != nil || n != 0 {
+		t.Errorf("deleting a consumer with a pending entry = %d, %v; want 0", n, err)
+	}
+	if diff := cmp.Diff([]string{"gone"}, names()); diff != "" {
+		t.Errorf("consumers (-want +got):\n%s", diff)
+	}
+}
+
+// TestOptionsFromEnv reads back what WorkerEnv writes.
+func TestOptionsFromEnv(t *testing.T) {
+	env := map[string]string{EnvAddress: "r:6379", EnvStream: "s", EnvGroup: "g", EnvDB: "2", EnvUsername: "u", EnvPassword: "p"}
+	o, err := OptionsFromEnv(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Options{Address: "r:6379", Stream: "s", Group: "g", DB: 2, Username: "u", Password: "p"}
+	if diff := cmp.Diff(want, o); diff != "" {
+		t.Errorf("OptionsFromEnv (-want +got):\n%s", diff)
+	}
+	delete(env, EnvGroup)
+	if _, err := OptionsFromEnv(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), EnvGroup) {
+		t.Errorf("OptionsFromEnv without a group = %v, want an error naming %s", err, EnvGroup)
+	}
+}

@@ -1,0 +1,301 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
+)
+
+var (
+	_ queue.Consumer      = (*Consumer)(nil)
+	_ queue.CompleteTaker = (*Consumer)(nil)
+)
+
+// Consumer is the worker side of a stream: it reads as the consumer named by its session,
+// renews, completes, fails, dead-letters and gives back. pkg/worker drives it.
+type Consumer struct {
+	o      Options
+	co     queue.ConsumerOptions
+	client *goredis.Client
+	// probe counts the stream as the operator does.
+	probe *Conn
+}
+
+// NewConsumer connects to the stream of o at once and creates its group if missing, so
+// that a wrong address, password or certificate fails here with a message that says
+// what to fix.
+func NewConsumer(ctx context.Context, o Options, co queue.ConsumerOptions) (*Consumer, error) {
+	o = o.withDefaults()
+	co = co.WithDefaults()
+	c := &Consumer{o: o, co: co, client: redis.NewClient(o.Server(), 0), probe: New(o)}
+	if err := ensureGroup(ctx, c.client, o); err != nil {
+		_ = c.Close()
+		return nil, c.err(ctx, err)
+	}
+	return c, nil
+}
+
+// err explains an error of go-redis; the context's own error stays as it is.
+func (c *Consumer) err(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("worker: %w", ClientError(c.o, err))
+}
+
+// read reads the next entry for the session, waiting up to block (not at all if < 0); nil
+// if none came. A missing group (the stream was deleted) is created again.
+func (c *Consumer) read(ctx context.Context, block time.Duration) (*goredis.XMessage, error) {
+	args := &goredis.XReadGroupArgs{Group: c.o.Group, Consumer: c.co.Session, Streams: []string{c.o.Stream, ">"}, Count: 1, Block: block}
+	res, err := c.client.XReadGroup(ctx, args).Result()
+	if isNoGroup(err) {
+		if err := ensureGroup(ctx, c.client, c.o); err != nil {
+			return nil, err
+		}
+		res, err = c.client.XReadGroup(ctx, args).Result()
+	}
+	if errors.Is(err, goredis.Nil) {
+		return nil, nil
+	}
+	if err != nil || len(res) == 0 || len(res[0].Messages) == 0 {
+		return nil, err
+	}
+	return &res[0].Messages[0], nil
+}
+
+// Take waits up to wait for an entry and leases it; nil if none came.
+func (c *Consumer) Take(ctx context.Context, wait time.Duration) (queue.Lease, error) {
+	block := wait
+	if wait <= 0 {
+		block = -1 // no BLOCK: BLOCK 0 waits for ever
+	}
+	for {
+		m, err := c.read(ctx, block)
+		if err != nil {
+			return nil, c.err(ctx, err)
+		}
+		if m == nil {
+			return nil, nil
+		}
+		l, err := c.claim(ctx, m)
+		if l != nil || err != nil {
+			return l, err
+		}
+		// Dead-lettered: take another.
+	}
+}
+
+// claim leases an entry just read: its attempt is its attempts field plus one. An entry
+// without an item field, or over its attempts, is dead-lettered instead (nil).
+func (c *Consumer) claim(ctx context.Context, m *goredis.XMessage) (queue.Lease, error) {
+	attempts := 0
+	if v, ok := m.Values[FieldAttempts].(string); ok {
+		attempts, _ = strconv.Atoi(v)
+	}
+	item, ok := m.Values[FieldItem].(string)
+	why := ""
+	switch {
+	case !ok:
+		why = "the entry has no " + FieldItem + " field"
+	case c.co.MaxAttempts > 0 && attempts >= c.co.MaxAttempts:
+		why = "its workers never finished it (they crashed, or their leases ran out)"
+	default:
+		return &lease{c: c, id: m.ID, item: item, n: attempts + 1}, nil
+	}
+	// The entry is pending for the session: dead-letter it even if ctx is being
+	// cancelled (else the reaper returns it after the lease).
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queue.FinishTimeout)
+	defer cancel()
+	n, err := c.move(cctx, m.ID, FailedKey(c.o.Stream), 0, why)
+	if err != nil {
+		return nil, c.err(ctx, err)
+	}
+	if n >= 0 {
+		c.co.Logger.Warn("Dead-lettered an entry: "+why, "id", m.ID, "attempts", attempts, "stream", FailedKey(c.o.Stream))
+	}
+	return nil, nil
+}
+
+// move runs moveScript on an entry pending for the session; -1 if it was not.
+func (c *Consumer) move(ctx context.Context, id, dest string, delta int, why string) (int, error) {
+	return moveScript.Run(ctx, c.client, []string{c.o.Stream, dest}, c.o.Group, id, c.co.Session, 0, delta, why).Int()
+}
+
+// CompleteAndTake completes l and reads the next entry (without waiting) in one MULTI:
+// one round trip less per item. next is nil if none was waiting.
+func (c *Consumer) CompleteAndTake(ctx context.Context, l queue.Lease) (next queue.Lease, completeErr, err error) {
+	r := l.(*lease)
+	var ack *goredis.IntCmd
+	var read *goredis.XStreamSliceCmd
+	_, err = c.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		ack = p.XAck(ctx, c.o.Stream, c.o.Group, r.id)
+		p.XDel(ctx, c.o.Stream, r.id)
+		read = p.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: c.o.Group, Consumer: c.co.Session,
+			Streams: []string{c.o.Stream, ">"}, Count: 1, Block: -1})
+		return nil
+	})
+	if ack.Err() != nil {
+		return nil, nil, c.err(ctx, ack.Err())
+	}
+	completeErr = r.acked(ack.Val())
+	res, rerr := read.Result()
+	switch {
+	case errors.Is(rerr, goredis.Nil), isNoGroup(rerr):
+		// Nothing waiting (the next Take creates a missing group again).
+		return nil, completeErr, nil
+	case rerr != nil:
+		return nil, completeErr, c.err(ctx, rerr)
+	case err != nil && !errors.Is(err, goredis.Nil):
+		return nil, completeErr, c.err(ctx, err)
+	case len(res) == 0 || len(res[0].Messages) == 0:
+		return nil, completeErr, nil
+	}
+	next, err = c.claim(ctx, &res[0].Messages[0])
+	return next, completeErr, err
+}
+
+// Empty counts the stream with the operator's probe: nothing ready, nothing in flight.
+func (c *Consumer) Empty(ctx context.Context) (bool, error) {
+	n, err := c.probe.Probe(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		return false, fmt.Errorf("worker: %w", err)
+	}
+	return n.Ready == 0 && n.InFlight == 0, nil
+}
+
+// Failed lists the items of <stream>:failed, oldest first.
+func (c *Consumer) Failed(ctx context.Context) ([][]byte, error) {
+	entries, err := c.client.XRange(ctx, FailedKey(c.o.Stream), "-", "+").Result()
+	if err != nil {
+		return nil, c.err(ctx, err)
+	}
+	var out [][]byte
+	for _, e := range entries {
+		if v, ok := e.Values[FieldItem].(string); ok {
+			out = append(out, []byte(v))
+		}
+	}
+	return out, nil
+}
+
+// requeueBatch bounds the entries one requeue script moves, so that it never blocks the
+// server long.
+const requeueBatch = 1000
+
+// RequeueFailed moves up to n entries of <stream>:failed (all if n <= 0), oldest first,
+// to the end of the stream with a fresh count of attempts, each atomically.
+func (c *Consumer) RequeueFailed(ctx context.Context, n int) (int, error) {
+	moved := 0
+	for n <= 0 || moved < n {
+		batch := requeueBatch
+		if n > 0 {
+			batch = min(batch, n-moved)
+		}
+		m, err := requeueScript.Run(ctx, c.client, []string{FailedKey(c.o.Stream), c.o.Stream}, batch).Int()
+		moved += m
+		if err != nil {
+			return moved, c.err(ctx, err)
+		}
+		if m < batch {
+			break
+		}
+	}
+	return moved, nil
+}
+
+// StopTaking does nothing: a stream's worker takes nothing it did not ask for.
+func (c *Consumer) StopTaking() {}
+
+// Close closes the connections; entries still pending stay so until the reaper returns
+// them.
+func (c *Consumer) Close() error {
+	return errors.Join(c.client.Close(), c.probe.Close())
+}
+
+// lease is an entry pending for the consumer's session.
+type lease struct {
+	c    *Consumer
+	id   string
+	item string
+	n    int
+}
+
+func (l *lease) Data() []byte              { return []byte(l.item) }
+func (l *lease) Attempt() int              { return l.n }
+func (l *lease) RenewEvery() time.Duration { return l.c.co.LeaseTTL / 3 }
+
+// Renew resets the entry's idle time; false if it is no longer pending for the session.
+func (l *lease) Renew(ctx context.Context) (bool, error) {
+	n, err := renewScript.Run(ctx, l.c.client, []string{l.c.o.Stream}, l.c.o.Group, l.id, l.c.co.Session).Int()
+	if err != nil {
+		return false, l.c.err(ctx, err)
+	}
+	return n == 1, nil
+}
+
+// Complete acknowledges and deletes the entry, in one MULTI.
+func (l *lease) Complete(ctx context.Context) error {
+	var ack *goredis.IntCmd
+	_, err := l.c.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		ack = p.XAck(ctx, l.c.o.Stream, l.c.o.Group, l.id)
+		p.XDel(ctx, l.c.o.Stream, l.id)
+		return nil
+	})
+	if err != nil {
+		return l.c.err(ctx, err)
+	}
+	return l.acked(ack.Val())
+}
+
+// acked is the result of a completion that XACK acknowledged n entries of.
+func (l *lease) acked(n int64) error {
+	if n == 0 {
+		return queue.ErrLeaseLost
+	}
+	return nil
+}
+
+// Fail returns the entry to the end of the stream with its attempt counted, or after its
+// MaxAttempts-th attempt moves it to <stream>:failed with the cause's text.
+func (l *lease) Fail(ctx context.Context, cause error) (bool, error) {
+	dead := l.c.co.MaxAttempts > 0 && l.n >= l.c.co.MaxAttempts
+	dest, why := l.c.o.Stream, ""
+	if dead {
+		dest, why = FailedKey(l.c.o.Stream), queue.CauseText(cause)
+		if why == "" {
+			why = "failed"
+		}
+	}
+	n, err := l.c.move(ctx, l.id, dest, 1, why)
+	if err = l.moved(ctx, n, err); err != nil {
+		return false, err
+	}
+	return dead, nil
+}
+
+// Release returns the entry to the end of the stream without counting the attempt.
+func (l *lease) Release(ctx context.Context) error {
+	n, err := l.c.move(ctx, l.id, l.c.o.Stream, 0, "")
+	return l.moved(ctx, n, err)
+}
+
+// moved is the result of a move of the entry that moveScript answered n to.
+func (l *lease) moved(ctx context.Context, n int, err error) error {
+	switch {
+	case err != nil:
+		return l.c.err(ctx, err)
+	case n == -1:
+		return queue.ErrLeaseLost
+	}
+	return nil
+}
