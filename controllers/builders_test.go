@@ -43,6 +43,10 @@ func withRedis(qj *qjv1.QueueJob) {
 	qj.Spec.Queue = &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: "redis:6379", Key: "job2"}}
 }
 
+func withRedisStream(qj *qjv1.QueueJob) {
+	qj.Spec.Queue = &qjv1.QueueSource{RedisStream: &qjv1.RedisStreamQueue{Address: "redis:6379", Stream: "jobs", Group: "workers"}}
+}
+
 func withRabbitMQ(qj *qjv1.QueueJob) {
 	qj.Spec.Queue = &qjv1.QueueSource{RabbitMQ: &qjv1.RabbitMQQueue{URL: "amqp://guest@rabbitmq-service:5672", Queue: "job1"}}
 }

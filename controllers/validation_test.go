@@ -40,11 +40,11 @@ var _ = Describe("QueueJob admission", func() {
 		},
 		Entry("unknown mode", "spec.mode", "supported values", func(q *qjv1.QueueJob) { withRedis(q); q.Spec.Mode = "Bogus" }),
 		Entry("unknown refill", "spec.refill", "supported values", func(q *qjv1.QueueJob) { withRedis(q); q.Spec.Refill = "Sometimes" }),
-		Entry("both backends", "spec.queue", "exactly one of redis or rabbitmq", func(q *qjv1.QueueJob) {
+		Entry("both backends", "spec.queue", "set exactly one of redis, rabbitmq", func(q *qjv1.QueueJob) {
 			withRedis(q)
 			q.Spec.Queue.RabbitMQ = &qjv1.RabbitMQQueue{URL: "amqp://rabbit:5672", Queue: "q"}
 		}),
-		Entry("neither backend", "spec.queue", "exactly one of redis or rabbitmq", func(q *qjv1.QueueJob) { q.Spec.Queue = &qjv1.QueueSource{} }),
+		Entry("neither backend", "spec.queue", "set exactly one of redis, rabbitmq", func(q *qjv1.QueueJob) { q.Spec.Queue = &qjv1.QueueSource{} }),
 		Entry("mode without a queue", "spec.mode", "remove spec.mode", func(q *qjv1.QueueJob) { q.Spec.Mode = qjv1.ModeWorkerPool }),
 		Entry("consecutiveFailedWavesLimit under refill Once", "spec.consecutiveFailedWavesLimit", "set spec.refill to Continuous", func(q *qjv1.QueueJob) {
 			withRedis(q)
@@ -117,6 +117,34 @@ var _ = Describe("QueueJob admission", func() {
 		Entry("Redis password Secret without a name", "spec.queue.redis.passwordSecretRef", "name the Secret", func(q *qjv1.QueueJob) {
 			withRedis(q)
 			q.Spec.Queue.Redis.PasswordSecretRef = secretRef("", "password")
+		}),
+		Entry("Redis list and stream", "spec.queue", "set exactly one of redis, rabbitmq", func(q *qjv1.QueueJob) {
+			withRedis(q)
+			q.Spec.Queue.RedisStream = &qjv1.RedisStreamQueue{Address: "redis:6379", Stream: "s", Group: "g"}
+		}),
+		Entry("empty Redis stream", "spec.queue.redisStream.stream", "must not be empty", func(q *qjv1.QueueJob) { withRedisStream(q); q.Spec.Queue.RedisStream.Stream = "" }),
+		Entry("Redis stream with CRLF", "spec.queue.redisStream.stream", "control characters", func(q *qjv1.QueueJob) {
+			withRedisStream(q)
+			q.Spec.Queue.RedisStream.Stream = "jobs\r\nFLUSHALL"
+		}),
+		Entry("Redis stream with a glob", "spec.queue.redisStream.stream", "glob characters", func(q *qjv1.QueueJob) { withRedisStream(q); q.Spec.Queue.RedisStream.Stream = "jobs*" }),
+		Entry("empty Redis stream group", "spec.queue.redisStream.group", "must not be empty", func(q *qjv1.QueueJob) { withRedisStream(q); q.Spec.Queue.RedisStream.Group = "" }),
+		Entry("Redis stream group with a space", "spec.queue.redisStream.group", "whitespace", func(q *qjv1.QueueJob) { withRedisStream(q); q.Spec.Queue.RedisStream.Group = "my workers" }),
+		Entry("Redis stream address as a URL", "spec.queue.redisStream.address", "host:port", func(q *qjv1.QueueJob) {
+			withRedisStream(q)
+			q.Spec.Queue.RedisStream.Address = "redis://redis:6379"
+		}),
+		Entry("Redis stream leaseSeconds 0", "spec.queue.redisStream.leaseSeconds", "greater than or equal to 1", func(q *qjv1.QueueJob) {
+			withRedisStream(q)
+			q.Spec.Queue.RedisStream.LeaseSeconds = ptr.To[int32](0)
+		}),
+		Entry("Redis stream password Secret without a key", "spec.queue.redisStream.passwordSecretRef", "name the Secret", func(q *qjv1.QueueJob) {
+			withRedisStream(q)
+			q.Spec.Queue.RedisStream.PasswordSecretRef = secretRef("redis", "")
+		}),
+		Entry("Redis stream TLS server name with a port", "spec.queue.redisStream.tls.serverName", "without a port", func(q *qjv1.QueueJob) {
+			withRedisStream(q)
+			q.Spec.Queue.RedisStream.TLS = &qjv1.TLSConfig{ServerName: "redis:6379"}
 		}),
 		Entry("empty RabbitMQ queue", "spec.queue.rabbitmq.queue", "must not be empty", func(q *qjv1.QueueJob) { withRabbitMQ(q); q.Spec.Queue.RabbitMQ.Queue = "" }),
 		// The rule sits on the rabbitmq object with fieldPath .url, so that the API server's
@@ -269,6 +297,13 @@ var _ = Describe("QueueJob admission", func() {
 			withRedis(q)
 			q.Spec.Queue.Redis.Address = "[::1]:6379"
 			q.Spec.Queue.Redis.PasswordSecretRef = secretRef("redis", "password")
+		}),
+		Entry("Redis stream WorkerPool with a password Secret, TLS and a lease", func(q *qjv1.QueueJob) {
+			withRedisStream(q)
+			q.Spec.Mode = qjv1.ModeWorkerPool
+			q.Spec.Queue.RedisStream.PasswordSecretRef = secretRef("redis", "password")
+			q.Spec.Queue.RedisStream.TLS = &qjv1.TLSConfig{CASecretRef: secretRef("ca", "ca.crt"), ServerName: "redis.example.com"}
+			q.Spec.Queue.RedisStream.LeaseSeconds = ptr.To[int32](120)
 		}),
 		Entry("RabbitMQ PerItem with a user but no password in the URL", func(q *qjv1.QueueJob) {
 			withRabbitMQ(q)

@@ -261,7 +261,7 @@ type JobTemplateSpec struct {
 }
 
 // QueueSource names the queue a QueueJob drains. Exactly one backend is set.
-// +kubebuilder:validation:XValidation:rule="(has(self.redis) ? 1 : 0) + (has(self.rabbitmq) ? 1 : 0) == 1",message="spec.queue: set exactly one of redis or rabbitmq"
+// +kubebuilder:validation:XValidation:rule="(has(self.redis) ? 1 : 0) + (has(self.rabbitmq) ? 1 : 0) + (has(self.redisStream) ? 1 : 0) == 1",message="spec.queue: set exactly one of redis, rabbitmq or redisStream"
 type QueueSource struct {
 	// redis is a Redis list, read with the protocol of the Kubernetes docs'
 	// rediswq.py.
@@ -271,6 +271,10 @@ type QueueSource struct {
 	// rabbitmq is a RabbitMQ queue.
 	// +optional
 	RabbitMQ *RabbitMQQueue `json:"rabbitmq,omitempty"`
+
+	// redisStream is a Redis stream read by a consumer group (Redis 7.0 or later).
+	// +optional
+	RedisStream *RedisStreamQueue `json:"redisStream,omitempty"`
 }
 
 // RedisQueue is a Redis list of work items. Items being worked on are kept
@@ -627,4 +631,71 @@ type QueueJobList struct {
 
 func init() {
 	SchemeBuilder.Register(&QueueJob{}, &QueueJobList{})
+}
+
+// RedisStreamQueue is a Redis stream of work items, one entry each (the field
+// "item" holds the item), read by the workers as one consumer group. Items being
+// worked on are the group's pending entries; dead-lettered items go to the
+// stream <stream>:failed. Workers and qj enqueue create the group if missing.
+type RedisStreamQueue struct {
+	// address is the Redis server's host:port, e.g. redis:6379.
+	// +kubebuilder:validation:MaxLength=261
+	// +kubebuilder:validation:XValidation:rule=`self.matches('^(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):[0-9]{1,5}$')`,message="spec.queue.redisStream.address must be host:port, e.g. redis:6379"
+	// +required
+	Address string `json:"address"`
+
+	// stream is the key of the Redis stream that holds the items.
+	// +kubebuilder:validation:MaxLength=200
+	// +kubebuilder:validation:XValidation:rule="size(self) > 0",message="spec.queue.redisStream.stream must not be empty: set the key of the Redis stream"
+	// +kubebuilder:validation:XValidation:rule=`!self.matches('[\\s\\x00-\\x1f\\x7f*?\\[\\]]')`,message="spec.queue.redisStream.stream must not contain whitespace, control characters or the glob characters * ? [ ]"
+	// +required
+	Stream string `json:"stream"`
+
+	// group is the consumer group of the workers. No other consumer group may
+	// read the stream: a completed item is deleted from it.
+	// +kubebuilder:validation:MaxLength=200
+	// +kubebuilder:validation:XValidation:rule="size(self) > 0",message="spec.queue.redisStream.group must not be empty: set the name of the consumer group"
+	// +kubebuilder:validation:XValidation:rule=`!self.matches('[\\s\\x00-\\x1f\\x7f*?\\[\\]]')`,message="spec.queue.redisStream.group must not contain whitespace, control characters or the glob characters * ? [ ]"
+	// +required
+	Group string `json:"group"`
+
+	// db is the Redis database number.
+	// +kubebuilder:default=0
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=255
+	// +optional
+	DB *int32 `json:"db,omitempty"`
+
+	// passwordSecretRef selects the key of a Secret in the QueueJob's namespace
+	// that holds the Redis password. The controller reads it at probe time;
+	// workers get it through a secretKeyRef, never as a literal.
+	// +kubebuilder:validation:XValidation:rule="size(self.name) > 0 && size(self.key) > 0",message="spec.queue.redisStream.passwordSecretRef needs both name and key: name the Secret and its key that holds the password"
+	// +optional
+	PasswordSecretRef *corev1.SecretKeySelector `json:"passwordSecretRef,omitempty"`
+
+	// username is the Redis ACL user to log in as, with the password of
+	// passwordSecretRef. Without it the password is that of the default user.
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:XValidation:rule="size(self) > 0",message="spec.queue.redisStream.username must not be empty: set the ACL user name or remove the field to log in as the default user"
+	// +kubebuilder:validation:XValidation:rule=`!self.matches('[\\s\\x00-\\x1f\\x7f]')`,message="spec.queue.redisStream.username must not contain whitespace or control characters: set the ACL user name"
+	// +optional
+	Username string `json:"username,omitempty"`
+
+	// tls makes the controller and the workers connect to Redis over TLS, as
+	// spec.queue.redis.tls does.
+	// +kubebuilder:validation:XValidation:rule="!has(self.caSecretRef) || (size(self.caSecretRef.name) > 0 && size(self.caSecretRef.key) > 0)",fieldPath=".caSecretRef",message="spec.queue.redisStream.tls.caSecretRef needs both name and key: name the Secret and its key that holds the PEM CA bundle"
+	// +kubebuilder:validation:XValidation:rule=`!has(self.serverName) || self.serverName.matches('^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]+)$')`,fieldPath=".serverName",message="spec.queue.redisStream.tls.serverName must be a host name (e.g. redis.example.com) or an IP address, without a port or scheme"
+	// +optional
+	TLS *TLSConfig `json:"tls,omitempty"`
+
+	// leaseSeconds is how long an entry may stay pending without its worker
+	// renewing it (workers renew every third of it) before the operator's
+	// reaper returns it to the stream. The operator passes it to the workers as
+	// QUEUEJOB_LEASE_SECONDS; a value the pod template sets wins for the workers
+	// but not for the reaper, so leave it to this field.
+	// +kubebuilder:default=30
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=86400
+	// +optional
+	LeaseSeconds *int32 `json:"leaseSeconds,omitempty"`
 }

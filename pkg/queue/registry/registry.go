@@ -7,6 +7,7 @@ import (
 	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
 	rabbitmqkube "github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq/kube"
 	rediskube "github.com/queuejob/queuejob-operator/pkg/queue/redis/kube"
+	streamkube "github.com/queuejob/queuejob-operator/pkg/queue/redis/stream/kube"
 )
 
 // Default has every backend this project ships, one line each.
@@ -14,5 +15,6 @@ func Default() *backends.Registry {
 	return backends.NewRegistry(
 		rediskube.Backend,
 		rabbitmqkube.Backend,
+		streamkube.Backend,
 	)
 }

@@ -9,8 +9,9 @@ import (
 // Default selects each backend by its field of spec.queue, and none for an empty one.
 func TestDefault(t *testing.T) {
 	for want, src := range map[string]*qjv1.QueueSource{
-		"redis":    {Redis: &qjv1.RedisQueue{Address: "redis:6379", Key: "job2"}},
-		"rabbitmq": {RabbitMQ: &qjv1.RabbitMQQueue{URL: "amqp://rabbitmq/", Queue: "job1"}},
+		"redis":        {Redis: &qjv1.RedisQueue{Address: "redis:6379", Key: "job2"}},
+		"rabbitmq":     {RabbitMQ: &qjv1.RabbitMQQueue{URL: "amqp://rabbitmq/", Queue: "job1"}},
+		"redis-stream": {RedisStream: &qjv1.RedisStreamQueue{Address: "redis:6379", Stream: "s", Group: "g"}},
 	} {
 		b, err := Default().For(src)
 		if err != nil || b.Name != want {

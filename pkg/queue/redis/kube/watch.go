@@ -13,9 +13,9 @@ import (
 // redisWatcher watches Redis keys: one KeyWatch (two connections) per server and
 // credentials, shared by all the QueueJobs on that server.
 type redisWatcher struct {
-	log    logr.Logger
-	locate Locate
-	mu     sync.Mutex
+	log     logr.Logger
+	locate  Locate
+	mu      sync.Mutex
 	servers map[string]*redisServerWatch
 	nextID  int
 	closed  bool
