@@ -83,7 +83,7 @@ items.`,
 	f := cmd.Flags()
 	f.StringVarP(&e.file, "filename", "f", "", "Read items from this file, one a line; - for standard input.")
 	f.BoolVar(&e.jsonLines, "json-lines", false, "Each line (and argument) is a JSON value: strings are decoded, other values kept as compact JSON.")
-	f.BoolVar(&e.fifo, "fifo", false, "Redis: push at the list's head (LPUSH), so that workers take the items in the order given.")
+	f.BoolVar(&e.fifo, "fifo", false, "Redis: push at the list's head (LPUSH), so that workers take the items in the order given (a Redis stream always is in that order).")
 	f.BoolVar(&e.declare, "declare", false, "RabbitMQ: declare the queue (durable) if it does not exist.")
 	f.BoolVarP(&e.quiet, "quiet", "q", false, "No progress on stderr.")
 	f.Int64Var(&e.progressEvery, "progress-every", 10000, "When stderr is not a terminal, report progress every this many items.")
@@ -125,6 +125,9 @@ func (e *enqueueOptions) run(ctx context.Context, args []string) error {
 		res.Push = "LPUSH"
 	case t.Redis != nil:
 		res.Push = "RPUSH"
+	case t.RedisStream != nil:
+		// A stream is first in, first out: --fifo changes nothing.
+		res.Push = "XADD"
 	case e.fifo:
 		return fmt.Errorf("--fifo applies to Redis only: a RabbitMQ queue is first in, first out")
 	}
@@ -153,6 +156,8 @@ func (e *enqueueOptions) run(ctx context.Context, args []string) error {
 			order = " (RPUSH at the tail: workers take the last item first)"
 		case "LPUSH":
 			order = " (LPUSH at the head: workers take them in the order given)"
+		case "XADD":
+			order = " (XADD at the stream's end: workers take them in the order given)"
 		}
 		fmt.Fprintf(w, "Enqueued %s into %s%s%s\n", plural(pushed, "item"), t.where(), of, order)
 	})

@@ -39,6 +39,11 @@ func TestQueueFlags(t *testing.T) {
 		{name: "both backends", args: []string{"--redis-key", "k", "--rabbitmq-queue", "q"}, wantErr: "both --redis-* and --rabbitmq-*"},
 		{name: "two URLs", args: []string{"--rabbitmq-url", "amqp://h/", "--rabbitmq-url-env", "U"}, wantErr: "at most one of --rabbitmq-url and --rabbitmq-url-env"},
 		{name: "two management URLs", args: []string{"--rabbitmq-management-url", "http://h", "--rabbitmq-management-url-env", "M"}, wantErr: "at most one of --rabbitmq-management-url"},
+		{name: "redis address, stream and group", args: []string{"--redis-address", "127.0.0.1:6379", "--redis-stream", "s", "--redis-group", "g"}, wantStandalone: true},
+		{name: "redis stream alone replaces the QueueJob's", args: []string{"--redis-stream", "s"}},
+		{name: "redis stream without a group", args: []string{"--redis-address", "127.0.0.1:6379", "--redis-stream", "s"}, wantErr: "--redis-stream needs --redis-group"},
+		{name: "redis key and stream", args: []string{"--redis-key", "k", "--redis-stream", "s"}, wantErr: "set one or the other"},
+		{name: "redis stream and rabbitmq", args: []string{"--redis-stream", "s", "--rabbitmq-queue", "q"}, wantErr: "both --redis-* and --rabbitmq-*"},
 		{name: "db out of range", args: []string{"--redis-db", "256"}, wantErr: "--redis-db must be between 0 and 255"},
 	}
 	for _, tc := range cases {

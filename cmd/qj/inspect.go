@@ -10,6 +10,7 @@ import (
 
 	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis/stream"
 )
 
 type inspectOptions struct {
@@ -25,6 +26,8 @@ type inspectResult struct {
 	Queue    string               `json:"queue"`
 	Redis    *redis.Inspection    `json:"redis,omitempty"`
 	RabbitMQ *rabbitmq.Inspection `json:"rabbitmq,omitempty"`
+	// RedisStream is a Redis stream's section.
+	RedisStream *stream.Inspection `json:"redisStream,omitempty"`
 }
 
 func newInspectCmd(o *options) *cobra.Command {
@@ -39,6 +42,13 @@ in-flight items of <key>:processing (oldest first) with their lease holder (the 
 session id) and the lease's time left, and the dead-lettered items of <key>:failed. An
 in-flight item with "no lease" has lost its worker: the operator's reaper returns it to
 the queue.
+
+Redis stream: the ready entries (the next ones first), the pending entries of the
+consumer group (oldest first) with their consumer (a worker's session, its pod's name and
+a suffix), idle time and delivery count, the group's consumers, and the dead letters of
+the stream <stream>:failed with their error. An entry idle for longer than the lease
+(spec.queue.redisStream.leaseSeconds) has lost its worker: the operator's reaper returns
+it to the stream.
 
 RabbitMQ: the ready count, the in-flight (unacknowledged) count when the QueueJob has a
 management URL (or --rabbitmq-management-url), and the count of the dead-letter queue
@@ -100,6 +110,8 @@ func (res *inspectResult) setSection(section any) error {
 		res.Redis = section
 	case *rabbitmq.Inspection:
 		res.RabbitMQ = section
+	case *stream.Inspection:
+		res.RedisStream = section
 	default:
 		return fmt.Errorf("qj cannot show the inspection of backend %q (%T): give it a field in cmd/qj's inspectResult",
 			res.Backend, section)
@@ -147,6 +159,9 @@ func (in *inspectOptions) human(w io.Writer, res *inspectResult) {
 			fmt.Fprintf(w, "(at most %d items of each list shown: --limit)\n", in.limit)
 		}
 	}
+	if r := res.RedisStream; r != nil {
+		in.humanStream(w, r, width)
+	}
 	if r := res.RabbitMQ; r != nil {
 		fmt.Fprintf(w, "Ready:      %d\n", r.Ready)
 		if r.InFlight != nil {
@@ -181,4 +196,39 @@ func (i *indenter) Write(p []byte) (int, error) {
 	}
 	_, err := io.WriteString(i.w, b.String())
 	return len(p), err
+}
+
+// humanStream shows a Redis stream's section.
+func (in *inspectOptions) humanStream(w io.Writer, r *stream.Inspection, width int) {
+	fmt.Fprintf(w, "Ready:      %d\n", r.Ready)
+	if len(r.Next) > 0 {
+		rows := make([][]any, len(r.Next))
+		for i, e := range r.Next {
+			rows[i] = []any{i + 1, e.ID, printable(e.Item, width), e.Attempts}
+		}
+		table(indent(w), "NEXT\tID\tITEM\tATTEMPTS", rows)
+	}
+	fmt.Fprintf(w, "In flight:  %d  (pending in group %q)\n", r.InFlight, r.Group)
+	if len(r.Pending) > 0 {
+		rows := make([][]any, len(r.Pending))
+		for i, p := range r.Pending {
+			rows[i] = []any{p.ID, printable(p.Item, width), p.Consumer, fmt.Sprintf("%.1fs", p.IdleSeconds), p.Deliveries}
+		}
+		table(indent(w), "ID\tITEM\tCONSUMER\tIDLE\tDELIVERIES", rows)
+	}
+	fmt.Fprintf(w, "Consumers:  %d\n", len(r.Consumers))
+	if len(r.Consumers) > 0 {
+		rows := make([][]any, len(r.Consumers))
+		for i, c := range r.Consumers {
+			rows[i] = []any{c.Name, c.Pending, fmt.Sprintf("%.1fs", c.IdleSeconds)}
+		}
+		table(indent(w), "CONSUMER\tPENDING\tIDLE", rows)
+	}
+	fmt.Fprintf(w, "Failed:     %d  (stream %s)\n", r.Failed, stream.FailedKey(r.Stream))
+	for _, e := range r.FailedItems {
+		fmt.Fprintf(w, "  %s  %s  (attempts %d: %s)\n", e.ID, printable(e.Item, width), e.Attempts, printable(e.Error, width))
+	}
+	if r.Ready > int64(len(r.Next)) || r.InFlight > int64(len(r.Pending)) || r.Failed > int64(len(r.FailedItems)) {
+		fmt.Fprintf(w, "(at most %d entries of each list shown: --limit)\n", in.limit)
+	}
 }

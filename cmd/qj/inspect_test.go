@@ -8,12 +8,13 @@ import (
 
 	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis/stream"
 )
 
 // TestInspectSection: each backend's Inspect answer lands in its field of -o json; one
 // qj does not know is an error, not a section silently dropped.
 func TestInspectSection(t *testing.T) {
-	r, q := &redis.Inspection{Key: "jobs"}, &rabbitmq.Inspection{}
+	r, q, st := &redis.Inspection{Key: "jobs"}, &rabbitmq.Inspection{}, &stream.Inspection{Stream: "jobs"}
 	for _, tc := range []struct {
 		name    string
 		section any
@@ -21,6 +22,7 @@ func TestInspectSection(t *testing.T) {
 	}{
 		{name: "redis", section: r, want: inspectResult{Redis: r}},
 		{name: "rabbitmq", section: q, want: inspectResult{RabbitMQ: q}},
+		{name: "redis-stream", section: st, want: inspectResult{RedisStream: st}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got inspectResult

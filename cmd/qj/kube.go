@@ -14,6 +14,7 @@ import (
 	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
 	rabbitmqkube "github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq/kube"
 	rediskube "github.com/queuejob/queuejob-operator/pkg/queue/redis/kube"
+	streamkube "github.com/queuejob/queuejob-operator/pkg/queue/redis/stream/kube"
 )
 
 // qjResource is the QueueJob resource as RBAC and kubectl name it.
@@ -77,6 +78,8 @@ var replacingFlags = map[string]string{
 	rabbitmqkube.FieldURLSecret:        "--rabbitmq-url-env",
 	rabbitmqkube.FieldManagementSecret: "--rabbitmq-management-url-env",
 	rabbitmqkube.FieldTLSCA:            "--rabbitmq-tls-ca",
+	streamkube.FieldPassword:           "--redis-password-env",
+	streamkube.FieldTLSCA:              "--redis-tls-ca",
 }
 
 // secretFields lists the Secret keys a queue source references (the backend's

@@ -39,7 +39,8 @@ func newRequeueCmd(o *options) *cobra.Command {
 back into the queue of the QueueJob NAME, with a fresh attempt count, for example once the
 bug that made them fail is fixed.
 
-Redis: from <key>:failed back onto <key>. RabbitMQ: from the queue <queue>.failed back
+Redis: from <key>:failed back onto <key>. Redis stream: from the stream <stream>:failed
+to the end of <stream>, each entry atomically. RabbitMQ: from the queue <queue>.failed back
 onto <queue> (items dead-lettered through a queue's own dead-letter exchange are the
 broker's business and are not touched). Each message is published mandatory with
 publisher confirms and taken from <queue>.failed only once the broker stored it: if
@@ -88,6 +89,8 @@ func (rq *requeueOptions) run(ctx context.Context, args []string) error {
 		o.Backend, o.Redis = worker.BackendRedis, *t.Redis
 	case t.RabbitMQ != nil:
 		o.Backend, o.RabbitMQ = worker.BackendRabbitMQ, *t.RabbitMQ
+	case t.RedisStream != nil:
+		o.Backend, o.RedisStream = worker.BackendRedisStream, *t.RedisStream
 	}
 	w, err := worker.New(ctx, o)
 	if err != nil {

@@ -54,7 +54,7 @@ func newRootCmd(streams genericiooptions.IOStreams) *cobra.Command {
 		Long: `Fill, inspect and watch the queues of QueueJobs (batch.queuejob.io).
 
 It reads QueueJobs, their Secrets, Jobs and pods with your kubeconfig and your RBAC, and
-talks to the queue (Redis or RabbitMQ) directly: the queue's address must be reachable
+talks to the queue (a Redis list or stream, or RabbitMQ) directly: the queue's address must be reachable
 from here (kubectl port-forward, then --redis-address or --rabbitmq-url-env). enqueue and
 inspect also work without a cluster when the queue's coordinates are given as flags.
 Secret values are never printed.`,

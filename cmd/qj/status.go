@@ -19,6 +19,8 @@ import (
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis/stream"
+	"github.com/queuejob/queuejob-operator/pkg/worker"
 )
 
 type statusOptions struct {
@@ -218,6 +220,10 @@ func summarizeQueue(q *qjv1.QueueSource, st *qjv1.QueueStatus) *queueSummary {
 		}
 		qs.Where = fmt.Sprintf("queue %q at %s", q.RabbitMQ.Queue, at)
 		qs.DeadLetterQueue = rabbitmq.FailedQueue(q.RabbitMQ.Queue)
+	case q.RedisStream != nil:
+		qs.Backend = worker.BackendRedisStream
+		qs.Where = fmt.Sprintf("%s, stream %q, group %q", q.RedisStream.Address, q.RedisStream.Stream, q.RedisStream.Group)
+		qs.DeadLetterQueue = stream.FailedKey(q.RedisStream.Stream)
 	}
 	if st != nil {
 		qs.Ready, qs.InFlight, qs.Reclaimed, qs.LastProbeTime = st.Ready, st.InFlight, st.Reclaimed, st.LastProbeTime

@@ -19,6 +19,8 @@ import (
 	rabbitmqkube "github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq/kube"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	rediskube "github.com/queuejob/queuejob-operator/pkg/queue/redis/kube"
+	"github.com/queuejob/queuejob-operator/pkg/queue/redis/stream"
+	streamkube "github.com/queuejob/queuejob-operator/pkg/queue/redis/stream/kube"
 	"github.com/queuejob/queuejob-operator/pkg/queue/registry"
 )
 
@@ -33,6 +35,9 @@ type queueFlags struct {
 	redisPasswordEnv            string
 	redisTLS                    bool
 	redisTLSCA, redisServerName string
+	// redisStream and redisGroup name a Redis stream and its consumer group (with the
+	// --redis-* flags of the server), instead of a list's --redis-key.
+	redisStream, redisGroup string
 
 	rabbitURL, rabbitURLEnv         string
 	rabbitQueue                     string
@@ -49,6 +54,8 @@ func (f *queueFlags) add(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.redisTLS, "redis-tls", false, "Connect to Redis over TLS (on with a QueueJob whose spec.queue.redis.tls is set).")
 	fs.StringVar(&f.redisTLSCA, "redis-tls-ca", "", "PEM file of the CA that signed Redis's certificate; replaces the QueueJob's tls.caSecretRef.")
 	fs.StringVar(&f.redisServerName, "redis-tls-server-name", "", "Name Redis's certificate must be valid for; defaults to the QueueJob's tls.serverName, else the host of its address.")
+	fs.StringVar(&f.redisStream, "redis-stream", "", "Redis stream; replaces the QueueJob's spec.queue.redisStream.stream. With --redis-address and --redis-group, no QueueJob is read.")
+	fs.StringVar(&f.redisGroup, "redis-group", "", "Consumer group of the Redis stream; replaces the QueueJob's spec.queue.redisStream.group.")
 	fs.StringVar(&f.rabbitURL, "rabbitmq-url", "", "AMQP URL of the broker; prefer --rabbitmq-url-env for one with a password. With --rabbitmq-queue, no QueueJob is read.")
 	fs.StringVar(&f.rabbitURLEnv, "rabbitmq-url-env", "", "Name of an environment variable that holds the AMQP URL; replaces the QueueJob's url or urlSecretRef.")
 	fs.StringVar(&f.rabbitQueue, "rabbitmq-queue", "", "RabbitMQ queue; replaces the QueueJob's spec.queue.rabbitmq.queue.")
@@ -60,7 +67,7 @@ func (f *queueFlags) add(fs *pflag.FlagSet) {
 
 func (f *queueFlags) redisSet() bool {
 	return f.redisAddress != "" || f.redisKey != "" || f.redisDBSet || f.redisUsername != "" || f.redisPasswordEnv != "" ||
-		f.redisTLS || f.redisTLSCA != "" || f.redisServerName != ""
+		f.redisTLS || f.redisTLSCA != "" || f.redisServerName != "" || f.redisStream != "" || f.redisGroup != ""
 }
 
 func (f *queueFlags) rabbitSet() bool {
@@ -71,7 +78,7 @@ func (f *queueFlags) rabbitSet() bool {
 // standalone reports whether the flags name a whole queue: then no QueueJob is read and
 // every argument is an item.
 func (f *queueFlags) standalone() bool {
-	return (f.redisAddress != "" && f.redisKey != "") ||
+	return (f.redisAddress != "" && f.redisKey != "") || (f.redisAddress != "" && f.redisStream != "" && f.redisGroup != "") ||
 		((f.rabbitURL != "" || f.rabbitURLEnv != "") && f.rabbitQueue != "")
 }
 
@@ -79,6 +86,12 @@ func (f *queueFlags) check(cmd *cobra.Command) error {
 	f.redisDBSet = cmd.Flags().Changed("redis-db")
 	if f.redisSet() && f.rabbitSet() {
 		return fmt.Errorf("both --redis-* and --rabbitmq-* flags are set: a queue is one or the other")
+	}
+	if f.redisKey != "" && (f.redisStream != "" || f.redisGroup != "") {
+		return fmt.Errorf("--redis-key names a list, --redis-stream and --redis-group a stream: set one or the other")
+	}
+	if f.redisAddress != "" && f.redisStream != "" && f.redisGroup == "" {
+		return fmt.Errorf("--redis-stream needs --redis-group, the consumer group of the workers")
 	}
 	if f.rabbitURL != "" && f.rabbitURLEnv != "" {
 		return fmt.Errorf("set at most one of --rabbitmq-url and --rabbitmq-url-env")
@@ -100,6 +113,9 @@ type target struct {
 	// Backend is "redis" or "rabbitmq".
 	Backend string
 	Redis   *redis.Options
+	// RedisStream is a Redis stream and its group (on a server given by the --redis-*
+	// flags).
+	RedisStream *stream.Options
 	// RabbitMQ's URL is secret (it may hold the password); messages name only its
 	// host:port.
 	RabbitMQ *rabbitmq.Options
@@ -118,6 +134,8 @@ func (t *target) where() string {
 		return fmt.Sprintf("Redis %s, list %q", t.Redis.Address, t.Redis.Key)
 	case t.RabbitMQ != nil:
 		return fmt.Sprintf("RabbitMQ %s, queue %q", rabbitmq.AddrOf(t.RabbitMQ.URL), t.RabbitMQ.Queue)
+	case t.RedisStream != nil:
+		return fmt.Sprintf("Redis %s, stream %q, group %q", t.RedisStream.Address, t.RedisStream.Stream, t.RedisStream.Group)
 	}
 	return "?"
 }
@@ -128,12 +146,23 @@ func (t *target) hint() string {
 		return ""
 	}
 	svc := "the Service of the queue server"
-	if t.Redis != nil {
-		svc = "svc/" + serviceOf(t.Redis.Address)
+	if addr := t.redisAddress(); addr != "" {
+		svc = "svc/" + serviceOf(addr)
 		return fmt.Sprintf(": the QueueJob's address is likely only reachable inside the cluster; run kubectl port-forward -n %s %s 6379:%s and pass --redis-address 127.0.0.1:6379",
-			t.Namespace, svc, portOnly(t.Redis.Address))
+			t.Namespace, svc, portOnly(addr))
 	}
 	return fmt.Sprintf(": the QueueJob's URL is likely only reachable inside the cluster; run kubectl port-forward -n %s to %s and pass the forwarded URL with --rabbitmq-url-env", t.Namespace, svc)
+}
+
+// redisAddress is the address of the target's Redis server, empty if it is not on one.
+func (t *target) redisAddress() string {
+	switch {
+	case t.Redis != nil:
+		return t.Redis.Address
+	case t.RedisStream != nil:
+		return t.RedisStream.Address
+	}
+	return ""
 }
 
 // resolveTarget finds the queue: from the flags alone (standalone), or from the QueueJob
@@ -145,7 +174,7 @@ func (o *options) resolveTarget(ctx context.Context, f *queueFlags, args []strin
 		return t, args, err
 	}
 	if len(args) == 0 {
-		return nil, nil, fmt.Errorf("name the QueueJob (NAME), or give the whole queue as flags: --redis-address and --redis-key, or --rabbitmq-url-env and --rabbitmq-queue")
+		return nil, nil, fmt.Errorf("name the QueueJob (NAME), or give the whole queue as flags: --redis-address and --redis-key (a list) or --redis-stream and --redis-group (a stream), or --rabbitmq-url-env and --rabbitmq-queue")
 	}
 	name, rest := args[0], args[1:]
 	c, ns, err := o.kubeClient()
@@ -167,6 +196,12 @@ func (o *options) resolveTarget(ctx context.Context, f *queueFlags, args []strin
 	}
 	if (qj.Spec.Queue.Redis != nil && f.rabbitSet()) || (qj.Spec.Queue.RabbitMQ != nil && f.redisSet()) {
 		return nil, nil, fmt.Errorf("QueueJob %s/%s has a %s queue: its flags are --%s-*", ns, name, backend.Name, backend.Name)
+	}
+	if qj.Spec.Queue.RedisStream != nil && (f.rabbitSet() || f.redisKey != "") {
+		return nil, nil, fmt.Errorf("QueueJob %s/%s has a Redis stream: its flags are --redis-* with --redis-stream and --redis-group, not --redis-key", ns, name)
+	}
+	if qj.Spec.Queue.Redis != nil && (f.redisStream != "" || f.redisGroup != "") {
+		return nil, nil, fmt.Errorf("QueueJob %s/%s has a Redis list: --redis-stream and --redis-group are for streams", ns, name)
 	}
 	src, err := readSecrets(ctx, c, qj, backend, func(s secretRef) bool {
 		switch s.flag {
@@ -192,6 +227,8 @@ func (o *options) resolveTarget(ctx context.Context, f *queueFlags, args []strin
 		t.Redis, t.fromQueueJob, err = f.redisFromQueueJob(src)
 	case qj.Spec.Queue.RabbitMQ != nil:
 		t.RabbitMQ, t.fromQueueJob, err = f.rabbitFromQueueJob(src)
+	case qj.Spec.Queue.RedisStream != nil:
+		t.RedisStream, t.fromQueueJob, err = f.streamFromQueueJob(src)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("QueueJob %s/%s: %w", ns, name, err)
@@ -214,12 +251,21 @@ func (f *queueFlags) redisFromQueueJob(src backends.Source) (*redis.Options, boo
 	if err != nil {
 		return nil, false, err
 	}
-	fromQJ := f.redisAddress == ""
-	if !fromQJ {
-		o.Address = f.redisAddress
-	}
 	if f.redisKey != "" {
 		o.Key = f.redisKey
+	}
+	if err := f.serverOverrides(&o); err != nil {
+		return nil, false, err
+	}
+	return &o, f.redisAddress == "", nil
+}
+
+// serverOverrides applies the --redis-* flags of the server (address, database, user,
+// password, TLS) to o.
+func (f *queueFlags) serverOverrides(o *redis.Options) error {
+	var err error
+	if f.redisAddress != "" {
+		o.Address = f.redisAddress
 	}
 	if f.redisDBSet {
 		o.DB = int(f.redisDB)
@@ -229,15 +275,41 @@ func (f *queueFlags) redisFromQueueJob(src backends.Source) (*redis.Options, boo
 	}
 	if f.redisPasswordEnv != "" {
 		if o.Password, err = fromEnv(f.redisPasswordEnv, "--redis-password-env"); err != nil {
-			return nil, false, err
+			return err
 		}
 	}
 	if o.TLS != nil {
-		if err := f.tlsOverrides(o.TLS, f.redisTLSCA, f.redisServerName); err != nil {
-			return nil, false, err
-		}
+		return f.tlsOverrides(o.TLS, f.redisTLSCA, f.redisServerName)
 	}
-	return &o, fromQJ, nil
+	return nil
+}
+
+// streamFromQueueJob is the QueueJob's Redis stream as the controller sees it
+// (streamkube.Options), with the flags on top.
+func (f *queueFlags) streamFromQueueJob(src backends.Source) (*stream.Options, bool, error) {
+	spec := src.Spec.DeepCopy()
+	if r := spec.RedisStream; r.TLS == nil && (f.redisTLS || f.redisTLSCA != "") {
+		r.TLS = &qjv1.TLSConfig{}
+	}
+	if f.redisTLSCA != "" {
+		spec.RedisStream.TLS.CASecretRef = nil // replaced by the file; its Secret was not read
+	}
+	o, err := streamkube.Options(backends.Source{Spec: spec, Secrets: src.Secrets})
+	if err != nil {
+		return nil, false, err
+	}
+	s := o.Server()
+	if err := f.serverOverrides(&s); err != nil {
+		return nil, false, err
+	}
+	o.Address, o.DB, o.Username, o.Password, o.TLS = s.Address, s.DB, s.Username, s.Password, s.TLS
+	if f.redisStream != "" {
+		o.Stream = f.redisStream
+	}
+	if f.redisGroup != "" {
+		o.Group = f.redisGroup
+	}
+	return &o, f.redisAddress == "", nil
 }
 
 // rabbitFromQueueJob is the QueueJob's RabbitMQ queue as the controller sees it
@@ -297,6 +369,11 @@ func (f *queueFlags) flagTarget() (*target, error) {
 				return nil, err
 			}
 			o.TLS = cfg
+		}
+		if f.redisStream != "" {
+			so := &stream.Options{Address: o.Address, DB: o.DB, Username: o.Username, Password: o.Password, TLS: o.TLS,
+				Stream: f.redisStream, Group: f.redisGroup}
+			return &target{Backend: streamkube.Backend.Name, RedisStream: so, credsFlag: f.credsFlag(), caFlag: f.caFlag()}, nil
 		}
 		return &target{Backend: rediskube.Backend.Name, Redis: o, credsFlag: f.credsFlag(), caFlag: f.caFlag()}, nil
 	}
