@@ -103,7 +103,7 @@ bench: envtest servers cluster-tool keda ## Measure the operator beside its peer
 		--kube-controller-manager "$$kcm" --keda $(KEDA) --keda-version $(KEDA_VERSION) --keda-crds "$$keda_mod/config/crd/bases" $(BENCH_FLAGS)
 
 .PHONY: bench-micro
-bench-micro: servers ## Go micro-benchmarks: probe latency per backend (p50/p99), reaper pass, sizing, worker library items/s against raw LMOVE.
+bench-micro: servers ## Go micro-benchmarks: probe latency per backend (p50/p99), reaper pass, sizing, worker library items/s against raw LMOVE and raw XREADGROUP+XACK.
 	go test -run '^$$' -bench . -benchmem ./pkg/... ./controllers/...
 
 # KEDA's operator, the peer of make bench, built from the module proxy in its own module
