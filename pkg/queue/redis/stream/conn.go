@@ -51,13 +51,15 @@ func (c *Conn) Probe(ctx context.Context) (queue.Counts, error) {
 	failed := FailedKey(c.o.Stream)
 	var typ, ftyp *goredis.StatusCmd
 	var xlen, flen *goredis.IntCmd
-	var groups *goredis.XInfoGroupsCmd
+	var groups *goredis.Cmd
 	_, perr := c.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		typ = p.Type(ctx, c.o.Stream)
 		ftyp = p.Type(ctx, failed)
 		xlen = p.XLen(ctx, c.o.Stream)
 		flen = p.XLen(ctx, failed)
-		groups = p.XInfoGroups(ctx, c.o.Stream)
+		// Raw, not XInfoGroups: go-redis reads a missing lag field (Redis before 7.0)
+		// as a lag of 0, an empty queue.
+		groups = p.Do(ctx, "XINFO", "GROUPS", c.o.Stream)
 		return nil
 	})
 	if err := typ.Err(); err != nil || typ.Val() == "" {
@@ -92,22 +94,60 @@ func (c *Conn) Probe(ctx context.Context) (queue.Counts, error) {
 		return queue.Counts{}, c.fail(err)
 	}
 	counts.Ready = xlen.Val()
-	for _, g := range groups.Val() {
-		if g.Name == c.o.Group {
-			counts.InFlight = g.Pending
-			counts.Ready = readyOf(g, xlen.Val())
-		}
+	if g, ok := groupOf(groups.Val(), c.o.Group); ok {
+		counts.InFlight = g.pending
+		counts.Ready = g.ready(xlen.Val())
 	}
 	return counts, nil
 }
 
-// readyOf is the ready entries of a group (see Probe): its lag, or if Redis cannot tell
+// groupInfo is what the probe reads of a group in XINFO GROUPS.
+type groupInfo struct {
+	pending int64
+	// lag is the entries not yet delivered; hasLag is false if Redis did not tell it
+	// (nil after deletions, or no lag field before Redis 7.0).
+	lag    int64
+	hasLag bool
+}
+
+// ready is the group's ready entries (see Probe): its lag, or if Redis did not tell
 // it, XLEN minus the pending entries.
-func readyOf(g goredis.XInfoGroup, xlen int64) int64 {
-	if g.Lag >= 0 {
-		return g.Lag
+func (g groupInfo) ready(xlen int64) int64 {
+	if g.hasLag {
+		return g.lag
 	}
-	return max(xlen-g.Pending, 0)
+	return max(xlen-g.pending, 0)
+}
+
+// groupOf finds the group name in a raw XINFO GROUPS reply: an array with, for each group,
+// a map (RESP3) or a flat list of fields and values (RESP2).
+func groupOf(reply any, name string) (groupInfo, bool) {
+	groups, _ := reply.([]any)
+	for _, g := range groups {
+		fields := map[string]any{}
+		switch g := g.(type) {
+		case map[any]any:
+			for k, v := range g {
+				if ks, ok := k.(string); ok {
+					fields[ks] = v
+				}
+			}
+		case []any:
+			for i := 0; i+1 < len(g); i += 2 {
+				if ks, ok := g[i].(string); ok {
+					fields[ks] = g[i+1]
+				}
+			}
+		}
+		if fields["name"] != name {
+			continue
+		}
+		var info groupInfo
+		info.pending, _ = fields["pending"].(int64)
+		info.lag, info.hasLag = fields["lag"].(int64)
+		return info, true
+	}
+	return groupInfo{}, false
 }
 
 // checkTypes checks that the stream (of type typ) and its :failed key are streams, or

@@ -264,3 +264,35 @@ func TestOptionsFromEnv(t *testing.T) {
 		t.Errorf("OptionsFromEnv without a group = %v, want an error naming %s", err, EnvGroup)
 	}
 }
+
+// TestGroupOf: the probe reads a group's lag where Redis tells it, and knows when it does
+// not: a nil lag (after deletions) and a reply without a lag field (Redis 6.2), in the
+// RESP3 and RESP2 shapes. Reading go-redis's XInfoGroup instead would count 0 ready
+// entries on Redis 6.2 whatever the stream holds.
+func TestGroupOf(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		reply any
+		want  int64
+	}{
+		{name: "RESP3 with a lag", want: 3, reply: []any{
+			map[any]any{"name": "other", "pending": int64(9), "lag": int64(9)},
+			map[any]any{"name": "g", "pending": int64(2), "lag": int64(3)},
+		}},
+		{name: "RESP3, nil lag", want: 8, reply: []any{map[any]any{"name": "g", "pending": int64(2), "lag": nil}}},
+		{name: "RESP2, Redis 6.2 (no lag)", want: 8, reply: []any{[]any{"name", "g", "consumers", int64(1), "pending", int64(2), "last-delivered-id", "1-0"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, ok := groupOf(tc.reply, "g")
+			if !ok {
+				t.Fatal("group not found")
+			}
+			if got := g.ready(10); got != tc.want || g.pending != 2 {
+				t.Errorf("ready of XLEN 10 = %d (pending %d), want %d (pending 2)", got, g.pending, tc.want)
+			}
+		})
+	}
+	if _, ok := groupOf([]any{}, "g"); ok {
+		t.Error("a group found in an empty reply")
+	}
+}
