@@ -227,7 +227,7 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	c := &config{}
 	items := fs.Int("items", 0, "handle this many items, then exit 0 (a PerItem pod's itemsPerPod); default: QUEUEJOB_MODE and QUEUEJOB_ITEMS_PER_POD, or until the queue is empty")
 	untilEmpty := fs.Bool("until-empty", false, "run until no item is ready or in flight (a WorkerPool worker)")
-	lease := fs.Duration("lease", 0, "lease of a Redis item, renewed every third of it while COMMAND runs (default $"+worker.EnvLeaseSeconds+" or 30s)")
+	lease := fs.Duration("lease", 0, "lease of a Redis item or stream entry, renewed every third of it while COMMAND runs (default $"+worker.EnvLeaseSeconds+" or 30s)")
 	maxAttempts := fs.Int("max-attempts", 0, "attempts of an item before it is dead-lettered, negative for never (default $"+worker.EnvMaxAttempts+" or 5)")
 	fs.DurationVar(&c.timeout, "timeout", 0, "stop COMMAND after this long and fail the item (0: no limit)")
 	fs.DurationVar(&c.grace, "grace", 20*time.Second, "how long COMMAND may take to exit after SIGTERM (on shutdown, --timeout, a lost lease) before it is killed; keep it below terminationGracePeriodSeconds")
