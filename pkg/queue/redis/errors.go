@@ -78,6 +78,8 @@ var redisReplyKinds = map[string]bool{
 	"ERR": true, "BUSY": true, "LOADING": true, "MASTERDOWN": true, "READONLY": true, "MOVED": true,
 	"ASK": true, "CLUSTERDOWN": true, "TRYAGAIN": true, "CROSSSLOT": true, "NOREPLICAS": true,
 	"OOM": true, "MISCONF": true, "NOSCRIPT": true, "EXECABORT": true,
+	// Of streams (pkg/queue/redis/stream).
+	"NOGROUP": true, "BUSYGROUP": true,
 }
 
 // redisAuthErrors are ERR replies of older servers that mean the credentials were

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -294,5 +295,39 @@ func TestGroupOf(t *testing.T) {
 	}
 	if _, ok := groupOf([]any{}, "g"); ok {
 		t.Error("a group found in an empty reply")
+	}
+}
+
+// TestDeletedStreamLosesLeases: a stream deleted (DEL) while workers hold its entries:
+// Renew says the lease is lost, Complete, Fail and Release say ErrLeaseLost, not an error
+// of the server; the next Take creates the group again.
+func TestDeletedStreamLosesLeases(t *testing.T) {
+	o := fresh(t, time.Minute)
+	c := consumer(t, o, "a")
+	enqueue(t, o, "1", "2", "3", "4")
+	var ls []queue.Lease
+	for range 4 {
+		l, err := c.Take(testCtx(t), 0)
+		if err != nil || l == nil {
+			t.Fatalf("Take = %v, %v", l, err)
+		}
+		ls = append(ls, l)
+	}
+	redisServer.RedisClient(t).Del(testCtx(t), o.Stream)
+	if ok, err := ls[0].Renew(testCtx(t)); ok || err != nil {
+		t.Errorf("Renew = %v, %v; want false, nil", ok, err)
+	}
+	if err := ls[1].Complete(testCtx(t)); !errors.Is(err, queue.ErrLeaseLost) {
+		t.Errorf("Complete = %v, want ErrLeaseLost", err)
+	}
+	if _, err := ls[2].Fail(testCtx(t), errors.New("x")); !errors.Is(err, queue.ErrLeaseLost) {
+		t.Errorf("Fail = %v, want ErrLeaseLost", err)
+	}
+	if err := ls[3].Release(testCtx(t)); !errors.Is(err, queue.ErrLeaseLost) {
+		t.Errorf("Release = %v, want ErrLeaseLost", err)
+	}
+	enqueue(t, o, "5")
+	if l, err := c.Take(testCtx(t), 0); err != nil || l == nil || string(l.Data()) != "5" {
+		t.Errorf("Take after the stream was deleted and refilled = %v, %v; want 5", l, err)
 	}
 }

@@ -237,6 +237,9 @@ func (l *lease) RenewEvery() time.Duration { return l.c.co.LeaseTTL / 3 }
 // Renew resets the entry's idle time; false if it is no longer pending for the session.
 func (l *lease) Renew(ctx context.Context) (bool, error) {
 	n, err := renewScript.Run(ctx, l.c.client, []string{l.c.o.Stream}, l.c.o.Group, l.id, l.c.co.Session).Int()
+	if isNoGroup(err) {
+		return false, nil // the stream or its group was deleted: so was the entry
+	}
 	if err != nil {
 		return false, l.c.err(ctx, err)
 	}
@@ -251,6 +254,9 @@ func (l *lease) Complete(ctx context.Context) error {
 		p.XDel(ctx, l.c.o.Stream, l.id)
 		return nil
 	})
+	if isNoGroup(ack.Err()) {
+		return queue.ErrLeaseLost // the stream or its group was deleted: so was the entry
+	}
 	if err != nil {
 		return l.c.err(ctx, err)
 	}
@@ -292,10 +298,10 @@ func (l *lease) Release(ctx context.Context) error {
 // moved is the result of a move of the entry that moveScript answered n to.
 func (l *lease) moved(ctx context.Context, n int, err error) error {
 	switch {
+	case n == -1, isNoGroup(err):
+		return queue.ErrLeaseLost
 	case err != nil:
 		return l.c.err(ctx, err)
-	case n == -1:
-		return queue.ErrLeaseLost
 	}
 	return nil
 }
