@@ -169,8 +169,9 @@ func (c *Conn) checkTypes(typ string, ftyp *goredis.StatusCmd) error {
 // Reap returns to the queue the entries pending longer than the lease plus grace (their
 // worker stopped renewing: it crashed, or its pod is gone), each at the end of the
 // stream with an attempt counted, and deletes the group's consumers that hold nothing
-// and have been idle for strandedAfter leases (workers that are gone: a live worker's
-// consumer is created again by its next read). Each entry is returned by a script that
+// and have been idle as long (workers that are gone, whose Close did not delete their
+// consumer: a live worker's consumer is created again by its next read, so deleting one
+// costs nothing). Each entry is returned by a script that
 // checks its idle time again, so that a renewal in between keeps it where it is: an
 // entry a live worker renews is never taken from it. A missing stream or group has
 // nothing to reap.
@@ -196,12 +197,8 @@ func (c *Conn) Reap(ctx context.Context, now time.Time, grace time.Duration) (in
 			reclaimed++
 		}
 	}
-	return reclaimed, c.deleteStranded(ctx, strandedAfter*c.o.LeaseTTL+grace)
+	return reclaimed, c.deleteStranded(ctx, minIdle)
 }
-
-// strandedAfter is how many leases a consumer without pending entries must have been
-// idle before the reaper deletes it.
-const strandedAfter = 3
 
 // deleteStranded deletes the consumers that hold no pending entry and have been idle
 // longer than idle.

@@ -202,12 +202,17 @@ func TestRenewKeepsToItsOwnEntries(t *testing.T) {
 	}
 }
 
-// TestReapDeletesStrandedConsumers: the reaper deletes consumers idle for a few leases
+// TestReapDeletesStrandedConsumers: the reaper deletes consumers idle past the lease
 // that hold nothing; a consumer that holds an entry is never deleted (DELCONSUMER would
 // drop its entries), and a live consumer is recreated by its next read.
 func TestReapDeletesStrandedConsumers(t *testing.T) {
 	o := fresh(t, 100*time.Millisecond)
-	gone := consumer(t, o, "gone")
+	gone, err := NewConsumer(testCtx(t), o, queue.ConsumerOptions{Session: "gone", LeaseTTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not closed until the end: a worker killed, whose Close never ran.
+	t.Cleanup(func() { _ = gone.Close() })
 	enqueue(t, o, "0")
 	l, err := gone.Take(testCtx(t), 0)
 	if err != nil || l == nil {
@@ -329,5 +334,45 @@ func TestDeletedStreamLosesLeases(t *testing.T) {
 	enqueue(t, o, "5")
 	if l, err := c.Take(testCtx(t), 0); err != nil || l == nil || string(l.Data()) != "5" {
 		t.Errorf("Take after the stream was deleted and refilled = %v, %v; want 5", l, err)
+	}
+}
+
+// TestCloseDeletesItsConsumer: a worker that closes deletes its consumer if it holds
+// nothing (no consumer is left of a worker pod that exited), and keeps it if it does.
+func TestCloseDeletesItsConsumer(t *testing.T) {
+	o := fresh(t, time.Minute)
+	enqueue(t, o, "1", "2")
+	rc := redisServer.RedisClient(t)
+	names := func() []string {
+		var ns []string
+		for _, c := range rc.XInfoConsumers(testCtx(t), o.Stream, o.Group).Val() {
+			ns = append(ns, c.Name)
+		}
+		return ns
+	}
+	for _, tc := range []struct {
+		session string
+		finish  bool
+		want    []string
+	}{{"done", true, nil}, {"holding", false, []string{"holding"}}} {
+		c, err := NewConsumer(testCtx(t), o, queue.ConsumerOptions{Session: tc.session})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := c.Take(testCtx(t), 0)
+		if err != nil || l == nil {
+			t.Fatalf("Take = %v, %v", l, err)
+		}
+		if tc.finish {
+			if err := l.Complete(testCtx(t)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(tc.want, names()); diff != "" {
+			t.Errorf("consumers after %s closed (-want +got):\n%s", tc.session, diff)
+		}
 	}
 }

@@ -216,9 +216,13 @@ func (c *Consumer) RequeueFailed(ctx context.Context, n int) (int, error) {
 // StopTaking does nothing: a stream's worker takes nothing it did not ask for.
 func (c *Consumer) StopTaking() {}
 
-// Close closes the connections; entries still pending stay so until the reaper returns
-// them.
+// Close deletes the session's consumer if it holds no entry (best effort: the reaper
+// deletes it otherwise), and closes the connections; entries still pending stay so until
+// the reaper returns them.
 func (c *Consumer) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
+	_ = deleteConsumerScript.Run(ctx, c.client, []string{c.o.Stream}, c.o.Group, c.co.Session).Err()
+	cancel()
 	return errors.Join(c.client.Close(), c.probe.Close())
 }
 
