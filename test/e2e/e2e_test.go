@@ -16,6 +16,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/redis/go-redis/v9"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -203,6 +204,13 @@ var _ = Describe("QueueJobs in a real cluster", Ordered, ContinueOnFailure, func
 
 	It("returns the item of a worker pod deleted mid-item with --grace-period=0 --force: nothing is lost", func(ctx SpecContext) {
 		killMidItem(ctx, "deleted", redisList, func(ctx context.Context, ns, pod string) {
+			out, err := cluster.KubectlRun(ctx, "delete", "pod", pod, "-n", ns, "--grace-period=0", "--force")
+			Expect(err).NotTo(HaveOccurred(), out)
+		})
+	})
+
+	It("returns the entry of a worker pod deleted mid-item on a Redis stream: nothing is lost, nothing pending, no stranded consumer", func(ctx SpecContext) {
+		killMidItem(ctx, "stream-deleted", redisStream, func(ctx context.Context, ns, pod string) {
 			out, err := cluster.KubectlRun(ctx, "delete", "pod", pod, "-n", ns, "--grace-period=0", "--force")
 			Expect(err).NotTo(HaveOccurred(), out)
 		})
@@ -500,6 +508,42 @@ var redisList = queueFixture{
 		GinkgoHelper()
 		Expect(lrange(ctx, key)).To(BeEmpty())
 		Expect(lrange(ctx, key+":processing")).To(BeEmpty())
+	},
+}
+
+// redisStream is the sample on a Redis stream of the same server (spec.queue.redisStream,
+// group "workers", leaseSeconds as the workers' QUEUEJOB_LEASE_SECONDS): drained also
+// means nothing pending and no consumer left (workers that exit delete theirs, the reaper
+// a killed worker's).
+var redisStream = queueFixture{
+	use: func(qj *qjv1.QueueJob, key string) {
+		r := qj.Spec.Queue.Redis
+		qj.Spec.Queue = &qjv1.QueueSource{RedisStream: &qjv1.RedisStreamQueue{Address: r.Address, DB: r.DB, Username: r.Username,
+			PasswordSecretRef: r.PasswordSecretRef, TLS: r.TLS, Stream: key, Group: "workers", LeaseSeconds: ptr.To[int32](10)}}
+	},
+	enqueue: func(ctx context.Context, key string, items ...string) {
+		GinkgoHelper()
+		rc := redisClient()
+		defer rc.Close()
+		Expect(rc.XGroupCreateMkStream(ctx, key, "workers", "0").Err()).To(Succeed())
+		for _, it := range items {
+			Expect(rc.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: []any{"item", it}}).Err()).To(Succeed())
+		}
+	},
+	drained: func(ctx context.Context, key string) {
+		GinkgoHelper()
+		rc := redisClient()
+		defer rc.Close()
+		Expect(rc.XLen(ctx, key).Val()).To(BeZero(), "entries left in the stream")
+		p, err := rc.XPending(ctx, key, "workers").Result()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(p.Count).To(BeZero(), "entries left pending")
+		// The last workers may still be stopping (a wave ended by suspending its Job).
+		Eventually(ctx, func(g Gomega) {
+			cs, err := rc.XInfoConsumers(ctx, key, "workers").Result()
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(cs).To(BeEmpty(), "stranded consumers")
+		}).WithTimeout(time.Minute).Should(Succeed())
 	},
 }
 
