@@ -171,23 +171,29 @@ func (c *Conn) checkTypes(typ string, ftyp *goredis.StatusCmd) error {
 // stream with an attempt counted, and deletes the group's consumers that hold nothing
 // and have been idle as long (workers that are gone, whose Close did not delete their
 // consumer: a live worker's consumer is created again by its next read, so deleting one
-// costs nothing). Each entry is returned by a script that
-// checks its idle time again, so that a renewal in between keeps it where it is: an
-// entry a live worker renews is never taken from it. A missing stream or group has
-// nothing to reap.
+// costs nothing). The pending entries and the consumers are read in one round trip. Each
+// entry is returned by a script that checks its idle time again, so that a renewal in
+// between keeps it where it is: an entry a live worker renews is never taken from it. A
+// missing stream or group has nothing to reap.
 func (c *Conn) Reap(ctx context.Context, now time.Time, grace time.Duration) (int, error) {
 	minIdle := c.o.LeaseTTL + grace
-	pending, err := c.client.XPendingExt(ctx, &goredis.XPendingExtArgs{
-		Stream: c.o.Stream, Group: c.o.Group, Idle: minIdle, Start: "-", End: "+", Count: c.o.MaxScan,
-	}).Result()
-	if isNoGroup(err) {
+	var pending *goredis.XPendingExtCmd
+	var consumers *goredis.XInfoConsumersCmd
+	_, err := c.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		pending = p.XPendingExt(ctx, &goredis.XPendingExtArgs{
+			Stream: c.o.Stream, Group: c.o.Group, Idle: minIdle, Start: "-", End: "+", Count: c.o.MaxScan,
+		})
+		consumers = p.XInfoConsumers(ctx, c.o.Stream, c.o.Group)
+		return nil
+	})
+	if isNoGroup(pending.Err()) || isNoGroup(consumers.Err()) {
 		return 0, nil
 	}
 	if err != nil {
 		return 0, c.fail(err)
 	}
 	reclaimed := 0
-	for _, p := range pending {
+	for _, p := range pending.Val() {
 		n, err := moveScript.Run(ctx, c.client, []string{c.o.Stream, c.o.Stream},
 			c.o.Group, p.ID, "", minIdle.Milliseconds(), 1, "").Int()
 		if err != nil {
@@ -197,21 +203,15 @@ func (c *Conn) Reap(ctx context.Context, now time.Time, grace time.Duration) (in
 			reclaimed++
 		}
 	}
-	return reclaimed, c.deleteStranded(ctx, minIdle)
+	return reclaimed, c.deleteStranded(ctx, consumers.Val(), minIdle)
 }
 
-// deleteStranded deletes the consumers that hold no pending entry and have been idle
-// longer than idle.
-func (c *Conn) deleteStranded(ctx context.Context, idle time.Duration) error {
-	consumers, err := c.client.XInfoConsumers(ctx, c.o.Stream, c.o.Group).Result()
-	if isNoGroup(err) {
-		return nil
-	}
-	if err != nil {
-		return c.fail(err)
-	}
+// deleteStranded deletes the consumers idle for longer than idle that hold no pending
+// entry (the script checks; the consumers' pending counts were read before the entries
+// were reclaimed, so a killed worker's consumer goes in the pass that returns its entry).
+func (c *Conn) deleteStranded(ctx context.Context, consumers []goredis.XInfoConsumer, idle time.Duration) error {
 	for _, cs := range consumers {
-		if cs.Pending > 0 || cs.Idle < idle {
+		if cs.Idle < idle {
 			continue
 		}
 		if err := deleteConsumerScript.Run(ctx, c.client, []string{c.o.Stream}, c.o.Group, cs.Name).Err(); err != nil {
