@@ -83,3 +83,37 @@ func BenchmarkRedisStreamProbe(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkRedisStreamReap measures one reaper pass over n pending entries of 8 live
+// consumers, none of them past its lease (the steady state of a busy worker pool).
+func BenchmarkRedisStreamReap(b *testing.B) {
+	for _, n := range []int{100, 10000} {
+		b.Run(fmt.Sprintf("inflight=%d", n), func(b *testing.B) {
+			o := Options{Address: redisServer.Addr(), Stream: fmt.Sprintf("bench-reap-%d", n), Group: "g", LeaseTTL: time.Hour}
+			ctx := context.Background()
+			c := goredis.NewClient(&goredis.Options{Addr: redisServer.Addr(), DisableIdentity: true})
+			defer c.Close()
+			c.Del(ctx, o.Stream)
+			c.XGroupCreateMkStream(ctx, o.Stream, o.Group, "0")
+			p := c.Pipeline()
+			for i := range n {
+				p.XAdd(ctx, &goredis.XAddArgs{Stream: o.Stream, Values: []any{FieldItem, fmt.Sprintf("item-%d", i)}})
+			}
+			for i := range 8 {
+				p.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: o.Group, Consumer: fmt.Sprintf("c%d", i), Streams: []string{o.Stream, ">"}, Count: int64(n / 8), Block: -1})
+			}
+			if _, err := p.Exec(ctx); err != nil {
+				b.Fatal(err)
+			}
+			r := New(o)
+			defer r.Close()
+			timed(b, func(ctx context.Context) error {
+				got, err := r.Reap(ctx, time.Now(), time.Second)
+				if err == nil && got != 0 {
+					err = fmt.Errorf("Reap = %d, want 0", got)
+				}
+				return err
+			})
+		})
+	}
+}
