@@ -36,7 +36,10 @@ var KeyWatchCheckInterval = 15 * time.Second
 // true, since writes may have gone unheard meanwhile; after a key is added, for that key
 // once the server tracks it.
 type KeyWatch struct {
-	opts    Options
+	opts Options
+	// wording is how its failures name the settings (ListWording unless NewKeyWatchIn
+	// says otherwise).
+	wording Wording
 	onWrite func(key string, reported bool)
 	onState func(active bool, err error)
 
@@ -59,12 +62,18 @@ type KeyWatch struct {
 // told when the watch becomes active, and when it stops being active or fails anew
 // (with why). Close stops it.
 func NewKeyWatch(o Options, onWrite func(key string, reported bool), onState func(active bool, err error)) *KeyWatch {
+	return NewKeyWatchIn(ListWording, o, onWrite, onState)
+}
+
+// NewKeyWatchIn is NewKeyWatch for another backend on a Redis server, whose failures
+// name its settings in words.
+func NewKeyWatchIn(words Wording, o Options, onWrite func(key string, reported bool), onState func(active bool, err error)) *KeyWatch {
 	if o.Timeout == 0 {
 		o.Timeout = 5 * time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &KeyWatch{
-		opts: o, onWrite: onWrite, onState: onState,
+		opts: o, wording: words, onWrite: onWrite, onState: onState,
 		keys:    map[string]int{},
 		err:     errors.New("not connected yet"),
 		changed: make(chan struct{}, 1),
@@ -580,6 +589,6 @@ func (w *KeyWatch) failure(err error) error {
 			"+client|id +client|tracking +client|trackinginfo +subscribe &%s; or run the manager with "+
 			"--watch-queues=false", step, w.opts.Address, invalidateChannel)
 	}
-	qe = redisFailure(w.opts.Address, w.opts.TLS != nil, err)
+	qe = Failure(w.wording, w.opts.Address, w.opts.TLS != nil, err)
 	return &queue.Error{Reason: qe.Reason, Message: step + qe.Message}
 }

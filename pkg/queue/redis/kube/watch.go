@@ -15,6 +15,7 @@ import (
 type redisWatcher struct {
 	log     logr.Logger
 	locate  Locate
+	wording redis.Wording
 	mu      sync.Mutex
 	servers map[string]*redisServerWatch
 	nextID  int
@@ -37,13 +38,14 @@ type Locate func(src backends.Source) (o redis.Options, server string, err error
 // NewWatcher returns the Watcher of Backend; it logs when a server's watch starts
 // and when it fails.
 func NewWatcher(log logr.Logger) backends.Watcher {
-	return NewWatcherOf(log, locateList)
+	return NewWatcherOf(log, locateList, redis.ListWording)
 }
 
 // NewWatcherOf returns a Watcher of the Redis keys that locate finds, for a backend on a
-// Redis server (the list backend's, or pkg/queue/redis/stream/kube's).
-func NewWatcherOf(log logr.Logger, locate Locate) backends.Watcher {
-	return &redisWatcher{log: log, locate: locate, servers: map[string]*redisServerWatch{}}
+// Redis server (the list backend's, or pkg/queue/redis/stream/kube's), whose failures
+// name its settings in wording's words.
+func NewWatcherOf(log logr.Logger, locate Locate, wording redis.Wording) backends.Watcher {
+	return &redisWatcher{log: log, locate: locate, wording: wording, servers: map[string]*redisServerWatch{}}
 }
 
 // locateList is Locate of the list backend: its key.
@@ -73,7 +75,7 @@ func (w *redisWatcher) Watch(src backends.Source, wake func(reported bool)) (fun
 	if !ok {
 		sw = &redisServerWatch{wakes: map[string]map[int]func(bool){}}
 		addr, user := o.Address, o.Username
-		sw.watch = redis.NewKeyWatch(o, func(k string, reported bool) { w.fire(server, k, reported) }, func(active bool, err error) {
+		sw.watch = redis.NewKeyWatchIn(w.wording, o, func(k string, reported bool) { w.fire(server, k, reported) }, func(active bool, err error) {
 			if active {
 				w.log.V(1).Info("Watching a Redis server for new items", "address", addr, "username", user)
 				return

@@ -55,7 +55,7 @@ var Backend = backends.Backend{
 		}
 		return false, ""
 	},
-	NewWatcher: func(log logr.Logger) backends.Watcher { return rediskube.NewWatcherOf(log, locate) },
+	NewWatcher: func(log logr.Logger) backends.Watcher { return rediskube.NewWatcherOf(log, locate, stream.Wording) },
 	DeadLetterQueue: func(s *qjv1.QueueSource) string {
 		return fmt.Sprintf("Redis stream %q", stream.FailedKey(s.RedisStream.Stream))
 	},

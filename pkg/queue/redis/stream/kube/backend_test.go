@@ -138,3 +138,25 @@ func TestWatcherHearsXADD(t *testing.T) {
 		t.Errorf("the other stream's QueueJob was woken %d times", n)
 	}
 }
+
+// TestWatchFailureNamesTheStreamsFields: a watch the server refuses says what to fix in
+// spec.queue.redisStream's fields, not spec.queue.redis's.
+func TestWatchFailureNamesTheStreamsFields(t *testing.T) {
+	w := redis.NewKeyWatchIn(stream.Wording, redis.Options{Address: authRedis.Addr(), Password: "not-the-password"}, func(string, bool) {}, nil)
+	defer w.Close()
+	w.Add("s")
+	deadline := time.Now().Add(time.Minute)
+	for {
+		active, err := w.Active()
+		if active {
+			t.Fatal("the watch is active with a wrong password")
+		}
+		if err != nil && strings.Contains(err.Error(), "check spec.queue.redisStream.username") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Active() = %v, want a refusal that names spec.queue.redisStream.username", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
