@@ -141,10 +141,14 @@ func (c *Consumer) CompleteAndTake(ctx context.Context, l queue.Lease) (next que
 			Streams: []string{c.o.Stream, ">"}, Count: 1, Block: -1})
 		return nil
 	})
-	if ack.Err() != nil {
+	switch {
+	case isNoGroup(ack.Err()):
+		completeErr = queue.ErrLeaseLost // the group was deleted, and the entry's lease with it
+	case ack.Err() != nil:
 		return nil, nil, c.err(ctx, ack.Err())
+	default:
+		completeErr = r.acked(ack.Val())
 	}
-	completeErr = r.acked(ack.Val())
 	res, rerr := read.Result()
 	switch {
 	case errors.Is(rerr, goredis.Nil), isNoGroup(rerr):
