@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/nats"
 	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 )
@@ -19,6 +20,7 @@ import (
 const (
 	BackendRedis    = "redis"
 	BackendRabbitMQ = "rabbitmq"
+	BackendNATS     = "nats"
 )
 
 // Defaults of Options.
@@ -97,6 +99,10 @@ type Options struct {
 	// RabbitMQ locates the queue (URL, Queue, TLS) when Backend is BackendRabbitMQ. With
 	// a ManagementURL, Empty also counts the messages other workers hold.
 	RabbitMQ rabbitmq.Options
+	// NATS locates the stream and its durable consumer (Servers, Stream, Consumer,
+	// credentials, TLS) when Backend is BackendNATS. A consumer the worker creates has
+	// AckWait NATS.AckWait, or LeaseTTL if that is zero.
+	NATS nats.Options
 	// LeaseTTL is the expiry of a Redis lease, renewed every LeaseTTL/3 while the item is
 	// held; DefaultLeaseTTL if zero. A worker that dies keeps its item at most this long
 	// (plus the reaper's grace). RabbitMQ has no leases.
