@@ -91,7 +91,7 @@ var (
 
 // Options configure a Worker.
 type Options struct {
-	// Backend is BackendRedis or BackendRabbitMQ.
+	// Backend is BackendRedis, BackendRabbitMQ or BackendNATS.
 	Backend string
 	// Redis locates the list (Address, Key, DB, Username, Password, TLS) when Backend is
 	// BackendRedis. MaxScan is not used.

@@ -38,8 +38,8 @@ const (
 // through getenv.
 func OptionsFromEnv(getenv func(string) string) (Options, error) {
 	o := Options{Stream: getenv(EnvStream), Consumer: getenv(EnvConsumer), User: getenv(EnvUser),
-		Password: getenv(EnvPassword), Token: getenv(EnvToken), Creds: []byte(getenv(EnvCreds)),
-		NKeySeed: []byte(getenv(EnvNKeySeed))}
+		Password: getenv(EnvPassword), Token: getenv(EnvToken), Creds: bytesOf(getenv(EnvCreds)),
+		NKeySeed: bytesOf(getenv(EnvNKeySeed))}
 	for _, s := range strings.Split(getenv(EnvURL), ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			o.Servers = append(o.Servers, s)
@@ -66,4 +66,12 @@ func OptionsFromEnv(getenv func(string) string) (Options, error) {
 		}
 	}
 	return o, nil
+}
+
+// bytesOf is s as bytes, nil if empty.
+func bytesOf(s string) []byte {
+	if s == "" {
+		return nil
+	}
+	return []byte(s)
 }

@@ -5,6 +5,7 @@ package registry
 
 import (
 	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
+	natskube "github.com/queuejob/queuejob-operator/pkg/queue/nats/kube"
 	rabbitmqkube "github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq/kube"
 	rediskube "github.com/queuejob/queuejob-operator/pkg/queue/redis/kube"
 )
@@ -14,5 +15,6 @@ func Default() *backends.Registry {
 	return backends.NewRegistry(
 		rediskube.Backend,
 		rabbitmqkube.Backend,
+		natskube.Backend,
 	)
 }
