@@ -88,6 +88,8 @@ func (rq *requeueOptions) run(ctx context.Context, args []string) error {
 		o.Backend, o.Redis = worker.BackendRedis, *t.Redis
 	case t.RabbitMQ != nil:
 		o.Backend, o.RabbitMQ = worker.BackendRabbitMQ, *t.RabbitMQ
+	case t.NATS != nil:
+		o.Backend, o.NATS = worker.BackendNATS, *t.NATS
 	}
 	w, err := worker.New(ctx, o)
 	if err != nil {

@@ -218,6 +218,9 @@ func summarizeQueue(q *qjv1.QueueSource, st *qjv1.QueueStatus) *queueSummary {
 		}
 		qs.Where = fmt.Sprintf("queue %q at %s", q.RabbitMQ.Queue, at)
 		qs.DeadLetterQueue = rabbitmq.FailedQueue(q.RabbitMQ.Queue)
+	case q.NATS != nil:
+		qs.Backend = "nats"
+		qs.Where, qs.DeadLetterQueue = natsSummary(q.NATS)
 	}
 	if st != nil {
 		qs.Ready, qs.InFlight, qs.Reclaimed, qs.LastProbeTime = st.Ready, st.InFlight, st.Reclaimed, st.LastProbeTime
