@@ -441,7 +441,7 @@ var _ = Describe("The samples in config/samples", func() {
 		ns, jobsNS := newNamespace(), newNamespace()
 		files, err := filepath.Glob(filepath.Join("..", "config", "samples", "batch_*.yaml"))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(files).To(HaveLen(3))
+		Expect(files).To(HaveLen(4))
 		for _, f := range files {
 			data, err := os.ReadFile(f)
 			Expect(err).NotTo(HaveOccurred())
