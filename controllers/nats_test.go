@@ -7,6 +7,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -82,6 +84,30 @@ var _ = Describe("NATS JetStream queues", func() {
 		Expect(l).NotTo(BeNil())
 		Eventually(getQJ(ns, "counts"), timeout, interval).Should(SatisfyAll(
 			HaveField("Status.Queue.Ready", BeEquivalentTo(2)), HaveField("Status.Queue.InFlight", BeEquivalentTo(1))))
+	})
+
+	It("hears at once of items published to an empty stream, not at its next probe an hour later", func() {
+		stream := "woken"
+		o := nats.Options{Servers: []string{srv.URL()}, Stream: stream, Consumer: "workers", User: srv.User(), Password: srv.Password()}
+		natsEnqueue(o)
+		secret(ns, "woken", map[string]string{"user": srv.User(), "password": srv.Password()})
+		qj := natsQJ(ns, "woken", srv, stream)
+		qj.Spec.ProbeIntervalSeconds = ptr.To[int32](3600)
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		Eventually(getQJ(ns, "woken"), timeout, interval).Should(
+			cond(qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonWaitingForItems))
+		// The watch reports its start (a publish before then went unheard) and the QueueJob
+		// then waits for a write: only then does one publish test the watch.
+		got := &qjv1.QueueJob{}
+		Expect(k8s.Get(suiteCtx, client.ObjectKeyFromObject(qj), got)).To(Succeed())
+		Eventually(func() bool {
+			waiting, writes := reconciler.probes.wakeState(client.ObjectKeyFromObject(qj), got.UID)
+			return waiting && writes >= 1
+		}, timeout, interval).Should(BeTrue(), "the watch reported the stream and the QueueJob waits for a write")
+		wakes := testutil.ToFloat64(queueWakes.WithLabelValues("nats"))
+		Expect(srv.Publisher(GinkgoTB()).Publish(stream, []byte("a"))).To(Succeed())
+		Eventually(func(g Gomega) []batchv1.Job { return ownedJobs(g, qj) }, timeout, interval).Should(HaveLen(1))
+		Expect(testutil.ToFloat64(queueWakes.WithLabelValues("nats"))).To(BeNumerically(">", wakes))
 	})
 
 	It("reports a wrong password as AuthFailed without revealing it", func() {

@@ -52,7 +52,8 @@ var Backend = backends.Backend{
 		}
 		return false, ""
 	},
-	WorkerEnv: WorkerEnv,
+	NewWatcher: NewWatcher,
+	WorkerEnv:  WorkerEnv,
 }
 
 // credentialRefs are the Secret keys of spec.queue.nats's credentials, each with its
@@ -89,8 +90,8 @@ func SecretRefs(s *qjv1.QueueSource) []backends.SecretRef {
 	return refs
 }
 
-// servers are the spec's server URLs: url, or servers.
-func servers(n *qjv1.NATSQueue) []string {
+// serverURLs are the spec's server URLs: url, or servers.
+func serverURLs(n *qjv1.NATSQueue) []string {
 	if n.URL != "" {
 		return []string{n.URL}
 	}
@@ -110,7 +111,7 @@ func ackWait(n *qjv1.NATSQueue) time.Duration {
 func WorkerEnv(s *qjv1.QueueSource) []corev1.EnvVar {
 	n := s.NATS
 	urls := ""
-	for i, u := range servers(n) {
+	for i, u := range serverURLs(n) {
 		if i > 0 {
 			urls += ","
 		}
@@ -138,7 +139,7 @@ func WorkerEnv(s *qjv1.QueueSource) []corev1.EnvVar {
 // top).
 func Options(src backends.Source) (nats.Options, error) {
 	n := src.Spec.NATS
-	o := nats.Options{Servers: servers(n), Stream: n.Stream, Consumer: n.Consumer, AckWait: ackWait(n),
+	o := nats.Options{Servers: serverURLs(n), Stream: n.Stream, Consumer: n.Consumer, AckWait: ackWait(n),
 		User: src.Secret(n.UserSecretRef), Password: src.Secret(n.PasswordSecretRef), Token: src.Secret(n.TokenSecretRef)}
 	if n.CredsSecretRef != nil {
 		o.Creds = []byte(src.Secret(n.CredsSecretRef))
@@ -169,7 +170,7 @@ func Addresses(src backends.Source) ([]queue.Address, error) {
 		field = FieldServers
 	}
 	var out []queue.Address
-	for _, s := range servers(n) {
+	for _, s := range serverURLs(n) {
 		u, err := nats.ParseURL(s)
 		if err != nil {
 			return nil, queue.Errorf(queue.ReasonConnectionFailed, "%s: %v", field, err)
