@@ -72,23 +72,24 @@ func (c *Conn) Probe(ctx context.Context) (queue.Counts, error) {
 	return counts, nil
 }
 
-// probe counts, and returns the consumer's info (nil if it does not exist).
+// probe counts, and returns the consumer's info (nil if it does not exist): the
+// consumer's info and the dead-letter stream's, two requests; the stream's info only when
+// the consumer is missing.
 func probe(ctx context.Context, js jetstream.JetStream, o Options) (queue.Counts, *jetstream.ConsumerInfo, error) {
-	s, err := js.Stream(ctx, o.Stream)
-	if err != nil {
-		return queue.Counts{}, nil, err
-	}
 	var counts queue.Counts
-	info, err := s.Consumer(ctx, o.Consumer)
+	var ci *jetstream.ConsumerInfo
+	cons, err := js.Consumer(ctx, o.Stream, o.Consumer)
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		s, err := js.Stream(ctx, o.Stream)
+		if err != nil {
+			return queue.Counts{}, nil, err
+		}
 		counts.Ready = int64(s.CachedInfo().State.Msgs)
 	case err != nil:
 		return queue.Counts{}, nil, err
-	}
-	var ci *jetstream.ConsumerInfo
-	if info != nil {
-		ci = info.CachedInfo()
+	default:
+		ci = cons.CachedInfo()
 		counts.Ready, counts.InFlight = int64(ci.NumPending), int64(ci.NumAckPending)
 	}
 	failed, err := js.Stream(ctx, FailedStream(o.Stream))

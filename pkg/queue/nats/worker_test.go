@@ -11,7 +11,7 @@ import (
 )
 
 // enqueue creates o's stream (qj enqueue --declare) and enqueues items.
-func enqueue(t *testing.T, o nats.Options, items ...string) {
+func enqueue(t testing.TB, o nats.Options, items ...string) {
 	t.Helper()
 	a := nats.NewAdmin(o, 10*time.Second)
 	defer func() { _ = a.Close() }()
