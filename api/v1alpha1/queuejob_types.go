@@ -653,6 +653,12 @@ type QueueStatus struct {
 	// +optional
 	DeadLettered int64 `json:"deadLettered"`
 
+	// redelivered is the number of in-flight items that were delivered more
+	// than once (a worker crashed or lost its lease), where the queue counts
+	// them (NATS: the consumer's num_redelivered).
+	// +optional
+	Redelivered int64 `json:"redelivered,omitempty"`
+
 	// deadLetteredAtStart is deadLettered at the QueueJob's first successful
 	// probe, recorded once: those items belong to earlier runs. The items
 	// dead-lettered during this run are deadLettered - deadLetteredAtStart

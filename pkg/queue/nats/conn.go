@@ -91,6 +91,7 @@ func probe(ctx context.Context, js jetstream.JetStream, o Options) (queue.Counts
 	default:
 		ci = cons.CachedInfo()
 		counts.Ready, counts.InFlight = int64(ci.NumPending), int64(ci.NumAckPending)
+		counts.Redelivered = int64(ci.NumRedelivered)
 	}
 	failed, err := js.Stream(ctx, FailedStream(o.Stream))
 	switch {

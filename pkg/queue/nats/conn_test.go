@@ -130,3 +130,38 @@ func TestProbeTLS(t *testing.T) {
 		})
 	}
 }
+
+// A message delivered again after its AckWait passed is counted as redelivered while it is
+// in flight.
+func TestProbeCountsRedelivered(t *testing.T) {
+	o := options("redelivered")
+	o.AckWait = time.Second
+	enqueue(t, o, "a")
+	c, err := nats.NewConsumer(ctx(t), o, queue.ConsumerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	if l, err := c.Take(ctx(t), 5*time.Second); err != nil || l == nil {
+		t.Fatalf("Take = %v, %v", l, err)
+	}
+	p := nats.New(o)
+	defer func() { _ = p.Close() }()
+	if got, err := p.Probe(ctx(t)); err != nil || got != (queue.Counts{InFlight: 1}) {
+		t.Fatalf("Probe of the first delivery = %+v, %v; want 1 in flight, none redelivered", got, err)
+	}
+	var again queue.Lease
+	servers.Eventually(t, 30*time.Second, func() error {
+		again, err = c.Take(ctx(t), 200*time.Millisecond)
+		if err == nil && again == nil {
+			err = fmt.Errorf("not delivered again yet")
+		}
+		return err
+	})
+	if again.Attempt() != 2 {
+		t.Errorf("the redelivery's attempt = %d, want 2", again.Attempt())
+	}
+	if got, err := p.Probe(ctx(t)); err != nil || got != (queue.Counts{InFlight: 1, Redelivered: 1}) {
+		t.Errorf("Probe of the redelivery = %+v, %v; want 1 in flight, 1 redelivered", got, err)
+	}
+}
