@@ -238,6 +238,13 @@ func (c *client) get() (*natsgo.Conn, jetstream.JetStream, error) {
 	return nc, js, nil
 }
 
+// broken reports whether the connection was dialled and has closed since.
+func (c *client) broken() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nc != nil && c.nc.IsClosed()
+}
+
 // drop closes the connection after a call that found it broken (a frozen server): the
 // next call dials again.
 func (c *client) drop() {

@@ -28,6 +28,8 @@ type Consumer struct {
 
 	mu   sync.Mutex
 	cons jetstream.Consumer
+	// consNC is the connection cons was looked up on: a new connection looks it up again.
+	consNC *natsgo.Conn
 	// ackWait is the consumer's AckWait, the lease.
 	ackWait time.Duration
 	// failedReady: <stream>_failed is known to exist.
@@ -59,13 +61,13 @@ func (c *Consumer) err(ctx context.Context, err error) error {
 
 // consumer is the durable consumer, looked up (or created) on the live connection.
 func (c *Consumer) consumer(ctx context.Context) (jetstream.Consumer, error) {
-	_, js, err := c.cl.get()
+	nc, js, err := c.cl.get()
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.cons != nil {
+	if c.cons != nil && c.consNC == nc {
 		return c.cons, nil
 	}
 	cctx, cancel := c.o.callCtx(ctx)
@@ -75,7 +77,7 @@ func (c *Consumer) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		return nil, c.err(ctx, err)
 	}
 	ci := cons.CachedInfo()
-	c.cons, c.ackWait = cons, ci.Config.AckWait
+	c.cons, c.consNC, c.ackWait = cons, nc, ci.Config.AckWait
 	if ci.Config.AckWait != c.o.AckWait {
 		c.co.Logger.Info("The consumer's AckWait differs from the lease asked for: the consumer's is used",
 			"stream", c.o.Stream, "consumer", c.o.Consumer, "ackWait", ci.Config.AckWait, "asked", c.o.AckWait)
@@ -183,8 +185,11 @@ func (c *Consumer) pull(ctx context.Context, wait time.Duration) (jetstream.Msg,
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	if nc, _, _ := c.cl.get(); nc == nil {
-		return nil, c.err(ctx, natsgo.ErrConnectionClosed)
+	if c.cl.broken() {
+		// The pull ended without a message because the connection closed.
+		err := c.err(ctx, natsgo.ErrConnectionClosed)
+		c.forget(err)
+		return nil, err
 	}
 	return nil, nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/queue/nats"
+	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
 // enqueue creates o's stream (qj enqueue --declare) and enqueues items.
@@ -74,5 +75,45 @@ func TestLeaseLostAfterAckWait(t *testing.T) {
 	}
 	if empty, err := c.Empty(ctx(t)); !empty || err != nil {
 		t.Errorf("Empty = %v, %v; want the queue drained", empty, err)
+	}
+}
+
+// A worker whose server was restarted fails the calls made while it was gone, and then
+// takes items again on a new connection, without being made anew.
+func TestConsumerReconnects(t *testing.T) {
+	srv, err := servers.StartNATSWith(servers.NATSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	o := nats.Options{Servers: []string{srv.URL()}, Stream: "reconnect", Consumer: "workers", Timeout: 2 * time.Second}
+	enqueue(t, o, "a", "b")
+	c, err := nats.NewConsumer(ctx(t), o, queue.ConsumerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	if l, err := c.Take(ctx(t), 5*time.Second); err != nil || l == nil || l.Complete(ctx(t)) != nil {
+		t.Fatalf("Take = %v, %v", l, err)
+	}
+	srv.Stop()
+	if _, err := c.Take(ctx(t), time.Second); queue.ReasonOf(err) != queue.ReasonConnectionFailed {
+		t.Errorf("Take while the server is gone = %v, want ConnectionFailed", err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Empty connects again first: Take must then pull on the new connection, not on the
+	// consumer of the closed one.
+	servers.Eventually(t, 30*time.Second, func() error { _, err := c.Empty(ctx(t)); return err })
+	l, err := c.Take(ctx(t), 5*time.Second)
+	if err != nil || l == nil {
+		t.Fatalf("Take after the restart = %v, %v", l, err)
+	}
+	if string(l.Data()) != "b" {
+		t.Errorf("took %q after the restart, want b", l.Data())
+	}
+	if err := l.Complete(ctx(t)); err != nil {
+		t.Errorf("Complete after the restart = %v", err)
 	}
 }
