@@ -68,8 +68,9 @@ type NATS struct {
 // NATSOptions are the settings of a test nats-server.
 type NATSOptions struct {
 	// User and Password, if set, are the only user's; Token, if set, is the token every
-	// client must give. At most one of the two.
-	User, Password, Token string
+	// client must give; NKey, if set, is the public NKey (U...) of the only user, who
+	// signs the server's nonce with its seed. At most one of the three.
+	User, Password, Token, NKey string
 	// TLS, if set, makes the server accept only TLS clients, with a certificate that this CA
 	// issues for ServerHosts. Clients need no certificate.
 	TLS *CA
@@ -106,8 +107,8 @@ func (n *NATS) Start() error {
 // StartNATSWith starts nats-server with JetStream on a free port, its store in a temporary
 // directory that Stop keeps and Close removes.
 func StartNATSWith(o NATSOptions) (*NATS, error) {
-	if (o.User != "" || o.Password != "") && o.Token != "" {
-		return nil, fmt.Errorf("NATSOptions: set a user and password or a token, not both")
+	if kinds := btoi(o.User != "" || o.Password != "") + btoi(o.Token != "") + btoi(o.NKey != ""); kinds > 1 {
+		return nil, fmt.Errorf("NATSOptions: set at most one of a user and password, a token or an NKey")
 	}
 	bin, err := NATSServerBin()
 	if err != nil {
@@ -149,6 +150,8 @@ func natsConfig(s *Server, o NATSOptions) (string, error) {
 		conf += fmt.Sprintf("authorization {\n  token: %q\n}\n", o.Token)
 	case o.User != "":
 		conf += fmt.Sprintf("authorization {\n  user: %q\n  password: %q\n}\n", o.User, o.Password)
+	case o.NKey != "":
+		conf += fmt.Sprintf("authorization {\n  users: [{nkey: %q}]\n}\n", o.NKey)
 	}
 	if o.TLS != nil {
 		files, err := o.TLS.WriteServerCert(s.dir, ServerHosts...)
@@ -191,4 +194,11 @@ func (n *NATS) Publisher(t testing.TB) *natsgo.Conn {
 	}
 	t.Cleanup(nc.Close)
 	return nc
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

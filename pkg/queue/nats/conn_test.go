@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nkeys"
+
 	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/queue/nats"
 	"github.com/queuejob/queuejob-operator/test/servers"
@@ -163,5 +165,47 @@ func TestProbeCountsRedelivered(t *testing.T) {
 	}
 	if got, err := p.Probe(ctx(t)); err != nil || got != (queue.Counts{InFlight: 1, Redelivered: 1}) {
 		t.Errorf("Probe of the redelivery = %+v, %v; want 1 in flight, 1 redelivered", got, err)
+	}
+}
+
+// An NKey user logs in with its seed; another user's seed, and a .creds file that is not
+// one, fail with AuthFailed, quoting neither seed.
+func TestProbeNKey(t *testing.T) {
+	user, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := user.PublicKey()
+	seed, _ := user.Seed()
+	other, _ := nkeys.CreateUser()
+	otherSeed, _ := other.Seed()
+	srv, err := servers.StartNATSWith(servers.NATSOptions{NKey: pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	for _, tc := range []struct {
+		name   string
+		seed   []byte
+		creds  []byte
+		reason string
+	}{
+		{name: "its seed", seed: seed, reason: queue.ReasonQueueNotFound}, // logged in; no stream
+		{name: "another user's seed", seed: otherSeed, reason: queue.ReasonAuthFailed},
+		{name: "a .creds file that is not one", creds: []byte("not a creds file " + string(otherSeed)), reason: queue.ReasonAuthFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := nats.New(nats.Options{Servers: []string{srv.URL()}, Stream: "s", Consumer: "c", NKeySeed: tc.seed, Creds: tc.creds})
+			defer func() { _ = c.Close() }()
+			_, err := c.Probe(ctx(t))
+			if queue.ReasonOf(err) != tc.reason {
+				t.Errorf("Probe = %v, want reason %s", err, tc.reason)
+			}
+			for _, s := range [][]byte{seed, otherSeed} {
+				if err != nil && strings.Contains(err.Error(), string(s[:8])) {
+					t.Errorf("Probe = %q: quotes a seed", err)
+				}
+			}
+		})
 	}
 }
