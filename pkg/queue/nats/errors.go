@@ -72,7 +72,7 @@ func natsFailure(o Options, err error) error {
 
 func errNoStream(o Options) *queue.Error {
 	return queue.Errorf(queue.ReasonQueueNotFound, "NATS at %s has no stream %q: create it (nats stream add, or qj "+
-		"enqueue --nats-create-stream), or fix spec.queue.nats.stream", o.addr(), o.Stream)
+		"enqueue --declare), or fix spec.queue.nats.stream", o.addr(), o.Stream)
 }
 
 // ClientError is natsFailure with the first line of the error it classified, for the
