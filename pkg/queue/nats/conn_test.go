@@ -54,6 +54,7 @@ func TestProbeErrors(t *testing.T) {
 		{name: "credentials in the URL", o: nats.Options{Servers: []string{"nats://u:hunter22@127.0.0.1:4222"}, Stream: "s", Consumer: "c"},
 			reason: queue.ReasonConnectionFailed, says: "must not carry credentials"},
 		{name: "missing stream", o: options("no-such-stream"), reason: queue.ReasonQueueNotFound, says: "spec.queue.nats.stream"},
+		{name: "a stream name with a dot", o: options("jobs.high"), reason: queue.ReasonWrongType, says: "not a valid JetStream name"},
 		{name: "wrong password", o: func() nats.Options { o := options("s"); o.Password = "hunter22"; return o }(),
 			reason: queue.ReasonAuthFailed, says: "passwordSecretRef"},
 	} {

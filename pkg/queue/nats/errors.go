@@ -29,6 +29,9 @@ func natsFailure(o Options, err error) error {
 	case errors.Is(err, natsgo.ErrPermissionViolation):
 		return queue.Errorf(queue.ReasonAuthFailed, "NATS at %s denied the user a subject it needs (the JetStream API "+
 			"of stream %q, or its subjects): check the user's permissions", addr, o.Stream)
+	case errors.Is(err, jetstream.ErrInvalidStreamName), errors.Is(err, jetstream.ErrInvalidConsumerName):
+		return queue.Errorf(queue.ReasonWrongType, "stream %q or consumer %q is not a valid JetStream name (no whitespace, "+
+			". * > / or \\): fix spec.queue.nats.stream or .consumer", o.Stream, o.Consumer)
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		return errNoStream(o)
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
