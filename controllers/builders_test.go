@@ -51,6 +51,10 @@ func withRabbitMQ(qj *qjv1.QueueJob) {
 	qj.Spec.Queue = &qjv1.QueueSource{RabbitMQ: &qjv1.RabbitMQQueue{URL: "amqp://guest@rabbitmq-service:5672", Queue: "job1"}}
 }
 
+func withNATS(qj *qjv1.QueueJob) {
+	qj.Spec.Queue = &qjv1.QueueSource{NATS: &qjv1.NATSQueue{URL: "nats://nats:4222", Stream: "jobs", Consumer: "workers"}}
+}
+
 // ownedJobs lists the Jobs a QueueJob controls, fresh from the API server.
 func ownedJobs(g Gomega, qj *qjv1.QueueJob) []batchv1.Job {
 	var list batchv1.JobList

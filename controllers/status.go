@@ -322,8 +322,10 @@ func observeQueue(st *qjv1.QueueJobStatus, gen int64, in observeInput) {
 		q = &qjv1.QueueStatus{}
 		st.Queue = q
 	}
-	changed := q.Ready != p.counts.Ready || q.InFlight != p.counts.InFlight || q.DeadLettered != p.counts.DeadLettered
+	changed := q.Ready != p.counts.Ready || q.InFlight != p.counts.InFlight || q.DeadLettered != p.counts.DeadLettered ||
+		q.Redelivered != p.counts.Redelivered
 	q.Ready, q.InFlight, q.DeadLettered = p.counts.Ready, p.counts.InFlight, p.counts.DeadLettered
+	q.Redelivered = p.counts.Redelivered
 	if !p.counts.DeadLetteredUnknown { // a count of 0 that is not one is no baseline
 		q.DeadLetteredAtStart = ptr.To(deadLetteredAtStart(q, in.jobs, *p.counts))
 	}

@@ -410,6 +410,19 @@ func TestObserveQueueNoHeartbeat(t *testing.T) {
 	}
 }
 
+// TestObserveRedelivered: the redelivered count of a probe goes into the status, and a
+// change of it alone dates the counts.
+func TestObserveRedelivered(t *testing.T) {
+	start := metav1.NewTime(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))
+	later := metav1.NewTime(start.Add(time.Minute))
+	st := qjv1.QueueJobStatus{Queue: &qjv1.QueueStatus{InFlight: 1, LastProbeTime: &start}}
+	qj := &qjv1.QueueJob{Status: *st.DeepCopy()}
+	observeQueue(&st, 1, observeInput{qj: qj, probe: &probeResult{counts: &queue.Counts{InFlight: 1, Redelivered: 1}}, now: later})
+	if st.Queue.Redelivered != 1 || !ptr.Equal(st.Queue.LastProbeTime, &later) {
+		t.Errorf("status.queue = redelivered %d, lastProbeTime %v; want 1, %v", st.Queue.Redelivered, st.Queue.LastProbeTime, later)
+	}
+}
+
 // TestObserveDeadLettered: the dead-letter count of every probe, the count of the first
 // recorded once, and a plan that fails the QueueJob.
 func TestObserveDeadLettered(t *testing.T) {

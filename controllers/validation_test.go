@@ -40,11 +40,11 @@ var _ = Describe("QueueJob admission", func() {
 		},
 		Entry("unknown mode", "spec.mode", "supported values", func(q *qjv1.QueueJob) { withRedis(q); q.Spec.Mode = "Bogus" }),
 		Entry("unknown refill", "spec.refill", "supported values", func(q *qjv1.QueueJob) { withRedis(q); q.Spec.Refill = "Sometimes" }),
-		Entry("both backends", "spec.queue", "set exactly one of redis, rabbitmq", func(q *qjv1.QueueJob) {
+		Entry("both backends", "spec.queue", "exactly one of redis, rabbitmq, nats or redisStream", func(q *qjv1.QueueJob) {
 			withRedis(q)
 			q.Spec.Queue.RabbitMQ = &qjv1.RabbitMQQueue{URL: "amqp://rabbit:5672", Queue: "q"}
 		}),
-		Entry("neither backend", "spec.queue", "set exactly one of redis, rabbitmq", func(q *qjv1.QueueJob) { q.Spec.Queue = &qjv1.QueueSource{} }),
+		Entry("neither backend", "spec.queue", "exactly one of redis, rabbitmq, nats or redisStream", func(q *qjv1.QueueJob) { q.Spec.Queue = &qjv1.QueueSource{} }),
 		Entry("mode without a queue", "spec.mode", "remove spec.mode", func(q *qjv1.QueueJob) { q.Spec.Mode = qjv1.ModeWorkerPool }),
 		Entry("consecutiveFailedWavesLimit under refill Once", "spec.consecutiveFailedWavesLimit", "set spec.refill to Continuous", func(q *qjv1.QueueJob) {
 			withRedis(q)
@@ -285,6 +285,52 @@ var _ = Describe("QueueJob admission", func() {
 			q.Spec.DrainGracePeriodSeconds = ptr.To[int32](5)
 		}),
 		Entry("a name too long for a label value", "metadata.name", "at most 63 characters", func(q *qjv1.QueueJob) { q.Name = strings.Repeat("a", 64) }),
+		Entry("NATS and Redis both", "spec.queue", "exactly one of redis, rabbitmq, nats or redisStream", func(q *qjv1.QueueJob) {
+			withRedis(q)
+			q.Spec.Queue.NATS = &qjv1.NATSQueue{URL: "nats://nats:4222", Stream: "jobs", Consumer: "workers"}
+		}),
+		Entry("a password inside the NATS URL", "spec.queue.nats.url", "passwordSecretRef", func(q *qjv1.QueueJob) {
+			withNATS(q)
+			q.Spec.Queue.NATS.URL = "nats://user:Pa55word@nats:4222"
+		}),
+		Entry("a token inside a NATS server URL", "spec.queue.nats.servers", "tokenSecretRef", func(q *qjv1.QueueJob) {
+			withNATS(q)
+			q.Spec.Queue.NATS.URL = ""
+			q.Spec.Queue.NATS.Servers = []string{"nats://nats-0:4222", "nats://Pa55word@nats-1:4222"}
+		}),
+		Entry("NATS URL of another scheme", "spec.queue.nats.url", "nats://", func(q *qjv1.QueueJob) {
+			withNATS(q)
+			q.Spec.Queue.NATS.URL = "http://nats:8222"
+		}),
+		Entry("NATS url and servers both", "spec.queue.nats", "exactly one of url or servers", func(q *qjv1.QueueJob) {
+			withNATS(q)
+			q.Spec.Queue.NATS.Servers = []string{"nats://nats-0:4222"}
+		}),
+		Entry("NATS without url or servers", "spec.queue.nats", "exactly one of url or servers", func(q *qjv1.QueueJob) {
+			withNATS(q)
+			q.Spec.Queue.NATS.URL = ""
+		}),
+		Entry("a NATS stream name with a dot", "spec.queue.nats.stream", "stream name", func(q *qjv1.QueueJob) {
+			withNATS(q)
+			q.Spec.Queue.NATS.Stream = "jobs.high"
+		}),
+		Entry("an empty NATS consumer name", "spec.queue.nats.consumer", "consumer name", func(q *qjv1.QueueJob) {
+			withNATS(q)
+			q.Spec.Queue.NATS.Consumer = ""
+		}),
+		Entry("NATS user without a password", "spec.queue.nats", "userSecretRef and passwordSecretRef together", func(q *qjv1.QueueJob) {
+			withNATS(q)
+			q.Spec.Queue.NATS.UserSecretRef = secretRef("nats", "user")
+		}),
+		Entry("NATS token and creds both", "spec.queue.nats", "at most one kind of credentials", func(q *qjv1.QueueJob) {
+			withNATS(q)
+			q.Spec.Queue.NATS.TokenSecretRef = secretRef("nats", "token")
+			q.Spec.Queue.NATS.CredsSecretRef = secretRef("nats", "creds")
+		}),
+		Entry("NATS ackWaitSeconds 0", "spec.queue.nats.ackWaitSeconds", "greater than or equal to 1", func(q *qjv1.QueueJob) {
+			withNATS(q)
+			q.Spec.Queue.NATS.AckWaitSeconds = ptr.To[int32](0)
+		}),
 	)
 
 	DescribeTable("accepts a valid QueueJob",
@@ -356,6 +402,21 @@ var _ = Describe("QueueJob admission", func() {
 		Entry("zero TTLs", func(q *qjv1.QueueJob) {
 			q.Spec.Cleanup = &qjv1.CleanupPolicy{TTLSecondsAfterFinished: ptr.To[int32](0), PodTTLSecondsAfterFinished: ptr.To[int32](0)}
 		}),
+		Entry("NATS WorkerPool with a user and password from Secrets, over TLS", func(q *qjv1.QueueJob) {
+			withNATS(q)
+			q.Spec.Mode = qjv1.ModeWorkerPool
+			q.Spec.Queue.NATS.URL = "tls://nats:4222"
+			q.Spec.Queue.NATS.UserSecretRef = secretRef("nats", "user")
+			q.Spec.Queue.NATS.PasswordSecretRef = secretRef("nats", "password")
+			q.Spec.Queue.NATS.TLS = &qjv1.TLSConfig{CASecretRef: secretRef("nats", "ca.crt")}
+			q.Spec.Queue.NATS.AckWaitSeconds = ptr.To[int32](120)
+		}),
+		Entry("NATS cluster servers with a .creds file", func(q *qjv1.QueueJob) {
+			withNATS(q)
+			q.Spec.Queue.NATS.URL = ""
+			q.Spec.Queue.NATS.Servers = []string{"nats://nats-0.nats:4222", "nats://nats-1.nats:4222"}
+			q.Spec.Queue.NATS.CredsSecretRef = secretRef("nats", "user.creds")
+		}),
 	)
 
 	DescribeTable("rejects changes to immutable fields",
@@ -415,7 +476,7 @@ var _ = Describe("The samples in config/samples", func() {
 		ns, jobsNS := newNamespace(), newNamespace()
 		files, err := filepath.Glob(filepath.Join("..", "config", "samples", "batch_*.yaml"))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(files).To(HaveLen(4)) // the seed's three and the Redis stream one
+		Expect(files).To(HaveLen(5)) // the seed's three, the NATS one and the Redis stream one
 		for _, f := range files {
 			data, err := os.ReadFile(f)
 			Expect(err).NotTo(HaveOccurred())

@@ -261,7 +261,7 @@ type JobTemplateSpec struct {
 }
 
 // QueueSource names the queue a QueueJob drains. Exactly one backend is set.
-// +kubebuilder:validation:XValidation:rule="(has(self.redis) ? 1 : 0) + (has(self.rabbitmq) ? 1 : 0) + (has(self.redisStream) ? 1 : 0) == 1",message="spec.queue: set exactly one of redis, rabbitmq or redisStream"
+// +kubebuilder:validation:XValidation:rule="(has(self.redis) ? 1 : 0) + (has(self.rabbitmq) ? 1 : 0) + (has(self.nats) ? 1 : 0) + (has(self.redisStream) ? 1 : 0) == 1",message="spec.queue: set exactly one of redis, rabbitmq, nats or redisStream"
 type QueueSource struct {
 	// redis is a Redis list, read with the protocol of the Kubernetes docs'
 	// rediswq.py.
@@ -272,6 +272,9 @@ type QueueSource struct {
 	// +optional
 	RabbitMQ *RabbitMQQueue `json:"rabbitmq,omitempty"`
 
+	// nats is a NATS JetStream stream, drained through a durable pull consumer.
+	// +optional
+	NATS *NATSQueue `json:"nats,omitempty"`
 	// redisStream is a Redis stream read by a consumer group (Redis 7.0 or later).
 	// +optional
 	RedisStream *RedisStreamQueue `json:"redisStream,omitempty"`
@@ -418,6 +421,99 @@ type RabbitMQQueue struct {
 	TLS *TLSConfig `json:"tls,omitempty"`
 }
 
+// NATSQueue is a NATS JetStream stream of work items, taken through a durable
+// pull consumer with explicit acks. The user creates the stream (nats stream add,
+// or qj enqueue --declare); the workers, and qj enqueue, create the consumer if
+// it is missing. The server is given by exactly one of url and servers;
+// credentials only by Secret references, of at most one kind.
+// +kubebuilder:validation:XValidation:rule="has(self.url) != has(self.servers)",message="spec.queue.nats: set exactly one of url or servers"
+// +kubebuilder:validation:XValidation:rule="has(self.userSecretRef) == has(self.passwordSecretRef)",message="spec.queue.nats: set userSecretRef and passwordSecretRef together (the Secret keys of the user name and its password)"
+// +kubebuilder:validation:XValidation:rule="(has(self.userSecretRef) ? 1 : 0) + (has(self.tokenSecretRef) ? 1 : 0) + (has(self.credsSecretRef) ? 1 : 0) + (has(self.nkeySeedSecretRef) ? 1 : 0) <= 1",message="spec.queue.nats: set at most one kind of credentials: userSecretRef with passwordSecretRef, tokenSecretRef, credsSecretRef or nkeySeedSecretRef"
+// The rules on credentials in URLs sit on the object with a fieldPath, so that the API
+// server's error does not repeat the value, password and all.
+// +kubebuilder:validation:XValidation:rule="!has(self.url) || !self.url.contains('@')",fieldPath=".url",message="spec.queue.nats.url must not contain credentials (user:password@ or token@): store them in a Secret and reference them with spec.queue.nats.userSecretRef and passwordSecretRef, or tokenSecretRef"
+// +kubebuilder:validation:XValidation:rule="!has(self.servers) || self.servers.all(s, !s.contains('@'))",fieldPath=".servers",message="spec.queue.nats.servers must not contain credentials (user:password@ or token@): store them in a Secret and reference them with spec.queue.nats.userSecretRef and passwordSecretRef, or tokenSecretRef"
+type NATSQueue struct {
+	// url is the NATS server's URL, nats://host:port (or tls://host:port),
+	// without credentials: a user, password or token belongs in a Secret (see
+	// userSecretRef, passwordSecretRef and tokenSecretRef).
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('nats://') || self.startsWith('tls://')",message="spec.queue.nats.url must start with nats:// or tls://, e.g. nats://nats:4222"
+	// +optional
+	URL string `json:"url,omitempty"`
+
+	// servers are the URLs of the servers of a NATS cluster, each as url
+	// says; the client connects to the first that answers.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.all(s, s.startsWith('nats://') || s.startsWith('tls://'))",message="spec.queue.nats.servers must each start with nats:// or tls://, e.g. nats://nats-0.nats:4222"
+	// +listType=atomic
+	// +optional
+	Servers []string `json:"servers,omitempty"`
+
+	// stream is the JetStream stream that holds the items. Work-queue
+	// retention is recommended (an acknowledged item is deleted).
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:XValidation:rule=`self.matches('^[^\\s.*>/\\\\]+$')`,message="spec.queue.nats.stream must be a JetStream stream name: not empty, without whitespace , . * > / or a backslash"
+	// +required
+	Stream string `json:"stream"`
+
+	// consumer is the name of the stream's durable pull consumer the workers
+	// share. Workers and qj enqueue create it if it is missing (explicit
+	// acks, AckWait ackWaitSeconds, unlimited deliveries: workers dead-letter
+	// after their own maxAttempts); an existing consumer is used as it is.
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:XValidation:rule=`self.matches('^[^\\s.*>/\\\\]+$')`,message="spec.queue.nats.consumer must be a JetStream consumer name: not empty, without whitespace , . * > / or a backslash"
+	// +required
+	Consumer string `json:"consumer"`
+
+	// userSecretRef and passwordSecretRef select the keys of Secrets in the
+	// QueueJob's namespace that hold the user name and its password.
+	// +kubebuilder:validation:XValidation:rule="size(self.name) > 0 && size(self.key) > 0",message="spec.queue.nats.userSecretRef needs both name and key: name the Secret and its key that holds the user name"
+	// +optional
+	UserSecretRef *corev1.SecretKeySelector `json:"userSecretRef,omitempty"`
+	// +kubebuilder:validation:XValidation:rule="size(self.name) > 0 && size(self.key) > 0",message="spec.queue.nats.passwordSecretRef needs both name and key: name the Secret and its key that holds the password"
+	// +optional
+	PasswordSecretRef *corev1.SecretKeySelector `json:"passwordSecretRef,omitempty"`
+
+	// tokenSecretRef selects the key of a Secret that holds the token the
+	// server requires (authorization { token: ... }).
+	// +kubebuilder:validation:XValidation:rule="size(self.name) > 0 && size(self.key) > 0",message="spec.queue.nats.tokenSecretRef needs both name and key: name the Secret and its key that holds the token"
+	// +optional
+	TokenSecretRef *corev1.SecretKeySelector `json:"tokenSecretRef,omitempty"`
+
+	// credsSecretRef selects the key of a Secret that holds a .creds file (a
+	// user JWT and its NKey seed, as nsc generate creds writes it).
+	// +kubebuilder:validation:XValidation:rule="size(self.name) > 0 && size(self.key) > 0",message="spec.queue.nats.credsSecretRef needs both name and key: name the Secret and its key that holds the .creds file"
+	// +optional
+	CredsSecretRef *corev1.SecretKeySelector `json:"credsSecretRef,omitempty"`
+
+	// nkeySeedSecretRef selects the key of a Secret that holds a user's NKey
+	// seed (SU...), for a server that lists the user's public NKey.
+	// +kubebuilder:validation:XValidation:rule="size(self.name) > 0 && size(self.key) > 0",message="spec.queue.nats.nkeySeedSecretRef needs both name and key: name the Secret and its key that holds the NKey seed"
+	// +optional
+	NKeySeedSecretRef *corev1.SecretKeySelector `json:"nkeySeedSecretRef,omitempty"`
+
+	// tls makes the controller and the workers connect over TLS, verifying the
+	// server's certificate against caSecretRef's CA, or the system's roots
+	// without it. A tls:// URL turns TLS on by itself.
+	// +kubebuilder:validation:XValidation:rule="!has(self.caSecretRef) || (size(self.caSecretRef.name) > 0 && size(self.caSecretRef.key) > 0)",fieldPath=".caSecretRef",message="spec.queue.nats.tls.caSecretRef needs both name and key: name the Secret and its key that holds the PEM CA bundle"
+	// +kubebuilder:validation:XValidation:rule=`!has(self.serverName) || self.serverName.matches('^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]+)$')`,fieldPath=".serverName",message="spec.queue.nats.tls.serverName must be a host name (e.g. nats.example.com) or an IP address, without a port or scheme"
+	// +optional
+	TLS *TLSConfig `json:"tls,omitempty"`
+
+	// ackWaitSeconds is the lease: how long a worker may hold an item without
+	// renewing it (AckProgress, every third of it) before the server delivers
+	// it again. It is the AckWait of the consumer the workers create; an
+	// existing consumer keeps its own AckWait, which then applies.
+	// +kubebuilder:default=30
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=86400
+	// +optional
+	AckWaitSeconds *int32 `json:"ackWaitSeconds,omitempty"`
+}
+
 // CleanupPolicy says when finished Jobs and pods are deleted, like a Job's
 // ttlSecondsAfterFinished but also for single pods.
 type CleanupPolicy struct {
@@ -559,6 +655,12 @@ type QueueStatus struct {
 	// items of earlier runs included.
 	// +optional
 	DeadLettered int64 `json:"deadLettered"`
+
+	// redelivered is the number of in-flight items that were delivered more
+	// than once (a worker crashed or lost its lease), where the queue counts
+	// them (NATS: the consumer's num_redelivered).
+	// +optional
+	Redelivered int64 `json:"redelivered,omitempty"`
 
 	// deadLetteredAtStart is deadLettered at the QueueJob's first successful
 	// probe, recorded once: those items belong to earlier runs. The items

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/queuejob/queuejob-operator/pkg/queue/nats"
 	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis/stream"
@@ -26,6 +27,7 @@ type inspectResult struct {
 	Queue    string               `json:"queue"`
 	Redis    *redis.Inspection    `json:"redis,omitempty"`
 	RabbitMQ *rabbitmq.Inspection `json:"rabbitmq,omitempty"`
+	NATS     *nats.Inspection     `json:"nats,omitempty"`
 	// RedisStream is a Redis stream's section.
 	RedisStream *stream.Inspection `json:"redisStream,omitempty"`
 }
@@ -54,6 +56,10 @@ RabbitMQ: the ready count, the in-flight (unacknowledged) count when the QueueJo
 management URL (or --rabbitmq-management-url), and the count of the dead-letter queue
 <queue>.failed when it exists. Messages are not shown: AMQP cannot look at a message
 without taking it.
+
+NATS: the durable consumer's counts (ready: not yet delivered; in flight: delivered and
+not acknowledged; redelivered; the workers' waiting pull requests; its AckWait), the next
+ready items, and the count of the dead-letter stream <stream>_failed.
 
 The queue's coordinates come from the QueueJob and its Secrets, or from flags, as for
 enqueue.`,
@@ -110,6 +116,8 @@ func (res *inspectResult) setSection(section any) error {
 		res.Redis = section
 	case *rabbitmq.Inspection:
 		res.RabbitMQ = section
+	case *nats.Inspection:
+		res.NATS = section
 	case *stream.Inspection:
 		res.RedisStream = section
 	default:
@@ -175,6 +183,24 @@ func (in *inspectOptions) human(w io.Writer, res *inspectResult) {
 			fmt.Fprintf(w, "Failed:     -  (no dead-letter queue %s)\n", r.FailedQueue)
 		}
 	}
+	if r := res.NATS; r != nil {
+		natsHuman(w, r)
+	}
+}
+
+// natsHuman writes inspect's lines of a NATS stream.
+func natsHuman(w io.Writer, r *nats.Inspection) {
+	if r.ConsumerMissing {
+		fmt.Fprintf(w, "Ready:      %d  (the stream's messages: consumer %q does not exist yet; workers create it)\n", r.Ready, r.Consumer)
+	} else {
+		fmt.Fprintf(w, "Ready:      %d\n", r.Ready)
+	}
+	for i, it := range r.Next {
+		fmt.Fprintf(w, "  %d  %s\n", i+1, printable(it, 60))
+	}
+	fmt.Fprintf(w, "In flight:  %d  (delivered, not acknowledged; %d redelivered; AckWait %s)\n", r.InFlight, r.Redelivered, r.AckWait)
+	fmt.Fprintf(w, "Waiting:    %d  (workers' pull requests)\n", r.Waiting)
+	fmt.Fprintf(w, "Failed:     %d  (stream %s)\n", r.Failed, r.FailedStream)
 }
 
 // indent writes every line two spaces in.

@@ -12,6 +12,7 @@ import (
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
+	natskube "github.com/queuejob/queuejob-operator/pkg/queue/nats/kube"
 	rabbitmqkube "github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq/kube"
 	rediskube "github.com/queuejob/queuejob-operator/pkg/queue/redis/kube"
 	streamkube "github.com/queuejob/queuejob-operator/pkg/queue/redis/stream/kube"
@@ -78,6 +79,12 @@ var replacingFlags = map[string]string{
 	rabbitmqkube.FieldURLSecret:        "--rabbitmq-url-env",
 	rabbitmqkube.FieldManagementSecret: "--rabbitmq-management-url-env",
 	rabbitmqkube.FieldTLSCA:            "--rabbitmq-tls-ca",
+	natskube.FieldUser:                 "--nats-user",
+	natskube.FieldPassword:             "--nats-password-env",
+	natskube.FieldToken:                "--nats-token-env",
+	natskube.FieldCreds:                "--nats-creds",
+	natskube.FieldNKeySeed:             "--nats-nkey-seed",
+	natskube.FieldTLSCA:                "--nats-tls-ca",
 	streamkube.FieldPassword:           "--redis-password-env",
 	streamkube.FieldTLSCA:              "--redis-tls-ca",
 }

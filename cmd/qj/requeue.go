@@ -89,6 +89,8 @@ func (rq *requeueOptions) run(ctx context.Context, args []string) error {
 		o.Backend, o.Redis = worker.BackendRedis, *t.Redis
 	case t.RabbitMQ != nil:
 		o.Backend, o.RabbitMQ = worker.BackendRabbitMQ, *t.RabbitMQ
+	case t.NATS != nil:
+		o.Backend, o.NATS = worker.BackendNATS, *t.NATS
 	case t.RedisStream != nil:
 		o.Backend, o.RedisStream = worker.BackendRedisStream, *t.RedisStream
 	}

@@ -220,6 +220,9 @@ func summarizeQueue(q *qjv1.QueueSource, st *qjv1.QueueStatus) *queueSummary {
 		}
 		qs.Where = fmt.Sprintf("queue %q at %s", q.RabbitMQ.Queue, at)
 		qs.DeadLetterQueue = rabbitmq.FailedQueue(q.RabbitMQ.Queue)
+	case q.NATS != nil:
+		qs.Backend = "nats"
+		qs.Where, qs.DeadLetterQueue = natsSummary(q.NATS)
 	case q.RedisStream != nil:
 		qs.Backend = worker.BackendRedisStream
 		qs.Where = fmt.Sprintf("%s, stream %q, group %q", q.RedisStream.Address, q.RedisStream.Stream, q.RedisStream.Group)

@@ -15,6 +15,7 @@ import (
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
+	"github.com/queuejob/queuejob-operator/pkg/queue/nats"
 	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 	rabbitmqkube "github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq/kube"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
@@ -43,6 +44,8 @@ type queueFlags struct {
 	rabbitQueue                     string
 	rabbitMgmtURL, rabbitMgmtURLEnv string
 	rabbitTLSCA, rabbitServerName   string
+
+	nats natsFlags
 }
 
 func (f *queueFlags) add(fs *pflag.FlagSet) {
@@ -63,6 +66,7 @@ func (f *queueFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&f.rabbitMgmtURLEnv, "rabbitmq-management-url-env", "", "Name of an environment variable that holds the management API's URL with its credentials.")
 	fs.StringVar(&f.rabbitTLSCA, "rabbitmq-tls-ca", "", "PEM file of the CA that signed the broker's certificate (amqps); replaces the QueueJob's tls.caSecretRef.")
 	fs.StringVar(&f.rabbitServerName, "rabbitmq-tls-server-name", "", "Name the broker's certificate must be valid for (amqps).")
+	f.nats.add(fs)
 }
 
 func (f *queueFlags) redisSet() bool {
@@ -79,13 +83,19 @@ func (f *queueFlags) rabbitSet() bool {
 // every argument is an item.
 func (f *queueFlags) standalone() bool {
 	return (f.redisAddress != "" && f.redisKey != "") || (f.redisAddress != "" && f.redisStream != "" && f.redisGroup != "") ||
-		((f.rabbitURL != "" || f.rabbitURLEnv != "") && f.rabbitQueue != "")
+		((f.rabbitURL != "" || f.rabbitURLEnv != "") && f.rabbitQueue != "") || f.nats.standalone()
 }
 
 func (f *queueFlags) check(cmd *cobra.Command) error {
 	f.redisDBSet = cmd.Flags().Changed("redis-db")
 	if f.redisSet() && f.rabbitSet() {
 		return fmt.Errorf("both --redis-* and --rabbitmq-* flags are set: a queue is one or the other")
+	}
+	if f.nats.set() && (f.redisSet() || f.rabbitSet()) {
+		return fmt.Errorf("--nats-* flags are set with --redis-* or --rabbitmq-* flags: a queue is of one backend")
+	}
+	if err := f.nats.check(); err != nil {
+		return err
 	}
 	if f.redisKey != "" && (f.redisStream != "" || f.redisGroup != "") {
 		return fmt.Errorf("--redis-key names a list, --redis-stream and --redis-group a stream: set one or the other")
@@ -119,6 +129,8 @@ type target struct {
 	// RabbitMQ's URL is secret (it may hold the password); messages name only its
 	// host:port.
 	RabbitMQ *rabbitmq.Options
+	// NATS's options carry credentials; messages name only the servers' host:port.
+	NATS *nats.Options
 	// fromQueueJob says the address came from the QueueJob (not a flag): the cluster's
 	// Service names rarely resolve here, and messages say how to get through.
 	fromQueueJob bool
@@ -134,6 +146,8 @@ func (t *target) where() string {
 		return fmt.Sprintf("Redis %s, list %q", t.Redis.Address, t.Redis.Key)
 	case t.RabbitMQ != nil:
 		return fmt.Sprintf("RabbitMQ %s, queue %q", rabbitmq.AddrOf(t.RabbitMQ.URL), t.RabbitMQ.Queue)
+	case t.NATS != nil:
+		return natsWhere(t.NATS)
 	case t.RedisStream != nil:
 		return fmt.Sprintf("Redis %s, stream %q, group %q", t.RedisStream.Address, t.RedisStream.Stream, t.RedisStream.Group)
 	}
@@ -150,6 +164,9 @@ func (t *target) hint() string {
 		svc = "svc/" + serviceOf(addr)
 		return fmt.Sprintf(": the QueueJob's address is likely only reachable inside the cluster; run kubectl port-forward -n %s %s 6379:%s and pass --redis-address 127.0.0.1:6379",
 			t.Namespace, svc, portOnly(addr))
+	}
+	if t.NATS != nil {
+		return fmt.Sprintf(": the QueueJob's URL is likely only reachable inside the cluster; run kubectl port-forward -n %s svc/<nats-service> 4222 and pass --nats-url nats://127.0.0.1:4222", t.Namespace)
 	}
 	return fmt.Sprintf(": the QueueJob's URL is likely only reachable inside the cluster; run kubectl port-forward -n %s to %s and pass the forwarded URL with --rabbitmq-url-env", t.Namespace, svc)
 }
@@ -174,7 +191,7 @@ func (o *options) resolveTarget(ctx context.Context, f *queueFlags, args []strin
 		return t, args, err
 	}
 	if len(args) == 0 {
-		return nil, nil, fmt.Errorf("name the QueueJob (NAME), or give the whole queue as flags: --redis-address and --redis-key (a list) or --redis-stream and --redis-group (a stream), or --rabbitmq-url-env and --rabbitmq-queue")
+		return nil, nil, fmt.Errorf("name the QueueJob (NAME), or give the whole queue as flags: --redis-address and --redis-key (a list) or --redis-stream and --redis-group (a stream), --rabbitmq-url-env and --rabbitmq-queue, or --nats-url, --nats-stream and --nats-consumer")
 	}
 	name, rest := args[0], args[1:]
 	c, ns, err := o.kubeClient()
@@ -194,11 +211,12 @@ func (o *options) resolveTarget(ctx context.Context, f *queueFlags, args []strin
 	if err != nil {
 		return nil, nil, fmt.Errorf("QueueJob %s/%s: %w (is this qj older than the operator?)", ns, name, err)
 	}
-	if (qj.Spec.Queue.Redis != nil && f.rabbitSet()) || (qj.Spec.Queue.RabbitMQ != nil && f.redisSet()) {
-		return nil, nil, fmt.Errorf("QueueJob %s/%s has a %s queue: its flags are --%s-*", ns, name, backend.Name, backend.Name)
-	}
-	if qj.Spec.Queue.RedisStream != nil && (f.rabbitSet() || f.redisKey != "") {
+	if qj.Spec.Queue.RedisStream != nil && (f.rabbitSet() || f.nats.set() || f.redisKey != "") {
 		return nil, nil, fmt.Errorf("QueueJob %s/%s has a Redis stream: its flags are --redis-* with --redis-stream and --redis-group, not --redis-key", ns, name)
+	}
+	if (qj.Spec.Queue.Redis != nil && f.rabbitSet()) || (qj.Spec.Queue.RabbitMQ != nil && f.redisSet()) ||
+		(qj.Spec.Queue.NATS != nil && (f.redisSet() || f.rabbitSet())) || (qj.Spec.Queue.NATS == nil && f.nats.set()) {
+		return nil, nil, fmt.Errorf("QueueJob %s/%s has a %s queue: its flags are --%s-*", ns, name, backend.Name, backend.Name)
 	}
 	if qj.Spec.Queue.Redis != nil && (f.redisStream != "" || f.redisGroup != "") {
 		return nil, nil, fmt.Errorf("QueueJob %s/%s has a Redis list: --redis-stream and --redis-group are for streams", ns, name)
@@ -216,7 +234,7 @@ func (o *options) resolveTarget(ctx context.Context, f *queueFlags, args []strin
 		case "--rabbitmq-tls-ca":
 			return f.rabbitTLSCA != ""
 		}
-		return false
+		return f.nats.skips(s)
 	})
 	if err != nil {
 		return nil, nil, err
@@ -227,6 +245,8 @@ func (o *options) resolveTarget(ctx context.Context, f *queueFlags, args []strin
 		t.Redis, t.fromQueueJob, err = f.redisFromQueueJob(src)
 	case qj.Spec.Queue.RabbitMQ != nil:
 		t.RabbitMQ, t.fromQueueJob, err = f.rabbitFromQueueJob(src)
+	case qj.Spec.Queue.NATS != nil:
+		t.NATS, t.fromQueueJob, err = f.nats.fromQueueJob(f, src)
 	case qj.Spec.Queue.RedisStream != nil:
 		t.RedisStream, t.fromQueueJob, err = f.streamFromQueueJob(src)
 	}
@@ -354,6 +374,9 @@ func (f *queueFlags) rabbitFromQueueJob(src backends.Source) (*rabbitmq.Options,
 
 // flagTarget is the queue the flags name whole.
 func (f *queueFlags) flagTarget() (*target, error) {
+	if f.nats.standalone() {
+		return f.nats.flagTarget(f)
+	}
 	if f.redisAddress != "" {
 		o := &redis.Options{Address: f.redisAddress, Key: f.redisKey, DB: int(f.redisDB), Username: f.redisUsername}
 		if f.redisPasswordEnv != "" {
@@ -406,7 +429,7 @@ func (f *queueFlags) credsFlag() string {
 	case f.rabbitURL != "":
 		return "--rabbitmq-url"
 	}
-	return ""
+	return f.nats.credsFlag()
 }
 
 // explain adds to a queue error (of pkg/queue, with its reason) where the settings came
@@ -431,6 +454,8 @@ func (f *queueFlags) caFlag() string {
 		return "--redis-tls-ca " + f.redisTLSCA
 	case f.rabbitTLSCA != "":
 		return "--rabbitmq-tls-ca " + f.rabbitTLSCA
+	case f.nats.tlsCA != "":
+		return "--nats-tls-ca " + f.nats.tlsCA
 	}
 	return ""
 }

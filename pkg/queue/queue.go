@@ -57,6 +57,10 @@ type Counts struct {
 	// its management API): InFlight is then 0 whatever workers hold, so a drained-looking
 	// queue proves nothing while workers run, and no wave may end on these counts.
 	InFlightUnknown bool
+	// Redelivered is the number of in-flight items delivered more than once (their
+	// worker crashed, or its lease expired), where the backend counts them (NATS:
+	// num_redelivered); 0 where it does not.
+	Redelivered int64
 	// Lag is how old the counts may be (RabbitMQ's management API refreshes its counts
 	// every few seconds): a queue must look drained at least this long before a wave
 	// ends because of it.

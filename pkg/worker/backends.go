@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/nats"
 	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis/stream"
@@ -17,6 +18,7 @@ import (
 var backends = []backend{
 	backendOf(BackendRedis, func(o *Options) *redis.Options { return &o.Redis }, redis.OptionsFromEnv, redis.NewConsumer),
 	backendOf(BackendRabbitMQ, func(o *Options) *rabbitmq.Options { return &o.RabbitMQ }, rabbitmq.OptionsFromEnv, rabbitmq.NewConsumer),
+	backendOf(BackendNATS, func(o *Options) *nats.Options { return &o.NATS }, nats.OptionsFromEnv, nats.NewConsumer),
 	backendOf(BackendRedisStream, func(o *Options) *stream.Options { return &o.RedisStream }, stream.OptionsFromEnv, stream.NewConsumer),
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/nats"
 	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis/stream"
@@ -20,6 +21,7 @@ import (
 const (
 	BackendRedis    = "redis"
 	BackendRabbitMQ = "rabbitmq"
+	BackendNATS     = "nats"
 	// BackendRedisStream is a Redis stream and its consumer group.
 	BackendRedisStream = "redis-stream"
 )
@@ -92,7 +94,7 @@ var (
 
 // Options configure a Worker.
 type Options struct {
-	// Backend is BackendRedis or BackendRabbitMQ.
+	// Backend is BackendRedis, BackendRabbitMQ or BackendNATS.
 	Backend string
 	// Redis locates the list (Address, Key, DB, Username, Password, TLS) when Backend is
 	// BackendRedis. MaxScan is not used.
@@ -100,6 +102,10 @@ type Options struct {
 	// RabbitMQ locates the queue (URL, Queue, TLS) when Backend is BackendRabbitMQ. With
 	// a ManagementURL, Empty also counts the messages other workers hold.
 	RabbitMQ rabbitmq.Options
+	// NATS locates the stream and its durable consumer (Servers, Stream, Consumer,
+	// credentials, TLS) when Backend is BackendNATS. A consumer the worker creates has
+	// AckWait NATS.AckWait, or LeaseTTL if that is zero.
+	NATS nats.Options
 	// RedisStream locates the stream and its group (Address, Stream, Group, DB,
 	// Username, Password, TLS) when Backend is BackendRedisStream. LeaseTTL and MaxScan
 	// are not used: a worker's lease is LeaseTTL below.

@@ -5,6 +5,7 @@ package registry
 
 import (
 	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
+	natskube "github.com/queuejob/queuejob-operator/pkg/queue/nats/kube"
 	rabbitmqkube "github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq/kube"
 	rediskube "github.com/queuejob/queuejob-operator/pkg/queue/redis/kube"
 	streamkube "github.com/queuejob/queuejob-operator/pkg/queue/redis/stream/kube"
@@ -15,6 +16,7 @@ func Default() *backends.Registry {
 	return backends.NewRegistry(
 		rediskube.Backend,
 		rabbitmqkube.Backend,
+		natskube.Backend,
 		streamkube.Backend,
 	)
 }

@@ -1,0 +1,114 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+)
+
+// The dead letters of a stream are the messages of <stream>_failed, oldest first.
+
+// deadLetters calls f with each dead letter of o's stream, oldest first, until f returns
+// false; none if <stream>_failed does not exist.
+func deadLetters(ctx context.Context, js jetstream.JetStream, o Options, f func(s jetstream.Stream, m *jetstream.RawStreamMsg) (bool, error)) error {
+	s, err := js.Stream(ctx, FailedStream(o.Stream))
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	state := s.CachedInfo().State
+	for seq := state.FirstSeq; state.Msgs > 0 && seq <= state.LastSeq; {
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(FailedSubject(o.Stream)))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		more, err := f(s, m)
+		if err != nil || !more {
+			return err
+		}
+		seq = m.Sequence + 1
+	}
+	return nil
+}
+
+func (c *Consumer) Failed(ctx context.Context) ([][]byte, error) {
+	_, js, err := c.cl.get()
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	var out [][]byte
+	err = deadLetters(ctx, js, c.o, func(_ jetstream.Stream, m *jetstream.RawStreamMsg) (bool, error) {
+		out = append(out, m.Data)
+		return true, nil
+	})
+	if err != nil {
+		return nil, c.err(ctx, err)
+	}
+	return out, nil
+}
+
+// RequeueFailed publishes up to n dead letters (all if n <= 0), oldest first, to the
+// subject they came from (the default subject if they do not say), without their attempts,
+// waiting for the server's acknowledgement; only then is each deleted from
+// <stream>_failed.
+func (c *Consumer) RequeueFailed(ctx context.Context, n int) (int, error) {
+	_, js, err := c.cl.get()
+	if err != nil {
+		return 0, fmt.Errorf("worker: %w", err)
+	}
+	moved, err := requeueFailed(ctx, js, c.o, n)
+	if err != nil {
+		return moved, c.err(ctx, err)
+	}
+	return moved, nil
+}
+
+func requeueFailed(ctx context.Context, js jetstream.JetStream, o Options, n int) (int, error) {
+	moved := 0
+	err := deadLetters(ctx, js, o, func(s jetstream.Stream, m *jetstream.RawStreamMsg) (bool, error) {
+		subject := m.Header.Get(HeaderSubject)
+		if subject == "" {
+			var err error
+			if subject, err = publishSubject(ctx, js, o); err != nil {
+				return false, err
+			}
+		}
+		msg := rawCopy(m, subject)
+		if _, err := js.PublishMsg(ctx, msg, jetstream.WithExpectStream(o.Stream)); err != nil {
+			return false, err
+		}
+		if err := s.DeleteMsg(ctx, m.Sequence); err != nil {
+			return false, err
+		}
+		moved++
+		return n <= 0 || moved < n, nil
+	})
+	return moved, err
+}
+
+// publishSubject is where items are published: o.Subject, or the stream's first subject.
+func publishSubject(ctx context.Context, js jetstream.JetStream, o Options) (string, error) {
+	if o.Subject != "" {
+		return o.Subject, nil
+	}
+	s, err := js.Stream(ctx, o.Stream)
+	if err != nil {
+		return "", err
+	}
+	subjects := s.CachedInfo().Config.Subjects
+	if len(subjects) == 0 || strings.ContainsAny(subjects[0], "*>") {
+		return "", queue.Errorf(queue.ReasonWrongType, "stream %q's first subject is a wildcard (or it has none): name "+
+			"the subject to publish to (qj --nats-subject)", o.Stream)
+	}
+	return subjects[0], nil
+}

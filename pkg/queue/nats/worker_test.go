@@ -1,0 +1,119 @@
+package nats_test
+
+import (
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/nats"
+	"github.com/queuejob/queuejob-operator/test/servers"
+)
+
+// enqueue creates o's stream (qj enqueue --declare) and enqueues items.
+func enqueue(t testing.TB, o nats.Options, items ...string) {
+	t.Helper()
+	a := nats.NewAdmin(o, 10*time.Second)
+	defer func() { _ = a.Close() }()
+	if err := a.Open(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Declare(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	i := 0
+	next := func() (string, error) {
+		if i == len(items) {
+			return "", io.EOF
+		}
+		i++
+		return items[i-1], nil
+	}
+	if _, _, err := a.Enqueue(ctx(t), next, func(int64) {}, queue.EnqueueOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A worker whose AckWait passed without a renewal does not ack: Complete says the lease
+// was lost, and the message is delivered again (to whoever pulls next), its attempt
+// counted; renewals keep a lease past its AckWait.
+func TestLeaseLostAfterAckWait(t *testing.T) {
+	o := options("lease-lost")
+	o.AckWait = time.Second
+	enqueue(t, o, "slow", "renewed")
+	c, err := nats.NewConsumer(ctx(t), o, queue.ConsumerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	slow, err := c.Take(ctx(t), 5*time.Second)
+	if err != nil || slow == nil {
+		t.Fatalf("Take = %v, %v", slow, err)
+	}
+	renewed, err := c.Take(ctx(t), 5*time.Second)
+	if err != nil || renewed == nil {
+		t.Fatalf("Take = %v, %v", renewed, err)
+	}
+	for deadline := time.Now().Add(1500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(renewed.RenewEvery()) {
+		if ok, err := renewed.Renew(ctx(t)); !ok || err != nil {
+			t.Fatalf("Renew = %v, %v", ok, err)
+		}
+	}
+	if err := slow.Complete(ctx(t)); !errors.Is(err, queue.ErrLeaseLost) {
+		t.Errorf("Complete after the AckWait passed = %v, want ErrLeaseLost", err)
+	}
+	if err := renewed.Complete(ctx(t)); err != nil {
+		t.Errorf("Complete of the renewed lease = %v", err)
+	}
+	again, err := c.Take(ctx(t), 5*time.Second)
+	if err != nil || again == nil || string(again.Data()) != "slow" || again.Attempt() != 2 {
+		t.Fatalf("Take after the lease was lost = %v, %v; want slow at attempt 2", again, err)
+	}
+	if err := again.Complete(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if empty, err := c.Empty(ctx(t)); !empty || err != nil {
+		t.Errorf("Empty = %v, %v; want the queue drained", empty, err)
+	}
+}
+
+// A worker whose server was restarted fails the calls made while it was gone, and then
+// takes items again on a new connection, without being made anew.
+func TestConsumerReconnects(t *testing.T) {
+	srv, err := servers.StartNATSWith(servers.NATSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	o := nats.Options{Servers: []string{srv.URL()}, Stream: "reconnect", Consumer: "workers", Timeout: 2 * time.Second}
+	enqueue(t, o, "a", "b")
+	c, err := nats.NewConsumer(ctx(t), o, queue.ConsumerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	if l, err := c.Take(ctx(t), 5*time.Second); err != nil || l == nil || l.Complete(ctx(t)) != nil {
+		t.Fatalf("Take = %v, %v", l, err)
+	}
+	srv.Stop()
+	if _, err := c.Take(ctx(t), time.Second); queue.ReasonOf(err) != queue.ReasonConnectionFailed {
+		t.Errorf("Take while the server is gone = %v, want ConnectionFailed", err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Empty connects again first: Take must then pull on the new connection, not on the
+	// consumer of the closed one.
+	servers.Eventually(t, 30*time.Second, func() error { _, err := c.Empty(ctx(t)); return err })
+	l, err := c.Take(ctx(t), 5*time.Second)
+	if err != nil || l == nil {
+		t.Fatalf("Take after the restart = %v, %v", l, err)
+	}
+	if string(l.Data()) != "b" {
+		t.Errorf("took %q after the restart, want b", l.Data())
+	}
+	if err := l.Complete(ctx(t)); err != nil {
+		t.Errorf("Complete after the restart = %v", err)
+	}
+}
