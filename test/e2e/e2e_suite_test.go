@@ -4,7 +4,7 @@
 // kubelet, pods and garbage collector, which envtest does not have. The cluster is the
 // one KUBECONFIG names (make cluster-up gives one); the operator is installed from
 // charts/ with helm, with the images of make image (make cluster-load imports them into
-// the local cluster). redis-server and rabbitmq-server run on this machine, on the
+// the local cluster). redis-server, rabbitmq-server and nats-server run on this machine, on the
 // address where the cluster's pods reach them: the node's InternalIP, or E2E_BROKER_HOST.
 //
 //	make test-e2e
@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -35,10 +37,14 @@ var (
 	images   framework.Images
 	redisS   *servers.Server
 	rabbitS  *servers.RabbitMQ
+	natsS    *servers.NATS
 	release  framework.Release
 	repoRoot string
 	// redisPassword is redisS's; each spec's namespace has it in the Secret "redis".
 	redisPassword string
+	// natsPassword is natsS's user's (natsUser); each spec's namespace has both in the
+	// Secret "nats".
+	natsPassword string
 )
 
 func TestE2E(t *testing.T) {
@@ -80,6 +86,10 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	rabbitS, err = servers.StartRabbitMQWith(servers.AMQPReady, servers.RabbitMQOptions{Host: host})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(rabbitS.Close)
+	natsPassword = servers.RandomString(24)
+	natsS, err = servers.StartNATSWith(servers.NATSOptions{Host: host, User: natsUser, Password: natsPassword})
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(natsS.Close)
 
 	release = framework.Release{
 		Name: "queuejob-operator", Namespace: "queuejob-system", Chart: filepath.Join(repoRoot, "charts", "queuejob-operator"),
@@ -104,6 +114,10 @@ func namespace(ctx context.Context, labels map[string]string) string {
 	Expect(cluster.Client.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "redis", Namespace: name},
 		StringData: map[string]string{"password": redisPassword},
+	})).To(Succeed())
+	Expect(cluster.Client.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "nats", Namespace: name},
+		StringData: map[string]string{"user": natsUser, "password": natsPassword},
 	})).To(Succeed())
 	DeferCleanup(func(ctx SpecContext) {
 		if CurrentSpecReport().Failed() {
@@ -154,6 +168,19 @@ func queueDepth(queue string) int {
 	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
 	Expect(err).NotTo(HaveOccurred())
 	return q.Messages
+}
+
+// natsUser is natsS's only user.
+const natsUser = "queuejob"
+
+// natsJetStream is a JetStream context on natsS, as its user; close the connection after.
+func natsJetStream() (*nats.Conn, jetstream.JetStream) {
+	GinkgoHelper()
+	nc, err := nats.Connect(natsS.URL(), nats.UserInfo(natsUser, natsPassword), nats.Timeout(10*time.Second))
+	Expect(err).NotTo(HaveOccurred())
+	js, err := jetstream.New(nc)
+	Expect(err).NotTo(HaveOccurred())
+	return nc, js
 }
 
 func redisClient() *redis.Client {

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/redis/go-redis/v9"
@@ -211,6 +212,13 @@ var _ = Describe("QueueJobs in a real cluster", Ordered, ContinueOnFailure, func
 
 	It("returns the entry of a worker pod deleted mid-item on a Redis stream: nothing is lost, nothing pending, no stranded consumer", func(ctx SpecContext) {
 		killMidItem(ctx, "stream-deleted", redisStream, func(ctx context.Context, ns, pod string) {
+			out, err := cluster.KubectlRun(ctx, "delete", "pod", pod, "-n", ns, "--grace-period=0", "--force")
+			Expect(err).NotTo(HaveOccurred(), out)
+		})
+	})
+
+	It("returns the message of a worker pod deleted mid-item on a NATS JetStream stream: nothing is lost, nothing pending", func(ctx SpecContext) {
+		killMidItem(ctx, "nats-deleted", natsStream, func(ctx context.Context, ns, pod string) {
 			out, err := cluster.KubectlRun(ctx, "delete", "pod", pod, "-n", ns, "--grace-period=0", "--force")
 			Expect(err).NotTo(HaveOccurred(), out)
 		})
@@ -544,6 +552,48 @@ var redisStream = queueFixture{
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(cs).To(BeEmpty(), "stranded consumers")
 		}).WithTimeout(time.Minute).Should(Succeed())
+	},
+}
+
+// natsStream is the sample on a NATS JetStream work-queue stream named key, subject key,
+// drained by the durable consumer "workers" (which the workers create, AckWait as their
+// QUEUEJOB_LEASE_SECONDS): drained means no message left in the stream, none pending or
+// unacknowledged for the consumer.
+var natsStream = queueFixture{
+	use: func(qj *qjv1.QueueJob, key string) {
+		secret := func(k string) *corev1.SecretKeySelector {
+			return &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "nats"}, Key: k}
+		}
+		qj.Spec.Queue = &qjv1.QueueSource{NATS: &qjv1.NATSQueue{URL: natsS.URL(), Stream: key, Consumer: "workers",
+			UserSecretRef: secret("user"), PasswordSecretRef: secret("password"), AckWaitSeconds: ptr.To[int32](10)}}
+	},
+	enqueue: func(ctx context.Context, key string, items ...string) {
+		GinkgoHelper()
+		nc, js := natsJetStream()
+		defer nc.Close()
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: key, Subjects: []string{key},
+			Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage})
+		Expect(err).NotTo(HaveOccurred())
+		for _, it := range items {
+			_, err := js.Publish(ctx, key, []byte(it))
+			Expect(err).NotTo(HaveOccurred())
+		}
+	},
+	drained: func(ctx context.Context, key string) {
+		GinkgoHelper()
+		nc, js := natsJetStream()
+		defer nc.Close()
+		s, err := js.Stream(ctx, key)
+		Expect(err).NotTo(HaveOccurred())
+		si, err := s.Info(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(si.State.Msgs).To(BeZero(), "messages left in the stream")
+		c, err := js.Consumer(ctx, key, "workers")
+		Expect(err).NotTo(HaveOccurred())
+		ci, err := c.Info(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(ci.NumPending).To(BeZero(), "messages not yet delivered")
+		Expect(ci.NumAckPending).To(BeZero(), "messages delivered and not acknowledged")
 	},
 }
 
