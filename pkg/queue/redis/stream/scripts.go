@@ -9,7 +9,10 @@ import goredis "github.com/redis/go-redis/v9"
 // new entry of KEYS[2] (the stream again, or its :failed stream), with its attempts
 // plus ARGV[5] and, if ARGV[6] is not empty, the error ARGV[6]; then acknowledges and
 // deletes the old one. Only if the entry is pending, for the consumer ARGV[3] (any if
-// empty), idle at least ARGV[4] ms. It returns the attempts of the new entry; -1 if the
+// empty), idle at least ARGV[4] ms. The XADD comes first: Redis does not undo a script's
+// writes when a later command fails, so an XADD that fails (KEYS[2] is not a stream)
+// must leave the entry pending as it was, never acknowledged and still in the stream,
+// where no consumer would read it again. It returns the attempts of the new entry; -1 if the
 // entry was not pending as asked (nothing changed), -2 if it was pending but deleted
 // from the stream by someone else (it is acknowledged: there is nothing to move).
 // KEYS: stream, destination. ARGV: group, id, consumer, min idle ms, attempts delta,
@@ -20,8 +23,10 @@ if #p == 0 then return -1 end
 if ARGV[3] ~= '' and p[1][2] ~= ARGV[3] then return -1 end
 if tonumber(p[1][3]) < tonumber(ARGV[4]) then return -1 end
 local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-if #e == 0 then return -2 end
+if #e == 0 then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  return -2
+end
 local f = e[1][2]
 local out = {}
 local attempts = 0
@@ -41,6 +46,7 @@ if ARGV[6] ~= '' then
   out[#out + 1] = ARGV[6]
 end
 redis.call('XADD', KEYS[2], '*', unpack(out))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return attempts
 `)

@@ -376,3 +376,38 @@ func TestCloseDeletesItsConsumer(t *testing.T) {
 		}
 	}
 }
+
+// TestFailedMoveKeepsEntry: a move whose XADD fails (here <stream>:failed is a string
+// when a worker dead-letters at MaxAttempts) changes nothing: the entry stays pending for
+// its worker, and once the key is fixed the same lease dead-letters it. This test fails
+// if the script acknowledges the entry before it adds the copy (the entry would be left
+// in the stream acknowledged, past the group's last-delivered-id: never delivered again).
+func TestFailedMoveKeepsEntry(t *testing.T) {
+	o := fresh(t, time.Minute)
+	enqueue(t, o, "a")
+	rc := redisServer.RedisClient(t)
+	rc.Set(testCtx(t), FailedKey(o.Stream), "oops", 0)
+	c, err := NewConsumer(testCtx(t), o, queue.ConsumerOptions{Session: "w", LeaseTTL: time.Minute, MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	l, err := c.Take(testCtx(t), 0)
+	if err != nil || l == nil {
+		t.Fatalf("Take = %v, %v", l, err)
+	}
+	if _, err := l.Fail(testCtx(t), errors.New("boom")); err == nil || errors.Is(err, queue.ErrLeaseLost) {
+		t.Errorf("Fail with a string at :failed = %v, want the server's error", err)
+	}
+	p := rc.XPendingExt(testCtx(t), &goredis.XPendingExtArgs{Stream: o.Stream, Group: o.Group, Start: "-", End: "+", Count: 10}).Val()
+	if len(p) != 1 || p[0].Consumer != "w" {
+		t.Fatalf("pending after the failed move = %+v, want the entry still w's", p)
+	}
+	rc.Del(testCtx(t), FailedKey(o.Stream)) // the user fixes the key
+	if dead, err := l.Fail(testCtx(t), errors.New("boom")); !dead || err != nil {
+		t.Errorf("Fail once the key is fixed = %v, %v; want dead-lettered", dead, err)
+	}
+	if diff := cmp.Diff(queue.Counts{DeadLettered: 1}, probe(t, o)); diff != "" {
+		t.Errorf("Probe (-want +got):\n%s", diff)
+	}
+}
