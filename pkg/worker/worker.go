@@ -107,8 +107,9 @@ type Options struct {
 	// AckWait NATS.AckWait, or LeaseTTL if that is zero.
 	NATS nats.Options
 	// RedisStream locates the stream and its group (Address, Stream, Group, DB,
-	// Username, Password, TLS) when Backend is BackendRedisStream. LeaseTTL and MaxScan
-	// are not used: a worker's lease is LeaseTTL below.
+	// Username, Password, TLS) when Backend is BackendRedisStream. Its LeaseTTL is the
+	// reaper's lease (30s if zero): a worker's lease is the shorter of it and LeaseTTL
+	// below. MaxScan is not used.
 	RedisStream stream.Options
 	// LeaseTTL is the expiry of a Redis lease, renewed every LeaseTTL/3 while the item is
 	// held; DefaultLeaseTTL if zero. A worker that dies keeps its item at most this long

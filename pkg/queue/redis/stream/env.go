@@ -2,15 +2,18 @@ package stream
 
 import (
 	"fmt"
+	"strconv"
+	"time"
 
 	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 )
 
 // The worker's side of WorkerEnv (pkg/queue/redis/stream/kube): reading back the
-// QUEUEJOB_REDIS_STREAM_* variables the operator puts into worker pods. The lease is
-// pkg/worker's QUEUEJOB_LEASE_SECONDS, which the operator sets from
-// spec.queue.redisStream.leaseSeconds.
+// QUEUEJOB_REDIS_STREAM_* variables the operator puts into worker pods. The worker's own
+// lease is pkg/worker's QUEUEJOB_LEASE_SECONDS (a template or --lease may change it); the
+// reaper's, spec.queue.redisStream.leaseSeconds, is EnvLeaseSeconds, and a worker renews
+// within the shorter of the two.
 
 // Environment variables of Redis Streams workers.
 const (
@@ -27,6 +30,9 @@ const (
 	EnvTLSCA = envPrefix + queue.EnvSuffixTLSCA
 	// EnvTLSServerName is tls.serverName.
 	EnvTLSServerName = envPrefix + queue.EnvSuffixTLSServerName
+	// EnvLeaseSeconds is the lease the operator's reaper goes by
+	// (spec.queue.redisStream.leaseSeconds): Options.LeaseTTL.
+	EnvLeaseSeconds = envPrefix + "_LEASE_SECONDS"
 )
 
 // OptionsFromEnv reads the QUEUEJOB_REDIS_STREAM_* variables of Redis Streams workers
@@ -37,6 +43,13 @@ func OptionsFromEnv(getenv func(string) string) (Options, error) {
 		Stream: getenv(EnvStream), Group: getenv(EnvGroup)}
 	if err == nil && o.Group == "" {
 		err = fmt.Errorf("%s must be set (the operator sets it in the pods of a QueueJob with spec.queue.redisStream)", EnvGroup)
+	}
+	if v := getenv(EnvLeaseSeconds); err == nil && v != "" {
+		n, perr := strconv.Atoi(v)
+		if perr != nil || n <= 0 {
+			err = fmt.Errorf("%s=%q: want a positive number of seconds (spec.queue.redisStream.leaseSeconds)", EnvLeaseSeconds, v)
+		}
+		o.LeaseTTL = time.Duration(n) * time.Second
 	}
 	return o, err
 }

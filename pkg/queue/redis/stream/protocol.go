@@ -28,7 +28,7 @@ import (
 //     enqueue create it at ID 0 with MKSTREAM; the operator's probe never writes.
 //   - An entry delivered to a consumer and not yet acknowledged is in flight; its pending
 //     idle time is its lease, which the worker renews (XCLAIM to itself, JUSTID) every
-//     third of the lease.
+//     third of the lease (the shorter of the worker's own and the reaper's).
 //   - Completing an entry acknowledges and deletes it (XACK + XDEL, one MULTI): a
 //     completed item is gone. Other consumer groups on the same stream are not supported.
 //   - Returning an entry to the queue (a failed attempt, a give-back, the reaper's
@@ -61,8 +61,10 @@ type Options struct {
 	// Stream is the stream's key, Group its consumer group.
 	Stream, Group string
 	// LeaseTTL is how long an entry may stay pending without a renewal before the
-	// operator's reaper returns it to the queue (spec.queue.redisStream.leaseSeconds);
-	// queue.DefaultLeaseTTL if zero. Workers take theirs from queue.ConsumerOptions.
+	// operator's reaper returns it to the queue (spec.queue.redisStream.leaseSeconds;
+	// EnvLeaseSeconds in worker pods); queue.DefaultLeaseTTL if zero. A Consumer's lease
+	// is the shorter of this and its queue.ConsumerOptions.LeaseTTL, so that a worker
+	// with a longer lease of its own still renews before the reaper takes its entry.
 	LeaseTTL time.Duration
 	// MaxScan bounds how many expired entries one Reap returns; 1000 if zero.
 	MaxScan int64

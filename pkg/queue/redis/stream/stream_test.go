@@ -256,15 +256,23 @@ func TestReapDeletesStrandedConsumers(t *testing.T) {
 
 // TestOptionsFromEnv reads back what WorkerEnv writes.
 func TestOptionsFromEnv(t *testing.T) {
-	env := map[string]string{EnvAddress: "r:6379", EnvStream: "s", EnvGroup: "g", EnvDB: "2", EnvUsername: "u", EnvPassword: "p"}
+	env := map[string]string{EnvAddress: "r:6379", EnvStream: "s", EnvGroup: "g", EnvDB: "2", EnvUsername: "u", EnvPassword: "p",
+		EnvLeaseSeconds: "45"}
 	o, err := OptionsFromEnv(func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Options{Address: "r:6379", Stream: "s", Group: "g", DB: 2, Username: "u", Password: "p"}
+	want := Options{Address: "r:6379", Stream: "s", Group: "g", DB: 2, Username: "u", Password: "p", LeaseTTL: 45 * time.Second}
 	if diff := cmp.Diff(want, o); diff != "" {
 		t.Errorf("OptionsFromEnv (-want +got):\n%s", diff)
 	}
+	for _, bad := range []string{"0", "-1", "3m"} {
+		env[EnvLeaseSeconds] = bad
+		if _, err := OptionsFromEnv(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), EnvLeaseSeconds) {
+			t.Errorf("OptionsFromEnv with %s=%q = %v, want an error naming it", EnvLeaseSeconds, bad, err)
+		}
+	}
+	env[EnvLeaseSeconds] = "45"
 	delete(env, EnvGroup)
 	if _, err := OptionsFromEnv(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), EnvGroup) {
 		t.Errorf("OptionsFromEnv without a group = %v, want an error naming %s", err, EnvGroup)
@@ -409,5 +417,46 @@ func TestFailedMoveKeepsEntry(t *testing.T) {
 	}
 	if diff := cmp.Diff(queue.Counts{DeadLettered: 1}, probe(t, o)); diff != "" {
 		t.Errorf("Probe (-want +got):\n%s", diff)
+	}
+}
+
+// TestRenewsWithinTheReapersLease: a worker whose own lease (--lease,
+// QUEUEJOB_LEASE_SECONDS) is longer than the reaper's (spec.queue.redisStream.leaseSeconds,
+// Options.LeaseTTL) renews within the reaper's, so that the reaper never takes an entry
+// from a live worker that renews on its schedule. This test fails if the worker renews
+// every third of its own lease only.
+func TestRenewsWithinTheReapersLease(t *testing.T) {
+	o := fresh(t, 2*time.Second) // the reaper's lease
+	enqueue(t, o, "a")
+	c, err := NewConsumer(testCtx(t), o, queue.ConsumerOptions{Session: "live", LeaseTTL: 12 * time.Second, MaxAttempts: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	l, err := c.Take(testCtx(t), 0)
+	if err != nil || l == nil {
+		t.Fatalf("Take = %v, %v", l, err)
+	}
+	// The worker's schedule, as pkg/worker keeps it.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		tick := time.NewTicker(l.RenewEvery())
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				_, _ = l.Renew(testCtx(t))
+			}
+		}
+	}()
+	p := New(o)
+	defer func() { _ = p.Close() }()
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if n, err := p.Reap(testCtx(t), time.Now(), 0); err != nil || n != 0 {
+			t.Fatalf("Reap = %d, %v; the reaper took an entry from a live worker that renews every %s", n, err, l.RenewEvery())
+		}
 	}
 }

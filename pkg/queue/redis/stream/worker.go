@@ -30,10 +30,11 @@ type Consumer struct {
 
 // NewConsumer connects to the stream of o at once and creates its group if missing, so
 // that a wrong address, password or certificate fails here with a message that says
-// what to fix.
+// what to fix. Its lease is the shorter of co.LeaseTTL and o.LeaseTTL (the reaper's).
 func NewConsumer(ctx context.Context, o Options, co queue.ConsumerOptions) (*Consumer, error) {
 	o = o.withDefaults()
 	co = co.WithDefaults()
+	co.LeaseTTL = min(co.LeaseTTL, o.LeaseTTL)
 	c := &Consumer{o: o, co: co, client: redis.NewClient(o.Server(), 0), probe: New(o)}
 	if err := ensureGroup(ctx, c.client, o); err != nil {
 		_ = c.Close()

@@ -88,9 +88,11 @@ func SecretRefs(s *qjv1.QueueSource) []backends.SecretRef {
 
 // WorkerEnv is what a Redis Streams worker pod needs (stream.OptionsFromEnv and
 // worker.OptionsFromEnv read it back): the QUEUEJOB_REDIS_STREAM_* variables, the
-// password and the CA bundle as secretKeyRef, and the lease as QUEUEJOB_LEASE_SECONDS,
-// so that workers renew within the lease the reaper goes by. A variable the pod
-// template sets itself wins (as for every variable the operator adds).
+// password and the CA bundle as secretKeyRef, and the lease twice: as
+// QUEUEJOB_LEASE_SECONDS, the worker's own lease (which a template or --lease may
+// change), and as QUEUEJOB_REDIS_STREAM_LEASE_SECONDS, the lease the reaper goes by, so
+// that workers renew within it whatever their own. A variable the pod template sets
+// itself wins (as for every variable the operator adds).
 func WorkerEnv(s *qjv1.QueueSource) []corev1.EnvVar {
 	r := s.RedisStream
 	env := []corev1.EnvVar{
@@ -99,6 +101,7 @@ func WorkerEnv(s *qjv1.QueueSource) []corev1.EnvVar {
 		{Name: stream.EnvGroup, Value: r.Group},
 		{Name: stream.EnvDB, Value: strconv.Itoa(int(deref(r.DB, 0)))},
 		{Name: worker.EnvLeaseSeconds, Value: strconv.Itoa(int(leaseSeconds(r)))},
+		{Name: stream.EnvLeaseSeconds, Value: strconv.Itoa(int(leaseSeconds(r)))},
 	}
 	if r.Username != "" {
 		env = append(env, corev1.EnvVar{Name: stream.EnvUsername, Value: r.Username})

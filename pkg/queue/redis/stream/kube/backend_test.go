@@ -39,6 +39,7 @@ func TestWorkerEnvAndSecretRefs(t *testing.T) {
 		{Name: stream.EnvGroup, Value: "workers"},
 		{Name: stream.EnvDB, Value: "3"},
 		{Name: worker.EnvLeaseSeconds, Value: "45"},
+		{Name: stream.EnvLeaseSeconds, Value: "45"},
 		{Name: stream.EnvUsername, Value: "u"},
 		{Name: stream.EnvPassword, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: passwordRef}},
 	}
@@ -61,7 +62,8 @@ func TestWorkerEnvAndSecretRefs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantOpts := stream.Options{Address: "redis:6379", Stream: "jobs", Group: "workers", DB: 3, Username: "u", Password: "pw"}
+	wantOpts := stream.Options{Address: "redis:6379", Stream: "jobs", Group: "workers", DB: 3, Username: "u", Password: "pw",
+		LeaseTTL: 45 * time.Second}
 	if o.Backend != worker.BackendRedisStream || o.LeaseTTL != 45*time.Second {
 		t.Errorf("worker.OptionsFromEnv: backend %q, lease %s; want %s, 45s", o.Backend, o.LeaseTTL, worker.BackendRedisStream)
 	}
