@@ -174,9 +174,11 @@ func (c *Conn) checkTypes(typ string, ftyp *goredis.StatusCmd) error {
 // costs nothing). The pending entries and the consumers are read in one round trip. Each
 // entry is returned by a script that checks its idle time again, so that a renewal in
 // between keeps it where it is: an entry a live worker renews is never taken from it. A
-// missing stream or group has nothing to reap.
+// missing stream or group has nothing to reap. Of grace it adds at most 10 s
+// (maxReapGrace): the server keeps the idle times, so no second sighting is needed, and
+// a long probe interval must not keep a crashed worker's entry for hours.
 func (c *Conn) Reap(ctx context.Context, now time.Time, grace time.Duration) (int, error) {
-	minIdle := c.o.LeaseTTL + grace
+	minIdle := reapAfter(c.o.LeaseTTL, grace)
 	var pending *goredis.XPendingExtCmd
 	var consumers *goredis.XInfoConsumersCmd
 	_, err := c.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
@@ -204,6 +206,19 @@ func (c *Conn) Reap(ctx context.Context, now time.Time, grace time.Duration) (in
 		}
 	}
 	return reclaimed, c.deleteStranded(ctx, consumers.Val(), minIdle)
+}
+
+// maxReapGrace bounds the grace Reap adds to the lease. The controller's grace,
+// max(10 s, 2 × probeIntervalSeconds), is for the list backend's reaper, which must see
+// a lease gone in two probes; a stream's idle times are kept by the server, so a long
+// probe interval needs no longer grace, and must not keep a crashed worker's entry (and
+// the wave that waits for it) for hours.
+const maxReapGrace = 10 * time.Second
+
+// reapAfter is how long an entry stays pending without a renewal before Reap returns it:
+// the lease plus the grace, at most maxReapGrace of it.
+func reapAfter(lease, grace time.Duration) time.Duration {
+	return lease + min(grace, maxReapGrace)
 }
 
 // deleteStranded deletes the consumers idle for longer than idle that hold no pending

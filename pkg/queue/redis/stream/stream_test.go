@@ -460,3 +460,25 @@ func TestRenewsWithinTheReapersLease(t *testing.T) {
 		}
 	}
 }
+
+// TestReapAfter: the reaper adds to the lease at most maxReapGrace of the grace the
+// controller gives (max(10 s, 2 × probeIntervalSeconds)): a stream's idle times are kept
+// by the server, so a long probe interval must not keep a crashed worker's entry for hours.
+func TestReapAfter(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		lease, grace time.Duration
+		want         time.Duration
+	}{
+		{"no grace", 30 * time.Second, 0, 30 * time.Second},
+		{"the controller's least grace", 30 * time.Second, 10 * time.Second, 40 * time.Second},
+		{"probe interval 3600 s", 30 * time.Second, 2 * time.Hour, 40 * time.Second},
+		{"a short grace", time.Second, 3 * time.Second, 4 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := reapAfter(tc.lease, tc.grace); got != tc.want {
+				t.Errorf("reapAfter(%s, %s) = %s, want %s", tc.lease, tc.grace, got, tc.want)
+			}
+		})
+	}
+}
