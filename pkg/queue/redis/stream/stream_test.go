@@ -176,6 +176,8 @@ func TestEntryWithoutItemIsDeadLettered(t *testing.T) {
 
 // TestRenewKeepsToItsOwnEntries: Renew resets the idle time of the session's own entry,
 // and says the lease is lost (and claims nothing) for an entry another consumer holds.
+// Once the reaper has returned the entry, its former holder can neither renew nor
+// complete it: the entry came back under a new id.
 func TestRenewKeepsToItsOwnEntries(t *testing.T) {
 	o := fresh(t, time.Minute)
 	a := consumer(t, o, "a")
@@ -187,7 +189,8 @@ func TestRenewKeepsToItsOwnEntries(t *testing.T) {
 	if ok, err := l.Renew(testCtx(t)); !ok || err != nil {
 		t.Errorf("Renew of its own entry = %v, %v; want true", ok, err)
 	}
-	stolen := &lease{c: consumer(t, o, "b"), id: l.(*lease).id}
+	b := consumer(t, o, "b")
+	stolen := &lease{c: b, id: l.(*lease).id}
 	if ok, err := stolen.Renew(testCtx(t)); ok || err != nil {
 		t.Errorf("Renew of another's entry = %v, %v; want false", ok, err)
 	}
@@ -195,10 +198,29 @@ func TestRenewKeepsToItsOwnEntries(t *testing.T) {
 	if len(p) != 1 || p[0].Consumer != "a" {
 		t.Errorf("pending = %+v, want the entry still a's", p)
 	}
-	if err := stolen.Complete(testCtx(t)); err != nil {
-		// Complete is XACK, which does not check the consumer: the protocol never
-		// gives an entry to another consumer, so only its holder has its id.
-		t.Logf("Complete by another = %v", err)
+	// Complete is XACK, which does not check the consumer: what keeps others from
+	// completing a's entry is that no other consumer is ever given its id. A reclaimed
+	// entry comes back as a new entry, with a new id, so the former holder's Complete
+	// acknowledges nothing and says the lease was lost.
+	short := o
+	short.LeaseTTL = time.Millisecond
+	reaper := New(short)
+	defer func() { _ = reaper.Close() }()
+	eventually(t, "the reaper returns the entry", func() bool {
+		n, err := reaper.Reap(testCtx(t), time.Now(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	})
+	if ok, err := l.Renew(testCtx(t)); ok || err != nil {
+		t.Errorf("Renew by the former holder = %v, %v; want false", ok, err)
+	}
+	if err := l.Complete(testCtx(t)); !errors.Is(err, queue.ErrLeaseLost) {
+		t.Errorf("Complete by the former holder = %v, want ErrLeaseLost", err)
+	}
+	if again, err := b.Take(testCtx(t), 0); err != nil || again == nil || string(again.Data()) != "1" || again.Attempt() != 2 {
+		t.Errorf("Take after the reclaim = %v, %v; want the item again, attempt 2", again, err)
 	}
 }
 
