@@ -29,6 +29,10 @@ import (
 //   - An entry delivered to a consumer and not yet acknowledged is in flight; its pending
 //     idle time is its lease, which the worker renews (XCLAIM to itself, JUSTID) every
 //     third of the lease (the shorter of the worker's own and the reaper's).
+//   - A read (or CompleteAndTake's MULTI) that failed may have run on the server, its
+//     reply lost: the entry it delivered is pending for the session, which no lease
+//     holds. The session's next Take first reads its own pending entries (XREADGROUP
+//     ... 0) and hands out those no lease holds, their attempt unchanged.
 //   - Completing an entry acknowledges and deletes it (XACK + XDEL, one MULTI): a
 //     completed item is gone. Other consumer groups on the same stream are not supported.
 //   - Returning an entry to the queue (a failed attempt, a give-back, the reaper's

@@ -504,3 +504,100 @@ func TestReapAfter(t *testing.T) {
 		})
 	}
 }
+
+// busyScript keeps the server busy for ARGV[1] µs: commands sent meanwhile run after it.
+var busyScript = goredis.NewScript(`
+local t0 = redis.call('TIME')
+local s = tonumber(t0[1]) * 1000000 + tonumber(t0[2])
+while true do
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000000 + tonumber(t[2]) - s > tonumber(ARGV[1]) then return 1 end
+end
+`)
+
+// TestLostReplyIsTakenAgain: a read that ran on the server but whose reply the worker
+// never got (its client timed out while the server was busy) leaves the entry pending
+// for the session; the worker's next Take hands it out again, its attempt unchanged,
+// instead of leaving it to the reaper (lease + grace later, an attempt charged); an
+// entry one of its leases holds is not handed out twice. This test fails if Take reads
+// only new entries.
+func TestLostReplyIsTakenAgain(t *testing.T) {
+	o := fresh(t, time.Minute)
+	o.Timeout = 300 * time.Millisecond
+	enqueue(t, o, "held", "a")
+	c := consumer(t, o, "w")
+	held, err := c.Take(testCtx(t), 0)
+	if err != nil || held == nil {
+		t.Fatalf("Take = %v, %v", held, err)
+	}
+	whileBusy(t, func() {
+		if l, err := c.Take(testCtx(t), 0); err == nil {
+			t.Fatalf("Take while the server is busy = %v, %v; want a timeout", l, err)
+		}
+	})
+	rc := redisServer.RedisClient(t)
+	p := rc.XPendingExt(testCtx(t), &goredis.XPendingExtArgs{Stream: o.Stream, Group: o.Group, Start: "-", End: "+", Count: 10}).Val()
+	if len(p) != 2 || p[1].Consumer != "w" {
+		t.Fatalf("pending = %+v, want the held entry and the one w's read delivered (the case this test is about)", p)
+	}
+	l, err := c.Take(testCtx(t), 0)
+	if err != nil || l == nil || string(l.Data()) != "a" || l.Attempt() != 1 {
+		t.Fatalf("Take after the lost reply = %v, %v; want a, attempt 1", l, err)
+	}
+	if again, err := c.Take(testCtx(t), 0); again != nil || err != nil {
+		t.Errorf("Take with nothing ready = %v, %v; want nothing (the held entry is not handed out twice)", again, err)
+	}
+	for _, l := range []queue.Lease{held, l} {
+		if err := l.Complete(testCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if diff := cmp.Diff(queue.Counts{}, probe(t, o)); diff != "" {
+		t.Errorf("Probe (-want +got):\n%s", diff)
+	}
+}
+
+// whileBusy runs f while the server runs busyScript for 3 s (commands sent meanwhile run
+// after it), and returns once the script has ended.
+func whileBusy(t *testing.T, f func()) {
+	t.Helper()
+	busy := redisServer.RedisClient(t)
+	done := make(chan error, 1)
+	go func() { done <- busyScript.Run(testCtx(t), busy, nil, 3_000_000).Err() }()
+	ping := goredis.NewClient(&goredis.Options{Addr: redisServer.Addr(), ReadTimeout: 50 * time.Millisecond, MaxRetries: -1})
+	defer func() { _ = ping.Close() }()
+	eventually(t, "the server is busy", func() bool { return ping.Ping(testCtx(t)).Err() != nil })
+	f()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLostMultiReplyIsTakenAgain: CompleteAndTake's MULTI that ran on the server while
+// its client timed out completed the entry and delivered the next to the session; the
+// next Take hands that one out, its attempt unchanged.
+func TestLostMultiReplyIsTakenAgain(t *testing.T) {
+	o := fresh(t, time.Minute)
+	o.Timeout = 300 * time.Millisecond
+	enqueue(t, o, "a", "b")
+	c := consumer(t, o, "w")
+	l, err := c.Take(testCtx(t), 0)
+	if err != nil || l == nil {
+		t.Fatalf("Take = %v, %v", l, err)
+	}
+	whileBusy(t, func() {
+		if next, _, err := c.CompleteAndTake(testCtx(t), l); err == nil {
+			t.Fatalf("CompleteAndTake while the server is busy = %v, %v; want a timeout", next, err)
+		}
+	})
+	next, err := c.Take(testCtx(t), 0)
+	if err != nil || next == nil || string(next.Data()) != "b" || next.Attempt() != 1 {
+		t.Fatalf("Take after the lost reply = %v, %v; want b, attempt 1", next, err)
+	}
+	if err := next.Complete(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(queue.Counts{}, probe(t, o)); diff != "" {
+		t.Errorf("Probe (-want +got):\n%s", diff)
+	}
+}

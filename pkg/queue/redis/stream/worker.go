@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -26,6 +27,18 @@ type Consumer struct {
 	client *goredis.Client
 	// probe counts the stream as the operator does.
 	probe *Conn
+	// reads lets the reads of new entries run together, and a read of the session's own
+	// pending entries (recover) alone: one of them could deliver an entry not yet held.
+	reads sync.RWMutex
+	// mu guards unsure and held.
+	mu sync.Mutex
+	// unsure is set by a read that failed: it may have run on the server, its reply
+	// lost, leaving an entry pending for the session that no lease holds.
+	unsure bool
+	// held are the ids of the entries the session's reads delivered and its leases have
+	// not finished (a lease lost to the reaper and never finished stays: its id is never
+	// pending for the session again).
+	held map[string]bool
 }
 
 // NewConsumer connects to the stream of o at once and creates its group if missing, so
@@ -35,7 +48,7 @@ func NewConsumer(ctx context.Context, o Options, co queue.ConsumerOptions) (*Con
 	o = o.withDefaults()
 	co = co.WithDefaults()
 	co.LeaseTTL = min(co.LeaseTTL, o.LeaseTTL)
-	c := &Consumer{o: o, co: co, client: redis.NewClient(o.Server(), 0), probe: New(o)}
+	c := &Consumer{o: o, co: co, client: redis.NewClient(o.Server(), 0), probe: New(o), held: map[string]bool{}}
 	if err := ensureGroup(ctx, c.client, o); err != nil {
 		_ = c.Close()
 		return nil, c.err(ctx, err)
@@ -71,14 +84,98 @@ func (c *Consumer) read(ctx context.Context, block time.Duration) (*goredis.XMes
 	return &res[0].Messages[0], nil
 }
 
-// Take waits up to wait for an entry and leases it; nil if none came.
+// readNew reads the next new entry (read), noting what it delivered or that it failed.
+func (c *Consumer) readNew(ctx context.Context, block time.Duration) (*goredis.XMessage, error) {
+	c.reads.RLock()
+	defer c.reads.RUnlock()
+	m, err := c.read(ctx, block)
+	c.noteRead(m, err)
+	return m, err
+}
+
+// noteRead notes an entry a read delivered (m), or that it failed (err): its reply may
+// have been lost after the server delivered an entry.
+func (c *Consumer) noteRead(m *goredis.XMessage, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		c.unsure = true
+	}
+	if m != nil {
+		c.held[m.ID] = true
+	}
+}
+
+// finished forgets an entry a lease held.
+func (c *Consumer) finished(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.held, id)
+}
+
+// recover, after a read failed, reads the session's own pending entries (XREADGROUP
+// with ID 0, no new entries are read meanwhile) and returns the oldest that no lease
+// holds (a delivery whose reply was lost), its idle time reset (a lease from now on);
+// nil once there is none.
+func (c *Consumer) recover(ctx context.Context) (*goredis.XMessage, error) {
+	c.mu.Lock()
+	unsure := c.unsure
+	c.mu.Unlock()
+	if !unsure {
+		return nil, nil
+	}
+	c.reads.Lock()
+	defer c.reads.Unlock()
+	for from := "0"; ; {
+		res, err := c.client.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: c.o.Group, Consumer: c.co.Session,
+			Streams: []string{c.o.Stream, from}, Count: 100, Block: -1}).Result()
+		if err != nil && !errors.Is(err, goredis.Nil) && !isNoGroup(err) {
+			return nil, err
+		}
+		if err != nil || len(res) == 0 || len(res[0].Messages) == 0 {
+			c.mu.Lock()
+			c.unsure = false
+			c.mu.Unlock()
+			return nil, nil
+		}
+		for _, m := range res[0].Messages {
+			if got, err := c.orphan(ctx, m); got != nil || err != nil {
+				return got, err
+			}
+			from = m.ID
+		}
+	}
+}
+
+// orphan returns m if no lease holds it, its idle time reset (nil if it is not pending
+// for the session any more), and notes it held.
+func (c *Consumer) orphan(ctx context.Context, m goredis.XMessage) (*goredis.XMessage, error) {
+	c.mu.Lock()
+	held := c.held[m.ID]
+	c.mu.Unlock()
+	if held {
+		return nil, nil
+	}
+	n, err := renewScript.Run(ctx, c.client, []string{c.o.Stream}, c.o.Group, m.ID, c.co.Session).Int()
+	if err != nil || n == 0 {
+		return nil, err
+	}
+	c.noteRead(&m, nil)
+	return &m, nil
+}
+
+// Take waits up to wait for an entry and leases it; nil if none came. After a read that
+// failed it first hands out the session's pending entries that no lease holds (recover).
 func (c *Consumer) Take(ctx context.Context, wait time.Duration) (queue.Lease, error) {
 	block := wait
 	if wait <= 0 {
 		block = -1 // no BLOCK: BLOCK 0 waits for ever
 	}
 	for {
-		m, err := c.read(ctx, block)
+		m, err := c.recover(ctx)
+		if m == nil && err == nil {
+			m, err = c.readNew(ctx, block)
+		}
 		if err != nil {
 			return nil, c.err(ctx, err)
 		}
@@ -115,6 +212,9 @@ func (c *Consumer) claim(ctx context.Context, m *goredis.XMessage) (queue.Lease,
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queue.FinishTimeout)
 	defer cancel()
 	n, err := c.move(cctx, m.ID, FailedKey(c.o.Stream), 0, why)
+	if err == nil {
+		c.finished(m.ID)
+	}
 	if err != nil {
 		return nil, c.err(ctx, err)
 	}
@@ -135,6 +235,7 @@ func (c *Consumer) CompleteAndTake(ctx context.Context, l queue.Lease) (next que
 	r := l.(*lease)
 	var ack *goredis.IntCmd
 	var read *goredis.XStreamSliceCmd
+	c.reads.RLock()
 	_, err = c.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		ack = p.XAck(ctx, c.o.Stream, c.o.Group, r.id)
 		p.XDel(ctx, c.o.Stream, r.id)
@@ -142,6 +243,9 @@ func (c *Consumer) CompleteAndTake(ctx context.Context, l queue.Lease) (next que
 			Streams: []string{c.o.Stream, ">"}, Count: 1, Block: -1})
 		return nil
 	})
+	c.noteMulti(read, err)
+	c.reads.RUnlock()
+	c.finished(r.id)
 	switch {
 	case isNoGroup(ack.Err()):
 		completeErr = queue.ErrLeaseLost // the group was deleted, and the entry's lease with it
@@ -164,6 +268,18 @@ func (c *Consumer) CompleteAndTake(ctx context.Context, l queue.Lease) (next que
 	}
 	next, err = c.claim(ctx, &res[0].Messages[0])
 	return next, completeErr, err
+}
+
+// noteMulti notes what the read of CompleteAndTake's MULTI delivered, or that the MULTI
+// failed (err, other than nothing to read): it may have run, its reply lost.
+func (c *Consumer) noteMulti(read *goredis.XStreamSliceCmd, err error) {
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		c.noteRead(nil, err)
+		return
+	}
+	if res, rerr := read.Result(); rerr == nil && len(res) > 0 && len(res[0].Messages) > 0 {
+		c.noteRead(&res[0].Messages[0], nil)
+	}
 }
 
 // Empty counts the stream with the operator's probe: nothing ready, nothing in flight.
@@ -264,11 +380,13 @@ func (l *lease) Complete(ctx context.Context) error {
 		return nil
 	})
 	if isNoGroup(ack.Err()) {
+		l.c.finished(l.id)
 		return queue.ErrLeaseLost // the stream or its group was deleted: so was the entry
 	}
 	if err != nil {
 		return l.c.err(ctx, err)
 	}
+	l.c.finished(l.id)
 	return l.acked(ack.Val())
 }
 
@@ -308,9 +426,11 @@ func (l *lease) Release(ctx context.Context) error {
 func (l *lease) moved(ctx context.Context, n int, err error) error {
 	switch {
 	case n == -1, isNoGroup(err):
+		l.c.finished(l.id)
 		return queue.ErrLeaseLost
 	case err != nil:
 		return l.c.err(ctx, err)
 	}
+	l.c.finished(l.id)
 	return nil
 }
