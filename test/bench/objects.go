@@ -65,10 +65,23 @@ func podTemplate() corev1.PodTemplateSpec {
 // queueJob is a PerItem QueueJob on a Redis list; interval 0 keeps the default probe
 // interval.
 func queueJob(ns, name, redisAddr, key string, interval int32) *qjv1.QueueJob {
+	return queueJobOn(ns, name, redisList(redisAddr)(key), interval)
+}
+
+// redisList is the source of a Redis list of a server, by key.
+func redisList(addr string) func(key string) qjv1.QueueSource {
+	return func(key string) qjv1.QueueSource {
+		return qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: addr, Key: key}}
+	}
+}
+
+// queueJobOn is a PerItem QueueJob on the queue src; interval 0 keeps the default probe
+// interval.
+func queueJobOn(ns, name string, src qjv1.QueueSource, interval int32) *qjv1.QueueJob {
 	qj := &qjv1.QueueJob{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: qjv1.QueueJobSpec{
-			Queue:       &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: redisAddr, Key: key}},
+			Queue:       &src,
 			Mode:        qjv1.ModePerItem,
 			JobTemplate: qjv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: podTemplate()}},
 		},

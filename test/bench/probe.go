@@ -289,22 +289,21 @@ func benchProbe(ctx context.Context, res *Results, sizes []int) error {
 	for _, n := range sizes {
 		maxN = max(maxN, n)
 	}
-	res.Settings["probe"] = fmt.Sprintf("interval %s, probes spread evenly over it, ≥ %d intervals and ≥ %d probes (≤ %d intervals) per run; each queue %d ready items (Redis: and %d leased in flight)",
+	res.Settings["probe"] = fmt.Sprintf("interval %s, probes spread evenly over it, ≥ %d intervals and ≥ %d probes (≤ %d intervals) per run; each queue %d ready items (Redis lists and streams, NATS: and %d leased in flight)",
 		probeInterval, probeMinIntervals, probeMinProbes, probeMaxIntervals, probeReady, probeInFlight)
 
-	if err := probeRedis(ctx, res, title, sizes, maxN); err != nil {
-		logf("probe: redis: %v", err)
-		for _, n := range sizes {
-			res.missing(title, probeRowName("redis", n), err.Error())
+	for _, be := range []struct {
+		name  string
+		probe func(context.Context, *Results, string, []int, int) error
+	}{{"redis", probeRedis}, {"rabbitmq", probeRabbitMQ}, {"redis stream", probeRedisStream}, {"nats", probeNATS}} {
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if err := probeRabbitMQ(ctx, res, title, sizes, maxN); err != nil {
-		logf("probe: rabbitmq: %v", err)
-		for _, n := range sizes {
-			res.missing(title, probeRowName("rabbitmq", n), err.Error())
+		if err := be.probe(ctx, res, title, sizes, maxN); err != nil {
+			logf("probe: %s: %v", be.name, err)
+			for _, n := range sizes {
+				res.missing(title, probeRowName(be.name, n), err.Error())
+			}
 		}
 	}
 	return ctx.Err()

@@ -16,8 +16,8 @@ import (
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 )
 
-// peer is one of the two operators under the same trial: how to make its object for a
-// Redis list, and how to tell it has looked at the list at least once.
+// peer is one of the two operators (or settings) under the same trial: how to make its
+// object for a queue, and how to tell it has looked at the queue at least once.
 type peer struct {
 	Name string
 	// Interval is the polling interval set on the object, 0 for the default; Effective is
@@ -27,13 +27,14 @@ type peer struct {
 	ready               func(ctx context.Context, c client.Client, ns string, n int) (bool, error)
 }
 
-func ourPeer(redisAddr string, interval int32) peer {
+// ourPeer is the operator's QueueJob on the queue source(key).
+func ourPeer(source func(key string) qjv1.QueueSource, interval int32) peer {
 	eff := interval
 	if eff == 0 {
 		eff = qjv1.DefaultProbeIntervalSeconds
 	}
 	return peer{Name: "queuejob-operator", Interval: interval, Effective: eff,
-		make: func(ns, name, key string) client.Object { return queueJob(ns, name, redisAddr, key, interval) },
+		make: func(ns, name, key string) client.Object { return queueJobOn(ns, name, source(key), interval) },
 		ready: func(ctx context.Context, c client.Client, ns string, n int) (bool, error) {
 			var l qjv1.QueueJobList
 			if err := c.List(ctx, &l, client.InNamespace(ns)); err != nil {
@@ -86,12 +87,29 @@ type trialResult struct {
 	Early     int // a Job that was there before the push: a broken trial
 }
 
-// reactionTrials makes trials objects of p, each on a list of its own, waits until p has
-// looked at each once, then pushes one item into each list at a random moment of a window
+// trialQueue is the kind of queue a trial's objects wait on: how to name queue i of a
+// namespace, how to make it exist and empty, and how to push one item into it.
+type trialQueue struct {
+	key   func(ns string, i int) string
+	reset func(ctx context.Context, key string) error
+	push  func(ctx context.Context, key string) error
+}
+
+// redisListQueue is a Redis list: a missing key is an empty list.
+func redisListQueue(rdb *redis.Client) trialQueue {
+	return trialQueue{
+		key:   func(ns string, i int) string { return fmt.Sprintf("rx:%s:%03d", ns, i) },
+		reset: func(ctx context.Context, key string) error { return rdb.Del(ctx, key).Err() },
+		push:  func(ctx context.Context, key string) error { return rdb.LPush(ctx, key, "item").Err() },
+	}
+}
+
+// reactionTrials makes trials objects of p, each on a queue q of its own, waits until p
+// has looked at each once, then pushes one item into each queue at a random moment of a window
 // at least one polling interval long (and at least trials/2 seconds), so that pushes fall
 // at every phase of the polls, and times push → first Job seen. Trials without a Job in
 // time count as never ending in the percentiles.
-func (b *bench) reactionTrials(ctx context.Context, cp *ControlPlane, c client.Client, rdb *redis.Client, p peer, ns string, trials int) (trialResult, error) {
+func (b *bench) reactionTrials(ctx context.Context, cp *ControlPlane, c client.Client, q trialQueue, p peer, ns string, trials int) (trialResult, error) {
 	var res trialResult
 	if err := createNamespace(ctx, c, ns); err != nil {
 		return res, err
@@ -100,8 +118,8 @@ func (b *bench) reactionTrials(ctx context.Context, cp *ControlPlane, c client.C
 	objs := make([]client.Object, trials)
 	keys := make([]string, trials)
 	for i := range objs {
-		keys[i] = fmt.Sprintf("rx:%s:%03d", ns, i)
-		if err := rdb.Del(ctx, keys[i]).Err(); err != nil {
+		keys[i] = q.key(ns, i)
+		if err := q.reset(ctx, keys[i]); err != nil {
 			return res, err
 		}
 		objs[i] = p.make(ns, fmt.Sprintf("rx-%03d", i), keys[i])
@@ -138,7 +156,7 @@ func (b *bench) reactionTrials(ctx context.Context, cp *ControlPlane, c client.C
 				return
 			}
 			t := time.Now()
-			if err := rdb.LPush(ctx, keys[i], "item").Err(); err != nil {
+			if err := q.push(ctx, keys[i]); err != nil {
 				mu.Lock()
 				pushErr = err
 				mu.Unlock()
@@ -174,15 +192,28 @@ func (b *bench) reactionTrials(ctx context.Context, cp *ControlPlane, c client.C
 	return res, ctx.Err()
 }
 
-// reaction is section 1: ours and KEDA's, at default settings and at a 1 s interval.
+// reaction is section 1: on a Redis list, ours and KEDA's, at default settings and at a
+// 1 s interval; then on a Redis stream and on NATS, ours with the queue watch beside ours
+// polling alone.
 func (b *bench) reaction(ctx context.Context) error {
 	const sec = "reaction"
-	title := sectionTitle[sec]
 	ctx, cp, c, done, err := b.setup(ctx, sec, 0)
 	if err != nil {
 		return err
 	}
 	defer done()
+	b.res.Settings["reaction trials"] = fmt.Sprint(b.o.Trials)
+	if err := b.reactionList(ctx, cp, c); err != nil {
+		return err
+	}
+	return b.reactionWatched(ctx, cp, c)
+}
+
+// reactionList is section 1 on Redis lists: ours and KEDA's, at default settings and at
+// a 1 s interval.
+func (b *bench) reactionList(ctx context.Context, cp *ControlPlane, c client.Client) error {
+	const sec = "reaction"
+	title := sectionTitle[sec]
 	rs, rdb, err := b.redisClient()
 	if err != nil {
 		return err
@@ -198,21 +229,20 @@ func (b *bench) reaction(ctx context.Context) error {
 	if kedaErr == nil {
 		defer keda.Stop()
 	}
-	b.res.Settings["reaction trials"] = fmt.Sprint(b.o.Trials)
 
 	for _, setting := range []struct {
 		name     string
 		interval int32
 	}{{"default settings", 0}, {"1 s polling", 1}} {
-		ours := ourPeer(rs.Addr(), setting.interval)
+		ours := ourPeer(redisList(rs.Addr()), setting.interval)
 		theirs := kedaPeer(rs.Addr(), setting.interval)
-		o, err := b.reactionTrials(ctx, cp, c, rdb, ours, fmt.Sprintf("rx-qj-%d", setting.interval), b.o.Trials)
+		o, err := b.reactionTrials(ctx, cp, c, redisListQueue(rdb), ours, fmt.Sprintf("rx-qj-%d", setting.interval), b.o.Trials)
 		if err != nil {
 			return err
 		}
 		var k trialResult
 		if kedaErr == nil {
-			if k, err = b.reactionTrials(ctx, cp, c, rdb, theirs, fmt.Sprintf("rx-keda-%d", setting.interval), b.o.Trials); err != nil {
+			if k, err = b.reactionTrials(ctx, cp, c, redisListQueue(rdb), theirs, fmt.Sprintf("rx-keda-%d", setting.interval), b.o.Trials); err != nil {
 				return err
 			}
 		}

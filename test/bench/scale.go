@@ -69,7 +69,7 @@ func (b *bench) scale(ctx context.Context, api, memory bool) error {
 		}
 	}
 	logf("created %d QueueJobs and %d ScaledJobs in %s", n, map[bool]int{true: n}[kedaErr == nil], time.Since(t0).Round(time.Millisecond))
-	ours := ourPeer(rs.Addr(), 0)
+	ours := ourPeer(redisList(rs.Addr()), 0)
 	if err := waitFor(ctx, 10*time.Minute, 2*time.Second, "every QueueJob probed once", func() (bool, error) {
 		return ours.ready(ctx, c, "idle-qj", n)
 	}); err != nil {
