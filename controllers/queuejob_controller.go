@@ -66,8 +66,10 @@ type QueueJobReconciler struct {
 	// so a rotated password takes effect within a probe or two.
 	SecretRefresh time.Duration
 
-	// NoQueueWatch turns off the watch of queues that can be watched (Redis, through
-	// client-side caching's tracking): new items are then found by the probes alone.
+	// NoQueueWatch turns off the watch of queues that can be watched (a backend whose
+	// Backend has NewWatcher: Redis lists and streams, through client-side caching's
+	// tracking; NATS, through a subscription to the stream's subjects): new items are
+	// then found by the probes alone.
 	NoQueueWatch bool
 	// AllowedAddresses is where the manager may connect to probe a queue
 	// (--allowed-queue-addresses); the zero policy allows every address. A probe checks it

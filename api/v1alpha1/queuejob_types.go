@@ -793,8 +793,9 @@ type RedisStreamQueue struct {
 	// leaseSeconds is how long an entry may stay pending without its worker
 	// renewing it (workers renew every third of it) before the operator's
 	// reaper returns it to the stream. The operator passes it to the workers as
-	// QUEUEJOB_LEASE_SECONDS; a value the pod template sets wins for the workers
-	// but not for the reaper, so leave it to this field.
+	// QUEUEJOB_LEASE_SECONDS and QUEUEJOB_REDIS_STREAM_LEASE_SECONDS: a worker
+	// whose own lease is longer (a template's QUEUEJOB_LEASE_SECONDS, say) still
+	// renews within this one.
 	// +kubebuilder:default=30
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=86400
