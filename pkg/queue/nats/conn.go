@@ -61,7 +61,7 @@ func (c *Conn) Probe(ctx context.Context) (queue.Counts, error) {
 	if err != nil {
 		return queue.Counts{}, err
 	}
-	counts, _, err := probe(ctx, js, c.cl.o)
+	counts, _, err := probe(ctx, js, c.cl)
 	if err != nil {
 		err = natsFailure(c.cl.o, err)
 		if queue.NoAnswer(err) {
@@ -73,12 +73,17 @@ func (c *Conn) Probe(ctx context.Context) (queue.Counts, error) {
 }
 
 // probe counts, and returns the consumer's info (nil if it does not exist): the
-// consumer's info and the dead-letter stream's, two requests; the stream's info only when
-// the consumer is missing.
-func probe(ctx context.Context, js jetstream.JetStream, o Options) (queue.Counts, *jetstream.ConsumerInfo, error) {
+// consumer's info and the dead-letter stream's, two requests; the stream's info when the
+// consumer is missing, and on cl's first call (checkStream, checkConsumer).
+func probe(ctx context.Context, js jetstream.JetStream, cl *client) (queue.Counts, *jetstream.ConsumerInfo, error) {
+	o := cl.o
+	stream, err := cl.stream.config(ctx, js, o)
+	if err != nil {
+		return queue.Counts{}, nil, err
+	}
 	var counts queue.Counts
 	var ci *jetstream.ConsumerInfo
-	cons, err := js.Consumer(ctx, o.Stream, o.Consumer)
+	cons, err := lookupConsumer(ctx, js, o, stream)
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		s, err := js.Stream(ctx, o.Stream)
@@ -122,7 +127,7 @@ func (c *Conn) Reap(ctx context.Context, _ time.Time, _ time.Duration) (int, err
 	if err != nil {
 		return 0, err
 	}
-	n, err := reap(ctx, js, c.cl.o)
+	n, err := reap(ctx, js, c.cl)
 	if err != nil {
 		err = natsFailure(c.cl.o, err)
 		if queue.NoAnswer(err) {
@@ -132,8 +137,16 @@ func (c *Conn) Reap(ctx context.Context, _ time.Time, _ time.Duration) (int, err
 	return n, err
 }
 
-func reap(ctx context.Context, js jetstream.JetStream, o Options) (int, error) {
-	cons, err := js.Consumer(ctx, o.Stream, o.Consumer)
+func reap(ctx context.Context, js jetstream.JetStream, cl *client) (int, error) {
+	o := cl.o
+	stream, err := cl.stream.config(ctx, js, o)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	cons, err := lookupConsumer(ctx, js, o, stream)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
 		return 0, nil
 	}

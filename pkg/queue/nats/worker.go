@@ -87,9 +87,18 @@ func (c *Consumer) consumer(ctx context.Context) (jetstream.Consumer, error) {
 
 // EnsureConsumer returns the durable pull consumer of o, created if it is missing (explicit
 // acks, AckWait o.AckWait, unlimited deliveries: workers dead-letter after their own
-// MaxAttempts). An existing consumer is used as it is.
+// MaxAttempts). The stream must be a work queue, and an existing consumer one the counts
+// can trust (checkStream, checkConsumer: ReasonWrongType otherwise); its AckWait is kept.
 func EnsureConsumer(ctx context.Context, js jetstream.JetStream, o Options) (jetstream.Consumer, error) {
-	cons, err := js.Consumer(ctx, o.Stream, o.Consumer)
+	s, err := js.Stream(ctx, o.Stream)
+	if err != nil {
+		return nil, err
+	}
+	stream := s.CachedInfo().Config
+	if err := checkStream(o, stream); err != nil {
+		return nil, err
+	}
+	cons, err := lookupConsumer(ctx, js, o, stream)
 	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return cons, err
 	}
@@ -99,7 +108,7 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, o Options) (jet
 		Description: "queuejob-operator workers",
 	})
 	if errors.Is(err, jetstream.ErrConsumerExists) {
-		return js.Consumer(ctx, o.Stream, o.Consumer) // another worker was first
+		return lookupConsumer(ctx, js, o, stream) // another worker was first
 	}
 	return cons, err
 }
@@ -201,7 +210,7 @@ func (c *Consumer) Empty(ctx context.Context) (bool, error) {
 	}
 	cctx, cancel := c.o.callCtx(ctx)
 	defer cancel()
-	counts, _, err := probe(cctx, js, c.o)
+	counts, _, err := probe(cctx, js, c.cl)
 	if err != nil {
 		err = c.err(ctx, err)
 		c.forget(err)
