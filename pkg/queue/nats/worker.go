@@ -298,10 +298,11 @@ func (l *lease) Complete(ctx context.Context) error {
 }
 
 // Fail republishes the message at the stream's tail with its attempts counted, or
-// dead-letters it after MaxAttempts.
+// dead-letters it after MaxAttempts (true only once the dead letter is stored).
 func (l *lease) Fail(ctx context.Context, cause error) (bool, error) {
 	if max := l.c.co.MaxAttempts; max > 0 && l.n >= max {
-		return true, l.deadLetter(ctx, l.n, cause)
+		err := l.deadLetter(ctx, l.n, cause)
+		return err == nil, err
 	}
 	return false, l.finish(ctx, func(ctx context.Context, js jetstream.JetStream) error {
 		return requeueCopy(ctx, js, l.c.o, l.m, l.n)

@@ -117,3 +117,24 @@ func TestConsumerReconnects(t *testing.T) {
 		t.Errorf("Complete after the restart = %v", err)
 	}
 }
+
+// Fail that must dead-letter and cannot (here: the lease expired first) says it did not
+// dead-letter: pkg/worker would otherwise log "Dead-lettered" for an item still queued.
+func TestFailDoesNotClaimAFailedDeadLetter(t *testing.T) {
+	o := options("fail-dead-letter-lost")
+	o.AckWait = time.Second
+	enqueue(t, o, "a")
+	c, err := nats.NewConsumer(ctx(t), o, queue.ConsumerOptions{MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	l, err := c.Take(ctx(t), 5*time.Second)
+	if err != nil || l == nil {
+		t.Fatalf("Take = %v, %v", l, err)
+	}
+	time.Sleep(o.AckWait + 100*time.Millisecond) // the lease expires
+	if dead, err := l.Fail(ctx(t), errors.New("boom")); dead || !errors.Is(err, queue.ErrLeaseLost) {
+		t.Errorf("Fail after the lease expired = %v, %v; want false, ErrLeaseLost", dead, err)
+	}
+}
