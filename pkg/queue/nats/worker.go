@@ -318,21 +318,41 @@ func (l *lease) Release(ctx context.Context) error {
 }
 
 // deadLetter publishes the message to <stream>_failed (created if missing) with its
-// attempts and cause, then acknowledges it.
+// attempts and cause, then acknowledges it. A dead-letter stream deleted since it was
+// last seen is created again (the publish found no stream: the cache is reset, once).
 func (l *lease) deadLetter(ctx context.Context, attempts int, cause error) error {
 	return l.finish(ctx, func(ctx context.Context, js jetstream.JetStream) error {
-		if err := l.c.ensureFailed(ctx, js); err != nil {
-			return err
-		}
 		msg := copyOf(l.m, FailedSubject(l.c.o.Stream), map[string]string{
 			HeaderAttempts: strconv.Itoa(attempts), HeaderError: headerValue(queue.CauseText(cause)),
 			HeaderSubject: l.m.Subject(),
 		})
-		if _, err := js.PublishMsg(ctx, msg, jetstream.WithExpectStream(FailedStream(l.c.o.Stream))); err != nil {
+		err := l.c.publishFailed(ctx, js, msg)
+		if noStream(err) {
+			l.c.mu.Lock()
+			l.c.failedReady = false
+			l.c.mu.Unlock()
+			err = l.c.publishFailed(ctx, js, msg)
+		}
+		if err != nil {
 			return err
 		}
 		return l.m.DoubleAck(ctx)
 	})
+}
+
+// publishFailed publishes msg to <stream>_failed, created if missing.
+func (c *Consumer) publishFailed(ctx context.Context, js jetstream.JetStream, msg *natsgo.Msg) error {
+	if err := c.ensureFailed(ctx, js); err != nil {
+		return err
+	}
+	_, err := js.PublishMsg(ctx, msg, jetstream.WithExpectStream(FailedStream(c.o.Stream)))
+	return err
+}
+
+// noStream says whether a publish found no stream to store it.
+func noStream(err error) bool {
+	return errors.Is(err, natsgo.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
 // headerValue is s on one line, as a header value must be.

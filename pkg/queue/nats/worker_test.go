@@ -138,3 +138,33 @@ func TestFailDoesNotClaimAFailedDeadLetter(t *testing.T) {
 		t.Errorf("Fail after the lease expired = %v, %v; want false, ErrLeaseLost", dead, err)
 	}
 }
+
+// A dead-letter stream deleted while the workers run is created again at the next dead
+// letter, not failed on until the worker restarts.
+func TestDeadLetterStreamDeletedWhileRunning(t *testing.T) {
+	o := options("failed-deleted")
+	enqueue(t, o, "a", "b")
+	c, err := nats.NewConsumer(ctx(t), o, queue.ConsumerOptions{MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	js := rawJetStream(t)
+	for i, item := range []string{"a", "b"} {
+		l, err := c.Take(ctx(t), 5*time.Second)
+		if err != nil || l == nil || string(l.Data()) != item {
+			t.Fatalf("Take = %v, %v; want %s", l, err, item)
+		}
+		if dead, err := l.Fail(ctx(t), errors.New("boom")); !dead || err != nil {
+			t.Fatalf("Fail of %s = %v, %v; want dead-lettered", item, dead, err)
+		}
+		if i == 0 {
+			if err := js.DeleteStream(ctx(t), nats.FailedStream(o.Stream)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if failed, err := c.Failed(ctx(t)); err != nil || len(failed) != 1 || string(failed[0]) != "b" {
+		t.Errorf("Failed = %q, %v; want [b]", failed, err)
+	}
+}
