@@ -128,6 +128,7 @@ func (c *Consumer) forget(err error) {
 func (c *Consumer) Take(ctx context.Context, wait time.Duration) (queue.Lease, error) {
 	deadline := time.Now().Add(wait)
 	for {
+		sent := time.Now()
 		m, err := c.pull(ctx, time.Until(deadline))
 		if err != nil || m == nil {
 			return nil, err
@@ -136,7 +137,7 @@ func (c *Consumer) Take(ctx context.Context, wait time.Duration) (queue.Lease, e
 		if err != nil {
 			return nil, c.err(ctx, err)
 		}
-		l := &lease{c: c, m: m, n: priorAttempts(m) + int(meta.NumDelivered), renewed: time.Now()}
+		l := &lease{c: c, m: m, n: priorAttempts(m) + int(meta.NumDelivered), renewed: leaseStart(sent, time.Now(), c.ackWait)}
 		if max := c.co.MaxAttempts; max > 0 && l.n > max {
 			// Delivered more often than its attempts allow (its workers crashed): dead-letter
 			// it without handing it out.
@@ -233,7 +234,7 @@ type lease struct {
 	n int
 
 	mu sync.Mutex
-	// renewed is when the lease last started or was renewed.
+	// renewed is when the lease last started or was renewed, at the earliest.
 	renewed time.Time
 }
 
@@ -241,12 +242,27 @@ func (l *lease) Data() []byte              { return l.m.Data() }
 func (l *lease) Attempt() int              { return l.n }
 func (l *lease) RenewEvery() time.Duration { return l.c.ackWait / 3 }
 
-// expired says whether the AckWait passed since the last renewal: the server may have
-// delivered the message to another worker.
+// leaseMargin is how long before the server's AckWait passes a worker takes its lease as
+// lost: the server keys acks and renewals on the message's sequence only, so that one
+// sent after the AckWait would reach the message's next delivery, another worker's.
+func leaseMargin(ackWait time.Duration) time.Duration { return ackWait / 10 }
+
+// leaseStart is when, at the earliest, the server delivered a message pulled at sent and
+// received at got: sent, or for a pull that waited, got less the margin.
+func leaseStart(sent, got time.Time, ackWait time.Duration) time.Time {
+	if start := got.Add(-leaseMargin(ackWait)); start.After(sent) {
+		return start
+	}
+	return sent
+}
+
+// expired says whether the AckWait, less the margin, passed since the lease started or
+// was renewed (measured from before the request): the server may have delivered the
+// message to another worker.
 func (l *lease) expired() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return time.Since(l.renewed) >= l.c.ackWait
+	return time.Since(l.renewed) >= l.c.ackWait-leaseMargin(l.c.ackWait)
 }
 
 // Renew sends AckProgress and waits for the server's answer: the AckWait starts again.

@@ -168,3 +168,28 @@ func TestDeadLetterStreamDeletedWhileRunning(t *testing.T) {
 		t.Errorf("Failed = %q, %v; want [b]", failed, err)
 	}
 }
+
+// A worker treats its lease as lost a margin (a tenth of the AckWait) before the server's
+// AckWait passes: its ack or renewal would otherwise reach a message the server may have
+// delivered to another worker meanwhile (the server keys acks on the sequence only).
+func TestLeaseExpiresAMarginBeforeTheAckWait(t *testing.T) {
+	o := options("lease-margin")
+	o.AckWait = 3 * time.Second
+	enqueue(t, o, "a")
+	c, err := nats.NewConsumer(ctx(t), o, queue.ConsumerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	l, err := c.Take(ctx(t), 5*time.Second)
+	if err != nil || l == nil {
+		t.Fatalf("Take = %v, %v", l, err)
+	}
+	time.Sleep(o.AckWait - o.AckWait/20) // within the margin, before the server's AckWait
+	if ok, err := l.Renew(ctx(t)); ok || err != nil {
+		t.Errorf("Renew within the margin = %v, %v; want false (lost)", ok, err)
+	}
+	if err := l.Complete(ctx(t)); !errors.Is(err, queue.ErrLeaseLost) {
+		t.Errorf("Complete within the margin = %v, want ErrLeaseLost", err)
+	}
+}
