@@ -107,8 +107,9 @@ func (f *natsFlags) fromQueueJob(q *queueFlags, src backends.Source) (*nats.Opti
 func (f *natsFlags) flagTarget(q *queueFlags) (*target, error) {
 	o := &nats.Options{Servers: []string{f.url}, Stream: f.stream, Consumer: f.consumer}
 	if strings.HasPrefix(f.url, "tls://") || f.tlsCA != "" || f.serverName != "" {
-		u, _ := nats.ParseURL(f.url)
-		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}
+		// No server name unless --nats-server-name sets one: nats.go verifies the server
+		// against its URL's host.
+		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
 	if err := f.apply(q, o); err != nil {
 		return nil, err
