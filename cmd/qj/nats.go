@@ -54,6 +54,14 @@ func (f *natsFlags) check() error {
 			return fmt.Errorf("--nats-url: %w", err)
 		}
 	}
+	switch {
+	case f.url != "" && f.stream != "" && f.consumer == "":
+		return fmt.Errorf("--nats-url and --nats-stream need --nats-consumer, the durable consumer of the workers")
+	case f.user != "" && f.passwordEnv == "":
+		return fmt.Errorf("--nats-user needs --nats-password-env, the name of a variable that holds the password")
+	case f.passwordEnv != "" && f.user == "":
+		return fmt.Errorf("--nats-password-env needs --nats-user, the user whose password it holds")
+	}
 	kinds := 0
 	for _, set := range []bool{f.user != "" || f.passwordEnv != "", f.tokenEnv != "", f.credsFile != "", f.nkeySeedFile != ""} {
 		if set {
