@@ -23,7 +23,7 @@ func crashed(t *testing.T, o nats.Options) {
 		t.Fatalf("Take = %v, %v", l, err)
 	}
 	_ = c.Close()
-	time.Sleep(o.AckWait + 200*time.Millisecond) // the lease expires: the server's clock, not a sync
+	time.Sleep(o.AckWait + 500*time.Millisecond) // the lease expires: the server's clock, not a sync
 }
 
 // takeAttempt takes the next item of o and returns its data and attempt.
