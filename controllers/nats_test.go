@@ -7,7 +7,6 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -104,10 +103,13 @@ var _ = Describe("NATS JetStream queues", func() {
 			waiting, writes := reconciler.probes.wakeState(client.ObjectKeyFromObject(qj), got.UID)
 			return waiting && writes >= 1
 		}, timeout, interval).Should(BeTrue(), "the watch reported the stream and the QueueJob waits for a write")
-		wakes := testutil.ToFloat64(queueWakes.WithLabelValues("nats"))
+		// This QueueJob's own count of writes heard, not the global queuejob_queue_wakes_total
+		// that any other NATS QueueJob's watch in the process raises too.
+		writes := reconciler.probes.writesHeard(client.ObjectKeyFromObject(qj), got.UID)
 		Expect(srv.Publisher(GinkgoTB()).Publish(stream, []byte("a"))).To(Succeed())
 		Eventually(func(g Gomega) []batchv1.Job { return ownedJobs(g, qj) }, timeout, interval).Should(HaveLen(1))
-		Expect(testutil.ToFloat64(queueWakes.WithLabelValues("nats"))).To(BeNumerically(">", wakes))
+		Expect(reconciler.probes.writesHeard(client.ObjectKeyFromObject(qj), got.UID)).To(BeNumerically(">", writes),
+			"the QueueJob's watch heard the publish")
 	})
 
 	It("reports a wrong password as AuthFailed without revealing it", func() {

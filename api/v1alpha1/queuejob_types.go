@@ -452,8 +452,10 @@ type NATSQueue struct {
 	// +optional
 	Servers []string `json:"servers,omitempty"`
 
-	// stream is the JetStream stream that holds the items. Work-queue
-	// retention is recommended (an acknowledged item is deleted).
+	// stream is the JetStream stream that holds the items. It must have
+	// work-queue retention (an acknowledged item is deleted): another stream
+	// is QueueReachable=False with WrongType, as its acknowledged messages
+	// would be counted and delivered again.
 	// +kubebuilder:validation:MaxLength=255
 	// +kubebuilder:validation:XValidation:rule=`self.matches('^[^\\s.*>/\\\\]+$')`,message="spec.queue.nats.stream must be a JetStream stream name: not empty, without whitespace , . * > / or a backslash"
 	// +required
@@ -462,7 +464,11 @@ type NATSQueue struct {
 	// consumer is the name of the stream's durable pull consumer the workers
 	// share. Workers and qj enqueue create it if it is missing (explicit
 	// acks, AckWait ackWaitSeconds, unlimited deliveries: workers dead-letter
-	// after their own maxAttempts); an existing consumer is used as it is.
+	// after their own maxAttempts). An existing consumer keeps its AckWait; it
+	// must be a pull consumer with explicit acks, unlimited deliveries
+	// (MaxDeliver -1), deliver policy all and no filter that leaves out one of
+	// the stream's subjects, else QueueReachable=False with WrongType (a
+	// message past MaxDeliver would be neither ready nor in flight).
 	// +kubebuilder:validation:MaxLength=255
 	// +kubebuilder:validation:XValidation:rule=`self.matches('^[^\\s.*>/\\\\]+$')`,message="spec.queue.nats.consumer must be a JetStream consumer name: not empty, without whitespace , . * > / or a backslash"
 	// +required
@@ -497,7 +503,8 @@ type NATSQueue struct {
 
 	// tls makes the controller and the workers connect over TLS, verifying the
 	// server's certificate against caSecretRef's CA, or the system's roots
-	// without it. A tls:// URL turns TLS on by itself.
+	// without it. A tls:// URL turns TLS on by itself. Without serverName each
+	// server is verified against its own URL's host.
 	// +kubebuilder:validation:XValidation:rule="!has(self.caSecretRef) || (size(self.caSecretRef.name) > 0 && size(self.caSecretRef.key) > 0)",fieldPath=".caSecretRef",message="spec.queue.nats.tls.caSecretRef needs both name and key: name the Secret and its key that holds the PEM CA bundle"
 	// +kubebuilder:validation:XValidation:rule=`!has(self.serverName) || self.serverName.matches('^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]+)$')`,fieldPath=".serverName",message="spec.queue.nats.tls.serverName must be a host name (e.g. nats.example.com) or an IP address, without a port or scheme"
 	// +optional
@@ -656,9 +663,10 @@ type QueueStatus struct {
 	// +optional
 	DeadLettered int64 `json:"deadLettered"`
 
-	// redelivered is the number of in-flight items that were delivered more
-	// than once (a worker crashed or lost its lease), where the queue counts
-	// them (NATS: the consumer's num_redelivered).
+	// redelivered is the number of items delivered more than once (a worker
+	// crashed or lost its lease) and not acknowledged since, where the queue
+	// counts them (NATS: the consumer's num_redelivered; on the consumers the
+	// backend accepts, each such item is in flight).
 	// +optional
 	Redelivered int64 `json:"redelivered,omitempty"`
 

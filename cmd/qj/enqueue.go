@@ -128,6 +128,8 @@ func (e *enqueueOptions) run(ctx context.Context, args []string) error {
 	case t.RedisStream != nil:
 		// A stream is first in, first out: --fifo changes nothing.
 		res.Push = "XADD"
+	case t.NATS != nil && e.fifo:
+		return fmt.Errorf("--fifo applies to Redis lists only: a NATS stream is first in, first out")
 	case e.fifo:
 		return fmt.Errorf("--fifo applies to Redis only: a RabbitMQ queue is first in, first out")
 	}

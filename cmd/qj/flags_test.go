@@ -45,6 +45,11 @@ func TestQueueFlags(t *testing.T) {
 		{name: "redis key and stream", args: []string{"--redis-key", "k", "--redis-stream", "s"}, wantErr: "set one or the other"},
 		{name: "redis stream and rabbitmq", args: []string{"--redis-stream", "s", "--rabbitmq-queue", "q"}, wantErr: "both --redis-* and --rabbitmq-*"},
 		{name: "db out of range", args: []string{"--redis-db", "256"}, wantErr: "--redis-db must be between 0 and 255"},
+		{name: "nats url, stream and consumer", args: []string{"--nats-url", "nats://h:4222", "--nats-stream", "s", "--nats-consumer", "c"}, wantStandalone: true},
+		{name: "nats stream alone replaces the QueueJob's", args: []string{"--nats-stream", "s"}},
+		{name: "nats url and stream without a consumer", args: []string{"--nats-url", "nats://h:4222", "--nats-stream", "s"}, wantErr: "--nats-url and --nats-stream need --nats-consumer"},
+		{name: "nats user without a password", args: []string{"--nats-user", "alice"}, wantErr: "--nats-user needs --nats-password-env"},
+		{name: "nats password without a user", args: []string{"--nats-password-env", "PW"}, wantErr: "--nats-password-env needs --nats-user"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -145,4 +150,14 @@ func TestProgress(t *testing.T) {
 	var nothing *progress
 	nothing.add(1) // --quiet
 	nothing.done()
+}
+
+// TestEnqueueFIFOOnNATS: --fifo is refused before anything is read, saying that a NATS
+// stream is first in, first out (not RabbitMQ's words).
+func TestEnqueueFIFOOnNATS(t *testing.T) {
+	r := run(t, "", "enqueue", "--nats-url", "nats://127.0.0.1:1", "--nats-stream", "s", "--nats-consumer", "c", "--fifo", "a")
+	wantErr(t, r, "--fifo", "a NATS stream is first in, first out")
+	if strings.Contains(r.err.Error(), "RabbitMQ") {
+		t.Errorf("error %q names RabbitMQ", r.err)
+	}
 }

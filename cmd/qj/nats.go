@@ -54,6 +54,14 @@ func (f *natsFlags) check() error {
 			return fmt.Errorf("--nats-url: %w", err)
 		}
 	}
+	switch {
+	case f.url != "" && f.stream != "" && f.consumer == "":
+		return fmt.Errorf("--nats-url and --nats-stream need --nats-consumer, the durable consumer of the workers")
+	case f.user != "" && f.passwordEnv == "":
+		return fmt.Errorf("--nats-user needs --nats-password-env, the name of a variable that holds the password")
+	case f.passwordEnv != "" && f.user == "":
+		return fmt.Errorf("--nats-password-env needs --nats-user, the user whose password it holds")
+	}
 	kinds := 0
 	for _, set := range []bool{f.user != "" || f.passwordEnv != "", f.tokenEnv != "", f.credsFile != "", f.nkeySeedFile != ""} {
 		if set {
@@ -107,8 +115,9 @@ func (f *natsFlags) fromQueueJob(q *queueFlags, src backends.Source) (*nats.Opti
 func (f *natsFlags) flagTarget(q *queueFlags) (*target, error) {
 	o := &nats.Options{Servers: []string{f.url}, Stream: f.stream, Consumer: f.consumer}
 	if strings.HasPrefix(f.url, "tls://") || f.tlsCA != "" || f.serverName != "" {
-		u, _ := nats.ParseURL(f.url)
-		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}
+		// No server name unless --nats-server-name sets one: nats.go verifies the server
+		// against its URL's host.
+		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
 	if err := f.apply(q, o); err != nil {
 		return nil, err

@@ -57,9 +57,10 @@ type Counts struct {
 	// its management API): InFlight is then 0 whatever workers hold, so a drained-looking
 	// queue proves nothing while workers run, and no wave may end on these counts.
 	InFlightUnknown bool
-	// Redelivered is the number of in-flight items delivered more than once (their
-	// worker crashed, or its lease expired), where the backend counts them (NATS:
-	// num_redelivered); 0 where it does not.
+	// Redelivered is the number of items delivered more than once (their worker
+	// crashed, or its lease expired) and not acknowledged since, where the backend
+	// counts them (NATS: num_redelivered, which on the consumers the backend accepts
+	// counts in-flight items only); 0 where it does not.
 	Redelivered int64
 	// Lag is how old the counts may be (RabbitMQ's management API refreshes its counts
 	// every few seconds): a queue must look drained at least this long before a wave

@@ -189,7 +189,7 @@ func (a *Admin) Inspect(ctx context.Context, limit int64, counts queue.Counts) (
 	}
 	ctx, cancel := a.o.callCtx(ctx)
 	defer cancel()
-	_, ci, err := probe(ctx, js, a.o)
+	_, ci, err := probe(ctx, js, a.cl)
 	if err != nil {
 		return nil, ClientError(a.o, err)
 	}

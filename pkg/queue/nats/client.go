@@ -222,6 +222,8 @@ type client struct {
 	mu   sync.Mutex
 	nc   *natsgo.Conn
 	js   jetstream.JetStream
+	// stream is the stream's configuration, checked once.
+	stream streamCheck
 }
 
 func (c *client) get() (*natsgo.Conn, jetstream.JetStream, error) {

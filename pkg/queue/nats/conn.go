@@ -61,7 +61,7 @@ func (c *Conn) Probe(ctx context.Context) (queue.Counts, error) {
 	if err != nil {
 		return queue.Counts{}, err
 	}
-	counts, _, err := probe(ctx, js, c.cl.o)
+	counts, _, err := probe(ctx, js, c.cl)
 	if err != nil {
 		err = natsFailure(c.cl.o, err)
 		if queue.NoAnswer(err) {
@@ -73,12 +73,17 @@ func (c *Conn) Probe(ctx context.Context) (queue.Counts, error) {
 }
 
 // probe counts, and returns the consumer's info (nil if it does not exist): the
-// consumer's info and the dead-letter stream's, two requests; the stream's info only when
-// the consumer is missing.
-func probe(ctx context.Context, js jetstream.JetStream, o Options) (queue.Counts, *jetstream.ConsumerInfo, error) {
+// consumer's info and the dead-letter stream's, two requests; the stream's info when the
+// consumer is missing, and on cl's first call (checkStream, checkConsumer).
+func probe(ctx context.Context, js jetstream.JetStream, cl *client) (queue.Counts, *jetstream.ConsumerInfo, error) {
+	o := cl.o
+	stream, err := cl.stream.config(ctx, js, o)
+	if err != nil {
+		return queue.Counts{}, nil, err
+	}
 	var counts queue.Counts
 	var ci *jetstream.ConsumerInfo
-	cons, err := js.Consumer(ctx, o.Stream, o.Consumer)
+	cons, err := lookupConsumer(ctx, js, o, stream)
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		s, err := js.Stream(ctx, o.Stream)
@@ -113,8 +118,11 @@ const reapBatch = 256
 // look busy for ever. Reap pulls only when nothing is ready: the server then delivers
 // only messages whose AckWait passed (never one a live worker holds: its renewals keep
 // the AckWait from passing), and each is republished at the tail with the attempts it had
-// (the crashed deliveries count), then acknowledged. grace is not needed: the server
-// starts the lease as it delivers.
+// (the crashed deliveries count, the reaper's does not), then acknowledged. It pulls one
+// message at a time, and only while half its call's time is left, and not at all while
+// the stream is full (MaxMsgs or MaxBytes with discard new): a message pulled and then not
+// republished keeps the reaper's delivery, which the next worker counts as an attempt.
+// grace is not needed: the server starts the lease as it delivers.
 func (c *Conn) Reap(ctx context.Context, _ time.Time, _ time.Duration) (int, error) {
 	ctx, cancel := c.cl.o.callCtx(ctx)
 	defer cancel()
@@ -122,7 +130,7 @@ func (c *Conn) Reap(ctx context.Context, _ time.Time, _ time.Duration) (int, err
 	if err != nil {
 		return 0, err
 	}
-	n, err := reap(ctx, js, c.cl.o)
+	n, err := reap(ctx, js, c.cl)
 	if err != nil {
 		err = natsFailure(c.cl.o, err)
 		if queue.NoAnswer(err) {
@@ -132,8 +140,16 @@ func (c *Conn) Reap(ctx context.Context, _ time.Time, _ time.Duration) (int, err
 	return n, err
 }
 
-func reap(ctx context.Context, js jetstream.JetStream, o Options) (int, error) {
-	cons, err := js.Consumer(ctx, o.Stream, o.Consumer)
+func reap(ctx context.Context, js jetstream.JetStream, cl *client) (int, error) {
+	o := cl.o
+	stream, err := cl.stream.config(ctx, js, o)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	cons, err := lookupConsumer(ctx, js, o, stream)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
 		return 0, nil
 	}
@@ -144,12 +160,40 @@ func reap(ctx context.Context, js jetstream.JetStream, o Options) (int, error) {
 	if ci.NumPending > 0 || ci.NumAckPending == 0 {
 		return 0, nil
 	}
-	batch, err := cons.FetchNoWait(int(min(ci.NumAckPending, reapBatch)))
-	if err != nil {
+	if full, err := streamFull(ctx, js, o); err != nil || full {
 		return 0, err
 	}
+	return reapMessages(ctx, js, o, cons, int(min(ci.NumAckPending, reapBatch)))
+}
+
+// streamFull says whether o's stream would refuse a copy: it discards new messages and
+// holds MaxMsgs messages, or MaxBytes bytes.
+func streamFull(ctx context.Context, js jetstream.JetStream, o Options) (bool, error) {
+	s, err := js.Stream(ctx, o.Stream)
+	if err != nil {
+		return false, err
+	}
+	info := s.CachedInfo()
+	cfg, state := info.Config, info.State
+	return cfg.Discard == jetstream.DiscardNew && (cfg.MaxMsgs > 0 && state.Msgs >= uint64(cfg.MaxMsgs) ||
+		cfg.MaxBytes > 0 && state.Bytes >= uint64(cfg.MaxBytes)), nil
+}
+
+// reapMessages pulls and republishes up to most expired messages, one at a time while
+// half of o's timeout is left before ctx's deadline, and counts them. A message delivered
+// for the first time (published after Reap saw nothing ready) is republished too, not
+// counted, and ends the reap: the queue has ready items again.
+func reapMessages(ctx context.Context, js jetstream.JetStream, o Options, cons jetstream.Consumer, most int) (int, error) {
 	n := 0
-	for m := range batch.Messages() {
+	for ; n < most && timeLeft(ctx, o.timeout()/2); n++ {
+		batch, err := cons.FetchNoWait(1)
+		if err != nil {
+			return n, err
+		}
+		m := <-batch.Messages()
+		if m == nil {
+			return n, batch.Error()
+		}
 		meta, err := m.Metadata()
 		if err != nil {
 			return n, err
@@ -157,9 +201,17 @@ func reap(ctx context.Context, js jetstream.JetStream, o Options) (int, error) {
 		if err := requeueCopy(ctx, js, o, m, priorAttempts(m)+int(meta.NumDelivered)-1); err != nil {
 			return n, err
 		}
-		n++
+		if meta.NumDelivered <= 1 {
+			return n, nil
+		}
 	}
-	return n, batch.Error()
+	return n, nil
+}
+
+// timeLeft says whether at least d is left before ctx's deadline.
+func timeLeft(ctx context.Context, d time.Duration) bool {
+	deadline, ok := ctx.Deadline()
+	return ctx.Err() == nil && (!ok || time.Until(deadline) >= d)
 }
 
 // priorAttempts is HeaderAttempts of m, 0 if it has none.

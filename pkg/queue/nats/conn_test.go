@@ -134,8 +134,9 @@ func TestProbeTLS(t *testing.T) {
 	}
 }
 
-// A message delivered again after its AckWait passed is counted as redelivered while it is
-// in flight.
+// A message delivered again after its AckWait passed is counted as redelivered
+// (nats-server's num_redelivered: delivered more than once, not acknowledged since) while
+// it is in flight, and no longer once acknowledged.
 func TestProbeCountsRedelivered(t *testing.T) {
 	o := options("redelivered")
 	o.AckWait = time.Second
@@ -166,6 +167,12 @@ func TestProbeCountsRedelivered(t *testing.T) {
 	}
 	if got, err := p.Probe(ctx(t)); err != nil || got != (queue.Counts{InFlight: 1, Redelivered: 1}) {
 		t.Errorf("Probe of the redelivery = %+v, %v; want 1 in flight, 1 redelivered", got, err)
+	}
+	if err := again.Complete(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := p.Probe(ctx(t)); err != nil || got != (queue.Counts{}) {
+		t.Errorf("Probe after the redelivery was acknowledged = %+v, %v; want nothing in flight, none redelivered", got, err)
 	}
 }
 

@@ -57,11 +57,10 @@ func OptionsFromEnv(getenv func(string) string) (Options, error) {
 		o.AckWait = time.Duration(n) * time.Second
 	}
 	if getenv(EnvTLSCA) != "" || getenv(EnvTLSServerName) != "" || strings.HasPrefix(o.Servers[0], "tls://") {
-		u, err := ParseURL(o.Servers[0])
-		if err != nil {
-			return o, fmt.Errorf("%s: %w", EnvURL, err)
-		}
-		if o.TLS, err = queue.TLSFromEnv(getenv, "QUEUEJOB_NATS", u.Hostname()); err != nil {
+		// No server name unless EnvTLSServerName sets one: nats.go then verifies each
+		// server against its own URL's host.
+		var err error
+		if o.TLS, err = queue.TLSFromEnv(getenv, "QUEUEJOB_NATS", ""); err != nil {
 			return o, err
 		}
 	}

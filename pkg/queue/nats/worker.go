@@ -87,9 +87,18 @@ func (c *Consumer) consumer(ctx context.Context) (jetstream.Consumer, error) {
 
 // EnsureConsumer returns the durable pull consumer of o, created if it is missing (explicit
 // acks, AckWait o.AckWait, unlimited deliveries: workers dead-letter after their own
-// MaxAttempts). An existing consumer is used as it is.
+// MaxAttempts). The stream must be a work queue, and an existing consumer one the counts
+// can trust (checkStream, checkConsumer: ReasonWrongType otherwise); its AckWait is kept.
 func EnsureConsumer(ctx context.Context, js jetstream.JetStream, o Options) (jetstream.Consumer, error) {
-	cons, err := js.Consumer(ctx, o.Stream, o.Consumer)
+	s, err := js.Stream(ctx, o.Stream)
+	if err != nil {
+		return nil, err
+	}
+	stream := s.CachedInfo().Config
+	if err := checkStream(o, stream); err != nil {
+		return nil, err
+	}
+	cons, err := lookupConsumer(ctx, js, o, stream)
 	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return cons, err
 	}
@@ -99,7 +108,7 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, o Options) (jet
 		Description: "queuejob-operator workers",
 	})
 	if errors.Is(err, jetstream.ErrConsumerExists) {
-		return js.Consumer(ctx, o.Stream, o.Consumer) // another worker was first
+		return lookupConsumer(ctx, js, o, stream) // another worker was first
 	}
 	return cons, err
 }
@@ -119,6 +128,7 @@ func (c *Consumer) forget(err error) {
 func (c *Consumer) Take(ctx context.Context, wait time.Duration) (queue.Lease, error) {
 	deadline := time.Now().Add(wait)
 	for {
+		sent := time.Now()
 		m, err := c.pull(ctx, time.Until(deadline))
 		if err != nil || m == nil {
 			return nil, err
@@ -127,7 +137,7 @@ func (c *Consumer) Take(ctx context.Context, wait time.Duration) (queue.Lease, e
 		if err != nil {
 			return nil, c.err(ctx, err)
 		}
-		l := &lease{c: c, m: m, n: priorAttempts(m) + int(meta.NumDelivered), renewed: time.Now()}
+		l := &lease{c: c, m: m, n: priorAttempts(m) + int(meta.NumDelivered), renewed: leaseStart(sent, time.Now(), c.ackWait)}
 		if max := c.co.MaxAttempts; max > 0 && l.n > max {
 			// Delivered more often than its attempts allow (its workers crashed): dead-letter
 			// it without handing it out.
@@ -201,7 +211,7 @@ func (c *Consumer) Empty(ctx context.Context) (bool, error) {
 	}
 	cctx, cancel := c.o.callCtx(ctx)
 	defer cancel()
-	counts, _, err := probe(cctx, js, c.o)
+	counts, _, err := probe(cctx, js, c.cl)
 	if err != nil {
 		err = c.err(ctx, err)
 		c.forget(err)
@@ -224,7 +234,7 @@ type lease struct {
 	n int
 
 	mu sync.Mutex
-	// renewed is when the lease last started or was renewed.
+	// renewed is when the lease last started or was renewed, at the earliest.
 	renewed time.Time
 }
 
@@ -232,12 +242,27 @@ func (l *lease) Data() []byte              { return l.m.Data() }
 func (l *lease) Attempt() int              { return l.n }
 func (l *lease) RenewEvery() time.Duration { return l.c.ackWait / 3 }
 
-// expired says whether the AckWait passed since the last renewal: the server may have
-// delivered the message to another worker.
+// leaseMargin is how long before the server's AckWait passes a worker takes its lease as
+// lost: the server keys acks and renewals on the message's sequence only, so that one
+// sent after the AckWait would reach the message's next delivery, another worker's.
+func leaseMargin(ackWait time.Duration) time.Duration { return ackWait / 10 }
+
+// leaseStart is when, at the earliest, the server delivered a message pulled at sent and
+// received at got: sent, or for a pull that waited, got less the margin.
+func leaseStart(sent, got time.Time, ackWait time.Duration) time.Time {
+	if start := got.Add(-leaseMargin(ackWait)); start.After(sent) {
+		return start
+	}
+	return sent
+}
+
+// expired says whether the AckWait, less the margin, passed since the lease started or
+// was renewed (measured from before the request): the server may have delivered the
+// message to another worker.
 func (l *lease) expired() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return time.Since(l.renewed) >= l.c.ackWait
+	return time.Since(l.renewed) >= l.c.ackWait-leaseMargin(l.c.ackWait)
 }
 
 // Renew sends AckProgress and waits for the server's answer: the AckWait starts again.
@@ -289,10 +314,11 @@ func (l *lease) Complete(ctx context.Context) error {
 }
 
 // Fail republishes the message at the stream's tail with its attempts counted, or
-// dead-letters it after MaxAttempts.
+// dead-letters it after MaxAttempts (true only once the dead letter is stored).
 func (l *lease) Fail(ctx context.Context, cause error) (bool, error) {
 	if max := l.c.co.MaxAttempts; max > 0 && l.n >= max {
-		return true, l.deadLetter(ctx, l.n, cause)
+		err := l.deadLetter(ctx, l.n, cause)
+		return err == nil, err
 	}
 	return false, l.finish(ctx, func(ctx context.Context, js jetstream.JetStream) error {
 		return requeueCopy(ctx, js, l.c.o, l.m, l.n)
@@ -308,21 +334,41 @@ func (l *lease) Release(ctx context.Context) error {
 }
 
 // deadLetter publishes the message to <stream>_failed (created if missing) with its
-// attempts and cause, then acknowledges it.
+// attempts and cause, then acknowledges it. A dead-letter stream deleted since it was
+// last seen is created again (the publish found no stream: the cache is reset, once).
 func (l *lease) deadLetter(ctx context.Context, attempts int, cause error) error {
 	return l.finish(ctx, func(ctx context.Context, js jetstream.JetStream) error {
-		if err := l.c.ensureFailed(ctx, js); err != nil {
-			return err
-		}
 		msg := copyOf(l.m, FailedSubject(l.c.o.Stream), map[string]string{
 			HeaderAttempts: strconv.Itoa(attempts), HeaderError: headerValue(queue.CauseText(cause)),
 			HeaderSubject: l.m.Subject(),
 		})
-		if _, err := js.PublishMsg(ctx, msg, jetstream.WithExpectStream(FailedStream(l.c.o.Stream))); err != nil {
+		err := l.c.publishFailed(ctx, js, msg)
+		if noStream(err) {
+			l.c.mu.Lock()
+			l.c.failedReady = false
+			l.c.mu.Unlock()
+			err = l.c.publishFailed(ctx, js, msg)
+		}
+		if err != nil {
 			return err
 		}
 		return l.m.DoubleAck(ctx)
 	})
+}
+
+// publishFailed publishes msg to <stream>_failed, created if missing.
+func (c *Consumer) publishFailed(ctx context.Context, js jetstream.JetStream, msg *natsgo.Msg) error {
+	if err := c.ensureFailed(ctx, js); err != nil {
+		return err
+	}
+	_, err := js.PublishMsg(ctx, msg, jetstream.WithExpectStream(FailedStream(c.o.Stream)))
+	return err
+}
+
+// noStream says whether a publish found no stream to store it.
+func noStream(err error) bool {
+	return errors.Is(err, natsgo.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
 // headerValue is s on one line, as a header value must be.

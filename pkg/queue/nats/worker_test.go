@@ -117,3 +117,79 @@ func TestConsumerReconnects(t *testing.T) {
 		t.Errorf("Complete after the restart = %v", err)
 	}
 }
+
+// Fail that must dead-letter and cannot (here: the lease expired first) says it did not
+// dead-letter: pkg/worker would otherwise log "Dead-lettered" for an item still queued.
+func TestFailDoesNotClaimAFailedDeadLetter(t *testing.T) {
+	o := options("fail-dead-letter-lost")
+	o.AckWait = time.Second
+	enqueue(t, o, "a")
+	c, err := nats.NewConsumer(ctx(t), o, queue.ConsumerOptions{MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	l, err := c.Take(ctx(t), 5*time.Second)
+	if err != nil || l == nil {
+		t.Fatalf("Take = %v, %v", l, err)
+	}
+	time.Sleep(o.AckWait + 100*time.Millisecond) // the lease expires
+	if dead, err := l.Fail(ctx(t), errors.New("boom")); dead || !errors.Is(err, queue.ErrLeaseLost) {
+		t.Errorf("Fail after the lease expired = %v, %v; want false, ErrLeaseLost", dead, err)
+	}
+}
+
+// A dead-letter stream deleted while the workers run is created again at the next dead
+// letter, not failed on until the worker restarts.
+func TestDeadLetterStreamDeletedWhileRunning(t *testing.T) {
+	o := options("failed-deleted")
+	enqueue(t, o, "a", "b")
+	c, err := nats.NewConsumer(ctx(t), o, queue.ConsumerOptions{MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	js := rawJetStream(t)
+	for i, item := range []string{"a", "b"} {
+		l, err := c.Take(ctx(t), 5*time.Second)
+		if err != nil || l == nil || string(l.Data()) != item {
+			t.Fatalf("Take = %v, %v; want %s", l, err, item)
+		}
+		if dead, err := l.Fail(ctx(t), errors.New("boom")); !dead || err != nil {
+			t.Fatalf("Fail of %s = %v, %v; want dead-lettered", item, dead, err)
+		}
+		if i == 0 {
+			if err := js.DeleteStream(ctx(t), nats.FailedStream(o.Stream)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if failed, err := c.Failed(ctx(t)); err != nil || len(failed) != 1 || string(failed[0]) != "b" {
+		t.Errorf("Failed = %q, %v; want [b]", failed, err)
+	}
+}
+
+// A worker treats its lease as lost a margin (a tenth of the AckWait) before the server's
+// AckWait passes: its ack or renewal would otherwise reach a message the server may have
+// delivered to another worker meanwhile (the server keys acks on the sequence only).
+func TestLeaseExpiresAMarginBeforeTheAckWait(t *testing.T) {
+	o := options("lease-margin")
+	o.AckWait = 3 * time.Second
+	enqueue(t, o, "a")
+	c, err := nats.NewConsumer(ctx(t), o, queue.ConsumerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	l, err := c.Take(ctx(t), 5*time.Second)
+	if err != nil || l == nil {
+		t.Fatalf("Take = %v, %v", l, err)
+	}
+	time.Sleep(o.AckWait - o.AckWait/20) // within the margin, before the server's AckWait
+	if ok, err := l.Renew(ctx(t)); ok || err != nil {
+		t.Errorf("Renew within the margin = %v, %v; want false (lost)", ok, err)
+	}
+	if err := l.Complete(ctx(t)); !errors.Is(err, queue.ErrLeaseLost) {
+		t.Errorf("Complete within the margin = %v, want ErrLeaseLost", err)
+	}
+}

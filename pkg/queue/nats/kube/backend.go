@@ -148,14 +148,10 @@ func Options(src backends.Source) (nats.Options, error) {
 		o.NKeySeed = []byte(src.Secret(n.NKeySeedSecretRef))
 	}
 	if n.TLS != nil {
-		host := ""
-		if len(o.Servers) > 0 {
-			if u, err := nats.ParseURL(o.Servers[0]); err == nil {
-				host = u.Hostname()
-			}
-		}
+		// No server name unless tls.serverName sets one: nats.go then verifies each
+		// server against its own URL's host.
 		var err error
-		if o.TLS, err = backends.TLSClientConfig(n.TLS, src, host, FieldTLS); err != nil {
+		if o.TLS, err = backends.TLSClientConfig(n.TLS, src, "", FieldTLS); err != nil {
 			return nats.Options{}, err
 		}
 	}

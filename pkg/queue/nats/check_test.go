@@ -1,0 +1,122 @@
+package nats_test
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/queuejob/queuejob-operator/pkg/queue"
+	"github.com/queuejob/queuejob-operator/pkg/queue/nats"
+)
+
+// refused says whether err is ReasonWrongType naming field.
+func refused(err error, field string) bool {
+	return queue.ReasonOf(err) == queue.ReasonWrongType && strings.Contains(fmt.Sprint(err), field)
+}
+
+// A consumer whose messages the counts could miss (a delivery limit: a message whose
+// workers crashed MaxDeliver times is neither pending nor in flight, yet still in the
+// stream; push; a filter that leaves subjects out) is refused by the probe, the workers and qj enqueue, naming
+// spec.queue.nats.consumer; one like the workers create, filtered on the stream's subject,
+// is used. (A work-queue stream itself refuses consumers with acks other than explicit or
+// a deliver policy other than all, and other streams are refused.)
+func TestRefusesConsumersTheCountsCannotTrust(t *testing.T) {
+	o := options("consumer-check")
+	enqueue(t, o, "a")
+	js := rawJetStream(t)
+	for _, tc := range []struct {
+		name string
+		cfg  jetstream.ConsumerConfig
+		ok   bool
+	}{
+		{name: "MaxDeliver 2", cfg: jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: 2}},
+		{name: "push", cfg: jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy, DeliverSubject: "push.consumer-check"}},
+		{name: "a filter that leaves a subject out", cfg: jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: "consumer-check.none"}},
+		{name: "filtered on the stream's subject", cfg: jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: o.Stream}, ok: true},
+		{name: "unlimited deliveries", cfg: jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: -1}, ok: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := js.DeleteConsumer(ctx(t), o.Stream, o.Consumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				t.Fatal(err)
+			}
+			tc.cfg.Durable = o.Consumer
+			if _, err := js.CreateOrUpdateConsumer(ctx(t), o.Stream, tc.cfg); err != nil {
+				t.Fatal(err)
+			}
+			p := nats.New(o)
+			defer func() { _ = p.Close() }()
+			_, perr := p.Probe(ctx(t))
+			c, cerr := nats.NewConsumer(ctx(t), o, queue.ConsumerOptions{})
+			if cerr == nil {
+				_ = c.Close()
+			}
+			a := nats.NewAdmin(o, 10*time.Second)
+			defer func() { _ = a.Close() }()
+			_, _, eerr := a.Enqueue(ctx(t), func() (string, error) { return "", io.EOF }, func(int64) {}, queue.EnqueueOptions{})
+			for name, err := range map[string]error{"Probe": perr, "NewConsumer": cerr, "Admin.Enqueue": eerr} {
+				if tc.ok && err != nil {
+					t.Errorf("%s = %v, want it used", name, err)
+				}
+				if !tc.ok && !refused(err, "spec.queue.nats.consumer") {
+					t.Errorf("%s = %v (reason %s), want WrongType naming spec.queue.nats.consumer", name, err, queue.ReasonOf(err))
+				}
+			}
+		})
+	}
+}
+
+// A stream that is not a work queue (limits or interest retention) keeps acknowledged
+// messages: the probe (with or without the consumer), the workers and qj enqueue refuse
+// it, naming spec.queue.nats.stream.
+func TestRefusesStreamsThatAreNotWorkQueues(t *testing.T) {
+	js := rawJetStream(t)
+	for _, tc := range []struct {
+		name      string
+		retention jetstream.RetentionPolicy
+		consumer  bool
+	}{
+		{name: "limits", retention: jetstream.LimitsPolicy},
+		{name: "limits, the consumer exists", retention: jetstream.LimitsPolicy, consumer: true},
+		{name: "interest", retention: jetstream.InterestPolicy, consumer: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := options("retention-" + fmt.Sprint(int(tc.retention)) + fmt.Sprint(tc.consumer))
+			_ = js.DeleteStream(ctx(t), o.Stream)
+			if _, err := js.CreateStream(ctx(t), jetstream.StreamConfig{Name: o.Stream, Subjects: []string{o.Stream},
+				Retention: tc.retention}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = js.DeleteStream(ctx(t), o.Stream) })
+			if _, err := js.Publish(ctx(t), o.Stream, []byte("a")); err != nil {
+				t.Fatal(err)
+			}
+			if tc.consumer {
+				if _, err := js.CreateConsumer(ctx(t), o.Stream, jetstream.ConsumerConfig{Durable: o.Consumer,
+					AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p := nats.New(o)
+			defer func() { _ = p.Close() }()
+			_, perr := p.Probe(ctx(t))
+			_, rerr := p.Reap(ctx(t), time.Now(), 0)
+			c, cerr := nats.NewConsumer(ctx(t), o, queue.ConsumerOptions{})
+			if cerr == nil {
+				_ = c.Close()
+			}
+			a := nats.NewAdmin(o, 10*time.Second)
+			defer func() { _ = a.Close() }()
+			_, _, eerr := a.Enqueue(ctx(t), func() (string, error) { return "", io.EOF }, func(int64) {}, queue.EnqueueOptions{})
+			for name, err := range map[string]error{"Probe": perr, "Reap": rerr, "NewConsumer": cerr, "Admin.Enqueue": eerr} {
+				if !refused(err, "spec.queue.nats.stream") {
+					t.Errorf("%s = %v (reason %s), want WrongType naming spec.queue.nats.stream", name, err, queue.ReasonOf(err))
+				}
+			}
+		})
+	}
+}
