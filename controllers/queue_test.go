@@ -256,10 +256,13 @@ var _ = Describe("QueueJob with a queue", func() {
 			waiting, writes := reconciler.probes.wakeState(client.ObjectKeyFromObject(qj), got.UID)
 			return waiting && writes >= 1
 		}, timeout, interval).Should(BeTrue(), "the watch reported the key and the QueueJob waits for a write")
-		wakes := testutil.ToFloat64(queueWakes.WithLabelValues("redis"))
+		// This QueueJob's own count of writes heard, not the global queuejob_queue_wakes_total
+		// that any other Redis QueueJob's watch in the process raises too.
+		writes := reconciler.probes.writesHeard(client.ObjectKeyFromObject(qj), got.UID)
 		Expect(c.RPush(suiteCtx, key, "a").Err()).To(Succeed())
 		Eventually(func(g Gomega) []batchv1.Job { return ownedJobs(g, qj) }, timeout, interval).Should(HaveLen(1))
-		Expect(testutil.ToFloat64(queueWakes.WithLabelValues("redis"))).To(BeNumerically(">", wakes))
+		Expect(reconciler.probes.writesHeard(client.ObjectKeyFromObject(qj), got.UID)).To(BeNumerically(">", writes),
+			"the QueueJob's watch heard the push")
 	})
 
 	It("starts a second wave for items that arrive after a wave under refill Continuous", func() {

@@ -10,7 +10,9 @@ import (
 
 // Watch tells of messages published to a stream's subjects, through a core NATS
 // subscription to each of them (the stream's subjects as they were when the watch
-// connected): the manager hears of new items at once instead of at its next probe. Every
+// connected): the manager hears of new items at once instead of at its next probe, and
+// once more WatchSettle after the last one heard (JetStream may not have stored it at the
+// first). Every
 // message published to them reaches the manager, payload and all (a subscription cannot
 // ask for less), so a busy stream costs the manager its traffic; wakes are coalesced.
 // The user needs permission to subscribe to the stream's subjects.
@@ -25,6 +27,11 @@ type Watch struct {
 
 // watchRetry bounds the wait before a watch that failed connects again.
 const watchRetry = 30 * time.Second
+
+// WatchSettle is how long after a publish the watch wakes a second time: a core
+// subscriber may hear a message before JetStream has stored it, and a probe at the first
+// wake then counts it not yet.
+const WatchSettle = 250 * time.Millisecond
 
 // NewWatch starts watching o's stream. wake is called with reported false after messages
 // were published, and with reported true once the watch is (again) subscribed: messages
@@ -90,9 +97,17 @@ func (w *Watch) watchOnce() error {
 	}
 	w.status(true, nil)
 	w.wake(true)
+	// settle wakes once more WatchSettle after the last publish heard, for a probe that
+	// came before JetStream had stored it.
+	settle := time.NewTimer(time.Hour)
+	settle.Stop()
+	defer settle.Stop()
 	for {
 		select {
 		case <-written:
+			w.wake(false)
+			settle.Reset(WatchSettle)
+		case <-settle.C:
 			w.wake(false)
 		case <-closed:
 			if err := nc.LastError(); err != nil {
