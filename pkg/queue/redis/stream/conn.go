@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
@@ -195,17 +196,48 @@ func (c *Conn) Reap(ctx context.Context, now time.Time, grace time.Duration) (in
 		return 0, c.fail(err)
 	}
 	reclaimed := 0
+	var stuck error
 	for _, p := range pending.Val() {
-		n, err := moveScript.Run(ctx, c.client, []string{c.o.Stream, c.o.Stream},
-			c.o.Group, p.ID, "", minIdle.Milliseconds(), 1, "").Int()
-		if err != nil {
-			return reclaimed, c.fail(err)
+		returned, err := c.reclaim(ctx, p.ID, minIdle)
+		var reply goredis.Error
+		if err != nil && !errors.As(err, &reply) {
+			return reclaimed, c.fail(err) // the connection failed: so would the next
 		}
-		if n >= 0 {
+		if err != nil {
+			stuck = err // the server refused this entry's moves: go on to the next
+		}
+		if returned {
 			reclaimed++
 		}
 	}
-	return reclaimed, c.deleteStranded(ctx, consumers.Val(), minIdle)
+	if err := c.deleteStranded(ctx, consumers.Val(), minIdle); err != nil {
+		return reclaimed, err
+	}
+	if stuck != nil {
+		return reclaimed, c.fail(stuck)
+	}
+	return reclaimed, nil
+}
+
+// unmovable is the error a reaper dead-letters an entry with when it could not return
+// it with its fields.
+const unmovable = "the reaper could not return the entry to the stream with its fields (too many fields?): " +
+	"dead-lettered with its item field alone"
+
+// reclaim returns the entry id, pending at least minIdle, to the end of the stream with
+// an attempt counted (returned is true). If the server refuses its copy (an entry of
+// thousands of fields), it dead-letters the entry with its item field alone instead, so
+// that one entry never stays pending for good; only if that is refused too (a server
+// out of memory) is the error returned, the entry left pending as it was.
+func (c *Conn) reclaim(ctx context.Context, id string, minIdle time.Duration) (returned bool, err error) {
+	n, err := moveScript.Run(ctx, c.client, []string{c.o.Stream, c.o.Stream},
+		c.o.Group, id, "", minIdle.Milliseconds(), 1, "").Int()
+	var reply goredis.Error
+	if !errors.As(err, &reply) {
+		return err == nil && n >= 0, err
+	}
+	return false, moveScript.Run(ctx, c.client, []string{c.o.Stream, FailedKey(c.o.Stream)},
+		c.o.Group, id, "", minIdle.Milliseconds(), 1, unmovable, "1").Err()
 }
 
 // maxReapGrace bounds the grace Reap adds to the lease. The controller's grace,

@@ -15,8 +15,11 @@ import goredis "github.com/redis/go-redis/v9"
 // where no consumer would read it again. It returns the attempts of the new entry; -1 if the
 // entry was not pending as asked (nothing changed), -2 if it was pending but deleted
 // from the stream by someone else (it is acknowledged: there is nothing to move).
+// If ARGV[7] is '1', the copy keeps the item field alone (and attempts, error): the
+// reaper's way out for an entry whose fields cannot all be copied (thousands of them:
+// Lua's unpack refuses them).
 // KEYS: stream, destination. ARGV: group, id, consumer, min idle ms, attempts delta,
-// error.
+// error, item only.
 var moveScript = goredis.NewScript(`
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if #p == 0 then return -1 end
@@ -33,7 +36,7 @@ local attempts = 0
 for i = 1, #f, 2 do
   if f[i] == 'attempts' then
     attempts = tonumber(f[i + 1]) or 0
-  elseif f[i] ~= 'error' then
+  elseif f[i] ~= 'error' and (ARGV[7] ~= '1' or f[i] == 'item') then
     out[#out + 1] = f[i]
     out[#out + 1] = f[i + 1]
   end

@@ -601,3 +601,42 @@ func TestLostMultiReplyIsTakenAgain(t *testing.T) {
 		t.Errorf("Probe (-want +got):\n%s", diff)
 	}
 }
+
+// TestReapGoesPastAnEntryItCannotMove: an entry whose copy the move script cannot add
+// (5000 fields: Lua's unpack refuses them) must not stop the reaper: it dead-letters
+// that entry with its item field alone, the entries behind it are returned, and the
+// probe does not fail. This test fails if Reap stops at the first script error.
+func TestReapGoesPastAnEntryItCannotMove(t *testing.T) {
+	o := fresh(t, time.Minute)
+	rc := redisServer.RedisClient(t)
+	values := []any{FieldItem, "big"}
+	for i := range 5000 {
+		values = append(values, fmt.Sprintf("f%d", i), "v")
+	}
+	rc.XAdd(testCtx(t), &goredis.XAddArgs{Stream: o.Stream, Values: values})
+	enqueue(t, o, "b")
+	c := consumer(t, o, "gone")
+	for range 2 {
+		if l, err := c.Take(testCtx(t), 0); err != nil || l == nil {
+			t.Fatalf("Take = %v, %v", l, err)
+		}
+	}
+	short := o
+	short.LeaseTTL = time.Millisecond
+	reaper := New(short)
+	defer func() { _ = reaper.Close() }()
+	eventually(t, "the reaper returns b", func() bool {
+		n, err := reaper.Reap(testCtx(t), time.Now(), 0)
+		if err != nil {
+			t.Fatalf("Reap = %d, %v; want no error for an entry it could dead-letter", n, err)
+		}
+		return n == 1
+	})
+	dead := rc.XRange(testCtx(t), FailedKey(o.Stream), "-", "+").Val()
+	if len(dead) != 1 || dead[0].Values[FieldItem] != "big" || dead[0].Values[FieldError] == nil {
+		t.Errorf("%s = %d entries, want the big one's item with an error", FailedKey(o.Stream), len(dead))
+	}
+	if diff := cmp.Diff(queue.Counts{Ready: 1, DeadLettered: 1}, probe(t, o)); diff != "" {
+		t.Errorf("Probe (-want +got):\n%s", diff)
+	}
+}
