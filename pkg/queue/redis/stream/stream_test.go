@@ -640,3 +640,40 @@ func TestReapGoesPastAnEntryItCannotMove(t *testing.T) {
 		t.Errorf("Probe (-want +got):\n%s", diff)
 	}
 }
+
+// TestRecoverLeavesHeldEntriesAlone: after a read failed, Take's scan of the session's
+// pending entries hands out the one no lease holds, and leaves the idle time and the
+// delivery count of the entries its leases hold as they were (a held entry whose Fail
+// failed must still come back through the reaper). This test fails if the scan reads
+// them with XREADGROUP ... 0, which resets their idle time and counts a delivery.
+func TestRecoverLeavesHeldEntriesAlone(t *testing.T) {
+	o := fresh(t, time.Minute)
+	enqueue(t, o, "held", "orphan")
+	c := consumer(t, o, "w")
+	held, err := c.Take(testCtx(t), 0)
+	if err != nil || held == nil {
+		t.Fatalf("Take = %v, %v", held, err)
+	}
+	rc := redisServer.RedisClient(t)
+	// A read that ran on the server, its reply lost.
+	rc.XReadGroup(testCtx(t), &goredis.XReadGroupArgs{Group: o.Group, Consumer: "w", Streams: []string{o.Stream, ">"}, Count: 1, Block: -1})
+	c.noteRead(nil, errors.New("i/o timeout"))
+	heldOf := func() goredis.XPendingExt {
+		p := rc.XPendingExt(testCtx(t), &goredis.XPendingExtArgs{Stream: o.Stream, Group: o.Group, Start: "-", End: "+", Count: 10}).Val()
+		for _, e := range p {
+			if e.ID == held.(*lease).id {
+				return e
+			}
+		}
+		t.Fatalf("pending = %+v, want the held entry among them", p)
+		return goredis.XPendingExt{}
+	}
+	eventually(t, "the held entry is idle 300 ms", func() bool { return heldOf().Idle >= 300*time.Millisecond })
+	l, err := c.Take(testCtx(t), 0)
+	if err != nil || l == nil || string(l.Data()) != "orphan" || l.Attempt() != 1 {
+		t.Fatalf("Take after the lost reply = %v, %v; want orphan, attempt 1", l, err)
+	}
+	if e := heldOf(); e.Idle < 300*time.Millisecond || e.RetryCount != 1 {
+		t.Errorf("held entry after the scan: idle %s, delivered %d times; want idle >= 300ms, delivered once", e.Idle, e.RetryCount)
+	}
+}

@@ -113,10 +113,12 @@ func (c *Consumer) finished(id string) {
 	delete(c.held, id)
 }
 
-// recover, after a read failed, reads the session's own pending entries (XREADGROUP
-// with ID 0, no new entries are read meanwhile) and returns the oldest that no lease
-// holds (a delivery whose reply was lost), its idle time reset (a lease from now on);
-// nil once there is none.
+// recover, after a read failed, lists the session's own pending entries (XPENDING with
+// the consumer, which leaves their idle times and delivery counts alone; no new entries
+// are read meanwhile) and returns the oldest that no lease holds (a delivery whose reply
+// was lost), its idle time reset (a lease from now on); nil once there is none. The
+// entries its leases hold are not touched: a scan must not renew an entry whose lease
+// failed to finish it, nor charge it a delivery.
 func (c *Consumer) recover(ctx context.Context) (*goredis.XMessage, error) {
 	c.mu.Lock()
 	unsure := c.unsure
@@ -126,39 +128,49 @@ func (c *Consumer) recover(ctx context.Context) (*goredis.XMessage, error) {
 	}
 	c.reads.Lock()
 	defer c.reads.Unlock()
-	for from := "0"; ; {
-		res, err := c.client.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: c.o.Group, Consumer: c.co.Session,
-			Streams: []string{c.o.Stream, from}, Count: 100, Block: -1}).Result()
-		if err != nil && !errors.Is(err, goredis.Nil) && !isNoGroup(err) {
+	for from := "-"; ; {
+		pending, err := c.client.XPendingExt(ctx, &goredis.XPendingExtArgs{Stream: c.o.Stream, Group: c.o.Group,
+			Start: from, End: "+", Count: 100, Consumer: c.co.Session}).Result()
+		if err != nil && !isNoGroup(err) {
 			return nil, err
 		}
-		if err != nil || len(res) == 0 || len(res[0].Messages) == 0 {
+		if len(pending) == 0 {
 			c.mu.Lock()
 			c.unsure = false
 			c.mu.Unlock()
 			return nil, nil
 		}
-		for _, m := range res[0].Messages {
-			if got, err := c.orphan(ctx, m); got != nil || err != nil {
+		for _, p := range pending {
+			if got, err := c.orphan(ctx, p.ID); got != nil || err != nil {
 				return got, err
 			}
-			from = m.ID
 		}
+		from = "(" + pending[len(pending)-1].ID
 	}
 }
 
-// orphan returns m if no lease holds it, its idle time reset (nil if it is not pending
-// for the session any more), and notes it held.
-func (c *Consumer) orphan(ctx context.Context, m goredis.XMessage) (*goredis.XMessage, error) {
+// orphan returns the entry id, pending for the session, if no lease holds it: its idle
+// time reset and noted held (nil if it is not pending for the session any more). An
+// entry deleted from the stream meanwhile comes without fields (claim dead-letters it,
+// which acknowledges it: there is nothing to move), as XREADGROUP would return it.
+func (c *Consumer) orphan(ctx context.Context, id string) (*goredis.XMessage, error) {
 	c.mu.Lock()
-	held := c.held[m.ID]
+	held := c.held[id]
 	c.mu.Unlock()
 	if held {
 		return nil, nil
 	}
-	n, err := renewScript.Run(ctx, c.client, []string{c.o.Stream}, c.o.Group, m.ID, c.co.Session).Int()
+	n, err := renewScript.Run(ctx, c.client, []string{c.o.Stream}, c.o.Group, id, c.co.Session).Int()
 	if err != nil || n == 0 {
 		return nil, err
+	}
+	entries, err := c.client.XRange(ctx, c.o.Stream, id, id).Result()
+	if err != nil {
+		return nil, err
+	}
+	m := goredis.XMessage{ID: id, Values: map[string]any{}}
+	if len(entries) == 1 {
+		m = entries[0]
 	}
 	c.noteRead(&m, nil)
 	return &m, nil
