@@ -190,7 +190,7 @@ func TestRenewKeepsToItsOwnEntries(t *testing.T) {
 		t.Errorf("Renew of its own entry = %v, %v; want true", ok, err)
 	}
 	b := consumer(t, o, "b")
-	stolen := &lease{c: b, id: l.(*lease).id}
+	stolen := &lease{c: b, id: l.(*lease).id, renewed: time.Now()}
 	if ok, err := stolen.Renew(testCtx(t)); ok || err != nil {
 		t.Errorf("Renew of another's entry = %v, %v; want false", ok, err)
 	}
@@ -675,5 +675,49 @@ func TestRecoverLeavesHeldEntriesAlone(t *testing.T) {
 	}
 	if e := heldOf(); e.Idle < 300*time.Millisecond || e.RetryCount != 1 {
 		t.Errorf("held entry after the scan: idle %s, delivered %d times; want idle >= 300ms, delivered once", e.Idle, e.RetryCount)
+	}
+}
+
+// TestLeaseExpiresLocally: a worker takes its lease as lost a margin (a tenth of the
+// lease) before the reaper may return the entry, timed from before its take or last
+// renewal: once that passed, Renew says lost and Complete, Fail, Release and
+// CompleteAndTake say ErrLeaseLost without acting, so a worker cut off from Redis never
+// finishes an entry another worker runs. This test fails if a lease is only as good as
+// the server's idle time.
+func TestLeaseExpiresLocally(t *testing.T) {
+	const ttl = 2 * time.Second
+	o := fresh(t, ttl)
+	enqueue(t, o, "a", "b")
+	c, err := NewConsumer(testCtx(t), o, queue.ConsumerOptions{Session: "w", LeaseTTL: ttl, MaxAttempts: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	l, err := c.Take(testCtx(t), 0)
+	if err != nil || l == nil {
+		t.Fatalf("Take = %v, %v", l, err)
+	}
+	if ok, err := l.Renew(testCtx(t)); !ok || err != nil {
+		t.Fatalf("Renew at once = %v, %v; want true", ok, err)
+	}
+	time.Sleep(ttl - ttl/20) // the clock under test: within the margin, before the reaper's lease
+	if ok, err := l.Renew(testCtx(t)); ok || err != nil {
+		t.Errorf("Renew within the margin = %v, %v; want false (lost)", ok, err)
+	}
+	if err := l.Complete(testCtx(t)); !errors.Is(err, queue.ErrLeaseLost) {
+		t.Errorf("Complete within the margin = %v, want ErrLeaseLost", err)
+	}
+	if _, err := l.Fail(testCtx(t), errors.New("boom")); !errors.Is(err, queue.ErrLeaseLost) {
+		t.Errorf("Fail within the margin = %v, want ErrLeaseLost", err)
+	}
+	if err := l.Release(testCtx(t)); !errors.Is(err, queue.ErrLeaseLost) {
+		t.Errorf("Release within the margin = %v, want ErrLeaseLost", err)
+	}
+	if next, cerr, err := c.CompleteAndTake(testCtx(t), l); next != nil || !errors.Is(cerr, queue.ErrLeaseLost) || err != nil {
+		t.Errorf("CompleteAndTake within the margin = %v, %v, %v; want nil, ErrLeaseLost, nil", next, cerr, err)
+	}
+	p := redisServer.RedisClient(t).XPendingExt(testCtx(t), &goredis.XPendingExtArgs{Stream: o.Stream, Group: o.Group, Start: "-", End: "+", Count: 10}).Val()
+	if len(p) != 1 || p[0].ID != l.(*lease).id {
+		t.Errorf("pending = %+v, want a's entry alone, untouched (the reaper returns it)", p)
 	}
 }

@@ -184,8 +184,10 @@ func (c *Consumer) Take(ctx context.Context, wait time.Duration) (queue.Lease, e
 		block = -1 // no BLOCK: BLOCK 0 waits for ever
 	}
 	for {
+		sent := time.Now()
 		m, err := c.recover(ctx)
 		if m == nil && err == nil {
+			sent = time.Now()
 			m, err = c.readNew(ctx, block)
 		}
 		if err != nil {
@@ -194,7 +196,7 @@ func (c *Consumer) Take(ctx context.Context, wait time.Duration) (queue.Lease, e
 		if m == nil {
 			return nil, nil
 		}
-		l, err := c.claim(ctx, m)
+		l, err := c.claim(ctx, m, c.leaseStart(sent, time.Now()))
 		if l != nil || err != nil {
 			return l, err
 		}
@@ -202,9 +204,24 @@ func (c *Consumer) Take(ctx context.Context, wait time.Duration) (queue.Lease, e
 	}
 }
 
-// claim leases an entry just read: its attempt is its attempts field plus one. An entry
-// without an item field, or over its attempts, is dead-lettered instead (nil).
-func (c *Consumer) claim(ctx context.Context, m *goredis.XMessage) (queue.Lease, error) {
+// leaseMargin is how long before its lease passes a worker takes it as lost: the
+// reaper returns an entry once the lease passed without a renewal, and a worker cut off
+// from Redis must stop acting on the entry before another may take it.
+func leaseMargin(lease time.Duration) time.Duration { return lease / 10 }
+
+// leaseStart is when, at the earliest, the server delivered an entry read by a request
+// sent at sent and answered at got: sent, or for a read that waited, got less the margin.
+func (c *Consumer) leaseStart(sent, got time.Time) time.Time {
+	if start := got.Add(-leaseMargin(c.co.LeaseTTL)); start.After(sent) {
+		return start
+	}
+	return sent
+}
+
+// claim leases an entry just read, its lease started at start: its attempt is its
+// attempts field plus one. An entry without an item field, or over its attempts, is
+// dead-lettered instead (nil).
+func (c *Consumer) claim(ctx context.Context, m *goredis.XMessage, start time.Time) (queue.Lease, error) {
 	attempts := 0
 	if v, ok := m.Values[FieldAttempts].(string); ok {
 		attempts, _ = strconv.Atoi(v)
@@ -217,7 +234,7 @@ func (c *Consumer) claim(ctx context.Context, m *goredis.XMessage) (queue.Lease,
 	case c.co.MaxAttempts > 0 && attempts >= c.co.MaxAttempts:
 		why = "its workers never finished it (they crashed, or their leases ran out)"
 	default:
-		return &lease{c: c, id: m.ID, item: item, n: attempts + 1}, nil
+		return &lease{c: c, id: m.ID, item: item, n: attempts + 1, renewed: start}, nil
 	}
 	// The entry is pending for the session: dead-letter it even if ctx is being
 	// cancelled (else the reaper returns it after the lease).
@@ -245,8 +262,12 @@ func (c *Consumer) move(ctx context.Context, id, dest string, delta int, why str
 // one round trip less per item. next is nil if none was waiting.
 func (c *Consumer) CompleteAndTake(ctx context.Context, l queue.Lease) (next queue.Lease, completeErr, err error) {
 	r := l.(*lease)
+	if r.expired() {
+		return nil, queue.ErrLeaseLost, nil
+	}
 	var ack *goredis.IntCmd
 	var read *goredis.XStreamSliceCmd
+	sent := time.Now()
 	c.reads.RLock()
 	_, err = c.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		ack = p.XAck(ctx, c.o.Stream, c.o.Group, r.id)
@@ -278,7 +299,7 @@ func (c *Consumer) CompleteAndTake(ctx context.Context, l queue.Lease) (next que
 	case len(res) == 0 || len(res[0].Messages) == 0:
 		return nil, completeErr, nil
 	}
-	next, err = c.claim(ctx, &res[0].Messages[0])
+	next, err = c.claim(ctx, &res[0].Messages[0], sent)
 	return next, completeErr, err
 }
 
@@ -365,14 +386,33 @@ type lease struct {
 	id   string
 	item string
 	n    int
+
+	mu sync.Mutex
+	// renewed is when the lease started or was last renewed, at the earliest.
+	renewed time.Time
 }
 
 func (l *lease) Data() []byte              { return []byte(l.item) }
 func (l *lease) Attempt() int              { return l.n }
 func (l *lease) RenewEvery() time.Duration { return l.c.co.LeaseTTL / 3 }
 
-// Renew resets the entry's idle time; false if it is no longer pending for the session.
+// expired says whether the lease, less the margin, passed since the lease started or was
+// last renewed (measured from before the request): the reaper may have returned the
+// entry, and another worker may run it. A lease that expired acts no more: its entry
+// stays pending (and held: the session's scan leaves it) until the reaper returns it.
+func (l *lease) expired() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return time.Since(l.renewed) >= l.c.co.LeaseTTL-leaseMargin(l.c.co.LeaseTTL)
+}
+
+// Renew resets the entry's idle time; false if it is no longer pending for the session,
+// or if its lease expired here first (expired).
 func (l *lease) Renew(ctx context.Context) (bool, error) {
+	if l.expired() {
+		return false, nil
+	}
+	sent := time.Now()
 	n, err := renewScript.Run(ctx, l.c.client, []string{l.c.o.Stream}, l.c.o.Group, l.id, l.c.co.Session).Int()
 	if isNoGroup(err) {
 		return false, nil // the stream or its group was deleted: so was the entry
@@ -380,11 +420,19 @@ func (l *lease) Renew(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, l.c.err(ctx, err)
 	}
+	if n == 1 {
+		l.mu.Lock()
+		l.renewed = sent
+		l.mu.Unlock()
+	}
 	return n == 1, nil
 }
 
 // Complete acknowledges and deletes the entry, in one MULTI.
 func (l *lease) Complete(ctx context.Context) error {
+	if l.expired() {
+		return queue.ErrLeaseLost
+	}
 	var ack *goredis.IntCmd
 	_, err := l.c.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		ack = p.XAck(ctx, l.c.o.Stream, l.c.o.Group, l.id)
@@ -413,6 +461,9 @@ func (l *lease) acked(n int64) error {
 // Fail returns the entry to the end of the stream with its attempt counted, or after its
 // MaxAttempts-th attempt moves it to <stream>:failed with the cause's text.
 func (l *lease) Fail(ctx context.Context, cause error) (bool, error) {
+	if l.expired() {
+		return false, queue.ErrLeaseLost
+	}
 	dead := l.c.co.MaxAttempts > 0 && l.n >= l.c.co.MaxAttempts
 	dest, why := l.c.o.Stream, ""
 	if dead {
@@ -430,6 +481,9 @@ func (l *lease) Fail(ctx context.Context, cause error) (bool, error) {
 
 // Release returns the entry to the end of the stream without counting the attempt.
 func (l *lease) Release(ctx context.Context) error {
+	if l.expired() {
+		return queue.ErrLeaseLost
+	}
 	n, err := l.c.move(ctx, l.id, l.c.o.Stream, 0, "")
 	return l.moved(ctx, n, err)
 }
