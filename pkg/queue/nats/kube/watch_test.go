@@ -81,6 +81,13 @@ func TestWatchWakesOnPublish(t *testing.T) {
 		t.Error("a publish woke as reported")
 	}
 	t.Logf("woken %s after the publish", time.Since(start))
+	// And once more nats.WatchSettle later, for a probe that came before JetStream stored it.
+	if got.next(t, 5*time.Second, "the publish's second wake") {
+		t.Error("a publish's second wake woke as reported")
+	}
+	if d := time.Since(start); d < nats.WatchSettle {
+		t.Errorf("the second wake came %s after the publish, want at least %s", d, nats.WatchSettle)
+	}
 	if err := nc.Publish("elsewhere", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
