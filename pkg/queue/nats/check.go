@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -77,20 +78,28 @@ func filtersAll(cfg jetstream.ConsumerConfig, subjects []string) bool {
 	return true
 }
 
+// streamCheckEvery is how long a checked stream configuration is kept: a stream deleted
+// and created again while no probe saw it missing is checked again after it.
+var streamCheckEvery = 5 * time.Minute
+
 // streamCheck remembers a stream that passed checkStream, with its configuration: a probe
-// checks the stream once, not at each call.
+// checks the stream once, not at each call, and again after streamCheckEvery or once it
+// was forgotten (a lookup found the stream or the consumer missing: the stream may come
+// back with another configuration).
 type streamCheck struct {
 	mu  sync.Mutex
 	cfg *jetstream.StreamConfig
+	at  time.Time
 }
 
 // config is the stream's configuration, read and checked on first use.
 func (sc *streamCheck) config(ctx context.Context, js jetstream.JetStream, o Options) (jetstream.StreamConfig, error) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	if sc.cfg != nil {
+	if sc.cfg != nil && time.Since(sc.at) < streamCheckEvery {
 		return *sc.cfg, nil
 	}
+	sc.cfg = nil
 	s, err := js.Stream(ctx, o.Stream)
 	if err != nil {
 		return jetstream.StreamConfig{}, err
@@ -99,8 +108,18 @@ func (sc *streamCheck) config(ctx context.Context, js jetstream.JetStream, o Opt
 	if err := checkStream(o, cfg); err != nil {
 		return jetstream.StreamConfig{}, err
 	}
-	sc.cfg = &cfg
+	sc.cfg, sc.at = &cfg, time.Now()
 	return cfg, nil
+}
+
+// forgetIfMissing forgets the checked configuration if err says the stream or the
+// consumer is missing.
+func (sc *streamCheck) forgetIfMissing(err error) {
+	if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+		sc.mu.Lock()
+		sc.cfg = nil
+		sc.mu.Unlock()
+	}
 }
 
 // lookupConsumer is o's consumer on the stream of configuration stream, checked

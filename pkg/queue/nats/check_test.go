@@ -1,6 +1,7 @@
 package nats_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -118,5 +119,81 @@ func TestRefusesStreamsThatAreNotWorkQueues(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// recreate deletes o's stream, if it exists, and creates it again with cfg (named
+// o.Stream), and a consumer of o with filter, if not empty.
+func recreate(t *testing.T, o nats.Options, cfg jetstream.StreamConfig, filter string) {
+	t.Helper()
+	js := rawJetStream(t)
+	if err := js.DeleteStream(ctx(t), o.Stream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatal(err)
+	}
+	cfg.Name = o.Stream
+	if _, err := js.CreateStream(ctx(t), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if filter != "" {
+		if _, err := js.CreateConsumer(ctx(t), o.Stream, jetstream.ConsumerConfig{Durable: o.Consumer,
+			AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: filter}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A probe that finds the stream gone checks the stream again once it is back: a stream
+// re-created with limits retention is refused, not counted with its old checked
+// configuration.
+func TestProbeChecksAStreamCreatedAgain(t *testing.T) {
+	o := options("check-recreated")
+	enqueue(t, o, "a")
+	t.Cleanup(func() { _ = rawJetStream(t).DeleteStream(context.Background(), o.Stream) })
+	p := nats.New(o)
+	defer func() { _ = p.Close() }()
+	if _, err := p.Probe(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := rawJetStream(t).DeleteStream(ctx(t), o.Stream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Probe(ctx(t)); queue.ReasonOf(err) != queue.ReasonQueueNotFound {
+		t.Fatalf("Probe of a deleted stream = %v, want QueueNotFound", err)
+	}
+	recreate(t, o, jetstream.StreamConfig{Subjects: []string{o.Stream}, Retention: jetstream.LimitsPolicy}, "")
+	if _, err := p.Probe(ctx(t)); !refused(err, "spec.queue.nats.stream") {
+		t.Errorf("Probe of the stream created again with limits retention = %v (reason %s), want WrongType naming spec.queue.nats.stream",
+			err, queue.ReasonOf(err))
+	}
+}
+
+// A stream re-created with new subjects between two probes, its consumer too (the probe
+// never saw them missing), is checked again after nats.StreamCheckEvery: a consumer
+// filtered on the old subject only is refused.
+func TestProbeChecksTheStreamAgainAfterAWhile(t *testing.T) {
+	defer nats.SetStreamCheckEvery(100 * time.Millisecond)()
+	o := options("check-every")
+	first := jetstream.StreamConfig{Name: o.Stream, Subjects: []string{o.Stream}, Retention: jetstream.WorkQueuePolicy}
+	js := rawJetStream(t)
+	_ = js.DeleteStream(ctx(t), o.Stream)
+	if _, err := js.CreateStream(ctx(t), first); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rawJetStream(t).DeleteStream(context.Background(), o.Stream) })
+	if _, err := js.CreateConsumer(ctx(t), o.Stream, jetstream.ConsumerConfig{Durable: o.Consumer,
+		AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: o.Stream}); err != nil {
+		t.Fatal(err)
+	}
+	p := nats.New(o)
+	defer func() { _ = p.Close() }()
+	if _, err := p.Probe(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	recreate(t, o, jetstream.StreamConfig{Subjects: []string{o.Stream, o.Stream + ".b"},
+		Retention: jetstream.WorkQueuePolicy}, o.Stream)
+	time.Sleep(200 * time.Millisecond) // past StreamCheckEvery: the client's clock, not a sync
+	if _, err := p.Probe(ctx(t)); !refused(err, "spec.queue.nats.consumer") {
+		t.Errorf("Probe of the stream created again with a subject its consumer filters out = %v (reason %s), "+
+			"want WrongType naming spec.queue.nats.consumer", err, queue.ReasonOf(err))
 	}
 }
