@@ -197,3 +197,43 @@ func TestProbeChecksTheStreamAgainAfterAWhile(t *testing.T) {
 			"want WrongType naming spec.queue.nats.consumer", err, queue.ReasonOf(err))
 	}
 }
+
+// A consumer's filters let the whole stream through when each of the stream's subjects is
+// matched by a filter: "*" matches one token, ">" the rest (one token or more); a stream
+// subject that is itself a wildcard is covered only by a filter at least as wide.
+func TestFiltersAll(t *testing.T) {
+	for _, tc := range []struct {
+		filters, subjects []string
+		want              bool
+	}{
+		{filters: nil, subjects: []string{"jobs"}, want: true},
+		{filters: []string{">"}, subjects: []string{"jobs", "a.b"}, want: true},
+		{filters: []string{"jobs"}, subjects: []string{"jobs"}, want: true},
+		{filters: []string{"jobs"}, subjects: []string{"jobs", "more"}},
+		{filters: []string{"jobs.*"}, subjects: []string{"jobs.a", "jobs.b"}, want: true},
+		{filters: []string{"jobs.>"}, subjects: []string{"jobs.a", "jobs.b.c"}, want: true},
+		{filters: []string{"jobs.*"}, subjects: []string{"jobs.a", "jobs.b.c"}},
+		{filters: []string{"jobs.>"}, subjects: []string{"jobs"}},
+		{filters: []string{"jobs.*"}, subjects: []string{"jobs.*"}, want: true},
+		{filters: []string{"jobs.>"}, subjects: []string{"jobs.*", "jobs.>"}, want: true},
+		{filters: []string{"jobs.*"}, subjects: []string{"jobs.>"}},
+		{filters: []string{"jobs.a"}, subjects: []string{"jobs.*"}},
+		{filters: []string{"*.a"}, subjects: []string{"jobs.a", "more.a"}, want: true},
+		{filters: []string{"*.a"}, subjects: []string{"jobs.b"}},
+		{filters: []string{"*"}, subjects: []string{"jobs"}, want: true},
+		{filters: []string{"*"}, subjects: []string{">"}},
+		{filters: []string{"jobs.a", "other.>"}, subjects: []string{"jobs.a", "other.x.y"}, want: true},
+		{filters: []string{"jobs.a", "other.>"}, subjects: []string{"jobs.a", "jobs.b"}},
+	} {
+		cfg := jetstream.ConsumerConfig{FilterSubjects: tc.filters}
+		if got := nats.FiltersAll(cfg, tc.subjects); got != tc.want {
+			t.Errorf("filters %q on subjects %q: FiltersAll = %t, want %t", tc.filters, tc.subjects, got, tc.want)
+		}
+		if len(tc.filters) == 1 {
+			cfg = jetstream.ConsumerConfig{FilterSubject: tc.filters[0]}
+			if got := nats.FiltersAll(cfg, tc.subjects); got != tc.want {
+				t.Errorf("FilterSubject %q on subjects %q: FiltersAll = %t, want %t", tc.filters[0], tc.subjects, got, tc.want)
+			}
+		}
+	}
+}

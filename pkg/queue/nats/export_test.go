@@ -12,3 +12,6 @@ func SetStreamCheckEvery(d time.Duration) func() {
 	streamCheckEvery = d
 	return func() { streamCheckEvery = old }
 }
+
+// FiltersAll is filtersAll for the tests.
+var FiltersAll = filtersAll
