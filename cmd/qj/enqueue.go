@@ -93,6 +93,9 @@ items.`,
 
 func (e *enqueueOptions) run(ctx context.Context, args []string) error {
 	if standalone := e.queue.standalone(); e.file == "" && ((standalone && len(args) == 0) || (!standalone && len(args) == 1)) {
+		if err := e.queue.shortOfAQueue(); err != nil {
+			return err
+		}
 		return fmt.Errorf("no items: give them as arguments after the QueueJob's name, or with -f FILE (-f - for standard input)")
 	}
 	t, rest, err := e.resolveTarget(ctx, &e.queue, args)

@@ -41,13 +41,13 @@ func TestQueueFlags(t *testing.T) {
 		{name: "two management URLs", args: []string{"--rabbitmq-management-url", "http://h", "--rabbitmq-management-url-env", "M"}, wantErr: "at most one of --rabbitmq-management-url"},
 		{name: "redis address, stream and group", args: []string{"--redis-address", "127.0.0.1:6379", "--redis-stream", "s", "--redis-group", "g"}, wantStandalone: true},
 		{name: "redis stream alone replaces the QueueJob's", args: []string{"--redis-stream", "s"}},
-		{name: "redis stream without a group", args: []string{"--redis-address", "127.0.0.1:6379", "--redis-stream", "s"}, wantErr: "--redis-stream needs --redis-group"},
+		{name: "redis address and stream without a group replace the QueueJob's", args: []string{"--redis-address", "127.0.0.1:6379", "--redis-stream", "s"}},
 		{name: "redis key and stream", args: []string{"--redis-key", "k", "--redis-stream", "s"}, wantErr: "set one or the other"},
 		{name: "redis stream and rabbitmq", args: []string{"--redis-stream", "s", "--rabbitmq-queue", "q"}, wantErr: "both --redis-* and --rabbitmq-*"},
 		{name: "db out of range", args: []string{"--redis-db", "256"}, wantErr: "--redis-db must be between 0 and 255"},
 		{name: "nats url, stream and consumer", args: []string{"--nats-url", "nats://h:4222", "--nats-stream", "s", "--nats-consumer", "c"}, wantStandalone: true},
 		{name: "nats stream alone replaces the QueueJob's", args: []string{"--nats-stream", "s"}},
-		{name: "nats url and stream without a consumer", args: []string{"--nats-url", "nats://h:4222", "--nats-stream", "s"}, wantErr: "--nats-url and --nats-stream need --nats-consumer"},
+		{name: "nats url and stream without a consumer replace the QueueJob's", args: []string{"--nats-url", "nats://h:4222", "--nats-stream", "s"}},
 		{name: "nats user without a password", args: []string{"--nats-user", "alice"}, wantErr: "--nats-user needs --nats-password-env"},
 		{name: "nats password without a user", args: []string{"--nats-password-env", "PW"}, wantErr: "--nats-password-env needs --nats-user"},
 	}
@@ -159,5 +159,20 @@ func TestEnqueueFIFOOnNATS(t *testing.T) {
 	wantErr(t, r, "--fifo", "a NATS stream is first in, first out")
 	if strings.Contains(r.err.Error(), "RabbitMQ") {
 		t.Errorf("error %q names RabbitMQ", r.err)
+	}
+}
+
+// Flags a field short of a whole queue, without a QueueJob, are an error that names the
+// missing flag: no QueueJob is needed with it.
+func TestFlagsShortOfAQueue(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{args: []string{"inspect", "--nats-url", "nats://127.0.0.1:1", "--nats-stream", "s"}, want: "--nats-url and --nats-stream need --nats-consumer"},
+		{args: []string{"inspect", "--redis-address", "127.0.0.1:1", "--redis-stream", "s"}, want: "--redis-stream needs --redis-group"},
+		{args: []string{"enqueue", "--nats-url", "nats://127.0.0.1:1", "--nats-stream", "s", "a"}, want: "--nats-url and --nats-stream need --nats-consumer"},
+	} {
+		wantErr(t, run(t, "", tc.args...), tc.want, "or name the QueueJob")
 	}
 }

@@ -48,6 +48,15 @@ func (f *natsFlags) credsSet() bool {
 
 func (f *natsFlags) standalone() bool { return f.url != "" && f.stream != "" && f.consumer != "" }
 
+// short names the flag the flags lack to give a whole stream, "" if none: without a
+// QueueJob it is needed; with one, the QueueJob's field is used.
+func (f *natsFlags) short() string {
+	if f.url != "" && f.stream != "" && f.consumer == "" {
+		return "--nats-url and --nats-stream need --nats-consumer, the durable consumer of the workers"
+	}
+	return ""
+}
+
 func (f *natsFlags) check() error {
 	if f.url != "" {
 		if _, err := nats.ParseURL(f.url); err != nil {
@@ -55,8 +64,6 @@ func (f *natsFlags) check() error {
 		}
 	}
 	switch {
-	case f.url != "" && f.stream != "" && f.consumer == "":
-		return fmt.Errorf("--nats-url and --nats-stream need --nats-consumer, the durable consumer of the workers")
 	case f.user != "" && f.passwordEnv == "":
 		return fmt.Errorf("--nats-user needs --nats-password-env, the name of a variable that holds the password")
 	case f.passwordEnv != "" && f.user == "":

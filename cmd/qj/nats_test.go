@@ -85,6 +85,19 @@ func TestEnqueueThenInspectNATS(t *testing.T) {
 	if got, err := c.Probe(testCtx(t)); err != nil || got.Ready != 2 || got.DeadLettered != 0 {
 		t.Errorf("after requeue, Probe = %+v, %v; want 2 ready, none dead-lettered", got, err)
 	}
+
+	// Given with the QueueJob, --nats-url and --nats-stream replace its fields; its
+	// consumer and credentials stay.
+	r = mustRun(t, "", "--kubeconfig", kc, "-n", ns, "enqueue", "jobs", "--nats-url", srv.URL(), "--nats-stream", "other", "--declare", "x")
+	outputs = append(outputs, r.all())
+	r = mustRun(t, "", "--kubeconfig", kc, "-n", ns, "inspect", "jobs", "--nats-url", srv.URL(), "--nats-stream", "other", "-o", "json")
+	outputs = append(outputs, r.all())
+	wantErr(t, run(t, "", "--kubeconfig", kc, "-n", ns, "enqueue", "--nats-url", srv.URL(), "--nats-stream", "other", "x", "y"),
+		`QueueJob "x" not found`, "without a QueueJob: --nats-url and --nats-stream need --nats-consumer")
+	res = inspectResult{}
+	if err := json.Unmarshal([]byte(r.out), &res); err != nil || res.NATS == nil || res.NATS.Ready != 1 || len(res.NATS.Next) != 1 || res.NATS.Next[0] != "x" {
+		t.Errorf("inspect jobs --nats-url --nats-stream other -o json = %q (%v); want 1 ready (x)", r.out, err)
+	}
 	for _, out := range outputs {
 		if strings.Contains(out, srv.Password()) {
 			t.Errorf("an output holds the password:\n%s", out)

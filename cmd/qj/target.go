@@ -86,6 +86,19 @@ func (f *queueFlags) standalone() bool {
 		((f.rabbitURL != "" || f.rabbitURLEnv != "") && f.rabbitQueue != "") || f.nats.standalone()
 }
 
+// shortOfAQueue is the error of flags a field short of a whole queue when no QueueJob
+// supplies it, nil if they are not: with a QueueJob they replace its fields.
+func (f *queueFlags) shortOfAQueue() error {
+	short := f.nats.short()
+	if f.redisAddress != "" && f.redisStream != "" && f.redisGroup == "" {
+		short = "--redis-stream needs --redis-group, the consumer group of the workers"
+	}
+	if short == "" {
+		return nil
+	}
+	return fmt.Errorf("%s, or name the QueueJob (NAME) that has it", short)
+}
+
 func (f *queueFlags) check(cmd *cobra.Command) error {
 	f.redisDBSet = cmd.Flags().Changed("redis-db")
 	if f.redisSet() && f.rabbitSet() {
@@ -99,9 +112,6 @@ func (f *queueFlags) check(cmd *cobra.Command) error {
 	}
 	if f.redisKey != "" && (f.redisStream != "" || f.redisGroup != "") {
 		return fmt.Errorf("--redis-key names a list, --redis-stream and --redis-group a stream: set one or the other")
-	}
-	if f.redisAddress != "" && f.redisStream != "" && f.redisGroup == "" {
-		return fmt.Errorf("--redis-stream needs --redis-group, the consumer group of the workers")
 	}
 	if f.rabbitURL != "" && f.rabbitURLEnv != "" {
 		return fmt.Errorf("set at most one of --rabbitmq-url and --rabbitmq-url-env")
@@ -190,6 +200,9 @@ func (o *options) resolveTarget(ctx context.Context, f *queueFlags, args []strin
 		t, err := f.flagTarget()
 		return t, args, err
 	}
+	if err := f.shortOfAQueue(); err != nil && len(args) == 0 {
+		return nil, nil, err
+	}
 	if len(args) == 0 {
 		return nil, nil, fmt.Errorf("name the QueueJob (NAME), or give the whole queue as flags: --redis-address and --redis-key (a list) or --redis-stream and --redis-group (a stream), --rabbitmq-url-env and --rabbitmq-queue, or --nats-url, --nats-stream and --nats-consumer")
 	}
@@ -202,6 +215,9 @@ func (o *options) resolveTarget(ctx context.Context, f *queueFlags, args []strin
 	defer cancel()
 	qj, err := getQueueJob(ctx, c, ns, name)
 	if err != nil {
+		if short := f.shortOfAQueue(); short != nil {
+			err = fmt.Errorf("%w (without a QueueJob: %w)", err, short)
+		}
 		return nil, nil, err
 	}
 	if qj.Spec.Queue == nil {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -55,42 +57,68 @@ func checkConsumer(o Options, cfg jetstream.ConsumerConfig, stream jetstream.Str
 func errBadConsumer(o Options, why string) *queue.Error {
 	return queue.Errorf(queue.ReasonWrongType, "consumer %q of stream %q %s: the queue's counts would miss messages; "+
 		"fix spec.queue.nats.consumer to name a durable pull consumer with explicit acks, unlimited deliveries "+
-		"(MaxDeliver -1), deliver policy all and no filter, or a name that does not exist yet (the workers create it)",
+		"(MaxDeliver -1), deliver policy all and no filter leaving out a stream subject, or a name that does not exist yet (the workers create it)",
 		o.Consumer, o.Stream, why)
 }
 
 // filtersAll says whether the consumer's filters, if any, let every subject of the stream
-// through: each is one of the filters, or a filter is ">".
+// through: each is covered by one of the filters.
 func filtersAll(cfg jetstream.ConsumerConfig, subjects []string) bool {
 	filters := cfg.FilterSubjects
 	if cfg.FilterSubject != "" {
 		filters = append(filters, cfg.FilterSubject)
 	}
-	if len(filters) == 0 || slices.Contains(filters, ">") {
+	if len(filters) == 0 {
 		return true
 	}
 	for _, s := range subjects {
-		if !slices.Contains(filters, s) {
+		if !slices.ContainsFunc(filters, func(f string) bool { return covers(f, s) }) {
 			return false
 		}
 	}
 	return true
 }
 
+// covers says whether every subject that subject s matches is matched by filter f, token
+// by token: "*" matches one token, ">" one token or more. A wildcard of s is covered only
+// by one at least as wide ("*" by "*" or ">", ">" by ">").
+func covers(f, s string) bool {
+	ft, st := strings.Split(f, "."), strings.Split(s, ".")
+	for i, t := range ft {
+		switch {
+		case i == len(st):
+			return false
+		case t == ">":
+			return true
+		case st[i] == ">", t != "*" && t != st[i]:
+			return false
+		}
+	}
+	return len(ft) == len(st)
+}
+
+// streamCheckEvery is how long a checked stream configuration is kept: a stream deleted
+// and created again while no probe saw it missing is checked again after it.
+var streamCheckEvery = 5 * time.Minute
+
 // streamCheck remembers a stream that passed checkStream, with its configuration: a probe
-// checks the stream once, not at each call.
+// checks the stream once, not at each call, and again after streamCheckEvery or once it
+// was forgotten (a lookup found the stream or the consumer missing: the stream may come
+// back with another configuration).
 type streamCheck struct {
 	mu  sync.Mutex
 	cfg *jetstream.StreamConfig
+	at  time.Time
 }
 
 // config is the stream's configuration, read and checked on first use.
 func (sc *streamCheck) config(ctx context.Context, js jetstream.JetStream, o Options) (jetstream.StreamConfig, error) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	if sc.cfg != nil {
+	if sc.cfg != nil && time.Since(sc.at) < streamCheckEvery {
 		return *sc.cfg, nil
 	}
+	sc.cfg = nil
 	s, err := js.Stream(ctx, o.Stream)
 	if err != nil {
 		return jetstream.StreamConfig{}, err
@@ -99,8 +127,18 @@ func (sc *streamCheck) config(ctx context.Context, js jetstream.JetStream, o Opt
 	if err := checkStream(o, cfg); err != nil {
 		return jetstream.StreamConfig{}, err
 	}
-	sc.cfg = &cfg
+	sc.cfg, sc.at = &cfg, time.Now()
 	return cfg, nil
+}
+
+// forgetIfMissing forgets the checked configuration if err says the stream or the
+// consumer is missing.
+func (sc *streamCheck) forgetIfMissing(err error) {
+	if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+		sc.mu.Lock()
+		sc.cfg = nil
+		sc.mu.Unlock()
+	}
 }
 
 // lookupConsumer is o's consumer on the stream of configuration stream, checked

@@ -1,6 +1,7 @@
 package nats_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -118,5 +119,121 @@ func TestRefusesStreamsThatAreNotWorkQueues(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// recreate deletes o's stream, if it exists, and creates it again with cfg (named
+// o.Stream), and a consumer of o with filter, if not empty.
+func recreate(t *testing.T, o nats.Options, cfg jetstream.StreamConfig, filter string) {
+	t.Helper()
+	js := rawJetStream(t)
+	if err := js.DeleteStream(ctx(t), o.Stream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatal(err)
+	}
+	cfg.Name = o.Stream
+	if _, err := js.CreateStream(ctx(t), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if filter != "" {
+		if _, err := js.CreateConsumer(ctx(t), o.Stream, jetstream.ConsumerConfig{Durable: o.Consumer,
+			AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: filter}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A probe that finds the stream gone checks the stream again once it is back: a stream
+// re-created with limits retention is refused, not counted with its old checked
+// configuration.
+func TestProbeChecksAStreamCreatedAgain(t *testing.T) {
+	o := options("check-recreated")
+	enqueue(t, o, "a")
+	t.Cleanup(func() { _ = rawJetStream(t).DeleteStream(context.Background(), o.Stream) })
+	p := nats.New(o)
+	defer func() { _ = p.Close() }()
+	if _, err := p.Probe(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := rawJetStream(t).DeleteStream(ctx(t), o.Stream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Probe(ctx(t)); queue.ReasonOf(err) != queue.ReasonQueueNotFound {
+		t.Fatalf("Probe of a deleted stream = %v, want QueueNotFound", err)
+	}
+	recreate(t, o, jetstream.StreamConfig{Subjects: []string{o.Stream}, Retention: jetstream.LimitsPolicy}, "")
+	if _, err := p.Probe(ctx(t)); !refused(err, "spec.queue.nats.stream") {
+		t.Errorf("Probe of the stream created again with limits retention = %v (reason %s), want WrongType naming spec.queue.nats.stream",
+			err, queue.ReasonOf(err))
+	}
+}
+
+// A stream re-created with new subjects between two probes, its consumer too (the probe
+// never saw them missing), is checked again after nats.StreamCheckEvery: a consumer
+// filtered on the old subject only is refused.
+func TestProbeChecksTheStreamAgainAfterAWhile(t *testing.T) {
+	defer nats.SetStreamCheckEvery(100 * time.Millisecond)()
+	o := options("check-every")
+	first := jetstream.StreamConfig{Name: o.Stream, Subjects: []string{o.Stream}, Retention: jetstream.WorkQueuePolicy}
+	js := rawJetStream(t)
+	_ = js.DeleteStream(ctx(t), o.Stream)
+	if _, err := js.CreateStream(ctx(t), first); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rawJetStream(t).DeleteStream(context.Background(), o.Stream) })
+	if _, err := js.CreateConsumer(ctx(t), o.Stream, jetstream.ConsumerConfig{Durable: o.Consumer,
+		AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: o.Stream}); err != nil {
+		t.Fatal(err)
+	}
+	p := nats.New(o)
+	defer func() { _ = p.Close() }()
+	if _, err := p.Probe(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	recreate(t, o, jetstream.StreamConfig{Subjects: []string{o.Stream, o.Stream + ".b"},
+		Retention: jetstream.WorkQueuePolicy}, o.Stream)
+	time.Sleep(200 * time.Millisecond) // past StreamCheckEvery: the client's clock, not a sync
+	if _, err := p.Probe(ctx(t)); !refused(err, "spec.queue.nats.consumer") {
+		t.Errorf("Probe of the stream created again with a subject its consumer filters out = %v (reason %s), "+
+			"want WrongType naming spec.queue.nats.consumer", err, queue.ReasonOf(err))
+	}
+}
+
+// A consumer's filters let the whole stream through when each of the stream's subjects is
+// matched by a filter: "*" matches one token, ">" the rest (one token or more); a stream
+// subject that is itself a wildcard is covered only by a filter at least as wide.
+func TestFiltersAll(t *testing.T) {
+	for _, tc := range []struct {
+		filters, subjects []string
+		want              bool
+	}{
+		{filters: nil, subjects: []string{"jobs"}, want: true},
+		{filters: []string{">"}, subjects: []string{"jobs", "a.b"}, want: true},
+		{filters: []string{"jobs"}, subjects: []string{"jobs"}, want: true},
+		{filters: []string{"jobs"}, subjects: []string{"jobs", "more"}},
+		{filters: []string{"jobs.*"}, subjects: []string{"jobs.a", "jobs.b"}, want: true},
+		{filters: []string{"jobs.>"}, subjects: []string{"jobs.a", "jobs.b.c"}, want: true},
+		{filters: []string{"jobs.*"}, subjects: []string{"jobs.a", "jobs.b.c"}},
+		{filters: []string{"jobs.>"}, subjects: []string{"jobs"}},
+		{filters: []string{"jobs.*"}, subjects: []string{"jobs.*"}, want: true},
+		{filters: []string{"jobs.>"}, subjects: []string{"jobs.*", "jobs.>"}, want: true},
+		{filters: []string{"jobs.*"}, subjects: []string{"jobs.>"}},
+		{filters: []string{"jobs.a"}, subjects: []string{"jobs.*"}},
+		{filters: []string{"*.a"}, subjects: []string{"jobs.a", "more.a"}, want: true},
+		{filters: []string{"*.a"}, subjects: []string{"jobs.b"}},
+		{filters: []string{"*"}, subjects: []string{"jobs"}, want: true},
+		{filters: []string{"*"}, subjects: []string{">"}},
+		{filters: []string{"jobs.a", "other.>"}, subjects: []string{"jobs.a", "other.x.y"}, want: true},
+		{filters: []string{"jobs.a", "other.>"}, subjects: []string{"jobs.a", "jobs.b"}},
+	} {
+		cfg := jetstream.ConsumerConfig{FilterSubjects: tc.filters}
+		if got := nats.FiltersAll(cfg, tc.subjects); got != tc.want {
+			t.Errorf("filters %q on subjects %q: FiltersAll = %t, want %t", tc.filters, tc.subjects, got, tc.want)
+		}
+		if len(tc.filters) == 1 {
+			cfg = jetstream.ConsumerConfig{FilterSubject: tc.filters[0]}
+			if got := nats.FiltersAll(cfg, tc.subjects); got != tc.want {
+				t.Errorf("FilterSubject %q on subjects %q: FiltersAll = %t, want %t", tc.filters[0], tc.subjects, got, tc.want)
+			}
+		}
 	}
 }

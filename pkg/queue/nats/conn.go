@@ -74,7 +74,8 @@ func (c *Conn) Probe(ctx context.Context) (queue.Counts, error) {
 
 // probe counts, and returns the consumer's info (nil if it does not exist): the
 // consumer's info and the dead-letter stream's, two requests; the stream's info when the
-// consumer is missing, and on cl's first call (checkStream, checkConsumer).
+// consumer is missing (checked: the stream may have been created again), and on cl's
+// first call and every streamCheckEvery (checkStream, checkConsumer).
 func probe(ctx context.Context, js jetstream.JetStream, cl *client) (queue.Counts, *jetstream.ConsumerInfo, error) {
 	o := cl.o
 	stream, err := cl.stream.config(ctx, js, o)
@@ -84,10 +85,14 @@ func probe(ctx context.Context, js jetstream.JetStream, cl *client) (queue.Count
 	var counts queue.Counts
 	var ci *jetstream.ConsumerInfo
 	cons, err := lookupConsumer(ctx, js, o, stream)
+	cl.stream.forgetIfMissing(err)
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		s, err := js.Stream(ctx, o.Stream)
 		if err != nil {
+			return queue.Counts{}, nil, err
+		}
+		if err := checkStream(o, s.CachedInfo().Config); err != nil {
 			return queue.Counts{}, nil, err
 		}
 		counts.Ready = int64(s.CachedInfo().State.Msgs)
@@ -150,6 +155,7 @@ func reap(ctx context.Context, js jetstream.JetStream, cl *client) (int, error) 
 		return 0, err
 	}
 	cons, err := lookupConsumer(ctx, js, o, stream)
+	cl.stream.forgetIfMissing(err)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
 		return 0, nil
 	}

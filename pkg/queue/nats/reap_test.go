@@ -2,6 +2,7 @@ package nats_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -75,23 +76,38 @@ func TestReapOfAFullStreamChargesNoAttempt(t *testing.T) {
 	}
 }
 
-// A reap that has too little time left does not pull: a message pulled and then not
-// republished in time keeps the reaper's delivery, which would count as an attempt.
+// A reap that has too little time left (less than half of o's timeout before its
+// deadline, or none) does not pull: a message pulled and then not republished in time
+// keeps the reaper's delivery, which would count as an attempt. With time enough it reaps.
 func TestReapStopsWellBeforeTheDeadline(t *testing.T) {
-	o := options("reap-deadline")
-	o.AckWait = time.Second
-	enqueue(t, o, "item")
-	crashed(t, o)
-	cons, err := rawJetStream(t).Consumer(ctx(t), o.Stream, o.Consumer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	short, cancel := context.WithTimeout(ctx(t), 0) // its time ran out
-	defer cancel()
-	n, err := nats.ReapMessages(short, rawJetStream(t), o, cons, 1)
-	t.Logf("ReapMessages without time left = %d, %v", n, err)
-	if data, attempt := takeAttempt(t, o); data != "item" || attempt != 2 {
-		t.Errorf("took %q at attempt %d after one crashed attempt, want item at attempt 2", data, attempt)
+	for _, tc := range []struct {
+		name   string
+		left   func(o nats.Options) time.Duration
+		reaped int
+	}{
+		{name: "no time left", left: func(nats.Options) time.Duration { return 0 }},
+		{name: "just under half the timeout", left: func(o nats.Options) time.Duration { return o.Timeout/2 - 100*time.Millisecond }},
+		{name: "plenty", left: func(o nats.Options) time.Duration { return 10 * o.Timeout }, reaped: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := options("reap-deadline-" + strings.ReplaceAll(tc.name, " ", "-"))
+			o.AckWait = time.Second
+			enqueue(t, o, "item")
+			crashed(t, o)
+			cons, err := rawJetStream(t).Consumer(ctx(t), o.Stream, o.Consumer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			short, cancel := context.WithTimeout(ctx(t), tc.left(o))
+			defer cancel()
+			n, err := nats.ReapMessages(short, rawJetStream(t), o, cons, 1)
+			if n != tc.reaped || tc.reaped > 0 && err != nil {
+				t.Errorf("ReapMessages with %v left = %d, %v; want %d reaped", tc.left(o), n, err, tc.reaped)
+			}
+			if data, attempt := takeAttempt(t, o); data != "item" || attempt != 2 {
+				t.Errorf("took %q at attempt %d after one crashed attempt, want item at attempt 2", data, attempt)
+			}
+		})
 	}
 }
 
