@@ -49,6 +49,29 @@ const (
 // DefaultLeaseTTL is the expiry of a lease whose TTL is not set (pkg/worker's default).
 const DefaultLeaseTTL = 30 * time.Second
 
+// A lease a server keeps (a Redis stream entry's idle time, a NATS message's AckWait) runs
+// on the server's clock from its delivery; a worker that cannot renew it (cut off, or
+// renewing too late) must stop acting on the item before the server may give it to
+// another worker. LeaseStart and LeaseExpired are that worker-side clock.
+
+// LeaseMargin is how long before its lease passes a worker takes it as lost: a tenth.
+func LeaseMargin(ttl time.Duration) time.Duration { return ttl / 10 }
+
+// LeaseStart is when, at the earliest, the server delivered an item read by a request sent
+// at sent and answered at got: sent, or for a read that waited, got less the margin.
+func LeaseStart(sent, got time.Time, ttl time.Duration) time.Time {
+	if start := got.Add(-LeaseMargin(ttl)); start.After(sent) {
+		return start
+	}
+	return sent
+}
+
+// LeaseExpired says whether the lease ttl, less the margin, has passed since renewed (when
+// it started or was last renewed, measured from before the request).
+func LeaseExpired(renewed time.Time, ttl time.Duration) bool {
+	return time.Since(renewed) >= ttl-LeaseMargin(ttl)
+}
+
 // ConsumerOptions are a worker's settings that a Consumer follows (pkg/worker's New fills
 // them from its Options); each backend's NewConsumer fills in those left empty with
 // WithDefaults.

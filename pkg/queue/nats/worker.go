@@ -137,7 +137,7 @@ func (c *Consumer) Take(ctx context.Context, wait time.Duration) (queue.Lease, e
 		if err != nil {
 			return nil, c.err(ctx, err)
 		}
-		l := &lease{c: c, m: m, n: priorAttempts(m) + int(meta.NumDelivered), renewed: leaseStart(sent, time.Now(), c.ackWait)}
+		l := &lease{c: c, m: m, n: priorAttempts(m) + int(meta.NumDelivered), renewed: queue.LeaseStart(sent, time.Now(), c.ackWait)}
 		if max := c.co.MaxAttempts; max > 0 && l.n > max {
 			// Delivered more often than its attempts allow (its workers crashed): dead-letter
 			// it without handing it out.
@@ -242,27 +242,13 @@ func (l *lease) Data() []byte              { return l.m.Data() }
 func (l *lease) Attempt() int              { return l.n }
 func (l *lease) RenewEvery() time.Duration { return l.c.ackWait / 3 }
 
-// leaseMargin is how long before the server's AckWait passes a worker takes its lease as
-// lost: the server keys acks and renewals on the message's sequence only, so that one
-// sent after the AckWait would reach the message's next delivery, another worker's.
-func leaseMargin(ackWait time.Duration) time.Duration { return ackWait / 10 }
-
-// leaseStart is when, at the earliest, the server delivered a message pulled at sent and
-// received at got: sent, or for a pull that waited, got less the margin.
-func leaseStart(sent, got time.Time, ackWait time.Duration) time.Time {
-	if start := got.Add(-leaseMargin(ackWait)); start.After(sent) {
-		return start
-	}
-	return sent
-}
-
 // expired says whether the AckWait, less the margin, passed since the lease started or
 // was renewed (measured from before the request): the server may have delivered the
 // message to another worker.
 func (l *lease) expired() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return time.Since(l.renewed) >= l.c.ackWait-leaseMargin(l.c.ackWait)
+	return queue.LeaseExpired(l.renewed, l.c.ackWait)
 }
 
 // Renew sends AckProgress and waits for the server's answer: the AckWait starts again.

@@ -196,26 +196,12 @@ func (c *Consumer) Take(ctx context.Context, wait time.Duration) (queue.Lease, e
 		if m == nil {
 			return nil, nil
 		}
-		l, err := c.claim(ctx, m, c.leaseStart(sent, time.Now()))
+		l, err := c.claim(ctx, m, queue.LeaseStart(sent, time.Now(), c.co.LeaseTTL))
 		if l != nil || err != nil {
 			return l, err
 		}
 		// Dead-lettered: take another.
 	}
-}
-
-// leaseMargin is how long before its lease passes a worker takes it as lost: the
-// reaper returns an entry once the lease passed without a renewal, and a worker cut off
-// from Redis must stop acting on the entry before another may take it.
-func leaseMargin(lease time.Duration) time.Duration { return lease / 10 }
-
-// leaseStart is when, at the earliest, the server delivered an entry read by a request
-// sent at sent and answered at got: sent, or for a read that waited, got less the margin.
-func (c *Consumer) leaseStart(sent, got time.Time) time.Time {
-	if start := got.Add(-leaseMargin(c.co.LeaseTTL)); start.After(sent) {
-		return start
-	}
-	return sent
 }
 
 // claim leases an entry just read, its lease started at start: its attempt is its
@@ -403,7 +389,7 @@ func (l *lease) RenewEvery() time.Duration { return l.c.co.LeaseTTL / 3 }
 func (l *lease) expired() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return time.Since(l.renewed) >= l.c.co.LeaseTTL-leaseMargin(l.c.co.LeaseTTL)
+	return queue.LeaseExpired(l.renewed, l.c.co.LeaseTTL)
 }
 
 // Renew resets the entry's idle time; false if it is no longer pending for the session,
