@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -80,9 +81,12 @@ type waveJob struct {
 }
 
 type wavePod struct {
-	Name     string      `json:"name"`
-	Wave     string      `json:"wave"`
-	Phase    string      `json:"phase"`
+	Name  string `json:"name"`
+	Wave  string `json:"wave"`
+	Phase string `json:"phase"`
+	// Waiting is why a container of the pod waits, as kubectl get pods shows it
+	// (ErrImagePull, CrashLoopBackOff, ContainerCreating ...): init containers first.
+	Waiting  string      `json:"waiting,omitempty"`
 	Ready    string      `json:"ready"`
 	Node     string      `json:"node,omitempty"`
 	Restarts int32       `json:"restarts"`
@@ -292,6 +296,11 @@ func summarizePod(p *corev1.Pod) wavePod {
 	if p.DeletionTimestamp != nil {
 		wp.Phase = "Terminating"
 	}
+	for _, cs := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses) {
+		if w := cs.State.Waiting; w != nil && w.Reason != "" && wp.Waiting == "" {
+			wp.Waiting = w.Reason
+		}
+	}
 	ready := 0
 	for _, cs := range p.Status.ContainerStatuses {
 		wp.Restarts += cs.RestartCount
@@ -376,20 +385,7 @@ func (s *statusOptions) human(w io.Writer, r *statusResult) {
 		table(indent(w), "WAVE\tJOB\tSTATE\tCOMPLETIONS\tACTIVE\tSUCCEEDED\tFAILED\tAGE", rows)
 	}
 
-	fmt.Fprintln(w, "\nPods:")
-	if len(r.Pods) == 0 {
-		fmt.Fprintln(w, "  none")
-	} else {
-		rows := make([][]any, len(r.Pods))
-		for i, p := range r.Pods {
-			node := p.Node
-			if node == "" {
-				node = "<none>"
-			}
-			rows[i] = []any{p.Name, p.Wave, p.Phase, p.Ready, node, p.Restarts, since(&p.Created)}
-		}
-		table(indent(w), "NAME\tWAVE\tPHASE\tREADY\tNODE\tRESTARTS\tAGE", rows)
-	}
+	podsTable(w, r.Pods, since)
 
 	if s.events > 0 {
 		fmt.Fprintln(w, "\nEvents:")
@@ -406,8 +402,39 @@ func (s *statusOptions) human(w io.Writer, r *statusResult) {
 			table(indent(w), "LAST SEEN\tTYPE\tREASON\tMESSAGE", rows)
 		}
 	}
+	warnings(w, r)
+}
+
+// podsTable lists the pods of the waves, with why a container waits beside the phase.
+func podsTable(w io.Writer, pods []wavePod, since func(*metav1.Time) string) {
+	fmt.Fprintln(w, "\nPods:")
+	if len(pods) == 0 {
+		fmt.Fprintln(w, "  none")
+		return
+	}
+	rows := make([][]any, len(pods))
+	for i, p := range pods {
+		node := p.Node
+		if node == "" {
+			node = "<none>"
+		}
+		phase := p.Phase
+		if p.Waiting != "" {
+			phase += " (" + p.Waiting + ")"
+		}
+		rows[i] = []any{p.Name, p.Wave, phase, p.Ready, node, p.Restarts, since(&p.Created)}
+	}
+	table(indent(w), "NAME\tWAVE\tPHASE\tREADY\tNODE\tRESTARTS\tAGE", rows)
+}
+
+// warnings ends the human output with what stops the QueueJob, on its own lines: the
+// conditions' table above holds it too, among the rest.
+func warnings(w io.Writer, r *statusResult) {
 	if c := meta.FindStatusCondition(r.Conditions, qjv1.ConditionQueueReachable); c != nil && c.Status == metav1.ConditionFalse {
 		fmt.Fprintf(w, "\nThe operator cannot reach the queue (%s): %s\n", c.Reason, oneLine(c.Message))
+	}
+	if c := meta.FindStatusCondition(r.Conditions, qjv1.ConditionProgressing); c != nil && c.Reason == qjv1.ReasonPodsCannotStart {
+		fmt.Fprintf(w, "\nThe pods cannot start (%s): %s\n", c.Reason, oneLine(c.Message))
 	}
 }
 
