@@ -1,6 +1,10 @@
 package controllers
 
 import (
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -41,8 +45,8 @@ func CacheOptions(namespaces ...string) cache.Options {
 
 // trimPod keeps of a pod what the controller reads from the cache: its metadata (labels,
 // owner, finalizers, deletion; not its annotations and managedFields), its phase, its
-// Ready condition and when its containers terminated. Everything it deletes it first
-// reads again from the API server.
+// Ready condition, when its containers terminated, and what blocks it from starting
+// (podStartBlock: a container's blocking wait, its message bounded). Everything it deletes it first reads again from the API server.
 func trimPod(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -57,20 +61,39 @@ func trimPod(obj any) (any, error) {
 			st.Conditions = append(st.Conditions, corev1.PodCondition{Type: c.Type, Status: c.Status, LastTransitionTime: c.LastTransitionTime})
 		}
 	}
-	st.InitContainerStatuses = terminations(pod.Status.InitContainerStatuses)
-	st.ContainerStatuses = terminations(pod.Status.ContainerStatuses)
+	st.InitContainerStatuses = containerStates(pod.Status.InitContainerStatuses)
+	st.ContainerStatuses = containerStates(pod.Status.ContainerStatuses)
 	pod.Status = st
 	return pod, nil
 }
 
-// terminations keeps of container statuses when each container terminated.
-func terminations(in []corev1.ContainerStatus) []corev1.ContainerStatus {
+// containerStates keeps of container statuses when each container terminated, and the
+// reason and message of a container waiting for a reason that blocks it (blockingWaits).
+func containerStates(in []corev1.ContainerStatus) []corev1.ContainerStatus {
 	var out []corev1.ContainerStatus
 	for _, cs := range in {
-		if t := cs.State.Terminated; t != nil {
+		switch t, w := cs.State.Terminated, cs.State.Waiting; {
+		case t != nil:
 			out = append(out, corev1.ContainerStatus{Name: cs.Name, State: corev1.ContainerState{
 				Terminated: &corev1.ContainerStateTerminated{FinishedAt: t.FinishedAt}}})
+		case w != nil && blockingWaits[w.Reason]:
+			out = append(out, corev1.ContainerStatus{Name: cs.Name, State: corev1.ContainerState{
+				Waiting: &corev1.ContainerStateWaiting{Reason: w.Reason, Message: boundMessage(w.Message)}}})
 		}
 	}
 	return out
+}
+
+// boundMessage is a kubelet's message on one line, at most maxBlockMessage
+// bytes (cut at a rune, marked with "...").
+func boundMessage(msg string) string {
+	msg = strings.Join(strings.FieldsFunc(msg, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }), " ")
+	if len(msg) <= maxBlockMessage {
+		return msg
+	}
+	cut := maxBlockMessage - len("...")
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + "..."
 }

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	crevent "sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -65,6 +66,11 @@ type QueueJobReconciler struct {
 	// at once when the QueueJob changes and after a probe that failed to connect or log in,
 	// so a rotated password takes effect within a probe or two.
 	SecretRefresh time.Duration
+	// PodStartGrace is how long every pod of a running Job must be blocked from starting
+	// (an image that cannot be pulled, a missing Secret, a crash loop) before the
+	// Progressing condition says so, and how long they must have started since before it
+	// stops saying so; 20s if zero.
+	PodStartGrace time.Duration
 
 	// NoQueueWatch turns off the watch of queues that can be watched (a backend whose
 	// Backend has NewWatcher: Redis lists and streams, through client-side caching's
@@ -76,12 +82,13 @@ type QueueJobReconciler struct {
 	// before it connects.
 	AllowedAddresses backends.AddressPolicy
 
-	probes   probeStates
-	gates    serverGates
-	secrets  secretCache
-	holds    createHolds
-	podLooks podCreationLooks
-	limiter  *cadenceLimiter
+	probes    probeStates
+	gates     serverGates
+	secrets   secretCache
+	holds     createHolds
+	podLooks  podCreationLooks
+	podStarts podStartWatches
+	limiter   *cadenceLimiter
 
 	watchMu        sync.Mutex
 	watchers       map[string]backends.Watcher
@@ -159,6 +166,7 @@ func (r *QueueJobReconciler) announce(s *scope, eventType, reason, action, note 
 //	ensureWave        wave.go                 plan the wave (planWave, planner.go) and act on the plan
 //	syncJob           syncjob.go              carry spec.suspend and the parallelism to the running Job
 //	checkPodCreation  podcreation.go          why a running Job has no pod
+//	checkPodStart     podstart.go             why a running Job's pods do not start
 //	cleanup           cleanup.go              archive and delete what has expired
 //	observe           status.go               the new status, one setter per condition
 //	writeStatus       queuejob_controller.go  one status write, then the events
@@ -173,6 +181,7 @@ func (r *QueueJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if apierrors.IsNotFound(err) {
 			r.forgetDeletedQueue(ctx, req.NamespacedName)
 			r.podLooks.forget(req.NamespacedName)
+			r.podStarts.forget(req.NamespacedName)
 			r.limiter.setCadence(req, 0)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -181,6 +190,7 @@ func (r *QueueJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		// The garbage collector deletes the Jobs (and so their pods) with it.
 		r.forgetDeletedQueue(ctx, req.NamespacedName)
 		r.podLooks.forget(req.NamespacedName)
+		r.podStarts.forget(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
 	s := &scope{read: read, qj: read.DeepCopy(), now: r.Clock.Now()}
@@ -211,7 +221,7 @@ func (r *QueueJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	// (ensureWave plans nothing without a probe), and one failing phase, a refused pod
 	// delete say, must not keep the others from their work.
 	var errs []error
-	for _, phase := range []func(context.Context, *scope) error{r.probeQueue, r.ensureWave, r.syncJob, r.checkPodCreation, r.cleanup} {
+	for _, phase := range []func(context.Context, *scope) error{r.probeQueue, r.ensureWave, r.syncJob, r.checkPodCreation, r.checkPodStart, r.cleanup} {
 		errs = append(errs, phase(ctx, s))
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -267,7 +277,8 @@ func (r *QueueJobReconciler) emit(s *scope, evs []event) {
 }
 
 // SetupWithManager registers the reconciler: it watches QueueJobs, the Jobs they own and
-// the pods of those Jobs once they finish (for the pod TTL).
+// the pods of those Jobs once they finish (for the pod TTL) or when what blocks them from
+// starting comes, changes or goes (podStartBlock).
 func (r *QueueJobReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &batchv1.Job{}, jobOwnerKey, func(o client.Object) []string {
 		ref := metav1.GetControllerOf(o)
@@ -290,6 +301,16 @@ func (r *QueueJobReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 	}); err != nil {
 		return err
 	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, podUnfinishedKey, func(o client.Object) []string {
+		pod, ok := o.(*corev1.Pod)
+		ref := metav1.GetControllerOf(o)
+		if !ok || ref == nil || pod.DeletionTimestamp != nil || podDone(pod) {
+			return nil
+		}
+		return []string{string(ref.UID)}
+	}); err != nil {
+		return err
+	}
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
 	}
@@ -299,10 +320,6 @@ func (r *QueueJobReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 			return nil
 		}
 		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: name}}}
-	})
-	finishedPod := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		pod, ok := o.(*corev1.Pod)
-		return ok && (pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed)
 	})
 	r.limiter = newCadenceLimiter()
 	workers := r.MaxConcurrentReconciles
@@ -324,8 +341,31 @@ func (r *QueueJobReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 		WithOptions(controller.TypedOptions[reconcile.Request]{MaxConcurrentReconciles: workers, RateLimiter: r.limiter}).
 		For(&qjv1.QueueJob{}).
 		Owns(&batchv1.Job{}).
-		Watches(&corev1.Pod{}, podToQueueJob, builder.WithPredicates(finishedPod)).
+		Watches(&corev1.Pod{}, podToQueueJob, builder.WithPredicates(podWatchPredicate())).
 		WatchesRawSource(wakes).
 		Named("queuejob").
 		Complete(r)
+}
+
+// podWatchPredicate passes the pod events a QueueJob acts on: a pod that has finished
+// (the pod TTL), and a pod whose block from starting (podStartBlock) came, changed or went.
+func podWatchPredicate() predicate.Funcs {
+	finished := func(o client.Object) bool {
+		pod, ok := o.(*corev1.Pod)
+		return ok && (pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed)
+	}
+	blocked := func(o client.Object) string {
+		if pod, ok := o.(*corev1.Pod); ok {
+			return podStartBlockReason(pod)
+		}
+		return ""
+	}
+	return predicate.Funcs{
+		CreateFunc: func(e crevent.CreateEvent) bool { return finished(e.Object) || blocked(e.Object) != "" },
+		UpdateFunc: func(e crevent.UpdateEvent) bool {
+			return finished(e.ObjectNew) || blocked(e.ObjectOld) != blocked(e.ObjectNew)
+		},
+		DeleteFunc:  func(e crevent.DeleteEvent) bool { return finished(e.Object) },
+		GenericFunc: func(e crevent.GenericEvent) bool { return finished(e.Object) },
+	}
 }

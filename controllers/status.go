@@ -481,5 +481,8 @@ func transitions(old, cur *qjv1.QueueJobStatus) []event {
 	if c := became(qjv1.ConditionProgressing, metav1.ConditionFalse); c != nil && c.Reason == qjv1.ReasonPodsNotCreated {
 		evs = append(evs, event{corev1.EventTypeWarning, qjv1.EventPodsNotCreated, "CreatePods", c.Message})
 	}
+	if c := became(qjv1.ConditionProgressing, metav1.ConditionFalse); c != nil && c.Reason == qjv1.ReasonPodsCannotStart {
+		evs = append(evs, event{corev1.EventTypeWarning, qjv1.EventPodsCannotStart, "StartPods", c.Message})
+	}
 	return evs
 }

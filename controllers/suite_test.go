@@ -155,6 +155,9 @@ func startManagerWithReconciler(cfg *rest.Config, reconcilerOpts []func(*QueueJo
 		// Longer than any spec: a spec sees Secrets read again only because its QueueJob
 		// changed or a probe failed, never because a period ran out (a unit test covers it).
 		SecretRefresh: 10 * time.Minute,
+		// Short, so that the specs of pods that cannot start stay quick; a unit test
+		// covers the grace (TestPodStartProblem).
+		PodStartGrace: 2 * time.Second,
 	}
 	for _, f := range reconcilerOpts {
 		f(r)

@@ -50,6 +50,11 @@ const (
 	// Job's pods (Pod Security, a ResourceQuota, an admission webhook); the message is its
 	// own.
 	ReasonPodsNotCreated = "PodsNotCreated"
+	// ReasonPodsCannotStart: every pod of the running Job has been blocked from starting
+	// for a while, for a reason that waiting alone does not fix (an image that cannot be
+	// pulled, a Secret that env refers to missing, a crash loop); the message names the
+	// reason, the kubelet's words and the pods.
+	ReasonPodsCannotStart = "PodsCannotStart"
 	// ReasonItemsDeadLettered: the queue was drained, items were dead-lettered during
 	// the run, and spec.deadLetterPolicy is Fail.
 	ReasonItemsDeadLettered = "ItemsDeadLettered"
@@ -60,6 +65,7 @@ const (
 	EventJobCreated        = "JobCreated"
 	EventJobCreateFailed   = "JobCreateFailed"
 	EventPodsNotCreated    = "PodsNotCreated"
+	EventPodsCannotStart   = "PodsCannotStart"
 	EventCompleted         = "Completed"
 	EventFailed            = "Failed"
 	EventSuspended         = "Suspended"

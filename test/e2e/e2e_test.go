@@ -21,6 +21,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -284,6 +285,65 @@ var _ = Describe("QueueJobs in a real cluster", Ordered, ContinueOnFailure, func
 		Expect(cond.Status).To(Equal(metav1.ConditionFalse))
 		Expect(cond.Message).To(ContainSubstring("violates PodSecurity"))
 		report("Pod Security: Progressing=False %s %s after creation: %s", cond.Reason, time.Since(start).Round(time.Second), cond.Message)
+	})
+
+	It("says why a wave's pods cannot start (a missing image, a missing Secret), once in an event each; the QueueJob completes once the Secret exists", func(ctx SpecContext) {
+		ns := namespace(ctx, nil)
+		noImage := sample("pi", ns)
+		noImage.Name = "noimage"
+		c := &noImage.Spec.JobTemplate.Spec.Template.Spec.Containers[0]
+		c.Image, c.ImagePullPolicy = "ghcr.io/queuejob/no-such-image:0", corev1.PullNever
+		noSecret := sample("pi", ns)
+		noSecret.Name = "nosecret"
+		c = &noSecret.Spec.JobTemplate.Spec.Template.Spec.Containers[0]
+		c.Env = append(c.Env, corev1.EnvVar{Name: "TOKEN", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "later"}, Key: "token"}}})
+		start := time.Now()
+		Expect(cluster.Client.Create(ctx, noImage)).To(Succeed())
+		Expect(cluster.Client.Create(ctx, noSecret)).To(Succeed())
+		cannotStart := func(qj *qjv1.QueueJob, reason string) *metav1.Condition {
+			var cond *metav1.Condition
+			Eventually(ctx, func(g Gomega) {
+				got := &qjv1.QueueJob{}
+				g.Expect(cluster.Client.Get(ctx, client.ObjectKeyFromObject(qj), got)).To(Succeed())
+				cond = meta.FindStatusCondition(got.Status.Conditions, qjv1.ConditionProgressing)
+				g.Expect(cond).NotTo(BeNil())
+				g.Expect(cond.Reason).To(Equal(qjv1.ReasonPodsCannotStart))
+				g.Expect(cond.Message).To(ContainSubstring(reason))
+				g.Expect(got.Status.State).To(Equal(qjv1.StateRunning))
+			}).WithTimeout(3 * time.Minute).Should(Succeed())
+			return cond
+		}
+		cond := cannotStart(noImage, "ErrImageNeverPull")
+		Expect(cond.Message).To(ContainSubstring("no-such-image"))
+		report("missing image: Progressing=False %s %s after creation: %s", cond.Reason, time.Since(start).Round(time.Second), cond.Message)
+		cond = cannotStart(noSecret, "CreateContainerConfigError")
+		Expect(cond.Message).To(ContainSubstring(`"later"`))
+		report("missing Secret: Progressing=False %s %s after creation: %s", cond.Reason, time.Since(start).Round(time.Second), cond.Message)
+		// One Warning each, emitted once (a second would make the event a series).
+		for _, qj := range []*qjv1.QueueJob{noImage, noSecret} {
+			Eventually(ctx, func(g Gomega) {
+				var evs eventsv1.EventList
+				g.Expect(cluster.Client.List(ctx, &evs, client.InNamespace(ns))).To(Succeed())
+				var mine []eventsv1.Event
+				for _, e := range evs.Items {
+					if e.Regarding.Kind == "QueueJob" && e.Regarding.Name == qj.Name && e.Reason == qjv1.EventPodsCannotStart {
+						mine = append(mine, e)
+					}
+				}
+				g.Expect(mine).To(HaveLen(1))
+				g.Expect(mine[0].Type).To(Equal(corev1.EventTypeWarning))
+				g.Expect(mine[0].Series).To(BeNil())
+			}).WithTimeout(time.Minute).Should(Succeed())
+		}
+
+		// The Secret comes: the pods start and the QueueJob completes. (That the report goes
+		// once pods have started is an envtest spec: pi finishes within the grace here.)
+		Expect(cluster.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "later", Namespace: ns},
+			StringData: map[string]string{"token": "t"}})).To(Succeed())
+		got := finished(ctx, noSecret, 5*time.Minute)
+		Expect(got.Status.State).To(Equal(qjv1.StateComplete))
+		Expect(cluster.Client.Delete(ctx, noImage)).To(Succeed())
 	})
 
 	It("converges without a duplicate wave when the operator's pod is deleted mid-wave", func(ctx SpecContext) {
