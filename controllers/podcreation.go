@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -22,15 +21,12 @@ import (
 // a minute after the Job has had no pod for two minutes.
 const PodCreateGrace = 10 * time.Second
 
-// podCreationLooks remembers, per QueueJob, the last look at the events of its podless Job
-// and what that look found. Every status write and probe reconciles the QueueJob again,
-// and each look is an uncached List of events: without it, a hundred QueueJobs under a
-// full ResourceQuota would spend the manager's whole client budget on those Lists.
-type podCreationLooks struct {
-	mu    sync.Mutex
-	looks map[types.NamespacedName]podCreationLook
-}
-
+// podLooks (a memo of podCreationLook) remembers, per QueueJob, the last look at the
+// events of its podless Job and what that look found. Every status write and probe
+// reconciles the QueueJob again, and each look is an uncached List of events: without it,
+// a hundred QueueJobs under a full ResourceQuota would spend the manager's whole client
+// budget on those Lists.
+//
 // podCreationLook is one look at the events of a Job, started (or resumed) at started.
 type podCreationLook struct {
 	job     types.UID
@@ -38,31 +34,6 @@ type podCreationLook struct {
 	at      time.Time
 	// problem is what the look found: the latest FailedCreate, nil if none.
 	problem *progressProblem
-}
-
-// last returns the last look at the events of this Job since it was last started.
-func (l *podCreationLooks) last(key types.NamespacedName, job types.UID, started time.Time) (podCreationLook, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	look, ok := l.looks[key]
-	return look, ok && look.job == job && look.started.Equal(started)
-}
-
-func (l *podCreationLooks) record(key types.NamespacedName, look podCreationLook) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.looks == nil {
-		l.looks = map[types.NamespacedName]podCreationLook{}
-	}
-	l.looks[key] = look
-}
-
-// forget drops the look of a QueueJob whose Job has pods, has finished or has gone, or
-// that has gone itself.
-func (l *podCreationLooks) forget(key types.NamespacedName) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.looks, key)
 }
 
 // jobWithoutPods is the QueueJob's current Job if the Job controller creates its pods
@@ -114,7 +85,8 @@ func (r *QueueJobReconciler) checkPodCreation(ctx context.Context, s *scope) err
 	if age >= 2*time.Minute {
 		every = time.Minute
 	}
-	look, looked := r.podLooks.last(key, job.UID, started)
+	look, looked := r.podLooks.load(key)
+	looked = looked && look.job == job.UID && look.started.Equal(started)
 	if since := s.now.Sub(look.at); looked && since >= 0 && since < every {
 		s.requeue(every - since)
 		if look.problem != nil {
@@ -134,7 +106,7 @@ func (r *QueueJobReconciler) checkPodCreation(ctx context.Context, s *scope) err
 			problem = look.problem
 		}
 	}
-	r.podLooks.record(key, podCreationLook{job: job.UID, started: started, at: s.now, problem: problem})
+	r.podLooks.store(key, podCreationLook{job: job.UID, started: started, at: s.now, problem: problem})
 	s.problem = problem
 	return nil
 }

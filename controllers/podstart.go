@@ -6,7 +6,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -99,33 +98,6 @@ type podStartWatch struct {
 	reasons string
 }
 
-type podStartWatches struct {
-	mu sync.Mutex
-	m  map[types.NamespacedName]podStartWatch
-}
-
-func (w *podStartWatches) get(key types.NamespacedName, job types.UID) (podStartWatch, bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	st, ok := w.m[key]
-	return st, ok && st.job == job
-}
-
-func (w *podStartWatches) set(key types.NamespacedName, st podStartWatch) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.m == nil {
-		w.m = map[types.NamespacedName]podStartWatch{}
-	}
-	w.m[key] = st
-}
-
-func (w *podStartWatches) forget(key types.NamespacedName) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	delete(w.m, key)
-}
-
 // checkPodStart finds out why the pods of a running Job do not start. Neither the kubelet
 // nor the Job controller reports a pod whose image cannot be pulled, whose Secret is
 // missing or that crash-loops anywhere but in the pod: the Job counts it active for ever.
@@ -142,8 +114,8 @@ func (r *QueueJobReconciler) checkPodStart(ctx context.Context, s *scope) error 
 		r.podStarts.forget(key)
 		return nil
 	}
-	st, ok := r.podStarts.get(key, w.job.UID)
-	if !ok {
+	st, ok := r.podStarts.load(key)
+	if !ok || st.job != w.job.UID {
 		st = podStartWatchFromStatus(s.read, w.job)
 	}
 	if st.reported == nil && ptr.Deref(w.job.Status.Ready, 0) > 0 {
@@ -157,7 +129,7 @@ func (r *QueueJobReconciler) checkPodStart(ctx context.Context, s *scope) error 
 	}
 	st, s.problem, ok = st.next(w.job, blockedPodsOf(w.job, pods.Items), s.now, r.podStartGrace())
 	if ok {
-		r.podStarts.set(key, st)
+		r.podStarts.store(key, st)
 	} else {
 		r.podStarts.forget(key)
 	}

@@ -86,8 +86,8 @@ type QueueJobReconciler struct {
 	gates     serverGates
 	secrets   secretCache
 	holds     createHolds
-	podLooks  podCreationLooks
-	podStarts podStartWatches
+	podLooks  memo[podCreationLook]
+	podStarts memo[podStartWatch]
 	limiter   *cadenceLimiter
 
 	watchMu        sync.Mutex
