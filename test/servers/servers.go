@@ -98,11 +98,63 @@ func (s *Server) Stop() {
 // Pause freezes the server's process group with SIGSTOP: its sockets stay open and the
 // kernel still accepts connections, but nothing answers, as with a hung broker. Resume
 // undoes it; Stop and Close work on a paused server.
+//
+// It returns once every thread of the group has stopped: kill only queues the signal, and
+// a thread running on another core can still answer a request sent right after it.
 func (s *Server) Pause() error {
 	if s.cmd == nil {
 		return fmt.Errorf("%s is not running", s.args[0])
 	}
-	return syscall.Kill(-s.cmd.Process.Pid, syscall.SIGSTOP)
+	pgid := s.cmd.Process.Pid
+	if err := syscall.Kill(-pgid, syscall.SIGSTOP); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !groupStopped(pgid) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: its threads did not all stop within 10s of SIGSTOP", s.args[0])
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+// groupStopped reports whether every thread of every process of the process group pgid
+// is stopped (state T or t in /proc), or dead.
+func groupStopped(pgid int) bool {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, stat := range stats {
+		_, pgrp, ok := procState(stat)
+		if !ok || pgrp != pgid {
+			continue
+		}
+		tasks, _ := filepath.Glob(filepath.Join(filepath.Dir(stat), "task", "*", "stat"))
+		for _, task := range tasks {
+			if state, _, ok := procState(task); ok && !strings.ContainsAny(state, "TtZX") {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// procState reads the state and process group of a /proc stat file; false if it is gone.
+func procState(path string) (state string, pgrp int, ok bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", 0, false
+	}
+	// pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
+	i := strings.LastIndex(string(b), ") ")
+	if i < 0 {
+		return "", 0, false
+	}
+	f := strings.Fields(string(b[i+2:]))
+	if len(f) < 3 {
+		return "", 0, false
+	}
+	pgrp, err = strconv.Atoi(f[2])
+	return f[0], pgrp, err == nil
 }
 
 // Resume continues a server that Pause froze (SIGCONT); it does nothing to a server that
