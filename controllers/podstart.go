@@ -110,16 +110,17 @@ type podStartWatch struct {
 func (r *QueueJobReconciler) checkPodStart(ctx context.Context, s *scope) error {
 	key := client.ObjectKeyFromObject(s.qj)
 	w := s.wave()
-	if s.problem != nil || !w.createsPods() || w.job.DeletionTimestamp != nil || w.job.Status.Active == 0 {
+	if w.job == nil {
 		r.podStarts.forget(key)
 		return nil
 	}
-	st, ok := r.podStarts.load(key)
-	if !ok || st.job != w.job.UID {
-		st = podStartWatchFromStatus(s.read, w.job)
-	}
-	if st.reported == nil && ptr.Deref(w.job.Status.Ready, 0) > 0 {
-		r.podStarts.forget(key)
+	prev, remembered := r.podStarts.load(key)
+	st := watchFor(prev, remembered, s.read, w.job)
+	if s.problem != nil || !w.createsPods() || w.job.DeletionTimestamp != nil || w.job.Status.Active == 0 ||
+		st.reported == nil && ptr.Deref(w.job.Status.Ready, 0) > 0 {
+		// Nothing to report, and it is remembered as such: a later reconcile must not take
+		// a status read from a lagging cache for a report that stands.
+		r.podStarts.store(key, podStartWatch{job: w.job.UID})
 		return nil
 	}
 	var pods corev1.PodList
@@ -127,18 +128,31 @@ func (r *QueueJobReconciler) checkPodStart(ctx context.Context, s *scope) error 
 		client.MatchingFields{podUnfinishedKey: string(w.job.UID)}, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("listing the pods of Job %s: %w", w.job.Name, err)
 	}
-	st, s.problem, ok = st.next(w.job, blockedPodsOf(w.job, pods.Items), s.now, r.podStartGrace())
-	if ok {
-		r.podStarts.store(key, st)
-	} else {
-		r.podStarts.forget(key)
+	st = st.next(w.job, blockedPodsOf(w.job, pods.Items), s.now, r.podStartGrace())
+	r.podStarts.store(key, st)
+	if st.reported != nil {
+		p := *st.reported // the memo's own stays as it was made
+		s.problem = &p
 	}
 	s.requeue(st.wait(s.now, r.podStartGrace()))
 	return nil
 }
 
-// podStartWatchFromStatus picks up a report of this Job that the status holds (one that
-// an earlier manager made): it stands until the pods have started for the grace.
+// watchFor is the watch to go on with for the QueueJob's current Job: the remembered one;
+// an empty one for a Job it has not seen; and on the first look since the manager
+// started, the report of this Job that the status holds (an earlier manager's), which
+// stands until the pods have started for the grace.
+func watchFor(prev podStartWatch, remembered bool, qj *qjv1.QueueJob, job *batchv1.Job) podStartWatch {
+	switch {
+	case !remembered:
+		return podStartWatchFromStatus(qj, job)
+	case prev.job != job.UID:
+		return podStartWatch{job: job.UID}
+	}
+	return prev
+}
+
+// podStartWatchFromStatus picks up a report of this Job that the status holds.
 func podStartWatchFromStatus(qj *qjv1.QueueJob, job *batchv1.Job) podStartWatch {
 	st := podStartWatch{job: job.UID}
 	c := meta.FindStatusCondition(qj.Status.Conditions, qjv1.ConditionProgressing)
@@ -150,8 +164,8 @@ func podStartWatchFromStatus(qj *qjv1.QueueJob, job *batchv1.Job) podStartWatch 
 }
 
 // next is the watch after a look at the pods (blocked nil: not all of them are blocked,
-// or none is left), the problem to report, and whether the watch is worth keeping.
-func (st podStartWatch) next(job *batchv1.Job, blocked *blockedPods, now time.Time, grace time.Duration) (podStartWatch, *progressProblem, bool) {
+// or none is left); its report, if any, is the problem to report.
+func (st podStartWatch) next(job *batchv1.Job, blocked *blockedPods, now time.Time, grace time.Duration) podStartWatch {
 	if blocked != nil {
 		st.startedFrom = time.Time{}
 		if st.blockedSince.IsZero() {
@@ -165,19 +179,19 @@ func (st podStartWatch) next(job *batchv1.Job, blocked *blockedPods, now time.Ti
 			st.reported = &progressProblem{reason: qjv1.ReasonPodsCannotStart, message: blocked.message(job)}
 			st.reasons = blocked.reasons()
 		}
-		return st, st.reported, true
+		return st
 	}
 	if st.reported == nil {
-		return podStartWatch{job: st.job}, nil, false
+		return podStartWatch{job: st.job}
 	}
 	st.blockedSince = time.Time{}
 	if st.startedFrom.IsZero() {
 		st.startedFrom = now
 	}
 	if now.Sub(st.startedFrom) < grace {
-		return st, st.reported, true
+		return st
 	}
-	return podStartWatch{job: st.job}, nil, false
+	return podStartWatch{job: st.job}
 }
 
 // wait is how long until the watch's verdict changes by time alone: a report due, or one

@@ -127,47 +127,58 @@ func TestPodStartWatch(t *testing.T) {
 	}
 	st := podStartWatch{job: job.UID}
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
-	step := func(what string, b *blockedPods, now time.Time, wantReported, wantKeep bool, wantWait time.Duration) *progressProblem {
+	step := func(what string, b *blockedPods, now time.Time, wantReported bool, wantWait time.Duration) *progressProblem {
 		t.Helper()
-		var p *progressProblem
-		var keep bool
-		st, p, keep = st.next(job, b, now, grace)
-		if (p != nil) != wantReported || keep != wantKeep || st.wait(now, grace) != wantWait {
-			t.Fatalf("%s: reported %v, keep %v, wait %v; want %v, %v, %v", what, p != nil, keep, st.wait(now, grace), wantReported, wantKeep, wantWait)
+		st = st.next(job, b, now, grace)
+		if p := st.reported; (p != nil) != wantReported || st.wait(now, grace) != wantWait || st.job != job.UID {
+			t.Fatalf("%s: reported %v, wait %v, job %q; want %v, %v, %q", what, p != nil, st.wait(now, grace), st.job, wantReported, wantWait, job.UID)
 		}
-		return p
+		return st.reported
 	}
-	step("blocked, first seen", pods("CrashLoopBackOff", "a"), at(0), false, true, grace)
-	step("blocked, within the grace", pods("CrashLoopBackOff", "a"), at(15*time.Second), false, true, 5*time.Second)
-	step("runs for a moment, before a report", nil, at(16*time.Second), false, false, 0)
-	step("blocked again: the grace starts again", pods("CrashLoopBackOff", "a"), at(17*time.Second), false, true, grace)
-	p := step("blocked for the grace", pods("CrashLoopBackOff", "a"), at(37*time.Second), true, true, 0)
+	step("blocked, first seen", pods("CrashLoopBackOff", "a"), at(0), false, grace)
+	step("blocked, within the grace", pods("CrashLoopBackOff", "a"), at(15*time.Second), false, 5*time.Second)
+	step("runs for a moment, before a report", nil, at(16*time.Second), false, 0)
+	step("blocked again: the grace starts again", pods("CrashLoopBackOff", "a"), at(17*time.Second), false, grace)
+	p := step("blocked for the grace", pods("CrashLoopBackOff", "a"), at(37*time.Second), true, 0)
 	if !strings.Contains(p.message, "CrashLoopBackOff of a") || p.reason != qjv1.ReasonPodsCannotStart {
 		t.Errorf("report: %s %q", p.reason, p.message)
 	}
-	p = step("a pod more, same reason", pods("CrashLoopBackOff", "a", "b"), at(40*time.Second), true, true, 0)
+	p = step("a pod more, same reason", pods("CrashLoopBackOff", "a", "b"), at(40*time.Second), true, 0)
 	if strings.Contains(p.message, "pods a, b") {
 		t.Errorf("the message changed with the same reasons: %q", p.message)
 	}
-	step("runs for a moment, after a report", nil, at(41*time.Second), true, true, grace)
-	step("still running, within the grace", nil, at(50*time.Second), true, true, 11*time.Second)
-	step("back in its back-off", pods("CrashLoopBackOff", "a", "b"), at(55*time.Second), true, true, 0)
-	p = step("another reason", pods("CreateContainerConfigError", "a", "b"), at(56*time.Second), true, true, 0)
+	step("runs for a moment, after a report", nil, at(41*time.Second), true, grace)
+	step("still running, within the grace", nil, at(50*time.Second), true, 11*time.Second)
+	step("back in its back-off", pods("CrashLoopBackOff", "a", "b"), at(55*time.Second), true, 0)
+	p = step("another reason", pods("CreateContainerConfigError", "a", "b"), at(56*time.Second), true, 0)
 	if !strings.Contains(p.message, "CreateContainerConfigError of a") {
 		t.Errorf("a new reason, the same message: %q", p.message)
 	}
-	step("started", nil, at(60*time.Second), true, true, grace)
-	step("started for the grace", nil, at(80*time.Second), false, false, 0)
+	step("started", nil, at(60*time.Second), true, grace)
+	step("started for the grace", nil, at(80*time.Second), false, 0)
 
-	// A report of this Job in the status (an earlier manager's) stands until the pods started.
+	// A report of this Job in the status (an earlier manager's) stands until the pods have
+	// started, on the first look since the manager started, and only then: once the watch
+	// withdrew it, a status read from a lagging cache that still holds it is not a report.
 	qj := &qjv1.QueueJob{Status: qjv1.QueueJobStatus{Conditions: []metav1.Condition{{Type: qjv1.ConditionProgressing,
 		Status: metav1.ConditionFalse, Reason: qjv1.ReasonPodsCannotStart, Message: podStartPrefix(job) + "ErrImageNeverPull ...",
 		LastTransitionTime: metav1.NewTime(t0)}}}}
-	st = podStartWatchFromStatus(qj, job)
-	step("after a restart, started", nil, at(time.Hour), true, true, grace)
-	other := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "q-3", UID: "job-3"}}
-	if st := podStartWatchFromStatus(qj, other); st.reported != nil {
-		t.Errorf("the report of Job q-2 was taken for q-3's")
+	st = watchFor(podStartWatch{}, false, qj, job)
+	step("after a restart, started", nil, at(time.Hour), true, grace)
+	step("after a restart, started for the grace", nil, at(time.Hour+grace), false, 0)
+	if st = watchFor(st, true, qj, job); st.reported != nil {
+		t.Errorf("a withdrawn report came back from a stale status")
+	}
+	if got := watchFor(podStartWatch{job: "job-1", reported: &progressProblem{}}, true, qj, job); got.reported != nil || got.job != job.UID {
+		t.Errorf("the watch of another Job went on: %+v", got)
+	}
+	for _, other := range []*batchv1.Job{
+		{ObjectMeta: metav1.ObjectMeta{Name: "q-20", UID: "job-20"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "q", UID: "job-q"}},
+	} {
+		if st := watchFor(podStartWatch{}, false, qj, other); st.reported != nil {
+			t.Errorf("the report of Job q-2 was taken for %s's", other.Name)
+		}
 	}
 }
 
@@ -232,6 +243,10 @@ var _ = Describe("A Job whose pods cannot start", func() {
 			}
 		}
 		setStatuses(waiting("ErrImageNeverPull", pullMessage), corev1.PodPending)
+		// Not before the grace (2 s here) since all of them were first seen blocked.
+		Consistently(func(g Gomega) {
+			g.Expect(progressing(g, ns, "never").Reason).NotTo(Equal(qjv1.ReasonPodsCannotStart))
+		}, 1500*time.Millisecond, interval).Should(Succeed())
 		Eventually(func(g Gomega) {
 			c := progressing(g, ns, "never")
 			g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
@@ -264,6 +279,10 @@ var _ = Describe("A Job whose pods cannot start", func() {
 		Eventually(func(g Gomega) {
 			g.Expect(progressing(g, ns, "never").Reason).To(Equal(qjv1.ReasonJobRunning))
 		}, timeout, interval).Should(Succeed())
-		oneEvent(Default)
+		// Withdrawn for good: not again from a status the cache still held.
+		Consistently(func(g Gomega) {
+			g.Expect(progressing(g, ns, "never").Reason).To(Equal(qjv1.ReasonJobRunning))
+			oneEvent(g)
+		}, 4*time.Second, interval).Should(Succeed())
 	})
 })

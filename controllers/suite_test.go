@@ -156,7 +156,7 @@ func startManagerWithReconciler(cfg *rest.Config, reconcilerOpts []func(*QueueJo
 		// changed or a probe failed, never because a period ran out (a unit test covers it).
 		SecretRefresh: 10 * time.Minute,
 		// Short, so that the specs of pods that cannot start stay quick; a unit test
-		// covers the grace (TestPodStartProblem).
+		// covers the grace (TestPodStartWatch).
 		PodStartGrace: 2 * time.Second,
 	}
 	for _, f := range reconcilerOpts {

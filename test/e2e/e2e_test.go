@@ -91,6 +91,28 @@ func workedOn(logs map[string]string) map[string][]string {
 	return out
 }
 
+// onlyEvent checks that the QueueJob name has one PodsCannotStart Warning, emitted once (a
+// second emission makes the event a series).
+func onlyEvent(ctx context.Context, ns, name string) error {
+	var evs eventsv1.EventList
+	if err := cluster.Client.List(ctx, &evs, client.InNamespace(ns)); err != nil {
+		return err
+	}
+	var mine []eventsv1.Event
+	for _, e := range evs.Items {
+		if e.Regarding.Kind == "QueueJob" && e.Regarding.Name == name && e.Reason == qjv1.EventPodsCannotStart {
+			mine = append(mine, e)
+		}
+	}
+	switch {
+	case len(mine) != 1:
+		return fmt.Errorf("%d PodsCannotStart events of %s, want 1", len(mine), name)
+	case mine[0].Type != corev1.EventTypeWarning || mine[0].Series != nil:
+		return fmt.Errorf("the PodsCannotStart event of %s: type %s, series %+v; want a Warning emitted once", name, mine[0].Type, mine[0].Series)
+	}
+	return nil
+}
+
 var _ = Describe("QueueJobs in a real cluster", Ordered, ContinueOnFailure, func() {
 	It("runs seed example 1, pi: its log holds the digits; the pod and the Job go after their TTLs and the counts stay", func(ctx SpecContext) {
 		ns := namespace(ctx, nil)
@@ -322,19 +344,7 @@ var _ = Describe("QueueJobs in a real cluster", Ordered, ContinueOnFailure, func
 		report("missing Secret: Progressing=False %s %s after creation: %s", cond.Reason, time.Since(start).Round(time.Second), cond.Message)
 		// One Warning each, emitted once (a second would make the event a series).
 		for _, qj := range []*qjv1.QueueJob{noImage, noSecret} {
-			Eventually(ctx, func(g Gomega) {
-				var evs eventsv1.EventList
-				g.Expect(cluster.Client.List(ctx, &evs, client.InNamespace(ns))).To(Succeed())
-				var mine []eventsv1.Event
-				for _, e := range evs.Items {
-					if e.Regarding.Kind == "QueueJob" && e.Regarding.Name == qj.Name && e.Reason == qjv1.EventPodsCannotStart {
-						mine = append(mine, e)
-					}
-				}
-				g.Expect(mine).To(HaveLen(1))
-				g.Expect(mine[0].Type).To(Equal(corev1.EventTypeWarning))
-				g.Expect(mine[0].Series).To(BeNil())
-			}).WithTimeout(time.Minute).Should(Succeed())
+			Eventually(ctx, func() error { return onlyEvent(ctx, ns, qj.Name) }).WithTimeout(time.Minute).Should(Succeed())
 		}
 
 		// The Secret comes: the pods start and the QueueJob completes. (That the report goes
@@ -343,6 +353,7 @@ var _ = Describe("QueueJobs in a real cluster", Ordered, ContinueOnFailure, func
 			StringData: map[string]string{"token": "t"}})).To(Succeed())
 		got := finished(ctx, noSecret, 5*time.Minute)
 		Expect(got.Status.State).To(Equal(qjv1.StateComplete))
+		Expect(onlyEvent(ctx, ns, noSecret.Name)).To(Succeed(), "after the pods started")
 		Expect(cluster.Client.Delete(ctx, noImage)).To(Succeed())
 	})
 
