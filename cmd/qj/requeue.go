@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/queue/rabbitmq"
 	"github.com/queuejob/queuejob-operator/pkg/worker"
 )
@@ -17,6 +18,9 @@ type requeueOptions struct {
 	*options
 	queue queueFlags
 	count int
+	// item, when set (itemSet), is the value of the one dead-lettered item to requeue.
+	item    string
+	itemSet bool
 }
 
 // requeueResult is what -o json|yaml prints.
@@ -47,13 +51,20 @@ publisher confirms and taken from <queue>.failed only once the broker stored it:
 <queue> no longer exists the broker returns the message, which stays in <queue>.failed,
 and requeue stops, says how many moved and how many stayed, and exits non-zero.
 
+With --item VALUE, only one dead-lettered item with that value moves back (the newest
+copy, if there are several), behind the waiting items; it fails if none has it. Redis
+lists only for now.
+
 The queue's coordinates come from the QueueJob and its Secrets, or from flags, as for
 enqueue.`,
 		Example: fmt.Sprintf(`  # Everything dead-lettered
   %[1]s requeue job-wq-2
 
   # Only the 10 oldest
-  %[1]s requeue job-wq-2 --count 10`, commandName()),
+  %[1]s requeue job-wq-2 --count 10
+
+  # The one item "order-17"
+  %[1]s requeue job-wq-2 --item order-17`, commandName()),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := rq.queue.check(cmd); err != nil {
 				return err
@@ -61,10 +72,17 @@ enqueue.`,
 			if rq.count < 0 {
 				return fmt.Errorf("--count must be 0 (all) or more")
 			}
+			if rq.itemSet = cmd.Flags().Changed("item"); rq.itemSet {
+				if rq.count != 0 {
+					return fmt.Errorf("--count and --item exclude each other: --item requeues one item")
+				}
+				return rq.runItem(cmd.Context(), args)
+			}
 			return rq.run(cmd.Context(), args)
 		},
 	}
 	cmd.Flags().IntVar(&rq.count, "count", 0, "How many items to requeue; 0 for all.")
+	cmd.Flags().StringVar(&rq.item, "item", "", "Requeue only the dead-lettered item with this value (Redis lists).")
 	rq.queue.add(cmd.Flags())
 	return cmd
 }
@@ -101,6 +119,29 @@ func (rq *requeueOptions) run(ctx context.Context, args []string) error {
 	defer func() { _ = w.Close() }()
 	if res.Requeued, err = w.RequeueFailed(ctx, rq.count); err != nil {
 		return rq.stopped(ctx, t, res, err)
+	}
+	return rq.print(res, res.human)
+}
+
+// runItem requeues the one dead-lettered item rq.item.
+func (rq *requeueOptions) runItem(ctx context.Context, args []string) error {
+	t, admin, err := rq.itemAdmin(ctx, &rq.queue, args, "requeue --item")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = admin.Close() }()
+	ctx, cancel := rq.withTimeout(ctx)
+	defer cancel()
+	ok, err := admin.(queue.ItemAdmin).RequeueItem(ctx, rq.item)
+	if err != nil {
+		return fmt.Errorf("%s: %w", t.where(), t.explain(err))
+	}
+	if !ok {
+		return fmt.Errorf("no dead-lettered item %q in %s: qj inspect lists them", rq.item, t.where())
+	}
+	res := requeueResult{Backend: t.Backend, Queue: t.where(), Requeued: 1}
+	if t.Name != "" {
+		res.QueueJob = t.Namespace + "/" + t.Name
 	}
 	return rq.print(res, res.human)
 }

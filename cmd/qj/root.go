@@ -84,7 +84,7 @@ Secret values are never printed.`,
 		}
 		return nil
 	}
-	root.AddCommand(newEnqueueCmd(o), newInspectCmd(o), newStatusCmd(o), newRequeueCmd(o))
+	root.AddCommand(newEnqueueCmd(o), newInspectCmd(o), newStatusCmd(o), newRequeueCmd(o), newDropCmd(o))
 	return root
 }
 

@@ -43,3 +43,16 @@ type EnqueueOptions struct {
 type Declarer interface {
 	Declare(ctx context.Context) error
 }
+
+// ItemAdmin is an Admin that can find one waiting item by its value: qj requeue --item
+// and qj drop --item, for the one poison item a user wants back in the queue or gone.
+// Neither ever touches an item in flight.
+type ItemAdmin interface {
+	// RequeueItem moves one dead-lettered item whose value is item back into the queue,
+	// where RequeueFailed would put it, with a fresh count of attempts; false if no
+	// dead-lettered item has that value.
+	RequeueItem(ctx context.Context, item string) (bool, error)
+	// DropItem deletes one waiting item whose value is item: a ready one first, else a
+	// dead-lettered one. It names where the item was; "" if neither holds it.
+	DropItem(ctx context.Context, item string) (where string, err error)
+}

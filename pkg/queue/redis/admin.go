@@ -11,7 +11,10 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 )
 
-var _ queue.Admin = (*Admin)(nil)
+var (
+	_ queue.Admin     = (*Admin)(nil)
+	_ queue.ItemAdmin = (*Admin)(nil)
+)
 
 // Batching of Admin.Enqueue: each RPUSH/LPUSH carries up to enqueueBatch items, and up to
 // enqueueDepth of them go in one pipeline (one round trip).
@@ -147,6 +150,16 @@ func (a *Admin) CountFailed(ctx context.Context) (int64, string, error) {
 	failed := FailedKey(a.o.Key)
 	n, err := a.redis().LLen(ctx, failed).Result()
 	return n, failed, err
+}
+
+// RequeueItem moves one dead-lettered copy of item back into the list (WQ.RequeueItem).
+func (a *Admin) RequeueItem(ctx context.Context, item string) (bool, error) {
+	return WQ{Client: a.redis(), Key: a.o.Key}.RequeueItem(ctx, item)
+}
+
+// DropItem deletes one waiting copy of item, ready or dead-lettered (WQ.DropItem).
+func (a *Admin) DropItem(ctx context.Context, item string) (string, error) {
+	return WQ{Client: a.redis(), Key: a.o.Key}.DropItem(ctx, item)
 }
 
 // InFlightItem is an in-flight item with its lease.

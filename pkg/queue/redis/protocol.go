@@ -319,6 +319,58 @@ func (q WQ) RequeueFailed(ctx context.Context, n int) (int, error) {
 	return moved, nil
 }
 
+// requeueItemScript moves one copy of ARGV[1] (the newest) from <key>:failed to the head
+// of <key>, where requeueScript puts the items it moves. KEYS: failed, main.
+var requeueItemScript = goredis.NewScript(`
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[1])
+return 1
+`)
+
+// RequeueItem moves one dead-lettered copy of item back to <key>, behind the waiting
+// items, atomically; false if <key>:failed does not hold it. Its count of attempts was
+// dropped when it was dead-lettered.
+func (q WQ) RequeueItem(ctx context.Context, item string) (bool, error) {
+	n, err := requeueItemScript.Run(ctx, q.Client, []string{FailedKey(q.Key), q.Key}, item).Int()
+	if err != nil {
+		return false, fmt.Errorf("requeueing a dead-lettered item: %w", err)
+	}
+	return n == 1, nil
+}
+
+// dropItemScript deletes one copy of ARGV[1] from <key> (the next one workers would take),
+// else from <key>:failed, and drops its count of attempts once no copy is left in the
+// queue, in flight or dead-lettered. It returns 1 (from <key>), 2 (from <key>:failed) or 0.
+// KEYS: main, failed, processing, attempts. ARGV: item, digest.
+var dropItemScript = goredis.NewScript(`
+local from = 0
+if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then from = 1
+elseif redis.call('LREM', KEYS[2], 1, ARGV[1]) == 1 then from = 2
+else return 0 end
+if not redis.call('LPOS', KEYS[1], ARGV[1]) and not redis.call('LPOS', KEYS[2], ARGV[1])
+   and not redis.call('LPOS', KEYS[3], ARGV[1]) then
+  redis.call('HDEL', KEYS[4], ARGV[2])
+end
+return from
+`)
+
+// DropItem deletes one waiting copy of item, atomically: from <key> if it holds one
+// (never an item in flight), else from <key>:failed. It returns the key it was deleted
+// from, "" if neither holds it.
+func (q WQ) DropItem(ctx context.Context, item string) (string, error) {
+	from, err := dropItemScript.Run(ctx, q.Client,
+		[]string{q.Key, FailedKey(q.Key), ProcessingKey(q.Key), AttemptsKey(q.Key)}, item, ItemDigest(item)).Int()
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("dropping an item: %w", err)
+	case from == 1:
+		return q.Key, nil
+	case from == 2:
+		return FailedKey(q.Key), nil
+	}
+	return "", nil
+}
+
 // CompleteAndTake completes an item (as Complete) and takes the next one (as Take,
 // without waiting) in one round trip: the way a worker that goes on after an item
 // spends one round trip less per item. next is "" with ErrNoItem if nothing was waiting;

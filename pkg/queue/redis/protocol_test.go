@@ -77,3 +77,54 @@ func TestWQRequeueFailed(t *testing.T) {
 		t.Errorf("%d left on the failed list", n)
 	}
 }
+
+// RequeueItem moves one dead-lettered copy, behind the waiting items; DropItem deletes the
+// next waiting copy, else a dead-lettered one, never one in flight, and drops the count of
+// attempts only with the last copy.
+func TestWQRequeueAndDropItem(t *testing.T) {
+	k := key(t)
+	c := rdb(t)
+	q := WQ{Client: c, Key: k}
+	c.RPush(ctx(t), k, "a", "poison", "b")           // taken from the tail: b, poison, a
+	c.LPush(ctx(t), FailedKey(k), "poison", "other") // dead-lettered
+	c.RPush(ctx(t), ProcessingKey(k), "poison")      // in flight
+	c.HSet(ctx(t), AttemptsKey(k), ItemDigest("poison"), 2)
+
+	if ok, err := q.RequeueItem(ctx(t), "missing"); ok || err != nil {
+		t.Errorf("RequeueItem(missing) = %v, %v", ok, err)
+	}
+	if ok, err := q.RequeueItem(ctx(t), "other"); !ok || err != nil {
+		t.Fatalf("RequeueItem(other) = %v, %v", ok, err)
+	}
+	if got := c.LRange(ctx(t), k, 0, -1).Val(); !slices.Equal(got, []string{"other", "a", "poison", "b"}) {
+		t.Errorf("queue = %q: the requeued item goes behind the waiting ones", got)
+	}
+	if got := c.LRange(ctx(t), FailedKey(k), 0, -1).Val(); !slices.Equal(got, []string{"poison"}) {
+		t.Errorf("failed = %q", got)
+	}
+
+	for _, want := range []string{k, FailedKey(k), ""} {
+		if from, err := q.DropItem(ctx(t), "poison"); from != want || err != nil {
+			t.Errorf("DropItem(poison) = %q, %v; want %q", from, err, want)
+		}
+		// The copy in flight keeps its count of attempts.
+		if n := c.HGet(ctx(t), AttemptsKey(k), ItemDigest("poison")).Val(); n != "2" {
+			t.Errorf("after dropping from %q, attempts = %q; want 2 while a copy is in flight", want, n)
+		}
+	}
+	if got := c.LRange(ctx(t), ProcessingKey(k), 0, -1).Val(); !slices.Equal(got, []string{"poison"}) {
+		t.Errorf("processing = %q: an item in flight was dropped", got)
+	}
+	if got := c.LRange(ctx(t), k, 0, -1).Val(); !slices.Equal(got, []string{"other", "a", "b"}) {
+		t.Errorf("queue = %q", got)
+	}
+	// The last copy gone, its count goes with it.
+	c.Del(ctx(t), ProcessingKey(k))
+	c.RPush(ctx(t), k, "poison")
+	if from, err := q.DropItem(ctx(t), "poison"); from != k || err != nil {
+		t.Fatalf("DropItem(poison) = %q, %v", from, err)
+	}
+	if c.HExists(ctx(t), AttemptsKey(k), ItemDigest("poison")).Val() {
+		t.Error("the count of attempts outlived the item's last copy")
+	}
+}
