@@ -96,3 +96,43 @@ if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then retu
 redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 return 1
 `)
+
+// requeueEntryScript moves the entry ARGV[1] of the :failed stream, if its item is still
+// ARGV[2], to the end of the stream without its attempts and error (as requeueScript);
+// 1 if moved, 0 if it is gone or holds another item. KEYS: failed, stream.
+var requeueEntryScript = goredis.NewScript(`
+local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #e == 0 then return 0 end
+local f = e[1][2]
+local out = {}
+local item = nil
+for j = 1, #f, 2 do
+  if f[j] == 'item' then item = f[j + 1] end
+  if f[j] ~= 'attempts' and f[j] ~= 'error' then
+    out[#out + 1] = f[j]
+    out[#out + 1] = f[j + 1]
+  end
+end
+if item ~= ARGV[2] then return 0 end
+redis.call('XADD', KEYS[2], '*', unpack(out))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return 1
+`)
+
+// dropEntryScript deletes the entry ARGV[1] of KEYS[1] if its item is still ARGV[2] and,
+// when ARGV[3] names the group, no consumer of it holds the entry; 1 if deleted, 0 if it
+// is gone or holds another item, -1 if it is in flight. KEYS: stream. ARGV: id, item,
+// group or ”.
+var dropEntryScript = goredis.NewScript(`
+local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #e == 0 then return 0 end
+local f = e[1][2]
+local item = nil
+for j = 1, #f, 2 do
+  if f[j] == 'item' then item = f[j + 1] end
+end
+if item ~= ARGV[2] then return 0 end
+if ARGV[3] ~= '' and #redis.call('XPENDING', KEYS[1], ARGV[3], ARGV[1], ARGV[1], 1) > 0 then return -1 end
+redis.call('XDEL', KEYS[1], ARGV[1])
+return 1
+`)
