@@ -37,8 +37,9 @@ func newDropCmd(o *options) *cobra.Command {
 		Long: `Delete one item whose value is VALUE from the queue of the QueueJob NAME: the copy
 workers would take next if the queue holds one, else one from the dead-letter list. An item
 in flight (taken by a worker) is never touched. It asks for confirmation on the terminal
-unless --yes is given, and fails if no waiting or dead-lettered item has that value. Redis
-lists and streams for now.
+unless --yes is given, and fails if no waiting or dead-lettered item has that value.
+Redis lists and streams; NATS from the dead letters only (JetStream cannot delete a
+message on the condition that no worker was handed it); not RabbitMQ yet.
 
 The queue's coordinates come from the QueueJob and its Secrets, or from flags, as for
 enqueue.`,
@@ -118,7 +119,7 @@ func (o *options) itemAdmin(ctx context.Context, f *queueFlags, args []string, w
 	admin := t.admin(o.timeout)
 	if _, ok := admin.(queue.ItemAdmin); !ok {
 		_ = admin.Close()
-		return nil, nil, fmt.Errorf("%s is not supported for %s queues yet (Redis lists and streams): qj requeue moves all dead letters back", what, t.Backend)
+		return nil, nil, fmt.Errorf("%s is not supported for %s queues yet (Redis lists and streams, NATS): qj requeue moves all dead letters back", what, t.Backend)
 	}
 	return t, admin, nil
 }

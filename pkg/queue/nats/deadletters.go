@@ -76,24 +76,30 @@ func (c *Consumer) RequeueFailed(ctx context.Context, n int) (int, error) {
 func requeueFailed(ctx context.Context, js jetstream.JetStream, o Options, n int) (int, error) {
 	moved := 0
 	err := deadLetters(ctx, js, o, func(s jetstream.Stream, m *jetstream.RawStreamMsg) (bool, error) {
-		subject := m.Header.Get(HeaderSubject)
-		if subject == "" {
-			var err error
-			if subject, err = publishSubject(ctx, js, o); err != nil {
-				return false, err
-			}
-		}
-		msg := rawCopy(m, subject)
-		if _, err := js.PublishMsg(ctx, msg, jetstream.WithExpectStream(o.Stream)); err != nil {
-			return false, err
-		}
-		if err := s.DeleteMsg(ctx, m.Sequence); err != nil {
+		if err := requeueOne(ctx, js, o, s, m); err != nil {
 			return false, err
 		}
 		moved++
 		return n <= 0 || moved < n, nil
 	})
 	return moved, err
+}
+
+// requeueOne publishes the dead letter m to the subject it came from (the default subject
+// if it does not say), without its attempts, waiting for the server's acknowledgement;
+// only then is it deleted from <stream>_failed (s).
+func requeueOne(ctx context.Context, js jetstream.JetStream, o Options, s jetstream.Stream, m *jetstream.RawStreamMsg) error {
+	subject := m.Header.Get(HeaderSubject)
+	if subject == "" {
+		var err error
+		if subject, err = publishSubject(ctx, js, o); err != nil {
+			return err
+		}
+	}
+	if _, err := js.PublishMsg(ctx, rawCopy(m, subject), jetstream.WithExpectStream(o.Stream)); err != nil {
+		return err
+	}
+	return s.DeleteMsg(ctx, m.Sequence)
 }
 
 // publishSubject is where items are published: o.Subject, or the stream's first subject.
