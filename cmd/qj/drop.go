@@ -38,8 +38,9 @@ func newDropCmd(o *options) *cobra.Command {
 workers would take next if the queue holds one, else one from the dead-letter list. An item
 in flight (taken by a worker) is never touched. It asks for confirmation on the terminal
 unless --yes is given, and fails if no waiting or dead-lettered item has that value.
-Redis lists and streams; NATS from the dead letters only (JetStream cannot delete a
-message on the condition that no worker was handed it); not RabbitMQ yet.
+NATS and RabbitMQ: from the dead letters only (JetStream cannot delete a message on the
+condition that no worker was handed it; RabbitMQ would hand back the messages it looked
+at as redelivered).
 
 The queue's coordinates come from the QueueJob and its Secrets, or from flags, as for
 enqueue.`,
@@ -119,7 +120,7 @@ func (o *options) itemAdmin(ctx context.Context, f *queueFlags, args []string, w
 	admin := t.admin(o.timeout)
 	if _, ok := admin.(queue.ItemAdmin); !ok {
 		_ = admin.Close()
-		return nil, nil, fmt.Errorf("%s is not supported for %s queues yet (Redis lists and streams, NATS): qj requeue moves all dead letters back", what, t.Backend)
+		return nil, nil, fmt.Errorf("%s is not supported for %s queues", what, t.Backend)
 	}
 	return t, admin, nil
 }

@@ -10,7 +10,7 @@ import (
 
 // TestRequeueAndDropItem: requeue --item moves one dead letter back; drop --item asks
 // first, deletes the next waiting copy, then a dead-lettered one, never one in flight,
-// and says when there is none; backends that cannot address an item say so.
+// and says when there is none.
 func TestRequeueAndDropItem(t *testing.T) {
 	srv := needRedis(t)
 	rc := redisFor(t)
@@ -56,8 +56,4 @@ func TestRequeueAndDropItem(t *testing.T) {
 		t.Errorf("an item in flight was dropped: processing = %q", got)
 	}
 	wantErr(t, run(t, "", qj("drop", "--yes")...), "--item is required")
-
-	t.Setenv("QJ_TEST_AMQP_URL", "amqp://127.0.0.1:1/")
-	wantErr(t, run(t, "", "drop", "--item", "x", "--yes", "--rabbitmq-url-env", "QJ_TEST_AMQP_URL", "--rabbitmq-queue", "q"),
-		"drop is not supported for rabbitmq queues yet")
 }

@@ -52,7 +52,7 @@ publisher confirms and taken from <queue>.failed only once the broker stored it:
 and requeue stops, says how many moved and how many stayed, and exits non-zero.
 
 With --item VALUE, only one dead-lettered item with that value moves back, behind the
-waiting items (Redis lists and streams, NATS; not RabbitMQ yet); it fails if none has it.
+waiting items; it fails if none has it.
 
 The queue's coordinates come from the QueueJob and its Secrets, or from flags, as for
 enqueue.`,
@@ -81,7 +81,7 @@ enqueue.`,
 		},
 	}
 	cmd.Flags().IntVar(&rq.count, "count", 0, "How many items to requeue; 0 for all.")
-	cmd.Flags().StringVar(&rq.item, "item", "", "Requeue only one dead-lettered item with this value (Redis lists and streams, NATS).")
+	cmd.Flags().StringVar(&rq.item, "item", "", "Requeue only one dead-lettered item with this value.")
 	rq.queue.add(cmd.Flags())
 	return cmd
 }
