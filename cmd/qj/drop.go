@@ -1,13 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/queuejob/queuejob-operator/pkg/queue"
 )
@@ -37,7 +38,7 @@ func newDropCmd(o *options) *cobra.Command {
 		Long: `Delete one item whose value is VALUE from the queue of the QueueJob NAME: the copy
 workers would take next if the queue holds one, else one from the dead-letter list. An item
 in flight (taken by a worker) is never touched. It asks for confirmation on the terminal
-unless --yes is given, and fails if no waiting or dead-lettered item has that value.
+unless --yes is given (without a terminal, --yes is needed), and fails if no waiting or dead-lettered item has that value.
 NATS and RabbitMQ: from the dead letters only (JetStream cannot delete a message on the
 condition that no worker was handed it; RabbitMQ would hand back the messages it looked
 at as redelivered).
@@ -93,15 +94,31 @@ func (d *dropOptions) run(ctx context.Context, args []string) error {
 	return d.print(res, func(w io.Writer) { fmt.Fprintf(w, "Deleted item %q from %s\n", res.Item, res.From) })
 }
 
-// confirm asks the question on the error stream and reads the answer from the input: yes
-// or y goes on; anything else, or no input, stops.
+// stdinIsTerminal reports whether r is a terminal; tests replace it.
+var stdinIsTerminal = func(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// confirm asks the question on the error stream and reads one line of answer from the
+// terminal: yes or y goes on; anything else stops. Input that is not a terminal (a pipe,
+// a script's loop) is never read as an answer: --yes is needed there.
 func (o *options) confirm(question string) error {
-	fmt.Fprintf(o.streams.ErrOut, "%s [y/N] ", question)
-	answer, err := bufio.NewReader(o.streams.In).ReadString('\n')
-	if err != nil && answer == "" {
-		return fmt.Errorf("not confirmed (no answer on standard input): give --yes to go on without asking")
+	if !stdinIsTerminal(o.streams.In) {
+		return fmt.Errorf("not confirmed: standard input is not a terminal; give --yes to go on without asking")
 	}
-	if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+	fmt.Fprintf(o.streams.ErrOut, "%s [y/N] ", question)
+	var answer []byte
+	b := make([]byte, 1)
+	for len(answer) < 64 {
+		// One byte at a time: nothing after the answer's line is taken from the input.
+		n, err := o.streams.In.Read(b)
+		if n == 1 && b[0] == '\n' || err != nil {
+			break
+		}
+		answer = append(answer, b[:n]...)
+	}
+	if a := strings.ToLower(strings.TrimSpace(string(answer))); a != "y" && a != "yes" {
 		return fmt.Errorf("not confirmed: nothing changed")
 	}
 	return nil

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"testing"
 	"time"
@@ -34,9 +35,14 @@ func TestRequeueAndDropItem(t *testing.T) {
 		t.Errorf("after requeue --item the list is %q", got)
 	}
 
-	// Not confirmed: nothing changes.
-	for _, answer := range []string{"", "n\n", "nope\n"} {
-		wantErr(t, run(t, answer, qj("drop", "--item", "poison")...), "not confirmed")
+	// Not a terminal: not read as an answer, nothing changes.
+	wantErr(t, run(t, "y\n", qj("drop", "--item", "poison")...), "standard input is not a terminal; give --yes")
+	// A terminal: anything but y or yes changes nothing.
+	isTerminal := stdinIsTerminal
+	stdinIsTerminal = func(io.Reader) bool { return true }
+	t.Cleanup(func() { stdinIsTerminal = isTerminal })
+	for _, answer := range []string{"", "n\n", "nope\n", "\ny\n"} {
+		wantErr(t, run(t, answer, qj("drop", "--item", "poison")...), "not confirmed: nothing changed")
 	}
 	if n := rc.LLen(ctx, key).Val(); n != 3 {
 		t.Errorf("an unconfirmed drop changed the list: %d items", n)

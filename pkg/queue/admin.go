@@ -49,10 +49,12 @@ type Declarer interface {
 // Neither ever touches an item in flight.
 type ItemAdmin interface {
 	// RequeueItem moves one dead-lettered item whose value is item back into the queue,
-	// where RequeueFailed would put it, with a fresh count of attempts; false if no
+	// where RequeueFailed would put it, without the attempts it had; false if no
 	// dead-lettered item has that value.
 	RequeueItem(ctx context.Context, item string) (bool, error)
-	// DropItem deletes one waiting item whose value is item: a ready one first, else a
-	// dead-lettered one. It names where the item was; "" if neither holds it.
+	// DropItem deletes one item whose value is item: a ready one first where the backend
+	// can delete a ready item on the condition that no worker has it (Redis lists and
+	// streams), else a dead-lettered one. It names where the item was; "" if none was
+	// found.
 	DropItem(ctx context.Context, item string) (where string, err error)
 }

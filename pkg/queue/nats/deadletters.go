@@ -87,7 +87,10 @@ func requeueFailed(ctx context.Context, js jetstream.JetStream, o Options, n int
 
 // requeueOne publishes the dead letter m to the subject it came from (the default subject
 // if it does not say), without its attempts, waiting for the server's acknowledgement;
-// only then is it deleted from <stream>_failed (s).
+// only then is it deleted from <stream>_failed (s). The copy's message ID names the dead
+// letter, so that the stream's duplicate window (two minutes by default) keeps a second
+// requeue of it (another qj, or this one tried again after a failed delete) from storing
+// it twice; a dead letter another requeue deleted first is not an error.
 func requeueOne(ctx context.Context, js jetstream.JetStream, o Options, s jetstream.Stream, m *jetstream.RawStreamMsg) error {
 	subject := m.Header.Get(HeaderSubject)
 	if subject == "" {
@@ -96,10 +99,15 @@ func requeueOne(ctx context.Context, js jetstream.JetStream, o Options, s jetstr
 			return err
 		}
 	}
-	if _, err := js.PublishMsg(ctx, rawCopy(m, subject), jetstream.WithExpectStream(o.Stream)); err != nil {
+	id := fmt.Sprintf("qj-requeue:%s:%d", FailedStream(o.Stream), m.Sequence)
+	if _, err := js.PublishMsg(ctx, rawCopy(m, subject), jetstream.WithExpectStream(o.Stream), jetstream.WithMsgID(id)); err != nil {
 		return err
 	}
-	return s.DeleteMsg(ctx, m.Sequence)
+	if _, err := deleteDeadLetter(ctx, s, m.Sequence); err != nil {
+		return fmt.Errorf("the dead letter was published back to %s but not deleted from %s (requeue it again within two minutes: the stream drops the second copy): %w",
+			o.Stream, FailedStream(o.Stream), err)
+	}
+	return nil
 }
 
 // publishSubject is where items are published: o.Subject, or the stream's first subject.
@@ -117,4 +125,18 @@ func publishSubject(ctx context.Context, js jetstream.JetStream, o Options) (str
 			"the subject to publish to (qj --nats-subject)", o.Stream)
 	}
 	return subjects[0], nil
+}
+
+// deleteDeadLetter deletes the message seq of <stream>_failed (s); false, and no error,
+// if it was gone already (another qj requeued or dropped it first).
+func deleteDeadLetter(ctx context.Context, s jetstream.Stream, seq uint64) (bool, error) {
+	err := s.DeleteMsg(ctx, seq)
+	if err == nil {
+		return true, nil
+	}
+	// The server says "no message found" as a failed delete, not as ErrMsgNotFound.
+	if _, gerr := s.GetMsg(ctx, seq); errors.Is(gerr, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	return false, err
 }

@@ -15,3 +15,6 @@ func SetStreamCheckEvery(d time.Duration) func() {
 
 // FiltersAll is filtersAll for the tests.
 var FiltersAll = filtersAll
+
+// RequeueOne is requeueOne for the tests.
+var RequeueOne = requeueOne

@@ -25,7 +25,10 @@ func (a *Admin) RequeueItem(ctx context.Context, item string) (bool, error) {
 		found = true
 		return false, requeueOne(ctx, js, a.o, s, m)
 	})
-	return found && err == nil, err
+	if err != nil {
+		return false, ClientError(a.o, err)
+	}
+	return found, nil
 }
 
 // DropItem deletes the oldest dead letter whose data is item from <stream>_failed. It does
@@ -42,11 +45,15 @@ func (a *Admin) DropItem(ctx context.Context, item string) (string, error) {
 		if string(m.Data) != item {
 			return true, nil
 		}
-		from = FailedStream(a.o.Stream)
-		return false, s.DeleteMsg(ctx, m.Sequence)
+		deleted, err := deleteDeadLetter(ctx, s, m.Sequence)
+		if deleted {
+			from = FailedStream(a.o.Stream)
+		}
+		// Gone already (another qj deleted or requeued it first): look further on.
+		return !deleted && err == nil, err
 	})
 	if err != nil {
-		return "", err
+		return "", ClientError(a.o, err)
 	}
 	return from, nil
 }

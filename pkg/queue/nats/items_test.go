@@ -56,3 +56,43 @@ func TestRequeueAndDropItem(t *testing.T) {
 		}
 	}
 }
+
+// A dead letter requeued twice (two qj at once, or one tried again after its delete
+// failed) is stored once: the copy's message ID names the dead letter.
+func TestRequeueOneTwiceStoresOneCopy(t *testing.T) {
+	o := options("requeue-twice")
+	enqueue(t, o, "a")
+	c, err := nats.NewConsumer(ctx(t), o, queue.ConsumerOptions{MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	l, err := c.Take(ctx(t), 5*time.Second)
+	if err != nil || l == nil {
+		t.Fatalf("Take = %v, %v", l, err)
+	}
+	if dead, err := l.Fail(ctx(t), errors.New("boom")); !dead || err != nil {
+		t.Fatalf("Fail = %v, %v", dead, err)
+	}
+	js := rawJetStream(t)
+	failed, err := js.Stream(ctx(t), nats.FailedStream(o.Stream))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := failed.GetMsg(ctx(t), failed.CachedInfo().State.FirstSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := nats.RequeueOne(ctx(t), js, o, failed, m); err != nil {
+			t.Fatalf("requeue %d: %v", i+1, err)
+		}
+	}
+	s, err := js.Stream(ctx(t), o.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.CachedInfo().State.Msgs; n != 1 {
+		t.Errorf("the stream holds %d copies, want 1", n)
+	}
+}

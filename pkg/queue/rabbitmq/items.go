@@ -44,7 +44,9 @@ func (a *Admin) DropItem(ctx context.Context, item string) (string, error) {
 // takeFailed takes the dead letters of <queue>.failed one by one, unacknowledged, until
 // one whose body is item; calls f with it (if f is not nil) and acknowledges it. Closing
 // the channel then returns the others to <queue>.failed, in their order. False if none of
-// the first maxItemScan has the item.
+// the first maxItemScan has the item. (The workers declare <queue>.failed a classic queue;
+// one declared as a quorum queue with a delivery limit would count each look at its
+// messages against that limit.)
 func (a *Admin) takeFailed(ctx context.Context, item string, f func(*amqp.Channel, amqp.Delivery) error) (bool, error) {
 	if a.conn == nil {
 		if err := a.Open(ctx); err != nil {
@@ -53,7 +55,7 @@ func (a *Admin) takeFailed(ctx context.Context, item string, f func(*amqp.Channe
 	}
 	ch, err := a.conn.Channel()
 	if err != nil {
-		return false, fmt.Errorf("opening a channel: %s", amqpCause(err))
+		return false, ClientError(a.o, err)
 	}
 	defer func() { _ = ch.Close() }()
 	for range maxItemScan {
@@ -63,7 +65,7 @@ func (a *Admin) takeFailed(ctx context.Context, item string, f func(*amqp.Channe
 		case errors.As(err, &ae) && ae.Code == amqp.NotFound:
 			return false, nil
 		case err != nil:
-			return false, fmt.Errorf("reading %s: %s", FailedQueue(a.o.Queue), amqpCause(err))
+			return false, ClientError(a.o, err)
 		case !ok:
 			return false, nil
 		case string(d.Body) != item:
@@ -71,10 +73,18 @@ func (a *Admin) takeFailed(ctx context.Context, item string, f func(*amqp.Channe
 		}
 		if f != nil {
 			if err := f(ch, d); err != nil {
-				return false, err
+				return false, ClientError(a.o, err)
 			}
 		}
-		return true, d.Ack(false)
+		if err := d.Ack(false); err != nil {
+			return false, ClientError(a.o, err)
+		}
+		// The broker has processed the ack once it answers the channel's close (an ack is
+		// a frame it does not answer): only then is the item gone from <queue>.failed.
+		if err := ch.Close(); err != nil {
+			return false, ClientError(a.o, err)
+		}
+		return true, nil
 	}
 	return false, fmt.Errorf("%s holds more than %d dead letters before any with the item: requeue or drop it with qj requeue --count, or the management UI", FailedQueue(a.o.Queue), maxItemScan)
 }

@@ -154,12 +154,20 @@ func (a *Admin) CountFailed(ctx context.Context) (int64, string, error) {
 
 // RequeueItem moves one dead-lettered copy of item back into the list (WQ.RequeueItem).
 func (a *Admin) RequeueItem(ctx context.Context, item string) (bool, error) {
-	return WQ{Client: a.redis(), Key: a.o.Key}.RequeueItem(ctx, item)
+	ok, err := WQ{Client: a.redis(), Key: a.o.Key}.RequeueItem(ctx, item)
+	if err != nil {
+		return false, ClientError(a.o, err)
+	}
+	return ok, nil
 }
 
 // DropItem deletes one waiting copy of item, ready or dead-lettered (WQ.DropItem).
 func (a *Admin) DropItem(ctx context.Context, item string) (string, error) {
-	return WQ{Client: a.redis(), Key: a.o.Key}.DropItem(ctx, item)
+	from, err := WQ{Client: a.redis(), Key: a.o.Key}.DropItem(ctx, item)
+	if err != nil {
+		return "", ClientError(a.o, err)
+	}
+	return from, nil
 }
 
 // InFlightItem is an in-flight item with its lease.

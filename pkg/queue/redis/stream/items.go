@@ -2,7 +2,6 @@ package stream
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/queuejob/queuejob-operator/pkg/queue"
 )
@@ -23,7 +22,7 @@ func (a *Admin) RequeueItem(ctx context.Context, item string) (bool, error) {
 		}
 		n, err := requeueEntryScript.Run(ctx, a.redis(), []string{failed, a.o.Stream}, id, item).Int()
 		if err != nil {
-			return false, fmt.Errorf("requeueing a dead-lettered entry: %w", err)
+			return false, ClientError(a.o, err)
 		}
 		if n == 1 {
 			return true, nil
@@ -64,7 +63,7 @@ func (a *Admin) dropFrom(ctx context.Context, key, start, group, item string) (b
 		}
 		n, err := dropEntryScript.Run(ctx, a.redis(), []string{key}, id, item, group).Int()
 		if err != nil {
-			return false, fmt.Errorf("dropping an entry: %w", err)
+			return false, ClientError(a.o, err)
 		}
 		if n == 1 {
 			return true, nil
@@ -82,7 +81,7 @@ func (a *Admin) lastDelivered(ctx context.Context) (string, error) {
 		return "-", nil
 	}
 	if err != nil {
-		return "", err
+		return "", ClientError(a.o, err)
 	}
 	for _, g := range groups {
 		if g.Name == a.o.Group {
@@ -98,7 +97,7 @@ func (a *Admin) findEntry(ctx context.Context, key, start, item string) (string,
 	for {
 		ms, err := a.redis().XRangeN(ctx, key, start, "+", scanBatch).Result()
 		if err != nil {
-			return "", err
+			return "", ClientError(a.o, err)
 		}
 		for _, m := range ms {
 			if v, ok := m.Values[FieldItem].(string); ok && v == item {

@@ -72,3 +72,32 @@ func TestRequeueAndDropItem(t *testing.T) {
 		t.Errorf("dropEntryScript on an entry holding another item = %d, %v; want 0", n, err)
 	}
 }
+
+// DropItem on a stream no worker has read yet (a producer's XADD, no group): the entry is
+// ready, and deleted. A search that meets a pending entry with the item (delivered between
+// the search and the delete) goes on past it to the next copy.
+func TestDropItemWithoutGroupAndPastPending(t *testing.T) {
+	o := fresh(t, time.Minute)
+	rc := redisServer.RedisClient(t)
+	rc.XAdd(testCtx(t), &goredis.XAddArgs{Stream: o.Stream, Values: []any{FieldItem, "x"}})
+	a := NewAdmin(o, 10*time.Second)
+	t.Cleanup(func() { _ = a.Close() })
+	if from, err := a.DropItem(testCtx(t), "x"); from != o.Stream || err != nil {
+		t.Fatalf("DropItem without a group = %q, %v", from, err)
+	}
+
+	enqueue(t, o, "dup", "dup")
+	c := consumer(t, o, "w")
+	if l, err := c.Take(testCtx(t), 0); err != nil || l == nil {
+		t.Fatalf("Take = %v, %v", l, err)
+	}
+	// As if the search had started before the delivery: from the stream's start.
+	if ok, err := a.dropFrom(testCtx(t), o.Stream, "-", o.Group, "dup"); !ok || err != nil {
+		t.Fatalf("dropFrom = %v, %v", ok, err)
+	}
+	ids := rc.XRange(testCtx(t), o.Stream, "-", "+").Val()
+	pending := rc.XPending(testCtx(t), o.Stream, o.Group).Val()
+	if len(ids) != 1 || pending.Count != 1 || ids[0].ID != pending.Lower {
+		t.Errorf("stream %v, pending %+v: want only the pending copy left", ids, pending)
+	}
+}

@@ -120,9 +120,10 @@ return 1
 `)
 
 // dropEntryScript deletes the entry ARGV[1] of KEYS[1] if its item is still ARGV[2] and,
-// when ARGV[3] names the group, no consumer of it holds the entry; 1 if deleted, 0 if it
-// is gone or holds another item, -1 if it is in flight. KEYS: stream. ARGV: id, item,
-// group or ”.
+// when ARGV[3] names the group, no consumer of it holds the entry (a group that does not
+// exist holds nothing: the producer's XADD comes before any worker creates it); 1 if
+// deleted, 0 if it is gone or holds another item, -1 if it is in flight. KEYS: stream.
+// ARGV: id, item, and the group or an empty string.
 var dropEntryScript = goredis.NewScript(`
 local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #e == 0 then return 0 end
@@ -132,7 +133,12 @@ for j = 1, #f, 2 do
   if f[j] == 'item' then item = f[j + 1] end
 end
 if item ~= ARGV[2] then return 0 end
-if ARGV[3] ~= '' and #redis.call('XPENDING', KEYS[1], ARGV[3], ARGV[1], ARGV[1], 1) > 0 then return -1 end
+if ARGV[3] ~= '' then
+  local p = redis.pcall('XPENDING', KEYS[1], ARGV[3], ARGV[1], ARGV[1], 1)
+  if type(p) == 'table' and p.err ~= nil then
+    if not string.find(p.err, 'NOGROUP', 1, true) then return redis.error_reply(p.err) end
+  elseif #p > 0 then return -1 end
+end
 redis.call('XDEL', KEYS[1], ARGV[1])
 return 1
 `)
