@@ -9,17 +9,16 @@ import (
 	"github.com/queuejob/queuejob-operator/pkg/queue/nats"
 )
 
-// RequeueItem publishes the one dead letter back to the stream; DropItem deletes a dead
-// letter and leaves the stream's ready messages alone.
-func TestRequeueAndDropItem(t *testing.T) {
-	o := options("items")
-	enqueue(t, o, "poison", "other", "poison")
+// deadLetter takes the next n messages of o with a consumer allowed one attempt, and fails
+// them: they go to the dead letters. It returns the consumer, closed after the test.
+func deadLetter(t *testing.T, o nats.Options, n int) *nats.Consumer {
+	t.Helper()
 	c, err := nats.NewConsumer(ctx(t), o, queue.ConsumerOptions{MaxAttempts: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = c.Close() }()
-	for range 2 { // poison and other, dead-lettered
+	t.Cleanup(func() { _ = c.Close() })
+	for range n {
 		l, err := c.Take(ctx(t), 5*time.Second)
 		if err != nil || l == nil {
 			t.Fatalf("Take = %v, %v", l, err)
@@ -28,6 +27,15 @@ func TestRequeueAndDropItem(t *testing.T) {
 			t.Fatalf("Fail = %v, %v", dead, err)
 		}
 	}
+	return c
+}
+
+// RequeueItem publishes the one dead letter back to the stream; DropItem deletes a dead
+// letter and leaves the stream's ready messages alone.
+func TestRequeueAndDropItem(t *testing.T) {
+	o := options("items")
+	enqueue(t, o, "poison", "other", "poison")
+	c := deadLetter(t, o, 2) // poison and other
 	a := nats.NewAdmin(o, 10*time.Second)
 	defer func() { _ = a.Close() }()
 
@@ -62,18 +70,7 @@ func TestRequeueAndDropItem(t *testing.T) {
 func TestRequeueOneTwiceStoresOneCopy(t *testing.T) {
 	o := options("requeue-twice")
 	enqueue(t, o, "a")
-	c, err := nats.NewConsumer(ctx(t), o, queue.ConsumerOptions{MaxAttempts: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = c.Close() }()
-	l, err := c.Take(ctx(t), 5*time.Second)
-	if err != nil || l == nil {
-		t.Fatalf("Take = %v, %v", l, err)
-	}
-	if dead, err := l.Fail(ctx(t), errors.New("boom")); !dead || err != nil {
-		t.Fatalf("Fail = %v, %v", dead, err)
-	}
+	deadLetter(t, o, 1)
 	js := rawJetStream(t)
 	failed, err := js.Stream(ctx(t), nats.FailedStream(o.Stream))
 	if err != nil {
