@@ -51,11 +51,13 @@ type statusResult struct {
 
 // queueSummary is the queue as the QueueJob names it and as the operator last counted it.
 type queueSummary struct {
-	Backend       string       `json:"backend"`
-	Where         string       `json:"where"`
-	Ready         int64        `json:"ready"`
-	InFlight      int64        `json:"inFlight"`
-	Reclaimed     int64        `json:"reclaimed,omitempty"`
+	Backend   string `json:"backend"`
+	Where     string `json:"where"`
+	Ready     int64  `json:"ready"`
+	InFlight  int64  `json:"inFlight"`
+	Reclaimed int64  `json:"reclaimed,omitempty"`
+	// Redelivered counts the items in flight delivered more than once (NATS).
+	Redelivered   int64        `json:"redelivered,omitempty"`
 	LastProbeTime *metav1.Time `json:"lastProbeTime,omitempty"`
 	Probed        bool         `json:"probed"`
 
@@ -235,7 +237,7 @@ func summarizeQueue(q *qjv1.QueueSource, st *qjv1.QueueStatus) *queueSummary {
 	if st != nil {
 		qs.Ready, qs.InFlight, qs.Reclaimed, qs.LastProbeTime = st.Ready, st.InFlight, st.Reclaimed, st.LastProbeTime
 		qs.Probed = st.LastProbeTime != nil
-		qs.DeadLettered, qs.DeadLetteredThisRun = st.DeadLettered, st.DeadLetteredThisRun()
+		qs.DeadLettered, qs.DeadLetteredThisRun, qs.Redelivered = st.DeadLettered, st.DeadLetteredThisRun(), st.Redelivered
 	}
 	return qs
 }
@@ -343,7 +345,11 @@ func (s *statusOptions) human(w io.Writer, r *statusResult) {
 	if q := r.Queue; q != nil {
 		fmt.Fprintf(w, "Queue:      %s %s\n", q.Backend, q.Where)
 		if q.Probed {
-			fmt.Fprintf(w, "            %d ready, %d in flight, %d reclaimed (counts dated %s ago)\n", q.Ready, q.InFlight, q.Reclaimed, since(q.LastProbeTime))
+			redelivered := ""
+			if q.Redelivered > 0 {
+				redelivered = fmt.Sprintf(" (%d redelivered)", q.Redelivered)
+			}
+			fmt.Fprintf(w, "            %d ready, %d in flight%s, %d reclaimed (counts dated %s ago)\n", q.Ready, q.InFlight, redelivered, q.Reclaimed, since(q.LastProbeTime))
 			fmt.Fprintf(w, "            %d dead-lettered during this run, %d in %s in all\n", q.DeadLetteredThisRun, q.DeadLettered, q.DeadLetterQueue)
 		} else {
 			fmt.Fprintf(w, "            not probed yet\n")

@@ -40,3 +40,24 @@ func TestStatusSaysWhyPodsWait(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusShowsRedelivered: NATS's redelivered count, in -o json and beside the in-flight
+// count; nothing of it where there is none.
+func TestStatusShowsRedelivered(t *testing.T) {
+	now := metav1.Now()
+	src := &qjv1.QueueSource{NATS: &qjv1.NATSQueue{URL: "nats://nats:4222", Stream: "jobs", Consumer: "workers"}}
+	for _, tc := range []struct {
+		redelivered int64
+		want        string
+	}{{2, "4 ready, 3 in flight (2 redelivered), 1 reclaimed"}, {0, "4 ready, 3 in flight, 1 reclaimed"}} {
+		qs := summarizeQueue(src, &qjv1.QueueStatus{Ready: 4, InFlight: 3, Reclaimed: 1, Redelivered: tc.redelivered, LastProbeTime: &now})
+		if qs.Redelivered != tc.redelivered {
+			t.Errorf("summarizeQueue: redelivered %d, want %d", qs.Redelivered, tc.redelivered)
+		}
+		var out bytes.Buffer
+		(&statusOptions{options: &options{now: time.Now}}).human(&out, &statusResult{QueueJob: "q", Queue: qs})
+		if !strings.Contains(out.String(), tc.want) {
+			t.Errorf("status does not show %q:\n%s", tc.want, out.String())
+		}
+	}
+}
