@@ -52,7 +52,7 @@ type podBlock struct {
 // first init container, then its first container, waiting for a blocking reason. Nil
 // otherwise. It reads only what trimPod keeps.
 func podStartBlock(pod *corev1.Pod) *podBlock {
-	if pod.DeletionTimestamp != nil || podDone(pod) {
+	if !podUnfinished(pod) {
 		return nil
 	}
 	for _, statuses := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses} {
@@ -74,8 +74,10 @@ func blockFamily(reason string) string {
 	return reason
 }
 
-func podDone(pod *corev1.Pod) bool {
-	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+// podUnfinished reports whether a pod has neither finished nor begun to be deleted: the
+// pods podUnfinishedKey indexes, and the only ones whose block counts.
+func podUnfinished(pod *corev1.Pod) bool {
+	return pod.DeletionTimestamp == nil && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
 }
 
 // podStartBlockReason is the reason of podStartBlock, "" if none: the pod watch wakes the
@@ -220,7 +222,7 @@ func blockedPodsOf(job *batchv1.Job, pods []corev1.Pod) *blockedPods {
 	firstName := map[string]string{}
 	for i := range pods {
 		pod := &pods[i]
-		if !metav1.IsControlledBy(pod, job) || pod.DeletionTimestamp != nil || podDone(pod) {
+		if !metav1.IsControlledBy(pod, job) || !podUnfinished(pod) {
 			continue
 		}
 		blk := podStartBlock(pod)

@@ -304,7 +304,7 @@ func (r *QueueJobReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, podUnfinishedKey, func(o client.Object) []string {
 		pod, ok := o.(*corev1.Pod)
 		ref := metav1.GetControllerOf(o)
-		if !ok || ref == nil || pod.DeletionTimestamp != nil || podDone(pod) {
+		if !ok || ref == nil || !podUnfinished(pod) {
 			return nil
 		}
 		return []string{string(ref.UID)}
