@@ -522,14 +522,7 @@ end
 // entry one of its leases holds is not handed out twice. This test fails if Take reads
 // only new entries.
 func TestLostReplyIsTakenAgain(t *testing.T) {
-	o := fresh(t, time.Minute)
-	o.Timeout = 300 * time.Millisecond
-	enqueue(t, o, "held", "a")
-	c := consumer(t, o, "w")
-	held, err := c.Take(testCtx(t), 0)
-	if err != nil || held == nil {
-		t.Fatalf("Take = %v, %v", held, err)
-	}
+	o, c, held := lostReplyFixture(t, "held", "a")
 	whileBusy(t, func() {
 		if l, err := c.Take(testCtx(t), 0); err == nil {
 			t.Fatalf("Take while the server is busy = %v, %v; want a timeout", l, err)
@@ -557,6 +550,21 @@ func TestLostReplyIsTakenAgain(t *testing.T) {
 	}
 }
 
+// lostReplyFixture is a fresh stream with items, whose commands time out after 300 ms,
+// and the consumer "w" holding the first item.
+func lostReplyFixture(t *testing.T, items ...string) (Options, *Consumer, queue.Lease) {
+	t.Helper()
+	o := fresh(t, time.Minute)
+	o.Timeout = 300 * time.Millisecond
+	enqueue(t, o, items...)
+	c := consumer(t, o, "w")
+	l, err := c.Take(testCtx(t), 0)
+	if err != nil || l == nil {
+		t.Fatalf("Take = %v, %v", l, err)
+	}
+	return o, c, l
+}
+
 // whileBusy runs f while the server runs busyScript for 3 s (commands sent meanwhile run
 // after it), and returns once the script has ended.
 func whileBusy(t *testing.T, f func()) {
@@ -577,14 +585,7 @@ func whileBusy(t *testing.T, f func()) {
 // its client timed out completed the entry and delivered the next to the session; the
 // next Take hands that one out, its attempt unchanged.
 func TestLostMultiReplyIsTakenAgain(t *testing.T) {
-	o := fresh(t, time.Minute)
-	o.Timeout = 300 * time.Millisecond
-	enqueue(t, o, "a", "b")
-	c := consumer(t, o, "w")
-	l, err := c.Take(testCtx(t), 0)
-	if err != nil || l == nil {
-		t.Fatalf("Take = %v, %v", l, err)
-	}
+	o, c, l := lostReplyFixture(t, "a", "b")
 	whileBusy(t, func() {
 		if next, _, err := c.CompleteAndTake(testCtx(t), l); err == nil {
 			t.Fatalf("CompleteAndTake while the server is busy = %v, %v; want a timeout", next, err)
