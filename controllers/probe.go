@@ -416,7 +416,7 @@ func probeAndReap(ctx context.Context, conn queue.Conn, now time.Time, grace tim
 	// had been abandoned all along. With nothing in flight a Reap is one cheap read.
 	reclaimed := 0
 	if reaper, ok := conn.(queue.Reaper); ok {
-		reclaimed, err = reaper.Reap(ctx, now, grace)
+		reclaimed, err = reaper.Reap(ctx, now, grace, nil)
 		if err != nil {
 			return queue.Counts{}, reclaimed, err
 		}

@@ -87,7 +87,7 @@ func TestRedisStream(t *testing.T) {
 	r := stream.New(stream.Options{Address: redisServer.Addr(), Stream: s, Group: "workers", LeaseTTL: lease})
 	defer func() { _ = r.Close() }()
 	servers.Eventually(t, 60*time.Second, func() error {
-		n, err := r.Reap(testCtx(t), time.Now(), time.Second)
+		n, err := r.Reap(testCtx(t), time.Now(), time.Second, nil)
 		if err == nil && n != 1 {
 			err = fmt.Errorf("the reaper reclaimed %d entries, want 1", n)
 		}

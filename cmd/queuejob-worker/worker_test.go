@@ -146,7 +146,7 @@ func TestHangingCommandRenewedThenTimedOut(t *testing.T) {
 	defer r.Close()
 	passes := 0
 	for !p.exited() {
-		n, err := r.Reap(testCtx(t), time.Now(), time.Second)
+		n, err := r.Reap(testCtx(t), time.Now(), time.Second, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -266,7 +266,7 @@ func TestSIGKILLItemReaped(t *testing.T) {
 	r := redis.New(redis.Options{Address: redisServer.Addr(), Key: k})
 	defer r.Close()
 	servers.Eventually(t, 60*time.Second, func() error {
-		n, err := r.Reap(testCtx(t), time.Now(), time.Second)
+		n, err := r.Reap(testCtx(t), time.Now(), time.Second, nil)
 		if err != nil {
 			return err
 		}

@@ -2,12 +2,8 @@ package queue
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"io"
 	"log/slog"
-	"os"
 	"time"
 )
 
@@ -115,17 +111,6 @@ func (o ConsumerOptions) WithDefaults() ConsumerOptions {
 		o.Logger = slog.Default()
 	}
 	return o
-}
-
-// NewSession is a lease holder's name: the pod's name (its hostname) and a random suffix.
-func NewSession() string {
-	host, _ := os.Hostname()
-	if host == "" {
-		host = "worker"
-	}
-	var b [6]byte
-	_, _ = io.ReadFull(rand.Reader, b[:])
-	return host + "-" + hex.EncodeToString(b[:])
 }
 
 // Consumer is a backend's worker side on one queue. It is safe for concurrent use.

@@ -34,9 +34,10 @@ type Conn interface {
 // returns to the queue items whose lease expired, so that a crashed worker loses none.
 // An item is only reclaimed once it has been seen without a lease on two calls at least
 // grace apart, which leaves a worker time to write the lease of an item it has just
-// taken.
+// taken. Items whose holder gone says is gone (its pod ended) go back at once, leased or
+// not, where the protocol records the holder (Redis lists and streams); gone may be nil.
 type Reaper interface {
-	Reap(ctx context.Context, now time.Time, grace time.Duration) (reclaimed int, err error)
+	Reap(ctx context.Context, now time.Time, grace time.Duration, gone GoneHolders) (reclaimed int, err error)
 }
 
 // Counts is what a probe of a queue counted.

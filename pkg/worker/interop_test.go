@@ -85,7 +85,7 @@ func TestRediswqInteropSharedQueue(t *testing.T) {
 		r := reaper(t, k)
 		total := 0
 		for reapCtx.Err() == nil {
-			got, _ := r.Reap(reapCtx, time.Now(), time.Second)
+			got, _ := r.Reap(reapCtx, time.Now(), time.Second, nil)
 			total += got
 			time.Sleep(50 * time.Millisecond)
 		}

@@ -171,7 +171,7 @@ func TestRedisRenewalKeepsSlowItem(t *testing.T) {
 	r := reaper(t, k)
 	until := time.Now().Add(3 * ttl)
 	for time.Now().Before(until) {
-		n, err := r.Reap(ctx, time.Now(), 300*time.Millisecond)
+		n, err := r.Reap(ctx, time.Now(), 300*time.Millisecond, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -328,7 +328,7 @@ func reapUntil(t *testing.T, k string, n int) {
 	r := reaper(t, k)
 	total := 0
 	servers.Eventually(t, 60*time.Second, func() error {
-		got, err := r.Reap(testCtx(t), time.Now(), 300*time.Millisecond)
+		got, err := r.Reap(testCtx(t), time.Now(), 300*time.Millisecond, nil)
 		if err != nil {
 			return err
 		}

@@ -191,7 +191,7 @@ func (o ourProbe) probe(ctx context.Context) error {
 		return err
 	}
 	if r, ok := o.b.(queue.Reaper); ok {
-		_, err := r.Reap(ctx, time.Now(), probeReapGrace)
+		_, err := r.Reap(ctx, time.Now(), probeReapGrace, nil)
 		return err
 	}
 	return nil

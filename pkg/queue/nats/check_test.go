@@ -105,7 +105,7 @@ func TestRefusesStreamsThatAreNotWorkQueues(t *testing.T) {
 			p := nats.New(o)
 			defer func() { _ = p.Close() }()
 			_, perr := p.Probe(ctx(t))
-			_, rerr := p.Reap(ctx(t), time.Now(), 0)
+			_, rerr := p.Reap(ctx(t), time.Now(), 0, nil)
 			c, cerr := nats.NewConsumer(ctx(t), o, queue.ConsumerOptions{})
 			if cerr == nil {
 				_ = c.Close()

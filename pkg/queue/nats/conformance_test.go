@@ -92,7 +92,7 @@ func (h *natsHarness) requeue(ctx context.Context, q queuetest.Queue, n int) (in
 
 // reap is the operator's Reap on the probe connection.
 func (h *natsHarness) reap(ctx context.Context, q queuetest.Queue) error {
-	_, err := q.Conn.(queue.Reaper).Reap(ctx, time.Now(), 0)
+	_, err := q.Conn.(queue.Reaper).Reap(ctx, time.Now(), 0, nil)
 	return err
 }
 

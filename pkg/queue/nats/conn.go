@@ -127,8 +127,10 @@ const reapBatch = 256
 // message at a time, and only while half its call's time is left, and not at all while
 // the stream is full (MaxMsgs or MaxBytes with discard new): a message pulled and then not
 // republished keeps the reaper's delivery, which the next worker counts as an attempt.
-// grace is not needed: the server starts the lease as it delivers.
-func (c *Conn) Reap(ctx context.Context, _ time.Time, _ time.Duration) (int, error) {
+// grace is not needed: the server starts the lease as it delivers. Nor is gone used:
+// JetStream does not say which client holds a pending message, so a gone worker's
+// messages come back when their AckWait passes.
+func (c *Conn) Reap(ctx context.Context, _ time.Time, _ time.Duration, _ queue.GoneHolders) (int, error) {
 	ctx, cancel := c.cl.o.callCtx(ctx)
 	defer cancel()
 	_, js, err := c.cl.get()

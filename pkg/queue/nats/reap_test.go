@@ -68,7 +68,7 @@ func TestReapOfAFullStreamChargesNoAttempt(t *testing.T) {
 	conn := nats.New(o)
 	defer func() { _ = conn.Close() }()
 	for i := 0; i < 3; i++ {
-		n, err := conn.Reap(ctx(t), time.Now(), 0)
+		n, err := conn.Reap(ctx(t), time.Now(), 0, nil)
 		t.Logf("Reap %d = %d, %v", i, n, err)
 	}
 	if data, attempt := takeAttempt(t, o); data != "item" || attempt != 2 {

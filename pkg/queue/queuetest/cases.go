@@ -175,6 +175,50 @@ func testLeaseExpiryAndReclaim(t *testing.T, h *Harness) {
 	waitCounts(t, h, q, counts{}, false)
 }
 
+// testGoneWorkerReclaim: the item of a worker whose pod is gone comes back in one pass of
+// Harness.ReclaimGone, long before its lease would expire, while a live worker's item
+// stays with it.
+func testGoneWorkerReclaim(t *testing.T, h *Harness) {
+	if h.ReclaimGone == nil {
+		t.Skipf("%s has no ReclaimGone: a gone worker's items come back as in LeaseExpiryAndReclaim", h.Backend)
+	}
+	const deadPod, livePod = "3f1d2c4b-0000-4000-8000-00000000dead", "3f1d2c4b-0000-4000-8000-0000000011fe"
+	q := newQueue(t, h)
+	enqueue(t, h, q, "g1", "g2")
+	ctx := testCtx(t)
+	longLease := func(pod string) *worker.Worker {
+		o := workerOptions(t, q, 5)
+		o.LeaseTTL, o.Session = time.Hour, o.Session+"@"+pod
+		w, err := worker.New(ctx, o)
+		if err != nil {
+			t.Fatalf("worker.New = %v", err)
+		}
+		t.Cleanup(func() { _ = w.Close() })
+		return w
+	}
+	dead, live := longLease(deadPod), longLease(livePod)
+	lost := string(lease(t, ctx, dead).Data())
+	kept := lease(t, ctx, live)
+	closeWorker(t, dead) // its pod ended: no renewals, its lease an hour from expiry
+	gone := func(session string) bool { pod, ok := queue.SessionPod(session); return ok && pod == deadPod }
+	if err := h.ReclaimGone(ctx, q, gone); err != nil {
+		t.Fatalf("ReclaimGone = %v", err)
+	}
+	waitCounts(t, h, q, counts{ready: 1, inFlight: 1}, false)
+	if err := context.Cause(kept.Context()); err != nil {
+		t.Fatalf("the live worker lost its item: %v", err)
+	}
+	attempt := 1
+	if h.Capabilities.ReclaimCountsAttempt {
+		attempt = 2
+	}
+	leaseAndComplete(t, q, lost, attempt)
+	if err := kept.Complete(ctx); err != nil {
+		t.Fatalf("Complete of the live worker's item = %v", err)
+	}
+	waitCounts(t, h, q, counts{}, false)
+}
+
 // testGiveBackOnRelease: Release returns the item at once, with its attempt given back.
 func testGiveBackOnRelease(t *testing.T, h *Harness) {
 	q := newQueue(t, h)

@@ -78,6 +78,12 @@ type Harness struct {
 	// Nil: the server returns them by itself (RabbitMQ requeues the unacknowledged
 	// messages of a closed connection).
 	Reclaim func(ctx context.Context, q Queue) error
+	// ReclaimGone is one pass of Reclaim told which workers are gone: the items of the
+	// sessions gone reports true for (their pods ended) must come back in this pass,
+	// whatever their leases, and no other. Nil: the backend cannot tell which worker holds
+	// an item (NATS), or need not (RabbitMQ's server requeues a closed connection's
+	// messages).
+	ReclaimGone func(ctx context.Context, q Queue, gone queue.GoneHolders) error
 	// BadCredentials returns q with credentials the server refuses, and the secrets (the
 	// wrong password, and the right one if the server has one) that no error may quote.
 	BadCredentials func(t *testing.T, q Queue) (bad Queue, secrets []string)
@@ -142,6 +148,7 @@ func queueCases() []testCase {
 		{"EnqueueOrder", testEnqueueOrder},
 		{"ArbitraryBytes", testArbitraryBytes},
 		{"LeaseExpiryAndReclaim", testLeaseExpiryAndReclaim},
+		{"GoneWorkerReclaim", testGoneWorkerReclaim},
 		{"GiveBackOnRelease", testGiveBackOnRelease},
 		{"GiveBackOnContextCancel", testGiveBackOnContextCancel},
 		{"GiveBackOnSIGTERM", testGiveBackOnSIGTERM},

@@ -71,7 +71,7 @@ func BenchmarkRedisReap(b *testing.B) {
 			b.ResetTimer()
 			for b.Loop() {
 				start := time.Now()
-				if got, err := r.Reap(ctx, now, time.Second); err != nil || got != 0 {
+				if got, err := r.Reap(ctx, now, time.Second, nil); err != nil || got != 0 {
 					b.Fatalf("Reap = %d, %v", got, err)
 				}
 				d = append(d, time.Since(start))

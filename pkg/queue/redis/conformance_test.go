@@ -31,6 +31,7 @@ func TestConformance(t *testing.T) {
 		Enqueue:        h.enqueue,
 		Requeue:        h.requeue,
 		Reclaim:        h.reap,
+		ReclaimGone:    h.reapGone,
 		BadCredentials: h.badCredentials,
 		StopServer:     func(*testing.T) { srv.Stop() },
 		StartServer:    func(t *testing.T) { h.must(t, srv.Start(h.dialable)) },
@@ -88,7 +89,13 @@ func (h *redisHarness) requeue(ctx context.Context, q queuetest.Queue, n int) (i
 // with a grace of 200ms for an item seen without a lease (the operator's is about
 // max(10 s, 2 × probeIntervalSeconds)).
 func (h *redisHarness) reap(ctx context.Context, q queuetest.Queue) error {
-	_, err := q.Conn.(*redis.Conn).Reap(ctx, time.Now(), 200*time.Millisecond)
+	_, err := q.Conn.(*redis.Conn).Reap(ctx, time.Now(), 200*time.Millisecond, nil)
+	return err
+}
+
+// reapGone is one pass of the reaper told which workers are gone, with the grace of reap.
+func (h *redisHarness) reapGone(ctx context.Context, q queuetest.Queue, gone queue.GoneHolders) error {
+	_, err := q.Conn.(*redis.Conn).Reap(ctx, time.Now(), 200*time.Millisecond, gone)
 	return err
 }
 

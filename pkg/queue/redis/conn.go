@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"strings"
 	"sync"
 	"time"
@@ -176,7 +177,21 @@ redis.call('RPUSH', KEYS[2], ARGV[1])
 return 1
 `)
 
-// Reap returns in-flight items whose lease is gone to the waiting list. A worker moves an
+// reclaimHeldScript returns one in-flight item to the waiting list and deletes its lease,
+// atomically and only if the lease is still the holder's: an item that a live worker
+// leased since (after the reaper returned it, or a copy of the same value) stays with it.
+// KEYS: processing, main, lease. ARGV: item, holder.
+var reclaimHeldScript = goredis.NewScript(`
+if redis.call('GET', KEYS[3]) ~= ARGV[2] then return 0 end
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[3])
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 1
+`)
+
+// Reap returns in-flight items whose lease is gone to the waiting list, and at once those
+// whose lease holder (the session id, the lease key's value) gone says is gone: the
+// worker's pod ended, and its lease, renewed or not, holds nothing any more. A worker moves an
 // item to <key>:processing and writes its lease in two steps, and must not lose the item
 // in between; so an item is reclaimed only when it was seen without a lease on two scans
 // at least grace apart, with no scan in between that saw it leased or saw it gone.
@@ -206,8 +221,7 @@ return 1
 // lease at the second and no further from the tail, looks like one stay. The controller
 // therefore reaps on every probe, and items should have unique values, as rediswq's shared
 // lease keys already require.
-func (r *Conn) Reap(ctx context.Context, now time.Time, grace time.Duration) (int, error) {
-	proc := ProcessingKey(r.key)
+func (r *Conn) Reap(ctx context.Context, now time.Time, grace time.Duration, gone queue.GoneHolders) (int, error) {
 	length, items, err := r.page(ctx)
 	if err != nil {
 		return 0, err
@@ -219,12 +233,40 @@ func (r *Conn) Reap(ctx context.Context, now time.Time, grace time.Duration) (in
 			return 0, err
 		}
 	}
-	// The distinct values of the page, oldest first, each at the index from the tail of
-	// its oldest copy.
-	type candidate struct {
-		item string
-		pos  int64
+	distinct := r.distinct(items)
+	holders := make([]*goredis.StringCmd, len(distinct))
+	if _, err := r.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i, c := range distinct {
+			holders[i] = p.Get(ctx, LeaseKey(r.key, c.item))
+		}
+		return nil
+	}); err != nil && !errors.Is(err, goredis.Nil) {
+		return 0, r.fail(err)
 	}
+	reclaimed := 0
+	for i, c := range distinct {
+		n, err := r.reapOne(ctx, c, holders[i], now, grace, gone)
+		reclaimed += n
+		if err != nil {
+			return reclaimed, r.fail(err)
+		}
+	}
+	if r.cursor+r.maxScan >= length {
+		r.endPass()
+	} else {
+		r.cursor += r.maxScan
+	}
+	return reclaimed, nil
+}
+
+// candidate is an in-flight item of a page, at the index from the tail of its oldest copy.
+type candidate struct {
+	item string
+	pos  int64
+}
+
+// distinct returns the distinct values of a page, oldest first.
+func (r *Conn) distinct(items []string) []candidate {
 	seen := make(map[string]bool, len(items))
 	var distinct []candidate
 	for j := len(items) - 1; j >= 0; j-- {
@@ -233,49 +275,38 @@ func (r *Conn) Reap(ctx context.Context, now time.Time, grace time.Duration) (in
 			distinct = append(distinct, candidate{it, r.cursor + int64(len(items)-1-j)})
 		}
 	}
-	exists := make([]*goredis.IntCmd, len(distinct))
-	if _, err := r.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		for i, c := range distinct {
-			exists[i] = p.Exists(ctx, LeaseKey(r.key, c.item))
-		}
-		return nil
-	}); err != nil {
-		return 0, r.fail(err)
-	}
-	reclaimed := 0
-	for i, c := range distinct {
-		if exists[i].Val() == 1 {
-			delete(r.unleased, c.item)
-			continue
-		}
-		s, ok := r.unleased[c.item]
-		if ok && s.cycle == r.cycle {
-			// Already looked at in this pass: another copy, or the item moved.
-			continue
-		}
-		if !ok || s.cycle+1 != r.cycle || c.pos > s.pos {
-			r.unleased[c.item] = sighting{since: now, cycle: r.cycle, pos: c.pos}
-			continue
-		}
-		s.cycle, s.pos = r.cycle, c.pos
-		r.unleased[c.item] = s
-		if now.Sub(s.since) < grace {
-			continue
-		}
-		n, err := reclaimScript.Run(ctx, r.client, []string{proc, r.key, LeaseKey(r.key, c.item)}, c.item).Int()
-		if err != nil {
-			return reclaimed, r.fail(err)
-		}
-		// Another copy of the value needs its own run.
+	return distinct
+}
+
+// reapOne returns one in-flight item to the waiting list if its lease holder (the lease
+// key's value, from holder) is gone, or if it has been seen without a lease for grace
+// (see Reap); it returns 1 if it did.
+func (r *Conn) reapOne(ctx context.Context, c candidate, holder *goredis.StringCmd, now time.Time, grace time.Duration, gone queue.GoneHolders) (int, error) {
+	keys := []string{ProcessingKey(r.key), r.key, LeaseKey(r.key, c.item)}
+	if h, err := holder.Result(); err == nil {
 		delete(r.unleased, c.item)
-		reclaimed += n
+		if !gone.Gone(h) {
+			return 0, nil
+		}
+		return reclaimHeldScript.Run(ctx, r.client, keys, c.item, h).Int()
 	}
-	if r.cursor+r.maxScan >= length {
-		r.endPass()
-	} else {
-		r.cursor += r.maxScan
+	s, ok := r.unleased[c.item]
+	if ok && s.cycle == r.cycle {
+		// Already looked at in this pass: another copy, or the item moved.
+		return 0, nil
 	}
-	return reclaimed, nil
+	if !ok || s.cycle+1 != r.cycle || c.pos > s.pos {
+		r.unleased[c.item] = sighting{since: now, cycle: r.cycle, pos: c.pos}
+		return 0, nil
+	}
+	s.cycle, s.pos = r.cycle, c.pos
+	r.unleased[c.item] = s
+	if now.Sub(s.since) < grace {
+		return 0, nil
+	}
+	// Another copy of the value needs its own run.
+	delete(r.unleased, c.item)
+	return reclaimScript.Run(ctx, r.client, keys, c.item).Int()
 }
 
 // page reads, atomically, the length of <key>:processing and the next page of at most

@@ -174,7 +174,7 @@ func TestRedisReap(t *testing.T) {
 		rediswqLease(t, c, k, time.Hour)
 		r := newRedis(t, k)
 		for i := range 5 {
-			n, err := r.Reap(ctx(t), t0.Add(time.Duration(i)*time.Hour), grace)
+			n, err := r.Reap(ctx(t), t0.Add(time.Duration(i)*time.Hour), grace, nil)
 			if err != nil || n != 0 {
 				t.Fatalf("Reap = %d, %v; want 0, nil", n, err)
 			}
@@ -194,7 +194,7 @@ func TestRedisReap(t *testing.T) {
 			at   time.Duration
 			want int
 		}{{0, 0}, {grace - time.Second, 0}, {grace, 1}, {2 * grace, 0}} {
-			n, err := r.Reap(ctx(t), t0.Add(step.at), grace)
+			n, err := r.Reap(ctx(t), t0.Add(step.at), grace, nil)
 			if err != nil || n != step.want {
 				t.Fatalf("Reap at +%s = %d, %v; want %d", step.at, n, err, step.want)
 			}
@@ -213,11 +213,11 @@ func TestRedisReap(t *testing.T) {
 		// The worker has moved the item and not yet written its lease.
 		item := c.RPopLPush(ctx(t), k, k+":processing").Val()
 		r := newRedis(t, k)
-		if n, _ := r.Reap(ctx(t), t0, grace); n != 0 {
+		if n, _ := r.Reap(ctx(t), t0, grace, nil); n != 0 {
 			t.Fatalf("first Reap reclaimed %d", n)
 		}
 		c.SetEx(ctx(t), LeaseKey(k, item), "session-1", time.Hour)
-		if n, err := r.Reap(ctx(t), t0.Add(time.Hour), grace); n != 0 || err != nil {
+		if n, err := r.Reap(ctx(t), t0.Add(time.Hour), grace, nil); n != 0 || err != nil {
 			t.Fatalf("Reap after the lease was written = %d, %v; want 0", n, err)
 		}
 		if got := lrange(k + ":processing"); !slices.Equal(got, []string{"apple"}) {
@@ -231,12 +231,12 @@ func TestRedisReap(t *testing.T) {
 		c.RPopLPush(ctx(t), k, k+":processing")
 		a, b := newRedis(t, k), newRedis(t, k)
 		for _, r := range []*Conn{a, b} {
-			if n, _ := r.Reap(ctx(t), t0, grace); n != 0 {
+			if n, _ := r.Reap(ctx(t), t0, grace, nil); n != 0 {
 				t.Fatal("reclaimed before the grace")
 			}
 		}
-		na, errA := a.Reap(ctx(t), t0.Add(grace), grace)
-		nb, errB := b.Reap(ctx(t), t0.Add(grace), grace)
+		na, errA := a.Reap(ctx(t), t0.Add(grace), grace, nil)
+		nb, errB := b.Reap(ctx(t), t0.Add(grace), grace, nil)
 		if errA != nil || errB != nil || na+nb != 1 {
 			t.Fatalf("reclaimed %d+%d (%v, %v), want exactly 1", na, nb, errA, errB)
 		}
@@ -266,10 +266,10 @@ func TestRedisReap(t *testing.T) {
 		c.RPush(ctx(t), k, "apple")
 		item := c.RPopLPush(ctx(t), k, k+":processing").Val()
 		r := newRedis(t, k)
-		_, _ = r.Reap(ctx(t), t0, grace)
+		_, _ = r.Reap(ctx(t), t0, grace, nil)
 		// rediswq's complete(): LREM, then DEL of the lease key.
 		c.LRem(ctx(t), k+":processing", 0, item)
-		if n, _ := r.Reap(ctx(t), t0.Add(grace), grace); n != 0 {
+		if n, _ := r.Reap(ctx(t), t0.Add(grace), grace, nil); n != 0 {
 			t.Fatalf("reclaimed a completed item")
 		}
 		if got := lrange(k); len(got) != 0 {
@@ -289,7 +289,7 @@ func newRedisScan(t *testing.T, k string, maxScan int64) *Conn {
 // it reclaimed.
 func reapAt(t *testing.T, r *Conn, at time.Time, grace time.Duration) int {
 	t.Helper()
-	n, err := r.Reap(ctx(t), at, grace)
+	n, err := r.Reap(ctx(t), at, grace, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -455,7 +455,7 @@ func TestRedisReapPagedLeasesKept(t *testing.T) {
 	inFlight(t, c, k, items, items...)
 	r := newRedisScan(t, k, 2)
 	for i := range 50 {
-		if n, err := r.Reap(ctx(t), t0.Add(time.Duration(i)*time.Hour/4), grace); n != 0 || err != nil {
+		if n, err := r.Reap(ctx(t), t0.Add(time.Duration(i)*time.Hour/4), grace, nil); n != 0 || err != nil {
 			t.Fatalf("Reap %d = %d, %v; want 0: every item holds a lease", i, n, err)
 		}
 	}
@@ -476,7 +476,7 @@ func TestRedisReapPagedReentry(t *testing.T) {
 	r := newRedisScan(t, k, 2)
 	step := func(at time.Duration, want int) {
 		t.Helper()
-		n, err := r.Reap(ctx(t), t0.Add(at), grace)
+		n, err := r.Reap(ctx(t), t0.Add(at), grace, nil)
 		if err != nil || n != want {
 			t.Fatalf("Reap at +%s = %d, %v; want %d", at, n, err, want)
 		}
@@ -507,7 +507,7 @@ func TestRedisReapProbeEmptyMidPass(t *testing.T) {
 	k := key(t)
 	inFlight(t, c, k, []string{"x", "a", "b"}, "a", "b") // x is the oldest
 	r := newRedisScan(t, k, 2)
-	if n, err := r.Reap(ctx(t), t0, grace); n != 0 || err != nil { // sees x without a lease
+	if n, err := r.Reap(ctx(t), t0, grace, nil); n != 0 || err != nil { // sees x without a lease
 		t.Fatalf("Reap = %d, %v", n, err)
 	}
 	c.Del(ctx(t), ProcessingKey(k)) // every item finished
@@ -516,11 +516,11 @@ func TestRedisReapProbeEmptyMidPass(t *testing.T) {
 	}
 	inFlight(t, c, k, []string{"x"}) // x again; its lease is not written yet
 	for i := range 3 {
-		if n, err := r.Reap(ctx(t), t0.Add(grace+time.Duration(i+1)*time.Second), grace); n != 0 || err != nil {
+		if n, err := r.Reap(ctx(t), t0.Add(grace+time.Duration(i+1)*time.Second), grace, nil); n != 0 || err != nil {
 			t.Fatalf("Reap %d of x's second stay = %d, %v; want 0: the grace counted from its earlier stay", i, n, err)
 		}
 	}
-	if n, err := r.Reap(ctx(t), t0.Add(3*grace), grace); n != 1 || err != nil {
+	if n, err := r.Reap(ctx(t), t0.Add(3*grace), grace, nil); n != 1 || err != nil {
 		t.Fatalf("Reap a grace after x's second stay began = %d, %v; want 1", n, err)
 	}
 }
@@ -548,7 +548,7 @@ func TestRedisIdleFootprint(t *testing.T) {
 		if _, err := backends[i].Probe(ctx(t)); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := backends[i].Reap(ctx(t), time.Now(), time.Hour); err != nil {
+		if _, err := backends[i].Reap(ctx(t), time.Now(), time.Hour, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

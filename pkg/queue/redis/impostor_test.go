@@ -81,7 +81,7 @@ func TestRedisProbeEchoesNothingThePeerSent(t *testing.T) {
 			defer r.Close()
 			_, err := r.Probe(ctx(t))
 			checkEchoesNothing(t, err, tc.reason, peer.Addr())
-			_, err = r.Reap(ctx(t), time.Now(), time.Second)
+			_, err = r.Reap(ctx(t), time.Now(), time.Second, nil)
 			checkEchoesNothing(t, err, tc.reason, "")
 		})
 	}

@@ -108,7 +108,7 @@ func BenchmarkRedisStreamReap(b *testing.B) {
 			r := New(o)
 			defer r.Close()
 			timed(b, func(ctx context.Context) error {
-				got, err := r.Reap(ctx, time.Now(), time.Second)
+				got, err := r.Reap(ctx, time.Now(), time.Second, nil)
 				if err == nil && got != 0 {
 					err = fmt.Errorf("Reap = %d, want 0", got)
 				}

@@ -31,6 +31,7 @@ func TestConformance(t *testing.T) {
 		Enqueue:        h.enqueue,
 		Requeue:        h.requeue,
 		Reclaim:        h.reap,
+		ReclaimGone:    h.reapGone,
 		BadCredentials: h.badCredentials,
 		StopServer:     func(*testing.T) { srv.Stop() },
 		StartServer:    func(t *testing.T) { h.must(t, srv.Start(h.dialable)) },
@@ -86,7 +87,13 @@ func (h *streamHarness) requeue(ctx context.Context, q queuetest.Queue, n int) (
 // reap is one pass of the operator's reaper, on the probe connection as in the operator,
 // with a grace of 200ms.
 func (h *streamHarness) reap(ctx context.Context, q queuetest.Queue) error {
-	_, err := q.Conn.(*stream.Conn).Reap(ctx, time.Now(), 200*time.Millisecond)
+	_, err := q.Conn.(*stream.Conn).Reap(ctx, time.Now(), 200*time.Millisecond, nil)
+	return err
+}
+
+// reapGone is one pass of the reaper told which workers are gone, with the grace of reap.
+func (h *streamHarness) reapGone(ctx context.Context, q queuetest.Queue, gone queue.GoneHolders) error {
+	_, err := q.Conn.(*stream.Conn).Reap(ctx, time.Now(), 200*time.Millisecond, gone)
 	return err
 }
 

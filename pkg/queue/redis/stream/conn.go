@@ -178,7 +178,11 @@ func (c *Conn) checkTypes(typ string, ftyp *goredis.StatusCmd) error {
 // missing stream or group has nothing to reap. Of grace it adds at most 10 s
 // (maxReapGrace): the server keeps the idle times, so no second sighting is needed, and
 // a long probe interval must not keep a crashed worker's entry for hours.
-func (c *Conn) Reap(ctx context.Context, now time.Time, grace time.Duration) (int, error) {
+//
+// The entries of a consumer gone says is gone (the consumer is named by the worker's
+// session, and its pod ended) are returned at once, whatever their idle time, and the
+// consumer deleted: a live worker never reads as a gone pod's consumer.
+func (c *Conn) Reap(ctx context.Context, now time.Time, grace time.Duration, gone queue.GoneHolders) (int, error) {
 	minIdle := reapAfter(c.o.LeaseTTL, grace)
 	var pending *goredis.XPendingExtCmd
 	var consumers *goredis.XInfoConsumersCmd
@@ -195,10 +199,13 @@ func (c *Conn) Reap(ctx context.Context, now time.Time, grace time.Duration) (in
 	if err != nil {
 		return 0, c.fail(err)
 	}
-	reclaimed := 0
+	reclaimed, err := c.reapGone(ctx, consumers.Val(), gone)
+	if err != nil {
+		return reclaimed, err
+	}
 	var stuck error
 	for _, p := range pending.Val() {
-		returned, err := c.reclaim(ctx, p.ID, minIdle)
+		returned, err := c.reclaim(ctx, p.ID, "", minIdle)
 		var reply goredis.Error
 		if err != nil && !errors.As(err, &reply) {
 			return reclaimed, c.fail(err) // the connection failed: so would the next
@@ -229,15 +236,47 @@ const unmovable = "the reaper could not return the entry to the stream with its 
 // thousands of fields), it dead-letters the entry with its item field alone instead, so
 // that one entry never stays pending for good; only if that is refused too (a server
 // out of memory) is the error returned, the entry left pending as it was.
-func (c *Conn) reclaim(ctx context.Context, id string, minIdle time.Duration) (returned bool, err error) {
+func (c *Conn) reclaim(ctx context.Context, id, consumer string, minIdle time.Duration) (returned bool, err error) {
 	n, err := moveScript.Run(ctx, c.client, []string{c.o.Stream, c.o.Stream},
-		c.o.Group, id, "", minIdle.Milliseconds(), 1, "").Int()
+		c.o.Group, id, consumer, minIdle.Milliseconds(), 1, "").Int()
 	var reply goredis.Error
 	if !errors.As(err, &reply) {
 		return err == nil && n >= 0, err
 	}
 	return false, moveScript.Run(ctx, c.client, []string{c.o.Stream, FailedKey(c.o.Stream)},
-		c.o.Group, id, "", minIdle.Milliseconds(), 1, unmovable, "1").Err()
+		c.o.Group, id, consumer, minIdle.Milliseconds(), 1, unmovable, "1").Err()
+}
+
+// reapGone returns the entries pending for the consumers gone says are gone, at most
+// MaxScan of each per call, and deletes those consumers once they hold none. An entry
+// the server refuses to move stays pending, for the reaper's next call.
+func (c *Conn) reapGone(ctx context.Context, consumers []goredis.XInfoConsumer, gone queue.GoneHolders) (int, error) {
+	reclaimed := 0
+	for _, cs := range consumers {
+		if cs.Pending == 0 || !gone.Gone(cs.Name) {
+			continue
+		}
+		pending, err := c.client.XPendingExt(ctx, &goredis.XPendingExtArgs{
+			Stream: c.o.Stream, Group: c.o.Group, Start: "-", End: "+", Count: c.o.MaxScan, Consumer: cs.Name,
+		}).Result()
+		if err != nil {
+			return reclaimed, c.fail(err)
+		}
+		for _, p := range pending {
+			returned, err := c.reclaim(ctx, p.ID, cs.Name, 0)
+			var reply goredis.Error
+			if err != nil && !errors.As(err, &reply) {
+				return reclaimed, c.fail(err)
+			}
+			if returned {
+				reclaimed++
+			}
+		}
+		if err := deleteConsumerScript.Run(ctx, c.client, []string{c.o.Stream}, c.o.Group, cs.Name).Err(); err != nil {
+			return reclaimed, c.fail(err)
+		}
+	}
+	return reclaimed, nil
 }
 
 // maxReapGrace bounds the grace Reap adds to the lease. The controller's grace,

@@ -207,7 +207,7 @@ func TestRenewKeepsToItsOwnEntries(t *testing.T) {
 	reaper := New(short)
 	defer func() { _ = reaper.Close() }()
 	eventually(t, "the reaper returns the entry", func() bool {
-		n, err := reaper.Reap(testCtx(t), time.Now(), 0)
+		n, err := reaper.Reap(testCtx(t), time.Now(), 0, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -257,7 +257,7 @@ func TestReapDeletesStrandedConsumers(t *testing.T) {
 	p := New(o)
 	defer func() { _ = p.Close() }()
 	eventually(t, "the idle consumer is deleted", func() bool {
-		if _, err := p.Reap(testCtx(t), time.Now(), 0); err != nil {
+		if _, err := p.Reap(testCtx(t), time.Now(), 0, nil); err != nil {
 			t.Fatal(err)
 		}
 		return len(names()) == 0
@@ -477,7 +477,7 @@ func TestRenewsWithinTheReapersLease(t *testing.T) {
 	p := New(o)
 	defer func() { _ = p.Close() }()
 	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		if n, err := p.Reap(testCtx(t), time.Now(), 0); err != nil || n != 0 {
+		if n, err := p.Reap(testCtx(t), time.Now(), 0, nil); err != nil || n != 0 {
 			t.Fatalf("Reap = %d, %v; the reaper took an entry from a live worker that renews every %s", n, err, l.RenewEvery())
 		}
 	}
@@ -627,7 +627,7 @@ func TestReapGoesPastAnEntryItCannotMove(t *testing.T) {
 	reaper := New(short)
 	defer func() { _ = reaper.Close() }()
 	eventually(t, "the reaper returns b", func() bool {
-		n, err := reaper.Reap(testCtx(t), time.Now(), 0)
+		n, err := reaper.Reap(testCtx(t), time.Now(), 0, nil)
 		if err != nil {
 			t.Fatalf("Reap = %d, %v; want no error for an entry it could dead-letter", n, err)
 		}
