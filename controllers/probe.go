@@ -96,7 +96,9 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 		s.requeue(r.probeTimeout()) // its end queues a reconcile; this is a safety net
 		return nil
 	case res != nil && r.useProbe(s, res):
-		s.requeue(r.probes.untilDue(key, s.qj.UID, s.now))
+		// A probe made due while this one ran (makeDue: a pod ended abruptly, the server
+		// answered again) runs in the next reconcile, at once.
+		s.requeue(max(r.probes.untilDue(key, s.qj.UID, s.now), time.Millisecond))
 		return nil
 	case res == nil:
 		if wait := r.probes.untilDue(key, s.qj.UID, s.now); wait > 0 {
@@ -143,7 +145,10 @@ type probeRun struct {
 	at                time.Time
 	interval, backoff time.Duration
 	started           probeResult // mark and writesBefore
-	log               logr.Logger
+	// gone says which sessions are of the QueueJob's pods seen to end, as of the probe's
+	// start: the reaper returns their items at once.
+	gone queue.GoneHolders
+	log  logr.Logger
 }
 
 // newProbeRun describes a probe of the scope's QueueJob.
@@ -183,6 +188,8 @@ func (r *QueueJobReconciler) startProbe(ctx context.Context, s *scope, backend *
 		return nil
 	}
 	r.probes.begin(p.key, p.uid)
+	// After begin: a pod that ends from now on makes the next probe due (makeDue).
+	p.gone = r.gone.holders(p.key, s.now)
 	go r.runProbe(p)
 	s.requeue(r.probeTimeout())
 	return nil
@@ -299,7 +306,7 @@ func (r *QueueJobReconciler) probeOnce(ctx context.Context, p *probeRun) probeRe
 	}
 	done := make(chan result, 1)
 	go func() {
-		counts, reclaimed, err := probeAndReap(ctx, p.conn, p.at, max(minReapGrace, 2*p.interval))
+		counts, reclaimed, err := probeAndReap(ctx, p.conn, p.at, max(minReapGrace, 2*p.interval), p.gone)
 		// Reclaimed items are back in the queue, whether this probe failed later on or was
 		// abandoned: count them until a status write records them, and say so now.
 		r.recordReclaimed(ctx, p, reclaimed)
@@ -400,12 +407,13 @@ func (r *QueueJobReconciler) recordReclaimed(ctx context.Context, p *probeRun, n
 	leasesReclaimed.WithLabelValues(p.backend.Name).Add(float64(n))
 	logf.FromContext(ctx).Info("Returned items of gone workers to the queue", "items", n)
 	r.Recorder.Eventf(p.target, nil, corev1.EventTypeNormal, qjv1.EventLeasesReclaimed, "ReclaimLeases",
-		"Returned %d in-flight items whose lease expired to the queue", n)
+		"Returned %d in-flight items of gone workers (their pods ended, or their leases expired) to the queue", n)
 }
 
-// probeAndReap counts the queue's items and returns those of gone workers to it. Items
-// already returned are counted even when the reaper then fails.
-func probeAndReap(ctx context.Context, conn queue.Conn, now time.Time, grace time.Duration) (queue.Counts, int, error) {
+// probeAndReap counts the queue's items and returns those of gone workers to it: those
+// whose lease expired, and those of the pods gone names (see gonepods.go). Items already
+// returned are counted even when the reaper then fails.
+func probeAndReap(ctx context.Context, conn queue.Conn, now time.Time, grace time.Duration, gone queue.GoneHolders) (queue.Counts, int, error) {
 	counts, err := conn.Probe(ctx)
 	if err != nil {
 		return queue.Counts{}, 0, err
@@ -416,7 +424,7 @@ func probeAndReap(ctx context.Context, conn queue.Conn, now time.Time, grace tim
 	// had been abandoned all along. With nothing in flight a Reap is one cheap read.
 	reclaimed := 0
 	if reaper, ok := conn.(queue.Reaper); ok {
-		reclaimed, err = reaper.Reap(ctx, now, grace, nil)
+		reclaimed, err = reaper.Reap(ctx, now, grace, gone)
 		if err != nil {
 			return queue.Counts{}, reclaimed, err
 		}

@@ -364,6 +364,48 @@ var _ = Describe("QueueJob with a queue", func() {
 		Expect(queueReady.DeleteLabelValues(ns, "crash")).To(BeFalse(), "the series was already deleted")
 	})
 
+	It("returns the items of a pod that ended at once, long before their lease expires, and keeps a live pod's", func() {
+		c := redisClient(redisSrv.Addr())
+		key := "gone-" + ns
+		Expect(c.RPush(suiteCtx, key, "a", "b", "c", "d").Err()).To(Succeed())
+		qj := redisQJ(ns, "gone", redisSrv.Addr(), key, func(j *qjv1.QueueJob) {
+			j.Spec.Mode = qjv1.ModeWorkerPool
+			// Probes an hour apart: only a pod's end can bring the reap forward.
+			j.Spec.ProbeIntervalSeconds = ptr.To[int32](3600)
+		})
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		job := theJob(qj)
+		env := job.Spec.Template.Spec.Containers[0].Env
+		Expect(env).To(ContainElement(HaveField("ValueFrom.FieldRef.FieldPath", "metadata.uid")), "the workers learn their pod's UID")
+		runJob(job, 3)
+		deleted := jobPod(job, "deleted", corev1.PodRunning, time.Time{})
+		failed := jobPod(job, "failed", corev1.PodRunning, time.Time{})
+		live := jobPod(job, "live", corev1.PodRunning, time.Time{})
+		for _, p := range []*corev1.Pod{deleted, failed, live} {
+			rediswqLease(c, key, "worker-0a0b0c@"+string(p.UID), time.Hour)
+		}
+		waiting := func(g Gomega) []string {
+			v, err := c.LRange(suiteCtx, key, 0, -1).Result()
+			g.Expect(err).NotTo(HaveOccurred())
+			return v
+		}
+
+		By("deleting a running pod at once (kubectl delete --force)")
+		Expect(k8s.Delete(suiteCtx, deleted, client.GracePeriodSeconds(0))).To(Succeed())
+		Eventually(waiting, timeout, interval).Should(ConsistOf("a", "d"), "d, the item the deleted pod held, is back")
+
+		By("a pod failing (OOM-killed, evicted)")
+		failed.Status.Phase = corev1.PodFailed
+		Expect(k8s.Status().Update(suiteCtx, failed)).To(Succeed())
+		Eventually(waiting, timeout, interval).Should(ConsistOf("a", "d", "c"))
+
+		By("keeping the live pod's item and its lease")
+		Consistently(waiting, 2*time.Second, interval).Should(ConsistOf("a", "d", "c"))
+		Expect(c.LRange(suiteCtx, redis.ProcessingKey(key), 0, -1).Val()).To(ConsistOf("b"))
+		Expect(c.Get(suiteCtx, redis.LeaseKey(key, "b")).Val()).To(HaveSuffix(string(live.UID)))
+		Eventually(getQJ(ns, "gone"), timeout, interval).Should(HaveField("Status.Queue.Reclaimed", BeEquivalentTo(2)))
+	})
+
 	It("creates and deletes nothing while Redis is down, and recovers when it is back", func() {
 		own, err := servers.StartRedis("")
 		Expect(err).NotTo(HaveOccurred())

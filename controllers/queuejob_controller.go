@@ -19,11 +19,9 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	crevent "sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -88,6 +86,7 @@ type QueueJobReconciler struct {
 	holds     createHolds
 	podLooks  memo[podCreationLook]
 	podStarts memo[podStartWatch]
+	gone      gonePods
 	limiter   *cadenceLimiter
 
 	watchMu        sync.Mutex
@@ -182,6 +181,7 @@ func (r *QueueJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 			r.forgetDeletedQueue(ctx, req.NamespacedName)
 			r.podLooks.forget(req.NamespacedName)
 			r.podStarts.forget(req.NamespacedName)
+			r.gone.forget(req.NamespacedName)
 			r.limiter.setCadence(req, 0)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -314,13 +314,6 @@ func (r *QueueJobReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
 	}
-	podToQueueJob := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-		name := o.GetLabels()[qjv1.LabelQueueJob]
-		if name == "" {
-			return nil
-		}
-		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: name}}}
-	})
 	r.limiter = newCadenceLimiter()
 	workers := r.MaxConcurrentReconciles
 	if workers == 0 {
@@ -341,7 +334,7 @@ func (r *QueueJobReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 		WithOptions(controller.TypedOptions[reconcile.Request]{MaxConcurrentReconciles: workers, RateLimiter: r.limiter}).
 		For(&qjv1.QueueJob{}).
 		Owns(&batchv1.Job{}).
-		Watches(&corev1.Pod{}, podToQueueJob, builder.WithPredicates(podWatchPredicate())).
+		Watches(&corev1.Pod{}, r.podEvents()).
 		WatchesRawSource(wakes).
 		Named("queuejob").
 		Complete(r)

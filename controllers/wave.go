@@ -101,6 +101,9 @@ func nextWaveJob(s *scope, backend *backends.Backend, in waveInput, size jobSizi
 		{Name: queue.EnvBackend, Value: backend.Name},
 		{Name: queue.EnvName, Value: s.qj.Name},
 		{Name: queue.EnvMode, Value: string(s.qj.Spec.EffectiveMode())},
+		// The pod's identity, for the workers' sessions: see gonepods.go.
+		{Name: queue.EnvPodName, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
+		{Name: queue.EnvPodUID, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.uid"}}},
 	}
 	if s.qj.Spec.EffectiveMode() == qjv1.ModePerItem {
 		// A worker takes this many items and exits: the wave's completions assume it.
