@@ -29,7 +29,7 @@ import (
 )
 
 // sections, in the order they run.
-var allSections = []string{"reaction", "api", "memory", "cleanup", "probe", "drain"}
+var allSections = []string{"reaction", "api", "memory", "cleanup", "probe", "drain", "reclaim"}
 
 type options struct {
 	Out         string
@@ -155,6 +155,7 @@ var sectionTitle = map[string]string{
 	"cleanup":  "4. Cleanup latency: finished → deleted, past the TTL",
 	"probe":    "5. Probe cost per backend",
 	"drain":    "6. Drain throughput",
+	"reclaim":  "7. Reclaim: a worker pod deleted mid-item (kubectl delete --force) → the item ready again",
 }
 
 // bench holds what sections share: the control plane and the operators, started on first
@@ -190,6 +191,8 @@ func (b *bench) section(ctx context.Context, s string) error {
 		return benchProbe(ctx, b.res, []int{1, 100, 1000})
 	case "drain":
 		return benchDrain(ctx, b.res, b.o.Worker, 20000, []int{1, 4, 8})
+	case "reclaim":
+		return b.reclaim(ctx)
 	}
 	return fmt.Errorf("unknown section %q", s)
 }

@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	qredis "github.com/queuejob/queuejob-operator/pkg/queue/redis"
 	"github.com/queuejob/queuejob-operator/test/e2e/framework"
 )
 
@@ -226,32 +227,43 @@ var _ = Describe("QueueJobs in a real cluster", Ordered, ContinueOnFailure, func
 		report("job-wq-2: 9 items by %d pods, list and :processing empty, Complete %s after creation", len(logs), time.Since(start).Round(time.Second))
 	})
 
-	It("returns the item of a worker pod deleted mid-item with --grace-period=0 --force: nothing is lost", func(ctx SpecContext) {
-		killMidItem(ctx, "deleted", redisList, func(ctx context.Context, ns, pod string) {
+	It("returns the item of a worker pod deleted mid-item with --grace-period=0 --force at once, its lease 10 min from expiry: nothing is lost", func(ctx SpecContext) {
+		killMidItem(ctx, "deleted", redisList, podDeathLease, corev1.RestartPolicyOnFailure, func(ctx context.Context, ns, pod string) {
 			out, err := cluster.KubectlRun(ctx, "delete", "pod", pod, "-n", ns, "--grace-period=0", "--force")
 			Expect(err).NotTo(HaveOccurred(), out)
 		})
 	})
 
-	It("returns the entry of a worker pod deleted mid-item on a Redis stream: nothing is lost, nothing pending, no stranded consumer", func(ctx SpecContext) {
-		killMidItem(ctx, "stream-deleted", redisStream, func(ctx context.Context, ns, pod string) {
+	It("returns the entry of a worker pod deleted mid-item on a Redis stream at once, its lease 10 min from expiry: nothing is lost, nothing pending, no stranded consumer", func(ctx SpecContext) {
+		killMidItem(ctx, "stream-deleted", redisStream, podDeathLease, corev1.RestartPolicyOnFailure, func(ctx context.Context, ns, pod string) {
 			out, err := cluster.KubectlRun(ctx, "delete", "pod", pod, "-n", ns, "--grace-period=0", "--force")
 			Expect(err).NotTo(HaveOccurred(), out)
 		})
 	})
 
 	It("returns the message of a worker pod deleted mid-item on a NATS JetStream stream: nothing is lost, nothing pending", func(ctx SpecContext) {
-		killMidItem(ctx, "nats-deleted", natsStream, func(ctx context.Context, ns, pod string) {
+		killMidItem(ctx, "nats-deleted", natsStream, 10*time.Second, corev1.RestartPolicyOnFailure, func(ctx context.Context, ns, pod string) {
 			out, err := cluster.KubectlRun(ctx, "delete", "pod", pod, "-n", ns, "--grace-period=0", "--force")
 			Expect(err).NotTo(HaveOccurred(), out)
 		})
 	})
 
-	It("reclaims the lease of a worker killed mid-item with SIGKILL (the lease reaper): nothing is lost", func(ctx SpecContext) {
+	It("returns the item of a worker OOM-killed mid-item (SIGKILL, restartPolicy Never: the pod fails) at once, its lease 10 min from expiry", func(ctx SpecContext) {
 		if !nodeIsThisMachine(ctx) {
 			Skip("SIGKILL of a container's process needs the node's process table: only on the local cluster (make cluster-up)")
 		}
-		killMidItem(ctx, "sigkill", redisList, func(ctx context.Context, ns, pod string) {
+		killMidItem(ctx, "oomkilled", redisList, podDeathLease, corev1.RestartPolicyNever, func(ctx context.Context, ns, pod string) {
+			pid, err := containerProcess(pod, "job-wq-2")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(syscall.Kill(pid, syscall.SIGKILL)).To(Succeed())
+		})
+	})
+
+	It("reclaims the lease of a worker killed mid-item with SIGKILL whose container restarts in its pod (the lease reaper): nothing is lost", func(ctx SpecContext) {
+		if !nodeIsThisMachine(ctx) {
+			Skip("SIGKILL of a container's process needs the node's process table: only on the local cluster (make cluster-up)")
+		}
+		killMidItem(ctx, "sigkill", redisList, 10*time.Second, corev1.RestartPolicyOnFailure, func(ctx context.Context, ns, pod string) {
 			pid, err := containerProcess(pod, "job-wq-2")
 			Expect(err).NotTo(HaveOccurred())
 			Expect(syscall.Kill(pid, syscall.SIGKILL)).To(Succeed())
@@ -470,17 +482,18 @@ func deployment(ctx context.Context) *appsv1.Deployment {
 // would finish the item (after a forced delete, the kubelet stops the container moments
 // after kubectl returns). A kill that comes later anyway fails as such, not as a lost
 // item.
-func killMidItem(ctx context.Context, name string, q queueFixture, kill func(ctx context.Context, ns, pod string)) {
+func killMidItem(ctx context.Context, name string, q queueFixture, lease time.Duration, restart corev1.RestartPolicy, kill func(ctx context.Context, ns, pod string)) {
 	GinkgoHelper()
 	const itemTime = 15 * time.Second
 	ns := namespace(ctx, nil)
 	qj := sample("job-wq-2", ns)
 	qj.Name = name
 	key := name + "-" + ns
-	q.use(qj, key)
+	q.use(qj, key, lease)
+	qj.Spec.JobTemplate.Spec.Template.Spec.RestartPolicy = restart
 	c := &qj.Spec.JobTemplate.Spec.Template.Spec.Containers[0]
 	c.Command = []string{"job-wq-2", "--sleep=" + itemTime.String()}
-	c.Env = append(c.Env, corev1.EnvVar{Name: "QUEUEJOB_LEASE_SECONDS", Value: "10"})
+	c.Env = append(c.Env, corev1.EnvVar{Name: "QUEUEJOB_LEASE_SECONDS", Value: strconv.Itoa(int(lease.Seconds()))})
 	items := []string{"i1", "i2", "i3", "i4", "i5", "i6"}
 	q.enqueue(ctx, key, items...)
 	start := time.Now()
@@ -517,12 +530,20 @@ func killMidItem(ctx context.Context, name string, q queueFixture, kill func(ctx
 		g.Expect(victim).NotTo(BeEmpty(), "a running pod working on an item")
 	}).WithTimeout(3 * time.Minute).WithPolling(200 * time.Millisecond).Should(Succeed())
 	kill(ctx, ns, victim)
+	killedAt := time.Now()
 	killedAfter := time.Since(heldSince)
 	GinkgoWriter.Printf("%s: killed %s %s after it took %s\n", name, victim, killedAfter.Round(time.Millisecond), held)
 	Expect(killedAfter).To(BeNumerically("<", itemTime),
 		"the kill of %s came %s after it took %s, an item takes %s: the worker may have finished it, so the test cannot tell a lost item (the machine was too slow for the test)",
 		victim, killedAfter.Round(time.Millisecond), held, itemTime)
 
+	back := "not measured"
+	if session := sessionOf(victimLog); q.released != nil && session != "" {
+		// Polled every 20 ms: the time measured is the reclaim's, give or take that.
+		Eventually(ctx, func() bool { return q.released(ctx, key, held, session) }).
+			WithTimeout(5*time.Minute).WithPolling(20*time.Millisecond).Should(BeTrue(), "%s's %s never went back to the queue", victim, held)
+		back = time.Since(killedAt).Round(time.Millisecond).String()
+	}
 	got := finished(ctx, qj, 5*time.Minute)
 	Expect(got.Status.State).To(Equal(qjv1.StateComplete))
 	q.drained(ctx, key)
@@ -563,26 +584,52 @@ func killMidItem(ctx context.Context, name string, q queueFixture, kill func(ctx
 	if got.Status.Queue != nil {
 		reclaimed = got.Status.Queue.Reclaimed
 	}
-	if name == "sigkill" {
+	if name == "sigkill" || name == "oomkilled" {
 		Expect(reclaimed).To(BeNumerically(">=", 1), "the operator's reaper returned the dead worker's lease")
 	}
-	report("%s: pod %s killed mid-item %s; %d items all finished, %d duplicates, %d leases reclaimed by the operator, Complete %s after creation",
-		name, victim, held, len(items), dups, reclaimed, time.Since(start).Round(time.Second))
+	report("%s: pod %s killed mid-item %s, lease %s; the item free again %s after the kill; %d items all finished, %d duplicates, %d leases reclaimed by the operator, Complete %s after creation",
+		name, victim, held, lease, back, len(items), dups, reclaimed, time.Since(start).Round(time.Second))
+}
+
+// podDeathLease is the workers' lease in the specs where a pod's end must return its
+// item: ten minutes, longer than the specs wait, so that only the pod's end can.
+const podDeathLease = 10 * time.Minute
+
+// sessionOf is the session a job-wq-2 worker's log names ("Worker with sessionID: ...").
+func sessionOf(log string) string {
+	for line := range strings.SplitSeq(log, "\n") {
+		if s, ok := strings.CutPrefix(line, "Worker with sessionID: "); ok {
+			return strings.TrimSpace(s)
+		}
+	}
+	return ""
 }
 
 // queueFixture is a queue backend as killMidItem uses it: use points the job-wq-2
 // sample's spec.queue at a fresh queue named key, enqueue puts items into it in order, and
 // drained checks that nothing of it is left, ready or held.
 type queueFixture struct {
-	use     func(qj *qjv1.QueueJob, key string)
+	use     func(qj *qjv1.QueueJob, key string, lease time.Duration)
 	enqueue func(ctx context.Context, key string, items ...string)
 	drained func(ctx context.Context, key string)
+	// released reports whether the item is ready again, or held by another session than
+	// the one given (nil: not told).
+	released func(ctx context.Context, key, item, session string) bool
 }
 
 // redisList is the sample's own backend: a Redis list and its <key>:processing.
 var redisList = queueFixture{
-	use:     func(qj *qjv1.QueueJob, key string) { qj.Spec.Queue.Redis.Key = key },
+	use:     func(qj *qjv1.QueueJob, key string, _ time.Duration) { qj.Spec.Queue.Redis.Key = key },
 	enqueue: rpush,
+	released: func(ctx context.Context, key, item, session string) bool {
+		rc := redisClient()
+		defer rc.Close()
+		if _, err := rc.LPos(ctx, key, item, redis.LPosArgs{}).Result(); err == nil {
+			return true // ready again
+		}
+		holder, err := rc.Get(ctx, qredis.LeaseKey(key, item)).Result()
+		return err == nil && holder != session // taken again, by another worker
+	},
 	drained: func(ctx context.Context, key string) {
 		GinkgoHelper()
 		Expect(lrange(ctx, key)).To(BeEmpty())
@@ -595,10 +642,16 @@ var redisList = queueFixture{
 // means nothing pending and no consumer left (workers that exit delete theirs, the reaper
 // a killed worker's).
 var redisStream = queueFixture{
-	use: func(qj *qjv1.QueueJob, key string) {
+	use: func(qj *qjv1.QueueJob, key string, lease time.Duration) {
 		r := qj.Spec.Queue.Redis
 		qj.Spec.Queue = &qjv1.QueueSource{RedisStream: &qjv1.RedisStreamQueue{Address: r.Address, DB: r.DB, Username: r.Username,
-			PasswordSecretRef: r.PasswordSecretRef, TLS: r.TLS, Stream: key, Group: "workers", LeaseSeconds: ptr.To[int32](10)}}
+			PasswordSecretRef: r.PasswordSecretRef, TLS: r.TLS, Stream: key, Group: "workers", LeaseSeconds: ptr.To(int32(lease.Seconds()))}}
+	},
+	released: func(ctx context.Context, key, _, session string) bool {
+		rc := redisClient()
+		defer rc.Close()
+		p, err := rc.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: key, Group: "workers", Start: "-", End: "+", Count: 1, Consumer: session}).Result()
+		return err == nil && len(p) == 0
 	},
 	enqueue: func(ctx context.Context, key string, items ...string) {
 		GinkgoHelper()
@@ -631,7 +684,7 @@ var redisStream = queueFixture{
 // QUEUEJOB_LEASE_SECONDS): drained means no message left in the stream, none pending or
 // unacknowledged for the consumer.
 var natsStream = queueFixture{
-	use: func(qj *qjv1.QueueJob, key string) {
+	use: func(qj *qjv1.QueueJob, key string, _ time.Duration) {
 		secret := func(k string) *corev1.SecretKeySelector {
 			return &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "nats"}, Key: k}
 		}

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
+	qredis "github.com/queuejob/queuejob-operator/pkg/queue/redis"
+)
+
+// reclaimLease is the lease of the trials' items in the lease-expiry round: rediswq's
+// default is 60 s, SQS's visibility 30 s; the shorter it is, the better the peer does.
+const reclaimLease = 10 * time.Second
+
+// reclaim is section 7: a worker pod deleted (kubectl delete --force) while it holds an
+// item, and the time until the item is ready in the queue again. Ours: the worker's
+// session names its pod, and the manager returns the item when it sees the pod go; the
+// lease is ten minutes, so nothing else could. Peer: the lease-expiry path every queue
+// tool has (a session without a pod, a lease of reclaimLease), in the same run on the
+// same manager. The bench plays the workers: it takes and leases each item itself, as
+// pkg/worker does, for a pod of the QueueJob's running wave (no kubelet runs them).
+func (b *bench) reclaim(ctx context.Context) error {
+	const sec = "reclaim"
+	ctx, cp, c, done, err := b.setup(ctx, sec, 0)
+	if err != nil {
+		return err
+	}
+	defer done()
+	sw := startStatusWriter(ctx, cp.Clientset, 4)
+	rs, rdb, err := b.redisClient()
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	mgr, err := b.startManager(ctx, cp, sec)
+	if err != nil {
+		return err
+	}
+	defer mgr.Stop()
+
+	const ns, key = "reclaim", "reclaim"
+	if err := createNamespace(ctx, c, ns); err != nil {
+		return err
+	}
+	sw.SetPolicy(ns, PodRun)
+	trials := min(b.o.Trials, 20)
+	items := make([]any, 4*trials)
+	for i := range items {
+		items[i] = fmt.Sprintf("item-%04d", i)
+	}
+	if err := rdb.RPush(ctx, key, items...).Err(); err != nil {
+		return err
+	}
+	qj := queueJobOn(ns, "reclaim", redisList(rs.Addr())(key), 0)
+	qj.Spec.Mode = qjv1.ModeWorkerPool
+	qj.Spec.JobTemplate.Spec.Parallelism = ptr.To(int32(trials))
+	if err := c.Create(ctx, qj); err != nil {
+		return err
+	}
+	r := reclaimRun{c: c, rdb: rdb, ns: ns, key: key, used: map[types.UID]bool{}}
+	var ours, peer []time.Duration
+	var missedOurs, missedPeer int
+	for i := range trials {
+		d, err := r.trial(ctx, fmt.Sprintf("ours-%d", i), true, 10*time.Minute)
+		if err != nil {
+			logf("reclaim: ours, trial %d: %v", i, err)
+			missedOurs++
+			continue
+		}
+		ours = append(ours, d)
+	}
+	peer, missedPeer = r.leaseTrials(ctx, trials)
+	title := sectionTitle[sec]
+	for _, q := range []struct {
+		name string
+		p    float64
+		goal string
+	}{{"p50", 0.50, ""}, {"p99", 0.99, "≤ 2 s"}} {
+		row := Row{Section: title, Name: q.name + ", Redis list, default probe interval", Unit: "s",
+			PeerName: fmt.Sprintf("lease expiry (a session without its pod, lease %s)", reclaimLease),
+			Ours:     ptr.To(quantile(ours, missedOurs, q.p)), Peer: ptr.To(quantile(peer, missedPeer, q.p)),
+			Note: fmt.Sprintf("ours: %d trials one after another, %d missed (lease 10 min); peer: %d trials at once, %d missed; "+
+				"the peer's time grows with its lease, ours does not", len(ours), missedOurs, len(peer), missedPeer)}
+		if q.goal != "" {
+			row.Goal, row.Met = q.goal, ptr.To(*row.Ours <= 2)
+		}
+		b.res.add(row)
+	}
+	return nil
+}
+
+// reclaimRun is what the trials of section 7 share.
+type reclaimRun struct {
+	c        client.Client
+	rdb      *redis.Client
+	ns, key  string
+	used     map[types.UID]bool
+	sessions int
+}
+
+// take leases the next item for a worker of pod (its session ends in the pod's UID if
+// named is set), and returns the item.
+func (r *reclaimRun) take(ctx context.Context, pod *corev1.Pod, named bool, lease time.Duration) (string, error) {
+	wq := qredis.WQ{Client: r.rdb, Key: r.key}
+	item, err := wq.Take(ctx, 0)
+	if err != nil {
+		return "", err
+	}
+	r.sessions++
+	session := fmt.Sprintf("bench-%06d", r.sessions)
+	if named {
+		session += "@" + string(pod.UID)
+	}
+	outcome, _, err := wq.Claim(ctx, item, session, lease, 0)
+	if err == nil && outcome != qredis.ClaimLeased {
+		err = fmt.Errorf("claim of %s: outcome %d", item, outcome)
+	}
+	return item, err
+}
+
+// trial leases an item for a running pod of the wave, deletes the pod at once, and
+// returns how long until the item was in the list again.
+func (r *reclaimRun) trial(ctx context.Context, name string, named bool, lease time.Duration) (time.Duration, error) {
+	pods, err := r.runningPods(ctx, 1)
+	if err != nil {
+		return 0, err
+	}
+	item, err := r.take(ctx, pods[0], named, lease)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	if err := r.c.Delete(ctx, pods[0], client.GracePeriodSeconds(0)); err != nil {
+		return 0, err
+	}
+	return r.readyAgain(ctx, item, start, time.Minute)
+}
+
+// leaseTrials runs n lease-expiry trials at once: n items leased for n pods by sessions
+// that name none, the pods deleted together.
+func (r *reclaimRun) leaseTrials(ctx context.Context, n int) ([]time.Duration, int) {
+	pods, err := r.runningPods(ctx, n)
+	if err != nil {
+		logf("reclaim: lease expiry: %v", err)
+		return nil, n
+	}
+	var items []string
+	for _, p := range pods {
+		item, err := r.take(ctx, p, false, reclaimLease)
+		if err != nil {
+			logf("reclaim: lease expiry: %v", err)
+			return nil, n
+		}
+		items = append(items, item)
+	}
+	start := time.Now()
+	for _, p := range pods {
+		_ = r.c.Delete(ctx, p, client.GracePeriodSeconds(0))
+	}
+	var lat []time.Duration
+	for _, item := range items {
+		if d, err := r.readyAgain(ctx, item, start, 3*time.Minute); err == nil {
+			lat = append(lat, d)
+		}
+	}
+	return lat, n - len(lat)
+}
+
+// runningPods waits for n running pods of the wave not used by an earlier trial.
+func (r *reclaimRun) runningPods(ctx context.Context, n int) ([]*corev1.Pod, error) {
+	var got []*corev1.Pod
+	err := waitFor(ctx, 2*time.Minute, 50*time.Millisecond, fmt.Sprintf("%d running pods", n), func() (bool, error) {
+		var list corev1.PodList
+		if err := r.c.List(ctx, &list, client.InNamespace(r.ns)); err != nil {
+			return false, err
+		}
+		got = got[:0]
+		for i := range list.Items {
+			p := &list.Items[i]
+			if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil && !r.used[p.UID] && len(got) < n {
+				got = append(got, p)
+			}
+		}
+		return len(got) == n, nil
+	})
+	for _, p := range got {
+		r.used[p.UID] = true
+	}
+	return got, err
+}
+
+// readyAgain polls the list every 5 ms until item is in it, and returns the time since
+// start.
+func (r *reclaimRun) readyAgain(ctx context.Context, item string, start time.Time, timeout time.Duration) (time.Duration, error) {
+	var d time.Duration
+	err := waitFor(ctx, timeout, 5*time.Millisecond, item+" ready again", func() (bool, error) {
+		_, err := r.rdb.LPos(ctx, r.key, item, redis.LPosArgs{}).Result()
+		if errors.Is(err, redis.Nil) {
+			return false, nil
+		}
+		d = time.Since(start)
+		return err == nil, err
+	})
+	return d, err
+}
