@@ -45,31 +45,16 @@ func (b *bench) reclaim(ctx context.Context) error {
 		return err
 	}
 	defer mgr.Stop()
-
-	const ns, key = "reclaim", "reclaim"
-	if err := createNamespace(ctx, c, ns); err != nil {
-		return err
-	}
-	sw.SetPolicy(ns, PodRun)
 	trials := min(b.o.Trials, 20)
-	items := make([]any, 4*trials)
-	for i := range items {
-		items[i] = fmt.Sprintf("item-%04d", i)
-	}
-	if err := rdb.RPush(ctx, key, items...).Err(); err != nil {
+	r := reclaimRun{c: c, rdb: rdb, ns: "reclaim", key: "reclaim", used: map[types.UID]bool{}}
+	sw.SetPolicy(r.ns, PodRun)
+	if err := r.start(ctx, rs.Addr(), trials); err != nil {
 		return err
 	}
-	qj := queueJobOn(ns, "reclaim", redisList(rs.Addr())(key), 0)
-	qj.Spec.Mode = qjv1.ModeWorkerPool
-	qj.Spec.JobTemplate.Spec.Parallelism = ptr.To(int32(trials))
-	if err := c.Create(ctx, qj); err != nil {
-		return err
-	}
-	r := reclaimRun{c: c, rdb: rdb, ns: ns, key: key, used: map[types.UID]bool{}}
-	var ours, peer []time.Duration
-	var missedOurs, missedPeer int
+	var ours []time.Duration
+	missedOurs := 0
 	for i := range trials {
-		d, err := r.trial(ctx, fmt.Sprintf("ours-%d", i), true, 10*time.Minute)
+		d, err := r.trial(ctx, 10*time.Minute)
 		if err != nil {
 			logf("reclaim: ours, trial %d: %v", i, err)
 			missedOurs++
@@ -77,14 +62,13 @@ func (b *bench) reclaim(ctx context.Context) error {
 		}
 		ours = append(ours, d)
 	}
-	peer, missedPeer = r.leaseTrials(ctx, trials)
-	title := sectionTitle[sec]
+	peer, missedPeer := r.leaseTrials(ctx, trials)
 	for _, q := range []struct {
 		name string
 		p    float64
 		goal string
 	}{{"p50", 0.50, ""}, {"p99", 0.99, "≤ 2 s"}} {
-		row := Row{Section: title, Name: q.name + ", Redis list, default probe interval", Unit: "s",
+		row := Row{Section: sectionTitle[sec], Name: q.name + ", Redis list, default probe interval", Unit: "s",
 			PeerName: fmt.Sprintf("lease expiry (a session without its pod, lease %s)", reclaimLease),
 			Ours:     ptr.To(quantile(ours, missedOurs, q.p)), Peer: ptr.To(quantile(peer, missedPeer, q.p)),
 			Note: fmt.Sprintf("ours: %d trials one after another, %d missed (lease 10 min); peer: %d trials at once, %d missed; "+
@@ -126,14 +110,32 @@ func (r *reclaimRun) take(ctx context.Context, pod *corev1.Pod, named bool, leas
 	return item, err
 }
 
-// trial leases an item for a running pod of the wave, deletes the pod at once, and
-// returns how long until the item was in the list again.
-func (r *reclaimRun) trial(ctx context.Context, name string, named bool, lease time.Duration) (time.Duration, error) {
+// start fills the list and creates the QueueJob: a WorkerPool of n pods.
+func (r *reclaimRun) start(ctx context.Context, addr string, n int) error {
+	if err := createNamespace(ctx, r.c, r.ns); err != nil {
+		return err
+	}
+	items := make([]any, 4*n)
+	for i := range items {
+		items[i] = fmt.Sprintf("item-%04d", i)
+	}
+	if err := r.rdb.RPush(ctx, r.key, items...).Err(); err != nil {
+		return err
+	}
+	qj := queueJobOn(r.ns, "reclaim", redisList(addr)(r.key), 0)
+	qj.Spec.Mode = qjv1.ModeWorkerPool
+	qj.Spec.JobTemplate.Spec.Parallelism = ptr.To(int32(n))
+	return r.c.Create(ctx, qj)
+}
+
+// trial leases an item for a running pod of the wave, by a session that names the pod,
+// deletes the pod at once, and returns how long until the item was in the list again.
+func (r *reclaimRun) trial(ctx context.Context, lease time.Duration) (time.Duration, error) {
 	pods, err := r.runningPods(ctx, 1)
 	if err != nil {
 		return 0, err
 	}
-	item, err := r.take(ctx, pods[0], named, lease)
+	item, err := r.take(ctx, pods[0], true, lease)
 	if err != nil {
 		return 0, err
 	}

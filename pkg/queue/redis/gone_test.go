@@ -19,11 +19,15 @@ func goneUID(session string) bool { uid, ok := queue.SessionPod(session); return
 func TestReapReturnsTheItemsOfGonePodsAtOnce(t *testing.T) {
 	c := rdb(t)
 	lrange := func(k string) []string { return c.LRange(ctx(t), k, 0, -1).Val() }
-	lease := func(k, item, holder string) {
-		t.Helper()
-		if err := c.Set(ctx(t), LeaseKey(k, item), holder, time.Hour).Err(); err != nil {
-			t.Fatal(err)
-		}
+	lease := func(k, item, holder string) { setLease(t, k, item, holder) }
+	// heldByGonePod is a list whose one item, "item", is leased for an hour by a session
+	// of the pod deadUID, and a probe connection to it.
+	heldByGonePod := func(t *testing.T) (string, *Conn) {
+		k := key(t)
+		c.RPush(ctx(t), k, "item")
+		c.RPopLPush(ctx(t), k, ProcessingKey(k))
+		setLease(t, k, "item", "wave-1-abc-0f0f0f@"+deadUID)
+		return k, newRedis(t, k)
 	}
 	t.Run("a gone pod's leases, a live pod's and a bare session's", func(t *testing.T) {
 		k := key(t)
@@ -56,11 +60,7 @@ func TestReapReturnsTheItemsOfGonePodsAtOnce(t *testing.T) {
 	})
 
 	t.Run("a lease that changed hands after it was read stays", func(t *testing.T) {
-		k := key(t)
-		c.RPush(ctx(t), k, "item")
-		c.RPopLPush(ctx(t), k, ProcessingKey(k))
-		lease(k, "item", "wave-1-abc-0f0f0f@"+deadUID)
-		r := newRedis(t, k)
+		k, r := heldByGonePod(t)
 		// Between the reaper's read and its script, a live worker holds the item now.
 		gone := func(s string) bool {
 			lease(k, "item", "wave-2-xyz-3c3c3c@"+liveUID)
@@ -78,15 +78,19 @@ func TestReapReturnsTheItemsOfGonePodsAtOnce(t *testing.T) {
 	})
 
 	t.Run("without gone, a held item waits for its lease", func(t *testing.T) {
-		k := key(t)
-		c.RPush(ctx(t), k, "item")
-		c.RPopLPush(ctx(t), k, ProcessingKey(k))
-		lease(k, "item", "wave-1-abc-0f0f0f@"+deadUID)
-		r := newRedis(t, k)
+		_, r := heldByGonePod(t)
 		for i := range 3 {
 			if n := reapAt(t, r, time.Now().Add(time.Duration(i)*time.Hour), time.Second); n != 0 {
 				t.Fatalf("reaped a leased item without gone")
 			}
 		}
 	})
+}
+
+// setLease writes the lease of item, held by holder, for an hour.
+func setLease(t *testing.T, k, item, holder string) {
+	t.Helper()
+	if err := rdb(t).Set(ctx(t), LeaseKey(k, item), holder, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
 }
