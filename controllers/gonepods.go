@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -21,82 +22,104 @@ import (
 // when their leases expire: every container of a wave gets its pod's UID
 // (QUEUEJOB_POD_UID), a worker's session id ends in it (queue.NewSession), and a lease
 // names its session. The manager remembers the UIDs of the wave pods it has seen end
-// (gonePods), and each probe's reaper returns the items whose holder names one of them
-// (queue.GoneHolders). A pod has ended when the API server says so, never when it is
-// merely missing from the cache: its deletion was seen, or its phase is Succeeded or
-// Failed (its containers have all stopped, and none restarts). A pod whose container
-// restarted in place keeps its leases: the new process has a new session, and the old
-// session's items come back when their leases expire.
+// without succeeding (gonePods), and each probe's reaper returns the items whose holder
+// names one of them (queue.GoneHolders). A pod has ended when the API server says so:
+// its phase is Failed (its containers have all stopped, and none restarts), or it is
+// gone. A watch's delete event alone does not prove a pod gone (the pod may merely no
+// longer match the cache's label selector, or the event be a relist's guess): unless the
+// pod's last state was terminal, the probe first reads it from the API server, and only
+// a pod that is not there (or is another pod of that name) counts. A pod that succeeded
+// holds nothing (its worker finished or gave back its items) and is not remembered; a
+// pod whose container restarted in place keeps its leases: the new process has a new
+// session, and the old session's items come back when their leases expire.
 //
-// The end of a pod that did not succeed (deleted while it ran, evicted, OOM-killed,
-// preempted) makes its QueueJob's probe due at once; a pod that succeeded holds nothing
-// (its worker finished or gave back its items), and is reaped at the next probe.
+// The end of a running pod (deleted, evicted, OOM-killed, preempted) brings its
+// QueueJob's next probe forward (probeStates.podEnded).
 
 const (
 	// goneTTL is how long a gone pod is remembered: longer than it takes a kubelet to
 	// stop the containers of a pod deleted with --force (whose workers may lease items
-	// until then).
-	goneTTL = 10 * time.Minute
+	// until then), short enough that a pod force-deleted on a node cut off from the
+	// cluster, which runs on, does not have the items it takes after that returned for
+	// long (each such return costs the item an attempt, and another worker runs it too).
+	goneTTL = 2 * time.Minute
 	// maxGonePerQueueJob bounds the pods remembered per QueueJob; beyond it the oldest
 	// are forgotten, and the items they may still hold come back when their leases
 	// expire.
 	maxGonePerQueueJob = 10000
 )
 
-// gonePods remembers, per QueueJob, the wave pods seen to end, by UID, with when.
+// gonePods remembers, per QueueJob, the wave pods seen to end (by UID, with when), and
+// the pods whose deletion was seen but not yet confirmed (suspects, by UID, with name).
 type gonePods struct {
 	mu        sync.Mutex
-	m         map[types.NamespacedName]map[types.UID]time.Time
+	m         map[types.NamespacedName]*goneSet
 	lastSweep time.Time
 }
 
-// add records that a pod of the QueueJob key ended at now.
+// goneSet is what gonePods holds of one QueueJob.
+type goneSet struct {
+	at       map[types.UID]time.Time
+	order    []types.UID // in the order they were added, for forgetting the oldest
+	suspects map[types.UID]string
+}
+
+// set returns the QueueJob's set, made if missing; under the lock.
+func (g *gonePods) set(key types.NamespacedName) *goneSet {
+	if g.m == nil {
+		g.m = map[types.NamespacedName]*goneSet{}
+	}
+	gs := g.m[key]
+	if gs == nil {
+		gs = &goneSet{at: map[types.UID]time.Time{}, suspects: map[types.UID]string{}}
+		g.m[key] = gs
+	}
+	return gs
+}
+
+// add records that a pod of the QueueJob key ended at now; a pod already known keeps its
+// time.
 func (g *gonePods) add(key types.NamespacedName, uid types.UID, now time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if now.Sub(g.lastSweep) > goneTTL {
 		g.sweep(now)
 	}
-	if g.m == nil {
-		g.m = map[types.NamespacedName]map[types.UID]time.Time{}
+	gs := g.set(key)
+	delete(gs.suspects, uid)
+	if _, ok := gs.at[uid]; ok {
+		return
 	}
-	pods := g.m[key]
-	if pods == nil {
-		pods = map[types.UID]time.Time{}
-		g.m[key] = pods
+	if len(gs.order) >= maxGonePerQueueJob {
+		delete(gs.at, gs.order[0])
+		gs.order = gs.order[1:]
 	}
-	if _, ok := pods[uid]; !ok && len(pods) >= maxGonePerQueueJob {
-		forgetOldest(pods)
+	gs.at[uid] = now
+	gs.order = append(gs.order, uid)
+}
+
+// suspect records that a pod's deletion was seen while it had not ended: confirm decides.
+func (g *gonePods) suspect(key types.NamespacedName, uid types.UID, name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if gs := g.set(key); len(gs.suspects) < maxGonePerQueueJob {
+		gs.suspects[uid] = name
 	}
-	pods[uid] = now
 }
 
 // sweep forgets the pods remembered for longer than goneTTL, of every QueueJob: also of
 // QueueJobs that are gone, or no longer probed.
 func (g *gonePods) sweep(now time.Time) {
 	g.lastSweep = now
-	for key, pods := range g.m {
-		for uid, at := range pods {
-			if now.Sub(at) > goneTTL {
-				delete(pods, uid)
-			}
+	for key, gs := range g.m {
+		for len(gs.order) > 0 && now.Sub(gs.at[gs.order[0]]) > goneTTL {
+			delete(gs.at, gs.order[0])
+			gs.order = gs.order[1:]
 		}
-		if len(pods) == 0 {
+		if len(gs.order) == 0 && len(gs.suspects) == 0 {
 			delete(g.m, key)
 		}
 	}
-}
-
-// forgetOldest forgets the pod seen to end first.
-func forgetOldest(pods map[types.UID]time.Time) {
-	var oldest types.UID
-	var at time.Time
-	for uid, t := range pods {
-		if oldest == "" || t.Before(at) {
-			oldest, at = uid, t
-		}
-	}
-	delete(pods, oldest)
 }
 
 // holders says which sessions are of the QueueJob's gone pods, as of now; nil if it
@@ -104,8 +127,12 @@ func forgetOldest(pods map[types.UID]time.Time) {
 func (g *gonePods) holders(key types.NamespacedName, now time.Time) queue.GoneHolders {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	uids := make(map[string]bool, len(g.m[key]))
-	for uid, at := range g.m[key] {
+	gs := g.m[key]
+	if gs == nil {
+		return nil
+	}
+	uids := make(map[string]bool, len(gs.at))
+	for uid, at := range gs.at {
 		if now.Sub(at) <= goneTTL {
 			uids[string(uid)] = true
 		}
@@ -119,6 +146,19 @@ func (g *gonePods) holders(key types.NamespacedName, now time.Time) queue.GoneHo
 	}
 }
 
+// takeSuspects returns the QueueJob's suspects and forgets them.
+func (g *gonePods) takeSuspects(key types.NamespacedName) map[types.UID]string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	gs := g.m[key]
+	if gs == nil || len(gs.suspects) == 0 {
+		return nil
+	}
+	s := gs.suspects
+	gs.suspects = map[types.UID]string{}
+	return s
+}
+
 // forget forgets the QueueJob's pods: it is gone.
 func (g *gonePods) forget(key types.NamespacedName) {
 	g.mu.Lock()
@@ -126,16 +166,35 @@ func (g *gonePods) forget(key types.NamespacedName) {
 	delete(g.m, key)
 }
 
-// podEnd is what a pod event says of a wave pod's end: whether it has ended, and whether
-// it ended without succeeding just now (its QueueJob's probe is then due at once).
-func podEnd(old, pod *corev1.Pod, deleted bool) (ended, abrupt bool) {
+// confirmGone reads the pods whose deletion the QueueJob's pod events reported while
+// they had not ended, and records as gone those the API server no longer has (or has
+// another pod by that name). A pod still there (a label removed took it out of the
+// cache's sight) is alive; one that cannot be read is suspected again at the next probe.
+func (r *QueueJobReconciler) confirmGone(ctx context.Context, key types.NamespacedName) {
+	for uid, name := range r.gone.takeSuspects(key) {
+		var pod corev1.Pod
+		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: name}, &pod)
+		switch {
+		case apierrors.IsNotFound(err) || (err == nil && pod.UID != uid) || (err == nil && pod.Status.Phase == corev1.PodFailed):
+			r.gone.add(key, uid, r.Clock.Now())
+		case err != nil:
+			r.gone.suspect(key, uid, name)
+		}
+	}
+}
+
+// podEnd is what a pod event says of a wave pod: whether it ended without succeeding
+// (failed: certain), whether its deletion was seen before it ended (deleted: to be
+// confirmed), and whether it ran until then (its QueueJob's next probe is then brought
+// forward).
+func podEnd(old, pod *corev1.Pod, deleted bool) (failed, suspect, ran bool) {
 	switch {
 	case deleted:
-		return true, !podTerminal(pod)
+		return pod.Status.Phase == corev1.PodFailed, !podTerminal(pod), pod.Status.Phase == corev1.PodRunning
 	case pod.Status.Phase == corev1.PodFailed:
-		return true, old != nil && old.Status.Phase != corev1.PodFailed
+		return true, false, old != nil && old.Status.Phase != corev1.PodFailed
 	default:
-		return pod.Status.Phase == corev1.PodSucceeded, false
+		return false, false, false
 	}
 }
 
@@ -144,9 +203,9 @@ func podTerminal(pod *corev1.Pod) bool {
 	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
 }
 
-// podEvents handles the events of wave pods: it records the pods that end (podEnd), makes
-// the probe of a QueueJob whose pod ended abruptly due at once, and queues a reconcile of
-// the pod's QueueJob for those events and the ones podWatchPredicate passes.
+// podEvents handles the events of wave pods: it records the pods that end (podEnd),
+// brings forward the probe of a QueueJob whose running pod ended, and queues a reconcile
+// of the pod's QueueJob for those events and the ones podWatchPredicate passes.
 func (r *QueueJobReconciler) podEvents() handler.TypedEventHandler[client.Object, reconcile.Request] {
 	pass := podWatchPredicate()
 	type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
@@ -158,14 +217,17 @@ func (r *QueueJobReconciler) podEvents() handler.TypedEventHandler[client.Object
 		}
 		key := types.NamespacedName{Namespace: obj.GetNamespace(), Name: name}
 		oldPod, _ := old.(*corev1.Pod)
-		ended, abrupt := podEnd(oldPod, pod, deleted)
-		if ended {
+		failed, suspect, ran := podEnd(oldPod, pod, deleted)
+		switch {
+		case failed:
 			r.gone.add(key, pod.UID, r.Clock.Now())
+		case suspect:
+			r.gone.suspect(key, pod.UID, pod.Name)
 		}
-		if abrupt {
-			r.probes.makeDue(key)
+		if ran {
+			r.probes.podEnded(key)
 		}
-		if passed || abrupt {
+		if passed || ran {
 			q.Add(reconcile.Request{NamespacedName: key})
 		}
 	}

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -11,24 +12,25 @@ import (
 func TestPodEnd(t *testing.T) {
 	pod := func(phase corev1.PodPhase) *corev1.Pod { return &corev1.Pod{Status: corev1.PodStatus{Phase: phase}} }
 	for _, tc := range []struct {
-		name          string
-		old, pod      *corev1.Pod
-		deleted       bool
-		ended, abrupt bool
+		name                 string
+		old, pod             *corev1.Pod
+		deleted              bool
+		failed, suspect, ran bool
 	}{
-		{"running", pod(corev1.PodRunning), pod(corev1.PodRunning), false, false, false},
-		{"deleted while running", nil, pod(corev1.PodRunning), true, true, true},
-		{"deleted while pending", nil, pod(corev1.PodPending), true, true, true},
-		{"deleted once succeeded (the pod TTL)", nil, pod(corev1.PodSucceeded), true, true, false},
-		{"deleted once failed", nil, pod(corev1.PodFailed), true, true, false},
-		{"turned Failed", pod(corev1.PodRunning), pod(corev1.PodFailed), false, true, true},
-		{"Failed, seen again", pod(corev1.PodFailed), pod(corev1.PodFailed), false, true, false},
-		{"Failed at the manager's start", nil, pod(corev1.PodFailed), false, true, false},
-		{"turned Succeeded", pod(corev1.PodRunning), pod(corev1.PodSucceeded), false, true, false},
+		{"running", pod(corev1.PodRunning), pod(corev1.PodRunning), false, false, false, false},
+		// Also a pod whose label was removed, or a relist's tombstone: confirmGone reads it.
+		{"deleted while running", nil, pod(corev1.PodRunning), true, false, true, true},
+		{"deleted while pending", nil, pod(corev1.PodPending), true, false, true, false},
+		{"deleted once succeeded (the pod TTL)", nil, pod(corev1.PodSucceeded), true, false, false, false},
+		{"deleted once failed", nil, pod(corev1.PodFailed), true, true, false, false},
+		{"turned Failed", pod(corev1.PodRunning), pod(corev1.PodFailed), false, true, false, true},
+		{"Failed, seen again", pod(corev1.PodFailed), pod(corev1.PodFailed), false, true, false, false},
+		{"Failed at the manager's start", nil, pod(corev1.PodFailed), false, true, false, false},
+		{"turned Succeeded", pod(corev1.PodRunning), pod(corev1.PodSucceeded), false, false, false, false},
 	} {
-		ended, abrupt := podEnd(tc.old, tc.pod, tc.deleted)
-		if ended != tc.ended || abrupt != tc.abrupt {
-			t.Errorf("%s: podEnd = %v, %v; want %v, %v", tc.name, ended, abrupt, tc.ended, tc.abrupt)
+		failed, suspect, ran := podEnd(tc.old, tc.pod, tc.deleted)
+		if failed != tc.failed || suspect != tc.suspect || ran != tc.ran {
+			t.Errorf("%s: podEnd = %v, %v, %v; want %v, %v, %v", tc.name, failed, suspect, ran, tc.failed, tc.suspect, tc.ran)
 		}
 	}
 }
@@ -55,7 +57,7 @@ func TestGonePods(t *testing.T) {
 	if h := g.holders(key, t0.Add(goneTTL+time.Second)); h.Gone("w-1@"+a) || !h.Gone("w-1@"+b) {
 		t.Error("a pod is still gone after goneTTL, or a younger one no longer is")
 	}
-	g.add(other, b, t0.Add(2*goneTTL)) // sweeps
+	g.add(other, "c", t0.Add(2*goneTTL)) // sweeps
 	if _, ok := g.m[key]; ok {
 		t.Error("the sweep kept a QueueJob whose gone pods all expired")
 	}
@@ -65,9 +67,31 @@ func TestGonePods(t *testing.T) {
 	}
 
 	for i := range maxGonePerQueueJob + 1 {
-		g.add(key, types.UID(string(rune('a'+i%26))+time.Duration(i).String()), t0.Add(time.Duration(i)*time.Microsecond))
+		g.add(key, types.UID(fmt.Sprintf("pod-%05d", i)), t0.Add(time.Duration(i)*time.Microsecond))
 	}
-	if n := len(g.m[key]); n != maxGonePerQueueJob {
+	if n := len(g.m[key].at); n != maxGonePerQueueJob {
 		t.Errorf("%d pods remembered, want at most %d", n, maxGonePerQueueJob)
+	}
+	if _, ok := g.m[key].at["pod-00000"]; ok {
+		t.Error("the oldest pod was kept past the bound")
+	}
+	g.add(key, "pod-00001", t0.Add(time.Minute))
+	if at := g.m[key].at["pod-00001"]; !at.Equal(t0.Add(time.Microsecond)) {
+		t.Errorf("a pod seen to end again got a new time, %v", at)
+	}
+}
+
+func TestGonePodsSuspects(t *testing.T) {
+	key := types.NamespacedName{Namespace: "ns", Name: "qj"}
+	var g gonePods
+	g.suspect(key, "u1", "wave-1-a")
+	if g.holders(key, time.Now()) != nil {
+		t.Error("a suspect counts as gone before it is confirmed")
+	}
+	if got := g.takeSuspects(key); len(got) != 1 || got["u1"] != "wave-1-a" {
+		t.Errorf("takeSuspects = %v", got)
+	}
+	if got := g.takeSuspects(key); got != nil {
+		t.Errorf("takeSuspects again = %v, want none", got)
 	}
 }

@@ -67,7 +67,9 @@ func markOf(s *scope) waveMark {
 // that does not answer holds up no other QueueJob, only its own next probe. A reconcile
 // without a fresh result decides no wave (a count from an earlier probe could start a
 // duplicate one). A QueueJob is probed at most once per probe interval (or per backoff
-// step after a failure), however often it is reconciled: every status write triggers a
+// step after a failure), however often it is reconciled, unless a write to its queue
+// (heard) or the end of one of its running pods (podEnded) brings a probe forward, to
+// minWakeGap after the last at the earliest: every status write triggers a
 // reconcile, and without this bound a draining queue, whose counts change at every probe,
 // would be probed and written back to back.
 func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
@@ -96,8 +98,8 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 		s.requeue(r.probeTimeout()) // its end queues a reconcile; this is a safety net
 		return nil
 	case res != nil && r.useProbe(s, res):
-		// A probe made due while this one ran (makeDue: a pod ended abruptly, the server
-		// answered again) runs in the next reconcile, at once.
+		// A probe made due while this one ran (makeDue: the server answered again;
+		// podEnded: a pod ended) runs in a reconcile at that time, also when that is now.
 		s.requeue(max(r.probes.untilDue(key, s.qj.UID, s.now), time.Millisecond))
 		return nil
 	case res == nil:
@@ -188,8 +190,9 @@ func (r *QueueJobReconciler) startProbe(ctx context.Context, s *scope, backend *
 		return nil
 	}
 	r.probes.begin(p.key, p.uid)
-	// After begin: a pod that ends from now on makes the next probe due (makeDue).
-	p.gone = r.gone.holders(p.key, s.now)
+	// After begin: a pod that ends from now on brings the next probe forward (podEnded).
+	r.confirmGone(ctx, p.key)
+	p.gone = r.gone.holders(p.key, r.Clock.Now())
 	go r.runProbe(p)
 	s.requeue(r.probeTimeout())
 	return nil

@@ -35,6 +35,10 @@ func closedOnce(f *fakeBackend) bool {
 }
 
 // reapingBackend is a seam: a backend with a lease reaper that records its calls.
+// A reapingBackend must stay a queue.Reaper: probeAndReap finds the reaper by a type
+// assertion, which a stale method signature would fail silently.
+var _ queue.Reaper = (*reapingBackend)(nil)
+
 type reapingBackend struct {
 	fakeBackend
 	counts    queue.Counts
@@ -46,7 +50,7 @@ type reapingBackend struct {
 }
 
 func (f *reapingBackend) Probe(context.Context) (queue.Counts, error) { return f.counts, nil }
-func (f *reapingBackend) Reap(_ context.Context, now time.Time, _ time.Duration) (int, error) {
+func (f *reapingBackend) Reap(_ context.Context, now time.Time, _ time.Duration, _ queue.GoneHolders) (int, error) {
 	f.reapCalls = append(f.reapCalls, now)
 	time.Sleep(f.hang)
 	return f.reclaim, f.reapErr

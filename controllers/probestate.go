@@ -59,6 +59,9 @@ type probeSchedule struct {
 	// serverWoke is set when the QueueJob's server answered again after turning it away:
 	// its next probe is due at once, whatever the probe that was turned away set.
 	serverWoke bool
+	// podEnded is set when a running pod of the QueueJob ended while a probe ran: the next
+	// probe is due minWakeGap after that one's start (see podEnded).
+	podEnded bool
 }
 
 // writeWake is what the writes heard to a QueueJob's queue (see watchQueue) do to its
@@ -136,13 +139,40 @@ func (p *probeStates) probed(key types.NamespacedName, uid types.UID, at, due ti
 		if s.serverWoke {
 			s.due, s.serverWoke = time.Time{}, false
 		}
+		if s.podEnded {
+			s.due, s.podEnded = minTime(s.due, at.Add(minWakeGap)), false
+		}
 	})
+}
+
+// podEnded brings a QueueJob's next probe forward: a running pod of it ended, and the
+// items its workers held go back at that probe (see gonepods.go). The probe falls due
+// minWakeGap after the last one's start at the earliest, so that the pods of a wave that
+// end together cost a probe every minWakeGap, not one each; a pod that ends while a probe
+// runs makes the next one due as early.
+func (p *probeStates) podEnded(key types.NamespacedName) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.entries[key]
+	if !ok {
+		return // not probed yet: the first probe comes anyway
+	}
+	e.schedule.podEnded = true
+	e.schedule.due = minTime(e.schedule.due, e.schedule.probedAt.Add(minWakeGap))
+}
+
+// minTime is the earlier of two times.
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // begin records that a probe of the QueueJob runs.
 func (p *probeStates) begin(key types.NamespacedName, uid types.UID) {
 	p.with(key, uid, func(e *probeState) {
-		e.schedule.running, e.schedule.result, e.schedule.serverWoke = true, nil, false
+		e.schedule.running, e.schedule.result, e.schedule.serverWoke, e.schedule.podEnded = true, nil, false, false
 	})
 }
 

@@ -235,6 +235,38 @@ func TestProbeStatesServerWake(t *testing.T) {
 	}
 }
 
+// The end of a running pod brings the next probe forward to minWakeGap after the last
+// one's start, also when it ends while a probe runs; a probe that began after it is not.
+func TestProbeStatesPodEnded(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	backend := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
+	key := types.NamespacedName{Namespace: "ns", Name: "q"}
+	var p probeStates
+	p.podEnded(key) // no entry yet: nothing to do
+	if _, err := p.get(key, "uid-1", backend, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+		t.Fatal(err)
+	}
+	p.begin(key, "uid-1")
+	p.probed(key, "uid-1", now, now.Add(time.Hour), time.Hour, nil)
+	p.podEnded(key)
+	if d := p.untilDue(key, "uid-1", now); d != minWakeGap {
+		t.Errorf("after a pod ended, the probe is due in %s, want %s", d, minWakeGap)
+	}
+	later := now.Add(time.Second)
+	p.begin(key, "uid-1")
+	p.podEnded(key) // while the probe runs
+	p.probed(key, "uid-1", later, later.Add(time.Hour), time.Hour, nil)
+	if d := p.untilDue(key, "uid-1", later); d != minWakeGap {
+		t.Errorf("after a pod ended during a probe, the next is due in %s, want %s", d, minWakeGap)
+	}
+	p.podEnded(key) // before the next probe begins: that probe sees the pod
+	p.begin(key, "uid-1")
+	p.probed(key, "uid-1", later, later.Add(time.Hour), time.Hour, nil)
+	if d := p.untilDue(key, "uid-1", later); d != time.Hour {
+		t.Errorf("the probe after it is due in %s, want its interval", d)
+	}
+}
+
 // A rotated Secret gives a QueueJob a new connection in the same entry (get): the entry
 // keeps when the QueueJob was and may next be probed, the writes heard to its queue and
 // what it owes its status, and starts the rest afresh. Every field of the entry is set
@@ -243,7 +275,7 @@ func TestProbeStatesServerWake(t *testing.T) {
 func TestProbeStatesRotationCarries(t *testing.T) {
 	carried := map[string]bool{
 		"schedule.due": true, "schedule.probedAt": true, "wake.writes": true, "goneWave": true, "reclaimed": true,
-		"schedule.interval": false, "schedule.running": false, "schedule.result": false, "schedule.serverWoke": false,
+		"schedule.interval": false, "schedule.running": false, "schedule.result": false, "schedule.serverWoke": false, "schedule.podEnded": false,
 		"wake.waiting": false, "wake.woken": false, "wake.emptyWakes": false,
 	}
 	backend := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}

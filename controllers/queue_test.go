@@ -367,7 +367,7 @@ var _ = Describe("QueueJob with a queue", func() {
 	It("returns the items of a pod that ended at once, long before their lease expires, and keeps a live pod's", func() {
 		c := redisClient(redisSrv.Addr())
 		key := "gone-" + ns
-		Expect(c.RPush(suiteCtx, key, "a", "b", "c", "d").Err()).To(Succeed())
+		Expect(c.RPush(suiteCtx, key, "a", "b", "c", "d", "e").Err()).To(Succeed())
 		qj := redisQJ(ns, "gone", redisSrv.Addr(), key, func(j *qjv1.QueueJob) {
 			j.Spec.Mode = qjv1.ModeWorkerPool
 			// Probes an hour apart: only a pod's end can bring the reap forward.
@@ -377,32 +377,38 @@ var _ = Describe("QueueJob with a queue", func() {
 		job := theJob(qj)
 		env := job.Spec.Template.Spec.Containers[0].Env
 		Expect(env).To(ContainElement(HaveField("ValueFrom.FieldRef.FieldPath", "metadata.uid")), "the workers learn their pod's UID")
-		runJob(job, 3)
-		deleted := jobPod(job, "deleted", corev1.PodRunning, time.Time{})
-		failed := jobPod(job, "failed", corev1.PodRunning, time.Time{})
-		live := jobPod(job, "live", corev1.PodRunning, time.Time{})
-		for _, p := range []*corev1.Pod{deleted, failed, live} {
+		runJob(job, 4)
+		var pods []*corev1.Pod
+		for _, name := range []string{"deleted", "failed", "live", "relabelled"} { // e, d, c and b
+			p := jobPod(job, name, corev1.PodRunning, time.Time{})
 			rediswqLease(c, key, "worker-0a0b0c@"+string(p.UID), time.Hour)
+			pods = append(pods, p)
 		}
+		deleted, failed, live, relabelled := pods[0], pods[1], pods[2], pods[3]
 		waiting := func(g Gomega) []string {
 			v, err := c.LRange(suiteCtx, key, 0, -1).Result()
 			g.Expect(err).NotTo(HaveOccurred())
 			return v
 		}
 
+		By("taking a running pod out of the cache's sight, by removing its label: its watch says deleted, the API server does not")
+		patch := client.MergeFrom(relabelled.DeepCopy())
+		delete(relabelled.Labels, qjv1.LabelQueueJob)
+		Expect(k8s.Patch(suiteCtx, relabelled, patch)).To(Succeed())
+
 		By("deleting a running pod at once (kubectl delete --force)")
 		Expect(k8s.Delete(suiteCtx, deleted, client.GracePeriodSeconds(0))).To(Succeed())
-		Eventually(waiting, timeout, interval).Should(ConsistOf("a", "d"), "d, the item the deleted pod held, is back")
+		Eventually(waiting, timeout, interval).Should(ConsistOf("a", "e"), "e, the item the deleted pod held, is back")
 
 		By("a pod failing (OOM-killed, evicted)")
 		failed.Status.Phase = corev1.PodFailed
 		Expect(k8s.Status().Update(suiteCtx, failed)).To(Succeed())
-		Eventually(waiting, timeout, interval).Should(ConsistOf("a", "d", "c"))
+		Eventually(waiting, timeout, interval).Should(ConsistOf("a", "e", "d"))
 
-		By("keeping the live pod's item and its lease")
-		Consistently(waiting, 2*time.Second, interval).Should(ConsistOf("a", "d", "c"))
-		Expect(c.LRange(suiteCtx, redis.ProcessingKey(key), 0, -1).Val()).To(ConsistOf("b"))
-		Expect(c.Get(suiteCtx, redis.LeaseKey(key, "b")).Val()).To(HaveSuffix(string(live.UID)))
+		By("keeping the items and leases of the live pod and of the relabelled one, two reaps later")
+		Expect(c.LRange(suiteCtx, redis.ProcessingKey(key), 0, -1).Val()).To(ConsistOf("b", "c"))
+		Expect(c.Get(suiteCtx, redis.LeaseKey(key, "c")).Val()).To(HaveSuffix(string(live.UID)))
+		Expect(c.Get(suiteCtx, redis.LeaseKey(key, "b")).Val()).To(HaveSuffix(string(relabelled.UID)))
 		Eventually(getQJ(ns, "gone"), timeout, interval).Should(HaveField("Status.Queue.Reclaimed", BeEquivalentTo(2)))
 	})
 

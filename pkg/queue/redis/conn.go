@@ -243,6 +243,12 @@ func (r *Conn) Reap(ctx context.Context, now time.Time, grace time.Duration, gon
 	}); err != nil && !errors.Is(err, goredis.Nil) {
 		return 0, r.fail(err)
 	}
+	for _, h := range holders {
+		// Pipelined reports only the first error: a missing lease (Nil) may hide another.
+		if err := h.Err(); err != nil && !errors.Is(err, goredis.Nil) {
+			return 0, r.fail(err)
+		}
+	}
 	reclaimed := 0
 	for i, c := range distinct {
 		n, err := r.reapOne(ctx, c, holders[i], now, grace, gone)

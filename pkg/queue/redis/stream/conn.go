@@ -249,9 +249,11 @@ func (c *Conn) reclaim(ctx context.Context, id, consumer string, minIdle time.Du
 
 // reapGone returns the entries pending for the consumers gone says are gone, at most
 // MaxScan of each per call, and deletes those consumers once they hold none. An entry
-// the server refuses to move stays pending, for the reaper's next call.
+// the server refuses to move (and to dead-letter) stays pending, for the reaper's next
+// call, and its refusal is the error, once the other entries are moved.
 func (c *Conn) reapGone(ctx context.Context, consumers []goredis.XInfoConsumer, gone queue.GoneHolders) (int, error) {
 	reclaimed := 0
+	var stuck error
 	for _, cs := range consumers {
 		if cs.Pending == 0 || !gone.Gone(cs.Name) {
 			continue
@@ -268,6 +270,9 @@ func (c *Conn) reapGone(ctx context.Context, consumers []goredis.XInfoConsumer, 
 			if err != nil && !errors.As(err, &reply) {
 				return reclaimed, c.fail(err)
 			}
+			if err != nil {
+				stuck = err // the server refused this entry's moves: go on to the next
+			}
 			if returned {
 				reclaimed++
 			}
@@ -275,6 +280,9 @@ func (c *Conn) reapGone(ctx context.Context, consumers []goredis.XInfoConsumer, 
 		if err := deleteConsumerScript.Run(ctx, c.client, []string{c.o.Stream}, c.o.Group, cs.Name).Err(); err != nil {
 			return reclaimed, c.fail(err)
 		}
+	}
+	if stuck != nil {
+		return reclaimed, c.fail(stuck)
 	}
 	return reclaimed, nil
 }
