@@ -15,6 +15,8 @@ const (
 	k8sVersion        = "1.37.2"
 	etcdVersion       = "v3.7.3"
 	containerdVersion = "v2.3.4"
+	// Kueue runs only with up --kueue (kueue.go).
+	kueueVersion = "v0.17.0"
 
 	defaultStateDir = "/var/tmp/queuejob-cluster"
 	defaultNodeName = "queuejob-node"
