@@ -365,3 +365,43 @@ func ensureBinaries(repo, cache string) (Bins, error) {
 		Ctr:            filepath.Join(ctrdDir, "ctr"),
 	}, nil
 }
+
+// ensureKueue builds Kueue's manager (sigs.k8s.io/kueue/cmd/kueue, static, as upstream's
+// image) into dir/kueue if missing, in a throwaway module like the others, and returns its
+// path. Kueue's go.mod has no replace directives, so plain `go get` resolves it as upstream.
+func ensureKueue(dir string) (string, error) {
+	bin := filepath.Join(dir, "kueue")
+	if executable(bin) {
+		return bin, nil
+	}
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if executable(bin) {
+		return bin, nil
+	}
+	b := &builder{log: filepath.Join(dir, "build.log"), start: time.Now()}
+	logf("building Kueue %s's manager into %s (cold: ~4 min on 2 cores; log %s)", kueueVersion, dir, b.log)
+	mod := filepath.Join(dir, ".mod")
+	if err := os.MkdirAll(mod, 0o755); err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(filepath.Join(mod, "go.mod")); err != nil {
+		if err := b.run(mod, "go mod init", nil, "go", "mod", "init", "queuejob-cluster-kueue"); err != nil {
+			return "", err
+		}
+		if err := b.run(mod, "go get "+kueueModule+"@"+kueueVersion, nil, "go", "get", kueueModule+"@"+kueueVersion); err != nil {
+			return "", err
+		}
+	}
+	tmp := filepath.Join(dir, ".kueue.tmp")
+	ld := "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=" + kueueVersion
+	// nice: it often builds beside a running cluster.
+	if err := b.run(mod, "kueue", []string{"CGO_ENABLED=0"}, "nice", "-n", "10", "go", "build", "-trimpath", "-ldflags", ld,
+		"-o", tmp, kueueModule+"/cmd/kueue"); err != nil {
+		return "", err
+	}
+	return bin, os.Rename(tmp, bin)
+}

@@ -47,6 +47,8 @@ type Cluster struct {
 	// authentication; a state directory from before is not reused (run down first).
 	EtcdTLS bool `json:"etcdTLS"`
 	Bins    Bins `json:"bins"`
+	// Kueue is set while up --kueue has Kueue on the cluster (kueue.go).
+	Kueue *KueueState `json:"kueue,omitempty"`
 }
 
 // Bins holds the absolute paths of the binaries the cluster runs.
@@ -167,8 +169,11 @@ func parseDefaultRoute(table string) string {
 }
 
 // freePort asks the kernel for a free TCP port on 127.0.0.1.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func freePort() (int, error) { return freePortOn("127.0.0.1") }
+
+// freePortOn asks the kernel for a free TCP port on the address ip.
+func freePortOn(ip string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		return 0, err
 	}

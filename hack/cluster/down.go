@@ -56,6 +56,8 @@ func down(o options) error {
 			logf("stopped %s", name)
 		}
 	}
+	// Kueue (up --kueue) first; its CRDs and webhook configurations go with etcd's data.
+	note(c.stopKueue())
 	// Nothing may create or restart pods while they are removed.
 	stop(cCtrlMgr, 10*time.Second)
 	stop(cScheduler, 10*time.Second)

@@ -9,6 +9,7 @@
 //	cluster status  what runs; -o json for scripts (nodeIP, kubeconfig, stateDir, …)
 //	cluster load    import dist/images/*.tar into the cluster's containerd
 //	cluster build   only provide the Debian packages and binaries (or the named components)
+//	cluster kueue-down  take Kueue (up --kueue) off the cluster, which keeps running
 //
 // See docs/local-cluster.md, "A local cluster without Docker".
 package main
@@ -21,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,7 +34,7 @@ func logf(format string, args ...any) {
 }
 
 func usage() {
-	fmt.Fprintf(os.Stderr, `usage: cluster up|down|status|load|restart|build [flags]
+	fmt.Fprintf(os.Stderr, `usage: cluster up|down|status|load|restart|build|kueue-down [flags]
 
   up      build what is missing (cold: 25-50 min on 2 cores), start the cluster, wait until
           the node is Ready and a smoke pod has Succeeded, print export KUBECONFIG=...
@@ -46,6 +48,10 @@ func usage() {
           only install the Debian packages and build the binaries (what up does first);
           with components (e.g. kube-controller-manager, for make bench), build just those
           and print their paths
+  kueue-down
+          take Kueue off the cluster (which keeps running): its webhook configurations,
+          then its CRDs with every Kueue object, then its process and files; up --kueue
+          puts it back
 
 flags (every subcommand):
 `)
@@ -65,6 +71,7 @@ func flagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.NodeName, "node-name", defaultNodeName, "the node's name")
 	fs.DurationVar(&o.Timeout, "smoke-timeout", 3*time.Minute, "how long up waits for the smoke pod")
 	fs.BoolVar(&o.Install, "install", true, "install missing Debian packages (runc, containernetworking-plugins, iptables) with apt-get")
+	fs.BoolVar(&o.Kueue, "kueue", false, "up: also run Kueue "+kueueVersion+" (built on first use, ~4 min), its CRDs and webhooks; remove it alone with kueue-down")
 	fs.StringVar(&o.Output, "o", "", "status output: json, kubeconfig (only its path, if the cluster is up), or empty for text")
 	return fs
 }
@@ -102,6 +109,8 @@ func main() {
 		err = load(*o)
 	case "restart":
 		err = restart(*o, firstArg(args))
+	case "kueue-down":
+		err = kueueDown(*o)
 	case "build":
 		if len(args) > 0 {
 			var paths []string
@@ -179,7 +188,7 @@ type Status struct {
 	NodeIP     string            `json:"nodeIP"`
 	APIServer  string            `json:"apiServer"`
 	Kubectl    string            `json:"kubectl"`
-	Components map[string]int    `json:"components"` // pid, 0 if not running
+	Components map[string]int    `json:"components"` // pid, 0 if not running; kueue only with up --kueue, and not counted in up
 	NodeReady  bool              `json:"nodeReady"`
 	Up         bool              `json:"up"`
 	Logs       map[string]string `json:"logs"`
@@ -212,6 +221,13 @@ func status(o options) error {
 		s.Components[n] = pid
 		s.Logs[n] = c.logFile(n)
 	}
+	if c.Kueue != nil {
+		pid, ok := c.running(cKueue)
+		if !ok {
+			pid = 0
+		}
+		s.Components[cKueue], s.Logs[cKueue] = pid, c.logFile(cKueue)
+	}
 	if cs, err := c.clientset(); err == nil {
 		s.NodeReady = nodeReady(cs, c.NodeName) == nil
 	}
@@ -230,7 +246,11 @@ func status(o options) error {
 		return nil
 	}
 	fmt.Printf("state dir:  %s\nnode:       %s, IP %s, Ready=%v\nAPI server: %s\nkubectl:    %s\n", s.StateDir, s.NodeName, s.NodeIP, s.NodeReady, s.APIServer, s.Kubectl)
-	for _, n := range componentOrder {
+	names := componentOrder
+	if c.Kueue != nil {
+		names = append(slices.Clip(names), cKueue)
+	}
+	for _, n := range names {
 		st := "not running"
 		if pid := s.Components[n]; pid != 0 {
 			st = fmt.Sprintf("running, pid %d", pid)

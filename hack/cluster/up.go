@@ -31,6 +31,7 @@ type options struct {
 	Timeout  time.Duration
 	Install  bool
 	Output   string
+	Kueue    bool
 }
 
 const smokePod = "cluster-smoke"
@@ -69,9 +70,7 @@ func up(o options) error {
 			if err := c.loadDist(o.Repo); err != nil {
 				return err
 			}
-			c.linkKubectl(o.Repo)
-			c.printUp(since(t0), false)
-			return nil
+			return c.finishUp(o, t0, false)
 		}
 	}
 	comps := c.components()
@@ -137,8 +136,19 @@ func up(o options) error {
 	if err := c.runSmoke(cs, o.Timeout); err != nil {
 		return err
 	}
+	return c.finishUp(o, t0, true)
+}
+
+// finishUp starts Kueue if asked to, or again if it is on the cluster (its webhooks
+// registered) but its process died; then links kubectl and prints the summary.
+func (c *Cluster) finishUp(o options, t0 time.Time, smoke bool) error {
+	if o.Kueue || c.Kueue != nil {
+		if err := c.upKueue(o.CacheDir); err != nil {
+			return err
+		}
+	}
 	c.linkKubectl(o.Repo)
-	c.printUp(since(t0), true)
+	c.printUp(since(t0), smoke)
 	return nil
 }
 
@@ -471,5 +481,8 @@ func (c *Cluster) printUp(took time.Duration, smoke bool) {
   kubectl:    %s (v%s; linked as bin/kubectl)
   tear down:  make cluster-down
 `, msg, took, c.StateDir, c.NodeName, c.NodeIP, c.serverURL(), c.Bins.Kubectl, k8sVersion)
+	if c.Kueue != nil {
+		fmt.Fprintf(os.Stderr, "  kueue:      %s, webhooks at %s (log logs/kueue.log); remove it alone: queuejob-cluster kueue-down\n", c.Kueue.Version, c.webhookURL())
+	}
 	fmt.Printf("export KUBECONFIG=%s\n", c.kubeconfig())
 }
