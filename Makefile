@@ -47,7 +47,7 @@ all: build
 
 .PHONY: help
 help: ## Show this help.
-	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-19s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
 
 ##@ Development
 
@@ -171,16 +171,24 @@ uninstall: manifests ## Remove the CRD (and every QueueJob) from the cluster of 
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubelet + containerd, kube-proxy,
 # built from source through the Go module proxy into $${XDG_CACHE_HOME:-~/.cache}/queuejob-operator
 # (cold: 25-50 min on 2 cores, kube-apiserver and etcd included). Needs root. CLUSTER_FLAGS e.g. --state-dir=/var/tmp/qc --node-ip=...
+# KUEUE=1 adds --kueue: cluster-up also runs Kueue (built from the module proxy on first use).
 CLUSTER_TOOL ?= $(LOCALBIN)/queuejob-cluster
 CLUSTER_FLAGS ?=
+ifneq ($(KUEUE),)
+CLUSTER_FLAGS += --kueue
+endif
 
 .PHONY: cluster-tool
 cluster-tool: ## Build hack/cluster into bin/queuejob-cluster.
 	@go build -o $(CLUSTER_TOOL) ./hack/cluster
 
 .PHONY: cluster-up
-cluster-up: cluster-tool ## Start the local cluster (build what is missing), wait for the node and a smoke pod; prints export KUBECONFIG=...; links bin/kubectl.
+cluster-up: cluster-tool ## Start the local cluster (build what is missing), wait for the node and a smoke pod; prints export KUBECONFIG=...; links bin/kubectl. KUEUE=1 also runs Kueue.
 	$(CLUSTER_TOOL) up $(CLUSTER_FLAGS)
+
+.PHONY: cluster-kueue-down
+cluster-kueue-down: cluster-tool ## Take Kueue (cluster-up KUEUE=1) off the local cluster: its webhooks, CRDs and objects, process; the cluster keeps running.
+	$(CLUSTER_TOOL) kueue-down $(CLUSTER_FLAGS)
 
 .PHONY: cluster-down
 cluster-down: cluster-tool ## Stop the local cluster, undo its changes to the host, remove its state directory.
