@@ -155,7 +155,7 @@ var sectionTitle = map[string]string{
 	"cleanup":  "4. Cleanup latency: finished → deleted, past the TTL",
 	"probe":    "5. Probe cost per backend",
 	"drain":    "6. Drain throughput",
-	"reclaim":  "7. Reclaim: a worker pod deleted mid-item (kubectl delete --force) → the item ready again",
+	"reclaim":  "7. Reclaim: a worker pod ended mid-item (deleted, or Failed) → the item ready again",
 }
 
 // bench holds what sections share: the control plane and the operators, started on first

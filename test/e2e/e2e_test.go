@@ -227,14 +227,14 @@ var _ = Describe("QueueJobs in a real cluster", Ordered, ContinueOnFailure, func
 		report("job-wq-2: 9 items by %d pods, list and :processing empty, Complete %s after creation", len(logs), time.Since(start).Round(time.Second))
 	})
 
-	It("returns the item of a worker pod deleted mid-item with --grace-period=0 --force at once, its lease 10 min from expiry: nothing is lost", func(ctx SpecContext) {
+	It("returns the item of a worker pod deleted mid-item with --grace-period=0 --force at once (the worker on SIGTERM or the operator on the deletion, whichever is first), its lease 10 min from expiry: nothing is lost", func(ctx SpecContext) {
 		killMidItem(ctx, "deleted", redisList, podDeathLease, corev1.RestartPolicyOnFailure, func(ctx context.Context, ns, pod string) {
 			out, err := cluster.KubectlRun(ctx, "delete", "pod", pod, "-n", ns, "--grace-period=0", "--force")
 			Expect(err).NotTo(HaveOccurred(), out)
 		})
 	})
 
-	It("returns the entry of a worker pod deleted mid-item on a Redis stream at once, its lease 10 min from expiry: nothing is lost, nothing pending, no stranded consumer", func(ctx SpecContext) {
+	It("returns the entry of a worker pod deleted mid-item on a Redis stream at once (the worker or the operator), its lease 10 min from expiry: nothing is lost, nothing pending, no stranded consumer", func(ctx SpecContext) {
 		killMidItem(ctx, "stream-deleted", redisStream, podDeathLease, corev1.RestartPolicyOnFailure, func(ctx context.Context, ns, pod string) {
 			out, err := cluster.KubectlRun(ctx, "delete", "pod", pod, "-n", ns, "--grace-period=0", "--force")
 			Expect(err).NotTo(HaveOccurred(), out)
