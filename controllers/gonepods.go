@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crevent "sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
@@ -61,7 +62,13 @@ type gonePods struct {
 type goneSet struct {
 	at       map[types.UID]time.Time
 	order    []types.UID // in the order they were added, for forgetting the oldest
-	suspects map[types.UID]string
+	suspects map[types.UID]suspect
+}
+
+// suspect is a pod whose deletion was seen before it ended: its name, and when.
+type suspect struct {
+	name string
+	at   time.Time
 }
 
 // set returns the QueueJob's set, made if missing; under the lock.
@@ -71,7 +78,7 @@ func (g *gonePods) set(key types.NamespacedName) *goneSet {
 	}
 	gs := g.m[key]
 	if gs == nil {
-		gs = &goneSet{at: map[types.UID]time.Time{}, suspects: map[types.UID]string{}}
+		gs = &goneSet{at: map[types.UID]time.Time{}, suspects: map[types.UID]suspect{}}
 		g.m[key] = gs
 	}
 	return gs
@@ -91,19 +98,29 @@ func (g *gonePods) add(key types.NamespacedName, uid types.UID, now time.Time) {
 		return
 	}
 	if len(gs.order) >= maxGonePerQueueJob {
-		delete(gs.at, gs.order[0])
-		gs.order = gs.order[1:]
+		gs.forgetOldest()
 	}
 	gs.at[uid] = now
 	gs.order = append(gs.order, uid)
 }
 
-// suspect records that a pod's deletion was seen while it had not ended: confirm decides.
-func (g *gonePods) suspect(key types.NamespacedName, uid types.UID, name string) {
+// forgetOldest forgets the pod that ended first.
+func (gs *goneSet) forgetOldest() {
+	delete(gs.at, gs.order[0])
+	gs.order[0] = ""
+	if gs.order = gs.order[1:]; len(gs.order) == 0 {
+		gs.order = nil // let the array go
+	}
+}
+
+// suspect records that a pod's deletion was seen at now while it had not ended:
+// confirmGone decides. Beyond maxGonePerQueueJob suspects, the pod's items come back when
+// their leases expire.
+func (g *gonePods) suspect(key types.NamespacedName, uid types.UID, name string, now time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if gs := g.set(key); len(gs.suspects) < maxGonePerQueueJob {
-		gs.suspects[uid] = name
+		gs.suspects[uid] = suspect{name, now}
 	}
 }
 
@@ -113,8 +130,12 @@ func (g *gonePods) sweep(now time.Time) {
 	g.lastSweep = now
 	for key, gs := range g.m {
 		for len(gs.order) > 0 && now.Sub(gs.at[gs.order[0]]) > goneTTL {
-			delete(gs.at, gs.order[0])
-			gs.order = gs.order[1:]
+			gs.forgetOldest()
+		}
+		for uid, sp := range gs.suspects {
+			if now.Sub(sp.at) > goneTTL {
+				delete(gs.suspects, uid) // never confirmed: its QueueJob is no longer probed
+			}
 		}
 		if len(gs.order) == 0 && len(gs.suspects) == 0 {
 			delete(g.m, key)
@@ -146,17 +167,23 @@ func (g *gonePods) holders(key types.NamespacedName, now time.Time) queue.GoneHo
 	}
 }
 
-// takeSuspects returns the QueueJob's suspects and forgets them.
-func (g *gonePods) takeSuspects(key types.NamespacedName) map[types.UID]string {
+// takeSuspects returns at most n of the QueueJob's suspects and forgets them.
+func (g *gonePods) takeSuspects(key types.NamespacedName, n int) map[types.UID]suspect {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	gs := g.m[key]
 	if gs == nil || len(gs.suspects) == 0 {
 		return nil
 	}
-	s := gs.suspects
-	gs.suspects = map[types.UID]string{}
-	return s
+	taken := map[types.UID]suspect{}
+	for uid, sp := range gs.suspects {
+		if len(taken) == n {
+			break
+		}
+		taken[uid] = sp
+		delete(gs.suspects, uid)
+	}
+	return taken
 }
 
 // forget forgets the QueueJob's pods: it is gone.
@@ -166,33 +193,57 @@ func (g *gonePods) forget(key types.NamespacedName) {
 	delete(g.m, key)
 }
 
+// maxConfirms bounds the pods one probe reads from the API server (confirmGone); the
+// rest wait for the next probe, which comes soon.
+const maxConfirms = 50
+
 // confirmGone reads the pods whose deletion the QueueJob's pod events reported while
 // they had not ended, and records as gone those the API server no longer has (or has
-// another pod by that name). A pod still there (a label removed took it out of the
-// cache's sight) is alive; one that cannot be read is suspected again at the next probe.
-func (r *QueueJobReconciler) confirmGone(ctx context.Context, key types.NamespacedName) {
-	for uid, name := range r.gone.takeSuspects(key) {
+// another pod by that name), or has as Failed. A pod still there and not ended (its label
+// removed took it out of the cache's sight; a Job's finalizer keeps a deleted pod until
+// its kubelet reports it terminal) is alive. It reports whether suspects are left: some
+// could not be read, or were beyond maxConfirms.
+func (r *QueueJobReconciler) confirmGone(ctx context.Context, key types.NamespacedName, now time.Time) (left bool) {
+	suspects := r.gone.takeSuspects(key, maxConfirms)
+	if len(suspects) == 0 {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.probeTimeout())
+	defer cancel()
+	for uid, sp := range suspects {
 		var pod corev1.Pod
-		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: name}, &pod)
+		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: sp.name}, &pod)
 		switch {
-		case apierrors.IsNotFound(err) || (err == nil && pod.UID != uid) || (err == nil && pod.Status.Phase == corev1.PodFailed):
-			r.gone.add(key, uid, r.Clock.Now())
+		case apierrors.IsNotFound(err) || (err == nil && (pod.UID != uid || pod.Status.Phase == corev1.PodFailed)):
+			r.gone.add(key, uid, now)
 		case err != nil:
-			r.gone.suspect(key, uid, name)
+			logf.FromContext(ctx).V(1).Info("Cannot read a deleted pod; will look again", "pod", sp.name, "error", err.Error())
+			r.gone.suspect(key, uid, sp.name, sp.at)
+			left = true
 		}
 	}
+	return left || r.gone.hasSuspects(key)
 }
 
-// podEnd is what a pod event says of a wave pod: whether it ended without succeeding
-// (failed: certain), whether its deletion was seen before it ended (deleted: to be
-// confirmed), and whether it ran until then (its QueueJob's next probe is then brought
-// forward).
+// hasSuspects reports whether the QueueJob has suspects.
+func (g *gonePods) hasSuspects(key types.NamespacedName) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	gs := g.m[key]
+	return gs != nil && len(gs.suspects) > 0
+}
+
+// podEnd is what a pod event says of a wave pod: whether it failed just now (failed:
+// certain; a pod already Failed when the manager starts counts too), whether its deletion
+// was seen before it ended (suspect: confirmGone decides), and whether it may have run
+// until then (its QueueJob's next probe is then brought forward). A Failed pod seen again,
+// or deleted, was recorded when it failed.
 func podEnd(old, pod *corev1.Pod, deleted bool) (failed, suspect, ran bool) {
 	switch {
 	case deleted:
-		return pod.Status.Phase == corev1.PodFailed, !podTerminal(pod), pod.Status.Phase == corev1.PodRunning
+		return false, !podTerminal(pod), !podTerminal(pod)
 	case pod.Status.Phase == corev1.PodFailed:
-		return true, false, old != nil && old.Status.Phase != corev1.PodFailed
+		return old == nil || old.Status.Phase != corev1.PodFailed, false, old != nil && old.Status.Phase != corev1.PodFailed
 	default:
 		return false, false, false
 	}
@@ -222,7 +273,7 @@ func (r *QueueJobReconciler) podEvents() handler.TypedEventHandler[client.Object
 		case failed:
 			r.gone.add(key, pod.UID, r.Clock.Now())
 		case suspect:
-			r.gone.suspect(key, pod.UID, pod.Name)
+			r.gone.suspect(key, pod.UID, pod.Name, r.Clock.Now())
 		}
 		if ran {
 			r.probes.podEnded(key)

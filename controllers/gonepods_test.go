@@ -20,11 +20,11 @@ func TestPodEnd(t *testing.T) {
 		{"running", pod(corev1.PodRunning), pod(corev1.PodRunning), false, false, false, false},
 		// Also a pod whose label was removed, or a relist's tombstone: confirmGone reads it.
 		{"deleted while running", nil, pod(corev1.PodRunning), true, false, true, true},
-		{"deleted while pending", nil, pod(corev1.PodPending), true, false, true, false},
+		{"deleted while pending (a container may run)", nil, pod(corev1.PodPending), true, false, true, true},
 		{"deleted once succeeded (the pod TTL)", nil, pod(corev1.PodSucceeded), true, false, false, false},
-		{"deleted once failed", nil, pod(corev1.PodFailed), true, true, false, false},
+		{"deleted once failed: recorded when it failed", nil, pod(corev1.PodFailed), true, false, false, false},
 		{"turned Failed", pod(corev1.PodRunning), pod(corev1.PodFailed), false, true, false, true},
-		{"Failed, seen again", pod(corev1.PodFailed), pod(corev1.PodFailed), false, true, false, false},
+		{"Failed, seen again", pod(corev1.PodFailed), pod(corev1.PodFailed), false, false, false, false},
 		{"Failed at the manager's start", nil, pod(corev1.PodFailed), false, true, false, false},
 		{"turned Succeeded", pod(corev1.PodRunning), pod(corev1.PodSucceeded), false, false, false, false},
 	} {
@@ -84,14 +84,21 @@ func TestGonePods(t *testing.T) {
 func TestGonePodsSuspects(t *testing.T) {
 	key := types.NamespacedName{Namespace: "ns", Name: "qj"}
 	var g gonePods
-	g.suspect(key, "u1", "wave-1-a")
+	g.suspect(key, "u1", "wave-1-a", time.Now())
 	if g.holders(key, time.Now()) != nil {
 		t.Error("a suspect counts as gone before it is confirmed")
 	}
-	if got := g.takeSuspects(key); len(got) != 1 || got["u1"] != "wave-1-a" {
-		t.Errorf("takeSuspects = %v", got)
+	g.suspect(key, "u2", "wave-1-b", time.Now())
+	got := g.takeSuspects(key, 1)
+	if len(got) != 1 || !g.hasSuspects(key) {
+		t.Errorf("takeSuspects(1) = %v, and the other left: %v", got, g.hasSuspects(key))
 	}
-	if got := g.takeSuspects(key); got != nil {
-		t.Errorf("takeSuspects again = %v, want none", got)
+	if got := g.takeSuspects(key, 10); len(got) != 1 || g.hasSuspects(key) {
+		t.Errorf("takeSuspects again = %v, want the other", got)
+	}
+	g.suspect(key, "u3", "wave-1-c", time.Now().Add(-2*goneTTL))
+	g.add(key, "u4", time.Now()) // sweeps
+	if g.hasSuspects(key) {
+		t.Error("a suspect never confirmed outlived goneTTL")
 	}
 }

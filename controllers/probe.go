@@ -191,8 +191,10 @@ func (r *QueueJobReconciler) startProbe(ctx context.Context, s *scope, backend *
 	}
 	r.probes.begin(p.key, p.uid)
 	// After begin: a pod that ends from now on brings the next probe forward (podEnded).
-	r.confirmGone(ctx, p.key)
-	p.gone = r.gone.holders(p.key, r.Clock.Now())
+	if r.confirmGone(ctx, p.key, s.now) {
+		r.probes.podEnded(p.key) // some could not be read: the next probe tries again soon
+	}
+	p.gone = r.gone.holders(p.key, s.now)
 	go r.runProbe(p)
 	s.requeue(r.probeTimeout())
 	return nil
@@ -463,6 +465,7 @@ func probeBackoff(read *qjv1.QueueJob, interval time.Duration, now time.Time) ti
 // of its Secrets.
 func (r *QueueJobReconciler) forgetQueue(key types.NamespacedName) {
 	r.secrets.forget(key)
+	r.gone.forget(key)
 	r.dropGauges(key)
 	r.probes.drop(key) // last: once the entry is gone, the rest is gone too
 }

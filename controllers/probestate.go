@@ -60,8 +60,10 @@ type probeSchedule struct {
 	// its next probe is due at once, whatever the probe that was turned away set.
 	serverWoke bool
 	// podEnded is set when a running pod of the QueueJob ended while a probe ran: the next
-	// probe is due minWakeGap after that one's start (see podEnded).
+	// probe is due a pod-end gap after that one's start (see podEnded). podWakes counts
+	// the probes in a row so brought forward: the gap doubles with each.
 	podEnded bool
+	podWakes int
 }
 
 // writeWake is what the writes heard to a QueueJob's queue (see watchQueue) do to its
@@ -140,16 +142,19 @@ func (p *probeStates) probed(key types.NamespacedName, uid types.UID, at, due ti
 			s.due, s.serverWoke = time.Time{}, false
 		}
 		if s.podEnded {
-			s.due, s.podEnded = minTime(s.due, at.Add(minWakeGap)), false
+			s.podWakes++
+			s.due, s.podEnded = minTime(s.due, at.Add(s.podGap())), false
+		} else {
+			s.podWakes = 0
 		}
 	})
 }
 
 // podEnded brings a QueueJob's next probe forward: a running pod of it ended, and the
-// items its workers held go back at that probe (see gonepods.go). The probe falls due
-// minWakeGap after the last one's start at the earliest, so that the pods of a wave that
-// end together cost a probe every minWakeGap, not one each; a pod that ends while a probe
-// runs makes the next one due as early.
+// items its workers held go back at that probe (see gonepods.go). The probe falls due a
+// pod-end gap (podGap) after the last one's start at the earliest, so that the pods of a
+// wave that end together cost a probe every gap, not one each; a pod that ends while a
+// probe runs makes the next one due as early.
 func (p *probeStates) podEnded(key types.NamespacedName) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -158,7 +163,15 @@ func (p *probeStates) podEnded(key types.NamespacedName) {
 		return // not probed yet: the first probe comes anyway
 	}
 	e.schedule.podEnded = true
-	e.schedule.due = minTime(e.schedule.due, e.schedule.probedAt.Add(minWakeGap))
+	e.schedule.due = minTime(e.schedule.due, e.schedule.probedAt.Add(e.schedule.podGap()))
+}
+
+// podGap is the least time between the start of a probe and that of one a pod's end
+// brings forward: minWakeGap, doubled with each probe in a row so brought forward, up to
+// the probe interval. Pods that keep failing (a crash loop of replacements) cost a probe
+// every interval again, however long a probe takes.
+func (s *probeSchedule) podGap() time.Duration {
+	return min(minWakeGap<<min(s.podWakes, 16), max(s.interval, minWakeGap))
 }
 
 // minTime is the earlier of two times.

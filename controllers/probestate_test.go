@@ -242,7 +242,10 @@ func TestProbeStatesPodEnded(t *testing.T) {
 	backend := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}
 	var p probeStates
-	p.podEnded(key) // no entry yet: nothing to do
+	p.podEnded(key) // no entry yet: nothing to do, nothing made
+	if p.untilDue(key, "uid-1", now) != 0 || p.has(key) {
+		t.Fatal("podEnded made an entry")
+	}
 	if _, err := p.get(key, "uid-1", backend, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
 		t.Fatal(err)
 	}
@@ -256,8 +259,8 @@ func TestProbeStatesPodEnded(t *testing.T) {
 	p.begin(key, "uid-1")
 	p.podEnded(key) // while the probe runs
 	p.probed(key, "uid-1", later, later.Add(time.Hour), time.Hour, nil)
-	if d := p.untilDue(key, "uid-1", later); d != minWakeGap {
-		t.Errorf("after a pod ended during a probe, the next is due in %s, want %s", d, minWakeGap)
+	if d := p.untilDue(key, "uid-1", later); d != 2*minWakeGap {
+		t.Errorf("after a pod ended during a probe, the next is due in %s, want %s (the gap doubled)", d, 2*minWakeGap)
 	}
 	p.podEnded(key) // before the next probe begins: that probe sees the pod
 	p.begin(key, "uid-1")
@@ -275,7 +278,7 @@ func TestProbeStatesPodEnded(t *testing.T) {
 func TestProbeStatesRotationCarries(t *testing.T) {
 	carried := map[string]bool{
 		"schedule.due": true, "schedule.probedAt": true, "wake.writes": true, "goneWave": true, "reclaimed": true,
-		"schedule.interval": false, "schedule.running": false, "schedule.result": false, "schedule.serverWoke": false, "schedule.podEnded": false,
+		"schedule.interval": false, "schedule.running": false, "schedule.result": false, "schedule.serverWoke": false, "schedule.podEnded": false, "schedule.podWakes": false,
 		"wake.waiting": false, "wake.woken": false, "wake.emptyWakes": false,
 	}
 	backend := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}

@@ -367,7 +367,7 @@ var _ = Describe("QueueJob with a queue", func() {
 	It("returns the items of a pod that ended at once, long before their lease expires, and keeps a live pod's", func() {
 		c := redisClient(redisSrv.Addr())
 		key := "gone-" + ns
-		Expect(c.RPush(suiteCtx, key, "a", "b", "c", "d", "e").Err()).To(Succeed())
+		Expect(c.RPush(suiteCtx, key, "a", "b", "c", "d", "e", "f").Err()).To(Succeed())
 		qj := redisQJ(ns, "gone", redisSrv.Addr(), key, func(j *qjv1.QueueJob) {
 			j.Spec.Mode = qjv1.ModeWorkerPool
 			// Probes an hour apart: only a pod's end can bring the reap forward.
@@ -377,14 +377,18 @@ var _ = Describe("QueueJob with a queue", func() {
 		job := theJob(qj)
 		env := job.Spec.Template.Spec.Containers[0].Env
 		Expect(env).To(ContainElement(HaveField("ValueFrom.FieldRef.FieldPath", "metadata.uid")), "the workers learn their pod's UID")
-		runJob(job, 4)
+		runJob(job, 5)
 		var pods []*corev1.Pod
-		for _, name := range []string{"deleted", "failed", "live", "relabelled"} { // e, d, c and b
-			p := jobPod(job, name, corev1.PodRunning, time.Time{})
+		for _, name := range []string{"deleted", "failed", "live", "relabelled", "finalized"} { // f, e, d, c and b
+			var finalizers []string
+			if name == "finalized" {
+				finalizers = []string{"queuejob.io/test-hold"} // as the Job controller's
+			}
+			p := jobPod(job, name, corev1.PodRunning, time.Time{}, finalizers...)
 			rediswqLease(c, key, "worker-0a0b0c@"+string(p.UID), time.Hour)
 			pods = append(pods, p)
 		}
-		deleted, failed, live, relabelled := pods[0], pods[1], pods[2], pods[3]
+		deleted, failed, live, relabelled, finalized := pods[0], pods[1], pods[2], pods[3], pods[4]
 		waiting := func(g Gomega) []string {
 			v, err := c.LRange(suiteCtx, key, 0, -1).Result()
 			g.Expect(err).NotTo(HaveOccurred())
@@ -396,20 +400,32 @@ var _ = Describe("QueueJob with a queue", func() {
 		delete(relabelled.Labels, qjv1.LabelQueueJob)
 		Expect(k8s.Patch(suiteCtx, relabelled, patch)).To(Succeed())
 
+		By("deleting a running pod that a finalizer keeps until its kubelet reports it terminal")
+		Expect(k8s.Delete(suiteCtx, finalized, client.GracePeriodSeconds(0))).To(Succeed())
+
 		By("deleting a running pod at once (kubectl delete --force)")
 		Expect(k8s.Delete(suiteCtx, deleted, client.GracePeriodSeconds(0))).To(Succeed())
-		Eventually(waiting, timeout, interval).Should(ConsistOf("a", "e"), "e, the item the deleted pod held, is back")
+		Eventually(waiting, timeout, interval).Should(ConsistOf("a", "f"), "f, the item the deleted pod held, is back")
 
 		By("a pod failing (OOM-killed, evicted)")
 		failed.Status.Phase = corev1.PodFailed
 		Expect(k8s.Status().Update(suiteCtx, failed)).To(Succeed())
-		Eventually(waiting, timeout, interval).Should(ConsistOf("a", "e", "d"))
+		Eventually(waiting, timeout, interval).Should(ConsistOf("a", "f", "e"))
 
-		By("keeping the items and leases of the live pod and of the relabelled one, two reaps later")
-		Expect(c.LRange(suiteCtx, redis.ProcessingKey(key), 0, -1).Val()).To(ConsistOf("b", "c"))
-		Expect(c.Get(suiteCtx, redis.LeaseKey(key, "c")).Val()).To(HaveSuffix(string(live.UID)))
-		Expect(c.Get(suiteCtx, redis.LeaseKey(key, "b")).Val()).To(HaveSuffix(string(relabelled.UID)))
-		Eventually(getQJ(ns, "gone"), timeout, interval).Should(HaveField("Status.Queue.Reclaimed", BeEquivalentTo(2)))
+		By("keeping the items and leases of the live pod, the relabelled one and the deleted one still running, two reaps later")
+		Expect(c.LRange(suiteCtx, redis.ProcessingKey(key), 0, -1).Val()).To(ConsistOf("b", "c", "d"))
+		Expect(c.Get(suiteCtx, redis.LeaseKey(key, "d")).Val()).To(HaveSuffix(string(live.UID)))
+		Expect(c.Get(suiteCtx, redis.LeaseKey(key, "c")).Val()).To(HaveSuffix(string(relabelled.UID)))
+		Expect(c.Get(suiteCtx, redis.LeaseKey(key, "b")).Val()).To(HaveSuffix(string(finalized.UID)))
+
+		By("the kubelet reporting the deleted pod Failed once its containers stopped")
+		Expect(k8s.Get(suiteCtx, client.ObjectKeyFromObject(finalized), finalized)).To(Succeed())
+		finalized.Status.Phase = corev1.PodFailed
+		Expect(k8s.Status().Update(suiteCtx, finalized)).To(Succeed())
+		Eventually(waiting, timeout, interval).Should(ConsistOf("a", "f", "e", "b"))
+		finalized.Finalizers = nil
+		Expect(k8s.Update(suiteCtx, finalized)).To(Succeed())
+		Eventually(getQJ(ns, "gone"), timeout, interval).Should(HaveField("Status.Queue.Reclaimed", BeEquivalentTo(3)))
 	})
 
 	It("creates and deletes nothing while Redis is down, and recovers when it is back", func() {

@@ -240,13 +240,14 @@ func (r *Conn) Reap(ctx context.Context, now time.Time, grace time.Duration, gon
 			holders[i] = p.Get(ctx, LeaseKey(r.key, c.item))
 		}
 		return nil
-	}); err != nil && !errors.Is(err, goredis.Nil) {
-		return 0, r.fail(err)
-	}
-	for _, h := range holders {
-		// Pipelined reports only the first error: a missing lease (Nil) may hide another.
-		if err := h.Err(); err != nil && !errors.Is(err, goredis.Nil) {
-			return 0, r.fail(err)
+	}); err != nil {
+		// Pipelined reports the first error only: a missing lease (Nil) or a lease key of
+		// another type (a reply error, see reapOne) may hide a failed connection.
+		for _, h := range holders {
+			var reply goredis.Error
+			if err := h.Err(); err != nil && !errors.As(err, &reply) {
+				return 0, r.fail(err)
+			}
 		}
 	}
 	reclaimed := 0
@@ -289,7 +290,14 @@ func (r *Conn) distinct(items []string) []candidate {
 // (see Reap); it returns 1 if it did.
 func (r *Conn) reapOne(ctx context.Context, c candidate, holder *goredis.StringCmd, now time.Time, grace time.Duration, gone queue.GoneHolders) (int, error) {
 	keys := []string{ProcessingKey(r.key), r.key, LeaseKey(r.key, c.item)}
-	if h, err := holder.Result(); err == nil {
+	h, err := holder.Result()
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		// The lease key holds another type (GET refused it): a key that exists counts as a
+		// lease, as rediswq's EXISTS would; nothing to judge its holder by.
+		delete(r.unleased, c.item)
+		return 0, nil
+	}
+	if err == nil {
 		delete(r.unleased, c.item)
 		if !gone.Gone(h) {
 			return 0, nil

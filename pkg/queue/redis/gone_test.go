@@ -77,6 +77,20 @@ func TestReapReturnsTheItemsOfGonePodsAtOnce(t *testing.T) {
 		}
 	})
 
+	t.Run("a lease key of another type leaves its item alone, and the others are reaped", func(t *testing.T) {
+		k, r := heldByGonePod(t) // "item", a gone pod's
+		c.RPush(ctx(t), k, "odd")
+		c.RPopLPush(ctx(t), k, ProcessingKey(k))
+		c.HSet(ctx(t), LeaseKey(k, "odd"), "f", "v")
+		n, err := r.Reap(ctx(t), time.Now(), time.Second, goneUID)
+		if err != nil || n != 1 {
+			t.Fatalf("Reap = %d, %v; want the gone pod's item back, no error", n, err)
+		}
+		if got := lrange(ProcessingKey(k)); !slices.Equal(got, []string{"odd"}) {
+			t.Errorf("processing = %v, want the odd-leased item kept", got)
+		}
+	})
+
 	t.Run("without gone, a held item waits for its lease", func(t *testing.T) {
 		_, r := heldByGonePod(t)
 		for i := range 3 {

@@ -199,11 +199,10 @@ func (c *Conn) Reap(ctx context.Context, now time.Time, grace time.Duration, gon
 	if err != nil {
 		return 0, c.fail(err)
 	}
-	reclaimed, err := c.reapGone(ctx, consumers.Val(), gone)
+	reclaimed, stuck, err := c.reapGone(ctx, consumers.Val(), gone)
 	if err != nil {
 		return reclaimed, err
 	}
-	var stuck error
 	for _, p := range pending.Val() {
 		returned, err := c.reclaim(ctx, p.ID, "", minIdle)
 		var reply goredis.Error
@@ -250,10 +249,9 @@ func (c *Conn) reclaim(ctx context.Context, id, consumer string, minIdle time.Du
 // reapGone returns the entries pending for the consumers gone says are gone, at most
 // MaxScan of each per call, and deletes those consumers once they hold none. An entry
 // the server refuses to move (and to dead-letter) stays pending, for the reaper's next
-// call, and its refusal is the error, once the other entries are moved.
-func (c *Conn) reapGone(ctx context.Context, consumers []goredis.XInfoConsumer, gone queue.GoneHolders) (int, error) {
-	reclaimed := 0
-	var stuck error
+// call: its refusal is stuck, which Reap returns once it has done the rest; err is a
+// failed connection.
+func (c *Conn) reapGone(ctx context.Context, consumers []goredis.XInfoConsumer, gone queue.GoneHolders) (reclaimed int, stuck, err error) {
 	for _, cs := range consumers {
 		if cs.Pending == 0 || !gone.Gone(cs.Name) {
 			continue
@@ -262,13 +260,13 @@ func (c *Conn) reapGone(ctx context.Context, consumers []goredis.XInfoConsumer, 
 			Stream: c.o.Stream, Group: c.o.Group, Start: "-", End: "+", Count: c.o.MaxScan, Consumer: cs.Name,
 		}).Result()
 		if err != nil {
-			return reclaimed, c.fail(err)
+			return reclaimed, stuck, c.fail(err)
 		}
 		for _, p := range pending {
 			returned, err := c.reclaim(ctx, p.ID, cs.Name, 0)
 			var reply goredis.Error
 			if err != nil && !errors.As(err, &reply) {
-				return reclaimed, c.fail(err)
+				return reclaimed, stuck, c.fail(err)
 			}
 			if err != nil {
 				stuck = err // the server refused this entry's moves: go on to the next
@@ -278,13 +276,10 @@ func (c *Conn) reapGone(ctx context.Context, consumers []goredis.XInfoConsumer, 
 			}
 		}
 		if err := deleteConsumerScript.Run(ctx, c.client, []string{c.o.Stream}, c.o.Group, cs.Name).Err(); err != nil {
-			return reclaimed, c.fail(err)
+			return reclaimed, stuck, c.fail(err)
 		}
 	}
-	if stuck != nil {
-		return reclaimed, c.fail(stuck)
-	}
-	return reclaimed, nil
+	return reclaimed, stuck, nil
 }
 
 // maxReapGrace bounds the grace Reap adds to the lease. The controller's grace,
