@@ -43,7 +43,7 @@ var (
 	}, []string{"mode"})
 	leasesReclaimed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "queuejob_leases_reclaimed_total",
-		Help: "In-flight items whose lease expired and that the operator returned to the queue.",
+		Help: "In-flight items of gone workers (their pods ended, or their leases expired) that the operator returned to the queue.",
 	}, []string{"backend"})
 	objectsCleanedUp = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "queuejob_objects_cleaned_up_total",
