@@ -98,6 +98,7 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 		s.requeue(r.probeTimeout()) // its end queues a reconcile; this is a safety net
 		return nil
 	case res != nil && r.useProbe(s, res):
+		s.probeTaken = true
 		// A probe made due while this one ran (makeDue: the server answered again;
 		// podEnded: a pod ended) runs in a reconcile at that time, also when that is now.
 		s.requeue(max(r.probes.untilDue(key, s.qj.UID, s.now), time.Millisecond))

@@ -203,6 +203,16 @@ func (p *probeStates) takeResult(key types.NamespacedName, uid types.UID) (res *
 	return res, running
 }
 
+// giveBack returns a probe's result that a reconcile took but could not record (its
+// status write conflicted), for the next reconcile; unless a newer probe runs or ended.
+func (p *probeStates) giveBack(key types.NamespacedName, uid types.UID, res *probeResult) {
+	p.with(key, uid, func(e *probeState) {
+		if !e.schedule.running && e.schedule.result == nil {
+			e.schedule.result = res
+		}
+	})
+}
+
 // reach records that a probe goes to the QueueJob's queue.
 func (p *probeStates) reach(key types.NamespacedName, uid types.UID) {
 	p.with(key, uid, func(e *probeState) { e.conn.reached = true })

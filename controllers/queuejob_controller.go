@@ -205,6 +205,9 @@ func (r *QueueJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if err := r.writeStatus(ctx, s); err != nil && reterr == nil {
 			reterr = err
 		}
+		if s.probeGivenBack && (res.RequeueAfter == 0 || res.RequeueAfter > time.Second) {
+			res.RequeueAfter = time.Second // the counts the write lost, written again soon
+		}
 		if reterr != nil {
 			// Retried with backoff, but no later than the QueueJob's own cadence.
 			r.limiter.setCadence(req, s.requeueAfter)
@@ -259,6 +262,13 @@ func (r *QueueJobReconciler) writeStatus(ctx context.Context, s *scope) error {
 	switch {
 	case apierrors.IsConflict(err):
 		logf.FromContext(ctx).V(1).Info("Status write conflicted; the cache is behind, will reconcile again")
+		if s.probeTaken {
+			// The probe's counts were not recorded: the next reconcile takes them again
+			// (or probes at once, if they were measured against another wave), instead
+			// of leaving status.queue as it was until the next probe.
+			r.probes.giveBack(client.ObjectKeyFromObject(s.qj), s.qj.UID, s.probe)
+			s.probeGivenBack = true
+		}
 		return nil
 	case apierrors.IsNotFound(err):
 		return nil

@@ -33,6 +33,28 @@ var _ = Describe("Records across failed status writes", func() {
 	var ns string
 	BeforeEach(func() { ns = newNamespace() })
 
+	It("records a probe's counts whose status write conflicted without waiting for the next probe", func() {
+		var lost atomic.Int32
+		stopMgr()
+		stopMgr, _ = startManagerWith(cfg, withStatusFaults(func(obj client.Object) error {
+			if qj := ofQueueJob(obj, ns, "counts"); qj != nil && qj.Status.Queue != nil && lost.CompareAndSwap(0, 1) {
+				return apierrors.NewConflict(queueJobsResource, qj.Name, errors.New("injected by the test"))
+			}
+			return nil
+		}))
+		DeferCleanup(restartManager)
+
+		c := redisClient(redisSrv.Addr())
+		key := "counts-" + ns
+		Expect(c.RPush(suiteCtx, key, "a", "b").Err()).To(Succeed())
+		qj := redisQJ(ns, "counts", redisSrv.Addr(), key, func(j *qjv1.QueueJob) {
+			j.Spec.ProbeIntervalSeconds = ptr.To[int32](3600) // the next probe is an hour away
+		})
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		Eventually(lost.Load, timeout, interval).Should(BeEquivalentTo(1), "the first status write with the counts was failed")
+		Eventually(getQJ(ns, "counts"), timeout, interval).Should(HaveField("Status.Queue.Ready", BeEquivalentTo(2)))
+	})
+
 	It("reports every Job it created and every lease it reclaimed exactly once when status writes conflict", func() {
 		var lostCreate, lostReclaim atomic.Int32
 		stopMgr()

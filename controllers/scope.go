@@ -22,7 +22,12 @@ type scope struct {
 	// status.archived; the next reconcile deletes them).
 	archive []*batchv1.Job
 	probe   *probeResult
-	plan    *wavePlan
+	// probeTaken is set when probe is the result of a finished probe, taken from
+	// probeStates: a status write that fails gives it back (writeStatus).
+	probeTaken bool
+	// probeGivenBack is set when the status write failed and gave probe back.
+	probeGivenBack bool
+	plan           *wavePlan
 	// writesBefore is how many writes to the queue had been heard when the probe began.
 	writesBefore uint64
 	problem      *progressProblem
