@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"strings"
@@ -203,19 +204,12 @@ func (c *Conn) Reap(ctx context.Context, now time.Time, grace time.Duration, gon
 	if err != nil {
 		return reclaimed, err
 	}
-	for _, p := range pending.Val() {
-		returned, err := c.reclaim(ctx, p.ID, "", minIdle)
-		var reply goredis.Error
-		if err != nil && !errors.As(err, &reply) {
-			return reclaimed, c.fail(err) // the connection failed: so would the next
-		}
-		if err != nil {
-			stuck = err // the server refused this entry's moves: go on to the next
-		}
-		if returned {
-			reclaimed++
-		}
+	n, refused, err := c.reclaimAll(ctx, pending.Val(), "", minIdle)
+	reclaimed += n
+	if err != nil {
+		return reclaimed, err
 	}
+	stuck = cmp.Or(refused, stuck)
 	if err := c.deleteStranded(ctx, consumers.Val(), minIdle); err != nil {
 		return reclaimed, err
 	}
@@ -246,6 +240,27 @@ func (c *Conn) reclaim(ctx context.Context, id, consumer string, minIdle time.Du
 		c.o.Group, id, consumer, minIdle.Milliseconds(), 1, unmovable, "1").Err()
 }
 
+// reclaimAll returns the pending entries to the stream (reclaim), those of consumer if
+// it is not empty, pending at least minIdle, and counts them. An entry the server refuses
+// to move is left, and the last refusal is refused; err is a failed connection, which
+// would fail the next entry too.
+func (c *Conn) reclaimAll(ctx context.Context, entries []goredis.XPendingExt, consumer string, minIdle time.Duration) (reclaimed int, refused, err error) {
+	for _, p := range entries {
+		returned, err := c.reclaim(ctx, p.ID, consumer, minIdle)
+		var reply goredis.Error
+		if err != nil && !errors.As(err, &reply) {
+			return reclaimed, refused, c.fail(err)
+		}
+		if err != nil {
+			refused = err // the server refused this entry's moves: go on to the next
+		}
+		if returned {
+			reclaimed++
+		}
+	}
+	return reclaimed, refused, nil
+}
+
 // reapGone returns the entries pending for the consumers gone says are gone, at most
 // MaxScan of each per call, and deletes those consumers once they hold none. An entry
 // the server refuses to move (and to dead-letter) stays pending, for the reaper's next
@@ -262,19 +277,12 @@ func (c *Conn) reapGone(ctx context.Context, consumers []goredis.XInfoConsumer, 
 		if err != nil {
 			return reclaimed, stuck, c.fail(err)
 		}
-		for _, p := range pending {
-			returned, err := c.reclaim(ctx, p.ID, cs.Name, 0)
-			var reply goredis.Error
-			if err != nil && !errors.As(err, &reply) {
-				return reclaimed, stuck, c.fail(err)
-			}
-			if err != nil {
-				stuck = err // the server refused this entry's moves: go on to the next
-			}
-			if returned {
-				reclaimed++
-			}
+		n, refused, err := c.reclaimAll(ctx, pending, cs.Name, 0)
+		reclaimed += n
+		if err != nil {
+			return reclaimed, stuck, err
 		}
+		stuck = cmp.Or(refused, stuck)
 		if err := deleteConsumerScript.Run(ctx, c.client, []string{c.o.Stream}, c.o.Group, cs.Name).Err(); err != nil {
 			return reclaimed, stuck, c.fail(err)
 		}
