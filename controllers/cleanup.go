@@ -28,7 +28,7 @@ func ttlRemaining(finishedAt time.Time, ttlSeconds int32, now time.Time) time.Du
 // the pod stops), else its creation. ok is false for pods that have not finished or are
 // still counted by the Job controller.
 func podFinishTime(pod *corev1.Pod) (t time.Time, ok bool) {
-	if pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed {
+	if !podTerminal(pod) {
 		return time.Time{}, false
 	}
 	// The Job controller keeps this finalizer on a pod until it has counted it: deleting

@@ -249,11 +249,6 @@ func podEnd(old, pod *corev1.Pod, deleted bool) (failed, suspect, ran bool) {
 	}
 }
 
-// podTerminal reports whether a pod's phase is Succeeded or Failed.
-func podTerminal(pod *corev1.Pod) bool {
-	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
-}
-
 // podEvents handles the events of wave pods: it records the pods that end (podEnd),
 // brings forward the probe of a QueueJob whose running pod ended, and queues a reconcile
 // of the pod's QueueJob for those events and the ones podWatchPredicate passes.

@@ -77,7 +77,13 @@ func blockFamily(reason string) string {
 // podUnfinished reports whether a pod has neither finished nor begun to be deleted: the
 // pods podUnfinishedKey indexes, and the only ones whose block counts.
 func podUnfinished(pod *corev1.Pod) bool {
-	return pod.DeletionTimestamp == nil && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
+	return pod.DeletionTimestamp == nil && !podTerminal(pod)
+}
+
+// podTerminal reports whether a pod's phase is Succeeded or Failed: its containers have
+// all stopped, and none restarts.
+func podTerminal(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
 }
 
 // podStartBlockReason is the reason of podStartBlock, "" if none: the pod watch wakes the

@@ -355,7 +355,7 @@ func (r *QueueJobReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 func podWatchPredicate() predicate.Funcs {
 	finished := func(o client.Object) bool {
 		pod, ok := o.(*corev1.Pod)
-		return ok && (pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed)
+		return ok && podTerminal(pod)
 	}
 	blocked := func(o client.Object) string {
 		if pod, ok := o.(*corev1.Pod); ok {
