@@ -119,6 +119,9 @@ func desiredJob(qj *qjv1.QueueJob, wave int32, size jobSizing, env []corev1.EnvV
 	// are: a Job that sets neither runs one pod to completion, and one that sets only
 	// parallelism is a work-queue Job.
 	spec.Suspend = ptr.To(suspend)
+	if labels[kueueQueueNameLabel] != "" {
+		kueueJob(annotations, &spec)
+	}
 	return &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        waveJobName(qj, wave),

@@ -45,7 +45,7 @@ var _ = Describe("The Job template", func() {
 	It("names the Job of a QueueJob without a queue after the QueueJob, and passes every Job field, label and annotation through", func() {
 		qj := queueJob(ns, "pi", func(q *qjv1.QueueJob) {
 			jt := &q.Spec.JobTemplate
-			jt.Labels = map[string]string{"kueue.x-k8s.io/queue-name": "team-a"}
+			jt.Labels = map[string]string{"example.com/team": "a"}
 			jt.Annotations = map[string]string{"example.com/cost-center": "42"}
 			jt.Spec.PodFailurePolicy = &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{
 				Action:          batchv1.PodFailurePolicyActionIgnore,
@@ -59,7 +59,7 @@ var _ = Describe("The Job template", func() {
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
 		job := theJob(qj)
 		Expect(job.Name).To(Equal("pi"), "kubectl logs job/pi must find it")
-		Expect(job.Labels).To(HaveKeyWithValue("kueue.x-k8s.io/queue-name", "team-a"))
+		Expect(job.Labels).To(HaveKeyWithValue("example.com/team", "a"))
 		Expect(job.Annotations).To(HaveKeyWithValue("example.com/cost-center", "42"))
 		Expect(job.Spec.PodFailurePolicy).NotTo(BeNil())
 		Expect(job.Spec.CompletionMode).To(HaveValue(Equal(batchv1.IndexedCompletion)))
@@ -74,16 +74,15 @@ var _ = Describe("The Job template", func() {
 
 	It("never fights another controller over a Job's suspend: it changes it only when spec.suspend changes", func() {
 		c := redisClient(redisSrv.Addr())
-		key := "kueue-" + ns
+		key := "other-" + ns
 		Expect(c.RPush(suiteCtx, key, "a", "b", "c").Err()).To(Succeed())
 		qj := redisQJ(ns, "kq", redisSrv.Addr(), key, func(q *qjv1.QueueJob) {
-			q.Spec.JobTemplate.Labels = map[string]string{"kueue.x-k8s.io/queue-name": "team-a"}
 			q.Spec.JobTemplate.Spec.Parallelism = ptr.To[int32](3)
 		})
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
 		job := theJob(qj)
 
-		By("Kueue suspending the Job until it is admitted, and admitting part of it")
+		By("another controller suspending the Job until it admits it, and admitting part of it")
 		Eventually(func(g Gomega) {
 			cur := liveJob(g, job)
 			patch := client.MergeFrom(cur.DeepCopy())
@@ -101,7 +100,7 @@ var _ = Describe("The Job template", func() {
 			g.Expect(cur.Spec.Parallelism).To(HaveValue(BeEquivalentTo(1)), "the operator undid another controller's parallelism")
 		}, 4*time.Second, 250*time.Millisecond).Should(Succeed())
 
-		By("Kueue admitting it")
+		By("the other controller admitting it")
 		setJobSuspend(job, false)
 		Eventually(getQJ(ns, "kq"), timeout, interval).Should(HaveField("Status.State", qjv1.StateRunning))
 		Consistently(func(g Gomega) *bool { return liveJob(g, job).Spec.Suspend }, 3*time.Second, 250*time.Millisecond).Should(HaveValue(BeFalse()))
@@ -121,6 +120,49 @@ var _ = Describe("The Job template", func() {
 		By("a change of the template's parallelism is carried over")
 		updateQJ(ns, "kq", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Parallelism = ptr.To[int32](2) })
 		Eventually(func(g Gomega) *int32 { return liveJob(g, job).Spec.Parallelism }, timeout, interval).Should(HaveValue(BeEquivalentTo(2)))
+		Expect(ownedJobs(Default, qj)).To(HaveLen(1))
+	})
+
+	It("creates a wave that names a Kueue LocalQueue suspended and admissible in part, and holds its parallelism; without Kueue's API it suspends the Job itself", func() {
+		c := redisClient(redisSrv.Addr())
+		key := "kueue-" + ns
+		Expect(c.RPush(suiteCtx, key, "a", "b", "c").Err()).To(Succeed())
+		qj := redisQJ(ns, "kq", redisSrv.Addr(), key, func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Labels = map[string]string{"kueue.x-k8s.io/queue-name": "team-a"}
+			q.Spec.JobTemplate.Spec.Parallelism = ptr.To[int32](3)
+		})
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		job := theJob(qj)
+		Expect(job.Spec.Suspend).To(HaveValue(BeTrue()), "created suspended, for Kueue to admit")
+		Expect(job.Annotations).To(HaveKeyWithValue("kueue.x-k8s.io/job-min-parallelism", "1"))
+		Eventually(getQJ(ns, "kq"), timeout, interval).Should(SatisfyAll(
+			cond(qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonWaitingForKueue),
+			HaveField("Status.State", qjv1.StateWaiting)))
+
+		By("Kueue admitting 2 of its 3 pods; the template's parallelism then changes: held for the next wave")
+		Eventually(func(g Gomega) {
+			cur := liveJob(g, job)
+			patch := client.MergeFrom(cur.DeepCopy())
+			cur.Spec.Suspend = ptr.To(false)
+			cur.Spec.Parallelism = ptr.To[int32](2)
+			g.Expect(k8s.Patch(suiteCtx, cur, patch)).To(Succeed())
+		}, timeout, interval).Should(Succeed())
+		Eventually(getQJ(ns, "kq"), timeout, interval).Should(HaveField("Status.State", qjv1.StateRunning))
+		updateQJ(ns, "kq", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Parallelism = ptr.To[int32](1) })
+		Eventually(getQJ(ns, "kq"), timeout, interval).Should(HaveField("Status.ObservedGeneration", BeNumerically(">=", 2)))
+		Consistently(func(g Gomega) *int32 { return liveJob(g, job).Spec.Parallelism }, 3*time.Second, 250*time.Millisecond).Should(HaveValue(BeEquivalentTo(2)))
+
+		By("the user suspending the QueueJob: no Workload to deactivate, so the operator suspends the Job, and again when it is resumed behind its back")
+		updateQJ(ns, "kq", func(q *qjv1.QueueJob) { q.Spec.Suspend = ptr.To(true) })
+		Eventually(func(g Gomega) *bool { return liveJob(g, job).Spec.Suspend }, timeout, interval).Should(HaveValue(BeTrue()))
+		setJobSuspend(job, false)
+		Eventually(func(g Gomega) *bool { return liveJob(g, job).Spec.Suspend }, timeout, interval).Should(HaveValue(BeTrue()))
+
+		By("the user resuming it: left to Kueue, which resumes the Job once it admits it")
+		updateQJ(ns, "kq", func(q *qjv1.QueueJob) { q.Spec.Suspend = ptr.To(false) })
+		Eventually(func(g Gomega) map[string]string { return liveJob(g, job).Annotations }, timeout, interval).
+			Should(HaveKeyWithValue(qjv1.AnnotationSuspend, "false"))
+		Consistently(func(g Gomega) *bool { return liveJob(g, job).Spec.Suspend }, 3*time.Second, 250*time.Millisecond).Should(HaveValue(BeTrue()))
 		Expect(ownedJobs(Default, qj)).To(HaveLen(1))
 	})
 

@@ -176,11 +176,12 @@ func planRunning(in waveInput) wavePlan {
 // pods may count as failures), ended the same way: the operator stopped it.
 func planEnding(in waveInput) wavePlan {
 	job := in.current
-	// Another controller may resume the suspended Job: Kueue resumes every admitted Job
-	// that is suspended. Then waiting for its pods to stop would wait for ever: the Job is
-	// archived with the counts it has, and deleting it stops its pods.
+	// Another controller may resume the suspended Job (Kueue resumes an admitted Job that
+	// is suspended, but the operator has Kueue stop the Jobs it admits: kueue.go). Then
+	// waiting for its pods to stop would wait for ever: the Job is archived with the
+	// counts it has, and deleting it stops its pods.
 	current := waveOf(job, in.spec)
-	resumed := current.createsPods() // an Ending wave's Job creates pods only once resumed
+	resumed := current.createsPods() && !kueueManaged(job) // an Ending wave's Job creates pods only once resumed
 	if current.state == waveEnding && !resumed && (job.Status.Active > 0 || ptr.Deref(job.Status.Terminating, 0) > 0 || in.endingPods > 0) {
 		return wavePlan{}
 	}

@@ -176,6 +176,10 @@ func setProgressingCondition(st *qjv1.QueueJobStatus, gen int64, in observeInput
 	case current.state == waveEnding:
 		progressing(metav1.ConditionTrue, qjv1.ReasonWaveEnding, fmt.Sprintf(
 			"Job %s is suspended to stop its pods, which outlived the drained queue: it is archived once they stopped", job.Name))
+	case current.state == waveHeld && kueueManaged(job):
+		progressing(metav1.ConditionTrue, qjv1.ReasonWaitingForKueue, fmt.Sprintf(
+			"Job %s waits for Kueue to admit it to LocalQueue %s (or to admit it again after a preemption): its pods start once admitted; "+
+				"\"kubectl get workloads -n %s\" shows why it waits", job.Name, job.Labels[kueueQueueNameLabel], job.Namespace))
 	case current.state == waveHeld:
 		progressing(metav1.ConditionTrue, qjv1.ReasonJobSuspendedByAnother, fmt.Sprintf(
 			"Job %s is suspended by another controller (a queueing controller such as Kueue holds a Job until it is admitted): its pods start once it is resumed", job.Name))

@@ -18,7 +18,7 @@ import (
 )
 
 // syncJob carries spec.suspend and the parallelism over to the running Job; the rest of
-// the spec applies to the next wave. It changes a field only when the operator's own wish
+// the spec applies to the next wave (under Kueue the parallelism too: kueue.go). It changes a field only when the operator's own wish
 // for it changed since it last set it (recorded in an annotation on the Job), never
 // because the Job differs: a queueing controller such as Kueue suspends a Job until it is
 // admitted, and may change its parallelism when it admits part of it. A WorkerPool's
@@ -30,11 +30,18 @@ func (r *QueueJobReconciler) syncJob(ctx context.Context, s *scope) error {
 		return nil
 	}
 	job := w.job
-	want := job.DeepCopy()
 	suspend := strconv.FormatBool(s.qj.Spec.IsSuspended())
+	if s.qj.Spec.IsSuspended() && job.Annotations[qjv1.AnnotationSuspend] == suspend {
+		if err := r.keepKueueJobStopped(ctx, job); err != nil {
+			return err
+		}
+	}
+	want := job.DeepCopy()
 	if job.Annotations[qjv1.AnnotationSuspend] != suspend {
-		want.Spec.Suspend = ptr.To(s.qj.Spec.IsSuspended())
 		metav1.SetMetaDataAnnotation(&want.ObjectMeta, qjv1.AnnotationSuspend, suspend)
+		if err := r.carrySuspend(ctx, want, s.qj.Spec.IsSuspended()); err != nil {
+			return err
+		}
 	}
 	applied := appliedParallelism(job)
 	if p := desiredParallelism(&s.qj.Spec, job, applied, s.probe); p != applied {
@@ -55,8 +62,24 @@ func (r *QueueJobReconciler) syncJob(ctx context.Context, s *scope) error {
 	case err != nil:
 		return client.IgnoreNotFound(fmt.Errorf("updating Job %s: %w", job.Name, err))
 	}
-	logf.FromContext(ctx).Info("Updated Job", "job", job.Name, "suspend", ptr.Deref(want.Spec.Suspend, false), "parallelism", ptr.Deref(want.Spec.Parallelism, 1))
+	logf.FromContext(ctx).Info("Updated Job", "job", job.Name, "suspend", ptr.Deref(want.Spec.Suspend, false),
+		"specSuspend", s.qj.Spec.IsSuspended(), "parallelism", ptr.Deref(want.Spec.Parallelism, 1))
 	*job = *want
+	return nil
+}
+
+// carrySuspend carries spec.suspend over to want, the running Job. Under Kueue it
+// (de)activates the Job's Workloads instead, and Kueue suspends or resumes the Job
+// (kueue.go); a Job without a Workload yet is suspended by hand, but never resumed:
+// Kueue resumes it once it admits it.
+func (r *QueueJobReconciler) carrySuspend(ctx context.Context, want *batchv1.Job, suspend bool) error {
+	if kueueManaged(want) {
+		n, err := r.setWorkloadsActive(ctx, want, !suspend)
+		if err != nil || n > 0 || !suspend {
+			return err
+		}
+	}
+	want.Spec.Suspend = ptr.To(suspend)
 	return nil
 }
 
@@ -73,6 +96,8 @@ func appliedParallelism(job *batchv1.Job) int32 {
 func desiredParallelism(spec *qjv1.QueueJobSpec, job *batchv1.Job, applied int32, probe *probeResult) int32 {
 	limit := spec.EffectiveParallelism()
 	switch {
+	case kueueManaged(job) && !kueueElastic(job):
+		return applied // Kueue would evict an admitted Job whose parallelism changed: kueue.go
 	case spec.Queue == nil:
 		return limit
 	case job.Spec.Completions != nil: // PerItem: no more than its pods

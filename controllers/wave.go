@@ -82,6 +82,11 @@ func (r *QueueJobReconciler) waveInputOf(ctx context.Context, s *scope, backend 
 		deadLetterQueue:     backend.DeadLetterQueueOf(s.qj.Spec.Queue), name: s.qj.Name}
 	in.failedInARow, _ = failedInARow(&s.read.Status, s.jobs)
 	if current.state.endedByOperator() {
+		if current.state == waveEnding {
+			if err := r.keepKueueJobStopped(ctx, current.job); err != nil {
+				return in, err
+			}
+		}
 		n, err := r.unfinishedPods(ctx, s, in.current)
 		if err != nil {
 			return in, err
@@ -117,8 +122,9 @@ func nextWaveJob(s *scope, backend *backends.Backend, in waveInput, size jobSizi
 	return job
 }
 
-// endWave ends a wave whose pods outlived the drained queue: it suspends the Job, so
-// that the Job controller stops its pods, and marks it ended, so that nothing resumes it.
+// endWave ends a wave whose pods outlived the drained queue: it suspends the Job (under
+// Kueue, it has Kueue suspend it: kueue.go), so that the Job controller stops its pods,
+// and marks it ended, so that the operator does not resume it.
 // The Job keeps counting its pods as they stop; it is archived, with its final counts,
 // once none is left.
 func (r *QueueJobReconciler) endWave(ctx context.Context, s *scope, job *batchv1.Job) error {
@@ -137,7 +143,18 @@ func (r *QueueJobReconciler) endWave(ctx context.Context, s *scope, job *batchv1
 	}
 	job = live
 	want := job.DeepCopy()
-	want.Spec.Suspend = ptr.To(true)
+	// Under Kueue, Kueue stops the Job once its Workload is inactive: a Job suspended
+	// while Kueue admits it, Kueue would resume.
+	byKueue := false
+	if kueueManaged(job) {
+		var err error
+		if byKueue, err = r.stopKueueJob(ctx, job); err != nil {
+			return err
+		}
+	}
+	if !byKueue {
+		want.Spec.Suspend = ptr.To(true)
+	}
 	metav1.SetMetaDataAnnotation(&want.ObjectMeta, qjv1.AnnotationWaveEnded, s.now.UTC().Format(time.RFC3339))
 	if err := r.Patch(ctx, want, client.MergeFrom(job)); err != nil {
 		return client.IgnoreNotFound(fmt.Errorf("ending Job %s: %w", job.Name, err))

@@ -284,6 +284,12 @@ func TestDesiredParallelism(t *testing.T) {
 			probe: &probeResult{err: queue.Errorf(queue.ReasonConnectionFailed, "x")}, want: 3},
 		{name: "a PerItem wave: the template's parallelism, at most its completions", spec: perItem(5), job: perItemJob, applied: 1, want: 3},
 		{name: "a PerItem wave whose template's parallelism was lowered", spec: perItem(2), job: perItemJob, applied: 3, want: 2},
+		{name: "a WorkerPool wave under Kueue whose queue grew: as applied (Kueue would evict it)", spec: pool(5), job: kueueJobOf(poolJob, false),
+			applied: 2, probe: &probeResult{counts: &queue.Counts{Ready: 3, InFlight: 1}}, want: 2},
+		{name: "a PerItem wave under Kueue whose template's parallelism was lowered: as applied", spec: perItem(2), job: kueueJobOf(perItemJob, false),
+			applied: 3, want: 3},
+		{name: "an elastic WorkerPool wave under Kueue whose queue grew: more workers", spec: pool(5), job: kueueJobOf(poolJob, true),
+			applied: 2, probe: &probeResult{counts: &queue.Counts{Ready: 3, InFlight: 1}}, want: 4},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -318,6 +324,11 @@ func TestWaveTableNamesTests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e2e, err := filepath.Glob("../test/e2e/*_test.go") // the specs that need a real cluster, or Kueue
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(files, e2e...)
 	fset := token.NewFileSet()
 	for _, name := range files {
 		f, err := parser.ParseFile(fset, name, nil, 0)

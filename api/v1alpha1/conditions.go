@@ -46,6 +46,10 @@ const (
 	ReasonNotApplied            = "NotApplied"
 	ReasonUpToDate              = "UpToDate"
 	ReasonJobSuspendedByAnother = "JobSuspendedByAnother"
+	// ReasonWaitingForKueue: the running wave's Job names a Kueue LocalQueue
+	// (kueue.x-k8s.io/queue-name) and is suspended: Kueue has not admitted it yet, or
+	// preempted it, and resumes it once it admits it.
+	ReasonWaitingForKueue = "WaitingForKueue"
 	// ReasonPodsNotCreated: the Job controller reports that it cannot create the running
 	// Job's pods (Pod Security, a ResourceQuota, an admission webhook); the message is its
 	// own.

@@ -62,4 +62,11 @@ rules:
   verbs:
   - create
   - patch
+- apiGroups:
+  - kueue.x-k8s.io
+  resources:
+  - workloads
+  verbs:
+  - list
+  - patch
 {{- end }}
