@@ -116,7 +116,7 @@ var _ = Describe("QueueJobs under Kueue", Ordered, func() {
 		flips := watchSuspend(ctx, ns)
 		Expect(cluster.Client.Create(ctx, qj)).To(Succeed())
 		Eventually(ctx, func() []string { return lrange(ctx, key+":processing") }).
-			WithPolling(100 * time.Millisecond).Should(HaveLen(2), "both workers hold an item")
+			WithPolling(100*time.Millisecond).Should(HaveLen(2), "both workers hold an item")
 
 		high := sleeperJob(ns, "high", 2, "e2e-high")
 		Expect(cluster.Client.Create(ctx, high)).To(Succeed())
