@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -169,6 +170,13 @@ func jobFinished(job *batchv1.Job) *batchv1.JobCondition {
 func endedByOperator(job *batchv1.Job) bool {
 	_, ok := job.Annotations[qjv1.AnnotationWaveEnded]
 	return ok
+}
+
+// endedBefore reports whether the operator ended the Job's wave before t (a time it
+// cannot read counts as long ago).
+func endedBefore(job *batchv1.Job, t time.Time) bool {
+	at, err := time.Parse(time.RFC3339, job.Annotations[qjv1.AnnotationWaveEnded])
+	return endedByOperator(job) && (err != nil || at.Before(t))
 }
 
 // jobWave reads the wave number from a Job's label; 0 if it has none.

@@ -14,6 +14,9 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -123,7 +126,7 @@ var _ = Describe("The Job template", func() {
 		Expect(ownedJobs(Default, qj)).To(HaveLen(1))
 	})
 
-	It("creates a wave that names a Kueue LocalQueue suspended and admissible in part, and holds its parallelism; without Kueue's API it suspends the Job itself", func() {
+	It("makes a wave that names a Kueue LocalQueue admissible in part, holds a running one's parallelism, and suspends and resumes a Job without a Workload itself", func() {
 		c := redisClient(redisSrv.Addr())
 		key := "kueue-" + ns
 		Expect(c.RPush(suiteCtx, key, "a", "b", "c").Err()).To(Succeed())
@@ -133,8 +136,11 @@ var _ = Describe("The Job template", func() {
 		})
 		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
 		job := theJob(qj)
-		Expect(job.Spec.Suspend).To(HaveValue(BeTrue()), "created suspended, for Kueue to admit")
+		Expect(job.Spec.Suspend).To(HaveValue(BeFalse()), "Kueue's webhook suspends a Job Kueue manages; one it does not must run")
 		Expect(job.Annotations).To(HaveKeyWithValue("kueue.x-k8s.io/job-min-parallelism", "1"))
+
+		By("Kueue suspending it until admitted: Waiting, WaitingForKueue")
+		setJobSuspend(job, true)
 		Eventually(getQJ(ns, "kq"), timeout, interval).Should(SatisfyAll(
 			cond(qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonWaitingForKueue),
 			HaveField("Status.State", qjv1.StateWaiting)))
@@ -158,12 +164,41 @@ var _ = Describe("The Job template", func() {
 		setJobSuspend(job, false)
 		Eventually(func(g Gomega) *bool { return liveJob(g, job).Spec.Suspend }, timeout, interval).Should(HaveValue(BeTrue()))
 
-		By("the user resuming it: left to Kueue, which resumes the Job once it admits it")
+		By("the user resuming it: no Workload, so the operator resumes the Job")
 		updateQJ(ns, "kq", func(q *qjv1.QueueJob) { q.Spec.Suspend = ptr.To(false) })
-		Eventually(func(g Gomega) map[string]string { return liveJob(g, job).Annotations }, timeout, interval).
-			Should(HaveKeyWithValue(qjv1.AnnotationSuspend, "false"))
-		Consistently(func(g Gomega) *bool { return liveJob(g, job).Spec.Suspend }, 3*time.Second, 250*time.Millisecond).Should(HaveValue(BeTrue()))
+		Eventually(func(g Gomega) *bool { return liveJob(g, job).Spec.Suspend }, timeout, interval).Should(HaveValue(BeFalse()))
 		Expect(ownedJobs(Default, qj)).To(HaveLen(1))
+	})
+
+	It("suspends a Job that has Kueue Workloads by deactivating them, never by suspending the Job, and activates only those it deactivated", func() {
+		c := redisClient(redisSrv.Addr())
+		key := "kueuewl-" + ns
+		Expect(c.RPush(suiteCtx, key, "a", "b").Err()).To(Succeed())
+		qj := redisQJ(ns, "kw", redisSrv.Addr(), key, func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Labels = map[string]string{"kueue.x-k8s.io/queue-name": "team-a"}
+		})
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		job := theJob(qj)
+		// As Kueue would: the Job's Workload (spec.active unset: true by default); and one
+		// Kueue deactivated itself (a slice, say).
+		mine := workload(ns, "job-kw-1-a", job.UID, nil)
+		kueues := workload(ns, "job-kw-1-b", job.UID, ptr.To(false))
+
+		By("spec.suspend: the active Workload deactivated and marked; the Job's suspend left to Kueue")
+		updateQJ(ns, "kw", func(q *qjv1.QueueJob) { q.Spec.Suspend = ptr.To(true) })
+		Eventually(func(g Gomega) map[string]any { return liveWorkload(g, mine) }, timeout, interval).Should(SatisfyAll(
+			HaveKeyWithValue("active", false), HaveKeyWithValue("deactivated", "true")))
+		Consistently(func(g Gomega) *bool { return liveJob(g, job).Spec.Suspend }, 3*time.Second, 250*time.Millisecond).Should(HaveValue(BeFalse()),
+			"the operator suspended a Job that Kueue admits: Kueue would resume it")
+		Expect(liveWorkload(Default, kueues)).To(HaveKeyWithValue("deactivated", ""), "a Workload already inactive is not marked")
+
+		By("spec.suspend false: the one it deactivated active again, Kueue's left alone")
+		updateQJ(ns, "kw", func(q *qjv1.QueueJob) { q.Spec.Suspend = ptr.To(false) })
+		Eventually(func(g Gomega) map[string]any { return liveWorkload(g, mine) }, timeout, interval).Should(SatisfyAll(
+			HaveKeyWithValue("active", true), HaveKeyWithValue("deactivated", "")))
+		Consistently(func(g Gomega) map[string]any { return liveWorkload(g, kueues) }, 2*time.Second, 250*time.Millisecond).Should(
+			HaveKeyWithValue("active", false))
+		Expect(liveJob(Default, job).Spec.Suspend).To(HaveValue(BeFalse()))
 	})
 
 	It("reports a template change that waits for the next wave, and builds the next wave from it", func() {
@@ -349,3 +384,28 @@ var _ = Describe("kubectl get qj", func() {
 		Expect(lines[1]).To(ContainSubstring("65s"))
 	})
 })
+
+// workload makes a stand-in Kueue Workload (testdata/kueue) of the Job uid, with
+// spec.active as given (nil: unset).
+func workload(ns, name string, uid types.UID, active *bool) *unstructured.Unstructured {
+	wl := &unstructured.Unstructured{}
+	wl.SetGroupVersionKind(schema.GroupVersionKind{Group: "kueue.x-k8s.io", Version: "v1beta2", Kind: "Workload"})
+	wl.SetNamespace(ns)
+	wl.SetName(name)
+	wl.SetLabels(map[string]string{"kueue.x-k8s.io/job-uid": string(uid)})
+	if active != nil {
+		Expect(unstructured.SetNestedField(wl.Object, *active, "spec", "active")).To(Succeed())
+	}
+	Expect(k8s.Create(suiteCtx, wl)).To(Succeed())
+	return wl
+}
+
+// liveWorkload reads a Workload from the API server: its spec.active, and the operator's
+// mark batch.queuejob.io/deactivated ("" if none).
+func liveWorkload(g Gomega, wl *unstructured.Unstructured) map[string]any {
+	got := &unstructured.Unstructured{}
+	got.SetGroupVersionKind(wl.GroupVersionKind())
+	g.Expect(k8s.Get(suiteCtx, client.ObjectKeyFromObject(wl), got)).To(Succeed())
+	active, _, _ := unstructured.NestedBool(got.Object, "spec", "active")
+	return map[string]any{"active": active, "deactivated": got.GetAnnotations()["batch.queuejob.io/deactivated"]}
+}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -16,20 +18,29 @@ import (
 )
 
 // Kueue (kueue.x-k8s.io) admits each wave's Job as a Workload of its own: a Job whose
-// jobTemplate names a LocalQueue (the label kueue.x-k8s.io/queue-name) waits suspended
-// until Kueue admits it, and Kueue suspends it again to preempt it. Kueue resumes every
-// admitted Job that is suspended, so under Kueue the operator never suspends a Job Kueue
-// admits: to stop one (spec.suspend, or a wave that outlived its drained queue) it sets the
-// Workload's spec.active to false, as Kueue asks of its users, and Kueue suspends the Job.
-// Nor does it change an admitted Job's parallelism (Kueue would evict the Job, which no
-// longer matches its Workload), unless the Job is an elastic one
-// (kueue.x-k8s.io/elastic-job: "true", Kueue's ElasticJobsViaWorkloadSlices gate):
-// a WorkerPool that needs more workers gets them with its next wave. docs/kueue.md.
+// jobTemplate names a LocalQueue (the label kueue.x-k8s.io/queue-name) is suspended by
+// Kueue's webhook until Kueue admits it, and suspended again to preempt it. Kueue resumes
+// every admitted Job that is suspended, so the operator never suspends a Job that has a
+// Workload: to stop one (spec.suspend, or a wave that outlived its drained queue) it sets
+// the Workload's spec.active to false, as Kueue asks of its users, and Kueue suspends the
+// Job; spec.suspend false activates the Workloads it deactivated, and Kueue resumes the Job
+// once it readmits it. A Job without a Workload (Kueue does not manage it, or not yet) is
+// suspended and resumed by the operator itself. Nor does the operator change the
+// parallelism of a running Job under Kueue (Kueue would evict it: it no longer matches its
+// Workload), unless the Job is elastic (kueue.x-k8s.io/elastic-job: "true", Kueue's
+// ElasticJobsViaWorkloadSlices gate). docs/kueue.md.
 const (
 	kueueQueueNameLabel           = "kueue.x-k8s.io/queue-name"
 	kueueJobUIDLabel              = "kueue.x-k8s.io/job-uid"
 	kueueMinParallelismAnnotation = "kueue.x-k8s.io/job-min-parallelism"
 	kueueElasticJobAnnotation     = "kueue.x-k8s.io/elastic-job"
+	// annotationDeactivated marks a Workload the operator deactivated: it activates no
+	// other (Kueue deactivates Workloads too, for good reasons of its own).
+	annotationDeactivated = "batch.queuejob.io/deactivated"
+	// kueueStopGrace is how long an ended wave's Job under Kueue may run on after the
+	// operator deactivated its Workload, before the operator archives and deletes it
+	// (Kueue does not run, say): deleting a Job is no fight with Kueue.
+	kueueStopGrace = 2 * time.Minute
 )
 
 // kueueWorkloadVersions are the versions of kueue.x-k8s.io Workloads asked for, newest
@@ -50,26 +61,42 @@ func kueueElastic(job *batchv1.Job) bool {
 }
 
 // setWorkloadsActive sets spec.active of the Kueue Workloads of job (Kueue labels them
-// with the Job's UID) and reports how many it found: none where Kueue has not made one
-// yet, or does not run. They are read from the API server, not a cache: the operator
+// with the Job's UID) and reports how many it has: none where Kueue has not made one yet,
+// does not manage the Job, or does not run. It activates only Workloads that it
+// deactivated itself. They are read from the API server, not a cache: the operator
 // watches no Workloads, and runs where Kueue is not installed.
 func (r *QueueJobReconciler) setWorkloadsActive(ctx context.Context, job *batchv1.Job, active bool) (int, error) {
 	list, err := r.workloadsOf(ctx, job)
-	if err != nil || len(list) == 0 {
+	if err != nil {
 		return 0, err
 	}
-	patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil, `{"spec":{"active":%t}}`, active))
+	mark := `"true"`
+	if active {
+		mark = "null"
+	}
+	patch := client.RawPatch(types.MergePatchType,
+		fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%s}},"spec":{"active":%t}}`, annotationDeactivated, mark, active))
+	n := 0
 	for i := range list {
 		wl := &list[i]
-		if got, found, _ := unstructured.NestedBool(wl.Object, "spec", "active"); got == active || !found && active {
+		got, found, _ := unstructured.NestedBool(wl.Object, "spec", "active")
+		isActive := !found || got // Kueue's default
+		ours := wl.GetAnnotations()[annotationDeactivated] == "true"
+		if isActive == active || active && !ours { // as wished; or Kueue's deactivation, Kueue's to undo
+			n++
 			continue
 		}
-		if err := r.Patch(ctx, wl, patch); client.IgnoreNotFound(err) != nil {
+		err := r.Patch(ctx, wl, patch)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
 			return 0, fmt.Errorf("setting spec.active of Kueue Workload %s to %t: %w", wl.GetName(), active, err)
 		}
+		n++
 		logf.FromContext(ctx).Info("Set a Kueue Workload's spec.active", "workload", wl.GetName(), "job", job.Name, "active", active)
 	}
-	return len(list), nil
+	return n, nil
 }
 
 // workloadsOf lists the Kueue Workloads of job; none where Kueue's API is not served.
@@ -121,22 +148,26 @@ func (r *QueueJobReconciler) keepKueueJobStopped(ctx context.Context, job *batch
 }
 
 // kueueJob makes a wave's Job, which names a LocalQueue, one that Kueue admits as it
-// should: created suspended (Kueue's webhook would suspend it, but a webhook may be set
-// to be ignored when down), and, unless the template says otherwise or asks for an
-// elastic Job (which Kueue does not admit in part), admitted in part, down to 1 pod:
-// a wave sized for more pods than the ClusterQueue's quota would never be admitted whole.
-// A template's minimum that this wave's parallelism does not exceed is dropped (Kueue
-// refuses it): such a wave is admitted whole.
+// should: unless the template says otherwise, admitted in part, down to 1 pod (a wave
+// sized for more pods than the ClusterQueue's quota would never be admitted whole). A
+// template's minimum that this wave's pod count does not exceed is dropped (Kueue refuses
+// it: the wave is admitted whole), and so is one of an elastic Job, which grows (Kueue
+// refuses a change of parallelism of a running Job admitted in part). The Job is not
+// created suspended: Kueue's webhook suspends it when Kueue manages it, and a Job it does
+// not manage must run.
 func kueueJob(annotations map[string]string, spec *batchv1.JobSpec) {
-	spec.Suspend = ptr.To(true)
-	p := ptr.Deref(spec.Parallelism, 1)
+	pods := ptr.Deref(spec.Parallelism, 1) // Kueue's count: at most the completions
+	if spec.Completions != nil {
+		pods = min(pods, *spec.Completions)
+	}
 	v, set := annotations[kueueMinParallelismAnnotation]
+	n, err := strconv.ParseInt(v, 10, 32)
 	switch {
-	case set:
-		if n, err := strconv.ParseInt(v, 10, 32); err == nil && int32(n) >= p {
-			delete(annotations, kueueMinParallelismAnnotation)
-		}
-	case annotations[kueueElasticJobAnnotation] != "true" && p > 1:
+	case annotations[kueueElasticJobAnnotation] == "true":
+		delete(annotations, kueueMinParallelismAnnotation)
+	case set && err == nil && int32(n) >= pods:
+		delete(annotations, kueueMinParallelismAnnotation)
+	case !set && pods > 1:
 		annotations[kueueMinParallelismAnnotation] = "1"
 	}
 }

@@ -14,7 +14,7 @@ func kueueJobOf(job *batchv1.Job, elastic bool) *batchv1.Job {
 	j := job.DeepCopy()
 	j.Labels = map[string]string{kueueQueueNameLabel: "team-a"}
 	if elastic {
-		j.Annotations = map[string]string{kueueElasticJobAnnotation: "true"}
+		metav1.SetMetaDataAnnotation(&j.ObjectMeta, kueueElasticJobAnnotation, "true")
 	}
 	return j
 }
@@ -24,8 +24,14 @@ func TestKueueJob(t *testing.T) {
 		name        string
 		annotations map[string]string
 		parallelism int32
+		completions *int32
 		want        map[string]string
 	}{
+		{name: "a Job of parallelism 3 and 1 completion is 1 pod: admitted whole", annotations: map[string]string{}, parallelism: 3,
+			completions: ptr.To[int32](1), want: map[string]string{}},
+		{name: "an elastic Job whose template sets a minimum: the minimum goes (it could not grow)",
+			annotations: map[string]string{kueueElasticJobAnnotation: "true", kueueMinParallelismAnnotation: "1"}, parallelism: 4,
+			want: map[string]string{kueueElasticJobAnnotation: "true"}},
 		{name: "a wave of 4 pods: admitted in part, down to 1", annotations: map[string]string{}, parallelism: 4,
 			want: map[string]string{kueueMinParallelismAnnotation: "1"}},
 		{name: "a wave of 1 pod: admitted whole (Kueue refuses a minimum of 1 for it)", annotations: map[string]string{}, parallelism: 1,
@@ -34,15 +40,15 @@ func TestKueueJob(t *testing.T) {
 			want: map[string]string{kueueMinParallelismAnnotation: "2"}},
 		{name: "the template's minimum, not below this wave's parallelism, goes: the wave is admitted whole",
 			annotations: map[string]string{kueueMinParallelismAnnotation: "3"}, parallelism: 3, want: map[string]string{}},
-		{name: "an elastic Job: not admitted in part (Kueue refuses both)", annotations: map[string]string{kueueElasticJobAnnotation: "true"}, parallelism: 4,
+		{name: "an elastic Job: not admitted in part (it could not grow)", annotations: map[string]string{kueueElasticJobAnnotation: "true"}, parallelism: 4,
 			want: map[string]string{kueueElasticJobAnnotation: "true"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			spec := batchv1.JobSpec{Parallelism: ptr.To(tc.parallelism), Suspend: ptr.To(false)}
+			spec := batchv1.JobSpec{Parallelism: ptr.To(tc.parallelism), Completions: tc.completions, Suspend: ptr.To(false)}
 			kueueJob(tc.annotations, &spec)
-			if !ptr.Deref(spec.Suspend, false) {
-				t.Error("the Job is not created suspended")
+			if ptr.Deref(spec.Suspend, false) {
+				t.Error("the Job is created suspended: a Job Kueue does not manage would never run")
 			}
 			if !equality.Semantic.DeepEqual(tc.annotations, tc.want) {
 				t.Errorf("annotations = %v, want %v", tc.annotations, tc.want)

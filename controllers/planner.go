@@ -177,11 +177,11 @@ func planRunning(in waveInput) wavePlan {
 func planEnding(in waveInput) wavePlan {
 	job := in.current
 	// Another controller may resume the suspended Job (Kueue resumes an admitted Job that
-	// is suspended, but the operator has Kueue stop the Jobs it admits: kueue.go). Then
-	// waiting for its pods to stop would wait for ever: the Job is archived with the
-	// counts it has, and deleting it stops its pods.
+	// is suspended). Then waiting for its pods to stop would wait for ever: the Job is
+	// archived with the counts it has, and deleting it stops its pods. Under Kueue, Kueue
+	// stops the Job once its Workload is inactive (kueue.go): it has kueueStopGrace to.
 	current := waveOf(job, in.spec)
-	resumed := current.createsPods() && !kueueManaged(job) // an Ending wave's Job creates pods only once resumed
+	resumed := current.createsPods() && (!kueueManaged(job) || endedBefore(job, in.now.Add(-kueueStopGrace)))
 	if current.state == waveEnding && !resumed && (job.Status.Active > 0 || ptr.Deref(job.Status.Terminating, 0) > 0 || in.endingPods > 0) {
 		return wavePlan{}
 	}

@@ -127,6 +127,21 @@ func TestPlanWave(t *testing.T) {
 				return j
 			}(), endingPods: 2, waves: 1},
 			want: want{archiveEnded: true, complete: qjv1.ReasonWorkersStopped}},
+		{name: "an ended wave under Kueue whose Job runs on: wait for Kueue to stop it (its Workload is inactive)",
+			in: waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: func() *batchv1.Job {
+				j := kueueJobOf(ended(2, 0, nil), false)
+				j.Annotations = map[string]string{qjv1.AnnotationWaveEnded: now.Add(-time.Minute).Format(time.RFC3339)}
+				j.Spec.Suspend = ptr.To(false)
+				return j
+			}(), endingPods: 2, waves: 1}},
+		{name: "an ended wave under Kueue whose Job still runs after the grace (Kueue down?): archive it, its pods go with it",
+			in: waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: func() *batchv1.Job {
+				j := kueueJobOf(ended(2, 0, nil), false)
+				j.Annotations = map[string]string{qjv1.AnnotationWaveEnded: now.Add(-kueueStopGrace - time.Second).Format(time.RFC3339)}
+				j.Spec.Suspend = ptr.To(false)
+				return j
+			}(), endingPods: 2, waves: 1},
+			want: want{archiveEnded: true, complete: qjv1.ReasonWorkersStopped}},
 		{name: "a PerItem wave whose pods hold items: it runs on",
 			in: waveInput{spec: spec(qjv1.ModePerItem, ""), current: running, waves: 1, drainedSince: ago(time.Hour), counts: queue.Counts{InFlight: 1}}},
 		{name: "a PerItem wave on RabbitMQ without the management API never ends on its own",

@@ -173,6 +173,9 @@ func setProgressingCondition(st *qjv1.QueueJobStatus, gen int64, in observeInput
 		progressing(metav1.ConditionFalse, in.problem.reason, in.problem.message)
 	case suspended:
 		progressing(metav1.ConditionFalse, qjv1.ReasonSuspended, "The QueueJob is suspended")
+	case current.state == waveEnding && kueueManaged(job) && !ptr.Deref(job.Spec.Suspend, false):
+		progressing(metav1.ConditionTrue, qjv1.ReasonWaveEnding, fmt.Sprintf(
+			"Job %s's pods outlived the drained queue: its Kueue Workload is deactivated, for Kueue to suspend it and stop them; it is archived once they stopped", job.Name))
 	case current.state == waveEnding:
 		progressing(metav1.ConditionTrue, qjv1.ReasonWaveEnding, fmt.Sprintf(
 			"Job %s is suspended to stop its pods, which outlived the drained queue: it is archived once they stopped", job.Name))

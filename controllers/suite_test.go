@@ -79,7 +79,7 @@ var _ = BeforeSuite(func() {
 	utilruntime.Must(qjv1.AddToScheme(scheme))
 
 	testEnv = &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases"), filepath.Join("testdata", "kueue")},
 		ErrorIfCRDPathMissing: true,
 	}
 	var err error

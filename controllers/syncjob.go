@@ -70,12 +70,12 @@ func (r *QueueJobReconciler) syncJob(ctx context.Context, s *scope) error {
 
 // carrySuspend carries spec.suspend over to want, the running Job. Under Kueue it
 // (de)activates the Job's Workloads instead, and Kueue suspends or resumes the Job
-// (kueue.go); a Job without a Workload yet is suspended by hand, but never resumed:
-// Kueue resumes it once it admits it.
+// (kueue.go); a Job without a Workload is one Kueue does not manage (or not yet): the
+// operator suspends or resumes it itself.
 func (r *QueueJobReconciler) carrySuspend(ctx context.Context, want *batchv1.Job, suspend bool) error {
 	if kueueManaged(want) {
 		n, err := r.setWorkloadsActive(ctx, want, !suspend)
-		if err != nil || n > 0 || !suspend {
+		if err != nil || n > 0 {
 			return err
 		}
 	}
@@ -96,8 +96,8 @@ func appliedParallelism(job *batchv1.Job) int32 {
 func desiredParallelism(spec *qjv1.QueueJobSpec, job *batchv1.Job, applied int32, probe *probeResult) int32 {
 	limit := spec.EffectiveParallelism()
 	switch {
-	case kueueManaged(job) && !kueueElastic(job):
-		return applied // Kueue would evict an admitted Job whose parallelism changed: kueue.go
+	case kueueManaged(job) && !kueueElastic(job) && !ptr.Deref(job.Spec.Suspend, false):
+		return applied // Kueue would evict a running Job whose parallelism changed: kueue.go
 	case spec.Queue == nil:
 		return limit
 	case job.Spec.Completions != nil: // PerItem: no more than its pods

@@ -165,9 +165,13 @@ func (r *QueueJobReconciler) endWave(ctx context.Context, s *scope, job *batchv1
 		what = fmt.Sprintf("pods waiting for items (%d of %d completions succeeded; another consumer may have taken the rest)",
 			job.Status.Succeeded, *job.Spec.Completions)
 	}
+	how := "suspended it"
+	if byKueue {
+		how = "deactivated its Kueue Workload, for Kueue to suspend it,"
+	}
 	r.announce(s, corev1.EventTypeNormal, qjv1.EventWaveEnded, "EndWave", fmt.Sprintf(
-		"The queue was drained for %ds while Job %s still ran %d %s: suspended it to stop them; this is not a failure",
-		s.qj.Spec.EffectiveDrainGracePeriodSeconds(), job.Name, job.Status.Active, what))
+		"The queue was drained for %ds while Job %s still ran %d %s: %s to stop them; this is not a failure",
+		s.qj.Spec.EffectiveDrainGracePeriodSeconds(), job.Name, job.Status.Active, what, how))
 	for i := range s.jobs {
 		if s.jobs[i].UID == want.UID {
 			s.jobs[i] = *want

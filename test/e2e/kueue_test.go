@@ -197,6 +197,18 @@ var _ = Describe("QueueJobs under Kueue", Ordered, func() {
 		Expect(kueueStops(ctx, ns, job.Name)).To(BeEquivalentTo(2))
 		Expect(got.Status.Waves).To(BeEquivalentTo(1))
 	})
+
+	It("keeps an admitted WorkerPool wave's size when its queue grows (Kueue would evict it): no eviction, the one worker drains the queue", func(ctx SpecContext) {
+		most, flips := growUnderKueue(ctx, "plain", false)
+		Expect(most).To(Equal(1), "pods running at once")
+		Expect(flips).To(Equal([]bool{true, false}), "admitted once, never evicted")
+	})
+
+	It("grows an elastic WorkerPool wave in place when its queue grows: Kueue admits the growth as a workload slice, no eviction", func(ctx SpecContext) {
+		most, flips := growUnderKueue(ctx, "elastic", true)
+		Expect(most).To(Equal(2), "pods running at once")
+		Expect(flips).To(Equal([]bool{true, false}), "admitted once, never evicted")
+	})
 })
 
 // updateQueueJob changes the QueueJob as mutate says, again on a conflict.
@@ -287,8 +299,10 @@ spec:
 	out, err := cluster.KubectlRun(ctx, "apply", "-f", file)
 	Expect(err).NotTo(HaveOccurred(), out)
 	DeferCleanup(func(ctx SpecContext) {
-		// After the namespace (cleanups run last in, first out): a ClusterQueue that still
-		// has workloads waits for them to go.
+		// Before the namespace goes (cleanups run last in, first out), without waiting: a
+		// ClusterQueue that still has Workloads keeps its finalizer until they go with the
+		// namespace. The shared ResourceFlavor and priority classes stay (kueue-down, or
+		// the next run, reuses them).
 		_, _ = cluster.KubectlRun(ctx, "delete", "clusterqueue", cq, "--wait=false")
 	})
 	return ns
@@ -339,7 +353,9 @@ func readyPods(g Gomega, ctx context.Context, job *batchv1.Job) int32 {
 }
 
 // watchSuspend records, by Job, each value of spec.suspend the Jobs of ns take, from
-// their creation on, until the spec ends; the function returns what it has seen.
+// their creation on, until the spec ends; the function returns what it has seen. It fails
+// the spec if the creator of a Job (the operator) is the last to have set its suspend in
+// any change after the first: only Kueue may flip it (managedFields name who set it).
 func watchSuspend(ctx context.Context, ns string) func() map[string][]bool {
 	GinkgoHelper()
 	w, err := cluster.Clientset.BatchV1().Jobs(ns).Watch(ctx, metav1.ListOptions{})
@@ -347,6 +363,9 @@ func watchSuspend(ctx context.Context, ns string) func() map[string][]bool {
 	DeferCleanup(w.Stop)
 	var mu sync.Mutex
 	seen := map[string][]bool{}
+	creator := map[string]string{}
+	type flip struct{ job, by string }
+	var flips []flip
 	go func() {
 		defer GinkgoRecover()
 		for ev := range w.ResultChan() {
@@ -356,12 +375,26 @@ func watchSuspend(ctx context.Context, ns string) func() map[string][]bool {
 			}
 			mu.Lock()
 			s := ptr.Deref(job.Spec.Suspend, false)
-			if l := seen[job.Name]; len(l) == 0 || l[len(l)-1] != s {
+			l := seen[job.Name]
+			switch {
+			case len(l) == 0:
+				creator[job.Name] = suspendSetBy(job)
+				seen[job.Name] = []bool{s}
+			case l[len(l)-1] != s:
 				seen[job.Name] = append(l, s)
+				flips = append(flips, flip{job.Name, suspendSetBy(job)})
 			}
 			mu.Unlock()
 		}
 	}()
+	DeferCleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, f := range flips {
+			GinkgoWriter.Printf("Job %s (created by %s): suspend flipped by %s\n", f.job, creator[f.job], f.by)
+			Expect(f.by).NotTo(Equal(creator[f.job]), "the creator of Job %s, the operator, flipped its suspend", f.job)
+		}
+	})
 	return func() map[string][]bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -371,6 +404,17 @@ func watchSuspend(ctx context.Context, ns string) func() map[string][]bool {
 		}
 		return out
 	}
+}
+
+// suspendSetBy is the field manager that last set the Job's spec.suspend.
+func suspendSetBy(job *batchv1.Job) string {
+	by, at := "", time.Time{}
+	for _, m := range job.ManagedFields {
+		if m.FieldsV1 != nil && strings.Contains(string(m.FieldsV1.Raw), `"f:suspend"`) && m.Time != nil && !m.Time.Time.Before(at) {
+			by, at = m.Manager, m.Time.Time
+		}
+	}
+	return by
 }
 
 // watchRunningPods records the most pods of ns running at once, until the spec ends.
@@ -406,4 +450,49 @@ func watchRunningPods(ctx context.Context, ns string) func() int {
 		defer mu.Unlock()
 		return most
 	}
+}
+
+// growUnderKueue runs a WorkerPool QueueJob (template parallelism 2) under Kueue whose
+// wave starts with one item, so with one worker, and whose queue then grows by four: an
+// elastic Job ("kueue.x-k8s.io/elastic-job") grows to 2 workers, a plain one keeps 1. It
+// returns the most pods that ran at once and the suspend values of the wave's Job.
+func growUnderKueue(ctx context.Context, name string, elastic bool) (int, []bool) {
+	GinkgoHelper()
+	ns := kueueNamespace(ctx)
+	qj, key := kueueQueueJob(ns, name, 6*time.Second)
+	qj.Spec.JobTemplate.Spec.Parallelism = ptr.To[int32](2)
+	if elastic {
+		qj.Spec.JobTemplate.Annotations = map[string]string{"kueue.x-k8s.io/elastic-job": "true"}
+	}
+	rpush(ctx, key, "g1")
+	flips := watchSuspend(ctx, ns)
+	most := watchRunningPods(ctx, ns)
+	Expect(cluster.Client.Create(ctx, qj)).To(Succeed())
+	Eventually(ctx, func() []string { return lrange(ctx, key+":processing") }).
+		WithPolling(100*time.Millisecond).Should(HaveLen(1), "the one worker holds the one item")
+	jobs := jobsOf(ctx, qj)
+	Expect(jobs).To(HaveLen(1))
+	Expect(jobs[0].Spec.Parallelism).To(HaveValue(BeEquivalentTo(1)))
+	rpush(ctx, key, "g2", "g3", "g4", "g5")
+
+	job := &jobs[0]
+	parallelism := func(g Gomega) int32 {
+		got := &batchv1.Job{}
+		g.Expect(cluster.Client.Get(ctx, client.ObjectKeyFromObject(job), got)).To(Succeed())
+		return ptr.Deref(got.Spec.Parallelism, 1)
+	}
+	if elastic {
+		Eventually(ctx, parallelism).Should(BeEquivalentTo(2))
+		Eventually(ctx, func(g Gomega) int32 { return readyPods(g, ctx, job) }).Should(BeEquivalentTo(2))
+	} else {
+		// The operator probes every second: several probes see the deeper queue.
+		Consistently(ctx, parallelism).WithTimeout(5 * time.Second).Should(BeEquivalentTo(1))
+	}
+	got := finished(ctx, qj, 5*time.Minute)
+	Expect(got.Status.State).To(Equal(qjv1.StateComplete))
+	Expect(jobsOf(ctx, got)).To(HaveLen(1))
+	Expect(lrange(ctx, key)).To(BeEmpty())
+	Expect(lrange(ctx, key+":processing")).To(BeEmpty())
+	report("Kueue WorkerPool growth (%s): at most %d pods at once, suspend %v, Complete", name, most(), flips()[jobs[0].Name])
+	return most(), flips()[jobs[0].Name]
 }
