@@ -42,7 +42,9 @@ func (c *Cluster) webhookURL() string {
 }
 
 // kueueConfig is Kueue's Configuration (config.kueue.x-k8s.io/v1beta2). The visibility
-// API server is off: it needs an APIService, and it would bind 0.0.0.0:8082.
+// API server is off: it needs an APIService, and it would bind 0.0.0.0:8082. Elastic Jobs
+// (alpha, off by default) are on, for the e2e spec of a WorkerPool that grows in place;
+// Kueue treats only Jobs annotated kueue.x-k8s.io/elastic-job as elastic.
 func (c *Cluster) kueueConfig() string {
 	return fmt.Sprintf(`apiVersion: config.kueue.x-k8s.io/v1beta2
 kind: Configuration
@@ -65,6 +67,7 @@ integrations:
   - batch/job
 featureGates:
   VisibilityOnDemand: false
+  ElasticJobsViaWorkloadSlices: true
 `, c.Kueue.HealthPort, c.Kueue.MetricsPort, c.NodeIP, c.Kueue.WebhookPort, c.path("kueue", "certs"))
 }
 

@@ -40,6 +40,7 @@ func TestKueueConfig(t *testing.T) {
 		"leaderElect":                {ptr.Deref(got.LeaderElection.LeaderElect, true), false},
 		"internal certs":             {ptr.Deref(got.InternalCertManagement.Enable, true), false},
 		"visibility server":          {got.FeatureGates["VisibilityOnDemand"], false},
+		"elastic Jobs":               {got.FeatureGates["ElasticJobsViaWorkloadSlices"], true},
 	}
 	for name, v := range checks {
 		if v[0] != v[1] {
