@@ -32,11 +32,18 @@ func liveJob(g Gomega, job *batchv1.Job) *batchv1.Job {
 }
 
 // setJobSuspend plays another controller (Kueue) that suspends or resumes a Job.
-func setJobSuspend(job *batchv1.Job, suspend bool) {
+func setJobSuspend(job *batchv1.Job, suspend bool) { setJobSuspendParallelism(job, suspend, nil) }
+
+// setJobSuspendParallelism does what a queueing controller does to a Job: it sets its
+// suspend, and its parallelism unless nil (admitting part of it).
+func setJobSuspendParallelism(job *batchv1.Job, suspend bool, parallelism *int32) {
 	Eventually(func(g Gomega) {
 		cur := liveJob(g, job)
 		patch := client.MergeFrom(cur.DeepCopy())
 		cur.Spec.Suspend = ptr.To(suspend)
+		if parallelism != nil {
+			cur.Spec.Parallelism = parallelism
+		}
 		g.Expect(k8s.Patch(suiteCtx, cur, patch)).To(Succeed())
 	}, timeout, interval).Should(Succeed())
 }
@@ -86,13 +93,7 @@ var _ = Describe("The Job template", func() {
 		job := theJob(qj)
 
 		By("another controller suspending the Job until it admits it, and admitting part of it")
-		Eventually(func(g Gomega) {
-			cur := liveJob(g, job)
-			patch := client.MergeFrom(cur.DeepCopy())
-			cur.Spec.Suspend = ptr.To(true)
-			cur.Spec.Parallelism = ptr.To[int32](1)
-			g.Expect(k8s.Patch(suiteCtx, cur, patch)).To(Succeed())
-		}, timeout, interval).Should(Succeed())
+		setJobSuspendParallelism(job, true, ptr.To[int32](1))
 		Eventually(getQJ(ns, "kq"), timeout, interval).Should(SatisfyAll(
 			cond(qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonJobSuspendedByAnother),
 			HaveField("Status.State", qjv1.StateWaiting)))
@@ -146,13 +147,7 @@ var _ = Describe("The Job template", func() {
 			HaveField("Status.State", qjv1.StateWaiting)))
 
 		By("Kueue admitting 2 of its 3 pods; the template's parallelism then changes: held for the next wave")
-		Eventually(func(g Gomega) {
-			cur := liveJob(g, job)
-			patch := client.MergeFrom(cur.DeepCopy())
-			cur.Spec.Suspend = ptr.To(false)
-			cur.Spec.Parallelism = ptr.To[int32](2)
-			g.Expect(k8s.Patch(suiteCtx, cur, patch)).To(Succeed())
-		}, timeout, interval).Should(Succeed())
+		setJobSuspendParallelism(job, false, ptr.To[int32](2))
 		Eventually(getQJ(ns, "kq"), timeout, interval).Should(HaveField("Status.State", qjv1.StateRunning))
 		updateQJ(ns, "kq", func(q *qjv1.QueueJob) { q.Spec.JobTemplate.Spec.Parallelism = ptr.To[int32](1) })
 		Eventually(getQJ(ns, "kq"), timeout, interval).Should(HaveField("Status.ObservedGeneration", BeNumerically(">=", 2)))
