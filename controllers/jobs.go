@@ -120,8 +120,8 @@ func desiredJob(qj *qjv1.QueueJob, wave int32, size jobSizing, env []corev1.EnvV
 	// are: a Job that sets neither runs one pod to completion, and one that sets only
 	// parallelism is a work-queue Job.
 	spec.Suspend = ptr.To(suspend)
-	if labels[kueueQueueNameLabel] != "" {
-		kueueJob(annotations, &spec)
+	if labels[kueueQueueNameLabel] != "" && qj.Spec.Queue != nil {
+		kueueJob(annotations, &spec) // a Job without a queue passes through as it is
 	}
 	return &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{
@@ -172,11 +172,16 @@ func endedByOperator(job *batchv1.Job) bool {
 	return ok
 }
 
+// endedAt is when the operator ended the Job's wave (the zero time if it cannot tell).
+func endedAt(job *batchv1.Job) time.Time {
+	at, _ := time.Parse(time.RFC3339, job.Annotations[qjv1.AnnotationWaveEnded])
+	return at
+}
+
 // endedBefore reports whether the operator ended the Job's wave before t (a time it
 // cannot read counts as long ago).
 func endedBefore(job *batchv1.Job, t time.Time) bool {
-	at, err := time.Parse(time.RFC3339, job.Annotations[qjv1.AnnotationWaveEnded])
-	return endedByOperator(job) && (err != nil || at.Before(t))
+	return endedByOperator(job) && endedAt(job).Before(t)
 }
 
 // jobWave reads the wave number from a Job's label; 0 if it has none.

@@ -159,9 +159,11 @@ var _ = Describe("The Job template", func() {
 		setJobSuspend(job, false)
 		Eventually(func(g Gomega) *bool { return liveJob(g, job).Spec.Suspend }, timeout, interval).Should(HaveValue(BeTrue()))
 
-		By("the user resuming it: no Workload, so the operator resumes the Job")
+		By("the user resuming it: no Workload, so the operator resumes the Job it stopped, and drops its mark")
 		updateQJ(ns, "kq", func(q *qjv1.QueueJob) { q.Spec.Suspend = ptr.To(false) })
 		Eventually(func(g Gomega) *bool { return liveJob(g, job).Spec.Suspend }, timeout, interval).Should(HaveValue(BeFalse()))
+		Eventually(func(g Gomega) map[string]string { return liveJob(g, job).Annotations }, timeout, interval).
+			ShouldNot(HaveKey("batch.queuejob.io/stopped"))
 		Expect(ownedJobs(Default, qj)).To(HaveLen(1))
 	})
 
@@ -187,13 +189,39 @@ var _ = Describe("The Job template", func() {
 			"the operator suspended a Job that Kueue admits: Kueue would resume it")
 		Expect(liveWorkload(Default, kueues)).To(HaveKeyWithValue("deactivated", ""), "a Workload already inactive is not marked")
 
-		By("spec.suspend false: the one it deactivated active again, Kueue's left alone")
+		Expect(liveJob(Default, job).Annotations).To(HaveKeyWithValue("batch.queuejob.io/stopped", "true"), "marked before the Workloads")
+
+		By("spec.suspend false: the one it deactivated active again, Kueue's left alone, the Job's mark gone")
 		updateQJ(ns, "kw", func(q *qjv1.QueueJob) { q.Spec.Suspend = ptr.To(false) })
 		Eventually(func(g Gomega) map[string]any { return liveWorkload(g, mine) }, timeout, interval).Should(SatisfyAll(
 			HaveKeyWithValue("active", true), HaveKeyWithValue("deactivated", "")))
+		Eventually(func(g Gomega) map[string]string { return liveJob(g, job).Annotations }, timeout, interval).
+			ShouldNot(HaveKey("batch.queuejob.io/stopped"))
 		Consistently(func(g Gomega) map[string]any { return liveWorkload(g, kueues) }, 2*time.Second, 250*time.Millisecond).Should(
 			HaveKeyWithValue("active", false))
 		Expect(liveJob(Default, job).Spec.Suspend).To(HaveValue(BeFalse()))
+
+		By("a resume cut short (the Job still marked stopped, its Workload still deactivated): the next reconcile finishes it")
+		// The Workload first: the Job's change is what brings a reconcile.
+		Eventually(func(g Gomega) {
+			wl := &unstructured.Unstructured{}
+			wl.SetGroupVersionKind(mine.GroupVersionKind())
+			g.Expect(k8s.Get(suiteCtx, client.ObjectKeyFromObject(mine), wl)).To(Succeed())
+			wlPatch := client.MergeFrom(wl.DeepCopy())
+			g.Expect(unstructured.SetNestedField(wl.Object, false, "spec", "active")).To(Succeed())
+			wl.SetAnnotations(map[string]string{"batch.queuejob.io/deactivated": "true"})
+			g.Expect(k8s.Patch(suiteCtx, wl, wlPatch)).To(Succeed())
+		}, timeout, interval).Should(Succeed())
+		Eventually(func(g Gomega) {
+			cur := liveJob(g, job)
+			patch := client.MergeFrom(cur.DeepCopy())
+			metav1.SetMetaDataAnnotation(&cur.ObjectMeta, "batch.queuejob.io/stopped", "true")
+			g.Expect(k8s.Patch(suiteCtx, cur, patch)).To(Succeed())
+		}, timeout, interval).Should(Succeed())
+		Eventually(func(g Gomega) map[string]any { return liveWorkload(g, mine) }, timeout, interval).Should(
+			HaveKeyWithValue("active", true))
+		Eventually(func(g Gomega) map[string]string { return liveJob(g, job).Annotations }, timeout, interval).
+			ShouldNot(HaveKey("batch.queuejob.io/stopped"))
 	})
 
 	It("reports a template change that waits for the next wave, and builds the next wave from it", func() {

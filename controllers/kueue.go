@@ -9,12 +9,15 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 )
 
 // Kueue (kueue.x-k8s.io) admits each wave's Job as a Workload of its own: a Job whose
@@ -37,6 +40,9 @@ const (
 	// annotationDeactivated marks a Workload the operator deactivated: it activates no
 	// other (Kueue deactivates Workloads too, for good reasons of its own).
 	annotationDeactivated = "batch.queuejob.io/deactivated"
+	// annotationStopped marks a wave's Job under Kueue that spec.suspend has the operator
+	// stop: set before its Workloads are deactivated, removed after they are activated.
+	annotationStopped = "batch.queuejob.io/stopped"
 	// kueueStopGrace is how long an ended wave's Job under Kueue may run on after the
 	// operator deactivated its Workload, before the operator archives and deletes it
 	// (Kueue does not run, say): deleting a Job is no fight with Kueue.
@@ -74,8 +80,6 @@ func (r *QueueJobReconciler) setWorkloadsActive(ctx context.Context, job *batchv
 	if active {
 		mark = "null"
 	}
-	patch := client.RawPatch(types.MergePatchType,
-		fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%s}},"spec":{"active":%t}}`, annotationDeactivated, mark, active))
 	n := 0
 	for i := range list {
 		wl := &list[i]
@@ -86,6 +90,11 @@ func (r *QueueJobReconciler) setWorkloadsActive(ctx context.Context, job *batchv
 			n++
 			continue
 		}
+		// With the resourceVersion read: a Workload Kueue deactivated meanwhile is not
+		// marked as the operator's (a conflict: the next reconcile reads it again).
+		patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil,
+			`{"metadata":{"resourceVersion":%q,"annotations":{%q:%s}},"spec":{"active":%t}}`,
+			wl.GetResourceVersion(), annotationDeactivated, mark, active))
 		err := r.Patch(ctx, wl, patch)
 		if apierrors.IsNotFound(err) {
 			continue
@@ -116,14 +125,90 @@ func (r *QueueJobReconciler) workloadsOf(ctx context.Context, job *batchv1.Job) 
 	return nil, nil
 }
 
+// syncKueueSuspend carries spec.suspend over to a running wave's Job under Kueue, in an
+// order that a failed write or a crash at any point does not strand: first the Job's
+// annotations (the wish, batch.queuejob.io/suspend, and while the operator wants the Job
+// stopped, batch.queuejob.io/stopped), then the Workloads (or, with none, the Job's
+// suspend), and, resuming, the stopped mark last. Each reconcile redoes what is left: a
+// Job marked stopped whose wish is to run has the Workloads the operator deactivated
+// activated again; a Job the operator stopped that runs is stopped again. It reports
+// false when the Job changed since the cache saw it (a reconcile a second later goes on).
+func (r *QueueJobReconciler) syncKueueSuspend(ctx context.Context, s *scope, job *batchv1.Job) (bool, error) {
+	wish, marked := s.qj.Spec.IsSuspended(), job.Annotations[annotationStopped] == "true"
+	switch {
+	case wish && !marked:
+		if ok, err := r.annotateJob(ctx, s, job, map[string]any{qjv1.AnnotationSuspend: "true", annotationStopped: "true"}); !ok {
+			return false, err
+		}
+		return true, r.stopKueueJob(ctx, job)
+	case wish:
+		return true, r.keepKueueJobStopped(ctx, job)
+	case marked:
+		if ok, err := r.annotateJob(ctx, s, job, map[string]any{qjv1.AnnotationSuspend: "false"}); !ok {
+			return false, err
+		}
+		n, err := r.setWorkloadsActive(ctx, job, true)
+		if err != nil {
+			return false, err
+		}
+		if n == 0 && ptr.Deref(job.Spec.Suspend, false) { // no Workload: the operator suspended it
+			patch := client.MergeFrom(job.DeepCopy())
+			job.Spec.Suspend = ptr.To(false)
+			if err := r.Patch(ctx, job, patch); err != nil {
+				return false, client.IgnoreNotFound(fmt.Errorf("resuming Job %s: %w", job.Name, err))
+			}
+		}
+		return r.annotateJob(ctx, s, job, map[string]any{annotationStopped: nil})
+	}
+	return true, nil
+}
+
+// annotateJob sets (nil: removes) annotations of the Job, with an optimistic lock. It
+// reports false, and asks for a reconcile a second later, on a conflict.
+func (r *QueueJobReconciler) annotateJob(ctx context.Context, s *scope, job *batchv1.Job, set map[string]any) (bool, error) {
+	same := true
+	for k, v := range set {
+		have, ok := job.Annotations[k]
+		same = same && (v == nil && !ok || ok && v == have)
+	}
+	if same {
+		return true, nil
+	}
+	want := job.DeepCopy()
+	for k, v := range set {
+		if v == nil {
+			delete(want.Annotations, k)
+		} else {
+			metav1.SetMetaDataAnnotation(&want.ObjectMeta, k, v.(string))
+		}
+	}
+	err := r.Patch(ctx, want, client.MergeFromWithOptions(job, client.MergeFromWithOptimisticLock{}))
+	switch {
+	case apierrors.IsConflict(err):
+		s.requeue(time.Second)
+		return false, nil
+	case err != nil:
+		return false, client.IgnoreNotFound(fmt.Errorf("annotating Job %s: %w", job.Name, err))
+	}
+	*job = *want
+	return true, nil
+}
+
 // stopKueueJob asks Kueue to stop a Job it manages: it deactivates the Job's Workloads,
-// and Kueue suspends the Job. It reports whether it did; false: the Job has no Workload
-// (yet), and the caller suspends the Job itself, which no one then resumes but Kueue
-// admitting a Workload it makes later: the caller deactivates that one when it sees the
-// Job run again.
-func (r *QueueJobReconciler) stopKueueJob(ctx context.Context, job *batchv1.Job) (bool, error) {
+// and Kueue suspends the Job. A Job without a Workload (Kueue does not manage it, or not
+// yet) it suspends itself; if Kueue makes and admits a Workload for it later,
+// keepKueueJobStopped deactivates that one when the Job runs again.
+func (r *QueueJobReconciler) stopKueueJob(ctx context.Context, job *batchv1.Job) error {
 	n, err := r.setWorkloadsActive(ctx, job, false)
-	return n > 0, err
+	if err != nil || n > 0 || ptr.Deref(job.Spec.Suspend, false) {
+		return err
+	}
+	patch := client.MergeFrom(job.DeepCopy())
+	job.Spec.Suspend = ptr.To(true)
+	if err := r.Patch(ctx, job, patch); err != nil {
+		return client.IgnoreNotFound(fmt.Errorf("suspending Job %s: %w", job.Name, err))
+	}
+	return nil
 }
 
 // keepKueueJobStopped stops again a Job under Kueue that the operator stopped (it ended
@@ -134,17 +219,7 @@ func (r *QueueJobReconciler) keepKueueJobStopped(ctx context.Context, job *batch
 	if !kueueManaged(job) || ptr.Deref(job.Spec.Suspend, false) {
 		return nil
 	}
-	stopped, err := r.stopKueueJob(ctx, job)
-	if err != nil || stopped {
-		return err
-	}
-	// No Workload: no Kueue to fight over it.
-	patch := client.MergeFrom(job.DeepCopy())
-	job.Spec.Suspend = ptr.To(true)
-	if err := r.Patch(ctx, job, patch); err != nil {
-		return client.IgnoreNotFound(fmt.Errorf("suspending Job %s: %w", job.Name, err))
-	}
-	return nil
+	return r.stopKueueJob(ctx, job)
 }
 
 // kueueJob makes a wave's Job, which names a LocalQueue, one that Kueue admits as it

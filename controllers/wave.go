@@ -143,21 +143,21 @@ func (r *QueueJobReconciler) endWave(ctx context.Context, s *scope, job *batchv1
 	}
 	job = live
 	want := job.DeepCopy()
-	// Under Kueue, Kueue stops the Job once its Workload is inactive: a Job suspended
-	// while Kueue admits it, Kueue would resume.
-	byKueue := false
-	if kueueManaged(job) {
-		var err error
-		if byKueue, err = r.stopKueueJob(ctx, job); err != nil {
-			return err
-		}
-	}
+	// Under Kueue, marked ended first, then stopped through Kueue (kueue.go): a Job
+	// suspended while Kueue admits it, Kueue would resume; and a stop cut short is
+	// redone for an Ending wave (waveInputOf).
+	byKueue := kueueManaged(job)
 	if !byKueue {
 		want.Spec.Suspend = ptr.To(true)
 	}
 	metav1.SetMetaDataAnnotation(&want.ObjectMeta, qjv1.AnnotationWaveEnded, s.now.UTC().Format(time.RFC3339))
 	if err := r.Patch(ctx, want, client.MergeFrom(job)); err != nil {
 		return client.IgnoreNotFound(fmt.Errorf("ending Job %s: %w", job.Name, err))
+	}
+	if byKueue {
+		if err := r.stopKueueJob(ctx, want); err != nil {
+			return err
+		}
 	}
 	logf.FromContext(ctx).Info("Ended a wave whose pods outlived the drained queue", "job", job.Name, "active", job.Status.Active)
 	what := "workers"
@@ -167,7 +167,7 @@ func (r *QueueJobReconciler) endWave(ctx context.Context, s *scope, job *batchv1
 	}
 	how := "suspended it"
 	if byKueue {
-		how = "deactivated its Kueue Workload, for Kueue to suspend it,"
+		how = "deactivated its Kueue Workloads, for Kueue to suspend it,"
 	}
 	r.announce(s, corev1.EventTypeNormal, qjv1.EventWaveEnded, "EndWave", fmt.Sprintf(
 		"The queue was drained for %ds while Job %s still ran %d %s: %s to stop them; this is not a failure",
