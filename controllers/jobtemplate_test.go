@@ -156,6 +156,8 @@ var _ = Describe("The Job template", func() {
 		By("the user suspending the QueueJob: no Workload to deactivate, so the operator suspends the Job, and again when it is resumed behind its back")
 		updateQJ(ns, "kq", func(q *qjv1.QueueJob) { q.Spec.Suspend = ptr.To(true) })
 		Eventually(func(g Gomega) *bool { return liveJob(g, job).Spec.Suspend }, timeout, interval).Should(HaveValue(BeTrue()))
+		Eventually(func(g Gomega) map[string]string { return liveJob(g, job).Annotations }, timeout, interval).
+			Should(HaveKeyWithValue("batch.queuejob.io/stopped", "job"))
 		setJobSuspend(job, false)
 		Eventually(func(g Gomega) *bool { return liveJob(g, job).Spec.Suspend }, timeout, interval).Should(HaveValue(BeTrue()))
 
@@ -189,7 +191,7 @@ var _ = Describe("The Job template", func() {
 			"the operator suspended a Job that Kueue admits: Kueue would resume it")
 		Expect(liveWorkload(Default, kueues)).To(HaveKeyWithValue("deactivated", ""), "a Workload already inactive is not marked")
 
-		Expect(liveJob(Default, job).Annotations).To(HaveKeyWithValue("batch.queuejob.io/stopped", "true"), "marked before the Workloads")
+		Expect(liveJob(Default, job).Annotations).To(HaveKeyWithValue("batch.queuejob.io/stopped", "workloads"), "marked: stopped through its Workloads")
 
 		By("spec.suspend false: the one it deactivated active again, Kueue's left alone, the Job's mark gone")
 		updateQJ(ns, "kw", func(q *qjv1.QueueJob) { q.Spec.Suspend = ptr.To(false) })
@@ -215,7 +217,7 @@ var _ = Describe("The Job template", func() {
 		Eventually(func(g Gomega) {
 			cur := liveJob(g, job)
 			patch := client.MergeFrom(cur.DeepCopy())
-			metav1.SetMetaDataAnnotation(&cur.ObjectMeta, "batch.queuejob.io/stopped", "true")
+			metav1.SetMetaDataAnnotation(&cur.ObjectMeta, "batch.queuejob.io/stopped", "workloads")
 			g.Expect(k8s.Patch(suiteCtx, cur, patch)).To(Succeed())
 		}, timeout, interval).Should(Succeed())
 		Eventually(func(g Gomega) map[string]any { return liveWorkload(g, mine) }, timeout, interval).Should(

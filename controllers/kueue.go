@@ -41,8 +41,14 @@ const (
 	// other (Kueue deactivates Workloads too, for good reasons of its own).
 	annotationDeactivated = "batch.queuejob.io/deactivated"
 	// annotationStopped marks a wave's Job under Kueue that spec.suspend has the operator
-	// stop: set before its Workloads are deactivated, removed after they are activated.
+	// stop, and how far it went (syncKueueSuspend): stopPending, then stopWorkloads or
+	// stopJob; removed once it runs again.
 	annotationStopped = "batch.queuejob.io/stopped"
+	stopPending       = "pending"
+	stopWorkloads     = "workloads"
+	stopJob           = "job"
+	// kueuePoll is how soon a pending stop looks again for the Workload Kueue makes.
+	kueuePoll = 10 * time.Second
 	// kueueStopGrace is how long an ended wave's Job under Kueue may run on after the
 	// operator deactivated its Workload, before the operator archives and deletes it
 	// (Kueue does not run, say): deleting a Job is no fight with Kueue.
@@ -83,6 +89,9 @@ func (r *QueueJobReconciler) setWorkloadsActive(ctx context.Context, job *batchv
 	n := 0
 	for i := range list {
 		wl := &list[i]
+		if workloadFinished(wl) { // a replaced slice of an elastic Job, say
+			continue
+		}
 		got, found, _ := unstructured.NestedBool(wl.Object, "spec", "active")
 		isActive := !found || got // Kueue's default
 		ours := wl.GetAnnotations()[annotationDeactivated] == "true"
@@ -108,6 +117,17 @@ func (r *QueueJobReconciler) setWorkloadsActive(ctx context.Context, job *batchv
 	return n, nil
 }
 
+// workloadFinished reports whether Kueue marked the Workload Finished.
+func workloadFinished(wl *unstructured.Unstructured) bool {
+	conds, _, _ := unstructured.NestedSlice(wl.Object, "status", "conditions")
+	for _, c := range conds {
+		if m, ok := c.(map[string]any); ok && m["type"] == "Finished" && m["status"] == "True" {
+			return true
+		}
+	}
+	return false
+}
+
 // workloadsOf lists the Kueue Workloads of job; none where Kueue's API is not served.
 func (r *QueueJobReconciler) workloadsOf(ctx context.Context, job *batchv1.Job) ([]unstructured.Unstructured, error) {
 	for _, v := range kueueWorkloadVersions {
@@ -126,41 +146,80 @@ func (r *QueueJobReconciler) workloadsOf(ctx context.Context, job *batchv1.Job) 
 }
 
 // syncKueueSuspend carries spec.suspend over to a running wave's Job under Kueue, in an
-// order that a failed write or a crash at any point does not strand: first the Job's
-// annotations (the wish, batch.queuejob.io/suspend, and while the operator wants the Job
-// stopped, batch.queuejob.io/stopped), then the Workloads (or, with none, the Job's
-// suspend), and, resuming, the stopped mark last. Each reconcile redoes what is left: a
-// Job marked stopped whose wish is to run has the Workloads the operator deactivated
-// activated again; a Job the operator stopped that runs is stopped again. It reports
-// false when the Job changed since the cache saw it (a reconcile a second later goes on).
+// order that a failed write or a crash at any point does not strand. The Job's
+// annotation batch.queuejob.io/stopped says how far stopping it went: "pending" (written
+// first: the operator wants it stopped), then "workloads" (its Workloads deactivated) or
+// "job" (it had none: the operator suspended the Job itself). Each reconcile finishes
+// what is left: a pending stop is tried again (a Workload Kueue makes later included), a
+// Job stopped that runs is stopped again, and on a resume the Workloads the operator
+// deactivated are activated, a Job it suspended itself resumed, and the mark removed
+// last. It reports false when a write met a conflict (a reconcile a second later goes on).
 func (r *QueueJobReconciler) syncKueueSuspend(ctx context.Context, s *scope, job *batchv1.Job) (bool, error) {
-	wish, marked := s.qj.Spec.IsSuspended(), job.Annotations[annotationStopped] == "true"
+	wish, mark := s.qj.Spec.IsSuspended(), kueueStopMark(job)
 	switch {
-	case wish && !marked:
-		if ok, err := r.annotateJob(ctx, s, job, map[string]any{qjv1.AnnotationSuspend: "true", annotationStopped: "true"}); !ok {
+	case wish && (mark == "" || mark == stopPending):
+		if ok, err := r.annotateJob(ctx, s, job, map[string]any{qjv1.AnnotationSuspend: "true", annotationStopped: stopPending}); !ok {
 			return false, err
 		}
-		return true, r.stopKueueJob(ctx, job)
+		return r.recordStop(ctx, s, job)
 	case wish:
-		return true, r.keepKueueJobStopped(ctx, job)
-	case marked:
+		if ptr.Deref(job.Spec.Suspend, false) {
+			return true, nil
+		}
+		return r.recordStop(ctx, s, job) // it runs again: Kueue admitted a Workload made since
+	case mark != "":
 		if ok, err := r.annotateJob(ctx, s, job, map[string]any{qjv1.AnnotationSuspend: "false"}); !ok {
 			return false, err
 		}
 		n, err := r.setWorkloadsActive(ctx, job, true)
 		if err != nil {
-			return false, err
+			return kueueRetry(s, err)
 		}
-		if n == 0 && ptr.Deref(job.Spec.Suspend, false) { // no Workload: the operator suspended it
-			patch := client.MergeFrom(job.DeepCopy())
-			job.Spec.Suspend = ptr.To(false)
-			if err := r.Patch(ctx, job, patch); err != nil {
-				return false, client.IgnoreNotFound(fmt.Errorf("resuming Job %s: %w", job.Name, err))
+		if n == 0 && mark == stopJob && ptr.Deref(job.Spec.Suspend, false) {
+			if err := r.setJobSuspend(ctx, job, false); err != nil {
+				return false, err
 			}
 		}
 		return r.annotateJob(ctx, s, job, map[string]any{annotationStopped: nil})
 	}
 	return true, nil
+}
+
+// kueueStopMark is the Job's batch.queuejob.io/stopped; a Job that an earlier operator
+// suspended before the mark existed counts as suspended by the operator itself.
+func kueueStopMark(job *batchv1.Job) string {
+	if m := job.Annotations[annotationStopped]; m != "" {
+		return m
+	}
+	if job.Annotations[qjv1.AnnotationSuspend] == "true" {
+		return stopJob
+	}
+	return ""
+}
+
+// recordStop stops the Job through Kueue (stopKueueJob) and records how in its mark; with
+// nothing to do yet (no Workload, the Job suspended by Kueue's webhook), it looks again
+// after kueuePoll, for the Workload Kueue makes.
+func (r *QueueJobReconciler) recordStop(ctx context.Context, s *scope, job *batchv1.Job) (bool, error) {
+	how, err := r.stopKueueJob(ctx, job)
+	if err != nil {
+		return kueueRetry(s, err)
+	}
+	if how == "" {
+		s.requeue(kueuePoll)
+		return true, nil
+	}
+	return r.annotateJob(ctx, s, job, map[string]any{annotationStopped: how})
+}
+
+// kueueRetry turns a conflict on a Workload (Kueue changed it since it was read) into a
+// reconcile a second later; other errors it returns.
+func kueueRetry(s *scope, err error) (bool, error) {
+	if apierrors.IsConflict(err) {
+		s.requeue(time.Second)
+		return false, nil
+	}
+	return false, err
 }
 
 // annotateJob sets (nil: removes) annotations of the Job, with an optimistic lock. It
@@ -195,31 +254,43 @@ func (r *QueueJobReconciler) annotateJob(ctx context.Context, s *scope, job *bat
 }
 
 // stopKueueJob asks Kueue to stop a Job it manages: it deactivates the Job's Workloads,
-// and Kueue suspends the Job. A Job without a Workload (Kueue does not manage it, or not
-// yet) it suspends itself; if Kueue makes and admits a Workload for it later,
-// keepKueueJobStopped deactivates that one when the Job runs again.
-func (r *QueueJobReconciler) stopKueueJob(ctx context.Context, job *batchv1.Job) error {
+// and Kueue suspends the Job ("workloads"). A running Job without a Workload (Kueue does
+// not manage it, or not yet) it suspends itself ("job"); for a suspended one without a
+// Workload there is nothing to do yet (""): Kueue's webhook suspended it, and the
+// Workload Kueue makes for it is to be deactivated once it exists.
+func (r *QueueJobReconciler) stopKueueJob(ctx context.Context, job *batchv1.Job) (string, error) {
 	n, err := r.setWorkloadsActive(ctx, job, false)
-	if err != nil || n > 0 || ptr.Deref(job.Spec.Suspend, false) {
-		return err
+	switch {
+	case err != nil:
+		return "", err
+	case n > 0:
+		return stopWorkloads, nil
+	case ptr.Deref(job.Spec.Suspend, false):
+		return "", nil
 	}
-	patch := client.MergeFrom(job.DeepCopy())
-	job.Spec.Suspend = ptr.To(true)
-	if err := r.Patch(ctx, job, patch); err != nil {
-		return client.IgnoreNotFound(fmt.Errorf("suspending Job %s: %w", job.Name, err))
+	return stopJob, r.setJobSuspend(ctx, job, true)
+}
+
+// setJobSuspend sets the Job's own spec.suspend (only for a Job without a Workload).
+func (r *QueueJobReconciler) setJobSuspend(ctx context.Context, job *batchv1.Job, suspend bool) error {
+	want := job.DeepCopy()
+	want.Spec.Suspend = ptr.To(suspend)
+	if err := r.Patch(ctx, want, client.MergeFrom(job)); err != nil {
+		return client.IgnoreNotFound(fmt.Errorf("setting spec.suspend of Job %s to %t: %w", job.Name, suspend, err))
 	}
+	*job = *want
 	return nil
 }
 
-// keepKueueJobStopped stops again a Job under Kueue that the operator stopped (it ended
-// its wave, or spec.suspend holds it) but that runs: Kueue made and admitted a Workload
-// for it after the operator suspended it, or the operator's stop was cut short. Nothing
-// is read for a Job that is suspended or not under Kueue.
+// keepKueueJobStopped stops again an ended wave's Job under Kueue that runs: Kueue made
+// and admitted a Workload for it after the operator suspended it, or the operator's stop
+// was cut short. Nothing is read for a Job that is suspended or not under Kueue.
 func (r *QueueJobReconciler) keepKueueJobStopped(ctx context.Context, job *batchv1.Job) error {
 	if !kueueManaged(job) || ptr.Deref(job.Spec.Suspend, false) {
 		return nil
 	}
-	return r.stopKueueJob(ctx, job)
+	_, err := r.stopKueueJob(ctx, job)
+	return err
 }
 
 // kueueJob makes a wave's Job, which names a LocalQueue, one that Kueue admits as it
@@ -227,9 +298,7 @@ func (r *QueueJobReconciler) keepKueueJobStopped(ctx context.Context, job *batch
 // sized for more pods than the ClusterQueue's quota would never be admitted whole). A
 // template's minimum that this wave's pod count does not exceed is dropped (Kueue refuses
 // it: the wave is admitted whole), and so is one of an elastic Job, which grows (Kueue
-// refuses a change of parallelism of a running Job admitted in part). The Job is not
-// created suspended: Kueue's webhook suspends it when Kueue manages it, and a Job it does
-// not manage must run.
+// refuses a change of parallelism of a running Job admitted in part).
 func kueueJob(annotations map[string]string, spec *batchv1.JobSpec) {
 	pods := ptr.Deref(spec.Parallelism, 1) // Kueue's count: at most the completions
 	if spec.Completions != nil {

@@ -7,6 +7,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 )
 
 // kueueJobOf is job naming a Kueue LocalQueue, elastic or not.
@@ -66,6 +68,24 @@ func TestKueueManaged(t *testing.T) {
 	} {
 		if got := kueueManaged(tc.job); got != tc.want {
 			t.Errorf("kueueManaged(%v) = %t, want %t", tc.job, got, tc.want)
+		}
+	}
+}
+
+func TestKueueStopMark(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		annotations map[string]string
+		want        string
+	}{
+		{"never stopped", map[string]string{qjv1.AnnotationSuspend: "false"}, ""},
+		{"a stop under way", map[string]string{qjv1.AnnotationSuspend: "true", annotationStopped: stopPending}, stopPending},
+		{"stopped through its Workloads", map[string]string{qjv1.AnnotationSuspend: "true", annotationStopped: stopWorkloads}, stopWorkloads},
+		{"suspended by an operator from before the mark: by the operator itself", map[string]string{qjv1.AnnotationSuspend: "true"}, stopJob},
+	} {
+		job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Annotations: tc.annotations}}
+		if got := kueueStopMark(job); got != tc.want {
+			t.Errorf("%s: kueueStopMark = %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }

@@ -20,11 +20,10 @@ import (
 // syncJob carries spec.suspend and the parallelism over to the running Job (under Kueue:
 // kueue.go); the rest of the spec applies to the next wave. It changes a field only when
 // the operator's own wish for it changed since it last set it (recorded in an annotation
-// on the Job), never
-// because the Job differs: a queueing controller such as Kueue suspends a Job until it is
-// admitted, and may change its parallelism when it admits part of it. A WorkerPool's
-// parallelism grows with its queue up to the template's but never shrinks on its own:
-// fewer workers would mean killing some.
+// on the Job), never because the Job differs: a queueing controller such as Kueue
+// suspends a Job until it is admitted, and may change its parallelism when it admits part
+// of it. A WorkerPool's parallelism grows with its queue up to the template's but never
+// shrinks on its own: fewer workers would mean killing some.
 func (r *QueueJobReconciler) syncJob(ctx context.Context, s *scope) error {
 	w := s.wave()
 	if !w.state.runs() || w.job.DeletionTimestamp != nil {

@@ -29,7 +29,9 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 		return nil
 	}
 	if s.qj.Spec.Queue == nil {
-		if s.current() != nil {
+		// Under Kueue a suspended QueueJob's Job is created once it is resumed: Kueue
+		// would admit and resume a Job created suspended (kueue.go).
+		if s.current() != nil || s.qj.Spec.IsSuspended() && s.qj.Spec.JobTemplate.Labels[kueueQueueNameLabel] != "" {
 			return nil
 		}
 		return r.createJob(ctx, s, desiredJob(s.qj, 1, plainSizing(&s.qj.Spec), nil))
@@ -83,8 +85,9 @@ func (r *QueueJobReconciler) waveInputOf(ctx context.Context, s *scope, backend 
 	in.failedInARow, _ = failedInARow(&s.read.Status, s.jobs)
 	if current.state.endedByOperator() {
 		if current.state == waveEnding {
+			// Planning goes on if it fails: after kueueStopGrace the wave is archived.
 			if err := r.keepKueueJobStopped(ctx, current.job); err != nil {
-				return in, err
+				logf.FromContext(ctx).Error(err, "Stopping an ended wave's Job through Kueue", "job", current.job.Name)
 			}
 		}
 		n, err := r.unfinishedPods(ctx, s, in.current)
@@ -154,11 +157,6 @@ func (r *QueueJobReconciler) endWave(ctx context.Context, s *scope, job *batchv1
 	if err := r.Patch(ctx, want, client.MergeFrom(job)); err != nil {
 		return client.IgnoreNotFound(fmt.Errorf("ending Job %s: %w", job.Name, err))
 	}
-	if byKueue {
-		if err := r.stopKueueJob(ctx, want); err != nil {
-			return err
-		}
-	}
 	logf.FromContext(ctx).Info("Ended a wave whose pods outlived the drained queue", "job", job.Name, "active", job.Status.Active)
 	what := "workers"
 	if job.Spec.Completions != nil {
@@ -167,7 +165,7 @@ func (r *QueueJobReconciler) endWave(ctx context.Context, s *scope, job *batchv1
 	}
 	how := "suspended it"
 	if byKueue {
-		how = "deactivated its Kueue Workloads, for Kueue to suspend it,"
+		how = "had Kueue suspend it (its Workloads deactivated)"
 	}
 	r.announce(s, corev1.EventTypeNormal, qjv1.EventWaveEnded, "EndWave", fmt.Sprintf(
 		"The queue was drained for %ds while Job %s still ran %d %s: %s to stop them; this is not a failure",
@@ -175,6 +173,16 @@ func (r *QueueJobReconciler) endWave(ctx context.Context, s *scope, job *batchv1
 	for i := range s.jobs {
 		if s.jobs[i].UID == want.UID {
 			s.jobs[i] = *want
+		}
+	}
+	if !byKueue {
+		return nil
+	}
+	// A stop cut short here is redone for the Ending wave (waveInputOf).
+	for i := range s.jobs {
+		if s.jobs[i].UID == want.UID {
+			_, err := r.stopKueueJob(ctx, &s.jobs[i])
+			return err
 		}
 	}
 	return nil
