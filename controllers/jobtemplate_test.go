@@ -226,6 +226,19 @@ var _ = Describe("The Job template", func() {
 			ShouldNot(HaveKey("batch.queuejob.io/stopped"))
 	})
 
+	It("creates the Job of a suspended QueueJob without a queue that names a Kueue LocalQueue only once it is resumed (Kueue would admit and resume it)", func() {
+		qj := queueJob(ns, "pk", func(q *qjv1.QueueJob) {
+			q.Spec.JobTemplate.Labels = map[string]string{"kueue.x-k8s.io/queue-name": "team-a"}
+			q.Spec.Suspend = ptr.To(true)
+		})
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		Eventually(getQJ(ns, "pk"), timeout, interval).Should(HaveField("Status.State", qjv1.StateSuspended))
+		Consistently(func(g Gomega) []batchv1.Job { return ownedJobs(g, qj) }, 3*time.Second, 250*time.Millisecond).Should(BeEmpty())
+		updateQJ(ns, "pk", func(q *qjv1.QueueJob) { q.Spec.Suspend = ptr.To(false) })
+		job := theJob(qj)
+		Expect(job.Spec.Suspend).To(HaveValue(BeFalse()))
+	})
+
 	It("reports a template change that waits for the next wave, and builds the next wave from it", func() {
 		c := redisClient(redisSrv.Addr())
 		key := "tmpl-" + ns
