@@ -47,8 +47,7 @@ const (
 	stopPending       = "pending"
 	stopWorkloads     = "workloads"
 	stopJob           = "job"
-	// kueuePoll is how soon a pending stop looks again for the Workload Kueue makes.
-	kueuePoll = 10 * time.Second
+	stopHeld          = "held"
 	// kueueStopGrace is how long an ended wave's Job under Kueue may run on after the
 	// operator deactivated its Workload, before the operator archives and deletes it
 	// (Kueue does not run, say): deleting a Job is no fight with Kueue.
@@ -148,16 +147,18 @@ func (r *QueueJobReconciler) workloadsOf(ctx context.Context, job *batchv1.Job) 
 // syncKueueSuspend carries spec.suspend over to a running wave's Job under Kueue, in an
 // order that a failed write or a crash at any point does not strand. The Job's
 // annotation batch.queuejob.io/stopped says how far stopping it went: "pending" (written
-// first: the operator wants it stopped), then "workloads" (its Workloads deactivated) or
-// "job" (it had none: the operator suspended the Job itself). Each reconcile finishes
-// what is left: a pending stop is tried again (a Workload Kueue makes later included), a
-// Job stopped that runs is stopped again, and on a resume the Workloads the operator
-// deactivated are activated, a Job it suspended itself resumed, and the mark removed
-// last. It reports false when a write met a conflict (a reconcile a second later goes on).
+// first: the operator wants it stopped), then "workloads" (its Workloads deactivated),
+// "job" (it had none: the operator suspended the Job itself, in the same write as the
+// mark) or "held" (none, and Kueue's webhook had suspended it). Each reconcile finishes
+// what is left: a pending stop, or one a resume undid in part, is done again; a Job
+// stopped that runs is stopped again (Kueue admitted a Workload made since); and on a
+// resume the Workloads the operator deactivated are activated, a Job it suspended itself
+// resumed (with the mark removed in the same write), and the mark removed last. It reports false when a write met a conflict (a reconcile a second later goes on).
 func (r *QueueJobReconciler) syncKueueSuspend(ctx context.Context, s *scope, job *batchv1.Job) (bool, error) {
 	wish, mark := s.qj.Spec.IsSuspended(), kueueStopMark(job)
+	resuming := job.Annotations[qjv1.AnnotationSuspend] != "true" // or never stopped
 	switch {
-	case wish && (mark == "" || mark == stopPending):
+	case wish && (mark == "" || mark == stopPending || resuming):
 		if ok, err := r.annotateJob(ctx, s, job, map[string]any{qjv1.AnnotationSuspend: "true", annotationStopped: stopPending}); !ok {
 			return false, err
 		}
@@ -168,7 +169,8 @@ func (r *QueueJobReconciler) syncKueueSuspend(ctx context.Context, s *scope, job
 		}
 		return r.recordStop(ctx, s, job) // it runs again: Kueue admitted a Workload made since
 	case mark != "":
-		if ok, err := r.annotateJob(ctx, s, job, map[string]any{qjv1.AnnotationSuspend: "false"}); !ok {
+		// The mark stays (an inferred one written) until the resume is done.
+		if ok, err := r.annotateJob(ctx, s, job, map[string]any{qjv1.AnnotationSuspend: "false", annotationStopped: mark}); !ok {
 			return false, err
 		}
 		n, err := r.setWorkloadsActive(ctx, job, true)
@@ -176,9 +178,7 @@ func (r *QueueJobReconciler) syncKueueSuspend(ctx context.Context, s *scope, job
 			return kueueRetry(s, err)
 		}
 		if n == 0 && mark == stopJob && ptr.Deref(job.Spec.Suspend, false) {
-			if err := r.setJobSuspend(ctx, job, false); err != nil {
-				return false, err
-			}
+			return r.setJobSuspend(ctx, s, job, false, map[string]any{annotationStopped: nil})
 		}
 		return r.annotateJob(ctx, s, job, map[string]any{annotationStopped: nil})
 	}
@@ -197,25 +197,20 @@ func kueueStopMark(job *batchv1.Job) string {
 	return ""
 }
 
-// recordStop stops the Job through Kueue (stopKueueJob) and records how in its mark; with
-// nothing to do yet (no Workload, the Job suspended by Kueue's webhook), it looks again
-// after kueuePoll, for the Workload Kueue makes.
+// recordStop stops the Job through Kueue (stopKueueJob) and records how in its mark (a
+// Job it suspends itself, in the same write).
 func (r *QueueJobReconciler) recordStop(ctx context.Context, s *scope, job *batchv1.Job) (bool, error) {
-	how, err := r.stopKueueJob(ctx, job)
-	if err != nil {
+	how, err := r.stopKueueJob(ctx, s, job, map[string]any{annotationStopped: stopJob})
+	if err != nil || how == "" {
 		return kueueRetry(s, err)
-	}
-	if how == "" {
-		s.requeue(kueuePoll)
-		return true, nil
 	}
 	return r.annotateJob(ctx, s, job, map[string]any{annotationStopped: how})
 }
 
-// kueueRetry turns a conflict on a Workload (Kueue changed it since it was read) into a
-// reconcile a second later; other errors it returns.
+// kueueRetry turns a conflict (Kueue changed the Workload or the Job since it was read)
+// into a reconcile a second later; other errors it returns.
 func kueueRetry(s *scope, err error) (bool, error) {
-	if apierrors.IsConflict(err) {
+	if err == nil || apierrors.IsConflict(err) {
 		s.requeue(time.Second)
 		return false, nil
 	}
@@ -255,10 +250,11 @@ func (r *QueueJobReconciler) annotateJob(ctx context.Context, s *scope, job *bat
 
 // stopKueueJob asks Kueue to stop a Job it manages: it deactivates the Job's Workloads,
 // and Kueue suspends the Job ("workloads"). A running Job without a Workload (Kueue does
-// not manage it, or not yet) it suspends itself ("job"); for a suspended one without a
-// Workload there is nothing to do yet (""): Kueue's webhook suspended it, and the
-// Workload Kueue makes for it is to be deactivated once it exists.
-func (r *QueueJobReconciler) stopKueueJob(ctx context.Context, job *batchv1.Job) (string, error) {
+// not manage it, or not yet) it suspends itself, with the annotations mark in the same
+// write ("job"; "" on a conflict). A suspended one without a Workload is "held": Kueue's
+// webhook suspended it; should Kueue make and admit a Workload for it later, the Job's
+// resumption brings a reconcile that deactivates it.
+func (r *QueueJobReconciler) stopKueueJob(ctx context.Context, s *scope, job *batchv1.Job, mark map[string]any) (string, error) {
 	n, err := r.setWorkloadsActive(ctx, job, false)
 	switch {
 	case err != nil:
@@ -266,30 +262,49 @@ func (r *QueueJobReconciler) stopKueueJob(ctx context.Context, job *batchv1.Job)
 	case n > 0:
 		return stopWorkloads, nil
 	case ptr.Deref(job.Spec.Suspend, false):
-		return "", nil
+		return stopHeld, nil
 	}
-	return stopJob, r.setJobSuspend(ctx, job, true)
+	if ok, err := r.setJobSuspend(ctx, s, job, true, mark); !ok {
+		return "", err
+	}
+	return stopJob, nil
 }
 
-// setJobSuspend sets the Job's own spec.suspend (only for a Job without a Workload).
-func (r *QueueJobReconciler) setJobSuspend(ctx context.Context, job *batchv1.Job, suspend bool) error {
+// setJobSuspend sets the Job's own spec.suspend (only for a Job without a Workload) and
+// the annotations given (nil: removed), in one write with an optimistic lock; false on a
+// conflict, with a reconcile a second later.
+func (r *QueueJobReconciler) setJobSuspend(ctx context.Context, s *scope, job *batchv1.Job, suspend bool, annotations map[string]any) (bool, error) {
 	want := job.DeepCopy()
 	want.Spec.Suspend = ptr.To(suspend)
-	if err := r.Patch(ctx, want, client.MergeFrom(job)); err != nil {
-		return client.IgnoreNotFound(fmt.Errorf("setting spec.suspend of Job %s to %t: %w", job.Name, suspend, err))
+	for k, v := range annotations {
+		if v == nil {
+			delete(want.Annotations, k)
+		} else {
+			metav1.SetMetaDataAnnotation(&want.ObjectMeta, k, v.(string))
+		}
+	}
+	err := r.Patch(ctx, want, client.MergeFromWithOptions(job, client.MergeFromWithOptimisticLock{}))
+	switch {
+	case apierrors.IsConflict(err):
+		s.requeue(time.Second)
+		return false, nil
+	case err != nil:
+		return false, client.IgnoreNotFound(fmt.Errorf("setting spec.suspend of Job %s to %t: %w", job.Name, suspend, err))
 	}
 	*job = *want
-	return nil
+	return true, nil
 }
 
 // keepKueueJobStopped stops again an ended wave's Job under Kueue that runs: Kueue made
 // and admitted a Workload for it after the operator suspended it, or the operator's stop
-// was cut short. Nothing is read for a Job that is suspended or not under Kueue.
-func (r *QueueJobReconciler) keepKueueJobStopped(ctx context.Context, job *batchv1.Job) error {
+// was cut short (then a reconcile a second later tries again). Nothing is read for a Job
+// that is suspended or not under Kueue.
+func (r *QueueJobReconciler) keepKueueJobStopped(ctx context.Context, s *scope, job *batchv1.Job) error {
 	if !kueueManaged(job) || ptr.Deref(job.Spec.Suspend, false) {
 		return nil
 	}
-	_, err := r.stopKueueJob(ctx, job)
+	_, err := r.stopKueueJob(ctx, s, job, nil)
+	_, err = kueueRetry(s, err)
 	return err
 }
 

@@ -86,8 +86,9 @@ func (r *QueueJobReconciler) waveInputOf(ctx context.Context, s *scope, backend 
 	if current.state.endedByOperator() {
 		if current.state == waveEnding {
 			// Planning goes on if it fails: after kueueStopGrace the wave is archived.
-			if err := r.keepKueueJobStopped(ctx, current.job); err != nil {
+			if err := r.keepKueueJobStopped(ctx, s, current.job); err != nil {
 				logf.FromContext(ctx).Error(err, "Stopping an ended wave's Job through Kueue", "job", current.job.Name)
+				s.requeue(time.Second)
 			}
 		}
 		n, err := r.unfinishedPods(ctx, s, in.current)
@@ -181,7 +182,8 @@ func (r *QueueJobReconciler) endWave(ctx context.Context, s *scope, job *batchv1
 	// A stop cut short here is redone for the Ending wave (waveInputOf).
 	for i := range s.jobs {
 		if s.jobs[i].UID == want.UID {
-			_, err := r.stopKueueJob(ctx, &s.jobs[i])
+			_, err := r.stopKueueJob(ctx, s, &s.jobs[i], nil)
+			_, err = kueueRetry(s, err)
 			return err
 		}
 	}
