@@ -7,6 +7,7 @@ import (
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -217,18 +218,25 @@ func kueueRetry(s *scope, err error) (bool, error) {
 	return false, err
 }
 
-// annotateJob sets (nil: removes) annotations of the Job, with an optimistic lock. It
-// reports false, and asks for a reconcile a second later, on a conflict.
+// annotateJob sets (nil: removes) annotations of the Job; see patchJob.
 func (r *QueueJobReconciler) annotateJob(ctx context.Context, s *scope, job *batchv1.Job, set map[string]any) (bool, error) {
-	same := true
-	for k, v := range set {
-		have, ok := job.Annotations[k]
-		same = same && (v == nil && !ok || ok && v == have)
-	}
-	if same {
-		return true, nil
-	}
+	return r.patchJob(ctx, s, job, nil, set)
+}
+
+// setJobSuspend sets the Job's own spec.suspend (only for a Job without a Workload) and
+// the annotations given, in one write; see patchJob.
+func (r *QueueJobReconciler) setJobSuspend(ctx context.Context, s *scope, job *batchv1.Job, suspend bool, set map[string]any) (bool, error) {
+	return r.patchJob(ctx, s, job, &suspend, set)
+}
+
+// patchJob sets the Job's spec.suspend (unless nil) and annotations (nil: removed), in one
+// write with an optimistic lock, if they differ. It reports false, and asks for a
+// reconcile a second later, on a conflict.
+func (r *QueueJobReconciler) patchJob(ctx context.Context, s *scope, job *batchv1.Job, suspend *bool, set map[string]any) (bool, error) {
 	want := job.DeepCopy()
+	if suspend != nil {
+		want.Spec.Suspend = ptr.To(*suspend)
+	}
 	for k, v := range set {
 		if v == nil {
 			delete(want.Annotations, k)
@@ -236,13 +244,16 @@ func (r *QueueJobReconciler) annotateJob(ctx context.Context, s *scope, job *bat
 			metav1.SetMetaDataAnnotation(&want.ObjectMeta, k, v.(string))
 		}
 	}
+	if equality.Semantic.DeepEqual(job, want) {
+		return true, nil
+	}
 	err := r.Patch(ctx, want, client.MergeFromWithOptions(job, client.MergeFromWithOptimisticLock{}))
 	switch {
 	case apierrors.IsConflict(err):
 		s.requeue(time.Second)
 		return false, nil
 	case err != nil:
-		return false, client.IgnoreNotFound(fmt.Errorf("annotating Job %s: %w", job.Name, err))
+		return false, client.IgnoreNotFound(fmt.Errorf("updating Job %s: %w", job.Name, err))
 	}
 	*job = *want
 	return true, nil
@@ -268,31 +279,6 @@ func (r *QueueJobReconciler) stopKueueJob(ctx context.Context, s *scope, job *ba
 		return "", err
 	}
 	return stopJob, nil
-}
-
-// setJobSuspend sets the Job's own spec.suspend (only for a Job without a Workload) and
-// the annotations given (nil: removed), in one write with an optimistic lock; false on a
-// conflict, with a reconcile a second later.
-func (r *QueueJobReconciler) setJobSuspend(ctx context.Context, s *scope, job *batchv1.Job, suspend bool, annotations map[string]any) (bool, error) {
-	want := job.DeepCopy()
-	want.Spec.Suspend = ptr.To(suspend)
-	for k, v := range annotations {
-		if v == nil {
-			delete(want.Annotations, k)
-		} else {
-			metav1.SetMetaDataAnnotation(&want.ObjectMeta, k, v.(string))
-		}
-	}
-	err := r.Patch(ctx, want, client.MergeFromWithOptions(job, client.MergeFromWithOptimisticLock{}))
-	switch {
-	case apierrors.IsConflict(err):
-		s.requeue(time.Second)
-		return false, nil
-	case err != nil:
-		return false, client.IgnoreNotFound(fmt.Errorf("setting spec.suspend of Job %s to %t: %w", job.Name, suspend, err))
-	}
-	*job = *want
-	return true, nil
 }
 
 // keepKueueJobStopped stops again an ended wave's Job under Kueue that runs: Kueue made
