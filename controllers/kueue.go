@@ -7,7 +7,6 @@ import (
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -220,43 +219,27 @@ func kueueRetry(s *scope, err error) (bool, error) {
 
 // annotateJob sets (nil: removes) annotations of the Job; see patchJob.
 func (r *QueueJobReconciler) annotateJob(ctx context.Context, s *scope, job *batchv1.Job, set map[string]any) (bool, error) {
-	return r.patchJob(ctx, s, job, nil, set)
+	return r.patchJob(ctx, s, job, func(want *batchv1.Job) { setAnnotations(want, set) })
 }
 
 // setJobSuspend sets the Job's own spec.suspend (only for a Job without a Workload) and
 // the annotations given, in one write; see patchJob.
 func (r *QueueJobReconciler) setJobSuspend(ctx context.Context, s *scope, job *batchv1.Job, suspend bool, set map[string]any) (bool, error) {
-	return r.patchJob(ctx, s, job, &suspend, set)
+	return r.patchJob(ctx, s, job, func(want *batchv1.Job) {
+		want.Spec.Suspend = ptr.To(suspend)
+		setAnnotations(want, set)
+	})
 }
 
-// patchJob sets the Job's spec.suspend (unless nil) and annotations (nil: removed), in one
-// write with an optimistic lock, if they differ. It reports false, and asks for a
-// reconcile a second later, on a conflict.
-func (r *QueueJobReconciler) patchJob(ctx context.Context, s *scope, job *batchv1.Job, suspend *bool, set map[string]any) (bool, error) {
-	want := job.DeepCopy()
-	if suspend != nil {
-		want.Spec.Suspend = ptr.To(*suspend)
-	}
+// setAnnotations sets (nil: removes) the annotations of the Job.
+func setAnnotations(job *batchv1.Job, set map[string]any) {
 	for k, v := range set {
 		if v == nil {
-			delete(want.Annotations, k)
+			delete(job.Annotations, k)
 		} else {
-			metav1.SetMetaDataAnnotation(&want.ObjectMeta, k, v.(string))
+			metav1.SetMetaDataAnnotation(&job.ObjectMeta, k, v.(string))
 		}
 	}
-	if equality.Semantic.DeepEqual(job, want) {
-		return true, nil
-	}
-	err := r.Patch(ctx, want, client.MergeFromWithOptions(job, client.MergeFromWithOptimisticLock{}))
-	switch {
-	case apierrors.IsConflict(err):
-		s.requeue(time.Second)
-		return false, nil
-	case err != nil:
-		return false, client.IgnoreNotFound(fmt.Errorf("updating Job %s: %w", job.Name, err))
-	}
-	*job = *want
-	return true, nil
 }
 
 // stopKueueJob asks Kueue to stop a Job it manages: it deactivates the Job's Workloads,

@@ -35,34 +35,47 @@ func (r *QueueJobReconciler) syncJob(ctx context.Context, s *scope) error {
 			return err
 		}
 	}
-	want := job.DeepCopy()
-	if suspend := strconv.FormatBool(s.qj.Spec.IsSuspended()); !kueueManaged(job) && job.Annotations[qjv1.AnnotationSuspend] != suspend {
-		metav1.SetMetaDataAnnotation(&want.ObjectMeta, qjv1.AnnotationSuspend, suspend)
-		want.Spec.Suspend = ptr.To(s.qj.Spec.IsSuspended())
-	}
 	applied := appliedParallelism(job)
-	if p := desiredParallelism(&s.qj.Spec, job, applied, s.probe); p != applied {
-		want.Spec.Parallelism = ptr.To(p)
-		metav1.SetMetaDataAnnotation(&want.ObjectMeta, qjv1.AnnotationParallelism, strconv.Itoa(int(p)))
+	p := desiredParallelism(&s.qj.Spec, job, applied, s.probe)
+	rv := job.ResourceVersion
+	ok, err := r.patchJob(ctx, s, job, func(want *batchv1.Job) {
+		if suspend := strconv.FormatBool(s.qj.Spec.IsSuspended()); !kueueManaged(want) && want.Annotations[qjv1.AnnotationSuspend] != suspend {
+			metav1.SetMetaDataAnnotation(&want.ObjectMeta, qjv1.AnnotationSuspend, suspend)
+			want.Spec.Suspend = ptr.To(s.qj.Spec.IsSuspended())
+		}
+		if p != applied {
+			want.Spec.Parallelism = ptr.To(p)
+			metav1.SetMetaDataAnnotation(&want.ObjectMeta, qjv1.AnnotationParallelism, strconv.Itoa(int(p)))
+		}
+	})
+	if ok && job.ResourceVersion != rv {
+		logf.FromContext(ctx).Info("Updated Job", "job", job.Name, "suspend", ptr.Deref(job.Spec.Suspend, false),
+			"specSuspend", s.qj.Spec.IsSuspended(), "parallelism", ptr.Deref(job.Spec.Parallelism, 1))
 	}
+	return err
+}
+
+// patchJob changes the Job as mutate says, if that changes it, in one write with an
+// optimistic lock: from a cache that has not seen the operator's own last patch, an
+// unlocked patch would set again what another controller changed since. It reports
+// false, and asks for a reconcile a second later, on a conflict.
+func (r *QueueJobReconciler) patchJob(ctx context.Context, s *scope, job *batchv1.Job, mutate func(want *batchv1.Job)) (bool, error) {
+	want := job.DeepCopy()
+	mutate(want)
 	if equality.Semantic.DeepEqual(job, want) {
-		return nil
+		return true, nil
 	}
-	// With an optimistic lock: from a cache that has not seen the operator's own last
-	// patch, an unlocked patch would set again what another controller changed since.
 	err := r.Patch(ctx, want, client.MergeFromWithOptions(job, client.MergeFromWithOptimisticLock{}))
 	switch {
 	case apierrors.IsConflict(err):
 		logf.FromContext(ctx).V(1).Info("The Job changed since the cache saw it; will look again", "job", job.Name)
 		s.requeue(time.Second)
-		return nil
+		return false, nil
 	case err != nil:
-		return client.IgnoreNotFound(fmt.Errorf("updating Job %s: %w", job.Name, err))
+		return false, client.IgnoreNotFound(fmt.Errorf("updating Job %s: %w", job.Name, err))
 	}
-	logf.FromContext(ctx).Info("Updated Job", "job", job.Name, "suspend", ptr.Deref(want.Spec.Suspend, false),
-		"specSuspend", s.qj.Spec.IsSuspended(), "parallelism", ptr.Deref(want.Spec.Parallelism, 1))
 	*job = *want
-	return nil
+	return true, nil
 }
 
 // appliedParallelism is the parallelism the operator last set on the Job.

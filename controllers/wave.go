@@ -172,16 +172,11 @@ func (r *QueueJobReconciler) endWave(ctx context.Context, s *scope, job *batchv1
 		"The queue was drained for %ds while Job %s still ran %d %s: %s to stop them; this is not a failure",
 		s.qj.Spec.EffectiveDrainGracePeriodSeconds(), job.Name, job.Status.Active, what, how))
 	for i := range s.jobs {
-		if s.jobs[i].UID == want.UID {
-			s.jobs[i] = *want
+		if s.jobs[i].UID != want.UID {
+			continue
 		}
-	}
-	if !byKueue {
-		return nil
-	}
-	// A stop cut short here is redone for the Ending wave (waveInputOf).
-	for i := range s.jobs {
-		if s.jobs[i].UID == want.UID {
+		s.jobs[i] = *want
+		if byKueue { // a stop cut short here is redone for the Ending wave (waveInputOf)
 			_, err := r.stopKueueJob(ctx, s, &s.jobs[i], nil)
 			_, err = kueueRetry(s, err)
 			return err
