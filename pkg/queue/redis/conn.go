@@ -35,7 +35,9 @@ type Options struct {
 // Conn is a connection to a Redis list read with the rediswq protocol: the operator's
 // probe and lease reaper.
 type Conn struct {
-	client  *goredis.Client
+	client *goredis.Client
+	// release closes client, or gives it back to the SharedClients it came from.
+	release func() error
 	addr    string
 	tls     bool
 	key     string
@@ -68,11 +70,19 @@ type discardLogger struct{}
 
 func (discardLogger) Printf(context.Context, string, ...any) {}
 
-// New returns a connection to the list of o; it connects on first use.
+// New returns a connection to the list of o on a client of its own; it connects on first
+// use. The operator's probes share clients instead (NewShared).
 func New(o Options) *Conn {
-	opts := probeClientOptions(&o)
+	client := goredis.NewClient(probeClientOptions(&o))
+	return newConn(o, client, client.Close)
+}
+
+// newConn returns a connection to the list of o on client; Close calls release.
+func newConn(o Options, client *goredis.Client, release func() error) *Conn {
+	o.fillDefaults()
 	return &Conn{
-		client:   goredis.NewClient(opts),
+		client:   client,
+		release:  release,
 		addr:     o.Address,
 		tls:      o.TLS != nil,
 		key:      o.Key,
@@ -81,16 +91,21 @@ func New(o Options) *Conn {
 	}
 }
 
-// probeClientOptions are the go-redis options of the operator's connections to a Redis
-// server; it fills in o's defaults.
-func probeClientOptions(o *Options) *goredis.Options {
-	quietRedis.Do(func() { goredis.SetLogger(discardLogger{}) })
+// fillDefaults sets the timeout and the scan bound of zero Options.
+func (o *Options) fillDefaults() {
 	if o.Timeout == 0 {
 		o.Timeout = 5 * time.Second
 	}
 	if o.MaxScan == 0 {
 		o.MaxScan = 10000
 	}
+}
+
+// probeClientOptions are the go-redis options of the operator's connections to a Redis
+// server; it fills in o's defaults.
+func probeClientOptions(o *Options) *goredis.Options {
+	quietRedis.Do(func() { goredis.SetLogger(discardLogger{}) })
+	o.fillDefaults()
 	opts := &goredis.Options{
 		Addr: o.Address, Username: o.Username, Password: o.Password, DB: o.DB,
 		DialTimeout: o.Timeout, ReadTimeout: o.Timeout, WriteTimeout: o.Timeout,
@@ -98,9 +113,9 @@ func probeClientOptions(o *Options) *goredis.Options {
 		// handshake that a plain-TCP server never answers takes the whole timeout).
 		PoolSize: 2, MaxRetries: -1, DialerRetries: 1,
 		DisableIdentity: true,
-		// Small buffers: the operator holds a client per QueueJob, and go-redis's
-		// defaults (32 KiB each way, 128 KiB each way for the pipeline connection a probe
-		// uses) cost ~270 KiB a QueueJob, 270 MiB for 1 000 idle ones. Probe and Reap
+		// Small buffers: go-redis's defaults (32 KiB each way, 128 KiB each way for the
+		// pipeline connection a probe uses) cost ~270 KiB a connection, and the operator
+		// held one per QueueJob before they shared clients (SharedClients). Probe and Reap
 		// send and receive a few hundred bytes; a longer reply takes more reads, not a
 		// bigger buffer.
 		ReadBufferSize: redisBufferSize, WriteBufferSize: redisBufferSize,
@@ -359,7 +374,7 @@ func (r *Conn) endPass() {
 }
 
 // Close closes the connection pool.
-func (r *Conn) Close() error { return r.client.Close() }
+func (r *Conn) Close() error { return r.release() }
 
 // fail classifies an error of go-redis (see redisFailure).
 func (r *Conn) fail(err error) error { return redisFailure(r.addr, r.tls, err) }

@@ -34,7 +34,7 @@ var Backend = backends.Backend{
 		if err != nil {
 			return nil, err
 		}
-		return redis.New(o), nil
+		return redis.NewShared(redis.ProbeClients, ClientID(src, *src.Spec.Redis), o), nil
 	},
 	Addresses: func(src backends.Source) ([]queue.Address, error) {
 		return []queue.Address{{HostPort: src.Spec.Redis.Address, Field: FieldAddress}}, nil
@@ -50,6 +50,14 @@ var Backend = backends.Backend{
 		return fmt.Sprintf("Redis list %q", redis.FailedKey(s.Redis.Key))
 	},
 	WorkerEnv: WorkerEnv,
+}
+
+// ClientID names the Redis server, credentials, database and TLS settings of r, a source's
+// connection (a stream's too, pkg/queue/redis/stream/kube): the probes of the sources of
+// one ClientID share a client (redis.SharedClients). The key is not part of it.
+func ClientID(src backends.Source, r qjv1.RedisQueue) string {
+	conn := qjv1.RedisQueue{Address: r.Address, DB: r.DB, Username: r.Username, PasswordSecretRef: r.PasswordSecretRef, TLS: r.TLS}
+	return backends.Source{Spec: &qjv1.QueueSource{Redis: &conn}, Secrets: src.Secrets}.Fingerprint()
 }
 
 // SecretRefs are the Secret keys spec.queue.redis references: its password and its TLS

@@ -20,16 +20,28 @@ var _ queue.Reaper = (*Conn)(nil)
 type Conn struct {
 	o      Options
 	client *goredis.Client
+	// release closes client, or gives it back to the SharedClients it came from.
+	release func() error
 }
 
-// New returns a connection to the stream of o; it connects on first use.
+// New returns a connection to the stream of o on a client of its own; it connects on
+// first use. The operator's probes share clients instead (NewShared).
 func New(o Options) *Conn {
 	o = o.withDefaults()
-	return &Conn{o: o, client: redis.NewProbeClient(o.Server())}
+	client := redis.NewProbeClient(o.Server())
+	return &Conn{o: o, client: client, release: client.Close}
 }
 
-// Close closes the connection pool.
-func (c *Conn) Close() error { return c.client.Close() }
+// NewShared returns a connection to the stream of o on the shared client of id (see
+// redis.SharedClients.Get); Close releases the client.
+func NewShared(clients *redis.SharedClients, id string, o Options) *Conn {
+	o = o.withDefaults()
+	client, release := clients.Get(id, o.Server())
+	return &Conn{o: o, client: client, release: release}
+}
+
+// Close closes the client, or releases the shared one.
+func (c *Conn) Close() error { return c.release() }
 
 // fail classifies an error of go-redis (see failure).
 func (c *Conn) fail(err error) error { return failure(c.o, err) }

@@ -44,7 +44,9 @@ var Backend = backends.Backend{
 		if err != nil {
 			return nil, err
 		}
-		return stream.New(o), nil
+		r := src.Spec.RedisStream
+		id := rediskube.ClientID(src, qjv1.RedisQueue{Address: r.Address, DB: r.DB, Username: r.Username, PasswordSecretRef: r.PasswordSecretRef, TLS: r.TLS})
+		return stream.NewShared(redis.ProbeClients, id, o), nil
 	},
 	Addresses: func(src backends.Source) ([]queue.Address, error) {
 		return []queue.Address{{HostPort: src.Spec.RedisStream.Address, Field: FieldAddress}}, nil
