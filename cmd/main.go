@@ -64,6 +64,11 @@ func main() {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zap)))
 	log := ctrl.Log.WithName("setup")
+	if limit, err := setMemoryLimit(); err != nil {
+		log.Error(err, "Not setting the Go runtime's memory limit")
+	} else if limit > 0 {
+		log.Info("Keeping the Go runtime's memory under 90 % of the container's limit", "GOMEMLIMIT", limit)
+	}
 	if !allowed.AllowsAll() {
 		log.Info("Restricting the queue addresses the manager connects to", "allowed", allowed.String())
 	}

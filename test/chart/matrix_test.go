@@ -380,8 +380,10 @@ func checkDefaults(t *testing.T, m *matrixRun) {
 	}
 	if d := m.deployment(t); *d.Spec.Replicas != 1 {
 		t.Errorf("replicas = %d, want 1", *d.Spec.Replicas)
-	} else if pod := d.Spec.Template.Spec; len(pod.Volumes) != 0 || len(pod.Containers[0].VolumeMounts) != 0 || len(pod.Containers[0].Env) != 0 {
-		t.Errorf("volumes %+v, mounts %+v, env %+v at default values: want none", pod.Volumes, pod.Containers[0].VolumeMounts, pod.Containers[0].Env)
+	} else if pod := d.Spec.Template.Spec; len(pod.Volumes) != 0 || len(pod.Containers[0].VolumeMounts) != 0 {
+		t.Errorf("volumes %+v, mounts %+v at default values: want none", pod.Volumes, pod.Containers[0].VolumeMounts)
+	} else if diff := cmp.Diff([]corev1.EnvVar{memoryLimitEnv}, pod.Containers[0].Env); diff != "" {
+		t.Errorf("env at default values (-want +got):\n%s", diff)
 	}
 	createNamespace(t, m.ctx, m.c, "defaults-work", nil)
 	checkManagerRuns(t, m, "defaults-work") // last: it skips the rest with -short
@@ -619,6 +621,10 @@ func checkPDB(t *testing.T, m *matrixRun) {
 	}
 }
 
+// memoryLimitEnv hands the manager its container's memory limit, for GOMEMLIMIT.
+var memoryLimitEnv = corev1.EnvVar{Name: "QUEUEJOB_MEMORY_LIMIT", ValueFrom: &corev1.EnvVarSource{
+	ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory"}}}
+
 // checkCertSecret: metrics.certSecret mounts the Secret's tls.crt and tls.key, read-only, at
 // controller-runtime's default metrics certificate directory ($TMPDIR, set to /tmp, then
 // k8s-metrics-server/serving-certs), and the ServiceMonitor verifies the certificate with
@@ -638,7 +644,7 @@ func checkCertSecret(t *testing.T, m *matrixRun) {
 	if diff := cmp.Diff(wantMounts, ctr.VolumeMounts); diff != "" {
 		t.Errorf("volumeMounts (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]corev1.EnvVar{{Name: "TMPDIR", Value: "/tmp"}}, ctr.Env); diff != "" {
+	if diff := cmp.Diff([]corev1.EnvVar{memoryLimitEnv, {Name: "TMPDIR", Value: "/tmp"}}, ctr.Env); diff != "" {
 		t.Errorf("env (-want +got):\n%s", diff)
 	}
 	var sm serviceMonitor
