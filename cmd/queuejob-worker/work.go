@@ -44,6 +44,10 @@ func work(ctx context.Context, c *config, log *slog.Logger) (worker.Stats, error
 	runCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	h := &handler{c: c, log: log, stop: stop}
+	if c.persistent {
+		h.persistent = &persistent{c: c, log: log}
+		defer h.persistent.close()
+	}
 	for c.run.Items == 0 || total.Handled() < c.run.Items {
 		// One item a call, so that each item's outcome is known before the next: the
 		// library's Run finishes it (complete, fail with attempts and dead-letter, or
@@ -89,6 +93,8 @@ type handler struct {
 	c    *config
 	log  *slog.Logger
 	stop context.CancelCauseFunc
+	// persistent, with --persistent, is the COMMAND that handles every item.
+	persistent *persistent
 	// last is the outcome of the last item; Run calls handle on its own goroutine, which
 	// is work's.
 	last result
@@ -102,7 +108,12 @@ type result struct {
 
 func (h *handler) handle(ctx context.Context, it *worker.Item) error {
 	start := time.Now()
-	err := h.runCommand(ctx, it)
+	var err error
+	if h.persistent != nil {
+		err = h.persistent.handle(ctx, it, h.stop)
+	} else {
+		err = h.runCommand(ctx, it)
+	}
 	h.last = result{attempt: it.Attempt(), took: time.Since(start), err: err}
 	return err
 }
