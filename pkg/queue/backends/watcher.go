@@ -9,6 +9,10 @@ type Watcher interface {
 	// reported false; with reported true when a write may have gone unheard (the watch
 	// started or restarted). stop ends it.
 	Watch(src Source, wake func(reported bool)) (stop func(), err error)
+	// Active reports whether the watch of src's queue is up now: writes to it are heard.
+	// When an active watch fails, it wakes its QueueJobs with reported true, so that none
+	// waits on a watch that is down.
+	Active(src Source) bool
 	// Close ends every watch.
 	Close()
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/go-logr/logr"
 
@@ -23,6 +24,8 @@ type natsWatcher struct {
 
 type natsStreamWatch struct {
 	watch *nats.Watch
+	// active is set while the watch is subscribed.
+	active atomic.Bool
 	// wakes holds the wake functions of the QueueJobs on the stream, by token.
 	wakes map[int]func(bool)
 }
@@ -38,11 +41,7 @@ func (w *natsWatcher) Watch(src backends.Source, wake func(reported bool)) (func
 	if err != nil {
 		return nil, err
 	}
-	// The stream's identity is everything of the source but the consumer and the lease,
-	// credentials included.
-	spec := src.Spec.DeepCopy()
-	spec.NATS.Consumer, spec.NATS.AckWaitSeconds = "", nil
-	stream := backends.Source{Spec: spec, Secrets: src.Secrets}.Fingerprint()
+	stream := streamOf(src)
 
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -55,6 +54,9 @@ func (w *natsWatcher) Watch(src backends.Source, wake func(reported bool)) (func
 		addrs, _ := o.Addresses()
 		servers, name := strings.Join(addrs, ","), o.Stream
 		sw.watch = nats.NewWatch(o, func(reported bool) { w.fire(stream, reported) }, func(active bool, err error) {
+			if was := sw.active.Swap(active); was && !active {
+				w.fire(stream, true) // none waits on a watch that is down
+			}
 			if active {
 				w.log.V(1).Info("Watching a NATS stream for new items", "servers", servers, "stream", name)
 				return
@@ -69,6 +71,22 @@ func (w *natsWatcher) Watch(src backends.Source, wake func(reported bool)) (func
 	sw.wakes[token] = wake
 	var once sync.Once
 	return func() { once.Do(func() { w.unwatch(stream, token) }) }, nil
+}
+
+// streamOf is the identity of src's stream: everything of the source but the consumer
+// and the lease, credentials included.
+func streamOf(src backends.Source) string {
+	spec := src.Spec.DeepCopy()
+	spec.NATS.Consumer, spec.NATS.AckWaitSeconds = "", nil
+	return backends.Source{Spec: spec, Secrets: src.Secrets}.Fingerprint()
+}
+
+// Active reports whether the watch of src's stream is subscribed now.
+func (w *natsWatcher) Active(src backends.Source) bool {
+	w.mu.Lock()
+	sw, ok := w.streams[streamOf(src)]
+	w.mu.Unlock()
+	return ok && sw.active.Load()
 }
 
 func (w *natsWatcher) unwatch(stream string, token int) {

@@ -100,8 +100,9 @@ func TestWatchWakesOnPublish(t *testing.T) {
 	got.none(t, time.Second, "a publish after the watch stopped")
 }
 
-// A watch whose server went away connects again once it is back, and wakes reported then
-// (what was published meanwhile went unheard); publishes wake it as before.
+// A watch whose server went away wakes reported (none waits on it) and is not Active; it
+// connects again once the server is back, and wakes reported then (what was published
+// meanwhile went unheard); publishes wake it as before.
 func TestWatchSurvivesRestart(t *testing.T) {
 	srv, err := servers.StartNATSWith(servers.NATSOptions{})
 	if err != nil {
@@ -120,16 +121,30 @@ func TestWatchSurvivesRestart(t *testing.T) {
 	w := NewWatcher(logr.Discard())
 	defer w.Close()
 	got := make(wakes, 100)
-	if _, err := w.Watch(backends.Source{Spec: &qjv1.QueueSource{NATS: &qjv1.NATSQueue{URL: srv.URL(), Stream: "restarted", Consumer: "workers"}}}, got.wake); err != nil {
+	src := backends.Source{Spec: &qjv1.QueueSource{NATS: &qjv1.NATSQueue{URL: srv.URL(), Stream: "restarted", Consumer: "workers"}}}
+	if _, err := w.Watch(src, got.wake); err != nil {
 		t.Fatal(err)
 	}
 	got.next(t, 30*time.Second, "the watch's start")
+	if !w.Active(src) {
+		t.Error("Active is false once the watch started")
+	}
 	srv.Stop()
+	// None waits on a watch that is down: its failure wakes, reported.
+	if !got.next(t, 30*time.Second, "the watch's failure") {
+		t.Error("the wake of the failed watch is not reported")
+	}
+	if w.Active(src) {
+		t.Error("Active is true with the server down")
+	}
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
 	if !got.next(t, 30*time.Second, "the watch's restart") {
 		t.Error("the wake after the restart is not reported")
+	}
+	if !w.Active(src) {
+		t.Error("Active is false once the watch restarted")
 	}
 	if err := srv.Publisher(t).Publish("restarted", []byte("item")); err != nil {
 		t.Fatal(err)

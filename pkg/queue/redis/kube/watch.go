@@ -3,6 +3,7 @@ package kube
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/go-logr/logr"
 
@@ -24,6 +25,8 @@ type redisWatcher struct {
 
 type redisServerWatch struct {
 	watch *redis.KeyWatch
+	// active is set while the server tracks the keys (the last state the watch told).
+	active atomic.Bool
 	// wakes holds, by key, the wake functions of the QueueJobs on that key, by token.
 	wakes map[string]map[int]func(bool)
 }
@@ -76,6 +79,9 @@ func (w *redisWatcher) Watch(src backends.Source, wake func(reported bool)) (fun
 		sw = &redisServerWatch{wakes: map[string]map[int]func(bool){}}
 		addr, user := o.Address, o.Username
 		sw.watch = redis.NewKeyWatchIn(w.wording, o, func(k string, reported bool) { w.fire(server, k, reported) }, func(active bool, err error) {
+			if was := sw.active.Swap(active); was && !active {
+				w.fireAll(server) // none waits on a watch that is down
+			}
 			if active {
 				w.log.V(1).Info("Watching a Redis server for new items", "address", addr, "username", user)
 				return
@@ -132,6 +138,39 @@ func (w *redisWatcher) fire(server, key string, reported bool) {
 	for _, f := range wakes {
 		f(reported)
 	}
+}
+
+// fireAll wakes every QueueJob on a server, with reported true.
+func (w *redisWatcher) fireAll(server string) {
+	w.mu.Lock()
+	var wakes []func(bool)
+	if sw, ok := w.servers[server]; ok {
+		for _, byToken := range sw.wakes {
+			for _, f := range byToken {
+				wakes = append(wakes, f)
+			}
+		}
+	}
+	w.mu.Unlock()
+	for _, f := range wakes {
+		f(true)
+	}
+}
+
+// Active reports whether the server of src is tracking the watched keys now.
+func (w *redisWatcher) Active(src backends.Source) bool {
+	_, server, err := w.locate(src)
+	if err != nil {
+		return false
+	}
+	w.mu.Lock()
+	sw, ok := w.servers[server]
+	w.mu.Unlock()
+	if !ok {
+		return false
+	}
+	active, _ := sw.watch.Active()
+	return active
 }
 
 func (w *redisWatcher) Close() {

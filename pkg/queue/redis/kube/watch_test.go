@@ -13,6 +13,7 @@ import (
 	qjv1 "github.com/queuejob/queuejob-operator/api/v1alpha1"
 	"github.com/queuejob/queuejob-operator/pkg/queue/backends"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
+	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
 // TestRedisWatcher: QueueJobs on one server and user share one watch, each hears of its
@@ -119,5 +120,63 @@ func TestRedisWatcher(t *testing.T) {
 	stopT()
 	if n := w.Servers(); n != 0 {
 		t.Fatalf("%d servers watched after every QueueJob stopped, want 0", n)
+	}
+}
+
+// Active says whether a source's server tracks its keys; when the server goes away, the
+// watch wakes its QueueJobs reported (none waits on a watch that is down) and Active
+// says false.
+func TestRedisWatcherActive(t *testing.T) {
+	srv, err := servers.StartRedis("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	w := NewWatcher(logr.Discard())
+	defer w.Close()
+	src := backends.Source{Spec: &qjv1.QueueSource{Redis: &qjv1.RedisQueue{Address: srv.Addr(), Key: key(t)}}}
+	if w.Active(src) {
+		t.Fatal("active before any watch")
+	}
+	reported := make(chan bool, 100)
+	stop, err := w.Watch(src, func(r bool) { reported <- r })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	waitFor(t, "the watch active", func() bool { return w.Active(src) })
+	drain(reported)
+	srv.Stop()
+	select {
+	case r := <-reported:
+		if !r {
+			t.Error("the wake of a failed watch is not reported")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("no wake within a minute of the server's end")
+	}
+	waitFor(t, "the watch inactive", func() bool { return !w.Active(src) })
+	if err := srv.Start(func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the watch active again", func() bool { return w.Active(src) })
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !ok(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within a minute: %s", what)
+		}
+	}
+}
+
+func drain(c chan bool) {
+	for {
+		select {
+		case <-c:
+		default:
+			return
+		}
 	}
 }
