@@ -38,6 +38,9 @@ type probeResult struct {
 	// against, and how many writes to the queue had been heard.
 	mark         waveMark
 	writesBefore uint64
+	// watched is set when the queue's watch was up as the probe ended: a write to the
+	// queue would be heard (see idleGap).
+	watched bool
 }
 
 // waveMark is what a probe's counts are measured against: the spec and the latest
@@ -325,7 +328,7 @@ func (r *QueueJobReconciler) probeOnce(ctx context.Context, p *probeRun) probeRe
 			return res
 		}
 		r.watchQueue(ctx, p.key, p.uid, p.backend, p.source)
-		res.counts = &got.counts
+		res.counts, res.watched = &got.counts, r.queueWatched(p.key, p.uid, p.backend, p.source)
 	case <-ctx.Done():
 		r.probes.abandon(p.key, p.conn)
 		e := queue.Errorf(queue.ReasonConnectionFailed,
@@ -361,6 +364,15 @@ func (r *QueueJobReconciler) watchQueue(ctx context.Context, key types.Namespace
 	if !r.probes.setUnwatch(key, uid, stop) {
 		stop()
 	}
+}
+
+// queueWatched reports whether the QueueJob's queue is watched and its watch is up.
+func (r *QueueJobReconciler) queueWatched(key types.NamespacedName, uid types.UID, backend *backends.Backend, src backends.Source) bool {
+	if r.NoQueueWatch || backend.NewWatcher == nil || !r.probes.watching(key, uid) {
+		return false
+	}
+	w := r.watcher(backend)
+	return w != nil && w.Active(src)
 }
 
 // watcher is the Watcher of a backend, started on first use; nil once the manager stops.

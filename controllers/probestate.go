@@ -78,6 +78,9 @@ type writeWake struct {
 	// such probes in a row that found no item (see minWakeGap).
 	woken      bool
 	emptyWakes int
+	// idleProbes counts the probes in a row that found the queue idle while its watch was
+	// up: the next probe comes later with each (see idleGap).
+	idleProbes int
 }
 
 // with calls f with the entry of a QueueJob (of this UID), under the lock; not at all if
@@ -274,8 +277,10 @@ func (p *probeStates) heard(key types.NamespacedName, uid types.UID, now time.Ti
 // queue held none. Only such a QueueJob is woken by a write: while a wave runs, every
 // worker's take is a write too, and the probes at their interval decide. If a write was
 // heard since the probe began (writesBefore), the probe may have counted before it: armWake
-// then makes the probe due and returns true, and the caller queues a reconcile.
-func (p *probeStates) armWake(key types.NamespacedName, uid types.UID, waiting bool, writesBefore uint64) (probeAgain bool) {
+// then makes the probe due and returns true, and the caller queues a reconcile. A
+// QueueJob idle as well (nothing in flight either, and its queue's watch up) has its next
+// probe put off (idleGap).
+func (p *probeStates) armWake(key types.NamespacedName, uid types.UID, waiting, idle bool, writesBefore uint64) (probeAgain bool) {
 	p.with(key, uid, func(e *probeState) {
 		w := &e.wake
 		if w.woken && waiting {
@@ -284,12 +289,41 @@ func (p *probeStates) armWake(key types.NamespacedName, uid types.UID, waiting b
 			w.emptyWakes = 0 // a probe at its time or brought forward by a report, or items came
 		}
 		w.waiting, w.woken = waiting, false
-		if waiting && w.writes != writesBefore {
+		switch {
+		case waiting && w.writes != writesBefore:
 			w.waiting, w.woken, probeAgain = false, true, true
 			e.schedule.due = e.schedule.probedAt.Add(e.wakeGap())
+			w.idleProbes = 0
+		case idle:
+			w.idleProbes++
+			e.schedule.due = maxTime(e.schedule.due, e.schedule.probedAt.Add(e.idleGap()))
+		default:
+			w.idleProbes = 0
 		}
 	})
 	return probeAgain
+}
+
+// maxIdleGap bounds how far an idle QueueJob's probes are put off.
+const maxIdleGap = time.Minute
+
+// idleGap is the time from a probe that found the queue idle, its watch up, to the next:
+// the probe interval doubled with each such probe in a row, up to maxIdleGap (never less
+// than the interval). A write to the queue brings the probe forward as it does at any
+// interval; a watch that fails wakes its QueueJobs (backends.Watcher), whose next probe,
+// the watch down, comes at the interval again. The probe goes on at all only for what no
+// watch reports: a queue deleted, a password changed.
+func (e *probeState) idleGap() time.Duration {
+	iv := e.schedule.interval
+	return max(iv, min(iv<<min(e.wake.idleProbes, 16), maxIdleGap))
+}
+
+// maxTime is the later of two times.
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // setUnwatch records the end of a QueueJob's watch; it reports false (and the caller
@@ -328,7 +362,8 @@ func (p *probeStates) get(key types.NamespacedName, uid types.UID, backend *back
 		// TestProbeStatesRotationCarries names each field carried or reset.
 		if e.uid == uid {
 			carried = probeState{
-				schedule: probeSchedule{due: e.schedule.due, probedAt: e.schedule.probedAt},
+				// Not put off for idleness: the new connection's watch is not up yet.
+				schedule: probeSchedule{due: minTime(e.schedule.due, e.schedule.probedAt.Add(e.schedule.interval)), probedAt: e.schedule.probedAt},
 				wake:     writeWake{writes: e.wake.writes},
 				goneWave: e.goneWave, reclaimed: e.reclaimed,
 			}

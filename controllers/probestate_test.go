@@ -104,6 +104,69 @@ func TestProbeStatesSchedule(t *testing.T) {
 	}
 }
 
+// TestProbeStatesIdle: a QueueJob whose queue is idle and watched is probed later with
+// each such probe (the interval doubled, up to maxIdleGap); a write still brings the
+// probe forward; any probe that is not idle, or a write heard while one ran, ends it; a
+// new connection (a rotated Secret) is not put off.
+func TestProbeStatesIdle(t *testing.T) {
+	now := time.Date(2026, 12, 8, 12, 0, 0, 0, time.UTC)
+	backend := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
+	key := types.NamespacedName{Namespace: "ns", Name: "q"}
+	var p probeStates
+	if _, err := p.get(key, "uid-1", backend, backends.Source{Spec: &qjv1.QueueSource{}}); err != nil {
+		t.Fatal(err)
+	}
+	const iv = 2 * time.Second
+	// probe records a probe at the interval and returns the wait until the next one.
+	probe := func(waiting, idle bool) time.Duration {
+		before := p.writesHeard(key, "uid-1")
+		now = now.Add(p.untilDue(key, "uid-1", now))
+		p.probed(key, "uid-1", now, now.Add(iv), iv, nil)
+		p.armWake(key, "uid-1", waiting, idle, before)
+		return p.untilDue(key, "uid-1", now)
+	}
+	var gaps []time.Duration
+	for range 8 {
+		gaps = append(gaps, probe(true, true))
+	}
+	if want := []time.Duration{4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second, time.Minute, time.Minute, time.Minute, time.Minute}; !slices.Equal(gaps, want) {
+		t.Errorf("gaps of idle probes %v, want %v", gaps, want)
+	}
+	if wake, after := p.heard(key, "uid-1", now.Add(time.Second), false); !wake || after != 0 {
+		t.Errorf("a write to the idle queue a second after the probe: wake %v after %s, want at once", wake, after)
+	}
+	for name, tc := range map[string]struct{ waiting, idle bool }{
+		"items in flight, or the watch down": {waiting: true},
+		"a wave runs":                        {},
+	} {
+		probe(true, true)
+		probe(true, true)
+		if got := probe(tc.waiting, tc.idle); got != iv {
+			t.Errorf("%s: the next probe in %s, want the interval %s", name, got, iv)
+		}
+		if got := probe(true, true); got != 2*iv {
+			t.Errorf("%s, then idle again: the next probe in %s, want %s (the doubling starts afresh)", name, got, 2*iv)
+		}
+	}
+	// A write heard while the probe ran: the probe may have counted before it.
+	probe(true, true)
+	before := p.writesHeard(key, "uid-1")
+	p.probed(key, "uid-1", now, now.Add(iv), iv, nil)
+	p.heard(key, "uid-1", now, false)
+	if !p.armWake(key, "uid-1", true, true, before) || p.untilDue(key, "uid-1", now) != minWakeGap {
+		t.Errorf("a write heard during an idle probe: next probe in %s, want %s", p.untilDue(key, "uid-1", now), minWakeGap)
+	}
+	for range 4 {
+		probe(true, true)
+	}
+	if _, err := p.get(key, "uid-1", backend, backends.Source{Spec: &qjv1.QueueSource{}, Secrets: map[string]string{"s/k": "rotated"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.untilDue(key, "uid-1", now); got != iv {
+		t.Errorf("a new connection after idle probes: next probe in %s, want the interval %s", got, iv)
+	}
+}
+
 // TestProbeStatesWake: a write to the queue makes the probe of a QueueJob that waits for
 // items due, once per probe, no sooner than minWakeGap after the last probe; a QueueJob
 // that runs a wave is not woken; a write heard while a probe ran is not lost.
@@ -121,7 +184,7 @@ func TestProbeStatesWake(t *testing.T) {
 	probe := func(at time.Time, waiting bool) (probeAgain bool) {
 		before := p.writesHeard(key, "uid-1")
 		p.probed(key, "uid-1", at, at.Add(2*time.Second), 2*time.Second, nil)
-		return p.armWake(key, "uid-1", waiting, before)
+		return p.armWake(key, "uid-1", waiting, false, before)
 	}
 	// A wave runs: the probes at their interval decide.
 	if probe(now, false) {
@@ -187,7 +250,7 @@ func TestProbeStatesWake(t *testing.T) {
 	if wake, _ := p.heard(key, "uid-1", now.Add(10*time.Millisecond), false); wake {
 		t.Fatal("woke during the probe")
 	}
-	if !p.armWake(key, "uid-1", true, before) || p.untilDue(key, "uid-1", now.Add(minWakeGap)) != 0 {
+	if !p.armWake(key, "uid-1", true, false, before) || p.untilDue(key, "uid-1", now.Add(minWakeGap)) != 0 {
 		t.Error("a write heard during the probe was lost")
 	}
 	// The watch ends with the entry.
@@ -279,7 +342,7 @@ func TestProbeStatesRotationCarries(t *testing.T) {
 	carried := map[string]bool{
 		"schedule.due": true, "schedule.probedAt": true, "wake.writes": true, "goneWave": true, "reclaimed": true,
 		"schedule.interval": false, "schedule.running": false, "schedule.result": false, "schedule.serverWoke": false, "schedule.podEnded": false, "schedule.podWakes": false,
-		"wake.waiting": false, "wake.woken": false, "wake.emptyWakes": false,
+		"wake.waiting": false, "wake.woken": false, "wake.emptyWakes": false, "wake.idleProbes": false,
 	}
 	backend := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}

@@ -265,6 +265,29 @@ var _ = Describe("QueueJob with a queue", func() {
 			"the QueueJob's watch heard the push")
 	})
 
+	It("puts off the probes of an idle queue while its watch is up, and still hears a push at once", func() {
+		c := redisClient(redisSrv.Addr())
+		key := "idle-" + ns
+		qj := redisQJ(ns, "idle", redisSrv.Addr(), key, func(j *qjv1.QueueJob) {
+			j.Spec.ProbeIntervalSeconds = ptr.To[int32](5)
+		})
+		Expect(k8s.Create(suiteCtx, qj)).To(Succeed())
+		Eventually(getQJ(ns, "idle"), timeout, interval).Should(
+			cond(qjv1.ConditionProgressing, metav1.ConditionTrue, qjv1.ReasonWaitingForItems))
+		got := &qjv1.QueueJob{}
+		Expect(k8s.Get(suiteCtx, client.ObjectKeyFromObject(qj), got)).To(Succeed())
+		// 5 s, then 10, 20, ...: idle probes in a row put the next one off further.
+		var dueAt time.Time
+		Eventually(func() time.Duration {
+			wait := reconciler.probes.untilDue(client.ObjectKeyFromObject(qj), got.UID, time.Now())
+			dueAt = time.Now().Add(wait)
+			return wait
+		}, time.Minute, interval).Should(BeNumerically(">", 12*time.Second), "the next probe put off past twice the interval")
+		Expect(c.RPush(suiteCtx, key, "a").Err()).To(Succeed())
+		Eventually(func(g Gomega) []batchv1.Job { return ownedJobs(g, qj) }, timeout, interval).Should(HaveLen(1))
+		Expect(time.Now()).To(BeTemporally("<", dueAt), "the wave started before the put-off probe was due: the watch heard the push")
+	})
+
 	It("starts a second wave for items that arrive after a wave under refill Continuous", func() {
 		c := redisClient(redisSrv.Addr())
 		key := "cont-" + ns
