@@ -19,6 +19,7 @@ import (
 
 	"github.com/queuejob/queuejob-operator/pkg/queue"
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
+	"github.com/queuejob/queuejob-operator/pkg/worker"
 	"github.com/queuejob/queuejob-operator/test/servers"
 )
 
@@ -29,7 +30,10 @@ import (
 
 const (
 	drainKey     = "bench-drain"
-	drainCommand = "true" // the cheapest real command: the worker has no mode without an exec
+	drainCommand = "true" // the cheapest real command
+	// drainHandler is the cheapest real --persistent handler: bash builtins only, no
+	// exec per item (docs/queues-and-workers.md's example, without its log line).
+	drainHandler = `export LC_ALL=C; while read -r attempt n; do IFS= read -r -N "$((n+1))" item; echo ok; done`
 	// drainPoll is how often the drain's end (both lists empty) is looked for.
 	drainPoll = 10 * time.Millisecond
 	drainPeer = "raw LMOVE+LREM loop (go-redis)"
@@ -130,9 +134,21 @@ func (r drainRun) rate(items int) *float64 {
 	return ptr.To(float64(items) / r.wall.Seconds())
 }
 
-// drainWorkers drains items items with n queuejob-worker processes, each running
-// drainCommand per item, with the environment the operator gives a WorkerPool's pods.
-func drainWorkers(ctx context.Context, c *goredis.Client, addr, bin, dir string, items, n int, srvCPU func() (time.Duration, error)) (drainRun, error) {
+// drainMode is how the workers of a drain run their command: argv after the binary, and
+// what the note calls it.
+type drainMode struct {
+	tag, what string
+	args      []string
+}
+
+var (
+	drainPerItem    = drainMode{tag: "exec", what: "`" + drainCommand + "` per item", args: []string{"--", drainCommand}}
+	drainPersistent = drainMode{tag: "persistent", what: "`--persistent` bash handler", args: []string{"--persistent", "--", "bash", "-c", drainHandler}}
+)
+
+// drainWorkers drains items items with n queuejob-worker processes, each running its
+// command as mode says, with the environment the operator gives a WorkerPool's pods.
+func drainWorkers(ctx context.Context, c *goredis.Client, addr, bin, dir string, items, n int, mode drainMode, srvCPU func() (time.Duration, error)) (drainRun, error) {
 	if err := fillDrain(ctx, c, items); err != nil {
 		return drainRun{}, fmt.Errorf("fill the list: %w", err)
 	}
@@ -153,7 +169,7 @@ func drainWorkers(ctx context.Context, c *goredis.Client, addr, bin, dir string,
 	}()
 	start := time.Now()
 	for i := range n {
-		p, err := startProc(fmt.Sprintf("queuejob-worker %d", i), filepath.Join(dir, fmt.Sprintf("worker-%d-of-%d.log", i+1, n)), env, bin, "--", drainCommand)
+		p, err := startProc(fmt.Sprintf("queuejob-worker %d", i), filepath.Join(dir, fmt.Sprintf("%s-worker-%d-of-%d.log", mode.tag, i+1, n)), env, bin, mode.args...)
 		if err != nil {
 			return drainRun{}, err
 		}
@@ -233,9 +249,9 @@ func drainWorkers(ctx context.Context, c *goredis.Client, addr, bin, dir string,
 	if len(problems) > 0 && r.failure == "" {
 		r.failure = strings.Join(problems, "; ")
 	}
-	r.detail = fmt.Sprintf("ours: workers' counts sum to %d completed, nothing retried, dead-lettered or lost, both lists and %s empty; workers exited %.1f s after the drain; CPU per item: workers %.0f µs (with their `%s`), redis-server %.0f µs (with its idle cron and this harness's check of both lists every 10 ms)",
-		sum.Completed, redis.FailedKey(drainKey), exitedAfter.Seconds(),
-		float64(workerCPU.Microseconds())/float64(items), drainCommand, float64((s1-s0).Microseconds())/float64(items))
+	r.detail = fmt.Sprintf("ours (%s): workers' counts sum to %d completed, nothing retried, dead-lettered or lost, both lists and %s empty; workers exited %.1f s after the drain; CPU per item: workers %.0f µs (with their commands), redis-server %.0f µs (with its idle cron and this harness's check of both lists every 10 ms)",
+		mode.what, sum.Completed, redis.FailedKey(drainKey), exitedAfter.Seconds(),
+		float64(workerCPU.Microseconds())/float64(items), float64((s1-s0).Microseconds())/float64(items))
 	return r, nil
 }
 
@@ -336,6 +352,60 @@ func drainRaw(ctx context.Context, c *goredis.Client, addr string, items, n int,
 	return r, nil
 }
 
+// drainLibrary drains items items with n goroutines, each a pkg/worker Worker of its own
+// (a connection each, as n worker pods have) running a handler that does nothing: the
+// library's cost, without a process around it.
+func drainLibrary(ctx context.Context, c *goredis.Client, addr string, items, n int, srvCPU func() (time.Duration, error)) (drainRun, error) {
+	if err := fillDrain(ctx, c, items); err != nil {
+		return drainRun{}, fmt.Errorf("fill the list: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, max(2*time.Minute, time.Duration(items)*10*time.Millisecond))
+	defer cancel()
+	ws := make([]*worker.Worker, n)
+	for i := range ws {
+		w, err := worker.New(ctx, worker.Options{Backend: worker.BackendRedis, Redis: redis.Options{Address: addr, Key: drainKey}})
+		if err != nil {
+			return drainRun{}, err
+		}
+		defer w.Close()
+		ws[i] = w
+	}
+	stats := make([]worker.Stats, n)
+	errs := make([]error, n)
+	s0, _ := srvCPU()
+	cpu0 := selfCPU()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i, w := range ws {
+		wg.Go(func() {
+			stats[i], errs[i] = w.Run(ctx, func(context.Context, *worker.Item) error { return nil }, worker.RunOptions{})
+		})
+	}
+	wg.Wait()
+	r := drainRun{wall: time.Since(start)}
+	cpu := selfCPU() - cpu0
+	s1, _ := srvCPU()
+	if err := errors.Join(errs...); err != nil {
+		r.failure = err.Error()
+		return r, nil
+	}
+	var sum worker.Stats
+	for _, st := range stats {
+		sum.Completed += st.Completed
+		sum.Retried += st.Retried + st.DeadLettered + st.Lost
+	}
+	ready, inFlight, err := drainLeft(ctx, c)
+	if err != nil {
+		return drainRun{}, err
+	}
+	if sum.Completed != items || sum.Retried != 0 || ready+inFlight > 0 {
+		r.failure = fmt.Sprintf("%d completed of %d items, %d not completed; %d ready and %d in flight left", sum.Completed, items, sum.Retried, ready, inFlight)
+	}
+	r.detail = fmt.Sprintf("library: %d completed, nothing retried, dead-lettered or lost, both lists empty; CPU per item: this process %.0f µs, redis-server %.0f µs",
+		sum.Completed, float64(cpu.Microseconds())/float64(items), float64((s1-s0).Microseconds())/float64(items))
+	return r, nil
+}
+
 // checkOnce counts the items 0..items-1 (drainItem) that no list holds (lost) and the
 // values beyond the first of each (taken more than once, or not an item at all).
 func checkOnce(got [][]string, items int) (lost, dup int) {
@@ -360,10 +430,13 @@ func checkOnce(got [][]string, items int) (lost, dup int) {
 // benchDrain is section 6.
 func benchDrain(ctx context.Context, res *Results, workerBin string, items int, pools []int) error {
 	title := sectionTitle["drain"]
-	name := func(n int) string { return fmt.Sprintf("WorkerPool of %d, %d items: items/s", n, items) }
+	modes := []drainMode{drainPerItem, drainPersistent}
 	fail := func(why string) error {
 		for _, n := range pools {
-			res.missing(title, name(n), why)
+			res.missing(title, drainLibraryRow(n, items), why)
+			for _, m := range modes {
+				res.missing(title, drainRowName(n, items, m), why)
+			}
 		}
 		return nil
 	}
@@ -374,70 +447,115 @@ func benchDrain(ctx context.Context, res *Results, workerBin string, items int, 
 	if _, ok := res.Versions["redis-server"]; !ok {
 		res.Versions["redis-server"] = redisVersion()
 	}
-	res.Settings["drain"] = fmt.Sprintf("%d items per run on one fresh redis-server; queuejob-worker -- %s, with QUEUEJOB_MODE=WorkerPool", items, drainCommand)
+	res.Settings["drain"] = fmt.Sprintf("%d items per run on one fresh redis-server, with QUEUEJOB_MODE=WorkerPool: queuejob-worker -- %s, and queuejob-worker --persistent -- bash -c '%s'", items, drainCommand, drainHandler)
 	srv, err := servers.StartRedis("")
 	if err != nil {
 		return fail("start redis-server: " + err.Error())
 	}
 	defer srv.Close()
-	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
-	defer c.Close()
 	dir, err := os.MkdirTemp("", "queuejob-bench-drain-")
 	if err != nil {
 		return err
 	}
-	keep := false
-	defer func() {
-		if keep {
-			logf("drain: the workers' logs are in %s", dir)
-		} else {
-			_ = os.RemoveAll(dir)
-		}
-	}()
-	srvCPU := func() (time.Duration, error) { return procCPU(srv.PID()) }
+	d := &drainBench{res: res, title: title, bin: workerBin, dir: dir, items: items, srv: srv,
+		c: goredis.NewClient(&goredis.Options{Addr: srv.Addr()})}
+	defer d.c.Close()
 	for i, n := range pools {
-		logf("drain: %d queuejob-workers, %d items", n, items)
-		ours, err := drainWorkers(ctx, c, srv.Addr(), workerBin, dir, items, n, srvCPU)
-		if err != nil {
-			keep = true
-			res.missing(title, name(n), "queuejob-workers: "+err.Error())
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			continue
+		if err := d.pool(ctx, n, modes, i == 0); err != nil {
+			return err
 		}
-		logf("drain: raw loop of %d goroutines, %d items", n, items)
-		raw, err := drainRaw(ctx, c, srv.Addr(), items, n, srvCPU)
-		if err != nil {
-			keep = true
-			res.missing(title, name(n), "raw loop: "+err.Error())
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			continue
-		}
-		var notes []string
-		if ours.failure != "" {
-			keep = true
-			notes = append(notes, "ours FAILED, no figure: "+ours.failure)
-		} else {
-			notes = append(notes, ours.detail)
-		}
-		if raw.failure != "" {
-			notes = append(notes, "raw FAILED, no figure: "+raw.failure)
-		} else {
-			notes = append(notes, raw.detail)
-		}
-		if rate, cpu, err := execCeiling(ctx, n, min(items, 200*n)); err == nil {
-			notes = append(notes, fmt.Sprintf("for reference, %d goroutine(s) of this process doing nothing but exec `%s` in a loop, right after: %.0f execs/s, %.0f µs CPU per exec in `%s` itself",
-				n, drainCommand, rate, float64(cpu.Microseconds()), drainCommand))
-		} else {
-			notes = append(notes, fmt.Sprintf("exec ceiling not measured: %v", err))
-		}
-		if i == 0 {
-			notes = append(notes, fmt.Sprintf("each item costs ours a fork+exec of `%s` and a log line besides the protocol (take, claim the lease, complete); the raw loop takes no lease and runs nothing", drainCommand))
-		}
-		res.add(Row{Section: title, Name: name(n), Unit: "items/s", Ours: ours.rate(items), Peer: raw.rate(items), PeerName: drainPeer, Note: strings.Join(notes, "; ")})
+	}
+	if d.keep {
+		logf("drain: the workers' logs are in %s", dir)
+	} else {
+		_ = os.RemoveAll(dir)
 	}
 	return ctx.Err()
+}
+
+func drainRowName(n, items int, m drainMode) string {
+	if m.tag == drainPersistent.tag {
+		return fmt.Sprintf("WorkerPool of %d, --persistent, %d items: items/s", n, items)
+	}
+	return fmt.Sprintf("WorkerPool of %d, %d items: items/s", n, items)
+}
+
+func drainLibraryRow(n, items int) string {
+	return fmt.Sprintf("%d pkg/worker Workers (the Go library, a no-op handler), %d items: items/s", n, items)
+}
+
+// drainBench is what the drains of section 6 share.
+type drainBench struct {
+	res      *Results
+	title    string
+	bin, dir string
+	items    int
+	srv      *servers.Server
+	c        *goredis.Client
+	keep     bool // a drain failed: keep the workers' logs
+}
+
+func (d *drainBench) srvCPU() (time.Duration, error) { return procCPU(d.srv.PID()) }
+
+// pool measures a pool of n workers in each mode beside the raw loop of n goroutines.
+func (d *drainBench) pool(ctx context.Context, n int, modes []drainMode, first bool) error {
+	logf("drain: raw loop of %d goroutines, %d items", n, d.items)
+	raw, err := drainRaw(ctx, d.c, d.srv.Addr(), d.items, n, d.srvCPU)
+	if err != nil {
+		d.keep = true
+		for _, m := range modes {
+			d.res.missing(d.title, drainRowName(n, d.items, m), "raw loop: "+err.Error())
+		}
+		return ctx.Err()
+	}
+	rawNote := raw.detail
+	if raw.failure != "" {
+		rawNote = "raw FAILED, no figure: " + raw.failure
+	}
+	logf("drain: %d pkg/worker Workers in this process, %d items", n, d.items)
+	if lib, err := drainLibrary(ctx, d.c, d.srv.Addr(), d.items, n, d.srvCPU); err != nil {
+		d.res.missing(d.title, drainLibraryRow(n, d.items), err.Error())
+	} else {
+		note := lib.detail
+		if lib.failure != "" {
+			d.keep, note = true, "library FAILED, no figure: "+lib.failure
+		}
+		d.res.add(Row{Section: d.title, Name: drainLibraryRow(n, d.items), Unit: "items/s", Ours: lib.rate(d.items), Peer: raw.rate(d.items), PeerName: drainPeer, Note: note + "; " + rawNote})
+	}
+	for _, m := range modes {
+		logf("drain: %d queuejob-workers (%s), %d items", n, m.what, d.items)
+		ours, err := drainWorkers(ctx, d.c, d.srv.Addr(), d.bin, d.dir, d.items, n, m, d.srvCPU)
+		if err != nil {
+			d.keep = true
+			d.res.missing(d.title, drainRowName(n, d.items, m), "queuejob-workers: "+err.Error())
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			continue
+		}
+		notes := []string{ours.detail}
+		if ours.failure != "" {
+			d.keep = true
+			notes = []string{"ours FAILED, no figure: " + ours.failure}
+		}
+		notes = append(notes, rawNote)
+		if m.tag == drainPerItem.tag {
+			notes = append(notes, d.execCeilingNote(ctx, n))
+		}
+		if first {
+			notes = append(notes, "each item costs ours its command ("+m.what+") and a log line besides the protocol (take, claim the lease, complete); the raw loop takes no lease and runs nothing")
+		}
+		d.res.add(Row{Section: d.title, Name: drainRowName(n, d.items, m), Unit: "items/s", Ours: ours.rate(d.items), Peer: raw.rate(d.items), PeerName: drainPeer, Note: strings.Join(notes, "; ")})
+	}
+	return ctx.Err()
+}
+
+// execCeilingNote measures execCeiling for the note of an exec-per-item row.
+func (d *drainBench) execCeilingNote(ctx context.Context, n int) string {
+	rate, cpu, err := execCeiling(ctx, n, min(d.items, 200*n))
+	if err != nil {
+		return fmt.Sprintf("exec ceiling not measured: %v", err)
+	}
+	return fmt.Sprintf("for reference, %d goroutine(s) of this process doing nothing but exec `%s` in a loop, right after: %.0f execs/s, %.0f µs CPU per exec in `%s` itself",
+		n, drainCommand, rate, float64(cpu.Microseconds()), drainCommand)
 }

@@ -32,20 +32,23 @@ import (
 var allSections = []string{"reaction", "api", "memory", "cleanup", "probe", "drain", "reclaim"}
 
 type options struct {
-	Out         string
-	Stem        string
-	Only        string
-	Repo        string
-	Trials      int
-	QueueJobs   int
-	Pods        int
-	KCM         string
-	Manager     string
-	KEDA        string
-	KEDACRDs    string
-	KEDAVersion string
-	Worker      string
-	Work        string
+	Out       string
+	Stem      string
+	Only      string
+	Repo      string
+	Trials    int
+	QueueJobs int
+	// IdleInterval is the probe interval of the idle QueueJobs and the polling interval
+	// of the idle ScaledJobs in sections 2 and 3; 0: each its default.
+	IdleInterval int
+	Pods         int
+	KCM          string
+	Manager      string
+	KEDA         string
+	KEDACRDs     string
+	KEDAVersion  string
+	Worker       string
+	Work         string
 }
 
 func main() {
@@ -62,6 +65,7 @@ func main() {
 	flag.IntVar(&o.Trials, "trials", 100, "reaction-latency trials per operator and setting")
 	flag.IntVar(&o.QueueJobs, "queuejobs", 1000, "idle QueueJobs (and ScaledJobs) for the API-cost and memory sections")
 	flag.IntVar(&o.Pods, "pods", 10000, "owned pods, then unrelated pods, for the memory section")
+	flag.IntVar(&o.IdleInterval, "idle-interval", 0, "probe interval of the idle QueueJobs and polling interval of the idle ScaledJobs, in seconds (0: each its default, 2 and 30)")
 	flag.StringVar(&o.KCM, "kube-controller-manager", filepath.Join(cache, "k8s", "v1.37.2", "kube-controller-manager"), "kube-controller-manager binary (make cluster-tool && bin/queuejob-cluster build)")
 	flag.StringVar(&o.Manager, "manager", "bin/manager", "the operator's manager binary")
 	flag.StringVar(&o.KEDA, "keda", "bin/keda-operator-v2.21.0", "KEDA's operator binary (make keda); missing: KEDA's rows say so")

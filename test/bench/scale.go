@@ -47,6 +47,11 @@ func (b *bench) scale(ctx context.Context, api, memory bool) error {
 	}
 	n := b.o.QueueJobs
 	b.res.Settings["idle QueueJobs and ScaledJobs"] = fmt.Sprint(n)
+	intervals := "probe every 2 s (ours, the default; an idle queue whose watch is up every 4, 8, ... up to 60 s), poll every 30 s (KEDA, the default)"
+	if b.o.IdleInterval > 0 {
+		intervals = fmt.Sprintf("both every %d s (ours: an idle queue whose watch is up every %d, %d, ... up to max(60, %d) s)", b.o.IdleInterval, 2*b.o.IdleInterval, 4*b.o.IdleInterval, b.o.IdleInterval)
+	}
+	b.res.Settings["idle intervals"] = intervals
 
 	// n idle QueueJobs and n idle ScaledJobs, each on an empty list of its own.
 	for _, ns := range []string{"idle-qj", "idle-keda"} {
@@ -56,8 +61,9 @@ func (b *bench) scale(ctx context.Context, api, memory bool) error {
 	}
 	var qjs, sjs []client.Object
 	for i := range n {
-		qjs = append(qjs, queueJob("idle-qj", fmt.Sprintf("idle-%04d", i), rs.Addr(), fmt.Sprintf("idle:qj:%04d", i), 0))
-		sjs = append(sjs, scaledJob("idle-keda", fmt.Sprintf("idle-%04d", i), rs.Addr(), fmt.Sprintf("idle:keda:%04d", i), 0))
+		iv := int32(b.o.IdleInterval)
+		qjs = append(qjs, queueJob("idle-qj", fmt.Sprintf("idle-%04d", i), rs.Addr(), fmt.Sprintf("idle:qj:%04d", i), iv))
+		sjs = append(sjs, scaledJob("idle-keda", fmt.Sprintf("idle-%04d", i), rs.Addr(), fmt.Sprintf("idle:keda:%04d", i), iv))
 	}
 	t0 := time.Now()
 	if err := createAll(ctx, c, qjs); err != nil {
@@ -151,7 +157,7 @@ func (b *bench) scale(ctx context.Context, api, memory bool) error {
 		oRec := o1.Reconciles - o0.Reconciles
 		secs := o1.At.Sub(o0.At).Seconds()
 		rec := Row{Section: title, Name: "reconciles per second", Unit: "/s", Ours: ptr.To(oRec / secs), PeerName: "KEDA ScaledJob",
-			Note: "ours: each idle QueueJob is reconciled once per probe interval (2 s), which probes its queue"}
+			Note: "ours: each idle QueueJob is reconciled at each probe, and once more when the probe is put off (" + intervals + ")"}
 		if kedaErr == nil {
 			rec.Peer = ptr.To((k1.Reconciles - k0.Reconciles) / secs)
 			rec.Note += "; KEDA polls in a goroutine per ScaledJob, outside reconciles"
@@ -177,7 +183,7 @@ func (b *bench) scale(ctx context.Context, api, memory bool) error {
 
 		cpu := Row{Section: title, Name: fmt.Sprintf("CPU, %d idle objects", n), Unit: "% of a core",
 			Ours: ptr.To(100 * (o1.CPU - o0.CPU).Seconds() / secs), PeerName: "KEDA ScaledJob",
-			Note: "ours probes each queue every 2 s, KEDA every 30 s (the defaults)"}
+			Note: intervals}
 		if kedaErr == nil {
 			cpu.Peer = ptr.To(100 * (k1.CPU - k0.CPU).Seconds() / secs)
 		}
