@@ -7,6 +7,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -43,8 +44,9 @@ func CacheOptions(namespaces ...string) cache.Options {
 	return o
 }
 
-// trimPod keeps of a pod what the controller reads from the cache: its metadata (labels,
-// owner, finalizers, deletion; not its annotations and managedFields), its phase, its
+// trimPod keeps of a pod what the controller reads from the cache: its metadata (its
+// QueueJob's two labels, its controller, finalizers, deletion; not its other labels and
+// owners, annotations and managedFields), its phase, its
 // Ready condition, when its containers terminated, and what blocks it from starting
 // (podStartBlock: a container's blocking wait, its message bounded). Everything it deletes it first reads again from the API server.
 func trimPod(obj any) (any, error) {
@@ -54,6 +56,13 @@ func trimPod(obj any) (any, error) {
 	}
 	pod.ManagedFields = nil
 	pod.Annotations = nil
+	pod.GenerateName = ""
+	pod.Labels = ourLabels(pod.Labels)
+	if ref := metav1.GetControllerOf(pod); ref != nil {
+		pod.OwnerReferences = []metav1.OwnerReference{*ref}
+	} else {
+		pod.OwnerReferences = nil
+	}
 	pod.Spec = corev1.PodSpec{}
 	st := corev1.PodStatus{Phase: pod.Status.Phase}
 	for _, c := range pod.Status.Conditions {
@@ -65,6 +74,19 @@ func trimPod(obj any) (any, error) {
 	st.ContainerStatuses = containerStates(pod.Status.ContainerStatuses)
 	pod.Status = st
 	return pod, nil
+}
+
+// ourLabels is the labels the controller reads of a pod: its QueueJob and its wave. The
+// Job controller's four and the template's own would cost every cached pod a few
+// hundred bytes more.
+func ourLabels(in map[string]string) map[string]string {
+	out := make(map[string]string, 2)
+	for _, k := range []string{qjv1.LabelQueueJob, qjv1.LabelWave} {
+		if v, ok := in[k]; ok {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // containerStates keeps of container statuses when each container terminated, and the

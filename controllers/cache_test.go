@@ -22,12 +22,14 @@ func TestTrimPod(t *testing.T) {
 	full := func(phase corev1.PodPhase, finalizers ...string) *corev1.Pod {
 		return &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{
-				Name: "q-1-abcde", Namespace: "ns", UID: "uid-1", CreationTimestamp: at(0),
-				Labels:          map[string]string{qjv1.LabelQueueJob: "q", qjv1.LabelWave: "1"},
-				Annotations:     map[string]string{"big": "annotation"},
-				OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job", Name: "q-1", UID: "job-uid", Controller: ptr.To(true)}},
-				Finalizers:      finalizers,
-				ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate}},
+				Name: "q-1-abcde", GenerateName: "q-1-", Namespace: "ns", UID: "uid-1", CreationTimestamp: at(0),
+				Labels: map[string]string{qjv1.LabelQueueJob: "q", qjv1.LabelWave: "1", "batch.kubernetes.io/job-name": "q-1",
+					"batch.kubernetes.io/controller-uid": "job-uid", "job-name": "q-1", "controller-uid": "job-uid", "app": "worker"},
+				Annotations: map[string]string{"big": "annotation"},
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: "n", UID: "node-uid"},
+					{APIVersion: "batch/v1", Kind: "Job", Name: "q-1", UID: "job-uid", Controller: ptr.To(true)}},
+				Finalizers:    finalizers,
+				ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate}},
 			},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "worker", Command: []string{"run"},
 				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")}}}}},
