@@ -29,7 +29,7 @@ import (
 )
 
 // sections, in the order they run.
-var allSections = []string{"reaction", "api", "memory", "cleanup", "probe", "drain", "reclaim"}
+var allSections = []string{"reaction", "api", "memory", "cleanup", "probe", "drain", "reclaim", "waves"}
 
 type options struct {
 	Out       string
@@ -160,6 +160,7 @@ var sectionTitle = map[string]string{
 	"probe":    "5. Probe cost per backend",
 	"drain":    "6. Drain throughput",
 	"reclaim":  "7. Reclaim: a worker pod ended mid-item (deleted, or Failed) → the item ready again",
+	"waves":    "8. Waves at once: an item pushed onto every idle queue at once → every Job created",
 }
 
 // bench holds what sections share: the control plane and the operators, started on first
@@ -197,6 +198,8 @@ func (b *bench) section(ctx context.Context, s string) error {
 		return benchDrain(ctx, b.res, b.o.Worker, 20000, []int{1, 4, 8})
 	case "reclaim":
 		return b.reclaim(ctx)
+	case "waves":
+		return b.waves(ctx)
 	}
 	return fmt.Errorf("unknown section %q", s)
 }
