@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/exec"
 	"strings"
 	"sync/atomic"
@@ -17,14 +18,17 @@ import (
 )
 
 // --persistent: COMMAND starts once and handles every item, so that a Python or shell
-// handler pays no fork and exec per item. The line protocol (docs/queues-and-workers.md):
+// handler pays no fork and exec per item. The protocol (docs/queues-and-workers.md):
 //
-//	worker to COMMAND's stdin, per item:  <attempt> <length>\n<length bytes of the item>\n
-//	COMMAND's stdout, per item:           ok\n  or  fail\n  or  fail <reason>\n
+//	the worker to COMMAND's stdin, per item:  <attempt> <length>\n<length bytes of the item>\n
+//	COMMAND to its file descriptor 3:         ok\n  or  fail\n  or  fail <reason>\n
 //
-// Other lines COMMAND writes on its stdout are copied to the worker's. COMMAND exiting,
-// or answering past --timeout, fails the item in hand; the next item starts it again.
-// Once the worker is done, COMMAND's stdin is closed: it should exit.
+// Answers have a descriptor of their own, so that nothing COMMAND or what it starts
+// prints on its stdout, which is the worker's, is taken for one. COMMAND exiting, or not
+// answering within --timeout, fails the item in hand; the next item starts it again. So
+// does breaking the protocol (an answer with no item in hand, or before it read the whole
+// item): COMMAND is restarted before the next item. Once the worker is done, COMMAND's
+// stdin is closed: it should exit.
 
 // Answers of the protocol.
 const (
@@ -32,90 +36,147 @@ const (
 	answerFail = "fail"
 )
 
-// maxAnswerLine bounds a line of COMMAND's stdout; a longer one is copied in pieces.
-const maxAnswerLine = 64 << 10
+// maxAnswerLine bounds an answer line; a longer one breaks the protocol.
+const maxAnswerLine = 4 << 10
 
-// persistent is a COMMAND started once (nil cmd: not running).
+// answerDrain is how long, after COMMAND exited, its last answers may take to be read.
+const answerDrain = 200 * time.Millisecond
+
+// persistent is the COMMAND of --persistent, started on the first item.
 type persistent struct {
-	c   *config
-	log *slog.Logger
+	c    *config
+	log  *slog.Logger
+	proc *handlerProc // nil: not running
+}
 
+// handlerProc is one run of COMMAND.
+type handlerProc struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	// answers carries COMMAND's answers while an item is in hand (waiting); exited its
-	// exit, after its last answer.
+	// exit status, after its last answer.
 	answers chan string
 	exited  chan error
-	waiting *atomic.Bool
+	waiting atomic.Bool
+	// broken is set when COMMAND broke the protocol: it is restarted before the next item.
+	broken atomic.Bool
 }
 
-// start runs COMMAND with a pipe to its stdin and one from its stdout.
+// start runs COMMAND with a pipe to its stdin and one from its descriptor 3.
 func (p *persistent) start() error {
+	ar, aw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
 	cmd := &exec.Cmd{
-		Path: p.c.path, Args: p.c.argv, Env: p.c.commandEnv, Stderr: p.c.stderr,
+		Path: p.c.path, Args: p.c.argv, Env: p.c.commandEnv, Stdout: p.c.stdout, Stderr: p.c.stderr,
+		ExtraFiles:  []*os.File{aw}, // its descriptor 3
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 	}
 	stdin, err := cmd.StdinPipe()
+	if err == nil {
+		err = cmd.Start()
+	}
+	_ = aw.Close() // COMMAND holds it now
 	if err != nil {
+		_ = ar.Close()
 		return err
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	p.cmd, p.stdin = cmd, stdin
-	p.answers, p.exited, p.waiting = make(chan string), make(chan error, 1), &atomic.Bool{}
-	go p.read(cmd, stdout, p.answers, p.exited, p.waiting)
+	// answers holds one: an answer sent as an item's wait ended is left to a process that
+	// is stopped (every way out of handle but an answer stops it).
+	h := &handlerProc{cmd: cmd, stdin: stdin, answers: make(chan string, 1), exited: make(chan error, 1)}
+	read := make(chan struct{})
+	go p.readAnswers(h, ar, read)
+	go func() {
+		// Its exit, not the end of descriptor 3: what it started may hold that open.
+		err := cmd.Wait()
+		select {
+		case <-read:
+		case <-time.After(answerDrain):
+			_ = ar.Close() // ends the read
+			<-read
+		}
+		h.exited <- err
+	}()
+	p.proc = h
 	p.log.Info("Started the command, to handle the items one after another (--persistent)", "pid", cmd.Process.Pid)
 	return nil
 }
 
-// read passes COMMAND's answers on while an item is in hand and copies its other lines
-// to the worker's stdout; at the end of its stdout, it waits for COMMAND to exit.
-func (p *persistent) read(cmd *exec.Cmd, stdout io.Reader, answers chan<- string, exited chan<- error, waiting *atomic.Bool) {
-	r := bufio.NewReaderSize(stdout, maxAnswerLine)
+// readAnswers passes COMMAND's answers on while an item is in hand; anything else on
+// descriptor 3 breaks the protocol.
+func (p *persistent) readAnswers(h *handlerProc, r *os.File, done chan<- struct{}) {
+	defer close(done)
+	defer r.Close()
+	br := bufio.NewReaderSize(r, maxAnswerLine)
 	for {
-		line, err := r.ReadSlice('\n')
-		text := strings.TrimSuffix(string(line), "\n")
-		switch {
-		case len(line) > 0 && isAnswer(text) && waiting.CompareAndSwap(true, false):
-			answers <- text
-		case len(line) > 0 && isAnswer(text):
-			p.log.Warn("The command answered with no item in hand: ignored (one answer line per item)")
-		case len(line) > 0:
-			_, _ = p.c.stdout.Write(line)
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 {
+			text := strings.TrimRight(string(line), "\r\n")
+			switch {
+			case errors.Is(err, bufio.ErrBufferFull) || !isAnswer(text):
+				h.broken.Store(true)
+				p.log.Warn("The command wrote something other than an answer (ok, fail or fail <reason>, a line each) to descriptor 3: it is restarted before the next item", "bytes", len(line))
+				if errors.Is(err, bufio.ErrBufferFull) {
+					return
+				}
+			case h.waiting.CompareAndSwap(true, false):
+				h.answers <- text
+			default:
+				h.broken.Store(true)
+				p.log.Warn("The command answered with no item in hand (one answer per item): it is restarted before the next item")
+			}
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
-			exited <- cmd.Wait()
 			return
 		}
 	}
 }
 
-// isAnswer reports whether a line of COMMAND's stdout is an answer of the protocol.
+// isAnswer reports whether a line is an answer of the protocol.
 func isAnswer(line string) bool {
 	return line == answerOK || line == answerFail || strings.HasPrefix(line, answerFail+" ")
+}
+
+// ready returns COMMAND running and in step with the protocol: started if it is not, or
+// if it exited or broke the protocol since the last item.
+func (p *persistent) ready() (*handlerProc, error) {
+	if h := p.proc; h != nil {
+		select {
+		case err := <-h.exited:
+			p.log.Info("The command exited between items; starting it again", "status", exitStatus(err))
+			p.proc = nil
+		default:
+			if h.broken.Load() {
+				p.terminate(syscall.SIGTERM, "it broke the protocol")
+			}
+		}
+	}
+	if p.proc == nil {
+		if err := p.start(); err != nil {
+			return nil, err
+		}
+	}
+	return p.proc, nil
 }
 
 // handle hands COMMAND the item and returns nil if it answered ok. Like runCommand, it
 // stops COMMAND when the item's context ends or --timeout passes.
 func (p *persistent) handle(ctx context.Context, it *worker.Item, stop context.CancelCauseFunc) error {
-	if p.cmd == nil {
-		if err := p.start(); err != nil {
-			stop(exitf(exitConfig, "could not start the command %q: %v", p.c.argv[0], err))
-			return err
-		}
+	h, err := p.ready()
+	if err != nil {
+		stop(exitf(exitConfig, "could not start the command %q: %v", p.c.argv[0], err))
+		return err
 	}
 	data := it.Data()
-	p.waiting.Store(true)
-	defer p.waiting.Store(false)
+	h.waiting.Store(true)
+	defer h.waiting.Store(false)
+	written := make(chan struct{})
 	// Written aside: COMMAND may not read it all (it exits, or hangs).
-	go func(w io.Writer) {
-		_, _ = fmt.Fprintf(w, "%d %d\n%s\n", it.Attempt(), len(data), data)
-	}(p.stdin)
+	go func() {
+		defer close(written)
+		_, _ = fmt.Fprintf(h.stdin, "%d %d\n%s\n", it.Attempt(), len(data), data)
+	}()
 	var timeout <-chan time.Time
 	if p.c.timeout > 0 {
 		t := time.NewTimer(p.c.timeout)
@@ -123,13 +184,21 @@ func (p *persistent) handle(ctx context.Context, it *worker.Item, stop context.C
 		timeout = t.C
 	}
 	select {
-	case a := <-p.answers:
+	case a := <-h.answers:
+		select {
+		case <-written:
+		case <-time.After(answerDrain):
+			// The write still waits for COMMAND to read: the rest of the item would be
+			// read as the next one's header.
+			h.broken.Store(true)
+			p.log.Warn("The command answered before it read the whole item: it is restarted before the next item")
+		}
 		if a == answerOK {
 			return nil
 		}
 		return fmt.Errorf("the command answered %q", boundAnswer(a))
-	case err := <-p.exited:
-		p.cmd = nil
+	case err := <-h.exited:
+		p.proc = nil
 		return fmt.Errorf("the command exited before it answered (%s); the next item starts it again", exitStatus(err))
 	case <-timeout:
 		p.terminate(syscall.SIGTERM, "it answered no item within --timeout "+p.c.timeout.String())
@@ -157,44 +226,33 @@ func boundAnswer(a string) string {
 // terminate sends sig to COMMAND's process group, waits --grace for it to exit and kills
 // the group if it has not.
 func (p *persistent) terminate(sig syscall.Signal, why string) {
-	pid := p.cmd.Process.Pid
+	h := p.proc
 	p.log.Info("Stopping the command", "reason", why, "signal", sigName(sig), "grace", p.c.grace)
-	_ = syscall.Kill(-pid, sig)
-	p.await(pid)
+	_ = syscall.Kill(-h.cmd.Process.Pid, sig)
+	p.await(h)
 }
 
 // close ends COMMAND's stdin once the worker is done, and waits --grace for it to exit.
 func (p *persistent) close() {
-	if p.cmd == nil {
+	if p.proc == nil {
 		return
 	}
-	_ = p.stdin.Close()
-	p.await(p.cmd.Process.Pid)
+	_ = p.proc.stdin.Close()
+	p.await(p.proc)
 }
 
 // await waits --grace for COMMAND to exit, then kills its process group.
-func (p *persistent) await(pid int) {
-	defer func() { p.cmd = nil }()
+func (p *persistent) await(h *handlerProc) {
+	defer func() { p.proc = nil }()
 	t := time.NewTimer(p.c.grace)
 	defer t.Stop()
-	for {
-		select {
-		case err := <-p.exited:
-			p.log.Info("The command stopped", "status", exitStatus(err))
-			return
-		case <-p.answers: // an answer too late for its item
-			continue
-		case <-t.C:
-		}
-		break
+	select {
+	case err := <-h.exited:
+		p.log.Info("The command stopped", "status", exitStatus(err))
+		return
+	case <-t.C:
 	}
-	_ = syscall.Kill(-pid, syscall.SIGKILL)
-	for {
-		select {
-		case <-p.exited:
-			p.log.Warn("Killed the command: it did not stop within --grace", "grace", p.c.grace)
-			return
-		case <-p.answers:
-		}
-	}
+	_ = syscall.Kill(-h.cmd.Process.Pid, syscall.SIGKILL)
+	<-h.exited
+	p.log.Warn("Killed the command: it did not stop within --grace", "grace", p.c.grace)
 }

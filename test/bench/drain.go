@@ -33,7 +33,7 @@ const (
 	drainCommand = "true" // the cheapest real command
 	// drainHandler is the cheapest real --persistent handler: bash builtins only, no
 	// exec per item (docs/queues-and-workers.md's example, without its log line).
-	drainHandler = `export LC_ALL=C; while read -r attempt n; do IFS= read -r -N "$((n+1))" item; echo ok; done`
+	drainHandler = `export LC_ALL=C; while read -r attempt n; do IFS= read -r -N "$((n+1))" item; echo ok >&3; done`
 	// drainPoll is how often the drain's end (both lists empty) is looked for.
 	drainPoll = 10 * time.Millisecond
 	drainPeer = "raw LMOVE+LREM loop (go-redis)"
@@ -460,15 +460,17 @@ func benchDrain(ctx context.Context, res *Results, workerBin string, items int, 
 	d := &drainBench{res: res, title: title, bin: workerBin, dir: dir, items: items, srv: srv,
 		c: goredis.NewClient(&goredis.Options{Addr: srv.Addr()})}
 	defer d.c.Close()
+	defer func() {
+		if d.keep {
+			logf("drain: the workers' logs are in %s", dir)
+		} else {
+			_ = os.RemoveAll(dir)
+		}
+	}()
 	for i, n := range pools {
 		if err := d.pool(ctx, n, modes, i == 0); err != nil {
 			return err
 		}
-	}
-	if d.keep {
-		logf("drain: the workers' logs are in %s", dir)
-	} else {
-		_ = os.RemoveAll(dir)
 	}
 	return ctx.Err()
 }
@@ -503,6 +505,7 @@ func (d *drainBench) pool(ctx context.Context, n int, modes []drainMode, first b
 	raw, err := drainRaw(ctx, d.c, d.srv.Addr(), d.items, n, d.srvCPU)
 	if err != nil {
 		d.keep = true
+		d.res.missing(d.title, drainLibraryRow(n, d.items), "raw loop: "+err.Error())
 		for _, m := range modes {
 			d.res.missing(d.title, drainRowName(n, d.items, m), "raw loop: "+err.Error())
 		}

@@ -31,7 +31,9 @@ var _ = Describe("The manager's metrics", func() {
 			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "scraper", Namespace: ns}},
 		}
 		Expect(cluster.Client.Create(ctx, binding)).To(Succeed())
-		DeferCleanup(func(ctx SpecContext) { Expect(client.IgnoreNotFound(cluster.Client.Delete(ctx, binding))).To(Succeed()) })
+		DeferCleanup(func(ctx SpecContext) {
+			Expect(client.IgnoreNotFound(cluster.Client.Delete(ctx, binding))).To(Succeed())
+		})
 
 		url := "https://" + net.JoinHostPort(managerPodIP(ctx), "8443") + "/metrics"
 		// The certificate is the manager's self-signed one (metrics.certSecret unset).
