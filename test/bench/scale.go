@@ -48,8 +48,11 @@ func (b *bench) scale(ctx context.Context, api, memory bool) error {
 	n := b.o.QueueJobs
 	b.res.Settings["idle QueueJobs and ScaledJobs"] = fmt.Sprint(n)
 	intervals := "probe every 2 s (ours, the default; an idle queue whose watch is up every 4, 8, ... up to 60 s), poll every 30 s (KEDA, the default)"
-	if b.o.IdleInterval > 0 {
-		intervals = fmt.Sprintf("both every %d s (ours: an idle queue whose watch is up every %d, %d, ... up to max(60, %d) s)", b.o.IdleInterval, 2*b.o.IdleInterval, 4*b.o.IdleInterval, b.o.IdleInterval)
+	if iv := b.o.IdleInterval; iv > 0 {
+		intervals = fmt.Sprintf("both every %d s (ours: an idle queue whose watch is up every %d s)", iv, max(60, iv))
+		if 2*iv < 60 {
+			intervals = fmt.Sprintf("both every %d s (ours: an idle queue whose watch is up every %d, %d, ... up to 60 s)", iv, 2*iv, 4*iv)
+		}
 	}
 	b.res.Settings["idle intervals"] = intervals
 
