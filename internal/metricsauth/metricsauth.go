@@ -82,12 +82,15 @@ func (g *guard) filter(log logr.Logger, next http.Handler) (http.Handler, error)
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		status, err := g.judge(req.Context(), req)
 		switch {
+		case err != nil && req.Context().Err() != nil:
+			// The scraper has gone: nothing to answer, nothing wrong here.
 		case err != nil:
 			log.Error(err, "Checking a metrics request's token failed")
 			http.Error(w, "Checking the token failed", http.StatusInternalServerError)
 		case status != http.StatusOK:
 			http.Error(w, http.StatusText(status), status)
 		default:
+			req.Header.Del("Authorization") // the handler has no use for the token
 			next.ServeHTTP(w, req)
 		}
 	}), nil

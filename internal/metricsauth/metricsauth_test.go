@@ -92,7 +92,11 @@ func serve(t *testing.T, g *guard) *httptest.Server {
 
 func serveFilter(t *testing.T, filter metricsserver.Filter) *httptest.Server {
 	t.Helper()
-	h, err := filter(logr.Discard(), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	h, err := filter(logr.Discard(), http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Header.Get("Authorization") != "" {
+			http.Error(w, "the token reached the handler", http.StatusTeapot)
+			return
+		}
 		_, _ = io.WriteString(w, "metrics")
 	}))
 	must(t, err)
