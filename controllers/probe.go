@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -305,8 +306,9 @@ func strandedItems(st *qjv1.QueueJobStatus) bool {
 func (r *QueueJobReconciler) probeOnce(ctx context.Context, p *probeRun) probeResult {
 	res := p.started
 	// The bound holds whatever the connection does with the context: a connection that does not
-	// answer in time is abandoned (and closed in the background), and the next probe opens
-	// a new one, so that no two probes ever use one connection at once.
+	// answer in time is abandoned (closed in the background, or its shared client released:
+	// the client drops a socket whose read timed out), and the next probe opens a new one,
+	// so that no two probes ever use one connection at once.
 	ctx, cancel := context.WithTimeout(ctx, r.probeTimeout())
 	defer cancel()
 	type result struct {
@@ -495,6 +497,14 @@ func (r *QueueJobReconciler) forgetDeletedQueue(ctx context.Context, key types.N
 	}
 	log := logf.FromContext(ctx)
 	go func() { // a broker that does not answer must not hold up the reconciles
+		defer func() { _ = b.Close() }()
+		// A few at a time: they share their server's client with the live probes, and a
+		// thousand QueueJobs deleted at once must not take its connections.
+		release, ok := r.forgets.acquire(r.runContext())
+		if !ok {
+			return
+		}
+		defer release()
 		pctx, cancel := context.WithTimeout(r.runContext(), r.probeTimeout())
 		counts, err := b.Probe(pctx)
 		cancel()
@@ -502,8 +512,28 @@ func (r *QueueJobReconciler) forgetDeletedQueue(ctx context.Context, key types.N
 			log.Info("QueueJob deleted with items in flight: nothing reaps them now; they go back to the queue only if their worker finishes them or another QueueJob on the same queue reaps them",
 				"inFlight", counts.InFlight)
 		}
-		_ = b.Close()
 	}()
+}
+
+// forgetProbes bounds the probes of deleted QueueJobs' queues that run at once.
+const forgetProbes = 4
+
+// limiter bounds how many goroutines hold a slot at once (forgetProbes); its zero value
+// is ready.
+type limiter struct {
+	once  sync.Once
+	slots chan struct{}
+}
+
+// acquire waits for a slot, and returns its release; false if ctx ended first.
+func (l *limiter) acquire(ctx context.Context) (release func(), ok bool) {
+	l.once.Do(func() { l.slots = make(chan struct{}, forgetProbes) })
+	select {
+	case l.slots <- struct{}{}:
+		return func() { <-l.slots }, true
+	case <-ctx.Done():
+		return nil, false
+	}
 }
 
 func (r *QueueJobReconciler) dropGauges(key types.NamespacedName) {

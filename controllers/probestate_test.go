@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"maps"
 	"reflect"
 	"slices"
@@ -430,5 +431,33 @@ func fillEveryField(t *testing.T, v reflect.Value) {
 		default:
 			t.Fatalf("fillEveryField: cannot fill %s (a %s)", name, f.Type())
 		}
+	}
+}
+
+// TestLimiter: forgetProbes slots at once; the next waits for a release, or gives up when
+// its context ends.
+func TestLimiter(t *testing.T) {
+	var l limiter
+	var releases []func()
+	for i := range forgetProbes {
+		release, ok := l.acquire(context.Background())
+		if !ok {
+			t.Fatalf("slot %d refused", i)
+		}
+		releases = append(releases, release)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, ok := l.acquire(ctx); ok {
+		t.Fatal("a slot past the bound")
+	}
+	got := make(chan bool)
+	go func() {
+		_, ok := l.acquire(context.Background())
+		got <- ok
+	}()
+	releases[0]()
+	if !<-got {
+		t.Error("no slot after a release")
 	}
 }

@@ -82,6 +82,7 @@ type QueueJobReconciler struct {
 
 	probes    probeStates
 	gates     serverGates
+	forgets   limiter
 	secrets   secretCache
 	holds     createHolds
 	podLooks  memo[podCreationLook]
