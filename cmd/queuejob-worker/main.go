@@ -13,10 +13,11 @@
 // never logged.
 //
 // With --persistent, COMMAND starts once and handles every item over a small protocol
-// instead: the worker writes "<attempt> <length>\n", the item and "\n" to its stdin, and
-// it answers each item with a line "ok" or "fail [reason]" on its file descriptor 3.
-// COMMAND exiting or not answering within --timeout fails the item; the next item starts
-// it again. A Python or shell handler pays no exec per item.
+// instead: the worker writes "<n> <attempt> <length>\n", the item and "\n" to its stdin,
+// and it answers each item with a line "ok <n>" or "fail <n> [reason]" on its file
+// descriptor 3 (n numbers the items). COMMAND exiting or not answering within --timeout
+// fails the item; the next item starts it again. A Python or shell handler pays no exec
+// per item.
 //
 // How many items: --items N handles N items (a PerItem pod's itemsPerPod) and exits;
 // --until-empty runs until nothing is ready and nothing is in flight (a WorkerPool
@@ -240,7 +241,7 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.grace, "grace", 20*time.Second, "how long COMMAND may take to exit after SIGTERM (on shutdown, --timeout, a lost lease) before it is killed; keep it below terminationGracePeriodSeconds")
 	fs.StringVar(&c.onFailure, "on-failure", onFailureContinue, "when COMMAND fails on an item: continue with the next item, or exit (code 4) after failing it")
 	fs.BoolVar(&c.persistent, "persistent", false, "start COMMAND once and hand it every item over a line protocol instead of running it per item: "+
-		"the worker writes \"<attempt> <length>\\n<item>\\n\" to its stdin and it answers each item with a line \"ok\" or \"fail [reason]\" on its file descriptor 3 (docs/queues-and-workers.md)")
+		"the worker writes \"<n> <attempt> <length>\\n<item>\\n\" to its stdin and it answers each item with a line \"ok <n>\" or \"fail <n> [reason]\" on its file descriptor 3 (docs/queues-and-workers.md)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

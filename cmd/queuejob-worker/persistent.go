@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -20,14 +22,16 @@ import (
 // --persistent: COMMAND starts once and handles every item, so that a Python or shell
 // handler pays no fork and exec per item. The protocol (docs/queues-and-workers.md):
 //
-//	the worker to COMMAND's stdin, per item:  <attempt> <length>\n<length bytes of the item>\n
-//	COMMAND to its file descriptor 3:         ok\n  or  fail\n  or  fail <reason>\n
+//	the worker to COMMAND's stdin, per item:  <n> <attempt> <length>\n<length bytes of the item>\n
+//	COMMAND to its file descriptor 3:         ok <n>\n  or  fail <n>\n  or  fail <n> <reason>\n
 //
+// where n numbers the items from 1, so that an answer is never taken for another item's.
 // Answers have a descriptor of their own, so that nothing COMMAND or what it starts
 // prints on its stdout, which is the worker's, is taken for one. COMMAND exiting, or not
-// answering within --timeout, fails the item in hand; the next item starts it again. So
-// does breaking the protocol (an answer with no item in hand, or before it read the whole
-// item): COMMAND is restarted before the next item. Once the worker is done, COMMAND's
+// answering within --timeout, fails the item in hand; the next item starts it again.
+// Breaking the protocol (a line that is no answer, an answer to another item, an answer
+// before it read the whole item) fails the item in hand, if any, and COMMAND is restarted
+// before the next item. Once the worker is done, COMMAND's
 // stdin is closed: it should exit.
 
 // Answers of the protocol.
@@ -53,13 +57,24 @@ type persistent struct {
 type handlerProc struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
-	// answers carries COMMAND's answers while an item is in hand (waiting); exited its
-	// exit status, after its last answer.
+	// answers carries COMMAND's answer to the item in hand, numbered waiting (0: none);
+	// exited its exit status, after its last answer.
 	answers chan string
 	exited  chan error
-	waiting atomic.Bool
-	// broken is set when COMMAND broke the protocol: it is restarted before the next item.
-	broken atomic.Bool
+	waiting atomic.Uint64
+	// sent numbers the items handed to this run of COMMAND.
+	sent uint64
+	// broken is set when COMMAND broke the protocol: it is restarted before the next item,
+	// and brokeCh, closed then, fails the item in hand.
+	broken    atomic.Bool
+	brokeCh   chan struct{}
+	breakOnce sync.Once
+}
+
+// breakProtocol records that COMMAND broke the protocol.
+func (h *handlerProc) breakProtocol() {
+	h.broken.Store(true)
+	h.breakOnce.Do(func() { close(h.brokeCh) })
 }
 
 // start runs COMMAND with a pipe to its stdin and one from its descriptor 3.
@@ -84,7 +99,7 @@ func (p *persistent) start() error {
 	}
 	// answers holds one: an answer sent as an item's wait ended is left to a process that
 	// is stopped (every way out of handle but an answer stops it).
-	h := &handlerProc{cmd: cmd, stdin: stdin, answers: make(chan string, 1), exited: make(chan error, 1)}
+	h := &handlerProc{cmd: cmd, stdin: stdin, answers: make(chan string, 1), exited: make(chan error, 1), brokeCh: make(chan struct{})}
 	read := make(chan struct{})
 	go p.readAnswers(h, ar, read)
 	go func() {
@@ -112,19 +127,19 @@ func (p *persistent) readAnswers(h *handlerProc, r *os.File, done chan<- struct{
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
-			text := strings.TrimRight(string(line), "\r\n")
+			word, n, ok := parseAnswer(strings.TrimRight(string(line), "\r\n"))
 			switch {
-			case errors.Is(err, bufio.ErrBufferFull) || !isAnswer(text):
-				h.broken.Store(true)
-				p.log.Warn("The command wrote something other than an answer (ok, fail or fail <reason>, a line each) to descriptor 3: it is restarted before the next item", "bytes", len(line))
+			case errors.Is(err, bufio.ErrBufferFull) || !ok:
+				h.breakProtocol()
+				p.log.Warn("The command wrote something other than an answer (ok <n>, fail <n> or fail <n> <reason>, a line each) to descriptor 3: it is restarted", "bytes", len(line))
 				if errors.Is(err, bufio.ErrBufferFull) {
 					return
 				}
-			case h.waiting.CompareAndSwap(true, false):
-				h.answers <- text
+			case n != 0 && h.waiting.CompareAndSwap(n, 0):
+				h.answers <- word
 			default:
-				h.broken.Store(true)
-				p.log.Warn("The command answered with no item in hand (one answer per item): it is restarted before the next item")
+				h.breakProtocol()
+				p.log.Warn("The command answered an item that is not in hand (one answer per item, with its number): it is restarted", "answered", n, "inHand", h.waiting.Load())
 			}
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
@@ -133,9 +148,21 @@ func (p *persistent) readAnswers(h *handlerProc, r *os.File, done chan<- struct{
 	}
 }
 
-// isAnswer reports whether a line is an answer of the protocol.
-func isAnswer(line string) bool {
-	return line == answerOK || line == answerFail || strings.HasPrefix(line, answerFail+" ")
+// parseAnswer splits an answer line "ok <n>" or "fail <n> [reason]" into the answer (ok,
+// or fail with its reason) and the item's number.
+func parseAnswer(line string) (answer string, n uint64, ok bool) {
+	word, rest, _ := strings.Cut(line, " ")
+	num, reason, _ := strings.Cut(rest, " ")
+	n, err := strconv.ParseUint(num, 10, 64)
+	switch {
+	case err != nil || n == 0:
+		return "", 0, false
+	case word == answerOK && reason == "":
+		return answerOK, n, true
+	case word == answerFail:
+		return strings.TrimSpace(answerFail + " " + reason), n, true
+	}
+	return "", 0, false
 }
 
 // ready returns COMMAND running and in step with the protocol: started if it is not, or
@@ -169,13 +196,15 @@ func (p *persistent) handle(ctx context.Context, it *worker.Item, stop context.C
 		return err
 	}
 	data := it.Data()
-	h.waiting.Store(true)
-	defer h.waiting.Store(false)
+	h.sent++
+	seq := h.sent
+	h.waiting.Store(seq)
+	defer h.waiting.Store(0)
 	written := make(chan struct{})
 	// Written aside: COMMAND may not read it all (it exits, or hangs).
 	go func() {
 		defer close(written)
-		_, _ = fmt.Fprintf(h.stdin, "%d %d\n%s\n", it.Attempt(), len(data), data)
+		_, _ = fmt.Fprintf(h.stdin, "%d %d %d\n%s\n", seq, it.Attempt(), len(data), data)
 	}()
 	var timeout <-chan time.Time
 	if p.c.timeout > 0 {
@@ -190,7 +219,7 @@ func (p *persistent) handle(ctx context.Context, it *worker.Item, stop context.C
 		case <-time.After(answerDrain):
 			// The write still waits for COMMAND to read: the rest of the item would be
 			// read as the next one's header.
-			h.broken.Store(true)
+			h.breakProtocol()
 			p.log.Warn("The command answered before it read the whole item: it is restarted before the next item")
 		}
 		if a == answerOK {
@@ -200,6 +229,8 @@ func (p *persistent) handle(ctx context.Context, it *worker.Item, stop context.C
 	case err := <-h.exited:
 		p.proc = nil
 		return fmt.Errorf("the command exited before it answered (%s); the next item starts it again", exitStatus(err))
+	case <-h.brokeCh:
+		return errors.New("the command broke the protocol (an answer is a line ok <n>, fail <n> or fail <n> <reason> on descriptor 3); it is restarted before the next item")
 	case <-timeout:
 		p.terminate(syscall.SIGTERM, "it answered no item within --timeout "+p.c.timeout.String())
 		return fmt.Errorf("the command did not answer within --timeout %s", p.c.timeout)

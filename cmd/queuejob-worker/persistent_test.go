@@ -17,11 +17,11 @@ import (
 	"github.com/queuejob/queuejob-operator/pkg/queue/redis"
 )
 
-// protocolLoop is a bash handler of --persistent's protocol with builtins only: $attempt
-// and $item per item, then body, which answers on descriptor 3.
+// protocolLoop is a bash handler of --persistent's protocol with builtins only: $seq,
+// $attempt and $item per item, then body, which answers on descriptor 3.
 func protocolLoop(body string) string {
 	return `export LC_ALL=C
-while read -r attempt n; do
+while read -r seq attempt n; do
   IFS= read -r -N "$((n+1))" item; item=${item%$'\n'}
   ` + body + `
 done`
@@ -35,7 +35,7 @@ func TestPersistentHandlesEveryItemInOneProcess(t *testing.T) {
 	items := []string{"apple", "two\nlines", "üñí", " padded "}
 	push(t, k, items...)
 	p := startWorker(t, k, nil, "--persistent", "--",
-		"bash", "-c", protocolLoop(`echo "pid=$$ attempt=$attempt len=$n item=[${item//$'\n'/|}]"; echo ok >&3`)+`
+		"bash", "-c", protocolLoop(`echo "pid=$$ attempt=$attempt len=$n item=[${item//$'\n'/|}]"; echo "ok $seq" >&3`)+`
 echo "stdin closed"`)
 	checkExit(t, p, 0, `msg="Exiting: the queue is empty"`)
 	out := p.output()
@@ -67,10 +67,10 @@ func TestPersistentFailuresAndRestarts(t *testing.T) {
 	p := startWorker(t, k, nil, "--persistent", "--max-attempts=2", "--timeout=2s", "--grace=1s", "--",
 		"bash", "-c", protocolLoop(`echo "$item $attempt"
   case "$item/$attempt" in
-    poison/*) echo "fail poisoned" >&3 ;;
+    poison/*) echo "fail $seq poisoned" >&3 ;;
     crash/1) exit 3 ;;
     slow/1) sleep 60 ;;
-    *) echo ok >&3 ;;
+    *) echo "ok $seq" >&3 ;;
   esac`))
 	checkExit(t, p, 0, `msg="Exiting: the queue is empty"`)
 	want := []string{"poison 1", "crash 1", "slow 1", "good 1", "poison 2", "crash 2", "slow 2"}
@@ -104,33 +104,38 @@ func TestPersistentProtocolHolds(t *testing.T) {
 		t.Fatalf("python3: %v", err)
 	}
 	// handler reads each item whole, except a big one, answered on attempt 1 after its
-	// header alone (it then reads nothing more: the worker's write waits); "double" is answered twice; "stray" prints ok on stdout and fails;
-	// "child" leaves a child with its stdout and exits on attempt 1.
+	// header alone (it then reads nothing more: the worker's write waits); "double" is
+	// answered twice, the second time once the next item is in hand; "word" is answered
+	// with a word that is no answer on attempt 1; "stray" prints an answer on stdout and
+	// fails; "child" leaves a child with its stdout and exits on attempt 1.
 	handler := `import os, sys, subprocess, time
 inp, answers = sys.stdin.buffer, os.fdopen(3, "w", buffering=1)
 for header in inp:
-    attempt, n = map(int, header.split())
+    seq, attempt, n = map(int, header.split())
     if n > 100000 and attempt == 1:
-        print("fail early", file=answers)
+        print("fail %d early" % seq, file=answers)
         time.sleep(30)  # reads no more: the worker's write of the item waits
         continue
     item = inp.read(n + 1)[:-1]
     print("got %r %d" % (item[:8], attempt), flush=True)
     if item == b"stray":
-        print("ok", flush=True)
-        print("fail stray", file=answers)
+        print("ok %d" % seq, flush=True)
+        print("fail %d stray" % seq, file=answers)
     elif item == b"child" and attempt == 1:
         subprocess.Popen(["sleep", "20"])
         sys.exit(3)
     elif item == b"double":
-        print("ok", file=answers)
-        print("ok", file=answers)
+        print("ok %d" % seq, file=answers)
+        time.sleep(0.3)  # the next item is in hand by now
+        print("ok %d" % seq, file=answers)
+    elif item == b"word" and attempt == 1:
+        print("OK %d" % seq, file=answers)
     else:
-        print("ok", file=answers)
+        print("ok %d" % seq, file=answers)
 `
 	k := key(t)
 	big := "bigitem-" + strings.Repeat("x", 200<<10)
-	push(t, k, big, "after-big", "stray", "child", "double", "after-double", "nul\x00byte")
+	push(t, k, big, "after-big", "stray", "child", "double", "after-double", "nul\x00byte", "word")
 	start := time.Now()
 	p := startWorker(t, k, nil, "--persistent", "--max-attempts=2", "--", python, "-c", handler)
 	checkExit(t, p, 0, `msg="Exiting: the queue is empty"`)
@@ -140,20 +145,22 @@ for header in inp:
 		t.Errorf("the worker exited %s after it started: the exit of a command whose child holds its stdout was not seen at once", took)
 	}
 	out := strings.Join(p.output(), "\n")
-	for _, want := range []string{"got b'after-bi' 1", "got b'after-do' 1", "got b'nul\\x00byte' 1", "got b'bigitem-' 2", "got b'child' 2", "got b'stray' 2\nok"} {
+	// after-double: failed by the second answer to "double", which came while it was in
+	// hand (taken as its answer, it would have been completed unread).
+	for _, want := range []string{"got b'after-bi' 1", "got b'after-do' 2", "got b'nul\\x00byte' 1", "got b'bigitem-' 2", "got b'child' 2", "got b'word' 2", "got b'stray' 2\nok"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output %q lacks %q", out, want)
 		}
 	}
-	if strings.Contains(out, "got b'after-bi' 2") || strings.Contains(out, "got b'after-do' 2") {
-		t.Errorf("an item after a command that broke the protocol failed: %q", out)
+	if strings.Contains(out, "got b'after-bi' 2") {
+		t.Errorf("the item after one answered before it was read failed: %q", out)
 	}
-	if last := p.lastLog(); !strings.Contains(last, "completed=6 retried=3 deadLettered=1") {
-		t.Errorf("last log line %q, want completed=6 (all but stray) retried=3 (big, child, stray) deadLettered=1 (stray)", last)
+	if last := p.lastLog(); !strings.Contains(last, "completed=7 retried=5 deadLettered=1") {
+		t.Errorf("last log line %q, want completed=7 (all but stray) retried=5 (big, child, stray, after-double, word) deadLettered=1 (stray)", last)
 	}
 	checkLists(t, k, nil, nil, []string{"stray"})
 	logs := p.logs()
-	for _, want := range []string{"answered before it read the whole item", "answered with no item in hand"} {
+	for _, want := range []string{"answered before it read the whole item", "answered an item that is not in hand", "wrote something other than an answer"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("no log line says the command %s", want)
 		}
@@ -171,7 +178,7 @@ func TestPersistentExitWhileIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 	held := rediswqLease(t, c, k)
-	p := startWorker(t, k, nil, "--persistent", "--", "bash", "-c", protocolLoop(`echo "pid=$$ got=$item attempt=$attempt"; echo ok >&3`))
+	p := startWorker(t, k, nil, "--persistent", "--", "bash", "-c", protocolLoop(`echo "pid=$$ got=$item attempt=$attempt"; echo "ok $seq" >&3`))
 	line := p.expectSuffix(t, "got=a attempt=1")
 	pid, err := strconv.Atoi(strings.TrimPrefix(strings.Fields(line)[0], "pid="))
 	if err != nil {
@@ -235,7 +242,7 @@ func TestPersistentKilledAfterGrace(t *testing.T) {
 	push(t, k, "x")
 	start := time.Now()
 	p := startWorker(t, k, nil, "--persistent", "--grace=1s", "--",
-		"bash", "-c", protocolLoop(`echo ok >&3`)+`
+		"bash", "-c", protocolLoop(`echo "ok $seq" >&3`)+`
 while :; do sleep 0.1; done`)
 	checkExit(t, p, 0, `msg="Exiting: the queue is empty"`)
 	if !strings.Contains(p.logs(), "Killed the command: it did not stop within --grace") {

@@ -90,6 +90,7 @@ func (g *guard) filter(log logr.Logger, next http.Handler) (http.Handler, error)
 		case status != http.StatusOK:
 			http.Error(w, http.StatusText(status), status)
 		default:
+			req = req.Clone(req.Context())
 			req.Header.Del("Authorization") // the handler has no use for the token
 			next.ServeHTTP(w, req)
 		}

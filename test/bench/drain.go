@@ -33,7 +33,7 @@ const (
 	drainCommand = "true" // the cheapest real command
 	// drainHandler is the cheapest real --persistent handler: bash builtins only, no
 	// exec per item (docs/queues-and-workers.md's example, without its log line).
-	drainHandler = `export LC_ALL=C; while read -r attempt n; do IFS= read -r -N "$((n+1))" item; echo ok >&3; done`
+	drainHandler = `export LC_ALL=C; while read -r n attempt len; do IFS= read -r -N "$((len+1))" item; echo "ok $n" >&3; done`
 	// drainPoll is how often the drain's end (both lists empty) is looked for.
 	drainPoll = 10 * time.Millisecond
 	drainPeer = "raw LMOVE+LREM loop (go-redis)"

@@ -81,13 +81,12 @@ func streamOf(src backends.Source) string {
 	return backends.Source{Spec: spec, Secrets: src.Secrets}.Fingerprint()
 }
 
-// Active reports whether the watch of src's stream is subscribed now.
-func (w *natsWatcher) Active(src backends.Source) bool {
-	w.mu.Lock()
-	sw, ok := w.streams[streamOf(src)]
-	w.mu.Unlock()
-	return ok && sw.active.Load()
-}
+// Active is false: a NATS watch cannot tell that it hears every message its stream
+// stores. It subscribes to the stream's subjects as they were when it connected (subjects
+// added later go unheard), a stream fed by sources has none, and a subscription the
+// server denies fails without a word to the client. So an idle NATS queue is probed at
+// its interval, the watch only bringing probes forward.
+func (w *natsWatcher) Active(backends.Source) bool { return false }
 
 func (w *natsWatcher) unwatch(stream string, token int) {
 	w.mu.Lock()

@@ -100,8 +100,7 @@ func TestWatchWakesOnPublish(t *testing.T) {
 	got.none(t, time.Second, "a publish after the watch stopped")
 }
 
-// A watch whose server went away wakes reported (none waits on it) and is not Active; it
-// connects again once the server is back, and wakes reported then (what was published
+// A watch whose server went away wakes reported; it connects again once the server is back, and wakes reported then (what was published
 // meanwhile went unheard); publishes wake it as before.
 func TestWatchSurvivesRestart(t *testing.T) {
 	srv, err := servers.StartNATSWith(servers.NATSOptions{})
@@ -126,25 +125,21 @@ func TestWatchSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	got.next(t, 30*time.Second, "the watch's start")
-	if !w.Active(src) {
-		t.Error("Active is false once the watch started")
+	// It cannot tell that it hears every message (subjects added later, sourced streams,
+	// a denied subscription): never Active, so no idle NATS queue is probed less often.
+	if w.Active(src) {
+		t.Error("Active is true")
 	}
 	srv.Stop()
-	// None waits on a watch that is down: its failure wakes, reported.
+	// Its failure wakes, reported.
 	if !got.next(t, 30*time.Second, "the watch's failure") {
 		t.Error("the wake of the failed watch is not reported")
-	}
-	if w.Active(src) {
-		t.Error("Active is true with the server down")
 	}
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
 	if !got.next(t, 30*time.Second, "the watch's restart") {
 		t.Error("the wake after the restart is not reported")
-	}
-	if !w.Active(src) {
-		t.Error("Active is false once the watch restarted")
 	}
 	if err := srv.Publisher(t).Publish("restarted", []byte("item")); err != nil {
 		t.Fatal(err)
