@@ -93,7 +93,7 @@ test: manifests generate fmt vet envtest servers helm kustomize ## Run all tests
 		go test $(GO_TEST_FLAGS) ./... -coverprofile cover.out
 
 .PHONY: bench
-bench: envtest servers cluster-tool keda ## Measure the operator beside its peers (KEDA, the TTL controller, raw clients, lease expiry): reaction, API cost, memory, cleanup, probes, drain, reclaim on pod death; writes bench/results/<date>-<rev>.{md,json} and pprof profiles (~25 min; a first run also builds KEDA and kube-controller-manager, ~40 min more). BENCH_FLAGS e.g. -only=reaction -trials=20.
+bench: envtest servers cluster-tool keda ## Measure the operator beside its peers (KEDA, the TTL controller, raw clients, lease expiry): reaction, API cost, memory, cleanup, probes, drain (exec per item, --persistent, the library), reclaim on pod death, 1 000 waves at once; writes bench/results/<date>-<rev>.{md,json} and pprof profiles (~25 min; a first run also builds KEDA and kube-controller-manager, ~40 min more). BENCH_FLAGS e.g. -only=reaction -trials=20.
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(GO_LDFLAGS)" -o $(LOCALBIN)/bench-manager ./cmd
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(GO_LDFLAGS)" -o $(LOCALBIN)/queuejob-worker ./cmd/queuejob-worker
 	@kcm="$$($(CLUSTER_TOOL) build kube-controller-manager)" || exit 1; \

@@ -236,12 +236,7 @@ func (p *persistent) handle(ctx context.Context, it *worker.Item, stop context.C
 		return fmt.Errorf("the command did not answer within --timeout %s", p.c.timeout)
 	case <-ctx.Done():
 		cause := context.Cause(ctx)
-		sig := syscall.SIGTERM
-		var se signalError
-		if errors.As(cause, &se) {
-			sig = se.sig
-		}
-		p.terminate(sig, cause.Error())
+		p.terminate(stopSignal(cause), cause.Error())
 		return fmt.Errorf("the command was stopped: %w", cause)
 	}
 }

@@ -162,14 +162,19 @@ func (h *handler) runCommand(ctx context.Context, it *worker.Item) error {
 		return fmt.Errorf("the command ran past --timeout %s", c.timeout)
 	case <-ctx.Done():
 		cause := context.Cause(ctx)
-		sig := syscall.SIGTERM
-		var se signalError
-		if errors.As(cause, &se) {
-			sig = se.sig
-		}
-		h.terminate(cmd, done, sig, cause.Error())
+		h.terminate(cmd, done, stopSignal(cause), cause.Error())
 		return fmt.Errorf("the command was stopped: %w", cause)
 	}
+}
+
+// stopSignal is the signal that stops a command when an item's context ended with cause:
+// the worker's own (SIGTERM or SIGINT), else SIGTERM (a lost lease, say).
+func stopSignal(cause error) syscall.Signal {
+	var se signalError
+	if errors.As(cause, &se) {
+		return se.sig
+	}
+	return syscall.SIGTERM
 }
 
 // terminate sends sig to the command's process group, waits --grace for it to exit and

@@ -41,35 +41,9 @@ func (b *bench) waves(ctx context.Context) error {
 		defer keda.Stop()
 	}
 	n := b.o.QueueJobs
-	sides := []wavesSide{{op: mgr, ns: "waves-qj", peer: ourPeer(redisList(rs.Addr()), 0)}}
-	if kedaErr == nil {
-		sides = append(sides, wavesSide{op: keda, ns: "waves-keda", peer: kedaPeer(rs.Addr(), 0)})
-	}
-	for i := range sides {
-		s := &sides[i]
-		if err := createNamespace(ctx, c, s.ns); err != nil {
-			return err
-		}
-		var objs []client.Object
-		for j := range n {
-			objs = append(objs, s.peer.make(s.ns, fmt.Sprintf("w-%04d", j), s.key(j)))
-		}
-		if err := createAll(ctx, c, objs); err != nil {
-			return err
-		}
-		s.jobs = watchJobs(ctx, cp.Clientset, s.ns)
-	}
-	for _, s := range sides {
-		if err := waitFor(ctx, 10*time.Minute, 2*time.Second, s.peer.Name+": every object ready", func() (bool, error) {
-			return s.peer.ready(ctx, c, s.ns, n)
-		}); err != nil {
-			return err
-		}
-	}
-	for i := range sides {
-		if sides[i].before, err = sides[i].op.Sample(ctx); err != nil {
-			return err
-		}
+	sides, err := wavesSides(ctx, c, cp, rs.Addr(), mgr, keda, kedaErr, n)
+	if err != nil {
+		return err
 	}
 	// Every list of both at once.
 	p := rdb.Pipeline()
@@ -87,6 +61,49 @@ func (b *bench) waves(ctx context.Context) error {
 			return err
 		}
 	}
+	b.wavesReport(title, sides, n, kedaErr)
+	return nil
+}
+
+// wavesSides creates each operator's n idle objects, each on a list of its own, and waits
+// until every one has looked at its queue.
+func wavesSides(ctx context.Context, c client.Client, cp *ControlPlane, redisAddr string, mgr, keda *Operator, kedaErr error, n int) ([]wavesSide, error) {
+	sides := []wavesSide{{op: mgr, ns: "waves-qj", peer: ourPeer(redisList(redisAddr), 0)}}
+	if kedaErr == nil {
+		sides = append(sides, wavesSide{op: keda, ns: "waves-keda", peer: kedaPeer(redisAddr, 0)})
+	}
+	for i := range sides {
+		s := &sides[i]
+		if err := createNamespace(ctx, c, s.ns); err != nil {
+			return nil, err
+		}
+		var objs []client.Object
+		for j := range n {
+			objs = append(objs, s.peer.make(s.ns, fmt.Sprintf("w-%04d", j), s.key(j)))
+		}
+		if err := createAll(ctx, c, objs); err != nil {
+			return nil, err
+		}
+		s.jobs = watchJobs(ctx, cp.Clientset, s.ns)
+	}
+	for _, s := range sides {
+		if err := waitFor(ctx, 10*time.Minute, 2*time.Second, s.peer.Name+": every object ready", func() (bool, error) {
+			return s.peer.ready(ctx, c, s.ns, n)
+		}); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	for i := range sides {
+		if sides[i].before, err = sides[i].op.Sample(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return sides, nil
+}
+
+// wavesReport adds section 8's rows.
+func (b *bench) wavesReport(title string, sides []wavesSide, n int, kedaErr error) {
 	row := func(name, unit string, ours, peer func(s wavesSide) float64, note string) {
 		r := Row{Section: title, Name: name, Unit: unit, Ours: ptr.To(ours(sides[0])), PeerName: "KEDA ScaledJob", Note: note}
 		if kedaErr == nil {
@@ -104,7 +121,6 @@ func (b *bench) waves(ctx context.Context) error {
 	perObject := func(s wavesSide) float64 { return float64(s.requests) / float64(n) }
 	row("API requests per object, until 10 s after its operator's last Job", "", perObject, perObject,
 		"ours: "+formatCounts(sides[0].counts)+kedaCounts(sides))
-	return nil
 }
 
 // kedaCounts is KEDA's requests for the note, if it ran.
