@@ -96,6 +96,7 @@ func (r *QueueJobReconciler) probeQueue(ctx context.Context, s *scope) error {
 	if err := r.seeLatestWave(ctx, s); err != nil {
 		return err
 	}
+	r.probes.specChanged(key, s.qj.UID, s.qj.Generation)
 	res, running := r.probes.takeResult(key, s.qj.UID)
 	switch {
 	case running:

@@ -79,8 +79,10 @@ type writeWake struct {
 	woken      bool
 	emptyWakes int
 	// idleProbes counts the probes in a row that found the queue idle while its watch was
-	// up: the next probe comes later with each (see idleGap).
+	// up: the next probe comes later with each (see idleGap). idleGen is the QueueJob's
+	// generation they were made under: a changed spec is probed at its interval again.
 	idleProbes int
+	idleGen    int64
 }
 
 // with calls f with the entry of a QueueJob (of this UID), under the lock; not at all if
@@ -280,7 +282,7 @@ func (p *probeStates) heard(key types.NamespacedName, uid types.UID, now time.Ti
 // then makes the probe due and returns true, and the caller queues a reconcile. A
 // QueueJob idle as well (nothing in flight either, and its queue's watch up) has its next
 // probe put off (idleGap).
-func (p *probeStates) armWake(key types.NamespacedName, uid types.UID, waiting, idle bool, writesBefore uint64) (probeAgain bool) {
+func (p *probeStates) armWake(key types.NamespacedName, uid types.UID, gen int64, waiting, idle bool, writesBefore uint64) (probeAgain bool) {
 	p.with(key, uid, func(e *probeState) {
 		w := &e.wake
 		if w.woken && waiting {
@@ -295,13 +297,25 @@ func (p *probeStates) armWake(key types.NamespacedName, uid types.UID, waiting, 
 			e.schedule.due = e.schedule.probedAt.Add(e.wakeGap())
 			w.idleProbes = 0
 		case idle:
-			w.idleProbes++
+			w.idleProbes, w.idleGen = w.idleProbes+1, gen
 			e.schedule.due = maxTime(e.schedule.due, e.schedule.probedAt.Add(e.idleGap()))
 		default:
 			w.idleProbes = 0
 		}
 	})
 	return probeAgain
+}
+
+// specChanged ends the putting off of an idle QueueJob's probes once its spec changed
+// (gen, its generation, is not the one they were put off under): its next probe is due
+// an interval after the last.
+func (p *probeStates) specChanged(key types.NamespacedName, uid types.UID, gen int64) {
+	p.with(key, uid, func(e *probeState) {
+		if e.wake.idleProbes > 0 && e.wake.idleGen != gen {
+			e.wake.idleProbes = 0
+			e.schedule.due = minTime(e.schedule.due, e.schedule.probedAt.Add(e.schedule.interval))
+		}
+	})
 }
 
 // maxIdleGap bounds how far an idle QueueJob's probes are put off.

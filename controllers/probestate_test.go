@@ -123,7 +123,7 @@ func TestProbeStatesIdle(t *testing.T) {
 		before := p.writesHeard(key, "uid-1")
 		now = now.Add(p.untilDue(key, "uid-1", now))
 		p.probed(key, "uid-1", now, now.Add(iv), iv, nil)
-		p.armWake(key, "uid-1", waiting, idle, before)
+		p.armWake(key, "uid-1", 1, waiting, idle, before)
 		return p.untilDue(key, "uid-1", now)
 	}
 	var gaps []time.Duration
@@ -154,8 +154,25 @@ func TestProbeStatesIdle(t *testing.T) {
 	before := p.writesHeard(key, "uid-1")
 	p.probed(key, "uid-1", now, now.Add(iv), iv, nil)
 	p.heard(key, "uid-1", now, false)
-	if !p.armWake(key, "uid-1", true, true, before) || p.untilDue(key, "uid-1", now) != minWakeGap {
+	if !p.armWake(key, "uid-1", 1, true, true, before) || p.untilDue(key, "uid-1", now) != minWakeGap {
 		t.Errorf("a write heard during an idle probe: next probe in %s, want %s", p.untilDue(key, "uid-1", now), minWakeGap)
+	}
+	// A changed spec (another generation) is probed an interval after the last probe,
+	// and its idle probes start afresh; the same generation changes nothing.
+	for range 4 {
+		probe(true, true)
+	}
+	putOff := p.untilDue(key, "uid-1", now)
+	p.specChanged(key, "uid-1", 1)
+	if got := p.untilDue(key, "uid-1", now); got != putOff || got <= iv {
+		t.Errorf("the same generation: next probe in %s, want it put off as before (%s)", got, putOff)
+	}
+	p.specChanged(key, "uid-1", 2)
+	if got := p.untilDue(key, "uid-1", now); got != iv {
+		t.Errorf("a changed spec: next probe in %s, want the interval %s", got, iv)
+	}
+	if got := probe(true, true); got != 2*iv {
+		t.Errorf("the first idle probe after a changed spec: next in %s, want %s", got, 2*iv)
 	}
 	for range 4 {
 		probe(true, true)
@@ -185,7 +202,7 @@ func TestProbeStatesWake(t *testing.T) {
 	probe := func(at time.Time, waiting bool) (probeAgain bool) {
 		before := p.writesHeard(key, "uid-1")
 		p.probed(key, "uid-1", at, at.Add(2*time.Second), 2*time.Second, nil)
-		return p.armWake(key, "uid-1", waiting, false, before)
+		return p.armWake(key, "uid-1", 1, waiting, false, before)
 	}
 	// A wave runs: the probes at their interval decide.
 	if probe(now, false) {
@@ -251,7 +268,7 @@ func TestProbeStatesWake(t *testing.T) {
 	if wake, _ := p.heard(key, "uid-1", now.Add(10*time.Millisecond), false); wake {
 		t.Fatal("woke during the probe")
 	}
-	if !p.armWake(key, "uid-1", true, false, before) || p.untilDue(key, "uid-1", now.Add(minWakeGap)) != 0 {
+	if !p.armWake(key, "uid-1", 1, true, false, before) || p.untilDue(key, "uid-1", now.Add(minWakeGap)) != 0 {
 		t.Error("a write heard during the probe was lost")
 	}
 	// The watch ends with the entry.
@@ -343,7 +360,7 @@ func TestProbeStatesRotationCarries(t *testing.T) {
 	carried := map[string]bool{
 		"schedule.due": true, "schedule.probedAt": true, "wake.writes": true, "goneWave": true, "reclaimed": true,
 		"schedule.interval": false, "schedule.running": false, "schedule.result": false, "schedule.serverWoke": false, "schedule.podEnded": false, "schedule.podWakes": false,
-		"wake.waiting": false, "wake.woken": false, "wake.emptyWakes": false, "wake.idleProbes": false,
+		"wake.waiting": false, "wake.woken": false, "wake.emptyWakes": false, "wake.idleProbes": false, "wake.idleGen": false,
 	}
 	backend := &backends.Backend{Name: "fake", Open: func(backends.Source) (queue.Conn, error) { return &fakeBackend{}, nil }}
 	key := types.NamespacedName{Namespace: "ns", Name: "q"}

@@ -57,7 +57,7 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 	waiting := plan.create == nil && plan.waiting != nil && plan.waiting.reason == qjv1.ReasonWaitingForItems
 	// Idle: nothing ready or in flight for a reaper to return, and a write would be heard.
 	idle := waiting && in.counts.Ready == 0 && in.counts.InFlight == 0 && !in.counts.InFlightUnknown && s.probe.watched
-	if r.probes.armWake(client.ObjectKeyFromObject(s.qj), s.qj.UID, waiting, idle, s.writesBefore) {
+	if r.probes.armWake(client.ObjectKeyFromObject(s.qj), s.qj.UID, s.qj.Generation, waiting, idle, s.writesBefore) {
 		r.enqueue(client.ObjectKeyFromObject(s.qj), minWakeGap)
 	}
 	if plan.endWave {
