@@ -478,3 +478,26 @@ func TestLimiter(t *testing.T) {
 		t.Error("no slot after a release")
 	}
 }
+
+// TestIdleQueue: only a watched queue with nothing ready and nothing in flight (its
+// in-flight count known) is idle: items in flight keep the probes, and so the reaper, at
+// their interval.
+func TestIdleQueue(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		c       queue.Counts
+		watched bool
+		want    bool
+	}{
+		{name: "empty and watched", watched: true, want: true},
+		{name: "empty, the watch down", c: queue.Counts{}},
+		{name: "items in flight", c: queue.Counts{InFlight: 1}, watched: true},
+		{name: "in flight unknown (RabbitMQ without its management API)", c: queue.Counts{InFlightUnknown: true}, watched: true},
+		{name: "items ready", c: queue.Counts{Ready: 1}, watched: true},
+		{name: "only dead-lettered items", c: queue.Counts{DeadLettered: 3}, watched: true, want: true},
+	} {
+		if got := idleQueue(tc.c, tc.watched); got != tc.want {
+			t.Errorf("%s: idleQueue = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -55,8 +55,7 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 	s.plan = &plan
 	s.requeue(plan.requeue)
 	waiting := plan.create == nil && plan.waiting != nil && plan.waiting.reason == qjv1.ReasonWaitingForItems
-	// Idle: nothing ready or in flight for a reaper to return, and a write would be heard.
-	idle := waiting && in.counts.Ready == 0 && in.counts.InFlight == 0 && !in.counts.InFlightUnknown && s.probe.watched
+	idle := waiting && idleQueue(in.counts, s.probe.watched)
 	if r.probes.armWake(client.ObjectKeyFromObject(s.qj), s.qj.UID, s.qj.Generation, waiting, idle, s.writesBefore) {
 		r.enqueue(client.ObjectKeyFromObject(s.qj), minWakeGap)
 	}
@@ -75,6 +74,13 @@ func (r *QueueJobReconciler) ensureWave(ctx context.Context, s *scope) error {
 		return nil
 	}
 	return r.createJob(ctx, s, nextWaveJob(s, backend, in, *plan.create))
+}
+
+// idleQueue reports whether a probe's counts leave nothing to do until a write: nothing
+// ready, nothing in flight for a reaper to return (and the in-flight count known), and
+// the queue's watch up, so that a write would be heard (see idleGap).
+func idleQueue(c queue.Counts, watched bool) bool {
+	return watched && c.Ready == 0 && c.InFlight == 0 && !c.InFlightUnknown
 }
 
 // waveInputOf gathers what planWave decides from: the scope's current wave and probe, the
