@@ -126,34 +126,31 @@ func (w *redisWatcher) unwatch(server, key string, token int) {
 }
 
 // fire calls the wakes of a written key, outside the lock.
-func (w *redisWatcher) fire(server, key string, reported bool) {
+func (w *redisWatcher) fire(server, key string, reported bool) { w.wake(server, key, false, reported) }
+
+// fireAll wakes every QueueJob on a server, with reported true.
+func (w *redisWatcher) fireAll(server string) { w.wake(server, "", true, true) }
+
+// wake calls, outside the lock, the wakes of the QueueJobs on a server's key, or on all
+// its keys.
+func (w *redisWatcher) wake(server, key string, all, reported bool) {
 	w.mu.Lock()
 	var wakes []func(bool)
-	if sw, ok := w.servers[server]; ok {
-		for _, f := range sw.wakes[key] {
+	collect := func(byToken map[int]func(bool)) {
+		for _, f := range byToken {
 			wakes = append(wakes, f)
 		}
+	}
+	if sw, ok := w.servers[server]; ok && all {
+		for _, byToken := range sw.wakes {
+			collect(byToken)
+		}
+	} else if ok {
+		collect(sw.wakes[key]) // a write: one key, found, not searched for
 	}
 	w.mu.Unlock()
 	for _, f := range wakes {
 		f(reported)
-	}
-}
-
-// fireAll wakes every QueueJob on a server, with reported true.
-func (w *redisWatcher) fireAll(server string) {
-	w.mu.Lock()
-	var wakes []func(bool)
-	if sw, ok := w.servers[server]; ok {
-		for _, byToken := range sw.wakes {
-			for _, f := range byToken {
-				wakes = append(wakes, f)
-			}
-		}
-	}
-	w.mu.Unlock()
-	for _, f := range wakes {
-		f(true)
 	}
 }
 
